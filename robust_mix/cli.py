@@ -1,0 +1,115 @@
+"""The ``robust-mix`` command line. The CLI owns the terminal: tables, progress bars, plots."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+import robust_mix
+from robust_mix.config import ModelConfig
+
+logger = logging.getLogger("robust_mix.cli")
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    """Register ``run`` as the subcommand ``name``; ``arguments`` adds its options to a parser."""
+    def wrap(run: Command) -> Command:
+        _COMMANDS[name] = (arguments, run, help)
+        return run
+    return wrap
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+
+
+def _weight_sources(config: ModelConfig) -> str:
+    refs = [b.ref for b in (config.standard, config.robust) if b is not None]
+    refs += [f"{k}:{v}" for k, v in config.weights.items()]
+    return ", ".join(refs) if refs else "(given at load time)"
+
+
+def _summary_row(config: ModelConfig) -> list[object]:
+    rep = config.reported
+    return [config.name, config.dataset, config.threat_model,
+            f"{rep.clean_acc:.2f}" if rep else "-", f"{rep.autoattack_acc:.2f}" if rep else "-",
+            _weight_sources(config)]
+
+
+_SUMMARY_HEADERS = ["name", "dataset", "threat", "clean %", "AutoAttack %", "weights"]
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'cifar100-*'")
+
+
+@command("list", "list registered models (wildcards allowed)", _list_args)
+def _list(args: argparse.Namespace) -> int:
+    names = robust_mix.list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    print(format_table(_SUMMARY_HEADERS, [_summary_row(robust_mix.get_model_config(n)) for n in names]))
+    return 0
+
+
+def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print the full config as JSON")
+
+
+@command("info", "show one model's config", _info_args)
+def _info(args: argparse.Namespace) -> int:
+    config = robust_mix.get_model_config(args.name)
+    if args.json:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    print(format_table(_SUMMARY_HEADERS, [_summary_row(config)]))
+    ratio = "adaptive" if config.alpha is None else config.alpha
+    print(f"\nalpha: {ratio}   mixing: {config.mixing}   temperatures: std {config.std_scale}, "
+          f"rob {config.rob_scale}")
+    if config.policy is not None:
+        print(f"policy: alpha range {config.policy.alpha_range}, gamma scale/bias "
+              f"{config.policy.gamma_scale}/{config.policy.gamma_bias}")
+    for text in (config.description, config.paper, config.citation):
+        if text:
+            print(f"\n{text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="robust-mix", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, _, help_text) in _COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``robust-mix`` console script."""
+    import robust_mix.demo  # noqa: F401  (registers its subcommand)
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return _COMMANDS[args.command][1](args)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Configs as data: everything needed to rebuild a mixed model, saved as JSON beside its weights.
+
+A zoo entry is a :class:`ModelConfig`. It names its two base models by reference
+(:class:`BackboneConfig`), carries the mixing constants (fixed ``alpha`` or an adaptive
+:class:`PolicyConfig`), the input contract of each base, where weights live, the numbers
+the authors reported and how to cite them. No per-model constant lives in code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+MixingMode = Literal["prob", "logit"]
+
+
+@dataclass
+class InputConfig:
+    """How raw ``[0, 1]`` images are adapted before a base model sees them.
+
+    Attributes:
+        input_size: ``(H, W)`` to resize to, or ``None`` to keep the input size.
+        interpolation: ``torch.nn.functional.interpolate`` mode (``"bilinear"``, ``"bicubic"``, ...).
+        mean, std: per-channel normalisation, or ``None`` when the model normalises itself.
+        antialias: passed to ``interpolate`` (RobustBench's BiT resize uses ``False``).
+    """
+
+    input_size: Optional[tuple[int, int]] = None
+    interpolation: str = "bilinear"
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    antialias: bool = False
+
+
+@dataclass
+class BackboneConfig:
+    """A base classifier referenced by name.
+
+    ``ref`` is one of ``"timm/<arch>[.<tag>]"``, ``"robustbench/<dataset>/<threat>/<Name>"``
+    or a path to a ``.safetensors`` file written by :func:`robust_mix.backbones.save_backbone`.
+
+    Attributes:
+        ref: the reference, resolved by :func:`robust_mix.backbones.load_backbone`.
+        kwargs: keyword arguments of the architecture's constructor (e.g. ``num_classes``).
+        checkpoint: a local weight file to load instead of the reference's own source.
+        input: the input contract (resize, normalisation).
+        license: licence of the weights, for model cards.
+    """
+
+    ref: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[str] = None
+    input: InputConfig = field(default_factory=InputConfig)
+    license: Optional[str] = None
+
+
+@dataclass
+class PolicyConfig:
+    """Constants of the adaptive mixing ratio (PAPER.md sections 1-2).
+
+    ``alpha(x) = lo + (hi - lo) * sigmoid(BN(M(features)) * gamma_scale + gamma_bias)`` in eval
+    mode, with ``(lo, hi) = alpha_range``.
+
+    Attributes:
+        standard_layers, robust_layers: module names (``named_modules``) whose outputs feed the
+            mixing network, one per stage, earliest first.
+        widths: output channels of the mixing network's residual stages.
+        blocks: pre-activation residual blocks per stage.
+        input_shape: ``(C, H, W)`` of one raw input, used to probe feature shapes when building.
+        gamma_scale, gamma_bias: affine map applied after the BatchNorm.
+        alpha_range: eval-time ``(lo, hi)`` range of alpha.
+        detach_features: stop gradients from alpha into the base models' features.
+    """
+
+    standard_layers: list[str]
+    robust_layers: list[str]
+    widths: list[int] = field(default_factory=lambda: [64, 96, 128])
+    blocks: int = 2
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    gamma_scale: float = 1.0
+    gamma_bias: float = 0.0
+    alpha_range: tuple[float, float] = (0.0, 1.0)
+    detach_features: bool = False
+
+
+@dataclass
+class ReportedResult:
+    """A leaderboard number as its authors reported it (fractions are percentages here, as on RobustBench)."""
+
+    clean_acc: float
+    autoattack_acc: float
+    n_examples: int
+    source: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """A zoo entry: two base references plus the mixing rule, all as data.
+
+    Attributes:
+        name: registry name (``load_model(name)``).
+        standard, robust: the two base classifiers; ``None`` only for compositions filled at load.
+        alpha: fixed mixing ratio in ``[0, 1]``; ``None`` means the adaptive ``policy`` decides.
+        policy: adaptive-ratio constants, or ``None`` for a fixed ratio.
+        mixing: ``"prob"`` (the paper's default) or ``"logit"`` (the baseline).
+        std_scale, rob_scale: logit temperatures ``s_g``, ``s_h``.
+        weights: where the mixed model's own tensors live (``{"file": path}``,
+            ``{"hf_hub_id": repo}``...). Base weights are named by the backbones.
+        reported: the authors' numbers, or ``None``.
+    """
+
+    name: str
+    standard: Optional[BackboneConfig] = None
+    robust: Optional[BackboneConfig] = None
+    dataset: str = "custom"
+    threat_model: str = "Linf"
+    eps: Optional[float] = None
+    num_classes: Optional[int] = None
+    alpha: Optional[float] = 0.5
+    policy: Optional[PolicyConfig] = None
+    mixing: MixingMode = "prob"
+    std_scale: float = 1.0
+    rob_scale: float = 1.0
+    weights: dict[str, str] = field(default_factory=dict)
+    reported: Optional[ReportedResult] = None
+    labels: Optional[list[str]] = None
+    description: str = ""
+    paper: str = ""
+    citation: str = ""
+    license: str = ""
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        return _from_dict(cls, data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON, atomically."""
+        from robust_mix.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        """Read a config written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _from_dict(cls: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    return cls(**{key: _coerce(hints[key], value) for key, value in data.items()})
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """Turn JSON values back into the annotated type (nested dataclasses, tuples)."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(inner[0], value) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value)
+    if origin is tuple:
+        return tuple(value)
+    return value

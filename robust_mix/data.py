@@ -1,0 +1,140 @@
+"""Evaluation and training data, local-first.
+
+Fashion-MNIST is read from the original ``*-ubyte.gz`` files: ``$ROBUST_MIX_DATA``, Debian's
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), ``<data_dir>``, or a torchvision
+root (``<data_dir>/FashionMNIST/raw``); torchvision downloads it when online. CIFAR-10/100 come
+from torchvision (an existing ``data_dir`` offline).
+
+Splits: ``"test"`` is the official test set, used only for final numbers. ``"train"`` and
+``"val"`` partition the official training set with a fixed permutation (seed 0): the last
+:data:`VAL_SIZE` images of ``torch.randperm(N, generator=manual_seed(0))`` are the validation
+split, used for model selection and calibration.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+VAL_SIZE = 5000
+SPLIT_SEED = 0
+
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                        "Sneaker", "Bag", "Ankle boot"]
+_FMNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set is not on disk and could not be downloaded; the message says where to put it."""
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _fashion_mnist_dirs(data_dir: Optional[PathLike]) -> list[Path]:
+    dirs = [Path(os.environ["ROBUST_MIX_DATA"])] if os.environ.get("ROBUST_MIX_DATA") else []
+    dirs.append(DEBIAN_FASHION_MNIST)
+    if data_dir is not None:
+        dirs += [Path(data_dir), Path(data_dir) / "FashionMNIST" / "raw"]
+    return dirs
+
+
+def _fashion_mnist_official(part: str, data_dir: Optional[PathLike]) -> tuple[torch.Tensor, torch.Tensor]:
+    images_name, labels_name = _FMNIST_FILES[part]
+    searched = _fashion_mnist_dirs(data_dir)
+    for folder in searched:
+        if (folder / images_name).is_file() and (folder / labels_name).is_file():
+            images, labels = _read_idx(folder / images_name), _read_idx(folder / labels_name)
+            return (torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255),
+                    torch.from_numpy(labels.astype(np.int64)))
+    if data_dir is not None:
+        try:
+            import torchvision
+
+            torchvision.datasets.FashionMNIST(str(data_dir), train=part == "train", download=True)
+            return _fashion_mnist_official(part, data_dir)
+        except Exception as err:  # offline: fall through to the clear error below
+            logger.debug("torchvision download of Fashion-MNIST failed: %s", err)
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST ({images_name}) not found in {[str(d) for d in searched]}. Install it with "
+        "'apt-get install dataset-fashion-mnist', or set ROBUST_MIX_DATA to a folder holding the four "
+        "original *-ubyte.gz files.")
+
+
+def split_indices(n: int, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed (train, val) partition of ``range(n)``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n - val_size].sort().values, perm[n - val_size:].sort().values
+
+
+def load_fashion_mnist(split: str = "test", data_dir: Optional[PathLike] = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST as tensors: images ``(N, 1, 28, 28)`` float in ``[0, 1]``, labels ``(N,)`` int64."""
+    if split == "test":
+        return _fashion_mnist_official("test", data_dir)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    images, labels = _fashion_mnist_official("train", data_dir)
+    train_idx, val_idx = split_indices(len(labels))
+    idx = train_idx if split == "train" else val_idx
+    return images[idx], labels[idx]
+
+
+def _load_cifar(cls_name: str) -> Callable[[str, Optional[PathLike]], tuple[torch.Tensor, torch.Tensor]]:
+    def load(split: str, data_dir: Optional[PathLike]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torchvision
+
+        root = Path(data_dir or "./data")
+        if split not in ("train", "test"):
+            raise ValueError(f"{cls_name} splits are 'train' and 'test', got {split!r}")
+        try:
+            ds = getattr(torchvision.datasets, cls_name)(str(root), train=split == "train", download=True)
+        except Exception as err:
+            raise DatasetNotFoundError(
+                f"{cls_name} not found under {root} and could not be downloaded ({err}); place the "
+                f"torchvision archive folder there (e.g. {root}/cifar-10-batches-py)") from err
+        images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float().div_(255)
+        return images, torch.tensor(ds.targets, dtype=torch.int64)
+    return load
+
+
+_LOADERS: dict[str, Callable[[str, Optional[PathLike]], tuple[torch.Tensor, torch.Tensor]]] = {
+    "fashion-mnist": lambda split, data_dir: load_fashion_mnist(split, data_dir),
+    "cifar10": _load_cifar("CIFAR10"),
+    "cifar100": _load_cifar("CIFAR100"),
+}
+
+
+def available_datasets() -> list[str]:
+    """Names :func:`load_dataset` knows."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = None,
+                 data_dir: Optional[PathLike] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``."""
+    key = name.lower().replace("_", "-")
+    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {available_datasets()}")
+    images, labels = _LOADERS[key](split, data_dir)
+    if n_examples is not None:
+        if n_examples > len(labels):
+            raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(labels)}")
+        images, labels = images[:n_examples], labels[:n_examples]
+    return images, labels

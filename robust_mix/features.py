@@ -1,0 +1,61 @@
+"""Reading intermediate features from any backbone with forward hooks, without forking it."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+class FeatureTap:
+    """Records the outputs of named submodules while active.
+
+    Args:
+        model: the backbone to read from.
+        layers: names from ``model.named_modules()``, in the order the features are wanted.
+
+    Raises:
+        ValueError: a name is not a submodule of ``model``; the message lists candidates.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        modules = dict(model.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            top = [n for n in modules if n and n.count(".") <= 1][:40]
+            raise ValueError(f"layer(s) {missing} not found in {type(model).__name__}; "
+                             f"some available names: {top}")
+        self.layers = list(layers)
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._active = False
+        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in layers]
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            if self._active:
+                self._outputs[name] = output
+        return hook
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Context in which forward passes record features; yields the name -> tensor dict."""
+        self._outputs = {}
+        self._active = True
+        try:
+            yield self._outputs
+        finally:
+            self._active = False
+
+    def collect(self, outputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The captured features in layer order; an error if a layer did not run."""
+        missing = [name for name in self.layers if name not in outputs]
+        if missing:
+            raise RuntimeError(f"layer(s) {missing} produced no output during the forward pass")
+        return [outputs[name] for name in self.layers]
+
+    def remove(self) -> None:
+        """Detach the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

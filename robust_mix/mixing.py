@@ -1,0 +1,341 @@
+"""The mixed classifier and its mixing-ratio policies (PAPER.md section 1).
+
+``f(x) = log((1 - a(x)) * softmax(s_g * g(x)) + a(x) * softmax(s_h * h(x)))`` with ``g`` the
+standard and ``h`` the robust base model; ``a`` is a fixed float or comes from an
+:class:`AdaptiveAlpha` policy that reads both models' intermediate features.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robust_mix.config import InputConfig, MixingMode, ModelConfig, PolicyConfig
+from robust_mix.features import FeatureTap
+from robust_mix.mixing_net import MixingNetwork
+from robust_mix.preprocess import InputAdapter
+
+logger = logging.getLogger(__name__)
+
+_MIXING_MODES = ("prob", "logit")
+
+
+def check_alpha(alpha: object, name: str = "alpha") -> float:
+    """Validate a fixed mixing ratio and return it as a float in ``[0, 1]``."""
+    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
+        alpha = alpha.item()
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
+                        f"got {type(alpha).__name__}")
+    value = float(alpha)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1] (0 = standard model only, 1 = robust model only), "
+                         f"got {value}")
+    return value
+
+
+def check_alpha_range(alpha_range: Sequence[float]) -> tuple[float, float]:
+    """Validate an eval-time ``(lo, hi)`` alpha range."""
+    lo, hi = (check_alpha(v, "alpha_range bound") for v in alpha_range)
+    if lo > hi:
+        raise ValueError(f"alpha_range must satisfy lo <= hi, got ({lo}, {hi})")
+    return lo, hi
+
+
+def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, alpha: torch.Tensor,
+                  *, mode: MixingMode = "prob", std_scale: float = 1.0,
+                  rob_scale: float = 1.0) -> torch.Tensor:
+    """Mix two logit batches into log-probabilities.
+
+    Args:
+        standard_logits, robust_logits: ``(B, K)``.
+        alpha: ``(B,)`` ratios in ``[0, 1]`` (weight of the robust model).
+        mode: ``"prob"`` mixes probabilities (the paper's method), ``"logit"`` mixes logits.
+
+    Returns:
+        ``(B, K)`` log mixed probabilities, computed in float32 with ``logaddexp`` so that
+        confident models never produce ``log(0)``.
+    """
+    g = standard_logits.float() * std_scale
+    h = robust_logits.float() * rob_scale
+    a = alpha.float().reshape(-1, 1)
+    if mode == "logit":
+        return F.log_softmax((1 - a) * g + a * h, dim=1)
+    return torch.logaddexp(torch.log1p(-a) + F.log_softmax(g, dim=1),
+                           torch.log(a) + F.log_softmax(h, dim=1))
+
+
+class AdaptiveAlpha(nn.Module):
+    """Input-dependent mixing ratio: mixing network -> BatchNorm -> affine -> sigmoid -> range.
+
+    ``gamma = BN(M(features)) * gamma_scale + gamma_bias``, ``alpha = sigmoid(gamma)``; in eval mode
+    (or when ``scale_alpha`` is True) ``alpha = lo + (hi - lo) * alpha``. In training mode the raw
+    output is clamped to the batch mean +/- 0.6 batch std before the BatchNorm (bounds not
+    differentiated), as in the authors' recipe.
+
+    Args:
+        network: maps ``(standard_features, robust_features)`` to ``(B,)`` raw gammas.
+        config: the constants (feature layers, gamma scale/bias, alpha range).
+    """
+
+    def __init__(self, network: nn.Module, config: PolicyConfig) -> None:
+        super().__init__()
+        self.network = network
+        self.config = config
+        self.bn = nn.BatchNorm1d(1, affine=False, momentum=0.01)
+        self.alpha_range = config.alpha_range
+        self.scale_alpha: Optional[bool] = None
+
+    @property
+    def alpha_range(self) -> tuple[float, float]:
+        """Eval-time range ``(lo, hi)`` of alpha; assignable at inference time."""
+        return self.config.alpha_range
+
+    @alpha_range.setter
+    def alpha_range(self, value: Sequence[float]) -> None:
+        self.config.alpha_range = check_alpha_range(value)
+
+    def forward(self, standard: Sequence[torch.Tensor],
+                robust: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature lists -> ``(alpha, gamma)``, each ``(B,)`` float32."""
+        if self.config.detach_features:
+            standard = [f.detach() for f in standard]
+            robust = [f.detach() for f in robust]
+        gamma = self.network(standard, robust).float().reshape(-1, 1)
+        if self.training:
+            if gamma.shape[0] < 2:
+                raise ValueError("training the mixing network needs batches of at least 2 inputs "
+                                 "(its BatchNorm uses batch statistics)")
+            with torch.no_grad():
+                mean, std = gamma.mean(), gamma.std()
+            gamma = torch.clamp(gamma, min=mean - 0.6 * std, max=mean + 0.6 * std)
+        gamma = self.bn(gamma) * self.config.gamma_scale + self.config.gamma_bias
+        alpha = torch.sigmoid(gamma)
+        scale = (not self.training) if self.scale_alpha is None else self.scale_alpha
+        if scale:
+            lo, hi = self.config.alpha_range
+            alpha = lo + (hi - lo) * alpha
+        return alpha.reshape(-1), gamma.reshape(-1)
+
+
+@dataclass
+class MixedOutput:
+    """Everything one forward pass of :class:`MixedClassifier` computes (all ``(B, ...)``).
+
+    ``gamma`` is ``None`` for a fixed ratio; base logits are ``None`` when a fixed ratio of
+    exactly 0 or 1 skipped that model.
+    """
+
+    log_probs: torch.Tensor
+    alpha: torch.Tensor
+    gamma: Optional[torch.Tensor]
+    standard_logits: Optional[torch.Tensor]
+    robust_logits: Optional[torch.Tensor]
+
+
+class MixedClassifier(nn.Module):
+    """A standard and a robust classifier mixed into one model that returns log-probabilities.
+
+    Built in eval mode. Both base models are frozen and stay in eval mode; only an adaptive
+    policy can train.
+    Raw ``[0, 1]`` images go in: each base model gets its own :class:`InputAdapter`.
+
+    Args:
+        standard: the accurate base classifier ``g`` (returns ``(B, K)`` logits).
+        robust: the robust base classifier ``h`` (returns ``(B, K)`` logits).
+        alpha: a fixed ratio in ``[0, 1]`` (0 = standard only, 1 = robust only) or an
+            :class:`AdaptiveAlpha` policy.
+        mixing: ``"prob"`` (default) or ``"logit"``.
+        std_scale, rob_scale: logit temperatures ``s_g`` and ``s_h`` (positive).
+        standard_input, robust_input: input contracts of the two base models.
+        num_classes: expected number of classes; checked against both models' outputs.
+        config: the :class:`ModelConfig` this model was built from, kept for saving and reports.
+
+    Example:
+        >>> model = MixedClassifier(standard, robust, alpha=0.9)
+        >>> log_probs, alpha = model(images, return_alpha=True)
+        >>> model.alpha = 0.8  # move along the trade-off without rebuilding
+    """
+
+    def __init__(self, standard: nn.Module, robust: nn.Module,
+                 alpha: Union[float, AdaptiveAlpha] = 0.5, *, mixing: MixingMode = "prob",
+                 std_scale: float = 1.0, rob_scale: float = 1.0,
+                 standard_input: Optional[InputConfig] = None,
+                 robust_input: Optional[InputConfig] = None,
+                 num_classes: Optional[int] = None,
+                 config: Optional[ModelConfig] = None) -> None:
+        super().__init__()
+        if mixing not in _MIXING_MODES:
+            raise ValueError(f"mixing must be one of {_MIXING_MODES}, got {mixing!r}")
+        for name, value in (("std_scale", std_scale), ("rob_scale", rob_scale)):
+            if not float(value) > 0 or math.isinf(float(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        self.standard = standard.eval().requires_grad_(False)
+        self.robust = robust.eval().requires_grad_(False)
+        self.standard_input = InputAdapter(standard_input)
+        self.robust_input = InputAdapter(robust_input)
+        self.mixing = mixing
+        self.std_scale = float(std_scale)
+        self.rob_scale = float(rob_scale)
+        self.num_classes = self._check_num_classes(num_classes)
+        self.config = config
+        self.policy: Optional[AdaptiveAlpha] = None
+        self._fixed_alpha: Optional[float] = None
+        self._taps: Optional[tuple[FeatureTap, FeatureTap]] = None
+        self.alpha = alpha
+        self.eval()  # an inference model by default; call .train() to fit a policy
+
+    def _check_num_classes(self, num_classes: Optional[int]) -> Optional[int]:
+        counts = {"standard": getattr(self.standard, "num_classes", None),
+                  "robust": getattr(self.robust, "num_classes", None),
+                  "num_classes": num_classes}
+        known = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+        if len(set(known.values())) > 1:
+            raise ValueError(f"class counts do not match: {known}; both base models must classify "
+                             "the same label set")
+        return next(iter(known.values()), None)
+
+    # -- the mixing ratio ------------------------------------------------------------------
+    @property
+    def alpha(self) -> Union[float, AdaptiveAlpha]:
+        """The fixed ratio (a float), or the adaptive policy when it is in charge."""
+        return self.policy if self._fixed_alpha is None else self._fixed_alpha
+
+    @alpha.setter
+    def alpha(self, value: Union[float, AdaptiveAlpha, None]) -> None:
+        """Set a fixed ratio, install an :class:`AdaptiveAlpha`, or (``None``) return to the policy."""
+        if isinstance(value, AdaptiveAlpha):
+            self._install_policy(value)
+            self._fixed_alpha = None
+        elif value is None:
+            if self.policy is None:
+                raise ValueError("this model has no adaptive policy; set a float alpha in [0, 1]")
+            self._fixed_alpha = None
+        else:
+            self._fixed_alpha = check_alpha(value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # nn.Module would register an AdaptiveAlpha assigned to `alpha` as a submodule and
+        # bypass the property; route it through the setter instead.
+        if name == "alpha":
+            type(self).alpha.fset(self, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def is_adaptive(self) -> bool:
+        """True when the adaptive policy (not a fixed float) sets the ratio."""
+        return self._fixed_alpha is None
+
+    def _install_policy(self, policy: AdaptiveAlpha) -> None:
+        if self._taps is not None:
+            for tap in self._taps:
+                tap.remove()
+        self.policy = policy.train(self.training)
+        self._taps = (FeatureTap(self.standard, policy.config.standard_layers),
+                      FeatureTap(self.robust, policy.config.robust_layers))
+
+    def train(self, mode: bool = True) -> "MixedClassifier":
+        """Train mode for the policy only: the frozen base models always stay in eval mode."""
+        super().train(mode)
+        self.standard.eval()
+        self.robust.eval()
+        return self
+
+    # -- forward ---------------------------------------------------------------------------
+    def base_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both base models' raw logits for raw images ``x`` of shape ``(B, C, H, W)``."""
+        return self.standard(self.standard_input(x)), self.robust(self.robust_input(x))
+
+    def features(self, x: torch.Tensor, standard_layers: Sequence[str],
+                 robust_layers: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Intermediate features of both base models at the named layers (for sizing a policy)."""
+        taps = FeatureTap(self.standard, standard_layers), FeatureTap(self.robust, robust_layers)
+        try:
+            with taps[0].capture() as out_s, taps[1].capture() as out_r:
+                self.base_logits(x)
+            return taps[0].collect(out_s), taps[1].collect(out_r)
+        finally:
+            for tap in taps:
+                tap.remove()
+
+    def forward_all(self, x: torch.Tensor) -> MixedOutput:
+        """Full forward pass: log-probabilities, per-example alpha and gamma, base logits."""
+        self._check_input(x)
+        batch = x.shape[0]
+        if self._fixed_alpha is not None and self._fixed_alpha in (0.0, 1.0):
+            return self._single_model(x, robust=self._fixed_alpha == 1.0)
+        if self._fixed_alpha is not None:
+            g, h = self.base_logits(x)
+            alpha = torch.full((batch,), self._fixed_alpha, device=g.device, dtype=torch.float32)
+            gamma = None
+        else:
+            tap_s, tap_r = self._taps
+            with tap_s.capture() as out_s, tap_r.capture() as out_r:
+                g, h = self.base_logits(x)
+            alpha, gamma = self.policy(tap_s.collect(out_s), tap_r.collect(out_r))
+        self._check_logits(g, h)
+        log_probs = mix_log_probs(g, h, alpha, mode=self.mixing, std_scale=self.std_scale,
+                                  rob_scale=self.rob_scale)
+        return MixedOutput(log_probs.to(torch.promote_types(g.dtype, h.dtype)), alpha, gamma, g, h)
+
+    def _single_model(self, x: torch.Tensor, robust: bool) -> MixedOutput:
+        logits = self.robust(self.robust_input(x)) if robust else self.standard(self.standard_input(x))
+        self._check_logits(logits, logits)
+        scale = self.rob_scale if robust else self.std_scale
+        alpha = torch.full((x.shape[0],), float(robust), device=logits.device)
+        log_probs = F.log_softmax(logits.float() * scale, dim=1).to(logits.dtype)
+        return MixedOutput(log_probs, alpha, None, None if robust else logits,
+                           logits if robust else None)
+
+    def forward(self, x: torch.Tensor, return_alpha: bool = False
+                ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Raw images ``(B, C, H, W)`` in ``[0, 1]`` -> log mixed probabilities ``(B, K)``.
+
+        With ``return_alpha=True`` also returns the per-example ratio ``(B,)`` actually applied.
+        """
+        out = self.forward_all(x)
+        return (out.log_probs, out.alpha) if return_alpha else out.log_probs
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected a float image batch of shape (B, C, H, W) in [0, 1], got {shape}")
+
+    def _check_logits(self, g: torch.Tensor, h: torch.Tensor) -> None:
+        if g.ndim != 2 or h.ndim != 2:
+            raise ValueError(f"base models must return (B, K) logits, got {tuple(g.shape)} (standard) "
+                             f"and {tuple(h.shape)} (robust)")
+        if g.shape[1] != h.shape[1] or (self.num_classes is not None and g.shape[1] != self.num_classes):
+            raise ValueError(f"class counts do not match: the standard model returns {g.shape[1]} "
+                             f"classes, the robust model {h.shape[1]}"
+                             + (f", expected {self.num_classes}" if self.num_classes else "")
+                             + "; both must classify the same label set")
+
+    def extra_repr(self) -> str:
+        alpha = "adaptive" if self.is_adaptive else self._fixed_alpha
+        return (f"alpha={alpha}, mixing={self.mixing}, std_scale={self.std_scale}, "
+                f"rob_scale={self.rob_scale}")
+
+
+def build_adaptive_policy(model: MixedClassifier, config: PolicyConfig) -> AdaptiveAlpha:
+    """Create an :class:`AdaptiveAlpha` whose mixing network is sized from ``model``'s features.
+
+    The feature shapes are probed with one zero image of shape ``config.input_shape``.
+    """
+    param = next(model.standard.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.no_grad():
+        probe = torch.zeros((1, *config.input_shape), device=device)
+        std_feats, rob_feats = model.features(probe, config.standard_layers, config.robust_layers)
+    network = MixingNetwork.from_features(std_feats, rob_feats, config.widths, config.blocks)
+    logger.info("mixing network: %d stage(s) of features %s, %.2f M parameters",
+                len(network.stage_shapes), network.stage_shapes,
+                sum(p.numel() for p in network.parameters()) / 1e6)
+    return AdaptiveAlpha(network, config).to(device)

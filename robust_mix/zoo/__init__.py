@@ -1,0 +1,2 @@
+"""Zoo entries, as data. Importing this package registers them."""
+from robust_mix.zoo import compose  # noqa: F401

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny real models, no downloads."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Two conv stages and a linear head; ``stage1``/``stage2`` are tap points for a mixing network."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 8) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.stage1 = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage2(self.stage1(x)).mean(dim=(2, 3)))
+
+
+def make_tiny(seed: int, num_classes: int = 10, scale: float = 4.0, **kwargs) -> TinyCNN:
+    """A TinyCNN with a sharpened head so its predictions depend on the input."""
+    torch.manual_seed(seed)
+    model = TinyCNN(num_classes, **kwargs)
+    with torch.no_grad():
+        model.head.weight.mul_(scale)
+    return model.eval()
+
+
+@pytest.fixture
+def standard() -> TinyCNN:
+    return make_tiny(0)
+
+
+@pytest.fixture
+def robust() -> TinyCNN:
+    return make_tiny(1)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
