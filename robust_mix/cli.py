@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -13,6 +14,11 @@ from robust_mix.config import ModelConfig
 logger = logging.getLogger("robust_mix.cli")
 
 Command = Callable[[argparse.Namespace], int]
+
+# Modules that register subcommands with @command; one line per feature module.
+COMMAND_MODULES = [
+    "robust_mix.demo",
+]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
 
@@ -98,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``robust-mix`` console script."""
-    import robust_mix.demo  # noqa: F401  (registers its subcommand)
-
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
