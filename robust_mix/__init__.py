@@ -7,7 +7,8 @@ import logging
 
 from robust_mix import _compat  # noqa: F401  (must run before robustbench is imported)
 from robust_mix.backbones import BackboneNotFoundError, load_backbone, save_backbone
-from robust_mix.config import BackboneConfig, InputConfig, ModelConfig, PolicyConfig, ReportedResult
+from robust_mix.config import (BackboneConfig, InputConfig, ModelConfig, NutsConfig, PolicyConfig,
+                               ReportedResult)
 from robust_mix.mixing import AdaptiveAlpha, MixedClassifier, MixedOutput, build_adaptive_policy
 from robust_mix.registry import (build_model, get_model_config, is_model, list_models, load_model,
                                  register_model)
@@ -19,7 +20,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AdaptiveAlpha", "BackboneConfig", "BackboneNotFoundError", "InputConfig", "MixedClassifier",
-    "MixedOutput", "ModelConfig", "PolicyConfig", "ReportedResult", "build_adaptive_policy",
+    "MixedOutput", "ModelConfig", "NutsConfig", "PolicyConfig", "ReportedResult", "build_adaptive_policy",
     "build_model", "get_model_config", "is_model", "list_models", "load_backbone", "load_model",
     "register_model", "save_backbone",
 ]

@@ -88,6 +88,21 @@ class PolicyConfig:
 
 
 @dataclass
+class NutsConfig:
+    """MixedNUTS constants (PAPER.md section 5): the robust map ``s * sign(u) * |u|^p``,
+    ``u = GELU(LN_k(z) + c)``, and the hard-max standard map with its gradient surrogate.
+
+    The mixing ratio itself is the model's fixed ``alpha``.
+    """
+
+    scale: float
+    power: float
+    bias: float
+    ln_k: int = 250
+    surrogate_scale: float = 1e6
+
+
+@dataclass
 class ReportedResult:
     """A leaderboard number as its authors reported it (fractions are percentages here, as on RobustBench)."""
 
@@ -106,6 +121,7 @@ class ModelConfig:
         standard, robust: the two base classifiers; ``None`` only for compositions filled at load.
         alpha: fixed mixing ratio in ``[0, 1]``; ``None`` means the adaptive ``policy`` decides.
         policy: adaptive-ratio constants, or ``None`` for a fixed ratio.
+        nuts: MixedNUTS output maps, or ``None`` for temperature-scaled softmax.
         mixing: ``"prob"`` (the paper's default) or ``"logit"`` (the baseline).
         std_scale, rob_scale: logit temperatures ``s_g``, ``s_h``.
         weights: where the mixed model's own tensors live (``{"file": path}``,
@@ -122,6 +138,7 @@ class ModelConfig:
     num_classes: Optional[int] = None
     alpha: Optional[float] = 0.5
     policy: Optional[PolicyConfig] = None
+    nuts: Optional[NutsConfig] = None
     mixing: MixingMode = "prob"
     std_scale: float = 1.0
     rob_scale: float = 1.0

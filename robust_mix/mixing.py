@@ -49,14 +49,18 @@ def check_alpha_range(alpha_range: Sequence[float]) -> tuple[float, float]:
 
 
 def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, alpha: torch.Tensor,
-                  *, mode: MixingMode = "prob", std_scale: float = 1.0,
-                  rob_scale: float = 1.0) -> torch.Tensor:
+                  *, mode: MixingMode = "prob", std_scale: float = 1.0, rob_scale: float = 1.0,
+                  standard_map: Optional[nn.Module] = None,
+                  robust_map: Optional[nn.Module] = None) -> torch.Tensor:
     """Mix two logit batches into log-probabilities.
 
     Args:
         standard_logits, robust_logits: ``(B, K)``.
         alpha: ``(B,)`` ratios in ``[0, 1]`` (weight of the robust model).
         mode: ``"prob"`` mixes probabilities (the paper's method), ``"logit"`` mixes logits.
+        std_scale, rob_scale: logit temperatures, applied first.
+        standard_map, robust_map: optional maps from scaled logits to log-probabilities
+            (MixedNUTS); ``log_softmax`` when ``None``. Probability mixing only.
 
     Returns:
         ``(B, K)`` log mixed probabilities, computed in float32 with ``logaddexp`` so that
@@ -67,8 +71,13 @@ def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, al
     a = alpha.float().reshape(-1, 1)
     if mode == "logit":
         return F.log_softmax((1 - a) * g + a * h, dim=1)
-    return torch.logaddexp(torch.log1p(-a) + F.log_softmax(g, dim=1),
-                           torch.log(a) + F.log_softmax(h, dim=1))
+    return torch.logaddexp(torch.log1p(-a) + base_log_probs(g, standard_map),
+                           torch.log(a) + base_log_probs(h, robust_map))
+
+
+def base_log_probs(scaled_logits: torch.Tensor, output_map: Optional[nn.Module]) -> torch.Tensor:
+    """One base model's log-probabilities: its output map, or ``log_softmax``."""
+    return F.log_softmax(scaled_logits, dim=1) if output_map is None else output_map(scaled_logits)
 
 
 class AdaptiveAlpha(nn.Module):
@@ -154,6 +163,8 @@ class MixedClassifier(nn.Module):
         mixing: ``"prob"`` (default) or ``"logit"``.
         std_scale, rob_scale: logit temperatures ``s_g`` and ``s_h`` (positive).
         standard_input, robust_input: input contracts of the two base models.
+        standard_map, robust_map: optional logits -> log-probabilities maps replacing the softmax
+            (MixedNUTS, see :mod:`robust_mix.nuts`).
         num_classes: expected number of classes; checked against both models' outputs.
         config: the :class:`ModelConfig` this model was built from, kept for saving and reports.
 
@@ -169,10 +180,14 @@ class MixedClassifier(nn.Module):
                  standard_input: Optional[InputConfig] = None,
                  robust_input: Optional[InputConfig] = None,
                  num_classes: Optional[int] = None,
+                 standard_map: Optional[nn.Module] = None,
+                 robust_map: Optional[nn.Module] = None,
                  config: Optional[ModelConfig] = None) -> None:
         super().__init__()
         if mixing not in _MIXING_MODES:
             raise ValueError(f"mixing must be one of {_MIXING_MODES}, got {mixing!r}")
+        if mixing == "logit" and (standard_map is not None or robust_map is not None):
+            raise ValueError("output maps (MixedNUTS) apply to probability mixing only; use mixing='prob'")
         for name, value in (("std_scale", std_scale), ("rob_scale", rob_scale)):
             if not float(value) > 0 or math.isinf(float(value)):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
@@ -183,6 +198,8 @@ class MixedClassifier(nn.Module):
         self.mixing = mixing
         self.std_scale = float(std_scale)
         self.rob_scale = float(rob_scale)
+        self.standard_map = standard_map
+        self.robust_map = robust_map
         self.num_classes = self._check_num_classes(num_classes)
         self.config = config
         self.policy: Optional[AdaptiveAlpha] = None
@@ -282,7 +299,8 @@ class MixedClassifier(nn.Module):
             alpha, gamma = self.policy(tap_s.collect(out_s), tap_r.collect(out_r))
         self._check_logits(g, h)
         log_probs = mix_log_probs(g, h, alpha, mode=self.mixing, std_scale=self.std_scale,
-                                  rob_scale=self.rob_scale)
+                                  rob_scale=self.rob_scale, standard_map=self.standard_map,
+                                  robust_map=self.robust_map)
         return MixedOutput(log_probs.to(torch.promote_types(g.dtype, h.dtype)), alpha, gamma, g, h)
 
     def _single_model(self, x: torch.Tensor, robust: bool) -> MixedOutput:
@@ -290,7 +308,8 @@ class MixedClassifier(nn.Module):
         self._check_logits(logits, logits)
         scale = self.rob_scale if robust else self.std_scale
         alpha = torch.full((x.shape[0],), float(robust), device=logits.device)
-        log_probs = F.log_softmax(logits.float() * scale, dim=1).to(logits.dtype)
+        output_map = self.robust_map if robust else self.standard_map
+        log_probs = base_log_probs(logits.float() * scale, output_map).to(logits.dtype)
         return MixedOutput(log_probs, alpha, None, None if robust else logits,
                            logits if robust else None)
 

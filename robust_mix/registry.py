@@ -19,6 +19,7 @@ from robust_mix.backbones import as_backbone_config, load_backbone, resolve_inpu
 from robust_mix.config import ModelConfig, PolicyConfig
 from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
+from robust_mix.nuts import build_output_maps
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = 
                          "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
     standard = load_backbone(config.standard, model_dir=model_dir, pretrained=pretrained)
     robust = load_backbone(config.robust, model_dir=model_dir, pretrained=pretrained)
+    maps = build_output_maps(config.nuts) if config.nuts is not None else (None, None)
     model = MixedClassifier(
         standard, robust, alpha=0.5 if config.alpha is None else config.alpha,
+        standard_map=maps[0], robust_map=maps[1],
         mixing=config.mixing, std_scale=config.std_scale, rob_scale=config.rob_scale,
         standard_input=resolve_input_config(config.standard, standard),
         robust_input=resolve_input_config(config.robust, robust),
