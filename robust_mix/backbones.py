@@ -7,7 +7,8 @@ One table maps a reference's scheme to its loader; nothing here knows individual
 - ``"robustbench/<dataset>/<threat>/<Name>"``: RobustBench's architecture and checkpoint,
   read from (or downloaded into) ``<model_dir>/<dataset>/<threat>/<Name>.pt``.
 - ``"/path/to/model.safetensors"``: a file written by :func:`save_backbone`, which records
-  its own architecture reference in the safetensors metadata.
+  its own architecture reference in the safetensors metadata. Relative paths that do not exist
+  from the working directory are looked up in the package's zoo folder (shipped weights).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ BackboneRef = Union[str, BackboneConfig]
 Loader = Callable[[BackboneConfig, Path, bool], nn.Module]
 
 META_KEY = "robust_mix.backbone"
+ZOO_DIR = Path(__file__).parent / "zoo"  # shipped weights live under ZOO_DIR / "weights"
 DEFAULT_MODEL_DIR = "./models"
 
 
@@ -229,12 +231,21 @@ def _missing_message(ref: str, missing: list[tuple[Path, str]], why: str) -> str
 
 
 # -- self-describing safetensors files ---------------------------------------------------------
+def resolve_file_ref(ref: str) -> Path:
+    """A ``.safetensors`` reference as a path: as given, else relative to the shipped zoo folder."""
+    path = Path(ref).expanduser()
+    if path.is_file() or path.is_absolute():
+        return path
+    return ZOO_DIR / path
+
+
 def _load_file(config: BackboneConfig, model_dir: Path, pretrained: bool) -> nn.Module:
     from safetensors import safe_open
 
-    path = Path(config.ref)
+    path = resolve_file_ref(config.ref)
     if not path.is_file():
-        raise BackboneNotFoundError(f"backbone file not found: {path}")
+        raise BackboneNotFoundError(f"backbone file not found: {config.ref} (looked at {Path(config.ref).resolve()} "
+                                    f"and {ZOO_DIR / config.ref})")
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}

@@ -15,15 +15,13 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from robust_mix.backbones import as_backbone_config, load_backbone, resolve_input_config
+from robust_mix.backbones import ZOO_DIR, as_backbone_config, load_backbone, resolve_input_config
 from robust_mix.config import ModelConfig, PolicyConfig
 from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.nuts import build_output_maps
 
 logger = logging.getLogger(__name__)
-
-ZOO_DIR = Path(__file__).parent / "zoo"
 
 _REGISTRY: dict[str, ModelConfig] = {}
 _ALIASES: dict[str, str] = {}
