@@ -127,7 +127,10 @@ def _load_mixed_weights(model: MixedClassifier, state: dict[str, torch.Tensor], 
     if unexpected or missing:
         raise ValueError(f"{source} does not match the model: missing {missing[:8]}, "
                          f"unexpected {unexpected[:8]}")
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{source} does not match the model: {err}") from err
 
 
 def load_model(name: str, *, model_dir: Optional[Union[str, Path]] = None,
