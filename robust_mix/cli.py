@@ -118,4 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m robust_mix.cli` runs this file as __main__; feature modules register their
+    # commands on the importable robust_mix.cli, so dispatch through that one.
+    from robust_mix.cli import main as _main
+
+    sys.exit(_main())
