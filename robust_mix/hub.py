@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
-from robust_mix.backbones import META_KEY, BackboneNotFoundError, is_offline, resolve_input_config
+from robust_mix.backbones import (META_KEY, BackboneNotFoundError, _load_weights_strict, is_offline,
+                                  resolve_input_config)
 from robust_mix.cards import BenchmarkResult, read_benchmark, render_card
 from robust_mix.cli import command
 from robust_mix.config import BackboneConfig, InputConfig, ModelConfig
@@ -232,19 +233,13 @@ def from_pretrained(source: Union[str, Path], *, device: Union[str, torch.device
 
 def _load_all_tensors(model: "MixedClassifier", path: Path) -> None:
     state = load_state_dict(path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    reshaped = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                if k in state and state[k].shape != v.shape]
-    if missing or unexpected or reshaped:
-        raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {len(missing)} missing "
-                         f"tensor(s) {missing[:8]}, {len(unexpected)} unexpected {unexpected[:8]}, "
-                         f"{len(reshaped)} of another shape {reshaped[:8]}")
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:  # a model saved in half precision loads in half precision
         model.to(dtypes.pop())
-    model.load_state_dict(state, strict=True)
+    try:
+        _load_weights_strict(model, state, str(path))
+    except RuntimeError as err:  # torch reports tensors of another shape this way
+        raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {err}") from err
 
 
 def _fetch(source: Union[str, Path], filename: str, revision: Optional[str], cache_dir: Union[str, Path, None],

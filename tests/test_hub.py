@@ -199,7 +199,15 @@ def test_missing_and_unexpected_tensors_are_errors(saved):
     del state[dropped]
     state["robust.extra"] = torch.zeros(1)
     save_file(state, saved / WEIGHTS_NAME)
-    with pytest.raises(ValueError, match=rf"1 missing tensor\(s\) \['{dropped}'\], 1 unexpected \['robust.extra'\]"):
+    with pytest.raises(ValueError, match=rf"missing tensors \['{dropped}'\], unexpected tensors \['robust.extra'\]"):
+        MixedClassifier.from_pretrained(saved)
+
+
+def test_tensors_of_another_shape_are_an_error(saved):
+    state = load_file(saved / WEIGHTS_NAME)
+    state["robust.head.fc.weight"] = torch.zeros(3, 3)
+    save_file(state, saved / WEIGHTS_NAME)
+    with pytest.raises(ValueError, match=r"(?s)does not match the architecture in config.json.*size mismatch for robust.head.fc.weight"):
         MixedClassifier.from_pretrained(saved)
 
 
