@@ -10,6 +10,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
@@ -336,6 +337,27 @@ class MixedClassifier(nn.Module):
                              f"classes, the robust model {h.shape[1]}"
                              + (f", expected {self.num_classes}" if self.num_classes else "")
                              + "; both must classify the same label set")
+
+    # -- sharing: thin faces of robust_mix.hub (imported late: hub imports this module) --------
+    def save_pretrained(self, save_directory: Union[str, Path], **kwargs: object) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``README.md``; see :func:`robust_mix.hub.save_pretrained`."""
+        from robust_mix.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, source: Union[str, Path], **kwargs: object) -> "MixedClassifier":
+        """Rebuild a saved model from a folder, ``"org/name"`` or ``"hf-hub:org/name"``; see :func:`robust_mix.hub.from_pretrained`."""
+        from robust_mix.hub import from_pretrained
+
+        return from_pretrained(source, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
+                    **kwargs: object) -> str:
+        """Upload to the Hugging Face Hub with a model card; see :func:`robust_mix.hub.push_to_hub`."""
+        from robust_mix.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, **kwargs)
 
     def extra_repr(self) -> str:
         alpha = "adaptive" if self.is_adaptive else self._fixed_alpha

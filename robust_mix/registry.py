@@ -139,7 +139,8 @@ def load_model(name: str, *, model_dir: Optional[Union[str, Path]] = None,
     """Build a registered mixed model by name.
 
     Args:
-        name: a registry name or alias (see :func:`list_models`).
+        name: a registry name or alias (see :func:`list_models`), or ``"hf-hub:org/name"`` for a
+            model shared with :meth:`MixedClassifier.push_to_hub`.
         model_dir: RobustBench checkpoint folder for ``robustbench/...`` bases.
         device: where to put the model.
         pretrained: load weights (``False``: random initialisation, for tests and shapes).
@@ -149,5 +150,9 @@ def load_model(name: str, *, model_dir: Optional[Union[str, Path]] = None,
     Example:
         >>> load_model("mix", standard="timm/resnet18", robust="robustbench/cifar10/Linf/Wong2020Fast", alpha=0.9)
     """
+    if name.startswith("hf-hub:"):  # a model saved with save_pretrained / push_to_hub
+        from robust_mix.hub import from_pretrained  # late: hub imports this module
+
+        return from_pretrained(name, device=device, pretrained=pretrained, **overrides)
     config = apply_overrides(get_model_config(name), overrides)
     return build_model(config, model_dir=model_dir, device=device, pretrained=pretrained)

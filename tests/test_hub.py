@@ -1,0 +1,358 @@
+"""Sharing mixed models: save / load / push with generated model cards, all offline."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, RepoUrl, constants
+from safetensors.torch import load_file, save_file
+
+import robust_mix
+from robust_mix import (BackboneConfig, InputConfig, MixedClassifier, ModelConfig, PolicyConfig,
+                        ReportedResult, build_model, load_model, save_backbone)
+from robust_mix import cli, registry
+from robust_mix.cards import benchmark_from_dict, format_eps, read_benchmark, render_all, render_card
+from robust_mix.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARCH = "timm/test_byobnet"  # about 0.2 M parameters: builds in milliseconds
+LAYERS = ["stages.0", "stages.1"]
+REPORT = {"model": "tiny-adaptive", "dataset": "cifar10", "threat_model": "Linf", "eps": 8 / 255,
+          "attack": "standard", "n_examples": 200, "clean_accuracy": 0.875, "robust_accuracy": 0.4125,
+          "seed": 0, "command": "robust-mix benchmark tiny-adaptive --n-examples 200"}
+
+
+def base(ref=ARCH, **kw):
+    return BackboneConfig(ref=ref, kwargs={"num_classes": 10}, license="apache-2.0", **kw)
+
+
+def fixed_config(**kw):
+    return ModelConfig(name="tiny-fixed", standard=base("timm/test_efficientnet"),
+                       robust=base(input=InputConfig(input_size=(40, 40), interpolation="bicubic")),
+                       dataset="cifar10", eps=8 / 255, num_classes=10, alpha=0.7, std_scale=2.0, **kw)
+
+
+def adaptive_config(standard=ARCH, robust=ARCH):
+    policy = PolicyConfig(standard_layers=LAYERS, robust_layers=LAYERS, widths=[8, 16], blocks=1,
+                          input_shape=(3, 32, 32), gamma_scale=2.0, gamma_bias=0.5, alpha_range=(0.2, 0.9))
+    return ModelConfig(name="tiny-adaptive", standard=base(standard), robust=base(robust), dataset="cifar10",
+                       eps=8 / 255, num_classes=10, alpha=None, policy=policy,
+                       reported=ReportedResult(clean_acc=90.0, autoattack_acc=40.0, n_examples=100,
+                                               source="a made-up paper"),
+                       citation="@misc{tiny, title = {Tiny}}")
+
+
+def adaptive_model():
+    torch.manual_seed(0)
+    model = build_model(adaptive_config(), pretrained=False)
+    with torch.no_grad():  # non-default BN state, so a lost buffer would show
+        model.policy.bn.running_mean.fill_(0.3)
+        model.policy.bn.running_var.fill_(2.0)
+    return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: a second intra-op thread only adds contention (100x slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def images():
+    return torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def assert_same_model(a, b, images):
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(v, state_b[k]) for k, v in state_a.items())
+    out_a, out_b = a.forward_all(images), b.forward_all(images)
+    assert torch.equal(out_a.log_probs, out_b.log_probs)
+    assert torch.equal(out_a.alpha, out_b.alpha)
+
+
+# -- round trips ----------------------------------------------------------------------------------
+def test_fixed_alpha_round_trip_is_bit_identical(tmp_path, images):
+    torch.manual_seed(0)
+    model = build_model(fixed_config(), pretrained=False)
+    model.alpha = 0.3  # changed after building: the saved config must follow the model
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["format_version"] == 1
+
+    loaded = MixedClassifier.from_pretrained(tmp_path)
+    assert_same_model(model, loaded, images)
+    assert loaded.alpha == 0.3 and loaded.std_scale == 2.0 and not loaded.training
+    assert loaded.robust_input.config.input_size == (40, 40)
+    assert loaded.robust_input.config.interpolation == "bicubic"
+
+
+def test_adaptive_round_trip_needs_no_original_backbone_files(tmp_path, images):
+    bases = tmp_path / "bases"
+    for i, role in enumerate(("standard", "robust")):
+        torch.manual_seed(10 + i)
+        save_backbone(robust_mix.load_backbone(base(), pretrained=False), bases / f"{role}.safetensors",
+                      ARCH, {"num_classes": 10})
+    model = build_model(adaptive_config(str(bases / "standard.safetensors"), str(bases / "robust.safetensors")))
+    with torch.no_grad():
+        model.policy.bn.running_mean.fill_(0.3)
+        model.policy.bn.running_var.fill_(2.0)
+    model.policy.alpha_range = (0.3, 0.8)
+    model.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(bases)  # rebuilding must not need the weight files the bases came from
+
+    loaded = MixedClassifier.from_pretrained(tmp_path / "saved")
+    assert loaded.is_adaptive and loaded.policy.alpha_range == (0.3, 0.8)
+    assert_same_model(model, loaded, images)
+    assert loaded.forward_all(images).alpha.std() > 0
+    config, provenance = read_config(tmp_path / "saved" / CONFIG_NAME)
+    assert config.standard.ref == ARCH and config.standard.kwargs == {"num_classes": 10}
+    assert provenance["standard"].endswith("standard.safetensors")
+
+
+def test_fixed_ratio_over_a_policy_survives_and_overrides_apply(tmp_path, images):
+    model = adaptive_model()
+    model.alpha = 0.6
+    model.save_pretrained(tmp_path)
+    loaded = MixedClassifier.from_pretrained(tmp_path)
+    assert loaded.alpha == 0.6 and loaded.policy is not None
+    assert_same_model(model, loaded, images)
+    loaded.alpha = None
+    model.alpha = None
+    assert torch.equal(loaded(images), model(images))
+    assert MixedClassifier.from_pretrained(tmp_path, alpha=0.9).alpha == 0.9
+
+
+def test_model_without_config_needs_one(tmp_path, images):
+    torch.manual_seed(0)
+    built = build_model(fixed_config(), pretrained=False)
+    by_hand = MixedClassifier(built.standard, built.robust, alpha=0.4,
+                              standard_input=built.standard_input.config,
+                              robust_input=built.robust_input.config)
+    with pytest.raises(ValueError, match="has no ModelConfig.*pass config="):
+        by_hand.save_pretrained(tmp_path)
+    by_hand.save_pretrained(tmp_path, config=fixed_config())
+    assert torch.equal(MixedClassifier.from_pretrained(tmp_path)(images), by_hand(images))
+
+
+# -- the Hub cache, offline -------------------------------------------------------------------------
+def populate_cache(hub_cache: Path, repo_id: str, folder: Path, commit: str = "a" * 40) -> None:
+    """Lay out a repo as huggingface_hub's cache does: refs/main -> snapshots/<commit>/files."""
+    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy(folder / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
+    model = adaptive_model()
+    model.save_pretrained(tmp_path / "saved")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads these at import time; patch the resolved constants too
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    assert_same_model(model, load_model("hf-hub:org/tiny-mix"), images)
+    assert_same_model(model, MixedClassifier.from_pretrained("org/tiny-mix", cache_dir=hub_cache), images)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*downloads are off"):
+        load_model("hf-hub:org/not-there")
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a Hugging Face repo id"):
+        MixedClassifier.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        MixedClassifier.from_pretrained(tmp_path / "empty")
+
+
+# -- broken files ---------------------------------------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    build_model(fixed_config(), pretrained=False).save_pretrained(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_weights_are_a_clear_error(saved, damage):
+    path = saved / WEIGHTS_NAME
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x07" * 64)
+    with pytest.raises(ValueError, match="not a readable safetensors file.*truncated or corrupt"):
+        MixedClassifier.from_pretrained(saved)
+
+
+def test_missing_and_unexpected_tensors_are_errors(saved):
+    state = load_file(saved / WEIGHTS_NAME)
+    dropped = sorted(state)[0]
+    del state[dropped]
+    state["robust.extra"] = torch.zeros(1)
+    save_file(state, saved / WEIGHTS_NAME)
+    with pytest.raises(ValueError, match=rf"missing tensors \['{dropped}'\], unexpected tensors \['robust.extra'\]"):
+        MixedClassifier.from_pretrained(saved)
+
+
+def test_tensors_of_another_shape_are_an_error(saved):
+    state = load_file(saved / WEIGHTS_NAME)
+    state["robust.head.fc.weight"] = torch.zeros(3, 3)
+    save_file(state, saved / WEIGHTS_NAME)
+    with pytest.raises(ValueError, match=r"(?s)does not match the architecture in config.json.*size mismatch for robust.head.fc.weight"):
+        MixedClassifier.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("ref,message", [("timm/no_such_arch", "timm has no architecture 'no_such_arch'"),
+                                         ("nowhere/thing", "unknown backbone reference 'nowhere/thing'")])
+def test_config_naming_an_unknown_backbone_is_a_clear_error(saved, ref, message):
+    data = json.loads((saved / CONFIG_NAME).read_text())
+    data["robust"]["ref"] = ref
+    (saved / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"cannot rebuild the model described by .*{message}"):
+        MixedClassifier.from_pretrained(saved)
+
+
+def test_config_from_another_tool_or_version_is_rejected(saved):
+    path = saved / CONFIG_NAME
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99.*upgrade robust_mix"):
+        MixedClassifier.from_pretrained(saved)
+    path.write_text(json.dumps({"architectures": ["ResNet"]}))
+    with pytest.raises(ValueError, match="not a robust_mix config"):
+        MixedClassifier.from_pretrained(saved)
+
+
+# -- push -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """Intercept HfApi at its public methods; uploaded folders are copied for inspection."""
+    calls = {"create": [], "upload": []}
+
+    def create_repo(self, repo_id, *, private=None, exist_ok=False, repo_type=None, **kw):
+        calls["create"].append({"repo_id": repo_id, "private": private, "exist_ok": exist_ok,
+                                "repo_type": repo_type})
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):
+        copy = tmp_path / "uploads" / str(len(calls["upload"]))
+        shutil.copytree(folder_path, copy)
+        calls["upload"].append({"repo_id": repo_id, "folder": copy, **kw})
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, images):
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    model = adaptive_model()
+    model.push_to_hub("org/tiny-adaptive", private=True, token="hf_fake", benchmark=tmp_path / "report.json")
+
+    assert fake_hub["create"] == [{"repo_id": "org/tiny-adaptive", "private": True, "exist_ok": True,
+                                   "repo_type": "model"}]
+    (upload,) = fake_hub["upload"]
+    folder = upload["folder"]
+    assert upload["repo_id"] == "org/tiny-adaptive"
+    assert {p.name for p in folder.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+    card = ModelCard.load(folder / CARD_NAME)  # the Hub's own parser
+    assert card.data.library_name == "robust_mix" and card.data.license == "apache-2.0"
+    metrics = {r.metric_type: r for r in card.data.eval_results}
+    assert card.data.model_name == "tiny-adaptive"
+    assert metrics["accuracy"].metric_value == 87.5 and metrics["robust_accuracy"].metric_value == 41.25
+    robust = metrics["robust_accuracy"]
+    assert robust.dataset_type == "cifar10" and robust.task_type == "image-classification"
+    assert robust.metric_args == {"threat_model": "Linf", "eps": 8 / 255, "attack": "autoattack-standard",
+                                  "n_examples": 200}
+    assert 'load_model("hf-hub:org/tiny-adaptive")' in card.text
+    assert REPORT["command"] in card.text and "8/255" in card.text
+    assert json.loads((folder / CONFIG_NAME).read_text())["weights"] == {"hf_hub_id": "org/tiny-adaptive"}
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+
+
+def test_push_command_uploads_a_saved_folder(fake_hub, tmp_path):
+    adaptive_model().save_pretrained(tmp_path / "saved")
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    assert cli.main(["push", str(tmp_path / "saved"), "org/from-cli", "--benchmark",
+                     str(tmp_path / "report.json"), "--private"]) == 0
+    assert fake_hub["create"][0]["repo_id"] == "org/from-cli" and fake_hub["create"][0]["private"] is True
+    card = ModelCard.load(fake_hub["upload"][0]["folder"] / CARD_NAME)
+    assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
+
+
+def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps({k: v for k, v in REPORT.items() if k != "eps"}))
+    with pytest.raises(ValueError, match=r"lacks key\(s\) \['eps'\]"):
+        adaptive_model().push_to_hub("org/x", benchmark=tmp_path / "report.json")
+    assert fake_hub["create"] == [] and fake_hub["upload"] == []
+
+
+# -- benchmark reports and cards ---------------------------------------------------------------------
+@pytest.mark.parametrize("change,message", [
+    ({"clean_accuracy": 87.5}, r"clean_accuracy must lie in \[0, 1\].*percentage"),
+    ({"robust_accuracy": "0.4"}, "robust_accuracy must be a number"),
+    ({"n_examples": 0}, "n_examples must be a positive integer"),
+    ({"eps": "eight"}, "eps must be a non-negative number"),
+    ({"dataset": ""}, "dataset must be a non-empty string"),
+])
+def test_bad_benchmark_reports_name_the_field(change, message):
+    with pytest.raises(ValueError, match=message):
+        benchmark_from_dict({**REPORT, **change})
+
+
+def test_benchmark_report_reading(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({**REPORT, "eps": "8/255", "command": ["a", "b"]}))
+    result = read_benchmark(tmp_path / "r.json")
+    assert result.eps == pytest.approx(8 / 255) and result.command == "a b" and result.extra == {"seed": 0}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_benchmark(tmp_path / "bad.json")
+    assert format_eps(8 / 255) == "8/255" and format_eps(0.1) == "0.1" and format_eps(None) == "n/a"
+
+
+def test_cards_state_bases_licences_constants_and_citation():
+    adaptive = render_card(adaptive_config())
+    for text in ("`timm/test_byobnet`", "apache-2.0", "alpha range `(lo, hi)` | (0.2, 0.9)", "gamma scale | 2.0",
+                 "`stages.0, stages.1`", "90.00 % clean and 40.00 % AutoAttack", "a made-up paper",
+                 "@misc{tiny", "@article{bai2024improving", 'load_model("tiny-adaptive")'):
+        assert text in adaptive, text
+    assert "model-index" not in adaptive  # only measured results go to the Hub's metadata
+    fixed = render_card(fixed_config())
+    assert "fixed ratio `a(x) = 0.7`" in fixed and "resized to 40x40 (bicubic)" in fixed
+    assert "alpha range" not in fixed and "Not evaluated yet" in fixed
+    with pytest.raises(ValueError, match="no fixed base models"):
+        render_card(ModelConfig(name="mix"))
+
+
+def test_card_command_renders_registered_entries(monkeypatch, tmp_path, caplog):
+    monkeypatch.setitem(registry._REGISTRY, "tiny-adaptive", adaptive_config())
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "tiny-adaptive.json").write_text(json.dumps(REPORT))
+    with caplog.at_level("INFO"):
+        assert cli.main(["card", "--all", "--out-dir", str(tmp_path / "cards"),
+                         "--reports-dir", str(tmp_path / "reports")]) == 0
+    assert sorted(p.name for p in (tmp_path / "cards").iterdir()) == ["tiny-adaptive.md"]
+    assert "skipped mix: a composition without fixed base models" in caplog.text
+    card = ModelCard.load(tmp_path / "cards" / "tiny-adaptive.md")
+    assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
+
+    assert cli.main(["card", "tiny-adaptive", "--out", str(tmp_path / "one.md")]) == 0
+    assert "Not evaluated yet" not in (tmp_path / "one.md").read_text()  # the authors' numbers are shown
+    assert cli.main(["card", "mix", "--out", str(tmp_path / "mix.md")]) == 2
+
+
+def test_committed_cards_are_rendered_not_typed(tmp_path):
+    """Every registered entry with fixed bases has a card in model_cards/, identical to a fresh render."""
+    written, _ = render_all(tmp_path, REPO_ROOT / "benchmarks" / "reports")
+    expected = {p.name: p.read_text() for p in written}
+    committed = {p.name: p.read_text() for p in (REPO_ROOT / "model_cards").glob("*.md") if p.name != "template.md"}
+    assert committed == expected, "model cards are stale: run `robust-mix card --all --out-dir model_cards`"
