@@ -18,6 +18,7 @@ Command = Callable[[argparse.Namespace], int]
 # Modules that register subcommands with @command; one line per feature module.
 COMMAND_MODULES = [
     "robust_mix.demo",
+    "robust_mix.commands_benchmark",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
@@ -118,4 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m robust_mix.cli` runs this file as __main__; command modules register into the
+    # importable robust_mix.cli, so dispatch through that module.
+    from robust_mix.cli import main as _main
+
+    sys.exit(_main())
