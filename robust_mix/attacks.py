@@ -79,6 +79,8 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
         if not stages or unknown:
             raise ValueError(f"unknown attack stage(s) {unknown or attack!r}; use one of {list(PRESETS)} "
                              f"or a comma-separated list of {list(KNOWN_STAGES)}")
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"attack stages repeat in {attack!r}; list each stage once")
         name, version = ",".join(stages), "standard"
     suites = {"autoattack": [s for s in stages if s not in ADAPTIVE_STAGES],
               "adaptive": [s for s in stages if s in ADAPTIVE_STAGES]}
@@ -264,8 +266,9 @@ class StageRunner:
         self.autoattack = AutoAttack(model, norm=norm, eps=eps, version=plan.version, device=device, seed=0)
         self.recorder = OutputRecorder(model)
         adaptive_ce, adaptive_t = _apgd_classes()
-        common = dict(norm=norm, eps=eps, device=device, seed=0, rho=.75, eot_iter=1, n_iter=100,
-                      logger=self.autoattack.logger)
+        apgd = self.autoattack.apgd
+        common = dict(norm=norm, eps=eps, device=device, seed=0, rho=.75, eot_iter=apgd.eot_iter, n_iter=100,
+                      use_largereps=apgd.use_largereps, logger=self.autoattack.logger)
         self.adaptive_ce = adaptive_ce(self.recorder, n_restarts=self.autoattack.apgd.n_restarts, **common)
         self.adaptive_t = adaptive_t(self.recorder, n_restarts=self.autoattack.apgd_targeted.n_restarts,
                                      n_target_classes=self.autoattack.apgd_targeted.n_target_classes,
@@ -302,7 +305,8 @@ class StageRunner:
         if opts.n_queries is not None:
             aa.square.n_queries = opts.n_queries
         if opts.eot_iter is not None:
-            aa.apgd.eot_iter = opts.eot_iter
+            for attack in (aa.apgd, self.adaptive_ce, self.adaptive_t):
+                attack.eot_iter = opts.eot_iter
 
     def _apgd(self, attack: object, loss: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack.loss = loss

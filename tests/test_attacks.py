@@ -54,6 +54,8 @@ def test_attack_plans():
     assert custom.version == "standard" and custom.stages == ["apgd-ce", "apgd-t"]
     with pytest.raises(ValueError, match="unknown attack stage"):
         resolve_attack("apgd-ce,pgd")
+    with pytest.raises(ValueError, match="repeat"):
+        resolve_attack("apgd-ce,apgd-ce")
 
 
 def test_default_budgets_are_the_leaderboards():
