@@ -68,6 +68,13 @@ def _init_distributed() -> int:
     return dist.get_rank()
 
 
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="registry name, ModelConfig .json file, or module:function")
     p.add_argument("--dataset", help="default: the entry's data set")
@@ -126,6 +133,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                            **_benchmark_kwargs(args))
     finally:
         progress.close()
+        _finish_distributed()
     if rank == 0:
         paths = write_report(out, result, getattr(model, "config", None))
         print(markdown_table(result, getattr(model, "config", None)))
@@ -148,9 +156,12 @@ def _sweep(args: argparse.Namespace) -> int:
     rank = _init_distributed()
     model = resolve_model(args.name, model_dir=args.model_dir)
     out = Path(args.out)
-    points = sweep(model, parse_alphas(args.alphas), include_policy=not args.no_policy,
-                   state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
-                   **_benchmark_kwargs(args))
+    try:
+        points = sweep(model, parse_alphas(args.alphas), include_policy=not args.no_policy,
+                       state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
+                       **_benchmark_kwargs(args))
+    finally:
+        _finish_distributed()
     if rank == 0:
         attack = points[0].attack if points else args.attack
         paths = write_sweep(points, out, title=f"{args.name} ({attack})",

@@ -257,3 +257,20 @@ def test_imagenet_reads_robustbenchs_list_from_a_local_folder(tmp_path):
     assert labels.tolist() == [class_map[n.split("/")[0]] for n in ids[:3]]
     with pytest.raises(DatasetNotFoundError, match="missing"):
         load_imagenet(data_dir=tmp_path, n_examples=4)
+
+
+# -- benchmarks/reproduce.py ---------------------------------------------------------------------
+def test_reproduce_prints_reported_beside_measured_and_explains_missing_weights(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    x, y = fmnist(4)
+    result = benchmark(tiny_mixed(), images=x, labels=y, batch_size=4, attack="apgd-ce", options=FAST,
+                       device="cpu", dataset="fashion-mnist")
+    table = reproduce.comparison(result, tiny_config())
+    assert "reported" in table and "measured" in table
+    assert f"{100 * result.clean_accuracy:.2f}" in table and "70.00" in table and "20.00" in table
+    assert reproduce.main(["mix"]) == 2  # 'mix' has no base models: a clear message, no traceback
+    assert "cannot reproduce mix" in capsys.readouterr().err

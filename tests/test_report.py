@@ -95,3 +95,17 @@ def test_submit_command(result, tmp_path, capsys):
     info = json.loads((out / "model_info.json").read_text())
     assert info["additional_data"] is True and info["venue"] == "ICML 2099"
     assert (out / "claim.md").is_file() and (out / "model_zoo_entry.py").is_file()
+
+
+def test_benchmark_command_with_adaptive_shows_both_numbers(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["benchmark", "test_benchmark:tiny_mixed", "--n-examples", "4", "--batch-size", "4",
+                 "--attack", "apgd-ce", "--adaptive", "--n-iter", "4", "--n-target-classes", "2",
+                 "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| AutoAttack | adaptive | robust (min) |" in table
+    report = BenchmarkResult.from_json(out / "report.json")
+    assert report.attack == "apgd-ce+adaptive" and report.arguments["adaptive"] is True
+    assert report.adaptive_accuracy is not None and report.autoattack_accuracy is not None
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["external"] == f"{100 * report.robust_accuracy:.2f}"

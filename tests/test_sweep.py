@@ -48,3 +48,16 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
 def test_sweep_needs_a_mixed_model():
     with pytest.raises(TypeError, match="MixedClassifier"):
         sweep(torch.nn.Linear(2, 2), [0.5])
+
+
+def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, capsys):
+    from robust_mix.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1",
+                 "--n-examples", "4", "--batch-size", "4", "--alphas", "0,1", "--attack", "apgd-ce",
+                 "--n-iter", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "attack: apgd-ce" in printed and "policy" in printed
+    assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"] == "apgd-ce"
+    assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4
