@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -203,7 +203,7 @@ class _CompositeObjective:
             self._tracker.update(self.model.last_input)
         return adaptive_attack_loss(out, y, weight=self.weight, targets=targets)
 
-    def attack_single_run(self, x, y, x_init=None):  # noqa: D401  (pyautoattack's signature)
+    def attack_single_run(self, x, y, x_init=None):
         if not self.select_min_margin:
             return super().attack_single_run(x, y, x_init)
         self._tracker = MarginTracker(self.model.model, x, y)
