@@ -13,6 +13,7 @@ from robust_mix.mixing import AdaptiveAlpha, MixedClassifier, MixedOutput, build
 from robust_mix.registry import (build_model, get_model_config, is_model, list_models, load_model,
                                  register_model)
 from robust_mix import zoo  # noqa: F401  (registers the entries)
+from robust_mix.benchmark import BenchmarkResult, benchmark
 
 __version__ = "0.1.0"
 
@@ -24,3 +25,4 @@ __all__ = [
     "build_model", "get_model_config", "is_model", "list_models", "load_backbone", "load_model",
     "register_model", "save_backbone",
 ]
+__all__ += ["BenchmarkResult", "benchmark"]

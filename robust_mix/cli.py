@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "robust_mix.demo",
     "robust_mix.cards",
     "robust_mix.hub",
+    "robust_mix.commands_benchmark",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 

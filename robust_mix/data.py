@@ -3,7 +3,8 @@
 Fashion-MNIST is read from the original ``*-ubyte.gz`` files: ``$ROBUST_MIX_DATA``, Debian's
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), ``<data_dir>``, or a torchvision
 root (``<data_dir>/FashionMNIST/raw``); torchvision downloads it when online. CIFAR-10/100 come
-from torchvision (an existing ``data_dir`` offline).
+from torchvision (an existing ``data_dir`` offline). ImageNet is RobustBench's fixed list of 5,000
+validation images, read from a local ``<data_dir>/val/<wnid>/<file>`` folder.
 
 Splits: ``"test"`` is the official test set, used only for final numbers. ``"train"`` and
 ``"val"`` partition the official training set with a fixed permutation (seed 0): the last
@@ -113,10 +114,72 @@ def _load_cifar(cls_name: str) -> Callable[[str, Optional[PathLike]], tuple[torc
     return load
 
 
+# RobustBench's ImageNet preprocessings as data: (resize, center crop, interpolation); None = keep.
+IMAGENET_PREPROCESSINGS: dict[str, tuple[Optional[Union[int, tuple[int, int]]], Optional[int], str]] = {
+    "Res256Crop224": (256, 224, "bilinear"),
+    "BicubicRes256Crop224": (256, 224, "bicubic"),
+    "Res224": ((224, 224), None, "bilinear"),
+    "Crop288": (None, 288, "bilinear"),
+}
+IMAGENET_DEFAULT_PREPROCESSING = "Res256Crop224"
+IMAGENET_TEST_SIZE = 5000
+
+
+def _robustbench_helper_file(name: str) -> Path:
+    """A file of RobustBench's ``helper_files`` folder, found without importing robustbench."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError(f"RobustBench's {name} is needed for ImageNet; pip install robustbench")
+    return Path(list(spec.submodule_search_locations)[0]) / "helper_files" / name
+
+
+def imagenet_test_ids() -> list[str]:
+    """RobustBench's 5,000 ImageNet validation images (``"<wnid>/<file>.JPEG"``), in leaderboard order."""
+    return [line.strip() for line in _robustbench_helper_file("imagenet_test_image_ids.txt").read_text().splitlines()
+            if line.strip()]
+
+
+def load_imagenet(split: str = "test", data_dir: Optional[PathLike] = None, n_examples: Optional[int] = None,
+                  preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING) -> tuple[torch.Tensor, torch.Tensor]:
+    """RobustBench's ImageNet test images ``(N, 3, H, W)`` in ``[0, 1]`` and labels ``(N,)``.
+
+    Images are read from ``<data_dir>/val/<wnid>/<file>`` (or ``<data_dir>/<wnid>/<file>``) and
+    preprocessed as RobustBench does (``preprocessing``, see :data:`IMAGENET_PREPROCESSINGS`).
+    """
+    import json
+
+    from PIL import Image
+    from torchvision import transforms
+
+    if split != "test":
+        raise ValueError(f"ImageNet has only the leaderboard's 'test' split here, got {split!r}")
+    if preprocessing not in IMAGENET_PREPROCESSINGS:
+        raise ValueError(f"unknown ImageNet preprocessing {preprocessing!r}; known: {list(IMAGENET_PREPROCESSINGS)}")
+    ids = imagenet_test_ids()[:n_examples]
+    class_index = json.loads(_robustbench_helper_file("imagenet_class_to_id_map.json").read_text())
+    root = Path(data_dir or "./data")
+    root = root / "val" if (root / "val").is_dir() else root
+    missing = [i for i in ids if not (root / i).is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"{len(missing)} of RobustBench's ImageNet test images are missing under "
+                                   f"{root} (first: {missing[0]}); point data_dir at the ImageNet validation "
+                                   "set arranged as val/<wnid>/<file>.JPEG")
+    resize, crop, interpolation = IMAGENET_PREPROCESSINGS[preprocessing]
+    steps = [] if resize is None else [transforms.Resize(resize, interpolation=transforms.InterpolationMode(interpolation))]
+    steps += [] if crop is None else [transforms.CenterCrop(crop)]
+    transform = transforms.Compose(steps + [transforms.ToTensor()])
+    images = torch.stack([transform(Image.open(root / i).convert("RGB")) for i in ids])
+    labels = torch.tensor([class_index[i.split("/")[0]] for i in ids], dtype=torch.int64)
+    return images, labels
+
+
 _LOADERS: dict[str, Callable[[str, Optional[PathLike]], tuple[torch.Tensor, torch.Tensor]]] = {
     "fashion-mnist": lambda split, data_dir: load_fashion_mnist(split, data_dir),
     "cifar10": _load_cifar("CIFAR10"),
     "cifar100": _load_cifar("CIFAR100"),
+    "imagenet": lambda split, data_dir: load_imagenet(split, data_dir),
 }
 
 

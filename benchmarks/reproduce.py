@@ -1,0 +1,79 @@
+"""Reproduce a zoo entry's leaderboard number with the harness.
+
+    python benchmarks/reproduce.py NAME [--n-examples N] [--adaptive] [--data-dir D] [--model-dir M] [--out DIR]
+
+Runs standard AutoAttack with the entry's own setting (data set, threat model, eps, the
+leaderboard's number of examples) and prints the reported numbers beside the measured ones.
+Per-entry scripts are one line::
+
+    from reproduce import main; raise SystemExit(main(default_name="cifar10-mixednuts"))
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import robust_mix
+from robust_mix.backbones import BackboneNotFoundError
+from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.data import DatasetNotFoundError
+from robust_mix.report import write_report
+
+
+def reproduce(name: str, *, n_examples: Optional[int] = None, adaptive: bool = False, batch_size: int = 500,
+              data_dir: Optional[str] = None, model_dir: Optional[str] = None, device: Optional[str] = None,
+              out: Optional[str] = None) -> BenchmarkResult:
+    """Benchmark registry entry ``name`` with its leaderboard setting; writes the report into ``out``."""
+    model = robust_mix.load_model(name, model_dir=model_dir)
+    config = model.config
+    out_dir = Path(out or f"reproduce_out/{name}")
+    result = benchmark(model, config.dataset, config.threat_model, config.eps, n_examples=n_examples,
+                       batch_size=batch_size, attack="standard", adaptive=adaptive, device=device,
+                       state_dir=out_dir / "state", data_dir=data_dir)
+    write_report(out_dir, result, config)
+    return result
+
+
+def comparison(result: BenchmarkResult, config: robust_mix.ModelConfig) -> str:
+    """Reported vs measured numbers, as a small text table."""
+    rep = config.reported
+    rows = [("", "reported", "measured"),
+            ("clean %", f"{rep.clean_acc:.2f}" if rep else "-", f"{100 * result.clean_accuracy:.2f}"),
+            ("AutoAttack %", f"{rep.autoattack_acc:.2f}" if rep else "-",
+             f"{100 * (result.autoattack_accuracy or result.robust_accuracy):.2f}"),
+            ("examples", str(rep.n_examples) if rep else "-", str(result.n_examples))]
+    if result.adaptive_accuracy is not None:
+        rows += [("adaptive %", "-", f"{100 * result.adaptive_accuracy:.2f}"),
+                 ("min of both %", "-", f"{100 * result.robust_accuracy:.2f}")]
+    return "\n".join(f"{a:<14}{b:>10}{c:>10}" for a, b, c in rows)
+
+
+def main(argv: Optional[Sequence[str]] = None, default_name: Optional[str] = None) -> int:
+    """Command line; per-entry scripts pass ``default_name``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?" if default_name else None, default=default_name)
+    parser.add_argument("--n-examples", type=int, help="default: the leaderboard's count")
+    parser.add_argument("--adaptive", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--model-dir")
+    parser.add_argument("--device")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = reproduce(args.name, n_examples=args.n_examples, adaptive=args.adaptive,
+                           batch_size=args.batch_size, data_dir=args.data_dir, model_dir=args.model_dir,
+                           device=args.device, out=args.out)
+    except (BackboneNotFoundError, DatasetNotFoundError, ValueError) as err:
+        print(f"cannot reproduce {args.name}: {err}", file=sys.stderr)
+        return 2
+    print(comparison(result, robust_mix.get_model_config(args.name)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Attacks of the benchmark harness: AutoAttack stages through ``pyautoattack`` and adaptive
+attacks on mixed models (PAPER.md sections 3 and 5).
+
+An *attack plan* is a set of suites, each an ordered list of stages (``"apgd-ce"``, ``"apgd-t"``,
+``"fab-t"``, ``"square"``, ``"adaptive-apgd-ce"``, ...). Within a suite each stage attacks only the
+examples every earlier stage failed on (AutoAttack's cascade); suites run independently on the
+clean-correct examples and an example is robust only if it survives every suite.
+
+The adaptive stages reuse pyautoattack's APGD (step-size schedule, momentum, restarts, target
+selection) and only swap its objective for :func:`robust_mix.losses.adaptive_attack_loss`, which
+reads the mixing ratio's ``gamma`` from the model's :class:`~robust_mix.MixedOutput`. For
+MixedNUTS models (hard-max standard map) gradients come from the surrogate map and, per example,
+the iterate with the smallest margin under the *exact* model is kept (minimum-margin selection).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robust_mix.losses import adaptive_attack_loss
+from robust_mix.mixing import MixedOutput
+from robust_mix.nuts import HardMaxMap
+
+logger = logging.getLogger(__name__)
+
+STANDARD_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
+RAND_STAGES = ("apgd-ce", "apgd-dlr")
+ADAPTIVE_STAGES = ("adaptive-apgd-ce", "adaptive-apgd-t")
+AUTOATTACK_STAGES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+KNOWN_STAGES = AUTOATTACK_STAGES + ADAPTIVE_STAGES
+#: Named attacks: pyautoattack version (sets the sub-attacks' constants) and stages.
+PRESETS = {"standard": ("standard", STANDARD_STAGES), "rand": ("rand", RAND_STAGES),
+           "adaptive": ("standard", ADAPTIVE_STAGES)}
+#: Weight ``w`` of ``BCE(gamma, 1)`` in the adaptive objective: the mean of the authors'
+#: training-time distribution ``U(0, 0.4)`` (PAPER.md section 3).
+DEFAULT_ADAPTIVE_WEIGHT = 0.2
+
+
+@dataclass
+class AttackPlan:
+    """What to run: AutoAttack's ``version`` (sets the sub-attacks' constants) and the suites.
+
+    Attributes:
+        name: the ``attack`` argument it came from (``"standard"``, ``"rand"``, ``"adaptive"``, a list).
+        version: pyautoattack version whose settings the AutoAttack stages use (``"standard"`` or ``"rand"``).
+        suites: suite name -> ordered stage names.
+    """
+
+    name: str
+    version: str
+    suites: dict[str, list[str]]
+
+    @property
+    def stages(self) -> list[str]:
+        """Every stage, in run order."""
+        return [s for stages in self.suites.values() for s in stages]
+
+
+def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) -> AttackPlan:
+    """Turn the ``attack`` argument into an :class:`AttackPlan`.
+
+    ``"standard"``: APGD-CE, APGD-T, FAB-T, Square (AutoAttack's standard version);
+    ``"rand"``: APGD-CE, APGD-DLR with EOT (version ``"rand"``); ``"adaptive"``: the adaptive
+    APGD-CE and targeted APGD-DLR only; a list or comma-separated string: those stages, with the
+    standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them.
+    """
+    if isinstance(attack, str) and attack in PRESETS:
+        name = attack
+        version, stages = PRESETS[attack]
+    else:
+        stages = [s.strip() for s in (attack.split(",") if isinstance(attack, str) else attack) if s.strip()]
+        unknown = [s for s in stages if s not in KNOWN_STAGES]
+        if not stages or unknown:
+            raise ValueError(f"unknown attack stage(s) {unknown or attack!r}; use one of {list(PRESETS)} "
+                             f"or a comma-separated list of {list(KNOWN_STAGES)}")
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"attack stages repeat in {attack!r}; list each stage once")
+        name, version = ",".join(stages), "standard"
+    suites = {"autoattack": [s for s in stages if s not in ADAPTIVE_STAGES],
+              "adaptive": [s for s in stages if s in ADAPTIVE_STAGES]}
+    if adaptive and not suites["adaptive"]:
+        suites["adaptive"], name = list(ADAPTIVE_STAGES), name + "+adaptive"
+    return AttackPlan(name, version, {k: v for k, v in suites.items() if v})
+
+
+@dataclass
+class AttackOptions:
+    """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value.
+
+    Meant for tests and quick looks: any override makes a result non-comparable with the
+    leaderboard, and reports say so.
+    """
+
+    n_iter: Optional[int] = None
+    n_restarts: Optional[int] = None
+    n_target_classes: Optional[int] = None
+    n_queries: Optional[int] = None
+    eot_iter: Optional[int] = None
+    adaptive_weight: float = DEFAULT_ADAPTIVE_WEIGHT
+
+    def overrides(self) -> dict[str, object]:
+        """The budget fields that differ from the leaderboard setting."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"}
+
+
+def set_apgd_iterations(attack: object, n_iter: int) -> None:
+    """Change an APGD attack's iteration count together with its checkpoint schedule.
+
+    pyautoattack derives the step-size checkpoints from ``n_iter`` in ``__init__``; setting
+    ``n_iter`` alone afterwards would keep the 100-iteration schedule.
+    """
+    attack.n_iter = attack.n_iter_orig = int(n_iter)
+    attack.n_iter_2 = max(int(0.22 * n_iter), 1)
+    attack.n_iter_min = max(int(0.06 * n_iter), 1)
+    attack.size_decr = max(int(0.03 * n_iter), 1)
+
+
+class OutputRecorder(nn.Module):
+    """Wraps a classifier for the attacks: returns log-probabilities (or logits) and remembers
+    the last full :class:`MixedOutput`, so that a criterion called on those logits can read
+    ``gamma``. Plain classifiers get a ``MixedOutput`` with ``gamma=None``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.last: Optional[MixedOutput] = None
+        self.last_input: Optional[torch.Tensor] = None
+
+    def full_output(self, x: torch.Tensor) -> MixedOutput:
+        """The model's :class:`MixedOutput` for ``x`` ``(B, C, H, W)``."""
+        if hasattr(self.model, "forward_all"):
+            return self.model.forward_all(x)
+        logits = self.model(x)
+        alpha = torch.ones(logits.shape[0], device=logits.device)
+        return MixedOutput(F.log_softmax(logits.float(), dim=1), alpha, None, None, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.full_output(x)
+        self.last, self.last_input = out, x
+        return out.log_probs
+
+    def output_for(self, log_probs: torch.Tensor) -> MixedOutput:
+        """The recorded output whose ``log_probs`` is ``log_probs`` (guards against stale reads)."""
+        if self.last is None or self.last.log_probs is not log_probs:
+            raise RuntimeError("the adaptive criterion got logits that were not produced by the "
+                               "recording wrapper's last forward pass")
+        return self.last
+
+
+def is_mixednuts(model: nn.Module) -> bool:
+    """True for models whose standard base goes through the hard-max map (MixedNUTS)."""
+    return isinstance(getattr(model, "standard_map", None), HardMaxMap)
+
+
+class MarginTracker:
+    """Per example, the iterate with the smallest exact-model margin seen so far.
+
+    ``margin = log p_y - max_{i != y} log p_i`` under the model without gradients (the exact
+    hard-max map for MixedNUTS). ``x`` and ``y`` are the attacked batch ``(B, C, H, W)``, ``(B,)``.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.y = model, y
+        self.x_min = x.detach().clone()
+        self.margin = torch.full((len(y),), float("inf"), device=y.device)
+
+    @torch.no_grad()
+    def exact_margin(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` margins of the exact model at ``x``."""
+        log_probs = self.model(x.detach()).float()
+        true = log_probs.gather(1, self.y[:, None])[:, 0]
+        others = log_probs.scatter(1, self.y[:, None], float("-inf"))
+        return true - others.max(dim=1).values
+
+    def update(self, x: torch.Tensor) -> None:
+        """Keep ``x``'s rows where their margin is below the best so far."""
+        margin = self.exact_margin(x)
+        better = margin < self.margin
+        self.margin = torch.where(better, margin, self.margin)
+        self.x_min[better] = x.detach()[better]
+
+
+class _CompositeObjective:
+    """Mixin for pyautoattack's APGD classes: the adaptive composite objective, optional
+    minimum-margin selection. Expects ``self.model`` to be an :class:`OutputRecorder`."""
+
+    weight: float = DEFAULT_ADAPTIVE_WEIGHT
+    select_min_margin: bool = False
+    _tracker: Optional[MarginTracker] = None
+
+    def composite_loss(self, log_probs: torch.Tensor, y: torch.Tensor,
+                       targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(1 - w) * (CE or targeted DLR) + w * BCE(gamma, 1)`` per example ``(B,)``."""
+        out = self.model.output_for(log_probs)
+        if self._tracker is not None:
+            self._tracker.update(self.model.last_input)
+        return adaptive_attack_loss(out, y, weight=self.weight, targets=targets)
+
+    def attack_single_run(self, x, y, x_init=None):
+        if not self.select_min_margin:
+            return super().attack_single_run(x, y, x_init)
+        self._tracker = MarginTracker(self.model.model, x, y)
+        try:
+            x_best, _, loss_best, _ = super().attack_single_run(x, y, x_init)
+            tracker = self._tracker
+        finally:
+            self._tracker = None
+        with torch.no_grad():
+            still_correct = self.model.model(tracker.x_min).argmax(dim=1) == y
+        return x_best, still_correct, loss_best, tracker.x_min
+
+
+def _apgd_classes() -> tuple[type, type]:
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+    class AdaptiveAPGD(_CompositeObjective, APGDAttack):
+        """APGD on the composite cross-entropy objective.
+
+        pyautoattack builds its CE criterion inline; its ``"dlr"`` loss is the one routed through
+        an overridable method, so that route carries the composite objective.
+        """
+
+        def __init__(self, model: OutputRecorder, **kwargs) -> None:
+            super().__init__(model, loss="dlr", **kwargs)
+
+        def dlr_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.composite_loss(x, y)
+
+    class AdaptiveAPGDTargeted(_CompositeObjective, APGDAttack_targeted):
+        """Targeted APGD-DLR whose objective really includes ``w * BCE(gamma, 1)`` (the authors'
+        targeted variant dropped it)."""
+
+        def dlr_loss_targeted(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.composite_loss(x, y, targets=self.y_target)
+
+    return AdaptiveAPGD, AdaptiveAPGDTargeted
+
+
+class StageRunner:
+    """Runs single attack stages on batches, with exactly AutoAttack's settings.
+
+    The AutoAttack stages use the sub-attacks of a ``pyautoattack.AutoAttack`` configured for
+    ``plan.version``; the adaptive stages use APGD objects with the same constants.
+
+    Args:
+        model: the classifier (raw ``[0, 1]`` images in, logits or log-probabilities out).
+        plan: the attack plan (only its ``version`` matters here).
+        norm, eps: threat model.
+        device: where the attacks run.
+        options: budget overrides (tests).
+    """
+
+    def __init__(self, model: nn.Module, plan: AttackPlan, *, norm: str, eps: float,
+                 device: Union[str, torch.device], options: Optional[AttackOptions] = None) -> None:
+        from pyautoattack import AutoAttack
+
+        self.model = model
+        self.options = options or AttackOptions()
+        self.autoattack = AutoAttack(model, norm=norm, eps=eps, version=plan.version, device=device, seed=0)
+        self.recorder = OutputRecorder(model)
+        adaptive_ce, adaptive_t = _apgd_classes()
+        apgd = self.autoattack.apgd
+        common = dict(norm=norm, eps=eps, device=device, seed=0, rho=.75, eot_iter=apgd.eot_iter, n_iter=100,
+                      use_largereps=apgd.use_largereps, logger=self.autoattack.logger)
+        self.adaptive_ce = adaptive_ce(self.recorder, n_restarts=self.autoattack.apgd.n_restarts, **common)
+        self.adaptive_t = adaptive_t(self.recorder, n_restarts=self.autoattack.apgd_targeted.n_restarts,
+                                     n_target_classes=self.autoattack.apgd_targeted.n_target_classes,
+                                     **common)
+        nuts = is_mixednuts(model)
+        for attack in (self.adaptive_ce, self.adaptive_t):
+            attack.weight = self.options.adaptive_weight
+            attack.select_min_margin = nuts
+        self._apply_options()
+        self._stages: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+            "apgd-ce": lambda x, y: self._apgd(self.autoattack.apgd, "ce", x, y),
+            "apgd-dlr": lambda x, y: self._apgd(self.autoattack.apgd, "dlr", x, y),
+            "apgd-t": lambda x, y: self.autoattack.apgd_targeted.perturb(x, y),
+            "fab": lambda x, y: self._fab(False, x, y),
+            "fab-t": lambda x, y: self._fab(True, x, y),
+            "square": lambda x, y: self.autoattack.square.perturb(x, y),
+            "adaptive-apgd-ce": lambda x, y: self.adaptive_ce.perturb(x, y),
+            "adaptive-apgd-t": lambda x, y: self.adaptive_t.perturb(x, y),
+        }
+
+    def _apply_options(self) -> None:
+        opts, aa = self.options, self.autoattack
+        apgds = (aa.apgd, aa.apgd_targeted, self.adaptive_ce, self.adaptive_t)
+        if opts.n_iter is not None:
+            for attack in apgds:
+                set_apgd_iterations(attack, opts.n_iter)
+            aa.fab.n_iter = opts.n_iter
+        if opts.n_restarts is not None:
+            for attack in (aa.apgd, self.adaptive_ce):
+                attack.n_restarts = opts.n_restarts
+        if opts.n_target_classes is not None:
+            for attack in (aa.apgd_targeted, self.adaptive_t, aa.fab):
+                attack.n_target_classes = opts.n_target_classes
+        if opts.n_queries is not None:
+            aa.square.n_queries = opts.n_queries
+        if opts.eot_iter is not None:
+            for attack in (aa.apgd, self.adaptive_ce, self.adaptive_t):
+                attack.eot_iter = opts.eot_iter
+
+    def _apgd(self, attack: object, loss: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        attack.loss = loss
+        return attack.perturb(x, y)
+
+    def _fab(self, targeted: bool, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fab = self.autoattack.fab
+        fab.targeted = targeted
+        if targeted:
+            fab.n_restarts = 1  # as AutoAttack does for FAB-T
+        return fab.perturb(x, y)
+
+    def run(self, stage: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv``."""
+        if stage not in self._stages:
+            raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
+        aa = self.autoattack
+        for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
+            attack.seed = seed
+        with torch.no_grad():
+            return self._stages[stage](x, y)
+
+    def attack_settings(self) -> dict[str, dict[str, object]]:
+        """The constants each attack runs with, for the report."""
+        aa = self.autoattack
+        return {
+            "apgd": {"n_iter": aa.apgd.n_iter, "n_restarts": aa.apgd.n_restarts, "eot_iter": aa.apgd.eot_iter},
+            "apgd-t": {"n_iter": aa.apgd_targeted.n_iter, "n_restarts": aa.apgd_targeted.n_restarts,
+                       "n_target_classes": aa.apgd_targeted.n_target_classes},
+            "fab": {"n_iter": aa.fab.n_iter, "n_restarts": aa.fab.n_restarts,
+                    "n_target_classes": aa.fab.n_target_classes},
+            "square": {"n_queries": aa.square.n_queries, "p_init": aa.square.p_init},
+            "adaptive": {"n_iter": self.adaptive_ce.n_iter, "bce_weight": self.adaptive_ce.weight,
+                         "n_target_classes": self.adaptive_t.n_target_classes,
+                         "min_margin_selection": self.adaptive_ce.select_min_margin},
+        }

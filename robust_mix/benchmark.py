@@ -1,0 +1,430 @@
+"""The leaderboard harness: chunked, resumable, sharded AutoAttack evaluation.
+
+The unit of work is a fixed *chunk* of consecutive examples. Each chunk is attacked on its own
+with a seed derived from ``(seed, chunk index)``, and its progress (clean flags, flags after every
+attack stage) is written atomically to ``state_dir`` after each stage. A run killed at any point
+and restarted with the same arguments redoes at most one stage of one chunk, with the same inputs
+and the same seed, so it ends with exactly the flags of an uninterrupted run. Under
+``torchrun`` ranks take disjoint chunks and gather the flags; the chunk seeds make the result
+independent of the number of processes.
+
+>>> result = benchmark(model, "cifar10", eps=8 / 255, n_examples=10_000, state_dir="runs/x")
+>>> result.robust_accuracy
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence, Union
+
+import torch
+from torch import nn
+
+from robust_mix.attacks import AttackOptions, AttackPlan, StageRunner, resolve_attack
+from robust_mix.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+#: Examples the leaderboard evaluates on (RobustBench): the whole test set, 5,000 for ImageNet.
+LEADERBOARD_EXAMPLES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 5_000, "fashion-mnist": 10_000}
+_STATE_VERSION = 1
+
+
+class Progress(Protocol):
+    """Receives progress events (the CLI draws tqdm bars from them)."""
+
+    def start(self, stages: Sequence[str], total: int) -> None:
+        """``stages`` (``"clean"`` first) will each process ``total`` examples of this rank."""
+
+    def advance(self, stage: str, n: int) -> None:
+        """``n`` more examples went through ``stage`` (already-done chunks count too)."""
+
+
+@dataclass
+class BenchmarkResult:
+    """One evaluation. Accuracies are fractions in ``[0, 1]``; flags are per example, in order.
+
+    ``robust_accuracy`` (the leaderboard number) counts an example as robust only if it is
+    classified correctly and survives every attack suite (AutoAttack and, when run, the
+    adaptive attack); ``suite_accuracy`` gives each suite alone, ``stage_accuracy`` the robust
+    accuracy after each stage of its suite.
+    """
+
+    model: str
+    dataset: str
+    threat_model: str
+    eps: float
+    n_examples: int
+    attack: str
+    seed: int
+    clean_accuracy: float
+    robust_accuracy: float
+    suite_accuracy: dict[str, float]
+    stage_accuracy: dict[str, float]
+    clean_flags: list[bool]
+    robust_flags: list[bool]
+    suite_flags: dict[str, list[bool]]
+    wall_time_s: float
+    examples_per_second: float
+    number_forward_passes: int
+    attack_settings: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    world_size: int = 1
+    chunk_size: int = 0
+    resumed_chunks: int = 0
+
+    @property
+    def autoattack_accuracy(self) -> Optional[float]:
+        """Robust accuracy under the AutoAttack suite alone (``None`` if it was not run)."""
+        return self.suite_accuracy.get("autoattack")
+
+    @property
+    def adaptive_accuracy(self) -> Optional[float]:
+        """Robust accuracy under the adaptive suite alone (``None`` if it was not run)."""
+        return self.suite_accuracy.get("adaptive")
+
+    @property
+    def leaderboard_grade(self) -> bool:
+        """True when the attacks ran with the leaderboard's full budgets."""
+        return not self.options
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write as JSON, atomically."""
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"not a BenchmarkResult: unknown field(s) {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path_or_text: Union[str, Path]) -> "BenchmarkResult":
+        """Read a result from a JSON file (a ``report.json``) or a JSON string."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            text = Path(path_or_text).read_text()
+        return cls.from_dict(json.loads(text))
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The attack seed of chunk ``chunk``: a hash of ``(seed, chunk)``, independent of sharding."""
+    digest = hashlib.sha256(f"robust_mix:{seed}:{chunk}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def number_forward_passes(model: nn.Module) -> int:
+    """Forward passes per prediction: 2 for a mixture, 1 when a fixed ratio is exactly 0 or 1."""
+    if not hasattr(model, "is_adaptive"):
+        return 1
+    return 2 if model.is_adaptive or float(model.alpha) not in (0.0, 1.0) else 1
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    versions = {"python": platform.python_version()}
+    for package in ("robust_mix", "torch", "torchvision", "pyautoattack", "robustbench", "timm"):
+        try:
+            versions[package] = metadata.version(package.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            if package == "robust_mix":
+                import robust_mix
+
+                versions[package] = robust_mix.__version__
+    return versions
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A cheap digest of a model's tensors (names, shapes, sums) to detect a changed model on resume."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            t = tensor.detach().float() if tensor.is_floating_point() else tensor.detach().double()
+            h.update(f"{name}{tuple(tensor.shape)}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
+    h.update(repr(getattr(model, "alpha", None) if not getattr(model, "is_adaptive", False) else "adaptive")
+             .encode())
+    return h.hexdigest()[:16]
+
+
+def _data_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha256(x.detach().cpu().contiguous().float().numpy().tobytes())
+    h.update(y.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def default_device() -> torch.device:
+    """``cuda:<local rank>`` when a GPU is there, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches."""
+    out = [model(x[i:i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+# -- chunk state -------------------------------------------------------------------------------
+class ChunkState:
+    """Progress of one chunk, saved as ``state_dir/chunk_<index>.json`` after every stage."""
+
+    def __init__(self, index: int, start: int, end: int, digest: str, path: Optional[Path]) -> None:
+        self.index, self.start, self.end, self.digest, self.path = index, start, end, digest, path
+        self.clean: Optional[list[bool]] = None
+        self.flags: dict[str, list[bool]] = {}
+        self.stage_flags: dict[str, list[bool]] = {}
+        self.stages_done: list[str] = []
+        self.seconds = 0.0
+        self.done = False
+        self.resumed = False
+
+    @classmethod
+    def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path]) -> "ChunkState":
+        path = None if state_dir is None else state_dir / f"chunk_{index:06d}.json"
+        state = cls(index, start, end, digest, path)
+        if path is not None and path.is_file():
+            data = json.loads(path.read_text())
+            if (data["start"], data["end"], data["digest"]) != (start, end, digest):
+                raise ValueError(f"{path} belongs to other examples (different data or chunking); "
+                                 "use a new --state-dir or the same arguments as the interrupted run")
+            state.clean, state.flags = data["clean"], data["flags"]
+            state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
+            state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": _STATE_VERSION, "chunk": self.index, "start": self.start, "end": self.end,
+                "digest": self.digest, "clean": self.clean, "flags": self.flags,
+                "stage_flags": self.stage_flags, "stages_done": self.stages_done,
+                "seconds": self.seconds, "done": self.done}
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(self.to_dict()) + "\n")
+
+
+def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
+    path = state_dir / "run.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != fingerprint:
+            diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+            raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}); "
+                             "restart with the same arguments to resume, or use a new --state-dir")
+        return
+    atomic_write_text(path, json.dumps(fingerprint, indent=2) + "\n")
+
+
+# -- the evaluation ----------------------------------------------------------------------------
+def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: AttackPlan,
+                  runner: StageRunner, model: nn.Module, *, seed: int, batch_size: int,
+                  device: torch.device, progress: Optional[Progress]) -> None:
+    """Run every missing stage of one chunk, saving after each."""
+    started = time.perf_counter()
+
+    def checkpoint() -> None:
+        nonlocal started
+        now = time.perf_counter()
+        state.seconds += now - started
+        started = now
+        state.save()
+
+    if state.clean is None:
+        state.clean = (predict(model, x, batch_size, device) == y).tolist()
+        checkpoint()
+    _advance(progress, "clean", len(y))
+    for suite, stages in plan.suites.items():
+        flags = torch.tensor(state.flags.get(suite, state.clean), dtype=torch.bool)
+        for stage in stages:
+            if stage not in state.stages_done:
+                idx = flags.nonzero().flatten()
+                for start in range(0, len(idx), batch_size):
+                    batch = idx[start:start + batch_size]
+                    x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed)
+                    fooled = predict(model, x_adv, batch_size, device) != y[batch]
+                    flags[batch[fooled]] = False
+                state.flags[suite] = flags.tolist()
+                state.stage_flags[stage] = flags.tolist()
+                state.stages_done.append(stage)
+                checkpoint()
+                logger.debug("chunk %d: %s leaves %d/%d robust", state.index, stage, int(flags.sum()), len(y))
+            _advance(progress, stage, len(y))
+    state.done = True
+    checkpoint()
+
+
+def _advance(progress: Optional[Progress], stage: str, n: int) -> None:
+    if progress is not None:
+        progress.advance(stage, n)
+
+
+def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union[str, Path]],
+               preprocessing: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    from robust_mix import data
+
+    if dataset.lower() == "imagenet":
+        return data.load_imagenet(n_examples=n_examples, data_dir=data_dir,
+                                  preprocessing=preprocessing or data.IMAGENET_DEFAULT_PREPROCESSING)
+    return data.load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
+
+
+def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Optional[str] = None,
+              eps: Optional[float] = None, n_examples: Optional[int] = None, batch_size: int = 500,
+              attack: Union[str, Sequence[str]] = "standard", seed: int = 0,
+              device: Union[str, torch.device, None] = None,
+              state_dir: Union[str, Path, None] = None, data_dir: Union[str, Path, None] = None, *,
+              adaptive: bool = False, chunk_size: Optional[int] = None,
+              options: Optional[AttackOptions] = None, images: Optional[torch.Tensor] = None,
+              labels: Optional[torch.Tensor] = None, preprocessing: Optional[str] = None,
+              progress: Optional[Progress] = None) -> BenchmarkResult:
+    """Evaluate ``model`` with the leaderboard's AutoAttack protocol (and adaptive attacks).
+
+    Args:
+        model: raw ``[0, 1]`` images ``(B, C, H, W)`` -> logits or log-probabilities ``(B, K)``;
+            a :class:`robust_mix.MixedClassifier` supplies defaults from ``model.config``.
+        dataset: ``"cifar10"``, ``"cifar100"``, ``"imagenet"``, ``"fashion-mnist"`` (default:
+            the model's config).
+        threat_model: ``"Linf"``, ``"L2"`` or ``"L1"`` (default: the config's, else ``"Linf"``).
+        eps: perturbation budget (default: the config's).
+        n_examples: the first ``n_examples`` test images (default: the leaderboard's count).
+        batch_size: attack batch size.
+        attack: ``"standard"``, ``"rand"``, ``"adaptive"`` or a list of stages
+            (see :func:`robust_mix.attacks.resolve_attack`).
+        seed: base seed; chunk ``i`` is attacked with ``chunk_seed(seed, i)``.
+        device: default ``cuda:<LOCAL_RANK>`` when available, else CPU.
+        state_dir: folder for resumable progress (nothing is saved when ``None``).
+        data_dir: data set root (torchvision layout; an ImageNet folder with ``val/``).
+        adaptive: add the adaptive suite to the attack.
+        chunk_size: examples per unit of work (default ``batch_size``). Part of the result's
+            identity: resuming needs the same value.
+        options: budget overrides (tests only; the default is the leaderboard's).
+        images, labels: evaluate these tensors instead of loading ``dataset``.
+        preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`).
+        progress: receives per-stage progress events.
+    """
+    wall_start = time.perf_counter()
+    config = getattr(model, "config", None)
+    dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
+    threat_model = threat_model or (config.threat_model if config is not None else "Linf")
+    eps = eps if eps is not None else (config.eps if config is not None else None)
+    if eps is None:
+        raise ValueError("eps is not set: pass eps=8/255 (or --eps) or use a model whose config has one")
+    if images is None:
+        if dataset is None:
+            raise ValueError("no data set: pass dataset='cifar10' (or images and labels)")
+        n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
+        images, labels = _load_data(dataset, n_examples, data_dir, preprocessing)
+    else:
+        if labels is None or len(labels) != len(images):
+            raise ValueError("images and labels must be given together, with one label per image")
+        n_examples = min(n_examples or len(images), len(images))
+        images, labels = images[:n_examples], labels[:n_examples]
+        dataset = dataset or "custom"
+    labels = labels.long().cpu()
+    images = images.cpu()
+    n = len(labels)
+    plan = resolve_attack(attack, adaptive)
+    options = options or AttackOptions()
+    chunk_size = int(chunk_size or batch_size)
+    rank, world = _dist()
+    device = torch.device(device) if device is not None else default_device()
+    model = model.to(device).eval()
+    if options.overrides():
+        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
+
+    runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
+    settings = runner.attack_settings()
+    name = getattr(config, "name", None) or type(model).__name__
+    fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
+                   "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
+                   "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
+                   "attack_settings": settings}
+    state_path = Path(state_dir) if state_dir is not None else None
+    if state_path is not None:
+        state_path.mkdir(parents=True, exist_ok=True)
+        _check_run_file(state_path, fingerprint)
+
+    chunks = [(i, start, min(start + chunk_size, n)) for i, start in enumerate(range(0, n, chunk_size))]
+    mine = [c for c in chunks if c[0] % world == rank]
+    if progress is not None:
+        progress.start(["clean", *plan.stages], sum(end - start for _, start, end in mine))
+    results: dict[int, dict[str, Any]] = {}
+    resumed = 0
+    for index, start, end in mine:
+        x, y = images[start:end], labels[start:end]
+        state = ChunkState.open(index, start, end, _data_digest(x, y), state_path)
+        resumed += state.resumed
+        if not state.done:
+            _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
+                          batch_size=batch_size, device=device, progress=progress)
+        else:
+            for stage in ("clean", *plan.stages):
+                _advance(progress, stage, end - start)
+        results[index] = state.to_dict()
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list[Optional[dict[int, dict[str, Any]]]] = [None] * world
+        dist.all_gather_object(gathered, {"chunks": results, "resumed": resumed})
+        results = {k: v for part in gathered for k, v in part["chunks"].items()}
+        resumed = sum(part["resumed"] for part in gathered)
+
+    ordered = [results[i] for i, _, _ in chunks]
+    clean = [f for c in ordered for f in c["clean"]]
+    suite_flags = {s: [f for c in ordered for f in c["flags"][s]] for s in plan.suites}
+    stage_flags = {st: [f for c in ordered for f in c["stage_flags"][st]] for st in plan.stages}
+    robust = [all(flags) for flags in zip(clean, *suite_flags.values())]
+    wall = time.perf_counter() - wall_start
+    result = BenchmarkResult(
+        model=name, dataset=dataset, threat_model=threat_model, eps=float(eps), n_examples=n,
+        attack=plan.name, seed=seed, clean_accuracy=_mean(clean), robust_accuracy=_mean(robust),
+        suite_accuracy={s: _mean(f) for s, f in suite_flags.items()},
+        stage_accuracy={st: _mean(f) for st, f in stage_flags.items()},
+        clean_flags=clean, robust_flags=robust, suite_flags=suite_flags, wall_time_s=wall,
+        examples_per_second=n / wall if wall > 0 else float("inf"),
+        number_forward_passes=number_forward_passes(model), attack_settings=settings,
+        options=options.overrides(), versions=package_versions(), world_size=world, chunk_size=chunk_size,
+        resumed_chunks=resumed,
+        arguments={"model": name, "dataset": dataset, "threat_model": threat_model, "eps": eps,
+                   "n_examples": n, "batch_size": batch_size, "attack": attack if isinstance(attack, str)
+                   else list(attack), "adaptive": adaptive, "seed": seed, "device": str(device),
+                   "state_dir": None if state_dir is None else str(state_dir),
+                   "data_dir": None if data_dir is None else str(data_dir), "chunk_size": chunk_size,
+                   "preprocessing": preprocessing, "options": dataclasses.asdict(options)})
+    logger.info("%s on %s (%d examples, %s): clean %.2f%%, robust %.2f%% in %.1f s", name, dataset, n,
+                plan.name, 100 * result.clean_accuracy, 100 * result.robust_accuracy, wall)
+    return result
+
+
+def _mean(flags: Sequence[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0

@@ -1,0 +1,205 @@
+"""CLI subcommands of the harness: ``benchmark``, ``sweep``, ``submit``.
+
+``robust-mix benchmark NAME --out DIR`` (or ``torchrun --nproc-per-node N -m robust_mix.cli
+benchmark ...``) evaluates a registry entry; NAME may also be a ``ModelConfig`` JSON file or
+``module:function`` returning a model, for models outside the registry.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from robust_mix.attacks import AttackOptions
+from robust_mix.benchmark import BenchmarkResult, benchmark, default_device
+from robust_mix.cli import command
+from robust_mix.config import ModelConfig
+
+
+def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
+    """A registry name, a ``ModelConfig`` ``.json`` file, or ``package.module:function``."""
+    import robust_mix
+
+    if name.endswith(".json") and Path(name).is_file():
+        return robust_mix.build_model(ModelConfig.load(name), model_dir=model_dir)
+    if ":" in name and not robust_mix.is_model(name):
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)()
+    return robust_mix.load_model(name, model_dir=model_dir)
+
+
+class TqdmProgress:
+    """One tqdm bar per attack stage (examples done, rate, ETA); drawn on rank 0 only."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.bars = enabled, {}
+
+    def start(self, stages: Sequence[str], total: int) -> None:
+        from tqdm import tqdm
+
+        self.bars = {s: tqdm(total=total, desc=f"{s:>18}", unit="ex", position=i, disable=not self.enabled,
+                             leave=True, dynamic_ncols=True) for i, s in enumerate(stages)}
+
+    def advance(self, stage: str, n: int) -> None:
+        self.bars[stage].update(n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _init_distributed() -> int:
+    """Join the torchrun process group (NCCL on GPUs, Gloo on CPUs); returns this rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(default_device())
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="registry name, ModelConfig .json file, or module:function")
+    p.add_argument("--dataset", help="default: the entry's data set")
+    p.add_argument("--threat-model", help="Linf, L2 or L1 (default: the entry's)")
+    p.add_argument("--eps", type=_eps, help="budget, e.g. 8/255 (default: the entry's)")
+    p.add_argument("--n-examples", type=int, help="default: the leaderboard's count")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--chunk-size", type=int, help="examples per resumable unit (default: batch size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="default: cuda:<LOCAL_RANK> if available, else cpu")
+    p.add_argument("--data-dir", help="data set root (ImageNet: folder with val/<wnid>/...)")
+    p.add_argument("--model-dir", help="RobustBench checkpoint folder")
+    p.add_argument("--preprocessing", help="ImageNet preprocessing (default Res256Crop224)")
+    p.add_argument("--state-dir", help="resumable progress (default: OUT/state)")
+    p.add_argument("--out", default="benchmark_out", help="output folder")
+    p.add_argument("--n-iter", type=int, help="override APGD/FAB iterations (not leaderboard-grade)")
+    p.add_argument("--n-queries", type=int, help="override Square queries (not leaderboard-grade)")
+    p.add_argument("--n-target-classes", type=int, help="override target classes (not leaderboard-grade)")
+
+
+def _eps(text: str) -> float:
+    if "/" in text:
+        num, den = text.split("/")
+        return float(num) / float(den)
+    return float(text)
+
+
+def _options(args: argparse.Namespace) -> AttackOptions:
+    return AttackOptions(n_iter=args.n_iter, n_queries=args.n_queries, n_target_classes=args.n_target_classes)
+
+
+def _benchmark_kwargs(args: argparse.Namespace) -> dict:
+    return dict(dataset=args.dataset, threat_model=args.threat_model, eps=args.eps, n_examples=args.n_examples,
+                batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed, device=args.device,
+                data_dir=args.data_dir, preprocessing=args.preprocessing, options=_options(args))
+
+
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    _common_args(p)
+    p.add_argument("--attack", default="standard", help="standard, rand, adaptive, or a list like apgd-ce,apgd-t")
+    p.add_argument("--adaptive", action="store_true", help="add the adaptive attack suite")
+
+
+@command("benchmark", "evaluate a model with the leaderboard's AutoAttack (resumable, torchrun-shardable)",
+         _benchmark_args)
+def _benchmark(args: argparse.Namespace) -> int:
+    from robust_mix.report import markdown_table, write_report
+
+    rank = _init_distributed()
+    model = resolve_model(args.name, model_dir=args.model_dir)
+    out = Path(args.out)
+    progress = TqdmProgress(enabled=rank == 0)
+    try:
+        result = benchmark(model, attack=args.attack, adaptive=args.adaptive,
+                           state_dir=args.state_dir or out / "state", progress=progress,
+                           **_benchmark_kwargs(args))
+    finally:
+        progress.close()
+        _finish_distributed()
+    if rank == 0:
+        paths = write_report(out, result, getattr(model, "config", None))
+        print(markdown_table(result, getattr(model, "config", None)))
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    _common_args(p)
+    p.add_argument("--alphas", default="0:1:0.1", help="'0,0.5,1' or start:stop:step")
+    p.add_argument("--attack", default="standard", help="e.g. apgd-ce,apgd-t for a cheaper sweep")
+    p.add_argument("--adaptive", action="store_true", help="add the adaptive attack suite")
+    p.add_argument("--no-policy", action="store_true", help="skip the adaptive policy's own point")
+
+
+@command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args)
+def _sweep(args: argparse.Namespace) -> int:
+    from robust_mix.sweep import parse_alphas, sweep, write_sweep
+
+    rank = _init_distributed()
+    model = resolve_model(args.name, model_dir=args.model_dir)
+    out = Path(args.out)
+    try:
+        points = sweep(model, parse_alphas(args.alphas), include_policy=not args.no_policy,
+                       state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
+                       **_benchmark_kwargs(args))
+    finally:
+        _finish_distributed()
+    if rank == 0:
+        attack = points[0].attack if points else args.attack
+        paths = write_sweep(points, out, title=f"{args.name} ({attack})",
+                            metadata={"model": args.name, "attack": attack, "arguments": vars(args),
+                                      "options": _options(args).overrides()})
+        for p in points:
+            label = p.alpha if isinstance(p.alpha, str) else f"{p.alpha:g}"
+            print(f"alpha {label:>6}: clean {100 * p.clean_accuracy:6.2f}%  robust {100 * p.robust_accuracy:6.2f}%")
+        print(f"attack: {attack}; wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="registry name (or ModelConfig .json) of the evaluated entry")
+    p.add_argument("--report", required=True, help="report.json of a finished benchmark")
+    p.add_argument("--out", required=True, help="folder for the submission files")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="write (marked) drafts from a report with fewer than the leaderboard's examples")
+    for name in ("link", "authors", "venue", "architecture", "footnote"):
+        p.add_argument(f"--{name}", help=f"override the model-info '{name}'")
+    p.add_argument("--additional-data", action="store_true", help="the model uses extra training data")
+
+
+@command("submit", "write RobustBench submission files (model info, claim, model-zoo entry) from a report",
+         _submit_args)
+def _submit(args: argparse.Namespace) -> int:
+    import robust_mix
+    from robust_mix.report import PartialEvaluationError, write_submission
+
+    config = (ModelConfig.load(args.name) if args.name.endswith(".json") and Path(args.name).is_file()
+              else robust_mix.get_model_config(args.name))
+    result = BenchmarkResult.from_json(Path(args.report))
+    overrides = {k: getattr(args, k) for k in ("link", "authors", "venue", "architecture", "footnote")}
+    overrides["additional_data"] = True if args.additional_data else None
+    try:
+        paths = write_submission(args.out, result, config, allow_partial=args.allow_partial, **overrides)
+    except PartialEvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0

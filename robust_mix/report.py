@@ -1,0 +1,238 @@
+"""Reports of a finished benchmark: ``report.json``, RobustBench's model-info JSON, a Markdown
+table, and the leaderboard submission files (the "new model" claim and a model-zoo snippet).
+
+Everything is filled from a :class:`~robust_mix.benchmark.BenchmarkResult` and the entry's
+:class:`~robust_mix.ModelConfig`; nothing is typed in by hand.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from robust_mix.benchmark import LEADERBOARD_EXAMPLES, BenchmarkResult
+from robust_mix.config import ModelConfig
+from robust_mix.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+#: RobustBench's model-info fields, in the order its JSON files list them.
+MODEL_INFO_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                     "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote",
+                     "unreliable")
+_RB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet",
+                "fashion-mnist": "fashion-mnist"}
+
+
+class PartialEvaluationError(ValueError):
+    """A claim was asked for from a report with fewer than the leaderboard's examples."""
+
+
+def percent(fraction: float) -> str:
+    """RobustBench's accuracy format: a percentage string with two decimals (``0.8521 -> "85.21"``)."""
+    return f"{100 * fraction:.2f}"
+
+
+def format_eps(eps: float) -> str:
+    """``8/255`` style when ``eps`` is a multiple of 1/255 (as on the leaderboard), else the number."""
+    scaled = eps * 255
+    if abs(scaled - round(scaled)) < 1e-6 and round(scaled) > 0:
+        return f"{round(scaled)}/255"
+    return f"{eps:g}"
+
+
+def parse_bibtex(citation: str) -> dict[str, str]:
+    """The ``key = {value}`` fields of a BibTeX entry (lower-case keys; braces removed)."""
+    fields = {}
+    for match in re.finditer(r"(\w+)\s*=\s*(\{((?:[^{}]|\{[^{}]*\})*)\}|\"([^\"]*)\"|(\d+))", citation):
+        value = next(v for v in match.group(3, 4, 5) if v is not None)
+        fields[match.group(1).lower()] = re.sub(r"\s+", " ", value.replace("{", "").replace("}", "")).strip()
+    return fields
+
+
+def _architecture(config: Optional[ModelConfig]) -> str:
+    if config is None or config.standard is None or config.robust is None:
+        return ""
+    parts = [ref.split("/")[-1].removesuffix(".safetensors") for ref in (config.standard.ref, config.robust.ref)]
+    return " + ".join(parts) + (" + mixing network" if config.policy is not None else "")
+
+
+def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
+    """``link``, ``name``, ``authors``, ``venue`` from the entry's BibTeX citation and paper text."""
+    bib = parse_bibtex(config.citation) if config is not None and config.citation else {}
+    link = bib.get("url", "")
+    if not link and bib.get("eprint"):
+        link = f"https://arxiv.org/abs/{bib['eprint']}"
+    # BibTeX "Last, First and ..." -> RobustBench's "First Last, ..."
+    authors = ", ".join(" ".join(reversed([p.strip() for p in a.split(",", 1)])) if "," in a else a.strip()
+                        for a in bib.get("author", "").split(" and ") if a.strip())
+    venue = bib.get("journal") or bib.get("booktitle") or ""
+    if venue and bib.get("year"):
+        venue = f"{venue} {bib['year']}"
+    return {"link": link, "name": bib.get("title") or (config.paper if config else ""), "authors": authors,
+            "venue": venue}
+
+
+def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
+               **overrides: Any) -> dict[str, Any]:
+    """RobustBench's model-info JSON for the entry (see ``model_info/<dataset>/<threat>/<Name>.json``).
+
+    ``autoattack_acc`` is standard AutoAttack alone; ``external`` is the leaderboard number
+    (the minimum over AutoAttack and the adaptive attack) when an adaptive suite ran.
+    ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``).
+    """
+    paper = paper_info(config)
+    reported = config.reported if config is not None else None
+    standard = result.autoattack_accuracy if result.autoattack_accuracy is not None else result.robust_accuracy
+    notes = []
+    if result.adaptive_accuracy is not None:
+        notes.append(f"Robust accuracy {percent(result.robust_accuracy)}% counts an example as robust only if it "
+                     f"survives both AutoAttack ({percent(standard)}%) and the adaptive attack "
+                     f"({percent(result.adaptive_accuracy)}%).")
+    if result.number_forward_passes > 1:
+        notes.insert(0, "It uses an ensemble of networks.")
+    if not result.leaderboard_grade:
+        notes.append(f"Attack budgets were reduced ({result.options}): not comparable with the leaderboard.")
+    info = {
+        "link": paper["link"], "name": paper["name"], "authors": paper["authors"], "additional_data": False,
+        "number_forward_passes": result.number_forward_passes,
+        "dataset": _RB_DATASETS.get(result.dataset.lower(), result.dataset), "venue": paper["venue"],
+        "architecture": _architecture(config), "eps": format_eps(result.eps),
+        "clean_acc": percent(result.clean_accuracy),
+        "reported": f"{reported.autoattack_acc:.2f}" if reported is not None else percent(result.robust_accuracy),
+        "autoattack_acc": percent(standard), "external": percent(result.robust_accuracy),
+        "footnote": " ".join(notes), "unreliable": False,
+    }
+    unknown = sorted(set(overrides) - set(MODEL_INFO_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown model-info field(s) {unknown}; fields: {list(MODEL_INFO_FIELDS)}")
+    info.update({k: v for k, v in overrides.items() if v is not None})
+    return {k: info[k] for k in MODEL_INFO_FIELDS}
+
+
+def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:
+    """A Markdown summary: one row of headline numbers, then the accuracy after every stage."""
+    reported = config.reported if config is not None else None
+    adaptive = result.adaptive_accuracy
+    rows = [
+        "| model | dataset | threat | eps | examples | clean | AutoAttack | adaptive | robust (min) | reported clean / robust |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {result.model} | {result.dataset} | {result.threat_model} | {format_eps(result.eps)} | {result.n_examples} "
+        f"| {percent(result.clean_accuracy)} | "
+        f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "
+        f"{percent(adaptive) if adaptive is not None else '-'} | {percent(result.robust_accuracy)} | "
+        + (f"{reported.clean_acc:.2f} / {reported.autoattack_acc:.2f} |" if reported else "- |"),
+        "",
+        "| stage | robust accuracy after stage (%) |",
+        "|---|---|",
+    ]
+    rows += [f"| {stage} | {percent(acc)} |" for stage, acc in result.stage_accuracy.items()]
+    rows += ["", f"Attack: `{result.attack}`, seed {result.seed}, {result.world_size} process(es), "
+                 f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)."]
+    if not result.leaderboard_grade:
+        rows.append(f"Budgets overridden: {result.options}; not leaderboard-grade.")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
+                 config: Optional[ModelConfig] = None) -> dict[str, Path]:
+    """Write ``report.json``, ``model_info.json`` and ``report.md`` into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    paths = {"report": out / "report.json", "model_info": out / "model_info.json", "markdown": out / "report.md"}
+    result.save(paths["report"])
+    atomic_write_text(paths["model_info"], json.dumps(model_info(result, config), indent=2) + "\n")
+    atomic_write_text(paths["markdown"], markdown_table(result, config))
+    return paths
+
+
+def required_examples(dataset: str) -> Optional[int]:
+    """How many examples the leaderboard evaluates on for ``dataset`` (``None`` if unknown)."""
+    return LEADERBOARD_EXAMPLES.get(dataset.lower())
+
+
+def _weights_location(config: Optional[ModelConfig]) -> str:
+    if config is None:
+        return "(not recorded)"
+    parts = [f"standard base: {config.standard.ref}" if config.standard else "",
+             f"robust base: {config.robust.ref}" if config.robust else ""]
+    parts += [f"mixed-model tensors: {k}={v}" for k, v in config.weights.items()]
+    return "; ".join(p for p in parts if p) or "(not recorded)"
+
+
+def _license(config: Optional[ModelConfig]) -> str:
+    if config is None:
+        return "(not recorded)"
+    licences = [config.license] + [b.license for b in (config.standard, config.robust) if b is not None]
+    return ", ".join(dict.fromkeys(x for x in licences if x)) or "(not recorded)"
+
+
+def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = None, *,
+                     allow_partial: bool = False, **info_overrides: Any) -> dict[str, str]:
+    """Texts of a leaderboard submission: ``model_info.json``, ``claim.md``, ``model_zoo_entry.py``.
+
+    Raises:
+        PartialEvaluationError: the report has fewer examples than the leaderboard uses, or
+            reduced attack budgets, and ``allow_partial`` is False.
+    """
+    needed = required_examples(result.dataset)
+    partial_reasons = []
+    if needed is None or result.n_examples < needed:
+        partial_reasons.append(f"evaluated on {result.n_examples} examples; the leaderboard uses "
+                               f"{needed if needed else 'the full test set'}")
+    if not result.leaderboard_grade:
+        partial_reasons.append(f"attack budgets were overridden ({result.options})")
+    if partial_reasons and not allow_partial:
+        raise PartialEvaluationError("refusing to write a leaderboard claim: " + "; ".join(partial_reasons)
+                                     + ". Run the full benchmark, or pass --allow-partial to write marked drafts.")
+    info = model_info(result, config, **info_overrides)
+    banner = ("PARTIAL EVALUATION, NOT A LEADERBOARD CLAIM: " + "; ".join(partial_reasons) + ".\n\n"
+              if partial_reasons else "")
+    if partial_reasons:
+        info["footnote"] = (info["footnote"] + " " if info["footnote"] else "") + "PARTIAL EVALUATION: " + \
+            "; ".join(partial_reasons) + "."
+    name = config.name if config is not None else result.model
+    evaluation = (f"pyautoattack {result.versions.get('pyautoattack', '?')} AutoAttack, attack `{result.attack}` "
+                  f"(stages: {', '.join(result.stage_accuracy)}), seed {result.seed}, "
+                  f"{result.n_examples} test examples, robust_mix benchmark harness "
+                  f"{result.versions.get('robust_mix', '?')}")
+    claim = banner + "\n".join([
+        f"# New model: {name}", "",
+        f"- Paper: {info['name']} ({info['link'] or 'no link recorded'}), {info['authors']}, {info['venue']}",
+        f"- Architecture: {info['architecture']}",
+        f"- Threat model: {result.threat_model}",
+        f"- Epsilon: {info['eps']}",
+        f"- Dataset: {info['dataset']}",
+        f"- Clean accuracy: {info['clean_acc']}%",
+        f"- Robust accuracy (AutoAttack): {info['autoattack_acc']}%",
+        *([f"- Robust accuracy (AutoAttack and adaptive attack, minimum): {info['external']}%"]
+          if result.adaptive_accuracy is not None else []),
+        f"- Reported by the authors: {info['reported']}%",
+        f"- Additional data: {'yes' if info['additional_data'] else 'no'}",
+        f"- Forward passes per prediction: {info['number_forward_passes']}",
+        f"- Evaluation method: {evaluation}",
+        f"- Checkpoint location: {_weights_location(config)}",
+        f"- Licence: {_license(config)}",
+        *([f"- Footnote: {info['footnote']}"] if info["footnote"] else []),
+    ]) + "\n"
+    threat = {"Linf": "linf", "L2": "l2", "L1": "l1"}.get(result.threat_model, result.threat_model.lower())
+    snippet = (("# " + banner.strip().replace("\n", "\n# ") + "\n") if banner else "") + (
+        f"# Add to robustbench/model_zoo/{info['dataset']}.py, inside the `{threat}` OrderedDict.\n"
+        f"# The composite is built by robust_mix (pip install robust-mix); weights: {_weights_location(config)}.\n"
+        f"({name!r}, {{\n"
+        f"    'model': lambda: __import__('robust_mix').load_model({name!r}),\n"
+        f"    'gdrive_id': [],\n"
+        f"}}),\n")
+    return {"model_info.json": json.dumps(info, indent=2) + "\n", "claim.md": claim, "model_zoo_entry.py": snippet}
+
+
+def write_submission(out_dir: Union[str, Path], result: BenchmarkResult, config: Optional[ModelConfig] = None,
+                     *, allow_partial: bool = False, **info_overrides: Any) -> dict[str, Path]:
+    """Write :func:`submission_files` into ``out_dir`` atomically; returns the paths."""
+    files = submission_files(result, config, allow_partial=allow_partial, **info_overrides)
+    paths = {}
+    for filename, text in files.items():
+        paths[filename] = Path(out_dir) / filename
+        atomic_write_text(paths[filename], text)
+    return paths

@@ -1,0 +1,133 @@
+"""The accuracy-robustness trade-off: clean and robust accuracy across mixing ratios.
+
+Each point sets ``model.alpha`` (0 = standard base only, 1 = robust base only) and runs the
+benchmark harness; an adaptive model's own policy is one more point (``alpha = None``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from torch import nn
+
+from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.io import atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+POLICY = "policy"
+
+
+@dataclass
+class SweepPoint:
+    """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions)."""
+
+    alpha: Union[float, str]
+    clean_accuracy: float
+    robust_accuracy: float
+    attack: str
+    n_examples: int
+    wall_time_s: float
+
+
+def parse_alphas(text: str) -> list[float]:
+    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``."""
+    if ":" in text:
+        start, stop, step = (float(v) for v in text.split(":"))
+        if step <= 0:
+            raise ValueError(f"alpha step must be positive, got {step}")
+        count = int(round((stop - start) / step)) + 1
+        values = [round(start + i * step, 10) for i in range(count)]
+    else:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    bad = [v for v in values if not 0.0 <= v <= 1.0]
+    if not values or bad:
+        raise ValueError(f"alphas must lie in [0, 1], got {text!r}")
+    return sorted(set(values))
+
+
+def sweep(model: nn.Module, alphas: Sequence[float], *, include_policy: bool = True,
+          state_dir: Union[str, Path, None] = None, **benchmark_kwargs: Any) -> list[SweepPoint]:
+    """Benchmark ``model`` at each fixed ``alpha`` (and at its adaptive policy, if it has one).
+
+    ``benchmark_kwargs`` go to :func:`robust_mix.benchmark` (dataset, eps, n_examples, attack...).
+    Each point resumes from ``state_dir/alpha_<a>``. The model's ratio is restored afterwards.
+    """
+    if not hasattr(model, "alpha"):
+        raise TypeError("sweep needs a MixedClassifier (a model with an `alpha` to vary)")
+    original = model.alpha
+    settings: list[Union[float, str]] = list(alphas)
+    if include_policy and getattr(model, "policy", None) is not None:
+        settings.append(POLICY)
+    points = []
+    try:
+        for alpha in settings:
+            model.alpha = None if alpha == POLICY else alpha
+            sub = None if state_dir is None else Path(state_dir) / f"alpha_{alpha}"
+            result: BenchmarkResult = benchmark(model, state_dir=sub, **benchmark_kwargs)
+            points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
+                                     result.n_examples, result.wall_time_s))
+            logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
+                        100 * result.robust_accuracy)
+    finally:
+        model.alpha = original
+    return points
+
+
+def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:
+    """A PNG of robust vs clean accuracy (percent) along the sweep; base models (alpha 0 and 1) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fixed = [p for p in points if p.alpha != POLICY]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    ax.plot([100 * p.clean_accuracy for p in fixed], [100 * p.robust_accuracy for p in fixed], "o-",
+            color="tab:blue", label="fixed alpha")
+    for p in fixed:
+        ax.annotate(f"{p.alpha:g}", (100 * p.clean_accuracy, 100 * p.robust_accuracy), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    markers = {0.0: ("s", "tab:orange", "standard base (alpha 0)"), 1.0: ("D", "tab:green", "robust base (alpha 1)")}
+    for p in fixed:
+        if p.alpha in markers:
+            marker, color, label = markers[p.alpha]
+            ax.scatter([100 * p.clean_accuracy], [100 * p.robust_accuracy], marker=marker, s=90, color=color,
+                       zorder=3, label=label)
+    for p in points:
+        if p.alpha == POLICY:
+            ax.scatter([100 * p.clean_accuracy], [100 * p.robust_accuracy], marker="*", s=180, color="tab:red",
+                       zorder=3, label="adaptive policy")
+    attacks = sorted({p.attack for p in points})
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"robust accuracy (%), attack: {', '.join(attacks)}")
+    ax.set_title(title or "accuracy-robustness trade-off", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, title: str = "",
+                metadata: Optional[dict[str, Any]] = None) -> dict[str, Path]:
+    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``."""
+    out = Path(out_dir)
+    rows = [asdict(p) for p in points]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["alpha"])
+    writer.writeheader()
+    writer.writerows(rows)
+    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json", "png": out / "sweep.png"}
+    atomic_write_text(paths["csv"], text.getvalue())
+    atomic_write_text(paths["json"], json.dumps({"metadata": metadata or {}, "points": rows}, indent=2) + "\n")
+    plot_sweep(points, paths["png"], title)
+    return paths

@@ -1,0 +1,211 @@
+"""Attacks of the harness (robust_mix.attacks): plans, AutoAttack semantics, adaptive objectives,
+MixedNUTS minimum-margin selection."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import robust_mix
+import robust_mix.losses
+from robust_mix.attacks import (ADAPTIVE_STAGES, STANDARD_STAGES, AttackOptions, MarginTracker, OutputRecorder,
+                                StageRunner, is_mixednuts, resolve_attack)
+from robust_mix.benchmark import benchmark, chunk_seed
+from robust_mix.config import PolicyConfig
+from robust_mix.losses import dlr_loss_targeted, ratio_bce
+from robust_mix.nuts import HardMaxMap, NonlinearLogitMap
+from test_benchmark import EPS, FAST, TemplateNet, fmnist
+
+torch.set_num_threads(1)
+
+
+def adaptive_model() -> robust_mix.MixedClassifier:
+    model = robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.5)
+    torch.manual_seed(0)
+    policy = robust_mix.build_adaptive_policy(model, PolicyConfig(
+        ["stage1", "stage2"], ["stage1", "stage2"], widths=[8, 8], blocks=1, input_shape=(1, 28, 28),
+        gamma_bias=0.5))
+    model.alpha = policy
+    return model.eval()
+
+
+def nuts_model() -> robust_mix.MixedClassifier:
+    return robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.9,
+                                      standard_map=HardMaxMap(ln_k=10),
+                                      robust_map=NonlinearLogitMap(1.0, 2.0, -0.5, ln_k=10)).eval()
+
+
+def runner_for(model, **options) -> StageRunner:
+    return StageRunner(model, resolve_attack("standard", adaptive=True), norm="Linf", eps=EPS, device="cpu",
+                       options=AttackOptions(**options))
+
+
+# -- plans ---------------------------------------------------------------------------------------
+def test_attack_plans():
+    standard = resolve_attack("standard")
+    assert standard.version == "standard" and standard.suites == {"autoattack": list(STANDARD_STAGES)}
+    assert STANDARD_STAGES == ("apgd-ce", "apgd-t", "fab-t", "square")
+    both = resolve_attack("standard", adaptive=True)
+    assert both.suites == {"autoattack": list(STANDARD_STAGES), "adaptive": list(ADAPTIVE_STAGES)}
+    assert both.name == "standard+adaptive"
+    assert resolve_attack("adaptive").suites == {"adaptive": list(ADAPTIVE_STAGES)}
+    assert resolve_attack("rand").version == "rand" and resolve_attack("rand").stages == ["apgd-ce", "apgd-dlr"]
+    custom = resolve_attack("apgd-ce, apgd-t")
+    assert custom.version == "standard" and custom.stages == ["apgd-ce", "apgd-t"]
+    with pytest.raises(ValueError, match="unknown attack stage"):
+        resolve_attack("apgd-ce,pgd")
+    with pytest.raises(ValueError, match="repeat"):
+        resolve_attack("apgd-ce,apgd-ce")
+
+
+def test_default_budgets_are_the_leaderboards():
+    settings = runner_for(adaptive_model()).attack_settings()
+    assert settings["apgd"] == {"n_iter": 100, "n_restarts": 1, "eot_iter": 1}
+    assert settings["apgd-t"] == {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9}
+    assert settings["fab"]["n_target_classes"] == 9 and settings["square"]["n_queries"] == 5000
+    assert settings["adaptive"]["n_iter"] == 100 and settings["adaptive"]["n_target_classes"] == 9
+    reduced = runner_for(adaptive_model(), n_iter=10, n_queries=30).attack_settings()
+    assert reduced["apgd"]["n_iter"] == 10 and reduced["square"]["n_queries"] == 30
+    rand = StageRunner(adaptive_model(), resolve_attack("rand"), norm="Linf", eps=EPS, device="cpu")
+    assert rand.attack_settings()["apgd"]["eot_iter"] == 20
+
+
+def test_harness_matches_pyautoattack_called_directly():
+    """One chunk holding every example = pyautoattack's own cascade with the chunk's seed."""
+    from pyautoattack import AutoAttack
+
+    x, y = fmnist(12)
+    model = robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.6).eval()
+    ours = benchmark(model, images=x, labels=y, eps=EPS, batch_size=12, attack="apgd-ce,apgd-t", seed=7,
+                     options=FAST, device="cpu")
+    aa = AutoAttack(model, norm="Linf", eps=EPS, version="standard", device="cpu", seed=chunk_seed(7, 0))
+    aa.attacks_to_run = ["apgd-ce", "apgd-t"]
+    for attack in (aa.apgd, aa.apgd_targeted):
+        robust_mix.attacks.set_apgd_iterations(attack, 8)
+    aa.apgd_targeted.n_target_classes = 2
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=12)
+    with torch.no_grad():
+        direct = (model(x_adv).argmax(1) == y).tolist()
+    assert ours.robust_flags == direct
+    assert ours.robust_accuracy < ours.clean_accuracy
+
+
+def test_small_standard_version_runs_all_four_stages():
+    x, y = fmnist(8)
+    result = benchmark(robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.6),
+                       images=x, labels=y, eps=EPS, batch_size=8, attack="standard", device="cpu",
+                       options=AttackOptions(n_iter=5, n_target_classes=2, n_queries=20))
+    accs = [result.clean_accuracy] + [result.stage_accuracy[s] for s in STANDARD_STAGES]
+    assert list(result.stage_accuracy) == list(STANDARD_STAGES)
+    assert accs == sorted(accs, reverse=True) and result.robust_accuracy == accs[-1]
+
+
+# -- the adaptive objective ------------------------------------------------------------------------
+@pytest.mark.parametrize("targeted", [False, True])
+def test_adaptive_objective_contains_the_bce_term(targeted):
+    model = adaptive_model()
+    runner = runner_for(model, adaptive_weight=0.3)
+    attack = runner.adaptive_t if targeted else runner.adaptive_ce
+    x, y = fmnist(6)
+    log_probs = runner.recorder(x)
+    out = runner.recorder.last
+    assert out.gamma is not None
+    if targeted:
+        attack.y_target = log_probs.sort(dim=1)[1][:, -2]
+        loss = attack.dlr_loss_targeted(log_probs, y)
+        main = dlr_loss_targeted(out.log_probs, y, attack.y_target)
+    else:
+        loss = attack.dlr_loss(log_probs, y)
+        main = F.nll_loss(out.log_probs, y, reduction="none")
+    bce = ratio_bce(out.gamma, 1.0)
+    torch.testing.assert_close(loss, 0.7 * main + 0.3 * bce)
+    assert (bce > 1e-3).all()  # the term is really there, not vanishing
+    # and it is differentiable through gamma into the input
+    xg = x.clone().requires_grad_(True)
+    attack.weight = 1.0
+    lp = runner.recorder(xg)
+    if targeted:
+        attack.y_target = lp.detach().sort(dim=1)[1][:, -2]
+    full = (attack.dlr_loss_targeted(lp, y) if targeted else attack.dlr_loss(lp, y)).sum()
+    grad, = torch.autograd.grad(full, xg)
+    assert grad.abs().sum() > 0
+
+
+def test_both_adaptive_attacks_evaluate_the_bce_term_while_attacking(monkeypatch):
+    calls = {"n": 0}
+    original = robust_mix.losses.ratio_bce
+
+    def counting(gamma, target):
+        calls["n"] += 1
+        return original(gamma, target)
+
+    monkeypatch.setattr(robust_mix.losses, "ratio_bce", counting)
+    runner = runner_for(adaptive_model(), n_iter=4, n_target_classes=2)
+    x, y = fmnist(6)
+    for stage in ("adaptive-apgd-ce", "adaptive-apgd-t"):
+        calls["n"] = 0
+        x_adv = runner.run(stage, x, y, seed=0)
+        assert calls["n"] >= 5, stage  # initial point + every iteration
+        assert (x_adv - x).abs().max() <= EPS + 1e-6
+
+
+def test_recorder_refuses_stale_outputs():
+    recorder = OutputRecorder(adaptive_model())
+    x, _ = fmnist(2)
+    first = recorder(x)
+    recorder(x)
+    with pytest.raises(RuntimeError, match="last forward"):
+        recorder.output_for(first)
+
+
+def test_adaptive_attack_on_a_plain_classifier_is_cross_entropy():
+    net = TemplateNet(0, 6.0)
+    runner = StageRunner(net, resolve_attack("adaptive"), norm="Linf", eps=EPS, device="cpu")
+    x, y = fmnist(4)
+    logits = runner.recorder(x)
+    torch.testing.assert_close(runner.adaptive_ce.dlr_loss(logits, y),
+                               F.cross_entropy(net(x), y, reduction="none"))
+
+
+# -- MixedNUTS -------------------------------------------------------------------------------------
+def test_margin_tracker_keeps_the_smallest_exact_margin_per_example():
+    model = nuts_model()
+    x, y = fmnist(4)
+    tracker = MarginTracker(model, x, y)
+    candidates = [x, (x + 0.1).clamp(0, 1), (x - 0.1).clamp(0, 1)]
+    margins = torch.stack([tracker.exact_margin(c) for c in candidates])
+    for c in candidates:
+        tracker.update(c)
+    best = margins.argmin(0)
+    torch.testing.assert_close(tracker.margin, margins.min(0).values)
+    for i in range(4):
+        torch.testing.assert_close(tracker.x_min[i], candidates[best[i]][i])
+
+
+def test_mixednuts_adaptive_attack_uses_surrogate_gradients_and_min_margin_selection(monkeypatch):
+    model = nuts_model()
+    assert is_mixednuts(model) and not is_mixednuts(adaptive_model())
+    runner = runner_for(model, n_iter=6, n_target_classes=2)
+    assert runner.adaptive_ce.select_min_margin and runner.adaptive_t.select_min_margin
+    updates = {"n": 0}
+    original = MarginTracker.update
+
+    def counting(self, x):
+        updates["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(MarginTracker, "update", counting)
+    x, y = fmnist(10)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    x, y = x[correct], y[correct]
+    x_adv = runner.run("adaptive-apgd-ce", x, y, seed=1)
+    assert updates["n"] >= 7
+    # surrogate gradients exist (the exact hard-max map has none)
+    xg = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(F.nll_loss(model(xg), y), xg)
+    assert grad.abs().sum() > 0
+    with torch.no_grad():
+        fooled = model(x_adv).argmax(1) != y
+    assert fooled.any()
+    assert (x_adv - x).abs().max() <= EPS + 1e-6

@@ -1,0 +1,276 @@
+"""The benchmark harness (robust_mix.benchmark): results, resumption, sharding, data, CLI outputs."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import robust_mix
+import robust_mix.data
+from robust_mix.attacks import AttackOptions
+from robust_mix.benchmark import BenchmarkResult, benchmark, chunk_seed, number_forward_passes
+from robust_mix.config import ModelConfig, ReportedResult
+
+torch.set_num_threads(1)  # the CI box is shared; single-threaded CPU kernels are also deterministic
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+EPS = 0.1
+FAST = AttackOptions(n_iter=8, n_target_classes=2)
+FAST_CLI = ["--n-iter", "8", "--n-target-classes", "2"]
+
+
+@functools.lru_cache(maxsize=1)
+def class_means() -> torch.Tensor:
+    """Per-class mean Fashion-MNIST training image ``(10, 1, 28, 28)``."""
+    x, y = robust_mix.data.load_dataset("fashion-mnist", "train")
+    return torch.stack([x[y == c].mean(0) for c in range(10)])
+
+
+class TemplateNet(nn.Module):
+    """A nearest-class-mean classifier on pixels plus two small conv stages (``stage1``/``stage2``,
+    tap points for a mixing network) that add a small learned-looking term: a real, input-dependent
+    classifier with fixed weights, no training needed."""
+
+    def __init__(self, seed: int, scale: float) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.num_classes = 10
+        self.stage1 = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.extra = nn.Linear(8, 10)
+        self.templates = nn.Linear(784, 10)
+        means = class_means().flatten(1)
+        with torch.no_grad():
+            self.templates.weight.copy_(scale * means)
+            self.templates.bias.copy_(-0.5 * scale * (means ** 2).sum(1))
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.stage2(self.stage1(x)).mean(dim=(2, 3))
+        return self.templates(x.flatten(1)) + self.extra(features)
+
+
+def tiny_config(**kw) -> ModelConfig:
+    base = dict(name="tiny-template-mix", dataset="fashion-mnist", eps=EPS, alpha=0.6,
+                reported=ReportedResult(clean_acc=70.0, autoattack_acc=20.0, n_examples=10_000),
+                paper="Tiny test mixture",
+                citation="@article{tiny2024, title={A Tiny Mixture}, author={Doe, Jane and Roe, Rick}, "
+                         "journal={Test Journal}, year={2024}, url={https://example.org/tiny}}")
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def tiny_mixed() -> robust_mix.MixedClassifier:
+    """Factory for ``robust-mix benchmark tests.test_benchmark:tiny_mixed`` (also used in-process)."""
+    return robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.6, config=tiny_config())
+
+
+def fmnist(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return robust_mix.data.load_dataset("fashion-mnist", "test", n)
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, **popen) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{TESTS}", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-W", "ignore", *args], env=env, cwd=str(ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+CLI_ARGS = ["benchmark", "test_benchmark:tiny_mixed", "--n-examples", "24", "--batch-size", "4",
+            "--attack", "apgd-ce,apgd-t", "--seed", "3", *FAST_CLI]
+
+
+# -- the result ----------------------------------------------------------------------------------
+def test_result_fields_are_fractions_and_consistent_with_flags():
+    x, y = fmnist(12)
+    result = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=6, attack="apgd-ce,apgd-t",
+                       options=FAST, device="cpu")
+    assert result.n_examples == 12 and len(result.robust_flags) == 12
+    assert result.clean_accuracy == sum(result.clean_flags) / 12
+    assert result.robust_accuracy == sum(result.robust_flags) / 12
+    assert 0 <= result.robust_accuracy <= result.clean_accuracy <= 1
+    # the cascade never repairs an example, and some examples fall to the attack at this eps
+    assert list(result.stage_accuracy) == ["apgd-ce", "apgd-t"]
+    assert result.clean_accuracy >= result.stage_accuracy["apgd-ce"] >= result.stage_accuracy["apgd-t"]
+    assert result.robust_accuracy < result.clean_accuracy
+    assert all(c or not r for c, r in zip(result.clean_flags, result.robust_flags))
+    assert result.wall_time_s > 0 and result.examples_per_second > 0
+    assert result.number_forward_passes == 2 and result.eps == EPS and result.dataset == "fashion-mnist"
+    assert not result.leaderboard_grade and result.options == {"n_iter": 8, "n_target_classes": 2}
+    assert {"torch", "pyautoattack", "robust_mix"} <= set(result.versions)
+    again = BenchmarkResult.from_json(result.to_json())
+    assert again == result
+
+
+def test_adaptive_suite_reports_both_numbers_and_minimum():
+    x, y = fmnist(10)
+    result = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=10, attack="apgd-ce",
+                       adaptive=True, options=FAST, device="cpu")
+    assert set(result.suite_accuracy) == {"autoattack", "adaptive"}
+    assert list(result.stage_accuracy) == ["apgd-ce", "adaptive-apgd-ce", "adaptive-apgd-t"]
+    both = [a and b for a, b in zip(result.suite_flags["autoattack"], result.suite_flags["adaptive"])]
+    assert result.robust_flags == both
+    assert result.robust_accuracy <= min(result.autoattack_accuracy, result.adaptive_accuracy)
+
+
+def test_defaults_come_from_the_model_config_and_leaderboard():
+    model = tiny_mixed()
+    result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+    assert (result.dataset, result.eps, result.threat_model, result.model) == ("fashion-mnist", EPS, "Linf",
+                                                                                "tiny-template-mix")
+    with pytest.raises(ValueError, match="eps"):
+        benchmark(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), "fashion-mnist", n_examples=2)
+
+
+def test_number_forward_passes():
+    model = tiny_mixed()
+    assert number_forward_passes(model) == 2
+    model.alpha = 1.0
+    assert number_forward_passes(model) == 1
+    assert number_forward_passes(nn.Linear(2, 2)) == 1
+
+
+def test_chunk_seeds_are_fixed_and_distinct():
+    assert chunk_seed(0, 1) == chunk_seed(0, 1)
+    assert len({chunk_seed(s, c) for s in range(3) for c in range(50)}) == 150
+
+
+# -- resumption ----------------------------------------------------------------------------------
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter:
+    """Progress hook that aborts the run once ``stage`` has seen ``n`` examples (a crash mid-run)."""
+
+    def __init__(self, stage: str, n: int) -> None:
+        self.stage, self.n, self.seen = stage, n, 0
+
+    def start(self, stages, total):
+        pass
+
+    def advance(self, stage, n):
+        if stage == self.stage:
+            self.seen += n
+            if self.seen >= self.n:
+                raise _Interrupt
+
+
+def test_resume_after_a_crash_mid_run_gives_identical_flags(tmp_path):
+    x, y = fmnist(16)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t", seed=5, options=FAST,
+                  device="cpu")
+    reference = benchmark(tiny_mixed(), **kwargs)
+    with pytest.raises(_Interrupt):
+        benchmark(tiny_mixed(), state_dir=tmp_path, progress=_StopAfter("apgd-ce", 8), **kwargs)
+    saved = json.loads((tmp_path / "chunk_000001.json").read_text())
+    assert saved["stages_done"] == ["apgd-ce"] and not saved["done"]  # stopped between two stages
+    resumed = benchmark(tiny_mixed(), state_dir=tmp_path, **kwargs)
+    assert resumed.resumed_chunks == 2
+    assert resumed.robust_flags == reference.robust_flags
+    assert resumed.suite_flags == reference.suite_flags and resumed.clean_flags == reference.clean_flags
+
+
+def test_resume_refuses_a_state_dir_from_other_arguments(tmp_path):
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+    benchmark(tiny_mixed(), state_dir=tmp_path, **kwargs)
+    with pytest.raises(ValueError, match="different arguments.*seed"):
+        benchmark(tiny_mixed(), state_dir=tmp_path, seed=1, **kwargs)
+
+
+def test_sigkill_and_restart_ends_with_the_uninterrupted_flags(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(["-m", "robust_mix.cli", *CLI_ARGS, "--out", str(out)])
+    first_chunk = out / "state" / "chunk_000000.json"
+    deadline = time.monotonic() + 120
+    while not first_chunk.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "report.json").exists()
+    done_before = sum(json.loads(p.read_text())["done"] for p in (out / "state").glob("chunk_*.json"))
+    assert done_before < 6
+    restarted = run_cli(["-m", "robust_mix.cli", *CLI_ARGS, "--out", str(out)])
+    log = restarted.communicate(timeout=180)[0].decode()
+    assert restarted.returncode == 0, log[-3000:]
+    report = BenchmarkResult.from_json(out / "report.json")
+    assert report.resumed_chunks >= 1
+
+    x, y = fmnist(24)
+    reference = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t",
+                          seed=3, options=FAST, device="cpu")
+    assert report.robust_flags == reference.robust_flags
+    assert report.suite_flags == reference.suite_flags
+    # the CLI's other outputs
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["clean_acc"] == f"{100 * reference.clean_accuracy:.2f}" and info["eps"] == "0.1"
+    assert "| tiny-template-mix | fashion-mnist |" in (out / "report.md").read_text()
+    assert "apgd-t" in log  # progress bars per stage
+
+
+def test_two_processes_give_the_same_flags_as_one(tmp_path):
+    out = tmp_path / "ddp"
+    proc = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    "-m", "robust_mix.cli", *CLI_ARGS, "--out", str(out)])
+    log = proc.communicate(timeout=240)[0].decode()
+    assert proc.returncode == 0, log[-3000:]
+    report = BenchmarkResult.from_json(out / "report.json")
+    assert report.world_size == 2
+    chunks = [json.loads(p.read_text())["chunk"] for p in (out / "state").glob("chunk_*.json")]
+    assert sorted(chunks) == list(range(6))
+
+    x, y = fmnist(24)
+    single = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t",
+                       seed=3, options=FAST, device="cpu")
+    assert report.robust_flags == single.robust_flags
+    assert report.robust_accuracy == single.robust_accuracy and report.clean_accuracy == single.clean_accuracy
+
+
+# -- data ----------------------------------------------------------------------------------------
+def test_imagenet_reads_robustbenchs_list_from_a_local_folder(tmp_path):
+    from PIL import Image
+
+    from robust_mix.data import DatasetNotFoundError, imagenet_test_ids, load_imagenet
+
+    ids = imagenet_test_ids()
+    assert len(ids) == 5000 and ids[0].endswith(".JPEG")
+    for i, name in enumerate(ids[:3]):
+        path = tmp_path / "val" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (300 + 10 * i, 280), color=(40 * i, 100, 200)).save(path)
+    images, labels = load_imagenet(data_dir=tmp_path, n_examples=3)
+    assert images.shape == (3, 3, 224, 224) and 0 <= images.min() and images.max() <= 1
+    class_map = json.loads((Path(robust_mix.data._robustbench_helper_file("imagenet_class_to_id_map.json"))
+                            ).read_text())
+    assert labels.tolist() == [class_map[n.split("/")[0]] for n in ids[:3]]
+    with pytest.raises(DatasetNotFoundError, match="missing"):
+        load_imagenet(data_dir=tmp_path, n_examples=4)
+
+
+# -- benchmarks/reproduce.py ---------------------------------------------------------------------
+def test_reproduce_prints_reported_beside_measured_and_explains_missing_weights(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    x, y = fmnist(4)
+    result = benchmark(tiny_mixed(), images=x, labels=y, batch_size=4, attack="apgd-ce", options=FAST,
+                       device="cpu", dataset="fashion-mnist")
+    table = reproduce.comparison(result, tiny_config())
+    assert "reported" in table and "measured" in table
+    assert f"{100 * result.clean_accuracy:.2f}" in table and "70.00" in table and "20.00" in table
+    assert reproduce.main(["mix"]) == 2  # 'mix' has no base models: a clear message, no traceback
+    assert "cannot reproduce mix" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""Reports and leaderboard submission files (robust_mix.report) and the ``submit`` command."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.cli import main
+from robust_mix.report import (MODEL_INFO_FIELDS, PartialEvaluationError, format_eps, markdown_table, model_info,
+                               parse_bibtex, submission_files, write_report)
+from test_benchmark import EPS, FAST, fmnist, tiny_config, tiny_mixed
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def result() -> BenchmarkResult:
+    x, y = fmnist(8)
+    return benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=8, attack="apgd-ce", adaptive=True,
+                     options=FAST, device="cpu")
+
+
+def full_size(result: BenchmarkResult, **kw) -> BenchmarkResult:
+    """The same numbers as if they came from a leaderboard-size, full-budget run (for claim tests)."""
+    return dataclasses.replace(result, n_examples=10_000, options={}, **kw)
+
+
+def test_eps_and_bibtex_formats():
+    assert format_eps(8 / 255) == "8/255" and format_eps(4 / 255) == "4/255" and format_eps(0.5) == "0.5"
+    bib = parse_bibtex(tiny_config().citation)
+    assert bib["title"] == "A Tiny Mixture" and bib["year"] == "2024" and bib["url"] == "https://example.org/tiny"
+
+
+def test_model_info_matches_robustbench_schema(result):
+    info = model_info(result, tiny_config())
+    assert tuple(info) == MODEL_INFO_FIELDS
+    assert info["clean_acc"] == f"{100 * result.clean_accuracy:.2f}"
+    assert info["autoattack_acc"] == f"{100 * result.autoattack_accuracy:.2f}"
+    assert info["external"] == f"{100 * result.robust_accuracy:.2f}"
+    assert info["reported"] == "20.00" and info["eps"] == "0.1" and info["dataset"] == "fashion-mnist"
+    assert info["number_forward_passes"] == 2 and info["unreliable"] is False
+    assert info["authors"] == "Jane Doe, Rick Roe" and info["venue"] == "Test Journal 2024"
+    assert info["link"] == "https://example.org/tiny" and info["name"] == "A Tiny Mixture"
+    assert "adaptive attack" in info["footnote"] and "not comparable" in info["footnote"]
+    assert model_info(result, tiny_config(), additional_data=True)["additional_data"] is True
+    with pytest.raises(ValueError, match="unknown model-info"):
+        model_info(result, tiny_config(), clean=1)
+
+
+def test_write_report_and_markdown(result, tmp_path):
+    paths = write_report(tmp_path, result, tiny_config())
+    assert BenchmarkResult.from_json(paths["report"]) == result
+    assert json.loads(paths["model_info"].read_text())["clean_acc"] == f"{100 * result.clean_accuracy:.2f}"
+    table = markdown_table(result, tiny_config())
+    assert table == paths["markdown"].read_text()
+    assert f"| {100 * result.robust_accuracy:.2f} |" in table and "| adaptive-apgd-t |" in table
+    assert "70.00 / 20.00" in table and "not leaderboard-grade" in table
+
+
+def test_claim_refuses_partial_reports_unless_allowed(result):
+    with pytest.raises(PartialEvaluationError, match="8 examples.*10000"):
+        submission_files(result, tiny_config())
+    files = submission_files(result, tiny_config(), allow_partial=True)
+    assert files["claim.md"].startswith("PARTIAL EVALUATION")
+    assert "PARTIAL EVALUATION" in json.loads(files["model_info.json"])["footnote"]
+    assert files["model_zoo_entry.py"].startswith("# PARTIAL EVALUATION")
+
+
+def test_full_claim_has_every_item(result):
+    files = submission_files(full_size(result), tiny_config(license="MIT"))
+    claim = files["claim.md"]
+    assert "PARTIAL" not in claim
+    for item in ("Paper: A Tiny Mixture", "Architecture:", "Threat model: Linf", "Epsilon: 0.1",
+                 f"Clean accuracy: {100 * result.clean_accuracy:.2f}%", "Robust accuracy (AutoAttack):",
+                 "Additional data: no", "Evaluation method: pyautoattack", "Checkpoint location:", "Licence: MIT"):
+        assert item in claim, item
+    snippet = files["model_zoo_entry.py"]
+    compile(snippet, "model_zoo_entry.py", "exec")
+    assert "load_model('tiny-template-mix')" in snippet and "fashion-mnist.py" in snippet
+
+
+def test_submit_command(result, tmp_path, capsys):
+    config_path = tmp_path / "tiny.json"
+    tiny_config().save(config_path)
+    report = tmp_path / "report.json"
+    result.save(report)
+    out = tmp_path / "submission"
+    assert main(["submit", str(config_path), "--report", str(report), "--out", str(out)]) == 3
+    assert "refusing" in capsys.readouterr().err and not out.exists()
+    assert main(["submit", str(config_path), "--report", str(report), "--out", str(out), "--allow-partial",
+                 "--additional-data", "--venue", "ICML 2099"]) == 0
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["additional_data"] is True and info["venue"] == "ICML 2099"
+    assert (out / "claim.md").is_file() and (out / "model_zoo_entry.py").is_file()
+
+
+def test_benchmark_command_with_adaptive_shows_both_numbers(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["benchmark", "test_benchmark:tiny_mixed", "--n-examples", "4", "--batch-size", "4",
+                 "--attack", "apgd-ce", "--adaptive", "--n-iter", "4", "--n-target-classes", "2",
+                 "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| AutoAttack | adaptive | robust (min) |" in table
+    report = BenchmarkResult.from_json(out / "report.json")
+    assert report.attack == "apgd-ce+adaptive" and report.arguments["adaptive"] is True
+    assert report.adaptive_accuracy is not None and report.autoattack_accuracy is not None
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["external"] == f"{100 * report.robust_accuracy:.2f}"

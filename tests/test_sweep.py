@@ -1,0 +1,63 @@
+"""The trade-off sweep (robust_mix.sweep)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from robust_mix.sweep import POLICY, parse_alphas, sweep, write_sweep
+from test_attacks import adaptive_model
+from test_benchmark import EPS, FAST, fmnist
+
+torch.set_num_threads(1)
+
+
+def test_parse_alphas():
+    assert parse_alphas("0,0.5,1") == [0.0, 0.5, 1.0]
+    assert parse_alphas("0:1:0.25") == [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        parse_alphas("0,1.5")
+
+
+def test_sweep_over_ratios_and_the_policy(tmp_path):
+    model = adaptive_model()
+    policy = model.alpha
+    x, y = fmnist(8)
+    points = sweep(model, [0.0, 0.5, 1.0], images=x, labels=y, eps=EPS, batch_size=8, attack="apgd-ce,apgd-t",
+                   options=FAST, device="cpu", state_dir=tmp_path / "state")
+    assert [p.alpha for p in points] == [0.0, 0.5, 1.0, POLICY]
+    assert model.alpha is policy  # restored
+    assert all(0 <= p.robust_accuracy <= p.clean_accuracy <= 1 for p in points)
+    assert all(p.attack == "apgd-ce,apgd-t" for p in points)
+    # the two ends are the base models: alpha 0 is the standard model alone
+    with torch.no_grad():
+        standard_clean = (model.standard(x).argmax(1) == y).float().mean().item()
+    assert points[0].clean_accuracy == pytest.approx(standard_clean)
+    assert (tmp_path / "state" / "alpha_0.5" / "run.json").is_file()
+
+    paths = write_sweep(points, tmp_path / "out", metadata={"attack": "apgd-ce,apgd-t"})
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["alpha"] for r in rows] == ["0.0", "0.5", "1.0", POLICY]
+    data = json.loads(paths["json"].read_text())
+    assert data["metadata"]["attack"] == "apgd-ce,apgd-t" and len(data["points"]) == 4
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_needs_a_mixed_model():
+    with pytest.raises(TypeError, match="MixedClassifier"):
+        sweep(torch.nn.Linear(2, 2), [0.5])
+
+
+def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, capsys):
+    from robust_mix.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1",
+                 "--n-examples", "4", "--batch-size", "4", "--alphas", "0,1", "--attack", "apgd-ce",
+                 "--n-iter", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "attack: apgd-ce" in printed and "policy" in printed
+    assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"] == "apgd-ce"
+    assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4
