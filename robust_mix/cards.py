@@ -9,7 +9,6 @@ benchmark report is given, through :class:`huggingface_hub.ModelCardData`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from robust_mix.cli import command
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
 from robust_mix.io import atomic_write_text
 
@@ -36,7 +34,7 @@ REQUIRED_REPORT_KEYS = ("model", "dataset", "threat_model", "eps", "attack", "n_
 
 # -- benchmark reports ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BenchmarkResult:
+class ReportSummary:
     """The part of a benchmark report a model card shows. Accuracies are fractions in ``[0, 1]``.
 
     Attributes:
@@ -60,7 +58,7 @@ class BenchmarkResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_benchmark(path: Union[str, Path]) -> BenchmarkResult:
+def read_benchmark(path: Union[str, Path]) -> ReportSummary:
     """Read a benchmark report (JSON) and check the fields a card needs.
 
     Raises:
@@ -77,7 +75,7 @@ def read_benchmark(path: Union[str, Path]) -> BenchmarkResult:
     return benchmark_from_dict(data, source=path.name)
 
 
-def benchmark_from_dict(data: Any, source: str = "report") -> BenchmarkResult:
+def benchmark_from_dict(data: Any, source: str = "report") -> ReportSummary:
     """Validate a benchmark report already parsed from JSON; see :func:`read_benchmark`."""
     if not isinstance(data, dict):
         raise ValueError(f"benchmark report {source} must be a JSON object, got {type(data).__name__}")
@@ -99,7 +97,7 @@ def benchmark_from_dict(data: Any, source: str = "report") -> BenchmarkResult:
         command_line = " ".join(str(part) for part in command_line)
     extra = {k: v for k, v in sorted(data.items())
              if k not in REQUIRED_REPORT_KEYS and k != "command" and _is_short_scalar(v)}
-    return BenchmarkResult(eps=_parse_eps(data["eps"], source), n_examples=int(n),
+    return ReportSummary(eps=_parse_eps(data["eps"], source), n_examples=int(n),
                            command=command_line or None, source=source, extra=extra,
                            **texts, **accuracies)
 
@@ -232,7 +230,7 @@ def _policy_rows(policy: PolicyConfig) -> list[list[Any]]:
             ["features detached", policy.detach_features]]
 
 
-def _evaluation_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]) -> str:
+def _evaluation_section(config: ModelConfig, benchmark: Optional[ReportSummary]) -> str:
     parts = []
     if benchmark is not None:
         rows = [[benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps),
@@ -255,7 +253,7 @@ def _evaluation_section(config: ModelConfig, benchmark: Optional[BenchmarkResult
     return "\n\n".join(parts)
 
 
-def _reproduce_section(config: ModelConfig, benchmark: Optional[BenchmarkResult],
+def _reproduce_section(config: ModelConfig, benchmark: Optional[ReportSummary],
                        regenerate: Optional[str]) -> str:
     parts = []
     if benchmark is not None and benchmark.command:
@@ -276,7 +274,7 @@ def _reproduce_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]
 
 
 # -- the card ----------------------------------------------------------------------------------------
-def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = None,
+def card_metadata(config: ModelConfig, benchmark: Optional[ReportSummary] = None,
                   repo_id: Optional[str] = None) -> "ModelCardData":
     """The card's YAML front matter; a benchmark adds a ``model-index`` the Hub displays."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -308,7 +306,7 @@ def _model_license(config: ModelConfig) -> str:
     return bases.pop() if len(bases) == 1 and "" not in bases else "unknown"
 
 
-def render_card(config: ModelConfig, *, benchmark: Optional[BenchmarkResult] = None,
+def render_card(config: ModelConfig, *, benchmark: Optional[ReportSummary] = None,
                 repo_id: Optional[str] = None, provenance: Optional[dict[str, Any]] = None,
                 usage: Optional[str] = None, regenerate: Optional[str] = None,
                 template: Union[str, Path, None] = None) -> str:
@@ -363,7 +361,7 @@ def render_card(config: ModelConfig, *, benchmark: Optional[BenchmarkResult] = N
                          f"({err}); known placeholders: {sorted(values)}") from err
 
 
-def zoo_card(name: str, benchmark: Optional[BenchmarkResult] = None,
+def zoo_card(name: str, benchmark: Optional[ReportSummary] = None,
              regenerate: Optional[str] = None) -> str:
     """The card of a registered entry (``model_cards/<name>.md``); ``regenerate`` is the command stated in it."""
     from robust_mix.registry import get_model_config
@@ -396,34 +394,3 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
         atomic_write_text(path, zoo_card(name, benchmark, regenerate=REGENERATE_ALL))
         written.append(path)
     return written, skipped
-
-
-# -- command line -----------------------------------------------------------------------------------
-def _card_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", help="registered model name")
-    p.add_argument("--all", action="store_true", help="render every registered entry with fixed bases")
-    p.add_argument("--benchmark", metavar="REPORT.json", help="add a benchmark report's results")
-    p.add_argument("--out", metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
-    p.add_argument("--out-dir", default="model_cards", help="folder for --all (default model_cards)")
-    p.add_argument("--reports-dir", default=str(DEFAULT_REPORTS_DIR),
-                   help="with --all, use REPORTS_DIR/NAME.json when present (default benchmarks/reports)")
-
-
-@command("card", "render a model card from a zoo entry's config (and a benchmark report)", _card_args)
-def _card(args: argparse.Namespace) -> int:
-    if args.all == bool(args.name):
-        raise ValueError("give either a model NAME or --all")
-    if args.all:
-        written, skipped = render_all(args.out_dir, args.reports_dir)
-        for path in written:
-            logger.info("wrote %s", path)
-        for name, why in skipped.items():
-            logger.info("skipped %s: %s", name, why)
-        logger.info("%d card(s) written, %d entr%s skipped", len(written), len(skipped),
-                    "y" if len(skipped) == 1 else "ies")
-        return 0
-    benchmark = read_benchmark(args.benchmark) if args.benchmark else None
-    out = Path(args.out) if args.out else Path("model_cards") / f"{args.name}.md"
-    atomic_write_text(out, zoo_card(args.name, benchmark))
-    logger.info("wrote %s", out)
-    return 0

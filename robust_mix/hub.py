@@ -15,7 +15,6 @@ A saved model is a folder (or Hub repo) with three files:
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -28,8 +27,7 @@ import torch
 
 from robust_mix.backbones import (META_KEY, BackboneNotFoundError, _load_weights_strict, is_offline,
                                   resolve_input_config)
-from robust_mix.cards import BenchmarkResult, read_benchmark, render_card
-from robust_mix.cli import command
+from robust_mix.cards import ReportSummary, read_benchmark, render_card
 from robust_mix.config import BackboneConfig, InputConfig, ModelConfig
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 
@@ -46,7 +44,7 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 HUB_PREFIX = "hf-hub:"
 
-Benchmark = Union[BenchmarkResult, str, Path, None]
+Benchmark = Union[ReportSummary, str, Path, None]
 
 
 # -- the config that travels with the weights ---------------------------------------------------
@@ -162,7 +160,7 @@ def save_pretrained(model: "MixedClassifier", save_directory: Union[str, Path], 
         model: the mixed model (any device; tensors are saved from the CPU).
         save_directory: the folder, created if needed; each file is written atomically.
         config: the model's config when ``model.config`` is ``None``.
-        benchmark: a benchmark report (path or :class:`BenchmarkResult`) for the model card.
+        benchmark: a benchmark report (path or :class:`ReportSummary`) for the model card.
         repo_id: the Hub repo the folder is for (named in the card's usage example).
 
     Returns:
@@ -324,11 +322,11 @@ def push_to_hub(model: "MixedClassifier", repo_id: str, *, private: Optional[boo
     return url
 
 
-def _as_benchmark(benchmark: Benchmark) -> Optional[BenchmarkResult]:
+def _as_benchmark(benchmark: Benchmark) -> Optional[ReportSummary]:
     return read_benchmark(benchmark) if isinstance(benchmark, (str, Path)) else benchmark
 
 
-def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult) -> None:
+def _check_benchmark(config: ModelConfig, benchmark: ReportSummary) -> None:
     """Warn when a report describes another model or setting than the config."""
     norm = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
     if benchmark.model not in (config.name, *config.aliases):
@@ -340,53 +338,3 @@ def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult) -> None:
     if config.eps is not None and benchmark.eps is not None and abs(benchmark.eps - config.eps) > 1e-6:
         logger.warning("benchmark report %s uses eps %g, the model's config says %g", benchmark.source,
                        benchmark.eps, config.eps)
-
-
-# -- command line ---------------------------------------------------------------------------------
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registered model name, saved folder or hf-hub:org/name")
-    p.add_argument("--standard", help="standard base reference (for compositions such as 'mix')")
-    p.add_argument("--robust", help="robust base reference (for compositions such as 'mix')")
-    p.add_argument("--alpha", type=float, help="fixed mixing ratio to save instead of the config's")
-    p.add_argument("--benchmark", metavar="REPORT.json", help="benchmark report for the card's results")
-
-
-def _load_for_sharing(args: argparse.Namespace) -> "MixedClassifier":
-    import robust_mix
-
-    overrides = {k: getattr(args, k) for k in ("standard", "robust", "alpha") if getattr(args, k) is not None}
-    if robust_mix.is_model(args.name):
-        return robust_mix.load_model(args.name, **overrides)
-    return from_pretrained(args.name, **overrides)
-
-
-def _save_args(p: argparse.ArgumentParser) -> None:
-    _model_args(p)
-    p.add_argument("out_dir", help="folder to write config.json, model.safetensors and README.md into")
-
-
-@command("save", "save a mixed model as config.json + model.safetensors + README.md", _save_args)
-def _save(args: argparse.Namespace) -> int:
-    save_pretrained(_load_for_sharing(args), args.out_dir, benchmark=args.benchmark)
-    return 0
-
-
-def _push_args(p: argparse.ArgumentParser) -> None:
-    _model_args(p)
-    p.add_argument("repo_id", help="Hugging Face repo, 'org/name'")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
-
-
-@command("push", "upload a mixed model and its model card to the Hugging Face Hub", _push_args)
-def _push(args: argparse.Namespace) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    benchmark = read_benchmark(args.benchmark) if args.benchmark else None  # fail before loading
-    model = _load_for_sharing(args)
-    try:
-        push_to_hub(model, args.repo_id, private=args.private or None, token=args.token, benchmark=benchmark)
-    except HfHubHTTPError as err:
-        logger.error("the Hub refused the upload: %s", err)
-        return 1
-    return 0

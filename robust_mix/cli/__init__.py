@@ -1,4 +1,8 @@
-"""The ``robust-mix`` command line. The CLI owns the terminal: tables, progress bars, plots."""
+"""The ``robust-mix`` command line. The CLI owns the terminal: tables, progress bars, plots.
+
+Library modules log and never print; each ``robust_mix/cli/<topic>.py`` wraps one library module
+in subcommands registered with :func:`command` and listed in :data:`COMMAND_MODULES`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,10 +21,10 @@ Command = Callable[[argparse.Namespace], int]
 
 # Modules that register subcommands with @command; one line per feature module.
 COMMAND_MODULES = [
-    "robust_mix.demo",
-    "robust_mix.cards",
-    "robust_mix.hub",
-    "robust_mix.commands_benchmark",
+    "robust_mix.cli.demo",
+    "robust_mix.cli.cards",
+    "robust_mix.cli.hub",
+    "robust_mix.cli.benchmark",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
@@ -118,11 +122,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    # `python -m robust_mix.cli` runs this file as __main__; feature modules register their
-    # commands on the importable robust_mix.cli, so dispatch through that one.
-    from robust_mix.cli import main as _main
-
-    sys.exit(_main())

@@ -1,0 +1,42 @@
+"""``robust-mix`` commands for cards: thin wrappers over :mod:`robust_mix.cards`."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from robust_mix.cli import command
+from robust_mix.cards import DEFAULT_REPORTS_DIR, read_benchmark, render_all, zoo_card
+from robust_mix.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+def _card_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="registered model name")
+    p.add_argument("--all", action="store_true", help="render every registered entry with fixed bases")
+    p.add_argument("--benchmark", metavar="REPORT.json", help="add a benchmark report's results")
+    p.add_argument("--out", metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
+    p.add_argument("--out-dir", default="model_cards", help="folder for --all (default model_cards)")
+    p.add_argument("--reports-dir", default=str(DEFAULT_REPORTS_DIR),
+                   help="with --all, use REPORTS_DIR/NAME.json when present (default benchmarks/reports)")
+
+
+@command("card", "render a model card from a zoo entry's config (and a benchmark report)", _card_args)
+def _card(args: argparse.Namespace) -> int:
+    if args.all == bool(args.name):
+        raise ValueError("give either a model NAME or --all")
+    if args.all:
+        written, skipped = render_all(args.out_dir, args.reports_dir)
+        for path in written:
+            logger.info("wrote %s", path)
+        for name, why in skipped.items():
+            logger.info("skipped %s: %s", name, why)
+        logger.info("%d card(s) written, %d entr%s skipped", len(written), len(skipped),
+                    "y" if len(skipped) == 1 else "ies")
+        return 0
+    benchmark = read_benchmark(args.benchmark) if args.benchmark else None
+    out = Path(args.out) if args.out else Path("model_cards") / f"{args.name}.md"
+    atomic_write_text(out, zoo_card(args.name, benchmark))
+    logger.info("wrote %s", out)
+    return 0

@@ -1,0 +1,61 @@
+"""``robust-mix`` commands for hub: thin wrappers over :mod:`robust_mix.hub`."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from robust_mix.cli import command
+from robust_mix.cards import read_benchmark
+from robust_mix.hub import from_pretrained, push_to_hub, save_pretrained
+from robust_mix.mixing import MixedClassifier
+
+logger = logging.getLogger(__name__)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="registered model name, saved folder or hf-hub:org/name")
+    p.add_argument("--standard", help="standard base reference (for compositions such as 'mix')")
+    p.add_argument("--robust", help="robust base reference (for compositions such as 'mix')")
+    p.add_argument("--alpha", type=float, help="fixed mixing ratio to save instead of the config's")
+    p.add_argument("--benchmark", metavar="REPORT.json", help="benchmark report for the card's results")
+
+
+def _load_for_sharing(args: argparse.Namespace) -> MixedClassifier:
+    import robust_mix
+
+    overrides = {k: getattr(args, k) for k in ("standard", "robust", "alpha") if getattr(args, k) is not None}
+    if robust_mix.is_model(args.name):
+        return robust_mix.load_model(args.name, **overrides)
+    return from_pretrained(args.name, **overrides)
+
+
+def _save_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("out_dir", help="folder to write config.json, model.safetensors and README.md into")
+
+
+@command("save", "save a mixed model as config.json + model.safetensors + README.md", _save_args)
+def _save(args: argparse.Namespace) -> int:
+    save_pretrained(_load_for_sharing(args), args.out_dir, benchmark=args.benchmark)
+    return 0
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("repo_id", help="Hugging Face repo, 'org/name'")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+
+
+@command("push", "upload a mixed model and its model card to the Hugging Face Hub", _push_args)
+def _push(args: argparse.Namespace) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    benchmark = read_benchmark(args.benchmark) if args.benchmark else None  # fail before loading
+    model = _load_for_sharing(args)
+    try:
+        push_to_hub(model, args.repo_id, private=args.private or None, token=args.token, benchmark=benchmark)
+    except HfHubHTTPError as err:
+        logger.error("the Hub refused the upload: %s", err)
+        return 1
+    return 0
