@@ -82,6 +82,7 @@ class BenchmarkResult:
     world_size: int = 1
     chunk_size: int = 0
     resumed_chunks: int = 0
+    command: Optional[str] = None
 
     @property
     def autoattack_accuracy(self) -> Optional[float]:

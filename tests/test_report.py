@@ -109,3 +109,15 @@ def test_benchmark_command_with_adaptive_shows_both_numbers(tmp_path, capsys):
     assert report.adaptive_accuracy is not None and report.autoattack_accuracy is not None
     info = json.loads((out / "model_info.json").read_text())
     assert info["external"] == f"{100 * report.robust_accuracy:.2f}"
+    assert report.command.startswith("robust-mix benchmark test_benchmark:tiny_mixed --n-examples 4")
+
+
+def test_harness_report_feeds_the_model_card(result, tmp_path):
+    """The card renderer reads the harness's own report.json, command included."""
+    from robust_mix.cards import read_benchmark
+
+    path = tmp_path / "report.json"
+    dataclasses.replace(result, command="robust-mix benchmark toy --n-examples 8").save(path)
+    summary = read_benchmark(path)
+    assert summary.command == "robust-mix benchmark toy --n-examples 8"
+    assert summary.clean_accuracy == result.clean_accuracy and summary.n_examples == result.n_examples

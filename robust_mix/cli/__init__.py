@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import json
 import logging
 import sys
@@ -113,7 +114,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``robust-mix`` console script."""
     for module in COMMAND_MODULES:
         importlib.import_module(module)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "robust-mix " + shlex.join(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -7,6 +7,7 @@ benchmark ...``) evaluates a registry entry; NAME may also be a ``ModelConfig`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -135,6 +136,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         progress.close()
         _finish_distributed()
     if rank == 0:
+        result = dataclasses.replace(result, command=args.command_line)
         paths = write_report(out, result, getattr(model, "config", None))
         print(markdown_table(result, getattr(model, "config", None)))
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
