@@ -7,7 +7,7 @@ STAMP := $(VENV)/.robust-mix-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_EXAMPLES ?= 200
 
-.PHONY: venv data demo test lock clean
+.PHONY: venv data demo test cards lock clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ demo: venv data
 
 test: venv data
 	$(BIN)/python -m pytest -q -rs
+
+# Re-render model_cards/ from the registered entries' configs (and benchmarks/reports/NAME.json).
+cards: venv
+	$(BIN)/robust-mix card --all --out-dir model_cards
 
 # Re-resolve the pinned set (needs the registries); commit the result.
 lock:
