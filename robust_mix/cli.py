@@ -18,6 +18,7 @@ Command = Callable[[argparse.Namespace], int]
 # Modules that register subcommands with @command; one line per feature module.
 COMMAND_MODULES = [
     "robust_mix.demo",
+    "robust_mix.certify",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
