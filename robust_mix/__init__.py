@@ -12,6 +12,7 @@ from robust_mix.mixing import AdaptiveAlpha, MixedClassifier, MixedOutput, build
 from robust_mix.registry import (build_model, get_model_config, is_model, list_models, load_model,
                                  register_model)
 from robust_mix import zoo  # noqa: F401  (registers the entries)
+from robust_mix import certify  # noqa: F401  (robust_mix.certify.lipschitz_radius, ...)
 
 __version__ = "0.1.0"
 

@@ -618,7 +618,7 @@ def _plot(curves: list[dict], radius_table: list[torch.Tensor], correct: list[to
     for curve, radius, ok in zip(curves, radius_table, correct):
         acc = certified_accuracy(radius, ok, grid.tolist()).numpy() * 100
         style = dict(color="black", linestyle="--") if curve["alpha"] == 1.0 else {}
-        ax.plot(grid.numpy(), acc, label=curve["label"], **style)
+        ax.plot(grid.numpy(), acc, label=curve["label"], drawstyle="steps-post", **style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("certified accuracy (%)")
     ax.set_title(title, fontsize=10)

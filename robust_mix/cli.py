@@ -119,4 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # feature modules register into robust_mix.cli, not into this __main__ copy: run that one
+    from robust_mix.cli import main as package_main
+
+    sys.exit(package_main())

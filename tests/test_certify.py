@@ -351,3 +351,15 @@ def test_cli_writes_report_and_plot(tiny_timm_model, tmp_path, capsys):
           "--seed", "3"])
     again = json.loads((tmp_path / "again" / "certify.json").read_text())
     assert again["examples"] == report["examples"]
+
+
+def test_cli_lipschitz_method_matches_the_radius_formula(tiny_timm_model, tmp_path):
+    out = tmp_path / "lip"
+    assert main(["certify", tiny_timm_model, "--method", "lipschitz", "--lipschitz", "0.5", "--alphas", "0.7",
+                 "--radii", "0", "0.2", "--n-examples", "6", "--out", str(out)]) == 0
+    report = json.loads((out / "certify.json").read_text())
+    assert report["lipschitz"] == 0.5 and report["method"] == "lipschitz"
+    mu = torch.tensor(report["examples"]["robust_margin"], dtype=torch.float64)
+    expected = torch.where(0.7 * mu >= 0.3, (0.7 * mu - 0.3) / (2 * 0.7 * 0.5), torch.zeros_like(mu))
+    torch.testing.assert_close(torch.tensor(report["examples"]["radius@0.7"], dtype=torch.float64), expected,
+                               atol=1e-5, rtol=0)
