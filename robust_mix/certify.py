@@ -372,6 +372,10 @@ def _elu_bound(m: nn.Module) -> float:
     return max(1.0, abs(m.alpha))
 
 
+def _dropout_bound(m: nn.Module) -> float:
+    return 1.0 / (1.0 - m.p) if m.training and m.p < 1 else 1.0  # identity in eval mode
+
+
 #: l2 Lipschitz bound of each supported layer type. Activations here are 1-Lipschitz except where
 #: noted (sigmoid 1/4; GELU and SiLU are not 1-Lipschitz: max |d/dx| ~ 1.129 and ~ 1.100).
 _LAYER_BOUNDS: dict[type, Callable[[nn.Module], float]] = {
@@ -386,7 +390,7 @@ _LAYER_BOUNDS: dict[type, Callable[[nn.Module], float]] = {
     nn.Softplus: lambda m: 1.0, nn.Sigmoid: lambda m: 0.25, nn.LeakyReLU: _leaky_bound, nn.ELU: _elu_bound,
     nn.GELU: lambda m: 1.13, nn.SiLU: lambda m: 1.1,
     nn.Flatten: lambda m: 1.0, nn.Unflatten: lambda m: 1.0, nn.Identity: lambda m: 1.0,
-    nn.Dropout: lambda m: 1.0, nn.Dropout1d: lambda m: 1.0, nn.Dropout2d: lambda m: 1.0,
+    nn.Dropout: _dropout_bound, nn.Dropout1d: _dropout_bound, nn.Dropout2d: _dropout_bound,
 }
 
 
@@ -397,18 +401,18 @@ def lipschitz_bound(network: nn.Module) -> float:
     allowed): exact spectral norms for ``Linear``, the sound convolution bound of
     :func:`_conv_bound` for ``Conv1d/2d/3d``, ``max |gamma / sqrt(var + eps)|`` for eval-mode
     BatchNorm, ``sqrt(overlap)`` for max pooling, ``sqrt(overlap / window)`` for average pooling,
-    and each activation's own constant (1 for ReLU/Tanh/..., 1/4 for Sigmoid). Dropout must be in
-    eval mode at certification time (it is then the identity).
+    and each activation's own constant (1 for ReLU/Tanh/..., 1/4 for Sigmoid); eval-mode Dropout
+    is the identity. Layer types must match exactly (subclasses may change ``forward``).
 
     Raises:
         ValueError: a layer type is not supported (residual blocks, attention, normalisation by
             the input's own statistics...); pass a known constant instead.
     """
-    if isinstance(network, nn.Sequential):
+    # exact types only: a subclass may change forward (e.g. weight-standardised convolutions)
+    if isinstance(network, nn.Sequential) and type(network).forward is nn.Sequential.forward:
         return math.prod(lipschitz_bound(layer) for layer in network)
-    for kind in type(network).__mro__:
-        if kind in _LAYER_BOUNDS:
-            return float(_LAYER_BOUNDS[kind](network))
+    if type(network) in _LAYER_BOUNDS:
+        return float(_LAYER_BOUNDS[type(network)](network))
     raise ValueError(f"lipschitz_bound cannot bound {type(network).__name__}: it supports nn.Sequential "
                      f"stacks of {sorted(t.__name__ for t in _LAYER_BOUNDS)}; pass lipschitz=<constant> "
                      "for other architectures")

@@ -151,7 +151,7 @@ def test_lower_bound_fails_at_most_at_stated_level(failure_prob):
     assert 0.55 - estimate.p_lower[selected].mean().item() < 0.1
 
 
-def test_smoothing_is_reproducible_and_batching_independent():
+def test_smoothing_is_reproducible_with_a_seed():
     model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.9)
     x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(3))
     runs = [certify_smoothing(model, x, sigma=0.1, n0=10, n=64, batch_size=bs,
@@ -218,6 +218,13 @@ def test_sequential_bound_is_product_and_covers_the_network():
 def test_unsupported_architectures_ask_for_a_constant():
     with pytest.raises(ValueError, match="pass lipschitz="):
         lipschitz_bound(make_tiny(0))
+    class StandardisedConv(nn.Conv2d):
+        def forward(self, x):
+            w = (self.weight - self.weight.mean()) / self.weight.std()
+            return self._conv_forward(x, w, self.bias)
+
+    with pytest.raises(ValueError, match="cannot bound StandardisedConv"):
+        lipschitz_bound(nn.Sequential(StandardisedConv(1, 1, 3)))
     with pytest.raises(ValueError, match="padding_mode 'reflect'"):
         lipschitz_bound(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
     with pytest.raises(ValueError, match="pass lipschitz="):
