@@ -14,6 +14,7 @@ from robust_mix.registry import (build_model, get_model_config, is_model, list_m
                                  register_model)
 from robust_mix import zoo  # noqa: F401  (registers the entries)
 from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix import certify  # noqa: F401  (robust_mix.certify.lipschitz_radius, ...)
 
 __version__ = "0.1.0"
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "robust_mix.cli.cards",
     "robust_mix.cli.hub",
     "robust_mix.cli.benchmark",
+    "robust_mix.cli.certify",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 

@@ -1,0 +1,380 @@
+"""Certificates of the mixture (PAPER.md section 4): formulas, conditions, soundness, CLI."""
+import json
+import math
+import uuid
+
+import pytest
+import torch
+from scipy.stats import beta, norm
+from torch import nn
+
+from robust_mix import BackboneConfig, MixedClassifier, ModelConfig, PolicyConfig, build_adaptive_policy, register_model
+from robust_mix.backbones import save_backbone
+from robust_mix.certify import (SOFTMAX_LIPSCHITZ, alpha_lower_bound, certified_accuracy, certify_lipschitz,
+                                certify_smoothing, clopper_pearson_lower, clopper_pearson_upper,
+                                estimate_smoothed, lipschitz_bound, lipschitz_radius, margin,
+                                robust_probs_lipschitz, smoothing_radius)
+from robust_mix.cli import main
+from conftest import make_tiny
+
+
+# -- the Lipschitz form -------------------------------------------------------------------------
+def test_margin_of_label_and_of_top_class():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    torch.testing.assert_close(margin(probs, torch.tensor([0, 0])), torch.tensor([0.5, -0.5]))
+    torch.testing.assert_close(margin(probs), torch.tensor([0.5, 0.3]))
+
+
+def test_lipschitz_radius_hand_computed():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.95, 0.05, 0.0], [0.7, 0.2, 0.1]])
+    radius = lipschitz_radius(probs, torch.tensor([0, 0, 1]), 0.8, 0.5)
+    # (a * mu + a - 1) / (2 a L): (0.8*0.5 - 0.2)/0.8 = 0.25; (0.8*0.9 - 0.2)/0.8 = 0.65; wrong label: 0
+    torch.testing.assert_close(radius, torch.tensor([0.25, 0.65, 0.0], dtype=torch.float64))
+
+
+def test_lipschitz_radius_per_example_alpha_and_constant():
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.8, 0.2]])
+    radius = lipschitz_radius(probs, None, torch.tensor([1.0, 0.75, 0.9]), torch.tensor([1.0, 2.0, 0.5]))
+    expected = [1.0 / 2.0, (0.75 + 0.75 - 1) / (2 * 0.75 * 2.0), (0.9 * 0.6 - 0.1) / (2 * 0.9 * 0.5)]
+    torch.testing.assert_close(radius, torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.49, 0.5])
+def test_no_lipschitz_certificate_when_alpha_at_most_half(alpha):
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0]])
+    assert torch.all(lipschitz_radius(probs, None, alpha, 0.1) == 0)
+
+
+@pytest.mark.parametrize("alpha", [0.6, 0.75, 0.9, 0.99])
+def test_lipschitz_certificate_exactly_when_margin_exceeds_threshold(alpha):
+    threshold = (1 - alpha) / alpha
+    mus = torch.tensor([threshold - 1e-3, threshold + 1e-3, min(1.0, threshold + 0.2)], dtype=torch.float64)
+    probs = torch.stack([(1 + mus) / 2, (1 - mus) / 2], dim=1)
+    radius = lipschitz_radius(probs, None, alpha, 1.0)
+    assert radius[0] == 0 and radius[1] > 0 and radius[2] > radius[1]
+
+
+def test_lipschitz_radius_rejects_bad_inputs():
+    probs = torch.tensor([[0.7, 0.3]])
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        lipschitz_radius(probs, None, 1.5, 1.0)
+    with pytest.raises(ValueError, match="lipschitz must be positive"):
+        lipschitz_radius(probs, None, 0.9, 0.0)
+    with pytest.raises(ValueError, match=r"\(1,\) tensor"):
+        lipschitz_radius(probs, None, torch.tensor([0.9, 0.9]), 1.0)
+
+
+# -- the randomized-smoothing form --------------------------------------------------------------
+def test_smoothing_radius_hand_computed():
+    p_a = torch.tensor([0.9, 0.9, 0.7])
+    radius = smoothing_radius(p_a, torch.tensor([1.0, 0.8, 0.9]), 0.5,
+                              p_runner_up_upper=torch.tensor([0.1, 0.1, 0.1]))
+    expected = [0.5 * norm.ppf(0.9),  # alpha 1: Cohen et al.'s sigma * PhiInv(pA) when pB = 1 - pA
+                0.25 * (norm.ppf(0.72) - norm.ppf(0.28)),
+                0.25 * (norm.ppf(0.63) - norm.ppf(0.19))]
+    torch.testing.assert_close(radius, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_smoothing_default_runner_up_bound_gives_sigma_phiinv():
+    p_a = torch.tensor([0.6, 0.8, 0.99])
+    for alpha in (0.7, 0.9, 1.0):
+        expected = [0.25 * norm.ppf(alpha * p) if alpha * p > 0.5 else 0.0 for p in p_a.tolist()]
+        torch.testing.assert_close(smoothing_radius(p_a, alpha, 0.25), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("alpha", [0.6, 0.8, 0.95])
+def test_smoothing_certificate_iff_mixed_vote_margin_positive(alpha):
+    p_a = torch.tensor([0.7, 0.7, 0.7])
+    # certified iff a * pA > a * pB + 1 - a
+    boundary = 0.7 - (1 - alpha) / alpha
+    p_b = torch.tensor([boundary - 1e-3, boundary + 1e-3, 0.0]).clamp(0, 1)
+    radius = smoothing_radius(p_a, alpha, 1.0, p_b)
+    assert (radius > 0).tolist() == [True, False, 0.7 * alpha > 1 - alpha]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5])
+def test_no_smoothing_certificate_when_alpha_at_most_half(alpha):
+    assert torch.all(smoothing_radius(torch.tensor([1.0, 0.99, 0.8]), alpha, 0.5) == 0)
+
+
+def test_certified_accuracy_counts_positive_correct_certificates():
+    radius = torch.tensor([0.0, 0.3, 0.6, 1.0])
+    correct = torch.tensor([True, True, False, True])
+    acc = certified_accuracy(radius, correct, [0.0, 0.3, 0.5, 1.0, 1.5])
+    torch.testing.assert_close(acc, torch.tensor([0.5, 0.5, 0.25, 0.25, 0.0], dtype=torch.float64))
+
+
+# -- confidence bounds --------------------------------------------------------------------------
+def test_clopper_pearson_matches_beta_quantiles():
+    k = torch.tensor([0, 3, 50, 100])
+    lower = clopper_pearson_lower(k, 100, 0.01)
+    assert lower[0] == 0
+    torch.testing.assert_close(lower[1:], torch.tensor(beta.ppf(0.01, [3, 50, 100], [98, 51, 1]), dtype=torch.float64))
+    assert lower[3] == pytest.approx(0.01 ** (1 / 100))
+    torch.testing.assert_close(clopper_pearson_upper(k, 100, 0.01), 1 - clopper_pearson_lower(100 - k, 100, 0.01))
+
+
+class BucketClassifier(nn.Module):
+    """Class ``i`` with probability exactly ``probs[i]`` under ``x + N(0, sigma^2)`` at ``x = 0``.
+
+    The first pixel, standardised by ``sigma``, is a standard normal: its quantile buckets are the classes.
+    """
+
+    def __init__(self, probs: list[float], sigma: float) -> None:
+        super().__init__()
+        cumulative = torch.tensor(probs, dtype=torch.float64).cumsum(0)[:-1]
+        self.register_buffer("edges", torch.from_numpy(norm.ppf(cumulative.numpy())).float())
+        self.sigma = sigma
+        self.num_classes = len(probs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1)[:, 0] / self.sigma
+        return nn.functional.one_hot(torch.bucketize(z, self.edges), self.num_classes).float()
+
+
+@pytest.mark.parametrize("failure_prob", [0.05, 0.2])
+def test_lower_bound_fails_at_most_at_stated_level(failure_prob):
+    probs, sigma, repeats, n = [0.55, 0.25, 0.2], 0.5, 20_000, 200
+    classifier = BucketClassifier(probs, sigma)
+    estimate = estimate_smoothed(classifier, torch.zeros(repeats, 1, 1, 1), sigma=sigma, num_classes=3,
+                                 n0=20, n=n, failure_prob=failure_prob, batch_size=100_000,
+                                 generator=torch.Generator().manual_seed(1))
+    true_p = torch.tensor(probs, dtype=torch.float64)[estimate.top_class]
+    failures = (estimate.p_lower > true_p).double().mean().item()
+    # binomial std of the failure rate is at most sqrt(0.2 * 0.8 / 20000) ~ 0.0028
+    assert failures <= failure_prob + 0.01
+    # the bound is informative: the estimated frequency matches, the bound sits near it
+    selected = estimate.top_class == 0
+    assert selected.double().mean() > 0.6
+    freq = estimate.top_count[selected].double() / n
+    assert abs(freq.mean().item() - 0.55) < 0.01
+    assert 0.55 - estimate.p_lower[selected].mean().item() < 0.1
+
+
+def test_smoothing_is_reproducible_with_a_seed():
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.9)
+    x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    runs = [certify_smoothing(model, x, sigma=0.1, n0=10, n=64, batch_size=bs,
+                              generator=torch.Generator().manual_seed(7)) for bs in (1000, 1000)]
+    assert torch.equal(runs[0].radius, runs[1].radius) and torch.equal(runs[0].prediction, runs[1].prediction)
+    other = certify_smoothing(model, x, sigma=0.1, n0=10, n=64, batch_size=7, progress=True,
+                              generator=torch.Generator().manual_seed(8))
+    assert other.radius.shape == (5,) and torch.all(other.alpha == 0.9)
+
+
+def test_smoothing_certifies_a_stable_robust_base_and_abstains_on_a_coin():
+    sigma = 0.25
+    model = MixedClassifier(make_tiny(0, num_classes=2), BucketClassifier([0.999, 0.001], sigma), alpha=0.9)
+    cert = certify_smoothing(model, torch.zeros(4, 1, 2, 2), sigma=sigma, n0=10, n=500,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.all(cert.prediction == 0) and torch.all(cert.radius > 0)
+    # pA_lower <= 0.999 -> radius <= sigma * PhiInv(0.9 * 0.999)
+    assert torch.all(cert.radius <= sigma * norm.ppf(0.9 * 0.999))
+    coin = MixedClassifier(make_tiny(0, num_classes=2), BucketClassifier([0.5, 0.5], sigma), alpha=1.0)
+    cert = certify_smoothing(coin, torch.zeros(4, 1, 2, 2), sigma=sigma, n0=10, n=500,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.all(cert.prediction == -1) and torch.all(cert.radius == 0)
+
+
+# -- Lipschitz bounds of architectures ----------------------------------------------------------
+def _exact_l2_norm(net: nn.Module, shape: tuple[int, ...]) -> float:
+    """Largest singular value of a piecewise-linear net's Jacobian at a point (its local gain)."""
+    jac = torch.autograd.functional.jacobian(lambda v: net(v.view(1, *shape)).flatten(),
+                                             torch.randn(math.prod(shape), dtype=torch.float64))
+    return torch.linalg.matrix_norm(jac, ord=2).item()
+
+
+@pytest.mark.parametrize("layer", [
+    nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.Conv2d(2, 4, 5, padding=2),
+    nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Conv2d(2, 3, 3, padding=2, dilation=2),
+    nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), nn.AvgPool2d(2), nn.AvgPool2d(3, stride=1, padding=1),
+    nn.MaxPool2d(3, stride=1, padding=1),
+])
+def test_layer_bound_is_at_least_the_exact_operator_norm(layer):
+    torch.manual_seed(0)
+    layer = layer.double().eval()
+    channels = getattr(layer, "in_channels", 2)
+    exact = max(_exact_l2_norm(layer, (channels, 8, 8)) for _ in range(3))
+    bound = lipschitz_bound(layer)
+    assert bound >= exact * (1 - 1e-9)
+    if isinstance(layer, nn.Conv2d):
+        assert bound <= 4 * exact  # sound but not vacuous
+
+
+def test_sequential_bound_is_product_and_covers_the_network():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4).eval()
+    bn.running_var.uniform_(0.5, 2.0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), bn, nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.LeakyReLU(0.1)),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double().eval()
+    parts = [lipschitz_bound(m) for m in net]
+    assert lipschitz_bound(net) == pytest.approx(math.prod(parts))
+    assert parts[1] == pytest.approx((1 / torch.sqrt(bn.running_var.double() + bn.eps)).max().item())
+    assert lipschitz_bound(net[-1]) == pytest.approx(torch.linalg.matrix_norm(net[-1].weight, ord=2).item())
+    assert lipschitz_bound(net) >= max(_exact_l2_norm(net, (1, 8, 8)) for _ in range(5))
+
+
+def test_unsupported_architectures_ask_for_a_constant():
+    with pytest.raises(ValueError, match="pass lipschitz="):
+        lipschitz_bound(make_tiny(0))
+    class StandardisedConv(nn.Conv2d):
+        def forward(self, x):
+            w = (self.weight - self.weight.mean()) / self.weight.std()
+            return self._conv_forward(x, w, self.bias)
+
+    with pytest.raises(ValueError, match="cannot bound StandardisedConv"):
+        lipschitz_bound(nn.Sequential(StandardisedConv(1, 1, 3)))
+    with pytest.raises(ValueError, match="padding_mode 'reflect'"):
+        lipschitz_bound(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(ValueError, match="pass lipschitz="):
+        certify_lipschitz(MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.9), torch.rand(2, 1, 8, 8))
+
+
+def test_robust_probs_lipschitz_includes_temperature_normalisation_and_norm():
+    from robust_mix import InputConfig
+
+    robust = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    model = MixedClassifier(make_tiny(0), robust, alpha=0.9, rob_scale=3.0,
+                            robust_input=InputConfig(mean=(0.5,), std=(0.25,)))
+    spectral = torch.linalg.matrix_norm(robust[1].weight.detach(), ord=2).item()
+    l2 = robust_probs_lipschitz(model, (1, 4, 4))
+    assert l2 == pytest.approx(SOFTMAX_LIPSCHITZ * 3.0 * 4.0 * spectral, rel=1e-6)
+    assert robust_probs_lipschitz(model, (1, 4, 4), "linf") == pytest.approx(4.0 * l2)
+
+
+# -- soundness against attacks ------------------------------------------------------------------
+def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: torch.Tensor, steps: int = 40,
+           restarts: int = 8, seed: int = 0) -> torch.Tensor:
+    """``(B,)`` True where some restart of l2 PGD inside ``radius`` changes the mixture's prediction."""
+    gen = torch.Generator().manual_seed(seed)
+    xr, yr = x.repeat(restarts, 1, 1, 1), y.repeat(restarts)
+    rr = radius.float().repeat(restarts).view(-1, 1, 1, 1)
+    unit = lambda v: v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)  # noqa: E731
+    delta = unit(torch.randn(xr.shape, generator=gen)) * rr * torch.rand(len(xr), 1, 1, 1, generator=gen)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        log_probs = model(xr + delta)
+        others = log_probs.scatter(1, yr[:, None], float("-inf")).max(dim=1).values
+        grad, = torch.autograd.grad((log_probs.gather(1, yr[:, None]).squeeze(1) - others).sum(), delta)
+        with torch.no_grad():
+            delta = delta - 2.5 * rr / steps * unit(grad)
+            delta = delta * torch.clamp(rr / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1), max=1)
+    with torch.no_grad():
+        assert torch.all(delta.flatten(1).norm(dim=1) <= rr.flatten() * (1 + 1e-5))
+        return (model(xr + delta).argmax(dim=1) != yr).view(restarts, -1).any(dim=0)
+
+
+def test_pgd_inside_the_certified_radius_never_flips_a_certified_prediction():
+    torch.manual_seed(0)
+    robust = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 4))
+    standard = nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
+    with torch.no_grad():
+        standard[1].weight.mul_(20)  # a sharp, arbitrary standard model the attack can exploit
+    model = MixedClassifier(standard, robust, alpha=0.8, rob_scale=5.0)
+    x = torch.randn(400, 1, 6, 6)
+    cert = certify_lipschitz(model, x)  # bound computed by the library, l2
+    certified = cert.radius > 0
+    assert certified.sum() > 100
+    x, y, r = x[certified], cert.prediction[certified], cert.radius[certified]
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(dim=1), y)
+    assert not pgd_l2(model, x, y, r).any()
+    # the same attack is strong enough to break many points a few radii out
+    assert pgd_l2(model, x, y, 6 * r).double().mean() > 0.1
+
+
+# -- adaptive ratios and model checks -----------------------------------------------------------
+def adaptive_model(alpha_range=(0.6, 0.95)) -> MixedClassifier:
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.5)
+    config = PolicyConfig(standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"],
+                          widths=[8, 16], blocks=1, input_shape=(1, 16, 16), gamma_scale=2.0,
+                          alpha_range=alpha_range)
+    model.alpha = build_adaptive_policy(model, config)
+    return model.eval()
+
+
+def test_adaptive_certificate_uses_applied_or_lower_alpha(images):
+    model = adaptive_model()
+    with torch.no_grad():
+        _, applied = model(images, return_alpha=True)
+    assert applied.std() > 0
+    cert = certify_lipschitz(model, images, lipschitz=0.05)
+    torch.testing.assert_close(cert.alpha, applied.double())
+    probs = torch.softmax(model.robust(images), dim=1)
+    torch.testing.assert_close(cert.radius, lipschitz_radius(probs, None, applied, 0.05))
+    lower = certify_lipschitz(model, images, lipschitz=0.05, alpha="lower")
+    assert alpha_lower_bound(model) == 0.6 and torch.all(lower.alpha == 0.6)
+    assert torch.all(lower.radius <= cert.radius) and torch.any(cert.radius > 0)
+    smooth = certify_smoothing(model, images, sigma=0.1, n0=5, n=20, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(smooth.alpha, applied.double())
+
+
+def test_logit_mixing_has_no_certificate(images):
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.9, mixing="logit")
+    with pytest.raises(ValueError, match="probability mixing"):
+        certify_lipschitz(model, images, lipschitz=1.0)
+
+
+def test_mixednuts_robust_map_has_no_certificate(images):
+    from robust_mix.nuts import NonlinearLogitMap
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.9, robust_map=NonlinearLogitMap(1.0, 2.0, -0.5))
+    with pytest.raises(ValueError, match="MixedNUTS"):
+        certify_lipschitz(model, images, lipschitz=1.0)
+
+
+# -- command line -------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_timm_model(tmp_path) -> str:
+    import timm
+
+    paths = {}
+    for role, seed in (("standard", 0), ("robust", 1)):
+        torch.manual_seed(seed)
+        net = timm.create_model("test_efficientnet", num_classes=10, in_chans=1)
+        paths[role] = str(save_backbone(net, tmp_path / f"{role}.safetensors", "timm/test_efficientnet",
+                                        {"num_classes": 10, "in_chans": 1}))
+    name = f"certify-test-{uuid.uuid4().hex[:8]}"
+    register_model(ModelConfig(name=name, standard=BackboneConfig(paths["standard"]),
+                               robust=BackboneConfig(paths["robust"]), alpha=0.8,
+                               dataset="fashion-mnist", num_classes=10))
+    return name
+
+
+def test_cli_writes_report_and_plot(tiny_timm_model, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["certify", tiny_timm_model, "--sigma", "0.25", "--n", "40", "--n0", "8", "--radii", "0", "0.1",
+                 "0.5", "--alphas", "0.6", "0.9", "--dataset", "fashion-mnist", "--n-examples", "6",
+                 "--out", str(out), "--no-progress", "--seed", "3"])
+    assert code == 0
+    report = json.loads((out / "certify.json").read_text())
+    assert [c["alpha"] for c in report["curves"]] == [0.6, 0.9, 1.0]
+    assert report["n_examples"] == 6 and report["n"] == 40 and report["norm"] == "l2"
+    for curve in report["curves"]:
+        acc = curve["certified_accuracy"]
+        assert len(acc) == 3 and all(a >= b for a, b in zip(acc, acc[1:]))
+    # radii grow with alpha on every example (same Monte Carlo samples for all ratios)
+    ex = report["examples"]
+    assert all(a <= b <= c for a, b, c in zip(ex["radius@0.6"], ex["radius@0.9"], ex["radius@1.0"]))
+    png = (out / "certify.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
+    assert "robust base (alpha = 1)" in capsys.readouterr().out
+    # same seed, same report
+    main(["certify", tiny_timm_model, "--sigma", "0.25", "--n", "40", "--n0", "8", "--radii", "0", "0.1", "0.5",
+          "--alphas", "0.6", "0.9", "--n-examples", "6", "--out", str(tmp_path / "again"), "--no-progress",
+          "--seed", "3"])
+    again = json.loads((tmp_path / "again" / "certify.json").read_text())
+    assert again["examples"] == report["examples"]
+
+
+def test_cli_lipschitz_method_matches_the_radius_formula(tiny_timm_model, tmp_path):
+    out = tmp_path / "lip"
+    assert main(["certify", tiny_timm_model, "--method", "lipschitz", "--lipschitz", "0.5", "--alphas", "0.7",
+                 "--radii", "0", "0.2", "--n-examples", "6", "--out", str(out)]) == 0
+    report = json.loads((out / "certify.json").read_text())
+    assert report["lipschitz"] == 0.5 and report["method"] == "lipschitz"
+    mu = torch.tensor(report["examples"]["robust_margin"], dtype=torch.float64)
+    expected = torch.where(0.7 * mu >= 0.3, (0.7 * mu - 0.3) / (2 * 0.7 * 0.5), torch.zeros_like(mu))
+    torch.testing.assert_close(torch.tensor(report["examples"]["radius@0.7"], dtype=torch.float64), expected,
+                               atol=1e-5, rtol=0)
