@@ -42,3 +42,12 @@ def robust() -> TinyCNN:
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Entries registered during a test disappear afterwards."""
+    from robust_mix import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))

@@ -326,7 +326,7 @@ def test_mixednuts_robust_map_has_no_certificate(images):
 
 # -- command line -------------------------------------------------------------------------------
 @pytest.fixture
-def tiny_timm_model(tmp_path) -> str:
+def tiny_timm_model(tmp_path, scratch_registry) -> str:
     import timm
 
     paths = {}

@@ -8,7 +8,6 @@ import torch
 import robust_mix
 from robust_mix import (AdaptiveAlpha, BackboneConfig, ModelConfig, NutsConfig, PolicyConfig,
                         get_model_config, list_models, load_model, register_model, save_backbone)
-from robust_mix import registry
 from robust_mix.io import save_state_dict
 from conftest import make_tiny
 
@@ -24,13 +23,6 @@ def backbone_files(tmp_path):
         paths.append(str(save_backbone(model, tmp_path / f"b{seed}.safetensors", "timm/resnet10t",
                                        {"num_classes": 10, "in_chans": 1})))
     return paths
-
-
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """Entries registered in a test disappear afterwards."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
 
 
 def test_list_models_with_wildcards(scratch_registry):
