@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -98,21 +99,16 @@ def calibrate_bn(model: nn.Module, run: Callable[[], object]) -> None:
 
 
 @torch.no_grad()
-def sharpen_head(model: nn.Module, x: torch.Tensor, num_classes: int, target_std: float,
-                 boost: bool = False) -> None:
-    """Centre the class logits over ``x`` and scale them to per-class std ``target_std``.
-
-    Random networks' logits are mostly input-independent; centring removes that part and the
-    scaling amplifies float32 rounding with the rest, so targets stay modest.
-    """
+def sharpen_head(model: nn.Module, logits: torch.Tensor, target_std: float, boost: bool = False) -> None:
+    """Rescale ``model``'s classifier so that ``logits`` (its output on a calibration batch) become
+    centred with per-class std ``target_std``; with ``boost``, a few classes dominate, giving the
+    heavy-tailed logits of trained models that MixedNUTS's scale-blind map needs to be confident."""
+    num_classes = logits.shape[1]
     head = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
             and m.weight.shape[0] == num_classes][-1]
-    logits = _logits(model(x)).float()
-    mean, std = logits.mean(0), logits.std(0).mean()
+    mean, std = logits.float().mean(0), logits.float().std(0).mean()
     head.weight.mul_(target_std / std)
     head.bias.sub_(mean.reshape(head.bias.shape)).mul_(target_std / std)
-    # A few dominant classes give the heavy-tailed logits of trained models, so that MixedNUTS's
-    # standardising map (blind to the logit scale) becomes confident too.
     if boost:
         boosted = max(2, num_classes // 20)
         head.weight[:boosted].mul_(4.0)
@@ -120,20 +116,35 @@ def sharpen_head(model: nn.Module, x: torch.Tensor, num_classes: int, target_std
 
 
 @torch.no_grad()
-def calibrate(rb: nn.Module, config: ModelConfig, x: torch.Tensor) -> None:
-    """Make the random RobustBench model confident and input-dependent, as trained models are."""
-    k = config.num_classes
-    if hasattr(rb, "comp_model"):  # adaptive smoothing composite
-        comp = rb.comp_model
-        std_in = F.interpolate(x, size=(128, 128), mode="bilinear")
-        calibrate_bn(comp.models[1], lambda: comp.models[1](x))
-        sharpen_head(comp.models[0], std_in, k, 1.5)
-        sharpen_head(comp.models[1], x, k, 3.0, boost=True)
-        calibrate_bn(nn.ModuleList([comp.policy_net, comp.bn]), lambda: comp(x))
-    else:  # MixedNUTS
-        calibrate_bn(rb.rob_model, lambda: rb.rob_model(x))
-        sharpen_head(rb.std_model, x, k, 1.5)
-        sharpen_head(rb.rob_model, x, k, 3.0, boost=True)
+def calibrate(rb: nn.Module, x: torch.Tensor) -> None:
+    """Make the random RobustBench model confident and input-dependent, as trained models are.
+
+    One forward pass: BatchNorm statistics (robust base, mixing network, gamma) from ``x``, and
+    the base models' logits on ``x`` to rescale their classifiers.
+    """
+    composite = getattr(rb, "comp_model", None)
+    bases = list(composite.models) if composite is not None else [rb.std_model, rb.rob_model]
+    logits: list[torch.Tensor] = [None, None]
+    hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: logits.__setitem__(i, _logits(out)))
+             for i, m in enumerate(bases)]
+    if composite is not None:
+        calibrate_bn(nn.ModuleList([bases[1], composite.policy_net, composite.bn]), lambda: composite(x))
+    else:
+        calibrate_bn(bases[1], lambda: rb(x))
+    for hook in hooks:
+        hook.remove()
+    sharpen_head(bases[0], logits[0], 0.5)
+    sharpen_head(bases[1], logits[1], 3.0, boost=True)
+
+
+def random_images(n: int, side: int, gen: torch.Generator) -> torch.Tensor:
+    """Images in [0, 1] whose colours and layout differ from image to image.
+
+    Pixel noise alone averages out in deep networks: every such image gets nearly the same
+    features, so a random network's output would barely depend on its input.
+    """
+    coarse = F.interpolate(torch.rand(n, 3, 4, 4, generator=gen), size=(side, side), mode="bilinear")
+    return (0.75 * coarse + 0.25 * torch.rand(n, 3, side, side, generator=gen)).clamp(0, 1)
 
 
 def write_robustbench_files(rb: nn.Module, config: ModelConfig, model_dir: Path) -> list[Path]:
@@ -181,12 +192,12 @@ def build_pair(name: str, model_dir: Path) -> Pair:
     reduced = name not in FULL_SIZE
     side = 224 if config.dataset == "imagenet" else 32
     gen = torch.Generator().manual_seed(1)
-    calibration = torch.rand(4, 3, side, side, generator=gen)
-    images = torch.rand(BATCH, 3, side, side, generator=gen)
+    calibration = random_images(4, side, gen)
+    images = random_images(BATCH, side, gen)
     with robustbench_on_cpu(reduced):
         torch.manual_seed(0)
         rb = build_robustbench(config).eval()
-        calibrate(rb, config, calibration)
+        calibrate(rb, calibration)
         write_robustbench_files(rb, config, model_dir)
         overrides = {}
         if reduced:
@@ -263,12 +274,14 @@ def test_released_constants():
 # -- parity with RobustBench ----------------------------------------------------------------------------
 def test_matches_robustbench(pair: Pair):
     diff = compare(pair, pair.images)
+    logging.getLogger(__name__).info("%s: %s", pair.name, diff)
     assert matches(diff), diff
     # the comparison is discriminative: far from uniform, input-dependent outputs ...
-    assert diff["ref_confidence"] > 3 / pair.config.num_classes, diff
+    assert diff["ref_confidence"] > 1.5 / pair.config.num_classes, diff
     assert diff["ref_distinct_preds"] >= 2, diff
     if pair.config.policy is not None:
-        assert diff["ref_alpha_spread"] > 1e-3, diff
+        lo, hi = pair.config.policy.alpha_range
+        assert diff["ref_alpha_spread"] > 0.01 * (hi - lo), diff
     # ... so that a 2 % change of the input scale is caught
     assert not matches(compare(pair, pair.images * 0.98))
 
