@@ -28,6 +28,7 @@ from torch import nn
 from robust_mix.backbones import BackboneNotFoundError, _missing_message, is_offline, robustbench_files
 from robust_mix.config import ModelConfig
 from robust_mix.io import load_state_dict
+from robust_mix.registry import register_weight_source
 
 logger = logging.getLogger(__name__)
 
@@ -227,14 +228,7 @@ def load_robustbench_weights(model: nn.Module, config: ModelConfig, model_dir: P
         logger.info("loaded %s into %s (format %s, %d tensors)", path, part, fmt.name, len(state))
 
 
-def _register_source() -> None:
-    from robust_mix.registry import _WEIGHT_SOURCES, register_weight_source
-
-    if "robustbench" not in _WEIGHT_SOURCES:
-        register_weight_source("robustbench", load_robustbench_weights)
-
-
-_register_source()
+register_weight_source("robustbench", load_robustbench_weights)
 
 
 # -- formats ------------------------------------------------------------------------------------------
