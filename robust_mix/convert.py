@@ -205,22 +205,34 @@ def fetch_robustbench_files(ref: str, files: list[tuple[Path, str]]) -> None:
         raise BackboneNotFoundError(_missing_message(ref, still, "the download produced no file"))
 
 
+def entry_files(config: ModelConfig, model_dir: Path) -> list[tuple[Path, str]]:
+    """RobustBench's checkpoint files (path, Google Drive id) for ``config.weights["robustbench"]``,
+    which is ``"<dataset>/<threat>/<Name>"``."""
+    dataset, threat, name = config.weights["robustbench"].split("/")
+    files = robustbench_files(dataset, threat, name, Path(model_dir))
+    if not files:
+        raise ValueError(f"{config.name!r}: RobustBench lists no checkpoint files for {dataset}/{threat}/{name}")
+    return files
+
+
+def fetch_entry_files(config: ModelConfig, model_dir: Path) -> None:
+    """Make sure ``config``'s RobustBench files are in ``model_dir`` (download, or a clear error)."""
+    fetch_robustbench_files(f"robustbench/{config.weights['robustbench']}", entry_files(config, model_dir))
+
+
 def load_robustbench_weights(model: nn.Module, config: ModelConfig, model_dir: Path) -> None:
     """Fill a :class:`~robust_mix.mixing.MixedClassifier` from RobustBench's files for ``config``.
 
     ``config.weights["robustbench"]`` is ``"<dataset>/<threat>/<Name>"``; ``weights["m<i>"]`` says
     which part file ``i`` fills and its format. Every part of the model must be covered.
     """
-    dataset, threat, name = config.weights["robustbench"].split("/")
-    files = robustbench_files(dataset, threat, name, Path(model_dir))
-    if not files:
-        raise ValueError(f"{config.name!r}: RobustBench lists no checkpoint files for {dataset}/{threat}/{name}")
+    files = entry_files(config, model_dir)
     parts = checkpoint_parts(config, len(files))
     needed = {p for p in PARTS if getattr(model, p, None) is not None}
     uncovered = needed - {part for part, _ in parts}
     if uncovered:
         raise ValueError(f"{config.name!r}: no checkpoint file fills {sorted(uncovered)}")
-    fetch_robustbench_files(f"robustbench/{dataset}/{threat}/{name}", files)
+    fetch_entry_files(config, model_dir)
     for (path, _), (part, fmt) in zip(files, parts):
         module = getattr(model, part)
         state = convert_state_dict(load_state_dict(path), fmt, module, source=str(path))
@@ -228,7 +240,7 @@ def load_robustbench_weights(model: nn.Module, config: ModelConfig, model_dir: P
         logger.info("loaded %s into %s (format %s, %d tensors)", path, part, fmt.name, len(state))
 
 
-register_weight_source("robustbench", load_robustbench_weights)
+register_weight_source("robustbench", load_robustbench_weights, fetch_entry_files)
 
 
 # -- formats ------------------------------------------------------------------------------------------

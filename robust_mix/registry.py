@@ -28,7 +28,8 @@ _REGISTRY: dict[str, ModelConfig] = {}
 _ALIASES: dict[str, str] = {}
 # ModelConfig.weights keys whose loader supplies every tensor of the composite, base models included.
 WeightSource = Callable[[MixedClassifier, ModelConfig, Path], None]
-_WEIGHT_SOURCES: dict[str, WeightSource] = {}
+WeightFetch = Callable[[ModelConfig, Path], None]
+_WEIGHT_SOURCES: dict[str, tuple[WeightSource, Optional[WeightFetch]]] = {}
 
 _BUILD_ARGS = ("model_dir", "device", "pretrained")
 _BACKBONE_FIELDS = ("standard", "robust")
@@ -51,15 +52,17 @@ def register_model(entry: Union[ModelConfig, Callable[[], ModelConfig]]) -> Any:
     return entry
 
 
-def register_weight_source(scheme: str, loader: WeightSource) -> None:
+def register_weight_source(scheme: str, loader: WeightSource, fetch: Optional[WeightFetch] = None) -> None:
     """Make ``ModelConfig.weights[scheme]`` name a source holding the whole composite's tensors.
 
     ``loader(model, config, model_dir)`` fills ``model`` in place (base models included). Entries
     with such a source build their base models without the bases' own pretrained weights.
+    ``fetch(config, model_dir)``, if given, runs before anything is built, so that missing files
+    fail fast.
     """
     if scheme in _WEIGHT_SOURCES or scheme == "file":
         raise ValueError(f"weight source {scheme!r} is already registered")
-    _WEIGHT_SOURCES[scheme] = loader
+    _WEIGHT_SOURCES[scheme] = (loader, fetch)
 
 
 def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
@@ -112,6 +115,9 @@ def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = 
                          "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
     source = next((key for key in config.weights if key in _WEIGHT_SOURCES), None)
     bases_pretrained = pretrained and source is None
+    source_dir = Path(model_dir or default_model_dir())
+    if source is not None and pretrained and _WEIGHT_SOURCES[source][1] is not None:
+        _WEIGHT_SOURCES[source][1](config, source_dir)
     standard = load_backbone(config.standard, model_dir=model_dir, pretrained=bases_pretrained)
     robust = load_backbone(config.robust, model_dir=model_dir, pretrained=bases_pretrained)
     maps = build_output_maps(config.nuts) if config.nuts is not None else (None, None)
@@ -132,7 +138,7 @@ def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = 
         path = Path(weights) if Path(weights).is_absolute() else ZOO_DIR / weights
         _load_mixed_weights(model, load_state_dict(path), str(path))
     if source is not None and pretrained:
-        _WEIGHT_SOURCES[source](model, config, Path(model_dir or default_model_dir()))
+        _WEIGHT_SOURCES[source][0](model, config, source_dir)
     if device is not None:
         model = model.to(device)
     return model.eval()
