@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from robust_mix.backbones import ZOO_DIR, as_backbone_config, load_backbone, resolve_input_config
+from robust_mix.backbones import (ZOO_DIR, as_backbone_config, default_model_dir, load_backbone,
+                                  resolve_input_config)
 from robust_mix.config import ModelConfig, PolicyConfig
 from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, ModelConfig] = {}
 _ALIASES: dict[str, str] = {}
+# ModelConfig.weights keys whose loader supplies every tensor of the composite, base models included.
+WeightSource = Callable[[MixedClassifier, ModelConfig, Path], None]
+WeightFetch = Callable[[ModelConfig, Path], None]
+_WEIGHT_SOURCES: dict[str, tuple[WeightSource, Optional[WeightFetch]]] = {}
 
 _BUILD_ARGS = ("model_dir", "device", "pretrained")
 _BACKBONE_FIELDS = ("standard", "robust")
@@ -45,6 +50,19 @@ def register_model(entry: Union[ModelConfig, Callable[[], ModelConfig]]) -> Any:
     _REGISTRY[config.name] = config
     _ALIASES.update({alias: config.name for alias in config.aliases})
     return entry
+
+
+def register_weight_source(scheme: str, loader: WeightSource, fetch: Optional[WeightFetch] = None) -> None:
+    """Make ``ModelConfig.weights[scheme]`` name a source holding the whole composite's tensors.
+
+    ``loader(model, config, model_dir)`` fills ``model`` in place (base models included). Entries
+    with such a source build their base models without the bases' own pretrained weights.
+    ``fetch(config, model_dir)``, if given, runs before anything is built, so that missing files
+    fail fast.
+    """
+    if scheme in _WEIGHT_SOURCES or scheme == "file":
+        raise ValueError(f"weight source {scheme!r} is already registered")
+    _WEIGHT_SOURCES[scheme] = (loader, fetch)
 
 
 def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
@@ -95,8 +113,13 @@ def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = 
     if config.standard is None or config.robust is None:
         raise ValueError(f"{config.name!r} needs both base models: pass standard='timm/...' and "
                          "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
-    standard = load_backbone(config.standard, model_dir=model_dir, pretrained=pretrained)
-    robust = load_backbone(config.robust, model_dir=model_dir, pretrained=pretrained)
+    source = next((key for key in config.weights if key in _WEIGHT_SOURCES), None)
+    bases_pretrained = pretrained and source is None
+    source_dir = Path(model_dir or default_model_dir())
+    if source is not None and pretrained and _WEIGHT_SOURCES[source][1] is not None:
+        _WEIGHT_SOURCES[source][1](config, source_dir)
+    standard = load_backbone(config.standard, model_dir=model_dir, pretrained=bases_pretrained)
+    robust = load_backbone(config.robust, model_dir=model_dir, pretrained=bases_pretrained)
     maps = build_output_maps(config.nuts) if config.nuts is not None else (None, None)
     model = MixedClassifier(
         standard, robust, alpha=0.5 if config.alpha is None else config.alpha,
@@ -114,6 +137,8 @@ def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = 
     if weights and pretrained:
         path = Path(weights) if Path(weights).is_absolute() else ZOO_DIR / weights
         _load_mixed_weights(model, load_state_dict(path), str(path))
+    if source is not None and pretrained:
+        _WEIGHT_SOURCES[source][0](model, config, source_dir)
     if device is not None:
         model = model.to(device)
     return model.eval()
