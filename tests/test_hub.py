@@ -334,7 +334,8 @@ def test_cards_state_bases_licences_constants_and_citation():
 
 
 def test_card_command_renders_registered_entries(monkeypatch, tmp_path, caplog):
-    monkeypatch.setitem(registry._REGISTRY, "tiny-adaptive", adaptive_config())
+    monkeypatch.setattr(registry, "_REGISTRY", {"mix": registry._REGISTRY["mix"],
+                                                "tiny-adaptive": adaptive_config()})
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "tiny-adaptive.json").write_text(json.dumps(REPORT))
     with caplog.at_level("INFO"):
