@@ -18,6 +18,7 @@ Command = Callable[[argparse.Namespace], int]
 # Modules that register subcommands with @command; one line per feature module.
 COMMAND_MODULES = [
     "robust_mix.demo",
+    "robust_mix.train",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
@@ -118,4 +119,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main so feature modules register into the same command table
+    sys.exit(importlib.import_module("robust_mix.cli").main())
