@@ -118,7 +118,7 @@ class AdaSmoothRecipe:
     iter_scale: float = 1.0
     iter_min: int = 3
     iter_max: int = 12
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-5
@@ -128,12 +128,12 @@ class AdaSmoothRecipe:
     c_ce: float = 0.5
     c_prod: float = 0.1
     clean_weight: float = 1.0
-    train_subset: Optional[int] = 4000
-    val_subset: int = 256
+    train_subset: Optional[int] = 8000
+    val_subset: int = 512
     calib_images: int = 300
     calib_attack_steps: int = 10
     calib_keep: float = 0.95
-    calib_alpha_lo: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.6, 0.7, 0.8])
+    calib_alpha_lo: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8])
     calib_gamma_scale: list[float] = field(default_factory=lambda: [1.0, 2.0])
     calib_gamma_bias: list[float] = field(default_factory=lambda: [0.0])
     seed: int = 0

@@ -59,7 +59,7 @@ def main() -> int:
         clean = accuracy(model, test_x, test_y, device=args.device)
         attack = AutoAttack(model, norm="Linf", eps=0.1, version="custom", attacks=["apgd-ce", "apgd-t"],
                             seed=0, device=args.device)
-        x_adv = attack.run_standard_evaluation(x_rob.to(args.device), y_rob.to(args.device),
+        x_adv, _ = attack.run_standard_evaluation(x_rob.to(args.device), y_rob.to(args.device),
                                                batch_size=args.batch_size)
         robust = accuracy(model, x_adv.cpu(), y_rob, device=args.device)
         row = {"model": spec, "clean": round(100 * clean, 2), "robust": round(100 * robust, 2),
