@@ -98,9 +98,11 @@ class AdaSmoothRecipe:
             are set afterwards on the validation split (``calib_*``).
         c_bce, c_ce, c_prod, clean_weight: the loss (``mixing_training_loss``).
         calib_*: the grid searched on ``calib_images`` validation images; the rule: the largest
-            validation clean accuracy among settings whose validation robust accuracy (PGD
-            ``calib_attack_steps`` on the composite) is at least ``calib_keep`` times the robust
-            base's under the same attack.
+            validation clean accuracy among settings whose validation robust accuracy is at least
+            ``calib_keep`` times the robust base's under the same attack: ``calib_attack`` is
+            ``"pgd"`` (PGD-CE, ``calib_attack_steps`` steps, on the composite) or ``"autoattack"``
+            (pyautoattack APGD-CE + APGD-T, seed 0). Changing only ``calib_*`` fields and rerunning
+            a finished run recalibrates it without retraining.
     """
 
     standard: str = "runs/fmnist-standard/model.safetensors"
@@ -132,6 +134,7 @@ class AdaSmoothRecipe:
     val_subset: int = 512
     calib_images: int = 300
     calib_attack_steps: int = 10
+    calib_attack: str = "pgd"
     calib_keep: float = 0.95
     calib_alpha_lo: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8])
     calib_gamma_scale: list[float] = field(default_factory=lambda: [1.0, 2.0])
@@ -230,7 +233,8 @@ class RunDir:
         saved = self.path / "recipe.json"
         if saved.is_file() and (self.path / "checkpoint.pt").is_file():
             previous = json.loads(saved.read_text())
-            if previous != dataclasses.asdict(config):
+            current = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as JSON lists
+            if _training_fields(previous) != _training_fields(current):
                 raise ValueError(f"{self.path} holds a checkpoint of a run with a different recipe; "
                                  "use another --out folder or delete that one to start over")
         save_recipe(config, saved)
@@ -258,6 +262,11 @@ class RunDir:
     def close(self) -> None:
         logging.getLogger("robust_mix").removeHandler(self._handler)
         self._handler.close()
+
+
+def _training_fields(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields a checkpoint depends on (calibration settings can change on a rerun)."""
+    return {k: v for k, v in recipe.items() if not k.startswith("calib_")}
 
 
 def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
@@ -361,6 +370,18 @@ def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
         with torch.no_grad():
             correct += (model(x_adv).argmax(1) == y).sum().item()
     return correct / max(1, len(labels))
+
+
+def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+                        batch_size: int = 100, device: Union[str, torch.device] = "cpu") -> float:
+    """Accuracy under pyautoattack's APGD-CE + APGD-T (l_inf, seed 0) on ``(N, C, H, W)`` images."""
+    from pyautoattack import AutoAttack
+
+    model.eval()
+    attack = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce", "apgd-t"],
+                        seed=0, device=device)
+    x_adv, _ = attack.run_standard_evaluation(images.to(device), labels.to(device), batch_size=batch_size)
+    return accuracy(model, x_adv.cpu(), labels, device=device)
 
 
 # -- base classifiers --------------------------------------------------------------------------
@@ -622,16 +643,24 @@ def calibrate_policy(model: MixedClassifier, images: torch.Tensor, labels: torch
     policy = model.policy
     base = dataclasses.replace(policy.config)
     steps = config.calib_attack_steps
-    robust_ref = pgd_accuracy(model.robust, images, labels, config.eps, steps, device=device)
+    if config.calib_attack == "pgd":
+        def robust_accuracy(net: nn.Module) -> float:
+            return pgd_accuracy(net, images, labels, config.eps, steps, device=device)
+    elif config.calib_attack == "autoattack":
+        def robust_accuracy(net: nn.Module) -> float:
+            return autoattack_accuracy(net, images, labels, config.eps, device=device)
+    else:
+        raise ValueError(f"calib_attack must be 'pgd' or 'autoattack', got {config.calib_attack!r}")
+    robust_ref = robust_accuracy(model.robust)
     threshold = config.calib_keep * robust_ref
-    logger.info("calibration: robust base PGD-%d accuracy %.4f on %d val images; threshold %.4f",
-                steps, robust_ref, len(labels), threshold)
+    logger.info("calibration: robust base %s accuracy %.4f on %d val images; threshold %.4f",
+                config.calib_attack, robust_ref, len(labels), threshold)
     table = []
     for lo, scale, bias in itertools.product(config.calib_alpha_lo, config.calib_gamma_scale,
                                              config.calib_gamma_bias):
         policy.config.alpha_range, policy.config.gamma_scale, policy.config.gamma_bias = (lo, 1.0), scale, bias
         clean = accuracy(model, images, labels, device=device)
-        robust = pgd_accuracy(model, images, labels, config.eps, steps, device=device)
+        robust = robust_accuracy(model)
         table.append({"alpha_lo": lo, "gamma_scale": scale, "gamma_bias": bias, "clean": clean, "robust": robust})
         logger.info("calibration: %s", table[-1])
     qualified = [row for row in table if row["robust"] >= threshold]
