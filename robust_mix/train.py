@@ -16,6 +16,7 @@ knows; the registered defaults are the Fashion-MNIST ones (l_inf, eps = 0.1).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import itertools
@@ -716,7 +717,7 @@ RECIPES: dict[str, Recipe] = {
 
 
 # -- command line ------------------------------------------------------------------------------
-def _train_args(p: "argparse.ArgumentParser") -> None:
+def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", choices=sorted(RECIPES), help="; ".join(f"{k}: {v.help}" for k, v in RECIPES.items()))
     p.add_argument("--out", help="run folder (checkpoint, log, weights); rerun to resume (required to train)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -727,7 +728,7 @@ def _train_args(p: "argparse.ArgumentParser") -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as JSON and exit")
 
 
-def _train_main(args: "argparse.Namespace") -> int:
+def _train_main(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]
     config = apply_settings(recipe.config, args.set)
     if args.print_config:
@@ -741,8 +742,6 @@ def _train_main(args: "argparse.Namespace") -> int:
 
 
 def _register_command() -> None:
-    import argparse  # noqa: F401  (annotations above)
-
     from robust_mix.cli import command
 
     command("train", "train or calibrate a model with a named recipe (resumable)", _train_args)(_train_main)
