@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "robust_mix.cli.hub",
     "robust_mix.cli.benchmark",
     "robust_mix.cli.certify",
+    "robust_mix.cli.train",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
