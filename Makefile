@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robust-mix-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-DEMO_EXAMPLES ?= 200
+DEMO_EXAMPLES ?= 50
 
 .PHONY: venv data demo test cards lock clean
 

@@ -26,7 +26,7 @@ DEMO_ROWS = [
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-examples", type=int, default=100, help="first N Fashion-MNIST test images")
+    p.add_argument("--n-examples", type=int, default=50, help="first N Fashion-MNIST test images")
     p.add_argument("--attack", default="standard",
                    help="AutoAttack version or stage list (default: standard, as on the leaderboard)")
     p.add_argument("--batch-size", type=int, default=100)
