@@ -35,6 +35,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def figure_png(fig: Any) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it (write them with :func:`atomic_write_bytes`)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
                     metadata: Mapping[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically. Shared storage is copied, so any state dict works."""

@@ -6,7 +6,6 @@ benchmark harness; an adaptive model's own policy is one more point (``alpha = N
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -16,7 +15,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import nn
 
 from robust_mix.benchmark import BenchmarkResult, benchmark
-from robust_mix.io import atomic_write_bytes, atomic_write_text
+from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +108,7 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
     ax.set_title(title or "accuracy-robustness trade-off", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, figure_png(fig))
     return Path(path)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from robust_mix.certify import (certified_accuracy, check_probability_mixing, estimate_smoothed,
                                 lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
 from robust_mix.cli import command, format_table
+from robust_mix.io import figure_png
 from robust_mix.mixing import MixedClassifier
 
 
@@ -75,8 +76,6 @@ def _clean_accuracy(model: MixedClassifier, std_logits: torch.Tensor, rob_logits
 
 def _plot(curves: list[dict], radius_table: list[torch.Tensor], correct: list[torch.Tensor], title: str,
           xlabel: str, max_radius: float) -> bytes:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,11 +94,7 @@ def _plot(curves: list[dict], radius_table: list[torch.Tensor], correct: list[to
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def run_certify(args: argparse.Namespace) -> dict:
