@@ -6,6 +6,7 @@ benchmark harness; an adaptive model's own policy is one more point (``alpha = N
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from dataclasses import asdict, dataclass
