@@ -120,7 +120,8 @@ def save_backbone(model: nn.Module, path: Union[str, Path], ref: str,
     return path
 
 
-def _load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load ``state`` into ``model``; any missing or unexpected tensor is a ``ValueError`` naming ``source``."""
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{source} does not match the architecture: missing tensors "
@@ -142,7 +143,7 @@ def _load_timm(config: BackboneConfig, model_dir: Path, pretrained: bool) -> nn.
         path = Path(config.checkpoint)
         if not path.is_file():
             raise BackboneNotFoundError(f"checkpoint for {config.ref} not found: expected the file {path}")
-        return _load_weights_strict(model, load_state_dict(path), str(path))
+        return load_weights_strict(model, load_state_dict(path), str(path))
     if not pretrained:
         return timm.create_model(name, pretrained=False, **config.kwargs)
     source = timm.models.get_pretrained_cfg(name)
@@ -211,20 +212,21 @@ def _load_robustbench(config: BackboneConfig, model_dir: Path, pretrained: bool)
         return model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)][name]["model"]()
     if config.checkpoint:
         model = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)][name]["model"]()
-        return _load_weights_strict(model, load_state_dict(config.checkpoint), config.checkpoint)
+        return load_weights_strict(model, load_state_dict(config.checkpoint), config.checkpoint)
     missing = [(p, gid) for p, gid in files if not p.is_file()]
     if missing and is_offline():
-        raise BackboneNotFoundError(_missing_message(config.ref, missing, "downloads are off"))
+        raise BackboneNotFoundError(missing_files_message(config.ref, missing, "downloads are off"))
     try:
         return rb_load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat)
     except Exception as err:
         still = [(p, gid) for p, gid in files if not p.is_file()]
         if still:
-            raise BackboneNotFoundError(_missing_message(config.ref, still, f"download failed: {err}")) from err
+            raise BackboneNotFoundError(missing_files_message(config.ref, still, f"download failed: {err}")) from err
         raise
 
 
-def _missing_message(ref: str, missing: list[tuple[Path, str]], why: str) -> str:
+def missing_files_message(ref: str, missing: list[tuple[Path, str]], why: str) -> str:
+    """The error text for missing RobustBench checkpoint files: each path and its Google Drive source."""
     lines = "\n".join(f"  {p}  <- https://drive.google.com/uc?id={gid}" for p, gid in missing)
     return (f"checkpoint file(s) for {ref} missing ({why}). Put these files in place "
             f"(RobustBench's layout under model_dir):\n{lines}")
@@ -239,28 +241,37 @@ def resolve_file_ref(ref: str) -> Path:
     return ZOO_DIR / path
 
 
-def _load_file(config: BackboneConfig, model_dir: Path, pretrained: bool) -> nn.Module:
+def read_backbone_spec(path: Path) -> dict:
+    """The architecture a :func:`save_backbone` file records: ``{"ref": ..., "kwargs": {...}}``.
+
+    Raises:
+        ValueError: the file is not readable safetensors, or records no architecture.
+    """
     from safetensors import safe_open
 
-    path = resolve_file_ref(config.ref)
-    if not path.is_file():
-        raise BackboneNotFoundError(f"backbone file not found: {config.ref} (looked at {Path(config.ref).resolve()} "
-                                    f"and {ZOO_DIR / config.ref})")
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-    except Exception as err:
+    except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
     if META_KEY not in meta:
         raise ValueError(f"{path} does not say which architecture it holds (no {META_KEY!r} metadata); "
                          "write it with robust_mix.backbones.save_backbone, or reference the architecture "
                          "('timm/<arch>') with checkpoint=<file>")
-    spec = json.loads(meta[META_KEY])
+    return json.loads(meta[META_KEY])
+
+
+def _load_file(config: BackboneConfig, model_dir: Path, pretrained: bool) -> nn.Module:
+    path = resolve_file_ref(config.ref)
+    if not path.is_file():
+        raise BackboneNotFoundError(f"backbone file not found: {config.ref} (looked at {Path(config.ref).resolve()} "
+                                    f"and {ZOO_DIR / config.ref})")
+    spec = read_backbone_spec(path)
     arch = BackboneConfig(ref=spec["ref"], kwargs={**spec.get("kwargs", {}), **config.kwargs})
     model = _LOADERS[_scheme(arch.ref)](arch, model_dir, False)
     if not pretrained:
         return model
-    return _load_weights_strict(model, load_state_dict(path), str(path))
+    return load_weights_strict(model, load_state_dict(path), str(path))
 
 
 _LOADERS: dict[str, Loader] = {

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from robust_mix.backbones import BackboneNotFoundError, _missing_message, is_offline, robustbench_files
+from robust_mix.backbones import BackboneNotFoundError, missing_files_message, is_offline, robustbench_files
 from robust_mix.config import ModelConfig
 from robust_mix.io import load_state_dict
 from robust_mix.registry import register_weight_source
@@ -189,7 +189,7 @@ def fetch_robustbench_files(ref: str, files: list[tuple[Path, str]]) -> None:
     if not missing:
         return
     if is_offline():
-        raise BackboneNotFoundError(_missing_message(ref, missing, "downloads are off"))
+        raise BackboneNotFoundError(missing_files_message(ref, missing, "downloads are off"))
     import robust_mix._compat  # noqa: F401  (robustbench needs the autoattack alias)
     from robustbench.utils import download_gdrive_new
 
@@ -199,10 +199,10 @@ def fetch_robustbench_files(ref: str, files: list[tuple[Path, str]]) -> None:
         try:
             download_gdrive_new(gid, path)
         except Exception as err:  # gdown raises many kinds
-            raise BackboneNotFoundError(_missing_message(ref, missing, f"download failed: {err}")) from err
+            raise BackboneNotFoundError(missing_files_message(ref, missing, f"download failed: {err}")) from err
     still = [(p, gid) for p, gid in missing if not p.is_file()]
     if still:
-        raise BackboneNotFoundError(_missing_message(ref, still, "the download produced no file"))
+        raise BackboneNotFoundError(missing_files_message(ref, still, "the download produced no file"))
 
 
 def entry_files(config: ModelConfig, model_dir: Path) -> list[tuple[Path, str]]:

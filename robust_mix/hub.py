@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
-from robust_mix.backbones import (META_KEY, BackboneNotFoundError, _load_weights_strict, is_offline,
+from robust_mix.backbones import (BackboneNotFoundError, load_weights_strict, is_offline, read_backbone_spec,
                                   resolve_input_config)
 from robust_mix.cards import ReportSummary, read_benchmark, render_card
 from robust_mix.config import BackboneConfig, InputConfig, ModelConfig
@@ -106,22 +106,12 @@ def _portable_backbone(backbone: BackboneConfig, module: torch.nn.Module, contra
 
 
 def _backbone_file_spec(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     if not path.is_file():
         raise BackboneNotFoundError(
             f"the base model was loaded from {path}, which no longer exists, and config.json must name its "
             "architecture: restore the file, or pass config= whose base reference is 'timm/<arch>' or "
             "'robustbench/...' with the constructor kwargs")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
-    if META_KEY not in meta:
-        raise ValueError(f"{path} does not record its architecture (no {META_KEY!r} metadata); pass config= "
-                         "with the architecture reference ('timm/<arch>') instead")
-    return json.loads(meta[META_KEY])
+    return read_backbone_spec(path)
 
 
 def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
@@ -235,7 +225,7 @@ def _load_all_tensors(model: "MixedClassifier", path: Path) -> None:
     if len(dtypes) == 1:  # a model saved in half precision loads in half precision
         model.to(dtypes.pop())
     try:
-        _load_weights_strict(model, state, str(path))
+        load_weights_strict(model, state, str(path))
     except RuntimeError as err:  # torch reports tensors of another shape this way
         raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {err}") from err
 
