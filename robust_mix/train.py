@@ -100,8 +100,9 @@ class AdaSmoothRecipe:
         calib_*: the grid searched on ``calib_images`` validation images; the rule: the largest
             validation clean accuracy among settings whose validation robust accuracy is at least
             ``calib_keep`` times the robust base's under the same attack: ``calib_attack`` is
-            ``"pgd"`` (PGD-CE, ``calib_attack_steps`` steps, on the composite) or ``"autoattack"``
-            (pyautoattack APGD-CE + APGD-T, seed 0). Changing only ``calib_*`` fields and rerunning
+            ``"pgd"`` (PGD-CE, ``calib_attack_steps`` steps, on the composite), ``"autoattack"``
+            (APGD-CE + APGD-T through the harness, seed 0) or any harness attack spec such as
+            ``"standard"`` (all four AutoAttack stages). Changing only ``calib_*`` fields and rerunning
             a finished run recalibrates it without retraining.
     """
 
@@ -373,15 +374,39 @@ def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
 
 
 def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
-                        batch_size: int = 100, device: Union[str, torch.device] = "cpu") -> float:
-    """Accuracy under pyautoattack's APGD-CE + APGD-T (l_inf, seed 0) on ``(N, C, H, W)`` images."""
-    from pyautoattack import AutoAttack
+                        attack: Union[str, Sequence[str]] = "apgd-ce,apgd-t", batch_size: int = 100,
+                        device: Union[str, torch.device] = "cpu", seed: int = 0) -> float:
+    """Accuracy under pyautoattack through the harness (l_inf, ``seed``) on ``(N, C, H, W)`` images.
 
-    model.eval()
-    attack = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce", "apgd-t"],
-                        seed=0, device=device)
-    x_adv, _ = attack.run_standard_evaluation(images.to(device), labels.to(device), batch_size=batch_size)
-    return accuracy(model, x_adv.cpu(), labels, device=device)
+    ``attack`` is any :func:`robust_mix.attacks.resolve_attack` spec: ``"standard"`` for the
+    leaderboard's four stages, ``"apgd-ce,apgd-t"`` (the default) for the cheaper pair.
+    """
+    from robust_mix.benchmark import benchmark
+
+    result = benchmark(model, threat_model="Linf", eps=eps, images=images, labels=labels, attack=attack,
+                       batch_size=batch_size, device=device, seed=seed)
+    return result.robust_accuracy
+
+
+#: ``calib_attack`` names that are not harness specs.
+CALIBRATION_ALIASES = {"autoattack": "apgd-ce,apgd-t"}
+
+
+def _calibration_attack(config: "AdaSmoothRecipe", images: torch.Tensor, labels: torch.Tensor,
+                        device: Union[str, torch.device]) -> Callable[[nn.Module], float]:
+    """The robust-accuracy measure that calibration uses: PGD-CE or the harness's AutoAttack."""
+    if config.calib_attack == "pgd":
+        return lambda net: pgd_accuracy(net, images, labels, config.eps, config.calib_attack_steps,
+                                        device=device)
+    spec = CALIBRATION_ALIASES.get(config.calib_attack, config.calib_attack)
+    from robust_mix.attacks import resolve_attack
+
+    try:
+        resolve_attack(spec)
+    except ValueError as err:
+        raise ValueError(f"calib_attack must be 'pgd', 'autoattack' or a harness attack spec such as "
+                         f"'standard': {err}") from None
+    return lambda net: autoattack_accuracy(net, images, labels, config.eps, attack=spec, device=device)
 
 
 # -- base classifiers --------------------------------------------------------------------------
@@ -642,15 +667,7 @@ def calibrate_policy(model: MixedClassifier, images: torch.Tensor, labels: torch
     """
     policy = model.policy
     base = dataclasses.replace(policy.config)
-    steps = config.calib_attack_steps
-    if config.calib_attack == "pgd":
-        def robust_accuracy(net: nn.Module) -> float:
-            return pgd_accuracy(net, images, labels, config.eps, steps, device=device)
-    elif config.calib_attack == "autoattack":
-        def robust_accuracy(net: nn.Module) -> float:
-            return autoattack_accuracy(net, images, labels, config.eps, device=device)
-    else:
-        raise ValueError(f"calib_attack must be 'pgd' or 'autoattack', got {config.calib_attack!r}")
+    robust_accuracy = _calibration_attack(config, images, labels, device)
     robust_ref = robust_accuracy(model.robust)
     threshold = config.calib_keep * robust_ref
     logger.info("calibration: robust base %s accuracy %.4f on %d val images; threshold %.4f",

@@ -165,3 +165,20 @@ def test_apply_settings_and_cli_print_config(capsys):
     assert main(["train", "fmnist-robust", "--print-config", "--set", "epochs=1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["adversarial"] is True and printed["epochs"] == 1
+
+
+def test_calibration_through_the_harness_matches_a_direct_benchmark(tiny_bases):
+    """calib_attack names a harness attack: the robust base's figure is the harness's own, and bad specs fail early."""
+    from robust_mix.benchmark import benchmark
+
+    gen = torch.Generator().manual_seed(3)
+    images, labels = torch.rand(8, 1, 28, 28, generator=gen), torch.arange(8) % 10
+    model = build_mixed(*tiny_bases, tiny_policy()).eval()
+    config = AdaSmoothRecipe(calib_attack="apgd-ce", calib_alpha_lo=[0.5], calib_gamma_scale=[1.0])
+    _, table = train.calibrate_policy(model, images, labels, config)
+    direct = benchmark(model.robust, threat_model="Linf", eps=config.eps, images=images, labels=labels,
+                       attack="apgd-ce", batch_size=100)
+    assert table[-1]["robust_base"] == direct.robust_accuracy
+    assert table[0]["robust"] <= table[0]["clean"]
+    with pytest.raises(ValueError, match="calib_attack must be"):
+        train.calibrate_policy(model, images, labels, dataclasses.replace(config, calib_attack="fgsm"))
