@@ -164,6 +164,12 @@ def model_fingerprint(model: nn.Module) -> str:
             h.update(f"{name}{tuple(tensor.shape)}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
     h.update(repr(getattr(model, "alpha", None) if not getattr(model, "is_adaptive", False) else "adaptive")
              .encode())
+    # constants that change outputs without changing a tensor (e.g. a recalibrated alpha range)
+    policy = getattr(model, "policy", None)
+    if policy is not None and dataclasses.is_dataclass(getattr(policy, "config", None)):
+        h.update(repr(sorted(dataclasses.asdict(policy.config).items())).encode())
+    h.update(repr([getattr(model, k, None) for k in ("mixing", "std_scale", "rob_scale", "standard_map",
+                                                    "robust_map")]).encode())
     return h.hexdigest()[:16]
 
 

@@ -97,6 +97,11 @@ class AdaSmoothRecipe:
         policy: the mixing network (feature layers, widths); gamma scale/bias and alpha range
             are set afterwards on the validation split (``calib_*``).
         c_bce, c_ce, c_prod, clean_weight: the loss (``mixing_training_loss``).
+        ratio_bn_momentum: momentum of the ratio's ``BatchNorm1d`` while training. The authors'
+            0.01 lags far behind the raw output, which drifts freely (the BatchNorm makes its scale
+            and offset irrelevant to the loss); at this recipe's learning rates the running
+            statistics end up several standard deviations off, so eval-mode alpha, which the
+            training attack and validation see, is constant. 0.1 keeps them within a fraction of one.
         calib_*: the grid searched on ``calib_images`` validation images; the rule: the largest
             validation clean accuracy among settings whose validation robust accuracy is at least
             ``calib_keep`` times the robust base's under the same attack: ``calib_attack`` is
@@ -127,6 +132,7 @@ class AdaSmoothRecipe:
     weight_decay: float = 1e-5
     warmup_epochs: float = 0.3
     grad_clip: float = 10.0
+    ratio_bn_momentum: float = 0.1
     c_bce: float = 1.0
     c_ce: float = 0.5
     c_prod: float = 0.1
@@ -576,6 +582,7 @@ def train_adasmooth(config: AdaSmoothRecipe, out: PathLike, device: Union[str, t
         images, labels = _subset(*load_dataset(config.dataset, "train"), config.train_subset)
         val_x, val_y = _subset(*load_dataset(config.dataset, "val"), config.val_subset)
         model = build_mixed(config.standard, config.robust, config.policy, device)
+        model.policy.bn.momentum = config.ratio_bn_momentum
         params = list(model.policy.parameters())
         logger.info("mixing network: %d parameters; %d train / %d val images, device %s",
                     sum(p.numel() for p in params), len(labels), len(val_y), device)

@@ -274,3 +274,18 @@ def test_reproduce_prints_reported_beside_measured_and_explains_missing_weights(
     assert f"{100 * result.clean_accuracy:.2f}" in table and "70.00" in table and "20.00" in table
     assert reproduce.main(["mix"]) == 2  # 'mix' has no base models: a clear message, no traceback
     assert "cannot reproduce mix" in capsys.readouterr().err
+
+
+def test_fingerprint_sees_constants_that_are_not_tensors():
+    """A recalibrated alpha range or temperature must not resume a stale run."""
+    from conftest import make_tiny
+    from robust_mix.benchmark import model_fingerprint
+
+    model = robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.5)
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1"], robust_layers=["stage1"], widths=[8], blocks=1, input_shape=(1, 16, 16)))
+    before = model_fingerprint(model)
+    model.policy.alpha_range = (0.5, 1.0)
+    after_range = model_fingerprint(model)
+    model.rob_scale = 2.0
+    assert len({before, after_range, model_fingerprint(model)}) == 3
