@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 import robust_mix
 from robust_mix.benchmark import BenchmarkResult, model_fingerprint
+from robust_mix.cli.benchmark import TqdmProgress
 from robust_mix.data import load_dataset
 from robust_mix.io import atomic_write_text
 from robust_mix.report import write_report
@@ -68,7 +69,12 @@ def run_row(args: argparse.Namespace, row: str, name: str, adaptive: bool) -> Be
     if report_path(Path(args.out), row).is_file():
         return BenchmarkResult.from_json(report_path(Path(args.out), row))
     model = robust_mix.load_model(name)
-    result = robust_mix.benchmark(model, state_dir=out / "state", adaptive=adaptive, **harness_kwargs(args))
+    progress = TqdmProgress()
+    try:
+        result = robust_mix.benchmark(model, state_dir=out / "state", adaptive=adaptive, progress=progress,
+                                      **harness_kwargs(args))
+    finally:
+        progress.close()
     result.command = args.command_line
     write_report(out, result, model.config)
     return result
@@ -112,7 +118,12 @@ def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
     alphas = frontier_alphas(clean, adaptive_clean)
     logger.info("frontier: AutoAttack at alpha %s (clean %s; adaptive clean %.4f)", alphas,
                 [clean[a] for a in alphas], adaptive_clean)
-    points = sweep(model, alphas, include_policy=False, state_dir=out / "state", **harness_kwargs(args))
+    progress = TqdmProgress()
+    try:
+        points = sweep(model, alphas, include_policy=False, state_dir=out / "state", progress=progress,
+                       **harness_kwargs(args))
+    finally:
+        progress.close()
     done["robust"] = {str(p.alpha): p.robust_accuracy for p in points}
     done["robust_clean"] = {str(p.alpha): p.clean_accuracy for p in points}
     done["wall_time_s"] = {str(p.alpha): p.wall_time_s for p in points}
