@@ -218,7 +218,8 @@ def render(args: argparse.Namespace, reports: dict[str, Optional[BenchmarkResult
             lines.append(f"- {title}: not measured yet")
             continue
         v = verdict[key]
-        shown = (", ".join(v["value"]) or "none") if key == "frontier" else f"{100 * v['value']:.1f} %"
+        shown = ((", ".join(v["value"]) or "none") if key == "frontier" else
+                 f"{100 * v['value']:.1f} points" if key == "adaptive_attack" else f"{100 * v['value']:.1f} %")
         target = "" if key == "frontier" else (f" (target {'at most' if key == 'adaptive_attack' else 'at least'} "
                                                f"{100 * v['target']:.0f} {'point' if key == 'adaptive_attack' else '%'})")
         lines.append(f"- {title}: {shown}{target}: **{'holds' if v['pass'] else 'does not hold'}**")
