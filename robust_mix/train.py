@@ -262,6 +262,26 @@ class RunDir:
             return None
         return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
 
+    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, best: float,
+               strict: bool = True) -> tuple[int, float]:
+        """Restore the last checkpoint into the training objects; ``(epochs done, best)`` (``(0, best)`` if fresh)."""
+        state = self.load_checkpoint()
+        if state is None:
+            return 0, best
+        model.load_state_dict(state["model"], strict=strict)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        logger.info("resuming %s after epoch %d (best %.4f)", self.path, state["epoch"], state["best"])
+        return state["epoch"], state["best"]
+
+    def end_epoch(self, record: dict[str, Any], model_state: dict[str, torch.Tensor],
+                  optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        """Log the epoch's record and write the resumable state after it."""
+        logger.info("epoch %d: %s", record["epoch"], record)
+        self.log_epoch(record)
+        self.save_checkpoint({"model": model_state, "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "epoch": record["epoch"], "best": record["best"]})
+
     def log_epoch(self, record: dict[str, Any]) -> None:
         with open(self.path / "history.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -451,14 +471,8 @@ def train_backbone(config: BackboneRecipe, out: PathLike, device: Union[str, tor
             steps_per_epoch = min(steps_per_epoch, max_steps)
         scheduler = _warmup_cosine(optimizer, steps_per_epoch * config.epochs,
                                    int(config.warmup_epochs * steps_per_epoch))
-        start, best, record = 0, -1.0, {}
-        state = run.load_checkpoint()
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start, best = state["epoch"], state["best"]
-            logger.info("resuming %s after epoch %d (best %.4f)", run.path, start, best)
+        record: dict[str, Any] = {}
+        start, best = run.resume(model, optimizer, scheduler, best=-1.0)
         for epoch in range(start, config.epochs):
             generator = torch.Generator().manual_seed(config.seed * 7919 + epoch)
             batches = _batches(len(labels), config.batch_size, config.seed, epoch)[:steps_per_epoch]
@@ -490,10 +504,7 @@ def train_backbone(config: BackboneRecipe, out: PathLike, device: Union[str, tor
                 model.to(device)
             record = {"epoch": epoch + 1, "train_loss": total / max(1, len(batches)), "val_clean": val_clean,
                       "val_robust": val_robust, "best": best, "seconds": round(time.time() - t0, 1)}
-            logger.info("epoch %d: %s", epoch + 1, record)
-            run.log_epoch(record)
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best})
+            run.end_epoch(record, model.state_dict(), optimizer, scheduler)
         return record
     finally:
         run.close()
@@ -592,14 +603,8 @@ def train_adasmooth(config: AdaSmoothRecipe, out: PathLike, device: Union[str, t
             steps_per_epoch = min(steps_per_epoch, max_steps)
         scheduler = _warmup_cosine(optimizer, steps_per_epoch * config.epochs,
                                    int(config.warmup_epochs * steps_per_epoch))
-        start, best, record = 0, math.inf, {}
-        state = run.load_checkpoint()
-        if state is not None:
-            model.load_state_dict(state["model"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start, best = state["epoch"], state["best"]
-            logger.info("resuming %s after epoch %d (best val loss %.4f)", run.path, start, best)
+        record: dict[str, Any] = {}
+        start, best = run.resume(model, optimizer, scheduler, best=math.inf, strict=False)
         for epoch in range(start, config.epochs):
             generator = torch.Generator().manual_seed(config.seed * 7919 + epoch)
             batches = _batches(len(labels), config.batch_size, config.seed, epoch)[:steps_per_epoch]
@@ -621,10 +626,7 @@ def train_adasmooth(config: AdaSmoothRecipe, out: PathLike, device: Union[str, t
                 save_state_dict(_policy_state(model), run.path / "policy.safetensors")
             record = {"epoch": epoch + 1, "train_loss": total / max(1, len(batches)), **val, "best": best,
                       "seconds": round(time.time() - t0, 1)}
-            logger.info("epoch %d: %s", epoch + 1, record)
-            run.log_epoch(record)
-            run.save_checkpoint({"model": _policy_state(model), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best})
+            run.end_epoch(record, _policy_state(model), optimizer, scheduler)
         if calibrate:
             from robust_mix.io import load_state_dict
 
