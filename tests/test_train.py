@@ -182,3 +182,18 @@ def test_calibration_through_the_harness_matches_a_direct_benchmark(tiny_bases):
     assert table[0]["robust"] <= table[0]["clean"]
     with pytest.raises(ValueError, match="calib_attack must be"):
         train.calibrate_policy(model, images, labels, dataclasses.replace(config, calib_attack="fgsm"))
+
+
+def test_adasmooth_recipe_sets_the_ratio_batchnorm_momentum(tiny_data, tiny_bases, tmp_path):
+    """ratio_bn_momentum reaches the ratio's BatchNorm: at 0 its running statistics never move, at 0.5 they do."""
+    stats = {}
+    for momentum in (0.0, 0.5):
+        config = AdaSmoothRecipe(standard=tiny_bases[0], robust=tiny_bases[1], policy=tiny_policy(), epochs=1,
+                                 batch_size=8, train_subset=16, val_subset=4, iter_min=1, iter_max=1,
+                                 ratio_bn_momentum=momentum)
+        torch.manual_seed(0)
+        train.train_adasmooth(config, tmp_path / f"m{momentum}", progress=False, max_steps=2, calibrate=False)
+        state = load_state_dict(tmp_path / f"m{momentum}" / "policy.safetensors")
+        stats[momentum] = (state["policy.bn.running_mean"].item(), state["policy.bn.running_var"].item())
+    assert stats[0.0] == (0.0, 1.0)
+    assert stats[0.5] != (0.0, 1.0)
