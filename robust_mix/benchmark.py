@@ -30,6 +30,7 @@ from torch import nn
 
 from robust_mix.attacks import AttackOptions, AttackPlan, StageRunner, resolve_attack
 from robust_mix.io import atomic_write_text
+from robust_mix.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ def package_versions() -> dict[str, str]:
             versions[package] = metadata.version(package.replace("_", "-"))
         except metadata.PackageNotFoundError:
             if package == "robust_mix":
-                import robust_mix
-
-                versions[package] = robust_mix.__version__
+                versions[package] = __version__
     return versions
 
 

@@ -20,6 +20,7 @@ from typing import Any, Optional, Union
 
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
 from robust_mix.io import atomic_write_text
+from robust_mix.registry import get_model_config, list_models
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def _describe_input(backbone: BackboneConfig) -> str:
     if contract.mean is not None and (any(contract.mean) or any(s != 1 for s in contract.std)):
         fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
         parts.append(f"normalised with mean {fmt(contract.mean)}, std {fmt(contract.std)}")
-    elif contract.mean is None and backbone.ref.startswith("timm/"):
+    elif contract.mean is None and backbone.ref.startswith("timm/") and backbone.weights is None:
         parts.append("normalised with the timm weights' own mean and std")
     return "; ".join(parts) or "raw [0, 1] input"
 
@@ -186,8 +187,8 @@ def _base_models_section(config: ModelConfig, provenance: Optional[dict[str, Any
         if original and original != base.ref:
             notes.append(f"The {role} model was saved from {_code(original)}; its architecture is "
                          f"{_code(base.ref)} and its weights are part of this model's `model.safetensors`.")
-        if base.checkpoint:
-            notes.append(f"The {role} model's weights are read from {_code(base.checkpoint)}.")
+        if base.weights is not None:
+            notes.append(f"The {role} model's weights are read from {_code(base.weights.describe())}.")
     classes = f"{config.num_classes} classes" if config.num_classes else "classes as the base models define"
     if config.labels:
         shown = ", ".join(config.labels[:20]) + (", ..." if len(config.labels) > 20 else "")
@@ -364,8 +365,6 @@ def render_card(config: ModelConfig, *, benchmark: Optional[ReportSummary] = Non
 def zoo_card(name: str, benchmark: Optional[ReportSummary] = None,
              regenerate: Optional[str] = None) -> str:
     """The card of a registered entry (``model_cards/<name>.md``); ``regenerate`` is the command stated in it."""
-    from robust_mix.registry import get_model_config
-
     if regenerate is None:
         regenerate = f"robust-mix card {name}" + (f" --benchmark {benchmark.source}" if benchmark else "")
     return render_card(get_model_config(name), benchmark=benchmark, regenerate=regenerate)
@@ -380,8 +379,6 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
     Returns:
         The files written, and the skipped entries with the reason.
     """
-    from robust_mix.registry import get_model_config, list_models
-
     written, skipped = [], {}
     for name in list_models():
         config = get_model_config(name)

@@ -155,10 +155,7 @@ def required_examples(dataset: str) -> Optional[int]:
 def _weights_location(config: Optional[ModelConfig]) -> str:
     if config is None:
         return "(not recorded)"
-    parts = [f"standard base: {config.standard.ref}" if config.standard else "",
-             f"robust base: {config.robust.ref}" if config.robust else ""]
-    parts += [f"mixed-model tensors: {k}={v}" for k, v in config.weights.items()]
-    return "; ".join(p for p in parts if p) or "(not recorded)"
+    return "; ".join(config.weight_locations()) or "(not recorded)"
 
 
 def _license(config: Optional[ModelConfig]) -> str:

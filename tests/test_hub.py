@@ -13,7 +13,7 @@ from robust_mix import (BackboneConfig, InputConfig, MixedClassifier, ModelConfi
                         ReportedResult, build_model, load_model, save_backbone)
 from robust_mix import cli, registry
 from robust_mix.cards import benchmark_from_dict, format_eps, read_benchmark, render_all, render_card
-from robust_mix.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
+from robust_mix.hub import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARCH = "timm/test_byobnet"  # about 0.2 M parameters: builds in milliseconds
@@ -82,7 +82,7 @@ def test_fixed_alpha_round_trip_is_bit_identical(tmp_path, images):
     model.alpha = 0.3  # changed after building: the saved config must follow the model
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
-    assert json.loads((tmp_path / CONFIG_NAME).read_text())["format_version"] == 1
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["format_version"] == FORMAT_VERSION
 
     loaded = MixedClassifier.from_pretrained(tmp_path)
     assert_same_model(model, loaded, images)
@@ -163,13 +163,15 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
     assert_same_model(model, load_model("hf-hub:org/tiny-mix"), images)
-    assert_same_model(model, MixedClassifier.from_pretrained("org/tiny-mix", cache_dir=hub_cache), images)
+    assert_same_model(model, MixedClassifier.from_pretrained("hf-hub:org/tiny-mix", cache_dir=hub_cache), images)
+    with pytest.raises(ValueError, match="could be a local folder or a Hugging Face Hub repo id.*'local-dir:org/tiny-mix'.*'hf-hub:org/tiny-mix'"):
+        MixedClassifier.from_pretrained("org/tiny-mix")
     with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*downloads are off"):
         load_model("hf-hub:org/not-there")
 
 
 def test_unknown_source_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a folder nor a Hugging Face repo id"):
+    with pytest.raises(FileNotFoundError, match="no folder .*no/such/folder"):
         MixedClassifier.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="has no config.json"):
@@ -275,7 +277,7 @@ def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, image
                                   "n_examples": 200}
     assert 'load_model("hf-hub:org/tiny-adaptive")' in card.text
     assert REPORT["command"] in card.text and "8/255" in card.text
-    assert json.loads((folder / CONFIG_NAME).read_text())["weights"] == {"hf_hub_id": "org/tiny-adaptive"}
+    assert json.loads((folder / CONFIG_NAME).read_text())["provenance"]["hub_repo"] == "org/tiny-adaptive"
     assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
 
 

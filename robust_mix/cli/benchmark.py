@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import sys
@@ -20,20 +19,9 @@ from torch import nn
 
 from robust_mix.attacks import AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, default_device
-from robust_mix.cli import command
+from robust_mix.cli import NAME_HELP, command
 from robust_mix.config import ModelConfig
-
-
-def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
-    """A registry name, a ``ModelConfig`` ``.json`` file, or ``package.module:function``."""
-    import robust_mix
-
-    if name.endswith(".json") and Path(name).is_file():
-        return robust_mix.build_model(ModelConfig.load(name), model_dir=model_dir)
-    if ":" in name and not robust_mix.is_model(name):
-        module, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module), attr)()
-    return robust_mix.load_model(name, model_dir=model_dir)
+from robust_mix.loading import load_model, model_config_of
 
 
 class TqdmProgress:
@@ -77,7 +65,7 @@ def _finish_distributed() -> None:
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registry name, ModelConfig .json file, or module:function")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--dataset", help="default: the entry's data set")
     p.add_argument("--threat-model", help="Linf, L2 or L1 (default: the entry's)")
     p.add_argument("--eps", type=_eps, help="budget, e.g. 8/255 (default: the entry's)")
@@ -125,7 +113,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from robust_mix.report import markdown_table, write_report
 
     rank = _init_distributed()
-    model = resolve_model(args.name, model_dir=args.model_dir)
+    model = load_model(args.name, model_dir=args.model_dir)
     out = Path(args.out)
     progress = TqdmProgress(enabled=rank == 0)
     try:
@@ -156,7 +144,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from robust_mix.sweep import parse_alphas, sweep, write_sweep
 
     rank = _init_distributed()
-    model = resolve_model(args.name, model_dir=args.model_dir)
+    model = load_model(args.name, model_dir=args.model_dir)
     out = Path(args.out)
     try:
         points = sweep(model, parse_alphas(args.alphas), include_policy=not args.no_policy,
@@ -177,7 +165,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registry name (or ModelConfig .json) of the evaluated entry")
+    p.add_argument("name", help="registry name, alias or ModelConfig .json file of the evaluated entry")
     p.add_argument("--report", required=True, help="report.json of a finished benchmark")
     p.add_argument("--out", required=True, help="folder for the submission files")
     p.add_argument("--allow-partial", action="store_true",
@@ -193,8 +181,10 @@ def _submit(args: argparse.Namespace) -> int:
     import robust_mix
     from robust_mix.report import PartialEvaluationError, write_submission
 
-    config = (ModelConfig.load(args.name) if args.name.endswith(".json") and Path(args.name).is_file()
-              else robust_mix.get_model_config(args.name))
+    config = model_config_of(args.name)
+    if config is None:
+        raise ValueError(f"{args.name} names no config (a saved model or a function); submit needs a registry "
+                         "name, an alias or a ModelConfig .json file")
     result = BenchmarkResult.from_json(Path(args.report))
     overrides = {k: getattr(args, k) for k in ("link", "authors", "venue", "architecture", "footnote")}
     overrides["additional_data"] = True if args.additional_data else None
