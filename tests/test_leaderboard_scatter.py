@@ -36,7 +36,7 @@ def test_svg_places_each_point_and_is_well_formed():
     groups = {g.get("class") for g in root.iter(f"{SVG}g")}
     assert {"ours", "sweep", "reference", "reference frontier"} <= groups
     labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "point-label"]
-    assert labels == ["alpha 0", "alpha 1", "mine"]  # empty labels are not drawn
+    assert labels == ["mine", "alpha 0", "alpha 1"]  # ours first; empty labels are not drawn
     links = [a.get("href") for a in root.iter(f"{SVG}a")]
     assert links == ["models/mine.html"]
 

@@ -89,7 +89,7 @@ def test_the_page_shows_each_reports_numbers(runs, tmp_path):
         low, high = clopper_pearson(sum(r.robust_flags), r.n_examples)
         assert row["95 % interval"] == f"{100 * low:.1f}–{100 * high:.1f}"
         assert row["examples"] == str(r.n_examples) and row["forward passes"] == str(r.number_forward_passes)
-        assert "partial: 10 of 10,000 test examples" in row["notes"]
+        assert "partial: 10 of 10,000 examples" in row["notes"]
         page = (tmp_path / "site" / "models" / f"{e.slug}.html").read_text()
         assert f"{percent(r.robust_accuracy)} % ({sum(r.robust_flags)} of {r.n_examples} examples)" in page
         for stage, acc in r.stage_accuracy.items():

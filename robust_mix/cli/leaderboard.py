@@ -23,6 +23,7 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="leave out RobustBench's published rows")
     p.add_argument("--screenshot", help="also save a PNG of the index page (needs Chromium)")
     p.add_argument("--width", type=int, default=1280, help="window width of the screenshot in CSS pixels")
+    p.add_argument("--height", type=int, help="screenshot only the top HEIGHT pixels (default: the whole page)")
 
 
 @command("leaderboard", "build a static leaderboard site of reports, sweeps and certificates", _leaderboard_args)
@@ -52,8 +53,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
         try:
             with Chromium() as browser:
-                page = browser.open(Path(site.out_dir, "index.html").resolve().as_uri(), width=args.width)
-                page.screenshot(args.screenshot)
+                page = browser.open(Path(site.out_dir, "index.html").resolve().as_uri(), width=args.width,
+                                    height=args.height or 800)
+                page.screenshot(args.screenshot, full_page=args.height is None)
         except BrowserError as err:
             print(f"error: no screenshot: {err}", file=sys.stderr)
             return 2

@@ -138,9 +138,9 @@ class Evaluation:
         if needed is None:
             notes.append(f"{result.n_examples:,} examples; no leaderboard size known for {result.dataset}")
         elif result.n_examples < needed:
-            notes.append(f"partial: {result.n_examples:,} of {needed:,} test examples")
+            notes.append(f"partial: {result.n_examples:,} of {needed:,} examples")
         if not result.attack.startswith("standard"):
-            notes.append(f"attack {result.attack} (not standard AutoAttack)")
+            notes.append(f"attack {result.attack}, not standard AutoAttack")
         if not result.leaderboard_grade:
             budgets = ", ".join(f"{k}={v}" for k, v in sorted(result.options.items()))
             notes.append(f"reduced attack budgets ({budgets})")

@@ -136,27 +136,33 @@ def _marker(series: Series, point: Point, frame: _Frame) -> str:
 
 
 class _Labels:
-    """Places text labels beside markers, trying a few offsets to avoid overlapping earlier ones."""
+    """Places text labels beside markers, inside the plot, clear of markers and earlier labels if possible."""
 
-    OFFSETS = ((7, -7, "start"), (7, 14, "start"), (-7, -7, "end"), (-7, 14, "end"), (7, 26, "start"))
+    OFFSETS = ((8, -6, "start"), (8, 14, "start"), (-8, -6, "end"), (-8, 14, "end"), (0, -10, "middle"),
+               (0, 20, "middle"), (-8, -20, "end"), (8, -20, "start"), (-8, 28, "end"), (8, 28, "start"),
+               (-8, -34, "end"), (8, -34, "start"))
 
-    def __init__(self, left: float, right: float) -> None:
-        self.boxes: list[tuple[float, float, float, float]] = []
-        self.left, self.right = left, right
+    def __init__(self, frame: "_Frame") -> None:
+        self.bounds = (frame.left, frame.top, frame.left + frame.w, frame.top + frame.h)
+        self.taken: list[tuple[float, float, float, float]] = []
+
+    def reserve(self, x: float, y: float, radius: float) -> None:
+        self.taken.append((x - radius, y - radius, x + radius, y + radius))
+
+    def _free(self, box: tuple[float, float, float, float]) -> bool:
+        return not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in self.taken)
 
     def place(self, x: float, y: float, text: str) -> str:
         width = 6.2 * len(text)
-        fits = []
+        left, top, right, bottom = self.bounds
+        candidates = []
         for dx, dy, anchor in self.OFFSETS:
-            low = x + dx if anchor == "start" else x + dx - width
+            low = x + dx - {"start": 0, "end": width, "middle": width / 2}[anchor]
             box = (low, y + dy - 10, low + width, y + dy + 2)
-            if self.left <= box[0] and box[2] <= self.right:
-                fits.append((dx, dy, anchor, box))
-        options = fits or [(7, -7, "start", (x + 7, y - 17, x + 7 + width, y - 5))]
-        for dx, dy, anchor, box in options:
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in self.boxes):
-                break
-        self.boxes.append(box)
+            inside = left <= box[0] and box[2] <= right and top <= box[1] and box[3] <= bottom
+            candidates.append((not inside, not self._free(box), dx, dy, anchor, box))
+        _, _, dx, dy, anchor, box = min(candidates, key=lambda c: (c[0] or c[1], c[0], c[1]))
+        self.taken.append(box)
         return (f'<text class="point-label" x="{round(x + dx, 1)}" y="{round(y + dy, 1)}" '
                 f'text-anchor="{anchor}">{escape(text)}</text>')
 
@@ -193,11 +199,12 @@ def scatter_svg(series: Sequence[Series], *, title: str, description: str,
     xs = [p.x for s in series for p in s.points]
     ys = [p.y for s in series for p in s.points]
     frame = _Frame(xs, ys)
-    labels = _Labels(frame.left, frame.left + frame.w + MARGIN["right"])
+    labels = _Labels(frame)
     out = [f'<svg class="scatter" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="scatter-title '
            f'scatter-desc" xmlns="http://www.w3.org/2000/svg">',
            f'<title id="scatter-title">{escape(title)}</title><desc id="scatter-desc">{escape(description)}</desc>']
     out += _grid(frame, x_label, y_label)
+    wanted: list[tuple[int, float, float, str]] = []
     # draw order: reference points below, our points on top
     for s in sorted(series, key=lambda s: ("reference", "frontier", "sweep", "ours").index(s.kind)):
         if not s.points:
@@ -210,9 +217,14 @@ def scatter_svg(series: Sequence[Series], *, title: str, description: str,
             out.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" stroke-width="1.5"{dash}/>')
         for p in s.points if s.kind != "frontier" else ():  # the frontier's points are reference points
             out.append(_marker(s, p, frame))
+            labels.reserve(frame.px(p.x), frame.py(p.y), 6 if s.kind == "ours" else 4)
             if s.show_labels and p.label:
-                out.append(labels.place(frame.px(p.x), frame.py(p.y), p.label))
+                wanted.append((0 if s.kind == "ours" else 1, frame.px(p.x), frame.py(p.y), p.label))
         out.append("</g>")
+    # our entries' names first, then sweep ends, each where it overlaps least
+    out.append('<g class="point-labels">')
+    out += [labels.place(x, y, text) for _, x, y, text in sorted(wanted, key=lambda w: w[0])]
+    out.append("</g>")
     out += _legend(series, frame)
     out.append("</svg>")
     return "\n".join(out)
