@@ -204,3 +204,16 @@ def test_a_folder_that_is_not_a_site_is_never_replaced(runs, tmp_path):
     build_site([runs], tmp_path / "site")  # a site built before is replaced whole
     assert (tmp_path / "site" / MARKER).is_file() and not (tmp_path / "site" / "stale.html").exists()
     assert not [p for p in tmp_path.iterdir() if re.match(r"\.site\.(new|old)-", p.name)]
+
+
+def test_the_wheel_ships_the_snapshot_and_assets():
+    import fnmatch
+
+    from setuptools.config.setupcfg import read_configuration
+
+    root = Path(__file__).resolve().parent.parent
+    globs = read_configuration(root / "setup.cfg")["options"]["package_data"]["robust_mix"]
+    package = root / "robust_mix"
+    needed = [p.relative_to(package).as_posix() for folder in ("leaderboard/data", "leaderboard/assets")
+              for p in (package / folder).iterdir() if p.is_file()]
+    assert needed and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in needed), (needed, globs)

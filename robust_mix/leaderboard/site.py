@@ -219,7 +219,7 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
     out = Path(out_dir)
     _replace_folder(out, files)
     for r in kept.rejected:
-        logger.warning("left out %s: %s", r.path, r.reason)
+        logger.debug("left out %s: %s", r.path, r.reason)
     logger.info("leaderboard %s: %d evaluations, %d reference rows, %d files left out -> %s",
                 board.describe() if board else "(none)", len(kept.evaluations), len(references),
                 len(kept.rejected), out)
