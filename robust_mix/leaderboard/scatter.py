@@ -7,7 +7,7 @@ screen readers and tooltips). Elements carry the classes ``ours``, ``sweep``, ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from typing import Literal, Optional, Sequence
 
@@ -42,8 +42,6 @@ class Series:
     colour: str = REFERENCE_COLOUR
     line: bool = False
     show_labels: bool = False
-    name: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -209,8 +207,7 @@ def scatter_svg(series: Sequence[Series], *, title: str, description: str,
     for s in sorted(series, key=lambda s: ("reference", "frontier", "sweep", "ours").index(s.kind)):
         if not s.points:
             continue
-        attrs = "".join(f' {k}="{escape(v)}"' for k, v in s.extra.items())
-        out.append(f'<g class="{s.kind if s.kind != "frontier" else "reference frontier"}"{attrs}>')
+        out.append(f'<g class="{s.kind if s.kind != "frontier" else "reference frontier"}">')
         if s.line and len(s.points) > 1:
             path = " ".join(f"{frame.px(p.x)},{frame.py(p.y)}" for p in s.points)
             dash = ' stroke-dasharray="5 4"' if s.kind == "frontier" else ""
