@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
 
 logger = logging.getLogger(__name__)
@@ -178,15 +179,11 @@ def certified_accuracy(radius: torch.Tensor, correct: torch.Tensor, radii: Seque
 def clopper_pearson_lower(successes: torch.Tensor, trials: int, failure_prob: float) -> torch.Tensor:
     """One-sided Clopper-Pearson lower bound: ``P[p < bound] <= failure_prob`` for each entry.
 
-    ``(B,)`` success counts out of ``trials`` -> ``(B,)`` float64 bounds (0 where no successes).
+    ``(B,)`` success counts out of ``trials`` -> ``(B,)`` float64 bounds (0 where no successes);
+    the bound itself is :func:`robust_mix.stats.clopper_pearson_lower`.
     """
-    from scipy.stats import beta
-
-    _check_failure_prob(failure_prob)
-    k = successes.detach().cpu().double().numpy()
-    bound = beta.ppf(failure_prob, k, trials - k + 1)
-    out = torch.from_numpy(bound).nan_to_num(0.0)  # k = 0 gives nan: the bound is 0
-    return torch.where(torch.from_numpy(k) == 0, torch.zeros_like(out), out).to(successes.device)
+    bound = stats.clopper_pearson_lower(successes.detach().cpu().double().numpy(), trials, failure_prob)
+    return torch.from_numpy(bound).to(successes.device)
 
 
 def clopper_pearson_upper(successes: torch.Tensor, trials: int, failure_prob: float) -> torch.Tensor:

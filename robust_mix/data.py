@@ -188,11 +188,16 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
+def canonical_dataset(name: str) -> str:
+    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``."""
+    key = name.lower().replace("_", "-")
+    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+
+
 def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = None,
                  data_dir: Optional[PathLike] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``."""
-    key = name.lower().replace("_", "-")
-    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    key = canonical_dataset(name)
     if key not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {available_datasets()}")
     images, labels = _LOADERS[key](split, data_dir)

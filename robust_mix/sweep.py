@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import logging
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -127,3 +128,39 @@ def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, titl
     atomic_write_text(paths["json"], json.dumps({"metadata": metadata or {}, "points": rows}, indent=2) + "\n")
     plot_sweep(points, paths["png"], title)
     return paths
+
+
+def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]]:
+    """The points and metadata of a ``sweep.json`` written by :func:`write_sweep`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, or not a sweep (a point lacks a field, or an accuracy is not a
+            fraction in ``[0, 1]``).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: rerun robust-mix sweep") from err
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not data["points"]:
+        raise ValueError(f"{path} is not a sweep: expected an object with a non-empty 'points' list "
+                         "(written by robust-mix sweep)")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: 'metadata' must be an object, got {type(metadata).__name__}")
+    fields = [f.name for f in dataclasses.fields(SweepPoint)]
+    points = []
+    for i, row in enumerate(data["points"]):
+        if not isinstance(row, dict) or sorted(row) != sorted(fields):
+            got = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise ValueError(f"{path}: point {i} must have exactly the fields {fields}, got {got}")
+        for key in ("clean_accuracy", "robust_accuracy"):
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{path}: point {i} {key} must be a fraction in [0, 1], got {value!r}")
+        if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
+                                       or not 0 <= row["alpha"] <= 1):
+            raise ValueError(f"{path}: point {i} alpha must be in [0, 1] or {POLICY!r}, got {row['alpha']!r}")
+        points.append(SweepPoint(**row))
+    return points, metadata

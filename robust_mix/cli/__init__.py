@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "robust_mix.cli.benchmark",
     "robust_mix.cli.certify",
     "robust_mix.cli.train",
+    "robust_mix.cli.leaderboard",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
 
