@@ -26,6 +26,7 @@ from torch import nn
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
+from robust_mix.validate import check_fields, check_fraction, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ class AttackOptions:
     n_queries: Optional[int] = None
     eot_iter: Optional[int] = None
     adaptive_weight: float = DEFAULT_ADAPTIVE_WEIGHT
+
+    def __post_init__(self) -> None:
+        check_fields(self, {**dict.fromkeys(("n_iter", "n_restarts", "n_target_classes", "n_queries", "eot_iter"),
+                                            positive_int), "adaptive_weight": check_fraction})
 
     def overrides(self) -> dict[str, object]:
         """The budget fields that differ from the leaderboard setting."""
