@@ -359,7 +359,8 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
                 idx = flags.nonzero().flatten()
                 for start in range(0, len(idx), batch_size):
                     batch = idx[start:start + batch_size]
-                    x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed)
+                    x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed,
+                                       examples=(state.start + batch).tolist())
                     fooled = predict(model, x_adv, batch_size, device, (state.start + batch).tolist(),
                                      what=f"the model, on the {stage} adversarial examples,") != y[batch]
                     flags[batch[fooled]] = False

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import numbers
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from robust_mix.attacks import resolve_attack
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
 from robust_mix.formatting import attack_label, evaluation_label, format_eps, partial_reasons, percent_value
 from robust_mix.io import atomic_write_text
+from robust_mix.validate import check_fraction, non_negative_float, parse_number, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +102,9 @@ def benchmark_from_dict(data: Any, source: str = "report") -> ReportSummary:
     if missing:
         raise ValueError(f"benchmark report {source} lacks key(s) {missing}; a report needs "
                          f"{list(REQUIRED_REPORT_KEYS)} and has {sorted(data)}")
-    accuracies = {key: _fraction(data[key], key, source) for key in ("clean_accuracy", "robust_accuracy")}
-    n = data["n_examples"]
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ValueError(f"benchmark report {source}: n_examples must be a positive integer, got {n!r}")
+    accuracies = {key: check_fraction(f"benchmark report {source}: {key}", data[key])
+                  for key in ("clean_accuracy", "robust_accuracy")}
+    n = positive_int(f"benchmark report {source}: n_examples", data["n_examples"])
     texts = {}
     for key in ("model", "dataset", "threat_model", "attack"):
         if not isinstance(data[key], str) or not data[key]:
@@ -129,34 +127,12 @@ def _mapping(value: Any) -> Optional[dict[str, Any]]:
     return dict(value) if isinstance(value, dict) else None
 
 
-def _fraction(value: Any, key: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"benchmark report {source}: {key} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        hint = " (it looks like a percentage; reports hold fractions)" if 1.0 < value <= 100.0 else ""
-        raise ValueError(f"benchmark report {source}: {key} must lie in [0, 1], got {value}{hint}")
-    return float(value)
-
-
 def _parse_eps(value: Any, source: str) -> Optional[float]:
     """``0.0314``, ``"8/255"`` or ``null`` (threat models without a radius)."""
     if value is None:
         return None
-    if isinstance(value, str) and "/" in value:
-        num, _, den = value.partition("/")
-        try:
-            return float(num) / float(den)
-        except (ValueError, ZeroDivisionError):
-            pass
-    elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            eps = float(value)
-            if eps >= 0 and math.isfinite(eps):
-                return eps
-        except ValueError:
-            pass
-    raise ValueError(f"benchmark report {source}: eps must be a non-negative number, a fraction like "
-                     f"'8/255' or null, got {value!r}")
+    name = f"benchmark report {source}: eps"
+    return non_negative_float(name, parse_number(name, value) if isinstance(value, str) else value)
 
 
 def _is_short_scalar(value: Any) -> bool:

@@ -21,7 +21,7 @@ from robust_mix.config import InputConfig, MixingMode, ModelConfig, PolicyConfig
 from robust_mix.features import FeatureTap
 from robust_mix.mixing_net import MixingNetwork
 from robust_mix.preprocess import InputAdapter
-from robust_mix.validate import check_alpha, check_alpha_range, check_images
+from robust_mix.validate import InvalidInputError, check_alpha, check_alpha_range, check_images
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,8 @@ class MixedClassifier(nn.Module):
             self._fixed_alpha = None
         elif value is None:
             if self.policy is None:
-                raise ValueError("this model has no adaptive policy; set a float alpha in [0, 1]")
+                raise InvalidInputError("alpha=None means 'the adaptive policy', but this model has none; set a "
+                                        "float alpha in [0, 1] (or install a policy: model.alpha = AdaptiveAlpha(...))")
             self._fixed_alpha = None
         else:
             self._fixed_alpha = check_alpha(value)

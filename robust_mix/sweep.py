@@ -49,21 +49,24 @@ def parse_alphas(text: str) -> list[float]:
         robust_mix.validate.InvalidInputError: naming ``text``.
     """
     what = f"alphas {text!r}"
-    if ":" in text:
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise InvalidInputError(f"{what}: a range is start:stop:step (three numbers, e.g. 0:1:0.1)")
-        start, stop, step = (parse_number(what, v) for v in parts)
-        if step <= 0 or stop < start:
-            raise InvalidInputError(f"{what}: a range start:stop:step needs start <= stop and a positive step")
-        count = int(round((stop - start) / step)) + 1
-        values = [round(start + i * step, 10) for i in range(count)]
-    else:
-        values = [parse_number(what, v) for v in text.split(",") if v.strip()]
-    if not values:
-        raise InvalidInputError(f"{what}: give ratios like '0,0.5,1' or a range like '0:1:0.1'")
-    for value in values:
-        check_alpha(value, f"every alpha of {what}")
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise InvalidInputError("a range is start:stop:step (three numbers, e.g. 0:1:0.1)")
+            start, stop, step = (parse_number("alpha", v) for v in parts)
+            if step <= 0 or stop < start:
+                raise InvalidInputError("a range start:stop:step needs start <= stop and a positive step")
+            count = int(round((stop - start) / step)) + 1
+            values = [round(start + i * step, 10) for i in range(count)]
+        else:
+            values = [parse_number("alpha", v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise InvalidInputError("give ratios like '0,0.5,1' or a range like '0:1:0.1'")
+        for value in values:
+            check_alpha(value, "every alpha")
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{what}: {err}") from None
     return sorted(set(values))
 
 

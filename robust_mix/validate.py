@@ -143,8 +143,8 @@ def parse_number(name: str, text: Union[str, float, int]) -> float:
     except ValueError:
         values = []
     if len(parts) > 2 or not values or (len(values) == 2 and values[1] == 0.0):
-        why = "divides by zero" if len(values) == 2 and values[1] == 0.0 else "is not a number"
-        raise InvalidInputError(f"{name} {text!r} {why}; write a number like 0.1 or a fraction like 8/255")
+        why = "it divides by zero" if len(values) == 2 and values[1] == 0.0 else "not a number"
+        raise InvalidInputError(f"{name} must be a number like 0.1 or a fraction like 8/255, got {text!r} ({why})")
     number = values[0] / values[1] if len(values) == 2 else values[0]
     if not math.isfinite(number):
         raise InvalidInputError(f"{name} must be a finite number, got {text!r}")
@@ -222,8 +222,12 @@ def _indices(mask: torch.Tensor, offset: Optional[Sequence[int]] = None) -> str:
     where = mask.nonzero().flatten().tolist()
     if offset is not None:
         where = [int(offset[i]) for i in where]
-    shown = ", ".join(str(i) for i in where[:_SHOWN])
-    return f"[{shown}{', ...' if len(where) > _SHOWN else ''}] ({len(where)} of {mask.numel()})"
+    return f"{_listed(where)} ({len(where)} of {mask.numel()})"
+
+
+def _listed(values: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in values[:_SHOWN])
+    return f"[{shown}{', ...' if len(values) > _SHOWN else ''}]"
 
 
 def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int] = None) -> torch.Tensor:
@@ -302,16 +306,16 @@ def _check_pixel_values(images: torch.Tensor) -> None:
         raise InvalidInputError(f"images contain NaN or inf values at examples {_indices(~finite)}; "
                                 "raw images must be finite values in [0, 1]")
     lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
-    if (hi > 1 + _PIXEL_TOLERANCE).any():
-        top = hi.max().item()
-        hint = " (0-255 pixels: divide by 255)" if top <= 255 + _PIXEL_TOLERANCE else ""
-        raise InvalidInputError(f"images must have values in [0, 1], got a maximum of {top:g} at examples "
-                                f"{_indices(hi > 1 + _PIXEL_TOLERANCE)}{hint}")
     if (lo < -_PIXEL_TOLERANCE).any():
         raise InvalidInputError(
             f"images must have values in [0, 1], got a minimum of {lo.min().item():g} at examples "
             f"{_indices(lo < -_PIXEL_TOLERANCE)} (normalised images? undo it with images * std + mean: the "
             "model normalises its input itself)")
+    if (hi > 1 + _PIXEL_TOLERANCE).any():
+        top = hi.max().item()
+        hint = " (0-255 pixels? divide by 255)" if 2 < top <= 255 + _PIXEL_TOLERANCE else ""
+        raise InvalidInputError(f"images must have values in [0, 1], got a maximum of {top:g} at examples "
+                                f"{_indices(hi > 1 + _PIXEL_TOLERANCE)}{hint}")
 
 
 def check_finite_outputs(outputs: torch.Tensor, what: str = "the model",
@@ -319,7 +323,7 @@ def check_finite_outputs(outputs: torch.Tensor, what: str = "the model",
     """Scores ``(B, K)`` that can be read as a prediction: no NaN, no +inf, a finite maximum per row.
 
     ``-inf`` entries are allowed (log-probability of an impossible class). ``indices`` maps rows to
-    the example numbers named in the error.
+    the example numbers named in the error (without it, rows of ``outputs`` are named).
 
     Raises:
         NonFiniteOutputError: naming the examples, so that a NaN is never read as class 0.
@@ -327,8 +331,9 @@ def check_finite_outputs(outputs: torch.Tensor, what: str = "the model",
     bad = torch.isnan(outputs).any(dim=1) | torch.isposinf(outputs).any(dim=1) | \
         ~torch.isfinite(outputs.max(dim=1).values)
     if bad.any():
+        where = f"examples {_indices(bad, indices)}" if indices is not None else f"rows {_indices(bad)} of a batch"
         raise NonFiniteOutputError(
-            f"{what} returned NaN or inf scores for examples {_indices(bad, indices)}; they cannot be read "
+            f"{what} returned NaN or inf scores for {where}; they cannot be read "
             "as predictions (argmax of NaN is class 0), so no accuracy is computed. Check the model and its "
             "input (normalisation, value range) for those examples")
     return outputs

@@ -300,10 +300,10 @@ def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
 
 # -- benchmark reports and cards ---------------------------------------------------------------------
 @pytest.mark.parametrize("change,message", [
-    ({"clean_accuracy": 87.5}, r"clean_accuracy must lie in \[0, 1\].*percentage"),
+    ({"clean_accuracy": 87.5}, r"clean_accuracy must be a finite number in \[0, 1\], got 87.5.*percentage"),
     ({"robust_accuracy": "0.4"}, "robust_accuracy must be a number"),
     ({"n_examples": 0}, "n_examples must be a positive integer"),
-    ({"eps": "eight"}, "eps must be a non-negative number"),
+    ({"eps": "eight"}, "eps must be a number like 0.1 or a fraction like 8/255, got 'eight'"),
     ({"dataset": ""}, "dataset must be a non-empty string"),
 ])
 def test_bad_benchmark_reports_name_the_field(change, message):

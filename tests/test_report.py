@@ -11,8 +11,8 @@ from robust_mix.attacks import STANDARD_STAGES
 from robust_mix.benchmark import BenchmarkResult, benchmark
 from robust_mix.cli import main
 from robust_mix.formatting import format_eps
-from robust_mix.report import (MODEL_INFO_FIELDS, PartialEvaluationError, SubmissionMismatchError, markdown_table,
-                               model_info, parse_bibtex, submission_files, write_report)
+from robust_mix.report import (MODEL_INFO_FIELDS, PartialEvaluationError, markdown_table, model_info,
+                               parse_bibtex, submission_files, write_report)
 from test_benchmark import EPS, FAST, fmnist, tiny_config, tiny_mixed
 
 torch.set_num_threads(1)
