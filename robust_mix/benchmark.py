@@ -170,7 +170,9 @@ class BenchmarkResult:
                     raise InvalidInputError(f"{where(key)} is {getattr(self, key)!r} but its per-example flags "
                                             f"give {sum(values) / n!r}; the report was edited or corrupted")
             check_eps(self.eps, self.threat_model, name=where("eps"))
-        except TypeError as err:  # e.g. a string where a number belongs
+        except InvalidInputError:
+            raise
+        except TypeError as err:  # e.g. a list where a mapping belongs
             raise InvalidInputError(f"{source} is not a valid benchmark report: {err}") from None
 
     @classmethod

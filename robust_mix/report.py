@@ -70,6 +70,11 @@ def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
             "venue": venue}
 
 
+def _suite_name(result: BenchmarkResult) -> str:
+    """What the non-adaptive suite is called in prose: AutoAttack only when it is the full standard one."""
+    return "AutoAttack" if is_standard_autoattack(result) else "the attack stages before the adaptive ones"
+
+
 def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
                **overrides: Any) -> dict[str, Any]:
     """RobustBench's model-info JSON for the entry (see ``model_info/<dataset>/<threat>/<Name>.json``).
@@ -84,7 +89,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     notes = []
     if result.adaptive_accuracy is not None:
         notes.append(f"Robust accuracy {percent(result.robust_accuracy)}% counts an example as robust only if it "
-                     f"survives both AutoAttack ({percent(standard)}%) and the adaptive attack "
+                     f"survives both {_suite_name(result)} ({percent(standard)}%) and the adaptive attack "
                      f"({percent(result.adaptive_accuracy)}%).")
     if result.number_forward_passes > 1:
         notes.insert(0, "It uses an ensemble of networks.")
@@ -114,7 +119,7 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     """A Markdown summary: one row of headline numbers, then the accuracy after every stage."""
     reported = config.reported if config is not None else None
     adaptive = result.adaptive_accuracy
-    suite = "AutoAttack" if is_standard_autoattack(result) else "attack"
+    suite = "AutoAttack" if is_standard_autoattack(result) else "attack"  # a table header: short
     rows = [
         f"Attack: {evaluation_label(result)}.",
         "",
@@ -241,7 +246,7 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"- Clean accuracy: {info['clean_acc']}%",
         f"- Robust accuracy ({'AutoAttack' if is_standard_autoattack(result) else attack_label(result)}): "
         f"{info['autoattack_acc']}%",
-        *([f"- Robust accuracy (AutoAttack and adaptive attack, minimum): {info['external']}%"]
+        *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]
           if result.adaptive_accuracy is not None else []),
         f"- Reported by the authors: {info['reported']}%",
         f"- Additional data: {'yes' if info['additional_data'] else 'no'}",

@@ -426,6 +426,8 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --seed x", bench_cli("--seed", "x"), 2, "must be a whole number, got 'x'"),
     ("benchmark --dataset cifar11", bench_cli("--dataset", "cifar11", "--n-examples", "2"), 2, "unknown dataset 'cifar11'"),
     ("benchmark unknown model", ["benchmark", "nosuch-model"], 2, "unknown model 'nosuch-model'"),
+    ("benchmark module:missing", ["benchmark", "test_bad_inputs:no_such_factory"], 2,
+     "'test_bad_inputs:no_such_factory' names no model factory"),
     ("sweep --alphas 0:2:0.5", ["sweep", TINY, "--alphas", "0:2:0.5", *FAST_CLI], 2, "alphas '0:2:0.5'"),
     ("sweep --alphas a,b", ["sweep", TINY, "--alphas", "a,b", *FAST_CLI], 2, "alphas 'a,b': alpha must be a number"),
     ("sweep --n-examples 0", ["sweep", TINY, "--alphas", "0,1", "--n-examples", "0"], 2, "got 0"),

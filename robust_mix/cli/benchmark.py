@@ -22,7 +22,7 @@ from robust_mix.attacks import AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, default_device
 from robust_mix.cli import EPS, INT, POSITIVE_INT, command
 from robust_mix.config import ModelConfig
-from robust_mix.validate import THREAT_MODELS, check_writable_dir
+from robust_mix.validate import THREAT_MODELS, InvalidInputError, check_writable_dir
 
 
 def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
@@ -33,7 +33,12 @@ def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
         return robust_mix.build_model(ModelConfig.load(name), model_dir=model_dir)
     if ":" in name and not robust_mix.is_model(name):
         module, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module), attr)()
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise InvalidInputError(f"{name!r} names no model factory ({err}); NAME is a registry name, a "
+                                    "ModelConfig .json file or package.module:function") from None
+        return factory()
     return robust_mix.load_model(name, model_dir=model_dir)
 
 
