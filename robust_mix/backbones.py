@@ -23,6 +23,7 @@ from typing import Callable, Optional, Union
 
 from torch import nn
 
+from robust_mix._compat import import_timm
 from robust_mix.config import BackboneConfig, InputConfig, WeightsConfig, from_dict
 from robust_mix.convert import load_weights
 from robust_mix.io import save_state_dict
@@ -142,7 +143,7 @@ def save_backbone(model: nn.Module, path: Union[str, Path], ref: str,
 
 # -- timm --------------------------------------------------------------------------------------
 def _timm_name(config: BackboneConfig) -> str:
-    import timm
+    timm = import_timm()
 
     name = config.ref[len("timm/"):]
     arch = name.split(".")[0]
@@ -153,13 +154,13 @@ def _timm_name(config: BackboneConfig) -> str:
 
 
 def _build_timm(config: BackboneConfig) -> nn.Module:
-    import timm
+    timm = import_timm()
 
     return timm.create_model(_timm_name(config), pretrained=False, **config.kwargs)
 
 
 def _timm_pretrained(config: BackboneConfig, model_dir: Path) -> nn.Module:
-    import timm
+    timm = import_timm()
 
     name = _timm_name(config)
     source = timm.models.get_pretrained_cfg(name)
@@ -195,7 +196,7 @@ def _build_robustbench(config: BackboneConfig) -> nn.Module:
 
 
 def _robustbench_pretrained(config: BackboneConfig, model_dir: Path) -> nn.Module:
-    import robust_mix._compat  # noqa: F401  (robustbench imports autoattack)
+    import_timm()  # robustbench imports timm: quietly first
     from robustbench.utils import load_model as rb_load_model
 
     dataset, threat, name = parse_robustbench_ref(config.ref)

@@ -49,6 +49,8 @@ from torch import nn
 
 from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
+from robust_mix.validate import (check_finite_outputs, check_images, check_labels, check_open_probability,
+                                 positive_float, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +147,7 @@ def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
     Returns:
         ``(B,)`` float64 radii, 0 where nothing is certified.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    positive_float("sigma", sigma)
     p_a = torch.as_tensor(p_top_lower).double().reshape(-1)
     p_b = 1 - p_a if p_runner_up_upper is None else torch.as_tensor(p_runner_up_upper).double().reshape(-1).to(p_a.device)
     if p_b.shape != p_a.shape:
@@ -192,8 +193,7 @@ def clopper_pearson_upper(successes: torch.Tensor, trials: int, failure_prob: fl
 
 
 def _check_failure_prob(failure_prob: float) -> None:
-    if not 0 < failure_prob < 1:
-        raise ValueError(f"failure_prob must lie in (0, 1), got {failure_prob}")
+    check_open_probability("failure_prob", failure_prob)
 
 
 # -- Monte Carlo estimation of the smoothed robust base -----------------------------------------
@@ -240,8 +240,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     Returns:
         ``(B, K)`` int64 counts, each row summing to ``n``.
     """
-    if n < 1:
-        raise ValueError(f"the number of samples must be at least 1, got {n}")
+    positive_int("the number of samples", n)
+    batch_size = positive_int("batch_size", batch_size)
     from tqdm.auto import tqdm
 
     batch = x.shape[0]
@@ -262,6 +262,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                 if logits.ndim != 2 or logits.shape[1] != num_classes:
                     raise ValueError(f"the classifier returned shape {tuple(logits.shape)}, "
                                      f"expected ({noisy.shape[0]}, {num_classes})")
+                check_finite_outputs(logits, "the classifier, on noisy copies of some inputs,",
+                                     [start + j for _ in range(k) for j in range(len(xs))])
                 votes = F.one_hot(logits.argmax(dim=1), num_classes).view(k, len(xs), num_classes)
                 counts[start:start + len(xs)] += votes.sum(dim=0)
                 done += k
@@ -279,8 +281,8 @@ def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: tor
     bound holds per example with probability at least ``1 - failure_prob``.
     """
     _check_failure_prob(failure_prob)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    positive_float("sigma", sigma)
+    check_images(x)
     kwargs = dict(batch_size=batch_size, generator=generator, progress=progress)
     selection = sample_counts(classifier, x, n0, sigma, num_classes, desc="selection", **kwargs)
     top_class = selection.argmax(dim=1)
@@ -509,6 +511,9 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
         norm: the norm of ``lipschitz`` and of the radius.
     """
     check_probability_mixing(model)
+    check_images(x, model.input_shape, dtype=model.dtype)
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes, n=len(x))
     if lipschitz is None:
         lipschitz = robust_probs_lipschitz(model, x.shape[1:], norm)
         logger.info("robust probabilities are %.4g-Lipschitz (%s)", lipschitz, norm)
@@ -530,6 +535,7 @@ def certify_smoothing(model: MixedClassifier, x: torch.Tensor, *, sigma: float, 
     raw image units. Each certificate holds with probability at least ``1 - failure_prob``.
     """
     check_probability_mixing(model)
+    check_images(x, model.input_shape, dtype=model.dtype)
     estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), x, sigma=sigma,
                                  num_classes=_num_classes(model, x), n0=n0, n=n, failure_prob=failure_prob,
                                  batch_size=batch_size, generator=generator, progress=progress)

@@ -22,6 +22,8 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
+from robust_mix.validate import optional_positive_int
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -157,7 +159,7 @@ def load_imagenet(split: str = "test", data_dir: Optional[PathLike] = None, n_ex
         raise ValueError(f"ImageNet has only the leaderboard's 'test' split here, got {split!r}")
     if preprocessing not in IMAGENET_PREPROCESSINGS:
         raise ValueError(f"unknown ImageNet preprocessing {preprocessing!r}; known: {list(IMAGENET_PREPROCESSINGS)}")
-    ids = imagenet_test_ids()[:n_examples]
+    ids = imagenet_test_ids()[:optional_positive_int("n_examples", n_examples)]
     class_index = json.loads(_robustbench_helper_file("imagenet_class_to_id_map.json").read_text())
     root = Path(data_dir or "./data")
     root = root / "val" if (root / "val").is_dir() else root
@@ -200,6 +202,7 @@ def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = Non
     key = canonical_dataset(name)
     if key not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {available_datasets()}")
+    n_examples = optional_positive_int("n_examples", n_examples)
     images, labels = _LOADERS[key](split, data_dir)
     if n_examples is not None:
         if n_examples > len(labels):

@@ -30,6 +30,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.hub import HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
+from robust_mix.validate import InvalidInputError
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
@@ -67,7 +68,7 @@ def parse_model_name(text: str) -> ModelName:
         ValueError: an empty name or a malformed override.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"a model name must be a non-empty string, got {text!r}; see robust_mix.list_models()")
+        raise InvalidInputError(f"a model name must be a non-empty string, got {text!r}; see robust_mix.list_models()")
     head, *rest = _OVERRIDE.split(text.strip())
     overrides = dict(_parse_override(item, text) for item in rest)
     head = head.strip()
@@ -94,7 +95,8 @@ def _parse_override(item: str, text: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     key, raw = key.strip(), raw.strip()
     if not sep or not key or not raw:
-        raise ValueError(f"override {item!r} in {text!r} must look like key=value (e.g. 'fmnist-robust,alpha=0.9')")
+        raise InvalidInputError(f"override {item!r} in {text!r} must look like key=value "
+                                "(e.g. 'fmnist-robust,alpha=0.9')")
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:
@@ -130,7 +132,13 @@ def load_model(name: str, *, model_dir: Union[str, Path, None] = None,
             raise ValueError(f"{parsed.target} is a function returning a model; overrides {sorted(overrides)} "
                              "apply to configs only")
         module, _, attr = parsed.target.partition(":")
-        model = getattr(importlib.import_module(module), attr)()
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise InvalidInputError(f"{parsed.target!r} names no model factory ({err}); a NAME is a registry name, "
+                                    "hf-hub:org/name, local-dir:PATH, a ModelConfig .json file or "
+                                    "package.module:function") from None
+        model = factory()
         return model.to(device).eval() if device is not None else model.eval()
     config = get_model_config(parsed.target) if parsed.kind == "registry" else ModelConfig.load(parsed.target)
     return build_model(config.with_overrides(overrides) if overrides else config, model_dir=model_dir,

@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import logging
 import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -28,32 +27,11 @@ from robust_mix.mixing_net import MixingNetwork
 from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
 from robust_mix.weights import prefetch, read_weights
+from robust_mix.validate import InvalidInputError, check_alpha, check_alpha_range, check_images
 
 logger = logging.getLogger(__name__)
 
 _MIXING_MODES = ("prob", "logit")
-
-
-def check_alpha(alpha: object, name: str = "alpha") -> float:
-    """Validate a fixed mixing ratio and return it as a float in ``[0, 1]``."""
-    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
-        alpha = alpha.item()
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
-                        f"got {type(alpha).__name__}")
-    value = float(alpha)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1] (0 = standard model only, 1 = robust model only), "
-                         f"got {value}")
-    return value
-
-
-def check_alpha_range(alpha_range: Sequence[float]) -> tuple[float, float]:
-    """Validate an eval-time ``(lo, hi)`` alpha range."""
-    lo, hi = (check_alpha(v, "alpha_range bound") for v in alpha_range)
-    if lo > hi:
-        raise ValueError(f"alpha_range must satisfy lo <= hi, got ({lo}, {hi})")
-    return lo, hi
 
 
 def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, alpha: torch.Tensor,
@@ -254,7 +232,8 @@ class MixedClassifier(nn.Module, HubMixin):
             self._fixed_alpha = None
         elif value is None:
             if self.policy is None:
-                raise ValueError("this model has no adaptive policy; set a float alpha in [0, 1]")
+                raise InvalidInputError("alpha=None means 'the adaptive policy', but this model has none; set a "
+                                        "float alpha in [0, 1] (or install a policy: model.alpha = AdaptiveAlpha(...))")
             self._fixed_alpha = None
         else:
             self._fixed_alpha = check_alpha(value)
@@ -344,10 +323,32 @@ class MixedClassifier(nn.Module, HubMixin):
         out = self.forward_all(x)
         return (out.log_probs, out.alpha) if return_alpha else out.log_probs
 
+    @property
+    def input_shape(self) -> Optional[tuple[int, int, int]]:
+        """The raw input contract ``(C, H, W)`` from the config, or ``None`` when none is declared."""
+        return None if self.config is None or self.config.input_shape is None else tuple(self.config.input_shape)
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The floating dtype of the base models' weights (inputs must have it), ``None`` without weights."""
+        return next((p.dtype for p in self.standard.parameters() if p.is_floating_point()), None)
+
+    def current_config(self, config: Optional[ModelConfig] = None) -> Optional[ModelConfig]:
+        """The config (``config``, else the model's own) with the mixing constants the model applies
+        now (after ``model.alpha = 0.8``, a changed ``alpha_range`` or temperature), or ``None``
+        for a model built without one."""
+        base = config if config is not None else self.config
+        if base is None:
+            return None
+        return dataclasses.replace(
+            copy.deepcopy(base), alpha=None if self.is_adaptive else self._fixed_alpha,
+            policy=copy.deepcopy(self.policy.config) if self.policy is not None else None, mixing=self.mixing,
+            std_scale=self.std_scale, rob_scale=self.rob_scale)
+
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected a float image batch of shape (B, C, H, W) in [0, 1], got {shape}")
+        # shape and dtype only: a value scan on every forward pass would slow the attacks down; the
+        # harness checks values once at its boundary
+        check_images(x, self.input_shape, dtype=self.dtype, check_values=False)
 
     def _check_logits(self, g: torch.Tensor, h: torch.Tensor) -> None:
         if g.ndim != 2 or h.ndim != 2:
@@ -383,9 +384,7 @@ class MixedClassifier(nn.Module, HubMixin):
         if config.standard is None or config.robust is None:
             raise ValueError(f"{config.name!r} needs both base models: pass standard='timm/...' and "
                              "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
-        if config.alpha is None and config.policy is None:
-            raise ValueError(f"{config.name!r}: alpha=None means 'the entry's own adaptive policy', and this entry "
-                             "has a fixed ratio; pass a number in [0, 1] (0 = standard only, 1 = robust only)")
+        config.validate()
         standard_config, robust_config = as_backbone_config(config.standard), as_backbone_config(config.robust)
         if pretrained:
             sources = weight_sources(standard_config) + weight_sources(robust_config)
@@ -415,9 +414,9 @@ class MixedClassifier(nn.Module, HubMixin):
     def portable_config(self, config: Optional[ModelConfig] = None) -> ModelConfig:
         """The model as it is now, as a config that rebuilds its architecture anywhere.
 
-        Mixing constants are read from the model (``model.alpha = 0.8`` after building is kept);
-        base models are named by architecture without weight sources (a saved model carries all
-        its tensors), with the input contracts the model applies pinned.
+        The :meth:`current_config`, with the base models named by architecture without weight
+        sources (a saved model carries all its tensors) and the input contracts the model applies
+        pinned.
 
         Args:
             config: the config to start from when the model has none (built by hand).
@@ -425,19 +424,16 @@ class MixedClassifier(nn.Module, HubMixin):
         Raises:
             ValueError: no config naming both base models.
         """
-        base = config if config is not None else self.config
-        if base is None or base.standard is None or base.robust is None:
+        current = self.current_config(config)
+        if current is None or current.standard is None or current.robust is None:
             raise ValueError("this MixedClassifier has no ModelConfig naming both base models (it was built by "
                              "hand), so nothing says how to rebuild them; build it with "
                              "MixedClassifier.from_config / robust_mix.load_model, or pass config="
                              "ModelConfig(name=..., standard=BackboneConfig('timm/<arch>', kwargs=...), robust=...)")
-        policy = copy.deepcopy(self.policy.config) if self.policy is not None else None
         return dataclasses.replace(
-            copy.deepcopy(base),
-            standard=_portable_backbone(base.standard, self.standard, self.standard_input.config),
-            robust=_portable_backbone(base.robust, self.robust, self.robust_input.config),
-            alpha=None if self.is_adaptive else self.alpha, policy=policy,
-            mixing=self.mixing, std_scale=self.std_scale, rob_scale=self.rob_scale,
+            copy.deepcopy(current),
+            standard=_portable_backbone(current.standard, self.standard, self.standard_input.config),
+            robust=_portable_backbone(current.robust, self.robust, self.robust_input.config),
             num_classes=self.num_classes, weights=None)
 
     def extra_repr(self) -> str:

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import dataclasses
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -17,7 +18,9 @@ from typing import Any, Optional, Sequence, Union
 from torch import nn
 
 from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.formatting import evaluation_label
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
+from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +29,10 @@ POLICY = "policy"
 
 @dataclass
 class SweepPoint:
-    """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions)."""
+    """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions).
+
+    ``attack`` is the attack argument; ``label`` says what ran (:func:`robust_mix.formatting.evaluation_label`).
+    """
 
     alpha: Union[float, str]
     clean_accuracy: float
@@ -34,21 +40,34 @@ class SweepPoint:
     attack: str
     n_examples: int
     wall_time_s: float
+    label: str = ""
 
 
 def parse_alphas(text: str) -> list[float]:
-    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``."""
-    if ":" in text:
-        start, stop, step = (float(v) for v in text.split(":"))
-        if step <= 0:
-            raise ValueError(f"alpha step must be positive, got {step}")
-        count = int(round((stop - start) / step)) + 1
-        values = [round(start + i * step, 10) for i in range(count)]
-    else:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if not values or bad:
-        raise ValueError(f"alphas must lie in [0, 1], got {text!r}")
+    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming ``text``.
+    """
+    what = f"alphas {text!r}"
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise InvalidInputError("a range is start:stop:step (three numbers, e.g. 0:1:0.1)")
+            start, stop, step = (parse_number("alpha", v) for v in parts)
+            if step <= 0 or stop < start:
+                raise InvalidInputError("a range start:stop:step needs start <= stop and a positive step")
+            count = int(round((stop - start) / step)) + 1
+            values = [round(start + i * step, 10) for i in range(count)]
+        else:
+            values = [parse_number("alpha", v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise InvalidInputError("give ratios like '0,0.5,1' or a range like '0:1:0.1'")
+        for value in values:
+            check_alpha(value, "every alpha")
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{what}: {err}") from None
     return sorted(set(values))
 
 
@@ -62,9 +81,14 @@ def sweep(model: nn.Module, alphas: Sequence[float], *, include_policy: bool = T
     if not hasattr(model, "alpha"):
         raise TypeError("sweep needs a MixedClassifier (a model with an `alpha` to vary)")
     original = model.alpha
-    settings: list[Union[float, str]] = list(alphas)
+    settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
     if include_policy and getattr(model, "policy", None) is not None:
         settings.append(POLICY)
+    if not settings:
+        raise InvalidInputError("sweep got no alphas (and the model has no adaptive policy to add): pass "
+                                "ratios such as [0, 0.5, 1]")
+    if state_dir is not None:
+        check_writable_dir(state_dir, "state folder")
     points = []
     try:
         for alpha in settings:
@@ -72,7 +96,7 @@ def sweep(model: nn.Module, alphas: Sequence[float], *, include_policy: bool = T
             sub = None if state_dir is None else Path(state_dir) / f"alpha_{alpha}"
             result: BenchmarkResult = benchmark(model, state_dir=sub, **benchmark_kwargs)
             points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
-                                     result.n_examples, result.wall_time_s))
+                                     result.n_examples, result.wall_time_s, evaluation_label(result)))
             logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
                         100 * result.robust_accuracy)
     finally:
@@ -104,10 +128,10 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
         if p.alpha == POLICY:
             ax.scatter([100 * p.clean_accuracy], [100 * p.robust_accuracy], marker="*", s=180, color="tab:red",
                        zorder=3, label="adaptive policy")
-    attacks = sorted({p.attack for p in points})
+    attacks = sorted({p.label or p.attack for p in points})
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robust accuracy (%)")
-    ax.set_title(f"{title or 'accuracy-robustness trade-off'}\nattack: {', '.join(attacks)}", fontsize=9)
+    ax.set_title(f"{title or 'accuracy-robustness trade-off'}\n{textwrap.fill('; '.join(attacks), 80)}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     atomic_write_bytes(path, figure_png(fig))

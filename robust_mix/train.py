@@ -37,6 +37,8 @@ from robust_mix.data import load_dataset
 from robust_mix.io import atomic_write_bytes, atomic_write_text, save_state_dict
 from robust_mix.losses import adaptive_attack_loss, dlr_loss_targeted, mixing_training_loss
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
+from robust_mix.validate import (check_eps, check_fields, check_fraction, check_writable_dir, non_negative_float,
+                                 positive_float, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,24 @@ FMNIST_RESNET = {"in_chans": 1, "num_classes": 10, "layers": [1, 1, 1, 1], "chan
 
 
 # -- configs -----------------------------------------------------------------------------------
+#: Range rules of recipe fields (any recipe, by field name); types are checked from the annotations.
+RECIPE_RULES = {
+    **dict.fromkeys(("epochs", "batch_size", "attack_steps", "eval_attack_steps", "train_subset", "val_subset",
+                     "n_targets", "iter_min", "iter_max", "calib_images", "calib_attack_steps", "val_images",
+                     "ln_k", "blocks"), positive_int),
+    **dict.fromkeys(("lr", "attack_step_size", "grad_clip", "iter_df", "iter_scale", "eps_lo", "eps_hi"),
+                    positive_float),
+    **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "clean_weight"), non_negative_float),
+    **dict.fromkeys(("w_max", "calib_keep", "ratio_bn_momentum"), check_fraction),
+    "eps": lambda name, value: check_eps(value, name=name),
+}
+
+
+def check_recipe(config: Any) -> None:
+    """Refuse a recipe whose fields have the wrong type or range (``epochs=-1``, ``lr="abc"``), naming them."""
+    check_fields(config, RECIPE_RULES)
+
+
 @dataclass
 class BackboneRecipe:
     """Standard or PGD adversarial training of a base classifier.
@@ -78,6 +98,9 @@ class BackboneRecipe:
     train_subset: Optional[int] = None
     val_subset: Optional[int] = 2000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_recipe(self)
 
 
 @dataclass
@@ -148,6 +171,9 @@ class AdaSmoothRecipe:
     calib_gamma_bias: list[float] = field(default_factory=lambda: [0.0])
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_recipe(self)
+
 
 @dataclass
 class MixedNutsRecipe:
@@ -174,6 +200,9 @@ class MixedNutsRecipe:
     biases: list[float] = field(default_factory=lambda: [round(-2.5 + 0.35 * i, 2) for i in range(8)])
     batch_size: int = 250
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_recipe(self)
 
 
 RecipeConfig = Union[BackboneRecipe, AdaSmoothRecipe, MixedNutsRecipe]
@@ -229,8 +258,7 @@ class RunDir:
     """A training run's folder: config, atomic per-epoch checkpoint, log file and history."""
 
     def __init__(self, out: PathLike, config: RecipeConfig) -> None:
-        self.path = Path(out)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = check_writable_dir(out, "run folder")
         self.config = config
         self._handler = logging.FileHandler(self.path / "train.log")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -21,6 +21,7 @@ from typing import Optional, Union
 
 import torch
 
+from robust_mix._compat import import_timm
 from robust_mix.config import WeightsConfig
 from robust_mix.io import load_state_dict, sha256_file, sniff_weights_file
 
@@ -63,7 +64,7 @@ def robustbench_entry(dataset: str, threat_model: str, name: str) -> dict:
     Raises:
         ValueError: unknown data set, threat model or name (the closest names are suggested).
     """
-    import robust_mix._compat  # noqa: F401  (robustbench imports autoattack)
+    import_timm()  # robustbench imports timm: quietly first (and _compat's autoattack alias is in place)
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
@@ -112,7 +113,7 @@ def fetch_robustbench_files(what: str, files: list[tuple[Path, str]]) -> None:
         return
     if is_offline():
         raise WeightsNotFoundError(missing_files_message(what, missing, "downloads are off"))
-    import robust_mix._compat  # noqa: F401
+    import_timm()
     from robustbench.utils import download_gdrive_new
 
     for path, gid in missing:

@@ -73,6 +73,6 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
                  "--n-examples", "4", "--batch-size", "4", "--alphas", "0,1", "--attack", "apgd-ce",
                  "--n-iter", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "attack: apgd-ce" in printed and "policy" in printed
-    assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"] == "apgd-ce"
+    assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
+    assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")
     assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4

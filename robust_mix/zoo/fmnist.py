@@ -42,7 +42,7 @@ def _base(entry: dict[str, Any]) -> BackboneConfig:
 
 def _common(manifest: dict[str, Any], name: str, description: str) -> dict:
     return dict(
-        name=name, dataset="fashion-mnist", threat_model="Linf", eps=0.1, num_classes=10,
+        name=name, dataset="fashion-mnist", threat_model="Linf", eps=0.1, num_classes=10, input_shape=(1, 28, 28),
         standard=_base(manifest["fmnist-standard"]), robust=_base(manifest["fmnist-robust"]),
         labels=list(FASHION_MNIST_LABELS), description=f"{description} {RECIPES}", paper=PAPER,
         license="MIT", reported=None)
