@@ -14,7 +14,8 @@ from robust_mix.mixing import AdaptiveAlpha, MixedClassifier, MixedOutput, build
 from robust_mix.registry import get_model_config, is_model, list_models, register_model
 from robust_mix.loading import build_model, load_model, parse_model_name
 from robust_mix import zoo  # noqa: F401  (registers the entries)
-from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.results import BenchmarkResult
+from robust_mix.benchmark import benchmark
 from robust_mix import certify  # noqa: F401  (robust_mix.certify.lipschitz_radius, ...)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
-from robust_mix.cards import ReportSummary, read_benchmark, render_card
+from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
+from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -54,7 +55,6 @@ LOCAL_PREFIX = "local-dir:"
 #: ``config.json`` keys that are not :class:`ModelConfig` fields.
 _RECORD_KEYS = ("format_version", "provenance")
 
-Benchmark = Union[ReportSummary, str, Path, None]
 Source = Union[str, Path]
 
 
@@ -201,13 +201,13 @@ class HubMixin:
     config: Optional[ModelConfig]
 
     def save_pretrained(self, save_directory: Union[str, Path], *, config: Optional[ModelConfig] = None,
-                        benchmark: Benchmark = None, repo_id: Optional[str] = None) -> Path:
+                        benchmark: Optional[ReportLike] = None, repo_id: Optional[str] = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
         Args:
             save_directory: the folder, created if needed; each file is written atomically.
             config: the model's config when ``model.config`` is ``None`` (a model built by hand).
-            benchmark: a benchmark report (path or :class:`ReportSummary`) for the model card.
+            benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
             repo_id: the Hub repo the folder is for (named in the card's usage example).
 
         Returns:
@@ -220,14 +220,15 @@ class HubMixin:
                       "robust_mix_version": __version__}
         if repo_id is not None:
             provenance["hub_repo"] = repo_id
-        benchmark = _as_benchmark(benchmark)
-        if benchmark is not None:
-            _check_benchmark(portable, benchmark)
+        result, source = read_report(benchmark) if benchmark is not None else (None, "")
+        if result is not None:
+            _check_benchmark(portable, result, source)
         folder = Path(save_directory)
         usage = None if repo_id else ("from robust_mix import MixedClassifier\n\n"
                                       f"model = MixedClassifier.from_pretrained({json.dumps(LOCAL_PREFIX + str(folder))})\n"
                                       "log_probs = model(images)")
-        card = render_card(portable, benchmark=benchmark, repo_id=repo_id, provenance=provenance, usage=usage)
+        card = render_card(portable, benchmark=result, benchmark_source=source, repo_id=repo_id,
+                           provenance=provenance, usage=usage)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         save_state_dict(state, folder / WEIGHTS_NAME,
                         metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION)})
@@ -278,7 +279,7 @@ class HubMixin:
         return model.eval()
 
     def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Union[str, bool, None] = None,
-                    benchmark: Benchmark = None, config: Optional[ModelConfig] = None,
+                    benchmark: Optional[ReportLike] = None, config: Optional[ModelConfig] = None,
                     commit_message: Optional[str] = None, revision: Optional[str] = None,
                     create_pr: bool = False) -> "RepoUrl":
         """Upload the model to a Hub repo (created if needed) with its config and model card.
@@ -298,7 +299,8 @@ class HubMixin:
         from huggingface_hub import HfApi
 
         self.portable_config(config)  # fail before creating a repo
-        benchmark = _as_benchmark(benchmark)
+        if benchmark is not None and not isinstance(benchmark, BenchmarkResult):
+            benchmark = read_report(benchmark)[0]
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory(prefix="robust-mix-push-") as tmp:
@@ -328,19 +330,15 @@ def _load_all_tensors(model: torch.nn.Module, path: Path) -> None:
         raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {err}") from err
 
 
-def _as_benchmark(benchmark: Benchmark) -> Optional[ReportSummary]:
-    return read_benchmark(benchmark) if isinstance(benchmark, (str, Path)) else benchmark
-
-
-def _check_benchmark(config: ModelConfig, benchmark: ReportSummary) -> None:
+def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:
     """Warn when a report describes another model or setting than the config."""
     norm = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
     if benchmark.model not in (config.name, *config.aliases):
-        logger.warning("benchmark report %s is for model %r, not %r", benchmark.source, benchmark.model,
+        logger.warning("benchmark report %s is for model %r, not %r", source, benchmark.model,
                        config.name)
     if config.dataset != "custom" and norm(benchmark.dataset) != norm(config.dataset):
-        logger.warning("benchmark report %s is on %r, the model is for %r", benchmark.source,
+        logger.warning("benchmark report %s is on %r, the model is for %r", source,
                        benchmark.dataset, config.dataset)
     if config.eps is not None and benchmark.eps is not None and abs(benchmark.eps - config.eps) > 1e-6:
-        logger.warning("benchmark report %s uses eps %g, the model's config says %g", benchmark.source,
+        logger.warning("benchmark report %s uses eps %g, the model's config says %g", source,
                        benchmark.eps, config.eps)

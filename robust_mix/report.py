@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from robust_mix.benchmark import LEADERBOARD_EXAMPLES, BenchmarkResult
 from robust_mix.config import ModelConfig
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
                                    partial_reasons, percent)
 from robust_mix.io import atomic_write_text
+from robust_mix.results import BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
 logger = logging.getLogger(__name__)
@@ -155,11 +155,6 @@ def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
     atomic_write_text(paths["model_info"], json.dumps(model_info(result, config), indent=2) + "\n")
     atomic_write_text(paths["markdown"], markdown_table(result, config))
     return paths
-
-
-def required_examples(dataset: str) -> Optional[int]:
-    """How many examples the leaderboard evaluates on for ``dataset`` (``None`` if unknown)."""
-    return LEADERBOARD_EXAMPLES.get(dataset.lower())
 
 
 def _weights_location(config: Optional[ModelConfig]) -> str:

@@ -17,9 +17,10 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.benchmark import benchmark
 from robust_mix.formatting import evaluation_label
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
+from robust_mix.results import BenchmarkResult
 from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
 
 logger = logging.getLogger(__name__)

@@ -432,7 +432,7 @@ def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Te
                         device: Union[str, torch.device] = "cpu", seed: int = 0) -> float:
     """Accuracy under pyautoattack through the harness (l_inf, ``seed``) on ``(N, C, H, W)`` images.
 
-    ``attack`` is any :func:`robust_mix.attacks.resolve_attack` spec: ``"standard"`` for the
+    ``attack`` is any :func:`robust_mix.protocol.resolve_attack` spec: ``"standard"`` for the
     leaderboard's four stages, ``"apgd-ce,apgd-t"`` (the default) for the cheaper pair.
     """
     from robust_mix.benchmark import benchmark
@@ -453,7 +453,7 @@ def _calibration_attack(config: "AdaSmoothRecipe", images: torch.Tensor, labels:
         return lambda net: pgd_accuracy(net, images, labels, config.eps, config.calib_attack_steps,
                                         device=device)
     spec = CALIBRATION_ALIASES.get(config.calib_attack, config.calib_attack)
-    from robust_mix.attacks import resolve_attack
+    from robust_mix.protocol import resolve_attack
 
     try:
         resolve_attack(spec)

@@ -12,17 +12,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
-from robust_mix.attacks import AttackOptions
-from robust_mix.benchmark import BenchmarkResult, benchmark, default_device
+from robust_mix.protocol import AttackOptions
+from robust_mix.benchmark import benchmark, default_device
 from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command
-from robust_mix.config import ModelConfig
 from robust_mix.loading import load_model, model_config_of
-from robust_mix.validate import THREAT_MODELS, InvalidInputError, check_writable_dir
+from robust_mix.results import BenchmarkResult
+from robust_mix.validate import THREAT_MODELS, check_writable_dir
 
 
 class TqdmProgress:
@@ -176,7 +175,6 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 @command("submit", "write RobustBench submission files (model info, claim, model-zoo entry) from a report",
          _submit_args)
 def _submit(args: argparse.Namespace) -> int:
-    import robust_mix
     from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, write_submission
 
     config = model_config_of(args.name)

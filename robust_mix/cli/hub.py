@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from robust_mix.cards import read_benchmark
 from robust_mix.cli import NAME_HELP, command
 from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
+from robust_mix.results import BenchmarkResult
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def _push(args: argparse.Namespace) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
-    benchmark = read_benchmark(args.benchmark) if args.benchmark else None  # fail before loading
+    benchmark = BenchmarkResult.from_json(args.benchmark) if args.benchmark else None  # fail before loading
     model = _load_for_sharing(args)
     try:
         model.push_to_hub(args.repo_id, private=args.private or None, token=args.token, benchmark=benchmark)

@@ -9,9 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import command, format_table
-from robust_mix.cli.benchmark import _eps
-from robust_mix.report import percent
+from robust_mix.cli import EPS, command, format_table
+from robust_mix.formatting import percent
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +18,7 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder of the site (replaced if it holds a site built before)")
     p.add_argument("--dataset", help="leaderboard to build (default: the one most reports are for)")
     p.add_argument("--threat-model", choices=("Linf", "L2", "L1"), help="leaderboard's threat model")
-    p.add_argument("--eps", type=_eps, help="leaderboard's eps, e.g. 8/255")
+    p.add_argument("--eps", type=EPS, help="leaderboard's eps, e.g. 8/255")
     p.add_argument("--no-reference", action="store_true", help="leave out RobustBench's published rows")
     p.add_argument("--screenshot", help="also save a PNG of the index page (needs Chromium)")
     p.add_argument("--width", type=int, default=1280, help="window width of the screenshot in CSS pixels")

@@ -20,11 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from robust_mix.benchmark import BenchmarkResult
+from robust_mix.results import BenchmarkResult
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
 from robust_mix.data import canonical_dataset
-from robust_mix.report import format_eps, required_examples
+from robust_mix.formatting import format_eps
+from robust_mix.protocol import required_examples
 from robust_mix.stats import clopper_pearson
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 

@@ -12,10 +12,10 @@ from html import escape
 from typing import Optional, Sequence, Union
 
 from robust_mix.version import __version__
-from robust_mix.attacks import ADAPTIVE_STAGES
+from robust_mix.protocol import ADAPTIVE_STAGES
 from robust_mix.leaderboard.inputs import INTERVAL_LEVEL, Board, CertificateRun, Evaluation, Rejected, SweepRun
 from robust_mix.leaderboard.snapshot import ReferenceEntry, Snapshot
-from robust_mix.report import format_eps, percent
+from robust_mix.formatting import format_eps, percent
 from robust_mix.sweep import POLICY
 
 CSS, JS = "assets/leaderboard.css", "assets/leaderboard.js"

@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Union
 
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
-from robust_mix.cards import benchmark_from_dict, render_card
+from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
 from robust_mix.io import atomic_write_bytes
 from robust_mix.leaderboard import markdown
@@ -28,7 +28,7 @@ from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_bo
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
 from robust_mix.leaderboard.snapshot import ReferenceEntry, load_snapshot
-from robust_mix.report import percent
+from robust_mix.formatting import percent
 from robust_mix.sweep import POLICY
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ class SiteResult:
 
 # -- model cards -------------------------------------------------------------------------------
 def _render(config: ModelConfig, e: Optional[Evaluation]) -> tuple[Optional[str], Optional[str]]:
-    summary = benchmark_from_dict(e.result.to_dict(), source=e.path.name) if e is not None else None
     try:
-        return render_card(config, benchmark=summary), None
+        return render_card(config, benchmark=e.result if e is not None else None,
+                           benchmark_source=e.path.name if e is not None else "report.json"), None
     except (ValueError, FileNotFoundError) as err:
         return None, str(err)
 
