@@ -175,11 +175,13 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
     if not isinstance(metadata, dict):
         raise ValueError(f"{path}: 'metadata' must be an object, got {type(metadata).__name__}")
     fields = [f.name for f in dataclasses.fields(SweepPoint)]
+    required = [f.name for f in dataclasses.fields(SweepPoint) if f.default is dataclasses.MISSING]
     points = []
     for i, row in enumerate(data["points"]):
-        if not isinstance(row, dict) or sorted(row) != sorted(fields):
+        if not isinstance(row, dict) or not set(required) <= set(row) <= set(fields):
             got = sorted(row) if isinstance(row, dict) else type(row).__name__
-            raise ValueError(f"{path}: point {i} must have exactly the fields {fields}, got {got}")
+            raise ValueError(f"{path}: point {i} must have exactly the fields {fields} ({required} required), "
+                             f"got {got}")
         for key in ("clean_accuracy", "robust_accuracy"):
             value = row[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
