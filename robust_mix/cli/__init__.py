@@ -114,13 +114,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _info_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--json", action="store_true", help="print the full config as JSON")
 
 
 @command("info", "show one model's config", _info_args)
 def _info(args: argparse.Namespace) -> int:
-    config = robust_mix.get_model_config(args.name)
+    config = robust_mix.loading.model_config_of(args.name)
+    if config is None:
+        raise ValueError(f"{args.name} is a function returning a model; it has no config to show")
     if args.json:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
