@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust_mix import threads
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
@@ -323,6 +324,7 @@ class StageRunner:
         """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv``."""
         if stage not in self._stages:
             raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
+        threads.rebalance()  # another run may have started (or ended) since the last batch
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed

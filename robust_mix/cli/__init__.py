@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 import robust_mix
+from robust_mix import threads
 from robust_mix.config import ModelConfig
 
 logger = logging.getLogger("robust_mix.cli")
@@ -30,14 +31,29 @@ COMMAND_MODULES = [
     "robust_mix.cli.train",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
+# Subcommands that compute: they get --threads, and the thread policy runs before them.
+_COMPUTING: set[str] = set()
 
 
-def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):
-    """Register ``run`` as the subcommand ``name``; ``arguments`` adds its options to a parser."""
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
+            *, computes: bool = False):
+    """Register ``run`` as the subcommand ``name``; ``arguments`` adds its options to a parser.
+
+    ``computes=True`` adds ``--threads`` and applies :func:`robust_mix.threads.apply_thread_policy`
+    before ``run``.
+    """
     def wrap(run: Command) -> Command:
         _COMMANDS[name] = (arguments, run, help)
+        if computes:
+            _COMPUTING.add(name)
         return run
     return wrap
+
+
+def _threads_arg(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a positive whole number, got {text!r}")
+    return int(text)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -108,7 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, _, help_text) in _COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(command_parser)
+        if name in _COMPUTING:
+            command_parser.add_argument(
+                "--threads", type=_threads_arg, default=None,
+                help=f"CPU threads per process (default: ${threads.ENV_VAR}, else $OMP_NUM_THREADS, else "
+                     "usable CPUs divided by the processes sharing them; see robust_mix.threads)")
     return parser
 
 
@@ -122,8 +144,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        if args.command in _COMPUTING:
+            threads.apply_thread_policy(args.threads)
         return _COMMANDS[args.command][1](args)
     except (KeyError, ValueError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
+    finally:
+        threads.release_claim()

@@ -120,7 +120,7 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("benchmark", "evaluate a model with the leaderboard's AutoAttack (resumable, torchrun-shardable)",
-         _benchmark_args)
+         _benchmark_args, computes=True)
 def _benchmark(args: argparse.Namespace) -> int:
     from robust_mix.report import markdown_table, write_report
 
@@ -151,7 +151,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-policy", action="store_true", help="skip the adaptive policy's own point")
 
 
-@command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args)
+@command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args, computes=True)
 def _sweep(args: argparse.Namespace) -> int:
     from robust_mix.sweep import parse_alphas, sweep, write_sweep
 

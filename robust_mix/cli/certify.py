@@ -178,7 +178,8 @@ def run_certify(args: argparse.Namespace) -> dict:
     return report
 
 
-@command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args)
+@command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args,
+         computes=True)
 def _certify(args: argparse.Namespace) -> int:
     report = run_certify(args)
     headers = ["alpha", "clean %", "abstain %"] + [f"r={r:g}" for r in report["radii"]]

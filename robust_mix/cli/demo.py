@@ -33,7 +33,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="reports and resumable state go here")
 
 
-@command("demo", "benchmark the Fashion-MNIST zoo and print a leaderboard-style table", _demo_args)
+@command("demo", "benchmark the Fashion-MNIST zoo and print a leaderboard-style table", _demo_args,
+         computes=True)
 def _demo(args: argparse.Namespace) -> int:
     from robust_mix.report import write_report
 
