@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -54,6 +55,64 @@ class TqdmProgress:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+class RowBars:
+    """One tqdm bar per benchmark row, in row order (examples times stages done, the last finished
+    stage as postfix); a :class:`robust_mix.rows.RowProgress`. Use as a context manager: inside it,
+    log lines are printed above the bars. Drawn on rank 0 only."""
+
+    def __init__(self, labels: Sequence[str], enabled: bool = True) -> None:
+        self.labels, self.enabled, self.bars = list(labels), enabled, []
+        self._redirect = None
+
+    def __enter__(self) -> "RowBars":
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        width = max((len(label) for label in self.labels), default=0)
+        self.bars = [tqdm(total=None, desc=label.rjust(width), unit="ex", position=i, leave=True,
+                          dynamic_ncols=True, disable=not self.enabled, postfix="waiting")
+                     for i, label in enumerate(self.labels)]
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(*exc)
+        for bar in self.bars:
+            bar.close()
+
+    def start(self, row: int, stages: Sequence[str], total: int) -> None:
+        self.bars[row].reset(total=total * len(stages))
+        self.bars[row].set_postfix_str("started")
+
+    def advance(self, row: int, stage: str, n: int) -> None:
+        self.bars[row].update(n)
+        self.bars[row].set_postfix_str(f"after {stage}")
+
+    def finish(self, row: int) -> None:
+        self.bars[row].set_postfix_str("done")
+
+
+def add_workers_argument(p: argparse.ArgumentParser) -> None:
+    """``--workers``: processes for independent rows (see :mod:`robust_mix.parallel`)."""
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes running independent rows side by side (default: one per usable CPU, "
+                        "at most one per row; 1 under torchrun, whose ranks shard each row)")
+
+
+def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
+    """``--workers``, or the default for ``n_rows`` rows; refuses several workers under torchrun."""
+    from robust_mix.parallel import default_workers
+
+    if args.workers is None:
+        return default_workers(n_rows)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--workers {args.workers} under torchrun: its ranks already shard each row; use --workers 1")
+    return args.workers
 
 
 def _init_distributed() -> int:
@@ -149,6 +208,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", default="standard", help="e.g. apgd-ce,apgd-t for a cheaper sweep")
     p.add_argument("--adaptive", action="store_true", help="add the adaptive attack suite")
     p.add_argument("--no-policy", action="store_true", help="skip the adaptive policy's own point")
+    add_workers_argument(p)
 
 
 @command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args, computes=True)
@@ -156,12 +216,16 @@ def _sweep(args: argparse.Namespace) -> int:
     from robust_mix.sweep import parse_alphas, sweep, write_sweep
 
     rank = _init_distributed()
-    model = resolve_model(args.name, model_dir=args.model_dir)
+    alphas = parse_alphas(args.alphas)
+    workers = resolve_workers(args, len(alphas) + 1)
     out = Path(args.out)
+    build = functools.partial(resolve_model, args.name, model_dir=args.model_dir)
+    labels = [f"alpha {a:g}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
     try:
-        points = sweep(model, parse_alphas(args.alphas), include_policy=not args.no_policy,
-                       state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
-                       **_benchmark_kwargs(args))
+        with RowBars(labels, enabled=rank == 0) as bars:
+            points = sweep(build, alphas, include_policy=not args.no_policy, state_dir=args.state_dir or out / "state",
+                           attack=args.attack, adaptive=args.adaptive, workers=workers, progress=bars,
+                           threads_per_worker=args.threads, **_benchmark_kwargs(args))
     finally:
         _finish_distributed()
     if rank == 0:
