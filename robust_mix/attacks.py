@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_mix import threads
+from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
@@ -328,7 +329,7 @@ class StageRunner:
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed
-        with torch.no_grad():
+        with torch.no_grad(), frozen_parameters(self.model):  # input gradients only
             return self._stages[stage](x, y)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:

@@ -194,7 +194,7 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-@torch.no_grad()
+@torch.inference_mode()  # forward only: no autograd bookkeeping at all (same kernels as no_grad)
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches."""
     out = [model(x[i:i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, len(x), batch_size)]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_mix.config import InputConfig, MixingMode, ModelConfig, PolicyConfig
+from robust_mix.fastpath import cache_frozen_weights
 from robust_mix.features import FeatureTap
 from robust_mix.mixing_net import MixingNetwork
 from robust_mix.preprocess import InputAdapter
@@ -153,7 +154,8 @@ class MixedClassifier(nn.Module):
     """A standard and a robust classifier mixed into one model that returns log-probabilities.
 
     Built in eval mode. Both base models are frozen and stay in eval mode; only an adaptive
-    policy can train.
+    policy can train. Work that depends only on their frozen weights is cached
+    (:func:`robust_mix.fastpath.cache_frozen_weights`; outputs and ``state_dict()`` unchanged).
     Raw ``[0, 1]`` images go in: each base model gets its own :class:`InputAdapter`.
 
     Args:
@@ -194,6 +196,8 @@ class MixedClassifier(nn.Module):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         self.standard = standard.eval().requires_grad_(False)
         self.robust = robust.eval().requires_grad_(False)
+        for base in (self.standard, self.robust):
+            cache_frozen_weights(base)  # exact: outputs and state_dict() unchanged
         self.standard_input = InputAdapter(standard_input)
         self.robust_input = InputAdapter(robust_input)
         self.mixing = mixing
