@@ -91,20 +91,30 @@ def frozen_parameters(module: nn.Module) -> Iterator[nn.Module]:
             param.requires_grad_(True)
 
 
-def compile_model(model: nn.Module, probe: torch.Tensor, *, backend: str = "inductor",
-                  dynamic: Optional[bool] = True) -> float:
-    """Compile ``model`` in place with ``torch.compile`` (``nn.Module.compile``: module names and
-    ``state_dict()`` unchanged) and run it once on ``probe`` ``(B, C, H, W)``; returns the seconds
-    that first call took (compilation included).
+def compile_model(model: nn.Module, probe: torch.Tensor, *, backend: str = "inductor") -> float:
+    """Compile ``model``'s networks in place with ``torch.compile`` and run it once on ``probe``
+    ``(B, C, H, W)``; returns the seconds that first call took (compilation included).
 
-    Opt-in for long runs: compiled kernels may round differently in the last bits, so flags can
-    differ from the eager path on a few examples. Inductor keeps compiled code in its cache
-    (``$TORCHINDUCTOR_CACHE_DIR``), so a second run with the same model compiles faster.
+    A :class:`~robust_mix.mixing.MixedClassifier` compiles its two bases and its mixing network
+    (``nn.Module.compile``: module names, hooks and ``state_dict()`` unchanged; the mixing itself
+    stays eager), any other model as a whole. Shapes are dynamic, so the attacks' changing batch
+    sizes reuse the code; the backward graphs compile during the first attack with gradients.
+
+    Opt-in for long runs (``robust-mix benchmark --compile``): the first compilation takes minutes
+    on a CPU, and compiled kernels may round differently in the last bits, so flags can differ from
+    the eager path on a few examples (``benchmarks/bench_fastpath.py --compile`` counts them).
+    Inductor keeps compiled code in its cache (``$TORCHINDUCTOR_CACHE_DIR``): later runs of the same
+    model compile faster.
     """
+    policy = getattr(model, "policy", None)
+    parts = ([model.standard, model.robust] + ([policy.network] if policy is not None else [])
+             if hasattr(model, "standard") and hasattr(model, "robust") else [model])
     started = time.perf_counter()
-    model.compile(backend=backend, dynamic=dynamic)
+    for part in parts:
+        part.compile(backend=backend, dynamic=True)
     with torch.no_grad():
         model(probe)
     seconds = time.perf_counter() - started
-    logger.info("compiled %s (%s backend) in %.1f s", type(model).__name__, backend, seconds)
+    logger.info("compiled %d network(s) of %s (%s backend): first forward pass %.1f s", len(parts),
+                type(model).__name__, backend, seconds)
     return seconds

@@ -130,3 +130,20 @@ def test_attacks_leave_trainable_weights_alone_and_find_the_same_examples(monkey
     trainable = runner.run("fab-t", x, y, seed=3)
     assert any(p.grad is not None for p in model.policy.parameters())  # what the freezing avoids
     assert torch.equal(frozen, trainable)
+
+
+@pytest.mark.slow  # dynamo traces the model (tens of seconds)
+def test_compile_model_keeps_names_hooks_and_outputs():
+    """The plumbing of --compile, with torch.compile's eager backend (the default inductor takes minutes)."""
+    from test_attacks import adaptive_model
+
+    model = adaptive_model()
+    x, _ = fmnist(4)
+    with torch.no_grad():
+        before = model.forward_all(x[:3])
+    names = list(model.state_dict())
+    assert fastpath.compile_model(model, x, backend="eager") > 0
+    assert list(model.state_dict()) == names
+    with torch.no_grad():
+        after = model.forward_all(x[:3])  # another batch size; the mixing network's feature taps still fire
+    assert torch.equal(after.log_probs, before.log_probs) and torch.equal(after.gamma, before.gamma)
