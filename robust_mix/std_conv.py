@@ -26,8 +26,8 @@ class _CachedStandardization:
     def effective_weight(self) -> torch.Tensor:
         """The standardised weight; cached unless a gradient must flow into the raw weight."""
         inputs = self._frozen_inputs()
-        if any(t.requires_grad for t in inputs):
-            return self._standardize()
+        if torch.compiler.is_compiling() or any(t.requires_grad for t in inputs):
+            return self._standardize()  # traced as part of a compiled graph / differentiated
         key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in inputs)
         if self.standardized_weight is None or key != self._cache_key:
             with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable under autograd
