@@ -49,12 +49,12 @@ def start(model: str, n: int, out: Path, extra: list[str], threads: int | None) 
 def finish(runs: list[tuple[subprocess.Popen, float]], outs: list[Path]) -> list[dict]:
     results = []
     for (process, started), out in zip(runs, outs):
+        log = out.with_suffix(".log")
         if process.wait() != 0:
-            raise SystemExit(f"run failed, see {out.with_suffix('.log')}:\n{out.with_suffix('.log').read_text()[-2000:]}")
+            raise SystemExit(f"run failed, see {log}:\n{log.read_text()[-2000:]}")
         report = json.loads((out / "report.json").read_text())
-        log = out.with_suffix(".log").read_text()
         marker = "robust_mix.threads: threads: "
-        changes = [line.split(marker, 1)[1].split(" thread(s)")[0] for line in log.splitlines()
+        changes = [line.split(marker, 1)[1].split(" thread(s)")[0] for line in log.read_text().splitlines()
                    if marker in line]
         threads = "threads " + " -> ".join(changes or ["?"])
         results.append({"harness_s": report["wall_time_s"], "process_s": time.perf_counter() - started,

@@ -3,14 +3,15 @@
 **Weight standardisation** (BiT's ``StdConv2d``) recomputes ``(w - mean(w)) / std(w)`` for every
 convolution on every forward pass: a third of the forward time of BiT-M-R152x2 at batch 4 on a CPU
 (``benchmarks/bench_forward.py``). :func:`cache_frozen_weights` switches such layers to a subclass
-(:mod:`robust_mix.std_conv`) that keeps the standardised weight in a non-persistent buffer and recomputes it only when the weight
-changes (in-place update, ``load_state_dict``, a move to another device or dtype) or needs a
-gradient. The computation is the layer's own, so outputs are bit for bit those of the original
-layer; ``state_dict()`` is untouched (the buffer is not persistent), so saving, loading and the
-RobustBench-format conversions see no difference. The price is memory: one more copy of those
+(:mod:`robust_mix.std_conv`) that keeps the standardised weight in a non-persistent buffer and
+recomputes it only when the weight changes (in-place update, ``load_state_dict``, a move to another
+device or dtype) or needs a gradient. The computation is the layer's own, so outputs are bit for bit
+those of the original layer; ``state_dict()`` is untouched (the buffer is not persistent), so
+saving, loading and the RobustBench-format conversions see no difference. The price is memory: one more copy of those
 weights (0.93 GB for BiT-M-R152x2). :class:`~robust_mix.mixing.MixedClassifier` applies it to both
 base models.
 
+:func:`frozen_parameters` keeps the attacks from computing weight gradients they never use.
 Only exact optimisations live on the default path. :func:`compile_model` (``--compile``) is opt-in:
 compiled kernels may round differently in the last bits, so the benchmark scripts count the
 examples whose flags change.

@@ -92,9 +92,11 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
         settings.append(POLICY)
     del probe
     build: ModelFactory = model if instance is None else functools.partial(_same, instance)
-    rows = [BenchmarkRow(f"alpha {a if isinstance(a, str) else f'{a:g}'}", functools.partial(_at_alpha, build, a),
-                         {**benchmark_kwargs, "state_dir": None if state_dir is None else Path(state_dir) / f"alpha_{a}"})
-            for a in settings]
+    rows = []
+    for a in settings:
+        sub = None if state_dir is None else Path(state_dir) / f"alpha_{a}"
+        label = f"alpha {a if isinstance(a, str) else f'{a:g}'}"
+        rows.append(BenchmarkRow(label, functools.partial(_at_alpha, build, a), {**benchmark_kwargs, "state_dir": sub}))
     original = instance.alpha if instance is not None else None
     try:
         results: list[BenchmarkResult] = run_rows(rows, workers=workers, progress=progress,
