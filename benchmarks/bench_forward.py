@@ -123,12 +123,29 @@ def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int
               f"robust_mix / (standard + robust): {m['robust_mix'] / bases:.3f} (mixing overhead)")
 
 
+def flops_per_image(ours: nn.Module, side: int) -> dict[str, float]:
+    """FLOPs per image (``torch.utils.flop_counter``) of the whole model and of each base alone."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, side, side)
+    parts = {"robust_mix": lambda: ours(x), "standard alone": lambda: ours.standard(ours.standard_input(x)),
+             "robust alone": lambda: ours.robust(ours.robust_input(x))}
+    counts = {}
+    with torch.inference_mode():
+        for name, run in parts.items():
+            with FlopCounterMode(display=False) as counter:
+                run()
+            counts[name] = counter.get_total_flops()
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cifar100-adasmooth", help="a robust_mix paper entry")
     parser.add_argument("--batch", type=int, nargs="+", default=[4], help="batch sizes, measured one after another")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy)")
+    parser.add_argument("--flops-only", action="store_true", help="print the FLOP counts and stop")
     parser.add_argument("--channels-last", action="store_true",
                         help="also time each base alone on channels-last (NHWC) input")
     args = parser.parse_args()
@@ -148,6 +165,13 @@ def main() -> None:
     side = 224 if dataset == "imagenet" else 32
     print(f"{args.model} ({dataset}/{threat}/{rb_id}), random weights, {args.repeats} interleaved repeats, "
           f"{plan.threads} threads, torch {torch.__version__}, robust_mix {robust_mix.__version__}")
+    flops = flops_per_image(ours, side)
+    bases = flops["standard alone"] + flops["robust alone"]
+    print(f"GFLOP per image: standard {flops['standard alone'] / 1e9:.2f}, robust {flops['robust alone'] / 1e9:.2f}, "
+          f"the rest (mixing network and mixing) {(flops['robust_mix'] - bases) / 1e9:.2f} "
+          f"({100 * (flops['robust_mix'] - bases) / bases:.1f} % of the two bases)")
+    if args.flops_only:
+        return
     for batch in args.batch:
         x = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
         measure(ours, reference, x, args.repeats, args.channels_last)
