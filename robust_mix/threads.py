@@ -228,7 +228,7 @@ def _omp_threads(text: str) -> Optional[int]:
 def plan_threads(requested: Optional[int] = None, *, processes: Optional[int] = None,
                  environ: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None,
                  claims: Optional[int] = None) -> ThreadPlan:
-    """Decide the threads of this process (nothing is changed; see :func:`apply_thread_policy`).
+    """Decide the threads of this process without setting them (see :func:`apply_thread_policy`).
 
     Args:
         requested: an explicit thread count (``--threads``); wins over everything.
