@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust_mix import threads
+from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
@@ -268,10 +270,11 @@ class StageRunner:
             raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
         where = f" on examples {list(examples)[:8]}{' ...' if len(examples) > 8 else ''}" if examples is not None else ""
         self.guard.context = self.recorder.context = f"the {stage} attack{where}"
+        threads.rebalance()  # another run may have started (or ended) since the last batch
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed
-        with torch.no_grad():
+        with torch.no_grad(), frozen_parameters(self.model):  # input gradients only
             return self._stages[stage](x, y)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:

@@ -22,7 +22,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as JSON and exit")
 
 
-@command("train", "train or calibrate a model with a named recipe (resumable)", _train_args)
+@command("train", "train or calibrate a model with a named recipe (resumable)", _train_args, computes=True)
 def _train_main(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]
     config = apply_settings(recipe.config, args.set)
