@@ -29,7 +29,7 @@ import torch
 
 import robust_mix
 from robust_mix import attacks, fastpath
-from robust_mix.cli.benchmark import resolve_model
+from robust_mix.loading import load_model
 from robust_mix.data import load_dataset
 from robust_mix.threads import apply_thread_policy
 
@@ -61,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)
 
-    model = resolve_model(args.model)
+    model = load_model(args.model)
     kwargs = dict(n_examples=args.n_examples, attack=args.attack, batch_size=args.batch_size, seed=0, device="cpu")
 
     def before() -> robust_mix.BenchmarkResult:
@@ -71,7 +71,7 @@ def main() -> int:
     variants: dict[str, Callable[[], robust_mix.BenchmarkResult]] = {
         "before": before, "fast path": lambda: robust_mix.benchmark(model, **kwargs)}
     if args.compile:
-        compiled = resolve_model(args.model)
+        compiled = load_model(args.model)
         probe, _ = load_dataset(compiled.config.dataset, "test", n_examples=2)
         print(f"compiled in {fastpath.compile_model(compiled, probe):.1f} s (first forward pass)", flush=True)
         variants["compiled"] = lambda: robust_mix.benchmark(compiled, **kwargs)

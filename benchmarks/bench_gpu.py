@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import robust_mix
-from robust_mix.attacks import AttackOptions, StageRunner, resolve_attack
+from robust_mix.attacks import StageRunner
+from robust_mix.protocol import AttackOptions, resolve_attack
 from robust_mix.data import load_dataset
 
 

@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import robust_mix
-from robust_mix.attacks import AttackOptions, resolve_attack
-from robust_mix.cli.benchmark import resolve_model
+from robust_mix.protocol import AttackOptions, resolve_attack
+from robust_mix.loading import load_model
 from robust_mix.fastpath import frozen_parameters
 from robust_mix.threads import apply_thread_policy
 
@@ -131,7 +131,7 @@ def main() -> int:
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)
 
-    model = resolve_model(args.name)
+    model = load_model(args.name)
     adaptive = getattr(model, "is_adaptive", False) and not args.no_adaptive
     config = getattr(model, "config", None)
     channels, side = (1, 28) if config is not None and config.dataset == "fashion-mnist" else (3, 32)

@@ -14,7 +14,7 @@ from timm.models.resnetv2 import ResNetV2
 import robust_mix
 from robust_mix import fastpath
 from robust_mix.std_conv import CachedStdConv2d
-from robust_mix.attacks import AttackOptions
+from robust_mix.protocol import AttackOptions
 from test_benchmark import EPS, TemplateNet, fmnist
 
 torch.set_num_threads(1)
