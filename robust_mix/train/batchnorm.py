@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from robust_mix.distributed import DistContext
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce(SUM)`` with a gradient: the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
 
 
 class AllReduceBatchNorm(_BatchNorm):
@@ -40,7 +54,7 @@ class AllReduceBatchNorm(_BatchNorm):
         x = input.float()
         count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = dist_fn.all_reduce(stats)
+        stats = _SumOverRanks.apply(stats)
         channels = x.shape[1]
         total = stats[-1]
         mean = stats[:channels] / total

@@ -198,10 +198,10 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
     task.trained = synchronize_batchnorm(task.trained, dist)
     params = [p for p in task.trained.parameters() if p.requires_grad]
     forward = task.forward_module()
-    if dist.distributed:
+    if dist.distributed:  # buffers need no per-step sync: synchronised BatchNorm keeps them equal on all ranks
         model: nn.Module = nn.parallel.DistributedDataParallel(
             forward, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            broadcast_buffers=False)
+            forward_sync_buffers=False)
     else:
         model = forward
     optimizer = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
