@@ -19,6 +19,7 @@ not grow with the number of images used. Both give identical images.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import os
@@ -176,13 +177,20 @@ def _fashion_mnist_dirs(data_dir: Optional[PathLike]) -> list[Path]:
     return dirs
 
 
+@functools.lru_cache(maxsize=4)
+def _read_idx_pair(images: Path, labels: Path, stamp: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded once per process (the splits of one file share it); ``stamp`` (mtimes) keys a changed file anew."""
+    return _read_idx(images), _read_idx(labels).astype(np.int64)
+
+
 def _fashion_mnist_arrays(part: str, data_dir: Optional[PathLike]) -> tuple[np.ndarray, np.ndarray]:
     """The official ``part`` (``"train"`` or ``"test"``): ``(N, 28, 28)`` uint8 images, ``(N,)`` labels."""
     images_name, labels_name = _FMNIST_FILES[part]
     searched = _fashion_mnist_dirs(data_dir)
     for folder in searched:
-        if (folder / images_name).is_file() and (folder / labels_name).is_file():
-            return _read_idx(folder / images_name), _read_idx(folder / labels_name).astype(np.int64)
+        images, labels = folder / images_name, folder / labels_name
+        if images.is_file() and labels.is_file():
+            return _read_idx_pair(images, labels, (images.stat().st_mtime, labels.stat().st_mtime))
     if data_dir is not None:
         try:
             import torchvision
@@ -210,21 +218,25 @@ def load_fashion_mnist(split: str = "test", data_dir: Optional[PathLike] = None
 
 
 # -- CIFAR -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _cifar_arrays(cls_name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's ``(N, 32, 32, 3)`` uint8 images and labels, read once per process."""
+    import torchvision
+
+    try:
+        ds = getattr(torchvision.datasets, cls_name)(str(root), train=train, download=True)
+    except Exception as err:
+        raise DatasetNotFoundError(
+            f"{cls_name} not found under {root} and could not be downloaded ({err}); place the "
+            f"torchvision archive folder there (e.g. {root}/cifar-10-batches-py)") from err
+    return np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
+
+
 def _open_cifar(name: str, cls_name: str, classes: int) -> Callable[[str, Optional[PathLike]], ImageArrayDataset]:
     def open_split(split: str, data_dir: Optional[PathLike]) -> ImageArrayDataset:
-        import torchvision
-
         _check_split(split)
-        root = Path(data_dir or "./data")
-        try:
-            ds = getattr(torchvision.datasets, cls_name)(str(root), train=split != "test", download=True)
-        except Exception as err:
-            raise DatasetNotFoundError(
-                f"{cls_name} not found under {root} and could not be downloaded ({err}); place the "
-                f"torchvision archive folder there (e.g. {root}/cifar-10-batches-py)") from err
-        labels = np.asarray(ds.targets, dtype=np.int64)
-        return ImageArrayDataset(np.asarray(ds.data), labels, _split_positions(name, split, len(labels)),
-                                 num_classes=classes)
+        images, labels = _cifar_arrays(cls_name, Path(data_dir or "./data").resolve(), split != "test")
+        return ImageArrayDataset(images, labels, _split_positions(name, split, len(labels)), num_classes=classes)
     return open_split
 
 

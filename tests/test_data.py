@@ -70,6 +70,7 @@ def test_streamed_splits_are_the_tensor_splits():
         for i in (0, 1234 % len(y), len(y) - 1):
             image, label, position = stream[i]
             assert torch.equal(image, x[i]) and label == y[i] and position == i
+    assert open_dataset("fashion-mnist", "train").images is open_dataset("fashion-mnist", "val").images  # decoded once
     first = open_dataset("fmnist", "val", n_examples=3)
     assert len(first) == 3 and torch.equal(first[2][0], load_dataset("fashion-mnist", "val")[0][2])
     with pytest.raises(ValueError, match="asked for"):

@@ -239,3 +239,18 @@ def test_apply_settings_and_cli_print_config(capsys):
     assert main(["train", "fmnist-robust", "--print-config", "--set", "epochs=1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["method"] == "pgd" and printed["epochs"] == 1
+
+
+def test_the_paper_preset_runs_on_tiny_random_bases(tiny_data, tiny_bases, tmp_path):
+    """The authors' configuration end to end for one step: 1 + 9 examples per image, fp16 autocast with a
+    gradient scaler, accumulation 4 (what a GPU user runs at scale); chi-square(75) draws capped at 6 here."""
+    from robust_mix.train import apply_preset
+
+    config = apply_preset(tiny_adasmooth(tiny_bases), "paper")
+    config = dataclasses.replace(config, buffer_subset=4, buffer_shard=4, val_subset=2, epochs=1, batch_size=40,
+                                 iter_max=6, policy=dataclasses.replace(config.policy, widths=[16, 16, 16]))
+    record = train_adasmooth(config, tmp_path / "paper", calibrate=False)
+    assert record["epoch"] == 1 and (config.n_targets, config.accumulation, config.precision) == (9, 4, "fp16")
+    shard = load_state_dict(next((tmp_path / "paper" / "buffer" / "round-0").iterdir()))
+    assert shard["delta"].shape == (4, 10, 1, 28, 28)
+    assert torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0

@@ -48,7 +48,7 @@ class TqdmBar:
 
 
 def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
-    """The per-epoch history as PNG: losses in one panel, fractions (accuracy, detection, alpha) in the other."""
+    """The per-epoch history as PNG: losses, accuracies and detection rates, alpha statistics (one panel each)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,16 +57,18 @@ def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
     keys = sorted({k for r in history for k, v in r.items()
                    if k not in _NOT_PLOTTED and isinstance(v, (int, float)) and not isinstance(v, bool)})
     losses = [k for k in keys if "loss" in k or k.endswith(("_ce", "_kl", "_bce"))]
-    fractions = [k for k in keys if k not in losses]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, group, label in ((axes[0], losses, "loss"), (axes[1], fractions, "fraction")):
+    alphas = [k for k in keys if k.startswith("alpha")]
+    rates = [k for k in keys if k not in losses and k not in alphas]
+    panels = {name: group for name, group in (("loss", losses), ("accuracy / detection rate", rates),
+                                              ("alpha", alphas)) if group}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (label, group) in zip(axes[0], panels.items()):
         for key in group:
             points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        if group:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return figure_png(fig)

@@ -37,7 +37,7 @@ from robust_mix.mixing import MixedClassifier, MixedOutput
 from robust_mix.train.buffer import (AttackMode, BufferDataset, attack_kind, class_ranks, examples_per_image,
                                      generate_buffer)
 from robust_mix.train.checks import check_recipe
-from robust_mix.train.config import AdaSmoothRecipe
+from robust_mix.train.config import AdaSmoothRecipe, preset_differences
 from robust_mix.train.evaluation import sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
 from robust_mix.train.pair import build_mixed, policy_state, resolve_dataset
@@ -202,6 +202,9 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
                 "in %d round(s); %d val images; %d process(es), device %s", name,
                 sum(p.numel() for p in model.policy.parameters()), len(images), examples_per_image(config),
                 config.buffer_rounds, len(val), dist.world_size, dist.device)
+    scaled = preset_differences(config, "paper")
+    logger.info("differs from the authors' configuration (preset 'paper') in: %s",
+                ", ".join(f"{k} {a} -> {b}" for k, (a, b) in scaled.items()) or "nothing")
     try:
         history = fit(task, config, run, dist, options)
         record = dict(history[-1]) if history else {}

@@ -240,6 +240,23 @@ def apply_preset(config: RecipeConfig, name: str) -> RecipeConfig:
     return apply_values(config, presets[name])
 
 
+def preset_differences(config: RecipeConfig, name: str) -> dict[str, tuple[Any, Any]]:
+    """The preset's fields on which ``config`` differs from it: ``{field: (preset value, config value)}``.
+
+    ``preset_differences(recipe, "paper")`` says what a recipe scaled relative to the authors' configuration.
+    """
+    apply_preset(config, name)  # an unknown preset is the same clear error
+    data = recipe_dict(config)
+    differences = {}
+    for key, expected in PRESETS[type(config)][name].items():
+        value: Any = data
+        for part in key.split("."):
+            value = value[part]
+        if value != json.loads(json.dumps(expected)):
+            differences[key] = (expected, value)
+    return differences
+
+
 def recipe_from_dict(cls: type, data: Mapping[str, Any]) -> RecipeConfig:
     """Rebuild a recipe config from JSON data (nested dataclasses included); unknown fields are an error.
 
