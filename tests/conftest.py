@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+pytest_plugins = ["train_fixtures"]  # tiny_data, tiny_bases: the training tests' fixtures
+
 
 class TinyCNN(nn.Module):
     """Two conv stages and a linear head; ``stage1``/``stage2`` are tap points for a mixing network."""

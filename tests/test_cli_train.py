@@ -6,7 +6,7 @@ import json
 import pytest
 
 from robust_mix.cli import main
-from train_fixtures import TINY, tiny_data  # noqa: F401
+from train_fixtures import TINY
 
 
 def printed_config(capsys, *args: str) -> dict:

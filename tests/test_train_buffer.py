@@ -13,7 +13,7 @@ from robust_mix.losses import dlr_loss_targeted
 from robust_mix.train.buffer import (BufferDataset, attack_batch, buffer_fingerprint, generate_buffer,
                                      generate_shards, shard_path)
 from robust_mix.train.pair import build_mixed
-from train_fixtures import synthetic_arrays, tiny_adasmooth, tiny_bases  # noqa: F401
+from train_fixtures import synthetic_arrays, tiny_adasmooth
 
 torch.set_num_threads(1)
 

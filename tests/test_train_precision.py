@@ -11,7 +11,7 @@ from torch import nn
 from robust_mix.io import load_state_dict
 from robust_mix.train import read_history, train_adasmooth, train_backbone
 from robust_mix.train.precision import Precision
-from train_fixtures import tiny_adasmooth, tiny_backbone_recipe, tiny_bases, tiny_data  # noqa: F401
+from train_fixtures import tiny_adasmooth, tiny_backbone_recipe
 
 torch.set_num_threads(1)
 

@@ -17,11 +17,10 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from robust_mix.config import InputConfig, NutsConfig
+from robust_mix.config import NutsConfig
 from robust_mix.data import dataset_tensors, num_classes, open_dataset
 from robust_mix.distributed import DistContext
 from robust_mix.nuts import NonlinearLogitMap
-from robust_mix.preprocess import InputAdapter
 from robust_mix.train.checks import check_recipe
 from robust_mix.train.config import MixedNutsRecipe
 from robust_mix.train.loop import RunOptions
@@ -112,8 +111,7 @@ def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistCo
         return {}
     val = open_dataset(resolve_dataset(config.dataset, config.robust), "val")
     images, labels = dataset_tensors(val, config.val_images)
-    base, contract = load_base(config.robust, InputConfig(), dist, images[:1].to(dist.device), num_classes(val), "robust")
-    robust = nn.Sequential(InputAdapter(contract).to(dist.device), base).eval()
+    robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")
     run.start()
     try:
         clean_logits = _logits(robust, images, config.batch_size, dist.device)

@@ -6,17 +6,18 @@ raised before a run writes anything.
 """
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 import torch
 from torch import nn
 
 from robust_mix.backbones import as_backbone_config, load_backbone, resolve_input_config
-from robust_mix.config import BackboneConfig, InputConfig
+from robust_mix.config import BackboneConfig, ModelConfig
 from robust_mix.data import dataset_key
 from robust_mix.distributed import DistContext
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.preprocess import InputAdapter
+from robust_mix.registry import build_model
 from robust_mix.train.config import AdaSmoothRecipe
 
 
@@ -31,15 +32,11 @@ def resolve_dataset(dataset: str, robust: str) -> str:
                      "reference; set it with --set dataset=<name>")
 
 
-def load_base(ref: str, contract: InputConfig, dist: DistContext, sample: torch.Tensor, classes: int,
-              role: str) -> tuple[nn.Module, InputConfig]:
-    """One base on ``dist.device`` and its input contract, checked on a data-set image ``(1, C, H, W)``:
-    it must accept it (through its adapter) and return ``classes`` logits."""
-    model = load_backbone(as_backbone_config(ref)).to(dist.device)
-    contract = resolve_input_config(BackboneConfig(ref=ref, input=contract), model)
+def check_base(model: nn.Module, adapter: nn.Module, sample: torch.Tensor, classes: int, role: str, ref: str) -> None:
+    """A base must accept a data-set image ``(1, C, H, W)`` through its input adapter and return ``classes`` logits."""
     with torch.no_grad():
         try:
-            out = model(InputAdapter(contract).to(dist.device)(sample))
+            out = model(adapter(sample))
         except RuntimeError as err:
             raise ValueError(f"the {role} base {ref} does not accept the data set's {tuple(sample.shape[1:])} "
                              f"images ({err}); give it an input adapter, e.g. --set {role}_input.input_size=[H,W]"
@@ -47,13 +44,29 @@ def load_base(ref: str, contract: InputConfig, dist: DistContext, sample: torch.
     if out.ndim != 2 or out.shape[1] != classes:
         raise ValueError(f"the {role} base {ref} returns {tuple(out.shape[1:])} outputs per image but the data set "
                          f"has {classes} classes; both bases must classify the data set's label set")
-    return model, contract
+
+
+def load_base(ref: str, dist: DistContext, sample: torch.Tensor, classes: int, role: str) -> nn.Module:
+    """One base alone (MixedNUTS calibrates the robust one), behind its input adapter, checked on ``sample``."""
+    model = load_backbone(as_backbone_config(ref)).to(dist.device)
+    adapter = InputAdapter(resolve_input_config(BackboneConfig(ref=ref), model)).to(dist.device)
+    check_base(model, adapter, sample, classes, role, ref)
+    return nn.Sequential(adapter, model).eval()
+
+
+def mixed_config(config: AdaSmoothRecipe, dataset: str, classes: int) -> ModelConfig:
+    """The :class:`~robust_mix.config.ModelConfig` of the composite a recipe trains, at a fixed ratio (the
+    policy is installed once the bases have been checked)."""
+    return ModelConfig(name="adasmooth-recipe", dataset=dataset, eps=config.eps, num_classes=classes, alpha=0.5,
+                       standard=BackboneConfig(ref=config.standard, input=copy.deepcopy(config.standard_input)),
+                       robust=BackboneConfig(ref=config.robust, input=copy.deepcopy(config.robust_input)),
+                       std_scale=config.std_scale, rob_scale=config.rob_scale)
 
 
 def build_mixed(config: AdaSmoothRecipe, sample: torch.Tensor, classes: int,
                 dist: DistContext = DistContext()) -> MixedClassifier:
-    """Two frozen bases (checked against a data-set image ``(1, C, H, W)`` and its class count) with a
-    fresh mixing network (seeded), on ``dist.device``.
+    """The composite, built by the registry's one builder, with a fresh mixing network (seeded), on ``dist.device``;
+    both bases checked against a data-set image ``(1, C, H, W)`` and its class count.
 
     Raises:
         ValueError: a base does not accept the images, or the class counts differ, or the policy's
@@ -62,14 +75,14 @@ def build_mixed(config: AdaSmoothRecipe, sample: torch.Tensor, classes: int,
     if tuple(config.policy.input_shape) != tuple(sample.shape[1:]):
         raise ValueError(f"policy.input_shape={list(config.policy.input_shape)} but the data set's images are "
                          f"{list(sample.shape[1:])}; set --set policy.input_shape={list(sample.shape[1:])}")
-    standard, std_input = load_base(config.standard, config.standard_input, dist, sample, classes, "standard")
-    robust, rob_input = load_base(config.robust, config.robust_input, dist, sample, classes, "robust")
-    model = MixedClassifier(standard, robust, alpha=0.5, std_scale=config.std_scale, rob_scale=config.rob_scale,
-                            standard_input=std_input, robust_input=rob_input, num_classes=classes)
+    model = build_model(mixed_config(config, resolve_dataset(config.dataset, config.robust), classes),
+                        device=dist.device)
+    check_base(model.standard, model.standard_input, sample, classes, "standard", config.standard)
+    check_base(model.robust, model.robust_input, sample, classes, "robust", config.robust)
     torch.manual_seed(config.seed)
-    model.alpha = build_adaptive_policy(model.to(dist.device), dataclasses.replace(config.policy))
+    model.alpha = build_adaptive_policy(model, copy.deepcopy(config.policy))
     model.policy.bn.momentum = config.ratio_bn_momentum
-    return model.to(dist.device)
+    return model
 
 
 def policy_state(model: MixedClassifier) -> dict[str, torch.Tensor]:
