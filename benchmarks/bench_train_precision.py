@@ -35,7 +35,7 @@ import robust_mix
 from robust_mix.backbones import ZOO_DIR
 from robust_mix.data import dataset_tensors, open_dataset
 from robust_mix.train import get_recipe
-from robust_mix.train.adasmooth import _Composite, pair_loss
+from robust_mix.train.adasmooth import CompositeForward, pair_loss
 from robust_mix.train.buffer import attack_batch
 from robust_mix.train.pair import build_mixed
 from robust_mix.train.precision import Precision
@@ -63,7 +63,7 @@ def worker(kind: str, precision_name: str, steps: int, iters: int) -> dict[str, 
     x, y = dataset_tensors(open_dataset("fashion-mnist", "train"), batch)
     model = build_mixed(config, x[:1], 10)
     precision = Precision(precision_name, "cpu")
-    composite = _Composite(model)
+    composite = CompositeForward(model)
     optimizer = torch.optim.AdamW(model.policy.parameters(), lr=config.lr)
     adv = (x + 0.05 * torch.randn_like(x).sign()).clamp(0, 1)
 

@@ -26,6 +26,7 @@ from torch import nn
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
+from robust_mix.validate import check_fields, check_finite_outputs, check_fraction, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,10 @@ class AttackOptions:
     eot_iter: Optional[int] = None
     adaptive_weight: float = DEFAULT_ADAPTIVE_WEIGHT
 
+    def __post_init__(self) -> None:
+        check_fields(self, {**dict.fromkeys(("n_iter", "n_restarts", "n_target_classes", "n_queries", "eot_iter"),
+                                            positive_int), "adaptive_weight": check_fraction})
+
     def overrides(self) -> dict[str, object]:
         """The budget fields that differ from the leaderboard setting."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"}
@@ -121,6 +126,22 @@ def set_apgd_iterations(attack: object, n_iter: int) -> None:
     attack.size_decr = max(int(0.03 * n_iter), 1)
 
 
+class FiniteOutputGuard(nn.Module):
+    """Wraps the classifier the attacks query: a NaN/inf output inside an attack is an error.
+
+    A model that returns NaN on perturbed inputs would otherwise break the attack's search silently
+    and look robust. ``context`` (set per stage) names the attack and its examples in the error.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.context = "an attack"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return check_finite_outputs(self.model(x), f"the model, during {self.context},")
+
+
 class OutputRecorder(nn.Module):
     """Wraps a classifier for the attacks: returns log-probabilities (or logits) and remembers
     the last full :class:`MixedOutput`, so that a criterion called on those logits can read
@@ -132,6 +153,7 @@ class OutputRecorder(nn.Module):
         self.model = model
         self.last: Optional[MixedOutput] = None
         self.last_input: Optional[torch.Tensor] = None
+        self.context = "an attack"
 
     def full_output(self, x: torch.Tensor) -> MixedOutput:
         """The model's :class:`MixedOutput` for ``x`` ``(B, C, H, W)``."""
@@ -143,6 +165,7 @@ class OutputRecorder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.full_output(x)
+        check_finite_outputs(out.log_probs, f"the model, during {self.context},")
         self.last, self.last_input = out, x
         return out.log_probs
 
@@ -349,7 +372,8 @@ class StageRunner:
 
         self.model = model
         self.options = options or AttackOptions()
-        self.autoattack = AutoAttack(model, norm=norm, eps=eps, version=plan.version, device=device, seed=0)
+        self.guard = FiniteOutputGuard(model)
+        self.autoattack = AutoAttack(self.guard, norm=norm, eps=eps, version=plan.version, device=device, seed=0)
         self.recorder = OutputRecorder(model)
         adaptive_ce, adaptive_t = _apgd_classes()
         apgd = self.autoattack.apgd
@@ -405,10 +429,16 @@ class StageRunner:
             fab.n_restarts = 1  # as AutoAttack does for FAB-T
         return fab.perturb(x, y)
 
-    def run(self, stage: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
-        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv``."""
+    def run(self, stage: str, x: torch.Tensor, y: torch.Tensor, seed: int,
+            examples: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv``.
+
+        ``examples`` (the batch's example numbers) name the batch if the model returns NaN/inf.
+        """
         if stage not in self._stages:
             raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
+        where = f" on examples {list(examples)[:8]}{' ...' if len(examples) > 8 else ''}" if examples is not None else ""
+        self.guard.context = self.recorder.context = f"the {stage} attack{where}"
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
+from robust_mix._compat import import_timm
 from robust_mix.config import BackboneConfig, InputConfig
 from robust_mix.io import load_state_dict, save_state_dict
 
@@ -131,7 +132,7 @@ def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], source
 
 # -- timm --------------------------------------------------------------------------------------
 def _load_timm(config: BackboneConfig, model_dir: Path, pretrained: bool) -> nn.Module:
-    import timm
+    timm = import_timm()
 
     name = config.ref[len("timm/"):]
     arch = name.split(".")[0]
@@ -171,7 +172,7 @@ def robustbench_files(dataset: str, threat_model: str, name: str, model_dir: Pat
 
     Multi-file entries use ``<Name>.pt_m<i>.pt``; entries hosted by timm return ``[]``.
     """
-    import robust_mix._compat  # noqa: F401  (robustbench needs the autoattack alias)
+    import_timm()  # robustbench imports timm: quietly first (and _compat's autoattack alias is in place)
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
@@ -196,7 +197,7 @@ def _parse_robustbench(ref: str) -> tuple[str, str, str]:
 
 
 def _load_robustbench(config: BackboneConfig, model_dir: Path, pretrained: bool) -> nn.Module:
-    import robust_mix._compat  # noqa: F401
+    import_timm()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     from robustbench.utils import load_model as rb_load_model

@@ -30,6 +30,8 @@ from torch import nn
 
 from robust_mix.attacks import AttackOptions, AttackPlan, StageRunner, resolve_attack
 from robust_mix.io import atomic_write_text
+from robust_mix.validate import (InvalidInputError, check_eps, check_finite_outputs, check_fraction, check_images,
+                                 check_int, check_labels, check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,11 @@ class BenchmarkResult:
     classified correctly and survives every attack suite (AutoAttack and, when run, the
     adaptive attack); ``suite_accuracy`` gives each suite alone, ``stage_accuracy`` the robust
     accuracy after each stage of its suite.
+
+    ``wall_time_s`` covers every session of a resumed run: ``resumed_seconds`` of it were spent
+    by earlier sessions on the ``resumed_chunks`` chunks found in the state folder.
+    ``config_fingerprint`` is :meth:`ModelConfig.fingerprint` of the configuration the model
+    applied (``None`` for a model without a config); ``submit`` checks it against the entry.
     """
 
     model: str
@@ -82,6 +89,8 @@ class BenchmarkResult:
     world_size: int = 1
     chunk_size: int = 0
     resumed_chunks: int = 0
+    resumed_seconds: float = 0.0
+    config_fingerprint: Optional[str] = None
     command: Optional[str] = None
 
     @property
@@ -99,6 +108,11 @@ class BenchmarkResult:
         """True when the attacks ran with the leaderboard's full budgets."""
         return not self.options
 
+    @property
+    def stages(self) -> list[str]:
+        """The attack stages that ran, in order."""
+        return list(self.stage_accuracy)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return dataclasses.asdict(self)
@@ -111,20 +125,76 @@ class BenchmarkResult:
         atomic_write_text(path, self.to_json())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkResult":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"not a BenchmarkResult: unknown field(s) {unknown}")
-        return cls(**data)
+    def from_dict(cls, data: Any, source: str = "the report") -> "BenchmarkResult":
+        """Rebuild a result and check it: every required field present, accuracies in ``[0, 1]``,
+        one flag per example.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming ``source`` and the offending field.
+        """
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"{source} is not a benchmark report: expected a JSON object, got "
+                                    f"{type(data).__name__}")
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(data) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING and f.name not in data]
+        if unknown or missing:
+            raise InvalidInputError(f"{source} is not a complete benchmark report: "
+                                    + (f"missing field(s) {missing}" if missing else "")
+                                    + ("; " if missing and unknown else "")
+                                    + (f"unknown field(s) {unknown}" if unknown else "")
+                                    + "; write reports with robust-mix benchmark (or BenchmarkResult.save)")
+        result = cls(**data)
+        result.check(source)
+        return result
+
+    def check(self, source: str = "the report") -> None:
+        """Raise ``InvalidInputError`` if a number cannot be a real evaluation's (see :meth:`from_dict`)."""
+        where = lambda key: f"{source}: {key}"  # noqa: E731
+        try:
+            n = positive_int(where("n_examples"), self.n_examples)
+            for key in ("clean_accuracy", "robust_accuracy"):
+                check_fraction(where(key), getattr(self, key))
+            for group in ("suite_accuracy", "stage_accuracy"):
+                for key, value in getattr(self, group).items():
+                    check_fraction(where(f"{group}[{key!r}]"), value)
+            flags = {"clean_flags": self.clean_flags, "robust_flags": self.robust_flags,
+                     **{f"suite_flags[{k!r}]": v for k, v in self.suite_flags.items()}}
+            for key, values in flags.items():
+                if not isinstance(values, list) or len(values) != n:
+                    raise InvalidInputError(f"{where(key)} must hold one flag per example ({n}), got "
+                                            f"{len(values) if isinstance(values, list) else type(values).__name__}")
+            for key, values in (("clean_accuracy", self.clean_flags), ("robust_accuracy", self.robust_flags)):
+                if abs(sum(values) / n - getattr(self, key)) > 1e-9:
+                    raise InvalidInputError(f"{where(key)} is {getattr(self, key)!r} but its per-example flags "
+                                            f"give {sum(values) / n!r}; the report was edited or corrupted")
+            check_eps(self.eps, self.threat_model, name=where("eps"))
+        except InvalidInputError:
+            raise
+        except TypeError as err:  # e.g. a list where a mapping belongs
+            raise InvalidInputError(f"{source} is not a valid benchmark report: {err}") from None
 
     @classmethod
     def from_json(cls, path_or_text: Union[str, Path]) -> "BenchmarkResult":
-        """Read a result from a JSON file (a ``report.json``) or a JSON string."""
-        text = str(path_or_text)
+        """Read and check a result from a JSON file (a ``report.json``) or a JSON string.
+
+        Raises:
+            FileNotFoundError: no such file.
+            robust_mix.validate.InvalidInputError: not JSON (e.g. truncated), or not a valid report.
+        """
+        text, source = str(path_or_text), "the report text"
         if not text.lstrip().startswith("{"):
-            text = Path(path_or_text).read_text()
-        return cls.from_dict(json.loads(text))
+            path = Path(path_or_text)
+            if not path.is_file():
+                raise FileNotFoundError(f"benchmark report not found: {path}")
+            text, source = path.read_text(errors="replace"), str(path)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InvalidInputError(f"{source} is not valid JSON ({err}); it may be truncated: rerun the "
+                                    "benchmark (finished chunks resume from its state folder)") from None
+        return cls.from_dict(data, source)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -195,9 +265,20 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches."""
-    out = [model(x[i:i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+            indices: Optional[Sequence[int]] = None, what: str = "the model") -> torch.Tensor:
+    """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches.
+
+    Raises:
+        NonFiniteOutputError: the model returned NaN/inf for some images, named by ``indices[i]``
+            (default: their positions in ``x``); such an output is never read as a prediction.
+    """
+    indices = list(range(len(x))) if indices is None else list(indices)
+    out = []
+    for i in range(0, len(x), batch_size):
+        scores = model(x[i:i + batch_size].to(device))
+        check_finite_outputs(scores, what, indices[i:i + batch_size])
+        out.append(scores.argmax(dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -214,6 +295,7 @@ class ChunkState:
         self.seconds = 0.0
         self.done = False
         self.resumed = False
+        self.earlier_seconds = 0.0  # spent on this chunk by earlier sessions
 
     @classmethod
     def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path]) -> "ChunkState":
@@ -227,6 +309,7 @@ class ChunkState:
             state.clean, state.flags = data["clean"], data["flags"]
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
+            state.earlier_seconds = state.seconds
         return state
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,7 +330,8 @@ def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
         if saved != fingerprint:
             diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
             raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}); "
-                             "restart with the same arguments to resume, or use a new --state-dir")
+                             "restart with the same arguments to resume, or give another state folder "
+                             "(state_dir=..., --state-dir or another --out)")
         return
     atomic_write_text(path, json.dumps(fingerprint, indent=2) + "\n")
 
@@ -267,7 +351,7 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
         state.save()
 
     if state.clean is None:
-        state.clean = (predict(model, x, batch_size, device) == y).tolist()
+        state.clean = (predict(model, x, batch_size, device, range(state.start, state.end)) == y).tolist()
         checkpoint()
     _advance(progress, "clean", len(y))
     for suite, stages in plan.suites.items():
@@ -277,8 +361,10 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
                 idx = flags.nonzero().flatten()
                 for start in range(0, len(idx), batch_size):
                     batch = idx[start:start + batch_size]
-                    x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed)
-                    fooled = predict(model, x_adv, batch_size, device) != y[batch]
+                    x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed,
+                                       examples=(state.start + batch).tolist())
+                    fooled = predict(model, x_adv, batch_size, device, (state.start + batch).tolist(),
+                                     what=f"the model, on the {stage} adversarial examples,") != y[batch]
                     flags[batch[fooled]] = False
                 state.flags[suite] = flags.tolist()
                 state.stage_flags[stage] = flags.tolist()
@@ -338,6 +424,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         images, labels: evaluate these tensors instead of loading ``dataset``.
         preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`).
         progress: receives per-stage progress events.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a count, eps, label or image (shape, dtype, values
+            in ``[0, 1]``) is invalid, or ``state_dir`` cannot be written; before any work starts.
+        robust_mix.validate.NonFiniteOutputError: the model returned NaN/inf for some examples
+            (named): they are never counted as predictions.
     """
     wall_start = time.perf_counter()
     config = getattr(model, "config", None)
@@ -346,23 +438,27 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     eps = eps if eps is not None else (config.eps if config is not None else None)
     if eps is None:
         raise ValueError("eps is not set: pass eps=8/255 (or --eps) or use a model whose config has one")
+    eps = check_eps(eps, threat_model)
+    n_examples = optional_positive_int("n_examples", n_examples)
+    batch_size = positive_int("batch_size", batch_size)
+    chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
+    seed = check_int("seed", seed)
+    plan = resolve_attack(attack, adaptive)
+    options = options or AttackOptions()
+    state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     if images is None:
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (or images and labels)")
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
         images, labels = _load_data(dataset, n_examples, data_dir, preprocessing)
-    else:
-        if labels is None or len(labels) != len(images):
-            raise ValueError("images and labels must be given together, with one label per image")
-        n_examples = min(n_examples or len(images), len(images))
-        images, labels = images[:n_examples], labels[:n_examples]
-        dataset = dataset or "custom"
-    labels = labels.long().cpu()
-    images = images.cpu()
+    elif labels is None:
+        raise ValueError("images were given without labels: pass labels=<(N,) class indices>, one per image")
+    dataset = dataset or "custom"
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    images = check_images(images, getattr(model, "input_shape", None), dtype=dtype).cpu()
+    labels = check_labels(labels, _num_classes(model), n=len(images)).cpu()
+    images, labels = images[:n_examples], labels[:n_examples]
     n = len(labels)
-    plan = resolve_attack(attack, adaptive)
-    options = options or AttackOptions()
-    chunk_size = int(chunk_size or batch_size)
     rank, world = _dist()
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
@@ -376,9 +472,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                    "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
                    "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
                    "attack_settings": settings}
-    state_path = Path(state_dir) if state_dir is not None else None
     if state_path is not None:
-        state_path.mkdir(parents=True, exist_ok=True)
         _check_run_file(state_path, fingerprint)
 
     chunks = [(i, start, min(start + chunk_size, n)) for i, start in enumerate(range(0, n, chunk_size))]
@@ -386,11 +480,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     if progress is not None:
         progress.start(["clean", *plan.stages], sum(end - start for _, start, end in mine))
     results: dict[int, dict[str, Any]] = {}
-    resumed = 0
+    resumed, earlier = 0, 0.0
     for index, start, end in mine:
         x, y = images[start:end], labels[start:end]
         state = ChunkState.open(index, start, end, _data_digest(x, y), state_path)
         resumed += state.resumed
+        earlier += state.earlier_seconds
         if not state.done:
             _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
                           batch_size=batch_size, device=device, progress=progress)
@@ -402,16 +497,18 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         import torch.distributed as dist
 
         gathered: list[Optional[dict[int, dict[str, Any]]]] = [None] * world
-        dist.all_gather_object(gathered, {"chunks": results, "resumed": resumed})
+        dist.all_gather_object(gathered, {"chunks": results, "resumed": resumed, "earlier": earlier})
         results = {k: v for part in gathered for k, v in part["chunks"].items()}
         resumed = sum(part["resumed"] for part in gathered)
+        earlier = max(part["earlier"] for part in gathered)  # the ranks' earlier sessions ran side by side
 
     ordered = [results[i] for i, _, _ in chunks]
     clean = [f for c in ordered for f in c["clean"]]
     suite_flags = {s: [f for c in ordered for f in c["flags"][s]] for s in plan.suites}
     stage_flags = {st: [f for c in ordered for f in c["stage_flags"][st]] for st in plan.stages}
     robust = [all(flags) for flags in zip(clean, *suite_flags.values())]
-    wall = time.perf_counter() - wall_start
+    wall = time.perf_counter() - wall_start + earlier
+    current = model.current_config() if hasattr(model, "current_config") else None
     result = BenchmarkResult(
         model=name, dataset=dataset, threat_model=threat_model, eps=float(eps), n_examples=n,
         attack=plan.name, seed=seed, clean_accuracy=_mean(clean), robust_accuracy=_mean(robust),
@@ -421,7 +518,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         examples_per_second=n / wall if wall > 0 else float("inf"),
         number_forward_passes=number_forward_passes(model), attack_settings=settings,
         options=options.overrides(), versions=package_versions(), world_size=world, chunk_size=chunk_size,
-        resumed_chunks=resumed,
+        resumed_chunks=resumed, resumed_seconds=earlier,
+        config_fingerprint=current.fingerprint() if current is not None else None,
         arguments={"model": name, "dataset": dataset, "threat_model": threat_model, "eps": eps,
                    "n_examples": n, "batch_size": batch_size, "attack": attack if isinstance(attack, str)
                    else list(attack), "adaptive": adaptive, "seed": seed, "device": str(device),
@@ -434,4 +532,13 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
 
 def _mean(flags: Sequence[bool]) -> float:
-    return sum(flags) / len(flags) if flags else 0.0
+    return sum(flags) / len(flags)  # n >= 1: benchmark refuses empty evaluations
+
+
+def _num_classes(model: nn.Module) -> Optional[int]:
+    """The model's class count, from the model or its config (``None`` if it does not say)."""
+    count = getattr(model, "num_classes", None)
+    config = getattr(model, "config", None)
+    if not isinstance(count, int) and config is not None:
+        count = config.num_classes
+    return count if isinstance(count, int) and not isinstance(count, bool) else None

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import numbers
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from robust_mix.attacks import resolve_attack
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
+from robust_mix.formatting import attack_label, evaluation_label, format_eps, partial_reasons, percent_value
 from robust_mix.io import atomic_write_text
+from robust_mix.validate import check_fraction, non_negative_float, parse_number, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class ReportSummary:
         command: the command line that produced the report, when it recorded one.
         source: the report file's name.
         extra: the report's other scalar fields (seed, split, versions...), shown in the card.
+        stage_names: the stages that ran, in order (the report's ``stage_accuracy`` keys); when empty,
+            read from ``attack``.
+        attack_settings, options: the attacks' budgets and the overridden ones, ``None`` when the report
+            did not record them (then the card cannot call the attack AutoAttack).
     """
 
     model: str
@@ -56,6 +61,20 @@ class ReportSummary:
     command: Optional[str] = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    stage_names: tuple[str, ...] = ()
+    attack_settings: Optional[dict[str, Any]] = None
+    options: Optional[dict[str, Any]] = None
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages that ran (from the report, else from the ``attack`` name)."""
+        if self.stage_names:
+            return list(self.stage_names)
+        base, _, rest = self.attack.partition("+")
+        try:
+            return resolve_attack(base, adaptive="adaptive" in rest).stages
+        except ValueError:
+            return [self.attack]
 
 
 def read_benchmark(path: Union[str, Path]) -> ReportSummary:
@@ -83,10 +102,9 @@ def benchmark_from_dict(data: Any, source: str = "report") -> ReportSummary:
     if missing:
         raise ValueError(f"benchmark report {source} lacks key(s) {missing}; a report needs "
                          f"{list(REQUIRED_REPORT_KEYS)} and has {sorted(data)}")
-    accuracies = {key: _fraction(data[key], key, source) for key in ("clean_accuracy", "robust_accuracy")}
-    n = data["n_examples"]
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ValueError(f"benchmark report {source}: n_examples must be a positive integer, got {n!r}")
+    accuracies = {key: check_fraction(f"benchmark report {source}: {key}", data[key])
+                  for key in ("clean_accuracy", "robust_accuracy")}
+    n = positive_int(f"benchmark report {source}: n_examples", data["n_examples"])
     texts = {}
     for key in ("model", "dataset", "threat_model", "attack"):
         if not isinstance(data[key], str) or not data[key]:
@@ -97,60 +115,31 @@ def benchmark_from_dict(data: Any, source: str = "report") -> ReportSummary:
         command_line = " ".join(str(part) for part in command_line)
     extra = {k: v for k, v in sorted(data.items())
              if k not in REQUIRED_REPORT_KEYS and k != "command" and _is_short_scalar(v)}
+    stages = data.get("stage_accuracy")
     return ReportSummary(eps=_parse_eps(data["eps"], source), n_examples=int(n),
                            command=command_line or None, source=source, extra=extra,
+                           stage_names=tuple(stages) if isinstance(stages, dict) else (),
+                           attack_settings=_mapping(data.get("attack_settings")), options=_mapping(data.get("options")),
                            **texts, **accuracies)
 
 
-def _fraction(value: Any, key: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"benchmark report {source}: {key} must be a number in [0, 1], got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        hint = " (it looks like a percentage; reports hold fractions)" if 1.0 < value <= 100.0 else ""
-        raise ValueError(f"benchmark report {source}: {key} must lie in [0, 1], got {value}{hint}")
-    return float(value)
+def _mapping(value: Any) -> Optional[dict[str, Any]]:
+    return dict(value) if isinstance(value, dict) else None
 
 
 def _parse_eps(value: Any, source: str) -> Optional[float]:
     """``0.0314``, ``"8/255"`` or ``null`` (threat models without a radius)."""
     if value is None:
         return None
-    if isinstance(value, str) and "/" in value:
-        num, _, den = value.partition("/")
-        try:
-            return float(num) / float(den)
-        except (ValueError, ZeroDivisionError):
-            pass
-    elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            eps = float(value)
-            if eps >= 0 and math.isfinite(eps):
-                return eps
-        except ValueError:
-            pass
-    raise ValueError(f"benchmark report {source}: eps must be a non-negative number, a fraction like "
-                     f"'8/255' or null, got {value!r}")
+    name = f"benchmark report {source}: eps"
+    return non_negative_float(name, parse_number(name, value) if isinstance(value, str) else value)
 
 
 def _is_short_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) and len(str(value)) <= 80
 
 
-# -- formatting ------------------------------------------------------------------------------------
-def format_eps(eps: Optional[float]) -> str:
-    """``8/255`` when ``eps`` is a whole number of 255ths (as the field writes it), else the number."""
-    if eps is None:
-        return "n/a"
-    steps = eps * 255
-    if eps > 0 and abs(steps - round(steps)) < 1e-6:
-        return f"{round(steps)}/255"
-    return f"{eps:g}"
-
-
-def _percent(fraction: float) -> float:
-    return round(100.0 * fraction, 2)
-
-
+# -- text helpers ----------------------------------------------------------------------------------
 def _code(value: Any) -> str:
     return f"`{value}`"
 
@@ -234,8 +223,8 @@ def _evaluation_section(config: ModelConfig, benchmark: Optional[ReportSummary])
     parts = []
     if benchmark is not None:
         rows = [[benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps),
-                 f"AutoAttack ({benchmark.attack})", benchmark.n_examples,
-                 f"{_percent(benchmark.clean_accuracy):.2f}", f"{_percent(benchmark.robust_accuracy):.2f}"]]
+                 evaluation_label(benchmark), benchmark.n_examples,
+                 f"{percent_value(benchmark.clean_accuracy):.2f}", f"{percent_value(benchmark.robust_accuracy):.2f}"]]
         parts.append("Measured with robust_mix's benchmark:\n\n" + _table(
             ["dataset", "threat model", "eps", "attack", "examples", "clean %", "robust %"], rows))
         if benchmark.extra:
@@ -261,7 +250,7 @@ def _reproduce_section(config: ModelConfig, benchmark: Optional[ReportSummary],
                      f"```\n{benchmark.command}\n```")
     elif benchmark is not None:
         parts.append(f"The numbers above come from `{benchmark.source}`, which does not record its command: "
-                     f"AutoAttack ({benchmark.attack}) on the first {benchmark.n_examples} "
+                     f"{attack_label(benchmark)} on the first {benchmark.n_examples} "
                      f"{benchmark.dataset} test examples, {benchmark.threat_model}, eps "
                      f"{format_eps(benchmark.eps)}.")
     elif config.reported is not None:
@@ -283,14 +272,17 @@ def card_metadata(config: ModelConfig, benchmark: Optional[ReportSummary] = None
     if benchmark is not None:
         common = dict(task_type="image-classification", task_name="Image Classification",
                       dataset_type=benchmark.dataset, dataset_name=benchmark.dataset)
+        reasons = partial_reasons(benchmark)
         args = {"threat_model": benchmark.threat_model, "eps": benchmark.eps,
-                "attack": f"autoattack-{benchmark.attack}", "n_examples": benchmark.n_examples}
+                "attack": attack_label(benchmark), "n_examples": benchmark.n_examples,
+                **({"partial": "; ".join(reasons)} if reasons else {})}
+        robust_name = f"{attack_label(benchmark)} robust accuracy (%)" + (" (partial evaluation)" if reasons else "")
         results = [
             EvalResult(metric_type="accuracy", metric_name="Clean accuracy (%)",
-                       metric_value=_percent(benchmark.clean_accuracy),
+                       metric_value=percent_value(benchmark.clean_accuracy),
                        metric_args={"n_examples": benchmark.n_examples}, **common),
-            EvalResult(metric_type="robust_accuracy", metric_name="AutoAttack robust accuracy (%)",
-                       metric_value=_percent(benchmark.robust_accuracy), metric_args=args, **common)]
+            EvalResult(metric_type="robust_accuracy", metric_name=robust_name,
+                       metric_value=percent_value(benchmark.robust_accuracy), metric_args=args, **common)]
     tags = ["robust_mix", "image-classification", "adversarial-robustness",
             "adaptive-smoothing" if config.policy is not None else "mixed-classifier",
             config.dataset, config.threat_model]

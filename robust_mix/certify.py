@@ -47,7 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
+from robust_mix.validate import (check_finite_outputs, check_images, check_labels, check_open_probability,
+                                 positive_float, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +147,7 @@ def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
     Returns:
         ``(B,)`` float64 radii, 0 where nothing is certified.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    positive_float("sigma", sigma)
     p_a = torch.as_tensor(p_top_lower).double().reshape(-1)
     p_b = 1 - p_a if p_runner_up_upper is None else torch.as_tensor(p_runner_up_upper).double().reshape(-1).to(p_a.device)
     if p_b.shape != p_a.shape:
@@ -178,15 +180,11 @@ def certified_accuracy(radius: torch.Tensor, correct: torch.Tensor, radii: Seque
 def clopper_pearson_lower(successes: torch.Tensor, trials: int, failure_prob: float) -> torch.Tensor:
     """One-sided Clopper-Pearson lower bound: ``P[p < bound] <= failure_prob`` for each entry.
 
-    ``(B,)`` success counts out of ``trials`` -> ``(B,)`` float64 bounds (0 where no successes).
+    ``(B,)`` success counts out of ``trials`` -> ``(B,)`` float64 bounds (0 where no successes);
+    the bound itself is :func:`robust_mix.stats.clopper_pearson_lower`.
     """
-    from scipy.stats import beta
-
-    _check_failure_prob(failure_prob)
-    k = successes.detach().cpu().double().numpy()
-    bound = beta.ppf(failure_prob, k, trials - k + 1)
-    out = torch.from_numpy(bound).nan_to_num(0.0)  # k = 0 gives nan: the bound is 0
-    return torch.where(torch.from_numpy(k) == 0, torch.zeros_like(out), out).to(successes.device)
+    bound = stats.clopper_pearson_lower(successes.detach().cpu().double().numpy(), trials, failure_prob)
+    return torch.from_numpy(bound).to(successes.device)
 
 
 def clopper_pearson_upper(successes: torch.Tensor, trials: int, failure_prob: float) -> torch.Tensor:
@@ -195,8 +193,7 @@ def clopper_pearson_upper(successes: torch.Tensor, trials: int, failure_prob: fl
 
 
 def _check_failure_prob(failure_prob: float) -> None:
-    if not 0 < failure_prob < 1:
-        raise ValueError(f"failure_prob must lie in (0, 1), got {failure_prob}")
+    check_open_probability("failure_prob", failure_prob)
 
 
 # -- Monte Carlo estimation of the smoothed robust base -----------------------------------------
@@ -243,8 +240,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     Returns:
         ``(B, K)`` int64 counts, each row summing to ``n``.
     """
-    if n < 1:
-        raise ValueError(f"the number of samples must be at least 1, got {n}")
+    positive_int("the number of samples", n)
+    batch_size = positive_int("batch_size", batch_size)
     from tqdm.auto import tqdm
 
     batch = x.shape[0]
@@ -265,6 +262,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                 if logits.ndim != 2 or logits.shape[1] != num_classes:
                     raise ValueError(f"the classifier returned shape {tuple(logits.shape)}, "
                                      f"expected ({noisy.shape[0]}, {num_classes})")
+                check_finite_outputs(logits, "the classifier, on noisy copies of some inputs,",
+                                     [start + j for _ in range(k) for j in range(len(xs))])
                 votes = F.one_hot(logits.argmax(dim=1), num_classes).view(k, len(xs), num_classes)
                 counts[start:start + len(xs)] += votes.sum(dim=0)
                 done += k
@@ -282,8 +281,8 @@ def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: tor
     bound holds per example with probability at least ``1 - failure_prob``.
     """
     _check_failure_prob(failure_prob)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    positive_float("sigma", sigma)
+    check_images(x)
     kwargs = dict(batch_size=batch_size, generator=generator, progress=progress)
     selection = sample_counts(classifier, x, n0, sigma, num_classes, desc="selection", **kwargs)
     top_class = selection.argmax(dim=1)
@@ -516,6 +515,9 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
         norm: the norm of ``lipschitz`` and of the radius.
     """
     check_probability_mixing(model)
+    check_images(x, model.input_shape, dtype=model.dtype)
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes, n=len(x))
     if lipschitz is None:
         lipschitz = robust_probs_lipschitz(model, x.shape[1:], norm)
         logger.info("robust probabilities are %.4g-Lipschitz (%s)", lipschitz, norm)
@@ -537,6 +539,7 @@ def certify_smoothing(model: MixedClassifier, x: torch.Tensor, *, sigma: float, 
     raw image units. Each certificate holds with probability at least ``1 - failure_prob``.
     """
     check_probability_mixing(model)
+    check_images(x, model.input_shape, dtype=model.dtype)
     estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), x, sigma=sigma,
                                  num_classes=_num_classes(model, x), n0=n0, n=n, failure_prob=failure_prob,
                                  batch_size=batch_size, generator=generator, progress=progress)

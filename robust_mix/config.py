@@ -8,12 +8,16 @@ the authors reported and how to cite them. No per-model constant lives in code.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
+
+from robust_mix.validate import (InvalidInputError, check_alpha, check_alpha_range, check_fields, positive_float,
+                                 positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -122,6 +126,8 @@ class ModelConfig:
         alpha: fixed mixing ratio in ``[0, 1]``; ``None`` means the adaptive ``policy`` decides.
         policy: adaptive-ratio constants, or ``None`` for a fixed ratio.
         nuts: MixedNUTS output maps, or ``None`` for temperature-scaled softmax.
+        input_shape: the raw input contract ``(C, H, W)``, values in ``[0, 1]``; ``None`` (compositions
+            such as ``mix``) declares none, and only the generic image checks apply.
         mixing: ``"prob"`` (the paper's default) or ``"logit"`` (the baseline).
         std_scale, rob_scale: logit temperatures ``s_g``, ``s_h``.
         weights: where the mixed model's own tensors live (``{"file": path}``,
@@ -136,6 +142,7 @@ class ModelConfig:
     threat_model: str = "Linf"
     eps: Optional[float] = None
     num_classes: Optional[int] = None
+    input_shape: Optional[tuple[int, int, int]] = None
     alpha: Optional[float] = 0.5
     policy: Optional[PolicyConfig] = None
     nuts: Optional[NutsConfig] = None
@@ -155,6 +162,31 @@ class ModelConfig:
         """A JSON-ready dict (tuples become lists)."""
         return dataclasses.asdict(self)
 
+    def validate(self) -> "ModelConfig":
+        """Check every field's type and range (:data:`CONFIG_RULES`); returns ``self``.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the field and the offending value.
+        """
+        check_fields(self, CONFIG_RULES)
+        if self.alpha is None and self.policy is None:
+            raise InvalidInputError(
+                f"alpha=None means 'the entry's own adaptive policy', but {self.name!r} has a fixed ratio and no "
+                "policy; pass alpha=<a number in [0, 1]>, or leave alpha out to keep the entry's own ratio")
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of the fields that decide what the model computes (not its name, texts, licences
+        or reported numbers): two configs with the same fingerprint build the same model."""
+        data = self.to_dict()
+        for key in _DOCUMENTATION_FIELDS:
+            data.pop(key, None)
+        for role in ("standard", "robust"):
+            if data.get(role):
+                data[role].pop("license", None)
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
@@ -170,6 +202,24 @@ class ModelConfig:
     def load(cls, path: str | Path) -> "ModelConfig":
         """Read a config written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _positive_ints(name: str, values: Any) -> None:
+    for value in values:
+        positive_int(name, value)
+
+
+#: Range rules of config fields, by field name at any depth (types are checked from the annotations).
+CONFIG_RULES = {
+    "alpha": lambda name, value: check_alpha(value, name),
+    "alpha_range": lambda name, value: check_alpha_range(value, name), "eps": positive_float, "num_classes": positive_int,
+    "std_scale": positive_float, "rob_scale": positive_float, "input_shape": _positive_ints,
+    "input_size": _positive_ints, "widths": _positive_ints, "blocks": positive_int, "ln_k": positive_int,
+    "surrogate_scale": positive_float, "std": lambda name, values: [positive_float(name, v) for v in values],
+}
+
+#: ModelConfig fields that describe a model without changing what it computes.
+_DOCUMENTATION_FIELDS = ("name", "description", "paper", "citation", "license", "aliases", "reported", "labels")
 
 
 def _from_dict(cls: type, data: Any) -> Any:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from robust_mix.validate import optional_positive_int
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -287,7 +289,7 @@ def _imagenet_class_index() -> dict[str, int]:
 
 
 def _imagenet_test_files(data_dir: Optional[PathLike], n_examples: Optional[int]) -> tuple[list[Path], list[int]]:
-    ids = imagenet_test_ids()[:n_examples]
+    ids = imagenet_test_ids()[:optional_positive_int("n_examples", n_examples)]
     class_index = _imagenet_class_index()
     root = Path(data_dir or "./data")
     root = root / "val" if (root / "val").is_dir() else root
@@ -360,10 +362,15 @@ def available_datasets() -> list[str]:
     return sorted(_OPENERS)
 
 
-def dataset_key(name: str) -> str:
-    """The canonical name of a data set (``"fmnist"`` -> ``"fashion-mnist"``); unknown names are an error."""
+def canonical_dataset(name: str) -> str:
+    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``."""
     key = name.lower().replace("_", "-")
-    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+
+
+def dataset_key(name: str) -> str:
+    """The :func:`canonical_dataset` name of a data set this module can open; unknown names are an error."""
+    key = canonical_dataset(name)
     if key not in _OPENERS:
         raise ValueError(f"unknown dataset {name!r}; known: {available_datasets()}")
     return key
@@ -373,6 +380,7 @@ def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = No
                  data_dir: Optional[PathLike] = None) -> Dataset:
     """A split as a streamed data set of ``(image, label, position)`` items (first ``n_examples`` if given)."""
     dataset = _OPENERS[dataset_key(name)](split, data_dir)
+    n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None:
         if n_examples > len(dataset):
             raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
@@ -384,6 +392,7 @@ def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = Non
                  data_dir: Optional[PathLike] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``."""
     dataset = _OPENERS[dataset_key(name)](split, data_dir)
+    n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None and n_examples > len(dataset):
         raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
     return dataset_tensors(dataset, n_examples)

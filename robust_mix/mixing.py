@@ -6,9 +6,9 @@ standard and ``h`` the robust base model; ``a`` is a fixed float or comes from a
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -21,32 +21,11 @@ from robust_mix.config import InputConfig, MixingMode, ModelConfig, PolicyConfig
 from robust_mix.features import FeatureTap
 from robust_mix.mixing_net import MixingNetwork
 from robust_mix.preprocess import InputAdapter
+from robust_mix.validate import InvalidInputError, check_alpha, check_alpha_range, check_images
 
 logger = logging.getLogger(__name__)
 
 _MIXING_MODES = ("prob", "logit")
-
-
-def check_alpha(alpha: object, name: str = "alpha") -> float:
-    """Validate a fixed mixing ratio and return it as a float in ``[0, 1]``."""
-    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
-        alpha = alpha.item()
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
-                        f"got {type(alpha).__name__}")
-    value = float(alpha)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1] (0 = standard model only, 1 = robust model only), "
-                         f"got {value}")
-    return value
-
-
-def check_alpha_range(alpha_range: Sequence[float]) -> tuple[float, float]:
-    """Validate an eval-time ``(lo, hi)`` alpha range."""
-    lo, hi = (check_alpha(v, "alpha_range bound") for v in alpha_range)
-    if lo > hi:
-        raise ValueError(f"alpha_range must satisfy lo <= hi, got ({lo}, {hi})")
-    return lo, hi
 
 
 def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, alpha: torch.Tensor,
@@ -233,7 +212,8 @@ class MixedClassifier(nn.Module):
             self._fixed_alpha = None
         elif value is None:
             if self.policy is None:
-                raise ValueError("this model has no adaptive policy; set a float alpha in [0, 1]")
+                raise InvalidInputError("alpha=None means 'the adaptive policy', but this model has none; set a "
+                                        "float alpha in [0, 1] (or install a policy: model.alpha = AdaptiveAlpha(...))")
             self._fixed_alpha = None
         else:
             self._fixed_alpha = check_alpha(value)
@@ -323,10 +303,30 @@ class MixedClassifier(nn.Module):
         out = self.forward_all(x)
         return (out.log_probs, out.alpha) if return_alpha else out.log_probs
 
+    @property
+    def input_shape(self) -> Optional[tuple[int, int, int]]:
+        """The raw input contract ``(C, H, W)`` from the config, or ``None`` when none is declared."""
+        return None if self.config is None or self.config.input_shape is None else tuple(self.config.input_shape)
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The floating dtype of the base models' weights (inputs must have it), ``None`` without weights."""
+        return next((p.dtype for p in self.standard.parameters() if p.is_floating_point()), None)
+
+    def current_config(self) -> Optional[ModelConfig]:
+        """The config with the mixing constants the model applies now (after ``model.alpha = 0.8``,
+        a changed ``alpha_range`` or temperature), or ``None`` for a model built without one."""
+        if self.config is None:
+            return None
+        return dataclasses.replace(
+            self.config, alpha=None if self.is_adaptive else self._fixed_alpha,
+            policy=self.policy.config if self.policy is not None else None, mixing=self.mixing,
+            std_scale=self.std_scale, rob_scale=self.rob_scale)
+
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected a float image batch of shape (B, C, H, W) in [0, 1], got {shape}")
+        # shape and dtype only: a value scan on every forward pass would slow the attacks down; the
+        # harness checks values once at its boundary
+        check_images(x, self.input_shape, dtype=self.dtype, check_values=False)
 
     def _check_logits(self, g: torch.Tensor, h: torch.Tensor) -> None:
         if g.ndim != 2 or h.ndim != 2:

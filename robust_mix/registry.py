@@ -21,6 +21,7 @@ from robust_mix.config import ModelConfig, PolicyConfig
 from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.nuts import build_output_maps
+from robust_mix.validate import InvalidInputTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
             top[key] = value
         elif key in policy_fields:
             if config.policy is None:
-                raise TypeError(f"{key!r} applies to adaptive models only; {config.name!r} has a fixed ratio")
+                raise InvalidInputTypeError(f"{key!r} applies to adaptive models only; {config.name!r} has a fixed ratio")
             policy[key] = value
         else:
-            raise TypeError(f"unknown override {key!r}; valid: {sorted(model_fields | policy_fields | set(_BUILD_ARGS))}")
+            raise InvalidInputTypeError(f"unknown override {key!r}; valid: "
+                                        f"{sorted(model_fields | policy_fields | set(_BUILD_ARGS))}")
     if policy:
         top["policy"] = dataclasses.replace(config.policy, **policy)
     return dataclasses.replace(config, **top)
@@ -109,7 +111,13 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
 
 def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = None,
                 device: Union[str, torch.device, None] = None, pretrained: bool = True) -> MixedClassifier:
-    """Build a :class:`MixedClassifier` from its config: the one path every entry goes through."""
+    """Build a :class:`MixedClassifier` from its config: the one path every entry goes through.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a field has the wrong type or range, or ``alpha`` is
+            ``None`` for an entry without an adaptive policy.
+    """
+    config.validate()
     if config.standard is None or config.robust is None:
         raise ValueError(f"{config.name!r} needs both base models: pass standard='timm/...' and "
                          "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
@@ -121,8 +129,9 @@ def build_model(config: ModelConfig, *, model_dir: Optional[Union[str, Path]] = 
     standard = load_backbone(config.standard, model_dir=model_dir, pretrained=bases_pretrained)
     robust = load_backbone(config.robust, model_dir=model_dir, pretrained=bases_pretrained)
     maps = build_output_maps(config.nuts) if config.nuts is not None else (None, None)
+    # an adaptive entry's policy needs the built model to size its network; it replaces this ratio below
     model = MixedClassifier(
-        standard, robust, alpha=0.5 if config.alpha is None else config.alpha,
+        standard, robust, alpha=1.0 if config.alpha is None else config.alpha,
         standard_map=maps[0], robust_map=maps[1],
         mixing=config.mixing, std_scale=config.std_scale, rob_scale=config.rob_scale,
         standard_input=resolve_input_config(config.standard, standard),

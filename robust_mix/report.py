@@ -14,7 +14,10 @@ from typing import Any, Optional, Union
 
 from robust_mix.benchmark import LEADERBOARD_EXAMPLES, BenchmarkResult
 from robust_mix.config import ModelConfig
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
+                                   partial_reasons, percent)
 from robust_mix.io import atomic_write_text
+from robust_mix.validate import check_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +30,12 @@ _RB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "image
 
 
 class PartialEvaluationError(ValueError):
-    """A claim was asked for from a report with fewer than the leaderboard's examples."""
+    """A claim was asked for from a report that is not a full leaderboard evaluation (other attack,
+    reduced budgets, fewer examples, or no record of the configuration it evaluated)."""
 
 
-def percent(fraction: float) -> str:
-    """RobustBench's accuracy format: a percentage string with two decimals (``0.8521 -> "85.21"``)."""
-    return f"{100 * fraction:.2f}"
-
-
-def format_eps(eps: float) -> str:
-    """``8/255`` style when ``eps`` is a multiple of 1/255 (as on the leaderboard), else the number."""
-    scaled = eps * 255
-    if abs(scaled - round(scaled)) < 1e-6 and round(scaled) > 0:
-        return f"{round(scaled)}/255"
-    return f"{eps:g}"
+class SubmissionMismatchError(ValueError):
+    """The report describes another model or configuration than the entry being submitted."""
 
 
 def parse_bibtex(citation: str) -> dict[str, str]:
@@ -75,6 +70,11 @@ def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
             "venue": venue}
 
 
+def _suite_name(result: BenchmarkResult) -> str:
+    """What the non-adaptive suite is called in prose: AutoAttack only when it is the full standard one."""
+    return "AutoAttack" if is_standard_autoattack(result) else "the attack stages before the adaptive ones"
+
+
 def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
                **overrides: Any) -> dict[str, Any]:
     """RobustBench's model-info JSON for the entry (see ``model_info/<dataset>/<threat>/<Name>.json``).
@@ -89,12 +89,15 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     notes = []
     if result.adaptive_accuracy is not None:
         notes.append(f"Robust accuracy {percent(result.robust_accuracy)}% counts an example as robust only if it "
-                     f"survives both AutoAttack ({percent(standard)}%) and the adaptive attack "
+                     f"survives both {_suite_name(result)} ({percent(standard)}%) and the adaptive attack "
                      f"({percent(result.adaptive_accuracy)}%).")
     if result.number_forward_passes > 1:
         notes.insert(0, "It uses an ensemble of networks.")
-    if not result.leaderboard_grade:
-        notes.append(f"Attack budgets were reduced ({result.options}): not comparable with the leaderboard.")
+    if not is_standard_autoattack(result):
+        notes.append(f"Robust accuracy measured with {attack_label(result)}, not the full standard AutoAttack.")
+    reasons = partial_reasons(result)
+    if reasons:
+        notes.append(f"PARTIAL EVALUATION, not comparable with the leaderboard: {'; '.join(reasons)}.")
     info = {
         "link": paper["link"], "name": paper["name"], "authors": paper["authors"], "additional_data": False,
         "number_forward_passes": result.number_forward_passes,
@@ -116,8 +119,12 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     """A Markdown summary: one row of headline numbers, then the accuracy after every stage."""
     reported = config.reported if config is not None else None
     adaptive = result.adaptive_accuracy
+    suite = "AutoAttack" if is_standard_autoattack(result) else "attack"  # a table header: short
     rows = [
-        "| model | dataset | threat | eps | examples | clean | AutoAttack | adaptive | robust (min) | reported clean / robust |",
+        f"Attack: {evaluation_label(result)}.",
+        "",
+        f"| model | dataset | threat | eps | examples | clean | {suite} | adaptive | robust (min) | "
+        "reported clean / robust |",
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| {result.model} | {result.dataset} | {result.threat_model} | {format_eps(result.eps)} | {result.n_examples} "
         f"| {percent(result.clean_accuracy)} | "
@@ -129,8 +136,11 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
         "|---|---|",
     ]
     rows += [f"| {stage} | {percent(acc)} |" for stage, acc in result.stage_accuracy.items()]
-    rows += ["", f"Attack: `{result.attack}`, seed {result.seed}, {result.world_size} process(es), "
+    rows += ["", f"Attack argument `{result.attack}`, seed {result.seed}, {result.world_size} process(es), "
                  f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)."]
+    if result.resumed_chunks:
+        rows.append(f"Resumed: {result.resumed_chunks} chunk(s) came from an earlier, interrupted session; the "
+                    f"wall time includes the {result.resumed_seconds:.1f} s spent on them there.")
     if not result.leaderboard_grade:
         rows.append(f"Budgets overridden: {result.options}; not leaderboard-grade.")
     return "\n".join(rows) + "\n"
@@ -139,7 +149,7 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
 def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
                  config: Optional[ModelConfig] = None) -> dict[str, Path]:
     """Write ``report.json``, ``model_info.json`` and ``report.md`` into ``out_dir`` (atomically)."""
-    out = Path(out_dir)
+    out = check_writable_dir(out_dir)
     paths = {"report": out / "report.json", "model_info": out / "model_info.json", "markdown": out / "report.md"}
     result.save(paths["report"])
     atomic_write_text(paths["model_info"], json.dumps(model_info(result, config), indent=2) + "\n")
@@ -168,33 +178,62 @@ def _license(config: Optional[ModelConfig]) -> str:
     return ", ".join(dict.fromkeys(x for x in licences if x)) or "(not recorded)"
 
 
+def check_submission(result: BenchmarkResult, config: Optional[ModelConfig]) -> list[str]:
+    """Check that ``result`` can back a leaderboard claim for ``config``; returns why it is partial.
+
+    Raises:
+        SubmissionMismatchError: the report is for another model, or for a configuration other than
+            the entry's (its config fingerprint differs: e.g. another alpha).
+        robust_mix.validate.InvalidInputError: a number in the report is impossible (accuracy outside
+            ``[0, 1]``, flags that do not match the accuracies, ...).
+    """
+    result.check(f"the report for {result.model!r}")
+    reasons = partial_reasons(result)
+    if config is None:
+        return reasons + ["no entry config to check the report against"]
+    if result.model not in (config.name, *config.aliases):
+        raise SubmissionMismatchError(
+            f"the report is for model {result.model!r}, not {config.name!r}: submit the report of a benchmark "
+            f"of {config.name!r} (robust-mix benchmark {config.name} --out DIR)")
+    if result.config_fingerprint is None:
+        reasons.append("the report does not record which configuration was evaluated (no config_fingerprint: "
+                       "written by an older robust_mix); rerun the benchmark to verify it")
+    elif result.config_fingerprint != config.fingerprint():
+        raise SubmissionMismatchError(
+            f"the report's config fingerprint {result.config_fingerprint} does not match {config.name!r} "
+            f"({config.fingerprint()}): it evaluated another configuration of the model (overridden alpha, "
+            "alpha_range, temperatures, bases or weights); benchmark the entry as registered")
+    return reasons
+
+
 def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = None, *,
                      allow_partial: bool = False, **info_overrides: Any) -> dict[str, str]:
     """Texts of a leaderboard submission: ``model_info.json``, ``claim.md``, ``model_zoo_entry.py``.
 
+    The report is checked first (:func:`check_submission`); a partial one is written only with
+    ``allow_partial``, and then every file says PARTIAL.
+
     Raises:
-        PartialEvaluationError: the report has fewer examples than the leaderboard uses, or
-            reduced attack budgets, and ``allow_partial`` is False.
+        SubmissionMismatchError: the report is for another model or configuration.
+        PartialEvaluationError: the report is not a full leaderboard evaluation (other attack than
+            standard AutoAttack, reduced budgets, fewer examples, no config fingerprint) and
+            ``allow_partial`` is False.
+        robust_mix.validate.InvalidInputError: the report holds impossible numbers.
     """
-    needed = required_examples(result.dataset)
-    partial_reasons = []
-    if needed is None or result.n_examples < needed:
-        partial_reasons.append(f"evaluated on {result.n_examples} examples; the leaderboard uses "
-                               f"{needed if needed else 'the full test set'}")
-    if not result.leaderboard_grade:
-        partial_reasons.append(f"attack budgets were overridden ({result.options})")
-    if partial_reasons and not allow_partial:
-        raise PartialEvaluationError("refusing to write a leaderboard claim: " + "; ".join(partial_reasons)
+    reasons = check_submission(result, config)
+    if reasons and not allow_partial:
+        raise PartialEvaluationError("refusing to write a leaderboard claim: " + "; ".join(reasons)
                                      + ". Run the full benchmark, or pass --allow-partial to write marked drafts.")
     info = model_info(result, config, **info_overrides)
-    banner = ("PARTIAL EVALUATION, NOT A LEADERBOARD CLAIM: " + "; ".join(partial_reasons) + ".\n\n"
-              if partial_reasons else "")
-    if partial_reasons:
+    banner = ("PARTIAL EVALUATION, NOT A LEADERBOARD CLAIM: " + "; ".join(reasons) + ".\n\n"
+              if reasons else "")
+    unstated = [r for r in reasons if r not in info["footnote"]]  # model_info states the evaluation's own
+    if unstated:
         info["footnote"] = (info["footnote"] + " " if info["footnote"] else "") + "PARTIAL EVALUATION: " + \
-            "; ".join(partial_reasons) + "."
+            "; ".join(unstated) + "."
     name = config.name if config is not None else result.model
-    evaluation = (f"pyautoattack {result.versions.get('pyautoattack', '?')} AutoAttack, attack `{result.attack}` "
-                  f"(stages: {', '.join(result.stage_accuracy)}), seed {result.seed}, "
+    evaluation = (f"pyautoattack {result.versions.get('pyautoattack', '?')}: {attack_label(result)} "
+                  f"(attack argument `{result.attack}`), seed {result.seed}, "
                   f"{result.n_examples} test examples, robust_mix benchmark harness "
                   f"{result.versions.get('robust_mix', '?')}")
     claim = banner + "\n".join([
@@ -205,8 +244,9 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"- Epsilon: {info['eps']}",
         f"- Dataset: {info['dataset']}",
         f"- Clean accuracy: {info['clean_acc']}%",
-        f"- Robust accuracy (AutoAttack): {info['autoattack_acc']}%",
-        *([f"- Robust accuracy (AutoAttack and adaptive attack, minimum): {info['external']}%"]
+        f"- Robust accuracy ({'AutoAttack' if is_standard_autoattack(result) else attack_label(result)}): "
+        f"{info['autoattack_acc']}%",
+        *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]
           if result.adaptive_accuracy is not None else []),
         f"- Reported by the authors: {info['reported']}%",
         f"- Additional data: {'yes' if info['additional_data'] else 'no'}",
@@ -229,10 +269,14 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
 
 def write_submission(out_dir: Union[str, Path], result: BenchmarkResult, config: Optional[ModelConfig] = None,
                      *, allow_partial: bool = False, **info_overrides: Any) -> dict[str, Path]:
-    """Write :func:`submission_files` into ``out_dir`` atomically; returns the paths."""
+    """Write :func:`submission_files` into ``out_dir`` atomically; returns the paths.
+
+    Nothing is written unless the report passes :func:`check_submission` (see :func:`submission_files`).
+    """
     files = submission_files(result, config, allow_partial=allow_partial, **info_overrides)
+    out = check_writable_dir(out_dir, "submission folder")
     paths = {}
     for filename, text in files.items():
-        paths[filename] = Path(out_dir) / filename
+        paths[filename] = out / filename
         atomic_write_text(paths[filename], text)
     return paths

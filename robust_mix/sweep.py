@@ -9,6 +9,8 @@ import csv
 import io
 import json
 import logging
+import dataclasses
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -16,7 +18,9 @@ from typing import Any, Optional, Sequence, Union
 from torch import nn
 
 from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.formatting import evaluation_label
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
+from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +29,10 @@ POLICY = "policy"
 
 @dataclass
 class SweepPoint:
-    """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions)."""
+    """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions).
+
+    ``attack`` is the attack argument; ``label`` says what ran (:func:`robust_mix.formatting.evaluation_label`).
+    """
 
     alpha: Union[float, str]
     clean_accuracy: float
@@ -33,21 +40,34 @@ class SweepPoint:
     attack: str
     n_examples: int
     wall_time_s: float
+    label: str = ""
 
 
 def parse_alphas(text: str) -> list[float]:
-    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``."""
-    if ":" in text:
-        start, stop, step = (float(v) for v in text.split(":"))
-        if step <= 0:
-            raise ValueError(f"alpha step must be positive, got {step}")
-        count = int(round((stop - start) / step)) + 1
-        values = [round(start + i * step, 10) for i in range(count)]
-    else:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if not values or bad:
-        raise ValueError(f"alphas must lie in [0, 1], got {text!r}")
+    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming ``text``.
+    """
+    what = f"alphas {text!r}"
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise InvalidInputError("a range is start:stop:step (three numbers, e.g. 0:1:0.1)")
+            start, stop, step = (parse_number("alpha", v) for v in parts)
+            if step <= 0 or stop < start:
+                raise InvalidInputError("a range start:stop:step needs start <= stop and a positive step")
+            count = int(round((stop - start) / step)) + 1
+            values = [round(start + i * step, 10) for i in range(count)]
+        else:
+            values = [parse_number("alpha", v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise InvalidInputError("give ratios like '0,0.5,1' or a range like '0:1:0.1'")
+        for value in values:
+            check_alpha(value, "every alpha")
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{what}: {err}") from None
     return sorted(set(values))
 
 
@@ -61,9 +81,14 @@ def sweep(model: nn.Module, alphas: Sequence[float], *, include_policy: bool = T
     if not hasattr(model, "alpha"):
         raise TypeError("sweep needs a MixedClassifier (a model with an `alpha` to vary)")
     original = model.alpha
-    settings: list[Union[float, str]] = list(alphas)
+    settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
     if include_policy and getattr(model, "policy", None) is not None:
         settings.append(POLICY)
+    if not settings:
+        raise InvalidInputError("sweep got no alphas (and the model has no adaptive policy to add): pass "
+                                "ratios such as [0, 0.5, 1]")
+    if state_dir is not None:
+        check_writable_dir(state_dir, "state folder")
     points = []
     try:
         for alpha in settings:
@@ -71,7 +96,7 @@ def sweep(model: nn.Module, alphas: Sequence[float], *, include_policy: bool = T
             sub = None if state_dir is None else Path(state_dir) / f"alpha_{alpha}"
             result: BenchmarkResult = benchmark(model, state_dir=sub, **benchmark_kwargs)
             points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
-                                     result.n_examples, result.wall_time_s))
+                                     result.n_examples, result.wall_time_s, evaluation_label(result)))
             logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
                         100 * result.robust_accuracy)
     finally:
@@ -103,10 +128,10 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
         if p.alpha == POLICY:
             ax.scatter([100 * p.clean_accuracy], [100 * p.robust_accuracy], marker="*", s=180, color="tab:red",
                        zorder=3, label="adaptive policy")
-    attacks = sorted({p.attack for p in points})
+    attacks = sorted({p.label or p.attack for p in points})
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robust accuracy (%)")
-    ax.set_title(f"{title or 'accuracy-robustness trade-off'}\nattack: {', '.join(attacks)}", fontsize=9)
+    ax.set_title(f"{title or 'accuracy-robustness trade-off'}\n{textwrap.fill('; '.join(attacks), 80)}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     atomic_write_bytes(path, figure_png(fig))
@@ -127,3 +152,39 @@ def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, titl
     atomic_write_text(paths["json"], json.dumps({"metadata": metadata or {}, "points": rows}, indent=2) + "\n")
     plot_sweep(points, paths["png"], title)
     return paths
+
+
+def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]]:
+    """The points and metadata of a ``sweep.json`` written by :func:`write_sweep`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, or not a sweep (a point lacks a field, or an accuracy is not a
+            fraction in ``[0, 1]``).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: rerun robust-mix sweep") from err
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not data["points"]:
+        raise ValueError(f"{path} is not a sweep: expected an object with a non-empty 'points' list "
+                         "(written by robust-mix sweep)")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: 'metadata' must be an object, got {type(metadata).__name__}")
+    fields = [f.name for f in dataclasses.fields(SweepPoint)]
+    points = []
+    for i, row in enumerate(data["points"]):
+        if not isinstance(row, dict) or sorted(row) != sorted(fields):
+            got = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise ValueError(f"{path}: point {i} must have exactly the fields {fields}, got {got}")
+        for key in ("clean_accuracy", "robust_accuracy"):
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{path}: point {i} {key} must be a fraction in [0, 1], got {value!r}")
+        if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
+                                       or not 0 <= row["alpha"] <= 1):
+            raise ValueError(f"{path}: point {i} alpha must be in [0, 1] or {POLICY!r}, got {row['alpha']!r}")
+        points.append(SweepPoint(**row))
+    return points, metadata

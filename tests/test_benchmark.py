@@ -108,6 +108,7 @@ def test_result_fields_are_fractions_and_consistent_with_flags():
     assert result.number_forward_passes == 2 and result.eps == EPS and result.dataset == "fashion-mnist"
     assert not result.leaderboard_grade and result.options == {"n_iter": 8, "n_target_classes": 2}
     assert {"torch", "pyautoattack", "robust_mix"} <= set(result.versions)
+    assert result.config_fingerprint == tiny_config().fingerprint() and result.resumed_seconds == 0
     again = BenchmarkResult.from_json(result.to_json())
     assert again == result
 
@@ -177,6 +178,9 @@ def test_resume_after_a_crash_mid_run_gives_identical_flags(tmp_path):
     assert saved["stages_done"] == ["apgd-ce"] and not saved["done"]  # stopped between two stages
     resumed = benchmark(tiny_mixed(), state_dir=tmp_path, **kwargs)
     assert resumed.resumed_chunks == 2
+    # the interrupted session's time on those chunks is part of the run's wall time
+    earlier = sum(json.loads(p.read_text())["seconds"] for p in tmp_path.glob("chunk_00000[01].json"))
+    assert 0 < resumed.resumed_seconds <= earlier and resumed.wall_time_s > resumed.resumed_seconds
     assert resumed.robust_flags == reference.robust_flags
     assert resumed.suite_flags == reference.suite_flags and resumed.clean_flags == reference.clean_flags
 

@@ -272,7 +272,7 @@ def test_pgd_inside_the_certified_radius_never_flips_a_certified_prediction():
     with torch.no_grad():
         standard[1].weight.mul_(20)  # a sharp, arbitrary standard model the attack can exploit
     model = MixedClassifier(standard, robust, alpha=0.8, rob_scale=5.0)
-    x = torch.randn(400, 1, 6, 6)
+    x = torch.rand(400, 1, 6, 6)  # raw images in [0, 1], the model's input contract
     cert = certify_lipschitz(model, x)  # bound computed by the library, l2
     certified = cert.radius > 0
     assert certified.sum() > 100

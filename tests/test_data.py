@@ -49,6 +49,13 @@ def test_load_dataset_names_and_subsets():
         load_fashion_mnist("validation")
 
 
+def test_canonical_dataset_names():
+    from robust_mix.data import canonical_dataset
+
+    assert [canonical_dataset(n) for n in ("FMNIST", "Fashion_MNIST", "fashionmnist", "CIFAR10")] == [
+        "fashion-mnist", "fashion-mnist", "fashion-mnist", "cifar10"]
+
+
 def test_missing_files_raise_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("ROBUST_MIX_DATA", raising=False)
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")

@@ -12,7 +12,8 @@ import robust_mix
 from robust_mix import (BackboneConfig, InputConfig, MixedClassifier, ModelConfig, PolicyConfig,
                         ReportedResult, build_model, load_model, save_backbone)
 from robust_mix import cli, registry
-from robust_mix.cards import benchmark_from_dict, format_eps, read_benchmark, render_all, render_card
+from robust_mix.cards import benchmark_from_dict, read_benchmark, render_all, render_card
+from robust_mix.formatting import format_eps
 from robust_mix.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ ARCH = "timm/test_byobnet"  # about 0.2 M parameters: builds in milliseconds
 LAYERS = ["stages.0", "stages.1"]
 REPORT = {"model": "tiny-adaptive", "dataset": "cifar10", "threat_model": "Linf", "eps": 8 / 255,
           "attack": "standard", "n_examples": 200, "clean_accuracy": 0.875, "robust_accuracy": 0.4125,
-          "seed": 0, "command": "robust-mix benchmark tiny-adaptive --n-examples 200"}
+          "options": {}, "seed": 0, "command": "robust-mix benchmark tiny-adaptive --n-examples 200"}
 
 
 def base(ref=ARCH, **kw):
@@ -271,8 +272,9 @@ def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, image
     assert metrics["accuracy"].metric_value == 87.5 and metrics["robust_accuracy"].metric_value == 41.25
     robust = metrics["robust_accuracy"]
     assert robust.dataset_type == "cifar10" and robust.task_type == "image-classification"
-    assert robust.metric_args == {"threat_model": "Linf", "eps": 8 / 255, "attack": "autoattack-standard",
-                                  "n_examples": 200}
+    assert robust.metric_args == {"threat_model": "Linf", "eps": 8 / 255, "attack": "AutoAttack",
+                                  "n_examples": 200, "partial": "200 of the leaderboard's 10,000 test examples"}
+    assert robust.metric_name == "AutoAttack robust accuracy (%) (partial evaluation)"
     assert 'load_model("hf-hub:org/tiny-adaptive")' in card.text
     assert REPORT["command"] in card.text and "8/255" in card.text
     assert json.loads((folder / CONFIG_NAME).read_text())["weights"] == {"hf_hub_id": "org/tiny-adaptive"}
@@ -298,10 +300,10 @@ def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
 
 # -- benchmark reports and cards ---------------------------------------------------------------------
 @pytest.mark.parametrize("change,message", [
-    ({"clean_accuracy": 87.5}, r"clean_accuracy must lie in \[0, 1\].*percentage"),
+    ({"clean_accuracy": 87.5}, r"clean_accuracy must be a finite number in \[0, 1\], got 87.5.*percentage"),
     ({"robust_accuracy": "0.4"}, "robust_accuracy must be a number"),
     ({"n_examples": 0}, "n_examples must be a positive integer"),
-    ({"eps": "eight"}, "eps must be a non-negative number"),
+    ({"eps": "eight"}, "eps must be a number like 0.1 or a fraction like 8/255, got 'eight'"),
     ({"dataset": ""}, "dataset must be a non-empty string"),
 ])
 def test_bad_benchmark_reports_name_the_field(change, message):

@@ -216,7 +216,7 @@ def test_fixed_alpha_overrides_and_returns_to_policy(images):
 
 def test_none_alpha_without_policy_raises(standard, robust):
     model = MixedClassifier(standard, robust)
-    with pytest.raises(ValueError, match="no adaptive policy"):
+    with pytest.raises(ValueError, match="alpha=None means .the adaptive policy., but this model has none"):
         model.alpha = None
 
 

@@ -142,3 +142,19 @@ def test_nuts_entry_uses_output_maps(backbone_files):
     onehot = torch.nn.functional.one_hot(g.argmax(1), 10).float()
     robust_probs = model.robust_map(h).exp()
     torch.testing.assert_close(out.exp(), 0.1 * onehot + 0.9 * robust_probs, atol=1e-6, rtol=1e-5)
+
+
+def test_config_fingerprint_follows_what_the_model_computes():
+    config = get_model_config("fmnist-robust")
+    assert config.fingerprint() == get_model_config("fmnist-robust").fingerprint()
+    texts = dataclasses.replace(config, name="renamed", description="other words", reported=None, aliases=["x"])
+    assert texts.fingerprint() == config.fingerprint()  # documentation does not change the model
+    assert dataclasses.replace(config, alpha=0.9).fingerprint() != config.fingerprint()
+    model = load_model("fmnist-adasmooth")
+    registered = get_model_config("fmnist-adasmooth").fingerprint()
+    assert model.current_config().fingerprint() == registered
+    model.alpha = 0.9
+    assert model.current_config().fingerprint() != registered
+    model.alpha = None
+    model.policy.alpha_range = (0.5, 1.0)
+    assert model.current_config().fingerprint() != registered

@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
+from robust_mix.attacks import STANDARD_STAGES
 from robust_mix.benchmark import BenchmarkResult, benchmark
 from robust_mix.cli import main
-from robust_mix.report import (MODEL_INFO_FIELDS, PartialEvaluationError, format_eps, markdown_table, model_info,
+from robust_mix.formatting import format_eps
+from robust_mix.report import (MODEL_INFO_FIELDS, PartialEvaluationError, markdown_table, model_info,
                                parse_bibtex, submission_files, write_report)
 from test_benchmark import EPS, FAST, fmnist, tiny_config, tiny_mixed
 
@@ -24,8 +26,16 @@ def result() -> BenchmarkResult:
 
 
 def full_size(result: BenchmarkResult, **kw) -> BenchmarkResult:
-    """The same numbers as if they came from a leaderboard-size, full-budget run (for claim tests)."""
-    return dataclasses.replace(result, n_examples=10_000, options={}, **kw)
+    """The same numbers as if they came from a leaderboard-size run of the standard suite at full budgets
+    (flags repeated to 10,000 examples; for claim tests)."""
+    reps = 10_000 // result.n_examples
+    robust = result.stage_accuracy["apgd-ce"]
+    stages = {**{s: robust for s in STANDARD_STAGES},
+              **{s: a for s, a in result.stage_accuracy.items() if s.startswith("adaptive")}}
+    return dataclasses.replace(result, n_examples=10_000, options={}, attack="standard+adaptive",
+                               clean_flags=result.clean_flags * reps, robust_flags=result.robust_flags * reps,
+                               suite_flags={k: v * reps for k, v in result.suite_flags.items()},
+                               stage_accuracy=stages, **kw)
 
 
 def test_eps_and_bibtex_formats():
@@ -61,7 +71,8 @@ def test_write_report_and_markdown(result, tmp_path):
 
 
 def test_claim_refuses_partial_reports_unless_allowed(result):
-    with pytest.raises(PartialEvaluationError, match="8 examples.*10000"):
+    with pytest.raises(PartialEvaluationError, match="not the standard AutoAttack suite.*n_iter=8.*"
+                                                     "8 of the leaderboard's 10,000"):
         submission_files(result, tiny_config())
     files = submission_files(result, tiny_config(), allow_partial=True)
     assert files["claim.md"].startswith("PARTIAL EVALUATION")
@@ -103,7 +114,9 @@ def test_benchmark_command_with_adaptive_shows_both_numbers(tmp_path, capsys):
                  "--attack", "apgd-ce", "--adaptive", "--n-iter", "4", "--n-target-classes", "2",
                  "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| AutoAttack | adaptive | robust (min) |" in table
+    assert "| attack | adaptive | robust (min) |" in table  # not the standard suite: not called AutoAttack
+    assert "Attack: APGD-CE (4 iter) + adaptive APGD-CE (4 iter) + adaptive APGD-T (4 iter, 2 targets), partial:" \
+        in table
     report = BenchmarkResult.from_json(out / "report.json")
     assert report.attack == "apgd-ce+adaptive" and report.arguments["adaptive"] is True
     assert report.adaptive_accuracy is not None and report.autoattack_accuracy is not None

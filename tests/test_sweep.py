@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from robust_mix.sweep import POLICY, parse_alphas, sweep, write_sweep
+from robust_mix.sweep import POLICY, parse_alphas, read_sweep, sweep, write_sweep
 from test_attacks import adaptive_model
 from test_benchmark import EPS, FAST, fmnist
 
@@ -43,6 +43,21 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["metadata"]["attack"] == "apgd-ce,apgd-t" and len(data["points"]) == 4
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_sweep(paths["json"]) == (points, {"attack": "apgd-ce,apgd-t"})
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"points": [', "not valid JSON"), ('{"points": []}', "non-empty 'points'"),
+    ('{"points": [{"alpha": 0.5}]}', "exactly the fields"),
+    ('{"points": [{"alpha": 0.5, "clean_accuracy": 85.0, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,'
+     ' "wall_time_s": 1}]}', "clean_accuracy must be a fraction"),
+    ('{"points": [{"alpha": 2, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,'
+     ' "wall_time_s": 1}]}', "alpha must be in"),
+])
+def test_read_sweep_rejects_what_write_sweep_never_writes(tmp_path, text, match):
+    (tmp_path / "sweep.json").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_sweep(tmp_path / "sweep.json")
 
 
 def test_sweep_needs_a_mixed_model():
@@ -58,6 +73,6 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
                  "--n-examples", "4", "--batch-size", "4", "--alphas", "0,1", "--attack", "apgd-ce",
                  "--n-iter", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "attack: apgd-ce" in printed and "policy" in printed
-    assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"] == "apgd-ce"
+    assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
+    assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")
     assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4

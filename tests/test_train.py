@@ -97,7 +97,7 @@ def test_a_model_with_the_wrong_class_count_is_refused_before_writing(tiny_data,
     config = tiny_backbone_recipe(arch_kwargs={**TINY, "num_classes": 7})
     with pytest.raises(ValueError, match="7,.*10 classes; set num_classes=10"):
         train_backbone(config, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+    assert not any((tmp_path / "run").glob("*"))  # refused before writing anything
 
 
 def test_more_processes_than_data_is_refused(tiny_data, tmp_path):
@@ -107,7 +107,7 @@ def test_more_processes_than_data_is_refused(tiny_data, tmp_path):
         train_backbone(tiny_backbone_recipe(batch_size=16), tmp_path / "a", dist=DistContext(rank=0, world_size=3))
     with pytest.raises(ValueError, match="fewer than one global batch"):
         train_backbone(tiny_backbone_recipe(batch_size=16, train_subset=8), tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / "a").glob("*")) and not any((tmp_path / "b").glob("*"))
 
 
 def test_adasmooth_recipe_trains_policy_and_calibrates(tiny_data, tiny_bases, tmp_path):
@@ -176,9 +176,9 @@ def test_a_base_pair_that_does_not_fit_the_data_is_refused(tiny_data, tiny_bases
                          ref="timm/resnet18", kwargs=three)
     with pytest.raises(ValueError, match="standard base .* does not accept the data set's \\(1, 28, 28\\) images"):
         train_adasmooth(tiny_adasmooth([str(path), tiny_bases[1]]), tmp_path / "ada")
-    with pytest.raises(ValueError, match="n_targets=9 .* at most 9|n_targets"):
+    with pytest.raises(ValueError, match="n_targets must be an integer from 0 to 9"):
         train_adasmooth(tiny_adasmooth(tiny_bases, n_targets=10), tmp_path / "ada")
-    assert not (tmp_path / "ada").exists()
+    assert not any((tmp_path / "ada").glob("*"))
 
 
 def test_calibrate_nuts_picks_grid_point_and_alpha():

@@ -2,7 +2,10 @@
 
 Usage:
     python benchmarks/fmnist/claim.py [--n-examples 1000] [--out runs/claim] [--rows ROW ...]
-                                      [--results benchmarks/fmnist/RESULTS.md]
+                                      [--results OUT/RESULTS.md]
+
+By default everything is written under ``--out``; ``--results benchmarks/fmnist/RESULTS.md``
+updates the committed results (and ``sweep.png`` beside them).
 
 Rows (each a resumable harness run, standard AutoAttack, l_inf eps 0.1, seed 0, on the first
 ``--n-examples`` test images; state and reports under ``--out/<row>/``):
@@ -249,11 +252,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rows", nargs="*", default=[r for r, *_ in ROWS] + ["frontier"],
                         choices=[r for r, *_ in ROWS] + ["frontier"])
     parser.add_argument("--grid", default="0:1:0.05", help="fixed ratios for the clean-accuracy frontier")
-    parser.add_argument("--results", default="benchmarks/fmnist/RESULTS.md")
+    parser.add_argument("--results", help="Markdown results file, sweep.png beside it (default: OUT/RESULTS.md)")
     args = parser.parse_args(argv)
+    args.results = args.results or str(Path(args.out) / "RESULTS.md")
     args.command_line = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     args.canonical_command = (f"python benchmarks/fmnist/claim.py --n-examples {args.n_examples} --out {args.out} "
-                              f"--grid {args.grid}")
+                              f"--grid {args.grid} --results {args.results}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     for row, _, name, adaptive in ROWS:

@@ -2,6 +2,9 @@
 
 Library modules log and never print; each ``robust_mix/cli/<topic>.py`` wraps one library module
 in subcommands registered with :func:`command` and listed in :data:`COMMAND_MODULES`.
+
+Exit codes: 0 done, 2 bad input (one ``error:`` line naming the value), 3 a refused submission,
+130 interrupted (Ctrl-C; one line says how to resume).
 """
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ import sys
 from typing import Callable, Optional, Sequence
 
 import robust_mix
+from robust_mix import validate
 from robust_mix.config import ModelConfig
 
 logger = logging.getLogger("robust_mix.cli")
 
 Command = Callable[[argparse.Namespace], int]
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 # Modules that register subcommands with @command; one line per feature module.
 COMMAND_MODULES = [
@@ -28,16 +33,42 @@ COMMAND_MODULES = [
     "robust_mix.cli.benchmark",
     "robust_mix.cli.certify",
     "robust_mix.cli.train",
+    "robust_mix.cli.leaderboard",
 ]
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str, Optional[str]]] = {}
 
 
-def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None):
-    """Register ``run`` as the subcommand ``name``; ``arguments`` adds its options to a parser."""
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
+            resume: Optional[str] = None):
+    """Register ``run`` as the subcommand ``name``; ``arguments`` adds its options to a parser.
+
+    ``resume`` is the line printed after Ctrl-C (``str.format`` fields: the parsed arguments).
+    """
     def wrap(run: Command) -> Command:
-        _COMMANDS[name] = (arguments, run, help)
+        _COMMANDS[name] = (arguments, run, help, resume)
         return run
     return wrap
+
+
+def arg_type(check: Callable[[str, object], object], parse: Optional[Callable[[str, str], object]] = None
+             ) -> Callable[[str], object]:
+    """An argparse ``type`` from a :mod:`robust_mix.validate` check (``parse`` turns the text into a value first),
+    so that the CLI and the library refuse the same values with the same words."""
+    def convert(text: str) -> object:
+        try:
+            return check("value", parse("value", text) if parse is not None else text)
+        except validate.InvalidInputError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    convert.__name__ = check.__name__
+    return convert
+
+
+#: argparse types shared by the subcommands.
+POSITIVE_INT = arg_type(validate.positive_int, validate.parse_int)
+INT = arg_type(validate.check_int, validate.parse_int)
+POSITIVE_FLOAT = arg_type(validate.positive_float, validate.parse_number)
+NON_NEGATIVE_FLOAT = arg_type(validate.non_negative_float, validate.parse_number)
+EPS = arg_type(lambda name, text: validate.parse_eps(text))
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -107,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robust-mix", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_args, _, help_text) in _COMMANDS.items():
+    for name, (add_args, _, help_text, _resume) in _COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
@@ -117,13 +148,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed the usage line and the error (or the help)
+        return exit.code if isinstance(exit.code, int) else EXIT_BAD_INPUT
     args.command_line = "robust-mix " + shlex.join(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _, run, _, resume = _COMMANDS[args.command]
     try:
-        return _COMMANDS[args.command][1](args)
+        return run(args)
+    except KeyboardInterrupt:
+        hint = resume.format(**vars(args)) if resume else "nothing was written"
+        print(f"\ninterrupted: {hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (KeyError, ValueError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT

@@ -20,8 +20,9 @@ from torch import nn
 
 from robust_mix.attacks import AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, default_device
-from robust_mix.cli import command
+from robust_mix.cli import EPS, INT, POSITIVE_INT, command
 from robust_mix.config import ModelConfig
+from robust_mix.validate import THREAT_MODELS, InvalidInputError, check_writable_dir
 
 
 def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
@@ -32,7 +33,12 @@ def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
         return robust_mix.build_model(ModelConfig.load(name), model_dir=model_dir)
     if ":" in name and not robust_mix.is_model(name):
         module, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module), attr)()
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise InvalidInputError(f"{name!r} names no model factory ({err}); NAME is a registry name, a "
+                                    "ModelConfig .json file or package.module:function") from None
+        return factory()
     return robust_mix.load_model(name, model_dir=model_dir)
 
 
@@ -79,28 +85,22 @@ def _finish_distributed() -> None:
 def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="registry name, ModelConfig .json file, or module:function")
     p.add_argument("--dataset", help="default: the entry's data set")
-    p.add_argument("--threat-model", help="Linf, L2 or L1 (default: the entry's)")
-    p.add_argument("--eps", type=_eps, help="budget, e.g. 8/255 (default: the entry's)")
-    p.add_argument("--n-examples", type=int, help="default: the leaderboard's count")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--chunk-size", type=int, help="examples per resumable unit (default: batch size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threat-model", choices=THREAT_MODELS, help="default: the entry's")
+    p.add_argument("--eps", type=EPS, help="budget, e.g. 8/255 (default: the entry's)")
+    p.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=500)
+    p.add_argument("--chunk-size", type=POSITIVE_INT, help="examples per resumable unit (default: batch size)")
+    p.add_argument("--seed", type=INT, default=0)
     p.add_argument("--device", help="default: cuda:<LOCAL_RANK> if available, else cpu")
     p.add_argument("--data-dir", help="data set root (ImageNet: folder with val/<wnid>/...)")
     p.add_argument("--model-dir", help="RobustBench checkpoint folder")
     p.add_argument("--preprocessing", help="ImageNet preprocessing (default Res256Crop224)")
     p.add_argument("--state-dir", help="resumable progress (default: OUT/state)")
     p.add_argument("--out", default="benchmark_out", help="output folder")
-    p.add_argument("--n-iter", type=int, help="override APGD/FAB iterations (not leaderboard-grade)")
-    p.add_argument("--n-queries", type=int, help="override Square queries (not leaderboard-grade)")
-    p.add_argument("--n-target-classes", type=int, help="override target classes (not leaderboard-grade)")
-
-
-def _eps(text: str) -> float:
-    if "/" in text:
-        num, den = text.split("/")
-        return float(num) / float(den)
-    return float(text)
+    p.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (not leaderboard-grade)")
+    p.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (not leaderboard-grade)")
+    p.add_argument("--n-target-classes", type=POSITIVE_INT,
+                   help="override target classes (not leaderboard-grade)")
 
 
 def _options(args: argparse.Namespace) -> AttackOptions:
@@ -120,13 +120,13 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("benchmark", "evaluate a model with the leaderboard's AutoAttack (resumable, torchrun-shardable)",
-         _benchmark_args)
+         _benchmark_args, resume="finished chunks are saved under {out}/state; rerun the same command to resume")
 def _benchmark(args: argparse.Namespace) -> int:
     from robust_mix.report import markdown_table, write_report
 
+    out = check_writable_dir(args.out)
     rank = _init_distributed()
     model = resolve_model(args.name, model_dir=args.model_dir)
-    out = Path(args.out)
     progress = TqdmProgress(enabled=rank == 0)
     try:
         result = benchmark(model, attack=args.attack, adaptive=args.adaptive,
@@ -151,22 +151,24 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-policy", action="store_true", help="skip the adaptive policy's own point")
 
 
-@command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args)
+@command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args,
+         resume="finished points and chunks are saved under {out}/state; rerun the same command to resume")
 def _sweep(args: argparse.Namespace) -> int:
     from robust_mix.sweep import parse_alphas, sweep, write_sweep
 
+    alphas = parse_alphas(args.alphas)
+    out = check_writable_dir(args.out)
     rank = _init_distributed()
     model = resolve_model(args.name, model_dir=args.model_dir)
-    out = Path(args.out)
     try:
-        points = sweep(model, parse_alphas(args.alphas), include_policy=not args.no_policy,
+        points = sweep(model, alphas, include_policy=not args.no_policy,
                        state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
                        **_benchmark_kwargs(args))
     finally:
         _finish_distributed()
     if rank == 0:
-        attack = points[0].attack if points else args.attack
-        paths = write_sweep(points, out, title=f"{args.name} ({attack})",
+        attack = points[0].label if points else args.attack
+        paths = write_sweep(points, out, title=args.name,
                             metadata={"model": args.name, "attack": attack, "arguments": vars(args),
                                       "options": _options(args).overrides()})
         for p in points:
@@ -181,7 +183,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", required=True, help="report.json of a finished benchmark")
     p.add_argument("--out", required=True, help="folder for the submission files")
     p.add_argument("--allow-partial", action="store_true",
-                   help="write (marked) drafts from a report with fewer than the leaderboard's examples")
+                   help="write drafts marked PARTIAL from a report that is not a full leaderboard evaluation "
+                        "(other attack, reduced budgets, fewer examples, no config fingerprint)")
     for name in ("link", "authors", "venue", "architecture", "footnote"):
         p.add_argument(f"--{name}", help=f"override the model-info '{name}'")
     p.add_argument("--additional-data", action="store_true", help="the model uses extra training data")
@@ -191,7 +194,7 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
          _submit_args)
 def _submit(args: argparse.Namespace) -> int:
     import robust_mix
-    from robust_mix.report import PartialEvaluationError, write_submission
+    from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, write_submission
 
     config = (ModelConfig.load(args.name) if args.name.endswith(".json") and Path(args.name).is_file()
               else robust_mix.get_model_config(args.name))
@@ -200,7 +203,7 @@ def _submit(args: argparse.Namespace) -> int:
     overrides["additional_data"] = True if args.additional_data else None
     try:
         paths = write_submission(args.out, result, config, allow_partial=args.allow_partial, **overrides)
-    except PartialEvaluationError as err:
+    except (PartialEvaluationError, SubmissionMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))

@@ -9,21 +9,21 @@ import torch.nn.functional as F
 
 from robust_mix.certify import (certified_accuracy, check_probability_mixing, estimate_smoothed,
                                 lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
-from robust_mix.cli import command, format_table
+from robust_mix.cli import INT, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, arg_type, command, format_table
 from robust_mix.io import figure_png
 from robust_mix.mixing import MixedClassifier
+from robust_mix.validate import (check_alpha, check_images, check_labels, check_open_probability, check_writable_dir,
+                                 parse_number)
 
 
-def _alpha_arg(text: str) -> Union[float, str]:
+def _alpha_choice(name: str, text: str) -> Union[float, str]:
     if text in ("applied", "lower"):
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"alpha must be a number in [0, 1], 'applied' or 'lower', got {text!r}")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"alpha must lie in [0, 1], got {value}")
-    return value
+    return check_alpha(parse_number(f"{name} (a number in [0, 1], 'applied' or 'lower')", text), name)
+
+
+_ALPHA = arg_type(_alpha_choice)
+_FAILURE_PROB = arg_type(check_open_probability, parse_number)
 
 
 def _certify_args(p: argparse.ArgumentParser) -> None:
@@ -33,28 +33,28 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robust", default=None, help="override the robust base (e.g. a .safetensors file)")
     p.add_argument("--method", choices=("smoothing", "lipschitz"), default="smoothing",
                    help="randomized smoothing of the robust base (default) or its Lipschitz bound")
-    p.add_argument("--sigma", type=float, default=0.25, help="smoothing noise level (raw [0, 1] image units)")
-    p.add_argument("--n", type=int, default=1000, help="estimation samples per example")
-    p.add_argument("--n0", type=int, default=100, help="selection samples per example")
-    p.add_argument("--failure-prob", type=float, default=0.001,
+    p.add_argument("--sigma", type=POSITIVE_FLOAT, default=0.25, help="smoothing noise level (raw [0, 1] image units)")
+    p.add_argument("--n", type=POSITIVE_INT, default=1000, help="estimation samples per example")
+    p.add_argument("--n0", type=POSITIVE_INT, default=100, help="selection samples per example")
+    p.add_argument("--failure-prob", type=_FAILURE_PROB, default=0.001,
                    help="probability that a certificate is wrong (Clopper-Pearson level)")
-    p.add_argument("--lipschitz", type=float, default=None,
+    p.add_argument("--lipschitz", type=POSITIVE_FLOAT, default=None,
                    help="Lipschitz constant of the robust probabilities (--method lipschitz); "
                         "default: the library's bound for Sequential robust bases")
     p.add_argument("--norm", choices=("l2", "linf"), default="l2", help="norm for --method lipschitz")
-    p.add_argument("--radii", type=float, nargs="+", default=None,
+    p.add_argument("--radii", type=NON_NEGATIVE_FLOAT, nargs="+", default=None,
                    help="radii to report certified accuracy at (default 0 to 4 sigma in 8 steps)")
-    p.add_argument("--alphas", type=_alpha_arg, nargs="+", default=None,
+    p.add_argument("--alphas", type=_ALPHA, nargs="+", default=None,
                    help="mixing ratios to certify: numbers, 'applied' (the model's own per-example "
                         "ratio) or 'lower' (its guaranteed minimum); 1.0 (robust base alone) is always added")
     p.add_argument("--dataset", default="fashion-mnist", help="data set name (robust_mix.data.load_dataset)")
     p.add_argument("--split", default="test")
-    p.add_argument("--n-examples", type=int, default=100)
+    p.add_argument("--n-examples", type=POSITIVE_INT, default=100)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model-dir", default=None, help="RobustBench checkpoint folder")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=1000, help="noisy images per forward pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=1000, help="noisy images per forward pass")
+    p.add_argument("--seed", type=INT, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the sampling progress bars")
 
 
@@ -101,18 +101,19 @@ def run_certify(args: argparse.Namespace) -> dict:
     """Certify a registered model on a data set for several ratios; write ``certify.json`` and ``certify.png``."""
     import json
     import time
-    from pathlib import Path
 
     import robust_mix
     from robust_mix.data import load_dataset
     from robust_mix.io import atomic_write_bytes, atomic_write_text
 
     start = time.time()
+    out = check_writable_dir(args.out)
     overrides = {k: getattr(args, k) for k in ("standard", "robust") if getattr(args, k) is not None}
     model = robust_mix.load_model(args.name, model_dir=args.model_dir, device=args.device, **overrides)
     check_probability_mixing(model)
     images, labels = load_dataset(args.dataset, args.split, args.n_examples, args.data_dir)
-    images, labels = images.to(args.device), labels.to(args.device)
+    images = check_images(images, model.input_shape, dtype=model.dtype).to(args.device)
+    labels = check_labels(labels, model.num_classes, n=len(images)).to(args.device)
     default = "applied" if model.is_adaptive else float(model.alpha)
     choices = list(dict.fromkeys([*(args.alphas or [default]), 1.0]))
     radii = args.radii if args.radii is not None else [args.sigma * i / 2 for i in range(9)]
@@ -171,14 +172,14 @@ def run_certify(args: argparse.Namespace) -> dict:
         "examples": {"labels": labels.tolist(), **examples},
         "seconds": round(time.time() - start, 2), "robust_mix_version": robust_mix.__version__,
     }
-    out = Path(args.out)
     atomic_write_text(out / "certify.json", json.dumps(report, indent=2) + "\n")
     max_radius = max(max(radii), 1e-6)
     atomic_write_bytes(out / "certify.png", _plot(curves, radius_table, correct, title, xlabel, max_radius))
     return report
 
 
-@command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args)
+@command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args,
+         resume="certify keeps no partial state; rerun the same command to start over")
 def _certify(args: argparse.Namespace) -> int:
     report = run_certify(args)
     headers = ["alpha", "clean %", "abstain %"] + [f"r={r:g}" for r in report["radii"]]

@@ -43,6 +43,7 @@ from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
 from robust_mix.train.pair import build_mixed, policy_state, resolve_dataset
 from robust_mix.train.policy_calibration import calibrate_policy
 from robust_mix.train.run_dir import CHECKPOINT, RunDir
+from robust_mix.validate import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ _VAL_SUMS = ("n", "loss_w", "w", "detect_clean", "detect_adv", "acc_clean", "acc
              "alpha_clean", "alpha_clean_sq", "alpha_adv", "alpha_adv_sq")
 
 
-class _Composite(nn.Module):
-    """The composite's training forward, for DDP: images -> ``(log_probs, alpha, gamma)``."""
+class CompositeForward(nn.Module):
+    """The composite's training forward (what DDP wraps): images -> ``(log_probs, alpha, gamma)``."""
 
     def __init__(self, model: MixedClassifier) -> None:
         super().__init__()
@@ -87,7 +88,7 @@ class AdaSmoothTask(TrainTask):
         self.config, self.model, self.images, self.val = config, model, images, val
         self.run, self.dist, self.options = run, dist, options
         self.trained = model.policy
-        self._composite = _Composite(model)
+        self._composite = CompositeForward(model)
         self._buffer: Optional[BufferDataset] = None
 
     def forward_module(self) -> nn.Module:
@@ -192,8 +193,8 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
     val = open_dataset(name, "val", config.val_subset)
     classes = num_classes(images)
     if config.n_targets >= classes:
-        raise ValueError(f"AdaSmoothRecipe field n_targets={config.n_targets} is invalid: expected at most "
-                         f"{classes - 1} (the data set has {classes} classes); change it with --set n_targets=...")
+        raise InvalidInputError(f"n_targets must be at most {classes - 1} (the data set has {classes} classes), got "
+                                f"{config.n_targets}; set it with --set n_targets=...")
     model = build_mixed(config, images[0][0].unsqueeze(0).to(dist.device), classes, dist)
     task = AdaSmoothTask(config, model, images, val, run, dist, options)
     plan_steps(config, task.train_size(0), dist)

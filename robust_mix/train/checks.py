@@ -1,185 +1,90 @@
-"""Validation of recipe configs: the one place that says which values a recipe accepts.
+"""Validation of recipe configs at the boundary: the rules that need the whole recipe.
 
-:func:`check_recipe` runs at the boundary (the CLI and every ``train_*`` entry point, before any
-file is written), so inner code trusts its config. Rules are data: a field name, a test and
-what was expected; cross-field rules follow. The error names the field, the value, what was
-expected and how to change it (``--set field=value``).
-
-When the project-wide validation layer (``robust_mix/validate.py``) lands, the predicates here
-are the part to express through it; the rule table stays the recipe's contract.
+Every recipe checks its own fields' types and ranges when it is built
+(:data:`robust_mix.train.config.RECIPE_RULES` through :func:`robust_mix.validate.check_fields`,
+the project's one validation layer). :func:`check_recipe` runs those again (a field may have been
+set afterwards) and adds what one field cannot say: required fields the generic recipes leave
+empty, and relations between fields. The CLI and every ``train_*`` entry point call it before
+any file is written, so inner code trusts its config. Each error names the field, the value,
+what was expected and how to change it.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import numbers
-from typing import Any, Callable, Optional
+from typing import Any
 
-from robust_mix.train.config import (BACKBONE_METHODS, PRECISIONS, AdaSmoothRecipe, BackboneRecipe,
-                                     MixedNutsRecipe, RecipeConfig, Schedule)
+from robust_mix.train.config import (RECIPE_RULES, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig,
+                                     Schedule)
 from robust_mix.train.policy_calibration import calibration_spec
+from robust_mix.validate import InvalidInputError, check_fields, check_real
 
 
-def _int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _require(ok: bool, config: RecipeConfig, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise InvalidInputError(f"{type(config).__name__}: {name} must be {expected}, got {value!r}; "
+                                f"set it with --set {name}=...")
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+def _schedule(config: Schedule) -> None:
+    _require(config.batch_size % config.accumulation == 0, config, "batch_size", config.batch_size,
+             f"a multiple of accumulation={config.accumulation} (the global batch splits into micro-batches)")
 
 
-def positive_int(value: Any) -> bool:
-    return _int(value) and value >= 1
+def _backbone(config: BackboneRecipe) -> None:
+    _require(config.arch.startswith("timm/") and len(config.arch) > 5, config, "arch", config.arch,
+             "'timm/<arch>', the architecture to train")
+    _require(bool(config.dataset.strip()), config, "dataset", config.dataset,
+             "a data set name (robust_mix.data.available_datasets())")
+    _require(config.method == "standard" or config.eps is not None, config, "eps", config.eps,
+             f"a positive number: method {config.method!r} attacks at that radius")
 
 
-def non_negative_int(value: Any) -> bool:
-    return _int(value) and value >= 0
+def _bases(config: Any) -> None:
+    for side in ("standard", "robust") if isinstance(config, AdaSmoothRecipe) else ("robust",):
+        value = getattr(config, side)
+        _require(bool(value.strip()), config, side, value,
+                 "a base reference ('timm/...', 'robustbench/<dataset>/<threat>/<Name>', a .safetensors file); "
+                 f"or pass --{side}")
+    _require(config.eps is not None, config, "eps", config.eps,
+             "the threat model's l_inf radius (e.g. 0.03137 for 8/255)")
 
 
-def positive(value: Any) -> bool:
-    return _real(value) and value > 0
+def _adasmooth(config: AdaSmoothRecipe) -> None:
+    _bases(config)
+    _require(config.eps_lo <= config.eps_hi, config, "eps_lo", config.eps_lo, f"at most eps_hi={config.eps_hi}")
+    _require(config.iter_min <= config.iter_max, config, "iter_min", config.iter_min,
+             f"at most iter_max={config.iter_max}")
+    _require(config.epochs % config.buffer_rounds == 0, config, "buffer_rounds", config.buffer_rounds,
+             f"a divisor of epochs={config.epochs} (each round trains as many epochs)")
+    _require(config.val_subset >= 2, config, "val_subset", config.val_subset,
+             "at least 2 (the mixing network's BatchNorm needs batches of 2)")
+    for side in ("standard_layers", "robust_layers"):
+        layers = getattr(config.policy, side)
+        _require(bool(layers), config, f"policy.{side}", layers,
+                 "the names of the base's feature layers, one per stage, earliest first, e.g. [\"layer1\",\"layer2\"]")
+    _require(len(config.policy.standard_layers) == len(config.policy.robust_layers), config, "policy.robust_layers",
+             config.policy.robust_layers, f"as many layers as policy.standard_layers ({config.policy.standard_layers})")
+    _require(bool(config.policy.widths), config, "policy.widths", config.policy.widths, "a non-empty list")
+    for name in ("calib_alpha_lo", "calib_gamma_scale", "calib_gamma_bias"):
+        _require(bool(getattr(config, name)), config, name, getattr(config, name), "a non-empty list (the grid)")
+    calibration_spec(config.calib_attack)
 
 
-def non_negative(value: Any) -> bool:
-    return _real(value) and value >= 0
+def _mixednuts(config: MixedNutsRecipe) -> None:
+    _bases(config)
+    check_real("beta", config.beta, low=0.0, high=100.0, low_open=True, high_open=True)
+    for name in ("scales", "powers", "biases"):
+        _require(bool(getattr(config, name)), config, name, getattr(config, name), "a non-empty list (the grid)")
 
 
-def unit_interval(value: Any) -> bool:
-    return _real(value) and 0 <= value <= 1
-
-
-def optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or test(value)
-
-
-def nonempty_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def one_of(options: tuple[str, ...]) -> Callable[[Any], bool]:
-    return lambda value: value in options
-
-
-def calib_attack_name(value: Any) -> bool:
-    try:
-        calibration_spec(value)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True
-
-
-def nonempty_list(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, (list, tuple)) and len(value) > 0 and all(test(v) for v in value)
-
-
-# (field, test, what is expected) per recipe type; inherited rules apply to subclasses.
-_RULES: dict[type, list[tuple[str, Callable[[Any], bool], str]]] = {
-    Schedule: [
-        ("epochs", positive_int, "a positive integer"),
-        ("batch_size", positive_int, "a positive integer (the global batch of one optimizer step)"),
-        ("accumulation", positive_int, "a positive integer"),
-        ("max_steps_per_epoch", optional(positive_int), "null or a positive integer"),
-        ("lr", positive, "a positive number"),
-        ("weight_decay", non_negative, "a number >= 0"),
-        ("warmup_epochs", non_negative, "a number >= 0"),
-        ("grad_clip", optional(positive), "null or a positive number"),
-        ("precision", one_of(PRECISIONS), f"one of {list(PRECISIONS)}"),
-        ("seed", non_negative_int, "an integer >= 0"),
-    ],
-    BackboneRecipe: [
-        ("arch", lambda v: isinstance(v, str) and v.startswith("timm/") and len(v) > 5, "'timm/<arch>'"),
-        ("arch_kwargs", lambda v: isinstance(v, dict), "a JSON object of timm.create_model arguments"),
-        ("dataset", nonempty_str, "a data set name (robust_mix.data.available_datasets())"),
-        ("method", one_of(BACKBONE_METHODS), f"one of {list(BACKBONE_METHODS)}"),
-        ("eps", optional(positive), "null or a positive number"),
-        ("attack_steps", positive_int, "a positive integer"),
-        ("attack_step_size", optional(positive), "null or a positive number"),
-        ("trades_beta", non_negative, "a number >= 0"),
-        ("eval_attack_steps", positive_int, "a positive integer"),
-        ("eval_subset", positive_int, "a positive integer"),
-        ("augment", lambda v: isinstance(v, bool), "true or false"),
-        ("augment_shift", non_negative_int, "an integer >= 0"),
-        ("train_subset", optional(positive_int), "null or a positive integer"),
-        ("val_subset", optional(positive_int), "null or a positive integer"),
-    ],
-    AdaSmoothRecipe: [
-        ("standard", nonempty_str, "a base reference ('timm/...', 'robustbench/...', a .safetensors file)"),
-        ("robust", nonempty_str, "a base reference ('timm/...', 'robustbench/...', a .safetensors file)"),
-        ("std_scale", positive, "a positive number"),
-        ("rob_scale", positive, "a positive number"),
-        ("eps", positive, "a positive number (the threat model's l_inf radius, e.g. 0.03137 for 8/255)"),
-        ("n_targets", lambda v: _int(v) and 0 <= v <= 9, "an integer from 0 to 9 (targeted examples per image)"),
-        ("eps_lo", positive, "a positive number"),
-        ("eps_hi", positive, "a positive number"),
-        ("w_max", unit_interval, "a number in [0, 1]"),
-        ("iter_df", positive, "a positive number (degrees of freedom of the chi-square)"),
-        ("iter_min", positive_int, "a positive integer"),
-        ("iter_max", positive_int, "a positive integer"),
-        ("buffer_subset", optional(positive_int), "null or a positive integer"),
-        ("buffer_shard", positive_int, "a positive integer"),
-        ("buffer_rounds", positive_int, "a positive integer"),
-        ("c_bce", non_negative, "a number >= 0"),
-        ("c_ce", non_negative, "a number >= 0"),
-        ("c_prod", non_negative, "a number >= 0"),
-        ("clean_weight", positive, "a positive number"),
-        ("ratio_bn_momentum", unit_interval, "a number in [0, 1]"),
-        ("val_subset", lambda v: _int(v) and v >= 2, "an integer >= 2"),
-        ("calib_images", positive_int, "a positive integer"),
-        ("calib_attack_steps", positive_int, "a positive integer"),
-        ("calib_attack", calib_attack_name, "'pgd', 'autoattack' or a harness attack spec such as 'standard'"),
-        ("calib_keep", lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]"),
-        ("calib_alpha_lo", nonempty_list(unit_interval), "a non-empty list of numbers in [0, 1]"),
-        ("calib_gamma_scale", nonempty_list(positive), "a non-empty list of positive numbers"),
-        ("calib_gamma_bias", nonempty_list(_real), "a non-empty list of numbers"),
-    ],
-    MixedNutsRecipe: [
-        ("robust", nonempty_str, "a base reference"),
-        ("eps", positive, "a positive number"),
-        ("val_images", positive_int, "a positive integer"),
-        ("attack_steps", positive_int, "a positive integer"),
-        ("beta", lambda v: _real(v) and 0 < v < 100, "a number in (0, 100)"),
-        ("ln_k", positive_int, "a positive integer"),
-        ("scales", nonempty_list(positive), "a non-empty list of positive numbers"),
-        ("powers", nonempty_list(positive), "a non-empty list of positive numbers"),
-        ("biases", nonempty_list(_real), "a non-empty list of numbers"),
-        ("batch_size", positive_int, "a positive integer"),
-        ("seed", non_negative_int, "an integer >= 0"),
-    ],
-}
-
-
-def _fail(config: RecipeConfig, name: str, expected: str, value: Optional[Any] = None) -> ValueError:
-    shown = getattr(config, name.split(".")[0]) if value is None else value
-    return ValueError(f"{type(config).__name__} field {name}={shown!r} is invalid: expected {expected}; "
-                      f"change it with --set {name}=...")
+#: The whole-recipe rules of each recipe type (its bases' rules run too).
+_RECIPE_CHECKS = {Schedule: _schedule, BackboneRecipe: _backbone, AdaSmoothRecipe: _adasmooth,
+                  MixedNutsRecipe: _mixednuts}
 
 
 def check_recipe(config: RecipeConfig) -> RecipeConfig:
-    """Raise ``ValueError`` naming the first invalid field of ``config``; return ``config`` when valid."""
-    if not dataclasses.is_dataclass(config):
-        raise TypeError(f"expected a recipe config, got {type(config).__name__}")
-    for cls in type(config).__mro__:
-        for name, test, expected in _RULES.get(cls, []):
-            if not test(getattr(config, name)):
-                raise _fail(config, name, expected)
-    if isinstance(config, Schedule) and config.batch_size % config.accumulation:
-        raise _fail(config, "batch_size", f"a multiple of accumulation={config.accumulation}")
-    if isinstance(config, BackboneRecipe) and config.method != "standard" and config.eps is None:
-        raise _fail(config, "eps", f"a positive number: method {config.method!r} attacks at that radius")
-    if isinstance(config, AdaSmoothRecipe):
-        if config.eps_lo > config.eps_hi:
-            raise _fail(config, "eps_lo", f"at most eps_hi={config.eps_hi}")
-        if config.iter_min > config.iter_max:
-            raise _fail(config, "iter_min", f"at most iter_max={config.iter_max}")
-        if config.epochs % config.buffer_rounds:
-            raise _fail(config, "buffer_rounds", f"a divisor of epochs={config.epochs}")
-        for side in ("standard_layers", "robust_layers"):
-            if not getattr(config.policy, side):
-                raise _fail(config, f"policy.{side}", "the names of the base's feature layers (one per stage, "
-                            "earliest first), e.g. [\"layer1\",\"layer2\"]", value=[])
-        if len(config.policy.standard_layers) != len(config.policy.robust_layers):
-            raise _fail(config, "policy.robust_layers",
-                        f"as many layers as policy.standard_layers ({len(config.policy.standard_layers)})")
-        if not config.policy.widths or not all(positive_int(w) for w in config.policy.widths):
-            raise _fail(config, "policy.widths", "a non-empty list of positive integers", value=config.policy.widths)
+    """Raise ``InvalidInputError`` naming the first invalid field of ``config``; return ``config`` when valid."""
+    check_fields(config, RECIPE_RULES)
+    for cls in reversed(type(config).__mro__):
+        if cls in _RECIPE_CHECKS:
+            _RECIPE_CHECKS[cls](config)
     return config

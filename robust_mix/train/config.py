@@ -19,17 +19,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from robust_mix.config import InputConfig, PolicyConfig, _from_dict
+from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, _from_dict
 from robust_mix.io import atomic_write_text
+from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction, check_int,
+                                 non_negative_float, positive_float, positive_int)
 
 PathLike = Union[str, Path]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BACKBONE_METHODS = ("standard", "pgd", "trades")
+MAX_TARGETS = 9  # targeted buffer examples per image: the authors' top-2 .. top-10
+
+
+def _floats(check):  # a rule for a list of numbers, each checked by ``check``
+    return lambda name, values: [check(name, v) for v in values]
+
+
+def _target_count(name: str, value: Any) -> int:
+    count = check_int(name, value, minimum=0)
+    if count > MAX_TARGETS:
+        raise InvalidInputError(f"{name} must be an integer from 0 to {MAX_TARGETS} (targeted examples per image: "
+                                f"the authors' top-2 .. top-10 classes), got {value}")
+    return count
+
+
+#: Type-independent range rules of recipe fields, by field name at any depth (types are checked from the
+#: annotations by :func:`robust_mix.validate.check_fields`); the nested configs' own rules included.
+#: Every recipe checks itself with them when built; :func:`robust_mix.train.checks.check_recipe` adds the
+#: rules that need the whole recipe.
+RECIPE_RULES = {
+    **CONFIG_RULES,
+    **dict.fromkeys(("epochs", "batch_size", "accumulation", "max_steps_per_epoch", "attack_steps",
+                     "eval_attack_steps", "eval_subset", "train_subset", "val_subset", "iter_min", "iter_max",
+                     "buffer_subset", "buffer_shard", "buffer_rounds", "calib_images", "calib_attack_steps",
+                     "val_images", "ln_k", "blocks"), positive_int),
+    **dict.fromkeys(("lr", "attack_step_size", "grad_clip", "iter_df", "eps_lo", "eps_hi", "clean_weight"),
+                    positive_float),
+    **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "trades_beta"), non_negative_float),
+    **dict.fromkeys(("w_max", "calib_keep", "ratio_bn_momentum"), check_fraction),
+    "calib_alpha_lo": _floats(check_fraction), "calib_gamma_scale": _floats(positive_float),
+    "seed": lambda name, value: check_int(name, value, minimum=0),
+    "augment_shift": lambda name, value: check_int(name, value, minimum=0),
+    "n_targets": lambda name, value: _target_count(name, value),
+    "precision": lambda name, value: check_choice(name, value, PRECISIONS),
+    "method": lambda name, value: check_choice(name, value, BACKBONE_METHODS),
+    "eps": lambda name, value: check_eps(value, name=name),
+}
+
+
+class _Checked:
+    """Recipes check their fields' types and ranges when built (``BackboneRecipe(epochs=-1)`` is an error)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, RECIPE_RULES)
 
 
 @dataclass
-class Schedule:
+class Schedule(_Checked):
     """The training loop's settings, shared by every trained recipe.
 
     Attributes:
@@ -169,7 +215,7 @@ class AdaSmoothRecipe(Schedule):
 
 
 @dataclass
-class MixedNutsRecipe:
+class MixedNutsRecipe(_Checked):
     """MixedNUTS calibration (PAPER.md section 5) of ``robust``'s output map on the validation split.
 
     Attributes:

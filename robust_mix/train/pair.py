@@ -56,8 +56,9 @@ def load_base(ref: str, dist: DistContext, sample: torch.Tensor, classes: int, r
 
 def mixed_config(config: AdaSmoothRecipe, dataset: str, classes: int) -> ModelConfig:
     """The :class:`~robust_mix.config.ModelConfig` of the composite a recipe trains, at a fixed ratio (the
-    policy is installed once the bases have been checked)."""
+    policy is installed once the bases have been checked); its input contract is the policy's ``input_shape``."""
     return ModelConfig(name="adasmooth-recipe", dataset=dataset, eps=config.eps, num_classes=classes, alpha=0.5,
+                       input_shape=tuple(config.policy.input_shape),
                        standard=BackboneConfig(ref=config.standard, input=copy.deepcopy(config.standard_input)),
                        robust=BackboneConfig(ref=config.robust, input=copy.deepcopy(config.robust_input)),
                        std_scale=config.std_scale, rob_scale=config.rob_scale)

@@ -2,8 +2,9 @@
 
 The library registers one generic recipe per method (``standard``, ``pgd``, ``trades``,
 ``adasmooth``, ``mixednuts``: library defaults, the caller supplies the data set and models);
-zoo modules register configured ones (``fmnist-standard``, ... in ``robust_mix/zoo/fmnist_recipes.py``).
-A named recipe is data: a config and one line of help.
+then the zoo's configured ones (:data:`robust_mix.zoo.TRAINING_RECIPES`: ``fmnist-standard``, ...),
+each a generic recipe, an optional preset and field values. A named recipe is data: a config and
+one line of help.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import copy
 import difflib
 from dataclasses import dataclass
 
-from robust_mix.train.config import AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig
+from robust_mix.train.config import (AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig, apply_preset,
+                                     apply_values)
+from robust_mix.zoo import TRAINING_RECIPES
 
 
 @dataclass
@@ -59,3 +62,14 @@ register_recipe("adasmooth", AdaSmoothRecipe(),
                 "adaptive-smoothing mixing network on two frozen bases (--standard, --robust, --preset paper|cpu)")
 register_recipe("mixednuts", MixedNutsRecipe(),
                 "MixedNUTS calibration of the robust base's output map (--standard, --robust)")
+
+
+def _configured(entry: dict) -> RecipeConfig:
+    config = get_recipe(entry["recipe"]).config
+    if entry.get("preset"):
+        config = apply_preset(config, entry["preset"])
+    return apply_values(config, entry.get("set", {}))
+
+
+for _name, _entry in TRAINING_RECIPES.items():
+    register_recipe(_name, _configured(_entry), _entry["help"])

@@ -1,9 +1,9 @@
 """A training run's folder: ``recipe.json``, the resumable checkpoint, ``history.jsonl`` and ``train.log``.
 
 Rank 0 writes, every write is atomic (:mod:`robust_mix.io`), and nothing is written before the
-run is known to be able to start: :class:`RunDir` refuses a folder that holds results of a
-different recipe when it is created, and writes only when :meth:`RunDir.start` is called, after
-the models and data have been built. The per-epoch history lives inside the checkpoint and
+run is known to be able to start: :class:`RunDir` checks that the folder is writable (creating it,
+empty) and refuses one that holds results of a different recipe when it is created, and writes
+only when :meth:`RunDir.start` is called, after the models and data have been built. The per-epoch history lives inside the checkpoint and
 ``history.jsonl`` is rewritten from it, so the two never disagree after a kill.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from robust_mix.distributed import DistContext
 from robust_mix.io import atomic_write_bytes, atomic_write_text
 from robust_mix.train.config import RecipeConfig, recipe_dict, recipe_from_dict, save_recipe
+from robust_mix.validate import check_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class RunDir:
     """A run folder bound to one recipe.
 
     Args:
-        out: the folder (created by :meth:`start`).
+        out: the folder (created, empty, if missing).
         config: the recipe of this run.
         dist: this process's place in the run; only rank 0 writes.
         outputs: files or folders whose presence means the folder holds results of its
@@ -51,7 +52,7 @@ class RunDir:
 
     def __init__(self, out: PathLike, config: RecipeConfig, dist: DistContext = DistContext(),
                  outputs: Sequence[str] = (CHECKPOINT,), free_prefixes: Sequence[str] = ()) -> None:
-        self.path = Path(out)
+        self.path = check_writable_dir(out, "run folder") if dist.is_main else Path(out)
         self.config = config
         self.dist = dist
         self.free_prefixes = tuple(free_prefixes)
@@ -85,7 +86,6 @@ class RunDir:
         """Create the folder, save ``recipe.json`` and log to ``train.log`` (rank 0; no-op elsewhere)."""
         if not self.dist.is_main:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
         save_recipe(self.config, self.path / RECIPE)
         self._handler = logging.FileHandler(self.path / LOG)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

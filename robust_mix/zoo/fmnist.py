@@ -26,7 +26,7 @@ RECIPES = "Trained with benchmarks/fmnist/train_all.sh (robust_mix.train recipes
 
 def _common(name: str, description: str) -> dict:
     return dict(
-        name=name, dataset="fashion-mnist", threat_model="Linf", eps=0.1, num_classes=10,
+        name=name, dataset="fashion-mnist", threat_model="Linf", eps=0.1, num_classes=10, input_shape=(1, 28, 28),
         standard=BackboneConfig(ref="weights/fmnist-standard.safetensors", license="MIT"),
         robust=BackboneConfig(ref="weights/fmnist-robust.safetensors", license="MIT"),
         labels=list(FASHION_MNIST_LABELS), description=f"{description} {RECIPES}", paper=PAPER,

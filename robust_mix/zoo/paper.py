@@ -47,6 +47,8 @@ NUTS_CITATION = """@article{bai2024mixednuts,
   journal = {Transactions on Machine Learning Research},
   year    = {2024}
 }"""
+#: Raw input contract (C, H, W) of each data set's models, as RobustBench feeds them.
+INPUT_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
 UNSTATED = "not stated by the authors or RobustBench; see the authors' release before reuse"
 
 #: RobustBench's BiT composite resizes to 128x128 (bilinear, no antialiasing) and computes
@@ -84,6 +86,7 @@ def _adasmooth(name: str, dataset: str, rb_id: str, robust: str, robust_numbers:
                std_scale: float, rob_scale: float, reported: ReportedResult) -> ModelConfig:
     return ModelConfig(
         name=name, dataset=dataset, threat_model="Linf", eps=8 / 255, num_classes=num_classes,
+        input_shape=INPUT_SHAPES[dataset],
         standard=_bit(num_classes), robust=_robustbench(dataset, robust),
         alpha=None,
         policy=PolicyConfig(standard_layers=["stages.0", "stages.1"], robust_layers=["layer.0", "layer.1"],
@@ -109,6 +112,7 @@ def _mixednuts(name: str, dataset: str, standard: BackboneConfig, robust: str,
     about = f"{robust}" + (f" ({robust_numbers} clean / AutoAttack)" if robust_numbers else "")
     return ModelConfig(
         name=name, dataset=dataset, threat_model="Linf", eps=eps, num_classes=num_classes,
+        input_shape=INPUT_SHAPES[dataset],
         standard=standard, robust=_robustbench(dataset, robust),
         alpha=alpha, nuts=nuts, mixing="prob",
         weights={"robustbench": f"{dataset}/Linf/Bai2024MixedNUTS", "m0": f"standard:{formats[0]}",

@@ -1,0 +1,66 @@
+"""``robust-mix leaderboard RUNS... --out site``: a static leaderboard site of finished reports.
+
+Prints the ranking (our rows), every input left out with the reason, and the site's size;
+``--screenshot`` also saves a picture of the index page taken by headless Chromium.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from robust_mix.cli import EPS, command, format_table
+from robust_mix.report import percent
+
+
+def _leaderboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="report.json / sweep.json / certify.json files, or folders holding them")
+    p.add_argument("--out", required=True, help="folder of the site (replaced if it holds a site built before)")
+    p.add_argument("--dataset", help="leaderboard to build (default: the one most reports are for)")
+    p.add_argument("--threat-model", choices=("Linf", "L2", "L1"), help="leaderboard's threat model")
+    p.add_argument("--eps", type=EPS, help="leaderboard's eps, e.g. 8/255")
+    p.add_argument("--no-reference", action="store_true", help="leave out RobustBench's published rows")
+    p.add_argument("--screenshot", help="also save a PNG of the index page (needs Chromium)")
+    p.add_argument("--width", type=int, default=1280, help="window width of the screenshot in CSS pixels")
+    p.add_argument("--height", type=int, help="screenshot only the top HEIGHT pixels (default: the whole page)")
+
+
+@command("leaderboard", "build a static leaderboard site of reports, sweeps and certificates", _leaderboard_args)
+def _leaderboard(args: argparse.Namespace) -> int:
+    from robust_mix.leaderboard import build_site
+
+    try:
+        site = build_site(args.runs, args.out, dataset=args.dataset, threat_model=args.threat_model, eps=args.eps,
+                          reference=not args.no_reference, command=args.command_line)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if site.board is not None:
+        rows = [[e.label, percent(e.result.clean_accuracy), percent(e.result.robust_accuracy),
+                 "{:.1f}-{:.1f}".format(*(100 * v for v in e.interval())), e.result.n_examples,
+                 "; ".join(e.caveats()) or "-"] for e in site.evaluations]
+        rows.sort(key=lambda r: (-float(r[2]), -float(r[1])))
+        print(f"{site.board.describe()}: {len(site.evaluations)} evaluation(s), {len(site.references)} "
+              "RobustBench reference row(s)\n")
+        print(format_table(["model", "clean %", "robust %", "95 % interval", "examples", "notes"], rows))
+    for rejected in site.rejected:
+        print(f"left out {rejected.path}: {rejected.reason}", file=sys.stderr)
+    print(f"\nwrote {len(site.files)} files ({site.total_bytes / 1e6:.2f} MB) to {site.out_dir}; "
+          f"open {Path(site.out_dir, 'index.html').resolve().as_uri()}")
+    if args.screenshot:
+        from robust_mix.leaderboard.browser import BrowserError, Chromium
+
+        try:
+            with Chromium() as browser:
+                page = browser.open(Path(site.out_dir, "index.html").resolve().as_uri(), width=args.width,
+                                    height=args.height or 800)
+                page.screenshot(args.screenshot, full_page=args.height is None)
+        except BrowserError as err:
+            print(f"error: no screenshot: {err}", file=sys.stderr)
+            return 2
+        print(f"screenshot: {args.screenshot}")
+    if site.board is None:
+        print("error: no valid benchmark report among the inputs; the site lists why each was left out",
+              file=sys.stderr)
+        return 1
+    return 0

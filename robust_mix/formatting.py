@@ -1,0 +1,123 @@
+"""How robust_mix writes numbers and names what ran: the one place for eps, percentages and the
+attack label shown in reports, model info, cards, the Hub model-index, CLI tables and plots.
+
+"AutoAttack" names only the full standard suite (APGD-CE, APGD-T, FAB-T, Square) at the
+leaderboard's budgets. Anything else is named by its stages and budgets, e.g.
+``"APGD-CE (100 iter)"``, and an evaluation that differs from the leaderboard's protocol (other
+stages, reduced budgets, fewer examples) is marked partial, with the reasons.
+
+>>> format_eps(8 / 255), percent(0.8521)
+('8/255', '85.21')
+>>> attack_label(result)        # a BenchmarkResult or a report summary
+'APGD-CE (100 iter)'
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Protocol, Sequence
+
+from robust_mix.attacks import ADAPTIVE_STAGES, STANDARD_STAGES
+from robust_mix.benchmark import LEADERBOARD_EXAMPLES
+
+#: How each stage is written (the field's names).
+STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
+               "square": "Square", "adaptive-apgd-ce": "adaptive APGD-CE", "adaptive-apgd-t": "adaptive APGD-T"}
+AUTOATTACK = "AutoAttack"
+_SETTINGS_KEY = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab", "fab-t": "fab",
+                 "square": "square", "adaptive-apgd-ce": "adaptive", "adaptive-apgd-t": "adaptive"}
+
+
+class Evaluation(Protocol):
+    """What a label is made from: a :class:`~robust_mix.benchmark.BenchmarkResult` or a card's
+    :class:`~robust_mix.cards.ReportSummary`. ``options`` (budget overrides) and
+    ``attack_settings`` are ``None`` when the report did not record them."""
+
+    stages: Sequence[str]
+    attack_settings: Optional[Mapping[str, Mapping[str, Any]]]
+    options: Optional[Mapping[str, Any]]
+    n_examples: int
+    dataset: str
+
+
+# -- numbers --------------------------------------------------------------------------------------
+def format_eps(eps: Optional[float]) -> str:
+    """``8/255`` when ``eps`` is a whole number of 255ths (as the field writes budgets), else the number."""
+    if eps is None:
+        return "n/a"
+    steps = eps * 255
+    if eps > 0 and abs(steps - round(steps)) < 1e-6:
+        return f"{round(steps)}/255"
+    return f"{eps:g}"
+
+
+def percent(fraction: Optional[float]) -> str:
+    """RobustBench's accuracy format: a percentage with two decimals (``0.8521 -> "85.21"``; ``None -> "-"``)."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def percent_value(fraction: float) -> float:
+    """The percentage as a number with two decimals (for the Hub's ``model-index``)."""
+    return round(100.0 * fraction, 2)
+
+
+# -- what ran ------------------------------------------------------------------------------------------
+def _budget(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> str:
+    values = (settings or {}).get(_SETTINGS_KEY.get(stage, stage))
+    if not values:
+        return ""
+    parts = []
+    if "n_queries" in values and stage == "square":
+        parts.append(f"{values['n_queries']} queries")
+    elif "n_iter" in values:
+        parts.append(f"{values['n_iter']} iter")
+    if stage in ("apgd-ce", "apgd-dlr") and values.get("n_restarts", 1) > 1:
+        parts.append(f"{values['n_restarts']} restarts")
+    if stage in ("apgd-t", "fab-t", "adaptive-apgd-t") and "n_target_classes" in values:
+        parts.append(f"{values['n_target_classes']} targets")
+    if stage in ("apgd-ce", "apgd-dlr") and values.get("eot_iter", 1) > 1:
+        parts.append(f"EOT {values['eot_iter']}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def stage_label(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
+    """One stage with its budget, e.g. ``"APGD-T (100 iter, 9 targets)"``."""
+    return STAGE_NAMES.get(stage, stage) + _budget(stage, settings)
+
+
+def is_standard_autoattack(run: Evaluation) -> bool:
+    """True when the AutoAttack suite is exactly the standard one and no budget was reduced."""
+    attack_stages = [s for s in run.stages if s not in ADAPTIVE_STAGES]
+    return attack_stages == list(STANDARD_STAGES) and run.options is not None and not run.options
+
+
+def attack_label(run: Evaluation) -> str:
+    """What ran: ``"AutoAttack"`` for the full standard suite, else the stages with their budgets;
+    an adaptive suite is named after it (``"AutoAttack + adaptive APGD-CE (100 iter) + ..."``)."""
+    adaptive = [stage_label(s, run.attack_settings) for s in run.stages if s in ADAPTIVE_STAGES]
+    if is_standard_autoattack(run):
+        return " + ".join([AUTOATTACK, *adaptive])
+    return " + ".join(stage_label(s, run.attack_settings) for s in run.stages) or "no attack"
+
+
+def partial_reasons(run: Evaluation) -> list[str]:
+    """Why ``run`` is not a leaderboard evaluation (empty when it is one)."""
+    reasons = []
+    attack_stages = [s for s in run.stages if s not in ADAPTIVE_STAGES]
+    if attack_stages != list(STANDARD_STAGES):
+        reasons.append(f"not the standard AutoAttack suite ({', '.join(STAGE_NAMES[s] for s in STANDARD_STAGES)})")
+    if run.options is None:
+        reasons.append("the report does not record the attack budgets")
+    elif run.options:
+        reasons.append("attack budgets were reduced (" + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
+    needed = LEADERBOARD_EXAMPLES.get(run.dataset.lower())
+    if needed is None:
+        reasons.append(f"data set {run.dataset!r} has no leaderboard")
+    elif run.n_examples < needed:
+        reasons.append(f"{run.n_examples:,} of the leaderboard's {needed:,} test examples")
+    return reasons
+
+
+def evaluation_label(run: Evaluation) -> str:
+    """:func:`attack_label`, followed by ``", partial: <reasons>"`` when the evaluation is partial."""
+    reasons = partial_reasons(run)
+    label = attack_label(run)
+    return f"{label}, partial: {'; '.join(reasons)}" if reasons else label

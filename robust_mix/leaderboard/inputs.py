@@ -1,0 +1,458 @@
+"""What a leaderboard site is built from: benchmark reports, sweeps and certificates, checked once.
+
+:func:`collect` walks the given files and folders for ``report.json`` (``robust-mix benchmark``),
+``sweep.json`` (``robust-mix sweep``) and ``certify.json`` (``robust-mix certify``), reads each
+with its own reader and checks that its numbers agree with themselves (accuracies against the
+per-example flags, flags against the example count). :func:`choose_board` keeps the reports of
+one leaderboard (data set, threat model, eps) and attaches sweeps and certificates to the
+reports of the same model. Every file that is not used is returned as :class:`Rejected` with the
+reason, so a site can list it: bad input never turns into a silently wrong number.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import robust_mix
+from robust_mix import BenchmarkResult
+from robust_mix.data import canonical_dataset
+from robust_mix.report import format_eps, required_examples
+from robust_mix.stats import clopper_pearson
+from robust_mix.sweep import POLICY, SweepPoint, read_sweep
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE, SWEEP_FILE, CERTIFY_FILE = "report.json", "sweep.json", "certify.json"
+INPUT_FILES = (REPORT_FILE, SWEEP_FILE, CERTIFY_FILE)
+THREAT_MODELS = ("Linf", "L2", "L1")
+#: Relative tolerance when comparing the eps of two reports (they are floats written by the harness).
+EPS_RTOL = 1e-6
+#: Confidence level of the intervals shown for robust accuracy.
+INTERVAL_LEVEL = 0.95
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file (or folder) the site does not use, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Board:
+    """One leaderboard: data set (canonical name), threat model and eps."""
+
+    dataset: str
+    threat_model: str
+    eps: float
+
+    def describe(self) -> str:
+        return f"{self.dataset} {self.threat_model} eps {format_eps(self.eps)}"
+
+    def holds(self, dataset: str, threat_model: str, eps: float) -> bool:
+        return (canonical_dataset(dataset) == self.dataset and threat_model == self.threat_model
+                and math.isclose(eps, self.eps, rel_tol=EPS_RTOL))
+
+
+@dataclass
+class SweepRun:
+    """A ``sweep.json``: accuracies (fractions) along the mixing ratio, and the PNG written beside it."""
+
+    path: Path
+    model: str
+    points: list[SweepPoint]
+    metadata: dict[str, Any]
+    png: Optional[Path]
+
+    @property
+    def attack(self) -> str:
+        return str(self.metadata.get("attack") or ", ".join(sorted({p.attack for p in self.points})))
+
+    @property
+    def n_examples(self) -> int:
+        return max(p.n_examples for p in self.points)
+
+    def fixed_points(self) -> list[SweepPoint]:
+        """The fixed-ratio points, by increasing alpha (the adaptive policy's point left out)."""
+        return sorted((p for p in self.points if p.alpha != POLICY), key=lambda p: float(p.alpha))
+
+
+@dataclass
+class CertificateRun:
+    """A ``certify.json``: certified accuracy (fractions) against radius for several ratios."""
+
+    path: Path
+    model: str
+    dataset: str
+    data: dict[str, Any]
+    png: Optional[Path]
+
+
+@dataclass
+class Evaluation:
+    """One benchmark report and what lies beside it (``model_info.json``, a model card)."""
+
+    slug: str
+    label: str
+    path: Path
+    result: BenchmarkResult
+    written: str
+    model_info: Optional[dict[str, Any]] = None
+    model_info_error: Optional[str] = None
+    sweeps: list[SweepRun] = field(default_factory=list)
+    certificates: list[CertificateRun] = field(default_factory=list)
+
+    @property
+    def robust_successes(self) -> int:
+        """Examples that survive every attack suite (the numerator of ``robust_accuracy``)."""
+        return sum(bool(f) for f in self.result.robust_flags)
+
+    def interval(self, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+        """Clopper-Pearson interval of the robust accuracy (fractions)."""
+        return clopper_pearson(self.robust_successes, self.result.n_examples, level)
+
+    @property
+    def leaderboard_examples(self) -> Optional[int]:
+        return required_examples(canonical_dataset(self.result.dataset))
+
+    @property
+    def partial(self) -> bool:
+        """Fewer examples than the leaderboard evaluates on (or a data set without a leaderboard size)."""
+        needed = self.leaderboard_examples
+        return needed is None or self.result.n_examples < needed
+
+    def caveats(self) -> list[str]:
+        """Why this row is not comparable with the leaderboard's (empty for a full evaluation)."""
+        result, notes = self.result, []
+        needed = self.leaderboard_examples
+        if needed is None:
+            notes.append(f"{result.n_examples:,} examples; no leaderboard size known for {result.dataset}")
+        elif result.n_examples < needed:
+            notes.append(f"partial: {result.n_examples:,} of {needed:,} examples")
+        if not result.attack.startswith("standard"):
+            notes.append(f"attack {result.attack}, not standard AutoAttack")
+        if not result.leaderboard_grade:
+            budgets = ", ".join(f"{k}={v}" for k, v in sorted(result.options.items()))
+            notes.append(f"reduced attack budgets ({budgets})")
+        return notes
+
+    @property
+    def architecture(self) -> str:
+        return str((self.model_info or {}).get("architecture") or "")
+
+    @property
+    def additional_data(self) -> Optional[bool]:
+        value = (self.model_info or {}).get("additional_data")
+        return value if isinstance(value, bool) else None
+
+    def sibling(self, name: str) -> Optional[Path]:
+        path = self.path.parent / name
+        return path if path.is_file() else None
+
+
+@dataclass
+class Inputs:
+    """Everything :func:`collect` found, before a leaderboard is chosen."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    sweeps: list[SweepRun] = field(default_factory=list)
+    certificates: list[CertificateRun] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+# -- finding files -----------------------------------------------------------------------------
+def find_inputs(paths: Iterable[PathLike]) -> tuple[list[Path], list[Rejected]]:
+    """The input files named by ``paths``: files as given, folders searched for :data:`INPUT_FILES`."""
+    found: list[Path] = []
+    rejected: list[Rejected] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            inside = sorted(p for name in INPUT_FILES for p in path.rglob(name) if p.is_file())
+            if not inside:
+                rejected.append(Rejected(path, f"no {', '.join(INPUT_FILES)} under this folder"))
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            rejected.append(Rejected(path, "no such file or folder"))
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique, rejected
+
+
+def _kind(path: Path, data: Any) -> str:
+    """``"report"``, ``"sweep"`` or ``"certificate"``: by file name, else by content."""
+    by_name = {REPORT_FILE: "report", SWEEP_FILE: "sweep", CERTIFY_FILE: "certificate"}
+    if path.name in by_name:
+        return by_name[path.name]
+    if isinstance(data, dict) and "points" in data:
+        return "sweep"
+    if isinstance(data, dict) and "curves" in data and "radii" in data:
+        return "certificate"
+    return "report"
+
+
+# -- reports -----------------------------------------------------------------------------------
+def _fraction_of(flags: Sequence[Any], n: int, name: str) -> float:
+    if not isinstance(flags, list) or len(flags) != n or any(not isinstance(f, bool) for f in flags):
+        got = len(flags) if isinstance(flags, list) else type(flags).__name__
+        raise ValueError(f"{name} must hold one true/false flag per example ({n}), got {got}")
+    return sum(flags) / n
+
+
+def check_report(result: BenchmarkResult) -> None:
+    """Check that a report's numbers agree with themselves.
+
+    Raises:
+        ValueError: naming the first field that disagrees (an accuracy that is not the mean of its
+            flags, flags that do not cover ``n_examples``, an unknown threat model, a bad eps).
+    """
+    n = result.n_examples
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        raise ValueError(f"n_examples must be a positive integer, got {n!r}")
+    if not isinstance(result.dataset, str) or not result.dataset:
+        raise ValueError(f"dataset must be a non-empty string, got {result.dataset!r}")
+    if result.threat_model not in THREAT_MODELS:
+        raise ValueError(f"threat_model must be one of {list(THREAT_MODELS)}, got {result.threat_model!r}")
+    eps = result.eps
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    if not isinstance(result.suite_accuracy, dict) or not isinstance(result.suite_flags, dict) \
+            or set(result.suite_accuracy) != set(result.suite_flags):
+        raise ValueError("suite_accuracy and suite_flags must name the same attack suites")
+    pairs = [("clean_accuracy", result.clean_accuracy, result.clean_flags, "clean_flags"),
+             ("robust_accuracy", result.robust_accuracy, result.robust_flags, "robust_flags")]
+    pairs += [(f"suite_accuracy[{s!r}]", result.suite_accuracy[s], result.suite_flags[s], f"suite_flags[{s!r}]")
+              for s in result.suite_flags]
+    for name, value, flags, flags_name in pairs:
+        measured = _fraction_of(flags, n, flags_name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isclose(
+                value, measured, abs_tol=1e-9):
+            raise ValueError(f"{name} is {value!r} but its {flags_name} give {sum(flags)}/{n} = {measured:.6g}: "
+                             "the report was edited or damaged; rerun the benchmark to rewrite it")
+    if any(r and not c for r, c in zip(result.robust_flags, result.clean_flags)):
+        raise ValueError("robust_flags marks an example robust that clean_flags marks misclassified")
+    for stage, acc in result.stage_accuracy.items():
+        if isinstance(acc, bool) or not isinstance(acc, numbers.Real) or not 0 <= acc <= 1:
+            raise ValueError(f"stage_accuracy[{stage!r}] must be a fraction in [0, 1], got {acc!r}")
+    if isinstance(result.number_forward_passes, bool) or not isinstance(result.number_forward_passes, int) \
+            or result.number_forward_passes < 1:
+        raise ValueError(f"number_forward_passes must be a positive integer, got {result.number_forward_passes!r}")
+
+
+def _writer_hint(data: Any) -> str:
+    version = data.get("versions", {}).get("robust_mix") if isinstance(data, dict) and isinstance(
+        data.get("versions"), dict) else None
+    here = robust_mix.__version__
+    if version and version != here:
+        return f"; it was written by robust_mix {version} and this is robust_mix {here}: read it with that version"
+    return ""
+
+
+def read_report(text: str) -> BenchmarkResult:
+    """A checked :class:`BenchmarkResult` from the text of a ``report.json``.
+
+    Raises:
+        ValueError: not a benchmark report of this format, or its numbers disagree (see :func:`check_report`).
+    """
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"not a benchmark report: expected a JSON object, got {type(data).__name__}")
+    try:
+        result = BenchmarkResult.from_json(text)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"not a benchmark report in the format robust_mix {robust_mix.__version__} reads "
+                         f"({err}){_writer_hint(data)}") from err
+    check_report(result)
+    return result
+
+
+def _written(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date().isoformat()
+
+
+def _model_info(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    info_path = path.parent / "model_info.json"
+    if path.name != REPORT_FILE or not info_path.is_file():
+        return None, None
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, f"{info_path.name} beside the report is not valid JSON ({err})"
+    if not isinstance(info, dict):
+        return None, f"{info_path.name} beside the report is not a JSON object"
+    return info, None
+
+
+# -- sweeps and certificates -------------------------------------------------------------------
+def _sweep(path: Path) -> SweepRun:
+    points, metadata = read_sweep(path)
+    model = metadata.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValueError("its metadata names no model; sweeps written by robust-mix sweep record it")
+    png = path.with_suffix(".png")
+    return SweepRun(path, model, points, metadata, png if png.is_file() else None)
+
+
+def read_certificate(path: Path, data: Any) -> CertificateRun:
+    """A checked ``certify.json`` (written by ``robust-mix certify``).
+
+    Raises:
+        ValueError: a required field is missing, or a curve does not give one fraction per radius.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"not a certificate report: expected a JSON object, got {type(data).__name__}")
+    required = ("model", "dataset", "n_examples", "method", "norm", "radii", "curves")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"not a certificate report: lacks {missing} (robust-mix certify writes {list(required)})")
+    radii = data["radii"]
+    if not isinstance(radii, list) or not radii or not all(isinstance(r, (int, float)) and r >= 0 for r in radii):
+        raise ValueError(f"radii must be a non-empty list of non-negative numbers, got {radii!r}")
+    if not isinstance(data["curves"], list) or not data["curves"]:
+        raise ValueError("curves must be a non-empty list")
+    for i, curve in enumerate(data["curves"]):
+        acc = curve.get("certified_accuracy") if isinstance(curve, dict) else None
+        if not isinstance(acc, list) or len(acc) != len(radii) or not all(
+                isinstance(a, (int, float)) and 0 <= a <= 1 for a in acc):
+            raise ValueError(f"curve {i} must give certified_accuracy as one fraction per radius ({len(radii)})")
+        if not isinstance(curve.get("label"), str):
+            raise ValueError(f"curve {i} has no label")
+    png = path.with_suffix(".png")
+    return CertificateRun(path, str(data["model"]), canonical_dataset(str(data["dataset"])), data,
+                          png if png.is_file() else None)
+
+
+def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:
+    """(dataset, threat model, eps) of a sweep: as its arguments record, else its registered entry's."""
+    arguments = run.metadata.get("arguments") if isinstance(run.metadata.get("arguments"), dict) else {}
+    dataset, threat, eps = arguments.get("dataset"), arguments.get("threat_model"), arguments.get("eps")
+    if robust_mix.is_model(run.model):
+        config = robust_mix.get_model_config(run.model)
+        dataset, threat = dataset or config.dataset, threat or config.threat_model
+        eps = eps if eps is not None else config.eps
+    return (canonical_dataset(dataset) if isinstance(dataset, str) else None, threat,
+            float(eps) if isinstance(eps, (int, float)) else None)
+
+
+# -- the whole input ---------------------------------------------------------------------------
+def _slug(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def _json_error(path: Path, text: str, err: json.JSONDecodeError) -> str:
+    if path.suffix != ".json":
+        return f"not a JSON file: expected {', '.join(INPUT_FILES)} (or another .json report)"
+    if not text.strip():
+        return "an empty file: rerun the command that writes it"
+    if text.lstrip().startswith(("{", "[")) and not text.rstrip().endswith(("}", "]")):
+        return (f"truncated JSON (it stops after {len(text)} characters, before its closing brace): the write "
+                "was cut short; rerun the command that writes it")
+    return f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+
+
+def collect(paths: Iterable[PathLike]) -> Inputs:
+    """Read every report, sweep and certificate named by ``paths`` (files, or folders to search)."""
+    files, rejected = find_inputs(paths)
+    inputs = Inputs(rejected=rejected)
+    taken: set[str] = set()
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            inputs.rejected.append(Rejected(path, f"cannot be read as text ({err})"))
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            inputs.rejected.append(Rejected(path, _json_error(path, text, err)))
+            continue
+        kind = _kind(path, data)
+        try:
+            if kind == "sweep":
+                inputs.sweeps.append(_sweep(path))
+            elif kind == "certificate":
+                inputs.certificates.append(read_certificate(path, data))
+            else:
+                result = read_report(text)
+                label = path.parent.name if path.name == REPORT_FILE else path.stem
+                info, info_error = _model_info(path)
+                inputs.evaluations.append(Evaluation(_slug(label, taken), label, path, result, _written(path),
+                                                     info, info_error))
+        except ValueError as err:
+            inputs.rejected.append(Rejected(path, str(err)))
+    return inputs
+
+
+def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Optional[str] = None,
+                 eps: Optional[float] = None) -> tuple[Optional[Board], Inputs]:
+    """Keep one leaderboard's reports; attach sweeps and certificates to the reports of their model.
+
+    The board is the one given (any part left ``None`` is filled from the reports), else the one
+    with the most reports (the first listed on a tie). Reports of other boards, and sweeps or
+    certificates with no report of their model on the board, become :class:`Rejected`.
+    """
+    kept = Inputs(rejected=list(inputs.rejected))
+    candidates = [e for e in inputs.evaluations
+                  if (dataset is None or canonical_dataset(e.result.dataset) == canonical_dataset(dataset))
+                  and (threat_model is None or e.result.threat_model == threat_model)
+                  and (eps is None or math.isclose(e.result.eps, eps, rel_tol=EPS_RTOL))]
+    groups: dict[Board, int] = {}
+    for e in candidates:
+        key = next((b for b in groups if b.holds(e.result.dataset, e.result.threat_model, e.result.eps)),
+                   Board(canonical_dataset(e.result.dataset), e.result.threat_model, float(e.result.eps)))
+        groups[key] = groups.get(key, 0) + 1
+    board = max(groups, key=lambda b: groups[b]) if groups else None  # max keeps the first on ties
+    how = "the board asked for" if any(v is not None for v in (dataset, threat_model, eps)) else \
+        "the board with the most reports"
+    for e in inputs.evaluations:
+        if board is not None and board.holds(e.result.dataset, e.result.threat_model, e.result.eps):
+            kept.evaluations.append(e)
+        else:
+            other = Board(canonical_dataset(e.result.dataset), e.result.threat_model, float(e.result.eps))
+            target = board.describe() if board is not None else "(none)"
+            kept.rejected.append(Rejected(e.path, f"a report for {other.describe()}, but this site is {target} "
+                                                  f"({how}); build a separate site for it, or choose it with "
+                                                  "--dataset/--threat-model/--eps"))
+    by_model: dict[str, list[Evaluation]] = {}
+    for e in kept.evaluations:
+        by_model.setdefault(e.result.model, []).append(e)
+    for run in inputs.sweeps:
+        setting = _sweep_setting(run)
+        if board is not None and None not in setting and not board.holds(*setting):
+            kept.rejected.append(Rejected(run.path, f"a sweep on {setting[0]} {setting[1]} eps "
+                                                    f"{format_eps(setting[2])}, but this site is {board.describe()}"))
+        elif run.model not in by_model:
+            kept.rejected.append(Rejected(run.path, f"no benchmark report of model {run.model!r} on this site; "
+                                                    "sweeps are drawn beside their model's report"))
+        else:
+            kept.sweeps.append(run)
+            for e in by_model[run.model]:
+                e.sweeps.append(run)
+    for cert in inputs.certificates:
+        if board is not None and cert.dataset != board.dataset:
+            kept.rejected.append(Rejected(cert.path, f"certificates on {cert.dataset}, but this site is "
+                                                     f"{board.describe()}"))
+        elif cert.model not in by_model:
+            kept.rejected.append(Rejected(cert.path, f"no benchmark report of model {cert.model!r} on this site; "
+                                                     "certificates are shown on their model's page"))
+        else:
+            kept.certificates.append(cert)
+            for e in by_model[cert.model]:
+                e.certificates.append(cert)
+    return board, kept

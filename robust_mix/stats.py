@@ -1,0 +1,65 @@
+"""Confidence intervals for accuracies measured on a finite set of examples.
+
+An accuracy of ``k`` correct out of ``n`` examples is a binomial proportion. Clopper-Pearson
+intervals are exact (never narrower than the truth requires): they invert the binomial test with
+beta quantiles, so they hold for any ``n`` and any ``k``, including ``0`` and ``n``.
+
+>>> clopper_pearson(45, 50)            # 90 % measured on 50 examples
+(0.7818..., 0.9667...)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Union
+
+import numpy as np
+from scipy.stats import beta
+
+ArrayLike = Union[int, float, np.ndarray]
+
+
+def _check_counts(successes: np.ndarray, trials: int) -> None:
+    if isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials <= 0:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if np.any(successes < 0) or np.any(successes > trials) or np.any(successes != np.floor(successes)):
+        raise ValueError(f"successes must be whole numbers in [0, {trials}], got {successes.tolist()}")
+
+
+def _check_probability(value: float, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1 or math.isnan(value):
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+
+
+def clopper_pearson_lower(successes: ArrayLike, trials: int, failure_prob: float) -> np.ndarray:
+    """One-sided lower bound ``b`` with ``P[p < b] <= failure_prob`` (``0`` where no successes).
+
+    ``successes``: a count or an array of counts out of ``trials`` -> float64 bounds of the same shape.
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    _check_counts(k, trials)
+    _check_probability(failure_prob, "failure_prob")
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(failure_prob, k, trials - k + 1)
+    return np.where(k == 0, 0.0, bound)
+
+
+def clopper_pearson_upper(successes: ArrayLike, trials: int, failure_prob: float) -> np.ndarray:
+    """One-sided upper bound ``b`` with ``P[p > b] <= failure_prob`` (``1`` where all succeed)."""
+    k = np.asarray(successes, dtype=np.float64)
+    return 1.0 - clopper_pearson_lower(trials - k, trials, failure_prob)
+
+
+def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval ``(low, high)`` for ``successes`` out of ``trials``.
+
+    Both ends are fractions in ``[0, 1]``; each tail has probability at most ``(1 - level) / 2``.
+
+    Raises:
+        ValueError: ``trials`` is not a positive integer, ``successes`` is not a whole number in
+            ``[0, trials]``, or ``level`` is not in ``(0, 1)``.
+    """
+    _check_probability(level, "level")
+    tail = (1.0 - level) / 2.0
+    return (float(clopper_pearson_lower(successes, trials, tail)),
+            float(clopper_pearson_upper(successes, trials, tail)))

@@ -1,0 +1,437 @@
+"""The validation layer: every check a robust_mix entry point makes on what its caller passes.
+
+Library entry points (``load_model``/``build_model``, ``benchmark``, ``sweep``, the certificates,
+report and submission writers, training recipes) and the CLI call these functions; the CLI also
+uses them to parse its arguments (``--eps 8/255``). Code behind the entry points trusts its
+inputs. Each error names the offending value, says what was expected and, where there is one, how
+to fix it. This module imports only ``torch`` and the standard library.
+
+>>> positive_int("n_examples", 1000)
+1000
+>>> parse_eps("8/255")
+0.03137254901960784
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+
+#: Threat models the harness runs (pyautoattack's norms).
+THREAT_MODELS = ("Linf", "L2", "L1")
+#: Slack for pixel values produced by float arithmetic (resizing, attacks' clamping).
+_PIXEL_TOLERANCE = 1e-5
+_SHOWN = 8  # offending indices named in a message
+
+
+class InvalidInputError(ValueError):
+    """A value passed to robust_mix is out of range or malformed; the message says which and why."""
+
+
+class InvalidInputTypeError(InvalidInputError, TypeError):
+    """A value passed to robust_mix has the wrong type (also a ``TypeError``)."""
+
+
+class NonFiniteOutputError(ValueError):
+    """The model returned NaN or +inf (or no finite class score) for some examples."""
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
+    """``value`` as an ``int`` (``bool`` and floats such as ``2.0`` are refused), at least ``minimum``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if not _is_int(value):
+        raise InvalidInputTypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int >= 1`` (example counts, batch and chunk sizes, epochs, samples)."""
+    if _is_int(value) and value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer (>= 1), got {value}")
+    return check_int(name, value, minimum=1)
+
+
+def optional_positive_int(name: str, value: Any) -> Optional[int]:
+    """``None`` (meaning "the default") or a positive ``int``."""
+    return None if value is None else positive_int(name, value)
+
+
+def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
+               low_open: bool = False, high_open: bool = False, expected: str = "") -> float:
+    """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    interval = expected or _interval(low, high, low_open, high_open)
+    if not _is_real(value):
+        raise InvalidInputTypeError(f"{name} must be a number{interval}, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and (number >= high if high_open else number > high)
+    if not math.isfinite(number) or below or above:
+        raise InvalidInputError(f"{name} must be a finite number{interval}, got {value!r}")
+    return number
+
+
+def _interval(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> str:
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def positive_float(name: str, value: Any) -> float:
+    """A finite number ``> 0`` (noise levels, Lipschitz constants, learning rates, temperatures)."""
+    return check_real(name, value, low=0.0, low_open=True)
+
+
+def non_negative_float(name: str, value: Any) -> float:
+    """A finite number ``>= 0``."""
+    return check_real(name, value, low=0.0)
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """A fraction in ``[0, 1]`` (accuracies). A value in ``(1, 100]`` is named as a likely percentage."""
+    try:
+        return check_real(name, value, low=0.0, high=1.0)
+    except InvalidInputTypeError:
+        raise
+    except InvalidInputError as err:
+        if _is_real(value) and 1.0 < float(value) <= 100.0:
+            raise InvalidInputError(f"{err} (it looks like a percentage; robust_mix stores fractions: "
+                                    f"{float(value) / 100:g})") from None
+        raise
+
+
+def check_open_probability(name: str, value: Any) -> float:
+    """A probability in ``(0, 1)`` (failure probabilities of a certificate)."""
+    return check_real(name, value, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def parse_number(name: str, text: Union[str, float, int]) -> float:
+    """``"0.1"``, ``"8/255"`` (a fraction, as the field writes budgets) or a number, as a float.
+
+    Only the syntax is checked here; ranges are the caller's (e.g. :func:`check_eps`).
+    """
+    if not isinstance(text, str):
+        return check_real(name, text)
+    parts = text.strip().split("/")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(parts) > 2 or not values or (len(values) == 2 and values[1] == 0.0):
+        why = "it divides by zero" if len(values) == 2 and values[1] == 0.0 else "not a number"
+        raise InvalidInputError(f"{name} must be a number like 0.1 or a fraction like 8/255, got {text!r} ({why})")
+    number = values[0] / values[1] if len(values) == 2 else values[0]
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{name} must be a finite number, got {text!r}")
+    return number
+
+
+def check_eps(eps: Any, threat_model: str = "Linf", name: str = "eps") -> float:
+    """A perturbation budget: finite and positive; at most 1 under ``Linf`` (pixels lie in ``[0, 1]``).
+
+    Accepts the ``"8/255"`` form. ``L2``/``L1`` budgets may exceed 1 (a distance over all pixels).
+    """
+    value = parse_number(name, eps) if isinstance(eps, str) else eps
+    if check_choice("threat_model", threat_model, THREAT_MODELS) == "Linf":
+        hint = "; Linf budgets are in [0, 1] pixel units (8/255 = 0.0314)"
+        return check_real(name, value, low=0.0, high=1.0, low_open=True, expected=f" in (0, 1]{hint}")
+    return check_real(name, value, low=0.0, low_open=True)
+
+
+def parse_int(name: str, text: Union[str, int]) -> int:
+    """``"1000"`` -> 1000 (command-line text; ``"2.5"`` and ``"abc"`` are refused, naming the text)."""
+    if not isinstance(text, str):
+        return check_int(name, text)
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"{name} must be a whole number, got {text!r}") from None
+
+
+def parse_eps(text: str) -> float:
+    """``--eps`` text (``"8/255"``, ``"0.1"``) -> a finite positive budget (the threat model's upper
+    bound is checked where the threat model is known, by :func:`check_eps`)."""
+    return check_real("eps", parse_number("eps", text), low=0.0, low_open=True)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """One of ``choices`` (exact match)."""
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidInputError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+# -- mixing ratios ------------------------------------------------------------------------------------
+def check_alpha(alpha: Any, name: str = "alpha") -> float:
+    """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""
+    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
+        alpha = alpha.item()
+    if not _is_real(alpha):
+        raise InvalidInputTypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
+                                    f"got {alpha!r} ({type(alpha).__name__})")
+    value = float(alpha)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise InvalidInputError(f"{name} must lie in [0, 1] (0 = standard model only, 1 = robust model only), "
+                                f"got {alpha!r}")
+    return value
+
+
+def check_alpha_range(alpha_range: Any, name: str = "alpha_range") -> tuple[float, float]:
+    """An eval-time ``(lo, hi)`` range of an adaptive ratio, ``0 <= lo <= hi <= 1``."""
+    if isinstance(alpha_range, (str, bytes)) or not isinstance(alpha_range, Sequence) or len(alpha_range) != 2:
+        raise InvalidInputTypeError(f"{name} must be a pair (lo, hi) with 0 <= lo <= hi <= 1, got {alpha_range!r}")
+    expected = f"{name} must be a pair (lo, hi) with 0 <= lo <= hi <= 1"
+    try:
+        lo, hi = (check_alpha(v, f"{name} bound") for v in alpha_range)
+    except InvalidInputTypeError as err:
+        raise InvalidInputTypeError(f"{expected}, got {tuple(alpha_range)!r} ({err})") from None
+    except InvalidInputError:
+        raise InvalidInputError(f"{expected}, got {tuple(alpha_range)!r}") from None
+    if lo > hi:
+        raise InvalidInputError(f"{expected}, got {tuple(alpha_range)!r} (lo > hi)")
+    return lo, hi
+
+
+# -- tensors --------------------------------------------------------------------------------------------
+def _indices(mask: torch.Tensor, offset: Optional[Sequence[int]] = None) -> str:
+    where = mask.nonzero().flatten().tolist()
+    if offset is not None:
+        where = [int(offset[i]) for i in where]
+    return f"{_listed(where)} ({len(where)} of {mask.numel()})"
+
+
+def _listed(values: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in values[:_SHOWN])
+    return f"[{shown}{', ...' if len(values) > _SHOWN else ''}]"
+
+
+def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int] = None) -> torch.Tensor:
+    """Class indices ``(N,)``: an integer tensor, one per image (``n``), each in ``[0, num_classes)``.
+
+    Returns them as ``torch.long``.
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise InvalidInputTypeError(f"labels must be a torch.Tensor of class indices, shape (N,), got "
+                                    f"{type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise InvalidInputTypeError(f"labels must be an integer tensor (torch.long) of class indices, got "
+                                    f"{labels.dtype}; convert whole-number labels with labels.long()")
+    if labels.ndim != 1:
+        raise InvalidInputError(f"labels must have shape (N,), one class index per image, got shape "
+                                f"{tuple(labels.shape)}")
+    if n is not None and len(labels) != n:
+        raise InvalidInputError(f"got {len(labels)} labels for {n} images; give one label per image")
+    bad = labels < 0
+    if num_classes is not None:
+        bad |= labels >= num_classes
+    if bad.any():
+        first = labels[bad][:_SHOWN].tolist()
+        allowed = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise InvalidInputError(f"labels must lie in {allowed}, got {first} at indices {_indices(bad)}")
+    return labels.long()
+
+
+def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
+                 dtype: Optional[torch.dtype] = None, check_values: bool = True) -> torch.Tensor:
+    """A batch of raw images ``(B, C, H, W)``: floating point (``dtype``, the model's, when given), the
+    model's ``(C, H, W)`` contract when it declares one, and (``check_values``) finite values in ``[0, 1]``.
+
+    The messages say how to adapt the input: add a batch dimension, convert channels, resize,
+    divide by 255 or undo a normalisation.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise InvalidInputTypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got "
+                                    f"{type(images).__name__}")
+    shape = tuple(images.shape)
+    if images.ndim != 4:
+        hint = "; add the batch dimension with images.unsqueeze(0)" if images.ndim == 3 else ""
+        raise InvalidInputError(f"images must have shape (B, C, H, W), got {shape}{hint}")
+    if not images.is_floating_point():
+        hint = " (0-255 pixels: use images.float() / 255)" if images.dtype == torch.uint8 else ""
+        raise InvalidInputTypeError(f"images must be floating point with values in [0, 1], got {images.dtype}"
+                                    f"{hint}")
+    if dtype is not None and images.dtype != dtype:
+        raise InvalidInputTypeError(f"images are {images.dtype} but the model computes in {dtype}; convert them "
+                                    f"with images.to({dtype})")
+    if input_shape is not None:
+        _check_contract(shape, tuple(int(v) for v in input_shape))
+    if check_values and images.numel():
+        _check_pixel_values(images.detach())
+    return images
+
+
+def _check_contract(shape: tuple[int, ...], contract: tuple[int, ...]) -> None:
+    channels, height, width = contract
+    expected = f"the model takes raw images of shape (B, {channels}, {height}, {width}), got {shape}"
+    if shape[1] != channels:
+        how = ("convert to grayscale with images.mean(dim=1, keepdim=True)" if channels == 1
+               else f"repeat the channel with images.expand(-1, {channels}, -1, -1)" if shape[1] == 1
+               else f"give {channels}-channel images")
+        raise InvalidInputError(f"{expected}: {shape[1]} channels instead of {channels}; {how}")
+    if shape[2:] != (height, width):
+        raise InvalidInputError(
+            f"{expected}: {shape[2]}x{shape[3]} instead of {height}x{width}; resize with "
+            f"torch.nn.functional.interpolate(images, size=({height}, {width}), mode='bilinear', antialias=True)")
+
+
+def _check_pixel_values(images: torch.Tensor) -> None:
+    flat = images.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    if not finite.all():
+        raise InvalidInputError(f"images contain NaN or inf values at examples {_indices(~finite)}; "
+                                "raw images must be finite values in [0, 1]")
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    if (lo < -_PIXEL_TOLERANCE).any():
+        raise InvalidInputError(
+            f"images must have values in [0, 1], got a minimum of {lo.min().item():g} at examples "
+            f"{_indices(lo < -_PIXEL_TOLERANCE)} (normalised images? undo it with images * std + mean: the "
+            "model normalises its input itself)")
+    if (hi > 1 + _PIXEL_TOLERANCE).any():
+        top = hi.max().item()
+        hint = " (0-255 pixels? divide by 255)" if 2 < top <= 255 + _PIXEL_TOLERANCE else ""
+        raise InvalidInputError(f"images must have values in [0, 1], got a maximum of {top:g} at examples "
+                                f"{_indices(hi > 1 + _PIXEL_TOLERANCE)}{hint}")
+
+
+def check_finite_outputs(outputs: torch.Tensor, what: str = "the model",
+                         indices: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Scores ``(B, K)`` that can be read as a prediction: no NaN, no +inf, a finite maximum per row.
+
+    ``-inf`` entries are allowed (log-probability of an impossible class). ``indices`` maps rows to
+    the example numbers named in the error (without it, rows of ``outputs`` are named).
+
+    Raises:
+        NonFiniteOutputError: naming the examples, so that a NaN is never read as class 0.
+    """
+    bad = torch.isnan(outputs).any(dim=1) | torch.isposinf(outputs).any(dim=1) | \
+        ~torch.isfinite(outputs.max(dim=1).values)
+    if bad.any():
+        where = f"examples {_indices(bad, indices)}" if indices is not None else f"rows {_indices(bad)} of a batch"
+        raise NonFiniteOutputError(
+            f"{what} returned NaN or inf scores for {where}; they cannot be read "
+            "as predictions (argmax of NaN is class 0), so no accuracy is computed. Check the model and its "
+            "input (normalisation, value range) for those examples")
+    return outputs
+
+
+# -- files ------------------------------------------------------------------------------------------------
+def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:
+    """Create ``path`` (and parents) if needed and make sure files can be written there.
+
+    Called before any work starts, so that nothing computed is lost to an unwritable folder.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".robust-mix-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = (f"{blocker} is a file, not a folder" if blocker is not None
+               else err.strerror or type(err).__name__)
+        raise InvalidInputError(f"cannot write to the {what} {str(folder)!r}: {why}; choose another folder "
+                                "(nothing has been computed yet)") from None
+    return folder
+
+
+# -- dataclass configs --------------------------------------------------------------------------------------
+Check = Callable[[str, Any], Any]
+
+
+def check_fields(obj: Any, rules: Optional[Mapping[str, Check]] = None, prefix: str = "") -> None:
+    """Check every field of a dataclass config against its annotation (nested configs included),
+    then ``rules[field](name, value)`` for the fields with a range rule (``None`` values skip it).
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        name, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        _check_type(name, value, hints[f.name])
+        if dataclasses.is_dataclass(value):
+            check_fields(value, rules, prefix=f"{name}.")
+        elif rules and f.name in rules and value is not None:
+            rules[f.name](name, value)
+
+
+def _check_type(name: str, value: Any, tp: Any) -> None:
+    if not _matches(value, tp):
+        raise InvalidInputTypeError(f"{name} must be {_describe(tp)}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return _is_int(value)
+    if tp is float:
+        return _is_real(value)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return all(_matches(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return True  # annotations this checker does not model
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        if origin is list or not args or args[-1] is Ellipsis:
+            return f"a list of {_PLURALS.get(args[0], 'values') if args else 'values'}"
+        kinds = {_PLURALS.get(a, "values") for a in args}
+        return f"a list of {len(args)} {kinds.pop() if len(kinds) == 1 else 'values'}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}

@@ -1,0 +1,562 @@
+"""Bad input, as a careless user gives it, through the API and the CLI: each gets a clear error that
+names the offending value (an exception of the documented type, or an exit code and one ``error:``
+line), never a silently wrong number. Every row of the tables below is one such call.
+
+The validation itself lives in ``robust_mix.validate``; these tables exercise it through the entry
+points users call (``load_model``, ``benchmark``, ``sweep``, the certificates, reports, ``submit``,
+training recipes, the ``robust-mix`` commands).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import robust_mix
+from conftest import make_tiny
+from robust_mix.attacks import STANDARD_STAGES, AttackOptions
+from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.certify import certify_lipschitz, certify_smoothing, estimate_smoothed, sample_counts
+from robust_mix.cli import main
+from robust_mix.config import ModelConfig
+from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, check_submission
+from robust_mix.sweep import parse_alphas, sweep
+from robust_mix.train import BackboneRecipe, apply_settings, get_recipe
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, NonFiniteOutputError, check_writable_dir,
+                                 parse_eps)
+
+torch.set_num_threads(1)
+
+TESTS = Path(__file__).parent
+FAST = AttackOptions(n_iter=1)
+FAST_CLI = ["--attack", "apgd-ce", "--n-iter", "1"]
+SHAPE = (1, 28, 28)
+
+
+def tiny_model() -> robust_mix.MixedClassifier:
+    """A small real mixture with a declared input contract (also ``test_bad_inputs:tiny_model`` for the CLI)."""
+    config = ModelConfig(name="tiny-bad-inputs", dataset="fashion-mnist", eps=0.1, num_classes=10,
+                         input_shape=SHAPE, alpha=0.6)
+    return robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6, config=config)
+
+
+def images(n: int = 6, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
+    return torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
+
+
+LABELS = torch.arange(6)
+
+
+def predictions() -> torch.Tensor:
+    """``tiny_model``'s own classes for ``images()``: every example is clean-correct, so all are attacked."""
+    with torch.no_grad():
+        return tiny_model()(images()).argmax(dim=1)
+
+
+def bench(model: nn.Module | None = None, **overrides):
+    kwargs = dict(images=images(), labels=LABELS, eps=0.1, batch_size=6, attack="apgd-ce", device="cpu",
+                  options=FAST)
+    kwargs.update(overrides)
+    return benchmark(model if model is not None else tiny_model(), **kwargs)
+
+
+def with_pixel(value: float, index: int = 2) -> torch.Tensor:
+    x = images()
+    x[index, 0, 3, 3] = value
+    return x
+
+
+class NonFinite(nn.Module):
+    """``tiny_model`` whose scores are ``value`` for chosen examples (``rows`` of the clean images) or for
+    every input that is not one of the clean images (``perturbed=True``: only the attacks see them)."""
+
+    def __init__(self, value: float, rows: list[int] | None = None, perturbed: bool = False) -> None:
+        super().__init__()
+        self.inner, self.value, self.perturbed = tiny_model(), value, perturbed
+        clean = images()
+        self.bad = {self._key(clean[i]) for i in (rows or [])}
+        self.clean = {self._key(x) for x in clean}
+        self.num_classes = 10
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> bytes:
+        return x.detach().cpu().numpy().tobytes()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        keys = [self._key(row) for row in x]
+        bad = [(k not in self.clean) if self.perturbed else (k in self.bad) for k in keys]
+        mask = torch.tensor(bad, device=out.device)[:, None]
+        return torch.where(mask, torch.full_like(out, self.value), out)
+
+
+def fixed_model() -> robust_mix.MixedClassifier:
+    return robust_mix.load_model("fmnist-robust")
+
+
+def set_attr(obj, name, value):
+    setattr(obj, name, value)
+
+
+A_FILE_NAME = "a_file"
+
+
+@pytest.fixture
+def under_a_file(tmp_path) -> Path:
+    """A folder path that cannot be created, even as root: its parent is a regular file."""
+    (tmp_path / A_FILE_NAME).write_text("not a folder")
+    return tmp_path / A_FILE_NAME / "out"
+
+
+# -- the API ---------------------------------------------------------------------------------------
+# (id, call, exception type, fragment of the message that names the offending value)
+COUNTS = [
+    ("n_examples=0", lambda: bench(n_examples=0), InvalidInputError, "n_examples must be a positive integer (>= 1), got 0"),
+    ("n_examples=-5", lambda: bench(n_examples=-5), InvalidInputError, "got -5"),
+    ("n_examples=2.5", lambda: bench(n_examples=2.5), InvalidInputTypeError, "n_examples must be an integer, got 2.5"),
+    ("n_examples='5'", lambda: bench(n_examples="5"), TypeError, "got '5' (str)"),
+    ("n_examples=True", lambda: bench(n_examples=True), TypeError, "got True (bool)"),
+    ("batch_size=0", lambda: bench(batch_size=0), InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
+    ("batch_size=-3", lambda: bench(batch_size=-3), InvalidInputError, "batch_size must be a positive integer (>= 1), got -3"),
+    ("batch_size=2.5", lambda: bench(batch_size=2.5), TypeError, "batch_size must be an integer, got 2.5"),
+    ("chunk_size=0", lambda: bench(chunk_size=0), InvalidInputError, "chunk_size must be a positive integer (>= 1), got 0"),
+    ("chunk_size=-1", lambda: bench(chunk_size=-1), InvalidInputError, "got -1"),
+    ("chunk_size=1.5", lambda: bench(chunk_size=1.5), TypeError, "chunk_size must be an integer, got 1.5"),
+    ("seed=1.5", lambda: bench(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
+    ("AttackOptions(n_iter=0)", lambda: AttackOptions(n_iter=0), InvalidInputError, "n_iter must be a positive integer (>= 1), got 0"),
+    ("AttackOptions(n_queries=-1)", lambda: AttackOptions(n_queries=-1), InvalidInputError, "n_queries must be a positive integer (>= 1), got -1"),
+    ("load_dataset(n_examples=-5)", lambda: robust_mix.data.load_dataset("fashion-mnist", "test", -5),
+     InvalidInputError, "n_examples must be a positive integer (>= 1), got -5"),
+]
+EPS = [
+    ("eps=-0.1", lambda: bench(eps=-0.1), InvalidInputError, "eps must be a finite number in (0, 1]"),
+    ("eps=-0.1 names it", lambda: bench(eps=-0.1), InvalidInputError, "got -0.1"),
+    ("eps=0", lambda: bench(eps=0.0), InvalidInputError, "got 0.0"),
+    ("eps=1.5 (Linf)", lambda: bench(eps=1.5), InvalidInputError, "8/255 = 0.0314), got 1.5"),
+    ("eps=nan", lambda: bench(eps=float("nan")), InvalidInputError, "got nan"),
+    ("eps=inf", lambda: bench(eps=float("inf")), InvalidInputError, "got inf"),
+    ("eps='8/0'", lambda: bench(eps="8/0"), InvalidInputError, "got '8/0' (it divides by zero)"),
+    ("eps='abc'", lambda: bench(eps="abc"), InvalidInputError,
+     "eps must be a number like 0.1 or a fraction like 8/255, got 'abc' (not a number)"),
+    ("eps=True", lambda: bench(eps=True), TypeError, "got True (bool)"),
+    ("parse_eps('8/0')", lambda: parse_eps("8/0"), InvalidInputError, "got '8/0' (it divides by zero)"),
+    ("parse_eps('1/255/2')", lambda: parse_eps("1/255/2"), InvalidInputError, "got '1/255/2' (not a number)"),
+    ("threat_model='Linf2'", lambda: bench(threat_model="Linf2"), InvalidInputError,
+     "threat_model must be one of ['Linf', 'L2', 'L1'], got 'Linf2'"),
+    ("unknown attack stage", lambda: bench(attack="apgd-xx"), ValueError, "unknown attack stage(s) ['apgd-xx']"),
+]
+LABEL_CASES = [
+    ("label 10 of 10 classes", lambda: bench(labels=torch.tensor([0, 1, 2, 10, 4, 5])), InvalidInputError,
+     "labels must lie in [0, 10), got [10] at indices [3]"),
+    ("label -1", lambda: bench(labels=torch.tensor([0, -1, 2, 3, 4, 5])), InvalidInputError, "got [-1] at indices [1]"),
+    ("float labels", lambda: bench(labels=torch.tensor([0., 1., 2.5, 3., 4., 5.])), TypeError, "got torch.float32"),
+    ("bool labels", lambda: bench(labels=torch.ones(6, dtype=torch.bool)), TypeError, "got torch.bool"),
+    ("5 labels for 6 images", lambda: bench(labels=torch.arange(5)), InvalidInputError, "got 5 labels for 6 images"),
+    ("7 labels for 6 images", lambda: bench(labels=torch.arange(7)), InvalidInputError, "got 7 labels for 6 images"),
+    ("labels (6, 1)", lambda: bench(labels=torch.zeros(6, 1, dtype=torch.long)), InvalidInputError, "got shape (6, 1)"),
+    ("labels as a list", lambda: bench(labels=[0, 1, 2, 3, 4, 5]), TypeError, "got list"),
+    ("no labels", lambda: bench(labels=None), ValueError, "images were given without labels"),
+]
+IMAGES = [
+    ("14x14 for a 28x28 model", lambda: bench(images=images(shape=(1, 14, 14))), InvalidInputError,
+     "got (6, 1, 14, 14): 14x14 instead of 28x28; resize with torch.nn.functional.interpolate"),
+    ("32x32 for a 28x28 model", lambda: bench(images=images(shape=(1, 32, 32))), InvalidInputError,
+     "32x32 instead of 28x28"),
+    ("3 channels for 1", lambda: bench(images=images(shape=(3, 28, 28))), InvalidInputError,
+     "3 channels instead of 1; convert to grayscale"),
+    ("uint8 pixels", lambda: bench(images=(images() * 255).to(torch.uint8)), TypeError,
+     "got torch.uint8 (0-255 pixels: use images.float() / 255)"),
+    ("pixels in [0, 255]", lambda: bench(images=images() * 255), InvalidInputError, "divide by 255"),
+    ("normalised pixels", lambda: bench(images=images() * 4 - 2), InvalidInputError, "normalised images?"),
+    ("3-D batch", lambda: bench(images=images()[:, 0]), InvalidInputError, "got (6, 28, 28); add the batch dimension"),
+    ("NaN pixel", lambda: bench(images=with_pixel(float("nan"))), InvalidInputError, "NaN or inf values at examples [2]"),
+    ("inf pixel", lambda: bench(images=with_pixel(float("inf"), 4)), InvalidInputError, "NaN or inf values at examples [4]"),
+    ("pixel 1.5", lambda: bench(images=with_pixel(1.5, 1)), InvalidInputError, "maximum of 1.5 at examples [1]"),
+    ("float64 for a float32 model", lambda: bench(images=images().double()), TypeError,
+     "images are torch.float64 but the model computes in torch.float32"),
+    ("images as a list", lambda: bench(images=[images()]), TypeError, "got list"),
+    ("forward 14x14", lambda: tiny_model()(images(2, (1, 14, 14))), InvalidInputError, "14x14 instead of 28x28"),
+    ("forward 3 channels (adaptive entry)", lambda: robust_mix.load_model("fmnist-adasmooth")(images(2, (3, 28, 28))),
+     InvalidInputError, "3 channels instead of 1"),
+    ("forward uint8", lambda: tiny_model()((images(2) * 255).to(torch.uint8)), TypeError, "got torch.uint8"),
+]
+OUTPUTS = [
+    ("NaN for every input (the issue's example)",
+     lambda: bench(robust_mix.load_model("fmnist-robust", alpha=0.9), images=torch.full((6, *SHAPE), float("nan"))),
+     InvalidInputError, "NaN or inf values at examples [0, 1, 2, 3, 4, 5]"),
+    ("NaN scores for two examples", lambda: bench(NonFinite(float("nan"), rows=[1, 4])), NonFiniteOutputError,
+     "NaN or inf scores for examples [1, 4] (2 of 6)"),
+    ("+inf score for one example", lambda: bench(NonFinite(float("inf"), rows=[2])), NonFiniteOutputError,
+     "for examples [2] (1 of 6)"),
+    ("-inf scores for every class", lambda: bench(NonFinite(float("-inf"), rows=[0])), NonFiniteOutputError,
+     "for examples [0] (1 of 6)"),
+    ("NaN only on perturbed inputs", lambda: bench(NonFinite(float("nan"), perturbed=True), labels=predictions()),
+     NonFiniteOutputError, "during the apgd-ce attack on examples"),
+]
+ALPHA = [
+    ("alpha=None on a fixed entry", lambda: robust_mix.load_model("fmnist-robust", alpha=None), InvalidInputError,
+     "alpha=None means 'the entry's own adaptive policy', but 'fmnist-robust' has a fixed ratio"),
+    ("alpha=None on MixedNUTS", lambda: robust_mix.load_model("fmnist-mixednuts", alpha=None), InvalidInputError,
+     "'fmnist-mixednuts' has a fixed ratio"),
+    ("alpha=-0.1", lambda: robust_mix.load_model("fmnist-robust", alpha=-0.1), InvalidInputError, "got -0.1"),
+    ("alpha=1.1", lambda: robust_mix.load_model("fmnist-robust", alpha=1.1), InvalidInputError,
+     "alpha must lie in [0, 1] (0 = standard model only, 1 = robust model only), got 1.1"),
+    ("alpha=nan", lambda: robust_mix.load_model("fmnist-robust", alpha=float("nan")), InvalidInputError, "got nan"),
+    ("alpha=True", lambda: robust_mix.load_model("fmnist-robust", alpha=True), TypeError, "got True (bool)"),
+    ("alpha='0.5'", lambda: robust_mix.load_model("fmnist-robust", alpha="0.5"), TypeError, "got '0.5' (str)"),
+    ("alpha=2 on an adaptive entry", lambda: robust_mix.load_model("fmnist-adasmooth", alpha=2), InvalidInputError, "got 2"),
+    ("model.alpha = 1.5", lambda: set_attr(fixed_model(), "alpha", 1.5), InvalidInputError, "got 1.5"),
+    ("model.alpha = None without a policy", lambda: set_attr(fixed_model(), "alpha", None), InvalidInputError,
+     "alpha=None means 'the adaptive policy', but this model has none"),
+    ("alpha_range=(0.9, 0.1)", lambda: robust_mix.load_model("fmnist-adasmooth", alpha_range=(0.9, 0.1)),
+     InvalidInputError, "got (0.9, 0.1) (lo > hi)"),
+    ("alpha_range=(0.5, 1.5)", lambda: robust_mix.load_model("fmnist-adasmooth", alpha_range=(0.5, 1.5)),
+     InvalidInputError, "with 0 <= lo <= hi <= 1, got (0.5, 1.5)"),
+    ("alpha_range=(nan, 1)", lambda: robust_mix.load_model("fmnist-adasmooth", alpha_range=(float("nan"), 1.0)),
+     InvalidInputError, "got (nan, 1.0)"),
+    ("alpha_range=0.5", lambda: robust_mix.load_model("fmnist-adasmooth", alpha_range=0.5), TypeError, "got 0.5"),
+    ("alpha_range of 3", lambda: robust_mix.load_model("fmnist-adasmooth", alpha_range=(0.1, 0.2, 0.3)), TypeError,
+     "got (0.1, 0.2, 0.3)"),
+    ("alpha_range on a fixed entry", lambda: robust_mix.load_model("fmnist-robust", alpha_range=(0.1, 0.9)),
+     TypeError, "'alpha_range' applies to adaptive models only; 'fmnist-robust' has a fixed ratio"),
+]
+NAMES = [
+    ("unknown model", lambda: robust_mix.load_model("fmnist-robustt"), KeyError, "unknown model 'fmnist-robustt'"),
+    ("unknown override", lambda: robust_mix.load_model("fmnist-robust", alpah=0.9), TypeError, "unknown override 'alpah'"),
+    ("std_scale=-1", lambda: robust_mix.load_model("fmnist-robust", std_scale=-1), InvalidInputError,
+     "std_scale must be a finite number > 0, got -1"),
+    ("mixing='geometric'", lambda: robust_mix.load_model("fmnist-robust", mixing="geometric"), TypeError,
+     "mixing must be one of 'prob', 'logit', got 'geometric'"),
+    ("eps='abc' override", lambda: robust_mix.load_model("fmnist-robust", eps="abc"), TypeError, "got 'abc' (str)"),
+    ("input_shape=(1, 28)", lambda: robust_mix.load_model("fmnist-robust", input_shape=(1, 28)), TypeError,
+     "input_shape must be a list of 3 integers or None, got (1, 28)"),
+    ("num_classes=0", lambda: robust_mix.load_model("fmnist-robust", num_classes=0), InvalidInputError,
+     "num_classes must be a positive integer (>= 1), got 0"),
+    ("unknown data set", lambda: benchmark(tiny_model(), "cifar11", n_examples=2), ValueError, "unknown dataset 'cifar11'"),
+]
+SWEEP = [
+    ("alphas '0:1:0'", lambda: parse_alphas("0:1:0"), InvalidInputError, "alphas '0:1:0': a range start:stop:step"),
+    ("alphas '0,2'", lambda: parse_alphas("0,2"), InvalidInputError, "alphas '0,2': every alpha must lie in [0, 1]"),
+    ("alphas 'abc'", lambda: parse_alphas("abc"), InvalidInputError, "alphas 'abc': alpha must be a number"),
+    ("alphas 'nan'", lambda: parse_alphas("nan"), InvalidInputError, "alphas 'nan'"),
+    ("alphas '1:0:0.1'", lambda: parse_alphas("1:0:0.1"), InvalidInputError, "alphas '1:0:0.1': a range"),
+    ("alphas '0:1'", lambda: parse_alphas("0:1"), InvalidInputError, "alphas '0:1': a range is start:stop:step"),
+    ("alphas '-0.5,0.5'", lambda: parse_alphas("-0.5,0.5"), InvalidInputError, "got -0.5"),
+    ("sweep([0.5, 1.5]) refuses before any run", lambda: sweep(tiny_model(), [0.5, 1.5], images=images(),
+                                                               labels=LABELS), InvalidInputError, "got 1.5"),
+    ("sweep([]) of a fixed model", lambda: sweep(tiny_model(), []), InvalidInputError, "sweep got no alphas"),
+]
+CERTIFY = [
+    ("certify_lipschitz on 0-255 pixels", lambda: certify_lipschitz(tiny_model(), images() * 255), InvalidInputError,
+     "divide by 255"),
+    ("certify_smoothing 14x14", lambda: certify_smoothing(tiny_model(), images(2, (1, 14, 14)), sigma=0.1),
+     InvalidInputError, "14x14 instead of 28x28"),
+    ("sigma=-1", lambda: estimate_smoothed(tiny_model().robust, images(2), sigma=-1, num_classes=10), InvalidInputError,
+     "sigma must be a finite number > 0, got -1"),
+    ("failure_prob=2", lambda: estimate_smoothed(tiny_model().robust, images(2), sigma=0.1, num_classes=10,
+                                                 failure_prob=2), InvalidInputError, "failure_prob must be a finite number in (0, 1), got 2"),
+    ("n=0 samples", lambda: sample_counts(tiny_model().robust, images(2), 0, 0.1, 10), InvalidInputError, "got 0"),
+    ("NaN classifier under noise", lambda: sample_counts(lambda z: torch.full((len(z), 10), float("nan")), images(2),
+                                                         4, 0.1, 10), NonFiniteOutputError, "on noisy copies of some inputs"),
+]
+RECIPE = [
+    ("BackboneRecipe(epochs=-1)", lambda: BackboneRecipe(epochs=-1), InvalidInputError,
+     "epochs must be a positive integer (>= 1), got -1"),
+    ("--set lr=abc", lambda: apply_settings(get_recipe("fmnist-standard").config, ["lr=abc"]), TypeError,
+     "lr must be a number, got 'abc'"),
+    ("--set epoch=3 (unknown)", lambda: apply_settings(get_recipe("fmnist-standard").config, ["epoch=3"]), ValueError,
+     "unknown setting 'epoch' for BackboneRecipe"),
+    ("--set policy.blocks=0", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["policy.blocks=0"]),
+     InvalidInputError, "policy.blocks must be a positive integer (>= 1), got 0"),
+    ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
+     InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
+]
+API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + SWEEP + CERTIFY + RECIPE
+
+
+@pytest.mark.parametrize("call, error, names", [pytest.param(c, e, n, id=i) for i, c, e, n in API_CASES])
+def test_api_refuses_bad_input_naming_it(call, error, names):
+    with pytest.raises(error) as info:
+        call()
+    message = info.value.args[0] if isinstance(info.value, KeyError) else str(info.value)
+    assert names in message
+
+
+def test_unwritable_folders_are_refused_before_any_work(under_a_file):
+    with pytest.raises(InvalidInputError, match=f"{A_FILE_NAME} is a file, not a folder.*nothing has been computed"):
+        check_writable_dir(under_a_file)
+    with pytest.raises(InvalidInputError, match="cannot write to the state folder"):
+        bench(state_dir=under_a_file)
+    assert (under_a_file.parent).is_file()
+
+
+# -- reports and submissions ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, dict]:
+    """report.json data of real (tiny) runs: fmnist-standard as registered, fmnist-robust at alpha 0.9."""
+    x, y = robust_mix.data.load_dataset("fashion-mnist", "test", 4)
+    out = {}
+    for key, model in (("standard", robust_mix.load_model("fmnist-standard")),
+                       ("robust-0.9", robust_mix.load_model("fmnist-robust", alpha=0.9))):
+        result = benchmark(model, images=x, labels=y, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+        out[key] = result.to_dict()
+    return out
+
+
+def leaderboard_size(data: dict) -> dict:
+    """The report as if it came from the standard suite at full budgets on all 10,000 test images."""
+    data = json.loads(json.dumps(data))
+    reps = 10_000 // data["n_examples"]
+    data.update(n_examples=10_000, options={}, attack="standard", clean_flags=data["clean_flags"] * reps,
+                robust_flags=data["robust_flags"] * reps,
+                suite_flags={k: v * reps for k, v in data["suite_flags"].items()},
+                stage_accuracy={s: data["robust_accuracy"] for s in STANDARD_STAGES})
+    return data
+
+
+SUBMIT = [  # (id, edit of the full report (or raw text), NAME, exit code, fragment)
+    ("report of another model", lambda r: leaderboard_size(r["standard"]), "fmnist-robust", 3,
+     "the report is for model 'fmnist-standard', not 'fmnist-robust'"),
+    ("same name, another alpha", lambda r: leaderboard_size(r["robust-0.9"]), "fmnist-robust", 3,
+     "does not match 'fmnist-robust'"),
+    ("clean_accuracy 1.7", lambda r: {**leaderboard_size(r["standard"]), "clean_accuracy": 1.7}, "fmnist-standard", 2,
+     "clean_accuracy must be a finite number in [0, 1], got 1.7 (it looks like a percentage"),
+    ("robust_accuracy -0.1", lambda r: {**leaderboard_size(r["standard"]), "robust_accuracy": -0.1}, "fmnist-standard",
+     2, "robust_accuracy must be a finite number in [0, 1], got -0.1"),
+    ("accuracy as text", lambda r: {**leaderboard_size(r["standard"]), "clean_accuracy": "85.2"}, "fmnist-standard", 2,
+     "clean_accuracy must be a number in [0, 1], got '85.2' (str)"),
+    ("accuracy disagrees with flags", lambda r: {**leaderboard_size(r["standard"]), "clean_accuracy": 0.999},
+     "fmnist-standard", 2, "clean_accuracy is 0.999 but its per-example flags give"),
+    ("APGD-CE only", lambda r: {**leaderboard_size(r["standard"]), "attack": "apgd-ce",
+                                "stage_accuracy": {"apgd-ce": r["standard"]["robust_accuracy"]}},
+     "fmnist-standard", 3, "not the standard AutoAttack suite"),
+    ("reduced budgets", lambda r: {**leaderboard_size(r["standard"]), "options": {"n_iter": 1}}, "fmnist-standard", 3,
+     "attack budgets were reduced (n_iter=1)"),
+    ("4 examples", lambda r: {**r["standard"], "options": {}, "attack": "standard",
+                              "stage_accuracy": {s: r["standard"]["robust_accuracy"] for s in STANDARD_STAGES}},
+     "fmnist-standard", 3, "4 of the leaderboard's 10,000 test examples"),
+    ("no config fingerprint (older report)", lambda r: {**leaderboard_size(r["standard"]), "config_fingerprint": None},
+     "fmnist-standard", 3, "does not record which configuration was evaluated"),
+    ("missing field", lambda r: {k: v for k, v in leaderboard_size(r["standard"]).items() if k != "clean_accuracy"},
+     "fmnist-standard", 2, "missing field(s) ['clean_accuracy']"),
+    ("unknown field", lambda r: {**leaderboard_size(r["standard"]), "clean_acc": 0.5}, "fmnist-standard", 2,
+     "unknown field(s) ['clean_acc']"),
+    ("truncated JSON", lambda r: json.dumps(leaderboard_size(r["standard"]))[:300], "fmnist-standard", 2,
+     "report.json is not valid JSON"),
+    ("not JSON", lambda r: "hello, not a report", "fmnist-standard", 2, "report.json is not valid JSON"),
+    ("a JSON list", lambda r: [1, 2, 3], "fmnist-standard", 2, "expected a JSON object, got list"),
+    ("unknown entry", lambda r: leaderboard_size(r["standard"]), "fmnist-standardd", 2, "unknown model 'fmnist-standardd'"),
+]
+
+
+@pytest.mark.parametrize("edit, name, code, names", [pytest.param(*row[1:], id=row[0]) for row in SUBMIT])
+def test_submit_refuses_before_writing(reports, tmp_path, capsys, edit, name, code, names):
+    data = edit(reports)
+    report = tmp_path / "report.json"
+    report.write_text(data if isinstance(data, str) else json.dumps(data))
+    out = tmp_path / "submission"
+    assert main(["submit", name, "--report", str(report), "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err
+    assert not out.exists(), "nothing is written for a refused submission"
+
+
+def test_submit_accepts_the_full_report_and_marks_partial_drafts(reports, tmp_path, capsys):
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(leaderboard_size(reports["standard"])))
+    assert main(["submit", "fmnist-standard", "--report", str(full), "--out", str(tmp_path / "ok")]) == 0
+    assert "PARTIAL" not in (tmp_path / "ok" / "claim.md").read_text()
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(reports["standard"]))
+    assert main(["submit", "fmnist-standard", "--report", str(partial), "--out", str(tmp_path / "draft"),
+                 "--allow-partial"]) == 0
+    for name in ("claim.md", "model_info.json", "model_zoo_entry.py"):
+        assert "PARTIAL" in (tmp_path / "draft" / name).read_text(), name
+    with pytest.raises(SubmissionMismatchError):  # --allow-partial never covers another model's numbers
+        check_submission(BenchmarkResult.from_dict(reports["robust-0.9"]), robust_mix.get_model_config("fmnist-robust"))
+    with pytest.raises(PartialEvaluationError):
+        robust_mix.report.submission_files(BenchmarkResult.from_dict(reports["standard"]),
+                                           robust_mix.get_model_config("fmnist-standard"))
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+TINY = "test_bad_inputs:tiny_model"
+
+
+def bench_cli(*extra: str) -> list[str]:
+    return ["benchmark", TINY, *FAST_CLI, *extra]
+
+
+def certify_cli(*extra: str) -> list[str]:
+    return ["certify", "fmnist-robust", "--n", "20", "--n0", "5", "--no-progress", *extra]
+
+
+def train_cli(*settings: str) -> list[str]:
+    return ["train", "fmnist-standard", "--no-progress", "--set", "train_subset=64", "val_subset=32", *settings]
+
+
+CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
+    ("benchmark --n-examples 0", bench_cli("--n-examples", "0"), 2, "must be a positive integer (>= 1), got 0"),
+    ("benchmark --n-examples -5", bench_cli("--n-examples", "-5"), 2, "got -5"),
+    ("benchmark --n-examples 2.5", bench_cli("--n-examples", "2.5"), 2, "must be a whole number, got '2.5'"),
+    ("benchmark --batch-size -3", bench_cli("--batch-size", "-3"), 2, "argument --batch-size: value must be a positive"),
+    ("benchmark --batch-size 0", bench_cli("--batch-size", "0"), 2, "got 0"),
+    ("benchmark --chunk-size 0", bench_cli("--chunk-size", "0"), 2, "argument --chunk-size"),
+    ("benchmark --eps -0.1", bench_cli("--eps", "-0.1"), 2, "eps must be a finite number > 0, got -0.1"),
+    ("benchmark --eps 0", bench_cli("--eps", "0"), 2, "got 0.0"),
+    ("benchmark --eps nan", bench_cli("--eps", "nan"), 2, "eps must be a finite number, got 'nan'"),
+    ("benchmark --eps inf", bench_cli("--eps", "inf"), 2, "got 'inf'"),
+    ("benchmark --eps 8/0", bench_cli("--eps", "8/0"), 2, "got '8/0' (it divides by zero)"),
+    ("benchmark --eps abc", bench_cli("--eps", "abc"), 2, "got 'abc' (not a number)"),
+    ("benchmark --eps 2 (Linf)", bench_cli("--eps", "2", "--n-examples", "2"), 2, "in (0, 1]"),
+    ("benchmark --threat-model Linf2", bench_cli("--threat-model", "Linf2"), 2, "invalid choice: 'Linf2'"),
+    ("benchmark --attack bogus", ["benchmark", TINY, "--attack", "bogus", "--n-examples", "2"], 2,
+     "unknown attack stage(s) ['bogus']"),
+    ("benchmark --n-iter 0", bench_cli("--n-iter", "0"), 2, "argument --n-iter"),
+    ("benchmark --n-queries -1", bench_cli("--n-queries", "-1"), 2, "got -1"),
+    ("benchmark --seed x", bench_cli("--seed", "x"), 2, "must be a whole number, got 'x'"),
+    ("benchmark --dataset cifar11", bench_cli("--dataset", "cifar11", "--n-examples", "2"), 2, "unknown dataset 'cifar11'"),
+    ("benchmark unknown model", ["benchmark", "nosuch-model"], 2, "unknown model 'nosuch-model'"),
+    ("benchmark module:missing", ["benchmark", "test_bad_inputs:no_such_factory"], 2,
+     "'test_bad_inputs:no_such_factory' names no model factory"),
+    ("sweep --alphas 0:2:0.5", ["sweep", TINY, "--alphas", "0:2:0.5", *FAST_CLI], 2, "alphas '0:2:0.5'"),
+    ("sweep --alphas a,b", ["sweep", TINY, "--alphas", "a,b", *FAST_CLI], 2, "alphas 'a,b': alpha must be a number"),
+    ("sweep --n-examples 0", ["sweep", TINY, "--alphas", "0,1", "--n-examples", "0"], 2, "got 0"),
+    ("certify --n-examples -5", certify_cli("--n-examples", "-5"), 2, "got -5"),
+    ("certify --n-examples 0", certify_cli("--n-examples", "0"), 2, "argument --n-examples"),
+    ("certify --sigma -1", certify_cli("--sigma", "-1"), 2, "argument --sigma: value must be a finite number > 0"),
+    ("certify --sigma nan", certify_cli("--sigma", "nan"), 2, "got 'nan'"),
+    ("certify --n 0", certify_cli("--n", "0"), 2, "argument --n: value must be a positive integer (>= 1), got 0"),
+    ("certify --n0 -1", certify_cli("--n0", "-1"), 2, "argument --n0"),
+    ("certify --failure-prob 2", certify_cli("--failure-prob", "2"), 2, "in (0, 1), got 2.0"),
+    ("certify --alphas 1.5", certify_cli("--alphas", "1.5"), 2, "must lie in [0, 1]"),
+    ("certify --alphas x", certify_cli("--alphas", "x"), 2, "got 'x' (not a number)"),
+    ("certify --batch-size 0", certify_cli("--batch-size", "0"), 2, "argument --batch-size"),
+    ("certify --radii -1", certify_cli("--radii", "-1"), 2, "value must be a finite number >= 0, got -1.0"),
+    ("certify --lipschitz -2", certify_cli("--method", "lipschitz", "--lipschitz", "-2"), 2, "got -2.0"),
+    ("demo --n-examples 0", ["demo", "--n-examples", "0"], 2, "argument --n-examples"),
+    ("demo --n-examples -1", ["demo", "--n-examples", "-1"], 2, "got -1"),
+    ("demo --batch-size 0", ["demo", "--batch-size", "0"], 2, "argument --batch-size"),
+    ("train --set epochs=-1", train_cli("epochs=-1"), 2, "epochs must be a positive integer (>= 1), got -1"),
+    ("train --set epochs=0", train_cli("epochs=0"), 2, "got 0"),
+    ("train --set batch_size=0", train_cli("batch_size=0"), 2, "batch_size must be a positive integer"),
+    ("train --set lr=-1", train_cli("lr=-1"), 2, "lr must be a finite number > 0, got -1"),
+    ("train --set epochs=abc", train_cli("epochs=abc"), 2, "epochs must be an integer, got 'abc'"),
+    ("train --set epochs=2.5", train_cli("epochs=2.5"), 2, "got 2.5 (float)"),
+    ("train --set eps=2", train_cli("eps=2"), 2, "eps must be a finite number in (0, 1]"),
+    ("train --set augment=maybe", train_cli("augment=maybe"), 2, "augment must be true or false, got 'maybe'"),
+    ("train --set train_subset=-5", train_cli("train_subset=-5"), 2, "train_subset must be a positive integer"),
+    ("train --set unknown=1", train_cli("unknown=1"), 2, "unknown setting 'unknown' for BackboneRecipe"),
+    ("train --set epochs", train_cli("epochs"), 2, "settings look like key=value, got 'epochs'"),
+    ("info unknown model", ["info", "mixx"], 2, "unknown model 'mixx'"),
+]
+
+
+@pytest.mark.parametrize("argv, code, names", [pytest.param(a, c, n, id=i) for i, a, c, n in CLI_CASES])
+def test_cli_refuses_bad_input_with_one_error_line(tmp_path, capsys, argv, code, names):
+    out = tmp_path / "out"
+    takes_out = argv[0] in ("benchmark", "sweep", "certify", "demo", "train")
+    assert main([*argv, *(["--out", str(out)] if takes_out else [])]) == code
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err
+    assert not (out / "report.json").exists() and not (out / "model.safetensors").exists()
+
+
+UNWRITABLE = [  # each is refused before its work starts (the folder's parent is a file)
+    ("benchmark", bench_cli("--n-examples", "2")),
+    ("sweep", ["sweep", TINY, "--alphas", "0,1", "--n-examples", "2", *FAST_CLI]),
+    ("certify", certify_cli("--n-examples", "2")),
+    ("demo", ["demo", "--n-examples", "2", "--attack", "apgd-ce"]),
+    ("train", train_cli("epochs=1")),
+]
+
+
+@pytest.mark.parametrize("argv", [pytest.param(a, id=i) for i, a in UNWRITABLE])
+def test_cli_refuses_an_unwritable_out_before_working(under_a_file, capsys, argv):
+    started = time.perf_counter()
+    assert main([*argv, "--out", str(under_a_file)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the" in err and f"{A_FILE_NAME} is a file, not a folder" in err and "Traceback" not in err
+    assert time.perf_counter() - started < 30  # refused up front, not after computing
+
+
+def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(leaderboard_size(reports["standard"])))
+    assert main(["submit", "fmnist-standard", "--report", str(report), "--out", str(under_a_file)]) == 2
+    assert f"{A_FILE_NAME} is a file, not a folder" in capsys.readouterr().err
+
+
+# -- interrupts --------------------------------------------------------------------------------------------
+def test_ctrl_c_in_the_cli_stops_with_one_line_and_resumes(tmp_path, capsys, monkeypatch):
+    from robust_mix.cli import benchmark as cli_benchmark
+
+    seen = []
+
+    def interrupt_after_one_chunk(self, stage, n):  # Ctrl-C while the second chunk is attacked
+        seen.append(stage)
+        if seen.count("apgd-ce") == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    argv = bench_cli("--n-examples", "8", "--batch-size", "4", "--out", str(out))
+    with monkeypatch.context() as patch:
+        patch.setattr(cli_benchmark.TqdmProgress, "advance", interrupt_after_one_chunk)
+        assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (f"interrupted: finished chunks are saved under {out}/state; "
+                                            "rerun the same command to resume")
+    assert "Traceback" not in err and not (out / "report.json").exists()
+    assert main(argv) == 0
+    report = BenchmarkResult.from_json(out / "report.json")
+    assert report.resumed_chunks >= 1 and 0 < report.resumed_seconds <= report.wall_time_s
+    assert "Resumed:" in (out / "report.md").read_text()
+
+
+def test_sigint_to_a_running_benchmark_prints_no_traceback(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "robust_mix.cli", "benchmark", "fmnist-robust", "--n-examples",
+                             "100", "--batch-size", "4", "--attack", "apgd-ce", "--out", str(out)],
+                            env=env, cwd=str(TESTS.parent), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not list((out / "state").glob("chunk_*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    proc.send_signal(signal.SIGINT)
+    text = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text and "interrupted: finished chunks are saved under" in text
+
+
+# -- the property: non-finite outputs never raise an accuracy ----------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["clean", "perturbed"])
+def test_non_finite_outputs_never_raise_clean_or_robust_accuracy(seed, value, where):
+    """Whichever examples get NaN/inf scores, on clean images or only on the attacks' perturbed ones, the
+    harness gives an error naming them instead of accuracies (NaN argmax would be class 0, counted correct
+    for label-0 images); so such a model never scores above its finite self."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = sorted(torch.randperm(6, generator=gen)[:1 + seed % 3].tolist())
+    # clean: every image labelled 0, so a NaN read as class 0 would count as correct; perturbed: labels
+    # the model gets right, so every image is attacked and a broken attack would count as robust
+    labels = torch.zeros(6, dtype=torch.long) if where == "clean" else predictions()
+    model = NonFinite(value, rows=rows if where == "clean" else None, perturbed=where == "perturbed")
+    finite = bench(tiny_model(), labels=labels)
+    with pytest.raises(NonFiniteOutputError) as info:
+        bench(model, labels=labels)  # no accuracies at all, so none above the finite model's
+    if where == "clean":
+        assert f"examples {rows} ({len(rows)} of 6)" in str(info.value)
+    else:
+        assert "during the apgd-ce attack on examples" in str(info.value)
+    assert not math.isnan(finite.clean_accuracy)

@@ -1,0 +1,51 @@
+"""``robust-mix leaderboard`` (robust_mix.cli.leaderboard)."""
+from __future__ import annotations
+
+import pytest
+
+from robust_mix.cli import main
+from robust_mix.leaderboard.browser import find_chromium
+from robust_mix.report import percent
+from leaderboard_runs import tiny_result, write_run
+
+
+def test_builds_the_site_and_prints_the_ranking_and_what_was_left_out(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "mix")
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "report.json").write_text('{"model": "x", ')
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site")]) == 0
+    out, err = capsys.readouterr()
+    result = tiny_result()
+    assert "fashion-mnist Linf eps 0.1: 1 evaluation(s), 0 RobustBench reference row(s)" in out
+    line = next(l for l in out.splitlines() if l.startswith("mix "))
+    assert percent(result.clean_accuracy) in line and percent(result.robust_accuracy) in line
+    assert "partial: 10 of 10,000 examples" in line
+    assert "left out" in err and "broken/report.json" in err and "truncated JSON" in err
+    assert "wrote" in out and "MB" in out and (tmp_path / "site" / "index.html").is_file()
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "robust-mix leaderboard" in index  # the footer states the command
+
+
+def test_no_valid_report_still_writes_a_page_listing_why(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("[]")
+    assert main(["leaderboard", str(tmp_path / "bad.json"), "--out", str(tmp_path / "site")]) == 1
+    assert "no valid benchmark report" in capsys.readouterr().err
+    assert "expected a JSON object" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_refuses_an_out_folder_that_is_not_a_site(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "mix")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "keep.txt").write_text("mine")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site")]) == 2
+    assert "not a site written by robust-mix leaderboard" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed: no screenshot test")
+def test_screenshot_of_the_index_page(tmp_path):
+    write_run(tmp_path / "runs" / "mix", dataset="cifar10", eps=8 / 255)
+    shot = tmp_path / "docs" / "site.png"
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site"), "--eps", "8/255",
+                 "--screenshot", str(shot), "--width", "900"]) == 0
+    data = shot.read_bytes()
+    assert data[:4] == b"\x89PNG" and int.from_bytes(data[16:20], "big") == 900

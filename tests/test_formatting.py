@@ -1,0 +1,78 @@
+"""robust_mix.formatting: eps and percentages, and labels that say exactly what ran."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pytest
+
+from robust_mix.attacks import ADAPTIVE_STAGES, RAND_STAGES, STANDARD_STAGES
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
+                                   partial_reasons, percent, percent_value, stage_label)
+
+#: The settings StageRunner reports for the leaderboard's budgets (standard version).
+FULL = {"apgd": {"n_iter": 100, "n_restarts": 1, "eot_iter": 1},
+        "apgd-t": {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9},
+        "fab": {"n_iter": 100, "n_restarts": 5, "n_target_classes": 9},
+        "square": {"n_queries": 5000, "p_init": 0.8},
+        "adaptive": {"n_iter": 100, "bce_weight": 0.2, "n_target_classes": 9, "min_margin_selection": False}}
+
+
+@dataclass
+class Run:
+    stages: list[str]
+    attack_settings: Optional[dict[str, Any]] = field(default_factory=lambda: FULL)
+    options: Optional[dict[str, Any]] = field(default_factory=dict)
+    n_examples: int = 10_000
+    dataset: str = "cifar10"
+
+
+def test_eps_and_percentages():
+    assert format_eps(8 / 255) == "8/255" and format_eps(4 / 255) == "4/255"
+    assert format_eps(0.1) == "0.1" and format_eps(0.5) == "0.5" and format_eps(None) == "n/a"
+    assert percent(0.8521) == "85.21" and percent(1.0) == "100.00" and percent(None) == "-"
+    assert percent_value(0.41254) == 41.25
+
+
+def test_autoattack_names_only_the_full_standard_suite():
+    full = Run(list(STANDARD_STAGES))
+    assert attack_label(full) == "AutoAttack" and is_standard_autoattack(full)
+    assert partial_reasons(full) == [] and evaluation_label(full) == "AutoAttack"
+    adaptive = Run([*STANDARD_STAGES, *ADAPTIVE_STAGES])
+    assert attack_label(adaptive) == ("AutoAttack + adaptive APGD-CE (100 iter) + "
+                                      "adaptive APGD-T (100 iter, 9 targets)")
+
+
+@pytest.mark.parametrize("run, label", [
+    (Run(["apgd-ce"]), "APGD-CE (100 iter)"),
+    (Run(["apgd-ce", "apgd-t"]), "APGD-CE (100 iter) + APGD-T (100 iter, 9 targets)"),
+    (Run(list(RAND_STAGES), attack_settings={**FULL, "apgd": {"n_iter": 100, "n_restarts": 1, "eot_iter": 20}}),
+     "APGD-CE (100 iter, EOT 20) + APGD-DLR (100 iter, EOT 20)"),
+    (Run(list(STANDARD_STAGES), options={"n_iter": 5},
+         attack_settings={**FULL, "apgd": {"n_iter": 5, "n_restarts": 1, "eot_iter": 1},
+                          "apgd-t": {"n_iter": 5, "n_target_classes": 9}, "fab": {"n_iter": 5, "n_target_classes": 9}}),
+     "APGD-CE (5 iter) + APGD-T (5 iter, 9 targets) + FAB-T (5 iter, 9 targets) + Square (5000 queries)"),
+    (Run(list(STANDARD_STAGES), attack_settings=None, options=None), "APGD-CE + APGD-T + FAB-T + Square"),
+])
+def test_anything_else_is_named_by_stages_and_budgets(run, label):
+    assert attack_label(run) == label and not is_standard_autoattack(run)
+    assert evaluation_label(run).startswith(f"{label}, partial: ")
+
+
+def test_partial_reasons_say_why():
+    assert partial_reasons(Run(["apgd-ce"])) == [
+        "not the standard AutoAttack suite (APGD-CE, APGD-T, FAB-T, Square)"]
+    assert partial_reasons(Run(list(STANDARD_STAGES), options={"n_iter": 5})) == [
+        "attack budgets were reduced (n_iter=5)"]
+    assert partial_reasons(Run(list(STANDARD_STAGES), options=None)) == [
+        "the report does not record the attack budgets"]
+    assert partial_reasons(Run(list(STANDARD_STAGES), n_examples=50, dataset="fashion-mnist")) == [
+        "50 of the leaderboard's 10,000 test examples"]
+    assert partial_reasons(Run(list(STANDARD_STAGES), n_examples=5_000, dataset="imagenet")) == []
+    assert partial_reasons(Run(list(STANDARD_STAGES), dataset="custom")) == ["data set 'custom' has no leaderboard"]
+    assert evaluation_label(Run(list(STANDARD_STAGES), n_examples=1_000)) == (
+        "AutoAttack, partial: 1,000 of the leaderboard's 10,000 test examples")
+
+
+def test_stage_label_without_settings():
+    assert stage_label("fab-t") == "FAB-T" and stage_label("square", FULL) == "Square (5000 queries)"

@@ -1,0 +1,108 @@
+"""Finding and checking a site's inputs (robust_mix.leaderboard.inputs)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from robust_mix.leaderboard.inputs import Board, check_report, choose_board, collect
+from robust_mix.stats import clopper_pearson
+from robust_mix.sweep import SweepPoint, write_sweep
+from leaderboard_runs import tiny_result, with_flags, write_run
+
+
+def test_reports_are_found_in_folders_and_read_with_their_numbers(tmp_path):
+    write_run(tmp_path / "runs" / "a")
+    write_run(tmp_path / "runs" / "deep" / "b", model="other-model")
+    inputs = collect([tmp_path / "runs"])
+    assert [e.label for e in inputs.evaluations] == ["a", "b"] and inputs.rejected == []
+    e = inputs.evaluations[0]
+    result = tiny_result()
+    assert e.result == result and e.slug == "a"
+    assert e.robust_successes == sum(result.robust_flags)
+    assert e.interval() == clopper_pearson(sum(result.robust_flags), result.n_examples)
+    assert e.model_info["clean_acc"] == f"{100 * result.clean_accuracy:.2f}"  # model_info.json beside it
+    assert e.additional_data is False
+    assert e.partial and "partial: 10 of 10,000 examples" in e.caveats()
+    assert any("reduced attack budgets" in c for c in e.caveats())
+    assert any("not standard AutoAttack" in c for c in e.caveats())
+
+
+def test_a_full_standard_evaluation_has_no_caveats(tmp_path):
+    flags = [True] * 10_000
+    result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={}, attack="standard")
+    write_run(tmp_path / "full", result)
+    (e,) = collect([tmp_path]).evaluations
+    assert not e.partial and e.caveats() == []
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(robust_accuracy=0.95), "robust_accuracy is 0.95 but its robust_flags give"),
+    (dict(clean_flags=[True] * 3), "clean_flags must hold one true/false flag per example"),
+    (dict(threat_model="Linfinity"), "threat_model must be one of"),
+    (dict(eps=-1.0), "eps must be a non-negative number"),
+    (dict(n_examples=0), "n_examples must be a positive integer"),
+])
+def test_check_report_names_the_field_that_disagrees(change, match):
+    with pytest.raises(ValueError, match=match):
+        check_report(dataclasses.replace(tiny_result(), **change))
+    check_report(tiny_result())
+
+
+def test_bad_files_are_rejected_with_reasons(tmp_path):
+    good = write_run(tmp_path / "good")
+    text = good.read_text()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "report.json").write_text(text[: len(text) // 2])
+    data = json.loads(text)
+    (tmp_path / "future").mkdir()
+    (tmp_path / "future" / "report.json").write_text(json.dumps({**data, "format_version": 7,
+                                                                 "versions": {"robust_mix": "9.0.0"}}))
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "empty").mkdir()
+    inputs = collect([tmp_path / "good", tmp_path / "cut", tmp_path / "future", tmp_path / "notes.txt",
+                      tmp_path / "list.json", tmp_path / "empty", tmp_path / "missing"])
+    assert [e.label for e in inputs.evaluations] == ["good"]
+    reasons = {r.path.parent.name if r.path.name == "report.json" else r.path.name: r.reason
+               for r in inputs.rejected}
+    assert "truncated JSON" in reasons["cut"] and "rerun the command" in reasons["cut"]
+    assert "format_version" in reasons["future"] and "written by robust_mix 9.0.0" in reasons["future"]
+    assert "not a JSON file" in reasons["notes.txt"]
+    assert "expected a JSON object, got list" in reasons["list.json"]
+    assert "no report.json" in reasons["empty"] and reasons["missing"] == "no such file or folder"
+
+
+def test_choose_board_keeps_the_most_common_board_and_lists_the_others(tmp_path):
+    write_run(tmp_path / "f1")
+    write_run(tmp_path / "f2")
+    write_run(tmp_path / "c1", dataset="cifar10", eps=8 / 255)
+    write_run(tmp_path / "f3", eps=0.3)
+    board, kept = choose_board(collect([tmp_path]))
+    assert board == Board("fashion-mnist", "Linf", 0.1)
+    assert sorted(e.label for e in kept.evaluations) == ["f1", "f2"]
+    reasons = {r.path.parent.name: r.reason for r in kept.rejected}
+    assert "cifar10 Linf eps 8/255" in reasons["c1"] and "this site is fashion-mnist Linf eps 0.1" in reasons["c1"]
+    assert "eps 0.3" in reasons["f3"]
+    board, kept = choose_board(collect([tmp_path]), dataset="CIFAR10")
+    assert board == Board("cifar10", "Linf", 8 / 255) and [e.label for e in kept.evaluations] == ["c1"]
+    assert "the board asked for" in kept.rejected[0].reason
+
+
+def test_sweeps_attach_to_reports_of_their_model_on_the_same_board(tmp_path):
+    write_run(tmp_path / "run")
+    points = [SweepPoint(0.0, 0.9, 0.0, "apgd-ce", 10, 1.0), SweepPoint(1.0, 0.7, 0.5, "apgd-ce", 10, 1.0)]
+    model = tiny_result().model
+    write_sweep(points, tmp_path / "same", metadata={"model": model, "attack": "apgd-ce",
+                                                     "arguments": {"dataset": "fashion-mnist", "eps": 0.1}})
+    write_sweep(points, tmp_path / "other-eps", metadata={"model": model, "arguments": {"eps": 0.3,
+                                                          "dataset": "fashion-mnist", "threat_model": "Linf"}})
+    write_sweep(points, tmp_path / "unknown", metadata={"model": "nobody", "arguments": {}})
+    board, kept = choose_board(collect([tmp_path]))
+    (e,) = kept.evaluations
+    assert [run.path.parent.name for run in e.sweeps] == ["same"]
+    assert e.sweeps[0].png is not None and e.sweeps[0].fixed_points()[0].alpha == 0.0
+    reasons = {r.path.parent.name: r.reason for r in kept.rejected}
+    assert "eps 0.3" in reasons["other-eps"]
+    assert "no benchmark report of model 'nobody'" in reasons["unknown"]
