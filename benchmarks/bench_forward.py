@@ -22,7 +22,7 @@ from torch import nn
 
 import robust_mix
 from robust_mix import get_model_config, load_model
-from robust_mix.backbones import robustbench_files
+from robust_mix.weights import robustbench_files
 from robust_mix.config import ModelConfig
 
 
@@ -41,7 +41,7 @@ def build_robustbench(config: ModelConfig) -> nn.Module:
     """RobustBench's own model for a paper entry, with its random initialisation."""
     from robustbench.model_zoo.architectures import comp_model
 
-    dataset, _, rb_id = config.weights["robustbench"].split("/")
+    dataset, _, rb_id = config.robust.weights.robustbench.split("/")
     with cpu_only_robustbench():
         if rb_id.startswith("Bai2023Improving_"):
             return comp_model.get_composite_model(rb_id.split("_", 1)[1], dataset).eval()
@@ -82,7 +82,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     config = get_model_config(args.model)
-    dataset, threat, rb_id = config.weights["robustbench"].split("/")
+    dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
     torch.manual_seed(0)
     reference = build_robustbench(config)
     with tempfile.TemporaryDirectory() as tmp:

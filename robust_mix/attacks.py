@@ -1,10 +1,10 @@
 """Attacks of the benchmark harness: AutoAttack stages through ``pyautoattack`` and adaptive
 attacks on mixed models (PAPER.md sections 3 and 5).
 
-An *attack plan* is a set of suites, each an ordered list of stages (``"apgd-ce"``, ``"apgd-t"``,
-``"fab-t"``, ``"square"``, ``"adaptive-apgd-ce"``, ...). Within a suite each stage attacks only the
-examples every earlier stage failed on (AutoAttack's cascade); suites run independently on the
-clean-correct examples and an example is robust only if it survives every suite.
+What runs is an :class:`~robust_mix.protocol.AttackPlan`: a set of suites, each an ordered list of
+stages. Within a suite each stage attacks only the examples every earlier stage failed on
+(AutoAttack's cascade); suites run independently on the clean-correct examples and an example is
+robust only if it survives every suite.
 
 The adaptive stages reuse pyautoattack's APGD (step-size schedule, momentum, restarts, target
 selection) and only swap its objective for :func:`robust_mix.losses.adaptive_attack_loss`, which
@@ -14,9 +14,7 @@ the iterate with the smallest margin under the *exact* model is kept (minimum-ma
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -26,93 +24,10 @@ from torch import nn
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
-from robust_mix.validate import check_fields, check_finite_outputs, check_fraction, positive_int
+from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
+from robust_mix.validate import check_finite_outputs
 
 logger = logging.getLogger(__name__)
-
-STANDARD_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
-RAND_STAGES = ("apgd-ce", "apgd-dlr")
-ADAPTIVE_STAGES = ("adaptive-apgd-ce", "adaptive-apgd-t")
-AUTOATTACK_STAGES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-KNOWN_STAGES = AUTOATTACK_STAGES + ADAPTIVE_STAGES
-#: Named attacks: pyautoattack version (sets the sub-attacks' constants) and stages.
-PRESETS = {"standard": ("standard", STANDARD_STAGES), "rand": ("rand", RAND_STAGES),
-           "adaptive": ("standard", ADAPTIVE_STAGES)}
-#: Weight ``w`` of ``BCE(gamma, 1)`` in the adaptive objective: the mean of the authors'
-#: training-time distribution ``U(0, 0.4)`` (PAPER.md section 3).
-DEFAULT_ADAPTIVE_WEIGHT = 0.2
-
-
-@dataclass
-class AttackPlan:
-    """What to run: AutoAttack's ``version`` (sets the sub-attacks' constants) and the suites.
-
-    Attributes:
-        name: the ``attack`` argument it came from (``"standard"``, ``"rand"``, ``"adaptive"``, a list).
-        version: pyautoattack version whose settings the AutoAttack stages use (``"standard"`` or ``"rand"``).
-        suites: suite name -> ordered stage names.
-    """
-
-    name: str
-    version: str
-    suites: dict[str, list[str]]
-
-    @property
-    def stages(self) -> list[str]:
-        """Every stage, in run order."""
-        return [s for stages in self.suites.values() for s in stages]
-
-
-def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) -> AttackPlan:
-    """Turn the ``attack`` argument into an :class:`AttackPlan`.
-
-    ``"standard"``: APGD-CE, APGD-T, FAB-T, Square (AutoAttack's standard version);
-    ``"rand"``: APGD-CE, APGD-DLR with EOT (version ``"rand"``); ``"adaptive"``: the adaptive
-    APGD-CE and targeted APGD-DLR only; a list or comma-separated string: those stages, with the
-    standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them.
-    """
-    if isinstance(attack, str) and attack in PRESETS:
-        name = attack
-        version, stages = PRESETS[attack]
-    else:
-        stages = [s.strip() for s in (attack.split(",") if isinstance(attack, str) else attack) if s.strip()]
-        unknown = [s for s in stages if s not in KNOWN_STAGES]
-        if not stages or unknown:
-            raise ValueError(f"unknown attack stage(s) {unknown or attack!r}; use one of {list(PRESETS)} "
-                             f"or a comma-separated list of {list(KNOWN_STAGES)}")
-        if len(set(stages)) != len(stages):
-            raise ValueError(f"attack stages repeat in {attack!r}; list each stage once")
-        name, version = ",".join(stages), "standard"
-    suites = {"autoattack": [s for s in stages if s not in ADAPTIVE_STAGES],
-              "adaptive": [s for s in stages if s in ADAPTIVE_STAGES]}
-    if adaptive and not suites["adaptive"]:
-        suites["adaptive"], name = list(ADAPTIVE_STAGES), name + "+adaptive"
-    return AttackPlan(name, version, {k: v for k, v in suites.items() if v})
-
-
-@dataclass
-class AttackOptions:
-    """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value.
-
-    Meant for tests and quick looks: any override makes a result non-comparable with the
-    leaderboard, and reports say so.
-    """
-
-    n_iter: Optional[int] = None
-    n_restarts: Optional[int] = None
-    n_target_classes: Optional[int] = None
-    n_queries: Optional[int] = None
-    eot_iter: Optional[int] = None
-    adaptive_weight: float = DEFAULT_ADAPTIVE_WEIGHT
-
-    def __post_init__(self) -> None:
-        check_fields(self, {**dict.fromkeys(("n_iter", "n_restarts", "n_target_classes", "n_queries", "eot_iter"),
-                                            positive_int), "adaptive_weight": check_fraction})
-
-    def overrides(self) -> dict[str, object]:
-        """The budget fields that differ from the leaderboard setting."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"}
-
 
 def set_apgd_iterations(attack: object, n_iter: int) -> None:
     """Change an APGD attack's iteration count together with its checkpoint schedule.

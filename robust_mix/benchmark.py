@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence, Union
@@ -28,15 +27,16 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import torch
 from torch import nn
 
-from robust_mix.attacks import AttackOptions, AttackPlan, StageRunner, resolve_attack
+from robust_mix.attacks import StageRunner
 from robust_mix.io import atomic_write_text
-from robust_mix.validate import (InvalidInputError, check_eps, check_finite_outputs, check_fraction, check_images,
+from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
+from robust_mix.results import BenchmarkResult
+from robust_mix.version import __version__
+from robust_mix.validate import (check_eps, check_finite_outputs, check_images,
                                  check_int, check_labels, check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
-#: Examples the leaderboard evaluates on (RobustBench): the whole test set, 5,000 for ImageNet.
-LEADERBOARD_EXAMPLES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 5_000, "fashion-mnist": 10_000}
 _STATE_VERSION = 1
 
 
@@ -48,153 +48,6 @@ class Progress(Protocol):
 
     def advance(self, stage: str, n: int) -> None:
         """``n`` more examples went through ``stage`` (already-done chunks count too)."""
-
-
-@dataclass
-class BenchmarkResult:
-    """One evaluation. Accuracies are fractions in ``[0, 1]``; flags are per example, in order.
-
-    ``robust_accuracy`` (the leaderboard number) counts an example as robust only if it is
-    classified correctly and survives every attack suite (AutoAttack and, when run, the
-    adaptive attack); ``suite_accuracy`` gives each suite alone, ``stage_accuracy`` the robust
-    accuracy after each stage of its suite.
-
-    ``wall_time_s`` covers every session of a resumed run: ``resumed_seconds`` of it were spent
-    by earlier sessions on the ``resumed_chunks`` chunks found in the state folder.
-    ``config_fingerprint`` is :meth:`ModelConfig.fingerprint` of the configuration the model
-    applied (``None`` for a model without a config); ``submit`` checks it against the entry.
-    """
-
-    model: str
-    dataset: str
-    threat_model: str
-    eps: float
-    n_examples: int
-    attack: str
-    seed: int
-    clean_accuracy: float
-    robust_accuracy: float
-    suite_accuracy: dict[str, float]
-    stage_accuracy: dict[str, float]
-    clean_flags: list[bool]
-    robust_flags: list[bool]
-    suite_flags: dict[str, list[bool]]
-    wall_time_s: float
-    examples_per_second: float
-    number_forward_passes: int
-    attack_settings: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    arguments: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    world_size: int = 1
-    chunk_size: int = 0
-    resumed_chunks: int = 0
-    resumed_seconds: float = 0.0
-    config_fingerprint: Optional[str] = None
-    command: Optional[str] = None
-
-    @property
-    def autoattack_accuracy(self) -> Optional[float]:
-        """Robust accuracy under the AutoAttack suite alone (``None`` if it was not run)."""
-        return self.suite_accuracy.get("autoattack")
-
-    @property
-    def adaptive_accuracy(self) -> Optional[float]:
-        """Robust accuracy under the adaptive suite alone (``None`` if it was not run)."""
-        return self.suite_accuracy.get("adaptive")
-
-    @property
-    def leaderboard_grade(self) -> bool:
-        """True when the attacks ran with the leaderboard's full budgets."""
-        return not self.options
-
-    @property
-    def stages(self) -> list[str]:
-        """The attack stages that ran, in order."""
-        return list(self.stage_accuracy)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def save(self, path: Union[str, Path]) -> None:
-        """Write as JSON, atomically."""
-        atomic_write_text(path, self.to_json())
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "the report") -> "BenchmarkResult":
-        """Rebuild a result and check it: every required field present, accuracies in ``[0, 1]``,
-        one flag per example.
-
-        Raises:
-            robust_mix.validate.InvalidInputError: naming ``source`` and the offending field.
-        """
-        if not isinstance(data, dict):
-            raise InvalidInputError(f"{source} is not a benchmark report: expected a JSON object, got "
-                                    f"{type(data).__name__}")
-        fields = dataclasses.fields(cls)
-        unknown = sorted(set(data) - {f.name for f in fields})
-        missing = [f.name for f in fields if f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING and f.name not in data]
-        if unknown or missing:
-            raise InvalidInputError(f"{source} is not a complete benchmark report: "
-                                    + (f"missing field(s) {missing}" if missing else "")
-                                    + ("; " if missing and unknown else "")
-                                    + (f"unknown field(s) {unknown}" if unknown else "")
-                                    + "; write reports with robust-mix benchmark (or BenchmarkResult.save)")
-        result = cls(**data)
-        result.check(source)
-        return result
-
-    def check(self, source: str = "the report") -> None:
-        """Raise ``InvalidInputError`` if a number cannot be a real evaluation's (see :meth:`from_dict`)."""
-        where = lambda key: f"{source}: {key}"  # noqa: E731
-        try:
-            n = positive_int(where("n_examples"), self.n_examples)
-            for key in ("clean_accuracy", "robust_accuracy"):
-                check_fraction(where(key), getattr(self, key))
-            for group in ("suite_accuracy", "stage_accuracy"):
-                for key, value in getattr(self, group).items():
-                    check_fraction(where(f"{group}[{key!r}]"), value)
-            flags = {"clean_flags": self.clean_flags, "robust_flags": self.robust_flags,
-                     **{f"suite_flags[{k!r}]": v for k, v in self.suite_flags.items()}}
-            for key, values in flags.items():
-                if not isinstance(values, list) or len(values) != n:
-                    raise InvalidInputError(f"{where(key)} must hold one flag per example ({n}), got "
-                                            f"{len(values) if isinstance(values, list) else type(values).__name__}")
-            for key, values in (("clean_accuracy", self.clean_flags), ("robust_accuracy", self.robust_flags)):
-                if abs(sum(values) / n - getattr(self, key)) > 1e-9:
-                    raise InvalidInputError(f"{where(key)} is {getattr(self, key)!r} but its per-example flags "
-                                            f"give {sum(values) / n!r}; the report was edited or corrupted")
-            check_eps(self.eps, self.threat_model, name=where("eps"))
-        except InvalidInputError:
-            raise
-        except TypeError as err:  # e.g. a list where a mapping belongs
-            raise InvalidInputError(f"{source} is not a valid benchmark report: {err}") from None
-
-    @classmethod
-    def from_json(cls, path_or_text: Union[str, Path]) -> "BenchmarkResult":
-        """Read and check a result from a JSON file (a ``report.json``) or a JSON string.
-
-        Raises:
-            FileNotFoundError: no such file.
-            robust_mix.validate.InvalidInputError: not JSON (e.g. truncated), or not a valid report.
-        """
-        text, source = str(path_or_text), "the report text"
-        if not text.lstrip().startswith("{"):
-            path = Path(path_or_text)
-            if not path.is_file():
-                raise FileNotFoundError(f"benchmark report not found: {path}")
-            text, source = path.read_text(errors="replace"), str(path)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InvalidInputError(f"{source} is not valid JSON ({err}); it may be truncated: rerun the "
-                                    "benchmark (finished chunks resume from its state folder)") from None
-        return cls.from_dict(data, source)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -219,9 +72,7 @@ def package_versions() -> dict[str, str]:
             versions[package] = metadata.version(package.replace("_", "-"))
         except metadata.PackageNotFoundError:
             if package == "robust_mix":
-                import robust_mix
-
-                versions[package] = robust_mix.__version__
+                versions[package] = __version__
     return versions
 
 
@@ -412,7 +263,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         n_examples: the first ``n_examples`` test images (default: the leaderboard's count).
         batch_size: attack batch size.
         attack: ``"standard"``, ``"rand"``, ``"adaptive"`` or a list of stages
-            (see :func:`robust_mix.attacks.resolve_attack`).
+            (see :func:`robust_mix.protocol.resolve_attack`).
         seed: base seed; chunk ``i`` is attacked with ``chunk_seed(seed, i)``.
         device: default ``cuda:<LOCAL_RANK>`` when available, else CPU.
         state_dir: folder for resumable progress (nothing is saved when ``None``).

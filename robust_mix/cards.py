@@ -1,143 +1,35 @@
 """Model cards rendered from a :class:`ModelConfig` (and a benchmark report), never typed by hand.
 
-The text lives in ``model_cards/template.md`` (``string.Template`` placeholders); this module fills
+The text lives in the package's ``templates/model_card.md`` (``string.Template`` placeholders, read
+through ``importlib.resources``, so installed wheels have it); this module fills
 the placeholders and writes the YAML front matter, including the Hub's ``model-index`` when a
 benchmark report is given, through :class:`huggingface_hub.ModelCardData`.
 
->>> report = read_benchmark("report.json")
->>> text = render_card(get_model_config("fmnist-adaptive"), benchmark=report)
+>>> report = BenchmarkResult.from_json("runs/fmnist-adasmooth/report.json")
+>>> text = render_card(get_model_config("fmnist-adasmooth"), benchmark=report)
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import string
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from robust_mix.attacks import resolve_attack
+from huggingface_hub import EvalResult, ModelCardData
+
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
 from robust_mix.formatting import attack_label, evaluation_label, format_eps, partial_reasons, percent_value
 from robust_mix.io import atomic_write_text
-from robust_mix.validate import check_fraction, non_negative_float, parse_number, positive_int
+from robust_mix.registry import get_model_config, list_models
+from robust_mix.results import BenchmarkResult, ReportLike, read_report
 
 logger = logging.getLogger(__name__)
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
-TEMPLATE_PATH = CARDS_DIR / "template.md"
+TEMPLATE = "templates/model_card.md"  # inside the robust_mix package
 DEFAULT_REPORTS_DIR = Path("benchmarks/reports")
 REGENERATE_ALL = "robust-mix card --all --out-dir model_cards"
-
-REQUIRED_REPORT_KEYS = ("model", "dataset", "threat_model", "eps", "attack", "n_examples",
-                        "clean_accuracy", "robust_accuracy")
-
-
-# -- benchmark reports ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ReportSummary:
-    """The part of a benchmark report a model card shows. Accuracies are fractions in ``[0, 1]``.
-
-    Attributes:
-        model: the name the report was produced for.
-        attack: AutoAttack version (``"standard"``, ``"custom"``, ``"rand"``...).
-        command: the command line that produced the report, when it recorded one.
-        source: the report file's name.
-        extra: the report's other scalar fields (seed, split, versions...), shown in the card.
-        stage_names: the stages that ran, in order (the report's ``stage_accuracy`` keys); when empty,
-            read from ``attack``.
-        attack_settings, options: the attacks' budgets and the overridden ones, ``None`` when the report
-            did not record them (then the card cannot call the attack AutoAttack).
-    """
-
-    model: str
-    dataset: str
-    threat_model: str
-    eps: Optional[float]
-    attack: str
-    n_examples: int
-    clean_accuracy: float
-    robust_accuracy: float
-    command: Optional[str] = None
-    source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    stage_names: tuple[str, ...] = ()
-    attack_settings: Optional[dict[str, Any]] = None
-    options: Optional[dict[str, Any]] = None
-
-    @property
-    def stages(self) -> list[str]:
-        """The stages that ran (from the report, else from the ``attack`` name)."""
-        if self.stage_names:
-            return list(self.stage_names)
-        base, _, rest = self.attack.partition("+")
-        try:
-            return resolve_attack(base, adaptive="adaptive" in rest).stages
-        except ValueError:
-            return [self.attack]
-
-
-def read_benchmark(path: Union[str, Path]) -> ReportSummary:
-    """Read a benchmark report (JSON) and check the fields a card needs.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not JSON, a required key is missing, or a value has the wrong type or range.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark report not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"benchmark report {path} is not valid JSON: {err}") from err
-    return benchmark_from_dict(data, source=path.name)
-
-
-def benchmark_from_dict(data: Any, source: str = "report") -> ReportSummary:
-    """Validate a benchmark report already parsed from JSON; see :func:`read_benchmark`."""
-    if not isinstance(data, dict):
-        raise ValueError(f"benchmark report {source} must be a JSON object, got {type(data).__name__}")
-    missing = [key for key in REQUIRED_REPORT_KEYS if key not in data]
-    if missing:
-        raise ValueError(f"benchmark report {source} lacks key(s) {missing}; a report needs "
-                         f"{list(REQUIRED_REPORT_KEYS)} and has {sorted(data)}")
-    accuracies = {key: check_fraction(f"benchmark report {source}: {key}", data[key])
-                  for key in ("clean_accuracy", "robust_accuracy")}
-    n = positive_int(f"benchmark report {source}: n_examples", data["n_examples"])
-    texts = {}
-    for key in ("model", "dataset", "threat_model", "attack"):
-        if not isinstance(data[key], str) or not data[key]:
-            raise ValueError(f"benchmark report {source}: {key} must be a non-empty string, got {data[key]!r}")
-        texts[key] = data[key]
-    command_line = data.get("command")
-    if isinstance(command_line, list):
-        command_line = " ".join(str(part) for part in command_line)
-    extra = {k: v for k, v in sorted(data.items())
-             if k not in REQUIRED_REPORT_KEYS and k != "command" and _is_short_scalar(v)}
-    stages = data.get("stage_accuracy")
-    return ReportSummary(eps=_parse_eps(data["eps"], source), n_examples=int(n),
-                           command=command_line or None, source=source, extra=extra,
-                           stage_names=tuple(stages) if isinstance(stages, dict) else (),
-                           attack_settings=_mapping(data.get("attack_settings")), options=_mapping(data.get("options")),
-                           **texts, **accuracies)
-
-
-def _mapping(value: Any) -> Optional[dict[str, Any]]:
-    return dict(value) if isinstance(value, dict) else None
-
-
-def _parse_eps(value: Any, source: str) -> Optional[float]:
-    """``0.0314``, ``"8/255"`` or ``null`` (threat models without a radius)."""
-    if value is None:
-        return None
-    name = f"benchmark report {source}: eps"
-    return non_negative_float(name, parse_number(name, value) if isinstance(value, str) else value)
-
-
-def _is_short_scalar(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) and len(str(value)) <= 80
-
 
 # -- text helpers ----------------------------------------------------------------------------------
 def _code(value: Any) -> str:
@@ -159,7 +51,7 @@ def _describe_input(backbone: BackboneConfig) -> str:
     if contract.mean is not None and (any(contract.mean) or any(s != 1 for s in contract.std)):
         fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
         parts.append(f"normalised with mean {fmt(contract.mean)}, std {fmt(contract.std)}")
-    elif contract.mean is None and backbone.ref.startswith("timm/"):
+    elif contract.mean is None and backbone.ref.startswith("timm/") and backbone.weights is None:
         parts.append("normalised with the timm weights' own mean and std")
     return "; ".join(parts) or "raw [0, 1] input"
 
@@ -175,8 +67,8 @@ def _base_models_section(config: ModelConfig, provenance: Optional[dict[str, Any
         if original and original != base.ref:
             notes.append(f"The {role} model was saved from {_code(original)}; its architecture is "
                          f"{_code(base.ref)} and its weights are part of this model's `model.safetensors`.")
-        if base.checkpoint:
-            notes.append(f"The {role} model's weights are read from {_code(base.checkpoint)}.")
+        if base.weights is not None:
+            notes.append(f"The {role} model's weights are read from {_code(base.weights.describe())}.")
     classes = f"{config.num_classes} classes" if config.num_classes else "classes as the base models define"
     if config.labels:
         shown = ", ".join(config.labels[:20]) + (", ..." if len(config.labels) > 20 else "")
@@ -219,7 +111,14 @@ def _policy_rows(policy: PolicyConfig) -> list[list[Any]]:
             ["features detached", policy.detach_features]]
 
 
-def _evaluation_section(config: ModelConfig, benchmark: Optional[ReportSummary]) -> str:
+def _report_settings(result: BenchmarkResult) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in result.versions.items() if k in ("robust_mix", "torch", "pyautoattack"))
+    settings = [f"seed {result.seed}", f"{result.world_size} process(es)",
+                f"{result.wall_time_s:.0f} s" + (" (resumed)" if result.resumed_chunks else "")]
+    return "Other settings of the report: " + ", ".join(settings + ([versions] if versions else [])) + "."
+
+
+def _evaluation_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]) -> str:
     parts = []
     if benchmark is not None:
         rows = [[benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps),
@@ -227,9 +126,7 @@ def _evaluation_section(config: ModelConfig, benchmark: Optional[ReportSummary])
                  f"{percent_value(benchmark.clean_accuracy):.2f}", f"{percent_value(benchmark.robust_accuracy):.2f}"]]
         parts.append("Measured with robust_mix's benchmark:\n\n" + _table(
             ["dataset", "threat model", "eps", "attack", "examples", "clean %", "robust %"], rows))
-        if benchmark.extra:
-            parts.append("Other settings of the report: "
-                         + ", ".join(f"{k} = {_code(v)}" for k, v in benchmark.extra.items()) + ".")
+        parts.append(_report_settings(benchmark))
     rep = config.reported
     if rep is not None:
         source = f" ({rep.source})" if rep.source else ""
@@ -242,14 +139,14 @@ def _evaluation_section(config: ModelConfig, benchmark: Optional[ReportSummary])
     return "\n\n".join(parts)
 
 
-def _reproduce_section(config: ModelConfig, benchmark: Optional[ReportSummary],
+def _reproduce_section(config: ModelConfig, benchmark: Optional[BenchmarkResult], source: str,
                        regenerate: Optional[str]) -> str:
     parts = []
     if benchmark is not None and benchmark.command:
-        parts.append(f"The numbers above come from `{benchmark.source}`, produced by:\n\n"
+        parts.append(f"The numbers above come from `{source}`, produced by:\n\n"
                      f"```\n{benchmark.command}\n```")
     elif benchmark is not None:
-        parts.append(f"The numbers above come from `{benchmark.source}`, which does not record its command: "
+        parts.append(f"The numbers above come from `{source}`, which does not record its command: "
                      f"{attack_label(benchmark)} on the first {benchmark.n_examples} "
                      f"{benchmark.dataset} test examples, {benchmark.threat_model}, eps "
                      f"{format_eps(benchmark.eps)}.")
@@ -263,10 +160,9 @@ def _reproduce_section(config: ModelConfig, benchmark: Optional[ReportSummary],
 
 
 # -- the card ----------------------------------------------------------------------------------------
-def card_metadata(config: ModelConfig, benchmark: Optional[ReportSummary] = None,
+def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = None,
                   repo_id: Optional[str] = None) -> "ModelCardData":
     """The card's YAML front matter; a benchmark adds a ``model-index`` the Hub displays."""
-    from huggingface_hub import EvalResult, ModelCardData
 
     results = None
     if benchmark is not None:
@@ -298,7 +194,8 @@ def _model_license(config: ModelConfig) -> str:
     return bases.pop() if len(bases) == 1 and "" not in bases else "unknown"
 
 
-def render_card(config: ModelConfig, *, benchmark: Optional[ReportSummary] = None,
+def render_card(config: ModelConfig, *, benchmark: Optional[BenchmarkResult] = None,
+                benchmark_source: str = "report.json",
                 repo_id: Optional[str] = None, provenance: Optional[dict[str, Any]] = None,
                 usage: Optional[str] = None, regenerate: Optional[str] = None,
                 template: Union[str, Path, None] = None) -> str:
@@ -311,7 +208,7 @@ def render_card(config: ModelConfig, *, benchmark: Optional[ReportSummary] = Non
         provenance: ``{"standard": ref, "robust": ref}`` the bases were saved from.
         usage: the Python lines of the usage example (default: load by registry or Hub name).
         regenerate: the command that renders this card, stated in it.
-        template: a template file instead of ``model_cards/template.md``.
+        template: a template file instead of the package's ``templates/model_card.md``.
 
     Raises:
         ValueError: the config lacks a base model, or the template has an unknown placeholder.
@@ -319,10 +216,14 @@ def render_card(config: ModelConfig, *, benchmark: Optional[ReportSummary] = Non
     if config.standard is None or config.robust is None:
         raise ValueError(f"{config.name!r} has no fixed base models (standard={config.standard}, "
                          f"robust={config.robust}); a card describes a concrete pair")
-    template_path = Path(template) if template is not None else TEMPLATE_PATH
-    if not template_path.is_file():
-        raise FileNotFoundError(f"model card template not found: {template_path} (robust_mix renders cards "
-                                "from a source checkout's model_cards/template.md; pass template=...)")
+    if template is not None:
+        template_path = Path(template)
+        if not template_path.is_file():
+            raise FileNotFoundError(f"model card template not found: {template_path}")
+        text = template_path.read_text()
+    else:
+        template_path = Path(TEMPLATE)
+        text = importlib.resources.files("robust_mix").joinpath(TEMPLATE).read_text()
     if usage is None:
         name = f"hf-hub:{repo_id}" if repo_id else config.name
         usage = f"from robust_mix import load_model\n\nmodel = load_model({json.dumps(name)})\nlog_probs = model(images)"
@@ -336,31 +237,31 @@ def render_card(config: ModelConfig, *, benchmark: Optional[ReportSummary] = Non
     source = "the model's config and a benchmark report" if benchmark else "the model's config"
     values = {
         "metadata": card_metadata(config, benchmark, repo_id).to_yaml().strip(),
-        "generated_note": f"Generated by robust_mix from {source}; change those (or model_cards/template.md), not this file.",
+        "generated_note": f"Generated by robust_mix from {source}; change those (or robust_mix/templates/model_card.md), not this file.",
         "title": repo_id.split("/")[-1] if repo_id else config.name,
         "summary": summary,
         "base_models": _base_models_section(config, provenance),
         "mixing": _mixing_section(config),
         "evaluation": _evaluation_section(config, benchmark),
-        "reproduce": _reproduce_section(config, benchmark, regenerate),
+        "reproduce": _reproduce_section(config, benchmark, benchmark_source, regenerate),
         "usage": usage,
         "citation": citation,
     }
     try:
-        return string.Template(template_path.read_text()).substitute(values)
+        return string.Template(text).substitute(values)
     except (KeyError, ValueError) as err:
         raise ValueError(f"model card template {template_path} has an unknown or malformed placeholder "
                          f"({err}); known placeholders: {sorted(values)}") from err
 
 
-def zoo_card(name: str, benchmark: Optional[ReportSummary] = None,
+def zoo_card(name: str, benchmark: Optional[ReportLike] = None,
              regenerate: Optional[str] = None) -> str:
-    """The card of a registered entry (``model_cards/<name>.md``); ``regenerate`` is the command stated in it."""
-    from robust_mix.registry import get_model_config
-
+    """The card of a registered entry (``model_cards/<name>.md``), with a report's results when given
+    (a :class:`BenchmarkResult` or a ``report.json`` path); ``regenerate`` is the command stated in it."""
+    result, source = read_report(benchmark) if benchmark is not None else (None, "")
     if regenerate is None:
-        regenerate = f"robust-mix card {name}" + (f" --benchmark {benchmark.source}" if benchmark else "")
-    return render_card(get_model_config(name), benchmark=benchmark, regenerate=regenerate)
+        regenerate = f"robust-mix card {name}" + (f" --benchmark {source}" if result is not None else "")
+    return render_card(get_model_config(name), benchmark=result, benchmark_source=source, regenerate=regenerate)
 
 
 def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = DEFAULT_REPORTS_DIR
@@ -372,8 +273,6 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
     Returns:
         The files written, and the skipped entries with the reason.
     """
-    from robust_mix.registry import get_model_config, list_models
-
     written, skipped = [], {}
     for name in list_models():
         config = get_model_config(name)
@@ -381,7 +280,7 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
             skipped[name] = "a composition without fixed base models (they are given at load time)"
             continue
         report = Path(reports_dir) / f"{name}.json" if reports_dir is not None else None
-        benchmark = read_benchmark(report) if report is not None and report.is_file() else None
+        benchmark = report if report is not None and report.is_file() else None
         path = Path(out_dir) / f"{name}.md"
         atomic_write_text(path, zoo_card(name, benchmark, regenerate=REGENERATE_ALL))
         written.append(path)

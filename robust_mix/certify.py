@@ -462,11 +462,7 @@ class Certificate:
 
 def alpha_lower_bound(model: MixedClassifier) -> float:
     """The smallest ratio ``model`` can apply to any input (its fixed alpha, or the policy's range start)."""
-    if not model.is_adaptive:
-        return float(model.alpha)
-    policy = model.policy
-    scaled = (not policy.training) if policy.scale_alpha is None else policy.scale_alpha
-    return float(policy.alpha_range[0]) if scaled else 0.0  # unscaled: sigmoid > 0
+    return model.policy.lowest_alpha if model.is_adaptive else float(model.alpha)
 
 
 def resolve_alpha(model: MixedClassifier, x: torch.Tensor, alpha: AlphaChoice) -> torch.Tensor:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from robust_mix.validate import (InvalidInputError, check_alpha, check_alpha_range, check_fields, positive_float,
+from robust_mix.io import atomic_write_text
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_alpha_range, check_fields, positive_float,
                                  positive_int)
 
 MixingMode = Literal["prob", "logit"]
@@ -41,25 +42,110 @@ class InputConfig:
 
 
 @dataclass
-class BackboneConfig:
-    """A base classifier referenced by name.
+class WeightsConfig:
+    """Where one part's weights come from: exactly one source, an optional layout and checksum.
 
-    ``ref`` is one of ``"timm/<arch>[.<tag>]"``, ``"robustbench/<dataset>/<threat>/<Name>"``
-    or a path to a ``.safetensors`` file written by :func:`robust_mix.backbones.save_backbone`.
+    Sources:
+        package: a file shipped inside the installed ``robust_mix`` package, relative to it
+            (``"zoo/weights/fmnist-robust.safetensors"``); read through ``importlib.resources``.
+        file: a local file (``~`` expanded).
+        hub: a Hugging Face Hub repo ``"org/name"``; ``filename`` in it (default
+            ``model.safetensors``) at ``revision``, through the Hub cache.
+        robustbench: ``"<dataset>/<threat>/<Name>"``, a file of RobustBench's ``model_dir`` layout
+            (``<model_dir>/<dataset>/<threat>/<Name>.pt``, or ``.pt_m<index>.pt`` for the ``index``-th
+            file of a multi-file entry), downloaded with RobustBench's downloader when online from
+            ``download_id`` (default: the Google Drive id RobustBench's model zoo lists).
 
     Attributes:
-        ref: the reference, resolved by :func:`robust_mix.backbones.load_backbone`.
+        format: the checkpoint layout to convert from (a name in :data:`robust_mix.convert.FORMATS`);
+            ``None``: the tensors already carry the target's names.
+        sha256: hex digest the file must have; checked on every load when set.
+    """
+
+    package: Optional[str] = None
+    file: Optional[str] = None
+    hub: Optional[str] = None
+    robustbench: Optional[str] = None
+    filename: Optional[str] = None
+    revision: Optional[str] = None
+    index: Optional[int] = None
+    download_id: Optional[str] = None
+    format: Optional[str] = None
+    sha256: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in WEIGHT_SOURCES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"WeightsConfig needs exactly one source of {list(WEIGHT_SOURCES)}, got "
+                             f"{given or 'none'}: e.g. WeightsConfig(file='model.safetensors')")
+        if (self.filename is not None or self.revision is not None) and self.hub is None:
+            raise ValueError("WeightsConfig.filename and .revision apply to hub= sources only")
+        if (self.index is not None or self.download_id is not None) and self.robustbench is None:
+            raise ValueError("WeightsConfig.index and .download_id apply to robustbench= sources only")
+        if self.robustbench is not None and len(self.robustbench.split("/")) != 3:
+            raise ValueError(f"WeightsConfig.robustbench looks like '<dataset>/<threat>/<Name>', "
+                             f"got {self.robustbench!r}")
+        if self.sha256 is not None:
+            digest = self.sha256.lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"WeightsConfig.sha256 must be 64 hex digits, got {self.sha256!r}")
+            self.sha256 = digest
+
+    @property
+    def source(self) -> str:
+        """Which source is set: ``"package"``, ``"file"``, ``"hub"`` or ``"robustbench"``."""
+        return next(name for name in WEIGHT_SOURCES if getattr(self, name) is not None)
+
+    def describe(self) -> str:
+        """A one-line description for messages and cards (``"hub:org/name/model.safetensors"``)."""
+        where = getattr(self, self.source)
+        if self.hub is not None:
+            where = f"{where}/{self.filename or 'model.safetensors'}" + (f"@{self.revision}" if self.revision else "")
+        if self.index is not None:
+            where = f"{where} file {self.index}"
+        return f"{self.source}:{where}" + (f" ({self.format} layout)" if self.format else "")
+
+
+#: The sources a :class:`WeightsConfig` can name, in the order they are documented.
+WEIGHT_SOURCES = ("package", "file", "hub", "robustbench")
+
+
+def as_weights_config(value: Any) -> Optional[WeightsConfig]:
+    """``None``, a :class:`WeightsConfig`, or its dict form (``{"file": "policy.safetensors"}``)."""
+    if value is None or isinstance(value, WeightsConfig):
+        return value
+    if isinstance(value, dict):
+        return from_dict(WeightsConfig, value)
+    raise TypeError(f"weights must be a WeightsConfig or a dict such as {{'file': 'model.safetensors'}}, "
+                    f"got {type(value).__name__} {value!r}")
+
+
+@dataclass
+class BackboneConfig:
+    """A base classifier: its architecture by reference, and where its weights come from.
+
+    ``ref`` is ``"timm/<arch>[.<tag>]"`` or ``"robustbench/<dataset>/<threat>/<Name>"``; a path to
+    a ``.safetensors`` file written by :func:`robust_mix.backbones.save_backbone` is accepted too
+    and resolved (by :func:`robust_mix.backbones.as_backbone_config`) into the architecture it
+    records plus ``weights=WeightsConfig(file=...)``.
+
+    Attributes:
+        ref: the architecture reference, built by :func:`robust_mix.backbones.load_backbone`.
         kwargs: keyword arguments of the architecture's constructor (e.g. ``num_classes``).
-        checkpoint: a local weight file to load instead of the reference's own source.
+        weights: where the weights come from; ``None`` means the reference's own source (timm's
+            pretrained weights for the tag, RobustBench's checkpoint for the entry).
         input: the input contract (resize, normalisation).
         license: licence of the weights, for model cards.
     """
 
     ref: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    checkpoint: Optional[str] = None
+    weights: Optional[WeightsConfig] = None
     input: InputConfig = field(default_factory=InputConfig)
     license: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.weights = as_weights_config(self.weights)
 
 
 @dataclass
@@ -130,8 +216,9 @@ class ModelConfig:
             such as ``mix``) declares none, and only the generic image checks apply.
         mixing: ``"prob"`` (the paper's default) or ``"logit"`` (the baseline).
         std_scale, rob_scale: logit temperatures ``s_g``, ``s_h``.
-        weights: where the mixed model's own tensors live (``{"file": path}``,
-            ``{"hf_hub_id": repo}``...). Base weights are named by the backbones.
+        weights: where the mixed model's own tensors (its adaptive policy) come from; a file of
+            ``MixedClassifier.state_dict()`` keys (``policy.*``), or another layout named by
+            ``weights.format``. Base weights are named by the backbones.
         reported: the authors' numbers, or ``None``.
     """
 
@@ -149,7 +236,7 @@ class ModelConfig:
     mixing: MixingMode = "prob"
     std_scale: float = 1.0
     rob_scale: float = 1.0
-    weights: dict[str, str] = field(default_factory=dict)
+    weights: Optional[WeightsConfig] = None
     reported: Optional[ReportedResult] = None
     labels: Optional[list[str]] = None
     description: str = ""
@@ -157,6 +244,15 @@ class ModelConfig:
     citation: str = ""
     license: str = ""
     aliases: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for role in ("standard", "robust"):
+            value = getattr(self, role)
+            if isinstance(value, str):
+                setattr(self, role, BackboneConfig(ref=value))
+            elif isinstance(value, dict):
+                setattr(self, role, from_dict(BackboneConfig, value))
+        self.weights = as_weights_config(self.weights)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -190,12 +286,51 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        return _from_dict(cls, data)
+        return from_dict(cls, data)
+
+    def weight_locations(self) -> list[str]:
+        """Where each part comes from, one line each (``"standard base: timm/x, weights package:..."``)."""
+        lines = []
+        for role in ("standard", "robust"):
+            base = getattr(self, role)
+            if base is not None:
+                weights = base.weights.describe() if base.weights is not None else "the reference's own weights"
+                lines.append(f"{role} base: {base.ref}, {weights}")
+        if self.weights is not None:
+            lines.append(f"adaptive policy: {self.weights.describe()}")
+        return lines
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "ModelConfig":
+        """A copy with fields replaced; adaptive-policy fields (e.g. ``alpha_range``) go to the policy.
+
+        Base models may be given as reference strings or dicts (``standard="timm/resnet18"``).
+
+        Raises:
+            TypeError: an unknown field, or a policy field for an entry without a policy.
+        """
+        model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        policy_fields = {f.name for f in dataclasses.fields(PolicyConfig)}
+        top: dict[str, Any] = {}
+        policy: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key in ("standard", "robust"):
+                top[key] = (BackboneConfig(ref=value) if isinstance(value, str)
+                            else from_dict(BackboneConfig, value) if isinstance(value, dict) else value)
+            elif key in model_fields:
+                top[key] = value
+            elif key in policy_fields:
+                if self.policy is None:
+                    raise InvalidInputTypeError(f"{key!r} applies to adaptive models only; {self.name!r} has a "
+                                                "fixed ratio")
+                policy[key] = value
+            else:
+                raise InvalidInputTypeError(f"unknown override {key!r}; valid: {sorted(model_fields | policy_fields)}")
+        if policy:
+            top["policy"] = dataclasses.replace(self.policy, **policy)
+        return dataclasses.replace(self, **top)
 
     def save(self, path: str | Path) -> None:
         """Write as JSON, atomically."""
-        from robust_mix.io import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -222,7 +357,8 @@ CONFIG_RULES = {
 _DOCUMENTATION_FIELDS = ("name", "description", "paper", "citation", "license", "aliases", "reported", "labels")
 
 
-def _from_dict(cls: type, data: Any) -> Any:
+def from_dict(cls: type, data: Any) -> Any:
+    """Build dataclass ``cls`` from JSON data (nested dataclasses, tuples); unknown keys are an error."""
     if not isinstance(data, dict):
         raise TypeError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -231,6 +367,8 @@ def _from_dict(cls: type, data: Any) -> Any:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
     return cls(**{key: _coerce(hints[key], value) for key, value in data.items()})
+
+
 
 
 def _coerce(tp: Any, value: Any) -> Any:
@@ -242,7 +380,7 @@ def _coerce(tp: Any, value: Any) -> Any:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return _coerce(inner[0], value) if len(inner) == 1 else value
     if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value)
+        return from_dict(tp, value)
     if origin is tuple:
         return tuple(value)
     return value

@@ -3,15 +3,12 @@
 A :class:`CheckpointFormat` says how one source layout (RobustBench's copy of BiT, the official
 ConvNeXt-V2 code, RobustBench's mixing network...) maps onto the module we build (a timm
 architecture, a RobustBench architecture, our :class:`~robust_mix.mixing_net.MixingNetwork`).
-Formats are registered by name in :data:`FORMATS`; nothing here knows individual models.
+Formats are registered by name in :data:`FORMATS`; nothing here knows individual models. A
+:class:`~robust_mix.config.WeightsConfig` names its file's layout in ``format``; the paper's
+entries read RobustBench's multi-file checkpoints that way, one file per part::
 
-The ``"robustbench"`` weight source reads a multi-file RobustBench entry
-(``<model_dir>/<dataset>/<threat>/<Name>.pt_m<i>.pt``, downloading missing files with
-RobustBench's own functions) into a :class:`~robust_mix.mixing.MixedClassifier`. The zoo entry
-says which part each file fills and in which format, as data::
-
-    weights={"robustbench": "cifar100/Linf/Bai2023Improving_edm",
-             "m0": "standard:bit_rn", "m1": "robust:robustbench", "m2": "policy:mixing_net_v4"}
+    standard=BackboneConfig("timm/resnetv2_152x2_bit", weights=WeightsConfig(
+        robustbench="cifar100/Linf/Bai2023Improving_edm", index=0, format="bit_rn"))
 """
 from __future__ import annotations
 
@@ -25,16 +22,10 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from robust_mix.backbones import BackboneNotFoundError, missing_files_message, is_offline, robustbench_files
-from robust_mix.config import ModelConfig
-from robust_mix.io import load_state_dict
-from robust_mix.registry import register_weight_source
+from robust_mix.config import WeightsConfig
+from robust_mix.weights import read_weights
 
 logger = logging.getLogger(__name__)
-
-#: The parts of a :class:`~robust_mix.mixing.MixedClassifier` a checkpoint file can fill.
-PARTS = ("standard", "robust", "policy")
-
 
 @dataclass(frozen=True)
 class KeyRule:
@@ -164,83 +155,41 @@ def convert_state_dict(state: Mapping[str, Any], fmt: CheckpointFormat, target: 
     return out
 
 
-# -- the RobustBench multi-file weight source -----------------------------------------------------
-def checkpoint_parts(config: ModelConfig, count: int) -> list[tuple[str, CheckpointFormat]]:
-    """``(part, format)`` for files ``m0 .. m<count-1>`` from ``config.weights`` (``"part:format"``)."""
-    parts = []
-    for i in range(count):
-        spec = config.weights.get(f"m{i}")
-        part, _, fmt = (spec or "").partition(":")
-        if part not in PARTS or fmt not in FORMATS:
-            raise ValueError(f"{config.name!r}: weights['m{i}'] must be '<part>:<format>' with part in "
-                             f"{PARTS} and format in {sorted(FORMATS)}, got {spec!r}")
-        parts.append((part, FORMATS[fmt]))
-    return parts
+# -- loading a WeightsConfig into a module ---------------------------------------------------------
+def load_weights_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is a ``ValueError`` naming ``source``."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # torch reports tensors of another shape this way
+        raise ValueError(f"{source} does not match the architecture: {err}") from err
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{source} does not match the architecture: missing tensors "
+                         f"{result.missing_keys[:8]}, unexpected tensors {result.unexpected_keys[:8]}")
+    return model
 
 
-def fetch_robustbench_files(ref: str, files: list[tuple[Path, str]]) -> None:
-    """Download missing checkpoint files with RobustBench's own function, unless offline.
+def load_weights(module: nn.Module, weights: WeightsConfig, model_dir: Optional[Path] = None, *,
+                 what: str = "model") -> nn.Module:
+    """Fill ``module`` from the file ``weights`` names: fetched, verified, converted, loaded strictly.
+
+    With ``weights.format`` the tensors are renamed from that layout first
+    (:func:`convert_state_dict`); without it they must carry ``module``'s own names.
 
     Raises:
-        BackboneNotFoundError: files are missing and downloads are off or failed; the message
-            names each file and its Google Drive source.
+        robust_mix.weights.WeightsNotFoundError: the file is missing and cannot be fetched.
+        ValueError: the file is refused (web page, corrupt, pickled objects, wrong SHA-256) or its
+            tensors do not fit ``module``.
     """
-    missing = [(p, gid) for p, gid in files if not p.is_file()]
-    if not missing:
-        return
-    if is_offline():
-        raise BackboneNotFoundError(missing_files_message(ref, missing, "downloads are off"))
-    import robust_mix._compat  # noqa: F401  (robustbench needs the autoattack alias)
-    from robustbench.utils import download_gdrive_new
-
-    for path, gid in missing:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("downloading %s (Google Drive id %s)", path, gid)
-        try:
-            download_gdrive_new(gid, path)
-        except Exception as err:  # gdown raises many kinds
-            raise BackboneNotFoundError(missing_files_message(ref, missing, f"download failed: {err}")) from err
-    still = [(p, gid) for p, gid in missing if not p.is_file()]
-    if still:
-        raise BackboneNotFoundError(missing_files_message(ref, still, "the download produced no file"))
-
-
-def entry_files(config: ModelConfig, model_dir: Path) -> list[tuple[Path, str]]:
-    """RobustBench's checkpoint files (path, Google Drive id) for ``config.weights["robustbench"]``,
-    which is ``"<dataset>/<threat>/<Name>"``."""
-    dataset, threat, name = config.weights["robustbench"].split("/")
-    files = robustbench_files(dataset, threat, name, Path(model_dir))
-    if not files:
-        raise ValueError(f"{config.name!r}: RobustBench lists no checkpoint files for {dataset}/{threat}/{name}")
-    return files
-
-
-def fetch_entry_files(config: ModelConfig, model_dir: Path) -> None:
-    """Make sure ``config``'s RobustBench files are in ``model_dir`` (download, or a clear error)."""
-    fetch_robustbench_files(f"robustbench/{config.weights['robustbench']}", entry_files(config, model_dir))
-
-
-def load_robustbench_weights(model: nn.Module, config: ModelConfig, model_dir: Path) -> None:
-    """Fill a :class:`~robust_mix.mixing.MixedClassifier` from RobustBench's files for ``config``.
-
-    ``config.weights["robustbench"]`` is ``"<dataset>/<threat>/<Name>"``; ``weights["m<i>"]`` says
-    which part file ``i`` fills and its format. Every part of the model must be covered.
-    """
-    files = entry_files(config, model_dir)
-    parts = checkpoint_parts(config, len(files))
-    needed = {p for p in PARTS if getattr(model, p, None) is not None}
-    uncovered = needed - {part for part, _ in parts}
-    if uncovered:
-        raise ValueError(f"{config.name!r}: no checkpoint file fills {sorted(uncovered)}")
-    fetch_entry_files(config, model_dir)
-    for (path, _), (part, fmt) in zip(files, parts):
-        module = getattr(model, part)
-        state = convert_state_dict(load_state_dict(path), fmt, module, source=str(path))
-        module.load_state_dict(state, strict=False)  # coverage was checked, minus fmt.keep
-        logger.info("loaded %s into %s (format %s, %d tensors)", path, part, fmt.name, len(state))
-
-
-register_weight_source("robustbench", load_robustbench_weights, fetch_entry_files)
+    state = read_weights(weights, model_dir)
+    source = f"{weights.describe()} (for {what})"
+    if weights.format is None:
+        return load_weights_strict(module, flatten_state(state), source)
+    if weights.format not in FORMATS:
+        raise ValueError(f"{source}: unknown checkpoint format {weights.format!r}; known: {sorted(FORMATS)}")
+    converted = convert_state_dict(state, FORMATS[weights.format], module, source=source)
+    module.load_state_dict(converted, strict=False)  # coverage was checked, minus the format's `keep`
+    logger.info("loaded %s into %s (format %s, %d tensors)", weights.describe(), what, weights.format, len(converted))
+    return module
 
 
 # -- formats ------------------------------------------------------------------------------------------

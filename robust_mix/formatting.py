@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from robust_mix.attacks import ADAPTIVE_STAGES, STANDARD_STAGES
-from robust_mix.benchmark import LEADERBOARD_EXAMPLES
+from robust_mix.protocol import ADAPTIVE_STAGES, LEADERBOARD_EXAMPLES, STANDARD_STAGES
 
 #: How each stage is written (the field's names).
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",

@@ -2,120 +2,152 @@
 
 A saved model is a folder (or Hub repo) with three files:
 
-- ``config.json``: :meth:`ModelConfig.to_dict` plus ``format_version`` and ``provenance``. Base
-  models are named by architecture (``timm/...``, ``robustbench/...``) with their resolved input
+- ``config.json``: :meth:`ModelConfig.to_dict` plus ``format_version`` and ``provenance`` (the
+  base references and weight sources it was saved from). Base
+  models are named by architecture (``timm/...``, ``robustbench/...``) with their input
   contracts, so rebuilding needs none of the bases' original weight sources.
 - ``model.safetensors``: every tensor of the model (both bases, the mixing network, BN state).
 - ``README.md``: the model card (:mod:`robust_mix.cards`).
 
+:class:`HubMixin` gives a model class ``save_pretrained``, ``from_pretrained`` and
+``push_to_hub`` over two hooks it must provide: ``portable_config()`` (the model as a config) and
+``from_config(config, pretrained=False)`` (the architecture back from a config).
+
+Where a model comes from is always explicit: ``hf-hub:org/name`` is a Hub repo (through the
+local cache), ``local-dir:path`` or a :class:`~pathlib.Path` is a folder; a bare string that could
+be either is refused, naming both prefixes.
+
 >>> model.save_pretrained("out/my-mix")
->>> same = MixedClassifier.from_pretrained("out/my-mix")
+>>> same = MixedClassifier.from_pretrained("local-dir:out/my-mix")
 >>> model.push_to_hub("org/my-mix", benchmark="report.json")
 >>> load_model("hf-hub:org/my-mix")
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
-from robust_mix.backbones import (BackboneNotFoundError, load_weights_strict, is_offline, read_backbone_spec,
-                                  resolve_input_config)
-from robust_mix.cards import ReportSummary, read_benchmark, render_card
-from robust_mix.config import BackboneConfig, InputConfig, ModelConfig
+from robust_mix.cards import render_card
+from robust_mix.config import ModelConfig
+from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
+from robust_mix.results import BenchmarkResult, ReportLike, read_report
+from robust_mix.version import __version__
+from robust_mix.weights import is_offline
 
 if TYPE_CHECKING:
     from huggingface_hub import RepoUrl
 
-    from robust_mix.mixing import MixedClassifier
-
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 HUB_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+#: ``config.json`` keys that are not :class:`ModelConfig` fields.
+_RECORD_KEYS = ("format_version", "provenance")
 
-Benchmark = Union[ReportSummary, str, Path, None]
+Source = Union[str, Path]
 
 
-# -- the config that travels with the weights ---------------------------------------------------
-def portable_config(model: "MixedClassifier", config: Optional[ModelConfig] = None
-                    ) -> tuple[ModelConfig, dict[str, Any]]:
-    """The model's current state as a config that rebuilds its architecture anywhere.
+# -- where a saved model comes from ------------------------------------------------------------------
+def parse_source(source: Source) -> tuple[str, str]:
+    """``("local", folder)`` or ``("hub", repo_id)`` for a saved model's location.
 
-    Mixing constants (alpha, policy, temperatures) are read from the model, so changes made after
-    building (``model.alpha = 0.8``) are saved. ``.safetensors`` base references become the
-    architecture they record; input contracts are the ones the model applies.
-
-    Args:
-        model: the mixed model.
-        config: its config when ``model.config`` is ``None`` (a model built by hand).
-
-    Returns:
-        The config, and the provenance (the base references and weight sources it came from).
+    A :class:`~pathlib.Path`, ``"local-dir:..."`` and strings that can only be paths (absolute,
+    ``./...``, ``~/...``, more than one ``/``) are folders; ``"hf-hub:org/name"`` is a Hub repo.
 
     Raises:
-        ValueError: no config, or a config without both base references.
+        ValueError: a bare string that could be a folder or a Hub repo id (``"org/name"``).
     """
-    base = config if config is not None else model.config
-    if base is None:
-        raise ValueError("this MixedClassifier has no ModelConfig (it was built by hand), so nothing says how "
-                         "to rebuild its base models; pass config=ModelConfig(name=..., "
-                         "standard=BackboneConfig('timm/<arch>', kwargs=...), robust=...) naming their "
-                         "architectures, or build the model with robust_mix.build_model / load_model")
-    if base.standard is None or base.robust is None:
-        raise ValueError(f"config {base.name!r} does not name both base models (standard={base.standard}, "
-                         f"robust={base.robust}); pass config= with both architecture references")
-    policy = model.policy.config if model.policy is not None else None
-    portable = dataclasses.replace(
-        copy.deepcopy(base),
-        standard=_portable_backbone(base.standard, model.standard, model.standard_input.config),
-        robust=_portable_backbone(base.robust, model.robust, model.robust_input.config),
-        alpha=None if model.is_adaptive else model.alpha, policy=copy.deepcopy(policy),
-        mixing=model.mixing, std_scale=model.std_scale, rob_scale=model.rob_scale,
-        num_classes=model.num_classes, weights={})
-    from robust_mix import __version__
-
-    provenance = {"standard": base.standard.ref, "robust": base.robust.ref,
-                  "weights": dict(base.weights), "robust_mix_version": __version__}
-    return portable, provenance
+    if isinstance(source, Path):
+        return "local", str(source)
+    text = str(source)
+    if text.startswith(HUB_PREFIX):
+        return "hub", text[len(HUB_PREFIX):]
+    if text.startswith(LOCAL_PREFIX):
+        return "local", text[len(LOCAL_PREFIX):]
+    if could_be_repo_id(text):
+        raise ValueError(f"{text!r} could be a local folder or a Hugging Face Hub repo id: say which, with "
+                         f"'{LOCAL_PREFIX}{text}' (a folder written by save_pretrained) or '{HUB_PREFIX}{text}' "
+                         "(a Hub repo, through the local cache)")
+    return "local", text
 
 
-def _portable_backbone(backbone: BackboneConfig, module: torch.nn.Module, contract: InputConfig) -> BackboneConfig:
-    """Name the architecture (not a weight file) and pin the input contract actually applied."""
-    ref, kwargs = backbone.ref, dict(backbone.kwargs)
-    if ref.endswith(".safetensors"):
-        spec = _backbone_file_spec(Path(ref))
-        ref, kwargs = spec["ref"], {**spec.get("kwargs", {}), **kwargs}
-    portable = dataclasses.replace(backbone, ref=ref, kwargs=kwargs, checkpoint=None,
-                                   input=copy.deepcopy(contract))
-    if resolve_input_config(portable, module) != contract:
-        # The rebuilt reference would get a default normalisation (timm's mean/std) that this model
-        # never applied; an explicit identity normalisation keeps the inputs bit for bit.
-        portable.input = dataclasses.replace(portable.input, mean=(0.0,), std=(1.0,))
-    return portable
+def could_be_repo_id(text: str) -> bool:
+    """True for strings of the Hub's ``name`` or ``org/name`` form (which may also be relative paths)."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", text) is not None and ".." not in text
 
 
-def _backbone_file_spec(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BackboneNotFoundError(
-            f"the base model was loaded from {path}, which no longer exists, and config.json must name its "
-            "architecture: restore the file, or pass config= whose base reference is 'timm/<arch>' or "
-            "'robustbench/...' with the constructor kwargs")
-    return read_backbone_spec(path)
+def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
+               cache_dir: Union[str, Path, None] = None, token: Union[str, bool, None] = None,
+               local_files_only: Optional[bool] = None, force_download: bool = False) -> Path:
+    """The local path of ``filename`` of a saved model: in its folder, or from its Hub repo via the cache.
+
+    Raises:
+        FileNotFoundError: no such folder, repo, revision or file (offline: not in the cache).
+        ValueError: an ambiguous bare string (see :func:`parse_source`), or a file given as a folder.
+    """
+    kind, where = parse_source(source)
+    if kind == "local":
+        folder = Path(where).expanduser()
+        if not folder.exists():
+            raise FileNotFoundError(f"no folder {folder}; save models with model.save_pretrained(folder), or "
+                                    f"load a Hub repo with '{HUB_PREFIX}org/name'")
+        if not folder.is_dir():
+            raise ValueError(f"{folder} is a file; give the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        path = folder / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} has no {filename} (it has {sorted(p.name for p in folder.iterdir())}); "
+                                    "save models with model.save_pretrained(folder)")
+        return path
+    return _hub_download(where, filename, revision, cache_dir, token, local_files_only, force_download)
 
 
+def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Union[str, Path, None],
+                  token: Union[str, bool, None], local_files_only: Optional[bool], force_download: bool) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"{repo_id!r} is not a Hugging Face repo id ('org/name'): {err}") from err
+    offline = is_offline() if local_files_only is None else local_files_only
+    where = f"{HUB_PREFIX}{repo_id}" + (f"@{revision}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token,
+                                    local_files_only=offline, force_download=force_download))
+    except LocalEntryNotFoundError as err:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        why = "downloads are off (HF_HUB_OFFLINE / ROBUST_MIX_OFFLINE)" if offline else "the Hub could not be reached"
+        raise FileNotFoundError(
+            f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}. Download it once "
+            f"online (robust_mix.load_model('{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or load a "
+            f"saved folder with '{LOCAL_PREFIX}path'. ({err.__class__.__name__})") from err
+    except RevisionNotFoundError as err:
+        raise FileNotFoundError(f"{where}: no such revision") from err
+    except RepositoryNotFoundError as err:
+        raise FileNotFoundError(f"no Hub repo {repo_id!r}; a private or gated repo needs token=... "
+                                "(or `hf auth login`)") from err
+    except EntryNotFoundError as err:
+        raise FileNotFoundError(f"{where} has no {filename}: it was not saved with robust_mix "
+                                "(model.save_pretrained / model.push_to_hub)") from err
+
+
+# -- config.json ---------------------------------------------------------------------------------------
 def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
-    """Read a saved ``config.json``; returns the config and its provenance.
+    """Read a saved ``config.json``; returns the config and its provenance (where it was saved from).
 
     Raises:
         ValueError: not JSON, not written by robust_mix, a newer format, or unknown fields.
@@ -128,203 +160,185 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
     if not isinstance(data, dict) or "format_version" not in data:
         raise ValueError(f"{path} is not a robust_mix config (no 'format_version'); save models with "
                          "model.save_pretrained(folder)")
-    data = dict(data)
-    version = data.pop("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {version!r}; this robust_mix reads versions up to "
+    version = data["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(f"{path} has format_version {version!r}; this robust_mix reads versions 1 to "
                          f"{FORMAT_VERSION}: upgrade robust_mix")
-    provenance = data.pop("provenance", {})
+    provenance = data.get("provenance", {})
+    fields = {k: v for k, v in data.items() if k not in _RECORD_KEYS and k not in _TIMM_KEYS}
+    if version == 1:
+        fields = _upgrade_v1(fields)
     try:
-        return ModelConfig.from_dict(data), provenance
+        return ModelConfig.from_dict(fields), provenance
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
 
 
-# -- save / load -----------------------------------------------------------------------------------
-def save_pretrained(model: "MixedClassifier", save_directory: Union[str, Path], *,
-                    config: Optional[ModelConfig] = None, benchmark: Benchmark = None,
-                    repo_id: Optional[str] = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
+#: Keys timm's ``hf-hub:`` loader reads; written beside ours, not part of :class:`ModelConfig`.
+_TIMM_KEYS = ("architecture", "num_classes_timm", "pretrained_cfg", "model_args")
 
-    Args:
-        model: the mixed model (any device; tensors are saved from the CPU).
-        save_directory: the folder, created if needed; each file is written atomically.
-        config: the model's config when ``model.config`` is ``None``.
-        benchmark: a benchmark report (path or :class:`ReportSummary`) for the model card.
-        repo_id: the Hub repo the folder is for (named in the card's usage example).
 
-    Returns:
-        The folder.
-    """
-    portable, provenance = portable_config(model, config)
-    if repo_id is not None:
-        portable.weights = {"hf_hub_id": repo_id}
-    benchmark = _as_benchmark(benchmark)
-    if benchmark is not None:
-        _check_benchmark(portable, benchmark)
-    folder = Path(save_directory)
-    usage = None if repo_id else ("from robust_mix import MixedClassifier\n\n"
-                                  f"model = MixedClassifier.from_pretrained({json.dumps(str(folder))})\n"
-                                  "log_probs = model(images)")
-    card = render_card(portable, benchmark=benchmark, repo_id=repo_id, provenance=provenance, usage=usage)
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    save_state_dict(state, folder / WEIGHTS_NAME,
-                    metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION)})
-    record = {"format_version": FORMAT_VERSION, **portable.to_dict(), "provenance": provenance}
+def _upgrade_v1(fields: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept a ``checkpoint`` per base and a free-form ``weights`` dict, both empty when saved."""
+    fields = dict(fields)
+    for role in ("standard", "robust"):
+        if isinstance(fields.get(role), dict):
+            fields[role] = {k: v for k, v in fields[role].items() if k != "checkpoint"}
+    fields["weights"] = None
+    return fields
+
+
+def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any]) -> None:
+    record = {"format_version": FORMAT_VERSION, **config.to_dict(), "provenance": provenance}
     atomic_write_text(folder / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
-    atomic_write_text(folder / CARD_NAME, card)
-    logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
-    return folder
 
 
-def from_pretrained(source: Union[str, Path], *, device: Union[str, torch.device, None] = None,
-                    revision: Optional[str] = None, cache_dir: Union[str, Path, None] = None,
-                    token: Union[str, bool, None] = None, local_files_only: Optional[bool] = None,
-                    force_download: bool = False, pretrained: bool = True,
-                    **overrides: Any) -> "MixedClassifier":
-    """Rebuild a saved mixed model from a folder, a Hub repo id or the Hub cache.
+# -- the mixin -------------------------------------------------------------------------------------------
+class HubMixin:
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a model class with two hooks:
+    ``portable_config(config=None) -> ModelConfig`` and ``from_config(config, pretrained=False)``."""
 
-    The architectures are built without their original weight sources; every tensor then comes
-    from ``model.safetensors``, strictly (a missing, unexpected or mis-shaped tensor is an error).
+    config: Optional[ModelConfig]
 
-    Args:
-        source: a folder written by :func:`save_pretrained`, ``"org/name"`` or ``"hf-hub:org/name"``.
-        device: where to put the model.
-        revision, cache_dir, token, force_download: passed to ``huggingface_hub.hf_hub_download``.
-        local_files_only: read the Hub cache only; default: on when ``HF_HUB_OFFLINE`` or
-            ``ROBUST_MIX_OFFLINE`` is set.
-        pretrained: ``False`` builds the architecture only (``model.safetensors`` is not read).
-        **overrides: config fields to change before building (``alpha=0.9``, ``alpha_range=...``).
+    def save_pretrained(self, save_directory: Union[str, Path], *, config: Optional[ModelConfig] = None,
+                        benchmark: Optional[ReportLike] = None, repo_id: Optional[str] = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
-    Raises:
-        FileNotFoundError: no such folder, repo or file (offline: not in the cache).
-        ValueError: a corrupt file, a config naming an unknown architecture, or tensors that do
-            not match the architecture.
-    """
-    from robust_mix.registry import apply_overrides, build_model
+        Args:
+            save_directory: the folder, created if needed; each file is written atomically.
+            config: the model's config when ``model.config`` is ``None`` (a model built by hand).
+            benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
+            repo_id: the Hub repo the folder is for (named in the card's usage example).
 
-    config_path = _fetch(source, CONFIG_NAME, revision, cache_dir, token, local_files_only, force_download)
-    config, _ = read_config(config_path)
-    if overrides:
-        config = apply_overrides(config, overrides)
-    try:
-        model = build_model(config, pretrained=False)
-    except ValueError as err:
-        raise ValueError(f"cannot rebuild the model described by {config_path}: {err}") from err
-    if pretrained:
-        weights = _fetch(source, WEIGHTS_NAME, revision, cache_dir, token, local_files_only, force_download)
-        _load_all_tensors(model, weights)
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+        Returns:
+            The folder.
+        """
+        portable = self.portable_config(config)
+        original = config if config is not None else self.config
+        provenance = {"standard": _describe_base(original.standard), "robust": _describe_base(original.robust),
+                      "weights": original.weights.describe() if original.weights is not None else None,
+                      "robust_mix_version": __version__}
+        if repo_id is not None:
+            provenance["hub_repo"] = repo_id
+        result, source = read_report(benchmark) if benchmark is not None else (None, "")
+        if result is not None:
+            _check_benchmark(portable, result, source)
+        folder = Path(save_directory)
+        usage = None if repo_id else ("from robust_mix import MixedClassifier\n\n"
+                                      f"model = MixedClassifier.from_pretrained({json.dumps(LOCAL_PREFIX + str(folder))})\n"
+                                      "log_probs = model(images)")
+        card = render_card(portable, benchmark=result, benchmark_source=source, repo_id=repo_id,
+                           provenance=provenance, usage=usage)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        save_state_dict(state, folder / WEIGHTS_NAME,
+                        metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION)})
+        _write_record(folder, portable, provenance)
+        atomic_write_text(folder / CARD_NAME, card)
+        logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, source: Source, *, device: Union[str, torch.device, None] = None,
+                        revision: Optional[str] = None, cache_dir: Union[str, Path, None] = None,
+                        token: Union[str, bool, None] = None, local_files_only: Optional[bool] = None,
+                        force_download: bool = False, pretrained: bool = True, **overrides: Any):
+        """Rebuild a saved model from a folder (``local-dir:path`` or a ``Path``) or a Hub repo (``hf-hub:org/name``).
+
+        The architectures are built without their original weight sources; every tensor then
+        comes from ``model.safetensors``, strictly (a missing, unexpected or mis-shaped tensor is
+        an error).
+
+        Args:
+            source: where the model was saved.
+            device: where to put the model.
+            revision, cache_dir, token, force_download: passed to ``huggingface_hub.hf_hub_download``.
+            local_files_only: read the Hub cache only; default: on when ``HF_HUB_OFFLINE`` or
+                ``ROBUST_MIX_OFFLINE`` is set.
+            pretrained: ``False`` builds the architecture only (``model.safetensors`` is not read).
+            **overrides: config fields to change before building (``alpha=0.9``, ``alpha_range=...``).
+
+        Raises:
+            FileNotFoundError: no such folder, repo or file (offline: not in the cache).
+            ValueError: an ambiguous source, a corrupt file, a config naming an unknown
+                architecture, or tensors that do not match the architecture.
+        """
+        fetch = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
+                     force_download=force_download)
+        config_path = fetch_file(source, CONFIG_NAME, **fetch)
+        config, _ = read_config(config_path)
+        if overrides:
+            config = config.with_overrides(overrides)
+        try:
+            model = cls.from_config(config, pretrained=False)
+        except ValueError as err:
+            raise ValueError(f"cannot rebuild the model described by {config_path}: {err}") from err
+        if pretrained:
+            _load_all_tensors(model, fetch_file(source, WEIGHTS_NAME, **fetch))
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Union[str, bool, None] = None,
+                    benchmark: Optional[ReportLike] = None, config: Optional[ModelConfig] = None,
+                    commit_message: Optional[str] = None, revision: Optional[str] = None,
+                    create_pr: bool = False) -> "RepoUrl":
+        """Upload the model to a Hub repo (created if needed) with its config and model card.
+
+        Args:
+            repo_id: ``"org/name"`` (``"name"`` goes to the token owner's namespace).
+            private: visibility of a newly created repo (``None``: the Hub's default); an existing
+                repo keeps its visibility.
+            token: a Hub token (default: ``HF_TOKEN`` or the saved login).
+            benchmark: a benchmark report whose results go into the card and its ``model-index``.
+            config: the model's config when ``model.config`` is ``None``.
+            commit_message, revision, create_pr: passed to ``HfApi.upload_folder``.
+
+        Returns:
+            The repo's URL (``.repo_id`` is the resolved id).
+        """
+        from huggingface_hub import HfApi
+
+        self.portable_config(config)  # fail before creating a repo
+        if benchmark is not None and not isinstance(benchmark, BenchmarkResult):
+            benchmark = read_report(benchmark)[0]
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="robust-mix-push-") as tmp:
+            self.save_pretrained(tmp, config=config, benchmark=benchmark, repo_id=url.repo_id)
+            api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model", revision=revision,
+                              commit_message=commit_message or "Upload mixed model with robust_mix",
+                              create_pr=create_pr)
+        logger.info("pushed to %s", url)
+        return url
 
 
-def _load_all_tensors(model: "MixedClassifier", path: Path) -> None:
+def _describe_base(base: Any) -> Optional[str]:
+    if base is None:
+        return None
+    weights = getattr(base, "weights", None)
+    return base.ref + (f" with weights {weights.describe()}" if weights is not None else "")
+
+
+def _load_all_tensors(model: torch.nn.Module, path: Path) -> None:
     state = load_state_dict(path)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:  # a model saved in half precision loads in half precision
         model.to(dtypes.pop())
     try:
         load_weights_strict(model, state, str(path))
-    except RuntimeError as err:  # torch reports tensors of another shape this way
+    except ValueError as err:
         raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {err}") from err
 
 
-def _fetch(source: Union[str, Path], filename: str, revision: Optional[str], cache_dir: Union[str, Path, None],
-           token: Union[str, bool, None], local_files_only: Optional[bool], force_download: bool) -> Path:
-    """The local path of ``filename`` from a folder, or from a Hub repo through its cache."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-    from huggingface_hub.utils import validate_repo_id
-
-    text = str(source)
-    repo_id = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else None
-    if repo_id is None:
-        folder = Path(text).expanduser()
-        if folder.is_dir():
-            path = folder / filename
-            if not path.is_file():
-                raise FileNotFoundError(f"{folder} has no {filename} (it has {sorted(p.name for p in folder.iterdir())}); "
-                                        "save models with model.save_pretrained(folder)")
-            return path
-        if folder.exists():
-            raise ValueError(f"{folder} is a file; give the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        repo_id = text
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise FileNotFoundError(f"{text!r} is neither a folder nor a Hugging Face repo id ('org/name'): {err}") from err
-    offline = is_offline() if local_files_only is None else local_files_only
-    where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token,
-                                    local_files_only=offline, force_download=force_download))
-    except LocalEntryNotFoundError as err:
-        cache = cache_dir or constants.HF_HUB_CACHE
-        why = "downloads are off (HF_HUB_OFFLINE / ROBUST_MIX_OFFLINE)" if offline else "the Hub could not be reached"
-        raise FileNotFoundError(
-            f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}. Download it once "
-            f"online (robust_mix.load_model('hf-hub:{repo_id}') or `hf download {repo_id}`), or load a "
-            f"saved folder by path. ({err.__class__.__name__})") from err
-    except RevisionNotFoundError as err:
-        raise FileNotFoundError(f"{where}: no such revision") from err
-    except RepositoryNotFoundError as err:
-        raise FileNotFoundError(f"no Hub repo {repo_id!r} and no local folder of that name; a private or gated "
-                                "repo needs token=... (or `hf auth login`)") from err
-    except EntryNotFoundError as err:
-        raise FileNotFoundError(f"{where} has no {filename}: it was not saved with robust_mix "
-                                "(model.save_pretrained / model.push_to_hub)") from err
-
-
-# -- push -----------------------------------------------------------------------------------------
-def push_to_hub(model: "MixedClassifier", repo_id: str, *, private: Optional[bool] = None,
-                token: Union[str, bool, None] = None, benchmark: Benchmark = None,
-                config: Optional[ModelConfig] = None, commit_message: Optional[str] = None,
-                revision: Optional[str] = None, create_pr: bool = False) -> "RepoUrl":
-    """Upload the model to a Hub repo (created if needed) with its config and model card.
-
-    Args:
-        model: the mixed model.
-        repo_id: ``"org/name"`` (``"name"`` goes to the token owner's namespace).
-        private: visibility of a newly created repo (``None``: the Hub's default); an existing
-            repo keeps its visibility.
-        token: a Hub token (default: ``HF_TOKEN`` or the saved login).
-        benchmark: a benchmark report whose results go into the card and its ``model-index``.
-        config: the model's config when ``model.config`` is ``None``.
-        commit_message, revision, create_pr: passed to ``HfApi.upload_folder``.
-
-    Returns:
-        The repo's URL (``.repo_id`` is the resolved id).
-    """
-    from huggingface_hub import HfApi
-
-    portable_config(model, config)  # fail before creating a repo
-    benchmark = _as_benchmark(benchmark)
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    with tempfile.TemporaryDirectory(prefix="robust-mix-push-") as tmp:
-        save_pretrained(model, tmp, config=config, benchmark=benchmark, repo_id=url.repo_id)
-        api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model", revision=revision,
-                          commit_message=commit_message or "Upload mixed model with robust_mix",
-                          create_pr=create_pr)
-    logger.info("pushed to %s", url)
-    return url
-
-
-def _as_benchmark(benchmark: Benchmark) -> Optional[ReportSummary]:
-    return read_benchmark(benchmark) if isinstance(benchmark, (str, Path)) else benchmark
-
-
-def _check_benchmark(config: ModelConfig, benchmark: ReportSummary) -> None:
+def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:
     """Warn when a report describes another model or setting than the config."""
     norm = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
     if benchmark.model not in (config.name, *config.aliases):
-        logger.warning("benchmark report %s is for model %r, not %r", benchmark.source, benchmark.model,
+        logger.warning("benchmark report %s is for model %r, not %r", source, benchmark.model,
                        config.name)
     if config.dataset != "custom" and norm(benchmark.dataset) != norm(config.dataset):
-        logger.warning("benchmark report %s is on %r, the model is for %r", benchmark.source,
+        logger.warning("benchmark report %s is on %r, the model is for %r", source,
                        benchmark.dataset, config.dataset)
     if config.eps is not None and benchmark.eps is not None and abs(benchmark.eps - config.eps) > 1e-6:
-        logger.warning("benchmark report %s uses eps %g, the model's config says %g", benchmark.source,
+        logger.warning("benchmark report %s uses eps %g, the model's config says %g", source,
                        benchmark.eps, config.eps)

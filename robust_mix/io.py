@@ -1,7 +1,9 @@
 """Safe file I/O: atomic writes and pickle-free weight loading."""
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -57,6 +59,27 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
     atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})))
 
 
+def sniff_weights_file(path: str | Path) -> None:
+    """Refuse files that cannot be checkpoints, before any parser sees them.
+
+    An HTML page saved where a checkpoint should be (Google Drive answers a quota or virus-scan
+    page instead of the file) and an empty file are named as such, with what to do.
+
+    Raises:
+        ValueError: the file is empty or an HTML/text page.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        raise ValueError(f"{path} is empty, not a checkpoint: delete it and download it again")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text[:200]:
+        raise ValueError(f"{path} is an HTML page, not a checkpoint (a download that returned a web page, e.g. "
+                         "Google Drive's quota or virus-scan notice): delete it and download the file again, "
+                         "or fetch it in a browser and put it at this path")
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load weights without unpickling arbitrary objects.
 
@@ -66,11 +89,13 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is corrupt, truncated, or needs unsafe unpickling.
+        ValueError: the file is an HTML page, empty, truncated, corrupt, or holds pickled objects
+            that only unsafe unpickling could load; the message names the file and what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
+    sniff_weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -82,17 +107,29 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
+        except pickle.UnpicklingError as err:
             raise ValueError(
-                f"could not load {path} with torch.load(weights_only=True): {err}. If the file is a "
-                "legacy checkpoint that needs full unpickling and you trust its source, convert it "
-                "once to safetensors (torch.load(..., weights_only=False) then "
-                "safetensors.torch.save_file) and point robust_mix at the converted file.") from err
+                f"{path} holds pickled Python objects, not only tensors, and robust_mix never unpickles "
+                f"them (torch.load(weights_only=True) refused: {str(err).splitlines()[0]}). If you trust "
+                "the file's source, convert it once to safetensors (torch.load(..., weights_only=False), "
+                "then safetensors.torch.save_file) and point robust_mix at the converted file.") from err
+        except Exception as err:  # zip errors of truncated files, EOF, other corruption
+            raise ValueError(f"could not read {path} as a torch checkpoint ({type(err).__name__}: {err}); "
+                             "it may be truncated or corrupt: download it again") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
     return {_strip_prefix(k, "module."): v for k, v in state.items()}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in chunks (large checkpoints are fine)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _strip_prefix(key: str, prefix: str) -> str:

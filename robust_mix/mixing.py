@@ -6,6 +6,7 @@ standard and ``h`` the robust base model; ``a`` is a fixed float or comes from a
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -17,10 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robust_mix.config import InputConfig, MixingMode, ModelConfig, PolicyConfig
+from robust_mix.backbones import as_backbone_config, load_backbone, resolve_input_config, weight_sources
+from robust_mix.config import BackboneConfig, InputConfig, MixingMode, ModelConfig, PolicyConfig, WeightsConfig
+from robust_mix.convert import load_weights
 from robust_mix.features import FeatureTap
+from robust_mix.hub import HubMixin
 from robust_mix.mixing_net import MixingNetwork
+from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
+from robust_mix.weights import prefetch, read_weights
 from robust_mix.validate import InvalidInputError, check_alpha, check_alpha_range, check_images
 
 logger = logging.getLogger(__name__)
@@ -105,12 +111,26 @@ class AdaptiveAlpha(nn.Module):
                 mean, std = gamma.mean(), gamma.std()
             gamma = torch.clamp(gamma, min=mean - 0.6 * std, max=mean + 0.6 * std)
         gamma = self.bn(gamma) * self.config.gamma_scale + self.config.gamma_bias
-        alpha = torch.sigmoid(gamma)
-        scale = (not self.training) if self.scale_alpha is None else self.scale_alpha
-        if scale:
-            lo, hi = self.config.alpha_range
-            alpha = lo + (hi - lo) * alpha
+        alpha = self.squeeze(torch.sigmoid(gamma))
         return alpha.reshape(-1), gamma.reshape(-1)
+
+    @property
+    def squeezes(self) -> bool:
+        """Whether outputs are squeezed into ``alpha_range``: in eval mode, unless ``scale_alpha`` says otherwise."""
+        return (not self.training) if self.scale_alpha is None else bool(self.scale_alpha)
+
+    def squeeze(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The eval-time rule, written once: ``lo + (hi - lo) * alpha`` for ``alpha`` in ``[0, 1]``
+        when :attr:`squeezes`, else ``alpha`` unchanged."""
+        if not self.squeezes:
+            return alpha
+        lo, hi = self.config.alpha_range
+        return lo + (hi - lo) * alpha
+
+    @property
+    def lowest_alpha(self) -> float:
+        """The smallest ratio the policy can apply to any input (``lo``, or 0 when not squeezing)."""
+        return float(self.squeeze(torch.zeros((), dtype=torch.float64)))
 
 
 @dataclass
@@ -128,7 +148,7 @@ class MixedOutput:
     robust_logits: Optional[torch.Tensor]
 
 
-class MixedClassifier(nn.Module):
+class MixedClassifier(nn.Module, HubMixin):
     """A standard and a robust classifier mixed into one model that returns log-probabilities.
 
     Built in eval mode. Both base models are frozen and stay in eval mode; only an adaptive
@@ -313,14 +333,16 @@ class MixedClassifier(nn.Module):
         """The floating dtype of the base models' weights (inputs must have it), ``None`` without weights."""
         return next((p.dtype for p in self.standard.parameters() if p.is_floating_point()), None)
 
-    def current_config(self) -> Optional[ModelConfig]:
-        """The config with the mixing constants the model applies now (after ``model.alpha = 0.8``,
-        a changed ``alpha_range`` or temperature), or ``None`` for a model built without one."""
-        if self.config is None:
+    def current_config(self, config: Optional[ModelConfig] = None) -> Optional[ModelConfig]:
+        """The config (``config``, else the model's own) with the mixing constants the model applies
+        now (after ``model.alpha = 0.8``, a changed ``alpha_range`` or temperature), or ``None``
+        for a model built without one."""
+        base = config if config is not None else self.config
+        if base is None:
             return None
         return dataclasses.replace(
-            self.config, alpha=None if self.is_adaptive else self._fixed_alpha,
-            policy=self.policy.config if self.policy is not None else None, mixing=self.mixing,
+            copy.deepcopy(base), alpha=None if self.is_adaptive else self._fixed_alpha,
+            policy=copy.deepcopy(self.policy.config) if self.policy is not None else None, mixing=self.mixing,
             std_scale=self.std_scale, rob_scale=self.rob_scale)
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -338,26 +360,81 @@ class MixedClassifier(nn.Module):
                              + (f", expected {self.num_classes}" if self.num_classes else "")
                              + "; both must classify the same label set")
 
-    # -- sharing: thin faces of robust_mix.hub (imported late: hub imports this module) --------
-    def save_pretrained(self, save_directory: Union[str, Path], **kwargs: object) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``README.md``; see :func:`robust_mix.hub.save_pretrained`."""
-        from robust_mix.hub import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
+    # -- the one builder: a config becomes a model here and nowhere else ---------------------------
     @classmethod
-    def from_pretrained(cls, source: Union[str, Path], **kwargs: object) -> "MixedClassifier":
-        """Rebuild a saved model from a folder, ``"org/name"`` or ``"hf-hub:org/name"``; see :func:`robust_mix.hub.from_pretrained`."""
-        from robust_mix.hub import from_pretrained
+    def from_config(cls, config: ModelConfig, *, model_dir: Union[str, Path, None] = None,
+                    device: Union[str, torch.device, None] = None, pretrained: bool = True) -> "MixedClassifier":
+        """Build the mixed model a :class:`ModelConfig` describes, in eval mode.
 
-        return from_pretrained(source, **kwargs)
+        Every weight file the config names is fetched (or found missing, with a clear error) before
+        anything is built; each base then gets its weights, and the adaptive policy its tensors
+        (``config.weights``).
 
-    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
-                    **kwargs: object) -> str:
-        """Upload to the Hugging Face Hub with a model card; see :func:`robust_mix.hub.push_to_hub`."""
-        from robust_mix.hub import push_to_hub
+        Args:
+            config: the entry; both base models must be set.
+            model_dir: RobustBench's checkpoint folder (default ``$ROBUST_MIX_MODEL_DIR`` or ``./models``).
+            device: where to put the model.
+            pretrained: load weights; ``False`` builds the architecture with random weights.
 
-        return push_to_hub(self, repo_id, private=private, token=token, **kwargs)
+        Raises:
+            ValueError: a base is missing, ``alpha`` is ``None`` without an adaptive policy, or a
+                weight file does not fit.
+            robust_mix.weights.WeightsNotFoundError: a weight file is missing and cannot be fetched.
+        """
+        if config.standard is None or config.robust is None:
+            raise ValueError(f"{config.name!r} needs both base models: pass standard='timm/...' and "
+                             "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
+        config.validate()
+        standard_config, robust_config = as_backbone_config(config.standard), as_backbone_config(config.robust)
+        if pretrained:
+            sources = weight_sources(standard_config) + weight_sources(robust_config)
+            prefetch(sources + ([config.weights] if config.weights is not None else []), model_dir)
+        standard = load_backbone(standard_config, model_dir=model_dir, pretrained=pretrained)
+        robust = load_backbone(robust_config, model_dir=model_dir, pretrained=pretrained)
+        maps = build_output_maps(config.nuts) if config.nuts is not None else (None, None)
+        model = cls(standard, robust, alpha=0.5 if config.alpha is None else config.alpha,
+                    standard_map=maps[0], robust_map=maps[1],
+                    mixing=config.mixing, std_scale=config.std_scale, rob_scale=config.rob_scale,
+                    standard_input=resolve_input_config(standard_config, standard),
+                    robust_input=resolve_input_config(robust_config, robust),
+                    num_classes=config.num_classes, config=config)
+        if config.policy is not None:
+            model.alpha = build_adaptive_policy(model, config.policy)
+            if config.alpha is not None:
+                model.alpha = config.alpha
+        if pretrained and config.weights is not None:
+            if model.policy is None:
+                raise ValueError(f"{config.name!r}: weights {config.weights.describe()} are for an adaptive policy, "
+                                 "and the config has none")
+            _load_policy_weights(model, config.weights, model_dir)
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+    def portable_config(self, config: Optional[ModelConfig] = None) -> ModelConfig:
+        """The model as it is now, as a config that rebuilds its architecture anywhere.
+
+        The :meth:`current_config`, with the base models named by architecture without weight
+        sources (a saved model carries all its tensors) and the input contracts the model applies
+        pinned.
+
+        Args:
+            config: the config to start from when the model has none (built by hand).
+
+        Raises:
+            ValueError: no config naming both base models.
+        """
+        current = self.current_config(config)
+        if current is None or current.standard is None or current.robust is None:
+            raise ValueError("this MixedClassifier has no ModelConfig naming both base models (it was built by "
+                             "hand), so nothing says how to rebuild them; build it with "
+                             "MixedClassifier.from_config / robust_mix.load_model, or pass config="
+                             "ModelConfig(name=..., standard=BackboneConfig('timm/<arch>', kwargs=...), robust=...)")
+        return dataclasses.replace(
+            copy.deepcopy(current),
+            standard=_portable_backbone(current.standard, self.standard, self.standard_input.config),
+            robust=_portable_backbone(current.robust, self.robust, self.robust_input.config),
+            num_classes=self.num_classes, weights=None)
 
     def extra_repr(self) -> str:
         alpha = "adaptive" if self.is_adaptive else self._fixed_alpha
@@ -380,3 +457,34 @@ def build_adaptive_policy(model: MixedClassifier, config: PolicyConfig) -> Adapt
                 len(network.stage_shapes), network.stage_shapes,
                 sum(p.numel() for p in network.parameters()) / 1e6)
     return AdaptiveAlpha(network, config).to(device)
+
+
+def _portable_backbone(backbone: BackboneConfig, module: nn.Module, contract: InputConfig) -> BackboneConfig:
+    """Name the architecture (not a weight source) and pin the input contract actually applied."""
+    architecture = as_backbone_config(backbone)
+    portable = dataclasses.replace(architecture, weights=None, input=copy.deepcopy(contract))
+    if resolve_input_config(portable, module) != contract:
+        # Without its weight source the rebuilt reference would get timm's default normalisation,
+        # which this model never applied; an explicit identity keeps the inputs bit for bit.
+        portable.input = dataclasses.replace(portable.input, mean=(0.0,), std=(1.0,))
+    return portable
+
+
+def _load_policy_weights(model: MixedClassifier, weights: WeightsConfig,
+                         model_dir: Union[str, Path, None]) -> None:
+    """The policy's tensors: another layout through its format, or ``policy.*`` keys of the model."""
+    if weights.format is not None:
+        load_weights(model.policy, weights, model_dir, what="the adaptive policy")
+        return
+    state = read_weights(weights, model_dir)
+    own = model.state_dict()
+    unexpected = sorted(set(state) - {k for k in own if k.startswith("policy.")})
+    missing = sorted(k for k in own if k.startswith("policy.") and k not in state)
+    if unexpected or missing:
+        raise ValueError(f"{weights.describe()} does not match the model's adaptive policy: missing {missing[:8]}, "
+                         f"unexpected {unexpected[:8]} (it must hold the policy.* tensors of "
+                         "MixedClassifier.state_dict())")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{weights.describe()} does not match the model's adaptive policy: {err}") from err

@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from robust_mix.benchmark import LEADERBOARD_EXAMPLES, BenchmarkResult
 from robust_mix.config import ModelConfig
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
                                    partial_reasons, percent)
 from robust_mix.io import atomic_write_text
+from robust_mix.results import BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
 logger = logging.getLogger(__name__)
@@ -157,18 +157,10 @@ def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
     return paths
 
 
-def required_examples(dataset: str) -> Optional[int]:
-    """How many examples the leaderboard evaluates on for ``dataset`` (``None`` if unknown)."""
-    return LEADERBOARD_EXAMPLES.get(dataset.lower())
-
-
 def _weights_location(config: Optional[ModelConfig]) -> str:
     if config is None:
         return "(not recorded)"
-    parts = [f"standard base: {config.standard.ref}" if config.standard else "",
-             f"robust base: {config.robust.ref}" if config.robust else ""]
-    parts += [f"mixed-model tensors: {k}={v}" for k, v in config.weights.items()]
-    return "; ".join(p for p in parts if p) or "(not recorded)"
+    return "; ".join(config.weight_locations()) or "(not recorded)"
 
 
 def _license(config: Optional[ModelConfig]) -> str:

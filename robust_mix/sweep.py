@@ -17,9 +17,10 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.benchmark import benchmark
 from robust_mix.formatting import evaluation_label
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
+from robust_mix.results import BenchmarkResult
 from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
 
 logger = logging.getLogger(__name__)
@@ -174,11 +175,13 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
     if not isinstance(metadata, dict):
         raise ValueError(f"{path}: 'metadata' must be an object, got {type(metadata).__name__}")
     fields = [f.name for f in dataclasses.fields(SweepPoint)]
+    required = [f.name for f in dataclasses.fields(SweepPoint) if f.default is dataclasses.MISSING]
     points = []
     for i, row in enumerate(data["points"]):
-        if not isinstance(row, dict) or sorted(row) != sorted(fields):
+        if not isinstance(row, dict) or not set(required) <= set(row) <= set(fields):
             got = sorted(row) if isinstance(row, dict) else type(row).__name__
-            raise ValueError(f"{path}: point {i} must have exactly the fields {fields}, got {got}")
+            raise ValueError(f"{path}: point {i} must have exactly the fields {fields} ({required} required), "
+                             f"got {got}")
         for key in ("clean_accuracy", "robust_accuracy"):
             value = row[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import robust_mix
 import robust_mix.losses
-from robust_mix.attacks import (ADAPTIVE_STAGES, STANDARD_STAGES, AttackOptions, MarginTracker, OutputRecorder,
-                                StageRunner, adaptive_apgd, is_mixednuts, pgd, resolve_attack)
+from robust_mix.attacks import MarginTracker, OutputRecorder, StageRunner, adaptive_apgd, is_mixednuts, pgd
+from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, AttackOptions, resolve_attack
 from robust_mix.benchmark import benchmark, chunk_seed
 from robust_mix.config import PolicyConfig
 from robust_mix.losses import dlr_loss_targeted, ratio_bce

@@ -10,7 +10,8 @@ import timm
 import torch
 
 from robust_mix import BackboneConfig, BackboneNotFoundError, load_backbone, save_backbone
-from robust_mix.backbones import resolve_input_config, robustbench_files
+from robust_mix.backbones import resolve_input_config
+from robust_mix.weights import robustbench_files
 from robust_mix.io import save_state_dict
 
 TIMM_ARCH = "resnet10t"
@@ -35,7 +36,7 @@ def test_timm_arch_with_local_checkpoint(tmp_path, timm_model, x, suffix):
         torch.save({"state_dict": {f"module.{k}": v for k, v in timm_model.state_dict().items()}}, path)
     else:
         save_state_dict(timm_model.state_dict(), path)
-    loaded = load_backbone(BackboneConfig(f"timm/{TIMM_ARCH}", kwargs=TIMM_KW, checkpoint=str(path)))
+    loaded = load_backbone(BackboneConfig(f"timm/{TIMM_ARCH}", kwargs=TIMM_KW, weights={"file": str(path)}))
     assert not loaded.training
     torch.testing.assert_close(loaded(x), timm_model(x), rtol=0, atol=0)
 
@@ -43,14 +44,14 @@ def test_timm_arch_with_local_checkpoint(tmp_path, timm_model, x, suffix):
 def test_missing_timm_checkpoint_names_the_file(tmp_path):
     path = tmp_path / "nowhere" / "w.safetensors"
     with pytest.raises(BackboneNotFoundError, match=str(path)):
-        load_backbone(BackboneConfig(f"timm/{TIMM_ARCH}", kwargs=TIMM_KW, checkpoint=str(path)))
+        load_backbone(BackboneConfig(f"timm/{TIMM_ARCH}", kwargs=TIMM_KW, weights={"file": str(path)}))
 
 
 def test_checkpoint_for_another_architecture_is_rejected(tmp_path, timm_model):
     path = tmp_path / "w.safetensors"
     save_state_dict({k: v for k, v in list(timm_model.state_dict().items())[:-2]}, path)
     with pytest.raises(ValueError, match="missing tensors"):
-        load_backbone(BackboneConfig(f"timm/{TIMM_ARCH}", kwargs=TIMM_KW, checkpoint=str(path)))
+        load_backbone(BackboneConfig(f"timm/{TIMM_ARCH}", kwargs=TIMM_KW, weights={"file": str(path)}))
 
 
 def test_unknown_timm_arch_suggests_names():

@@ -23,7 +23,7 @@ from torch import nn
 
 import robust_mix
 from conftest import make_tiny
-from robust_mix.attacks import STANDARD_STAGES, AttackOptions
+from robust_mix.protocol import STANDARD_STAGES, AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark
 from robust_mix.certify import certify_lipschitz, certify_smoothing, estimate_smoothed, sample_counts
 from robust_mix.cli import main

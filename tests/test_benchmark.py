@@ -16,7 +16,7 @@ from torch import nn
 
 import robust_mix
 import robust_mix.data
-from robust_mix.attacks import AttackOptions
+from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, chunk_seed, number_forward_passes
 from robust_mix.config import ModelConfig, ReportedResult
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import pytest
 
-from robust_mix.attacks import ADAPTIVE_STAGES, RAND_STAGES, STANDARD_STAGES
+from robust_mix.protocol import ADAPTIVE_STAGES, RAND_STAGES, STANDARD_STAGES
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
                                    partial_reasons, percent, percent_value, stage_label)
 

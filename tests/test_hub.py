@@ -12,16 +12,29 @@ import robust_mix
 from robust_mix import (BackboneConfig, InputConfig, MixedClassifier, ModelConfig, PolicyConfig,
                         ReportedResult, build_model, load_model, save_backbone)
 from robust_mix import cli, registry
-from robust_mix.cards import benchmark_from_dict, read_benchmark, render_all, render_card
+from robust_mix.cards import render_all, render_card
+from robust_mix.protocol import STANDARD_STAGES
+from robust_mix.results import BenchmarkResult
 from robust_mix.formatting import format_eps
-from robust_mix.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config
+from robust_mix.hub import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARCH = "timm/test_byobnet"  # about 0.2 M parameters: builds in milliseconds
 LAYERS = ["stages.0", "stages.1"]
-REPORT = {"model": "tiny-adaptive", "dataset": "cifar10", "threat_model": "Linf", "eps": 8 / 255,
-          "attack": "standard", "n_examples": 200, "clean_accuracy": 0.875, "robust_accuracy": 0.4125,
-          "options": {}, "seed": 0, "command": "robust-mix benchmark tiny-adaptive --n-examples 200"}
+def full_report(**changes) -> dict:
+    """A complete report.json of 400 examples: 87.5 % clean, 41.25 % under standard AutoAttack."""
+    n, clean, robust = 400, 350, 165
+    clean_flags, robust_flags = [i < clean for i in range(n)], [i < robust for i in range(n)]
+    data = dict(model="tiny-adaptive", dataset="cifar10", threat_model="Linf", eps=8 / 255, n_examples=n,
+                attack="standard", seed=0, clean_accuracy=clean / n, robust_accuracy=robust / n,
+                suite_accuracy={"autoattack": robust / n}, stage_accuracy={s: robust / n for s in STANDARD_STAGES},
+                clean_flags=clean_flags, robust_flags=robust_flags, suite_flags={"autoattack": robust_flags},
+                wall_time_s=10.0, examples_per_second=40.0, number_forward_passes=2,
+                command="robust-mix benchmark tiny-adaptive --n-examples 400")
+    return {**data, **changes}
+
+
+REPORT = full_report()
 
 
 def base(ref=ARCH, **kw):
@@ -83,7 +96,7 @@ def test_fixed_alpha_round_trip_is_bit_identical(tmp_path, images):
     model.alpha = 0.3  # changed after building: the saved config must follow the model
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
-    assert json.loads((tmp_path / CONFIG_NAME).read_text())["format_version"] == 1
+    assert json.loads((tmp_path / CONFIG_NAME).read_text())["format_version"] == FORMAT_VERSION
 
     loaded = MixedClassifier.from_pretrained(tmp_path)
     assert_same_model(model, loaded, images)
@@ -164,13 +177,15 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
     assert_same_model(model, load_model("hf-hub:org/tiny-mix"), images)
-    assert_same_model(model, MixedClassifier.from_pretrained("org/tiny-mix", cache_dir=hub_cache), images)
+    assert_same_model(model, MixedClassifier.from_pretrained("hf-hub:org/tiny-mix", cache_dir=hub_cache), images)
+    with pytest.raises(ValueError, match="could be a local folder or a Hugging Face Hub repo id.*'local-dir:org/tiny-mix'.*'hf-hub:org/tiny-mix'"):
+        MixedClassifier.from_pretrained("org/tiny-mix")
     with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*downloads are off"):
         load_model("hf-hub:org/not-there")
 
 
 def test_unknown_source_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a folder nor a Hugging Face repo id"):
+    with pytest.raises(FileNotFoundError, match="no folder .*no/such/folder"):
         MixedClassifier.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="has no config.json"):
@@ -273,11 +288,11 @@ def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, image
     robust = metrics["robust_accuracy"]
     assert robust.dataset_type == "cifar10" and robust.task_type == "image-classification"
     assert robust.metric_args == {"threat_model": "Linf", "eps": 8 / 255, "attack": "AutoAttack",
-                                  "n_examples": 200, "partial": "200 of the leaderboard's 10,000 test examples"}
+                                  "n_examples": 400, "partial": "400 of the leaderboard's 10,000 test examples"}
     assert robust.metric_name == "AutoAttack robust accuracy (%) (partial evaluation)"
     assert 'load_model("hf-hub:org/tiny-adaptive")' in card.text
     assert REPORT["command"] in card.text and "8/255" in card.text
-    assert json.loads((folder / CONFIG_NAME).read_text())["weights"] == {"hf_hub_id": "org/tiny-adaptive"}
+    assert json.loads((folder / CONFIG_NAME).read_text())["provenance"]["hub_repo"] == "org/tiny-adaptive"
     assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
 
 
@@ -293,7 +308,7 @@ def test_push_command_uploads_a_saved_folder(fake_hub, tmp_path):
 
 def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({k: v for k, v in REPORT.items() if k != "eps"}))
-    with pytest.raises(ValueError, match=r"lacks key\(s\) \['eps'\]"):
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['eps'\]"):
         adaptive_model().push_to_hub("org/x", benchmark=tmp_path / "report.json")
     assert fake_hub["create"] == [] and fake_hub["upload"] == []
 
@@ -305,19 +320,21 @@ def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
     ({"n_examples": 0}, "n_examples must be a positive integer"),
     ({"eps": "eight"}, "eps must be a number like 0.1 or a fraction like 8/255, got 'eight'"),
     ({"dataset": ""}, "dataset must be a non-empty string"),
+    ({"clean_flags": [True] * 3}, "clean_flags must hold one flag per example"),
 ])
 def test_bad_benchmark_reports_name_the_field(change, message):
+    """Cards and the Hub read reports through the one reader, BenchmarkResult.from_dict."""
     with pytest.raises(ValueError, match=message):
-        benchmark_from_dict({**REPORT, **change})
+        BenchmarkResult.from_dict(full_report(**change))
 
 
 def test_benchmark_report_reading(tmp_path):
-    (tmp_path / "r.json").write_text(json.dumps({**REPORT, "eps": "8/255", "command": ["a", "b"]}))
-    result = read_benchmark(tmp_path / "r.json")
-    assert result.eps == pytest.approx(8 / 255) and result.command == "a b" and result.extra == {"seed": 0}
+    (tmp_path / "r.json").write_text(json.dumps(full_report(eps="8/255")))
+    result = BenchmarkResult.from_json(tmp_path / "r.json")
+    assert result.eps == pytest.approx(8 / 255) and result.command == REPORT["command"]
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        read_benchmark(tmp_path / "bad.json")
+        BenchmarkResult.from_json(tmp_path / "bad.json")
     assert format_eps(8 / 255) == "8/255" and format_eps(0.1) == "0.1" and format_eps(None) == "n/a"
 
 
@@ -357,5 +374,5 @@ def test_committed_cards_are_rendered_not_typed(tmp_path):
     """Every registered entry with fixed bases has a card in model_cards/, identical to a fresh render."""
     written, _ = render_all(tmp_path, REPO_ROOT / "benchmarks" / "reports")
     expected = {p.name: p.read_text() for p in written}
-    committed = {p.name: p.read_text() for p in (REPO_ROOT / "model_cards").glob("*.md") if p.name != "template.md"}
+    committed = {p.name: p.read_text() for p in (REPO_ROOT / "model_cards").glob("*.md")}
     assert committed == expected, "model cards are stale: run `robust-mix card --all --out-dir model_cards`"

@@ -29,7 +29,7 @@ from torch import nn
 
 import robust_mix
 from robust_mix import BackboneNotFoundError, get_model_config, list_models, load_model
-from robust_mix.backbones import robustbench_files
+from robust_mix.weights import robustbench_files
 from robust_mix.config import ModelConfig
 
 from robustbench.model_zoo import cifar10 as rb_cifar10, cifar100 as rb_cifar100  # noqa: E402
@@ -75,7 +75,7 @@ def robustbench_on_cpu(reduced: bool) -> Iterator[None]:
 
 def build_robustbench(config: ModelConfig) -> nn.Module:
     """RobustBench's own model for an entry (random weights)."""
-    dataset, _, rb_id = config.weights["robustbench"].split("/")
+    dataset, _, rb_id = config.robust.weights.robustbench.split("/")
     if rb_id.startswith("Bai2023Improving_"):
         return comp_model.get_composite_model(rb_id.split("_", 1)[1], dataset)
     return comp_model.get_nonlin_mixed_classifier(dataset)
@@ -149,7 +149,7 @@ def random_images(n: int, side: int, gen: torch.Generator) -> torch.Tensor:
 
 def write_robustbench_files(rb: nn.Module, config: ModelConfig, model_dir: Path) -> list[Path]:
     """Save ``rb``'s tensors as RobustBench's ``<Name>.pt_m<i>.pt`` files (its own layout)."""
-    dataset, threat, rb_id = config.weights["robustbench"].split("/")
+    dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
     paths = [p for p, _ in robustbench_files(dataset, threat, rb_id, model_dir)]
     if hasattr(rb, "comp_model"):
         comp = rb.comp_model
@@ -254,8 +254,11 @@ def test_entries_carry_their_constants_and_provenance_as_data(name):
     assert config.reported is not None and config.reported.source and config.citation and config.paper
     assert config.standard.license and config.robust.license and config.license
     assert (config.policy is None) == (config.nuts is not None)
-    assert config.weights["robustbench"].endswith(("Bai2023Improving_edm", "Bai2023Improving_trades",
-                                                   "Bai2024MixedNUTS"))
+    parts = [config.standard.weights, config.robust.weights] + ([config.weights] if config.policy else [])
+    assert {w.robustbench for w in parts} == {config.robust.weights.robustbench}
+    assert config.robust.weights.robustbench.endswith(("Bai2023Improving_edm", "Bai2023Improving_trades",
+                                                       "Bai2024MixedNUTS"))
+    assert [w.index for w in parts] == list(range(len(parts))) and all(w.format for w in parts)
 
 
 def test_released_constants():
@@ -300,7 +303,7 @@ def test_files_are_robustbench_format(tmp_path):
 
 def test_offline_missing_files_name_each_file_and_source(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
-    from robust_mix.convert import fetch_robustbench_files
+    from robust_mix.weights import fetch_robustbench_files
 
     files = robustbench_files("cifar100", "Linf", "Bai2023Improving_edm", tmp_path)
     with pytest.raises(BackboneNotFoundError) as err:

@@ -126,7 +126,7 @@ def test_adaptive_entry_builds_and_loads_policy_weights(tmp_path, backbone_files
 def test_policy_weights_that_do_not_match_are_rejected(tmp_path, backbone_files, scratch_registry):
     save_state_dict({"policy.network.linear.weight": torch.zeros(1, 3)}, tmp_path / "bad.safetensors")
     config = tiny_adaptive_config(*backbone_files, weights={"file": str(tmp_path / "bad.safetensors")})
-    with pytest.raises(ValueError, match="does not match the model: missing"):
+    with pytest.raises(ValueError, match="does not match the model.s adaptive policy: missing"):
         robust_mix.build_model(config)
 
 

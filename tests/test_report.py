@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from robust_mix.attacks import STANDARD_STAGES
+from robust_mix.protocol import STANDARD_STAGES
 from robust_mix.benchmark import BenchmarkResult, benchmark
 from robust_mix.cli import main
 from robust_mix.formatting import format_eps
@@ -127,10 +127,10 @@ def test_benchmark_command_with_adaptive_shows_both_numbers(tmp_path, capsys):
 
 def test_harness_report_feeds_the_model_card(result, tmp_path):
     """The card renderer reads the harness's own report.json, command included."""
-    from robust_mix.cards import read_benchmark
+    from robust_mix.cards import zoo_card
 
     path = tmp_path / "report.json"
     dataclasses.replace(result, command="robust-mix benchmark toy --n-examples 8").save(path)
-    summary = read_benchmark(path)
-    assert summary.command == "robust-mix benchmark toy --n-examples 8"
-    assert summary.clean_accuracy == result.clean_accuracy and summary.n_examples == result.n_examples
+    card = zoo_card("fmnist-robust", path)
+    assert "robust-mix benchmark toy --n-examples 8" in card and "`report.json`" in card
+    assert f"{100 * result.clean_accuracy:.2f}" in card

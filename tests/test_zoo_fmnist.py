@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import robust_mix
-from robust_mix.backbones import ZOO_DIR, load_backbone
+from robust_mix.backbones import load_backbone
+from robust_mix.io import sha256_file
+from robust_mix.weights import package_file
 from robust_mix.data import DEBIAN_FASHION_MNIST, load_dataset
 
 ENTRIES = ["fmnist-standard", "fmnist-robust", "fmnist-adasmooth", "fmnist-mixednuts"]
@@ -30,12 +32,13 @@ def test_entries_registered_as_data():
         assert config.dataset == "fashion-mnist" and config.eps == 0.1 and config.threat_model == "Linf"
         assert config.labels is not None and len(config.labels) == 10 and config.reported is None
         for base in (config.standard, config.robust):
-            assert (ZOO_DIR / base.ref).is_file()
+            assert base.ref.startswith("timm/") and base.weights.package.startswith("zoo/weights/")
+            assert sha256_file(package_file(base.weights.package)) == base.weights.sha256
     assert robust_mix.get_model_config("fmnist-standard").alpha == 0.0
     assert robust_mix.get_model_config("fmnist-robust").alpha == 1.0
     adaptive = robust_mix.get_model_config("fmnist-adasmooth")
     assert adaptive.alpha is None and adaptive.policy is not None
-    assert (ZOO_DIR / adaptive.weights["file"]).is_file()
+    assert sha256_file(package_file(adaptive.weights.package)) == adaptive.weights.sha256
     nuts = robust_mix.get_model_config("fmnist-mixednuts")
     assert nuts.nuts is not None and 0.0 < nuts.alpha < 1.0
 
@@ -51,7 +54,7 @@ def test_outputs_are_log_probabilities(models, test_images):
 
 def test_standard_entry_is_the_standard_base(models, test_images):
     x = test_images[0][:16]
-    base = load_backbone(str(ZOO_DIR / "weights" / "fmnist-standard.safetensors"))
+    base = load_backbone(str(package_file("zoo/weights/fmnist-standard.safetensors")))
     with torch.no_grad():
         assert torch.allclose(models["fmnist-standard"](x), F.log_softmax(base(x), dim=1), atol=1e-5)
 

@@ -25,6 +25,11 @@ logger = logging.getLogger("robust_mix.cli")
 Command = Callable[[argparse.Namespace], int]
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
+#: The help text of every command's NAME argument (resolved by robust_mix.loading.parse_model_name).
+NAME_HELP = ("registry name or alias (robust-mix list), hf-hub:org/name, local-dir:PATH (a saved folder), "
+             "a ModelConfig .json file or module:function; append ,key=value to override, e.g. "
+             "fmnist-robust,alpha=0.9")
+
 # Modules that register subcommands with @command; one line per feature module.
 COMMAND_MODULES = [
     "robust_mix.cli.demo",
@@ -79,9 +84,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
 
 
-def _weight_sources(config: ModelConfig) -> str:
+def _base_models(config: ModelConfig) -> str:
     refs = [b.ref for b in (config.standard, config.robust) if b is not None]
-    refs += [f"{k}:{v}" for k, v in config.weights.items()]
     return ", ".join(refs) if refs else "(given at load time)"
 
 
@@ -89,10 +93,10 @@ def _summary_row(config: ModelConfig) -> list[object]:
     rep = config.reported
     return [config.name, config.dataset, config.threat_model,
             f"{rep.clean_acc:.2f}" if rep else "-", f"{rep.autoattack_acc:.2f}" if rep else "-",
-            _weight_sources(config)]
+            _base_models(config)]
 
 
-_SUMMARY_HEADERS = ["name", "dataset", "threat", "clean %", "AutoAttack %", "weights"]
+_SUMMARY_HEADERS = ["name", "dataset", "threat", "clean %", "AutoAttack %", "base models"]
 
 
 def _list_args(p: argparse.ArgumentParser) -> None:

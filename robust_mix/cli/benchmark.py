@@ -8,38 +8,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
-from robust_mix.attacks import AttackOptions
-from robust_mix.benchmark import BenchmarkResult, benchmark, default_device
-from robust_mix.cli import EPS, INT, POSITIVE_INT, command
-from robust_mix.config import ModelConfig
-from robust_mix.validate import THREAT_MODELS, InvalidInputError, check_writable_dir
-
-
-def resolve_model(name: str, *, model_dir: Optional[str] = None) -> nn.Module:
-    """A registry name, a ``ModelConfig`` ``.json`` file, or ``package.module:function``."""
-    import robust_mix
-
-    if name.endswith(".json") and Path(name).is_file():
-        return robust_mix.build_model(ModelConfig.load(name), model_dir=model_dir)
-    if ":" in name and not robust_mix.is_model(name):
-        module, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise InvalidInputError(f"{name!r} names no model factory ({err}); NAME is a registry name, a "
-                                    "ModelConfig .json file or package.module:function") from None
-        return factory()
-    return robust_mix.load_model(name, model_dir=model_dir)
+from robust_mix.protocol import AttackOptions
+from robust_mix.benchmark import benchmark, default_device
+from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command
+from robust_mix.loading import load_model, model_config_of
+from robust_mix.results import BenchmarkResult
+from robust_mix.validate import THREAT_MODELS, check_writable_dir
 
 
 class TqdmProgress:
@@ -83,7 +65,7 @@ def _finish_distributed() -> None:
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registry name, ModelConfig .json file, or module:function")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--dataset", help="default: the entry's data set")
     p.add_argument("--threat-model", choices=THREAT_MODELS, help="default: the entry's")
     p.add_argument("--eps", type=EPS, help="budget, e.g. 8/255 (default: the entry's)")
@@ -126,7 +108,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     out = check_writable_dir(args.out)
     rank = _init_distributed()
-    model = resolve_model(args.name, model_dir=args.model_dir)
+    model = load_model(args.name, model_dir=args.model_dir)
     progress = TqdmProgress(enabled=rank == 0)
     try:
         result = benchmark(model, attack=args.attack, adaptive=args.adaptive,
@@ -159,7 +141,7 @@ def _sweep(args: argparse.Namespace) -> int:
     alphas = parse_alphas(args.alphas)
     out = check_writable_dir(args.out)
     rank = _init_distributed()
-    model = resolve_model(args.name, model_dir=args.model_dir)
+    model = load_model(args.name, model_dir=args.model_dir)
     try:
         points = sweep(model, alphas, include_policy=not args.no_policy,
                        state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
@@ -179,7 +161,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registry name (or ModelConfig .json) of the evaluated entry")
+    p.add_argument("name", help="registry name, alias or ModelConfig .json file of the evaluated entry")
     p.add_argument("--report", required=True, help="report.json of a finished benchmark")
     p.add_argument("--out", required=True, help="folder for the submission files")
     p.add_argument("--allow-partial", action="store_true",
@@ -193,11 +175,12 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 @command("submit", "write RobustBench submission files (model info, claim, model-zoo entry) from a report",
          _submit_args)
 def _submit(args: argparse.Namespace) -> int:
-    import robust_mix
     from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, write_submission
 
-    config = (ModelConfig.load(args.name) if args.name.endswith(".json") and Path(args.name).is_file()
-              else robust_mix.get_model_config(args.name))
+    config = model_config_of(args.name)
+    if config is None:
+        raise ValueError(f"{args.name} names no config (a saved model or a function); submit needs a registry "
+                         "name, an alias or a ModelConfig .json file")
     result = BenchmarkResult.from_json(Path(args.report))
     overrides = {k: getattr(args, k) for k in ("link", "authors", "venue", "architecture", "footnote")}
     overrides["additional_data"] = True if args.additional_data else None

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from robust_mix.cli import command
-from robust_mix.cards import DEFAULT_REPORTS_DIR, read_benchmark, render_all, zoo_card
+from robust_mix.cards import DEFAULT_REPORTS_DIR, render_all, zoo_card
 from robust_mix.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def _card(args: argparse.Namespace) -> int:
         logger.info("%d card(s) written, %d entr%s skipped", len(written), len(skipped),
                     "y" if len(skipped) == 1 else "ies")
         return 0
-    benchmark = read_benchmark(args.benchmark) if args.benchmark else None
     out = Path(args.out) if args.out else Path("model_cards") / f"{args.name}.md"
-    atomic_write_text(out, zoo_card(args.name, benchmark))
+    atomic_write_text(out, zoo_card(args.name, args.benchmark))
     logger.info("wrote %s", out)
     return 0

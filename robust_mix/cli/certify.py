@@ -4,16 +4,12 @@ from __future__ import annotations
 import argparse
 from typing import Union
 
-import torch
-import torch.nn.functional as F
-
-from robust_mix.certify import (certified_accuracy, check_probability_mixing, estimate_smoothed,
-                                lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
-from robust_mix.cli import INT, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, arg_type, command, format_table
-from robust_mix.io import figure_png
+from robust_mix.certification import certify_model, write_certification
+from robust_mix.cli import INT, NAME_HELP, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, arg_type, command, format_table
+from robust_mix.data import load_dataset
+from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
-from robust_mix.validate import (check_alpha, check_images, check_labels, check_open_probability, check_writable_dir,
-                                 parse_number)
+from robust_mix.validate import InvalidInputError, check_alpha, check_open_probability, check_writable_dir, parse_number
 
 
 def _alpha_choice(name: str, text: str) -> Union[float, str]:
@@ -27,7 +23,7 @@ _FAILURE_PROB = arg_type(check_open_probability, parse_number)
 
 
 def _certify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registered model name (see 'robust-mix list')")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--out", required=True, help="folder for certify.json and certify.png")
     p.add_argument("--standard", default=None, help="override the standard base (e.g. a .safetensors file)")
     p.add_argument("--robust", default=None, help="override the robust base (e.g. a .safetensors file)")
@@ -58,130 +54,27 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the sampling progress bars")
 
 
-def _alpha_label(choice: Union[float, str]) -> str:
-    if choice == 1.0:
-        return "robust base (alpha = 1)"
-    return f"alpha = {choice:g}" if isinstance(choice, float) else f"alpha = {choice} (per example)"
-
-
-def _clean_accuracy(model: MixedClassifier, std_logits: torch.Tensor, rob_logits: torch.Tensor,
-                    alpha: torch.Tensor, labels: torch.Tensor) -> float:
-    from robust_mix.mixing import mix_log_probs
-
-    log_probs = mix_log_probs(std_logits, rob_logits, alpha.float(), mode=model.mixing,
-                              std_scale=model.std_scale, rob_scale=model.rob_scale,
-                              standard_map=model.standard_map, robust_map=model.robust_map)
-    return (log_probs.argmax(dim=1) == labels).double().mean().item()
-
-
-def _plot(curves: list[dict], radius_table: list[torch.Tensor], correct: list[torch.Tensor], title: str,
-          xlabel: str, max_radius: float) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = torch.linspace(0, max_radius, 400, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for curve, radius, ok in zip(curves, radius_table, correct):
-        acc = certified_accuracy(radius, ok, grid.tolist()).numpy() * 100
-        style = dict(color="black", linestyle="--") if curve["alpha"] == 1.0 else {}
-        ax.plot(grid.numpy(), acc, label=curve["label"], drawstyle="steps-post", **style)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.set_xlim(0, max_radius)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return figure_png(fig)
-
-
-def run_certify(args: argparse.Namespace) -> dict:
-    """Certify a registered model on a data set for several ratios; write ``certify.json`` and ``certify.png``."""
-    import json
-    import time
-
-    import robust_mix
-    from robust_mix.data import load_dataset
-    from robust_mix.io import atomic_write_bytes, atomic_write_text
-
-    start = time.time()
-    out = check_writable_dir(args.out)
+def _certify_run(args: argparse.Namespace) -> dict:
+    """Load the model and the data, certify (robust_mix.certification), write the report; returns it."""
+    out = check_writable_dir(args.out)  # before any work
     overrides = {k: getattr(args, k) for k in ("standard", "robust") if getattr(args, k) is not None}
-    model = robust_mix.load_model(args.name, model_dir=args.model_dir, device=args.device, **overrides)
-    check_probability_mixing(model)
+    model = load_model(args.name, model_dir=args.model_dir, device=args.device, **overrides)
+    if not isinstance(model, MixedClassifier):
+        raise InvalidInputError(f"{args.name} is not a mixed model; certificates are for MixedClassifier models")
     images, labels = load_dataset(args.dataset, args.split, args.n_examples, args.data_dir)
-    images = check_images(images, model.input_shape, dtype=model.dtype).to(args.device)
-    labels = check_labels(labels, model.num_classes, n=len(images)).to(args.device)
-    default = "applied" if model.is_adaptive else float(model.alpha)
-    choices = list(dict.fromkeys([*(args.alphas or [default]), 1.0]))
-    radii = args.radii if args.radii is not None else [args.sigma * i / 2 for i in range(9)]
-    with torch.no_grad():
-        logits = [model.base_logits(images[i:i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
-    std_logits = torch.cat([g for g, _ in logits])
-    rob_logits = torch.cat([h for _, h in logits])
-
-    settings: dict = {"method": args.method}
-    if args.method == "smoothing":
-        estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), images, sigma=args.sigma,
-                                     num_classes=rob_logits.shape[1], n0=args.n0, n=args.n,
-                                     failure_prob=args.failure_prob, batch_size=args.batch_size,
-                                     generator=torch.Generator().manual_seed(args.seed),
-                                     progress=not args.no_progress)
-        settings.update(norm="l2", sigma=args.sigma, n0=args.n0, n=args.n, failure_prob=args.failure_prob,
-                        seed=args.seed)
-        certify = lambda a: (estimate.prediction(a), estimate.radius(a))  # noqa: E731
-        examples = {"top_class": estimate.top_class.tolist(), "top_count": estimate.top_count.tolist(),
-                    "p_lower": estimate.p_lower.tolist()}
-        xlabel, title = "l2 radius", f"{args.name}: smoothing sigma = {args.sigma:g}, n = {args.n}"
-    else:
-        lipschitz = args.lipschitz or robust_probs_lipschitz(model, images.shape[1:], args.norm)
-        probs = F.softmax(rob_logits.float() * model.rob_scale, dim=1)
-        settings.update(norm=args.norm, lipschitz=lipschitz)
-
-        def certify(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            radius = lipschitz_radius(probs, None, a, lipschitz)
-            top = probs.argmax(dim=1)
-            return torch.where(radius > 0, top, torch.full_like(top, -1)), radius
-        examples = {"robust_margin": margin(probs).tolist()}
-        xlabel, title = f"{args.norm} radius", f"{args.name}: Lipschitz bound L = {lipschitz:.3g}"
-
-    curves, radius_table, correct = [], [], []
-    for choice in choices:
-        a = resolve_alpha(model, images, choice)
-        prediction, radius = certify(a)
-        ok = prediction == labels
-        accuracy = certified_accuracy(radius, ok, radii)
-        certified = radius > 0
-        curves.append({
-            "alpha": choice, "label": _alpha_label(choice),
-            "alpha_mean": a.mean().item(),
-            "certified_accuracy": [round(v, 6) for v in accuracy.tolist()],
-            "abstain_rate": (~certified).double().mean().item(),
-            "median_radius_certified_correct": (radius[certified & ok].median().item()
-                                                if (certified & ok).any() else 0.0),
-            "mixed_clean_accuracy": _clean_accuracy(model, std_logits, rob_logits, a, labels),
-        })
-        examples[f"radius@{choice}"] = [round(v, 6) for v in radius.tolist()]
-        radius_table.append(radius.cpu())
-        correct.append(ok.cpu())
-    report = {
-        "model": args.name, **overrides, "dataset": args.dataset, "split": args.split, "n_examples": len(labels),
-        **settings, "radii": radii, "curves": curves,
-        "examples": {"labels": labels.tolist(), **examples},
-        "seconds": round(time.time() - start, 2), "robust_mix_version": robust_mix.__version__,
-    }
-    atomic_write_text(out / "certify.json", json.dumps(report, indent=2) + "\n")
-    max_radius = max(max(radii), 1e-6)
-    atomic_write_bytes(out / "certify.png", _plot(curves, radius_table, correct, title, xlabel, max_radius))
-    return report
+    result = certify_model(model, images, labels, name=args.name, method=args.method, sigma=args.sigma, n0=args.n0,
+                           n=args.n, failure_prob=args.failure_prob, lipschitz=args.lipschitz, norm=args.norm,
+                           radii=args.radii, alphas=args.alphas, batch_size=args.batch_size, seed=args.seed,
+                           progress=not args.no_progress,
+                           about={**overrides, "dataset": args.dataset, "split": args.split})
+    write_certification(out, result)
+    return result.report
 
 
 @command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args,
          resume="certify keeps no partial state; rerun the same command to start over")
 def _certify(args: argparse.Namespace) -> int:
-    report = run_certify(args)
+    report = _certify_run(args)
     headers = ["alpha", "clean %", "abstain %"] + [f"r={r:g}" for r in report["radii"]]
     rows = [[c["label"], f"{100 * c['mixed_clean_accuracy']:.1f}", f"{100 * c['abstain_rate']:.1f}"]
             + [f"{100 * v:.1f}" for v in c["certified_accuracy"]] for c in report["curves"]]

@@ -4,16 +4,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from robust_mix.cli import command
-from robust_mix.cards import read_benchmark
-from robust_mix.hub import from_pretrained, push_to_hub, save_pretrained
+from robust_mix.cli import NAME_HELP, command
+from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
+from robust_mix.results import BenchmarkResult
 
 logger = logging.getLogger(__name__)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="registered model name, saved folder or hf-hub:org/name")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--standard", help="standard base reference (for compositions such as 'mix')")
     p.add_argument("--robust", help="robust base reference (for compositions such as 'mix')")
     p.add_argument("--alpha", type=float, help="fixed mixing ratio to save instead of the config's")
@@ -21,12 +21,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_for_sharing(args: argparse.Namespace) -> MixedClassifier:
-    import robust_mix
-
     overrides = {k: getattr(args, k) for k in ("standard", "robust", "alpha") if getattr(args, k) is not None}
-    if robust_mix.is_model(args.name):
-        return robust_mix.load_model(args.name, **overrides)
-    return from_pretrained(args.name, **overrides)
+    model = load_model(args.name, **overrides)
+    if not isinstance(model, MixedClassifier):
+        raise ValueError(f"{args.name} is not a mixed model (it is a {type(model).__name__}); only "
+                         "MixedClassifier models can be saved or pushed")
+    return model
 
 
 def _save_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def _save_args(p: argparse.ArgumentParser) -> None:
 
 @command("save", "save a mixed model as config.json + model.safetensors + README.md", _save_args)
 def _save(args: argparse.Namespace) -> int:
-    save_pretrained(_load_for_sharing(args), args.out_dir, benchmark=args.benchmark)
+    _load_for_sharing(args).save_pretrained(args.out_dir, benchmark=args.benchmark)
     return 0
 
 
@@ -51,10 +51,10 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def _push(args: argparse.Namespace) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
-    benchmark = read_benchmark(args.benchmark) if args.benchmark else None  # fail before loading
+    benchmark = BenchmarkResult.from_json(args.benchmark) if args.benchmark else None  # fail before loading
     model = _load_for_sharing(args)
     try:
-        push_to_hub(model, args.repo_id, private=args.private or None, token=args.token, benchmark=benchmark)
+        model.push_to_hub(args.repo_id, private=args.private or None, token=args.token, benchmark=benchmark)
     except HfHubHTTPError as err:
         logger.error("the Hub refused the upload: %s", err)
         return 1

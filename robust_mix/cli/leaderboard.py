@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from robust_mix.cli import EPS, command, format_table
-from robust_mix.report import percent
+from robust_mix.formatting import percent
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:

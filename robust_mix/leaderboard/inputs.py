@@ -20,10 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-import robust_mix
-from robust_mix import BenchmarkResult
+from robust_mix.results import BenchmarkResult
+from robust_mix.registry import get_model_config, is_model
+from robust_mix.version import __version__
 from robust_mix.data import canonical_dataset
-from robust_mix.report import format_eps, required_examples
+from robust_mix.formatting import format_eps
+from robust_mix.protocol import required_examples
 from robust_mix.stats import clopper_pearson
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 
@@ -253,7 +255,7 @@ def check_report(result: BenchmarkResult) -> None:
 def _writer_hint(data: Any) -> str:
     version = data.get("versions", {}).get("robust_mix") if isinstance(data, dict) and isinstance(
         data.get("versions"), dict) else None
-    here = robust_mix.__version__
+    here = __version__
     if version and version != here:
         return f"; it was written by robust_mix {version} and this is robust_mix {here}: read it with that version"
     return ""
@@ -271,7 +273,7 @@ def read_report(text: str) -> BenchmarkResult:
     try:
         result = BenchmarkResult.from_json(text)
     except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(f"not a benchmark report in the format robust_mix {robust_mix.__version__} reads "
+        raise ValueError(f"not a benchmark report in the format robust_mix {__version__} reads "
                          f"({err}){_writer_hint(data)}") from err
     check_report(result)
     return result
@@ -337,8 +339,8 @@ def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optiona
     """(dataset, threat model, eps) of a sweep: as its arguments record, else its registered entry's."""
     arguments = run.metadata.get("arguments") if isinstance(run.metadata.get("arguments"), dict) else {}
     dataset, threat, eps = arguments.get("dataset"), arguments.get("threat_model"), arguments.get("eps")
-    if robust_mix.is_model(run.model):
-        config = robust_mix.get_model_config(run.model)
+    if is_model(run.model):
+        config = get_model_config(run.model)
         dataset, threat = dataset or config.dataset, threat or config.threat_model
         eps = eps if eps is not None else config.eps
     return (canonical_dataset(dataset) if isinstance(dataset, str) else None, threat,

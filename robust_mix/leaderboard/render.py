@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from html import escape
 from typing import Optional, Sequence, Union
 
-import robust_mix
-from robust_mix.attacks import ADAPTIVE_STAGES
+from robust_mix.version import __version__
+from robust_mix.protocol import ADAPTIVE_STAGES
 from robust_mix.leaderboard.inputs import INTERVAL_LEVEL, Board, CertificateRun, Evaluation, Rejected, SweepRun
 from robust_mix.leaderboard.snapshot import ReferenceEntry, Snapshot
-from robust_mix.report import format_eps, percent
+from robust_mix.formatting import format_eps, percent
 from robust_mix.sweep import POLICY
 
 CSS, JS = "assets/leaderboard.css", "assets/leaderboard.js"
@@ -157,8 +157,8 @@ def rejected_list(rejected: Sequence[Rejected]) -> str:
 
 def page(title: str, body: str, *, root: str = "", command: Optional[str] = None) -> str:
     """A whole HTML document; ``root`` is the relative path from the page to the site's top folder."""
-    made_by = (f"Built with <code>{escape(command)}</code> by robust_mix {escape(robust_mix.__version__)}."
-               if command else f"Built by robust_mix {escape(robust_mix.__version__)}.")
+    made_by = (f"Built with <code>{escape(command)}</code> by robust_mix {escape(__version__)}."
+               if command else f"Built by robust_mix {escape(__version__)}.")
     return f"""<!doctype html>
 <html lang="en">
 <head>

@@ -18,8 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-import robust_mix
-from robust_mix.cards import benchmark_from_dict, render_card
+from robust_mix.registry import get_model_config, is_model
+from robust_mix.version import __version__
+from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
 from robust_mix.io import atomic_write_bytes
 from robust_mix.leaderboard import markdown
@@ -27,7 +28,7 @@ from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_bo
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
 from robust_mix.leaderboard.snapshot import ReferenceEntry, load_snapshot
-from robust_mix.report import percent
+from robust_mix.formatting import percent
 from robust_mix.sweep import POLICY
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,9 @@ class SiteResult:
 
 # -- model cards -------------------------------------------------------------------------------
 def _render(config: ModelConfig, e: Optional[Evaluation]) -> tuple[Optional[str], Optional[str]]:
-    summary = benchmark_from_dict(e.result.to_dict(), source=e.path.name) if e is not None else None
     try:
-        return render_card(config, benchmark=summary), None
+        return render_card(config, benchmark=e.result if e is not None else None,
+                           benchmark_source=e.path.name if e is not None else "report.json"), None
     except (ValueError, FileNotFoundError) as err:
         return None, str(err)
 
@@ -78,8 +79,8 @@ def model_card(e: Evaluation) -> tuple[Optional[str], str]:
         text, error = _render(config, e)
         return text, (f"Rendered from {config_path} with this report's numbers." if text else f"No card: {error}")
     model = e.result.model
-    if robust_mix.is_model(model):
-        text, error = _render(robust_mix.get_model_config(model), None)
+    if is_model(model):
+        text, error = _render(get_model_config(model), None)
         if text is None:
             return None, f"No card: {error}"
         return text, (f"The card of the registered entry {model!r}, rendered from its config as registered now. "
@@ -214,7 +215,7 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
     used += [f"{run.path} (sweep of {run.model})" for run in kept.sweeps]
     used += [f"{cert.path} (certificates of {cert.model})" for cert in kept.certificates]
     files = _pages(board, kept.evaluations, references, kept.rejected, used, command)
-    files[MARKER] = (json.dumps({"robust_mix": robust_mix.__version__, "files": sorted(files)}, indent=1)
+    files[MARKER] = (json.dumps({"robust_mix": __version__, "files": sorted(files)}, indent=1)
                      + "\n").encode("utf-8")
     out = Path(out_dir)
     _replace_folder(out, files)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, _from_dict
+from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction, check_int,
                                  non_negative_float, positive_float, positive_int)
@@ -313,7 +313,7 @@ def recipe_from_dict(cls: type, data: Mapping[str, Any]) -> RecipeConfig:
     if cls is BackboneRecipe and "adversarial" in data:
         adversarial = data.pop("adversarial")
         data.setdefault("method", "pgd" if adversarial else "standard")
-    return _from_dict(cls, data)
+    return from_dict(cls, data)
 
 
 def recipe_dict(config: RecipeConfig) -> dict[str, Any]:

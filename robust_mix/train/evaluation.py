@@ -57,7 +57,7 @@ def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Te
                         device: Device = "cpu", seed: int = 0) -> float:
     """Accuracy under pyautoattack through the harness (l_inf, ``seed``) on ``(N, C, H, W)`` images.
 
-    ``attack`` is any :func:`robust_mix.attacks.resolve_attack` spec: ``"standard"`` for the
+    ``attack`` is any :func:`robust_mix.protocol.resolve_attack` spec: ``"standard"`` for the
     leaderboard's four stages, ``"apgd-ce,apgd-t"`` (the default) for the cheaper pair.
     """
     result = benchmark(model, threat_model="Linf", eps=eps, images=images, labels=labels, attack=attack,

@@ -17,7 +17,6 @@ from robust_mix.data import dataset_key
 from robust_mix.distributed import DistContext
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.preprocess import InputAdapter
-from robust_mix.registry import build_model
 from robust_mix.train.config import AdaSmoothRecipe
 
 
@@ -66,7 +65,8 @@ def mixed_config(config: AdaSmoothRecipe, dataset: str, classes: int) -> ModelCo
 
 def build_mixed(config: AdaSmoothRecipe, sample: torch.Tensor, classes: int,
                 dist: DistContext = DistContext()) -> MixedClassifier:
-    """The composite, built by the registry's one builder, with a fresh mixing network (seeded), on ``dist.device``;
+    """The composite, built by the one builder (``MixedClassifier.from_config``), with a fresh mixing network
+    (seeded), on ``dist.device``;
     both bases checked against a data-set image ``(1, C, H, W)`` and its class count.
 
     Raises:
@@ -76,8 +76,8 @@ def build_mixed(config: AdaSmoothRecipe, sample: torch.Tensor, classes: int,
     if tuple(config.policy.input_shape) != tuple(sample.shape[1:]):
         raise ValueError(f"policy.input_shape={list(config.policy.input_shape)} but the data set's images are "
                          f"{list(sample.shape[1:])}; set --set policy.input_shape={list(sample.shape[1:])}")
-    model = build_model(mixed_config(config, resolve_dataset(config.dataset, config.robust), classes),
-                        device=dist.device)
+    model = MixedClassifier.from_config(mixed_config(config, resolve_dataset(config.dataset, config.robust), classes),
+                                        device=dist.device)
     check_base(model.standard, model.standard_input, sample, classes, "standard", config.standard)
     check_base(model.robust, model.robust_input, sample, classes, "robust", config.robust)
     torch.manual_seed(config.seed)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
-from robust_mix.attacks import resolve_attack
+from robust_mix.protocol import resolve_attack
 from robust_mix.config import PolicyConfig
 from robust_mix.mixing import MixedClassifier
 from robust_mix.train.config import AdaSmoothRecipe

@@ -1,8 +1,9 @@
 """The six published mixed models (PAPER.md section 6), as RobustBench serves them.
 
 Standard bases are timm architectures, robust bases RobustBench's; the released checkpoint files
-are RobustBench's own (``<model_dir>/<dataset>/Linf/<RobustBench id>.pt_m<i>.pt``), converted on
-load by the formats in :mod:`robust_mix.convert`. Every constant below is copied from the authors'
+are RobustBench's own (``<model_dir>/<dataset>/Linf/<RobustBench id>.pt_m<i>.pt``), one per part,
+each named by a :class:`~robust_mix.config.WeightsConfig` with the layout it is converted from
+(:mod:`robust_mix.convert`). Every constant below is copied from the authors'
 RobustBench code (``comp_model.py``, ``optimal_spca.yaml``) or the leaderboard, as data.
 
 Names and aliases (the RobustBench ids repeat across data sets, so the aliases carry the data set
@@ -24,9 +25,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-import robust_mix.convert  # noqa: F401  (registers the "robustbench" weight source and formats)
 from robust_mix.config import (BackboneConfig, InputConfig, ModelConfig, NutsConfig, PolicyConfig,
-                               ReportedResult)
+                               ReportedResult, WeightsConfig)
 from robust_mix.registry import register_model
 
 ADASMOOTH_PAPER = ("Bai, Anderson, Kim, Sojoudi: Improving the Accuracy-Robustness Trade-off of "
@@ -60,15 +60,20 @@ BIT_INPUT = InputConfig(input_size=(128, 128), interpolation="bilinear",
 RAW_INPUT = InputConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
-def _bit(num_classes: int) -> BackboneConfig:
+def _part(entry: str, index: int, fmt: str) -> WeightsConfig:
+    """File ``index`` of RobustBench's multi-file checkpoint ``entry`` (``"<dataset>/Linf/<id>"``), in layout ``fmt``."""
+    return WeightsConfig(robustbench=entry, index=index, format=fmt)
+
+
+def _bit(num_classes: int, weights: WeightsConfig) -> BackboneConfig:
     return BackboneConfig(ref="timm/resnetv2_152x2_bit", kwargs={"num_classes": num_classes},
-                          input=BIT_INPUT,
+                          input=BIT_INPUT, weights=weights,
                           license="Apache-2.0 (BiT-M-R152x2 architecture and ImageNet-21k "
                                   f"pre-training, Google); fine-tuned weights: {UNSTATED}")
 
 
-def _robustbench(dataset: str, name: str) -> BackboneConfig:
-    return BackboneConfig(ref=f"robustbench/{dataset}/Linf/{name}", license=UNSTATED)
+def _robustbench(dataset: str, name: str, weights: WeightsConfig) -> BackboneConfig:
+    return BackboneConfig(ref=f"robustbench/{dataset}/Linf/{name}", weights=weights, license=UNSTATED)
 
 
 def _result(clean: float, autoattack: float, dataset: str, eps: str, n: int) -> ReportedResult:
@@ -84,17 +89,18 @@ def _aliases(dataset: str, rb_id: str) -> list[str]:
 def _adasmooth(name: str, dataset: str, rb_id: str, robust: str, robust_numbers: str,
                num_classes: int, gamma_bias: float, alpha_range: tuple[float, float],
                std_scale: float, rob_scale: float, reported: ReportedResult) -> ModelConfig:
+    entry = f"{dataset}/Linf/{rb_id}"
     return ModelConfig(
         name=name, dataset=dataset, threat_model="Linf", eps=8 / 255, num_classes=num_classes,
         input_shape=INPUT_SHAPES[dataset],
-        standard=_bit(num_classes), robust=_robustbench(dataset, robust),
+        standard=_bit(num_classes, _part(entry, 0, "bit_rn")),
+        robust=_robustbench(dataset, robust, _part(entry, 1, "robustbench")),
         alpha=None,
         policy=PolicyConfig(standard_layers=["stages.0", "stages.1"], robust_layers=["layer.0", "layer.1"],
                             widths=[512, 768, 1024], blocks=2, input_shape=(3, 32, 32),
                             gamma_scale=2.0, gamma_bias=gamma_bias, alpha_range=alpha_range),
         mixing="prob", std_scale=std_scale, rob_scale=rob_scale,
-        weights={"robustbench": f"{dataset}/Linf/{rb_id}", "m0": "standard:bit_rn",
-                 "m1": "robust:robustbench", "m2": "policy:mixing_net_v4"},
+        weights=_part(entry, 2, "mixing_net_v4"),
         reported=reported,
         description=(f"Adaptive smoothing ({rb_id} on RobustBench): BiT-M-R152x2 (standard, input "
                      f"resized to 128x128) mixed with {robust} (robust, {robust_numbers} clean / "
@@ -107,16 +113,15 @@ def _adasmooth(name: str, dataset: str, rb_id: str, robust: str, robust_numbers:
 
 def _mixednuts(name: str, dataset: str, standard: BackboneConfig, robust: str,
                robust_numbers: Optional[str], num_classes: int, eps: float, nuts: NutsConfig,
-               alpha: float, reported: ReportedResult, formats: tuple[str, str],
+               alpha: float, reported: ReportedResult, robust_format: str,
                data_note: str, license: str) -> ModelConfig:
     about = f"{robust}" + (f" ({robust_numbers} clean / AutoAttack)" if robust_numbers else "")
     return ModelConfig(
         name=name, dataset=dataset, threat_model="Linf", eps=eps, num_classes=num_classes,
         input_shape=INPUT_SHAPES[dataset],
-        standard=standard, robust=_robustbench(dataset, robust),
+        standard=standard,
+        robust=_robustbench(dataset, robust, _part(nuts_entry(dataset), 1, robust_format)),
         alpha=alpha, nuts=nuts, mixing="prob",
-        weights={"robustbench": f"{dataset}/Linf/Bai2024MixedNUTS", "m0": f"standard:{formats[0]}",
-                 "m1": f"robust:{formats[1]}"},
         reported=reported,
         description=(f"MixedNUTS (Bai2024MixedNUTS on RobustBench, {dataset}): the standard model's "
                      f"one-hot prediction mixed with the robust model {about} after the nonlinear "
@@ -124,6 +129,11 @@ def _mixednuts(name: str, dataset: str, standard: BackboneConfig, robust: str,
                      f"fixed alpha={alpha:.5f}. {data_note} Two forward passes per prediction."),
         paper=NUTS_PAPER, citation=NUTS_CITATION, license=license,
         aliases=_aliases(dataset, "Bai2024MixedNUTS"))
+
+
+def nuts_entry(dataset: str) -> str:
+    """RobustBench's MixedNUTS checkpoint of a data set (file 0: the standard base, file 1: the robust one)."""
+    return f"{dataset}/Linf/Bai2024MixedNUTS"
 
 
 register_model(_adasmooth(
@@ -146,28 +156,29 @@ _CIFAR_NOTE = ("Takes 32x32 images in [0, 1]; the BiT base resizes them to 128x1
                "Standard base alone: {} clean / 0 AutoAttack.")
 
 register_model(_mixednuts(
-    "cifar10-mixednuts", "cifar10", _bit(10), "Peng2023Robust", "93.27 / 71.07", 10, 8 / 255,
+    "cifar10-mixednuts", "cifar10", _bit(10, _part(nuts_entry("cifar10"), 0, "bit_rn")), "Peng2023Robust", "93.27 / 71.07", 10, 8 / 255,
     NutsConfig(scale=5.0, power=4.0, bias=-1.1, ln_k=250), alpha=0.9987500602493457,
     reported=_result(95.19, 70.08, "CIFAR-10", "8/255", 10_000),
-    formats=("bit_rn", "robustbench"), data_note=_CIFAR_NOTE.format("98.50"), license=UNSTATED))
+    robust_format="robustbench", data_note=_CIFAR_NOTE.format("98.50"), license=UNSTATED))
 
 register_model(_mixednuts(
-    "cifar100-mixednuts", "cifar100", _bit(100), "Wang2023Better_WRN-70-16", None, 100, 8 / 255,
+    "cifar100-mixednuts", "cifar100", _bit(100, _part(nuts_entry("cifar100"), 0, "bit_rn")), "Wang2023Better_WRN-70-16", None, 100, 8 / 255,
     NutsConfig(scale=0.6115753843212784, power=3.571428571428571, bias=-2.142857142857143, ln_k=250),
     alpha=0.9860300534207915,
     reported=_result(83.08, 41.91, "CIFAR-100", "8/255", 10_000),
-    formats=("bit_rn", "robustbench"), data_note=_CIFAR_NOTE.format("91.38"), license=UNSTATED))
+    robust_format="robustbench", data_note=_CIFAR_NOTE.format("91.38"), license=UNSTATED))
 
 register_model(_mixednuts(
     "imagenet-mixednuts", "imagenet",
     BackboneConfig(ref="timm/convnextv2_large", kwargs={"num_classes": 1000}, input=RAW_INPUT,
+                   weights=_part(nuts_entry("imagenet"), 0, "convnext_v2"),
                    license="CC-BY-NC-4.0 (ConvNeXt-V2 pre-trained weights, Meta); fine-tuned "
                            f"weights: {UNSTATED}"),
     "Liu2023Comprehensive_Swin-L", "78.92 / 59.56", 1000, 4 / 255,
     NutsConfig(scale=0.023535468936502525, power=2.7142857142857144, bias=-0.2857142857142858, ln_k=250),
     alpha=0.9971266414518896,
     reported=_result(81.48, 58.62, "ImageNet", "4/255", 5_000),
-    formats=("convnext_v2", "robustbench_swin"),
+    robust_format="robustbench_swin",
     data_note=("Takes 224x224 images in [0, 1] prepared as RobustBench's 'BicubicRes256Crop224' "
                "(bicubic resize to 256, centre crop 224); the ConvNeXt-V2-L base (86.18 clean / 0 "
                "AutoAttack) takes raw pixels, the Swin-L base normalises itself."),

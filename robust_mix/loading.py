@@ -1,0 +1,163 @@
+"""What a model name means, and loading it: the one answer for the library and every CLI command.
+
+A name is one of
+
+- a registry name or alias (``"fmnist-adasmooth"``, ``"cifar100/Linf/Bai2023Improving_edm"``);
+- ``"hf-hub:org/name"``: a model shared with ``push_to_hub``, through the Hugging Face cache;
+- ``"local-dir:path"``: a folder written by ``save_pretrained``;
+- a ``.json`` file holding a :class:`ModelConfig`;
+- ``"package.module:function"``: a function returning a model (models outside the registry);
+
+optionally followed by overrides, ``",key=value"`` each, values read as JSON when they parse
+(``"fmnist-robust,alpha=0.9"``, ``"fmnist-adasmooth,alpha_range=[0.8,1.0]"``).
+
+>>> load_model("fmnist-robust,alpha=0.9")
+>>> load_model("mix", standard="timm/resnet18", robust="robustbench/cifar10/Linf/Wong2020Fast", alpha=0.9)
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import torch
+from torch import nn
+
+from robust_mix.config import ModelConfig
+from robust_mix.hub import HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id
+from robust_mix.mixing import MixedClassifier
+from robust_mix.registry import get_model_config, is_model, unknown_model_message
+from robust_mix.validate import InvalidInputError
+
+NameKind = Literal["registry", "hub", "local", "config", "factory"]
+_OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """A parsed model name: what kind of source, which one, and the overrides to apply.
+
+    Attributes:
+        kind: ``"registry"``, ``"hub"``, ``"local"``, ``"config"`` (a ModelConfig JSON file) or
+            ``"factory"`` (``module:function``).
+        target: the registry name (canonical), repo id, folder, file or ``module:function``.
+        overrides: config fields to replace (``{"alpha": 0.9}``).
+    """
+
+    kind: NameKind
+    target: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and reports (``fmnist-robust,alpha=0.9``)."""
+        base = {"hub": HUB_PREFIX, "local": LOCAL_PREFIX}.get(self.kind, "") + self.target
+        return base + "".join(f",{k}={json.dumps(v)}" for k, v in self.overrides.items())
+
+
+def parse_model_name(text: str) -> ModelName:
+    """Split a model name into its source and overrides (see the module docstring).
+
+    Raises:
+        KeyError: a bare name that is not registered (closest names suggested; a folder or Hub
+            repo lookalike is told to use ``local-dir:`` or ``hf-hub:``).
+        ValueError: an empty name or a malformed override.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError(f"a model name must be a non-empty string, got {text!r}; see robust_mix.list_models()")
+    head, *rest = _OVERRIDE.split(text.strip())
+    overrides = dict(_parse_override(item, text) for item in rest)
+    head = head.strip()
+    if head.startswith(HUB_PREFIX):
+        return ModelName("hub", head[len(HUB_PREFIX):], overrides)
+    if head.startswith(LOCAL_PREFIX):
+        return ModelName("local", head[len(LOCAL_PREFIX):], overrides)
+    if is_model(head):
+        return ModelName("registry", get_model_config(head).name, overrides)
+    if Path(head).expanduser().is_dir() and not could_be_repo_id(head):  # an unambiguous path
+        return ModelName("local", head, overrides)
+    if head.endswith(".json") and Path(head).is_file():
+        return ModelName("config", head, overrides)
+    if _FACTORY.fullmatch(head):
+        return ModelName("factory", head, overrides)
+    hint = ""
+    if Path(head).expanduser().is_dir() or "/" in head:
+        hint = (f"; for a folder written by save_pretrained use '{LOCAL_PREFIX}{head}', for a Hub repo "
+                f"'{HUB_PREFIX}{head}'")
+    raise KeyError(f"{unknown_model_message(head)}{hint}")
+
+
+def _parse_override(item: str, text: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or not raw:
+        raise InvalidInputError(f"override {item!r} in {text!r} must look like key=value "
+                                "(e.g. 'fmnist-robust,alpha=0.9')")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def load_model(name: str, *, model_dir: Union[str, Path, None] = None,
+               device: Union[str, torch.device, None] = None, pretrained: bool = True,
+               **overrides: Any) -> nn.Module:
+    """Build a model by name (see :func:`parse_model_name`), in eval mode.
+
+    Args:
+        name: a registry name or alias (see :func:`robust_mix.list_models`), ``"hf-hub:org/name"``,
+            ``"local-dir:path"``, a ModelConfig ``.json`` file or ``"module:function"``, optionally
+            with ``",key=value"`` overrides.
+        model_dir: RobustBench checkpoint folder for ``robustbench/...`` bases.
+        device: where to put the model.
+        pretrained: load weights (``False``: random initialisation, for tests and shapes).
+        **overrides: :class:`ModelConfig` fields (``alpha=0.9``, ``standard="timm/..."``,
+            ``rob_scale=...``) or adaptive-policy fields (``alpha_range=(0.8, 1.0)``); they win
+            over overrides in ``name``. ``alpha=None`` means the entry's adaptive policy.
+
+    Example:
+        >>> load_model("mix", standard="timm/resnet18", robust="robustbench/cifar10/Linf/Wong2020Fast", alpha=0.9)
+    """
+    parsed = parse_model_name(name)
+    overrides = {**parsed.overrides, **overrides}
+    if parsed.kind in ("hub", "local"):
+        source = (HUB_PREFIX if parsed.kind == "hub" else LOCAL_PREFIX) + parsed.target
+        return MixedClassifier.from_pretrained(source, device=device, pretrained=pretrained, **overrides)
+    if parsed.kind == "factory":
+        if overrides:
+            raise ValueError(f"{parsed.target} is a function returning a model; overrides {sorted(overrides)} "
+                             "apply to configs only")
+        module, _, attr = parsed.target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise InvalidInputError(f"{parsed.target!r} names no model factory ({err}); a NAME is a registry name, "
+                                    "hf-hub:org/name, local-dir:PATH, a ModelConfig .json file or "
+                                    "package.module:function") from None
+        model = factory()
+        return model.to(device).eval() if device is not None else model.eval()
+    config = get_model_config(parsed.target) if parsed.kind == "registry" else ModelConfig.load(parsed.target)
+    return build_model(config.with_overrides(overrides) if overrides else config, model_dir=model_dir,
+                       device=device, pretrained=pretrained)
+
+
+def build_model(config: ModelConfig, *, model_dir: Union[str, Path, None] = None,
+                device: Union[str, torch.device, None] = None, pretrained: bool = True) -> MixedClassifier:
+    """:meth:`MixedClassifier.from_config`, the one builder, under the name the API has always had."""
+    return MixedClassifier.from_config(config, model_dir=model_dir, device=device, pretrained=pretrained)
+
+
+def model_config_of(name: str) -> Optional[ModelConfig]:
+    """The config a name refers to, without building anything (``None`` for factories and saved models)."""
+    parsed = parse_model_name(name)
+    if parsed.kind == "registry":
+        config = get_model_config(parsed.target)
+    elif parsed.kind == "config":
+        config = ModelConfig.load(parsed.target)
+    else:
+        return None
+    return config.with_overrides(parsed.overrides) if parsed.overrides else config

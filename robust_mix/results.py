@@ -1,0 +1,181 @@
+"""``report.json``: the one schema of a finished evaluation, its one reader and writer.
+
+:class:`BenchmarkResult` is what :func:`robust_mix.benchmark` returns and what every consumer
+reads back: reports and submissions (:mod:`robust_mix.report`), model cards and the Hub's
+model-index (:mod:`robust_mix.cards`), the leaderboard site. :meth:`BenchmarkResult.from_json`
+checks a file before anything trusts its numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from robust_mix.io import atomic_write_text
+from robust_mix.validate import InvalidInputError, check_eps, check_fraction, positive_int
+
+
+@dataclass
+class BenchmarkResult:
+    """One evaluation. Accuracies are fractions in ``[0, 1]``; flags are per example, in order.
+
+    ``robust_accuracy`` (the leaderboard number) counts an example as robust only if it is
+    classified correctly and survives every attack suite (AutoAttack and, when run, the
+    adaptive attack); ``suite_accuracy`` gives each suite alone, ``stage_accuracy`` the robust
+    accuracy after each stage of its suite.
+
+    ``wall_time_s`` covers every session of a resumed run: ``resumed_seconds`` of it were spent
+    by earlier sessions on the ``resumed_chunks`` chunks found in the state folder.
+    ``config_fingerprint`` is :meth:`ModelConfig.fingerprint` of the configuration the model
+    applied (``None`` for a model without a config); ``submit`` checks it against the entry.
+    """
+
+    model: str
+    dataset: str
+    threat_model: str
+    eps: float
+    n_examples: int
+    attack: str
+    seed: int
+    clean_accuracy: float
+    robust_accuracy: float
+    suite_accuracy: dict[str, float]
+    stage_accuracy: dict[str, float]
+    clean_flags: list[bool]
+    robust_flags: list[bool]
+    suite_flags: dict[str, list[bool]]
+    wall_time_s: float
+    examples_per_second: float
+    number_forward_passes: int
+    attack_settings: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    world_size: int = 1
+    chunk_size: int = 0
+    resumed_chunks: int = 0
+    resumed_seconds: float = 0.0
+    config_fingerprint: Optional[str] = None
+    command: Optional[str] = None
+
+    @property
+    def autoattack_accuracy(self) -> Optional[float]:
+        """Robust accuracy under the AutoAttack suite alone (``None`` if it was not run)."""
+        return self.suite_accuracy.get("autoattack")
+
+    @property
+    def adaptive_accuracy(self) -> Optional[float]:
+        """Robust accuracy under the adaptive suite alone (``None`` if it was not run)."""
+        return self.suite_accuracy.get("adaptive")
+
+    @property
+    def leaderboard_grade(self) -> bool:
+        """True when the attacks ran with the leaderboard's full budgets."""
+        return not self.options
+
+    @property
+    def stages(self) -> list[str]:
+        """The attack stages that ran, in order."""
+        return list(self.stage_accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write as JSON, atomically."""
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "the report") -> "BenchmarkResult":
+        """Rebuild a result and check it: every required field present, accuracies in ``[0, 1]``,
+        one flag per example.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming ``source`` and the offending field.
+        """
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"{source} is not a benchmark report: expected a JSON object, got "
+                                    f"{type(data).__name__}")
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(data) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING and f.name not in data]
+        if unknown or missing:
+            raise InvalidInputError(f"{source} is not a complete benchmark report: "
+                                    + (f"missing field(s) {missing}" if missing else "")
+                                    + ("; " if missing and unknown else "")
+                                    + (f"unknown field(s) {unknown}" if unknown else "")
+                                    + "; write reports with robust-mix benchmark (or BenchmarkResult.save)")
+        result = cls(**data)
+        result.check(source)
+        result.eps = check_eps(result.eps, result.threat_model, name=f"{source}: eps")  # "8/255" -> a number
+        return result
+
+    def check(self, source: str = "the report") -> None:
+        """Raise ``InvalidInputError`` if a number cannot be a real evaluation's (see :meth:`from_dict`)."""
+        where = lambda key: f"{source}: {key}"  # noqa: E731
+        try:
+            for key in ("model", "dataset", "threat_model", "attack"):
+                value = getattr(self, key)
+                if not isinstance(value, str) or not value:
+                    raise InvalidInputError(f"{where(key)} must be a non-empty string, got {value!r}")
+            n = positive_int(where("n_examples"), self.n_examples)
+            for key in ("clean_accuracy", "robust_accuracy"):
+                check_fraction(where(key), getattr(self, key))
+            for group in ("suite_accuracy", "stage_accuracy"):
+                for key, value in getattr(self, group).items():
+                    check_fraction(where(f"{group}[{key!r}]"), value)
+            flags = {"clean_flags": self.clean_flags, "robust_flags": self.robust_flags,
+                     **{f"suite_flags[{k!r}]": v for k, v in self.suite_flags.items()}}
+            for key, values in flags.items():
+                if not isinstance(values, list) or len(values) != n:
+                    raise InvalidInputError(f"{where(key)} must hold one flag per example ({n}), got "
+                                            f"{len(values) if isinstance(values, list) else type(values).__name__}")
+            for key, values in (("clean_accuracy", self.clean_flags), ("robust_accuracy", self.robust_flags)):
+                if abs(sum(values) / n - getattr(self, key)) > 1e-9:
+                    raise InvalidInputError(f"{where(key)} is {getattr(self, key)!r} but its per-example flags "
+                                            f"give {sum(values) / n!r}; the report was edited or corrupted")
+            check_eps(self.eps, self.threat_model, name=where("eps"))
+        except InvalidInputError:
+            raise
+        except TypeError as err:  # e.g. a list where a mapping belongs
+            raise InvalidInputError(f"{source} is not a valid benchmark report: {err}") from None
+
+    @classmethod
+    def from_json(cls, path_or_text: Union[str, Path]) -> "BenchmarkResult":
+        """Read and check a result from a JSON file (a ``report.json``) or a JSON string.
+
+        Raises:
+            FileNotFoundError: no such file.
+            robust_mix.validate.InvalidInputError: not JSON (e.g. truncated), or not a valid report.
+        """
+        text, source = str(path_or_text), "the report text"
+        if not text.lstrip().startswith("{"):
+            path = Path(path_or_text)
+            if not path.is_file():
+                raise FileNotFoundError(f"benchmark report not found: {path}")
+            text, source = path.read_text(errors="replace"), str(path)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InvalidInputError(f"{source} is not valid JSON ({err}); it may be truncated: rerun the "
+                                    "benchmark (finished chunks resume from its state folder)") from None
+        return cls.from_dict(data, source)
+
+
+#: A finished evaluation, as a result or as the path of its ``report.json``.
+ReportLike = Union[BenchmarkResult, str, Path]
+
+
+def read_report(report: ReportLike) -> tuple[BenchmarkResult, str]:
+    """``(result, name to cite it by)``: a :class:`BenchmarkResult` as given (``"report.json"``), or a
+    ``report.json`` path read and checked by :meth:`BenchmarkResult.from_json` (its file name)."""
+    if isinstance(report, BenchmarkResult):
+        return report, "report.json"
+    return BenchmarkResult.from_json(Path(report)), Path(report).name
