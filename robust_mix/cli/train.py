@@ -18,7 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
-from robust_mix.cli import command
+from robust_mix.cli import POSITIVE_INT, arg_type, command
+from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
 from robust_mix.io import atomic_write_bytes, figure_png
 from robust_mix.train import (PRESETS, RunOptions, apply_preset, apply_settings, apply_values, check_recipe,
@@ -86,8 +87,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="override recipe fields, e.g. epochs=3 buffer_subset=5000 policy.widths=[32,64]")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when available; cuda:<LOCAL_RANK> under torchrun)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes per rank (default 0)")
-    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N optimizer steps")
+    p.add_argument("--workers", type=arg_type(lambda name, v: check_int(name, v, minimum=0), parse_int), default=0,
+                   help="DataLoader worker processes per rank (default 0)")
+    p.add_argument("--checkpoint-every", type=POSITIVE_INT, help="also checkpoint every N optimizer steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as JSON and exit")
     p.add_argument("--plot", action="store_true", help="draw <out>/history.png after the run")
