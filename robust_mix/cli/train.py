@@ -116,7 +116,8 @@ def _write_plot(out: Path, recipe: str) -> Path:
     return path
 
 
-@command("train", "train or calibrate a model with a named recipe (resumable, torchrun-ready)", _train_args)
+@command("train", "train or calibrate a model with a named recipe (resumable, torchrun-ready)", _train_args,
+         resume="what {out} holds is kept (the last checkpoint, finished buffer shards); run the same command to resume")
 def _train_main(args: argparse.Namespace) -> int:
     if args.plot_only:
         if not args.out:
