@@ -370,7 +370,6 @@ def from_dict(cls: type, data: Any) -> Any:
     return cls(**{key: _coerce(hints[key], value) for key, value in data.items()})
 
 
-_from_dict = from_dict  # the name robust_mix.train still uses
 
 
 def _coerce(tp: Any, value: Any) -> Any:

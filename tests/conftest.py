@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+pytest_plugins = ["train_fixtures"]  # tiny_data, tiny_bases: the training tests' fixtures
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread_and_private_claims(tmp_path_factory):
