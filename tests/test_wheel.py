@@ -59,8 +59,9 @@ def run_installed(installed: Path, cwd: Path, code: str, timeout: int = 600) -> 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(installed), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     prelude = textwrap.dedent(f"""
-        import sys
-        sys.path[:] = [p for p in sys.path if not p.startswith({str(REPO)!r})]
+        import os, sys
+        # the checkout itself must not be importable (its virtual environment inside it may be)
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
         import robust_mix
         assert robust_mix.__file__.startswith({str(installed)!r}), robust_mix.__file__
     """)
