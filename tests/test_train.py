@@ -220,7 +220,8 @@ def test_calibration_through_the_harness_matches_a_direct_benchmark(tiny_bases):
     config = tiny_adasmooth(tiny_bases, calib_attack="apgd-ce", calib_alpha_lo=[0.5], calib_gamma_scale=[1.0],
                             calib_gamma_bias=[0.0])
     model = build_mixed(config, images[:1], 10).eval()
-    _, table = calibrate_policy(model, images, labels, config)
+    _, table = calibrate_policy(model, images, labels, config, workers=2)
+    assert calibrate_policy(model, images, labels, config, workers=1)[1] == table  # side by side = in order
     direct = benchmark(model.robust, threat_model="Linf", eps=config.eps, images=images, labels=labels,
                        attack="apgd-ce", batch_size=100)
     assert table[-1]["robust_base"] == direct.robust_accuracy

@@ -53,15 +53,16 @@ def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, e
 
 
 def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
-                        attack: Union[str, Sequence[str]] = "apgd-ce,apgd-t", batch_size: int = 100,
-                        device: Device = "cpu", seed: int = 0) -> float:
+                        attack: Union[str, Sequence[str]] = "apgd-ce,apgd-t", batch_size: int = 250,
+                        device: Device = "cpu", seed: int = 0, adaptive: bool = False) -> float:
     """Accuracy under pyautoattack through the harness (l_inf, ``seed``) on ``(N, C, H, W)`` images.
 
     ``attack`` is any :func:`robust_mix.protocol.resolve_attack` spec: ``"standard"`` for the
-    leaderboard's four stages, ``"apgd-ce,apgd-t"`` (the default) for the cheaper pair.
+    leaderboard's four stages, ``"apgd-ce,apgd-t"`` (the default) for the cheaper pair;
+    ``adaptive`` adds the harness's adaptive suite (an image counts only if it survives both).
     """
     result = benchmark(model, threat_model="Linf", eps=eps, images=images, labels=labels, attack=attack,
-                       batch_size=batch_size, device=device, seed=seed)
+                       batch_size=batch_size, device=device, seed=seed, adaptive=adaptive)
     return result.robust_accuracy
 
 
