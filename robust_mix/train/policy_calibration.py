@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -19,10 +20,11 @@ from torch import nn
 
 from robust_mix.config import PolicyConfig
 from robust_mix.mixing import MixedClassifier
-from robust_mix.parallel import Job, default_workers, run_jobs
+from robust_mix.parallel import Job, run_jobs
 from robust_mix.protocol import resolve_attack
 from robust_mix.stats import clopper_pearson
 from robust_mix.train.config import AdaSmoothRecipe, recipe_dict, recipe_from_dict
+from robust_mix.threads import usable_cpus
 from robust_mix.train.evaluation import accuracy, autoattack_accuracy, pgd_accuracy
 
 logger = logging.getLogger(__name__)
@@ -108,8 +110,8 @@ def calibrate_policy(model: MixedClassifier, images: torch.Tensor, labels: torch
     jobs = [Job(f"calibration {'robust base' if p is None else p}", _grid_point,
                 {"recipe": recipe, "policy": state, "point": p, "images": images, "labels": labels, "classes": classes})
             for p in [None, *points]]
-    if workers is None:
-        workers = 1 if torch.device(device).type != "cpu" else default_workers(len(jobs))
+    if workers is None:  # calibration runs on rank 0 alone, after training: every usable CPU is its own
+        workers = 1 if torch.device(device).type != "cpu" else max(1, min(len(jobs), math.floor(usable_cpus())))
     logger.info("calibration: %d grid point(s) and the robust base on %d val images under %s, %d worker(s)",
                 len(points), len(labels), config.calib_attack, workers)
     results = run_jobs(jobs, workers=workers)
