@@ -162,9 +162,11 @@ def add_unknown_model_explainer(explain: Explainer) -> None:
     """When ``robustbench.utils.load_model`` finds no model, ask ``explain(model_name, dataset,
     threat_model)`` (values such as ``"cifar10"``, ``"Linf"``) for a message; a message replaces
     RobustBench's bare ``KeyError`` by an :class:`UnknownModelError`, ``None`` keeps it."""
-    robustbench = import_robustbench()
+    import_robustbench()
     _EXPLAINERS.append(explain)
-    _wrap_once([robustbench.utils, robustbench, robustbench.eval], "load_model", _load_model_with_explanations)
+    # from sys.modules: after a failed `import robustbench` the package may lack its submodule attributes
+    owners = [sys.modules[name] for name in ("robustbench.utils", "robustbench", "robustbench.eval")]
+    _wrap_once(owners, "load_model", _load_model_with_explanations)
 
 
 def _load_model_with_explanations(original: Callable) -> Callable:

@@ -239,10 +239,7 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
         if _bases(saved) != _bases(wanted):
             raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
                              f"is a mix of {_bases(wanted)}: give a checkpoint of the same architecture")
-    try:
-        _load_all_tensors(model, weights)
-    except ValueError as err:
-        raise ValueError(f"checkpoint {checkpoint} is not a checkpoint of {expected}: {err}") from err
+    _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)")
 
 
 def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -375,7 +372,8 @@ def _describe_base(base: Any) -> Optional[str]:
     return base.ref + (f" with weights {weights.describe()}" if weights is not None else "")
 
 
-def _load_all_tensors(model: torch.nn.Module, path: Path) -> None:
+def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}") -> None:
+    """Every tensor of ``model`` from ``path``, strictly; a mismatch is a ``ValueError`` naming both."""
     state = load_state_dict(path)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:  # a model saved in half precision loads in half precision
@@ -383,7 +381,8 @@ def _load_all_tensors(model: torch.nn.Module, path: Path) -> None:
     try:
         load_weights_strict(model, state, str(path))
     except ValueError as err:
-        raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {err}") from err
+        detail = str(err).split(": ", 1)[-1]  # load_weights_strict's text after its own "<path> does not match"
+        raise ValueError(f"{path} does not match {architecture}: {detail}") from err
 
 
 def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:

@@ -149,6 +149,7 @@ def robustmix_saved(pretrained: bool = False, pretrained_cfg: Any = None,
     ``hf-hub:`` loader passes the repo as ``pretrained_cfg["hf_hub_id"]``); keyword arguments are
     config overrides."""
     cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else dict(pretrained_cfg or {})
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}  # JSON lists, as timm's tuples
     if not cfg.get("hf_hub_id"):
         raise ValueError(f"{SAVED_ARCHITECTURE} is the architecture of models saved with save_pretrained and it "
                          "reads their config.json: create one with timm.create_model('hf-hub:org/name', "
