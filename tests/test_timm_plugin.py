@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from robust_mix import (BackboneConfig, ModelConfig, PolicyConfig, WeightsConfig
 from robust_mix import registry
 from robust_mix._compat import UnknownModelError
 from robust_mix.io import save_state_dict
-from robust_mix.timm_config import SAVED_ARCHITECTURE
+from robust_mix.timm_config import SAVED_ARCHITECTURE, robustbench_timm_name
 from robust_mix.timm_plugin import entry_of, isolated_timm_registry, robustbench_zoo_names
 from robust_mix.weights import WeightsNotFoundError
 
@@ -270,6 +271,14 @@ def test_names_that_would_shadow_robustbench_or_timm_are_refused(scratch_registr
     assert not robust_mix.is_model("adasmooth") and not robust_mix.is_model("cifar10-v1.2")
     register_model(ModelConfig(name="fmnist-other", dataset="fashion-mnist", alpha=0.5))  # not RobustBench's
     assert not any("other" in n for n in timm.list_models("robustmix_*"))
+
+
+def test_the_readme_names_are_timm_models():
+    section = (ROOT / "README.md").read_text().split("## Use it from RobustBench and timm")[1].split("\n## ")[0]
+    names = set(re.findall(r"robustmix_[a-z0-9_]+_linf\b", section))
+    assert names and all(timm.is_model(n) for n in names), names
+    calls = re.findall(r'"(RobustMix-[A-Za-z-]+)", dataset="(\w+)"', section)
+    assert calls and all(entry_of(robustbench_timm_name(name, dataset, "Linf")) for name, dataset in calls), calls
 
 
 # -- the import comes first ----------------------------------------------------------------------------------
