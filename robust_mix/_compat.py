@@ -66,22 +66,22 @@ def alias_autoattack() -> None:
     sys.modules.pop("autoattack", None)
     from robust_mix import _compat_autoattack as interface
 
-    package = types.ModuleType("autoattack", "RobustBench's AutoAttack interface on pyautoattack (robust_mix._compat)")
+    package = _module("autoattack", AutoAttack=interface.AutoAttack,
+                      __version__=importlib.import_module("pyautoattack").__version__)
     package.__path__ = []  # a package: ``import autoattack.x`` finds the submodules in sys.modules
-    package.__version__ = importlib.import_module("pyautoattack").__version__
-    package.AutoAttack = interface.AutoAttack
-    modules = {"autoattack": package}
-    for sub, names in (("autoattack", {"AutoAttack": interface.AutoAttack}),
-                       ("state", {"EvaluationState": interface.EvaluationState})):
-        module = types.ModuleType(f"autoattack.{sub}", f"{names} of robust_mix._compat_autoattack")
-        module.__dict__.update(names)
-        modules[f"autoattack.{sub}"] = module
-    for sub in _AUTOATTACK_SUBMODULES:
-        modules[f"autoattack.{sub}"] = importlib.import_module(f"pyautoattack.{sub}")
-    for name, module in modules.items():
-        sys.modules[name] = module
-        if name != "autoattack":
-            setattr(package, name.split(".", 1)[1], module)
+    submodules = {"autoattack": _module("autoattack.autoattack", AutoAttack=interface.AutoAttack),
+                  "state": _module("autoattack.state", EvaluationState=interface.EvaluationState),
+                  **{sub: importlib.import_module(f"pyautoattack.{sub}") for sub in _AUTOATTACK_SUBMODULES}}
+    sys.modules["autoattack"] = package
+    for sub, module in submodules.items():
+        sys.modules[f"autoattack.{sub}"] = module
+        setattr(package, sub, module)
+
+
+def _module(name: str, **attributes: Any) -> ModuleType:
+    module = types.ModuleType(name, "RobustBench's AutoAttack interface on pyautoattack (robust_mix._compat)")
+    module.__dict__.update(attributes)
+    return module
 
 
 # -- quiet imports ------------------------------------------------------------------------------------
@@ -206,16 +206,24 @@ def preserve_timm_registry() -> Iterator[None]:
     import_timm()
     from timm.models import _registry
 
-    saved = {name: copy.copy(getattr(_registry, name)) for name in _TIMM_TABLES}
-    nested = {name: {k: copy.copy(v) for k, v in table.items()} for name, table in saved.items()
-              if isinstance(table, dict) and table and isinstance(next(iter(table.values())), (set, list, dict))}
+    saved = {name: _copy_table(getattr(_registry, name)) for name in _TIMM_TABLES}
     try:
         yield
     finally:
-        for name, table in saved.items():
+        for name, table in saved.items():  # in place: timm's functions hold the tables by name
             current = getattr(_registry, name)
             current.clear()
-            current.update(nested.get(name, table))
+            current.update(table)
+
+
+def _copy_table(table: Any) -> Any:
+    """A copy one level deep: ``register_model`` adds to the sets and lists inside the tables too."""
+    copied = copy.copy(table)
+    if isinstance(copied, dict):
+        for key, value in copied.items():
+            if isinstance(value, (set, list, dict)):
+                copied[key] = copy.copy(value)
+    return copied
 
 
 alias_autoattack()
