@@ -3,14 +3,18 @@
 One run, one set of random weights (RobustBench's model is built, its checkpoint files are
 written in RobustBench's layout to a temporary folder and loaded by ``robust_mix.load_model``),
 the same input batch, measurements interleaved round by round so that load on a shared machine
-hits all variants alike. Prints the median time per batch, images per second and the ratios.
+hits all variants alike. Variants: our model (the fast path: cached weight standardisation), our
+model with the original uncached layers, RobustBench's, and each of our bases alone. Prints the
+median time per batch, images per second, the ratios, whether predictions agree with RobustBench's
+and the largest probability difference, and whether the fast path is bit-identical to the uncached one.
 
-    python benchmarks/bench_forward.py --model cifar100-adasmooth --batch 4 --repeats 3
+    python benchmarks/bench_forward.py --model cifar100-adasmooth --batch 4 32 --repeats 3
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -21,9 +25,10 @@ import torch
 from torch import nn
 
 import robust_mix
-from robust_mix import get_model_config, load_model
+from robust_mix import fastpath, get_model_config, load_model
 from robust_mix.weights import robustbench_files
 from robust_mix.config import ModelConfig
+from robust_mix.threads import apply_thread_policy
 
 
 @contextlib.contextmanager
@@ -58,28 +63,93 @@ def robustbench_states(model: nn.Module, dataset: str) -> list[dict]:
     return [model.std_model.state_dict(), robust.state_dict()]
 
 
-def time_interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each variant; one warm-up round, then ``repeats`` interleaved rounds."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    with torch.no_grad():
+def time_interleaved(variants: dict[str, Callable[[], object]], repeats: int
+                     ) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds per call of each variant; one warm-up round, then ``repeats`` interleaved
+    rounds (the order rotates from round to round, so load drift hits every variant alike). CPU time
+    (this process, all threads) is the steadier measure on a shared machine."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    names = list(variants)
+    with torch.inference_mode():
         for round_ in range(repeats + 1):
-            for name, run in variants.items():
-                start = time.perf_counter()
-                run()
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                wall, cpu = time.perf_counter(), time.process_time()
+                variants[name]()
                 if round_:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
+
+
+def uptime() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int, channels_last: bool) -> None:
+    """Print one batch size's times, ratios and agreement."""
+    def original() -> object:
+        with fastpath.original_layers(ours):
+            return ours(x)
+
+    variants = {
+        "robust_mix": lambda: ours(x),
+        "robust_mix, uncached": original,
+        "robustbench": lambda: reference(x),
+        "standard alone": lambda: ours.standard(ours.standard_input(x)),
+        "robust alone": lambda: ours.robust(ours.robust_input(x)),
+    }
+    if channels_last:
+        cl = torch.channels_last
+        variants["standard alone, NHWC"] = lambda: ours.standard(ours.standard_input(x).contiguous(memory_format=cl))
+        variants["robust alone, NHWC"] = lambda: ours.robust(ours.robust_input(x).contiguous(memory_format=cl))
+    with torch.inference_mode():
+        fast, slow, ref = ours(x), original(), reference(x)
+    prob_diff = (fast.exp() - ref.float().exp()).abs().max().item()
+    times = time_interleaved(variants, repeats)
+    wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+    cpu = {name: statistics.median(c for _, c in t) for name, t in times.items()}
+    print(f"batch {len(x)}: predictions agree with RobustBench: {bool((fast.argmax(1) == ref.argmax(1)).all())}, "
+          f"largest probability difference {prob_diff:.1e}; fast path bit-identical to the uncached layers: "
+          f"{torch.equal(fast, slow)}; load average {uptime()}")
+    for name in variants:
+        print(f"  {name:22s} wall {wall[name]:8.3f} s/batch ({len(x) / wall[name]:6.2f} img/s), CPU "
+              f"{cpu[name]:8.3f} s  (wall runs: {', '.join(f'{w:.2f}' for w, _ in times[name])})")
+    for measure_, m in (("wall", wall), ("CPU", cpu)):
+        bases = m["standard alone"] + m["robust alone"]
+        print(f"  {measure_:4s} robustbench / robust_mix: {m['robustbench'] / m['robust_mix']:.3f}x, "
+              f"robustbench / robust_mix uncached: {m['robustbench'] / m['robust_mix, uncached']:.3f}x, "
+              f"robust_mix / (standard + robust): {m['robust_mix'] / bases:.3f} (mixing overhead)")
+
+
+def flops_per_image(ours: nn.Module, side: int) -> dict[str, float]:
+    """FLOPs per image (``torch.utils.flop_counter``) of the whole model and of each base alone."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, side, side)
+    parts = {"robust_mix": lambda: ours(x), "standard alone": lambda: ours.standard(ours.standard_input(x)),
+             "robust alone": lambda: ours.robust(ours.robust_input(x))}
+    counts = {}
+    with torch.inference_mode():
+        for name, run in parts.items():
+            with FlopCounterMode(display=False) as counter:
+                run()
+            counts[name] = counter.get_total_flops()
+    return counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cifar100-adasmooth", help="a robust_mix paper entry")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, nargs="+", default=[4], help="batch sizes, measured one after another")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy)")
+    parser.add_argument("--flops-only", action="store_true", help="print the FLOP counts and stop")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time each base alone on channels-last (NHWC) input")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    plan = apply_thread_policy(args.threads)
 
     config = get_model_config(args.model)
     dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
@@ -93,28 +163,18 @@ def main() -> None:
         ours = load_model(args.model, model_dir=tmp)
 
     side = 224 if dataset == "imagenet" else 32
-    x = torch.rand(args.batch, 3, side, side, generator=torch.Generator().manual_seed(0))
-    variants = {
-        "robust_mix": lambda: ours(x),
-        "robustbench": lambda: reference(x),
-        "standard alone": lambda: ours.standard(ours.standard_input(x)),
-        "robust alone": lambda: ours.robust(ours.robust_input(x)),
-    }
-    with torch.no_grad():
-        agree = (ours(x).argmax(1) == reference(x).argmax(1)).all().item()
-    times = time_interleaved(variants, args.repeats)
-    median = {name: statistics.median(t) for name, t in times.items()}
-
-    print(f"{args.model} ({dataset}/{threat}/{rb_id}), random weights, batch {args.batch}, "
-          f"{args.repeats} interleaved repeats, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, robust_mix {robust_mix.__version__}; predictions agree: {agree}")
-    for name, seconds in median.items():
-        print(f"  {name:15s} {seconds:8.3f} s/batch  {args.batch / seconds:7.2f} img/s  "
-              f"(runs: {', '.join(f'{t:.3f}' for t in times[name])})")
-    bases = median["standard alone"] + median["robust alone"]
-    print(f"  robust_mix / robustbench time:        {median['robust_mix'] / median['robustbench']:.3f}")
-    print(f"  robust_mix / (standard + robust) time: {median['robust_mix'] / bases:.3f}"
-          "  (mixing overhead over running both bases)")
+    print(f"{args.model} ({dataset}/{threat}/{rb_id}), random weights, {args.repeats} interleaved repeats, "
+          f"{plan.threads} threads, torch {torch.__version__}, robust_mix {robust_mix.__version__}")
+    flops = flops_per_image(ours, side)
+    bases = flops["standard alone"] + flops["robust alone"]
+    print(f"GFLOP per image: standard {flops['standard alone'] / 1e9:.2f}, robust {flops['robust alone'] / 1e9:.2f}, "
+          f"the rest (mixing network and mixing) {(flops['robust_mix'] - bases) / 1e9:.2f} "
+          f"({100 * (flops['robust_mix'] - bases) / bases:.1f} % of the two bases)")
+    if args.flops_only:
+        return
+    for batch in args.batch:
+        x = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+        measure(ours, reference, x, args.repeats, args.channels_last)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 import robust_mix
 from robust_mix.backbones import BackboneNotFoundError
-from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.benchmark import benchmark
+from robust_mix.results import BenchmarkResult
 from robust_mix.data import DatasetNotFoundError
 from robust_mix.report import write_report
 

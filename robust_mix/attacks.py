@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust_mix import threads
+from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
@@ -181,6 +183,92 @@ def _apgd_classes() -> tuple[type, type]:
     return AdaptiveAPGD, AdaptiveAPGDTargeted
 
 
+# -- attacks that produce training data ----------------------------------------------------------
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def pgd(loss_fn: LossFn, x: torch.Tensor, eps: Union[float, torch.Tensor], steps: int,
+        step_size: Union[float, torch.Tensor, None] = None, random_start: bool = True,
+        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """l_inf PGD maximising ``loss_fn(x_adv)`` (per-example ``(B,)`` losses) within ``eps`` of ``x``.
+
+    The attack of PGD and TRADES adversarial training and of the recipes' per-epoch validation.
+
+    Args:
+        loss_fn: images ``(B, C, H, W)`` -> per-example losses ``(B,)`` to maximise.
+        x: clean images in ``[0, 1]``.
+        eps: radius, a float or per-example ``(B,)``.
+        steps: iterations (0 returns the random start, or ``x``).
+        step_size: per-step size (float or ``(B,)``); default ``2.5 * eps / steps``.
+        random_start: start uniformly inside the ball.
+        generator: CPU generator for the random start (reproducible runs).
+
+    Returns:
+        ``(B, C, H, W)`` adversarial images, detached.
+    """
+    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    eps_t = eps_t.expand(x.shape[0], 1, 1, 1)
+    alpha = (2.5 * eps_t / max(1, steps) if step_size is None
+             else torch.as_tensor(step_size, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1))
+    x_adv = x.detach().clone()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
+        x_adv = (x_adv + noise * eps_t).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(loss_fn(x_adv).sum(), x_adv)
+        with torch.no_grad():
+            x_adv = x_adv + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps_t), x + eps_t).clamp(0, 1)
+    return x_adv.detach()
+
+
+def adaptive_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Union[float, torch.Tensor],
+                  n_iter: int, weight: Union[float, torch.Tensor] = DEFAULT_ADAPTIVE_WEIGHT,
+                  targets: Optional[torch.Tensor] = None, seed: int = 0) -> torch.Tensor:
+    """One l_inf APGD run on the adaptive composite objective, with per-example radii, weights and targets.
+
+    The same APGD classes as the harness's adaptive stages (pyautoattack's step-size schedule and
+    momentum, the objective of :func:`robust_mix.losses.adaptive_attack_loss`):
+    ``(1 - w) * CE + w * BCE(gamma, 1)``, or targeted DLR towards ``targets`` in place of CE.
+    Unlike a harness stage, every example is attacked (not only the still-correct ones) and the
+    iterate with the highest objective is returned: training data for the mixing network, which
+    must see strong attacks on correctly *and* wrongly classified inputs alike.
+
+    Args:
+        model: raw ``[0, 1]`` images in; a :class:`~robust_mix.MixedClassifier` for the ``gamma`` term.
+        x, y: ``(B, C, H, W)`` clean images and ``(B,)`` labels.
+        eps: radius, a float or ``(B,)`` per-example radii.
+        n_iter: APGD iterations (the step-size checkpoints scale with it).
+        weight: ``w``, a float or ``(B,)``.
+        targets: ``(B,)`` target classes for the targeted variant; ``None``: untargeted.
+        seed: seeds the random start; the caller's global RNG state is left as it was.
+
+    Returns:
+        ``(B, C, H, W)`` adversarial images, detached, each within its own radius of ``x``.
+    """
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+    adaptive_ce, adaptive_t = _apgd_classes()
+    batch = x.shape[0]
+    radius = torch.as_tensor(eps, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1).expand(batch, 1, 1, 1)
+    recorder = OutputRecorder(model)
+    common = dict(n_iter=int(n_iter), norm="Linf", eps=radius.clone(), seed=seed, device=x.device, logger=logger)
+    if targets is None:
+        attack = adaptive_ce(recorder, **common)
+    else:
+        attack = adaptive_t(recorder, n_target_classes=1, **common)
+        attack.y_target = targets.to(x.device)
+    attack.weight = torch.as_tensor(weight, dtype=torch.float32, device=x.device).expand(batch).clone()
+    x = x.detach().float()
+    attack.init_hyperparam(x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        x_best, _, _, _ = attack.attack_single_run(x, y.to(x.device))
+    return x_best.detach()
+
+
 class StageRunner:
     """Runs single attack stages on batches, with exactly AutoAttack's settings.
 
@@ -268,10 +356,11 @@ class StageRunner:
             raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
         where = f" on examples {list(examples)[:8]}{' ...' if len(examples) > 8 else ''}" if examples is not None else ""
         self.guard.context = self.recorder.context = f"the {stage} attack{where}"
+        threads.rebalance()  # another run may have started (or ended) since the last batch
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed
-        with torch.no_grad():
+        with torch.no_grad(), frozen_parameters(self.model):  # input gradients only
             return self._stages[stage](x, y)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:

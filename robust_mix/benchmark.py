@@ -115,7 +115,7 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-@torch.no_grad()
+@torch.inference_mode()  # forward only: no autograd bookkeeping at all (same kernels as no_grad)
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
             indices: Optional[Sequence[int]] = None, what: str = "the model") -> torch.Tensor:
     """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches.

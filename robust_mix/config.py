@@ -314,6 +314,7 @@ class ModelConfig:
         """
         model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
         policy_fields = {f.name for f in dataclasses.fields(PolicyConfig)}
+        model_hints, policy_hints = typing.get_type_hints(ModelConfig), typing.get_type_hints(PolicyConfig)
         top: dict[str, Any] = {}
         policy: dict[str, Any] = {}
         for key, value in overrides.items():
@@ -321,12 +322,12 @@ class ModelConfig:
                 top[key] = (BackboneConfig(ref=value) if isinstance(value, str)
                             else from_dict(BackboneConfig, value) if isinstance(value, dict) else value)
             elif key in model_fields:
-                top[key] = value
+                top[key] = _coerce(model_hints[key], value)  # JSON lists -> tuples, dicts -> configs
             elif key in policy_fields:
                 if self.policy is None:
                     raise InvalidInputTypeError(f"{key!r} applies to adaptive models only; {self.name!r} has a "
                                                 "fixed ratio")
-                policy[key] = value
+                policy[key] = _coerce(policy_hints[key], value)
             else:
                 raise InvalidInputTypeError(f"unknown override {key!r}; valid: {sorted(model_fields | policy_fields)}")
         if policy:
@@ -378,7 +379,6 @@ def from_dict(cls: type, data: Any) -> Any:
     return cls(**{key: _coerce(hints[key], value) for key, value in data.items()})
 
 
-_from_dict = from_dict  # the name robust_mix.train still uses
 
 
 def _coerce(tp: Any, value: Any) -> Any:
@@ -390,7 +390,7 @@ def _coerce(tp: Any, value: Any) -> Any:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return _coerce(inner[0], value) if len(inner) == 1 else value
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)
-    if origin is tuple:
+        return value if isinstance(value, tp) else from_dict(tp, value)
+    if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
     return value

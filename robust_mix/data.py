@@ -1,26 +1,34 @@
-"""Evaluation and training data, local-first.
+"""Evaluation and training data, local-first, as tensors or as streamed data sets.
 
 Fashion-MNIST is read from the original ``*-ubyte.gz`` files: ``$ROBUST_MIX_DATA``, Debian's
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), ``<data_dir>``, or a torchvision
 root (``<data_dir>/FashionMNIST/raw``); torchvision downloads it when online. CIFAR-10/100 come
-from torchvision (an existing ``data_dir`` offline). ImageNet is RobustBench's fixed list of 5,000
-validation images, read from a local ``<data_dir>/val/<wnid>/<file>`` folder.
+from torchvision (an existing ``data_dir`` offline). ImageNet's test split is RobustBench's fixed
+list of 5,000 validation images, read from a local ``<data_dir>/val/<wnid>/<file>`` folder; its
+training split is ``<data_dir>/train/<wnid>/<file>``, both prepared as RobustBench does.
 
 Splits: ``"test"`` is the official test set, used only for final numbers. ``"train"`` and
 ``"val"`` partition the official training set with a fixed permutation (seed 0): the last
-:data:`VAL_SIZE` images of ``torch.randperm(N, generator=manual_seed(0))`` are the validation
-split, used for model selection and calibration.
+``VAL_SIZES[name]`` images of ``torch.randperm(N, generator=manual_seed(0))`` are the validation
+split, used for model selection and calibration. :func:`split_indices` is the one rule.
+
+Two views of the same splits: :func:`load_dataset` returns ``(images, labels)`` tensors (evaluation
+on a few thousand images); :func:`open_dataset` returns a map-style ``torch.utils.data.Dataset``
+that converts one image at a time (training through a ``DataLoader`` with workers), so memory does
+not grow with the number of images used. Both give identical images.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from robust_mix.validate import optional_positive_int
 
@@ -30,6 +38,9 @@ PathLike = Union[str, Path]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 VAL_SIZE = 5000
 SPLIT_SEED = 0
+#: Validation images held out of each data set's official training set.
+VAL_SIZES = {"fashion-mnist": VAL_SIZE, "cifar10": VAL_SIZE, "cifar100": VAL_SIZE, "imagenet": 10_000}
+SPLITS = ("train", "val", "test")
 
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                         "Sneaker", "Bag", "Ankle boot"]
@@ -49,6 +60,117 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def split_indices(n: int, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed (train, val) partition of ``range(n)``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n - val_size].sort().values, perm[n - val_size:].sort().values
+
+
+def _split_positions(name: str, split: str, n: int) -> Optional[np.ndarray]:
+    """Positions of ``split`` in the official training set of ``n`` images (``None`` for ``"test"``)."""
+    _check_split(split)
+    if split == "test":
+        return None
+    train_idx, val_idx = split_indices(n, VAL_SIZES[name])
+    return (train_idx if split == "train" else val_idx).numpy()
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+
+
+# -- streamed data sets ------------------------------------------------------------------------
+class ImageArrayDataset(Dataset):
+    """Images kept in their source's ``uint8`` array, converted one at a time.
+
+    Items are ``(image, label, position)``: ``(C, H, W)`` float32 in ``[0, 1]``, the class, and the
+    item's position in this data set (stable, so per-image data such as adversarial buffers can be
+    looked up by it).
+
+    Args:
+        images: ``(N, H, W)`` or ``(N, H, W, C)`` uint8 array.
+        labels: ``(N,)`` classes.
+        indices: the rows of ``images`` that make up this data set (default: all), no copy made.
+        num_classes: size of the label set.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, indices: Optional[np.ndarray] = None,
+                 num_classes: Optional[int] = None) -> None:
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ValueError(f"expected a (N, H, W[, C]) uint8 image array, got {images.dtype} {images.shape}")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.num_classes = int(num_classes if num_classes is not None else self.labels.max() + 1)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _to_float(self, rows: np.ndarray) -> torch.Tensor:
+        rows = np.ascontiguousarray(rows)
+        array = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
+        array = array.unsqueeze(-3) if self.images.ndim == 3 else array.movedim(-1, -3)
+        return array.float().div_(255)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        row = int(self.indices[position])
+        return self._to_float(self.images[row]), int(self.labels[row]), int(position)
+
+    def tensors(self, n: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` items (all when ``None``) as ``(N, C, H, W)`` images and ``(N,)`` labels."""
+        rows = self.indices[:n]
+        return self._to_float(self.images[rows]), torch.from_numpy(self.labels[rows].copy())
+
+
+class ImageFileDataset(Dataset):
+    """Image files read and prepared one at a time (ImageNet folders); items as :class:`ImageArrayDataset`'s.
+
+    Args:
+        files: image paths.
+        labels: their classes.
+        transform: PIL image -> ``(C, H, W)`` float tensor in ``[0, 1]``.
+        num_classes: size of the label set.
+    """
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], transform: Callable, num_classes: int) -> None:
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.files, self.labels = list(files), list(labels)
+        self.transform, self.num_classes = transform, num_classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        from PIL import Image
+
+        with Image.open(self.files[position]) as image:
+            return self.transform(image.convert("RGB")), int(self.labels[position]), int(position)
+
+
+def dataset_tensors(dataset: Dataset, n: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` items of a data set (all when ``None``) as ``(images, labels)`` tensors."""
+    if isinstance(dataset, ImageArrayDataset):
+        return dataset.tensors(n)
+    count = len(dataset) if n is None else min(n, len(dataset))
+    items = [dataset[i] for i in range(count)]
+    if not items:
+        raise ValueError("the data set is empty")
+    return torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items], dtype=torch.int64)
+
+
+def num_classes(dataset: Dataset) -> int:
+    """The size of a data set's label set (``Subset`` wrappers looked through)."""
+    inner = dataset
+    while isinstance(inner, torch.utils.data.Subset):
+        inner = inner.dataset
+    count = getattr(inner, "num_classes", None)
+    if count is None:
+        raise ValueError(f"{type(inner).__name__} does not say how many classes it has (no num_classes)")
+    return int(count)
+
+
+# -- Fashion-MNIST -----------------------------------------------------------------------------
 def _fashion_mnist_dirs(data_dir: Optional[PathLike]) -> list[Path]:
     dirs = [Path(os.environ["ROBUST_MIX_DATA"])] if os.environ.get("ROBUST_MIX_DATA") else []
     dirs.append(DEBIAN_FASHION_MNIST)
@@ -57,20 +179,26 @@ def _fashion_mnist_dirs(data_dir: Optional[PathLike]) -> list[Path]:
     return dirs
 
 
-def _fashion_mnist_official(part: str, data_dir: Optional[PathLike]) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=4)
+def _read_idx_pair(images: Path, labels: Path, stamp: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded once per process (the splits of one file share it); ``stamp`` (mtimes) keys a changed file anew."""
+    return _read_idx(images), _read_idx(labels).astype(np.int64)
+
+
+def _fashion_mnist_arrays(part: str, data_dir: Optional[PathLike]) -> tuple[np.ndarray, np.ndarray]:
+    """The official ``part`` (``"train"`` or ``"test"``): ``(N, 28, 28)`` uint8 images, ``(N,)`` labels."""
     images_name, labels_name = _FMNIST_FILES[part]
     searched = _fashion_mnist_dirs(data_dir)
     for folder in searched:
-        if (folder / images_name).is_file() and (folder / labels_name).is_file():
-            images, labels = _read_idx(folder / images_name), _read_idx(folder / labels_name)
-            return (torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255),
-                    torch.from_numpy(labels.astype(np.int64)))
+        images, labels = folder / images_name, folder / labels_name
+        if images.is_file() and labels.is_file():
+            return _read_idx_pair(images, labels, (images.stat().st_mtime, labels.stat().st_mtime))
     if data_dir is not None:
         try:
             import torchvision
 
             torchvision.datasets.FashionMNIST(str(data_dir), train=part == "train", download=True)
-            return _fashion_mnist_official(part, data_dir)
+            return _fashion_mnist_arrays(part, data_dir)
         except Exception as err:  # offline: fall through to the clear error below
             logger.debug("torchvision download of Fashion-MNIST failed: %s", err)
     raise DatasetNotFoundError(
@@ -79,43 +207,42 @@ def _fashion_mnist_official(part: str, data_dir: Optional[PathLike]) -> tuple[to
         "original *-ubyte.gz files.")
 
 
-def split_indices(n: int, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed (train, val) partition of ``range(n)``."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[: n - val_size].sort().values, perm[n - val_size:].sort().values
+def _open_fashion_mnist(split: str, data_dir: Optional[PathLike]) -> ImageArrayDataset:
+    _check_split(split)
+    images, labels = _fashion_mnist_arrays("test" if split == "test" else "train", data_dir)
+    return ImageArrayDataset(images, labels, _split_positions("fashion-mnist", split, len(labels)), num_classes=10)
 
 
 def load_fashion_mnist(split: str = "test", data_dir: Optional[PathLike] = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST as tensors: images ``(N, 1, 28, 28)`` float in ``[0, 1]``, labels ``(N,)`` int64."""
-    if split == "test":
-        return _fashion_mnist_official("test", data_dir)
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    images, labels = _fashion_mnist_official("train", data_dir)
-    train_idx, val_idx = split_indices(len(labels))
-    idx = train_idx if split == "train" else val_idx
-    return images[idx], labels[idx]
+    return _open_fashion_mnist(split, data_dir).tensors()
 
 
-def _load_cifar(cls_name: str) -> Callable[[str, Optional[PathLike]], tuple[torch.Tensor, torch.Tensor]]:
-    def load(split: str, data_dir: Optional[PathLike]) -> tuple[torch.Tensor, torch.Tensor]:
-        import torchvision
+# -- CIFAR -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _cifar_arrays(cls_name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's ``(N, 32, 32, 3)`` uint8 images and labels, read once per process."""
+    import torchvision
 
-        root = Path(data_dir or "./data")
-        if split not in ("train", "test"):
-            raise ValueError(f"{cls_name} splits are 'train' and 'test', got {split!r}")
-        try:
-            ds = getattr(torchvision.datasets, cls_name)(str(root), train=split == "train", download=True)
-        except Exception as err:
-            raise DatasetNotFoundError(
-                f"{cls_name} not found under {root} and could not be downloaded ({err}); place the "
-                f"torchvision archive folder there (e.g. {root}/cifar-10-batches-py)") from err
-        images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float().div_(255)
-        return images, torch.tensor(ds.targets, dtype=torch.int64)
-    return load
+    try:
+        ds = getattr(torchvision.datasets, cls_name)(str(root), train=train, download=True)
+    except Exception as err:
+        raise DatasetNotFoundError(
+            f"{cls_name} not found under {root} and could not be downloaded ({err}); place the "
+            f"torchvision archive folder there (e.g. {root}/cifar-10-batches-py)") from err
+    return np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
 
 
+def _open_cifar(name: str, cls_name: str, classes: int) -> Callable[[str, Optional[PathLike]], ImageArrayDataset]:
+    def open_split(split: str, data_dir: Optional[PathLike]) -> ImageArrayDataset:
+        _check_split(split)
+        images, labels = _cifar_arrays(cls_name, Path(data_dir or "./data").resolve(), split != "test")
+        return ImageArrayDataset(images, labels, _split_positions(name, split, len(labels)), num_classes=classes)
+    return open_split
+
+
+# -- ImageNet ----------------------------------------------------------------------------------
 # RobustBench's ImageNet preprocessings as data: (resize, center crop, interpolation); None = keep.
 IMAGENET_PREPROCESSINGS: dict[str, tuple[Optional[Union[int, tuple[int, int]]], Optional[int], str]] = {
     "Res256Crop224": (256, 224, "bilinear"),
@@ -143,24 +270,27 @@ def imagenet_test_ids() -> list[str]:
             if line.strip()]
 
 
-def load_imagenet(split: str = "test", data_dir: Optional[PathLike] = None, n_examples: Optional[int] = None,
-                  preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING) -> tuple[torch.Tensor, torch.Tensor]:
-    """RobustBench's ImageNet test images ``(N, 3, H, W)`` in ``[0, 1]`` and labels ``(N,)``.
-
-    Images are read from ``<data_dir>/val/<wnid>/<file>`` (or ``<data_dir>/<wnid>/<file>``) and
-    preprocessed as RobustBench does (``preprocessing``, see :data:`IMAGENET_PREPROCESSINGS`).
-    """
-    import json
-
-    from PIL import Image
+def imagenet_transform(preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING) -> Callable:
+    """RobustBench's preparation of one ImageNet image (PIL in, ``(3, H, W)`` in ``[0, 1]`` out)."""
     from torchvision import transforms
 
-    if split != "test":
-        raise ValueError(f"ImageNet has only the leaderboard's 'test' split here, got {split!r}")
     if preprocessing not in IMAGENET_PREPROCESSINGS:
         raise ValueError(f"unknown ImageNet preprocessing {preprocessing!r}; known: {list(IMAGENET_PREPROCESSINGS)}")
+    resize, crop, interpolation = IMAGENET_PREPROCESSINGS[preprocessing]
+    steps = [] if resize is None else [transforms.Resize(resize, interpolation=transforms.InterpolationMode(interpolation))]
+    steps += [] if crop is None else [transforms.CenterCrop(crop)]
+    return transforms.Compose(steps + [transforms.ToTensor()])
+
+
+def _imagenet_class_index() -> dict[str, int]:
+    import json
+
+    return json.loads(_robustbench_helper_file("imagenet_class_to_id_map.json").read_text())
+
+
+def _imagenet_test_files(data_dir: Optional[PathLike], n_examples: Optional[int]) -> tuple[list[Path], list[int]]:
     ids = imagenet_test_ids()[:optional_positive_int("n_examples", n_examples)]
-    class_index = json.loads(_robustbench_helper_file("imagenet_class_to_id_map.json").read_text())
+    class_index = _imagenet_class_index()
     root = Path(data_dir or "./data")
     root = root / "val" if (root / "val").is_dir() else root
     missing = [i for i in ids if not (root / i).is_file()]
@@ -168,26 +298,68 @@ def load_imagenet(split: str = "test", data_dir: Optional[PathLike] = None, n_ex
         raise DatasetNotFoundError(f"{len(missing)} of RobustBench's ImageNet test images are missing under "
                                    f"{root} (first: {missing[0]}); point data_dir at the ImageNet validation "
                                    "set arranged as val/<wnid>/<file>.JPEG")
-    resize, crop, interpolation = IMAGENET_PREPROCESSINGS[preprocessing]
-    steps = [] if resize is None else [transforms.Resize(resize, interpolation=transforms.InterpolationMode(interpolation))]
-    steps += [] if crop is None else [transforms.CenterCrop(crop)]
-    transform = transforms.Compose(steps + [transforms.ToTensor()])
-    images = torch.stack([transform(Image.open(root / i).convert("RGB")) for i in ids])
-    labels = torch.tensor([class_index[i.split("/")[0]] for i in ids], dtype=torch.int64)
-    return images, labels
+    return [root / i for i in ids], [class_index[i.split("/")[0]] for i in ids]
 
 
-_LOADERS: dict[str, Callable[[str, Optional[PathLike]], tuple[torch.Tensor, torch.Tensor]]] = {
-    "fashion-mnist": lambda split, data_dir: load_fashion_mnist(split, data_dir),
-    "cifar10": _load_cifar("CIFAR10"),
-    "cifar100": _load_cifar("CIFAR100"),
-    "imagenet": lambda split, data_dir: load_imagenet(split, data_dir),
+def _imagenet_train_files(data_dir: Optional[PathLike]) -> tuple[list[Path], list[int]]:
+    root = Path(data_dir or "./data") / "train"
+    class_index = _imagenet_class_index()
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"ImageNet training images not found: expected {root}/<wnid>/<file>.JPEG "
+                                   "(the official training set, one folder per class)")
+    files, labels = [], []
+    for wnid in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        if wnid not in class_index:
+            raise ValueError(f"{root / wnid} is not an ImageNet class folder (unknown wnid {wnid!r})")
+        for path in sorted((root / wnid).iterdir()):
+            if path.is_file():
+                files.append(path)
+                labels.append(class_index[wnid])
+    if not files:
+        raise DatasetNotFoundError(f"no images under {root}")
+    return files, labels
+
+
+def _open_imagenet(split: str, data_dir: Optional[PathLike],
+                   preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING) -> ImageFileDataset:
+    _check_split(split)
+    transform = imagenet_transform(preprocessing)
+    if split == "test":
+        files, labels = _imagenet_test_files(data_dir, None)
+    else:
+        files, labels = _imagenet_train_files(data_dir)
+        positions = _split_positions("imagenet", split, len(files))
+        files, labels = [files[i] for i in positions], [labels[i] for i in positions]
+    return ImageFileDataset(files, labels, transform, num_classes=1000)
+
+
+def load_imagenet(split: str = "test", data_dir: Optional[PathLike] = None, n_examples: Optional[int] = None,
+                  preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING) -> tuple[torch.Tensor, torch.Tensor]:
+    """RobustBench's ImageNet test images ``(N, 3, H, W)`` in ``[0, 1]`` and labels ``(N,)``.
+
+    Images are read from ``<data_dir>/val/<wnid>/<file>`` (or ``<data_dir>/<wnid>/<file>``) and
+    preprocessed as RobustBench does (``preprocessing``, see :data:`IMAGENET_PREPROCESSINGS`).
+    """
+    if split != "test":
+        raise ValueError(f"load_imagenet reads the leaderboard's 'test' split, got {split!r}; "
+                         "open_dataset('imagenet', 'train' | 'val') streams the training folder")
+    transform = imagenet_transform(preprocessing)
+    files, labels = _imagenet_test_files(data_dir, n_examples)
+    return dataset_tensors(ImageFileDataset(files, labels, transform, num_classes=1000))
+
+
+# -- by name -----------------------------------------------------------------------------------
+_OPENERS: dict[str, Callable[[str, Optional[PathLike]], Dataset]] = {
+    "fashion-mnist": _open_fashion_mnist,
+    "cifar10": _open_cifar("cifar10", "CIFAR10", 10),
+    "cifar100": _open_cifar("cifar100", "CIFAR100", 100),
+    "imagenet": _open_imagenet,
 }
 
 
 def available_datasets() -> list[str]:
-    """Names :func:`load_dataset` knows."""
-    return sorted(_LOADERS)
+    """Names :func:`load_dataset` and :func:`open_dataset` know."""
+    return sorted(_OPENERS)
 
 
 def canonical_dataset(name: str) -> str:
@@ -196,16 +368,31 @@ def canonical_dataset(name: str) -> str:
     return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
 
 
+def dataset_key(name: str) -> str:
+    """The :func:`canonical_dataset` name of a data set this module can open; unknown names are an error."""
+    key = canonical_dataset(name)
+    if key not in _OPENERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {available_datasets()}")
+    return key
+
+
+def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = None,
+                 data_dir: Optional[PathLike] = None) -> Dataset:
+    """A split as a streamed data set of ``(image, label, position)`` items (first ``n_examples`` if given)."""
+    dataset = _OPENERS[dataset_key(name)](split, data_dir)
+    n_examples = optional_positive_int("n_examples", n_examples)
+    if n_examples is not None:
+        if n_examples > len(dataset):
+            raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+        dataset = torch.utils.data.Subset(dataset, range(n_examples))
+    return dataset
+
+
 def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = None,
                  data_dir: Optional[PathLike] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``."""
-    key = canonical_dataset(name)
-    if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known: {available_datasets()}")
+    dataset = _OPENERS[dataset_key(name)](split, data_dir)
     n_examples = optional_positive_int("n_examples", n_examples)
-    images, labels = _LOADERS[key](split, data_dir)
-    if n_examples is not None:
-        if n_examples > len(labels):
-            raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(labels)}")
-        images, labels = images[:n_examples], labels[:n_examples]
-    return images, labels
+    if n_examples is not None and n_examples > len(dataset):
+        raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+    return dataset_tensors(dataset, n_examples)

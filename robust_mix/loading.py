@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from robust_mix.config import ModelConfig
-from robust_mix.hub import HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id
+from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
 from robust_mix.validate import InvalidInputError
@@ -152,12 +152,16 @@ def build_model(config: ModelConfig, *, model_dir: Union[str, Path, None] = None
 
 
 def model_config_of(name: str) -> Optional[ModelConfig]:
-    """The config a name refers to, without building anything (``None`` for factories and saved models)."""
+    """The config a name refers to, without building a model (``None`` for ``module:function`` factories);
+    a saved model's is read from its ``config.json``."""
     parsed = parse_model_name(name)
     if parsed.kind == "registry":
         config = get_model_config(parsed.target)
     elif parsed.kind == "config":
         config = ModelConfig.load(parsed.target)
+    elif parsed.kind in ("hub", "local"):
+        prefix = HUB_PREFIX if parsed.kind == "hub" else LOCAL_PREFIX
+        config, _ = read_config(fetch_file(prefix + parsed.target, CONFIG_NAME))
     else:
         return None
     return config.with_overrides(parsed.overrides) if parsed.overrides else config

@@ -22,6 +22,7 @@ from torch import nn
 from robust_mix.backbones import as_backbone_config, load_backbone, resolve_input_config, weight_sources
 from robust_mix.config import BackboneConfig, InputConfig, MixingMode, ModelConfig, PolicyConfig, WeightsConfig
 from robust_mix.convert import load_weights
+from robust_mix.fastpath import cache_frozen_weights
 from robust_mix.features import FeatureTap
 from robust_mix.hub import HubMixin
 from robust_mix.mixing_net import MixingNetwork
@@ -160,7 +161,8 @@ class MixedClassifier(nn.Module, HubMixin):
     """A standard and a robust classifier mixed into one model that returns log-probabilities.
 
     Built in eval mode. Both base models are frozen and stay in eval mode; only an adaptive
-    policy can train.
+    policy can train. Work that depends only on their frozen weights is cached
+    (:func:`robust_mix.fastpath.cache_frozen_weights`; outputs and ``state_dict()`` unchanged).
     Raw ``[0, 1]`` images go in: each base model gets its own :class:`InputAdapter`.
 
     Args:
@@ -201,6 +203,8 @@ class MixedClassifier(nn.Module, HubMixin):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         self.standard = standard.eval().requires_grad_(False)
         self.robust = robust.eval().requires_grad_(False)
+        for base in (self.standard, self.robust):
+            cache_frozen_weights(base)  # exact: outputs and state_dict() unchanged
         self.standard_input = InputAdapter(standard_input)
         self.robust_input = InputAdapter(robust_input)
         self.mixing = mixing

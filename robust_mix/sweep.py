@@ -1,11 +1,13 @@
 """The accuracy-robustness trade-off: clean and robust accuracy across mixing ratios.
 
 Each point sets ``model.alpha`` (0 = standard base only, 1 = robust base only) and runs the
-benchmark harness; an adaptive model's own policy is one more point (``alpha = None``).
+benchmark harness; an adaptive model's own policy is one more point (``alpha = None``). The points
+are independent benchmark rows (:mod:`robust_mix.rows`): with ``workers > 1`` they run side by side.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -17,10 +19,10 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from robust_mix.benchmark import benchmark
 from robust_mix.formatting import evaluation_label
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
+from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
 from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
 
 logger = logging.getLogger(__name__)
@@ -72,37 +74,79 @@ def parse_alphas(text: str) -> list[float]:
     return sorted(set(values))
 
 
-def sweep(model: nn.Module, alphas: Sequence[float], *, include_policy: bool = True,
-          state_dir: Union[str, Path, None] = None, **benchmark_kwargs: Any) -> list[SweepPoint]:
+def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, include_policy: bool = True,
+          state_dir: Union[str, Path, None] = None, workers: int = 1, progress: Optional[RowProgress] = None,
+          threads_per_worker: Optional[int] = None, **benchmark_kwargs: Any) -> list[SweepPoint]:
     """Benchmark ``model`` at each fixed ``alpha`` (and at its adaptive policy, if it has one).
 
-    ``benchmark_kwargs`` go to :func:`robust_mix.benchmark` (dataset, eps, n_examples, attack...).
-    Each point resumes from ``state_dir/alpha_<a>``. The model's ratio is restored afterwards.
+    Args:
+        model: the mixed model, or a function that builds it; with ``workers > 1`` it must be such a
+            function, picklable (e.g. ``functools.partial(robust_mix.load_model, NAME)``): each
+            worker process builds its own copy.
+        alphas: the fixed ratios.
+        include_policy: add the adaptive policy's own point (``alpha = "policy"``), if there is one.
+        state_dir: each point resumes from ``state_dir/alpha_<a>``.
+        workers: points run side by side in this many processes (:func:`robust_mix.rows.run_rows`);
+            the points are the same for any number.
+        progress: receives each point's progress (point ``i`` in the order returned).
+        threads_per_worker: explicit threads per worker (default: the thread policy).
+        benchmark_kwargs: go to :func:`robust_mix.benchmark` (dataset, eps, n_examples, attack...).
+
+    A model instance gets its own ratio back afterwards.
     """
-    if not hasattr(model, "alpha"):
+    instance = model if isinstance(model, nn.Module) else None
+    if instance is None:
+        if workers > 1:
+            probe = model()
+        else:
+            instance = probe = model()
+    else:
+        if workers > 1:
+            raise ValueError("sweep with workers > 1 needs a function that builds the model (each worker builds "
+                             "its own), e.g. functools.partial(robust_mix.load_model, NAME), not a model instance")
+        probe = instance
+    if not hasattr(probe, "alpha"):
         raise TypeError("sweep needs a MixedClassifier (a model with an `alpha` to vary)")
-    original = model.alpha
     settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
-    if include_policy and getattr(model, "policy", None) is not None:
+    if include_policy and getattr(probe, "policy", None) is not None:
         settings.append(POLICY)
+    del probe
     if not settings:
         raise InvalidInputError("sweep got no alphas (and the model has no adaptive policy to add): pass "
                                 "ratios such as [0, 0.5, 1]")
     if state_dir is not None:
         check_writable_dir(state_dir, "state folder")
-    points = []
+    build: ModelFactory = model if instance is None else functools.partial(_same, instance)
+    rows = []
+    for a in settings:
+        sub = None if state_dir is None else Path(state_dir) / f"alpha_{a}"
+        label = f"alpha {a if isinstance(a, str) else f'{a:g}'}"
+        rows.append(BenchmarkRow(label, functools.partial(_at_alpha, build, a), {**benchmark_kwargs, "state_dir": sub}))
+    original = instance.alpha if instance is not None else None
     try:
-        for alpha in settings:
-            model.alpha = None if alpha == POLICY else alpha
-            sub = None if state_dir is None else Path(state_dir) / f"alpha_{alpha}"
-            result: BenchmarkResult = benchmark(model, state_dir=sub, **benchmark_kwargs)
-            points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
-                                     result.n_examples, result.wall_time_s, evaluation_label(result)))
-            logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
-                        100 * result.robust_accuracy)
+        results: list[BenchmarkResult] = run_rows(rows, workers=workers, progress=progress,
+                                                  threads_per_worker=threads_per_worker)
     finally:
-        model.alpha = original
+        if instance is not None:
+            instance.alpha = original
+    points = []
+    for alpha, result in zip(settings, results):
+        points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
+                                 result.n_examples, result.wall_time_s, evaluation_label(result)))
+        logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
+                    100 * result.robust_accuracy)
     return points
+
+
+def _same(model: nn.Module) -> nn.Module:
+    return model
+
+
+def _at_alpha(build: ModelFactory, alpha: Union[float, str]) -> nn.Module:
+    """The model from ``build`` with its ratio set to ``alpha`` (``"policy"``: the adaptive policy)."""
+    model = build()
+    model.alpha = None if alpha == POLICY else alpha
+    return model
 
 
 def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:

@@ -1,9 +1,30 @@
 """Shared fixtures: tiny real models, no downloads."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
+
+pytest_plugins = ["train_fixtures"]  # tiny_data, tiny_bases: the training tests' fixtures
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_and_private_claims(tmp_path_factory):
+    """Commands run in tests use one thread (the machine is shared) and register their thread claims
+    in a private folder, invisible to robust_mix runs outside the test session."""
+    from robust_mix import threads
+
+    saved = {k: os.environ.get(k) for k in (threads.ENV_VAR, threads.RUNTIME_ENV_VAR)}
+    os.environ.setdefault(threads.ENV_VAR, "1")
+    os.environ[threads.RUNTIME_ENV_VAR] = str(tmp_path_factory.mktemp("thread-claims"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 class TinyCNN(nn.Module):

@@ -1,4 +1,4 @@
-"""Attacks of the harness (robust_mix.attacks): plans, AutoAttack semantics, adaptive objectives,
+"""Attacks (robust_mix.attacks): harness plans, AutoAttack semantics, adaptive objectives, training-data attacks,
 MixedNUTS minimum-margin selection."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import robust_mix
 import robust_mix.losses
-from robust_mix.attacks import MarginTracker, OutputRecorder, StageRunner, is_mixednuts
+from robust_mix.attacks import MarginTracker, OutputRecorder, StageRunner, adaptive_apgd, is_mixednuts, pgd
 from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, AttackOptions, resolve_attack
 from robust_mix.benchmark import benchmark, chunk_seed
 from robust_mix.config import PolicyConfig
@@ -209,3 +209,38 @@ def test_mixednuts_adaptive_attack_uses_surrogate_gradients_and_min_margin_selec
         fooled = model(x_adv).argmax(1) != y
     assert fooled.any()
     assert (x_adv - x).abs().max() <= EPS + 1e-6
+
+
+# -- attacks that produce training data ------------------------------------------------------------
+def test_pgd_stays_in_ball_and_increases_loss():
+    torch.manual_seed(0)
+    w = torch.randn(1, 1, 4, 4)
+    x = torch.rand(5, 1, 4, 4)
+    loss_fn = lambda z: (z * w).sum(dim=(1, 2, 3))  # noqa: E731
+    eps = torch.tensor([0.0, 0.05, 0.1, 0.1, 0.2])
+    adv = pgd(loss_fn, x, eps, steps=5, random_start=True, generator=torch.Generator().manual_seed(0))
+    assert ((adv - x).abs().amax(dim=(1, 2, 3)) <= eps + 1e-6).all()
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (loss_fn(adv)[1:] > loss_fn(x)[1:]).all()
+    with torch.no_grad():  # callers under no_grad still get an attack
+        assert torch.equal(pgd(loss_fn, x, eps, 5, generator=torch.Generator().manual_seed(0)), adv)
+
+
+def test_adaptive_apgd_per_example_radius_weight_and_target():
+    model = adaptive_model()
+    x, y = fmnist(8)
+    eps = torch.linspace(0.02, 0.1, 8)
+    state = torch.random.get_rng_state()
+    adv = adaptive_apgd(model, x, y, eps=eps, n_iter=5, weight=0.0, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
+    assert ((adv - x).abs().amax(dim=(1, 2, 3)) <= eps + 1e-6).all()
+    assert torch.equal(adv, adaptive_apgd(model, x, y, eps=eps, n_iter=5, weight=0.0, seed=3))
+    with torch.no_grad():
+        ce = lambda z: F.nll_loss(model(z), y, reduction="none")  # noqa: E731
+        assert ce(adv).mean() > ce(x).mean()
+        # all the weight on BCE(gamma, 1): the attack pushes alpha down instead
+        towards_standard = adaptive_apgd(model, x, y, eps=0.1, n_iter=5, weight=1.0, seed=3)
+        assert model.forward_all(towards_standard).alpha.mean() < model.forward_all(x).alpha.mean()
+        target = model(x).argsort(1, descending=True)[:, 1]
+        targeted = adaptive_apgd(model, x, y, eps=0.1, n_iter=5, weight=0.0, targets=target, seed=3)
+        assert dlr_loss_targeted(model(targeted), y, target).mean() > dlr_loss_targeted(model(x), y, target).mean()

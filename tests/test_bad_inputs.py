@@ -30,7 +30,7 @@ from robust_mix.cli import main
 from robust_mix.config import ModelConfig
 from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, check_submission
 from robust_mix.sweep import parse_alphas, sweep
-from robust_mix.train import RECIPES, BackboneRecipe, apply_settings
+from robust_mix.train import BackboneRecipe, apply_settings, get_recipe
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, NonFiniteOutputError, check_writable_dir,
                                  parse_eps)
 
@@ -294,13 +294,13 @@ CERTIFY = [
 RECIPE = [
     ("BackboneRecipe(epochs=-1)", lambda: BackboneRecipe(epochs=-1), InvalidInputError,
      "epochs must be a positive integer (>= 1), got -1"),
-    ("--set lr=abc", lambda: apply_settings(RECIPES["fmnist-standard"].config, ["lr=abc"]), TypeError,
+    ("--set lr=abc", lambda: apply_settings(get_recipe("fmnist-standard").config, ["lr=abc"]), TypeError,
      "lr must be a number, got 'abc'"),
-    ("--set epoch=3 (unknown)", lambda: apply_settings(RECIPES["fmnist-standard"].config, ["epoch=3"]), ValueError,
+    ("--set epoch=3 (unknown)", lambda: apply_settings(get_recipe("fmnist-standard").config, ["epoch=3"]), ValueError,
      "unknown setting 'epoch' for BackboneRecipe"),
-    ("--set policy.blocks=0", lambda: apply_settings(RECIPES["fmnist-adasmooth"].config, ["policy.blocks=0"]),
+    ("--set policy.blocks=0", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["policy.blocks=0"]),
      InvalidInputError, "policy.blocks must be a positive integer (>= 1), got 0"),
-    ("--set calib_keep=1.5", lambda: apply_settings(RECIPES["fmnist-adasmooth"].config, ["calib_keep=1.5"]),
+    ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
 API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + SWEEP + CERTIFY + RECIPE

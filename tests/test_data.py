@@ -1,4 +1,4 @@
-"""The Fashion-MNIST loader and its fixed train/validation split."""
+"""Data sets (robust_mix.data): the fixed train/validation splits, as tensors and as streamed data sets."""
 from __future__ import annotations
 
 import pytest
@@ -62,3 +62,59 @@ def test_missing_files_raise_clear_error(monkeypatch, tmp_path):
     with pytest.raises(DatasetNotFoundError, match="dataset-fashion-mnist") as info:
         load_fashion_mnist("val")
     assert "ROBUST_MIX_DATA" in str(info.value) and str(tmp_path / "nowhere") in str(info.value)
+
+
+# -- streamed data sets ----------------------------------------------------------------------------
+@needs_fmnist
+def test_streamed_splits_are_the_tensor_splits():
+    """open_dataset and load_dataset read the same split, image for image (the fixed validation split)."""
+    from robust_mix.data import open_dataset
+
+    for split in ("train", "val", "test"):
+        x, y = load_dataset("fashion-mnist", split)
+        stream = open_dataset("fashion-mnist", split)
+        assert len(stream) == len(y)
+        for i in (0, 1234 % len(y), len(y) - 1):
+            image, label, position = stream[i]
+            assert torch.equal(image, x[i]) and label == y[i] and position == i
+    assert open_dataset("fashion-mnist", "train").images is open_dataset("fashion-mnist", "val").images  # decoded once
+    first = open_dataset("fmnist", "val", n_examples=3)
+    assert len(first) == 3 and torch.equal(first[2][0], load_dataset("fashion-mnist", "val")[0][2])
+    with pytest.raises(ValueError, match="asked for"):
+        open_dataset("fashion-mnist", "val", n_examples=VAL_SIZE + 1)
+
+
+def test_array_datasets_convert_one_image_at_a_time():
+    import numpy as np
+
+    from robust_mix.data import ImageArrayDataset, dataset_tensors, num_classes
+
+    rgb = np.arange(4 * 2 * 3 * 3, dtype=np.uint8).reshape(4, 2, 3, 3)  # (N, H, W, C) like CIFAR
+    dataset = ImageArrayDataset(rgb, np.array([0, 1, 2, 1]), indices=np.array([3, 1]), num_classes=3)
+    image, label, position = dataset[0]
+    assert image.shape == (3, 2, 3) and label == 1 and position == 0
+    assert torch.equal(image, torch.from_numpy(rgb[3]).permute(2, 0, 1).float() / 255)
+    images, labels = dataset_tensors(dataset)
+    assert images.shape == (2, 3, 2, 3) and labels.tolist() == [1, 1] and num_classes(dataset) == 3
+    with pytest.raises(ValueError, match="uint8"):
+        ImageArrayDataset(rgb.astype(np.float32), np.zeros(4))
+
+
+def test_imagenet_training_folders_stream_with_robustbench_preprocessing(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from robust_mix.data import open_dataset
+
+    for wnid in ("n01440764", "n01443537"):
+        (tmp_path / "train" / wnid).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (300, 260), color=(i * 40, 10, 200)).save(tmp_path / "train" / wnid / f"{i}.JPEG")
+    monkeypatch.setitem(data.VAL_SIZES, "imagenet", 2)
+    train, val = open_dataset("imagenet", "train", data_dir=tmp_path), open_dataset("imagenet", "val", data_dir=tmp_path)
+    assert len(train) == 4 and len(val) == 2
+    image, label, _ = train[0]
+    assert image.shape == (3, 224, 224) and label in (0, 1)  # Res256Crop224
+    labels = sorted(train[i][1] for i in range(4)) + sorted(val[i][1] for i in range(2))
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(DatasetNotFoundError, match="train"):
+        open_dataset("imagenet", "train", data_dir=tmp_path / "nowhere")

@@ -63,6 +63,23 @@ def test_read_sweep_rejects_what_write_sweep_never_writes(tmp_path, text, match)
 def test_sweep_needs_a_mixed_model():
     with pytest.raises(TypeError, match="MixedClassifier"):
         sweep(torch.nn.Linear(2, 2), [0.5])
+    with pytest.raises(TypeError, match="MixedClassifier"):
+        sweep(lambda: torch.nn.Linear(2, 2), [0.5])
+
+
+def test_sweep_in_workers_needs_a_model_factory():
+    with pytest.raises(ValueError, match="workers > 1 needs a function that builds the model"):
+        sweep(adaptive_model(), [0.5], workers=2)
+
+
+def test_sweep_with_a_factory_gives_the_instance_points(tmp_path):
+    x, y = fmnist(6)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=6, attack="apgd-ce", options=FAST, device="cpu")
+    from_factory = sweep(adaptive_model, [0.0, 1.0], **kwargs)
+    from_instance = sweep(adaptive_model(), [0.0, 1.0], **kwargs)
+    assert [p.alpha for p in from_factory] == [0.0, 1.0, POLICY]
+    assert [(p.clean_accuracy, p.robust_accuracy) for p in from_factory] == \
+           [(p.clean_accuracy, p.robust_accuracy) for p in from_instance]
 
 
 def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, capsys):
@@ -71,7 +88,7 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
     out = tmp_path / "sweep"
     assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1",
                  "--n-examples", "4", "--batch-size", "4", "--alphas", "0,1", "--attack", "apgd-ce",
-                 "--n-iter", "4", "--out", str(out)]) == 0
+                 "--n-iter", "4", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
     assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")

@@ -1,4 +1,5 @@
-"""Training recipes on tiny subsets: weights move, checkpoints resume, calibration picks from its grid."""
+"""Training recipes end to end on tiny data: weights move, runs resume exactly, bad runs write nothing,
+calibration picks from its grid."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,124 +9,176 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from robust_mix import train
-from robust_mix.backbones import load_backbone, save_backbone
-from robust_mix.calibrate import calibrate_nuts, mapped_margins
-from robust_mix.config import NutsConfig, PolicyConfig
+from robust_mix.backbones import load_backbone
+from robust_mix.config import NutsConfig
 from robust_mix.io import load_state_dict
-from robust_mix.train import (AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, adaptive_adversarial_batch,
-                              apply_settings, build_backbone, build_mixed, pgd)
+from robust_mix.train import (AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeMismatchError, RunOptions,
+                              apply_settings, build_backbone, calibrate_mixednuts, read_history, train_adasmooth,
+                              train_backbone)
+from robust_mix.train import backbone as backbone_module
+from robust_mix.train.mixednuts import calibrate_nuts, mapped_margins
+from robust_mix.train.pair import build_mixed, policy_state
+from robust_mix.train.policy_calibration import calibrate_policy
+from train_fixtures import TINY, tiny_adasmooth, tiny_backbone_recipe
 
-TINY = {"in_chans": 1, "num_classes": 10, "layers": [1, 1, 1, 1], "channels": [4, 8, 8, 8],
-        "stem_width": 4, "stem_type": "deep"}
-
-
-@pytest.fixture
-def tiny_data(monkeypatch):
-    """Recipes read 96 synthetic 28x28 'train' and 'val' images (class-dependent brightness)."""
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.arange(96) % 10
-    images = (torch.rand(96, 1, 28, 28, generator=gen) * 0.3 + labels.view(-1, 1, 1, 1) / 14).clamp(0, 1)
-    monkeypatch.setattr(train, "load_dataset", lambda name, split: (images.clone(), labels.clone()))
-    return images, labels
+torch.set_num_threads(1)
 
 
-def tiny_backbone_recipe(**kwargs) -> BackboneRecipe:
-    return BackboneRecipe(arch_kwargs=dict(TINY), epochs=1, batch_size=16, lr=1e-2, val_subset=32,
-                          attack_steps=2, eval_attack_steps=2, **kwargs)
+def checkpoint(run) -> dict:
+    return torch.load(run / "checkpoint.pt", weights_only=True)
 
 
-@pytest.fixture
-def tiny_bases(tmp_path):
-    paths = []
-    for seed, name in ((0, "std"), (1, "rob")):
-        model = build_backbone(dataclasses.replace(tiny_backbone_recipe(), seed=seed))
-        paths.append(str(save_backbone(model, tmp_path / f"{name}.safetensors", ref="timm/resnet18", kwargs=TINY)))
-    return paths
+def crash_after(monkeypatch, cls, method: str, calls: int) -> None:
+    """Make ``cls.method`` raise KeyboardInterrupt on its ``calls``-th call (a kill at that point)."""
+    real, count = getattr(cls, method), {"n": 0}
 
-
-def tiny_policy() -> PolicyConfig:
-    return PolicyConfig(standard_layers=["layer1", "layer2"], robust_layers=["layer1", "layer2"],
-                        widths=[8, 8], blocks=1, input_shape=(1, 28, 28))
-
-
-def test_pgd_stays_in_ball_and_increases_loss():
-    torch.manual_seed(0)
-    w = torch.randn(1, 1, 4, 4)
-    x = torch.rand(5, 1, 4, 4)
-    loss_fn = lambda z: (z * w).sum(dim=(1, 2, 3))  # noqa: E731
-    eps = torch.tensor([0.0, 0.05, 0.1, 0.1, 0.2])
-    adv = pgd(loss_fn, x, eps, steps=5, random_start=True, generator=torch.Generator().manual_seed(0))
-    assert ((adv - x).abs().amax(dim=(1, 2, 3)) <= eps + 1e-6).all()
-    assert adv.min() >= 0 and adv.max() <= 1
-    assert (loss_fn(adv)[1:] > loss_fn(x)[1:]).all()
+    def wrapped(self, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] == calls:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(cls, method, wrapped)
 
 
 def test_standard_recipe_trains_and_resumes(tiny_data, tmp_path, monkeypatch):
-    config = dataclasses.replace(tiny_backbone_recipe(), epochs=2)
+    config = tiny_backbone_recipe(epochs=2, max_steps_per_epoch=3)
     initial = build_backbone(config).state_dict()
-    calls = {"n": 0}
-    real_accuracy = train.accuracy
-
-    def crash_in_epoch_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated interruption")
-        return real_accuracy(*args, **kwargs)
-
-    monkeypatch.setattr(train, "accuracy", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_backbone(config, tmp_path / "run", progress=False, max_steps=3)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(train, "accuracy", real_accuracy)
-    record = train.train_backbone(config, tmp_path / "run", progress=False, max_steps=3)
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2] and record["epoch"] == 2  # the rerun trained epoch 2 only
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        crash_after(patch, backbone_module.BackboneTask, "evaluate", 2)
+        train_backbone(config, tmp_path / "run")
+    assert checkpoint(tmp_path / "run")["epoch"] == 1
+    record = train_backbone(config, tmp_path / "run")
+    assert [r["epoch"] for r in read_history(tmp_path / "run")] == [1, 2] and record["epoch"] == 2
     assert "resuming" in (tmp_path / "run" / "train.log").read_text()
     trained = load_backbone(str(tmp_path / "run" / "model.safetensors")).state_dict()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial if initial[k].is_floating_point())
     saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert saved["epochs"] == 2 and saved["arch_kwargs"] == TINY
-    with pytest.raises(ValueError, match="different recipe"):
-        train.train_backbone(dataclasses.replace(config, lr=0.5), tmp_path / "run", progress=False)
 
 
-def test_adversarial_recipe_reports_robust_accuracy(tiny_data, tmp_path):
-    config = tiny_backbone_recipe(adversarial=True)
-    record = train.train_backbone(config, tmp_path / "adv", progress=False, max_steps=2)
-    assert record["val_robust"] is not None and 0.0 <= record["val_robust"] <= 1.0
-    assert (tmp_path / "adv" / "model.safetensors").is_file()
+def test_a_changed_recipe_is_refused_and_nothing_is_overwritten(tiny_data, tmp_path):
+    config = tiny_backbone_recipe(max_steps_per_epoch=2)
+    train_backbone(config, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != "train.log"}
+    with pytest.raises(RecipeMismatchError, match=r"different recipe \(lr: 0.01 -> 0.5\)"):
+        train_backbone(dataclasses.replace(config, lr=0.5), tmp_path / "run")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != "train.log"}
+    assert after == before
 
 
-def test_adaptive_attack_batch_respects_eps_and_restores_modes(tiny_bases):
-    model = build_mixed(*tiny_bases, tiny_policy())
-    model.train()
-    x = torch.rand(8, 1, 28, 28)
-    y = torch.arange(8)
-    config = AdaSmoothRecipe(eps=0.1, eps_hi=1.1, iter_min=2, iter_max=2)
-    adv = adaptive_adversarial_batch(model, x, y, config, torch.Generator().manual_seed(0))
-    assert (adv - x).abs().max() <= 0.11 + 1e-6 and not torch.equal(adv, x)
-    assert model.training and model.policy.training and model.policy.scale_alpha is None
-    assert not model.standard.training and not model.robust.training
+def test_a_kill_mid_epoch_resumes_to_the_same_weights(tiny_data, tmp_path, monkeypatch):
+    """Per-step seeds and a seeded data order: the resumed run computes what the uninterrupted one did."""
+    config = tiny_backbone_recipe(epochs=2, max_steps_per_epoch=4, augment=True)
+    options = RunOptions(checkpoint_every=1)
+    train_backbone(config, tmp_path / "whole", options=options)
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        crash_after(patch, backbone_module.BackboneTask, "loss", 7)  # epoch 2, step 3
+        train_backbone(config, tmp_path / "killed", options=options)
+    state = checkpoint(tmp_path / "killed")
+    assert (state["epoch"], state["step"]) == (1, 2)
+    train_backbone(config, tmp_path / "killed", options=options)
+    whole, resumed = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "killed")
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert whole["history"][-1]["train_loss"] == pytest.approx(resumed["history"][-1]["train_loss"])
+
+
+@pytest.mark.parametrize("method", ["pgd", "trades"])
+def test_adversarial_recipes_report_robust_accuracy(tiny_data, tmp_path, method):
+    record = train_backbone(tiny_backbone_recipe(method=method, max_steps_per_epoch=2), tmp_path / method)
+    assert record["val_robust"] is not None and 0.0 <= record["val_robust"] <= record["val_clean"] + 1e-9
+    assert record["score"] == record["val_robust"]
+    if method == "trades":
+        assert record["train_kl"] >= 0.0
+    assert (tmp_path / method / "model.safetensors").is_file()
+
+
+def test_a_model_with_the_wrong_class_count_is_refused_before_writing(tiny_data, tmp_path):
+    config = tiny_backbone_recipe(arch_kwargs={**TINY, "num_classes": 7})
+    with pytest.raises(ValueError, match="7,.*10 classes; set num_classes=10"):
+        train_backbone(config, tmp_path / "run")
+    assert not any((tmp_path / "run").glob("*"))  # refused before writing anything
+
+
+def test_more_processes_than_data_is_refused(tiny_data, tmp_path):
+    from robust_mix.distributed import DistContext
+
+    with pytest.raises(ValueError, match="must be a multiple of world_size"):
+        train_backbone(tiny_backbone_recipe(batch_size=16), tmp_path / "a", dist=DistContext(rank=0, world_size=3))
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        train_backbone(tiny_backbone_recipe(batch_size=16, train_subset=8), tmp_path / "b")
+    assert not any((tmp_path / "a").glob("*")) and not any((tmp_path / "b").glob("*"))
 
 
 def test_adasmooth_recipe_trains_policy_and_calibrates(tiny_data, tiny_bases, tmp_path):
-    config = AdaSmoothRecipe(standard=tiny_bases[0], robust=tiny_bases[1], policy=tiny_policy(), epochs=1,
-                             batch_size=8, train_subset=48, val_subset=16, iter_min=2, iter_max=2,
-                             calib_images=16, calib_attack_steps=2, calib_alpha_lo=[0.0, 0.5],
-                             calib_gamma_scale=[1.0], calib_gamma_bias=[0.0, 1.0])
-    torch.manual_seed(0)
-    initial = {k: v.clone() for k, v in train._policy_state(build_mixed(*tiny_bases, tiny_policy())).items()}
-    record = train.train_adasmooth(config, tmp_path / "ada", progress=False, max_steps=3)
+    config = tiny_adasmooth(tiny_bases, max_steps_per_epoch=3)
+    sample = torch.zeros(1, 1, 28, 28)
+    initial = {k: v.clone() for k, v in policy_state(build_mixed(config, sample, 10)).items()}
+    record = train_adasmooth(config, tmp_path / "ada")
     state = load_state_dict(tmp_path / "ada" / "policy.safetensors")
-    assert state and all(k.startswith("policy.") for k in state)
+    assert state and all(k.startswith("policy.") for k in state) and set(state) == set(initial)
     assert any(not torch.equal(state[k], initial[k]) for k in initial if "network" in k)
     policy = json.loads((tmp_path / "ada" / "policy.json").read_text())
     assert policy["alpha_range"][0] in (0.0, 0.5) and policy["alpha_range"][1] == 1.0
     assert policy["gamma_bias"] in (0.0, 1.0) and policy["standard_layers"] == ["layer1", "layer2"]
     table = json.loads((tmp_path / "ada" / "calibration.json").read_text())
     assert len(table) == 5 and table[-1]["picked"]["alpha_lo"] == policy["alpha_range"][0]
-    assert 0.0 <= record["val_detect"] <= 1.0
+    for key in ("val_detect_clean", "val_detect_adv", "val_acc_clean", "val_acc_adv", "alpha_clean_mean",
+                "alpha_adv_mean", "alpha_clean_std", "alpha_adv_std"):
+        assert 0.0 <= record[key] <= 1.0, key
+    assert record["val_detect"] == pytest.approx((record["val_detect_clean"] + record["val_detect_adv"]) / 2)
+    shards = sorted((tmp_path / "ada" / "buffer" / "round-0").iterdir())
+    assert len(shards) == 3  # 32 images in shards of 12
+
+
+def test_adasmooth_rerun_with_new_calibration_grid_only_recalibrates(tiny_data, tiny_bases, tmp_path):
+    config = tiny_adasmooth(tiny_bases, max_steps_per_epoch=2, calib_alpha_lo=[0.5], calib_gamma_bias=[0.0])
+    train_adasmooth(config, tmp_path / "ada")
+    trained = (tmp_path / "ada" / "policy.safetensors").read_bytes()
+    history = read_history(tmp_path / "ada")
+    train_adasmooth(dataclasses.replace(config, calib_alpha_lo=[0.7]), tmp_path / "ada")
+    assert (tmp_path / "ada" / "policy.safetensors").read_bytes() == trained and read_history(tmp_path / "ada") == history
+    assert json.loads((tmp_path / "ada" / "policy.json").read_text())["alpha_range"] == [0.7, 1.0]
+    with pytest.raises(RecipeMismatchError, match="n_targets"):
+        train_adasmooth(dataclasses.replace(config, n_targets=1), tmp_path / "ada")
+
+
+def test_adasmooth_buffer_rounds_regenerate_against_the_trained_network(tiny_data, tiny_bases, tmp_path):
+    config = tiny_adasmooth(tiny_bases, epochs=2, buffer_rounds=2, max_steps_per_epoch=2)
+    train_adasmooth(config, tmp_path / "ada", calibrate=False)
+    rounds = sorted(p.name for p in (tmp_path / "ada" / "buffer").iterdir())
+    assert rounds == ["round-1"]  # round 0 was removed once round 1 was complete
+    assert [r["epoch"] for r in read_history(tmp_path / "ada")] == [1, 2]
+
+
+def test_adasmooth_recipe_sets_the_ratio_batchnorm_momentum(tiny_data, tiny_bases, tmp_path):
+    """ratio_bn_momentum reaches the ratio's BatchNorm: at 0 its running statistics never move, at 0.5 they do."""
+    stats = {}
+    for momentum in (0.0, 0.5):
+        config = tiny_adasmooth(tiny_bases, buffer_subset=16, max_steps_per_epoch=2, ratio_bn_momentum=momentum)
+        train_adasmooth(config, tmp_path / f"m{momentum}", calibrate=False)
+        state = load_state_dict(tmp_path / f"m{momentum}" / "policy.safetensors")
+        stats[momentum] = (state["policy.bn.running_mean"].item(), state["policy.bn.running_var"].item())
+    assert stats[0.0] == (0.0, 1.0)
+    assert stats[0.5] != (0.0, 1.0)
+
+
+def test_a_base_pair_that_does_not_fit_the_data_is_refused(tiny_data, tiny_bases, tmp_path):
+    from robust_mix.backbones import save_backbone
+
+    seven = {**TINY, "num_classes": 7}
+    path = save_backbone(build_backbone(tiny_backbone_recipe(arch_kwargs=seven)), tmp_path / "seven.safetensors",
+                         ref="timm/resnet18", kwargs=seven)
+    with pytest.raises(ValueError, match="robust base .* returns \\(7,\\) outputs .* 10 classes|'robust': 7, 'num_classes': 10"):
+        train_adasmooth(tiny_adasmooth([tiny_bases[0], str(path)]), tmp_path / "ada")
+    three = {**TINY, "in_chans": 3}
+    path = save_backbone(build_backbone(tiny_backbone_recipe(arch_kwargs=three)), tmp_path / "rgb.safetensors",
+                         ref="timm/resnet18", kwargs=three)
+    with pytest.raises(ValueError, match="standard base .* does not accept the data set's \\(1, 28, 28\\) images"):
+        train_adasmooth(tiny_adasmooth([str(path), tiny_bases[1]]), tmp_path / "ada")
+    with pytest.raises(ValueError, match="n_targets must be an integer from 0 to 9"):
+        train_adasmooth(tiny_adasmooth(tiny_bases, n_targets=10), tmp_path / "ada")
+    assert not any((tmp_path / "ada").glob("*"))
 
 
 def test_calibrate_nuts_picks_grid_point_and_alpha():
@@ -147,12 +200,33 @@ def test_calibrate_nuts_picks_grid_point_and_alpha():
 
 
 def test_mixednuts_recipe_writes_config(tiny_data, tiny_bases, tmp_path):
-    config = MixedNutsRecipe(standard=tiny_bases[0], robust=tiny_bases[1], val_images=40, attack_steps=2,
-                             batch_size=20, scales=[1.0], powers=[1.0, 2.0], biases=[0.0])
-    result = train.run_mixednuts(config, tmp_path / "nuts", progress=False)
+    config = MixedNutsRecipe(standard=tiny_bases[0], robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1,
+                             val_images=40, attack_steps=2, batch_size=20, scales=[1.0], powers=[1.0, 2.0],
+                             biases=[0.0])
+    result = calibrate_mixednuts(config, tmp_path / "nuts")
     saved = json.loads((tmp_path / "nuts" / "nuts.json").read_text())
     assert saved["alpha"] == result["alpha"] and 0.0 < saved["alpha"] <= 1.0
     assert saved["nuts"]["power"] in (1.0, 2.0)
+    with pytest.raises(RecipeMismatchError):
+        calibrate_mixednuts(dataclasses.replace(config, beta=90.0), tmp_path / "nuts")
+
+
+def test_calibration_through_the_harness_matches_a_direct_benchmark(tiny_bases):
+    """calib_attack names a harness attack: the robust base's figure is the harness's own, and bad specs fail early."""
+    from robust_mix.benchmark import benchmark
+
+    gen = torch.Generator().manual_seed(3)
+    images, labels = torch.rand(8, 1, 28, 28, generator=gen), torch.arange(8) % 10
+    config = tiny_adasmooth(tiny_bases, calib_attack="apgd-ce", calib_alpha_lo=[0.5], calib_gamma_scale=[1.0],
+                            calib_gamma_bias=[0.0])
+    model = build_mixed(config, images[:1], 10).eval()
+    _, table = calibrate_policy(model, images, labels, config)
+    direct = benchmark(model.robust, threat_model="Linf", eps=config.eps, images=images, labels=labels,
+                       attack="apgd-ce", batch_size=100)
+    assert table[-1]["robust_base"] == direct.robust_accuracy
+    assert table[0]["robust"] <= table[0]["clean"]
+    with pytest.raises(ValueError, match="calib_attack must be"):
+        calibrate_policy(model, images, labels, dataclasses.replace(config, calib_attack="fgsm"))
 
 
 def test_apply_settings_and_cli_print_config(capsys):
@@ -164,36 +238,19 @@ def test_apply_settings_and_cli_print_config(capsys):
 
     assert main(["train", "fmnist-robust", "--print-config", "--set", "epochs=1"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["adversarial"] is True and printed["epochs"] == 1
+    assert printed["method"] == "pgd" and printed["epochs"] == 1
 
 
-def test_calibration_through_the_harness_matches_a_direct_benchmark(tiny_bases):
-    """calib_attack names a harness attack: the robust base's figure is the harness's own, and bad specs fail early."""
-    from robust_mix.benchmark import benchmark
+def test_the_paper_preset_runs_on_tiny_random_bases(tiny_data, tiny_bases, tmp_path):
+    """The authors' configuration end to end for one step: 1 + 9 examples per image, fp16 autocast with a
+    gradient scaler, accumulation 4 (what a GPU user runs at scale); chi-square(75) draws capped at 6 here."""
+    from robust_mix.train import apply_preset
 
-    gen = torch.Generator().manual_seed(3)
-    images, labels = torch.rand(8, 1, 28, 28, generator=gen), torch.arange(8) % 10
-    model = build_mixed(*tiny_bases, tiny_policy()).eval()
-    config = AdaSmoothRecipe(calib_attack="apgd-ce", calib_alpha_lo=[0.5], calib_gamma_scale=[1.0])
-    _, table = train.calibrate_policy(model, images, labels, config)
-    direct = benchmark(model.robust, threat_model="Linf", eps=config.eps, images=images, labels=labels,
-                       attack="apgd-ce", batch_size=100)
-    assert table[-1]["robust_base"] == direct.robust_accuracy
-    assert table[0]["robust"] <= table[0]["clean"]
-    with pytest.raises(ValueError, match="calib_attack must be"):
-        train.calibrate_policy(model, images, labels, dataclasses.replace(config, calib_attack="fgsm"))
-
-
-def test_adasmooth_recipe_sets_the_ratio_batchnorm_momentum(tiny_data, tiny_bases, tmp_path):
-    """ratio_bn_momentum reaches the ratio's BatchNorm: at 0 its running statistics never move, at 0.5 they do."""
-    stats = {}
-    for momentum in (0.0, 0.5):
-        config = AdaSmoothRecipe(standard=tiny_bases[0], robust=tiny_bases[1], policy=tiny_policy(), epochs=1,
-                                 batch_size=8, train_subset=16, val_subset=4, iter_min=1, iter_max=1,
-                                 ratio_bn_momentum=momentum)
-        torch.manual_seed(0)
-        train.train_adasmooth(config, tmp_path / f"m{momentum}", progress=False, max_steps=2, calibrate=False)
-        state = load_state_dict(tmp_path / f"m{momentum}" / "policy.safetensors")
-        stats[momentum] = (state["policy.bn.running_mean"].item(), state["policy.bn.running_var"].item())
-    assert stats[0.0] == (0.0, 1.0)
-    assert stats[0.5] != (0.0, 1.0)
+    config = apply_preset(tiny_adasmooth(tiny_bases), "paper")
+    config = dataclasses.replace(config, buffer_subset=4, buffer_shard=4, val_subset=2, epochs=1, batch_size=40,
+                                 iter_max=6, policy=dataclasses.replace(config.policy, widths=[16, 16, 16]))
+    record = train_adasmooth(config, tmp_path / "paper", calibrate=False)
+    assert record["epoch"] == 1 and (config.n_targets, config.accumulation, config.precision) == (9, 4, "fp16")
+    shard = load_state_dict(next((tmp_path / "paper" / "buffer" / "round-0").iterdir()))
+    assert shard["delta"].shape == (4, 10, 1, 28, 28)
+    assert torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0

@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 import robust_mix
-from robust_mix import validate
+from robust_mix import threads, validate
 from robust_mix.config import ModelConfig
 
 logger = logging.getLogger("robust_mix.cli")
@@ -41,16 +41,22 @@ COMMAND_MODULES = [
     "robust_mix.cli.leaderboard",
 ]
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str, Optional[str]]] = {}
+# Subcommands that compute: they get --threads, and the thread policy runs before them.
+_COMPUTING: set[str] = set()
 
 
 def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None,
-            resume: Optional[str] = None):
+            resume: Optional[str] = None, *, computes: bool = False):
     """Register ``run`` as the subcommand ``name``; ``arguments`` adds its options to a parser.
 
     ``resume`` is the line printed after Ctrl-C (``str.format`` fields: the parsed arguments).
+    ``computes=True`` adds ``--threads`` and applies :func:`robust_mix.threads.apply_thread_policy`
+    before ``run``.
     """
     def wrap(run: Command) -> Command:
         _COMMANDS[name] = (arguments, run, help, resume)
+        if computes:
+            _COMPUTING.add(name)
         return run
     return wrap
 
@@ -114,13 +120,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _info_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--json", action="store_true", help="print the full config as JSON")
 
 
 @command("info", "show one model's config", _info_args)
 def _info(args: argparse.Namespace) -> int:
-    config = robust_mix.get_model_config(args.name)
+    config = robust_mix.loading.model_config_of(args.name)
+    if config is None:
+        raise ValueError(f"{args.name} is a function returning a model; it has no config to show")
     if args.json:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -143,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, _, help_text, _resume) in _COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(command_parser)
+        if name in _COMPUTING:
+            command_parser.add_argument(
+                "--threads", type=POSITIVE_INT, default=None,
+                help=f"CPU threads per process (default: ${threads.ENV_VAR}, else $OMP_NUM_THREADS, else "
+                     "usable CPUs divided by the processes sharing them; see robust_mix.threads)")
     return parser
 
 
@@ -161,6 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _, run, _, resume = _COMMANDS[args.command]
     try:
+        if args.command in _COMPUTING:
+            threads.apply_thread_policy(args.threads)
         return run(args)
     except KeyboardInterrupt:
         hint = resume.format(**vars(args)) if resume else "nothing was written"
@@ -170,3 +186,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        threads.release_claim()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import benchmark, default_device
@@ -42,6 +44,64 @@ class TqdmProgress:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+class RowBars:
+    """One tqdm bar per benchmark row, in row order (examples times stages done, the last finished
+    stage as postfix); a :class:`robust_mix.rows.RowProgress`. Use as a context manager: inside it,
+    log lines are printed above the bars. Drawn on rank 0 only."""
+
+    def __init__(self, labels: Sequence[str], enabled: bool = True) -> None:
+        self.labels, self.enabled, self.bars = list(labels), enabled, []
+        self._redirect = None
+
+    def __enter__(self) -> "RowBars":
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        width = max((len(label) for label in self.labels), default=0)
+        self.bars = [tqdm(total=None, desc=label.rjust(width), unit="ex", position=i, leave=True,
+                          dynamic_ncols=True, disable=not self.enabled, postfix="waiting")
+                     for i, label in enumerate(self.labels)]
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(*exc)
+        for bar in self.bars:
+            bar.close()
+
+    def start(self, row: int, stages: Sequence[str], total: int) -> None:
+        self.bars[row].reset(total=total * len(stages))
+        self.bars[row].set_postfix_str("started")
+
+    def advance(self, row: int, stage: str, n: int) -> None:
+        self.bars[row].update(n)
+        self.bars[row].set_postfix_str(f"after {stage}")
+
+    def finish(self, row: int) -> None:
+        self.bars[row].set_postfix_str("done")
+
+
+def add_workers_argument(p: argparse.ArgumentParser) -> None:
+    """``--workers``: processes for independent rows (see :mod:`robust_mix.parallel`)."""
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes running independent rows side by side (default: one per usable CPU, "
+                        "at most one per row; 1 under torchrun, whose ranks shard each row)")
+
+
+def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
+    """``--workers``, or the default for ``n_rows`` rows; refuses several workers under torchrun."""
+    from robust_mix.parallel import default_workers
+
+    if args.workers is None:
+        return default_workers(n_rows)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--workers {args.workers} under torchrun: its ranks already shard each row; use --workers 1")
+    return args.workers
 
 
 def _init_distributed() -> int:
@@ -99,16 +159,22 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     _common_args(p)
     p.add_argument("--attack", default="standard", help="standard, rand, adaptive, or a list like apgd-ce,apgd-t")
     p.add_argument("--adaptive", action="store_true", help="add the adaptive attack suite")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model's networks first (minutes on a CPU; pays off on long runs; "
+                        "may change the last bits, see robust_mix.fastpath.compile_model)")
 
 
 @command("benchmark", "evaluate a model with the leaderboard's AutoAttack (resumable, torchrun-shardable)",
-         _benchmark_args, resume="finished chunks are saved under {out}/state; rerun the same command to resume")
+         _benchmark_args, resume="finished chunks are saved under {out}/state; rerun the same command to resume",
+         computes=True)
 def _benchmark(args: argparse.Namespace) -> int:
     from robust_mix.report import markdown_table, write_report
 
     out = check_writable_dir(args.out)
     rank = _init_distributed()
     model = load_model(args.name, model_dir=args.model_dir)
+    if args.compile:
+        _compile(model, args)
     progress = TqdmProgress(enabled=rank == 0)
     try:
         result = benchmark(model, attack=args.attack, adaptive=args.adaptive,
@@ -125,27 +191,46 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(model: nn.Module, args: argparse.Namespace) -> None:
+    from robust_mix.data import load_dataset
+    from robust_mix.fastpath import compile_model
+
+    config = getattr(model, "config", None)
+    dataset = args.dataset or getattr(config, "dataset", None)
+    if dataset is None or dataset == "custom":
+        raise ValueError("--compile needs the data set to probe the model with: pass --dataset")
+    probe, _ = load_dataset(dataset, "test", n_examples=2, data_dir=args.data_dir)
+    device = torch.device(args.device) if args.device else default_device()
+    seconds = compile_model(model.to(device), probe.to(device))
+    print(f"compiled the model's networks: first forward pass {seconds:.1f} s (compilation included)", flush=True)
+
+
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     _common_args(p)
     p.add_argument("--alphas", default="0:1:0.1", help="'0,0.5,1' or start:stop:step")
     p.add_argument("--attack", default="standard", help="e.g. apgd-ce,apgd-t for a cheaper sweep")
     p.add_argument("--adaptive", action="store_true", help="add the adaptive attack suite")
     p.add_argument("--no-policy", action="store_true", help="skip the adaptive policy's own point")
+    add_workers_argument(p)
 
 
 @command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args,
-         resume="finished points and chunks are saved under {out}/state; rerun the same command to resume")
+         resume="finished points and chunks are saved under {out}/state; rerun the same command to resume",
+         computes=True)
 def _sweep(args: argparse.Namespace) -> int:
     from robust_mix.sweep import parse_alphas, sweep, write_sweep
 
     alphas = parse_alphas(args.alphas)
     out = check_writable_dir(args.out)
     rank = _init_distributed()
-    model = load_model(args.name, model_dir=args.model_dir)
+    workers = resolve_workers(args, len(alphas) + 1)
+    build = functools.partial(load_model, args.name, model_dir=args.model_dir)
+    labels = [f"alpha {a:g}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
     try:
-        points = sweep(model, alphas, include_policy=not args.no_policy,
-                       state_dir=args.state_dir or out / "state", attack=args.attack, adaptive=args.adaptive,
-                       **_benchmark_kwargs(args))
+        with RowBars(labels, enabled=rank == 0) as bars:
+            points = sweep(build, alphas, include_policy=not args.no_policy, state_dir=args.state_dir or out / "state",
+                           attack=args.attack, adaptive=args.adaptive, workers=workers, progress=bars,
+                           threads_per_worker=args.threads, **_benchmark_kwargs(args))
     finally:
         _finish_distributed()
     if rank == 0:

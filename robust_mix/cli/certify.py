@@ -72,7 +72,7 @@ def _certify_run(args: argparse.Namespace) -> dict:
 
 
 @command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args,
-         resume="certify keeps no partial state; rerun the same command to start over")
+         resume="certify keeps no partial state; rerun the same command to start over", computes=True)
 def _certify(args: argparse.Namespace) -> int:
     report = _certify_run(args)
     headers = ["alpha", "clean %", "abstain %"] + [f"r={r:g}" for r in report["radii"]]

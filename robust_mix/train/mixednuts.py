@@ -1,25 +1,35 @@
 """MixedNUTS calibration (PAPER.md section 5): choose the robust base's output map and the mixing ratio.
 
 On held-out (validation) images, the robust base's margins are computed on clean inputs and on
-inputs attacked with APGD. For each ``(s, p, c)`` of a grid, ``q`` is the ``(100 - beta)``-th
+inputs attacked with APGD-CE. For each ``(s, p, c)`` of a grid, ``q`` is the ``(100 - beta)``-th
 percentile of the margins of correctly classified attacked inputs, and the objective is the
 fraction of clean inputs that the robust base misclassifies with a margin of at least ``q``
 (where the robust model would override a correct standard model). The best triple wins and
-``a = 1 / (1 + q)``.
+``a = 1 / (1 + q)``. Nothing is trained: :func:`calibrate_mixednuts` runs on rank 0 only.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
 from robust_mix.config import NutsConfig
+from robust_mix.data import dataset_tensors, num_classes, open_dataset
+from robust_mix.distributed import DistContext
 from robust_mix.nuts import NonlinearLogitMap
+from robust_mix.train.checks import check_recipe
+from robust_mix.train.config import MixedNutsRecipe
+from robust_mix.train.loop import RunOptions
+from robust_mix.train.pair import load_base, resolve_dataset
+from robust_mix.train.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
+
+RESULT_FILE = "nuts.json"
 
 
 def mapped_margins(logits: torch.Tensor, scale: float, power: float, bias: float, ln_k: int = 250) -> torch.Tensor:
@@ -44,13 +54,13 @@ def attacked_margin_inputs(robust: nn.Module, images: torch.Tensor, labels: torc
 
 
 def calibrate_nuts(clean_logits: torch.Tensor, clean_labels: torch.Tensor, adv_logits: torch.Tensor,
-                   adv_labels: torch.Tensor, config: Any) -> tuple[NutsConfig, float, dict[str, Any]]:
+                   adv_labels: torch.Tensor, config: MixedNutsRecipe) -> tuple[NutsConfig, float, dict[str, Any]]:
     """Grid-search ``(s, p, c)`` from robust-base logits on clean and attacked validation inputs.
 
     Args:
         clean_logits, adv_logits: ``(N, K)`` robust-base logits.
         clean_labels, adv_labels: ``(N,)`` true classes.
-        config: has ``scales``, ``powers``, ``biases``, ``beta`` and ``ln_k`` (a ``MixedNutsRecipe``).
+        config: its ``scales``, ``powers``, ``biases``, ``beta`` and ``ln_k``.
 
     Returns:
         ``(NutsConfig, alpha, table)`` with ``table["best"]`` the chosen row and ``table["grid"]`` all rows.
@@ -79,3 +89,40 @@ def calibrate_nuts(clean_logits: torch.Tensor, clean_labels: torch.Tensor, adv_l
     return nuts, alpha, {"best": {**best, "alpha": alpha}, "grid": rows,
                          "clean_error": clean_wrong.float().mean().item(),
                          "attacked_accuracy": adv_right.float().mean().item()}
+
+
+def _logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: Union[str, torch.device]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
+
+
+def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistContext] = None,
+                        options: Optional[RunOptions] = None) -> dict[str, Any]:
+    """Calibrate MixedNUTS on the validation split; writes ``<out>/nuts.json`` (NutsConfig + alpha).
+
+    Returns:
+        ``{"nuts": NutsConfig fields, "alpha": a, "best": the chosen grid row}`` (empty on ranks other than 0).
+    """
+    dist = dist or DistContext()
+    check_recipe(config)
+    run = RunDir(out, config, dist, outputs=(RESULT_FILE,))
+    if not dist.is_main:
+        return {}
+    val = open_dataset(resolve_dataset(config.dataset, config.robust), "val")
+    images, labels = dataset_tensors(val, config.val_images)
+    robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")
+    run.start()
+    try:
+        clean_logits = _logits(robust, images, config.batch_size, dist.device)
+        adv = attacked_margin_inputs(robust, images, labels, config.eps, config.attack_steps,
+                                     config.batch_size, dist.device, config.seed)
+        adv_logits = _logits(robust, adv, config.batch_size, dist.device)
+        nuts, alpha, table = calibrate_nuts(clean_logits, labels, adv_logits, labels, config)
+        result = {"nuts": dataclasses.asdict(nuts), "alpha": alpha, "best": table["best"]}
+        run.write_json(RESULT_FILE, result)
+        run.write_json("calibration.json", table)
+        logger.info("MixedNUTS: %s", result)
+        return result
+    finally:
+        run.close()

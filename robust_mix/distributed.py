@@ -1,0 +1,157 @@
+"""Processes started by ``torchrun``: which rank this is, its device, its share of the work and its seeds.
+
+``torchrun --nproc-per-node N -m robust_mix.cli ...`` sets ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE``; :func:`init_distributed` joins the process group (NCCL on GPUs, Gloo on CPUs).
+Without those variables everything here degrades to one process, so library code never has to
+ask whether it runs distributed.
+
+Seeds: every random stream is derived from one recipe seed and the keys that name the stream
+(rank, epoch, step, shard, ...), so a resumed run draws exactly what the uninterrupted run drew.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+#: How long a rank waits for the others at a collective (seconds); long, because one rank may
+#: still be generating an adversarial-example shard or evaluating while the others wait.
+DEFAULT_TIMEOUT_S = 4 * 3600
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the run.
+
+    Attributes:
+        rank, world_size: position among all processes and their number (0 and 1 alone).
+        local_rank: position on this machine (selects the GPU).
+        device: where this process computes.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes files and draws progress (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def backend(self) -> Optional[str]:
+        """``"nccl"`` or ``"gloo"`` when distributed, else ``None``."""
+        if not self.distributed:
+            return None
+        return "nccl" if self.device.type == "cuda" else "gloo"
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op alone)."""
+        if self.distributed:
+            dist.barrier()
+
+    def all_reduce_sums(self, values: Mapping[str, float]) -> dict[str, float]:
+        """Sum each value over all ranks (float64 on the wire); the same dict alone."""
+        if not self.distributed or not values:
+            return {k: float(v) for k, v in values.items()}
+        keys = sorted(values)
+        device = self.device if self.backend == "nccl" else torch.device("cpu")
+        tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return dict(zip(keys, tensor.cpu().tolist()))
+
+    def all_max(self, value: float) -> float:
+        """The largest ``value`` over all ranks (agreeing on a count, e.g. a resume point)."""
+        if not self.distributed:
+            return float(value)
+        device = self.device if self.backend == "nccl" else torch.device("cpu")
+        tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.item()
+
+    def shard(self, n: int) -> range:
+        """This rank's positions of ``range(n)``: ``rank, rank + world_size, ...``."""
+        return range(self.rank, n, self.world_size)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} must be an integer (torchrun sets it)") from None
+
+
+def init_distributed(device: Union[str, torch.device, None] = None) -> DistContext:
+    """Join the torchrun process group if there is one; the context for this process.
+
+    Args:
+        device: ``"cuda"``, ``"cpu"`` or a device; ``None`` picks CUDA when available. Under
+            torchrun, ``"cuda"`` becomes ``cuda:<LOCAL_RANK>``.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available.
+    """
+    requested = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if requested.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(requested)!r} asked for, but CUDA is not available here; use --device cpu")
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if requested.type == "cuda" and requested.index is None:
+        requested = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+    context = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=requested)
+    if requested.type == "cuda":
+        torch.cuda.set_device(requested)
+    if context.distributed and not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=_env_int("ROBUST_MIX_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        dist.init_process_group(backend=context.backend, timeout=timeout)
+        logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, context.backend,
+                    requested)
+    return context
+
+
+def finish_distributed() -> None:
+    """Leave the process group (no-op when none was joined)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_run(device: Union[str, torch.device, None] = None) -> Iterator[DistContext]:
+    """``with distributed_run("cpu") as ctx: ...``: :func:`init_distributed`, then always :func:`finish_distributed`."""
+    context = init_distributed(device)
+    try:
+        yield context
+    finally:
+        finish_distributed()
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed for the random stream named by ``keys`` (e.g. rank, epoch, step), from one ``seed``.
+
+    Different keys give independent streams (NumPy's ``SeedSequence``), the same keys the same seed.
+    """
+    state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` ``(seed, *keys)``."""
+    return torch.Generator().manual_seed(derive_seed(seed, *keys))

@@ -1,0 +1,121 @@
+"""The fast model path for frozen base models: work that depends only on frozen weights, done once.
+
+**Weight standardisation** (BiT's ``StdConv2d``) recomputes ``(w - mean(w)) / std(w)`` for every
+convolution on every forward pass: a third of the forward time of BiT-M-R152x2 at batch 4 on a CPU
+(``benchmarks/bench_forward.py``). :func:`cache_frozen_weights` switches such layers to a subclass
+(:mod:`robust_mix.std_conv`) that keeps the standardised weight in a non-persistent buffer and
+recomputes it only when the weight changes (in-place update, ``load_state_dict``, a move to another
+device or dtype) or needs a gradient. The computation is the layer's own, so outputs are bit for bit
+those of the original layer; ``state_dict()`` is untouched (the buffer is not persistent), so
+saving, loading and the RobustBench-format conversions see no difference. The price is memory: one more copy of those
+weights (0.93 GB for BiT-M-R152x2). :class:`~robust_mix.mixing.MixedClassifier` applies it to both
+base models.
+
+:func:`frozen_parameters` keeps the attacks from computing weight gradients they never use.
+Only exact optimisations live on the default path. :func:`compile_model` (``--compile``) is opt-in:
+compiled kernels may round differently in the last bits, so the benchmark scripts count the
+examples whose flags change.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def _cached_layers() -> dict[type, type]:
+    """Layer class -> cached twin, for the layer libraries already loaded (none can occur otherwise)."""
+    if "timm.layers.std_conv" not in sys.modules:
+        return {}
+    from robust_mix import std_conv  # imports timm: only once timm is loaded anyway
+
+    return std_conv.CACHED_LAYERS
+
+
+def cache_frozen_weights(module: nn.Module) -> int:
+    """Switch every weight-standardising convolution in ``module`` to its cached twin, in place.
+
+    Returns the number of layers switched. Outputs, gradients with respect to the input and
+    ``state_dict()`` stay exactly as they were; see the module docstring.
+    """
+    table = _cached_layers()
+    count = 0
+    for layer in module.modules():
+        cached = table.get(type(layer))
+        if cached is not None:
+            layer.__class__ = cached
+            layer.register_buffer("standardized_weight", None, persistent=False)
+            layer._cache_key = None
+            count += 1
+    if count:
+        logger.debug("caching the standardised weights of %d layers of %s", count, type(module).__name__)
+    return count
+
+
+@contextlib.contextmanager
+def original_layers(module: nn.Module) -> Iterator[nn.Module]:
+    """Context in which ``module``'s cached layers run as the original classes (recomputing on every
+    call), for side-by-side comparisons; the caches are kept and valid again afterwards."""
+    originals = {cached: original for original, cached in _cached_layers().items()}
+    swapped = [(layer, type(layer)) for layer in module.modules() if type(layer) in originals]
+    for layer, cached in swapped:
+        layer.__class__ = originals[cached]
+    try:
+        yield module
+    finally:
+        for layer, cached in swapped:
+            layer.__class__ = cached
+
+
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[nn.Module]:
+    """Context in which no parameter of ``module`` requires a gradient (restored afterwards).
+
+    Attacks differentiate with respect to the input only, but FAB's ``backward()`` would also
+    compute and accumulate gradients for every trainable weight (an adaptive model's mixing
+    network). Input gradients are the same either way.
+    """
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for param in trainable:
+        param.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for param in trainable:
+            param.requires_grad_(True)
+
+
+def compile_model(model: nn.Module, probe: torch.Tensor, *, backend: str = "inductor") -> float:
+    """Compile ``model``'s networks in place with ``torch.compile`` and run it once on ``probe``
+    ``(B, C, H, W)``; returns the seconds that first call took (compilation included).
+
+    A :class:`~robust_mix.mixing.MixedClassifier` compiles its two bases and its mixing network
+    (``nn.Module.compile``: module names, hooks and ``state_dict()`` unchanged; the mixing itself
+    stays eager), any other model as a whole. Shapes are dynamic, so the attacks' changing batch
+    sizes reuse the code; the backward graphs compile during the first attack with gradients.
+
+    Opt-in for long runs (``robust-mix benchmark --compile``): the first compilation takes minutes
+    on a CPU, and compiled kernels may round differently in the last bits, so flags can differ from
+    the eager path on a few examples (``benchmarks/bench_fastpath.py --compile`` counts them).
+    Inductor keeps compiled code in its cache (``$TORCHINDUCTOR_CACHE_DIR``): later runs of the same
+    model compile faster.
+    """
+    policy = getattr(model, "policy", None)
+    parts = ([model.standard, model.robust] + ([policy.network] if policy is not None else [])
+             if hasattr(model, "standard") and hasattr(model, "robust") else [model])
+    started = time.perf_counter()
+    for part in parts:
+        part.compile(backend=backend, dynamic=True)
+    with torch.no_grad():
+        model(probe)
+    seconds = time.perf_counter() - started
+    logger.info("compiled %d network(s) of %s (%s backend): first forward pass %.1f s", len(parts),
+                type(model).__name__, backend, seconds)
+    return seconds

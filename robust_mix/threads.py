@@ -1,0 +1,335 @@
+"""CPU threads per process: one policy for every command that computes.
+
+Two evaluations side by side with torch's default threads each spin on every core and slow each
+other down about 12x on a 2-core machine (issue 14); one process with more threads than it has
+CPUs (a cgroup quota, ``taskset``) suffers the same way. The policy:
+
+    threads = max(1, CPUs this process may use // processes sharing them)
+
+* **CPUs this process may use**: its affinity mask (``os.sched_getaffinity``) capped by the cgroup
+  CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``).
+* **processes sharing them**: the larger of the processes a launcher declares (torchrun's
+  ``LOCAL_WORLD_SIZE``, the worker processes :mod:`robust_mix.parallel` starts) and the robust_mix
+  runs that hold a *claim* on this machine: each process that applies the policy registers itself
+  in a per-user folder (``$ROBUST_MIX_RUNTIME_DIR``, default ``<tmp>/robust_mix-<uid>/claims``),
+  so two independently started runs see each other. A run started first gives up threads when a
+  second one appears: long loops call :func:`rebalance` (the attack harness does, per attack batch).
+
+An explicit choice always wins, in this order: the ``threads`` argument (``--threads`` on the
+command line), ``$ROBUST_MIX_THREADS``, ``$OMP_NUM_THREADS``. The choice is logged once per
+process, with a warning when the machine is already busy (1-minute load average at least the
+usable CPUs: timings will be slow).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "ROBUST_MIX_THREADS"
+RUNTIME_ENV_VAR = "ROBUST_MIX_RUNTIME_DIR"
+#: Seconds between two recounts of the claims in :func:`rebalance`.
+REBALANCE_INTERVAL_S = 2.0
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """The decision: ``threads`` per process and why.
+
+    Attributes:
+        threads: intra-op threads for this process.
+        source: ``"argument"``, ``"ROBUST_MIX_THREADS"``, ``"OMP_NUM_THREADS"`` or ``"policy"``.
+        usable_cpus: CPUs this process may use (affinity capped by the cgroup quota; may be fractional).
+        processes: processes sharing those CPUs (declared, or robust_mix runs holding a claim).
+        load_average: 1-minute load average when planned (``None`` where the OS has none).
+    """
+
+    threads: int
+    source: str
+    usable_cpus: float
+    processes: int
+    load_average: Optional[float]
+
+    @property
+    def busy(self) -> bool:
+        """True when the machine was already loaded: the load average reached the usable CPUs."""
+        return self.load_average is not None and self.load_average >= self.usable_cpus
+
+    def describe(self) -> str:
+        why = ("policy: usable CPUs // processes" if self.source == "policy"
+               else f"set by {'--threads' if self.source == 'argument' else '$' + self.source}")
+        return (f"{self.threads} thread(s) per process ({why}; {self.usable_cpus:g} usable CPU(s), "
+                f"{self.processes} process(es))")
+
+
+# -- what the machine gives this process ---------------------------------------------------------------
+def affinity_cpus() -> int:
+    """CPUs in this process's affinity mask (all CPUs where the OS has no affinity call)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> Optional[float]:
+    """The CPU quota of this process's cgroup in CPUs (``1.5`` = 150 % of one CPU), ``None`` if unlimited.
+
+    Reads cgroup v2 (``<root>/<path>/cpu.max``: ``"<quota> <period>"`` or ``"max <period>"``) and v1
+    (``<root>/cpu/<path>/cpu.cfs_quota_us``, ``-1`` = unlimited), walking up from the process's own
+    cgroup to the root (a parent's limit applies too); the smallest limit wins.
+    """
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2 unified hierarchy
+            limits += [_v2_limit(d / "cpu.max") for d in _up_from(root, path)]
+        elif "cpu" in controllers.split(","):
+            base = root / controllers if (root / controllers).is_dir() else root / "cpu"
+            limits += [_v1_limit(d) for d in _up_from(base, path)]
+    known = [q for q in limits if q is not None]
+    return min(known) if known else None
+
+
+def _up_from(base: Path, path: str) -> list[Path]:
+    parts = [p for p in path.strip("/").split("/") if p]
+    return [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _v2_limit(path: Path) -> Optional[float]:
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1_limit(folder: Path) -> Optional[float]:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+def usable_cpus() -> float:
+    """CPUs this process may really use: the affinity mask capped by the cgroup quota."""
+    quota = cgroup_cpu_quota()
+    cpus = float(affinity_cpus())
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def load_average() -> Optional[float]:
+    """The 1-minute load average, ``None`` where the OS does not report one."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+# -- claims: robust_mix runs on this machine that compute -------------------------------------------------
+def claims_dir() -> Path:
+    """The per-user folder where computing robust_mix processes register."""
+    root = os.environ.get(RUNTIME_ENV_VAR)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(root) if root else Path(tempfile.gettempdir()) / f"robust_mix-{uid}" / "claims"
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """The process's start time (clock ticks since boot), which tells a live pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class ThreadClaim:
+    """This process's registration as a computing robust_mix run (a file named by its pid)."""
+
+    def __init__(self, folder: Optional[Path] = None) -> None:
+        self.folder = folder or claims_dir()
+        self.path = self.folder / str(os.getpid())
+        self.held = False
+
+    def acquire(self) -> "ThreadClaim":
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(_start_time(os.getpid()) or "")
+            self.held = True
+        except OSError as err:  # a read-only tmp must not stop an evaluation
+            logger.debug("could not register %s (%s); other runs will not see this one", self.path, err)
+        return self
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def live_claims(folder: Optional[Path] = None) -> int:
+    """Robust_mix processes on this machine holding a claim (stale files of dead processes are removed)."""
+    folder = folder or claims_dir()
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    alive = 0
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            recorded = entry.read_text()
+        except OSError:
+            continue
+        started = _start_time(int(entry.name))
+        if started is not None and (not recorded or recorded == started):
+            alive += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
+# -- the policy --------------------------------------------------------------------------------------------
+def _positive_int(value: object, what: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{what} must be a positive whole number of threads, got {value!r}; "
+                         f"use e.g. 1 or 2, or leave it unset for the policy (usable CPUs // processes)")
+    return number
+
+
+def _omp_threads(text: str) -> Optional[int]:
+    """``$OMP_NUM_THREADS`` as the outer level's thread count (``"4,2"`` -> 4); ``None`` if unusable."""
+    try:
+        return _positive_int(text.split(",")[0], "OMP_NUM_THREADS")
+    except ValueError:
+        logger.warning("ignoring OMP_NUM_THREADS=%r: not a positive whole number", text)
+        return None
+
+
+def plan_threads(requested: Optional[int] = None, *, processes: Optional[int] = None,
+                 environ: Optional[Mapping[str, str]] = None, cpus: Optional[float] = None,
+                 claims: Optional[int] = None) -> ThreadPlan:
+    """Decide the threads of this process without setting them (see :func:`apply_thread_policy`).
+
+    Args:
+        requested: an explicit thread count (``--threads``); wins over everything.
+        processes: processes the caller starts to share the CPUs (e.g. parallel workers);
+            default ``$LOCAL_WORLD_SIZE`` (torchrun), else 1.
+        environ: the environment to read (default ``os.environ``).
+        cpus: usable CPUs (default :func:`usable_cpus`).
+        claims: robust_mix runs holding a claim (default :func:`live_claims`).
+    """
+    env = os.environ if environ is None else environ
+    cpus = usable_cpus() if cpus is None else cpus
+    declared = processes if processes is not None else _positive_int(env.get("LOCAL_WORLD_SIZE", "1"),
+                                                                      "LOCAL_WORLD_SIZE")
+    sharing = max(1, declared, live_claims() if claims is None else claims)
+    load = load_average()
+    if requested is not None:
+        return ThreadPlan(_positive_int(requested, "threads"), "argument", cpus, sharing, load)
+    if env.get(ENV_VAR, "").strip():
+        return ThreadPlan(_positive_int(env[ENV_VAR], ENV_VAR), ENV_VAR, cpus, sharing, load)
+    omp = _omp_threads(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").strip() else None
+    if omp is not None:
+        return ThreadPlan(omp, "OMP_NUM_THREADS", cpus, sharing, load)
+    return ThreadPlan(max(1, math.floor(cpus / sharing)), "policy", cpus, sharing, load)
+
+
+class _State:
+    """What this process applied: the plan, its claim, the declared processes, the last recount."""
+
+    plan: Optional[ThreadPlan] = None
+    claim: Optional[ThreadClaim] = None
+    requested: Optional[int] = None
+    processes: Optional[int] = None
+    checked: float = 0.0
+
+
+def apply_thread_policy(requested: Optional[int] = None, *, processes: Optional[int] = None,
+                        warn_if_busy: bool = True) -> ThreadPlan:
+    """Register this process as a computing run, plan its threads and set them in torch.
+
+    Call before any work (the CLI does, for every command that computes). Sets
+    ``torch.set_num_threads`` and, while torch still allows it, ``set_num_interop_threads``.
+    The plan is logged once per process (again only if it changes). Returns the plan.
+    """
+    if _State.claim is None:
+        _State.claim = ThreadClaim().acquire()
+    _State.requested, _State.processes = requested, processes
+    plan = plan_threads(requested, processes=processes)
+    _set(plan)
+    if warn_if_busy and plan.busy:
+        logger.warning("the machine is already busy (1-minute load average %.2f on %g usable CPUs): "
+                       "timings will be slower than on an idle machine", plan.load_average, plan.usable_cpus)
+    return plan
+
+
+def _set(plan: ThreadPlan) -> None:
+    if plan.threads > plan.usable_cpus >= 1:
+        logger.warning("%d threads on %g usable CPUs: threads will wait on each other", plan.threads,
+                       plan.usable_cpus)
+    torch.set_num_threads(plan.threads)
+    try:
+        torch.set_num_interop_threads(plan.threads)
+    except RuntimeError:  # allowed only before the first inter-op parallel work
+        pass
+    if _State.plan is None or plan.threads != _State.plan.threads:
+        logger.info("threads: %s", plan.describe())
+    _State.plan, _State.checked = plan, time.monotonic()
+
+
+def rebalance() -> Optional[ThreadPlan]:
+    """Recount the robust_mix runs sharing the CPUs and adjust this process's threads.
+
+    Cheap (at most one folder listing every :data:`REBALANCE_INTERVAL_S` seconds); does nothing unless
+    :func:`apply_thread_policy` chose the threads by the policy in this process. Call between units
+    of work in long loops; must run on the thread that does the work (OpenMP settings are per thread).
+    """
+    plan = _State.plan
+    if plan is None or plan.source != "policy" or time.monotonic() - _State.checked < REBALANCE_INTERVAL_S:
+        return plan
+    new = plan_threads(_State.requested, processes=_State.processes)
+    _set(new)
+    return new
+
+
+def release_claim() -> None:
+    """Withdraw this process's claim (at the end of a command; other runs may then take its CPUs)."""
+    if _State.claim is not None:
+        _State.claim.release()
+        _State.claim = None
+
+
+def suspend_claim() -> "_Suspended":
+    """Context in which this process does not count (while worker processes compute for it)."""
+    return _Suspended()
+
+
+class _Suspended:
+    def __enter__(self) -> None:
+        self.claim = _State.claim
+        if self.claim is not None:
+            self.claim.release()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.claim is not None:
+            self.claim.acquire()

@@ -1,0 +1,86 @@
+"""The measures recipes select and calibrate with: clean accuracy, PGD accuracy, the harness's AutoAttack.
+
+Tensor versions (``accuracy``, ``pgd_accuracy``, ``autoattack_accuracy``) take a few hundred
+or thousand images already in memory; :func:`sum_over_shards` streams a validation data set,
+each rank its share, and all-reduces the sums, so every rank gets the same numbers.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from robust_mix.attacks import pgd
+from robust_mix.benchmark import benchmark
+from robust_mix.distributed import DistContext, generator
+
+Device = Union[str, torch.device]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+             device: Device = "cpu") -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``(N, C, H, W)`` images."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
+        correct += (model(x).argmax(1) == y).sum().item()
+    return correct / max(1, len(labels))
+
+
+def pgd_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                gen: torch.Generator) -> int:
+    """How many of the batch ``x`` ``(B, C, H, W)`` stay correct under untargeted PGD-CE (random start)."""
+    x_adv = pgd(lambda z: F.cross_entropy(model(z), y, reduction="none"), x, eps, steps, generator=gen)
+    with torch.no_grad():
+        return int((model(x_adv).argmax(1) == y).sum().item())
+
+
+def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int,
+                 batch_size: int = 500, device: Device = "cpu", seed: int = 0) -> float:
+    """Accuracy under untargeted PGD-CE (random start) of ``model``'s outputs (logits or log-probs)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
+        correct += pgd_correct(model, x, y, eps, steps, gen)
+    return correct / max(1, len(labels))
+
+
+def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
+                        attack: Union[str, Sequence[str]] = "apgd-ce,apgd-t", batch_size: int = 100,
+                        device: Device = "cpu", seed: int = 0) -> float:
+    """Accuracy under pyautoattack through the harness (l_inf, ``seed``) on ``(N, C, H, W)`` images.
+
+    ``attack`` is any :func:`robust_mix.protocol.resolve_attack` spec: ``"standard"`` for the
+    leaderboard's four stages, ``"apgd-ce,apgd-t"`` (the default) for the cheaper pair.
+    """
+    result = benchmark(model, threat_model="Linf", eps=eps, images=images, labels=labels, attack=attack,
+                       batch_size=batch_size, device=device, seed=seed)
+    return result.robust_accuracy
+
+
+BatchSums = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], Mapping[str, float]]
+
+
+def sum_over_shards(dataset: Dataset, batch_sums: BatchSums, keys: Sequence[str], dist: DistContext,
+                    batch_size: int, seed: int = 0, workers: int = 0) -> dict[str, float]:
+    """Sum ``batch_sums(x, y, positions, generator)`` over this rank's share of ``dataset``, then over ranks.
+
+    ``keys`` are the sums every rank reports (a rank with an empty share reports zeros). Each
+    batch's generator is seeded with ``(seed, position of its first item)``.
+    """
+    share = Subset(dataset, list(dist.shard(len(dataset))))
+    totals = {key: 0.0 for key in keys}
+    loader = DataLoader(share, batch_size=batch_size, num_workers=workers)
+    for x, y, positions in loader:
+        x, y = x.to(dist.device), y.to(dist.device)
+        sums = batch_sums(x, y, positions, generator(seed, int(positions[0])))
+        for key in keys:
+            totals[key] += float(sums[key])
+    return dist.all_reduce_sums(totals)

@@ -1,0 +1,141 @@
+"""A training run's folder: ``recipe.json``, the resumable checkpoint, ``history.jsonl`` and ``train.log``.
+
+Rank 0 writes, every write is atomic (:mod:`robust_mix.io`), and nothing is written before the
+run is known to be able to start: :class:`RunDir` checks that the folder is writable (creating it,
+empty) and refuses one that holds results of a different recipe when it is created, and writes
+only when :meth:`RunDir.start` is called, after the models and data have been built. The per-epoch history lives inside the checkpoint and
+``history.jsonl`` is rewritten from it, so the two never disagree after a kill.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from robust_mix.distributed import DistContext
+from robust_mix.io import atomic_write_bytes, atomic_write_text
+from robust_mix.train.config import RecipeConfig, recipe_dict, recipe_from_dict, save_recipe
+from robust_mix.validate import check_writable_dir
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+CHECKPOINT = "checkpoint.pt"
+RECIPE = "recipe.json"
+HISTORY = "history.jsonl"
+LOG = "train.log"
+
+
+class RecipeMismatchError(ValueError):
+    """The run folder holds results of a different recipe; nothing was written."""
+
+
+class RunDir:
+    """A run folder bound to one recipe.
+
+    Args:
+        out: the folder (created, empty, if missing).
+        config: the recipe of this run.
+        dist: this process's place in the run; only rank 0 writes.
+        outputs: files or folders whose presence means the folder holds results of its
+            ``recipe.json`` (the checkpoint, weights, an adversarial buffer, ...).
+        free_prefixes: recipe fields a rerun may change without invalidating those results
+            (e.g. ``calib_``: a finished run recalibrates).
+
+    Raises:
+        RecipeMismatchError: ``out`` holds results of a different recipe.
+    """
+
+    def __init__(self, out: PathLike, config: RecipeConfig, dist: DistContext = DistContext(),
+                 outputs: Sequence[str] = (CHECKPOINT,), free_prefixes: Sequence[str] = ()) -> None:
+        self.path = check_writable_dir(out, "run folder") if dist.is_main else Path(out)
+        self.config = config
+        self.dist = dist
+        self.free_prefixes = tuple(free_prefixes)
+        self._handler: Optional[logging.Handler] = None
+        self._check_same_recipe(outputs)
+
+    def _compared(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in recipe.items() if not k.startswith(self.free_prefixes)}
+
+    def _check_same_recipe(self, outputs: Sequence[str]) -> None:
+        saved = self.path / RECIPE
+        present = [name for name in outputs if (self.path / name).exists()]
+        if not saved.is_file() or not present:
+            return
+        try:
+            previous = recipe_dict(recipe_from_dict(type(self.config), json.loads(saved.read_text())))
+        except (ValueError, TypeError) as err:
+            raise RecipeMismatchError(f"{saved} holds a recipe that is not a {type(self.config).__name__} ({err}); "
+                                      "use another --out folder") from None
+        current = recipe_dict(self.config)
+        old, new = self._compared(previous), self._compared(current)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+            raise RecipeMismatchError(
+                f"{self.path} holds {', '.join(present)} of a run with a different recipe ({detail}); "
+                "rerun with the saved recipe to resume, or use another --out folder (nothing was written)")
+
+    # -- writing (rank 0) ------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the folder, save ``recipe.json`` and log to ``train.log`` (rank 0; no-op elsewhere)."""
+        if not self.dist.is_main:
+            return
+        save_recipe(self.config, self.path / RECIPE)
+        self._handler = logging.FileHandler(self.path / LOG)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("robust_mix")
+        root.addHandler(self._handler)
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomically write the resumable state (tensors and plain containers only) and the history (rank 0)."""
+        if not self.dist.is_main:
+            return
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.checkpoint, buffer.getvalue())
+        history = state.get("history", [])
+        atomic_write_text(self.path / HISTORY, "".join(json.dumps(record) + "\n" for record in history))
+
+    def load_checkpoint(self) -> Optional[dict[str, Any]]:
+        """The last checkpoint (every rank reads it), or ``None`` when the run starts fresh."""
+        if not self.checkpoint.is_file():
+            return None
+        return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+
+    def write_json(self, name: str, data: Any) -> None:
+        """Write a result file (``policy.json``, ``calibration.json``, ...) atomically (rank 0)."""
+        if self.dist.is_main:
+            atomic_write_text(self.path / name, json.dumps(data, indent=2) + "\n")
+
+    def close(self) -> None:
+        """Stop logging to ``train.log``."""
+        if self._handler is not None:
+            logging.getLogger("robust_mix").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_history(path: PathLike) -> list[dict[str, Any]]:
+    """The per-epoch records of a run folder's ``history.jsonl`` (``[]`` when there is none)."""
+    file = Path(path) / HISTORY if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]

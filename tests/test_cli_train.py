@@ -1,0 +1,58 @@
+"""``robust-mix train`` (robust_mix/cli/train.py): resolving a recipe from the command line, bad input, plots."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robust_mix.cli import main
+from train_fixtures import TINY
+
+
+def printed_config(capsys, *args: str) -> dict:
+    assert main(["train", *args, "--print-config"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_preset_flags_and_settings_apply_in_order(capsys):
+    config = printed_config(capsys, "adasmooth", "--standard", "a.safetensors", "--robust", "robustbench/cifar100/Linf/X",
+                            "--preset", "paper", "--precision", "bf16", "--set", "eps=0.0314",
+                            'policy.standard_layers=["s1"]', 'policy.robust_layers=["r1"]', "lr=1e-4")
+    assert config["standard"] == "a.safetensors" and config["robust"].startswith("robustbench/")
+    assert config["n_targets"] == 9 and config["iter_df"] == 75.0 and config["accumulation"] == 4
+    assert config["precision"] == "bf16" and config["lr"] == 1e-4  # flags and --set win over the preset
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fmnist-standard", "--set", "epochs=-1"], "epochs must be a positive integer (>= 1), got -1"),
+    (["fmnist-standard", "--set", "max_steps_per_epoch=0"], "max_steps_per_epoch must be a positive integer"),
+    (["fmnist-adasmooth", "--preset", "fast"], "unknown preset 'fast' for AdaSmoothRecipe"),
+    (["fmnist-standard", "--set", "epoch=3"], "unknown setting 'epoch'"),
+    (["fmnist-standard", "--standard", "a.safetensors"], "unknown setting 'standard'"),
+    (["fmnist-standrd"], "unknown recipe 'fmnist-standrd'"),
+    (["adasmooth"], "AdaSmoothRecipe: standard must be a base reference"),
+])
+def test_bad_input_is_a_clear_error_and_writes_nothing(capsys, tmp_path, args, message):
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not any((tmp_path / "run").glob("*"))  # refused before writing anything
+
+
+def test_train_then_plot_the_history(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "fmnist-standard", "--out", str(out), "--no-progress", "--set", "epochs=2",
+            "max_steps_per_epoch=1", "batch_size=16", "val_subset=16", f"arch_kwargs={json.dumps(TINY)}"]
+    assert main([*args, "--plot"]) == 0
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    (out / "history.png").unlink()
+    assert main(["train", "fmnist-standard", "--out", str(out), "--plot-only"]) == 0
+    assert (out / "history.png").is_file()
+    assert main(["train", "fmnist-standard", "--out", str(tmp_path / "empty"), "--plot-only"]) == 2
+    assert "no history to plot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [("--workers", "-1", "integer >= 0, got -1"),
+                                                    ("--checkpoint-every", "0", "positive integer (>= 1), got 0")])
+def test_run_options_are_checked_by_the_parser(capsys, tmp_path, option, value, message):
+    assert main(["train", "fmnist-standard", "--out", str(tmp_path / "run"), option, value]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""What a model NAME means (robust_mix.loading): one parser for the library and every command."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import robust_mix
+from robust_mix.cli import main
+from robust_mix.loading import load_model, model_config_of, parse_model_name
+
+
+@pytest.mark.parametrize("text, kind, target, overrides", [
+    ("fmnist-robust", "registry", "fmnist-robust", {}),
+    ("cifar100/Linf/Bai2023Improving_edm", "registry", "cifar100-adasmooth", {}),
+    ("fmnist-robust,alpha=0.9", "registry", "fmnist-robust", {"alpha": 0.9}),
+    ("fmnist-adasmooth,alpha_range=[0.8,1.0],gamma_bias=0.5", "registry", "fmnist-adasmooth",
+     {"alpha_range": [0.8, 1.0], "gamma_bias": 0.5}),
+    ("mix,standard=timm/resnet18,alpha=0.25", "registry", "mix", {"standard": "timm/resnet18", "alpha": 0.25}),
+    ("hf-hub:org/my-mix", "hub", "org/my-mix", {}),
+    ("hf-hub:org/my-mix,alpha=0.8", "hub", "org/my-mix", {"alpha": 0.8}),
+    ("local-dir:out/my-mix", "local", "out/my-mix", {}),
+    ("tests.conftest:make_tiny", "factory", "tests.conftest:make_tiny", {}),
+])
+def test_names_parse_into_source_and_overrides(text, kind, target, overrides):
+    parsed = parse_model_name(text)
+    assert (parsed.kind, parsed.target, parsed.overrides) == (kind, target, overrides)
+
+
+def test_a_config_file_and_an_unambiguous_folder_are_recognised(tmp_path):
+    robust_mix.get_model_config("fmnist-robust").save(tmp_path / "entry.json")
+    assert parse_model_name(str(tmp_path / "entry.json")).kind == "config"
+    (tmp_path / "saved").mkdir()
+    assert parse_model_name(str(tmp_path / "saved")).kind == "local"  # absolute: cannot be a repo id
+
+
+@pytest.mark.parametrize("text, error, message", [
+    ("fmnist-robst", KeyError, r"unknown model 'fmnist-robst'; did you mean \['fmnist-robust'"),
+    ("out/my-mix", KeyError, "local-dir:out/my-mix.*hf-hub:out/my-mix"),
+    ("", ValueError, "non-empty string"),
+    ("fmnist-robust,alpha=", ValueError, "must look like key=value"),
+])
+def test_bad_names_say_what_to_write(text, error, message):
+    with pytest.raises(error, match=message):
+        parse_model_name(text)
+
+
+def test_overrides_in_the_name_and_as_keywords_compose():
+    model = load_model("fmnist-robust,alpha=0.7")
+    assert model.alpha == 0.7
+    assert load_model("fmnist-robust,alpha=0.7", alpha=0.2).alpha == 0.2  # keywords win
+    assert model_config_of("fmnist-adasmooth,alpha_range=[0.85,0.95]").policy.alpha_range == (0.85, 0.95)
+
+
+def test_saved_folders_load_by_name_everywhere(tmp_path, capsys):
+    model = load_model("fmnist-robust,alpha=0.6")
+    model.save_pretrained(tmp_path / "saved")
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    again = load_model(f"local-dir:{tmp_path / 'saved'}")
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    assert model_config_of(f"local-dir:{tmp_path / 'saved'}").alpha == 0.6
+    assert main(["info", f"local-dir:{tmp_path / 'saved'}"]) == 0
+    assert "alpha: 0.6" in capsys.readouterr().out

@@ -1,0 +1,143 @@
+"""The thread policy (robust_mix.threads): usable CPUs, the processes sharing them, explicit choices."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robust_mix import threads
+from robust_mix.threads import ThreadClaim, cgroup_cpu_quota, live_claims, plan_threads
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+    threads._State.plan = None
+
+
+def _cgroup(tmp_path, membership: str, files: dict[str, str]):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text(membership)
+    for rel, text in files.items():
+        path = tmp_path / "fs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return dict(root=tmp_path / "fs", proc_cgroup=proc)
+
+
+def test_cgroup_v2_quota_is_read_from_the_process_cgroup_and_its_parents(tmp_path):
+    paths = _cgroup(tmp_path, "0::/jobs/eval\n", {"jobs/eval/cpu.max": "max 100000\n",
+                                                 "jobs/cpu.max": "150000 100000\n", "cpu.max": "max 100000"})
+    assert cgroup_cpu_quota(**paths) == 1.5
+    unlimited = _cgroup(tmp_path / "u", "0::/a\n", {"a/cpu.max": "max 100000\n"})
+    assert cgroup_cpu_quota(**unlimited) is None
+
+
+def test_cgroup_v1_quota(tmp_path):
+    paths = _cgroup(tmp_path, "4:memory:/x\n3:cpu,cpuacct:/slurm/job7\n",
+                    {"cpu,cpuacct/slurm/job7/cpu.cfs_quota_us": "200000\n",
+                     "cpu,cpuacct/slurm/job7/cpu.cfs_period_us": "100000\n",
+                     "cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_quota(**paths) == 2.0
+    assert cgroup_cpu_quota(proc_cgroup=tmp_path / "missing") is None
+
+
+def test_policy_divides_usable_cpus_by_the_processes_sharing_them():
+    assert plan_threads(environ={}, cpus=8, claims=1).threads == 8
+    assert plan_threads(environ={"LOCAL_WORLD_SIZE": "4"}, cpus=8, claims=1).threads == 2  # torchrun
+    assert plan_threads(processes=3, environ={}, cpus=8, claims=1).threads == 2  # our own workers
+    assert plan_threads(environ={}, cpus=8, claims=2).threads == 4  # another robust_mix run
+    assert plan_threads(environ={}, cpus=1.5, claims=1).threads == 1  # a fractional quota
+    plan = plan_threads(processes=4, environ={}, cpus=2, claims=1)
+    assert (plan.threads, plan.source, plan.processes) == (1, "policy", 4)
+
+
+def test_explicit_choices_win_in_order():
+    env = {"ROBUST_MIX_THREADS": "3", "OMP_NUM_THREADS": "5", "LOCAL_WORLD_SIZE": "2"}
+    assert (plan_threads(2, environ=env, cpus=8, claims=1).threads,
+            plan_threads(2, environ=env, cpus=8, claims=1).source) == (2, "argument")
+    assert plan_threads(environ=env, cpus=8, claims=1).source == "ROBUST_MIX_THREADS"
+    omp = plan_threads(environ={"OMP_NUM_THREADS": "5,2"}, cpus=8, claims=1)
+    assert (omp.threads, omp.source) == (5, "OMP_NUM_THREADS")
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ValueError, match=r"ROBUST_MIX_THREADS must be a positive whole number.*'two'"):
+        plan_threads(environ={"ROBUST_MIX_THREADS": "two"}, cpus=2, claims=1)
+    with pytest.raises(ValueError, match=r"threads must be .*got 0"):
+        plan_threads(0, environ={}, cpus=2, claims=1)
+    assert plan_threads(environ={"OMP_NUM_THREADS": "lots"}, cpus=2, claims=1).source == "policy"
+
+
+def test_busy_machine_is_flagged():
+    plan = threads.ThreadPlan(2, "policy", 2.0, 1, load_average=2.4)
+    assert plan.busy and not threads.ThreadPlan(2, "policy", 2.0, 1, load_average=0.3).busy
+
+
+def test_claims_count_live_processes_and_drop_stale_ones(tmp_path):
+    mine = ThreadClaim(tmp_path).acquire()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / str(child.pid)).write_text(threads._start_time(child.pid))
+        (tmp_path / "999999999").write_text("1")  # a process that no longer exists
+        (tmp_path / str(os.getppid())).write_text("not its start time")  # a reused pid
+        assert live_claims(tmp_path) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([str(os.getpid()), str(child.pid)])
+    finally:
+        child.kill()
+        child.wait()
+    assert live_claims(tmp_path) == 1
+    mine.release()
+    assert live_claims(tmp_path) == 0
+
+
+def test_apply_sets_torch_threads_logs_once_and_rebalances(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv(threads.RUNTIME_ENV_VAR, str(tmp_path))
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2.0)
+    monkeypatch.setattr(threads, "REBALANCE_INTERVAL_S", 0.0)
+    monkeypatch.setattr(threads._State, "claim", None)
+    with caplog.at_level(logging.INFO, logger="robust_mix.threads"):
+        plan = threads.apply_thread_policy()
+        threads.apply_thread_policy()
+        assert (plan.threads, torch.get_num_threads()) == (2, 2)
+        assert live_claims(tmp_path) == 1
+        other = ThreadClaim(tmp_path / "other")  # another robust_mix run appears...
+        other.path = tmp_path / str(os.getppid())
+        other.path.write_text(threads._start_time(os.getppid()))
+        assert threads.rebalance().threads == 1 and torch.get_num_threads() == 1
+        other.path.unlink()  # ... and ends
+        assert threads.rebalance().threads == 2
+        with threads.suspend_claim():
+            assert live_claims(tmp_path) == 0
+        assert live_claims(tmp_path) == 1
+    threads.release_claim()
+    assert live_claims(tmp_path) == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "robust_mix.threads"]
+    assert messages.count("threads: 2 thread(s) per process (policy: usable CPUs // processes; 2 usable CPU(s), "
+                          "1 process(es))") == 2  # once at first, once when it went back to 2
+    assert any("1 thread(s)" in m and "2 process(es)" in m for m in messages)
+
+
+def test_computing_commands_take_threads_and_others_do_not():
+    import argparse
+
+    from robust_mix.cli import build_parser, main
+
+    main(["list", "nothing-*"])  # imports the command modules
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    with_threads = {name for name, sub in commands.items() if "--threads" in sub._option_string_actions}
+    assert with_threads == {"benchmark", "sweep", "demo", "certify", "train"}
+    assert parser.parse_args(["demo", "--threads", "3"]).threads == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--threads", "0"])

@@ -1,0 +1,139 @@
+"""Recipe configs as data: presets, settings, the validation rules, named recipes, old recipe files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robust_mix.config import PolicyConfig
+from robust_mix.train import (PRESETS, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, apply_preset,
+                              apply_settings, check_recipe, get_recipe, list_recipes, load_recipe, recipe_from_dict,
+                              save_recipe)
+from robust_mix.zoo.fmnist_recipes import FMNIST_RESNET
+
+
+def valid_backbone(**fields) -> BackboneRecipe:
+    return BackboneRecipe(**{"arch": "timm/resnet18", "dataset": "fashion-mnist", **fields})
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("epochs=-1", "epochs must be a positive integer (>= 1), got -1"), ("epochs=0", "got 0"),
+    ("epochs=2.5", "epochs must be an integer, got 2.5"), ("epochs=true", "epochs must be an integer, got True"),
+    ("batch_size=0", "batch_size must be a positive integer"), ("accumulation=0", "accumulation must be"),
+    ("lr=0", "lr must be a finite number > 0, got 0"), ("lr=-1e-3", "got -0.001"), ("grad_clip=0", "grad_clip"),
+    ("precision=fp8", "precision must be one of ['fp32', 'bf16', 'fp16'], got 'fp8'"),
+    ("max_steps_per_epoch=0", "max_steps_per_epoch must be a positive integer"),
+    ("train_subset=0", "train_subset must be"), ("seed=-1", "seed must be an integer >= 0, got -1"),
+    ("method=fgsm", "method must be one of ['standard', 'pgd', 'trades'], got 'fgsm'"),
+    ("attack_steps=0", "attack_steps must be"), ("eval_subset=-5", "got -5"), ("eps=2", "eps must be a finite number in (0, 1]"),
+    ("arch=resnet18", "arch must be 'timm/<arch>'"), ("dataset=", "dataset must be a data set name"),
+    ("augment=maybe", "augment must be true or false, got 'maybe'"),
+])
+def test_bad_backbone_values_are_refused_by_name(setting, message):
+    with pytest.raises(ValueError) as info:
+        check_recipe(apply_settings(valid_backbone(), [setting]))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("n_targets=10", "n_targets must be an integer from 0 to 9"), ("n_targets=-1", "n_targets must be an integer >= 0"),
+    ("eps=0", "eps must be a finite number in (0, 1]"), ("eps_lo=2", "eps_lo must be at most eps_hi=1.1"),
+    ("w_max=1.5", "w_max must be a finite number in [0, 1], got 1.5"), ("iter_min=0", "iter_min must be a positive"),
+    ("iter_min=400", "iter_min must be at most iter_max=300"), ("buffer_rounds=2", "a divisor of epochs=3"),
+    ("buffer_shard=0", "buffer_shard must be a positive integer"), ("val_subset=1", "val_subset must be at least 2"),
+    ("calib_keep=1.5", "calib_keep must be a finite number in [0, 1], got 1.5"),
+    ("calib_alpha_lo=[]", "calib_alpha_lo must be a non-empty list"), ("calib_attack=fgsm", "calib_attack must be"),
+    ("ratio_bn_momentum=2", "ratio_bn_momentum must be a finite number in [0, 1]"),
+    ("policy.standard_layers=[]", "policy.standard_layers must be the names of the base's feature layers"),
+    ("policy.blocks=0", "policy.blocks must be a positive integer (>= 1), got 0"),
+    ("batch_size=10", "batch_size must be a multiple of accumulation=4"),
+])
+def test_bad_adasmooth_values_are_refused_by_name(setting, message):
+    config = AdaSmoothRecipe(standard="a.safetensors", robust="b.safetensors", eps=0.1, epochs=3,
+                             policy=PolicyConfig(["l1"], ["l1"]))
+    check_recipe(config)
+    with pytest.raises(ValueError) as info:
+        check_recipe(apply_settings(config, [setting]))
+    assert message in str(info.value)
+
+
+def test_recipes_check_their_fields_when_built():
+    with pytest.raises(ValueError, match=r"epochs must be a positive integer \(>= 1\), got -1"):
+        BackboneRecipe(epochs=-1)
+    with pytest.raises(TypeError, match="lr must be a number, got 'abc'"):
+        apply_settings(get_recipe("fmnist-standard").config, ["lr=abc"])
+    BackboneRecipe()  # the generic recipe is incomplete (no arch, no data set) but not invalid: check_recipe says so
+    with pytest.raises(ValueError, match="arch must be 'timm/<arch>'"):
+        check_recipe(BackboneRecipe())
+
+
+def test_methods_that_attack_need_an_eps():
+    check_recipe(valid_backbone(method="standard"))
+    with pytest.raises(ValueError, match="eps must be a positive number: method 'pgd' attacks at that radius, got None"):
+        check_recipe(valid_backbone(method="pgd"))
+    check_recipe(valid_backbone(method="trades", eps=0.03))
+
+
+def test_presets_apply_their_values_and_unknown_ones_are_named():
+    paper = apply_preset(AdaSmoothRecipe(), "paper")
+    assert (paper.n_targets, paper.iter_df, paper.eps_lo, paper.eps_hi, paper.w_max) == (9, 75.0, 0.4, 1.1, 0.4)
+    assert (paper.c_bce, paper.c_ce, paper.c_prod, paper.lr, paper.accumulation) == (1.5, 0.0, 0.2, 5e-5, 4)
+    assert paper.precision == "fp16" and paper.policy.widths == [512, 768, 1024]
+    cpu = apply_preset(AdaSmoothRecipe(), "cpu")
+    assert cpu.n_targets < paper.n_targets and cpu.buffer_subset is not None and cpu.precision == "fp32"
+    with pytest.raises(ValueError, match=r"unknown preset 'papr' for AdaSmoothRecipe; known presets: \['cpu', 'paper'\]"):
+        apply_preset(AdaSmoothRecipe(), "papr")
+    with pytest.raises(ValueError, match="has no presets"):
+        apply_preset(BackboneRecipe(), "paper")
+    for name, values in PRESETS[AdaSmoothRecipe].items():  # every preset key is a real field, values valid types
+        applied = apply_preset(AdaSmoothRecipe(), name)
+        assert all(getattr(applied, k) == v for k, v in values.items() if "." not in k)
+
+
+def test_unknown_fields_are_errors_in_settings_and_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown setting 'epochz'"):
+        apply_settings(BackboneRecipe(), ["epochz=3"])
+    with pytest.raises(ValueError, match="unknown setting 'policy.width'"):
+        apply_settings(AdaSmoothRecipe(), ["policy.width=[1]"])
+    with pytest.raises(ValueError, match="settings look like key=value"):
+        apply_settings(BackboneRecipe(), ["epochs"])
+    with pytest.raises(ValueError, match="unknown BackboneRecipe field"):
+        recipe_from_dict(BackboneRecipe, {"epochs": 1, "colour": "red"})
+
+
+def test_recipe_files_round_trip_and_old_files_still_read(tmp_path):
+    config = get_recipe("fmnist-adasmooth").config
+    save_recipe(config, tmp_path / "recipe.json")
+    assert load_recipe(AdaSmoothRecipe, tmp_path / "recipe.json") == config
+    old = {"arch": "timm/resnet18", "arch_kwargs": FMNIST_RESNET, "dataset": "fashion-mnist", "adversarial": True,
+           "eps": 0.1, "attack_steps": 7, "attack_step_size": 0.025, "eval_attack_steps": 10, "epochs": 20,
+           "batch_size": 128, "lr": 0.002, "weight_decay": 0.0005, "warmup_epochs": 0.5, "augment": True,
+           "train_subset": None, "val_subset": 2000, "seed": 0}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_recipe(BackboneRecipe, tmp_path / "old.json") == get_recipe("fmnist-robust").config
+
+
+def test_named_recipes_and_their_fashion_mnist_defaults():
+    assert {"standard", "pgd", "trades", "adasmooth", "mixednuts", "fmnist-standard", "fmnist-robust",
+            "fmnist-adasmooth", "fmnist-mixednuts"} <= set(list_recipes())
+    standard, robust = get_recipe("fmnist-standard").config, get_recipe("fmnist-robust").config
+    assert standard.arch_kwargs["layers"] == [2, 2, 2, 2] and standard.epochs == 30 and standard.method == "standard"
+    assert robust.method == "pgd" and robust.epochs == 20 and (robust.attack_steps, robust.attack_step_size) == (7, 0.025)
+    for name in ("fmnist-standard", "fmnist-robust", "fmnist-adasmooth", "fmnist-mixednuts"):
+        check_recipe(get_recipe(name).config)
+    assert BackboneRecipe().arch_kwargs == {} and BackboneRecipe().dataset == ""  # no Fashion-MNIST in the library
+    assert isinstance(get_recipe("mixednuts").config, MixedNutsRecipe)
+    with pytest.raises(KeyError, match="unknown recipe 'fmnist-standrd'; did you mean"):
+        get_recipe("fmnist-standrd")
+    copy = get_recipe("fmnist-standard").config
+    copy.epochs = 1
+    assert get_recipe("fmnist-standard").config.epochs == 30  # callers get copies
+
+
+def test_preset_differences_say_what_a_recipe_scaled():
+    from robust_mix.train.config import preset_differences
+
+    scaled = preset_differences(get_recipe("fmnist-adasmooth").config, "paper")
+    assert scaled["n_targets"] == (9, 3) and scaled["iter_df"] == (75.0, 10.0) and scaled["buffer_subset"] == (None, 16000)
+    assert "eps_lo" not in scaled and "w_max" not in scaled  # kept as the authors had them
+    assert preset_differences(apply_preset(AdaSmoothRecipe(), "paper"), "paper") == {}
