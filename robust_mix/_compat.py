@@ -106,7 +106,10 @@ def import_robustbench() -> ModuleType:
             warnings.filterwarnings("ignore", message=_PKG_RESOURCES_WARNING, category=UserWarning)
             for name in ("robustbench", "robustbench.utils", "robustbench.data", "robustbench.eval"):
                 importlib.import_module(name)
-    return sys.modules["robustbench"]
+    package = sys.modules["robustbench"]
+    for sub in ("utils", "data", "eval"):  # an earlier failed `import robustbench` leaves them unset
+        setattr(package, sub, sys.modules[f"robustbench.{sub}"])
+    return package
 
 
 def _wrap_once(owners: list[ModuleType], name: str, make: Callable[[Callable], Callable]) -> None:
@@ -162,11 +165,9 @@ def add_unknown_model_explainer(explain: Explainer) -> None:
     """When ``robustbench.utils.load_model`` finds no model, ask ``explain(model_name, dataset,
     threat_model)`` (values such as ``"cifar10"``, ``"Linf"``) for a message; a message replaces
     RobustBench's bare ``KeyError`` by an :class:`UnknownModelError`, ``None`` keeps it."""
-    import_robustbench()
+    robustbench = import_robustbench()
     _EXPLAINERS.append(explain)
-    # from sys.modules: after a failed `import robustbench` the package may lack its submodule attributes
-    owners = [sys.modules[name] for name in ("robustbench.utils", "robustbench", "robustbench.eval")]
-    _wrap_once(owners, "load_model", _load_model_with_explanations)
+    _wrap_once([robustbench.utils, robustbench, robustbench.eval], "load_model", _load_model_with_explanations)
 
 
 def _load_model_with_explanations(original: Callable) -> Callable:
