@@ -161,9 +161,8 @@ def run_robustbench(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
         runner = StageRunner(model, resolve_attack("standard"), norm="Linf", eps=eps, device=device, options=options)
         adversary.apgd, adversary.apgd_targeted = runner.autoattack.apgd, runner.autoattack.apgd_targeted
         adversary.fab, adversary.square = runner.autoattack.fab, runner.autoattack.square
-    # robustbench 1.1.1 passes bs= and expects x_adv back; pyautoattack 0.2.0 (the registry's AutoAttack)
-    # takes batch_size= and returns (x_adv, y_adv)
-    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    # robustbench 1.1.1's call; `autoattack` is robust_mix._compat's RobustBench interface on pyautoattack
+    x_adv = adversary.run_standard_evaluation(x, y, bs=batch_size)
     clean_accuracy(model, x_adv, y, batch_size=batch_size, device=device)
     with torch.inference_mode():
         preds = torch.cat([model(x_adv[i:i + batch_size].to(device)).argmax(1).cpu()

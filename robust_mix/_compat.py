@@ -1,26 +1,61 @@
-"""The one place where third-party import quirks are papered over.
+"""The one place where third-party quirks are papered over.
 
-RobustBench 1.1.1 imports ``autoattack`` and ``autoattack.state``, but the package index
-ships AutoAttack as ``pyautoattack``. Registering the installed module under the old
-names lets ``import robustbench`` work. Import this module before robustbench.
-
-timm 1.0.9 decorates a class in ``timm/models/hrnet.py`` with ``torch.jit.interface``, which
-torch 2.14 deprecates with a ``FutureWarning`` at import time: every command that builds a model
-printed it. :func:`import_timm` imports timm (robustbench imports it too) with exactly that
-warning silenced.
+- **AutoAttack's name.** RobustBench 1.1.1 imports ``autoattack`` (``AutoAttack``,
+  ``autoattack.state.EvaluationState``), but the package index ships AutoAttack as ``pyautoattack``,
+  with another interface. :func:`alias_autoattack` registers modules under the old names whose
+  ``AutoAttack`` and ``EvaluationState`` are the interface RobustBench calls, implemented on
+  pyautoattack (:mod:`robust_mix._compat_autoattack`); the other submodules are pyautoattack's.
+  It runs when this module is imported, before robustbench can be.
+- **Quiet imports.** timm 1.0.9 decorates a class in ``timm/models/hrnet.py`` with
+  ``torch.jit.interface``, which torch 2.14 deprecates with a ``FutureWarning`` at import time;
+  RobustBench's ``loaders.py`` imports ``pkg_resources``, which warns that it is deprecated.
+  :func:`import_timm` and :func:`import_robustbench` import them with exactly those warnings silenced.
+- **Safe custom checkpoints.** ``timm.create_model(name, checkpoint_path=...)`` (what RobustBench's
+  ``load_model(..., custom_checkpoint=...)`` calls) loads the file with ``torch.load(weights_only=False)``,
+  an unpickle, and cannot read a folder. :func:`add_checkpoint_reader` lets a plugin read the
+  checkpoints of its own models instead.
+- **RobustBench's bare KeyError.** ``robustbench.utils.load_model`` answers a name it has no model
+  for with ``KeyError: 'name'``. :func:`add_unknown_model_explainer` lets a plugin turn that into a
+  message naming what exists.
+- **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import importlib
+import inspect
 import sys
+import types
 import warnings
 from types import ModuleType
+from typing import Any, Callable, Iterator, Optional
 
 _TIMM_JIT_WARNING = r"`torch\.jit\.interface` is deprecated"
+_PKG_RESOURCES_WARNING = r"pkg_resources is deprecated"
+#: pyautoattack's submodules, importable under ``autoattack.`` as they are.
+_AUTOATTACK_SUBMODULES = ("autopgd_base", "fab_pt", "square", "checks", "other_utils")
+
+#: ``(claims(model_name), load(model, checkpoint_path))`` pairs, see :func:`add_checkpoint_reader`.
+CheckpointReader = tuple[Callable[[str], bool], Callable[[Any, str], None]]
+_CHECKPOINT_READERS: list[CheckpointReader] = []
+#: ``explain(model_name, dataset, threat_model) -> message or None``, see :func:`add_unknown_model_explainer`.
+Explainer = Callable[[str, str, str], Optional[str]]
+_EXPLAINERS: list[Explainer] = []
 
 
+class UnknownModelError(KeyError):
+    """A model name RobustBench has no model for; the message says what exists (a ``KeyError``, as RobustBench's)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# -- AutoAttack -----------------------------------------------------------------------------------
 def alias_autoattack() -> None:
-    """Make ``import autoattack`` resolve to ``pyautoattack`` unless a real one exists."""
+    """Make ``import autoattack`` give RobustBench's AutoAttack interface on ``pyautoattack``, unless a
+    real ``autoattack`` is installed."""
     if "autoattack" in sys.modules:
         return
     try:
@@ -29,12 +64,27 @@ def alias_autoattack() -> None:
     except ImportError:
         pass
     sys.modules.pop("autoattack", None)
-    pkg = importlib.import_module("pyautoattack")
-    sys.modules["autoattack"] = pkg
-    for sub in ("autoattack", "state", "autopgd_base", "fab_pt", "square", "checks", "other_utils"):
-        sys.modules[f"autoattack.{sub}"] = importlib.import_module(f"pyautoattack.{sub}")
+    from robust_mix import _compat_autoattack as interface
+
+    package = _module("autoattack", AutoAttack=interface.AutoAttack,
+                      __version__=importlib.import_module("pyautoattack").__version__)
+    package.__path__ = []  # a package: ``import autoattack.x`` finds the submodules in sys.modules
+    submodules = {"autoattack": _module("autoattack.autoattack", AutoAttack=interface.AutoAttack),
+                  "state": _module("autoattack.state", EvaluationState=interface.EvaluationState),
+                  **{sub: importlib.import_module(f"pyautoattack.{sub}") for sub in _AUTOATTACK_SUBMODULES}}
+    sys.modules["autoattack"] = package
+    for sub, module in submodules.items():
+        sys.modules[f"autoattack.{sub}"] = module
+        setattr(package, sub, module)
 
 
+def _module(name: str, **attributes: Any) -> ModuleType:
+    module = types.ModuleType(name, "RobustBench's AutoAttack interface on pyautoattack (robust_mix._compat)")
+    module.__dict__.update(attributes)
+    return module
+
+
+# -- quiet imports ------------------------------------------------------------------------------------
 def import_timm() -> ModuleType:
     """``timm``, imported without torch's ``torch.jit.interface`` deprecation warning (see module doc).
 
@@ -45,6 +95,136 @@ def import_timm() -> ModuleType:
             warnings.filterwarnings("ignore", message=_TIMM_JIT_WARNING, category=FutureWarning)
             importlib.import_module("timm")
     return sys.modules["timm"]
+
+
+def import_robustbench() -> ModuleType:
+    """``robustbench`` (its ``utils``, ``eval`` and ``data`` modules loaded), imported without the
+    warnings of timm's and RobustBench's own imports (see module doc)."""
+    import_timm()
+    if "robustbench.eval" not in sys.modules:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_PKG_RESOURCES_WARNING, category=UserWarning)
+            for name in ("robustbench", "robustbench.utils", "robustbench.data", "robustbench.eval"):
+                importlib.import_module(name)
+    package = sys.modules["robustbench"]
+    for sub in ("utils", "data", "eval"):  # an earlier failed `import robustbench` leaves them unset
+        setattr(package, sub, sys.modules[f"robustbench.{sub}"])
+    return package
+
+
+def _wrap_once(owners: list[ModuleType], name: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace function ``name`` in every module of ``owners`` by ``make(original)``, once."""
+    original = getattr(owners[0], name)
+    if getattr(original, "__robust_mix_wrapped__", False):
+        return
+    wrapped = make(original)
+    wrapped.__robust_mix_wrapped__ = True
+    for owner in owners:
+        if getattr(owner, name, None) is original:
+            setattr(owner, name, wrapped)
+
+
+# -- timm: checkpoints that are never unpickled ----------------------------------------------------------
+def add_checkpoint_reader(claims: Callable[[str], bool], load: Callable[[Any, str], None]) -> None:
+    """Read ``timm.create_model(name, checkpoint_path=path)``'s checkpoint with ``load(model, path)``
+    for every model name that ``claims(name)``.
+
+    Such a model is created with ``pretrained=False`` (the checkpoint replaces every tensor, so
+    released weight files are not needed), then ``load`` reads ``path``. Other models keep timm's
+    behaviour.
+    """
+    timm = import_timm()
+    from timm.models import _factory
+
+    _CHECKPOINT_READERS.append((claims, load))
+    _wrap_once([timm, timm.models, _factory], "create_model", _create_model_with_readers)
+
+
+def _create_model_with_readers(original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def create_model(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        path = bound.arguments.get("checkpoint_path") or ""
+        name = bound.arguments["model_name"]
+        load = next((load for claims, load in _CHECKPOINT_READERS if claims(name)), None) if path else None
+        if load is None:
+            return original(*args, **kwargs)
+        bound.arguments["checkpoint_path"] = ""
+        bound.arguments["pretrained"] = False
+        model = original(*bound.args, **bound.kwargs)
+        load(model, str(path))
+        return model
+
+    return create_model
+
+
+# -- RobustBench: names it has no model for ---------------------------------------------------------------
+def add_unknown_model_explainer(explain: Explainer) -> None:
+    """When ``robustbench.utils.load_model`` finds no model, ask ``explain(model_name, dataset,
+    threat_model)`` (values such as ``"cifar10"``, ``"Linf"``) for a message; a message replaces
+    RobustBench's bare ``KeyError`` by an :class:`UnknownModelError`, ``None`` keeps it."""
+    robustbench = import_robustbench()
+    _EXPLAINERS.append(explain)
+    _wrap_once([robustbench.utils, robustbench, robustbench.eval], "load_model", _load_model_with_explanations)
+
+
+def _load_model_with_explanations(original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def load_model(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except KeyError as err:
+            if isinstance(err, UnknownModelError):
+                raise
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = bound.arguments
+            threat = given.get("norm") or given["threat_model"]
+            values = [getattr(v, "value", v) for v in (given["model_name"], given["dataset"], threat)]
+            for explain in _EXPLAINERS:
+                message = explain(*(str(v) for v in values))
+                if message:
+                    raise UnknownModelError(message) from err
+            raise
+
+    return load_model
+
+
+# -- timm's registry, restored ----------------------------------------------------------------------------
+#: The tables of ``timm.models._registry`` that ``register_model`` writes.
+_TIMM_TABLES = ("_module_to_models", "_model_to_module", "_model_entrypoints", "_model_has_pretrained",
+                "_model_default_cfgs", "_model_pretrained_cfgs", "_model_with_tags",
+                "_module_to_deprecated_models", "_deprecated_models")
+
+
+@contextlib.contextmanager
+def preserve_timm_registry() -> Iterator[None]:
+    """Models registered with timm inside the block are gone after it (timm has no way to unregister)."""
+    import_timm()
+    from timm.models import _registry
+
+    saved = {name: _copy_table(getattr(_registry, name)) for name in _TIMM_TABLES}
+    try:
+        yield
+    finally:
+        for name, table in saved.items():  # in place: timm's functions hold the tables by name
+            current = getattr(_registry, name)
+            current.clear()
+            current.update(table)
+
+
+def _copy_table(table: Any) -> Any:
+    """A copy one level deep: ``register_model`` adds to the sets and lists inside the tables too."""
+    copied = copy.copy(table)
+    if isinstance(copied, dict):
+        for key, value in copied.items():
+            if isinstance(value, (set, list, dict)):
+                copied[key] = copy.copy(value)
+    return copied
 
 
 alias_autoattack()

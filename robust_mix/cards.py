@@ -162,7 +162,12 @@ def _reproduce_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]
 # -- the card ----------------------------------------------------------------------------------------
 def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = None,
                   repo_id: Optional[str] = None) -> "ModelCardData":
-    """The card's YAML front matter; a benchmark adds a ``model-index`` the Hub displays."""
+    """The card's YAML front matter; a benchmark adds a ``model-index`` the Hub displays.
+
+    Tags: ``robust_mix``, ``robustbench``, ``timm`` (it loads through timm after ``import robust_mix``),
+    ``adversarial-robustness``, the method, the data set, the threat model and the budget
+    (``eps-8-255`` for 8/255).
+    """
 
     results = None
     if benchmark is not None:
@@ -179,9 +184,10 @@ def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = No
                        metric_args={"n_examples": benchmark.n_examples}, **common),
             EvalResult(metric_type="robust_accuracy", metric_name=robust_name,
                        metric_value=percent_value(benchmark.robust_accuracy), metric_args=args, **common)]
-    tags = ["robust_mix", "image-classification", "adversarial-robustness",
+    eps = benchmark.eps if benchmark is not None and benchmark.eps is not None else config.eps
+    tags = ["robust_mix", "robustbench", "timm", "image-classification", "adversarial-robustness",
             "adaptive-smoothing" if config.policy is not None else "mixed-classifier",
-            config.dataset, config.threat_model]
+            config.dataset, config.threat_model] + ([f"eps-{format_eps(eps).replace('/', '-')}"] if eps else [])
     return ModelCardData(library_name="robust_mix", license=_model_license(config),
                          pipeline_tag="image-classification", tags=list(dict.fromkeys(tags)),
                          model_name=(repo_id or config.name).split("/")[-1], eval_results=results)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from robust_mix.io import atomic_write_text
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_alpha_range, check_fields, positive_float,
-                                 positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_alpha_range, check_choice,
+                                 check_fields, positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -214,6 +214,9 @@ class ModelConfig:
         nuts: MixedNUTS output maps, or ``None`` for temperature-scaled softmax.
         input_shape: the raw input contract ``(C, H, W)``, values in ``[0, 1]``; ``None`` (compositions
             such as ``mix``) declares none, and only the generic image checks apply.
+        preprocessing: how test images become ``input_shape`` images, as RobustBench names it
+            (:data:`ROBUSTBENCH_PREPROCESSINGS`, e.g. ``"BicubicRes256Crop224"``); ``None``: the data
+            set's images as they are (CIFAR).
         mixing: ``"prob"`` (the paper's default) or ``"logit"`` (the baseline).
         std_scale, rob_scale: logit temperatures ``s_g``, ``s_h``.
         weights: where the mixed model's own tensors (its adaptive policy) come from; a file of
@@ -230,6 +233,7 @@ class ModelConfig:
     eps: Optional[float] = None
     num_classes: Optional[int] = None
     input_shape: Optional[tuple[int, int, int]] = None
+    preprocessing: Optional[str] = None
     alpha: Optional[float] = 0.5
     policy: Optional[PolicyConfig] = None
     nuts: Optional[NutsConfig] = None
@@ -352,10 +356,15 @@ CONFIG_RULES = {
     "std_scale": positive_float, "rob_scale": positive_float, "input_shape": _positive_ints,
     "input_size": _positive_ints, "widths": _positive_ints, "blocks": positive_int, "ln_k": positive_int,
     "surrogate_scale": positive_float, "std": lambda name, values: [positive_float(name, v) for v in values],
+    "preprocessing": lambda name, value: check_choice(name, value, ROBUSTBENCH_PREPROCESSINGS),
 }
 
+#: RobustBench's names of test-time preprocessings (``robustbench.data.PREPROCESSINGS``), as data.
+ROBUSTBENCH_PREPROCESSINGS = ("Res256Crop224", "BicubicRes256Crop224", "Crop288", "Res224")
+
 #: ModelConfig fields that describe a model without changing what it computes.
-_DOCUMENTATION_FIELDS = ("name", "description", "paper", "citation", "license", "aliases", "reported", "labels")
+_DOCUMENTATION_FIELDS = ("name", "description", "paper", "citation", "license", "aliases", "reported", "labels",
+                         "preprocessing")
 
 
 def from_dict(cls: type, data: Any) -> Any:

@@ -5,7 +5,10 @@ A saved model is a folder (or Hub repo) with three files:
 - ``config.json``: :meth:`ModelConfig.to_dict` plus ``format_version`` and ``provenance`` (the
   base references and weight sources it was saved from). Base
   models are named by architecture (``timm/...``, ``robustbench/...``) with their input
-  contracts, so rebuilding needs none of the bases' original weight sources.
+  contracts, so rebuilding needs none of the bases' original weight sources. The keys timm's
+  ``hf-hub:`` loader reads are written too (``architecture``: :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`,
+  ``pretrained_cfg``, ``model_args``; ``num_classes`` is a config field already), so after
+  ``import robust_mix``, ``timm.create_model("hf-hub:org/name", pretrained=True)`` rebuilds the model.
 - ``model.safetensors``: every tensor of the model (both bases, the mixing network, BN state).
 - ``README.md``: the model card (:mod:`robust_mix.cards`).
 
@@ -38,6 +41,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
+from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -174,8 +178,9 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
         raise ValueError(f"{path}: {err}") from err
 
 
-#: Keys timm's ``hf-hub:`` loader reads; written beside ours, not part of :class:`ModelConfig`.
-_TIMM_KEYS = ("architecture", "num_classes_timm", "pretrained_cfg", "model_args")
+#: Keys timm's ``hf-hub:`` loader reads, written beside ours by :func:`_write_record`; not
+#: :class:`ModelConfig` fields (timm's fourth key, ``num_classes``, is one).
+_TIMM_KEYS = ("architecture", "pretrained_cfg", "model_args")
 
 
 def _upgrade_v1(fields: dict[str, Any]) -> dict[str, Any]:
@@ -188,9 +193,57 @@ def _upgrade_v1(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any]) -> None:
-    record = {"format_version": FORMAT_VERSION, **config.to_dict(), "provenance": provenance}
+def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any],
+                  repo_id: Optional[str] = None) -> None:
+    # timm's factory for SAVED_ARCHITECTURE reads the config fields itself: model_args stays empty.
+    timm_keys = {}
+    if has_timm_form(config):
+        timm_keys = {"architecture": SAVED_ARCHITECTURE, "model_args": {},
+                     "pretrained_cfg": pretrained_cfg(config, SAVED_ARCHITECTURE, hf_hub_id=repo_id)}
+    else:
+        logger.warning("%s: RobustBench's preprocessing %r has no timm form; the folder will not load through "
+                       "timm.create_model('hf-hub:...')", config.name, config.preprocessing)
+    record = {"format_version": FORMAT_VERSION, **config.to_dict(), "provenance": provenance, **timm_keys}
     atomic_write_text(folder / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+
+
+def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, expected: str) -> None:
+    """Load every tensor of a saved model into ``model``, strictly; nothing is unpickled.
+
+    Args:
+        model: a model built from a config (``model.config``).
+        checkpoint: a folder written by ``save_pretrained`` or its ``model.safetensors``.
+        expected: the architecture's name, for messages.
+
+    Raises:
+        ValueError: not a folder or ``.safetensors`` file, a folder saved from other base models, or
+            tensors that do not match the architecture (names, shapes).
+        FileNotFoundError: the folder has no ``model.safetensors``.
+    """
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        weights = path / WEIGHTS_NAME
+    elif path.suffix == ".safetensors":
+        weights = path
+    else:
+        raise ValueError(f"checkpoint {checkpoint} of {expected}: expected a folder written by save_pretrained or its "
+                         f"{WEIGHTS_NAME} (other files, such as .pt or .pth, would have to be unpickled, which "
+                         "robust_mix never does)")
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} of {expected}: no {weights}; save models with "
+                                "model.save_pretrained(folder)")
+    config_path = weights.with_name(CONFIG_NAME)
+    if config_path.is_file() and getattr(model, "config", None) is not None:
+        saved, _ = read_config(config_path)
+        wanted = model.portable_config()
+        if _bases(saved) != _bases(wanted):
+            raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
+                             f"is a mix of {_bases(wanted)}: give a checkpoint of the same architecture")
+    _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)")
+
+
+def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
+    return [(base.ref, base.kwargs) for base in (config.standard, config.robust)]
 
 
 # -- the mixin -------------------------------------------------------------------------------------------
@@ -232,7 +285,7 @@ class HubMixin:
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         save_state_dict(state, folder / WEIGHTS_NAME,
                         metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION)})
-        _write_record(folder, portable, provenance)
+        _write_record(folder, portable, provenance, repo_id)
         atomic_write_text(folder / CARD_NAME, card)
         logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
         return folder
@@ -319,7 +372,8 @@ def _describe_base(base: Any) -> Optional[str]:
     return base.ref + (f" with weights {weights.describe()}" if weights is not None else "")
 
 
-def _load_all_tensors(model: torch.nn.Module, path: Path) -> None:
+def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}") -> None:
+    """Every tensor of ``model`` from ``path``, strictly; a mismatch is a ``ValueError`` naming both."""
     state = load_state_dict(path)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:  # a model saved in half precision loads in half precision
@@ -327,7 +381,8 @@ def _load_all_tensors(model: torch.nn.Module, path: Path) -> None:
     try:
         load_weights_strict(model, state, str(path))
     except ValueError as err:
-        raise ValueError(f"{path} does not match the architecture in {CONFIG_NAME}: {err}") from err
+        detail = str(err).split(": ", 1)[-1]  # load_weights_strict's text after its own "<path> does not match"
+        raise ValueError(f"{path} does not match {architecture}: {detail}") from err
 
 
 def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -50,16 +51,22 @@ def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, al
             (MixedNUTS); ``log_softmax`` when ``None``. Probability mixing only.
 
     Returns:
-        ``(B, K)`` log mixed probabilities, computed in float32 with ``logaddexp`` so that
-        confident models never produce ``log(0)``.
+        ``(B, K)`` log mixed probabilities, computed in float32 (float64 for float64 logits) with
+        ``logaddexp`` so that confident models never produce ``log(0)``.
     """
-    g = standard_logits.float() * std_scale
-    h = robust_logits.float() * rob_scale
-    a = alpha.float().reshape(-1, 1)
+    dtype = at_least_float32(standard_logits.dtype, robust_logits.dtype)
+    g = standard_logits.to(dtype) * std_scale
+    h = robust_logits.to(dtype) * rob_scale
+    a = alpha.to(dtype).reshape(-1, 1)
     if mode == "logit":
         return F.log_softmax((1 - a) * g + a * h, dim=1)
     return torch.logaddexp(torch.log1p(-a) + base_log_probs(g, standard_map),
                            torch.log(a) + base_log_probs(h, robust_map))
+
+
+def at_least_float32(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype the mixing arithmetic runs in: float32, or float64 when an input is float64."""
+    return functools.reduce(torch.promote_types, dtypes, torch.float32)
 
 
 def base_log_probs(scaled_logits: torch.Tensor, output_map: Optional[nn.Module]) -> torch.Tensor:
@@ -99,11 +106,12 @@ class AdaptiveAlpha(nn.Module):
 
     def forward(self, standard: Sequence[torch.Tensor],
                 robust: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature lists -> ``(alpha, gamma)``, each ``(B,)`` float32."""
+        """Feature lists -> ``(alpha, gamma)``, each ``(B,)`` float32 (float64 for a float64 model)."""
         if self.config.detach_features:
             standard = [f.detach() for f in standard]
             robust = [f.detach() for f in robust]
-        gamma = self.network(standard, robust).float().reshape(-1, 1)
+        gamma = self.network(standard, robust)
+        gamma = gamma.to(at_least_float32(gamma.dtype)).reshape(-1, 1)
         if self.training:
             if gamma.shape[0] < 2:
                 raise ValueError("training the mixing network needs batches of at least 2 inputs "
@@ -295,7 +303,7 @@ class MixedClassifier(nn.Module, HubMixin):
             return self._single_model(x, robust=self._fixed_alpha == 1.0)
         if self._fixed_alpha is not None:
             g, h = self.base_logits(x)
-            alpha = torch.full((batch,), self._fixed_alpha, device=g.device, dtype=torch.float32)
+            alpha = torch.full((batch,), self._fixed_alpha, device=g.device, dtype=at_least_float32(g.dtype, h.dtype))
             gamma = None
         else:
             tap_s, tap_r = self._taps
@@ -314,7 +322,7 @@ class MixedClassifier(nn.Module, HubMixin):
         scale = self.rob_scale if robust else self.std_scale
         alpha = torch.full((x.shape[0],), float(robust), device=logits.device)
         output_map = self.robust_map if robust else self.standard_map
-        log_probs = base_log_probs(logits.float() * scale, output_map).to(logits.dtype)
+        log_probs = base_log_probs(logits.to(at_least_float32(logits.dtype)) * scale, output_map).to(logits.dtype)
         return MixedOutput(log_probs, alpha, None, None if robust else logits,
                            logits if robust else None)
 

@@ -28,7 +28,8 @@ def register_model(entry: Union[ModelConfig, Callable[[], ModelConfig]]) -> Any:
     """Add a zoo entry. Use on a :class:`ModelConfig` or as a decorator on a function returning one.
 
     Raises:
-        ValueError: the name or an alias is already taken.
+        ValueError: the name or an alias is already taken, or a listener (:func:`on_register`, such as
+            the timm mirror) refuses the entry; the entry is then not registered.
     """
     config = entry() if callable(entry) and not isinstance(entry, ModelConfig) else entry
     if not isinstance(config, ModelConfig):
@@ -38,8 +39,14 @@ def register_model(entry: Union[ModelConfig, Callable[[], ModelConfig]]) -> Any:
             raise ValueError(f"model name {key!r} is already registered")
     _REGISTRY[config.name] = config
     _ALIASES.update({alias: config.name for alias in config.aliases})
-    for listener in list(_LISTENERS):
-        listener(copy.deepcopy(config))
+    try:
+        for listener in list(_LISTENERS):
+            listener(copy.deepcopy(config))
+    except Exception:
+        del _REGISTRY[config.name]
+        for alias in config.aliases:
+            _ALIASES.pop(alias, None)
+        raise
     return entry
 
 

@@ -67,8 +67,11 @@ def images() -> torch.Tensor:
 
 @pytest.fixture
 def scratch_registry(monkeypatch):
-    """Entries registered during a test disappear afterwards."""
+    """Entries registered during a test disappear afterwards, from the registry and from timm's."""
     from robust_mix import registry
+    from robust_mix.timm_plugin import isolated_timm_registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+    with isolated_timm_registry():
+        yield

@@ -56,6 +56,19 @@ def images(n: int = 6, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
 LABELS = torch.arange(6)
 
 
+def robustbench_load(*args, **kwargs):
+    """RobustBench's own loader, which reaches registry entries through timm (robust_mix.timm_plugin)."""
+    import robustbench.utils
+
+    return robustbench.utils.load_model(*args, **kwargs)
+
+
+def timm_create(*args, **kwargs):
+    import timm
+
+    return timm.create_model(*args, **kwargs)
+
+
 def predictions() -> torch.Tensor:
     """``tiny_model``'s own classes for ``images()``: every example is clean-correct, so all are attacked."""
     with torch.no_grad():
@@ -242,6 +255,16 @@ NAMES = [
     ("num_classes=0", lambda: robust_mix.load_model("fmnist-robust", num_classes=0), InvalidInputError,
      "num_classes must be a positive integer (>= 1), got 0"),
     ("unknown data set", lambda: benchmark(tiny_model(), "cifar11", n_examples=2), ValueError, "unknown dataset 'cifar11'"),
+    ("preprocessing='Res257'", lambda: robust_mix.load_model("fmnist-robust", preprocessing="Res257"), InvalidInputError,
+     "preprocessing must be one of ['Res256Crop224', 'BicubicRes256Crop224', 'Crop288', 'Res224'], got 'Res257'"),
+    ("RobustBench name, data set the entry lacks",
+     lambda: robustbench_load("RobustMix-AdaSmooth", dataset="imagenet", threat_model="Linf"), KeyError,
+     "is robust_mix's for dataset='cifar10', threat_model='Linf' (entry 'cifar10-adasmooth')"),
+    ("RobustBench name, threat model the entry lacks",
+     lambda: robustbench_load("RobustMix-MixedNUTS", dataset="cifar10", threat_model="L2"), KeyError,
+     "not for dataset='cifar10', threat_model='L2'"),
+    ("timm num_classes", lambda: timm_create("robustmix_adasmooth_cifar100_linf", num_classes=10), ValueError,
+     "robustmix_adasmooth_cifar100_linf classifies 100 classes (cifar100), num_classes=10 was asked for"),
 ]
 SWEEP = [
     ("alphas '0:1:0'", lambda: parse_alphas("0:1:0"), InvalidInputError, "alphas '0:1:0': a range start:stop:step"),

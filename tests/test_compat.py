@@ -1,32 +1,98 @@
-"""robust_mix makes RobustBench importable with the registry's pyautoattack."""
+"""robust_mix._compat: RobustBench imports and runs on the registry's pyautoattack; timm's and RobustBench's quirks.
+
+The ``benchmark()`` tests run RobustBench's own ``robustbench.eval.benchmark`` on a tiny CIFAR-10-shaped
+mixed model. The data come from RobustBench's ``load_clean_dataset`` patched to return 8 random
+images labelled with the model's own predictions (no network here; clean accuracy is then 100 %).
+Attack budgets are reduced through :func:`robust_mix.autoattack_settings` (APGD-CE and APGD-T 5
+iterations, 2 target classes for APGD-T and FAB-T, FAB 5 iterations, Square 20 queries), and the
+direct pyautoattack run they are compared with uses exactly the same settings and seed.
+"""
 import importlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
+import pyautoattack
+import robust_mix
+from robust_mix import MixedClassifier, autoattack_settings
+from robust_mix._compat import preserve_timm_registry
+from robust_mix._compat_autoattack import AutoAttack, EvaluationState
+from robust_mix.attacks import set_apgd_iterations
+
+from conftest import make_tiny
+
 ROOT = Path(__file__).resolve().parents[1]
+EPS = 6 / 255  # the tiny model keeps some but not all examples at this budget
+N, BATCH = 8, 4
 
 
-def test_robustbench_model_zoo_imports_through_robust_mix():
-    import robust_mix  # noqa: F401
+def reduced_budget(adversary: pyautoattack.AutoAttack) -> None:
+    """The quick settings every adversary in these tests runs with (see the module docstring)."""
+    for attack in (adversary.apgd, adversary.apgd_targeted):
+        set_apgd_iterations(attack, 5)
+    adversary.apgd_targeted.n_target_classes = 2
+    adversary.fab.n_iter, adversary.fab.n_target_classes = 5, 2
+    adversary.square.n_queries = 20
 
-    from robustbench.model_zoo import model_dicts
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    assert "Wong2020Fast" in model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+@pytest.fixture
+def tiny_cifar():
+    """A tiny mixed model on 3x32x32 inputs, 8 images and the labels it predicts for them."""
+    model = MixedClassifier(make_tiny(0, in_chans=3, scale=20), make_tiny(1, in_chans=3, scale=20), alpha=0.7)
+    x = torch.rand(N, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+@pytest.fixture
+def robustbench_data(tiny_cifar, monkeypatch, tmp_path):
+    """RobustBench's clean-data loader answers with the tiny data set; the working folder is ``tmp_path``
+    (``benchmark(to_disk=True)`` writes ``model_info/`` there)."""
     import robustbench.eval
 
-    assert robustbench.eval.AutoAttack is importlib.import_module("pyautoattack").AutoAttack
+    _, x, y = tiny_cifar
+    calls = []
+
+    def load_clean_dataset(dataset, n_examples, data_dir, prepr):
+        calls.append((dataset.value, n_examples))
+        return x[:n_examples], y[:n_examples]
+
+    monkeypatch.setattr(robustbench.eval, "load_clean_dataset", load_clean_dataset)
+    monkeypatch.chdir(tmp_path)
+    return calls
 
 
-def test_autoattack_state_is_pyautoattack_state():
-    import robust_mix  # noqa: F401
+def direct_pyautoattack(model, x, y) -> float:
+    """Robust accuracy from pyautoattack itself, with the tests' seed and budget."""
+    adversary = pyautoattack.AutoAttack(model, norm="Linf", eps=EPS, version="standard", seed=0, device="cpu")
+    reduced_budget(adversary)
+    _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=BATCH)
+    return (y_adv == y).float().mean().item()
 
-    state = importlib.import_module("autoattack.state")
-    assert state is sys.modules["pyautoattack.state"]
-    assert hasattr(state, "EvaluationState")
 
+# -- imports ----------------------------------------------------------------------------------------
+def test_robustbench_imports_with_the_interface_it_calls():
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    import robustbench.eval
+
+    assert "Wong2020Fast" in model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+    assert robustbench.eval.AutoAttack is AutoAttack
+    assert issubclass(AutoAttack, pyautoattack.AutoAttack)  # the attacks are pyautoattack's
+    assert robustbench.eval.EvaluationState is EvaluationState
+
+
+def test_other_autoattack_modules_are_pyautoattack_s():
+    assert importlib.import_module("autoattack.state").EvaluationState is EvaluationState
+    assert importlib.import_module("autoattack.autoattack").AutoAttack is AutoAttack
+    for sub in ("autopgd_base", "fab_pt", "square", "checks", "other_utils"):
+        assert importlib.import_module(f"autoattack.{sub}") is sys.modules[f"pyautoattack.{sub}"]
 
 
 def test_building_a_model_prints_no_torch_jit_warning():
@@ -43,3 +109,141 @@ def test_building_a_model_prints_no_torch_jit_warning():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "torch.jit.interface" not in proc.stderr
+    assert "pkg_resources" not in proc.stderr
+
+
+# -- RobustBench's AutoAttack interface ------------------------------------------------------------------
+def test_interface_takes_robustbench_s_arguments(tiny_cifar, tmp_path):
+    model, x, y = tiny_cifar
+    with autoattack_settings(configure=reduced_budget):
+        adversary = AutoAttack(model, norm="Linf", eps=EPS, version="standard", device=torch.device("cpu"),
+                               log_path=str(tmp_path / "aa.log"), seed=0)
+        x_adv = adversary.run_standard_evaluation(x, y, bs=BATCH)
+        x_adv2, y_adv = adversary.run_standard_evaluation(x, y, bs=BATCH, return_labels=True)
+    assert isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert torch.equal(x_adv, x_adv2) and y_adv.shape == y.shape
+    assert 0 < (model(x_adv).argmax(1) == y).float().mean() < 1
+    assert "apgd-ce" in (tmp_path / "aa.log").read_text()  # log_path receives pyautoattack's log
+
+
+def test_interface_runs_attacks_one_by_one(tiny_cifar):
+    model, x, y = tiny_cifar
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        adversary = AutoAttack(model, eps=EPS, version="custom", attacks_to_run=["apgd-ce", "square"])
+        adversarial = adversary.run_standard_evaluation_individual(x, y, bs=BATCH)
+    assert sorted(adversarial) == ["apgd-ce", "square"]
+    assert all(a.shape == x.shape for a in adversarial.values())
+    assert adversary.attacks_to_run == ["apgd-ce", "square"]
+
+
+def test_interface_refuses_what_pyautoattack_cannot_do(tiny_cifar):
+    model, _, _ = tiny_cifar
+    with pytest.raises(ValueError, match="is_tf_model=True.*PyTorch models only"):
+        AutoAttack(model, is_tf_model=True)
+    with pytest.raises(ValueError, match=r"attacks_to_run=\['apgd-ce'\] is used with version='custom' only"):
+        AutoAttack(model, attacks_to_run=["apgd-ce"], version="standard")
+
+
+def test_state_reads_from_a_string_path_with_float_flags(tiny_cifar, tmp_path):
+    model, x, y = tiny_cifar
+    path = tmp_path / "state.json"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x, y, bs=BATCH, state_path=str(path))
+    state = EvaluationState.from_disk(str(path))
+    saved = json.loads(path.read_text())["_robust_flags"]
+    assert state.robust_flags.dtype == torch.float32
+    assert state.robust_flags.tolist() == [float(f) for f in saved]
+    assert state.robust_flags.mean().item() == state.robust_accuracy == sum(saved) / len(saved)
+
+
+def test_settings_apply_inside_the_block_only(tiny_cifar):
+    model, _, _ = tiny_cifar
+    with autoattack_settings(seed=3, configure=reduced_budget):
+        inside = AutoAttack(model)
+    outside = AutoAttack(model)
+    assert (inside.seed, inside.square.n_queries) == (3, 20)
+    assert (outside.seed, outside.square.n_queries) == (None, 5000)
+
+
+# -- robustbench.eval.benchmark --------------------------------------------------------------------------
+def test_benchmark_equals_pyautoattack_on_the_same_examples(tiny_cifar, robustbench_data, tmp_path):
+    import robustbench.eval
+
+    model, x, y = tiny_cifar
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        clean, robust = robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf",
+                                                   eps=EPS, batch_size=BATCH, to_disk=True, model_name="TinyMix")
+    assert robustbench_data == [("cifar10", N)]
+    expected = direct_pyautoattack(model, x, y)
+    assert clean == 1.0
+    assert robust == expected and 0 < robust < 1
+    info = json.loads((tmp_path / "model_info" / "cifar10" / "Linf" / "TinyMix.json").read_text())
+    assert info["clean_acc"] == "100.0" and info["autoattack_acc"] == str(round(expected * 100, 2))
+    assert info["eps"] == EPS
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_benchmark_resumes_from_its_state(tiny_cifar, robustbench_data, tmp_path):
+    """A run stopped in its last attack resumes from ``aa_state_path`` without redoing the finished ones,
+    and ends where an uninterrupted run ends."""
+    import robustbench.eval
+
+    model, x, y = tiny_cifar
+    state = tmp_path / "aa_state.json"
+    settings = dict(n_examples=N, dataset="cifar10", threat_model="Linf", eps=EPS, batch_size=BATCH)
+
+    def stop_in_square(adversary):
+        reduced_budget(adversary)
+        adversary.square.perturb = lambda *a, **k: (_ for _ in ()).throw(Interrupted())
+
+    with autoattack_settings(seed=0, configure=stop_in_square), pytest.raises(Interrupted):
+        robustbench.eval.benchmark(model, **settings, aa_state_path=state)
+    assert set(json.loads(state.read_text())["_run_attacks"]) == {"apgd-ce", "apgd-t", "fab-t"}
+
+    def finished(*names):
+        def configure(adversary):
+            reduced_budget(adversary)
+            for name in names:
+                getattr(adversary, name).perturb = lambda *a, **k: pytest.fail("a finished attack ran again")
+        return configure
+
+    with autoattack_settings(seed=0, configure=finished("apgd", "apgd_targeted", "fab")):
+        resumed = robustbench.eval.benchmark(model, **settings, aa_state_path=str(state))
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        uninterrupted = robustbench.eval.benchmark(model, **settings)
+    assert resumed == uninterrupted == (1.0, direct_pyautoattack(model, x, y))
+    assert set(json.loads(state.read_text())["_run_attacks"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
+    with autoattack_settings(seed=0, configure=finished("apgd", "apgd_targeted", "fab", "square")):
+        assert robustbench.eval.benchmark(model, **settings, aa_state_path=state) == resumed  # nothing left to run
+
+
+def test_a_state_of_other_settings_is_refused(tiny_cifar, tmp_path):
+    model, x, y = tiny_cifar
+    path = tmp_path / "state.json"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x, y, bs=BATCH, state_path=path)
+        with pytest.raises(ValueError, match=r"records a run of \['apgd-ce', 'apgd-t', 'fab-t', 'square'\], this "
+                                             r"adversary runs \['apgd-ce'\]"):
+            AutoAttack(model, eps=EPS, version="custom", attacks_to_run=["apgd-ce"]).run_standard_evaluation(
+                x, y, bs=BATCH, state_path=path)
+        with pytest.raises(ValueError, match="records 8 examples, 4 are given"):
+            AutoAttack(model, eps=EPS).run_standard_evaluation(x[:4], y[:4], bs=BATCH, state_path=path)
+
+
+# -- timm's registry --------------------------------------------------------------------------------------
+def test_timm_registry_forgets_models_registered_in_the_block():
+    import timm
+
+    def compat_probe_model(pretrained=False, **kwargs):
+        return torch.nn.Linear(1, 1)
+
+    compat_probe_model.__module__ = __name__
+    with preserve_timm_registry():
+        timm.models.register_model(compat_probe_model)
+        assert timm.is_model("compat_probe_model")
+    assert not timm.is_model("compat_probe_model")
+    assert "compat_probe_model" not in timm.list_models()

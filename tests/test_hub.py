@@ -184,6 +184,51 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
         load_model("hf-hub:org/not-there")
 
 
+def contracted_model():
+    """The adaptive model with a declared input contract (3x32x32), which timm's pretrained_cfg states."""
+    torch.manual_seed(0)
+    config = adaptive_config()
+    config.input_shape = (3, 32, 32)
+    return build_model(config, pretrained=False)
+
+
+def test_saved_config_carries_the_keys_timm_reads(tmp_path):
+    folder = contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    record = json.loads((folder / CONFIG_NAME).read_text())
+    assert record["architecture"] == "robustmix_saved" and record["model_args"] == {}
+    assert record["num_classes"] == 10  # a config field, which timm reads as well
+    cfg = record["pretrained_cfg"]
+    assert (cfg["input_size"], cfg["mean"], cfg["std"], cfg["num_classes"]) == ([3, 32, 32], [0, 0, 0], [1, 1, 1], 10)
+    assert cfg["hf_hub_id"] == "org/tiny-mix" and cfg["crop_pct"] == 1.0
+    config, _ = read_config(folder / CONFIG_NAME)  # robust_mix reads past timm's keys
+    assert config.name == "tiny-adaptive"
+
+
+def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeypatch, images):
+    """After ``import robust_mix``, ``timm.create_model("hf-hub:...")`` reads the folder save_pretrained wrote."""
+    import timm
+
+    model = contracted_model()
+    model.save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    via_timm = timm.create_model("hf-hub:org/tiny-mix", pretrained=True)
+    assert isinstance(via_timm, MixedClassifier) and not via_timm.training
+    assert_same_model(model, via_timm, images)
+    assert via_timm.pretrained_cfg["hf_hub_id"] == "org/tiny-mix" and via_timm.pretrained_cfg["num_classes"] == 10
+    data_config = timm.data.resolve_data_config(model=via_timm)
+    assert data_config["mean"] == (0, 0, 0) and data_config["input_size"] == (3, 32, 32)
+    changed = timm.create_model("hf-hub:org/tiny-mix", pretrained=True, alpha_range=(0.4, 0.5))
+    assert changed.policy.alpha_range == (0.4, 0.5)
+    with pytest.raises(ValueError, match="robustmix_saved is the architecture of models saved with save_pretrained"):
+        timm.create_model("robustmix_saved")
+
+
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder .*no/such/folder"):
         MixedClassifier.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
@@ -282,6 +327,7 @@ def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, image
     assert {p.name for p in folder.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
     card = ModelCard.load(folder / CARD_NAME)  # the Hub's own parser
     assert card.data.library_name == "robust_mix" and card.data.license == "apache-2.0"
+    assert {"robustbench", "timm", "adversarial-robustness", "Linf", "eps-8-255", "cifar10"} <= set(card.data.tags)
     metrics = {r.metric_type: r for r in card.data.eval_results}
     assert card.data.model_name == "tiny-adaptive"
     assert metrics["accuracy"].metric_value == 87.5 and metrics["robust_accuracy"].metric_value == 41.25

@@ -114,11 +114,11 @@ def _adasmooth(name: str, dataset: str, rb_id: str, robust: str, robust_numbers:
 def _mixednuts(name: str, dataset: str, standard: BackboneConfig, robust: str,
                robust_numbers: Optional[str], num_classes: int, eps: float, nuts: NutsConfig,
                alpha: float, reported: ReportedResult, robust_format: str,
-               data_note: str, license: str) -> ModelConfig:
+               data_note: str, license: str, preprocessing: Optional[str] = None) -> ModelConfig:
     about = f"{robust}" + (f" ({robust_numbers} clean / AutoAttack)" if robust_numbers else "")
     return ModelConfig(
         name=name, dataset=dataset, threat_model="Linf", eps=eps, num_classes=num_classes,
-        input_shape=INPUT_SHAPES[dataset],
+        input_shape=INPUT_SHAPES[dataset], preprocessing=preprocessing,
         standard=standard,
         robust=_robustbench(dataset, robust, _part(nuts_entry(dataset), 1, robust_format)),
         alpha=alpha, nuts=nuts, mixing="prob",
@@ -178,7 +178,7 @@ register_model(_mixednuts(
     NutsConfig(scale=0.023535468936502525, power=2.7142857142857144, bias=-0.2857142857142858, ln_k=250),
     alpha=0.9971266414518896,
     reported=_result(81.48, 58.62, "ImageNet", "4/255", 5_000),
-    robust_format="robustbench_swin",
+    robust_format="robustbench_swin", preprocessing="BicubicRes256Crop224",  # RobustBench's zoo entry's
     data_note=("Takes 224x224 images in [0, 1] prepared as RobustBench's 'BicubicRes256Crop224' "
                "(bicubic resize to 256, centre crop 224); the ConvNeXt-V2-L base (86.18 clean / 0 "
                "AutoAttack) takes raw pixels, the Swin-L base normalises itself."),

@@ -1,0 +1,244 @@
+"""RobustBench's AutoAttack interface, implemented on the registry's ``pyautoattack`` (owned by :mod:`robust_mix._compat`).
+
+RobustBench 1.1.1's ``benchmark()`` was written against the AutoAttack that it imports as
+``autoattack``: ``AutoAttack(model, norm=, eps=, version=, device=, log_path=)``, then
+``run_standard_evaluation(x, y, bs=, state_path=)`` returning the adversarial images, and, after a
+run with ``state_path``, ``EvaluationState.from_disk(path).robust_flags.mean()``. ``pyautoattack``
+0.2.0 runs the same attacks behind another interface (keyword-only arguments, ``batch_size=``, a
+``pathlib.Path`` state, ``(x_adv, y_adv)`` returned, no log file, boolean robust flags that
+``torch`` cannot average, and no working resume: :class:`ResumableState`, :meth:`AutoAttack._resume`).
+:class:`AutoAttack` and :class:`EvaluationState` here translate; the attacks themselves are
+pyautoattack's, unchanged.
+
+RobustBench builds the adversary inside ``benchmark()``, out of the caller's reach; seeds and
+budgets are set for it with :func:`autoattack_settings`:
+
+>>> with autoattack_settings(seed=0):
+...     clean_acc, robust_acc = robustbench.eval.benchmark(model, dataset="cifar10", eps=8 / 255)
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+import pyautoattack
+import pyautoattack.state
+
+PathLike = Union[str, Path]
+#: A function that changes a freshly built pyautoattack adversary (budgets, target counts).
+Configure = Callable[[pyautoattack.AutoAttack], None]
+#: pyautoattack's logger; ``log_path`` adds a file handler to it for the run.
+LOGGER_NAME = "auto-attack"
+
+
+@dataclass
+class _Settings:
+    seed: Optional[int] = None
+    configure: Optional[Configure] = None
+
+
+_SETTINGS = _Settings()
+
+
+@contextlib.contextmanager
+def autoattack_settings(*, seed: Optional[int] = None, configure: Optional[Configure] = None) -> Iterator[None]:
+    """Settings for every :class:`AutoAttack` built inside the block (RobustBench builds its own).
+
+    Args:
+        seed: the attacks' seed when the caller gives none (RobustBench never does; pyautoattack then
+            seeds from the clock, so two runs differ).
+        configure: called on each new adversary after its version's settings are applied, e.g. to
+            reduce iteration counts for a quick look. Any change makes the result non-comparable
+            with the leaderboard.
+    """
+    global _SETTINGS
+    previous = _SETTINGS
+    _SETTINGS = _Settings(seed=seed, configure=configure)
+    try:
+        yield
+    finally:
+        _SETTINGS = previous
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    return param.device if param is not None else torch.device("cpu")
+
+
+class AutoAttack(pyautoattack.AutoAttack):
+    """AutoAttack with the constructor and methods RobustBench calls; the attacks are pyautoattack's.
+
+    Args:
+        model: the classifier (images in, logits out).
+        norm: ``"Linf"``, ``"L2"`` or ``"L1"``.
+        eps: the perturbation budget.
+        seed: the attacks' seed (default: :func:`autoattack_settings`' seed, else the clock's).
+        verbose: log progress to the ``auto-attack`` logger.
+        attacks_to_run: the attacks of ``version="custom"``.
+        version: ``"standard"``, ``"plus"``, ``"rand"`` or ``"custom"``.
+        is_tf_model: TensorFlow models are not supported (pyautoattack runs PyTorch models only).
+        device: where the attacks run (default: the model's device).
+        log_path: a file that receives the run's log lines.
+    """
+
+    def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 0.3, seed: Optional[int] = None,
+                 verbose: bool = True, attacks_to_run: Sequence[str] = (), version: str = "standard",
+                 is_tf_model: bool = False, device: Union[str, torch.device, None] = None,
+                 log_path: Optional[PathLike] = None) -> None:
+        if is_tf_model:
+            raise ValueError("is_tf_model=True: pyautoattack's AutoAttack attacks PyTorch models only; wrap the "
+                             "TensorFlow model as a torch.nn.Module, or use the original AutoAttack's TF support")
+        if version != "custom" and attacks_to_run:
+            raise ValueError(f"attacks_to_run={list(attacks_to_run)} is used with version='custom' only; "
+                             f"version={version!r} runs its own attacks")
+        settings = _SETTINGS
+        super().__init__(model, attacks=list(attacks_to_run) if version == "custom" else None,
+                         device=device if device is not None else _model_device(model), eps=eps, norm=norm,
+                         seed=seed if seed is not None else settings.seed, version=version)
+        self.verbose = verbose
+        self.log_path = None if log_path is None else Path(log_path)
+        if settings.configure is not None:
+            settings.configure(self)
+
+    @contextlib.contextmanager
+    def _log_file(self) -> Iterator[None]:
+        if self.log_path is None:
+            yield
+            return
+        logger = logging.getLogger(LOGGER_NAME)
+        handler = logging.FileHandler(self.log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if self.verbose else logging.WARNING)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            handler.close()
+
+    def run_standard_evaluation(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
+                                return_labels: bool = False, state_path: Optional[PathLike] = None
+                                ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Run the attacks on ``x_orig`` ``(N, C, H, W)``, ``y_orig`` ``(N,)`` in batches of ``bs``.
+
+        Returns:
+            The adversarial images ``(N, C, H, W)`` (the clean image where no attack succeeded), and
+            their predicted labels ``(N,)`` too with ``return_labels``. With ``state_path`` (a str or
+            Path), finished attacks are recorded there and a later call resumes after them; only
+            this call's adversarial images are returned then, the robust flags are in the state.
+        """
+        with self._log_file():
+            x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
+        return (x_adv, y_adv) if return_labels else x_adv
+
+    def _cascade(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int, path: Optional[Path]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pyautoattack's cascade, one attack at a time: each attack is a pyautoattack run on the
+        examples every earlier attack failed on (the examples, batches and seeds of one uninterrupted
+        run), and the state records it as soon as it finishes.
+
+        pyautoattack 0.2.0 cannot resume its own runs (a resumed run ends in an ``UnboundLocalError``)
+        and may record a finished attack a minute late; here a run stopped anywhere resumes after
+        the last finished attack.
+        """
+        attacks = list(self.attacks_to_run)
+        state = self._state(path, attacks, len(x_orig))
+        x_adv = x_orig.clone()
+        try:
+            self.attacks_to_run = []  # the clean predictions, and pyautoattack's checks of the model
+            _, y_adv = super().run_standard_evaluation(x_orig, y_orig, batch_size=bs)
+            if state.robust_flags is None:
+                correct = y_adv == y_orig
+                state.clean_accuracy = correct.float().mean().item()
+                state.robust_flags = correct
+            flags = state.robust_flags.to(y_orig.device)
+            for attack in [a for a in attacks if a not in state.run_attacks]:
+                robust = flags.nonzero()[:, 0]
+                if len(robust) == 0:
+                    break
+                self.attacks_to_run = [attack]
+                x_sub, y_sub = super().run_standard_evaluation(x_orig[robust], y_orig[robust], batch_size=bs)
+                y_sub = y_sub.to(y_orig.device)
+                hit = y_sub != y_orig[robust]
+                x_adv[robust[hit]], y_adv[robust[hit]] = x_sub[hit].to(x_adv.device), y_sub[hit]
+                flags = flags.clone()
+                flags[robust[hit]] = False
+                state.robust_flags = flags
+                state.add_run_attack(attack)
+                state.to_disk(force=True)
+        finally:
+            self.attacks_to_run = attacks
+        return x_adv, y_adv
+
+    @staticmethod
+    def _state(path: Optional[Path], attacks: list[str], n: int) -> "ResumableState":
+        if path is None or not path.exists():
+            state = ResumableState(set(attacks), path=path)
+            state.to_disk(force=True)
+            return state
+        state = ResumableState.from_disk(path)
+        if state.attacks_to_run != set(attacks):
+            raise ValueError(f"{path} records a run of {sorted(state.attacks_to_run)}, this adversary runs "
+                             f"{sorted(attacks)}: use another state_path for these settings")
+        if state.robust_flags is not None and len(state.robust_flags) != n:
+            raise ValueError(f"{path} records {len(state.robust_flags)} examples, {n} are given: use another "
+                             "state_path for these examples")
+        return state
+
+    def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
+                                           return_labels: bool = False) -> dict:
+        """Each attack on its own, on all of ``x_orig``: attack name -> adversarial images (and labels)."""
+        attacks, verbose = list(self.attacks_to_run), self.verbose
+        adversarial = {}
+        try:
+            self.verbose = False
+            for attack in attacks:
+                self.attacks_to_run = [attack]
+                adversarial[attack] = self.run_standard_evaluation(x_orig, y_orig, bs=bs, return_labels=return_labels)
+        finally:
+            self.attacks_to_run, self.verbose = attacks, verbose
+        return adversarial
+
+
+class ResumableState(pyautoattack.state.EvaluationState):
+    """pyautoattack's state file, read back as it was written.
+
+    pyautoattack 0.2.0 writes the set of attacks to run as its ``str()`` and the finished ones as a
+    list, and reads both back unchanged (its own resume check, a set against a string, always
+    fails). Here both become sets again, and the path may be a str.
+    """
+
+    @classmethod
+    def from_disk(cls, path: PathLike) -> "ResumableState":
+        state = super().from_disk(Path(path))
+        attacks = state._attacks_to_run
+        state._attacks_to_run = set(ast.literal_eval(attacks) if isinstance(attacks, str) else attacks)
+        state._run_attacks = set(state._run_attacks)
+        return state
+
+
+class EvaluationState(ResumableState):
+    """pyautoattack's resumable state, read the way RobustBench reads it.
+
+    ``from_disk`` takes a str or a Path, and ``robust_flags`` are ``0.``/``1.`` floats so that
+    ``robust_flags.mean()`` is the robust accuracy (``torch`` refuses to average booleans).
+    """
+
+    @property
+    def robust_flags(self) -> Optional[torch.Tensor]:
+        flags = self._robust_flags
+        return None if flags is None else flags.float()
+
+    @robust_flags.setter
+    def robust_flags(self, robust_flags: torch.Tensor) -> None:
+        self._robust_flags = robust_flags.bool()
+        self.to_disk(force=True)

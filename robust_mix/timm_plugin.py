@@ -1,0 +1,229 @@
+"""robust_mix's models in timm's registry, which is how timm and RobustBench reach them by name.
+
+Neither library discovers plugins: ``import robust_mix`` (which imports this module) must come
+first. From then on
+
+- every registry entry on one of RobustBench's data sets and threat models, the zoo's and those
+  registered later with :func:`~robust_mix.registry.register_model`, is the timm model
+  :func:`~robust_mix.timm_config.timm_name` (``robustmix_<method>_<dataset>_<threat>``), which
+  ``robustbench.utils.load_model("RobustMix-<method>", dataset=..., threat_model=...)`` finds;
+- ``robustmix_saved`` (:data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`) rebuilds the folders
+  ``save_pretrained`` writes, for ``timm.create_model("hf-hub:org/name", pretrained=True)``;
+- ``timm.create_model(name, checkpoint_path=...)`` (RobustBench's ``custom_checkpoint=``) reads a
+  ``save_pretrained`` folder or its ``model.safetensors`` for these models, never a pickle;
+- a RobustBench name of a robust_mix entry asked for with a data set or threat model it does not
+  have is an error naming those it has.
+
+Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
+model in eval mode with a timm ``pretrained_cfg``. Weights come from
+:func:`~robust_mix.weights.default_model_dir` (``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default
+``./models``; RobustBench does not pass its ``model_dir`` to timm models), fetched with RobustBench's
+downloader when online. Keyword arguments of ``timm.create_model`` other than ``num_classes`` are
+config overrides (``alpha=0.9``, ``alpha_range=(0.8, 1.0)``), as in :func:`robust_mix.load_model`.
+
+>>> import robust_mix
+>>> robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")
+>>> timm.create_model("robustmix_adasmooth_cifar100_linf", pretrained=True)
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+from typing import Any, Callable, Iterator, Optional
+
+from robust_mix import _compat
+from robust_mix.config import ModelConfig
+from robust_mix.hub import HUB_PREFIX, load_saved_tensors
+from robust_mix.mixing import MixedClassifier
+from robust_mix.registry import get_model_config, on_register
+from robust_mix.timm_config import PREFIX, SAVED_ARCHITECTURE, robustbench_name, robustbench_timm_name, timm_name
+from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
+from robust_mix.weights import default_model_dir
+
+logger = logging.getLogger(__name__)
+
+#: Attribute of each entry's timm factory naming the registry entry it builds.
+ENTRY_ATTRIBUTE = "robust_mix_entry"
+#: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
+default_cfgs: dict[str, dict[str, Any]] = {}
+#: The public names; timm's ``register_model`` appends each model it registers from this module.
+__all__ = ["entry_of", "explain_unknown", "is_mirrored", "isolated_timm_registry", "mirror", "robustbench_scope",
+           "robustbench_zoo_names"]
+
+
+# -- what RobustBench knows ------------------------------------------------------------------------------
+def robustbench_scope() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """RobustBench's data sets (``cifar10``, ...) and threat models (``Linf``, ...)."""
+    _compat.import_robustbench()
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    return tuple(d.value for d in BenchmarkDataset), tuple(t.value for t in ThreatModel)
+
+
+@functools.lru_cache(maxsize=None)
+def robustbench_zoo_names() -> dict[str, str]:
+    """The timm names RobustBench's ``load_model`` tries for its own zoo entries -> ``"<dataset>/<threat>/<id>"``."""
+    _compat.import_robustbench()
+    from robustbench.model_zoo import model_dicts
+
+    return {robustbench_timm_name(rb_id, dataset.value, threat.value): f"{dataset.value}/{threat.value}/{rb_id}"
+            for dataset, by_threat in model_dicts.items() for threat, entries in by_threat.items()
+            for rb_id in entries}
+
+
+def is_mirrored(config: ModelConfig) -> bool:
+    """True for entries on a data set and threat model RobustBench knows: those become timm models."""
+    datasets, threat_models = robustbench_scope()
+    return config.dataset in datasets and config.threat_model in threat_models
+
+
+def entry_of(model_name: str) -> Optional[str]:
+    """The registry entry a timm model name builds, or ``None`` for other names."""
+    timm = _compat.import_timm()
+    _, name = timm.models.parse_model_name(model_name)
+    name = name.split(".", 1)[0]
+    return getattr(timm.models.model_entrypoint(name), ENTRY_ATTRIBUTE, None) if timm.is_model(name) else None
+
+
+# -- registration -------------------------------------------------------------------------------------------
+def mirror(config: ModelConfig) -> None:
+    """Register an entry with timm if RobustBench knows its data set and threat model (an
+    :func:`~robust_mix.registry.on_register` listener).
+
+    Raises:
+        ValueError: its timm name is not a plain name, is one RobustBench uses for its own zoo, or is
+            taken in timm already.
+    """
+    if not is_mirrored(config):
+        return
+    name = timm_name(config)
+    _check_free(name, f"entry {config.name!r}")
+    default_cfgs[name] = timm_pretrained_cfg(config, name)
+    _register(_entry_factory(config.name, name))
+    logger.debug("registered %s with timm as %s", config.name, name)
+
+
+def _check_free(name: str, what: str) -> None:
+    shadowed = robustbench_zoo_names().get(name)
+    if shadowed is not None:
+        raise ValueError(f"{what} would be the timm model {name!r}, which robustbench.utils.load_model also asks "
+                         f"timm for when it loads RobustBench's own {shadowed}: rename the entry")
+    if _compat.import_timm().is_model(name):
+        owner = entry_of(name)
+        raise ValueError(f"{what} would be the timm model {name!r}, which timm has already "
+                         f"({'for the entry ' + repr(owner) if owner else 'a timm architecture'}): rename the entry")
+
+
+def _register(factory: Callable[..., MixedClassifier]) -> None:
+    globals()[factory.__name__] = factory  # timm lists it in this module's __all__, as its own model modules
+    _compat.import_timm().models.register_model(factory)
+
+
+def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
+    def factory(pretrained: bool = False, pretrained_cfg: Any = None,
+                pretrained_cfg_overlay: Optional[dict[str, Any]] = None, num_classes: Optional[int] = None,
+                **overrides: Any) -> MixedClassifier:
+        if pretrained_cfg is not None:
+            raise ValueError(f"{name} has one pretrained config and no tags, got pretrained_cfg={pretrained_cfg!r}; "
+                             "change its fields with pretrained_cfg_overlay={...}")
+        config = get_model_config(entry)
+        config = config.with_overrides(overrides) if overrides else config
+        _check_num_classes(name, config, num_classes)
+        model = MixedClassifier.from_config(config, model_dir=default_model_dir(), pretrained=pretrained)
+        return _as_timm_model(model, {**timm_pretrained_cfg(config, name), **(pretrained_cfg_overlay or {})})
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__module__ = __name__
+    factory.__doc__ = (f"robust_mix's {entry!r} (RobustBench name {robustbench_name(get_model_config(entry))!r}), "
+                       "built by MixedClassifier.from_config; keyword arguments are config overrides.")
+    setattr(factory, ENTRY_ATTRIBUTE, entry)
+    return factory
+
+
+def robustmix_saved(pretrained: bool = False, pretrained_cfg: Any = None,
+                    pretrained_cfg_overlay: Optional[dict[str, Any]] = None, num_classes: Optional[int] = None,
+                    **overrides: Any) -> MixedClassifier:
+    """A model saved with ``save_pretrained``, rebuilt from its Hub repo's ``config.json`` (timm's
+    ``hf-hub:`` loader passes the repo as ``pretrained_cfg["hf_hub_id"]``); keyword arguments are
+    config overrides."""
+    cfg = pretrained_cfg.to_dict() if hasattr(pretrained_cfg, "to_dict") else dict(pretrained_cfg or {})
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}  # JSON lists, as timm's tuples
+    if not cfg.get("hf_hub_id"):
+        raise ValueError(f"{SAVED_ARCHITECTURE} is the architecture of models saved with save_pretrained and it "
+                         "reads their config.json: create one with timm.create_model('hf-hub:org/name', "
+                         "pretrained=True) after import robust_mix, or robust_mix.load_model('local-dir:PATH') "
+                         "for a folder")
+    repo_id, _, revision = cfg["hf_hub_id"].partition("@")
+    model = MixedClassifier.from_pretrained(HUB_PREFIX + repo_id, revision=revision or None, pretrained=pretrained,
+                                            **overrides)
+    _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, num_classes)
+    return _as_timm_model(model, {**cfg, **(pretrained_cfg_overlay or {})})
+
+
+def _check_num_classes(name: str, config: ModelConfig, num_classes: Optional[int]) -> None:
+    if num_classes is not None and num_classes != config.num_classes:
+        raise ValueError(f"{name} classifies {config.num_classes} classes ({config.dataset}), num_classes={num_classes} "
+                         "was asked for; a mixed model's classes come from its base models: mix bases with that "
+                         "many classes (robust_mix.load_model('mix', standard=..., robust=...))")
+
+
+def _as_timm_model(model: MixedClassifier, cfg: dict[str, Any]) -> MixedClassifier:
+    model.pretrained_cfg = cfg
+    model.default_cfg = cfg  # timm's older name, which RobustBench reads
+    return model.eval()
+
+
+# -- custom checkpoints and RobustBench's errors -------------------------------------------------------------
+def _read_checkpoint(model: MixedClassifier, path: str) -> None:
+    load_saved_tensors(model, path, expected=model.pretrained_cfg["architecture"])
+
+
+def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optional[str]:
+    """Why RobustBench found no model ``model_name`` for ``dataset``/``threat_model``, when the name is
+    robust_mix's (``RobustMix-...``); ``None`` for other names."""
+    timm = _compat.import_timm()
+    ours = [get_model_config(entry) for entry in map(entry_of, timm.list_models(f"{PREFIX}_*")) if entry]
+    key = model_name.lower().replace("-", "_")
+    matches = [c for c in ours if robustbench_name(c).lower().replace("-", "_") == key]
+    if not matches:
+        if not key.startswith(f"{PREFIX}_"):
+            return None
+        known = sorted(f"{robustbench_name(c)} ({c.dataset}, {c.threat_model})" for c in ours)
+        return (f"robust_mix has no entry RobustBench calls {model_name!r}; the RobustBench names of robust_mix's "
+                f"entries are {known} (robust_mix.list_models() lists every entry)")
+    if robustbench_timm_name(model_name, dataset, threat_model) in {timm_name(c) for c in matches}:
+        return None  # the model exists: RobustBench's KeyError came from elsewhere
+    has = "; ".join(f"dataset={c.dataset!r}, threat_model={c.threat_model!r} (entry {c.name!r})" for c in matches)
+    return (f"RobustBench name {model_name!r} is robust_mix's for {has}, not for dataset={dataset!r}, "
+            f"threat_model={threat_model!r}: pass one of those")
+
+
+# -- tests ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def isolated_timm_registry() -> Iterator[None]:
+    """Entries mirrored into timm inside the block are gone from timm (and from this module) after it."""
+    module = sys.modules[__name__]
+    names, public, cfgs = set(vars(module)), list(__all__), dict(default_cfgs)
+    with _compat.preserve_timm_registry():
+        try:
+            yield
+        finally:
+            for name in set(vars(module)) - names:
+                delattr(module, name)
+            __all__[:] = public
+            default_cfgs.clear()
+            default_cfgs.update(cfgs)
+
+
+def _install() -> None:
+    assert robustmix_saved.__name__ == SAVED_ARCHITECTURE
+    _check_free(SAVED_ARCHITECTURE, "robust_mix's architecture of saved models")
+    _register(robustmix_saved)
+    _compat.add_checkpoint_reader(lambda name: entry_of(name) is not None, _read_checkpoint)
+    _compat.add_unknown_model_explainer(explain_unknown)
+    on_register(mirror)
+
+
+_install()

@@ -1,0 +1,314 @@
+"""robust_mix.timm_plugin: RobustBench's and timm's own entry points reach every registry entry.
+
+Weights: RobustBench-format files written by the test from randomly initialised models into a
+temporary ``ROBUST_MIX_MODEL_DIR`` (as tests/test_paper_models.py does), or, for entries registered
+here, tiny timm test architectures saved with ``save_backbone``. The RobustBench comparison uses
+``cifar100-adasmooth`` at test_paper_models.py's reduced size (BiT-R50x1 and WRN-10-4 for BiT-R152x2
+and WRN-70-16, the mixing network sized for them): the registry entry is replaced by that reduced
+config for the test, so RobustBench's path and ``robust_mix.load_model`` read the same entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import robust_mix
+from robust_mix import (BackboneConfig, ModelConfig, PolicyConfig, WeightsConfig, get_model_config, load_model,
+                        register_model, save_backbone)
+from robust_mix import registry
+from robust_mix._compat import UnknownModelError
+from robust_mix.io import save_state_dict
+from robust_mix.timm_config import SAVED_ARCHITECTURE, robustbench_timm_name
+from robust_mix.timm_plugin import entry_of, isolated_timm_registry, robustbench_zoo_names
+from robust_mix.weights import WeightsNotFoundError
+
+import robustbench.data
+import robustbench.utils
+import timm
+from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+from test_paper_models import (REDUCED_WIDTHS, build_robustbench, calibrate, compare, matches, random_images,
+                               robustbench_on_cpu, robustbench_forward, write_robustbench_files, Pair)
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_TIMM_NAMES = {  # the issue's naming examples and the other three paper entries
+    "cifar100-adasmooth": "robustmix_adasmooth_cifar100_linf",
+    "cifar100-adasmooth-trades": "robustmix_adasmooth_trades_cifar100_linf",
+    "cifar10-adasmooth": "robustmix_adasmooth_cifar10_linf",
+    "cifar10-mixednuts": "robustmix_mixednuts_cifar10_linf",
+    "cifar100-mixednuts": "robustmix_mixednuts_cifar100_linf",
+    "imagenet-mixednuts": "robustmix_mixednuts_imagenet_linf",
+}
+TINY = "cifar10-tiny-mix"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(folder: Path, name: str = TINY, seed: int = 0, **changes) -> ModelConfig:
+    """An adaptive CIFAR-10 mix of timm's test architectures, all its weights in files under ``folder``."""
+    policy = PolicyConfig(standard_layers=["stages.0", "stages.1"], robust_layers=["blocks.0", "blocks.1"],
+                          widths=[8, 8], blocks=1, input_shape=(3, 32, 32), alpha_range=(0.3, 0.9))
+    config = ModelConfig(name=name, dataset="cifar10", threat_model="Linf", eps=8 / 255, num_classes=10,
+                         input_shape=(3, 32, 32), alpha=None, policy=policy, license="MIT", paper="a tiny test",
+                         standard=BackboneConfig("timm/test_byobnet", kwargs={"num_classes": 10}),
+                         robust=BackboneConfig("timm/test_efficientnet", kwargs={"num_classes": 10}), **changes)
+    torch.manual_seed(seed)
+    model = robust_mix.build_model(config, pretrained=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {role: save_backbone(getattr(model, role), folder / f"{role}.safetensors", getattr(config, role).ref,
+                                 getattr(config, role).kwargs) for role in ("standard", "robust")}
+    save_state_dict({k: v for k, v in model.state_dict().items() if k.startswith("policy.")}, folder / "policy.safetensors")
+    return dataclasses.replace(
+        config, weights=WeightsConfig(file=str(folder / "policy.safetensors")),
+        standard=dataclasses.replace(config.standard, weights=WeightsConfig(file=str(files["standard"]))),
+        robust=dataclasses.replace(config.robust, weights=WeightsConfig(file=str(files["robust"]))))
+
+
+def same_outputs(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((a(x) - b(x)).abs().max())
+
+
+# -- names -------------------------------------------------------------------------------------------
+def test_every_robustbench_entry_is_a_timm_model():
+    assert set(timm.list_models("robustmix_*")) == set(PAPER_TIMM_NAMES.values()) | {SAVED_ARCHITECTURE}
+    for entry, name in PAPER_TIMM_NAMES.items():
+        assert timm.is_model(name) and entry_of(name) == entry
+    mirrored = {get_model_config(n).dataset for n in map(entry_of, timm.list_models("robustmix_*")) if n}
+    assert mirrored == {"cifar10", "cifar100", "imagenet"}  # fmnist-* and mix: data sets RobustBench does not know
+    assert not set(timm.list_models("robustmix_*")) & set(robustbench_zoo_names())
+
+
+def test_pretrained_cfg_states_the_raw_input_contract():
+    cifar = timm.models.get_pretrained_cfg("robustmix_adasmooth_cifar100_linf")
+    assert (cifar.input_size, cifar.mean, cifar.std, cifar.num_classes) == ((3, 32, 32), (0, 0, 0), (1, 1, 1), 100)
+    assert cifar.crop_pct == 1.0 and "Adaptive Smoothing" in cifar.paper_name and cifar.license
+    imagenet = timm.models.get_pretrained_cfg("robustmix_mixednuts_imagenet_linf")
+    assert (imagenet.input_size, imagenet.interpolation, imagenet.crop_pct) == ((3, 224, 224), "bicubic", 0.875)
+    assert imagenet.num_classes == 1000 and imagenet.license.startswith("CC-BY-NC-4.0")
+
+
+def test_robustbench_picks_the_imagenet_transform_of_the_entry(scratch_registry, tmp_path):
+    """``get_preprocessing`` builds the timm model (pretrained=False) to read its cfg: tiny stand-in bases
+    keep that cheap; the preprocessing is the entry's own."""
+    registry._REGISTRY["imagenet-mixednuts"] = dataclasses.replace(
+        get_model_config("imagenet-mixednuts"), standard=BackboneConfig("timm/test_byobnet", kwargs={"num_classes": 1000}),
+        robust=BackboneConfig("timm/test_efficientnet", kwargs={"num_classes": 1000}))
+    transform = robustbench.data.get_preprocessing(BenchmarkDataset.imagenet, ThreatModel.Linf,
+                                                   "RobustMix-MixedNUTS", None)
+    expected = robustbench.data.PREPROCESSINGS["BicubicRes256Crop224"]  # RobustBench's own for Bai2024MixedNUTS
+    image = Image.fromarray((torch.rand(300, 400, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy())
+    assert torch.equal(transform(image), expected(image))
+
+
+# -- RobustBench's load_model and timm's create_model -----------------------------------------------------
+@pytest.fixture
+def reduced_pair(scratch_registry, tmp_path, monkeypatch) -> Pair:
+    """cifar100-adasmooth at reduced size: RobustBench's model, its files in ROBUST_MIX_MODEL_DIR, and the
+    registry entry replaced by the matching reduced config."""
+    name = "cifar100-adasmooth"
+    config = get_model_config(name)
+    registry._REGISTRY[name] = config.with_overrides(
+        {"standard": dataclasses.replace(config.standard, ref="timm/resnetv2_50x1_bit"), "widths": REDUCED_WIDTHS})
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    gen = torch.Generator().manual_seed(1)
+    calibration, images = random_images(4, 32, gen), random_images(3, 32, gen)
+    with robustbench_on_cpu(reduced=True):
+        torch.manual_seed(0)
+        rb = build_robustbench(config).eval()
+        calibrate(rb, calibration)
+        write_robustbench_files(rb, config, tmp_path)
+        torch.manual_seed(123)
+        ours = load_model(name)
+        yield Pair(name, config, rb, ours, images, tmp_path, *robustbench_forward(rb, config, images))
+
+
+def test_robustbench_load_model_returns_the_entry(reduced_pair):
+    torch.manual_seed(7)  # a different initialisation: every tensor must come from the files
+    via_robustbench = robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")
+    via_timm = timm.create_model("robustmix_adasmooth_cifar100_linf", pretrained=True)
+    assert isinstance(via_robustbench, robust_mix.MixedClassifier) and via_robustbench.config.name == reduced_pair.name
+    assert not via_robustbench.training and not any(m.training for m in via_robustbench.modules())
+    assert same_outputs(via_robustbench, reduced_pair.ours, reduced_pair.images) == 0.0
+    assert same_outputs(via_timm, reduced_pair.ours, reduced_pair.images) == 0.0
+    diff = compare(reduced_pair._replace(ours=via_robustbench), reduced_pair.images)  # vs RobustBench's own model
+    assert matches(diff), diff
+    assert via_robustbench.pretrained_cfg["architecture"] == "robustmix_adasmooth_cifar100_linf"
+    assert via_robustbench.default_cfg is via_robustbench.pretrained_cfg
+
+
+def test_a_missing_weight_file_names_the_file_and_its_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError) as err:
+        robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")
+    message = str(err.value)
+    assert str(tmp_path / "cifar100" / "Linf" / "Bai2023Improving_edm.pt_m0.pt") in message
+    assert "https://drive.google.com/uc?id=" in message and "downloads are off" in message
+
+
+def test_entries_registered_later_are_timm_models(tmp_path):
+    with isolated_timm_registry(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        mp.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+        register_model(tiny_config(tmp_path))
+        assert "robustmix_tiny_mix_cifar10_linf" in timm.list_models("robustmix_*")
+        via_robustbench = robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf")
+        x = torch.rand(2, 3, 32, 32)
+        assert same_outputs(via_robustbench, load_model(TINY), x) == 0.0
+        assert same_outputs(timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True), load_model(TINY), x) == 0.0
+        adjusted = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, alpha_range=(0.5, 0.6))
+        assert adjusted.policy.alpha_range == (0.5, 0.6)  # create_model's keyword arguments are config overrides
+    assert "robustmix_tiny_mix_cifar10_linf" not in timm.list_models("robustmix_*")
+    assert not hasattr(robust_mix.timm_plugin, "robustmix_tiny_mix_cifar10_linf")
+
+
+def test_num_classes_is_checked(scratch_registry, tmp_path):
+    register_model(tiny_config(tmp_path))
+    assert timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=10).num_classes == 10
+    with pytest.raises(ValueError, match=r"robustmix_tiny_mix_cifar10_linf classifies 10 classes \(cifar10\), "
+                                         "num_classes=100 was asked for"):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
+
+
+# -- custom checkpoints -------------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_entry(scratch_registry, tmp_path):
+    register_model(tiny_config(tmp_path / "released"))
+    return TINY
+
+
+def test_custom_checkpoint_reads_a_saved_folder_without_unpickling(tiny_entry, tmp_path, monkeypatch):
+    torch.manual_seed(5)
+    trained = load_model(tiny_entry, pretrained=False)  # stands for a model trained further by a user
+    folder = trained.save_pretrained(tmp_path / "mine")
+    for path in (tmp_path / "released").iterdir():  # the released files are not needed with a checkpoint
+        path.unlink()
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (an unpickle) was called"))
+    x = torch.rand(2, 3, 32, 32)
+    for checkpoint in (str(folder), str(folder / "model.safetensors")):
+        model = robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                             custom_checkpoint=checkpoint)
+        assert same_outputs(model, trained, x) == 0.0 and not model.training
+
+
+def test_custom_checkpoint_of_another_architecture_is_refused(tiny_entry, tmp_path):
+    other = load_model("fmnist-robust").save_pretrained(tmp_path / "fmnist")
+    load = lambda checkpoint: robustbench.utils.load_model(  # noqa: E731
+        "RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf", custom_checkpoint=str(checkpoint))
+    with pytest.raises(ValueError, match=r"holds 'fmnist-robust', a mix of .*timm/resnet.*robustmix_tiny_mix_cifar10_linf "
+                                         r"is a mix of \[\('timm/test_byobnet'"):
+        load(other)
+    lone = tmp_path / "lone" / "weights.safetensors"
+    lone.parent.mkdir()
+    lone.write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=r"(?s)weights.safetensors does not match robustmix_tiny_mix_cifar10_linf \(it is not a "
+                                         r"checkpoint of that architecture\): .*(missing|size mismatch)"):
+        load(lone)
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"not read")
+    with pytest.raises(ValueError, match=r"expected a folder written by save_pretrained or its model.safetensors "
+                                         r"\(other files, such as .pt or .pth, would have to be unpickled"):
+        load(pickle)
+
+
+# -- RobustBench names the entry does not have ---------------------------------------------------------------
+@pytest.mark.parametrize("dataset, threat_model", [("imagenet", "Linf"), ("cifar10", "L2")])
+def test_a_data_set_or_threat_model_the_entry_lacks_is_named(dataset, threat_model):
+    with pytest.raises(UnknownModelError) as err:
+        robustbench.utils.load_model("RobustMix-AdaSmooth", dataset=dataset, threat_model=threat_model)
+    message = str(err.value)
+    assert f"not for dataset={dataset!r}, threat_model={threat_model!r}" in message
+    assert "dataset='cifar10', threat_model='Linf' (entry 'cifar10-adasmooth')" in message
+    assert "dataset='cifar100', threat_model='Linf' (entry 'cifar100-adasmooth')" in message
+    assert isinstance(err.value, KeyError)  # what RobustBench raised before, for callers that catch it
+
+
+def test_an_unknown_robustmix_name_lists_the_known_ones():
+    with pytest.raises(UnknownModelError, match=r"no entry RobustBench calls 'RobustMix-Nope'.*'RobustMix-adasmooth-trades \(cifar100, Linf\)'"):
+        robustbench.utils.load_model("RobustMix-Nope", dataset="cifar10", threat_model="Linf")
+    with pytest.raises(KeyError) as err:  # other names keep RobustBench's own error
+        robustbench.utils.load_model("NotAModel", dataset="cifar10", threat_model="Linf")
+    assert not isinstance(err.value, UnknownModelError)
+
+
+# -- names that cannot be timm models ----------------------------------------------------------------------
+def test_names_that_would_shadow_robustbench_or_timm_are_refused(scratch_registry):
+    from robustbench.model_zoo import model_dicts
+
+    zoo = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(zoo, "RobustMix-shadow", {"model": None, "gdrive_id": None})
+            robustbench_zoo_names.cache_clear()
+            with pytest.raises(ValueError, match="'robustmix_shadow_cifar10_linf', which robustbench.utils.load_model "
+                                                 "also asks timm for when it loads RobustBench's own "
+                                                 "cifar10/Linf/RobustMix-shadow"):
+                register_model(ModelConfig(name="cifar10-shadow", dataset="cifar10", alpha=0.5))
+    finally:
+        robustbench_zoo_names.cache_clear()
+    assert not robust_mix.is_model("cifar10-shadow")  # refused entries are not registered either
+    with pytest.raises(ValueError, match="'robustmix_adasmooth_cifar10_linf', which timm has already "
+                                         r"\(for the entry 'cifar10-adasmooth'\)"):
+        register_model(ModelConfig(name="adasmooth", dataset="cifar10", alpha=0.5))
+    with pytest.raises(ValueError, match="which timm cannot look up"):
+        register_model(ModelConfig(name="cifar10-v1.2", dataset="cifar10", alpha=0.5))
+    assert not robust_mix.is_model("adasmooth") and not robust_mix.is_model("cifar10-v1.2")
+    register_model(ModelConfig(name="fmnist-other", dataset="fashion-mnist", alpha=0.5))  # not RobustBench's
+    assert not any("other" in n for n in timm.list_models("robustmix_*"))
+
+
+def test_the_readme_names_are_timm_models():
+    section = (ROOT / "README.md").read_text().split("## Use it from RobustBench and timm")[1].split("\n## ")[0]
+    names = set(re.findall(r"robustmix_[a-z0-9_]+_linf\b", section))
+    assert names and all(timm.is_model(n) for n in names), names
+    calls = re.findall(r'"(RobustMix-[A-Za-z-]+)", dataset="(\w+)"', section)
+    assert calls and all(entry_of(robustbench_timm_name(name, dataset, "Linf")) for name, dataset in calls), calls
+
+
+# -- the import comes first ----------------------------------------------------------------------------------
+def run_fresh(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ROBUST_MIX_OFFLINE": "1",
+           "ROBUST_MIX_MODEL_DIR": str(tmp_path / "models")}
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env=env)
+
+
+def test_import_robust_mix_first_in_a_fresh_interpreter(tmp_path):
+    """Neither timm nor RobustBench discovers plugins: without ``import robust_mix`` timm lists none of the
+    models and RobustBench does not even import; after it, RobustBench's own call reaches the entry."""
+    proc = run_fresh("\n".join([
+        "import timm",
+        "print('timm alone:', timm.list_models('robustmix_*'))",
+        "try:",
+        "    import robustbench.utils",
+        "except ImportError as err:",  # RobustBench 1.1.1 imports `autoattack`, which only robust_mix provides
+        "    print('robustbench alone:', err)",
+        "import robust_mix",
+        "import robustbench.utils",
+        "print('after import robust_mix:', len(timm.list_models('robustmix_*')))",
+        "try:",
+        "    robustbench.utils.load_model('RobustMix-AdaSmooth', dataset='cifar100', threat_model='Linf')",
+        "except FileNotFoundError as err:",  # found the entry; its released files are not here
+        "    print('missing', err)",
+    ]), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "timm alone: []" in proc.stdout
+    assert "robustbench alone: No module named 'autoattack'" in proc.stdout
+    assert "after import robust_mix: 7" in proc.stdout
+    assert "checkpoint file(s) for robustbench:cifar100/Linf/Bai2023Improving_edm missing" in proc.stdout
