@@ -134,6 +134,6 @@ def test_preset_differences_say_what_a_recipe_scaled():
     from robust_mix.train.config import preset_differences
 
     scaled = preset_differences(get_recipe("fmnist-adasmooth").config, "paper")
-    assert scaled["n_targets"] == (9, 3) and scaled["iter_df"] == (75.0, 10.0) and scaled["buffer_subset"] == (None, 16000)
+    assert scaled["n_targets"] == (9, 1) and scaled["iter_df"] == (75.0, 7.0) and scaled["buffer_subset"] == (None, 27500)
     assert "eps_lo" not in scaled and "w_max" not in scaled  # kept as the authors had them
     assert preset_differences(apply_preset(AdaSmoothRecipe(), "paper"), "paper") == {}
