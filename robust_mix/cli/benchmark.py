@@ -130,6 +130,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threat-model", choices=THREAT_MODELS, help="default: the entry's")
     p.add_argument("--eps", type=EPS, help="budget, e.g. 8/255 (default: the entry's)")
     p.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
+    p.add_argument("--clean-examples", type=POSITIVE_INT,
+                   help="also measure clean accuracy on the first N images (forward passes only; e.g. 10000, "
+                        "the whole test set, beside the attacked subset)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=500)
     p.add_argument("--chunk-size", type=POSITIVE_INT, help="examples per resumable unit (default: batch size)")
     p.add_argument("--seed", type=INT, default=0)
@@ -152,7 +155,8 @@ def _options(args: argparse.Namespace) -> AttackOptions:
 def _benchmark_kwargs(args: argparse.Namespace) -> dict:
     return dict(dataset=args.dataset, threat_model=args.threat_model, eps=args.eps, n_examples=args.n_examples,
                 batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed, device=args.device,
-                data_dir=args.data_dir, preprocessing=args.preprocessing, options=_options(args))
+                data_dir=args.data_dir, preprocessing=args.preprocessing, options=_options(args),
+                clean_examples=args.clean_examples)
 
 
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
