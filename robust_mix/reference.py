@@ -50,6 +50,11 @@ class RowSpec:
     model: str
     adaptive: bool = False
 
+    @property
+    def folder(self) -> str:
+        """A folder name for the row's state and report: the model NAME, overrides written ``-alpha0.9``."""
+        return self.model.replace(",", "-").replace("=", "")
+
 
 @dataclass
 class ReferenceRow:

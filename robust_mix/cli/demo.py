@@ -72,7 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
                          "accuracy is measured on at least the attacked images")
     check_writable_dir(args.out)
     reference, where = read_reference(args.reference)
-    rows = demo_rows(args)
+    rows = demo_rows(args, command_line=args.command_line)
     workers = resolve_workers(args, len(rows))
     print(f"{len(rows)} rows, {workers} worker process(es); state and reports under {args.out}", flush=True)
     started = time.perf_counter()
@@ -103,23 +103,18 @@ def read_reference(path: Optional[str]) -> tuple[Optional[Reference], str]:
         return None, where
 
 
-def row_folder(spec: RowSpec) -> str:
-    """The row's folder under ``--out``: its model NAME, overrides written ``-alpha0.9``."""
-    return spec.model.replace(",", "-").replace("=", "")
-
-
-def demo_rows(args: argparse.Namespace) -> list[BenchmarkRow]:
+def demo_rows(args: argparse.Namespace, command_line: Optional[str] = None) -> list[BenchmarkRow]:
     """The demo's harness runs: one per :data:`DEMO_ROWS` entry, state and report under ``--out/<entry>``."""
     rows = []
     for spec in DEMO_ROWS:
         adaptive = spec.adaptive and not args.no_adaptive
-        out = Path(args.out) / row_folder(spec)
+        out = Path(args.out) / spec.folder
         attack = "".join(c if c.isalnum() or c in "-." else "+" for c in resolve_attack(args.attack, adaptive).name)
         rows.append(BenchmarkRow(spec.label, functools.partial(robust_mix.load_model, spec.model),
                                  dict(n_examples=args.n_examples, attack=args.attack, adaptive=adaptive,
                                       batch_size=args.batch_size, clean_examples=args.clean_examples,
                                       state_dir=out / "state" / f"n{args.n_examples}_{attack}_b{args.batch_size}"),
-                                 report_dir=out))
+                                 report_dir=out, command=command_line))
     return rows
 
 
