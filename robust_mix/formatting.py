@@ -6,8 +6,8 @@ leaderboard's budgets. Anything else is named by its stages and budgets, e.g.
 ``"APGD-CE (100 iter)"``, and an evaluation that differs from the leaderboard's protocol (other
 stages, reduced budgets, fewer examples) is marked partial, with the reasons.
 
->>> format_eps(8 / 255), percent(0.8521)
-('8/255', '85.21')
+>>> format_eps(8 / 255), percent(0.8521), percent_interval((0.5812, 0.6590))
+('8/255', '85.21', '58.1–65.9')
 >>> attack_label(result)        # a BenchmarkResult or a report summary
 'APGD-CE (100 iter)'
 """
@@ -51,6 +51,18 @@ def format_eps(eps: Optional[float]) -> str:
 def percent(fraction: Optional[float]) -> str:
     """RobustBench's accuracy format: a percentage with two decimals (``0.8521 -> "85.21"``; ``None -> "-"``)."""
     return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def percent_interval(interval: Sequence[float]) -> str:
+    """A confidence interval ``(low, high)`` of an accuracy (fractions) as percentages with one decimal,
+    ``"58.1–65.9"``: how every table writes the interval beside a robust accuracy measured on a subset."""
+    low, high = interval
+    return f"{100 * low:.1f}–{100 * high:.1f}"
+
+
+def interval_heading(level: float) -> str:
+    """The column heading of :func:`percent_interval` values: ``"95 % interval"``."""
+    return f"{100 * level:g} % interval"
 
 
 def percent_value(fraction: float) -> float:

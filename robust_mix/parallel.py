@@ -165,6 +165,7 @@ def _worker(tasks: Any, events: Any, workers: int, threads_per_worker: Optional[
     root = logging.getLogger()
     root.handlers[:] = [_ForwardingHandler(events)]  # log records go to the parent's handlers
     root.setLevel(level)
+    logging.captureWarnings(True)  # so do Python warnings, instead of this process's stderr
     threads.apply_thread_policy(threads_per_worker, processes=workers, warn_if_busy=False)
     try:
         while (item := tasks.get()) is not None:

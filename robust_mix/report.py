@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from robust_mix.config import ModelConfig
-from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
-                                   partial_reasons, percent)
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
+                                   is_standard_autoattack, partial_reasons, percent, percent_interval)
 from robust_mix.io import atomic_write_text
-from robust_mix.results import BenchmarkResult
+from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
 logger = logging.getLogger(__name__)
@@ -116,26 +116,30 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
 
 
 def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:
-    """A Markdown summary: one row of headline numbers, then the accuracy after every stage."""
+    """A Markdown summary: one row of headline numbers (robust accuracy with its 95 % Clopper-Pearson
+    interval; clean accuracy on every image it was measured on), then the accuracy after every stage."""
     reported = config.reported if config is not None else None
     adaptive = result.adaptive_accuracy
     suite = "AutoAttack" if is_standard_autoattack(result) else "attack"  # a table header: short
+    full = result.full_clean_examples
     rows = [
         f"Attack: {evaluation_label(result)}.",
         "",
-        f"| model | dataset | threat | eps | examples | clean | {suite} | adaptive | robust (min) | "
-        "reported clean / robust |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | dataset | threat | eps | examples | clean |{f' clean ({full:,} images) |' if full else ''} "
+        f"{suite} | adaptive | robust (min) | {interval_heading(INTERVAL_LEVEL)} | reported clean / robust |",
+        "|---|---|---|---|---|---|" + ("---|" if full else "") + "---|---|---|---|---|",
         f"| {result.model} | {result.dataset} | {result.threat_model} | {format_eps(result.eps)} | {result.n_examples} "
-        f"| {percent(result.clean_accuracy)} | "
+        f"| {percent(result.clean_accuracy)} |{f' {percent(result.full_clean_accuracy)} |' if full else ''} "
         f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "
         f"{percent(adaptive) if adaptive is not None else '-'} | {percent(result.robust_accuracy)} | "
+        f"{percent_interval(result.robust_interval())} | "
         + (f"{reported.clean_acc:.2f} / {reported.autoattack_acc:.2f} |" if reported else "- |"),
         "",
-        "| stage | robust accuracy after stage (%) |",
-        "|---|---|",
+        f"| stage | robust accuracy after stage (%) | {interval_heading(INTERVAL_LEVEL)} |",
+        "|---|---|---|",
     ]
-    rows += [f"| {stage} | {percent(acc)} |" for stage, acc in result.stage_accuracy.items()]
+    rows += [f"| {stage} | {percent(acc)} | {percent_interval(result.interval(acc))} |"
+             for stage, acc in result.stage_accuracy.items()]
     rows += ["", f"Attack argument `{result.attack}`, seed {result.seed}, {result.world_size} process(es), "
                  f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)."]
     if result.resumed_chunks:

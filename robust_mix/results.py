@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from robust_mix.io import atomic_write_text
+from robust_mix.stats import clopper_pearson
 from robust_mix.validate import InvalidInputError, check_eps, check_fraction, positive_int
+
+#: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
+INTERVAL_LEVEL = 0.95
 
 
 @dataclass
@@ -30,6 +34,10 @@ class BenchmarkResult:
     by earlier sessions on the ``resumed_chunks`` chunks found in the state folder.
     ``config_fingerprint`` is :meth:`ModelConfig.fingerprint` of the configuration the model
     applied (``None`` for a model without a config); ``submit`` checks it against the entry.
+
+    ``full_clean_accuracy`` is clean accuracy on more images than were attacked, the first
+    ``full_clean_examples`` test images (usually the whole test set; forward passes only), when
+    the run measured it (``None`` otherwise).
     """
 
     model: str
@@ -59,6 +67,8 @@ class BenchmarkResult:
     resumed_seconds: float = 0.0
     config_fingerprint: Optional[str] = None
     command: Optional[str] = None
+    full_clean_accuracy: Optional[float] = None
+    full_clean_examples: Optional[int] = None
 
     @property
     def autoattack_accuracy(self) -> Optional[float]:
@@ -79,6 +89,27 @@ class BenchmarkResult:
     def stages(self) -> list[str]:
         """The attack stages that ran, in order."""
         return list(self.stage_accuracy)
+
+    @property
+    def robust_successes(self) -> int:
+        """Examples that survive every attack suite (the numerator of ``robust_accuracy``)."""
+        return sum(bool(f) for f in self.robust_flags)
+
+    def robust_interval(self, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+        """Clopper-Pearson interval ``(low, high)`` (fractions) of the robust accuracy on these examples."""
+        return clopper_pearson(self.robust_successes, self.n_examples, level)
+
+    def interval(self, accuracy: float, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+        """Clopper-Pearson interval of any accuracy of this run measured on its ``n_examples`` (a suite's,
+        a stage's): ``accuracy * n_examples`` examples out of ``n_examples``."""
+        return clopper_pearson(round(accuracy * self.n_examples), self.n_examples, level)
+
+    @property
+    def full_clean_successes(self) -> Optional[int]:
+        """Correctly classified images among the ``full_clean_examples`` (``None`` when not measured)."""
+        if self.full_clean_accuracy is None or self.full_clean_examples is None:
+            return None
+        return round(self.full_clean_accuracy * self.full_clean_examples)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -142,6 +173,16 @@ class BenchmarkResult:
                     raise InvalidInputError(f"{where(key)} is {getattr(self, key)!r} but its per-example flags "
                                             f"give {sum(values) / n!r}; the report was edited or corrupted")
             check_eps(self.eps, self.threat_model, name=where("eps"))
+            if (self.full_clean_accuracy is None) != (self.full_clean_examples is None):
+                raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "
+                                        f"or both be null, got {self.full_clean_accuracy!r} and "
+                                        f"{self.full_clean_examples!r}")
+            if self.full_clean_examples is not None:
+                full = positive_int(where("full_clean_examples"), self.full_clean_examples)
+                check_fraction(where("full_clean_accuracy"), self.full_clean_accuracy)
+                if abs(self.full_clean_accuracy * full - round(self.full_clean_accuracy * full)) > 1e-6 * full:
+                    raise InvalidInputError(f"{where('full_clean_accuracy')} is {self.full_clean_accuracy!r}, not a "
+                                            f"whole number of the {full} images; the report was edited or corrupted")
         except InvalidInputError:
             raise
         except TypeError as err:  # e.g. a list where a mapping belongs

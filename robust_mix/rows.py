@@ -12,6 +12,7 @@ the claim script's rows are such lists.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +42,14 @@ class BenchmarkRow:
         kwargs: keyword arguments of :func:`robust_mix.benchmark` (``n_examples``, ``attack``,
             ``state_dir``...; not ``progress``).
         report_dir: if set, ``report.json``, ``model_info.json`` and ``report.md`` are written there.
+        command: the command line recorded in the report (``BenchmarkResult.command``).
     """
 
     label: str
     model: ModelFactory
     kwargs: dict[str, Any] = field(default_factory=dict)
     report_dir: Optional[Union[str, Path]] = None
+    command: Optional[str] = None
 
 
 class RowProgress(Protocol):
@@ -96,6 +99,8 @@ class _EmittingProgress:
 def _run_row(row: BenchmarkRow, emit: Callable[..., None]) -> BenchmarkResult:
     model = row.model()
     result = benchmark(model, progress=_EmittingProgress(emit), **row.kwargs)
+    if row.command is not None:
+        result = dataclasses.replace(result, command=row.command)
     if row.report_dir is not None:
         write_report(row.report_dir, result, getattr(model, "config", None))
     emit("finish")

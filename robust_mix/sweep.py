@@ -149,6 +149,20 @@ def _at_alpha(build: ModelFactory, alpha: Union[float, str]) -> nn.Module:
     return model
 
 
+def recovered_gap(clean: float, standard_clean: float, robust_clean: float) -> Optional[float]:
+    """Share of the clean-accuracy gap between the robust and the standard base a model wins back,
+    ``(clean - robust_clean) / (standard_clean - robust_clean)`` (the paper's claim asks for 0.6);
+    ``None`` when the standard base is not more accurate."""
+    gap = standard_clean - robust_clean
+    return (clean - robust_clean) / gap if gap > 0 else None
+
+
+def kept_robustness(robust: float, robust_base_robust: float) -> Optional[float]:
+    """Share of the robust base's robust accuracy a model keeps, ``robust / robust_base_robust`` (the claim
+    asks for 0.95); ``None`` when the robust base has none."""
+    return robust / robust_base_robust if robust_base_robust > 0 else None
+
+
 def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:
     """A PNG of robust vs clean accuracy (percent) along the sweep; base models (alpha 0 and 1) marked."""
     import matplotlib

@@ -124,6 +124,40 @@ def test_adaptive_suite_reports_both_numbers_and_minimum():
     assert result.robust_accuracy <= min(result.autoattack_accuracy, result.adaptive_accuracy)
 
 
+def test_clean_examples_measure_clean_accuracy_on_more_images_and_resume(tmp_path):
+    x, y = fmnist(30)
+    model = tiny_mixed()
+    result = benchmark(model, images=x, labels=y, eps=EPS, n_examples=6, batch_size=6, attack="apgd-ce",
+                       options=FAST, device="cpu", clean_examples=30, state_dir=tmp_path)
+    with torch.no_grad():
+        expected = (model(x).argmax(1) == y).sum().item()
+    assert result.n_examples == 6 and result.full_clean_examples == 30
+    assert result.full_clean_accuracy == expected / 30 and result.full_clean_successes == expected
+    assert BenchmarkResult.from_json(result.to_json()) == result
+    saved = json.loads((tmp_path / "clean_first_30.json").read_text())
+    assert saved["correct"] == expected
+    saved["correct"] = 0  # what a resumed run reads back: the saved count, not a new pass
+    (tmp_path / "clean_first_30.json").write_text(json.dumps(saved))
+    again = benchmark(model, images=x, labels=y, eps=EPS, n_examples=6, batch_size=6, attack="apgd-ce",
+                      options=FAST, device="cpu", clean_examples=30, state_dir=tmp_path)
+    assert again.full_clean_accuracy == 0 and again.robust_flags == result.robust_flags
+    for bad in (5, 31):
+        with pytest.raises(ValueError, match=f"clean_examples is {bad}, expected a count from the 6"):
+            benchmark(model, images=x, labels=y, eps=EPS, n_examples=6, attack="apgd-ce", options=FAST,
+                      device="cpu", clean_examples=bad)
+
+
+def test_a_report_with_an_impossible_full_clean_accuracy_is_refused():
+    x, y = fmnist(8)
+    result = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, n_examples=4, batch_size=4, attack="apgd-ce",
+                       options=FAST, device="cpu", clean_examples=8)
+    data = result.to_dict()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="not a whole number of the 8 images"):
+        BenchmarkResult.from_dict({**data, "full_clean_accuracy": 0.3})
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="must both be set"):
+        BenchmarkResult.from_dict({**data, "full_clean_examples": None})
+
+
 def test_defaults_come_from_the_model_config_and_leaderboard():
     model = tiny_mixed()
     result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
@@ -227,7 +261,7 @@ def test_sigkill_and_restart_ends_with_the_uninterrupted_flags(tmp_path):
 def test_two_processes_give_the_same_flags_as_one(tmp_path):
     out = tmp_path / "ddp"
     proc = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    "-m", "robust_mix.cli", *CLI_ARGS, "--out", str(out)])
+                    "-m", "robust_mix.cli", *CLI_ARGS, "--clean-examples", "41", "--out", str(out)])
     log = proc.communicate(timeout=240)[0].decode()
     assert proc.returncode == 0, log[-3000:]
     report = BenchmarkResult.from_json(out / "report.json")
@@ -235,10 +269,11 @@ def test_two_processes_give_the_same_flags_as_one(tmp_path):
     chunks = [json.loads(p.read_text())["chunk"] for p in (out / "state").glob("chunk_*.json")]
     assert sorted(chunks) == list(range(6))
 
-    x, y = fmnist(24)
-    single = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t",
-                       seed=3, options=FAST, device="cpu")
+    x, y = fmnist(41)
+    single = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, n_examples=24, batch_size=4,
+                       attack="apgd-ce,apgd-t", seed=3, options=FAST, device="cpu", clean_examples=41)
     assert report.robust_flags == single.robust_flags
+    assert report.full_clean_accuracy == single.full_clean_accuracy and report.full_clean_examples == 41
     assert report.robust_accuracy == single.robust_accuracy and report.clean_accuracy == single.clean_accuracy
 
 

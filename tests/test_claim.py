@@ -1,14 +1,20 @@
-"""benchmarks/fmnist/claim.py: the frontier's choice of ratios and the four checks of the claim."""
+"""benchmarks/fmnist/claim.py: the frontier's ratios and margin, the four checks, the verdict, the README
+section between its markers, and one run that writes every artefact (reduced budgets)."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
 from robust_mix.benchmark import BenchmarkResult
+from robust_mix.protocol import AttackOptions
+from robust_mix.reference import Reference, RowSpec
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fmnist" / "claim.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "fmnist" / "claim.py"
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +43,140 @@ def test_frontier_takes_the_most_robust_ratio_as_accurate_and_the_next(claim):
     assert claim.frontier_alphas(clean, 0.95) == [0.0]
 
 
-def test_checks_compute_recovered_kept_gap_and_domination(claim):
+def test_frontier_margin_interpolates_robust_accuracy_in_clean_accuracy(claim):
+    # the shipped zoo's figures before issue 16: alpha 0.85 (85.2 / 50.8) and 0.9 (82.9 / 54.4), adaptive 83.9 clean
+    bracket = [(0.85, 0.852, 0.508), (0.9, 0.829, 0.544)]
+    fixed = 0.508 + (0.852 - 0.839) / (0.852 - 0.829) * (0.544 - 0.508)  # 52.83 %
+    close = claim.frontier_margin(0.839, 0.568, bracket)
+    assert close["fixed_robust"] == pytest.approx(fixed) and close["value"] == pytest.approx(0.568 - fixed)
+    assert not close["pass"] and close["alphas"] == [0.85, 0.9]  # 3.97 points: short of 4
+    assert claim.frontier_margin(0.839, 0.569, bracket)["pass"]  # 4.07 points
+    at_the_ends = claim.frontier_margin(0.852, 0.55, bracket), claim.frontier_margin(0.829, 0.55, bracket)
+    assert [m["fixed_robust"] for m in at_the_ends] == pytest.approx([0.508, 0.544])
+    alone = claim.frontier_margin(0.70, 0.60, [(1.0, 0.775, 0.628)])  # less accurate than every fixed ratio
+    assert alone["fixed_robust"] == 0.628 and alone["value"] == pytest.approx(-0.028) and not alone["pass"]
+
+
+def test_checks_compute_recovered_kept_gap_and_frontier(claim):
     reports = {"standard": result(0.90, 0.0), "robust": result(0.80, 0.60), "mixednuts": None,
                "adaptive": result(0.87, 0.565, autoattack=0.58, adaptive=0.57)}
-    frontier = {"robust": {"0.7": 0.45, "0.8": 0.52}, "robust_clean": {"0.7": 0.88, "0.8": 0.86}}
-    verdict = claim.checks(reports, frontier)
+    verdict = claim.checks(reports, [(0.7, 0.88, 0.45), (0.8, 0.86, 0.52)])
     assert verdict["recovered"]["value"] == pytest.approx(0.7) and verdict["recovered"]["pass"]
+    assert "value_all" not in verdict["recovered"]  # clean accuracy on all images not measured
     assert verdict["kept"]["value"] == pytest.approx(0.58 / 0.60) and verdict["kept"]["pass"]
     assert verdict["adaptive_attack"]["value"] == pytest.approx(0.015) and not verdict["adaptive_attack"]["pass"]
-    assert verdict["frontier"] == {"value": [], "pass": True}
-    frontier["robust"]["0.7"] = 0.60  # a fixed ratio as accurate and as robust: the claim fails
-    assert claim.checks(reports, frontier)["frontier"] == {"value": ["0.7"], "pass": False}
+    assert verdict["frontier"]["fixed_robust"] == pytest.approx(0.485) and verdict["frontier"]["pass"]
+    assert set(claim.checks(reports, None)) == {"recovered", "kept", "adaptive_attack"}
 
 
 def test_checks_leave_out_what_is_not_measured(claim):
     reports = {"standard": result(0.90, 0.0), "robust": None, "mixednuts": None, "adaptive": result(0.87, 0.5)}
-    assert claim.checks(reports, {}) == {}
+    assert claim.checks(reports, None) == {}
+
+
+def test_the_verdict_comes_from_the_checks(claim):
+    reports = {"standard": result(0.90, 0.0), "robust": result(0.80, 0.60),
+               "adaptive": result(0.87, 0.60, autoattack=0.60, adaptive=0.60)}
+    holds = claim.checks(reports, [(0.7, 0.88, 0.45), (0.8, 0.86, 0.52)])
+    assert claim.verdict_sentence(holds, 1000) == (
+        "**The claim holds**: on the first 1,000 test images the adaptive model recovers 70.0 % of the "
+        "clean-accuracy gap (target 60 %), keeps 100.0 % of the robust base's AutoAttack accuracy (target 95 %), "
+        "loses 0.0 points to the adaptive attack (target at most 1) and is 11.5 points more robust than the fixed "
+        "ratios at its clean accuracy (target 4).")
+    reports["adaptive"] = result(0.83, 0.55, autoattack=0.57, adaptive=0.56)
+    missed = claim.verdict_sentence(claim.checks(reports, [(0.7, 0.88, 0.45), (0.8, 0.86, 0.52)]), 1000)
+    assert missed.startswith("**The claim does not hold yet**: on the first 1,000 test images the adaptive model "
+                             "recovers 30.0 % of the clean-accuracy gap (target 60 %): missed, keeps 95.0 %")
+    assert "docs/fmnist.md" in missed
+    partial = claim.verdict_sentence(claim.checks(reports, None), 1000)
+    assert partial.startswith("**The claim is not fully measured yet**")
+    assert partial.endswith("Not measured: more robust than the fixed ratios at its clean accuracy.")
+
+
+def test_readme_section_is_replaced_between_its_markers_only(claim):
+    start, end = claim.MARKERS
+    text = f"# title\nbefore\n{start}\nold table\nold verdict\n{end}\nafter\n"
+    assert claim.replace_between_markers(text, "new block\n") == f"# title\nbefore\n{start}\nnew block\n{end}\nafter\n"
+    for broken in (text.replace(end, ""), text + start, f"{end}\n{start}\n"):
+        with pytest.raises(ValueError, match="expected one"):
+            claim.replace_between_markers(broken, "x")
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(start) == 1 and readme.count(end) == 1  # the README has its section
+
+
+def test_publishing_refuses_reports_that_are_not_the_claims(claim):
+    specs = [RowSpec("standard", "standard base", "fmnist-standard")]
+    shipped = robust_mix_fingerprint("fmnist-standard")
+    good = dataclasses.replace(result(0.9, 0.0), config_fingerprint=shipped, full_clean_accuracy=0.9,
+                               full_clean_examples=10_000)
+    assert claim.check_publishable(specs, {"standard": good}) == []
+    assert claim.check_publishable(specs, {"standard": None}) == ["row 'standard' is not measured yet"]
+    stale = dataclasses.replace(good, config_fingerprint="0123")
+    assert "measured on other weights" in claim.check_publishable(specs, {"standard": stale})[0]
+    reduced = dataclasses.replace(good, options={"n_iter": 2})
+    assert "budgets {'n_iter': 2}" in claim.check_publishable(specs, {"standard": reduced})[0]
+
+
+def robust_mix_fingerprint(name: str) -> str:
+    from robust_mix.loading import model_config_of
+
+    return model_config_of(name).fingerprint()
+
+
+@pytest.mark.slow  # seven tiny harness runs in this process
+def test_one_run_writes_every_artefact_and_publishes_them(claim, tmp_path, monkeypatch, capsys):
+    """Reduced budgets on 6 images (the rows in this process): RESULTS.md, sweep.png, the README section and a
+    reference the demo reads, all from one command."""
+    rows = tuple(s for s in claim.DEMO_ROWS if s.key != "mixednuts")  # MixedNUTS changes nothing here
+    monkeypatch.setattr(claim, "DEMO_ROWS", rows)
+    monkeypatch.setattr(claim, "CLEAN_EXAMPLES", 12)
+    original = claim.benchmark_row
+
+    def reduced(args, spec):
+        row = original(args, spec)
+        row.kwargs["options"] = AttackOptions(n_iter=2, n_target_classes=1, n_queries=5)
+        return row
+
+    monkeypatch.setattr(claim, "benchmark_row", reduced)
+    publish_to = tmp_path / "repo"
+    (publish_to / "benchmarks" / "fmnist").mkdir(parents=True)
+    (publish_to / "robust_mix" / "zoo" / "weights").mkdir(parents=True)
+    readme = publish_to / "README.md"
+    readme.write_text(f"# robust_mix\n\n{claim.MARKERS[0]}\nSECTION-BEFORE-PUBLISH\n{claim.MARKERS[1]}\n\n## next\n")
+    monkeypatch.setattr(claim, "ROOT", publish_to)
+    monkeypatch.setattr(claim, "HERE", publish_to / "benchmarks" / "fmnist")
+    monkeypatch.setattr(claim, "README", readme)
+    out = tmp_path / "claim"
+    argv = ["--n-examples", "6", "--batch-size", "6", "--grid", "0:1:0.25", "--out", str(out), "--workers", "1",
+            "--threads", "1"]
+
+    assert claim.main([*argv, "--publish"]) == 1  # reduced budgets: computed, but not published
+    assert "not published" in capsys.readouterr().err and "SECTION-BEFORE-PUBLISH" in readme.read_text()
+    for name in ("RESULTS.md", "sweep.png", "README-claim.md", "fmnist-reference.json", "claim.json"):
+        assert (out / name).is_file(), name
+    results = (out / "RESULTS.md").read_text()
+    assert "python benchmarks/fmnist/claim.py --n-examples 6 --out" in results and "95 % interval" in results
+    assert "clean % (12)" in results and "clean % (first 6)" in results
+    frontier = json.loads((out / "frontier.json").read_text())
+    alphas = json.loads((out / "claim.json").read_text())["frontier"]["alphas"]
+    assert alphas == claim.frontier_alphas({float(a): c for a, c in frontier["clean"].items()},
+                                           frontier["adaptive_clean"])
+    verdict = json.loads((out / "claim.json").read_text())["checks"]
+    assert set(verdict) == {"recovered", "kept", "adaptive_attack", "frontier"}
+
+    monkeypatch.setattr(claim, "check_publishable", lambda specs, reports: [])
+    assert claim.main([*argv, "--publish"]) == 0  # every row resumes from its state: nothing is attacked again
+    text = readme.read_text()
+    assert "SECTION-BEFORE-PUBLISH" not in text and "## next" in text
+    assert text.startswith("# robust_mix\n\n" + claim.MARKERS[0])
+    assert claim.verdict_sentence(verdict, 6) in text and "| 95 % interval |" in text
+    assert (publish_to / "benchmarks" / "fmnist" / "RESULTS.md").read_text() == results
+    reports = sorted(p.name for p in (publish_to / "benchmarks" / "fmnist" / "results" / "claim").glob("*.json"))
+    assert {"standard.report.json", "adaptive.report.json", "claim.json"} <= set(reports)
+    reference = Reference.load(publish_to / "robust_mix" / "zoo" / "weights" / "fmnist-reference.json")
+    assert list(reference.rows) == [s.key for s in rows]
+    adaptive = BenchmarkResult.from_json(out / "fmnist-adasmooth" / "report.json")
+    assert reference.rows["adaptive"].robust_flags == adaptive.robust_flags
+    assert reference.rows["adaptive"].attack == "standard+adaptive" and reference.rows["adaptive"].clean_examples == 12
+    assert reference.command == "python benchmarks/fmnist/claim.py --n-examples 6 --out " + str(out) + \
+        " --grid 0:1:0.25 --batch-size 6 --publish"

@@ -30,18 +30,3 @@ def test_format_table_aligns_columns():
     text = format_table(["a", "bb"], [["long", 1], ["x", None]])
     lines = text.splitlines()
     assert lines[0] == "a     bb" and lines[2] == "long  1" and lines[3] == "x"
-
-
-def test_demo_with_other_settings_keeps_its_own_state(tmp_path, capsys, monkeypatch):
-    """``make demo DEMO_EXAMPLES=5`` after a default run: a state per setting, not a refusal."""
-    from robust_mix.cli import demo
-
-    monkeypatch.setattr(demo, "DEMO_ROWS", [("standard base", "fmnist-standard", {})])
-    out = tmp_path / "demo"
-    for n in (2, 3, 2):
-        assert main(["demo", "--n-examples", str(n), "--attack", "apgd-ce", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "attack: APGD-CE (100 iter), partial:" in printed and "2 of the leaderboard's 10,000" in printed
-    states = sorted(p.name for p in (out / "fmnist-standard" / "state").iterdir())
-    assert states == ["n2_apgd-ce_b100", "n3_apgd-ce_b100"]
-    assert '"resumed_chunks": 1' in (out / "fmnist-standard" / "report.json").read_text()  # the third run resumed

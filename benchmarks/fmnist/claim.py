@@ -1,287 +1,483 @@
-"""The paper's claim on the embedded Fashion-MNIST zoo, measured with the harness.
+"""The paper's claim on the embedded Fashion-MNIST zoo, measured with the harness: one command for every artefact.
 
-Usage:
-    python benchmarks/fmnist/claim.py [--n-examples 1000] [--out runs/claim] [--rows ROW ...]
-                                      [--results OUT/RESULTS.md]
+The command that made the committed results (run it again after training new weights):
 
-By default everything is written under ``--out``; ``--results benchmarks/fmnist/RESULTS.md``
-updates the committed results (and ``sweep.png`` beside them).
+    python benchmarks/fmnist/claim.py --publish
 
-Rows (each a resumable harness run, standard AutoAttack, l_inf eps 0.1, seed 0, on the first
-``--n-examples`` test images; state and reports under ``--out/<row>/``):
+Options: [--n-examples 1000] [--out runs/claim] [--rows KEY ...] [--workers N] [--threads N]
+[--grid 0:1:0.05] [--batch-size 250] [--publish].
 
-* ``standard``, ``robust``, ``mixednuts``: the zoo entries;
-* ``adaptive``: ``fmnist-adasmooth`` with the harness's adaptive suite added (``--adaptive``);
-* ``frontier``: the fixed-ratio frontier through :func:`robust_mix.sweep.sweep` (the code behind
-  ``robust-mix sweep``). Clean accuracy is measured at every ratio of ``--grid`` (forward passes
-  only); AutoAttack runs at the largest grid ratio whose clean accuracy reaches the adaptive
-  model's (the most robust fixed mix that is as accurate) and at the next ratio up.
+Rows (each a resumable harness run: standard AutoAttack, l_inf eps 0.1, seed 0, on the first
+``--n-examples`` test images, clean accuracy also on all 10,000; state and report under
+``--out/<entry>/``), run side by side in worker processes (``robust_mix.rows.run_rows``; workers and
+threads from the thread policy), one progress bar each:
 
-Rows already finished are read back, interrupted ones resume, and ``--rows`` picks a subset (run
-two processes on different rows to use two cores). Every run ends by writing ``--results``
-(Markdown with the table, the checks of the claim and ``sweep.png`` beside it) and
-``--out/claim.json`` from whatever reports exist; rows not measured yet are marked so.
+* the main job's rows (``robust_mix.zoo.fmnist.DEMO_ROWS``): the standard and robust bases, the
+  fixed-ratio mix the demo shows, MixedNUTS, and adaptive smoothing with the harness's adaptive
+  suite added (robust = survives both);
+* ``frontier``: the fixed-ratio mixes (``fmnist-robust,alpha=A``) at the two ratios that bracket the
+  adaptive model's clean accuracy: clean accuracy is measured first at every ratio of ``--grid``
+  (forward passes only), then AutoAttack runs at the largest ratio whose clean accuracy reaches the
+  adaptive model's and at the next one up.
 
-The claim (issue 4): the adaptive model recovers at least 60 % of the clean-accuracy gap between
-the robust and the standard base, keeps at least 95 % of the robust base's AutoAttack accuracy,
-lies above the fixed-ratio frontier, and the adaptive attack finds it at most 1 point weaker.
+Finished rows are read back, interrupted ones resume, ``--rows`` picks a subset. Every run ends by
+writing, under ``--out``: ``RESULTS.md`` (tables with 95 % Clopper-Pearson intervals and the checks),
+``sweep.png``, ``README-claim.md`` (the README's claim section), ``fmnist-reference.json`` (the
+reference results the demo ships) and ``claim.json``. ``--publish`` (every row measured, each on the
+weights the package ships now) also writes the committed copies: ``benchmarks/fmnist/RESULTS.md`` and
+``sweep.png``, the reports in ``benchmarks/fmnist/results/claim/``, the README's section between its
+``fmnist-claim`` markers, and ``robust_mix/zoo/weights/fmnist-reference.json``.
+
+The claim (issue 16), on the first ``--n-examples`` test images: the adaptive model recovers at least
+60 % of the clean-accuracy gap between the robust and the standard base, keeps at least 95 % of the
+robust base's AutoAttack accuracy, loses at most 1 point to the adaptive attack, and lies above the
+fixed-ratio frontier: at its clean accuracy, at least 4 points more robust than the fixed ratios,
+interpolated linearly in clean accuracy between the two bracketing ratios.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
 import json
 import logging
 import shlex
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import robust_mix
-from robust_mix.benchmark import BenchmarkResult, model_fingerprint
-from robust_mix.cli.benchmark import TqdmProgress
+from robust_mix import threads
+from robust_mix.cli import format_table
+from robust_mix.cli.benchmark import RowBars
 from robust_mix.data import load_dataset
+from robust_mix.formatting import evaluation_label, percent, percent_interval
 from robust_mix.io import atomic_write_text
-from robust_mix.report import write_report
-from robust_mix.sweep import POLICY, SweepPoint, parse_alphas, plot_sweep, sweep
+from robust_mix.loading import model_config_of
+from robust_mix.parallel import default_workers
+from robust_mix.reference import Reference, RowSpec
+from robust_mix.results import BenchmarkResult
+from robust_mix.rows import BenchmarkRow, run_rows
+from robust_mix.sweep import POLICY, SweepPoint, kept_robustness, parse_alphas, plot_sweep, recovered_gap
 from robust_mix.train import accuracy
+from robust_mix.zoo.fmnist import DEMO_ROWS, REFERENCE_FILE
 
 logger = logging.getLogger("claim")
 
-# (row, label, registry name, run the adaptive suite too)
-ROWS = [
-    ("standard", "standard base", "fmnist-standard", False),
-    ("robust", "robust base", "fmnist-robust", False),
-    ("adaptive", "adaptive smoothing", "fmnist-adasmooth", True),
-    ("mixednuts", "MixedNUTS", "fmnist-mixednuts", False),
-]
-TARGET_RECOVERED, TARGET_KEPT, TARGET_ADAPTIVE_GAP = 0.60, 0.95, 0.01
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+README = ROOT / "README.md"
+MARKERS = ("<!-- fmnist-claim:start -->", "<!-- fmnist-claim:end -->")
+#: The entry whose fixed ratios make the frontier (the two bases mixed at alpha).
+FIXED_MIX = "fmnist-robust"
+TARGET_RECOVERED, TARGET_KEPT, TARGET_ADAPTIVE_GAP, TARGET_FRONTIER_MARGIN = 0.60, 0.95, 0.01, 0.04
+DEFAULTS = {"n_examples": 1000, "out": "runs/claim", "grid": "0:1:0.05", "batch_size": 250}
+CLEAN_EXAMPLES = 10_000
 
 
-def harness_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(n_examples=args.n_examples, attack="standard", batch_size=args.batch_size,
-                chunk_size=args.batch_size, seed=0)
-
-
-def report_path(out: Path, row: str) -> Path:
-    return out / row / "report.json"
-
-
-def run_row(args: argparse.Namespace, row: str, name: str, adaptive: bool) -> BenchmarkResult:
-    """One zoo entry through the harness (resumes from ``out/row/state``)."""
-    out = Path(args.out) / row
-    if report_path(Path(args.out), row).is_file():
-        return BenchmarkResult.from_json(report_path(Path(args.out), row))
-    model = robust_mix.load_model(name)
-    progress = TqdmProgress()
-    try:
-        result = robust_mix.benchmark(model, state_dir=out / "state", adaptive=adaptive, progress=progress,
-                                      **harness_kwargs(args))
-    finally:
-        progress.close()
-    result.command = args.command_line
-    write_report(out, result, model.config)
-    return result
-
-
+# -- the rows ------------------------------------------------------------------------------------------------
 def frontier_alphas(clean: dict[float, float], target: float) -> list[float]:
-    """The largest ratio whose clean accuracy reaches ``target`` and the next one up (sorted grid)."""
+    """The largest ratio whose clean accuracy reaches ``target`` and the next one up (of the sorted grid);
+    the smallest ratio alone when none reaches it, the largest alone when every ratio does."""
     grid = sorted(clean)
     reaching = [a for a in grid if clean[a] >= target]
     if not reaching:
         return grid[:1]
     best = max(reaching)
-    above = [a for a in grid if a > best]
-    return [best] + above[:1]
+    return [best] + [a for a in grid if a > best][:1]
 
 
-def run_frontier(args: argparse.Namespace) -> dict[str, Any]:
-    """Clean accuracy across ``--grid``; AutoAttack at the ratios that bound the adaptive model's clean accuracy.
+def fixed_ratio_spec(alpha: float) -> RowSpec:
+    return RowSpec(f"alpha-{alpha:g}", f"fixed ratio alpha {alpha:g}", f"{FIXED_MIX},alpha={alpha:g}")
 
-    The adaptive model's clean accuracy is measured here on the same images (the harness's clean
-    pass is the same deterministic forward), so the frontier does not wait for the adaptive row.
-    """
-    out = Path(args.out) / "frontier"
-    path = out / "frontier.json"
-    done = json.loads(path.read_text()) if path.is_file() else {}
-    model = robust_mix.load_model("fmnist-adasmooth")
-    fingerprint = model_fingerprint(model)
-    if done.get("model") != fingerprint or done.get("grid") != args.grid:
-        images, labels = load_dataset("fashion-mnist", "test")
-        images, labels = images[:args.n_examples], labels[:args.n_examples]
-        clean = {}
-        for alpha in parse_alphas(args.grid):
-            model.alpha = alpha
-            clean[alpha] = accuracy(model, images, labels)
-        model.alpha = None
-        done = {"model": fingerprint, "grid": args.grid, "adaptive_clean": accuracy(model, images, labels),
-                "clean": {str(a): c for a, c in clean.items()}}
-        atomic_write_text(path, json.dumps(done, indent=2) + "\n")
-    clean = {float(a): c for a, c in done["clean"].items()}
-    adaptive_clean = done["adaptive_clean"]
-    alphas = frontier_alphas(clean, adaptive_clean)
-    logger.info("frontier: AutoAttack at alpha %s (clean %s; adaptive clean %.4f)", alphas,
-                [clean[a] for a in alphas], adaptive_clean)
-    progress = TqdmProgress()
-    try:
-        points = sweep(model, alphas, include_policy=False, state_dir=out / "state", progress=progress,
-                       **harness_kwargs(args))
-    finally:
-        progress.close()
-    done["robust"] = {str(p.alpha): p.robust_accuracy for p in points}
-    done["robust_clean"] = {str(p.alpha): p.clean_accuracy for p in points}
-    done["wall_time_s"] = {str(p.alpha): p.wall_time_s for p in points}
+
+def claim_rows(alphas: Sequence[float]) -> list[RowSpec]:
+    """The demo's rows, then the frontier's ratios that are not one of them (same configuration: same row)."""
+    specs = list(DEMO_ROWS)
+    known = {model_config_of(s.model).fingerprint() for s in specs}
+    for alpha in alphas:
+        spec = fixed_ratio_spec(alpha)
+        if model_config_of(spec.model).fingerprint() not in known:
+            specs.append(spec)
+    return specs
+
+
+def spec_of_alpha(specs: Sequence[RowSpec], alpha: float) -> RowSpec:
+    """The row that evaluates the fixed mix at ``alpha`` (a base row at 0 and 1)."""
+    wanted = model_config_of(fixed_ratio_spec(alpha).model).fingerprint()
+    return next(s for s in specs if model_config_of(s.model).fingerprint() == wanted)
+
+
+def frontier_grid(args: argparse.Namespace) -> dict[str, Any]:
+    """Clean accuracy on the first ``--n-examples`` images at every ratio of ``--grid`` and of the adaptive
+    model (forward passes; cached in ``--out/frontier.json`` for these weights and settings)."""
+    path = Path(args.out) / "frontier.json"
+    key = {"grid": args.grid, "n_examples": args.n_examples,
+           "fixed_mix": model_config_of(FIXED_MIX).fingerprint(),
+           "adaptive": model_config_of(adaptive_spec().model).fingerprint()}
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if {k: done.get(k) for k in key} == key:
+            return done
+    images, labels = load_dataset("fashion-mnist", "test", n_examples=args.n_examples)
+    mix = robust_mix.load_model(FIXED_MIX)
+    clean = {}
+    for alpha in parse_alphas(args.grid):
+        mix.alpha = alpha
+        clean[str(alpha)] = accuracy(mix, images, labels)
+    done = {**key, "clean": clean, "adaptive_clean": accuracy(robust_mix.load_model(adaptive_spec().model),
+                                                              images, labels)}
     atomic_write_text(path, json.dumps(done, indent=2) + "\n")
     return done
 
 
-def load_reports(out: Path) -> dict[str, Optional[BenchmarkResult]]:
-    return {row: (BenchmarkResult.from_json(report_path(out, row)) if report_path(out, row).is_file() else None)
-            for row, *_ in ROWS}
+def adaptive_spec() -> RowSpec:
+    return next(s for s in DEMO_ROWS if s.key == "adaptive")
 
 
-def checks(reports: dict[str, Optional[BenchmarkResult]], frontier: dict[str, Any]) -> dict[str, Any]:
-    """The four parts of the claim, each with the measured figures (``None`` when not measured yet)."""
-    std, rob, ada = reports["standard"], reports["robust"], reports["adaptive"]
+def benchmark_row(args: argparse.Namespace, spec: RowSpec) -> BenchmarkRow:
+    out = Path(args.out) / spec.folder
+    return BenchmarkRow(spec.label, functools.partial(robust_mix.load_model, spec.model),
+                        dict(n_examples=args.n_examples, attack="standard", adaptive=spec.adaptive,
+                             batch_size=args.batch_size, chunk_size=args.batch_size, seed=0,
+                             clean_examples=CLEAN_EXAMPLES, state_dir=out / "state"),
+                        report_dir=out, command=args.command_line)
+
+
+def read_reports(out: Path, specs: Sequence[RowSpec]) -> dict[str, Optional[BenchmarkResult]]:
+    paths = {s.key: out / s.folder / "report.json" for s in specs}
+    return {key: BenchmarkResult.from_json(p) if p.is_file() else None for key, p in paths.items()}
+
+
+# -- the checks ----------------------------------------------------------------------------------------------
+def frontier_margin(adaptive_clean: float, adaptive_robust: float,
+                    bracket: Sequence[tuple[float, float, float]]) -> dict[str, Any]:
+    """How much more robust the adaptive model is than the fixed ratios at its clean accuracy.
+
+    ``bracket``: ``(alpha, clean, robust)`` of the bracketing ratios, by increasing alpha (clean
+    accuracy falls with alpha): the fixed ratios' robust accuracy is interpolated linearly in clean
+    accuracy at ``adaptive_clean`` between the two; with one ratio, that ratio's robust accuracy is used.
+    """
+    if len(bracket) == 2 and bracket[0][1] > bracket[1][1]:
+        (_, c_lo, r_lo), (_, c_hi, r_hi) = bracket
+        weight = min(1.0, max(0.0, (c_lo - adaptive_clean) / (c_lo - c_hi)))
+        fixed = r_lo + weight * (r_hi - r_lo)
+    else:
+        fixed = max(robust for _, _, robust in bracket)
+    margin = adaptive_robust - fixed
+    return {"value": margin, "fixed_robust": fixed, "alphas": [a for a, _, _ in bracket],
+            "target": TARGET_FRONTIER_MARGIN, "pass": margin >= TARGET_FRONTIER_MARGIN - 1e-9}
+
+
+def checks(reports: dict[str, Optional[BenchmarkResult]], bracket: Optional[list[tuple[float, float, float]]]
+           ) -> dict[str, Any]:
+    """The four parts of the claim, each with its figures (left out when not measured yet).
+
+    Every figure is on the attacked first images; ``recovered`` also gives the value with clean
+    accuracy on all 10,000 test images (``value_all``) where it was measured.
+    """
+    std, rob, ada = reports.get("standard"), reports.get("robust"), reports.get("adaptive")
     result: dict[str, Any] = {}
     if std and rob and ada:
-        gap = std.clean_accuracy - rob.clean_accuracy
-        recovered = (ada.clean_accuracy - rob.clean_accuracy) / gap if gap > 0 else float("nan")
-        kept = ada.autoattack_accuracy / rob.robust_accuracy if rob.robust_accuracy > 0 else float("nan")
-        result["recovered"] = {"value": recovered, "target": TARGET_RECOVERED, "pass": recovered >= TARGET_RECOVERED}
-        result["kept"] = {"value": kept, "target": TARGET_KEPT, "pass": kept >= TARGET_KEPT}
+        recovered = recovered_gap(ada.clean_accuracy, std.clean_accuracy, rob.clean_accuracy)
+        kept = kept_robustness(ada.autoattack_accuracy, rob.robust_accuracy)
+        if recovered is not None:
+            result["recovered"] = {"value": recovered, "target": TARGET_RECOVERED,
+                                   "pass": recovered >= TARGET_RECOVERED - 1e-9}
+            if None not in (ada.full_clean_accuracy, std.full_clean_accuracy, rob.full_clean_accuracy):
+                result["recovered"]["value_all"] = recovered_gap(ada.full_clean_accuracy, std.full_clean_accuracy,
+                                                                 rob.full_clean_accuracy)
+        if kept is not None:
+            result["kept"] = {"value": kept, "target": TARGET_KEPT, "pass": kept >= TARGET_KEPT - 1e-9}
     if ada and ada.adaptive_accuracy is not None:
         drop = ada.autoattack_accuracy - ada.robust_accuracy
         result["adaptive_attack"] = {"value": drop, "target": TARGET_ADAPTIVE_GAP,
                                      "pass": drop <= TARGET_ADAPTIVE_GAP + 1e-9}
-    if ada and frontier.get("robust"):
-        dominating = [a for a, r in frontier["robust"].items()
-                      if r >= ada.robust_accuracy and frontier["robust_clean"][a] >= ada.clean_accuracy]
-        result["frontier"] = {"value": dominating, "pass": not dominating}
+    if ada and bracket:
+        result["frontier"] = frontier_margin(ada.clean_accuracy, ada.robust_accuracy, bracket)
     return result
 
 
-def sweep_points(reports: dict[str, Optional[BenchmarkResult]], frontier: dict[str, Any]) -> list[SweepPoint]:
-    """Fixed ratios with both figures measured (the bases are alpha 0 and 1) plus the adaptive model."""
-    points = []
-    for alpha, row in ((0.0, "standard"), (1.0, "robust")):
-        r = reports[row]
-        if r is not None:
-            points.append(SweepPoint(alpha, r.clean_accuracy, r.robust_accuracy, r.attack, r.n_examples,
-                                     r.wall_time_s))
-    for alpha, robust in frontier.get("robust", {}).items():
-        points.append(SweepPoint(float(alpha), frontier["robust_clean"][alpha], robust, "standard",
-                                 reports["robust"].n_examples if reports["robust"] else 0,
-                                 frontier["wall_time_s"][alpha]))
-    points.sort(key=lambda p: p.alpha)
-    ada = reports["adaptive"]
-    if ada is not None:
-        points.append(SweepPoint(POLICY, ada.clean_accuracy, ada.robust_accuracy, ada.attack, ada.n_examples,
-                                 ada.wall_time_s))
-    return points
+CHECKS = {  # key -> (what is measured, how the target reads, unit)
+    "recovered": ("clean-accuracy gap between the robust and the standard base recovered", "at least", "%"),
+    "kept": ("robust base's AutoAttack accuracy kept (adaptive AutoAttack / robust AutoAttack)", "at least", "%"),
+    "adaptive_attack": ("accuracy lost to the adaptive attack (AutoAttack - both)", "at most", "points"),
+    "frontier": ("more robust than the fixed ratios at its clean accuracy", "at least", "points"),
+}
 
 
-def _pct(value: Optional[float]) -> str:
-    return "not measured" if value is None else f"{100 * value:.2f}"
+def _figure(value: float, unit: str) -> str:
+    return f"{100 * value:.1f} {unit}" if unit == "points" else f"{100 * value:.1f} %"
 
 
-def render(args: argparse.Namespace, reports: dict[str, Optional[BenchmarkResult]], frontier: dict[str, Any],
-           verdict: dict[str, Any], plot: Optional[str]) -> str:
-    lines = [
-        "# Fashion-MNIST: the adaptive-smoothing claim, measured",
-        "",
-        f"Produced by `{args.canonical_command}` (robust_mix {robust_mix.__version__}; rows may run as separate "
-        "processes with `--rows`, e.g. one per core). Standard AutoAttack "
-        f"(APGD-CE, APGD-T, FAB-T, Square; pyautoattack, seed 0) through the harness, l_inf eps = 0.1, on the "
-        f"first {args.n_examples} Fashion-MNIST test images; the adaptive model is also attacked with the "
-        "harness's adaptive suite (composite loss with the mixing network's BCE term), and its robust accuracy "
-        "counts an image only if it survives both. Reports: `<out>/<row>/report.json`.",
-        "",
-        "| model | entry | clean % | AutoAttack % | adaptive attack % | robust % | examples | seconds |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row, label, name, _ in ROWS:
-        r = reports[row]
-        if r is None:
-            lines.append(f"| {label} | `{name}` | not measured | | | | | |")
-            continue
-        lines.append(f"| {label} | `{name}` | {_pct(r.clean_accuracy)} | {_pct(r.autoattack_accuracy)} | "
-                     f"{_pct(r.adaptive_accuracy) if r.adaptive_accuracy is not None else '-'} | "
-                     f"{_pct(r.robust_accuracy)} | {r.n_examples} | {r.wall_time_s:.0f} |")
-    for alpha, robust in sorted(frontier.get("robust", {}).items(), key=lambda kv: float(kv[0])):
-        lines.append(f"| fixed ratio alpha {float(alpha):g} | `fmnist-adasmooth`, alpha={float(alpha):g} | "
-                     f"{_pct(frontier['robust_clean'][alpha])} | {_pct(robust)} | - | {_pct(robust)} | "
-                     f"{args.n_examples} | {frontier['wall_time_s'][alpha]:.0f} |")
-    lines += ["", "## The claim", ""]
-    names = {"recovered": "clean-accuracy gap recovered (adaptive - robust) / (standard - robust)",
-             "kept": "robust base's AutoAttack accuracy kept (adaptive AutoAttack / robust AutoAttack)",
-             "adaptive_attack": "drop under the adaptive attack (AutoAttack accuracy - accuracy under both)",
-             "frontier": "fixed ratios reaching both the adaptive model's clean and robust accuracy"}
-    for key, title in names.items():
+def check_lines(verdict: dict[str, Any]) -> list[str]:
+    """One Markdown bullet per check: measured figure, target, holds or not."""
+    lines = []
+    for key, (title, how, unit) in CHECKS.items():
         if key not in verdict:
             lines.append(f"- {title}: not measured yet")
             continue
         v = verdict[key]
-        shown = ((", ".join(v["value"]) or "none") if key == "frontier" else
-                 f"{100 * v['value']:.1f} points" if key == "adaptive_attack" else f"{100 * v['value']:.1f} %")
-        target = "" if key == "frontier" else (f" (target {'at most' if key == 'adaptive_attack' else 'at least'} "
-                                               f"{100 * v['target']:.0f} {'point' if key == 'adaptive_attack' else '%'})")
-        lines.append(f"- {title}: {shown}{target}: **{'holds' if v['pass'] else 'does not hold'}**")
-    if frontier.get("clean"):
-        grid = sorted((float(a), c) for a, c in frontier["clean"].items())
-        fixed = sorted((p.alpha, p.robust_accuracy) for p in sweep_points(reports, frontier) if p.alpha != POLICY)
-        rising = all(b[1] >= a[1] for a, b in zip(fixed, fixed[1:]))
-        lines += ["", "Clean accuracy of fixed ratios on the same images (forward passes only): " +
-                  ", ".join(f"{a:g}: {100 * c:.1f}" for a, c in grid) + ". AutoAttack ran at the largest ratio "
-                  "whose clean accuracy reaches the adaptive model's and at the next one. " +
-                  ("Along the measured ratios (" + ", ".join(f"{a:g}: {100 * r:.1f}" for a, r in fixed) + ") robust "
-                   "accuracy rises with alpha, so the smaller, unattacked ratios are taken to be less robust than "
-                   "the largest one that is as accurate (an assumption, not a measurement)." if rising else
-                   "Robust accuracy does NOT rise monotonically along the measured ratios (" +
-                   ", ".join(f"{a:g}: {100 * r:.1f}" for a, r in fixed) + "): the frontier check covers only "
-                   "the attacked ratios.")]
-    if plot:
-        lines += ["", f"![accuracy-robustness trade-off]({plot})"]
-    return "\n".join(lines) + "\n"
+        extra = ""
+        if key == "recovered" and v.get("value_all") is not None:
+            extra = f" ({_figure(v['value_all'], unit)} with clean accuracy on all {CLEAN_EXAMPLES:,} test images)"
+        if key == "frontier":
+            extra = (f" (fixed ratios interpolated at alpha {' and '.join(f'{a:g}' for a in v['alphas'])}: "
+                     f"{percent(v['fixed_robust'])} % robust)")
+        lines.append(f"- {title}: {_figure(v['value'], unit)}{extra} (target {how} {_figure(v['target'], unit)}): "
+                     f"**{'holds' if v['pass'] else 'does not hold'}**")
+    return lines
+
+
+def verdict_sentence(verdict: dict[str, Any], n_examples: int) -> str:
+    """The README's verdict, from the measured checks."""
+    missing = [CHECKS[k][0] for k in CHECKS if k not in verdict]
+    figures = {k: _figure(v["value"], CHECKS[k][2]) for k, v in verdict.items()}
+    parts = []
+    for key, template in (("recovered", "recovers {} of the clean-accuracy gap (target 60 %)"),
+                          ("kept", "keeps {} of the robust base's AutoAttack accuracy (target 95 %)"),
+                          ("adaptive_attack", "loses {} to the adaptive attack (target at most 1)"),
+                          ("frontier", "is {} more robust than the fixed ratios at its clean accuracy (target 4)")):
+        if key in verdict:
+            parts.append(template.format(figures[key]) + ("" if verdict[key]["pass"] else ": missed"))
+    measured = "the adaptive model " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] \
+        if parts else "nothing is measured yet"
+    if missing:
+        head = "**The claim is not fully measured yet**"
+        tail = f" Not measured: {'; '.join(missing)}."
+    elif all(v["pass"] for v in verdict.values()):
+        head, tail = "**The claim holds**", ""
+    else:
+        head = "**The claim does not hold yet**"
+        tail = " What was tried and what is left: [docs/fmnist.md](docs/fmnist.md)."
+    return f"{head}: on the first {n_examples:,} test images {measured}.{tail}"
+
+
+# -- the tables ----------------------------------------------------------------------------------------------
+def _row(spec: RowSpec, r: Optional[BenchmarkResult]) -> list[str]:
+    if r is None:
+        return [spec.label, f"`{spec.model}`", "not measured", "", "", "", "", "", ""]
+    return [spec.label, f"`{spec.model}`", percent(r.full_clean_accuracy), percent(r.clean_accuracy),
+            percent(r.autoattack_accuracy), percent(r.adaptive_accuracy), percent(r.robust_accuracy),
+            percent_interval(r.robust_interval()), f"{r.wall_time_s:.0f}"]
+
+
+def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+                     + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def results_table(specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]], n: int) -> str:
+    return markdown(["model", "entry", f"clean % ({CLEAN_EXAMPLES:,})", f"clean % (first {n:,})", "AutoAttack %",
+                     "adaptive attack %", "robust % (both)", "95 % interval", "seconds"],
+                    [_row(s, reports[s.key]) for s in specs])
+
+
+def attack_line(reports: dict[str, Optional[BenchmarkResult]]) -> str:
+    labels: dict[str, list[str]] = {}
+    for key, r in reports.items():
+        if r is not None:
+            labels.setdefault(evaluation_label(r), []).append(key)
+    return "; ".join(f"{label} (rows {', '.join(keys)})" for label, keys in labels.items()) or "no row measured yet"
+
+
+def frontier_text(grid: dict[str, Any], bracket: Optional[list[tuple[float, float, float]]],
+                  fixed: list[tuple[float, float]]) -> str:
+    clean = sorted((float(a), c) for a, c in grid["clean"].items())
+    text = ("Clean accuracy of fixed ratios on the same images (forward passes only): "
+            + ", ".join(f"{a:g}: {100 * c:.1f}" for a, c in clean)
+            + f"; the adaptive model: {100 * grid['adaptive_clean']:.1f}. AutoAttack ran at the largest ratio whose "
+              "clean accuracy reaches the adaptive model's and at the next one up")
+    if bracket:
+        text += " (" + ", ".join(f"alpha {a:g}: clean {100 * c:.1f}, robust {100 * r:.1f}" for a, c, r in bracket) + ")"
+    rising = all(b[1] >= a[1] for a, b in zip(fixed, fixed[1:]))
+    along = ", ".join(f"{a:g}: {100 * r:.1f}" for a, r in fixed)
+    return text + (". Along the measured ratios (" + along + ") robust accuracy rises with alpha, so the smaller, "
+                   "unattacked ratios are taken to be less robust than the bracketing ones (an assumption, not a "
+                   "measurement)." if rising else ". Robust accuracy does NOT rise monotonically along the measured "
+                   "ratios (" + along + "): the frontier check covers only the attacked ratios.")
+
+
+def render_results(command: str, specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]],
+                   verdict: dict[str, Any], grid: dict[str, Any], bracket, fixed, n: int) -> str:
+    return "\n".join([
+        "# Fashion-MNIST: the adaptive-smoothing claim, measured", "",
+        f"Produced by `{command}` (robust_mix {robust_mix.__version__}); the rows ran side by side, one worker "
+        "process per usable CPU. Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; pyautoattack, seed 0) "
+        f"through the harness, l_inf eps = 0.1, on the first {n:,} Fashion-MNIST test images; clean accuracy also "
+        f"on all {CLEAN_EXAMPLES:,}. The adaptive model is also attacked with the harness's adaptive suite "
+        "(composite loss with the mixing network's BCE term); its robust accuracy counts an image only if it "
+        "survives both. Intervals: 95 % Clopper-Pearson, of the robust accuracy on the attacked images. Seconds: "
+        "wall time of each row on one CPU core. Reports: `benchmarks/fmnist/results/claim/<row>.report.json`.", "",
+        f"Attacks: {attack_line(reports)}.", "",
+        results_table(specs, reports, n), "",
+        "## The claim", "",
+        *check_lines(verdict), "",
+        frontier_text(grid, bracket, fixed), "",
+        "![accuracy-robustness trade-off](sweep.png)", ""])
+
+
+def render_readme_block(command: str, specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]],
+                        verdict: dict[str, Any], n: int) -> str:
+    """The README's claim section between the markers (table, plot, verdict), all from the reports."""
+    seconds = [r.wall_time_s for r in reports.values() if r is not None]
+    timing = (f" ({min(seconds) / 60:.0f} to {max(seconds) / 60:.0f} minutes per row on one CPU core of this "
+              "machine, the rows side by side)" if seconds else "")
+    rows = [[f"{s.label} (`{s.model}`)", *_row(s, reports[s.key])[2:8]] for s in specs]
+    return "\n".join([
+        f"Standard AutoAttack through the harness at l_inf eps = 0.1 on the first {n:,} test images, plus the "
+        f"harness's adaptive attack on the adaptive model; clean accuracy also on all {CLEAN_EXAMPLES:,}. Measured "
+        f"with `{command}`{timing}; it writes this section, "
+        "[benchmarks/fmnist/RESULTS.md](benchmarks/fmnist/RESULTS.md) (the checks in detail), the plot and the "
+        f"reference results the main job prints (`robust_mix/{REFERENCE_FILE}`).", "",
+        markdown(["model", f"clean % ({CLEAN_EXAMPLES:,})", f"clean % (first {n:,})", "AutoAttack %",
+                  "adaptive attack %", "robust % (both)", "95 % interval"], rows), "",
+        "![Fashion-MNIST trade-off under standard AutoAttack](benchmarks/fmnist/sweep.png)", "",
+        verdict_sentence(verdict, n)])
+
+
+def replace_between_markers(text: str, block: str, markers: tuple[str, str] = MARKERS) -> str:
+    """``text`` with what lies between the two marker lines replaced by ``block``.
+
+    Raises:
+        ValueError: a marker is missing, repeated or out of order (names it).
+    """
+    start, end = markers
+    counts = {m: text.count(m) for m in markers}
+    if any(c != 1 for c in counts.values()) or text.index(start) > text.index(end):
+        raise ValueError(f"expected one {start!r} line followed by one {end!r} line, found {counts}; put the "
+                         "markers around the claim section of the README")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block.strip()}\n{end}{tail}"
+
+
+def sweep_points(specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]]) -> list[SweepPoint]:
+    """Measured fixed ratios (the bases are alpha 0 and 1) and the adaptive policy, clean on the attacked images."""
+    points = []
+    for spec in specs:
+        r, config = reports[spec.key], model_config_of(spec.model)
+        if r is None or config.nuts is not None or (config.policy is not None and spec.key != "adaptive"):
+            continue
+        alpha = POLICY if spec.key == "adaptive" else float(config.alpha)
+        points.append(SweepPoint(alpha, r.clean_accuracy, r.robust_accuracy, r.attack, r.n_examples, r.wall_time_s,
+                                 evaluation_label(r)))
+    return sorted(points, key=lambda p: (p.alpha == POLICY, 0 if p.alpha == POLICY else p.alpha))
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+def canonical_command(args: argparse.Namespace) -> str:
+    """The command that reproduces these results: the defaults left out."""
+    options = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in DEFAULTS.items() if getattr(args, k) != v]
+    return " ".join(["python benchmarks/fmnist/claim.py", *options, "--publish"])
+
+
+def check_publishable(specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]]) -> list[str]:
+    """Why these reports cannot become the committed results (empty: they can)."""
+    problems = [f"row {s.key!r} is not measured yet" for s in specs if reports[s.key] is None]
+    for spec in specs:
+        r = reports[spec.key]
+        shipped = model_config_of(spec.model).fingerprint()
+        if r is not None and r.config_fingerprint != shipped:
+            problems.append(f"row {spec.key!r} was measured on other weights or constants (config fingerprint "
+                            f"{r.config_fingerprint}; the package ships {shipped}): rerun it with a fresh --out")
+        if r is not None and (r.options or r.seed != 0 or r.full_clean_examples != CLEAN_EXAMPLES):
+            problems.append(f"row {spec.key!r} was not measured as the claim asks (budgets {r.options or 'full'}, "
+                            f"seed {r.seed}, clean accuracy on {r.full_clean_examples} images)")
+    return problems
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-examples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=250, help="attack batch and resumable chunk size")
-    parser.add_argument("--out", default="runs/claim")
-    parser.add_argument("--rows", nargs="*", default=[r for r, *_ in ROWS] + ["frontier"],
-                        choices=[r for r, *_ in ROWS] + ["frontier"])
-    parser.add_argument("--grid", default="0:1:0.05", help="fixed ratios for the clean-accuracy frontier")
-    parser.add_argument("--results", help="Markdown results file, sweep.png beside it (default: OUT/RESULTS.md)")
+    parser.add_argument("--n-examples", type=int, default=DEFAULTS["n_examples"], help="attacked test images")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                        help="attack batch and resumable chunk size")
+    parser.add_argument("--out", default=DEFAULTS["out"], help="state, reports and the artefacts go here")
+    parser.add_argument("--rows", nargs="*", choices=[s.key for s in DEMO_ROWS] + ["frontier"],
+                        help="run only these rows (default: all); the others are read from --out if finished")
+    parser.add_argument("--grid", default=DEFAULTS["grid"], help="fixed ratios for the clean-accuracy frontier")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per usable CPU)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default: the thread policy)")
+    parser.add_argument("--publish", action="store_true",
+                        help="also write the committed results, the README section and the shipped reference")
     args = parser.parse_args(argv)
-    args.results = args.results or str(Path(args.out) / "RESULTS.md")
-    args.command_line = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    args.canonical_command = (f"python benchmarks/fmnist/claim.py --n-examples {args.n_examples} --out {args.out} "
-                              f"--grid {args.grid} --results {args.results}")
+    args.command_line = "python " + shlex.join(sys.argv if argv is None else [sys.argv[0], *argv])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threads.apply_thread_policy(args.threads)
     out = Path(args.out)
-    for row, _, name, adaptive in ROWS:
-        if row in args.rows:
-            logger.info("row %s: %s", row, name)
-            run_row(args, row, name, adaptive)
-    reports = load_reports(out)
-    frontier_path = out / "frontier" / "frontier.json"
-    if "frontier" in args.rows:
-        run_frontier(args)
-    frontier = json.loads(frontier_path.read_text()) if frontier_path.is_file() else {}
-    verdict = checks(reports, frontier)
-    results = Path(args.results)
-    points = sweep_points(reports, frontier)
-    plot = None
+    out.mkdir(parents=True, exist_ok=True)
+
+    grid = frontier_grid(args)
+    clean = {float(a): c for a, c in grid["clean"].items()}
+    alphas = frontier_alphas(clean, grid["adaptive_clean"])
+    specs = claim_rows(alphas)
+    frontier_keys = {spec_of_alpha(specs, a).key for a in alphas}
+    selected = [s for s in specs if args.rows is None or s.key in args.rows
+                or ("frontier" in args.rows and s.key in frontier_keys)]
+    logger.info("frontier ratios %s; rows to run: %s", alphas, [s.key for s in selected])
+    if selected:
+        rows = [benchmark_row(args, s) for s in selected]
+        # the adaptive row (two suites) is the longest: it starts first, the cheap bases last
+        order = sorted(range(len(rows)), key=lambda i: (not selected[i].adaptive, selected[i].key in
+                                                        ("standard", "robust")))
+        with RowBars([r.label for r in rows]) as bars:
+            run_rows(rows, workers=args.workers or default_workers(len(rows)), progress=bars,
+                     threads_per_worker=args.threads, start_order=order)
+
+    reports = read_reports(out, specs)
+    measured = [(a, reports[spec_of_alpha(specs, a).key]) for a in alphas]
+    bracket = ([(a, r.clean_accuracy, r.robust_accuracy) for a, r in measured]
+               if all(r is not None for _, r in measured) else None)
+    verdict = checks(reports, bracket)
+    points = sweep_points(specs, reports)
+    fixed = [(p.alpha, p.robust_accuracy) for p in points if p.alpha != POLICY]
+    command = canonical_command(args)
     if points:
-        png = results.with_name("sweep.png")
-        plot_sweep(points, png, title=f"Fashion-MNIST, standard AutoAttack, {args.n_examples} test images")
-        plot = png.name
-    atomic_write_text(results, render(args, reports, frontier, verdict, plot))
-    atomic_write_text(out / "claim.json", json.dumps({"checks": verdict, "frontier": frontier, "reports": {
-        row: None if r is None else str(report_path(out, row)) for row, r in reports.items()}}, indent=2) + "\n")
-    logger.info("wrote %s: %s", results, {k: v["pass"] for k, v in verdict.items()})
+        plot_sweep(points, out / "sweep.png",
+                   title=f"Fashion-MNIST, first {args.n_examples:,} test images (fixed ratios of {FIXED_MIX})")
+    results_md = render_results(command, specs, reports, verdict, grid, bracket, fixed, args.n_examples)
+    readme_block = render_readme_block(command, specs, reports, verdict, args.n_examples)
+    atomic_write_text(out / "RESULTS.md", results_md)
+    atomic_write_text(out / "README-claim.md", readme_block + "\n")
+    demo_specs = [s for s in DEMO_ROWS if reports[s.key] is not None]
+    reference = None
+    if demo_specs:
+        reference = Reference.from_results(demo_specs, [reports[s.key] for s in demo_specs], command=command,
+                                           date=datetime.date.today().isoformat())
+        reference.save(out / "fmnist-reference.json")
+    summary = {"checks": verdict, "frontier": {"grid": grid, "alphas": alphas},
+               "reports": {s.key: str(out / s.folder / "report.json") for s in specs}}
+    atomic_write_text(out / "claim.json", json.dumps(summary, indent=2) + "\n")
+    print("\n" + "\n".join(check_lines(verdict)) + "\n" + verdict_sentence(verdict, args.n_examples))
+    print(f"wrote {out}/RESULTS.md, sweep.png, README-claim.md, fmnist-reference.json, claim.json")
+    if not args.publish:
+        return 0
+    problems = check_publishable(specs, reports)
+    if problems:
+        print("not published: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    publish(out, specs, reports, results_md, readme_block, reference)
     return 0
+
+
+def publish(out: Path, specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]], results_md: str,
+            readme_block: str, reference: Reference) -> None:
+    """Write the committed copies: RESULTS.md and sweep.png, the reports, the README section, the reference."""
+    atomic_write_text(HERE / "RESULTS.md", results_md)
+    shutil.copyfile(out / "sweep.png", HERE / "sweep.png")
+    copies = HERE / "results" / "claim"
+    copies.mkdir(parents=True, exist_ok=True)
+    for stale in copies.glob("*.report.json"):
+        stale.unlink()
+    for spec in specs:
+        reports[spec.key].save(copies / f"{spec.key}.report.json")
+    shutil.copyfile(out / "claim.json", copies / "claim.json")
+    shutil.copyfile(out / "frontier.json", copies / "frontier.json")
+    atomic_write_text(README, replace_between_markers(README.read_text(), readme_block))
+    reference.save(ROOT / "robust_mix" / REFERENCE_FILE)
+    print(f"published: {HERE / 'RESULTS.md'}, sweep.png, {copies}/, {README} (claim section), "
+          f"robust_mix/{REFERENCE_FILE}")
 
 
 if __name__ == "__main__":

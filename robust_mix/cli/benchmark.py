@@ -10,16 +10,20 @@ import argparse
 import dataclasses
 import functools
 import json
+import logging
 import os
 import sys
+import threading
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence, TextIO
 
 import torch
 from torch import nn
 
 from robust_mix.protocol import AttackOptions
-from robust_mix.benchmark import benchmark, default_device
+from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
+from robust_mix.formatting import STAGE_NAMES
 from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import BenchmarkResult
@@ -46,42 +50,136 @@ class TqdmProgress:
             bar.close()
 
 
-class RowBars:
-    """One tqdm bar per benchmark row, in row order (examples times stages done, the last finished
-    stage as postfix); a :class:`robust_mix.rows.RowProgress`. Use as a context manager: inside it,
-    log lines are printed above the bars. Drawn on rank 0 only."""
+#: How the progress bars name the clean passes (the attack stages: robust_mix.formatting.STAGE_NAMES).
+_CLEAN_STAGE_NAMES = {"clean": "clean", FULL_CLEAN_STAGE: "clean, more images"}
 
-    def __init__(self, labels: Sequence[str], enabled: bool = True) -> None:
+
+class RowBars:
+    """One tqdm bar per benchmark row, in row order: the row's current stage and the time left; a
+    :class:`robust_mix.rows.RowProgress`. Use as a context manager.
+
+    A bar counts attacked examples times attack stages (the clean passes are quick and count
+    nothing, so that the ETA, from the row's average rate, is not fooled by them). Inside the
+    context, log records below WARNING are dropped (the bars say what the INFO lines would) and
+    the rest, Python warnings included, are written above the bars; on a terminal the bars are
+    redrawn every ``refresh_s`` seconds so that elapsed time and ETA keep moving between events.
+    On exit the bars are removed: the caller prints the results. Drawn on rank 0 only.
+    """
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar:16}| [{elapsed}<{remaining}{postfix}]"
+    WAITING = "{desc}: {percentage:3.0f}%|{bar:16}| [waiting for a worker]"
+
+    def __init__(self, labels: Sequence[str], enabled: bool = True, file: Optional[TextIO] = None,
+                 refresh_s: float = 1.0) -> None:
         self.labels, self.enabled, self.bars = list(labels), enabled, []
-        self._redirect = None
+        self.file = file if file is not None else sys.stderr
+        self.refresh_s = refresh_s
+        self._stages: dict[int, list[str]] = {}
+        self._logging: Optional[_LogAboveBars] = None
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
 
     def __enter__(self) -> "RowBars":
         from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
 
         width = max((len(label) for label in self.labels), default=0)
-        self.bars = [tqdm(total=None, desc=label.rjust(width), unit="ex", position=i, leave=True,
-                          dynamic_ncols=True, disable=not self.enabled, postfix="waiting")
+        self.bars = [tqdm(total=1, desc=label.rjust(width), unit="ex", position=i, leave=False, file=self.file,
+                          dynamic_ncols=True, disable=not self.enabled, smoothing=0, bar_format=self.WAITING)
                      for i, label in enumerate(self.labels)]
-        self._redirect = logging_redirect_tqdm()
-        self._redirect.__enter__()
+        self._logging = _LogAboveBars(self.file)
+        self._logging.__enter__()
+        if self.enabled and self.refresh_s > 0 and getattr(self.file, "isatty", lambda: False)():
+            self._ticker = threading.Thread(target=self._tick, name="robust_mix-bars", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._redirect.__exit__(*exc)
-        for bar in self.bars:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        for bar in reversed(self.bars):
             bar.close()
+        self._logging.__exit__(*exc)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            for bar in self.bars:
+                bar.refresh()
 
     def start(self, row: int, stages: Sequence[str], total: int) -> None:
-        self.bars[row].reset(total=total * len(stages))
-        self.bars[row].set_postfix_str("started")
+        self._stages[row] = list(stages)
+        attacks = [s for s in stages if s not in _CLEAN_STAGE_NAMES]
+        self.bars[row].bar_format = self.FORMAT
+        self.bars[row].reset(total=max(1, total * len(attacks)))  # the clock starts now
+        self._show(row, stages[0] if stages else None)
 
     def advance(self, row: int, stage: str, n: int) -> None:
-        self.bars[row].update(n)
-        self.bars[row].set_postfix_str(f"after {stage}")
+        stages = self._stages[row]
+        if stage not in _CLEAN_STAGE_NAMES:
+            self.bars[row].update(n)
+        following = stages[stages.index(stage) + 1:] or [s for s in stages if s != FULL_CLEAN_STAGE][:1]
+        bar = self.bars[row]
+        self._show(row, following[0] if bar.n < bar.total or stage in _CLEAN_STAGE_NAMES else None)
 
     def finish(self, row: int) -> None:
-        self.bars[row].set_postfix_str("done")
+        bar = self.bars[row]
+        took = bar.format_interval(bar.format_dict["elapsed"])  # frozen: later redraws keep the row's own time
+        bar.bar_format = "{desc}: {percentage:3.0f}%|{bar:16}| " + f"[{took}, done]"
+        bar.refresh()
+
+    def _show(self, row: int, stage: Optional[str]) -> None:
+        """Write the row's current stage (``"APGD-T, stage 2/4"``) as the bar's postfix."""
+        if stage is None:
+            self.bars[row].set_postfix_str("writing the report")
+            return
+        attacks = [s for s in self._stages[row] if s not in _CLEAN_STAGE_NAMES]
+        name = _CLEAN_STAGE_NAMES.get(stage) or STAGE_NAMES.get(stage, stage)
+        number = f", stage {attacks.index(stage) + 1}/{len(attacks)}" if stage in attacks else ""
+        self.bars[row].set_postfix_str(name + number)
+
+
+class _LogAboveBars:
+    """Replaces the root logger's console handlers with one that writes WARNING and above through
+    ``tqdm.write`` (above the bars; everything when the root logger is at DEBUG, ``-v``), and turns
+    Python warnings into log records, until exit."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self._saved: list[logging.Handler] = []
+
+    def __enter__(self) -> "_LogAboveBars":
+        root = logging.getLogger()
+        self._saved = root.handlers[:]
+        consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                    and getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
+        handler = _TqdmHandler(self.file)
+        handler.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING)
+        if consoles:
+            handler.setFormatter(consoles[0].formatter)
+        root.handlers[:] = [h for h in root.handlers if h not in consoles] + [handler]
+        shown = warnings.showwarning
+        logging.captureWarnings(True)
+        self._captured = warnings.showwarning is not shown  # False: they were captured already
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._captured:
+            logging.captureWarnings(False)
+        logging.getLogger().handlers[:] = self._saved
+
+
+class _TqdmHandler(logging.Handler):
+    def __init__(self, file: TextIO) -> None:
+        super().__init__()
+        self.file = file
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record).rstrip(), file=self.file)  # a warning ends in a newline
+        except Exception:  # logging must never break the run
+            self.handleError(record)
 
 
 def add_workers_argument(p: argparse.ArgumentParser) -> None:
@@ -130,6 +228,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threat-model", choices=THREAT_MODELS, help="default: the entry's")
     p.add_argument("--eps", type=EPS, help="budget, e.g. 8/255 (default: the entry's)")
     p.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
+    p.add_argument("--clean-examples", type=POSITIVE_INT,
+                   help="also measure clean accuracy on the first N images (forward passes only; e.g. 10000, "
+                        "the whole test set, beside the attacked subset)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=500)
     p.add_argument("--chunk-size", type=POSITIVE_INT, help="examples per resumable unit (default: batch size)")
     p.add_argument("--seed", type=INT, default=0)
@@ -152,7 +253,8 @@ def _options(args: argparse.Namespace) -> AttackOptions:
 def _benchmark_kwargs(args: argparse.Namespace) -> dict:
     return dict(dataset=args.dataset, threat_model=args.threat_model, eps=args.eps, n_examples=args.n_examples,
                 batch_size=args.batch_size, chunk_size=args.chunk_size, seed=args.seed, device=args.device,
-                data_dir=args.data_dir, preprocessing=args.preprocessing, options=_options(args))
+                data_dir=args.data_dir, preprocessing=args.preprocessing, options=_options(args),
+                clean_examples=args.clean_examples)
 
 
 def _benchmark_args(p: argparse.ArgumentParser) -> None:

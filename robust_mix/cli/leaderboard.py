@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from robust_mix.cli import EPS, command, format_table
-from robust_mix.formatting import percent
+from robust_mix.formatting import interval_heading, percent, percent_interval
+from robust_mix.results import INTERVAL_LEVEL
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:
@@ -37,12 +38,13 @@ def _leaderboard(args: argparse.Namespace) -> int:
         return 2
     if site.board is not None:
         rows = [[e.label, percent(e.result.clean_accuracy), percent(e.result.robust_accuracy),
-                 "{:.1f}-{:.1f}".format(*(100 * v for v in e.interval())), e.result.n_examples,
+                 percent_interval(e.interval()), e.result.n_examples,
                  "; ".join(e.caveats()) or "-"] for e in site.evaluations]
         rows.sort(key=lambda r: (-float(r[2]), -float(r[1])))
         print(f"{site.board.describe()}: {len(site.evaluations)} evaluation(s), {len(site.references)} "
               "RobustBench reference row(s)\n")
-        print(format_table(["model", "clean %", "robust %", "95 % interval", "examples", "notes"], rows))
+        print(format_table(["model", "clean %", "robust %", interval_heading(INTERVAL_LEVEL), "examples", "notes"],
+                           rows))
     for rejected in site.rejected:
         print(f"left out {rejected.path}: {rejected.reason}", file=sys.stderr)
     print(f"\nwrote {len(site.files)} files ({site.total_bytes / 1e6:.2f} MB) to {site.out_dir}; "

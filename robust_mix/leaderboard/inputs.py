@@ -20,13 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from robust_mix.results import BenchmarkResult
+from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
 from robust_mix.data import canonical_dataset
 from robust_mix.formatting import format_eps
 from robust_mix.protocol import required_examples
-from robust_mix.stats import clopper_pearson
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 
 logger = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ INPUT_FILES = (REPORT_FILE, SWEEP_FILE, CERTIFY_FILE)
 THREAT_MODELS = ("Linf", "L2", "L1")
 #: Relative tolerance when comparing the eps of two reports (they are floats written by the harness).
 EPS_RTOL = 1e-6
-#: Confidence level of the intervals shown for robust accuracy.
-INTERVAL_LEVEL = 0.95
 
 PathLike = Union[str, Path]
 
@@ -117,11 +114,11 @@ class Evaluation:
     @property
     def robust_successes(self) -> int:
         """Examples that survive every attack suite (the numerator of ``robust_accuracy``)."""
-        return sum(bool(f) for f in self.result.robust_flags)
+        return self.result.robust_successes
 
     def interval(self, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
         """Clopper-Pearson interval of the robust accuracy (fractions)."""
-        return clopper_pearson(self.robust_successes, self.result.n_examples, level)
+        return self.result.robust_interval(level)
 
     @property
     def leaderboard_examples(self) -> Optional[int]:

@@ -15,7 +15,7 @@ from robust_mix.version import __version__
 from robust_mix.protocol import ADAPTIVE_STAGES
 from robust_mix.leaderboard.inputs import INTERVAL_LEVEL, Board, CertificateRun, Evaluation, Rejected, SweepRun
 from robust_mix.leaderboard.snapshot import ReferenceEntry, Snapshot
-from robust_mix.formatting import format_eps, percent
+from robust_mix.formatting import format_eps, interval_heading, percent, percent_interval
 from robust_mix.sweep import POLICY
 
 CSS, JS = "assets/leaderboard.css", "assets/leaderboard.js"
@@ -30,7 +30,7 @@ COLUMNS = (
     ("adaptive %", "number", "robust accuracy under the adaptive attack alone (mixtures; when it ran)"),
     ("robust %", "number", "an example counts only if it survives every attack suite; RobustBench rows: their "
                            "ranked number (external evaluation when listed, else AutoAttack)"),
-    (f"{round(100 * INTERVAL_LEVEL)} % interval", "number", "Clopper-Pearson interval of robust %"),
+    (interval_heading(INTERVAL_LEVEL), "number", "Clopper-Pearson interval of robust %"),
     ("examples", "number", "test examples evaluated"),
     ("forward passes", "number", "networks run per prediction"),
     ("architecture", "text", ""),
@@ -70,8 +70,7 @@ def _yes_no(value: Optional[bool]) -> Cell:
 
 
 def interval_text(evaluation: Evaluation) -> str:
-    lo, hi = evaluation.interval()
-    return f"{100 * lo:.1f}–{100 * hi:.1f}"
+    return percent_interval(evaluation.interval())
 
 
 def _our_row(e: Evaluation, rank: int) -> str:

@@ -7,6 +7,10 @@ maps, fixed alpha). What the recipes produced is data read here through ``import
 ``manifest.json`` (each weight file's SHA-256 and the bases' architecture), the calibrated
 constants ``fmnist-adasmooth-policy.json`` and ``fmnist-mixednuts.json``;
 ``benchmarks/fmnist/train_all.sh`` reproduces them all.
+
+:data:`DEMO_ROWS` are the rows the zoo is shown with (``robust-mix demo``); their reference results on
+the first 1,000 test images ship as :data:`REFERENCE_FILE`, written by
+``python benchmarks/fmnist/claim.py --publish``.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 
 from robust_mix.config import BackboneConfig, ModelConfig, NutsConfig, PolicyConfig, WeightsConfig, from_dict
 from robust_mix.data import FASHION_MNIST_LABELS
+from robust_mix.reference import RowSpec
 from robust_mix.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -24,6 +29,17 @@ logger = logging.getLogger(__name__)
 WEIGHTS = "zoo/weights"
 PAPER = ("Bai et al., Improving the Accuracy-Robustness Trade-off of Classifiers via Adaptive Smoothing, "
          "SIMODS 2024; Bai et al., MixedNUTS, TMLR 2024")
+#: The main job's rows (``robust-mix demo``), and the rows of the shipped reference results. The keys
+#: ``standard`` and ``robust`` name the two bases (the claim's ratios are taken against them).
+DEMO_ROWS = (
+    RowSpec("standard", "standard base", "fmnist-standard"),
+    RowSpec("robust", "robust base", "fmnist-robust"),
+    RowSpec("fixed", "fixed-ratio mix", "fmnist-robust,alpha=0.9"),
+    RowSpec("mixednuts", "MixedNUTS", "fmnist-mixednuts"),
+    RowSpec("adaptive", "adaptive smoothing", "fmnist-adasmooth", adaptive=True),
+)
+#: Reference results of :data:`DEMO_ROWS` (a :class:`robust_mix.reference.Reference`), package data.
+REFERENCE_FILE = f"{WEIGHTS}/fmnist-reference.json"
 RECIPES = "Trained with benchmarks/fmnist/train_all.sh (robust_mix.train recipes); logs in benchmarks/fmnist/logs."
 
 

@@ -1,0 +1,102 @@
+"""Reference results (robust_mix.reference): the file round trip, and when a live run agrees with its reference."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from robust_mix.reference import (AGREES, DIFFERS, MISSING, OTHER_ATTACK, OTHER_MODEL, Reference, ReferenceRow,
+                                  RowSpec, compare)
+from robust_mix.results import BenchmarkResult
+from robust_mix.stats import clopper_pearson
+from robust_mix.validate import InvalidInputError
+
+SPEC = RowSpec("robust", "robust base", "fmnist-robust")
+
+
+def run(robust: list[bool], *, clean_correct: int = 900, clean_examples: int = 1000, fingerprint: str = "abc",
+        attack: str = "standard", seed: int = 0) -> BenchmarkResult:
+    """A finished evaluation with these per-example robust flags (clean = robust or every other image)."""
+    n = len(robust)
+    clean = [r or i % 2 == 0 for i, r in enumerate(robust)]
+    return BenchmarkResult(
+        model="fmnist-robust", dataset="fashion-mnist", threat_model="Linf", eps=0.1, n_examples=n, attack=attack,
+        seed=seed, clean_accuracy=sum(clean) / n, robust_accuracy=sum(robust) / n,
+        suite_accuracy={"autoattack": sum(robust) / n}, stage_accuracy={"apgd-ce": sum(robust) / n},
+        clean_flags=clean, robust_flags=list(robust), suite_flags={"autoattack": list(robust)}, wall_time_s=10.0,
+        examples_per_second=n / 10, number_forward_passes=1, attack_settings={}, options={},
+        versions={"robust_mix": "0.1.0", "torch": "2.14.1", "python": "3.11"}, config_fingerprint=fingerprint,
+        full_clean_accuracy=clean_correct / clean_examples, full_clean_examples=clean_examples)
+
+
+def flags(robust: int, n: int) -> list[bool]:
+    return [i < robust for i in range(n)]
+
+
+def test_reference_round_trips_through_its_file(tmp_path):
+    reference = Reference.from_results([SPEC], [run(flags(620, 1000))], command="python claim.py --publish",
+                                       date="2026-12-01")
+    path = reference.save(tmp_path / "reference.json")
+    again = Reference.load(path)
+    assert again == reference
+    row = again.rows["robust"]
+    assert (row.n_examples, row.robust_accuracy, row.clean_accuracy, row.clean_examples) == (1000, 0.62, 0.9, 1000)
+    assert row.robust_interval() == clopper_pearson(620, 1000)
+    assert row.robust_accuracy_first(10) == 1.0 and row.attack_label.startswith("APGD-CE, partial")
+    assert again.versions == {"robust_mix": "0.1.0", "torch": "2.14.1"}
+    assert json.loads(path.read_text())["rows"]["robust"]["robust_flags"] == "1" * 620 + "0" * 380  # compact
+
+
+def test_a_reference_needs_clean_accuracy_on_the_whole_test_set():
+    partial = dataclasses.replace(run(flags(5, 10)), full_clean_accuracy=None, full_clean_examples=None)
+    with pytest.raises(ValueError, match="row 'robust'.*no clean accuracy on the whole test set"):
+        Reference.from_results([SPEC], [partial], command="c", date="d")
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d.update(format="something/2"), "expected format 'robust_mix-reference/1'"),
+    (lambda d: d["rows"]["robust"].update(robust_flags="01x"), "string of 0s and 1s"),
+    (lambda d: d["rows"]["robust"].pop("seed"), "exactly the fields"),
+    (lambda d: d["rows"]["robust"].update(clean_accuracy=1.5), "clean_accuracy"),
+    (lambda d: d.update(rows={}), "'rows' must be an object"),
+])
+def test_a_broken_reference_file_is_refused_naming_what_is_wrong(tmp_path, edit, match):
+    path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InvalidInputError, match=match):
+        Reference.load(path)
+
+
+def reference_row(robust: int, n: int = 1000, **kw) -> ReferenceRow:
+    return ReferenceRow.from_result(SPEC, run(flags(robust, n), **kw))
+
+
+def test_a_live_run_agrees_when_the_reference_lies_inside_its_interval():
+    live = run(flags(12, 20))  # 60 % on 20 images: interval about 36-81 %
+    comparison = compare(live, reference_row(650))  # the reference: 100 % on the first 20 (its flags lead with 1s)
+    assert comparison.status == DIFFERS and comparison.reference_robust == 1.0 and comparison.differing == 8
+    assert "OUTSIDE" in comparison.detail and "8 of 20 images differ" in comparison.detail
+    same = compare(live, ReferenceRow.from_result(SPEC, run(flags(12, 20) + flags(600, 980))))
+    assert same.status == AGREES and same.differing == 0 and same.n_examples == 20
+    assert same.live_interval == clopper_pearson(12, 20) and same.clean_agrees is True
+    assert same.detail.startswith("agrees: robust 60.0 % on the first 20 inside the interval")
+
+
+def test_clean_accuracy_outside_the_live_interval_is_a_difference():
+    row = ReferenceRow.from_result(SPEC, run(flags(12, 20), clean_correct=800))
+    comparison = compare(run(flags(12, 20), clean_correct=900), row)  # 90.0 % on 1,000: 88.0-91.8 %
+    assert comparison.status == DIFFERS and comparison.clean_agrees is False and "clean 80.00 %" in comparison.detail
+    other_count = compare(run(flags(12, 20), clean_correct=90, clean_examples=100), row)
+    assert other_count.status == AGREES and other_count.clean_agrees is None  # not measured on the same images
+
+
+def test_other_weights_attacks_or_no_reference_are_not_compared():
+    live = run(flags(12, 20))
+    other = compare(live, reference_row(12, 20, fingerprint="other"))
+    assert other.status == OTHER_MODEL and "other weights" in other.detail and "fingerprint other" in other.detail
+    assert compare(live, reference_row(12, 20, attack="apgd-ce")).status == OTHER_ATTACK
+    assert compare(live, reference_row(12, 20, seed=1)).status == OTHER_ATTACK
+    assert compare(live, None).status == MISSING
