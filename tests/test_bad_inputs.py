@@ -564,6 +564,28 @@ def test_sigint_to_a_running_benchmark_prints_no_traceback(tmp_path):
     assert "Traceback" not in text and "interrupted: finished chunks are saved under" in text
 
 
+def test_a_swallowed_ctrl_c_is_raised_again_at_the_next_progress_step(tmp_path, monkeypatch, capsys):
+    """SIGINT that lands in code whose exceptions Python ignores (a finalizer) still stops the command."""
+    from robust_mix.cli import benchmark as cli_benchmark, interrupts
+
+    advance = cli_benchmark.TqdmProgress.advance
+
+    def swallowed_sigint(self, stage, n):  # the handler runs, its KeyboardInterrupt is lost (as in a __del__)
+        try:
+            interrupts._on_sigint(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass
+        advance(self, stage, n)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(cli_benchmark.TqdmProgress, "advance", swallowed_sigint)
+        assert main(bench_cli("--n-examples", "8", "--batch-size", "4", "--out", str(out))) == 130
+    assert "interrupted: finished chunks are saved under" in capsys.readouterr().err
+    assert not (out / "report.json").exists()
+    interrupts.check()  # handled: nothing pending afterwards
+
+
 # -- the property: non-finite outputs never raise an accuracy ----------------------------------------------
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -586,3 +608,4 @@ def test_non_finite_outputs_never_raise_clean_or_robust_accuracy(seed, value, wh
     else:
         assert "during the apgd-ce attack on examples" in str(info.value)
     assert not math.isnan(finite.clean_accuracy)
+

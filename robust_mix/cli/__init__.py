@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import robust_mix
 from robust_mix import threads, validate
+from robust_mix.cli import interrupts
 from robust_mix.config import ModelConfig
 
 logger = logging.getLogger("robust_mix.cli")
@@ -177,7 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command in _COMPUTING:
             threads.apply_thread_policy(args.threads)
-        return run(args)
+        with interrupts.catching():
+            return run(args)
     except KeyboardInterrupt:
         hint = resume.format(**vars(args)) if resume else "nothing was written"
         print(f"\ninterrupted: {hint}", file=sys.stderr)

@@ -24,7 +24,7 @@ from torch import nn
 from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES
-from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command
+from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command, interrupts
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
@@ -44,6 +44,7 @@ class TqdmProgress:
 
     def advance(self, stage: str, n: int) -> None:
         self.bars[stage].update(n)
+        interrupts.check()
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -114,6 +115,7 @@ class RowBars:
         self._show(row, stages[0] if stages else None)
 
     def advance(self, row: int, stage: str, n: int) -> None:
+        interrupts.check()
         stages = self._stages[row]
         if stage not in _CLEAN_STAGE_NAMES:
             self.bars[row].update(n)

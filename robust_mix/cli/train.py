@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from robust_mix.cli import POSITIVE_INT, arg_type, command
+from robust_mix.cli import POSITIVE_INT, arg_type, command, interrupts
 from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
 from robust_mix.io import atomic_write_bytes, figure_png
@@ -43,6 +43,7 @@ class TqdmBar:
         if postfix:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
         self.bar.update(steps * self.per_step)
+        interrupts.check()
 
     def close(self) -> None:
         self.bar.close()
