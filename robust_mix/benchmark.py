@@ -80,11 +80,15 @@ def package_versions() -> dict[str, str]:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A cheap digest of a model's tensors (names, shapes, sums) to detect a changed model on resume."""
+    """A cheap digest of a model's tensors (names, shapes, sums) to detect a changed model on resume.
+
+    The sums are taken in float64: a float32 sum depends on the thread count (reduction order) in its
+    last digit, which would refuse a resume under another ``--threads``.
+    """
     h = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            t = tensor.detach().float() if tensor.is_floating_point() else tensor.detach().double()
+            t = tensor.detach().double()
             h.update(f"{name}{tuple(tensor.shape)}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
     h.update(repr(getattr(model, "alpha", None) if not getattr(model, "is_adaptive", False) else "adaptive")
              .encode())

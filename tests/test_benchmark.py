@@ -328,3 +328,20 @@ def test_fingerprint_sees_constants_that_are_not_tensors():
     after_range = model_fingerprint(model)
     model.rob_scale = 2.0
     assert len({before, after_range, model_fingerprint(model)}) == 3
+
+
+def test_model_fingerprint_does_not_depend_on_the_thread_count():
+    """A resume under another --threads must find the same model (a float32 sum changes with the threads)."""
+    from robust_mix.benchmark import model_fingerprint
+
+    torch.manual_seed(0)
+    model = nn.Linear(2000, 2000)  # 4 M weights: their float32 sum differs in the 7th digit with 1 and 2 threads
+    before = torch.get_num_threads()
+    try:
+        prints = set()
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            prints.add(model_fingerprint(model))
+    finally:
+        torch.set_num_threads(before)
+    assert len(prints) == 1
