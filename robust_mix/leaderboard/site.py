@@ -130,6 +130,20 @@ def _asset(name: str) -> bytes:
     return resources.files("robust_mix.leaderboard").joinpath("assets", name).read_bytes()
 
 
+def _copy_plots(files: dict[str, bytes], folder: str, slug: str, prefix: str,
+                pngs: list[Optional[Path]]) -> list[Optional[str]]:
+    """Add each PNG to ``files`` as ``folder/<prefix>-<i>.png``; the page-relative links (``None`` where no PNG)."""
+    links: list[Optional[str]] = []
+    for i, png in enumerate(pngs):
+        if png is None:
+            links.append(None)
+            continue
+        name = f"{prefix}-{i + 1}.png"
+        files[f"{folder}/{name}"] = png.read_bytes()
+        links.append(f"{slug}/{name}")
+    return links
+
+
 def _pages(board: Optional[Board], evaluations: list[Evaluation], references: list[ReferenceEntry],
            rejected: list[Rejected], used: list[str], command: Optional[str]) -> dict[str, bytes]:
     snapshot = load_snapshot()
@@ -142,18 +156,8 @@ def _pages(board: Optional[Board], evaluations: list[Evaluation], references: li
         if info is not None:
             files[f"{folder}/model_info.json"] = info.read_bytes()
             links.append(("model_info.json (RobustBench's model-info schema)", f"{e.slug}/model_info.json"))
-        sweep_pngs = []
-        for i, run in enumerate(e.sweeps):
-            name = f"sweep-{i + 1}.png" if run.png else None
-            if run.png:
-                files[f"{folder}/{name}"] = run.png.read_bytes()
-            sweep_pngs.append(f"{e.slug}/{name}" if name else None)
-        cert_pngs = []
-        for i, cert in enumerate(e.certificates):
-            name = f"certify-{i + 1}.png" if cert.png else None
-            if cert.png:
-                files[f"{folder}/{name}"] = cert.png.read_bytes()
-            cert_pngs.append(f"{e.slug}/{name}" if name else None)
+        sweep_pngs = _copy_plots(files, folder, e.slug, "sweep", [run.png for run in e.sweeps])
+        cert_pngs = _copy_plots(files, folder, e.slug, "certify", [cert.png for cert in e.certificates])
         card_text, card_note = model_card(e)
         body = model_body(e, card_html=markdown.to_html(card_text, heading_offset=2) if card_text else None,
                           card_note=card_note, files=links, sweep_pngs=sweep_pngs, certificate_pngs=cert_pngs)

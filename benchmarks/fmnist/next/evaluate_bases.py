@@ -46,10 +46,9 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     images, labels = load_dataset("fashion-mnist", "test")
-    results = {}
-    for role in ("standard", "robust"):
-        results[role] = {"clean_10k": accuracy(load_base(args.weights_dir, role), images, labels)}
-    model = load_base(args.weights_dir, "robust")
+    bases = {role: load_base(args.weights_dir, role) for role in ("standard", "robust")}
+    results = {role: {"clean_10k": accuracy(model, images, labels)} for role, model in bases.items()}
+    model = bases["robust"]
     report = robust_mix.benchmark(model, n_examples=args.n_examples, attack="standard", batch_size=args.batch_size,
                                   seed=0, state_dir=args.state_dir / "robust")
     write_report(args.weights_dir / "robust", report, model.config)
