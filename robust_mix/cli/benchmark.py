@@ -24,6 +24,7 @@ from torch import nn
 from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES
+from robust_mix.distributed import finish_distributed, init_distributed
 from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command, interrupts
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import BenchmarkResult
@@ -204,24 +205,10 @@ def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
     return args.workers
 
 
-def _init_distributed() -> int:
-    """Join the torchrun process group (NCCL on GPUs, Gloo on CPUs); returns this rank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(default_device())
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank()
-
-
-def _finish_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def _init_distributed(args: argparse.Namespace) -> int:
+    """Join the torchrun process group when there is one (:func:`robust_mix.distributed.init_distributed`,
+    on ``--device`` or the default device); returns this rank."""
+    return init_distributed(args.device or default_device()).rank
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -275,7 +262,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from robust_mix.report import markdown_table, write_report
 
     out = check_writable_dir(args.out)
-    rank = _init_distributed()
+    rank = _init_distributed(args)
     model = load_model(args.name, model_dir=args.model_dir)
     if args.compile:
         _compile(model, args)
@@ -286,7 +273,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                            **_benchmark_kwargs(args))
     finally:
         progress.close()
-        _finish_distributed()
+        finish_distributed()
     if rank == 0:
         result = dataclasses.replace(result, command=args.command_line)
         paths = write_report(out, result, getattr(model, "config", None))
@@ -326,7 +313,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     alphas = parse_alphas(args.alphas)
     out = check_writable_dir(args.out)
-    rank = _init_distributed()
+    rank = _init_distributed(args)
     workers = resolve_workers(args, len(alphas) + 1)
     build = functools.partial(load_model, args.name, model_dir=args.model_dir)
     labels = [f"alpha {a:g}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
@@ -336,7 +323,7 @@ def _sweep(args: argparse.Namespace) -> int:
                            attack=args.attack, adaptive=args.adaptive, workers=workers, progress=bars,
                            threads_per_worker=args.threads, **_benchmark_kwargs(args))
     finally:
-        _finish_distributed()
+        finish_distributed()
     if rank == 0:
         attack = points[0].label if points else args.attack
         paths = write_sweep(points, out, title=args.name,
