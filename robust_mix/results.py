@@ -111,6 +111,15 @@ class BenchmarkResult:
             return None
         return round(self.full_clean_accuracy * self.full_clean_examples)
 
+    @property
+    def best_clean(self) -> tuple[float, int]:
+        """``(accuracy, images)``: clean accuracy on the most images it was measured on, the full clean
+        set when measured (``full_clean_accuracy``), else the attacked examples. The figure to compare
+        with published clean accuracies, which RobustBench takes on the whole test set."""
+        if self.full_clean_accuracy is not None and self.full_clean_examples is not None:
+            return self.full_clean_accuracy, self.full_clean_examples
+        return self.clean_accuracy, self.n_examples
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return dataclasses.asdict(self)

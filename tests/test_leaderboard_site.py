@@ -119,6 +119,19 @@ def test_changing_a_report_changes_the_page(runs, tmp_path):
     assert list(after)[0] == "mix-a"  # the ranking follows the new number
 
 
+def test_the_clean_column_is_the_full_test_set_when_it_was_measured(runs, tmp_path):
+    # 10 attacked examples all clean, but 8,123 of the 10,000 test images: the column (and the page,
+    # and the ranking tie-break) show the 10,000-image figure, as RobustBench's clean column does
+    write_run(runs / "mix-a", with_flags(tiny_result(), [True] * 10, [True] * 7 + [False] * 3),
+              full_clean_accuracy=0.8123, full_clean_examples=10000)
+    build_site([runs], tmp_path / "site")
+    rows = {r["model"].split()[0]: r for r in rows_of(read_page(tmp_path / "site" / "index.html"), "ours")}
+    assert rows["mix-a"]["clean %"] == "81.23" and rows["mix-b"]["clean %"] == "100.00"
+    assert list(rows) == ["mix-b", "mix-a"]  # equal robust accuracy: the higher clean accuracy first
+    page = next((tmp_path / "site" / "models").glob("mix-a*.html")).read_text()
+    assert "81.23 % (10,000 images); 100.00 % on the 10 attacked examples" in page
+
+
 def test_bad_inputs_are_listed_and_the_site_is_built_from_the_rest(runs, tmp_path):
     cut = runs / "cut" / "report.json"
     cut.parent.mkdir()

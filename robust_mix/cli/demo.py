@@ -120,7 +120,7 @@ def demo_rows(args: argparse.Namespace, command_line: Optional[str] = None) -> l
 
 def _clean(result: BenchmarkResult) -> float:
     """The row's best clean-accuracy estimate: on the most images it was measured on."""
-    return result.full_clean_accuracy if result.full_clean_accuracy is not None else result.clean_accuracy
+    return result.best_clean[0]
 
 
 def _ratio(value: Optional[float]) -> str:

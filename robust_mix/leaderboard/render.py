@@ -17,6 +17,7 @@ from robust_mix.leaderboard.inputs import INTERVAL_LEVEL, Board, CertificateRun,
 from robust_mix.leaderboard.snapshot import ReferenceEntry, Snapshot
 from robust_mix.formatting import format_eps, interval_heading, percent, percent_interval
 from robust_mix.sweep import POLICY
+from robust_mix.results import BenchmarkResult
 
 CSS, JS = "assets/leaderboard.css", "assets/leaderboard.js"
 MISSING = "–"
@@ -25,7 +26,7 @@ MISSING = "–"
 COLUMNS = (
     ("#", "number", "rank by robust accuracy"),
     ("model", "text", "our report (links to its page) or a published RobustBench entry"),
-    ("clean %", "number", "accuracy on unperturbed test images"),
+    ("clean %", "number", "accuracy on unperturbed test images: the full test set when measured, else the attacked examples (hover for the count)"),
     ("AutoAttack %", "number", "robust accuracy under the AutoAttack suite alone"),
     ("adaptive %", "number", "robust accuracy under the adaptive attack alone (mixtures; when it ran)"),
     ("robust %", "number", "an example counts only if it survives every attack suite; RobustBench rows: their "
@@ -61,6 +62,22 @@ def _pct(fraction: Optional[float]) -> Cell:
     return Cell(MISSING) if fraction is None else Cell(percent(fraction), round(100 * fraction, 6))
 
 
+def clean_text(result: BenchmarkResult) -> str:
+    """Clean accuracy with the images it was measured on: on the full clean set when measured (as
+    RobustBench's clean column), and on the attacked examples too when those differ."""
+    accuracy, images = result.best_clean
+    text = f"{percent(accuracy)} % ({images:,} images)"
+    if images != result.n_examples:
+        text += f"; {percent(result.clean_accuracy)} % on the {result.n_examples:,} attacked examples"
+    return text
+
+
+def _clean_cell(result: BenchmarkResult) -> Cell:
+    accuracy, images = result.best_clean
+    return Cell(f"{percent(accuracy)}", round(100 * accuracy, 6),
+                f'<span title="on {images:,} test images">{percent(accuracy)}</span>')
+
+
 def _ref_pct(value: Optional[float]) -> Cell:
     return Cell(MISSING) if value is None else Cell(f"{value:.2f}", value)
 
@@ -81,7 +98,7 @@ def _our_row(e: Evaluation, rank: int) -> str:
     cells = [
         Cell(str(rank), rank),
         Cell(e.label, e.label.lower(), name),
-        _pct(r.clean_accuracy), _pct(r.autoattack_accuracy), _pct(r.adaptive_accuracy), _pct(r.robust_accuracy),
+        _clean_cell(r), _pct(r.autoattack_accuracy), _pct(r.adaptive_accuracy), _pct(r.robust_accuracy),
         Cell(interval_text(e), round(100 * e.interval()[0], 6)),
         Cell(f"{r.n_examples:,}", r.n_examples),
         Cell(str(r.number_forward_passes), r.number_forward_passes),
@@ -123,7 +140,7 @@ def ranked(evaluations: Sequence[Evaluation], references: Sequence[ReferenceEntr
     """Our rows and the published rows in one order: robust accuracy, then clean accuracy, best first."""
     def key(row: Union[Evaluation, ReferenceEntry]) -> tuple[float, float]:
         if isinstance(row, Evaluation):
-            return (-100 * row.result.robust_accuracy, -100 * row.result.clean_accuracy)
+            return (-100 * row.result.robust_accuracy, -100 * row.result.best_clean[0])
         return (-row.robust_acc, -row.clean_acc)
     return sorted([*evaluations, *references], key=key)
 
@@ -268,7 +285,7 @@ def model_body(e: Evaluation, *, card_html: Optional[str], card_note: str, files
     facts = [
         ("model", f"<code>{escape(r.model)}</code>"),
         ("data set, threat model, eps", escape(f"{r.dataset}, {r.threat_model}, {format_eps(r.eps)}")),
-        ("clean accuracy", f"{percent(r.clean_accuracy)} %"),
+        ("clean accuracy", clean_text(r)),
         *[(f"robust accuracy, {suite} suite alone", f"{percent(acc)} %") for suite, acc in r.suite_accuracy.items()],
         ("robust accuracy, every suite", f"{percent(r.robust_accuracy)} % ({e.robust_successes:,} of "
                                          f"{r.n_examples:,} examples)"),

@@ -119,8 +119,8 @@ def scatter_series(evaluations: list[Evaluation], references: list[ReferenceEntr
             series.append(Series("sweep", fixed, colour, line=True, show_labels=True))
             series.append(Series("sweep", policy, colour))
         series.append(Series("ours", [Point(
-            100 * r.clean_accuracy, 100 * r.robust_accuracy, e.label,
-            f"{e.label}: clean {percent(r.clean_accuracy)} %, robust {percent(r.robust_accuracy)} % "
+            100 * r.best_clean[0], 100 * r.robust_accuracy, e.label,
+            f"{e.label}: clean {percent(r.best_clean[0])} % ({r.best_clean[1]:,} images), robust {percent(r.robust_accuracy)} % "
             f"({r.n_examples:,} examples)", f"models/{e.slug}.html")], colour, show_labels=True))
     return series
 
