@@ -1,7 +1,8 @@
 """The fast model path keeps results: harness flags and time before and after, side by side.
 
     python benchmarks/bench_fastpath.py [--model fmnist-adasmooth] [--n-examples 200] [--attack standard]
-                                        [--batch-size 500] [--repeats 1] [--compile] [--threads N]
+                                        [--batch-size 500] [--repeats 1] [--channels-last] [--compile]
+                                        [--threads N]
 
 Runs ``robust_mix.benchmark`` (seed 0) on the first N test images of MODEL in interleaved rounds:
 
@@ -9,6 +10,8 @@ Runs ``robust_mix.benchmark`` (seed 0) on the first N test images of MODEL in in
   (``fastpath.original_layers``), clean predictions under ``no_grad`` instead of ``inference_mode``,
   and the attacks' ``backward()`` computing gradients of trainable weights;
 * **fast path**: the default path (all of it exact);
+* **channels-last** (``--channels-last``): the fast path with NHWC weights
+  (``fastpath.channels_last``), which changes the last bits;
 * **compiled** (``--compile``): the fast path with the model's networks compiled by
   ``fastpath.compile_model``, which may change the last bits.
 
@@ -56,6 +59,7 @@ def main() -> int:
     parser.add_argument("--attack", default="standard")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--channels-last", action="store_true", help="also time the fast path with NHWC weights")
     parser.add_argument("--compile", action="store_true", help="also time the compiled fast path")
     parser.add_argument("--threads", type=int, default=None, help="default: the thread policy")
     args = parser.parse_args()
@@ -70,6 +74,9 @@ def main() -> int:
 
     variants: dict[str, Callable[[], robust_mix.BenchmarkResult]] = {
         "before": before, "fast path": lambda: robust_mix.benchmark(model, **kwargs)}
+    if args.channels_last:
+        nhwc = fastpath.channels_last(load_model(args.model))
+        variants["channels-last"] = lambda: robust_mix.benchmark(nhwc, **kwargs)
     if args.compile:
         compiled = load_model(args.model)
         probe, _ = load_dataset(compiled.config.dataset, "test", n_examples=2)
@@ -83,7 +90,7 @@ def main() -> int:
             wall, cpu = time.perf_counter(), time.process_time()
             results[name] = variants[name]()
             times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-            print(f"round {repeat} {name:10s} wall {times[name][-1][0]:8.1f} s, CPU {times[name][-1][1]:8.1f} s",
+            print(f"round {repeat} {name:13s} wall {times[name][-1][0]:8.1f} s, CPU {times[name][-1][1]:8.1f} s",
                   flush=True)
     print(f"{args.model}, first {args.n_examples} test images, attack {results['before'].attack}, seed 0, "
           f"batch {args.batch_size}, {plan.threads} thread(s); load average {load:.2f} before, "
@@ -93,7 +100,7 @@ def main() -> int:
     for name, result in results.items():
         clean = sum(a != b for a, b in zip(result.clean_flags, base.clean_flags))
         robust = sum(a != b for a, b in zip(result.robust_flags, base.robust_flags))
-        print(f"  {name:10s} clean {100 * result.clean_accuracy:6.2f} %, robust {100 * result.robust_accuracy:6.2f} %;"
+        print(f"  {name:13s} clean {100 * result.clean_accuracy:6.2f} %, robust {100 * result.robust_accuracy:6.2f} %;"
               f" flags differing from before: clean {clean}, robust {robust}; best wall {best[name][0]:.1f} s, "
               f"CPU {best[name][1]:.1f} s; before / {name} time: wall {best['before'][0] / best[name][0]:.3f}x, "
               f"CPU {best['before'][1] / best[name][1]:.3f}x")

@@ -12,9 +12,10 @@ weights (0.93 GB for BiT-M-R152x2). :class:`~robust_mix.mixing.MixedClassifier` 
 base models.
 
 :func:`frozen_parameters` keeps the attacks from computing weight gradients they never use.
-Only exact optimisations live on the default path. :func:`compile_model` (``--compile``) is opt-in:
-compiled kernels may round differently in the last bits, so the benchmark scripts count the
-examples whose flags change.
+Only exact optimisations live on the default path. Two are opt-in because they round differently
+in the last bits, so the benchmark scripts count the examples whose flags change:
+:func:`channels_last` (``--channels-last``: NHWC weights, which on a CPU also turns the pooling
+layers of small ResNets into far faster kernels) and :func:`compile_model` (``--compile``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -90,6 +91,26 @@ def frozen_parameters(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for param in trainable:
             param.requires_grad_(True)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """Store ``model``'s 4-d weights and buffers channels-last (NHWC), in place; returns ``model``.
+
+    Convolutions then run oneDNN's NHWC kernels and their outputs stay NHWC through the network
+    (whatever the input's layout), so pooling and elementwise layers take the NHWC paths too. The
+    values, names and hooks are unchanged (``state_dict()`` holds the same numbers; saving writes
+    contiguous copies), but the kernels accumulate in another order: outputs differ in the last
+    bits, and an attack's result can differ on an example at the decision boundary. Opt-in
+    (``robust-mix benchmark --channels-last``); ``benchmarks/bench_fastpath.py --channels-last``
+    measures the speed-up and counts the flags that change.
+    """
+    return model.to(memory_format=torch.channels_last)
+
+
+def build_channels_last(factory: Callable[[], nn.Module]) -> nn.Module:
+    """``channels_last(factory())``: a picklable model factory for worker processes, e.g.
+    ``functools.partial(build_channels_last, functools.partial(robust_mix.load_model, name))``."""
+    return channels_last(factory())
 
 
 def compile_model(model: nn.Module, probe: torch.Tensor, *, backend: str = "inductor") -> float:

@@ -132,6 +132,48 @@ def test_attacks_leave_trainable_weights_alone_and_find_the_same_examples(monkey
     assert torch.equal(frozen, trainable)
 
 
+def test_channels_last_keeps_values_names_hooks_and_saving(tmp_path):
+    """The opt-in NHWC path: the same state (values and names), the mixing network's feature taps
+    still fire, outputs within rounding of the default path, and a save of it reloads exactly."""
+    from test_attacks import adaptive_model
+
+    model, twin = adaptive_model(), adaptive_model()
+    x, _ = fmnist(6)
+    with torch.no_grad():
+        before = model.forward_all(x)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fastpath.channels_last(model) is model
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in convs if w.shape[1] > 1 and w.shape[2:] != (1, 1))
+    after_state = model.state_dict()
+    assert list(after_state) == list(state) and all(torch.equal(after_state[k], v) for k, v in state.items())
+    with torch.no_grad():
+        after = model.forward_all(x)
+    assert after.log_probs.dtype == before.log_probs.dtype
+    assert (after.log_probs.exp() - before.log_probs.exp()).abs().max() < 1e-5
+    assert (after.gamma - before.gamma).abs().max() < 1e-4
+    robust_mix.io.save_state_dict(model.state_dict(), tmp_path / "m.safetensors")
+    twin.load_state_dict(robust_mix.io.load_state_dict(tmp_path / "m.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(twin.forward_all(x).log_probs, before.log_probs)
+
+
+def test_channels_last_cli_flag_builds_nhwc_models():
+    import argparse
+
+    from robust_mix.cli.benchmark import model_factory
+
+    build = model_factory(argparse.Namespace(channels_last=True, model_dir=None), "fmnist-robust")
+    nhwc = pickle.loads(pickle.dumps(build))()  # a worker process receives the factory pickled
+    plain = model_factory(argparse.Namespace(channels_last=False, model_dir=None), "fmnist-robust")()
+    conv = next(m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x, _ = fmnist(4)
+    with torch.no_grad():
+        assert (nhwc(x).exp() - plain(x).exp()).abs().max() < 1e-5
+
+
 @pytest.mark.slow  # dynamo traces the model (tens of seconds)
 def test_compile_model_keeps_names_hooks_and_outputs():
     """The plumbing of --compile, with torch.compile's eager backend (the default inductor takes minutes)."""

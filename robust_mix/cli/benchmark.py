@@ -16,7 +16,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 import torch
 from torch import nn
@@ -192,6 +192,23 @@ def add_workers_argument(p: argparse.ArgumentParser) -> None:
                         "at most one per row; 1 under torchrun, whose ranks shard each row)")
 
 
+def add_channels_last_argument(p: argparse.ArgumentParser) -> None:
+    """``--channels-last``: the opt-in NHWC model path (:func:`robust_mix.fastpath.channels_last`)."""
+    p.add_argument("--channels-last", action="store_true",
+                   help="store the model's weights channels-last (NHWC): faster convolutions and pooling on CPUs "
+                        "for small ResNets, but the last bits differ, so a flag can change at a decision boundary "
+                        "(benchmarks/bench_fastpath.py --channels-last counts them)")
+
+
+def model_factory(args: argparse.Namespace, name: str, **kwargs: object) -> Callable[[], nn.Module]:
+    """A picklable factory of model ``name`` (``load_model`` with ``--model-dir`` and ``kwargs``), NHWC
+    with ``--channels-last``: the one way the commands build their models."""
+    from robust_mix.fastpath import build_channels_last
+
+    build = functools.partial(load_model, name, model_dir=getattr(args, "model_dir", None), **kwargs)
+    return functools.partial(build_channels_last, build) if getattr(args, "channels_last", False) else build
+
+
 def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
     """``--workers``, or the default for ``n_rows`` rows; refuses several workers under torchrun."""
     from robust_mix.parallel import default_workers
@@ -253,6 +270,7 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model's networks first (minutes on a CPU; pays off on long runs; "
                         "may change the last bits, see robust_mix.fastpath.compile_model)")
+    add_channels_last_argument(p)
 
 
 @command("benchmark", "evaluate a model with the leaderboard's AutoAttack (resumable, torchrun-shardable)",
@@ -263,7 +281,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     out = check_writable_dir(args.out)
     rank = _init_distributed(args)
-    model = load_model(args.name, model_dir=args.model_dir)
+    model = model_factory(args, args.name)()
     if args.compile:
         _compile(model, args)
     progress = TqdmProgress(enabled=rank == 0)
@@ -302,6 +320,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", default="standard", help="e.g. apgd-ce,apgd-t for a cheaper sweep")
     p.add_argument("--adaptive", action="store_true", help="add the adaptive attack suite")
     p.add_argument("--no-policy", action="store_true", help="skip the adaptive policy's own point")
+    add_channels_last_argument(p)
     add_workers_argument(p)
 
 
@@ -315,7 +334,7 @@ def _sweep(args: argparse.Namespace) -> int:
     out = check_writable_dir(args.out)
     rank = _init_distributed(args)
     workers = resolve_workers(args, len(alphas) + 1)
-    build = functools.partial(load_model, args.name, model_dir=args.model_dir)
+    build = model_factory(args, args.name)
     labels = [f"alpha {a:g}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
     try:
         with RowBars(labels, enabled=rank == 0) as bars:

@@ -14,7 +14,6 @@ stopped and a demo with other settings starts its own.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Optional, Sequence
 
 import robust_mix
 from robust_mix.cli import POSITIVE_INT, command, format_table
-from robust_mix.cli.benchmark import RowBars, add_workers_argument, resolve_workers
+from robust_mix.cli.benchmark import (RowBars, add_channels_last_argument, add_workers_argument, model_factory,
+                                      resolve_workers)
 from robust_mix.formatting import evaluation_label, interval_heading, percent, percent_interval
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import required_examples, resolve_attack
@@ -59,6 +59,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                                        f"robust_mix/{REFERENCE_FILE})")
     p.add_argument("--out", default="runs/demo", help="reports and resumable state go here")
     add_workers_argument(p)
+    add_channels_last_argument(p)
 
 
 @command("demo", "benchmark the Fashion-MNIST zoo and print a leaderboard-style table", _demo_args,
@@ -110,7 +111,7 @@ def demo_rows(args: argparse.Namespace, command_line: Optional[str] = None) -> l
         adaptive = spec.adaptive and not args.no_adaptive
         out = Path(args.out) / spec.folder
         attack = "".join(c if c.isalnum() or c in "-." else "+" for c in resolve_attack(args.attack, adaptive).name)
-        rows.append(BenchmarkRow(spec.label, functools.partial(robust_mix.load_model, spec.model),
+        rows.append(BenchmarkRow(spec.label, model_factory(args, spec.model),
                                  dict(n_examples=args.n_examples, attack=args.attack, adaptive=adaptive,
                                       batch_size=args.batch_size, clean_examples=args.clean_examples,
                                       state_dir=out / "state" / f"n{args.n_examples}_{attack}_b{args.batch_size}"),
