@@ -74,6 +74,24 @@ def base_log_probs(scaled_logits: torch.Tensor, output_map: Optional[nn.Module])
     return F.log_softmax(scaled_logits, dim=1) if output_map is None else output_map(scaled_logits)
 
 
+class RatioNorm(nn.BatchNorm1d):
+    """The BatchNorm of the mixing ratio, whose statistics stay in float32 (or wider).
+
+    The ratio arithmetic runs in at least float32 (:func:`at_least_float32`), so a model moved to
+    bfloat16 or float16 (``model.to(torch.bfloat16)``) keeps this layer's running mean and variance
+    as they were, on the new device, instead of rounding them (and failing on the float32 ratio).
+    """
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        kept = {k: b for k, b in self._buffers.items() if b is not None and b.is_floating_point()}
+        super()._apply(fn, recurse)
+        for key, old in kept.items():
+            new = self._buffers[key]
+            if new is not None and new.is_floating_point() and new.dtype.itemsize < 4:
+                self._buffers[key] = old.to(device=new.device)
+        return self
+
+
 class AdaptiveAlpha(nn.Module):
     """Input-dependent mixing ratio: mixing network -> BatchNorm -> affine -> sigmoid -> range.
 
@@ -91,7 +109,7 @@ class AdaptiveAlpha(nn.Module):
         super().__init__()
         self.network = network
         self.config = config
-        self.bn = nn.BatchNorm1d(1, affine=False, momentum=0.01)
+        self.bn = RatioNorm(1, affine=False, momentum=0.01)
         self.alpha_range = config.alpha_range
         self.scale_alpha: Optional[bool] = None
 

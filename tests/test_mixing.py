@@ -194,6 +194,23 @@ def test_adaptive_alpha_follows_the_formula(images):
     assert torch.all((out.alpha >= 0.2) & (out.alpha <= 0.9))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_an_adaptive_model_moved_to_another_dtype_keeps_the_ratio_statistics(images, dtype):
+    model = adaptive_model().eval()
+    model.policy.bn.running_mean.fill_(0.3)
+    model.policy.bn.running_var.fill_(2.0)
+    with torch.no_grad():
+        reference = model.forward_all(images)
+        moved = model.to(dtype).forward_all(images.to(dtype))
+    stats = (model.policy.bn.running_mean, model.policy.bn.running_var)
+    # narrower than float32: the statistics stay float32, exact; float64: they follow the model
+    assert all(s.dtype == (torch.float64 if dtype == torch.float64 else torch.float32) for s in stats)
+    assert model.policy.bn.running_mean.item() == pytest.approx(0.3, abs=1e-7)
+    tolerance = 1e-6 if dtype == torch.float64 else 0.05
+    assert (moved.alpha.float() - reference.alpha).abs().max() < tolerance
+    assert (moved.log_probs.float().exp() - reference.log_probs.exp()).abs().max() < tolerance
+
+
 def test_adaptive_alpha_range_changes_at_inference(images):
     model = adaptive_model()
     a1 = model(images, return_alpha=True)[1]
