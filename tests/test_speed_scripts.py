@@ -45,3 +45,13 @@ def test_gpu_script_runs_on_the_cpu(monkeypatch, capsys):
                "--batch-size", "4", "--n-iter", "1", "--n-queries", "5", "--repeats", "1") == 0
     printed = capsys.readouterr().out
     assert "robust_mix / robustbench images/s" in printed and "streams off, CUDA graphs off" in printed
+
+
+def test_fastpath_script_compares_flags_and_times_of_each_variant(monkeypatch, capsys):
+    assert run(monkeypatch, "bench_fastpath", "--model", "fmnist-robust", "--n-examples", "3",
+               "--attack", "apgd-ce", "--channels-last", "--threads", "1") == 0  # 0: the fast path kept every flag
+    printed = capsys.readouterr().out
+    for variant in ("before", "fast path", "channels-last"):
+        line = next(l for l in printed.splitlines() if l.strip().startswith(variant) and "flags differing" in l)
+        assert "clean 0, robust" in line or variant == "channels-last"
+        assert f"before / {variant} time" in line
