@@ -4,7 +4,8 @@ One run, one set of random weights (RobustBench's model is built, its checkpoint
 written in RobustBench's layout to a temporary folder and loaded by ``robust_mix.load_model``),
 the same input batch, measurements interleaved round by round so that load on a shared machine
 hits all variants alike. Variants: our model (the fast path: cached weight standardisation), our
-model with the original uncached layers, RobustBench's, and each of our bases alone. Prints the
+model with the original uncached layers, RobustBench's, and each of our bases alone (``--channels-last``:
+also our model with NHWC weights, and each base on NHWC input). Prints the
 median time per batch, images per second, the ratios, whether predictions agree with RobustBench's
 and the largest probability difference, and whether the fast path is bit-identical to the uncached one.
 
@@ -19,7 +20,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -87,7 +88,8 @@ def uptime() -> str:
         return "n/a"
 
 
-def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int, channels_last: bool) -> None:
+def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int,
+            nhwc: Optional[nn.Module] = None) -> None:
     """Print one batch size's times, ratios and agreement."""
     def original() -> object:
         with fastpath.original_layers(ours):
@@ -100,8 +102,9 @@ def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int
         "standard alone": lambda: ours.standard(ours.standard_input(x)),
         "robust alone": lambda: ours.robust(ours.robust_input(x)),
     }
-    if channels_last:
+    if nhwc is not None:
         cl = torch.channels_last
+        variants["robust_mix, NHWC weights"] = lambda: nhwc(x)
         variants["standard alone, NHWC"] = lambda: ours.standard(ours.standard_input(x).contiguous(memory_format=cl))
         variants["robust alone, NHWC"] = lambda: ours.robust(ours.robust_input(x).contiguous(memory_format=cl))
     with torch.inference_mode():
@@ -121,6 +124,13 @@ def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int
         print(f"  {measure_:4s} robustbench / robust_mix: {m['robustbench'] / m['robust_mix']:.3f}x, "
               f"robustbench / robust_mix uncached: {m['robustbench'] / m['robust_mix, uncached']:.3f}x, "
               f"robust_mix / (standard + robust): {m['robust_mix'] / bases:.3f} (mixing overhead)")
+        if nhwc is not None:
+            print(f"  {measure_:4s} robustbench / robust_mix NHWC weights: "
+                  f"{m['robustbench'] / m['robust_mix, NHWC weights']:.3f}x")
+    if nhwc is not None:
+        with torch.inference_mode():
+            nhwc_diff = (nhwc(x).exp() - ref.float().exp()).abs().max().item()
+        print(f"  NHWC weights: largest probability difference to RobustBench {nhwc_diff:.1e}")
 
 
 def flops_per_image(ours: nn.Module, side: int) -> dict[str, float]:
@@ -147,7 +157,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy)")
     parser.add_argument("--flops-only", action="store_true", help="print the FLOP counts and stop")
     parser.add_argument("--channels-last", action="store_true",
-                        help="also time each base alone on channels-last (NHWC) input")
+                        help="also time our model with NHWC weights (robust_mix.fastpath.channels_last) and each "
+                             "base alone on channels-last (NHWC) input")
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)
 
@@ -161,6 +172,7 @@ def main() -> None:
         for path, state in zip(paths, robustbench_states(reference, dataset)):
             torch.save(state, path)
         ours = load_model(args.model, model_dir=tmp)
+        nhwc = fastpath.channels_last(load_model(args.model, model_dir=tmp)) if args.channels_last else None
 
     side = 224 if dataset == "imagenet" else 32
     print(f"{args.model} ({dataset}/{threat}/{rb_id}), random weights, {args.repeats} interleaved repeats, "
@@ -174,7 +186,7 @@ def main() -> None:
         return
     for batch in args.batch:
         x = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
-        measure(ours, reference, x, args.repeats, args.channels_last)
+        measure(ours, reference, x, args.repeats, nhwc)
 
 
 if __name__ == "__main__":
