@@ -111,10 +111,12 @@ def demo_rows(args: argparse.Namespace, command_line: Optional[str] = None) -> l
         adaptive = spec.adaptive and not args.no_adaptive
         out = Path(args.out) / spec.folder
         attack = "".join(c if c.isalnum() or c in "-." else "+" for c in resolve_attack(args.attack, adaptive).name)
+        # one state per choice of examples, attack, batch size and model path (NHWC rounds differently)
+        settings = f"n{args.n_examples}_{attack}_b{args.batch_size}" + ("_nhwc" if args.channels_last else "")
         rows.append(BenchmarkRow(spec.label, model_factory(args, spec.model),
                                  dict(n_examples=args.n_examples, attack=args.attack, adaptive=adaptive,
                                       batch_size=args.batch_size, clean_examples=args.clean_examples,
-                                      state_dir=out / "state" / f"n{args.n_examples}_{attack}_b{args.batch_size}"),
+                                      state_dir=out / "state" / settings),
                                  report_dir=out, command=command_line))
     return rows
 
