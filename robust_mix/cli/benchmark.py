@@ -25,6 +25,7 @@ from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES
 from robust_mix.distributed import finish_distributed, init_distributed
+from robust_mix.fastpath import build_channels_last
 from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command, interrupts
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import BenchmarkResult
@@ -200,12 +201,10 @@ def add_channels_last_argument(p: argparse.ArgumentParser) -> None:
                         "(benchmarks/bench_fastpath.py --channels-last counts them)")
 
 
-def model_factory(args: argparse.Namespace, name: str, **kwargs: object) -> Callable[[], nn.Module]:
-    """A picklable factory of model ``name`` (``load_model`` with ``--model-dir`` and ``kwargs``), NHWC
-    with ``--channels-last``: the one way the commands build their models."""
-    from robust_mix.fastpath import build_channels_last
-
-    build = functools.partial(load_model, name, model_dir=getattr(args, "model_dir", None), **kwargs)
+def model_factory(args: argparse.Namespace, name: str) -> Callable[[], nn.Module]:
+    """A picklable factory of model ``name`` (``load_model`` with ``--model-dir``), NHWC with
+    ``--channels-last``: the one way the commands build their models."""
+    build = functools.partial(load_model, name, model_dir=getattr(args, "model_dir", None))
     return functools.partial(build_channels_last, build) if getattr(args, "channels_last", False) else build
 
 
