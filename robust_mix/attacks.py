@@ -133,15 +133,18 @@ class _CompositeObjective:
 
     weight: float = DEFAULT_ADAPTIVE_WEIGHT
     select_min_margin: bool = False
+    #: BCE on the calibration-free ratio logit (:func:`robust_mix.losses.adaptive_attack_loss`).
+    unscaled: bool = False
     _tracker: Optional[MarginTracker] = None
 
     def composite_loss(self, log_probs: torch.Tensor, y: torch.Tensor,
                        targets: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(1 - w) * (CE or targeted DLR) + w * BCE(gamma, 1)`` per example ``(B,)``."""
+        """``(1 - w) * (CE or targeted DLR) + w * BCE(gamma, 1)`` per example ``(B,)`` (``gamma``
+        unscaled when :attr:`unscaled`)."""
         out = self.model.output_for(log_probs)
         if self._tracker is not None:
             self._tracker.update(self.model.last_input)
-        return adaptive_attack_loss(out, y, weight=self.weight, targets=targets)
+        return adaptive_attack_loss(out, y, weight=self.weight, targets=targets, unscaled=self.unscaled)
 
     def attack_single_run(self, x, y, x_init=None):
         if not self.select_min_margin:
@@ -304,6 +307,7 @@ class StageRunner:
         for attack in (self.adaptive_ce, self.adaptive_t):
             attack.weight = self.options.adaptive_weight
             attack.select_min_margin = nuts
+            attack.unscaled = True  # calibration constants cannot blunt the ratio term
         self._apply_options()
         self._stages: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
             "apgd-ce": lambda x, y: self._apgd(self.autoattack.apgd, "ce", x, y),

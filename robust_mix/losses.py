@@ -37,7 +37,7 @@ def ratio_bce(gamma: torch.Tensor, target: Union[float, torch.Tensor]) -> torch.
 
 
 def adaptive_attack_loss(out: MixedOutput, labels: torch.Tensor, *, weight: Union[float, torch.Tensor] = 0.0,
-                         targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         targets: Optional[torch.Tensor] = None, unscaled: bool = False) -> torch.Tensor:
     """The adaptive attack's objective, per example (to maximise).
 
     ``(1 - w) * main + w * BCE(gamma, 1)``, where ``main`` is cross-entropy, or the targeted DLR
@@ -45,11 +45,19 @@ def adaptive_attack_loss(out: MixedOutput, labels: torch.Tensor, *, weight: Unio
     standard model, whose accuracy an attacker can exploit. Without a ``gamma`` (fixed ratio) the
     objective is ``main`` alone.
 
+    With ``unscaled``, the BCE term takes the calibration-free logit ``out.gamma_unscaled`` in place
+    of ``gamma``. The gradient of ``BCE(gamma, 1)`` fades like ``exp(-gamma)`` deep in the robust
+    region, so a steep calibrated policy (large ``gamma_scale`` and ``gamma_bias``) would mute the
+    very term that pushes the ratio down: an attack blunted by a monotone rescaling. The
+    evaluation attacks use ``unscaled``; the buffer attack of training keeps ``gamma`` as its
+    recipe ran.
+
     Args:
         out: the model's :class:`MixedOutput`.
         labels: ``(B,)`` true classes.
         weight: ``w`` in ``[0, 1]``, a float or ``(B,)`` per-example weights.
         targets: ``(B,)`` target classes for the targeted variant.
+        unscaled: use ``out.gamma_unscaled`` (when the output has one) for the BCE term.
     """
     if targets is None:
         main = F.nll_loss(out.log_probs, labels, reduction="none")
@@ -57,8 +65,9 @@ def adaptive_attack_loss(out: MixedOutput, labels: torch.Tensor, *, weight: Unio
         main = dlr_loss_targeted(out.log_probs, labels, targets)
     if out.gamma is None:
         return main
+    gamma = out.gamma_unscaled if unscaled and out.gamma_unscaled is not None else out.gamma
     w = torch.as_tensor(weight, dtype=main.dtype, device=main.device)
-    return (1 - w) * main + w * ratio_bce(out.gamma, 1.0)
+    return (1 - w) * main + w * ratio_bce(gamma, 1.0)
 
 
 def mixing_training_loss(out: MixedOutput, labels: torch.Tensor, is_adversarial: torch.Tensor, *,

@@ -124,7 +124,11 @@ class AdaptiveAlpha(nn.Module):
 
     def forward(self, standard: Sequence[torch.Tensor],
                 robust: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature lists -> ``(alpha, gamma)``, each ``(B,)`` float32 (float64 for a float64 model)."""
+        """Feature lists -> ``(alpha, gamma, unscaled)``, each ``(B,)`` float32 (float64 for a float64 model).
+
+        ``unscaled`` is ``BN(M(features))`` before ``gamma_scale`` and ``gamma_bias``: the
+        calibration-free ratio logit (see :attr:`MixedOutput.gamma_unscaled`).
+        """
         if self.config.detach_features:
             standard = [f.detach() for f in standard]
             robust = [f.detach() for f in robust]
@@ -137,9 +141,10 @@ class AdaptiveAlpha(nn.Module):
             with torch.no_grad():
                 mean, std = gamma.mean(), gamma.std()
             gamma = torch.clamp(gamma, min=mean - 0.6 * std, max=mean + 0.6 * std)
-        gamma = self.bn(gamma) * self.config.gamma_scale + self.config.gamma_bias
+        unscaled = self.bn(gamma)
+        gamma = unscaled * self.config.gamma_scale + self.config.gamma_bias
         alpha = self.squeeze(torch.sigmoid(gamma))
-        return alpha.reshape(-1), gamma.reshape(-1)
+        return alpha.reshape(-1), gamma.reshape(-1), unscaled.reshape(-1)
 
     @property
     def squeezes(self) -> bool:
@@ -165,7 +170,10 @@ class MixedOutput:
     """Everything one forward pass of :class:`MixedClassifier` computes (all ``(B, ...)``).
 
     ``gamma`` is ``None`` for a fixed ratio; base logits are ``None`` when a fixed ratio of
-    exactly 0 or 1 skipped that model.
+    exactly 0 or 1 skipped that model. ``gamma_unscaled`` is the policy's ratio logit before the
+    calibrated ``gamma_scale`` and ``gamma_bias`` (``gamma = gamma_unscaled * scale + bias``):
+    the harness's adaptive attack pushes it down, so that no choice of those constants can
+    saturate its objective; ``None`` for a fixed ratio.
     """
 
     log_probs: torch.Tensor
@@ -173,6 +181,7 @@ class MixedOutput:
     gamma: Optional[torch.Tensor]
     standard_logits: Optional[torch.Tensor]
     robust_logits: Optional[torch.Tensor]
+    gamma_unscaled: Optional[torch.Tensor] = None
 
 
 class MixedClassifier(nn.Module, HubMixin):
@@ -322,17 +331,17 @@ class MixedClassifier(nn.Module, HubMixin):
         if self._fixed_alpha is not None:
             g, h = self.base_logits(x)
             alpha = torch.full((batch,), self._fixed_alpha, device=g.device, dtype=at_least_float32(g.dtype, h.dtype))
-            gamma = None
+            gamma = unscaled = None
         else:
             tap_s, tap_r = self._taps
             with tap_s.capture() as out_s, tap_r.capture() as out_r:
                 g, h = self.base_logits(x)
-            alpha, gamma = self.policy(tap_s.collect(out_s), tap_r.collect(out_r))
+            alpha, gamma, unscaled = self.policy(tap_s.collect(out_s), tap_r.collect(out_r))
         self._check_logits(g, h)
         log_probs = mix_log_probs(g, h, alpha, mode=self.mixing, std_scale=self.std_scale,
                                   rob_scale=self.rob_scale, standard_map=self.standard_map,
                                   robust_map=self.robust_map)
-        return MixedOutput(log_probs.to(torch.promote_types(g.dtype, h.dtype)), alpha, gamma, g, h)
+        return MixedOutput(log_probs.to(torch.promote_types(g.dtype, h.dtype)), alpha, gamma, g, h, unscaled)
 
     def _single_model(self, x: torch.Tensor, robust: bool) -> MixedOutput:
         logits = self.robust(self.robust_input(x)) if robust else self.standard(self.standard_input(x))

@@ -117,7 +117,8 @@ def test_adaptive_objective_contains_the_bce_term(targeted):
     else:
         loss = attack.dlr_loss(log_probs, y)
         main = F.nll_loss(out.log_probs, y, reduction="none")
-    bce = ratio_bce(out.gamma, 1.0)
+    bce = ratio_bce(out.gamma_unscaled, 1.0)  # the calibration-free logit (gamma_bias 0.5 is left out)
+    assert not torch.allclose(out.gamma, out.gamma_unscaled)
     torch.testing.assert_close(loss, 0.7 * main + 0.3 * bce)
     assert (bce > 1e-3).all()  # the term is really there, not vanishing
     # and it is differentiable through gamma into the input
@@ -129,6 +130,44 @@ def test_adaptive_objective_contains_the_bce_term(targeted):
     full = (attack.dlr_loss_targeted(lp, y) if targeted else attack.dlr_loss(lp, y)).sum()
     grad, = torch.autograd.grad(full, xg)
     assert grad.abs().sum() > 0
+
+
+def test_steep_calibration_cannot_mute_the_ratio_term():
+    """A steep calibrated policy (large gamma scale and bias) saturates BCE(gamma, 1): its input
+    gradient fades like exp(-gamma). The harness's term is on the unscaled logit, so its gradient
+    is the same whatever the constants; the buffer attack of training keeps the calibrated gamma."""
+    x, y = fmnist(6)
+
+    def ratio_gradient(model, unscaled):
+        xg = x.clone().requires_grad_(True)
+        out = OutputRecorder(model).full_output(xg)
+        gamma = out.gamma_unscaled if unscaled else out.gamma
+        grad, = torch.autograd.grad(ratio_bce(gamma, 1.0).sum(), xg)
+        return grad
+
+    flat, steep = adaptive_model(), adaptive_model()
+    steep.policy.config.gamma_scale, steep.policy.config.gamma_bias = 8.0, 10.0
+    runner = runner_for(steep, adaptive_weight=1.0)
+    assert runner.adaptive_ce.unscaled and runner.adaptive_t.unscaled
+    torch.testing.assert_close(ratio_gradient(steep, True), ratio_gradient(flat, True))
+    assert ratio_gradient(steep, False).abs().sum() < 1e-3 * ratio_gradient(flat, True).abs().sum()
+    log_probs = runner.recorder(x)
+    torch.testing.assert_close(runner.adaptive_ce.dlr_loss(log_probs, y),
+                               ratio_bce(runner.recorder.last.gamma_unscaled, 1.0))
+
+
+def test_buffer_attack_keeps_the_calibrated_gamma(monkeypatch):
+    seen = []
+    original = robust_mix.losses.adaptive_attack_loss
+
+    def recording(out, labels, **kwargs):
+        seen.append(kwargs.get("unscaled"))
+        return original(out, labels, **kwargs)
+
+    monkeypatch.setattr(robust_mix.attacks, "adaptive_attack_loss", recording)
+    x, y = fmnist(4)
+    adaptive_apgd(adaptive_model(), x, y, eps=EPS, n_iter=2)
+    assert seen and not any(seen)
 
 
 def test_both_adaptive_attacks_evaluate_the_bce_term_while_attacking(monkeypatch):

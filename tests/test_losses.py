@@ -32,6 +32,21 @@ def test_targeted_attack_loss_also_uses_the_ratio_term():
     torch.testing.assert_close(loss, torch.stack([main[0], 0.6 * main[1] + 0.4 * F.softplus(-gamma[1])]))
 
 
+def test_unscaled_attack_loss_uses_the_calibration_free_logit():
+    labels = torch.tensor([0, 1])
+    unscaled = torch.tensor([0.2, -1.0])
+    gamma = 8.0 * unscaled + 10.0
+    out = MixedOutput(output().log_probs, torch.tensor([0.7, 0.9]), gamma, None, None, unscaled)
+    plain = F.nll_loss(out.log_probs, labels, reduction="none")
+    torch.testing.assert_close(adaptive_attack_loss(out, labels, weight=0.3, unscaled=True),
+                               0.7 * plain + 0.3 * F.softplus(-unscaled))
+    torch.testing.assert_close(adaptive_attack_loss(out, labels, weight=0.3),
+                               0.7 * plain + 0.3 * F.softplus(-gamma))
+    # an output without an unscaled logit falls back to gamma
+    torch.testing.assert_close(adaptive_attack_loss(output(gamma), labels, weight=0.3, unscaled=True),
+                               0.7 * plain + 0.3 * F.softplus(-gamma))
+
+
 def test_maximising_the_ratio_term_lowers_alpha():
     gamma = torch.tensor([0.3], requires_grad=True)
     ratio_bce(gamma, 1.0).sum().backward()

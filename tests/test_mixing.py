@@ -245,6 +245,17 @@ def test_training_mode_clamps_and_leaves_alpha_unscaled(images):
     assert model.policy.bn.running_mean.abs().sum() > 0, "BN statistics update in training"
 
 
+def test_unscaled_gamma_is_the_logit_before_the_calibrated_constants(images):
+    model = adaptive_model()
+    model.policy.config.gamma_scale, model.policy.config.gamma_bias = 8.0, 10.0
+    out = model.forward_all(images)
+    torch.testing.assert_close(out.gamma, out.gamma_unscaled * 8.0 + 10.0)
+    model.policy.config.gamma_scale, model.policy.config.gamma_bias = 1.0, 0.0
+    torch.testing.assert_close(model.forward_all(images).gamma, out.gamma_unscaled)
+    fixed = MixedClassifier(model.standard, model.robust, alpha=0.5).eval()
+    assert fixed.forward_all(images).gamma_unscaled is None
+
+
 def test_gradients_flow_through_the_ratio_into_both_models(images):
     model = adaptive_model()
     x = images.clone().requires_grad_(True)
