@@ -133,7 +133,8 @@ class _CompositeObjective:
 
     weight: float = DEFAULT_ADAPTIVE_WEIGHT
     select_min_margin: bool = False
-    #: BCE on the calibration-free ratio logit (:func:`robust_mix.losses.adaptive_attack_loss`).
+    #: BCE on the calibration-free ratio logit (:func:`robust_mix.losses.adaptive_attack_loss`); off by
+    #: default (the paper's objective, on the calibrated gamma); set it on a runner's adaptive attacks.
     unscaled: bool = False
     _tracker: Optional[MarginTracker] = None
 
@@ -307,7 +308,6 @@ class StageRunner:
         for attack in (self.adaptive_ce, self.adaptive_t):
             attack.weight = self.options.adaptive_weight
             attack.select_min_margin = nuts
-            attack.unscaled = True  # calibration constants cannot blunt the ratio term
         self._apply_options()
         self._stages: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
             "apgd-ce": lambda x, y: self._apgd(self.autoattack.apgd, "ce", x, y),

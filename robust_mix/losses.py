@@ -48,9 +48,9 @@ def adaptive_attack_loss(out: MixedOutput, labels: torch.Tensor, *, weight: Unio
     With ``unscaled``, the BCE term takes the calibration-free logit ``out.gamma_unscaled`` in place
     of ``gamma``. The gradient of ``BCE(gamma, 1)`` fades like ``exp(-gamma)`` deep in the robust
     region, so a steep calibrated policy (large ``gamma_scale`` and ``gamma_bias``) would mute the
-    very term that pushes the ratio down: an attack blunted by a monotone rescaling. The
-    evaluation attacks use ``unscaled``; the buffer attack of training keeps ``gamma`` as its
-    recipe ran.
+    very term that pushes the ratio down: an attack blunted by a monotone rescaling. The default
+    is the paper's objective on the calibrated ``gamma`` (the harness's adaptive stages and the
+    training buffer); ``unscaled`` is the opt-in variant for steep policies.
 
     Args:
         out: the model's :class:`MixedOutput`.

@@ -172,8 +172,8 @@ class MixedOutput:
     ``gamma`` is ``None`` for a fixed ratio; base logits are ``None`` when a fixed ratio of
     exactly 0 or 1 skipped that model. ``gamma_unscaled`` is the policy's ratio logit before the
     calibrated ``gamma_scale`` and ``gamma_bias`` (``gamma = gamma_unscaled * scale + bias``):
-    the harness's adaptive attack pushes it down, so that no choice of those constants can
-    saturate its objective; ``None`` for a fixed ratio.
+    an attack that pushes it down (``adaptive_attack_loss(..., unscaled=True)``) cannot have its
+    objective saturated by any choice of those constants; ``None`` for a fixed ratio.
     """
 
     log_probs: torch.Tensor

@@ -117,8 +117,7 @@ def test_adaptive_objective_contains_the_bce_term(targeted):
     else:
         loss = attack.dlr_loss(log_probs, y)
         main = F.nll_loss(out.log_probs, y, reduction="none")
-    bce = ratio_bce(out.gamma_unscaled, 1.0)  # the calibration-free logit (gamma_bias 0.5 is left out)
-    assert not torch.allclose(out.gamma, out.gamma_unscaled)
+    bce = ratio_bce(out.gamma, 1.0)
     torch.testing.assert_close(loss, 0.7 * main + 0.3 * bce)
     assert (bce > 1e-3).all()  # the term is really there, not vanishing
     # and it is differentiable through gamma into the input
@@ -134,8 +133,8 @@ def test_adaptive_objective_contains_the_bce_term(targeted):
 
 def test_steep_calibration_cannot_mute_the_ratio_term():
     """A steep calibrated policy (large gamma scale and bias) saturates BCE(gamma, 1): its input
-    gradient fades like exp(-gamma). The harness's term is on the unscaled logit, so its gradient
-    is the same whatever the constants; the buffer attack of training keeps the calibrated gamma."""
+    gradient fades like exp(-gamma). With ``unscaled`` the term is on the calibration-free logit, so
+    its gradient is the same whatever the constants; by default it is the paper's, on gamma."""
     x, y = fmnist(6)
 
     def ratio_gradient(model, unscaled):
@@ -148,15 +147,18 @@ def test_steep_calibration_cannot_mute_the_ratio_term():
     flat, steep = adaptive_model(), adaptive_model()
     steep.policy.config.gamma_scale, steep.policy.config.gamma_bias = 8.0, 10.0
     runner = runner_for(steep, adaptive_weight=1.0)
-    assert runner.adaptive_ce.unscaled and runner.adaptive_t.unscaled
+    assert not runner.adaptive_ce.unscaled and not runner.adaptive_t.unscaled
     torch.testing.assert_close(ratio_gradient(steep, True), ratio_gradient(flat, True))
     assert ratio_gradient(steep, False).abs().sum() < 1e-3 * ratio_gradient(flat, True).abs().sum()
+    log_probs = runner.recorder(x)
+    torch.testing.assert_close(runner.adaptive_ce.dlr_loss(log_probs, y), ratio_bce(runner.recorder.last.gamma, 1.0))
+    runner.adaptive_ce.unscaled = True
     log_probs = runner.recorder(x)
     torch.testing.assert_close(runner.adaptive_ce.dlr_loss(log_probs, y),
                                ratio_bce(runner.recorder.last.gamma_unscaled, 1.0))
 
 
-def test_buffer_attack_keeps_the_calibrated_gamma(monkeypatch):
+def test_buffer_attack_uses_the_calibrated_gamma(monkeypatch):
     seen = []
     original = robust_mix.losses.adaptive_attack_loss
 
