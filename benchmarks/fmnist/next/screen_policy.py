@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from robust_mix.data import dataset_tensors, open_dataset
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.benchmark import benchmark
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.train.evaluation import accuracy
 from robust_mix.train.policy_calibration import _composite
 
@@ -74,12 +75,14 @@ def clean_grid(model: MixedClassifier, images: torch.Tensor, labels: torch.Tenso
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", type=Path)
-    p.add_argument("--clean-images", type=int, default=2000)
+    p.add_argument("--clean-images", type=POSITIVE_INT, default=2000)
     p.add_argument("--point", nargs=3, type=float, action="append", default=[], metavar=("LO", "SCALE", "BIAS"))
-    p.add_argument("--attack-images", type=int, default=100)
+    p.add_argument("--attack-images", type=POSITIVE_INT, default=100)
     p.add_argument("--attack", default="apgd-ce,apgd-t")
     p.add_argument("--skip-base", action="store_true", help="do not attack the robust base")
     args = p.parse_args()
+    if not (args.run / "recipe.json").is_file() or not (args.run / "policy.safetensors").is_file():
+        p.error(f"{args.run} is not a finished fmnist-adasmooth run (needs recipe.json and policy.safetensors)")
     images, labels = dataset_tensors(open_dataset("fashion-mnist", "val"), max(args.clean_images, args.attack_images))
     model = load_run(args.run, images[:1])
     if not args.point:
