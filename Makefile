@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robust-mix-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
+# the demo's default N; robust_mix/cli/demo.py DEFAULT_EXAMPLES holds the same value
 DEMO_EXAMPLES ?= 50
 
 .PHONY: venv data chromium demo test cards site lock clean

@@ -209,6 +209,20 @@ class Comparison:
     detail: str = ""
 
 
+def _other_attack(live: BenchmarkResult, reference: ReferenceRow) -> str:
+    """What differs between the two runs' attacks, short enough for a table cell."""
+    what = []
+    if live.attack != reference.attack:
+        what.append(f"attack {reference.attack!r} (this run {live.attack!r})")
+    if live.options != reference.options:
+        budgets = ["full" if not options else "reduced" for options in (reference.options, live.options)]
+        what.append("other reduced budgets" if budgets == ["reduced"] * 2
+                    else f"{budgets[0]} budgets (this run {budgets[1]})")
+    if live.seed != reference.seed:
+        what.append(f"seed {reference.seed} (this run {live.seed})")
+    return "not compared: the reference ran " + ", ".join(what)
+
+
 def compare(live: BenchmarkResult, reference: Optional[ReferenceRow], level: float = INTERVAL_LEVEL) -> Comparison:
     """Does ``live`` agree with ``reference`` (the same row, measured on more images) within ``live``'s interval?
 
@@ -224,8 +238,7 @@ def compare(live: BenchmarkResult, reference: Optional[ReferenceRow], level: flo
                                               f"(config fingerprint {reference.config_fingerprint}, this run "
                                               f"{live.config_fingerprint}): not compared")
     if (live.attack, live.options, live.seed) != (reference.attack, reference.options, reference.seed):
-        return Comparison(OTHER_ATTACK, detail=f"the reference ran {reference.attack_label} (seed {reference.seed}), "
-                                               f"this run {evaluation_label(live)} (seed {live.seed}): not compared")
+        return Comparison(OTHER_ATTACK, detail=_other_attack(live, reference))
     n = min(live.n_examples, reference.n_examples)
     mine, theirs = live.robust_flags[:n], reference.robust_flags[:n]
     interval = clopper_pearson(sum(bool(f) for f in mine), n, level)

@@ -2,6 +2,7 @@
 section between its markers, and one run that writes every artefact (reduced budgets)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import json
@@ -81,7 +82,7 @@ def test_the_verdict_comes_from_the_checks(claim):
     assert claim.verdict_sentence(holds, 1000) == (
         "**The claim holds**: on the first 1,000 test images the adaptive model recovers 70.0 % of the "
         "clean-accuracy gap (target 60 %), keeps 100.0 % of the robust base's AutoAttack accuracy (target 95 %), "
-        "loses 0.0 points to the adaptive attack (target at most 1) and is 11.5 points more robust than the fixed "
+        "loses 0.00 points to the adaptive attack (target at most 1) and is 11.50 points more robust than the fixed "
         "ratios at its clean accuracy (target 4).")
     reports["adaptive"] = result(0.83, 0.55, autoattack=0.57, adaptive=0.56)
     missed = claim.verdict_sentence(claim.checks(reports, [(0.7, 0.88, 0.45), (0.8, 0.86, 0.52)]), 1000)
@@ -91,6 +92,19 @@ def test_the_verdict_comes_from_the_checks(claim):
     partial = claim.verdict_sentence(claim.checks(reports, None), 1000)
     assert partial.startswith("**The claim is not fully measured yet**")
     assert partial.endswith("Not measured: more robust than the fixed ratios at its clean accuracy.")
+
+
+def test_a_margin_just_below_its_target_does_not_print_as_the_target(claim):
+    # 3.97 points against a target of 4 must not read "4.0 points (target 4): missed"
+    assert claim._figure(0.0397, "points") == "3.97 points"
+    assert claim._figure(0.467, "%") == "46.7 %"
+
+
+def test_the_published_command_names_only_options_that_change_the_results(claim):
+    args = argparse.Namespace(**{**claim.DEFAULTS, "out": "/elsewhere/claim"})
+    assert claim.canonical_command(args) == "python benchmarks/fmnist/claim.py --publish"
+    args.n_examples = 200
+    assert claim.canonical_command(args) == "python benchmarks/fmnist/claim.py --n-examples 200 --publish"
 
 
 def test_readme_section_is_replaced_between_its_markers_only(claim):
@@ -155,7 +169,7 @@ def test_one_run_writes_every_artefact_and_publishes_them(claim, tmp_path, monke
     for name in ("RESULTS.md", "sweep.png", "README-claim.md", "fmnist-reference.json", "claim.json"):
         assert (out / name).is_file(), name
     results = (out / "RESULTS.md").read_text()
-    assert "python benchmarks/fmnist/claim.py --n-examples 6 --out" in results and "95 % interval" in results
+    assert "`python benchmarks/fmnist/claim.py --n-examples 6 --grid 0:1:0.25 --batch-size 6 --publish`" in results and "95 % interval" in results
     assert "clean % (12)" in results and "clean % (first 6)" in results
     frontier = json.loads((out / "frontier.json").read_text())
     alphas = json.loads((out / "claim.json").read_text())["frontier"]["alphas"]
@@ -178,5 +192,4 @@ def test_one_run_writes_every_artefact_and_publishes_them(claim, tmp_path, monke
     adaptive = BenchmarkResult.from_json(out / "fmnist-adasmooth" / "report.json")
     assert reference.rows["adaptive"].robust_flags == adaptive.robust_flags
     assert reference.rows["adaptive"].attack == "standard+adaptive" and reference.rows["adaptive"].clean_examples == 12
-    assert reference.command == "python benchmarks/fmnist/claim.py --n-examples 6 --out " + str(out) + \
-        " --grid 0:1:0.25 --batch-size 6 --publish"
+    assert reference.command == "python benchmarks/fmnist/claim.py --n-examples 6 --grid 0:1:0.25 --batch-size 6 --publish"

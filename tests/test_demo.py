@@ -96,7 +96,10 @@ def test_demo_compares_with_a_reference_and_keeps_a_state_per_setting(tmp_path, 
         assert main([*args, "--n-examples", str(n)]) == 0
     printed = capsys.readouterr().out
     assert "attack: APGD-CE (100 iter), partial:" in printed and "2 of the leaderboard's 10,000" in printed
-    assert "clean % (50)" in printed and "robust % (first 3)" in printed and "No reference results" in printed
+    assert "clean % (50)" in printed and "robust % (first 3)" in printed
+    # the shipped reference (standard AutoAttack on 1,000 images) is read, but another attack is not compared
+    assert "Reference results (robust_mix/zoo/weights/fmnist-reference.json)" in printed
+    assert "not compared: the reference ran attack 'standard' (this run 'apgd-ce')" in printed
     states = sorted(p.name for p in (out / "fmnist-standard" / "state").iterdir())
     assert states == ["n2_apgd-ce_b100", "n3_apgd-ce_b100"]
 

@@ -100,3 +100,24 @@ def test_other_weights_attacks_or_no_reference_are_not_compared():
     assert compare(live, reference_row(12, 20, attack="apgd-ce")).status == OTHER_ATTACK
     assert compare(live, reference_row(12, 20, seed=1)).status == OTHER_ATTACK
     assert compare(live, None).status == MISSING
+
+
+def test_the_shipped_reference_was_measured_on_the_weights_the_package_ships():
+    """``benchmarks/fmnist/claim.py --publish`` wrote it; new weights or constants without a rerun fail here."""
+    from robust_mix.loading import model_config_of
+    from robust_mix.weights import package_file
+    from robust_mix.zoo.fmnist import DEMO_ROWS, REFERENCE_FILE
+
+    shipped = Reference.load(package_file(REFERENCE_FILE))
+    assert list(shipped.rows) == [spec.key for spec in DEMO_ROWS]
+    for spec in DEMO_ROWS:
+        row = shipped.rows[spec.key]
+        assert row.config_fingerprint == model_config_of(spec.model).fingerprint(), spec.key
+        assert (row.attack.split("+")[0], row.options, row.seed) == ("standard", {}, 0)
+        assert row.clean_examples == 10_000 and row.n_examples == 1_000
+
+
+def test_an_other_attack_is_named_briefly():
+    reference = ReferenceRow.from_result(SPEC, run([True] * 10))
+    assert compare(run([True] * 5, attack="apgd-ce", seed=1), reference).detail == (
+        "not compared: the reference ran attack 'standard' (this run 'apgd-ce'), seed 0 (this run 1)")
