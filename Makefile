@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robust-mix-installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-# the demo's default N; robust_mix/cli/demo.py DEFAULT_EXAMPLES holds the same value
-DEMO_EXAMPLES ?= 50
+# empty: robust-mix demo's own default N (robust_mix/cli/demo.py DEFAULT_EXAMPLES)
+DEMO_EXAMPLES ?=
 
 .PHONY: venv data chromium demo test cards site lock clean
 
@@ -43,7 +43,7 @@ chromium:
 
 demo: venv data
 	$(BIN)/robust-mix list
-	$(BIN)/robust-mix demo --n-examples $(DEMO_EXAMPLES)
+	$(BIN)/robust-mix demo $(if $(DEMO_EXAMPLES),--n-examples $(DEMO_EXAMPLES))
 
 test: venv data chromium
 	$(BIN)/python -m pytest -q -rs

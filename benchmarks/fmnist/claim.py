@@ -377,8 +377,7 @@ def sweep_points(specs: Sequence[RowSpec], reports: dict[str, Optional[Benchmark
 def canonical_command(args: argparse.Namespace) -> str:
     """The command that reproduces these results: the options that change them, defaults left out (``--out``,
     ``--workers`` and ``--threads`` change where and how fast, not what is measured)."""
-    options = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in DEFAULTS.items()
-               if k in RESULT_OPTIONS and getattr(args, k) != v]
+    options = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in RESULT_OPTIONS if getattr(args, k) != DEFAULTS[k]]
     return " ".join(["python benchmarks/fmnist/claim.py", *options, "--publish"])
 
 

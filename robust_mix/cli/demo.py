@@ -36,9 +36,9 @@ from robust_mix.validate import check_writable_dir
 from robust_mix.weights import package_file
 from robust_mix.zoo.fmnist import DEMO_ROWS, REFERENCE_FILE
 
-#: Attacked test images by default (``make demo DEMO_EXAMPLES=N`` or ``--n-examples N`` to change); the same
-#: N as the Makefile's ``DEMO_EXAMPLES``, so ``robust-mix demo`` and ``make demo`` run one job. Its wall time on
-#: a 2-core CPU is measured in the README's "The main job" section.
+#: Attacked test images by default, for ``robust-mix demo`` and ``make demo`` alike (``make demo
+#: DEMO_EXAMPLES=N`` or ``--n-examples N`` to change). Its wall time on a 2-core CPU is measured in the
+#: README's "The main job" section.
 DEFAULT_EXAMPLES = 50
 #: Clean accuracy is measured on the whole Fashion-MNIST test set.
 CLEAN_EXAMPLES = required_examples("fashion-mnist")
