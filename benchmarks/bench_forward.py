@@ -4,7 +4,8 @@ One run, one set of random weights (RobustBench's model is built, its checkpoint
 written in RobustBench's layout to a temporary folder and loaded by ``robust_mix.load_model``),
 the same input batch, measurements interleaved round by round so that load on a shared machine
 hits all variants alike. Variants: our model (the fast path: cached weight standardisation), our
-model with the original uncached layers, RobustBench's, and each of our bases alone (``--channels-last``:
+model with the original uncached layers, RobustBench's, each of our bases alone and the mixing network alone
+on the bases' features (captured once; ``--channels-last``:
 also our model with NHWC weights, and each base on NHWC input). Prints the
 median time per batch, images per second, the ratios, whether predictions agree with RobustBench's
 and the largest probability difference, and whether the fast path is bit-identical to the uncached one.
@@ -102,6 +103,10 @@ def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int
         "standard alone": lambda: ours.standard(ours.standard_input(x)),
         "robust alone": lambda: ours.robust(ours.robust_input(x)),
     }
+    if ours.is_adaptive:  # the bases' features, captured once: the mixing network's own cost
+        with torch.inference_mode():
+            features = ours.features(x, ours.policy.config.standard_layers, ours.policy.config.robust_layers)
+        variants["mixing network alone"] = lambda: ours.policy(*features)
     if nhwc is not None:
         cl = torch.channels_last
         variants["robust_mix, NHWC weights"] = lambda: nhwc(x)
@@ -124,6 +129,10 @@ def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int
         print(f"  {measure_:4s} robustbench / robust_mix: {m['robustbench'] / m['robust_mix']:.3f}x, "
               f"robustbench / robust_mix uncached: {m['robustbench'] / m['robust_mix, uncached']:.3f}x, "
               f"robust_mix / (standard + robust): {m['robust_mix'] / bases:.3f} (mixing overhead)")
+        if "mixing network alone" in m:
+            rest = m["robust_mix"] - bases - m["mixing network alone"]
+            print(f"  {measure_:4s} of the overhead: mixing network alone {100 * m['mixing network alone'] / bases:.1f} "
+                  f"% of the two bases, the rest (feature hooks, the mix itself, timing noise) {100 * rest / bases:.1f} %")
         if nhwc is not None:
             print(f"  {measure_:4s} robustbench / robust_mix NHWC weights: "
                   f"{m['robustbench'] / m['robust_mix, NHWC weights']:.3f}x")

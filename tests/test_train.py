@@ -151,6 +151,26 @@ def test_adasmooth_buffer_rounds_regenerate_against_the_trained_network(tiny_dat
     assert [r["epoch"] for r in read_history(tmp_path / "ada")] == [1, 2]
 
 
+def test_adasmooth_init_policy_continues_an_earlier_network(tiny_data, tiny_bases, tmp_path):
+    """init_policy starts from the earlier run's tensors (not the seeded fresh network); other layouts are refused."""
+    first = tiny_adasmooth(tiny_bases, buffer_subset=16, max_steps_per_epoch=2)
+    train_adasmooth(first, tmp_path / "first", calibrate=False)
+    earlier = tmp_path / "first" / "policy.safetensors"
+    trained = load_state_dict(earlier)
+    sample = torch.zeros(1, 1, 28, 28)
+    fresh = policy_state(build_mixed(first, sample, 10))
+    assert any(not torch.equal(fresh[k], trained[k]) for k in trained if "network" in k)
+    zero_lr = dataclasses.replace(first, init_policy=str(earlier), lr=1e-12, ratio_bn_momentum=0.0)
+    train_adasmooth(zero_lr, tmp_path / "second", calibrate=False)
+    continued = load_state_dict(tmp_path / "second" / "policy.safetensors")
+    for key in trained:  # the learned tensors; BatchNorm running statistics move without a learning rate
+        if "network" in key and "running_" not in key and trained[key].is_floating_point():
+            assert torch.allclose(continued[key], trained[key], atol=1e-6), key
+    other = dataclasses.replace(first, init_policy=str(earlier), policy=dataclasses.replace(first.policy, widths=[8, 12]))
+    with pytest.raises(ValueError, match="init_policy=.* is not a mixing network of this recipe's layout"):
+        train_adasmooth(other, tmp_path / "third", calibrate=False)
+
+
 def test_adasmooth_recipe_sets_the_ratio_batchnorm_momentum(tiny_data, tiny_bases, tmp_path):
     """ratio_bn_momentum reaches the ratio's BatchNorm: at 0 its running statistics never move, at 0.5 they do."""
     stats = {}

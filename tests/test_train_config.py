@@ -47,6 +47,7 @@ def test_bad_backbone_values_are_refused_by_name(setting, message):
     ("policy.standard_layers=[]", "policy.standard_layers must be the names of the base's feature layers"),
     ("policy.blocks=0", "policy.blocks must be a positive integer (>= 1), got 0"),
     ("batch_size=10", "batch_size must be a multiple of accumulation=4"),
+    ("init_policy=no/such/policy.safetensors", "init_policy must be an existing policy.safetensors file"),
 ])
 def test_bad_adasmooth_values_are_refused_by_name(setting, message):
     config = AdaSmoothRecipe(standard="a.safetensors", robust="b.safetensors", eps=0.1, epochs=3,

@@ -40,7 +40,7 @@ from robust_mix.train.checks import check_recipe
 from robust_mix.train.config import AdaSmoothRecipe, preset_differences
 from robust_mix.train.evaluation import sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
-from robust_mix.train.pair import build_mixed, policy_state, resolve_dataset
+from robust_mix.train.pair import build_mixed, load_initial_policy, policy_state, resolve_dataset
 from robust_mix.train.policy_calibration import calibrate_policy
 from robust_mix.train.run_dir import CHECKPOINT, RunDir
 from robust_mix.validate import InvalidInputError
@@ -196,6 +196,9 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
         raise InvalidInputError(f"n_targets must be at most {classes - 1} (the data set has {classes} classes), got "
                                 f"{config.n_targets}; set it with --set n_targets=...")
     model = build_mixed(config, images[0][0].unsqueeze(0).to(dist.device), classes, dist)
+    if config.init_policy.strip():  # a checkpoint of this run, when there is one, still takes precedence
+        load_initial_policy(model, config.init_policy)
+        logger.info("mixing network initialised from %s", config.init_policy)
     task = AdaSmoothTask(config, model, images, val, run, dist, options)
     plan_steps(config, task.train_size(0), dist)
     run.start()

@@ -10,6 +10,7 @@ what was expected and how to change it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from robust_mix.train.config import (RECIPE_RULES, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig,
@@ -67,6 +68,9 @@ def _adasmooth(config: AdaSmoothRecipe) -> None:
     for name in ("calib_alpha_lo", "calib_gamma_scale", "calib_gamma_bias"):
         _require(bool(getattr(config, name)), config, name, getattr(config, name), "a non-empty list (the grid)")
     calibration_spec(config.calib_attack)
+    if config.init_policy.strip():
+        _require(Path(config.init_policy).is_file(), config, "init_policy", config.init_policy,
+                 "an existing policy.safetensors file (the mixing network of an earlier run), or empty")
 
 
 def _mixednuts(config: MixedNutsRecipe) -> None:

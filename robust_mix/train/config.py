@@ -164,6 +164,8 @@ class AdaSmoothRecipe(Schedule):
         policy: the mixing network (feature layers, widths); gamma scale/bias and alpha range are
             calibrated afterwards (``calib_*``).
         buffer_subset: first training images with a buffer (``None``: all).
+        init_policy: a ``policy.safetensors`` of an earlier run (same bases, same ``policy`` layout) to start
+            from, e.g. to continue a trained network with more buffer rounds; empty: a fresh, seeded network.
         buffer_shard: images per buffer shard file (the unit of resuming and of work per process).
         c_bce, c_ce, c_prod, clean_weight: :func:`robust_mix.losses.mixing_training_loss` constants.
         ratio_bn_momentum: momentum of the ratio's ``BatchNorm1d`` while training (authors: 0.01).
@@ -192,6 +194,7 @@ class AdaSmoothRecipe(Schedule):
     buffer_subset: Optional[int] = None
     buffer_shard: int = 256
     buffer_rounds: int = 1
+    init_policy: str = ""
     c_bce: float = 1.5
     c_ce: float = 0.0
     c_prod: float = 0.2

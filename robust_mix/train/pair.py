@@ -15,9 +15,11 @@ from robust_mix.backbones import as_backbone_config, load_backbone, resolve_inpu
 from robust_mix.config import BackboneConfig, ModelConfig
 from robust_mix.data import dataset_key
 from robust_mix.distributed import DistContext
+from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.preprocess import InputAdapter
 from robust_mix.train.config import AdaSmoothRecipe
+from robust_mix.validate import InvalidInputError
 
 
 def resolve_dataset(dataset: str, robust: str) -> str:
@@ -89,3 +91,24 @@ def build_mixed(config: AdaSmoothRecipe, sample: torch.Tensor, classes: int,
 def policy_state(model: MixedClassifier) -> dict[str, torch.Tensor]:
     """The ``policy.*`` tensors of a mixed model (what ``policy.safetensors`` holds)."""
     return {k: v for k, v in model.state_dict().items() if k.startswith("policy.")}
+
+
+def load_initial_policy(model: MixedClassifier, path: str) -> None:
+    """Start ``model``'s mixing network from the ``policy.*`` tensors in ``path`` (an earlier run's output).
+
+    Raises:
+        InvalidInputError: the file's tensors are not exactly this network's (names or shapes differ):
+            it belongs to another ``policy`` layout or other bases.
+    """
+    state = load_state_dict(path)
+    own = policy_state(model)
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or extra or reshaped:
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", extra), ("other shape", reshaped)) if keys]
+        raise InvalidInputError(f"init_policy={path!r} is not a mixing network of this recipe's layout ("
+                                f"{'; '.join(parts)}); use the policy.safetensors of a run with the same bases "
+                                f"and policy fields, or leave init_policy empty")
+    model.load_state_dict({k: v.to(own[k].device, own[k].dtype) for k, v in state.items()}, strict=False)
