@@ -7,16 +7,18 @@ hits all variants alike. Variants: our model (the fast path: cached weight stand
 model with the original uncached layers, RobustBench's, each of our bases alone and the mixing network alone
 on the bases' features (captured once; ``--channels-last``:
 also our model with NHWC weights, and each base on NHWC input). Prints the
-median time per batch, images per second, the ratios, whether predictions agree with RobustBench's
+median time per batch, images per second, minor page faults per call, the ratios, whether predictions agree with RobustBench's
 and the largest probability difference, and whether the fast path is bit-identical to the uncached one.
 
     python benchmarks/bench_forward.py --model cifar100-adasmooth --batch 4 32 --repeats 3
+    ROBUST_MIX_MALLOC=system python benchmarks/bench_forward.py ...   # glibc's default heap policy
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -30,6 +32,7 @@ import robust_mix
 from robust_mix import fastpath, get_model_config, load_model
 from robust_mix.weights import robustbench_files
 from robust_mix.config import ModelConfig
+from robust_mix.allocator import apply_allocator_policy
 from robust_mix.threads import apply_thread_policy
 
 
@@ -65,20 +68,26 @@ def robustbench_states(model: nn.Module, dataset: str) -> list[dict]:
     return [model.std_model.state_dict(), robust.state_dict()]
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (pages mapped in on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_interleaved(variants: dict[str, Callable[[], object]], repeats: int
-                     ) -> dict[str, list[tuple[float, float]]]:
-    """(wall, CPU) seconds per call of each variant; one warm-up round, then ``repeats`` interleaved
-    rounds (the order rotates from round to round, so load drift hits every variant alike). CPU time
-    (this process, all threads) is the steadier measure on a shared machine."""
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+                     ) -> dict[str, list[tuple[float, float, int]]]:
+    """(wall s, CPU s, minor page faults) per call of each variant; one warm-up round, then ``repeats``
+    interleaved rounds (the order rotates from round to round, so load drift hits every variant alike).
+    CPU time (this process, all threads) is the steadier measure on a shared machine."""
+    times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in variants}
     names = list(variants)
     with torch.inference_mode():
         for round_ in range(repeats + 1):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                wall, cpu = time.perf_counter(), time.process_time()
+                faults, wall, cpu = minor_faults(), time.perf_counter(), time.process_time()
                 variants[name]()
                 if round_:
-                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu,
+                                        minor_faults() - faults))
     return times
 
 
@@ -116,14 +125,16 @@ def measure(ours: nn.Module, reference: nn.Module, x: torch.Tensor, repeats: int
         fast, slow, ref = ours(x), original(), reference(x)
     prob_diff = (fast.exp() - ref.float().exp()).abs().max().item()
     times = time_interleaved(variants, repeats)
-    wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
-    cpu = {name: statistics.median(c for _, c in t) for name, t in times.items()}
+    wall = {name: statistics.median(w for w, _, _ in t) for name, t in times.items()}
+    cpu = {name: statistics.median(c for _, c, _ in t) for name, t in times.items()}
+    faults = {name: statistics.median(f for _, _, f in t) for name, t in times.items()}
     print(f"batch {len(x)}: predictions agree with RobustBench: {bool((fast.argmax(1) == ref.argmax(1)).all())}, "
           f"largest probability difference {prob_diff:.1e}; fast path bit-identical to the uncached layers: "
           f"{torch.equal(fast, slow)}; load average {uptime()}")
     for name in variants:
         print(f"  {name:22s} wall {wall[name]:8.3f} s/batch ({len(x) / wall[name]:6.2f} img/s), CPU "
-              f"{cpu[name]:8.3f} s  (wall runs: {', '.join(f'{w:.2f}' for w, _ in times[name])})")
+              f"{cpu[name]:8.3f} s, {faults[name]:8.0f} page faults  (wall runs: "
+              f"{', '.join(f'{w:.2f}' for w, _, _ in times[name])})")
     for measure_, m in (("wall", wall), ("CPU", cpu)):
         bases = m["standard alone"] + m["robust alone"]
         print(f"  {measure_:4s} robustbench / robust_mix: {m['robustbench'] / m['robust_mix']:.3f}x, "
@@ -169,7 +180,7 @@ def main() -> None:
                         help="also time our model with NHWC weights (robust_mix.fastpath.channels_last) and each "
                              "base alone on channels-last (NHWC) input")
     args = parser.parse_args()
-    plan = apply_thread_policy(args.threads)
+    plan = apply_thread_policy(args.threads)  # also the heap policy ($ROBUST_MIX_MALLOC, robust_mix.allocator)
 
     config = get_model_config(args.model)
     dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
@@ -185,7 +196,8 @@ def main() -> None:
 
     side = 224 if dataset == "imagenet" else 32
     print(f"{args.model} ({dataset}/{threat}/{rb_id}), random weights, {args.repeats} interleaved repeats, "
-          f"{plan.threads} threads, torch {torch.__version__}, robust_mix {robust_mix.__version__}")
+          f"{plan.threads} threads, heap policy {apply_allocator_policy()!r}, torch {torch.__version__}, "
+          f"robust_mix {robust_mix.__version__}")
     flops = flops_per_image(ours, side)
     bases = flops["standard alone"] + flops["robust alone"]
     print(f"GFLOP per image: standard {flops['standard alone'] / 1e9:.2f}, robust {flops['robust alone'] / 1e9:.2f}, "

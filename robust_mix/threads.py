@@ -33,6 +33,8 @@ from typing import Mapping, Optional
 
 import torch
 
+from robust_mix.allocator import apply_allocator_policy
+
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "ROBUST_MIX_THREADS"
@@ -270,8 +272,10 @@ def apply_thread_policy(requested: Optional[int] = None, *, processes: Optional[
 
     Call before any work (the CLI does, for every command that computes). Sets
     ``torch.set_num_threads`` and, while torch still allows it, ``set_num_interop_threads``.
-    The plan is logged once per process (again only if it changes). Returns the plan.
+    The plan is logged once per process (again only if it changes). Also applies the heap policy
+    (:func:`robust_mix.allocator.apply_allocator_policy`, once per process). Returns the plan.
     """
+    apply_allocator_policy()
     if _State.claim is None:
         _State.claim = ThreadClaim().acquire()
     _State.requested, _State.processes = requested, processes
