@@ -71,18 +71,15 @@ def apply_allocator_policy(environ: Optional[Mapping[str, str]] = None) -> str:
     if _State.applied is not None:
         return _State.applied
     mode = allocator_mode(environ)
-    libc = _glibc() if mode == "keep" else None
-    if mode == "keep" and libc is None:
-        mode = "unsupported"
-        logger.debug("allocator: not glibc, its defaults are kept")
-    elif mode == "keep":
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-        if not ok:
-            mode = "unsupported"
-            logger.warning("allocator: glibc refused mallopt(); its defaults are kept")
-        else:
+    if mode == "keep":
+        libc = _glibc()
+        if libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 \
+                and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
             logger.info("allocator: freed memory stays mapped for reuse (mmap threshold %d MiB, trim threshold "
                         "%d MiB; $%s=system keeps glibc's defaults)", MMAP_THRESHOLD >> 20, TRIM_THRESHOLD >> 20,
                         ENV_VAR)
+        else:
+            mode = "unsupported"
+            logger.debug("allocator: not glibc, or glibc refused mallopt(); its defaults are kept")
     _State.applied = mode
     return mode
