@@ -49,9 +49,9 @@ def test_kept_memory_is_not_faulted_in_again():
     system, keep = _rounds("system"), _rounds("keep")
     assert system["mode"] == "system" and keep["mode"] == "keep"
     later = 96 * 256 // 2  # half the pages of one round
-    if max(system["faults"][2:]) < later:
+    if system["faults"][1] < later:  # glibc adapts its thresholds after a round or two
         pytest.skip(f"this libc keeps the freed heap by itself (faults per round {system['faults']})")
-    assert max(keep["faults"][2:]) < later // 10, keep
+    assert keep["faults"][1] < later // 10, keep
 
 
 def test_the_thread_policy_applies_the_heap_policy_once(monkeypatch):
