@@ -77,12 +77,12 @@ def register() -> None:
     register_model(ModelConfig(alpha=1.0, **_common(
         manifest, "fmnist-robust", "Fashion-MNIST robust base (same ResNet family, PGD adversarial training at "
                                    "eps 0.1); the mix at alpha = 1, only this model runs.")))
+    policy = from_dict(PolicyConfig, read_shipped("fmnist-adasmooth-policy.json"))
+    taps = "/".join(dict.fromkeys([*policy.standard_layers, *policy.robust_layers]))
     register_model(ModelConfig(
-        alpha=None, policy=from_dict(PolicyConfig, read_shipped("fmnist-adasmooth-policy.json")),
-        weights=_weights(manifest["fmnist-adasmooth-policy"]),
-        **_common(manifest, "fmnist-adasmooth", "Adaptive smoothing of the two Fashion-MNIST bases: a mixing "
-                                                "network reads layer1/layer2 features of both and sets alpha per "
-                                                "input.")))
+        alpha=None, policy=policy, weights=_weights(manifest["fmnist-adasmooth-policy"]),
+        **_common(manifest, "fmnist-adasmooth", f"Adaptive smoothing of the two Fashion-MNIST bases: a mixing "
+                                                f"network reads {taps} features of both and sets alpha per input.")))
     nuts = read_shipped("fmnist-mixednuts.json")
     register_model(ModelConfig(
         alpha=nuts["alpha"], nuts=from_dict(NutsConfig, nuts["nuts"]),
