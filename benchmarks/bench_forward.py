@@ -68,6 +68,15 @@ def robustbench_states(model: nn.Module, dataset: str) -> list[dict]:
     return [model.std_model.state_dict(), robust.state_dict()]
 
 
+def write_robustbench_dir(config: ModelConfig, reference: nn.Module, model_dir: Path) -> None:
+    """Save ``reference``'s weights where RobustBench's ``load_model(..., model_dir=model_dir)`` finds them."""
+    dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
+    paths = [p for p, _ in robustbench_files(dataset, threat, rb_id, model_dir)]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for path, state in zip(paths, robustbench_states(reference, dataset)):
+        torch.save(state, path)
+
+
 def minor_faults() -> int:
     """Minor page faults of this process so far (pages mapped in on first touch)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -187,10 +196,7 @@ def main() -> None:
     torch.manual_seed(0)
     reference = build_robustbench(config)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [p for p, _ in robustbench_files(dataset, threat, rb_id, Path(tmp))]
-        paths[0].parent.mkdir(parents=True)
-        for path, state in zip(paths, robustbench_states(reference, dataset)):
-            torch.save(state, path)
+        write_robustbench_dir(config, reference, Path(tmp))
         ours = load_model(args.model, model_dir=tmp)
         nhwc = fastpath.channels_last(load_model(args.model, model_dir=tmp)) if args.channels_last else None
 

@@ -67,20 +67,15 @@ def build(name: str) -> tuple[nn.Module, nn.Module, str, float]:
         config = robust_mix.ModelConfig(name="tiny", dataset="cifar10", eps=8 / 255, alpha=0.7)
         model = robust_mix.MixedClassifier(SmallCNN(0), SmallCNN(1), alpha=0.7, config=config).eval()
         return model, model, "cifar10", 8 / 255
-    from bench_forward import build_robustbench, robustbench_states
-    from robust_mix.weights import robustbench_files
+    from bench_forward import build_robustbench, write_robustbench_dir
 
     config = robust_mix.get_model_config(name)
-    dataset, threat, rb_id = config.weights["robustbench"].split("/")
     torch.manual_seed(0)
     reference = build_robustbench(config)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [p for p, _ in robustbench_files(dataset, threat, rb_id, Path(tmp))]
-        paths[0].parent.mkdir(parents=True)
-        for path, state in zip(paths, robustbench_states(reference, dataset)):
-            torch.save(state, path)
+        write_robustbench_dir(config, reference, Path(tmp))
         ours = robust_mix.load_model(name, model_dir=tmp)
-    return ours, reference, dataset, config.eps
+    return ours, reference, config.dataset, config.eps
 
 
 def images_for(model: nn.Module, dataset: str, n: int, device: torch.device,
