@@ -47,11 +47,17 @@ def cpu_only_robustbench() -> Iterator[None]:
         torch.Tensor.cuda = original
 
 
+def robustbench_key(config: ModelConfig) -> tuple[str, str, str]:
+    """(data set, threat model, RobustBench model id) of a paper entry."""
+    dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
+    return dataset, threat, rb_id
+
+
 def build_robustbench(config: ModelConfig) -> nn.Module:
     """RobustBench's own model for a paper entry, with its random initialisation."""
     from robustbench.model_zoo.architectures import comp_model
 
-    dataset, _, rb_id = config.robust.weights.robustbench.split("/")
+    dataset, _, rb_id = robustbench_key(config)
     with cpu_only_robustbench():
         if rb_id.startswith("Bai2023Improving_"):
             return comp_model.get_composite_model(rb_id.split("_", 1)[1], dataset).eval()
@@ -70,7 +76,7 @@ def robustbench_states(model: nn.Module, dataset: str) -> list[dict]:
 
 def write_robustbench_dir(config: ModelConfig, reference: nn.Module, model_dir: Path) -> None:
     """Save ``reference``'s weights where RobustBench's ``load_model(..., model_dir=model_dir)`` finds them."""
-    dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
+    dataset, threat, rb_id = robustbench_key(config)
     paths = [p for p, _ in robustbench_files(dataset, threat, rb_id, model_dir)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path, state in zip(paths, robustbench_states(reference, dataset)):
@@ -192,7 +198,7 @@ def main() -> None:
     plan = apply_thread_policy(args.threads)  # also the heap policy ($ROBUST_MIX_MALLOC, robust_mix.allocator)
 
     config = get_model_config(args.model)
-    dataset, threat, rb_id = config.robust.weights.robustbench.split("/")
+    dataset, threat, rb_id = robustbench_key(config)
     torch.manual_seed(0)
     reference = build_robustbench(config)
     with tempfile.TemporaryDirectory() as tmp:
