@@ -6,7 +6,7 @@
 
 Runs ``robust_mix.benchmark`` (seed 0) on the first N test images of MODEL in interleaved rounds:
 
-* **before**: the path before issue 14: weight standardisation recomputed on every call
+* **before**: the path before issue 14: weight standardisation recomputed on every call and NCHW max-pooling
   (``fastpath.original_layers``), clean predictions under ``no_grad`` instead of ``inference_mode``,
   and the attacks' ``backward()`` computing gradients of trainable weights;
 * **fast path**: the default path (all of it exact);

@@ -22,7 +22,7 @@ from torch import nn
 from robust_mix.backbones import as_backbone_config, load_backbone, resolve_input_config, weight_sources
 from robust_mix.config import BackboneConfig, InputConfig, MixingMode, ModelConfig, PolicyConfig, WeightsConfig
 from robust_mix.convert import load_weights
-from robust_mix.fastpath import cache_frozen_weights
+from robust_mix.fastpath import cache_frozen_weights, fast_pooling
 from robust_mix.features import FeatureTap
 from robust_mix.hub import HubMixin
 from robust_mix.mixing_net import MixingNetwork
@@ -189,8 +189,9 @@ class MixedClassifier(nn.Module, HubMixin):
 
     Built in eval mode. Both base models are frozen and stay in eval mode; only an adaptive
     policy can train. Work that depends only on their frozen weights is cached
-    (:func:`robust_mix.fastpath.cache_frozen_weights`; outputs and ``state_dict()`` unchanged).
-    Raw ``[0, 1]`` images go in: each base model gets its own :class:`InputAdapter`.
+    (:func:`robust_mix.fastpath.cache_frozen_weights`) and their max-pooling layers take the faster
+    NHWC kernel when no gradient is recorded (:func:`robust_mix.fastpath.fast_pooling`); outputs and
+    ``state_dict()`` are unchanged. Raw ``[0, 1]`` images go in: each base model gets its own :class:`InputAdapter`.
 
     Args:
         standard: the accurate base classifier ``g`` (returns ``(B, K)`` logits).
@@ -232,6 +233,7 @@ class MixedClassifier(nn.Module, HubMixin):
         self.robust = robust.eval().requires_grad_(False)
         for base in (self.standard, self.robust):
             cache_frozen_weights(base)  # exact: outputs and state_dict() unchanged
+            fast_pooling(base)  # exact: the same maxima, NHWC kernel when no gradient is recorded
         self.standard_input = InputAdapter(standard_input)
         self.robust_input = InputAdapter(robust_input)
         self.mixing = mixing

@@ -111,6 +111,49 @@ def test_mixed_classifier_caches_its_bases_and_the_harness_flags_are_unchanged()
     assert 0 < fast.clean_accuracy and fast.robust_accuracy < fast.clean_accuracy  # a real, attackable model
 
 
+POOLS = [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2), dict(kernel_size=3, stride=1),
+         dict(kernel_size=3, stride=2, ceil_mode=True), dict(kernel_size=2, stride=2, dilation=2, padding=1)]
+
+
+@pytest.mark.parametrize("kwargs", POOLS)
+def test_fast_pooling_is_bit_identical_with_ties_and_nan(kwargs):
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(3, 16, 15, 13))  # after a ReLU: many tied zeros
+    x[0, :, 2:6, 2:6] = 0.5  # tied positive maxima
+    x[1, 3, 4, 4] = float("nan")
+    original = torch.nn.MaxPool2d(**kwargs)
+    fast = torch.nn.MaxPool2d(**kwargs)
+    assert fastpath.fast_pooling(fast) == 1 and isinstance(fast, fastpath.ForwardNHWCMaxPool2d)
+    with torch.no_grad():
+        expected, got = original(x), fast(x)
+    assert got.is_contiguous() and torch.equal(expected.isnan(), got.isnan())
+    assert torch.equal(expected.nan_to_num(), got.nan_to_num())
+    # with autograd recording: the original kernel, the same gradient
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    weight = torch.randn_like(expected).nan_to_num()
+    (original(xa).nan_to_num() * weight).sum().backward()
+    (fast(xb).nan_to_num() * weight).sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
+    with torch.inference_mode():  # channels-last inputs (the opt-in path) pass through unchanged
+        nhwc = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(fast(nhwc).nan_to_num(), expected.nan_to_num())
+
+
+def test_zoo_bases_pool_fast_and_the_outputs_match_the_original_layers():
+    model = robust_mix.load_model("fmnist-adasmooth")
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools and all(type(m) is fastpath.ForwardNHWCMaxPool2d for m in pools)
+    x, _ = fmnist(16)
+    with torch.no_grad():
+        fast = model(x)
+        with fastpath.original_layers(model):
+            assert all(type(m) is torch.nn.MaxPool2d for m in pools)
+            slow = model(x)
+    assert torch.equal(fast, slow)
+    assert all(type(m) is fastpath.ForwardNHWCMaxPool2d for m in pools)  # switched back
+    assert not any("Forward" in key for key in model.state_dict())
+
+
 def test_attacks_leave_trainable_weights_alone_and_find_the_same_examples(monkeypatch):
     """FAB-T's backward() no longer computes gradients of the mixing network's weights; the
     adversarial examples (gradients of the input) are the same as with the weights trainable."""
