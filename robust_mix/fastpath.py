@@ -69,9 +69,9 @@ class ForwardNHWCMaxPool2d(nn.MaxPool2d):
     PyTorch's NHWC max-pooling kernel vectorises over channels and is several times faster on a CPU
     than the NCHW one; a maximum does not round, so the values are those of the NCHW kernel bit for
     bit, and the result is turned back into NCHW so that every later layer sees the layout (and does
-    the arithmetic) it saw before. Forward-only work gains (clean predictions, Square's queries: about
-    1.2x on the Fashion-MNIST ResNets' forward pass, ``benchmarks/bench_fastpath.py``); when autograd
-    records the call the layer runs unchanged, because there the NHWC round trip cost more than it saved.
+    the arithmetic) it saw before. Forward-only work gains (clean predictions, Square's queries;
+    ``benchmarks/bench_fastpath.py`` times whole AutoAttack runs); when autograd records the call the
+    layer runs unchanged, because there the NHWC round trip did not pay off.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
