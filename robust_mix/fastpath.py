@@ -66,7 +66,7 @@ def cache_frozen_weights(module: nn.Module) -> int:
 class ForwardNHWCMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` that pools a contiguous NCHW CPU input in NHWC when no gradient is recorded.
 
-    PyTorch's NHWC max-pooling kernel vectorises over channels and is several times faster on a CPU
+    PyTorch's NHWC max-pooling kernel vectorises over channels and is faster on a CPU
     than the NCHW one; a maximum does not round, so the values are those of the NCHW kernel bit for
     bit, and the result is turned back into NCHW so that every later layer sees the layout (and does
     the arithmetic) it saw before. Forward-only work gains (clean predictions, Square's queries;
