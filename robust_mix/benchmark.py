@@ -154,6 +154,7 @@ class ChunkState:
         self.done = False
         self.resumed = False
         self.earlier_seconds = 0.0  # spent on this chunk by earlier sessions
+        self.cpu_threads: list[int] = []  # CPU thread counts its passes ran with, every session
 
     @classmethod
     def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path]) -> "ChunkState":
@@ -168,13 +169,19 @@ class ChunkState:
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
             state.earlier_seconds = state.seconds
+            state.cpu_threads = list(data.get("cpu_threads", []))  # absent in older state files
         return state
+
+    def note_threads(self, device: torch.device) -> None:
+        """Record the CPU threads the pass that just ran used (on a CPU device; nothing on a GPU)."""
+        if device.type == "cpu" and torch.get_num_threads() not in self.cpu_threads:
+            self.cpu_threads = sorted({*self.cpu_threads, torch.get_num_threads()})
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": _STATE_VERSION, "chunk": self.index, "start": self.start, "end": self.end,
                 "digest": self.digest, "clean": self.clean, "flags": self.flags,
                 "stage_flags": self.stage_flags, "stages_done": self.stages_done,
-                "seconds": self.seconds, "done": self.done}
+                "seconds": self.seconds, "done": self.done, "cpu_threads": self.cpu_threads}
 
     def save(self) -> None:
         if self.path is not None:
@@ -210,6 +217,7 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
 
     if state.clean is None:
         state.clean = (predict(model, x, batch_size, device, range(state.start, state.end)) == y).tolist()
+        state.note_threads(device)
         checkpoint()
     _advance(progress, "clean", len(y))
     for suite, stages in plan.suites.items():
@@ -221,6 +229,7 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
                     batch = idx[start:start + batch_size]
                     x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed,
                                        examples=(state.start + batch).tolist())
+                    state.note_threads(device)  # the harness may rebalance threads between batches
                     fooled = predict(model, x_adv, batch_size, device, (state.start + batch).tolist(),
                                      what=f"the model, on the {stage} adversarial examples,") != y[batch]
                     flags[batch[fooled]] = False
@@ -407,6 +416,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     suite_flags = {s: [f for c in ordered for f in c["flags"][s]] for s in plan.suites}
     stage_flags = {st: [f for c in ordered for f in c["stage_flags"][st]] for st in plan.stages}
     robust = [all(flags) for flags in zip(clean, *suite_flags.values())]
+    cpu_threads = sorted({t for c in ordered for t in c["cpu_threads"]})
     wall = time.perf_counter() - wall_start + earlier
     current = model.current_config() if hasattr(model, "current_config") else None
     result = BenchmarkResult(
@@ -421,7 +431,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         resumed_chunks=resumed, resumed_seconds=earlier,
         config_fingerprint=current.fingerprint() if current is not None else None,
         full_clean_accuracy=None if full_correct is None else full_correct / clean_examples,
-        full_clean_examples=clean_examples,
+        full_clean_examples=clean_examples, cpu_threads=cpu_threads,
         arguments={"model": name, "dataset": dataset, "threat_model": threat_model, "eps": eps,
                    "n_examples": n, "batch_size": batch_size, "attack": attack if isinstance(attack, str)
                    else list(attack), "adaptive": adaptive, "seed": seed, "device": str(device),

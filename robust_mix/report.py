@@ -141,7 +141,9 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     rows += [f"| {stage} | {percent(acc)} | {percent_interval(result.interval(acc))} |"
              for stage, acc in result.stage_accuracy.items()]
     rows += ["", f"Attack argument `{result.attack}`, seed {result.seed}, {result.world_size} process(es), "
-                 f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)."]
+                 f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)"
+                 + (f", {' / '.join(map(str, result.cpu_threads))} CPU thread(s) per process." if result.cpu_threads
+                    else ".")]
     if result.resumed_chunks:
         rows.append(f"Resumed: {result.resumed_chunks} chunk(s) came from an earlier, interrupted session; the "
                     f"wall time includes the {result.resumed_seconds:.1f} s spent on them there.")

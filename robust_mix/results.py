@@ -38,6 +38,11 @@ class BenchmarkResult:
     ``full_clean_accuracy`` is clean accuracy on more images than were attacked, the first
     ``full_clean_examples`` test images (usually the whole test set; forward passes only), when
     the run measured it (``None`` otherwise).
+
+    ``cpu_threads`` lists the CPU thread counts the attacks and predictions ran with (every rank and
+    session; empty on a GPU and in reports written before it was recorded). Floating-point sums, and so
+    the last bits of outputs and gradients, can depend on the thread count: the flags reproduce bit for
+    bit on the same device with the same threads (pin them with ``--threads`` or ``$OMP_NUM_THREADS``).
     """
 
     model: str
@@ -69,6 +74,7 @@ class BenchmarkResult:
     command: Optional[str] = None
     full_clean_accuracy: Optional[float] = None
     full_clean_examples: Optional[int] = None
+    cpu_threads: list[int] = field(default_factory=list)
 
     @property
     def autoattack_accuracy(self) -> Optional[float]:
@@ -186,6 +192,10 @@ class BenchmarkResult:
                 raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "
                                         f"or both be null, got {self.full_clean_accuracy!r} and "
                                         f"{self.full_clean_examples!r}")
+            if not isinstance(self.cpu_threads, list) or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in self.cpu_threads):
+                raise InvalidInputError(f"{where('cpu_threads')} must be a list of positive thread counts, got "
+                                        f"{self.cpu_threads!r}")
             if self.full_clean_examples is not None:
                 full = positive_int(where("full_clean_examples"), self.full_clean_examples)
                 check_fraction(where("full_clean_accuracy"), self.full_clean_accuracy)

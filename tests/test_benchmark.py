@@ -345,3 +345,40 @@ def test_model_fingerprint_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert len(prints) == 1
+
+
+def test_the_report_records_every_cpu_thread_count_the_passes_ran_with(tmp_path, monkeypatch):
+    """The last bits of gradients depend on the thread count; the report says which counts a run used."""
+    from robust_mix.attacks import StageRunner
+    from robust_mix.report import markdown_table
+
+    x, y = fmnist(6)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=6, attack="apgd-ce", options=FAST,
+                        device="cpu")
+        assert one.cpu_threads == [1]
+        run = StageRunner.run
+
+        def rebalanced(self, *args, **kwargs):  # another run ended: the policy hands this one two threads
+            torch.set_num_threads(2)
+            return run(self, *args, **kwargs)
+
+        monkeypatch.setattr(StageRunner, "run", rebalanced)
+        mixed = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=3, attack="apgd-ce", options=FAST,
+                          device="cpu", state_dir=tmp_path)
+        assert mixed.cpu_threads == [1, 2]  # the clean pass ran on one thread, the attacks on two
+        assert "1 / 2 CPU thread(s) per process" in markdown_table(mixed)
+        torch.set_num_threads(1)
+        resumed = benchmark(tiny_mixed(), images=x, labels=y, eps=EPS, batch_size=3, attack="apgd-ce",
+                            options=FAST, device="cpu", state_dir=tmp_path)
+        assert resumed.cpu_threads == [1, 2] and resumed.resumed_chunks == 2  # read back from the chunk states
+    finally:
+        torch.set_num_threads(before)
+    assert BenchmarkResult.from_json(mixed.to_json()) == mixed
+    old = {k: v for k, v in one.to_dict().items() if k != "cpu_threads"}  # a report from before the field
+    assert BenchmarkResult.from_dict(old).cpu_threads == []
+    for bad in (["2"], [0], True, [True]):
+        with pytest.raises(robust_mix.validate.InvalidInputError, match="cpu_threads must be a list"):
+            BenchmarkResult.from_dict({**one.to_dict(), "cpu_threads": bad})
