@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -184,7 +185,9 @@ def test_one_run_writes_every_artefact_and_publishes_them(claim, tmp_path, monke
     assert "SECTION-BEFORE-PUBLISH" not in text and "## next" in text
     assert text.startswith("# robust_mix\n\n" + claim.MARKERS[0])
     assert claim.verdict_sentence(verdict, 6) in text and "| 95 % interval |" in text
-    assert (publish_to / "benchmarks" / "fmnist" / "RESULTS.md").read_text() == results
+    # the same tables; only the seconds column grows by the resumed session's few milliseconds
+    seconds = lambda text: re.sub(r"\| \d+ \|$", "| s |", text, flags=re.M)  # noqa: E731
+    assert seconds((publish_to / "benchmarks" / "fmnist" / "RESULTS.md").read_text()) == seconds(results)
     reports = sorted(p.name for p in (publish_to / "benchmarks" / "fmnist" / "results" / "claim").glob("*.json"))
     assert {"standard.report.json", "adaptive.report.json", "claim.json"} <= set(reports)
     reference = Reference.load(publish_to / "robust_mix" / "zoo" / "weights" / "fmnist-reference.json")
