@@ -358,9 +358,13 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     full_images, full_labels = images, labels
     images, labels = images[:n_examples], labels[:n_examples]
     n = len(labels)
-    if clean_examples is not None and not n <= clean_examples <= len(full_labels):
-        raise ValueError(f"clean_examples is {clean_examples}, expected a count from the {n} attacked examples "
-                         f"to the {len(full_labels)} images available; pass another clean_examples (or none)")
+    if clean_examples is not None and clean_examples < n:
+        raise ValueError(f"clean_examples is {clean_examples}, fewer than the {n} attacked examples: clean "
+                         f"accuracy is measured on the attacked images and more; pass clean_examples >= {n} "
+                         "(or none)")
+    if clean_examples is not None and clean_examples > len(full_labels):
+        raise ValueError(f"clean_examples is {clean_examples}, but only {len(full_labels)} images are available; "
+                         f"pass clean_examples <= {len(full_labels)} (or none)")
     rank, world = _dist()
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()

@@ -172,10 +172,12 @@ def num_classes(dataset: Dataset) -> int:
 
 # -- Fashion-MNIST -----------------------------------------------------------------------------
 def _fashion_mnist_dirs(data_dir: Optional[PathLike]) -> list[Path]:
-    dirs = [Path(os.environ["ROBUST_MIX_DATA"])] if os.environ.get("ROBUST_MIX_DATA") else []
+    """Where the files are looked for, first match wins: an explicit ``data_dir`` (also as a torchvision
+    root), then ``$ROBUST_MIX_DATA``, then Debian's package folder."""
+    dirs = [Path(data_dir), Path(data_dir) / "FashionMNIST" / "raw"] if data_dir is not None else []
+    if os.environ.get("ROBUST_MIX_DATA"):
+        dirs.append(Path(os.environ["ROBUST_MIX_DATA"]))
     dirs.append(DEBIAN_FASHION_MNIST)
-    if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / "FashionMNIST" / "raw"]
     return dirs
 
 
@@ -192,6 +194,8 @@ def _fashion_mnist_arrays(part: str, data_dir: Optional[PathLike]) -> tuple[np.n
     for folder in searched:
         images, labels = folder / images_name, folder / labels_name
         if images.is_file() and labels.is_file():
+            if data_dir is not None and folder not in searched[:2]:
+                logger.warning("Fashion-MNIST is not in data_dir %s; read the copy in %s instead", data_dir, folder)
             return _read_idx_pair(images, labels, (images.stat().st_mtime, labels.stat().st_mtime))
     if data_dir is not None:
         try:

@@ -141,8 +141,8 @@ def test_clean_examples_measure_clean_accuracy_on_more_images_and_resume(tmp_pat
     again = benchmark(model, images=x, labels=y, eps=EPS, n_examples=6, batch_size=6, attack="apgd-ce",
                       options=FAST, device="cpu", clean_examples=30, state_dir=tmp_path)
     assert again.full_clean_accuracy == 0 and again.robust_flags == result.robust_flags
-    for bad in (5, 31):
-        with pytest.raises(ValueError, match=f"clean_examples is {bad}, expected a count from the 6"):
+    for bad, why in ((5, "fewer than the 6 attacked examples"), (31, "but only 30 images are available")):
+        with pytest.raises(ValueError, match=f"clean_examples is {bad}, {why}"):
             benchmark(model, images=x, labels=y, eps=EPS, n_examples=6, attack="apgd-ce", options=FAST,
                       device="cpu", clean_examples=bad)
 

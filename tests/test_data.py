@@ -64,6 +64,33 @@ def test_missing_files_raise_clear_error(monkeypatch, tmp_path):
     assert "ROBUST_MIX_DATA" in str(info.value) and str(tmp_path / "nowhere") in str(info.value)
 
 
+def test_an_explicit_data_dir_comes_before_the_system_copy(monkeypatch, tmp_path, caplog):
+    """A data_dir the caller names is read first; a missing one falls back with a warning, never silently."""
+    import gzip
+
+    import numpy as np
+
+    def idx(array: np.ndarray, code: int) -> bytes:
+        header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        return gzip.compress(header + array.tobytes())
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "t10k-images-idx3-ubyte.gz").write_bytes(idx(np.full((3, 28, 28), 255, np.uint8), 8))
+    (own / "t10k-labels-idx1-ubyte.gz").write_bytes(idx(np.array([7, 7, 7], np.uint8), 8))
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "t10k-images-idx3-ubyte.gz").write_bytes(idx(np.zeros((4, 28, 28), np.uint8), 8))
+    (system / "t10k-labels-idx1-ubyte.gz").write_bytes(idx(np.array([1, 2, 3, 4], np.uint8), 8))
+    monkeypatch.setenv("ROBUST_MIX_DATA", str(system))
+    x, y = load_fashion_mnist("test", data_dir=own)
+    assert x.shape == (3, 1, 28, 28) and bool((x == 1).all()) and y.tolist() == [7, 7, 7]
+    with caplog.at_level("WARNING", logger="robust_mix.data"):
+        x, y = load_fashion_mnist("test", data_dir=tmp_path / "missing")
+    assert y.tolist() == [1, 2, 3, 4]
+    assert "not in data_dir" in caplog.text and str(system) in caplog.text
+
+
 # -- streamed data sets ----------------------------------------------------------------------------
 @needs_fmnist
 def test_streamed_splits_are_the_tensor_splits():
