@@ -89,7 +89,7 @@ def images_for(model: nn.Module, dataset: str, n: int, device: torch.device,
     gen = torch.Generator().manual_seed(0)
     coarse = F.interpolate(torch.rand(n, 3, 4, 4, generator=gen), size=(side, side), mode="bilinear")
     x = (0.75 * coarse + 0.25 * torch.rand(n, 3, side, side, generator=gen)).clamp(0, 1)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: a tensor a model caches on this first call must serve autograd
         y = torch.cat([model(x[i:i + 50].to(device)).argmax(1).cpu() for i in range(0, n, 50)])
     return x, y, f"{n} random images labelled by the model"
 
@@ -105,6 +105,8 @@ def bases_on_two_streams(model: robust_mix.MixedClassifier) -> Iterator[None]:
     side = torch.cuda.Stream()
 
     def base_logits(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.compiler.is_compiling():  # inside a CUDA-graph capture: one graph, no stream juggling to trace
+            return original(x)
         current = torch.cuda.current_stream()
         side.wait_stream(current)  # x is ready
         with torch.cuda.stream(side):
@@ -159,7 +161,7 @@ def run_robustbench(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     # robustbench 1.1.1's call; `autoattack` is robust_mix._compat's RobustBench interface on pyautoattack
     x_adv = adversary.run_standard_evaluation(x, y, bs=batch_size)
     clean_accuracy(model, x_adv, y, batch_size=batch_size, device=device)
-    with torch.inference_mode():
+    with torch.no_grad():
         preds = torch.cat([model(x_adv[i:i + batch_size].to(device)).argmax(1).cpu()
                            for i in range(0, len(x_adv), batch_size)])
     return (preds == y).tolist()

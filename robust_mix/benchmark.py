@@ -122,7 +122,10 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-@torch.inference_mode()  # forward only: no autograd bookkeeping at all (same kernels as no_grad)
+# no_grad, not inference_mode: a model that caches a tensor on its first call (RobustBench's DM networks keep
+# `mean_cuda`, made on the first CUDA forward) would otherwise keep an inference tensor that the attacks'
+# backward passes cannot use (measured on an H200, docs/harness.md); the kernels are the same.
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
             indices: Optional[Sequence[int]] = None, what: str = "the model") -> torch.Tensor:
     """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches.

@@ -124,6 +124,43 @@ def test_adaptive_suite_reports_both_numbers_and_minimum():
     assert result.robust_accuracy <= min(result.autoattack_accuracy, result.adaptive_accuracy)
 
 
+class LazyMeanNet(nn.Module):
+    """Caches its normalisation constant on the first call, as RobustBench's DM networks cache ``mean_cuda``
+    (and ``std_cuda``) on their first CUDA forward: whatever mode that first call runs in, the attacks'
+    backward passes use it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.register_buffer("std", torch.full((1, 1, 1, 1), 0.3))
+        self.cached_std = None
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cached_std is None:
+            self.cached_std = self.std.clone()
+        return self.head(x / self.cached_std)  # division keeps its divisor for the backward pass
+
+
+def test_a_tensor_cached_during_the_clean_pass_serves_the_attacks():
+    x, y = fmnist(6)
+    result = benchmark(LazyMeanNet().eval(), images=x, labels=y, eps=EPS, batch_size=6, attack="apgd-ce",
+                       options=FAST, device="cpu")
+    assert result.n_examples == 6 and 0.0 <= result.robust_accuracy <= result.clean_accuracy
+
+
+def test_clean_predictions_leave_no_inference_tensors_for_the_attacks():
+    from robust_mix.benchmark import predict
+
+    x, y = fmnist(4)
+    model = LazyMeanNet().eval()
+    predict(model, x, batch_size=4, device=torch.device("cpu"))  # the first call: the cache is made here
+    assert not model.cached_std.is_inference()
+    x_adv = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x_adv), y), x_adv)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+
+
 def test_clean_examples_measure_clean_accuracy_on_more_images_and_resume(tmp_path):
     x, y = fmnist(30)
     model = tiny_mixed()
