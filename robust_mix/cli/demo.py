@@ -39,7 +39,7 @@ from robust_mix.zoo.fmnist import DEMO_ROWS, REFERENCE_FILE
 #: Attacked test images by default, for ``robust-mix demo`` and ``make demo`` alike (``make demo
 #: DEMO_EXAMPLES=N`` or ``--n-examples N`` to change). Its wall time on a 2-core CPU is measured in the
 #: README's "The main job" section.
-DEFAULT_EXAMPLES = 50
+DEFAULT_EXAMPLES = 40
 #: Clean accuracy is measured on the whole Fashion-MNIST test set.
 CLEAN_EXAMPLES = required_examples("fashion-mnist")
 
