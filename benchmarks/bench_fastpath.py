@@ -35,7 +35,6 @@ from robust_mix.data import load_dataset
 from robust_mix.threads import apply_thread_policy
 
 
-
 @contextlib.contextmanager
 def before_issue_14(model: torch.nn.Module) -> Iterator[None]:
     """The unoptimised path, restored for the duration."""
