@@ -32,7 +32,7 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (check_eps, check_finite_outputs, check_images,
+from robust_mix.validate import (InvalidInputError, check_eps, check_finite_outputs, check_images,
                                  check_int, check_labels, check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,26 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
 
 
 # -- chunk state -------------------------------------------------------------------------------
+_RESTART = "delete the state folder (or give another --state-dir / --out) to start this run afresh"
+
+
+def _read_state(path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """A state file of the harness, read and checked for ``keys``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: not JSON (truncated, edited) or not a state file, naming it.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{path} is not valid JSON ({err}), so its progress cannot be trusted; "
+                                f"{_RESTART}") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise InvalidInputError(f"{path} is not a state file of this robust_mix (missing {missing}); {_RESTART}")
+    return data
+
+
 class ChunkState:
     """Progress of one chunk, saved as ``state_dir/chunk_<index>.json`` after every stage."""
 
@@ -164,10 +184,18 @@ class ChunkState:
         path = None if state_dir is None else state_dir / f"chunk_{index:06d}.json"
         state = cls(index, start, end, digest, path)
         if path is not None and path.is_file():
-            data = json.loads(path.read_text())
+            data = _read_state(path, ("start", "end", "digest", "clean", "flags", "stage_flags", "stages_done",
+                                      "seconds", "done"))
             if (data["start"], data["end"], data["digest"]) != (start, end, digest):
                 raise ValueError(f"{path} belongs to other examples (different data or chunking); "
                                  "use a new --state-dir or the same arguments as the interrupted run")
+            lists = {"clean": data["clean"], **{f"flags[{k!r}]": v for k, v in (data["flags"] or {}).items()},
+                     **{f"stage_flags[{k!r}]": v for k, v in (data["stage_flags"] or {}).items()}}
+            for key, flags in lists.items():
+                if flags is not None and (not isinstance(flags, list) or len(flags) != end - start):
+                    raise InvalidInputError(f"{path}: {key} must hold {end - start} flags, one per example of the "
+                                            f"chunk, got {len(flags) if isinstance(flags, list) else flags!r}; "
+                                            f"the file was edited or corrupted: {_RESTART}")
             state.clean, state.flags = data["clean"], data["flags"]
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
@@ -192,15 +220,24 @@ class ChunkState:
 
 
 def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse a state folder written with other arguments (or whose record of them, ``run.json``, is gone
+    while progress is there); record the arguments of a new one."""
     path = state_dir / "run.json"
+    # progress first, then run.json: a run writes run.json before any progress, so progress seen without it
+    # was not written by a run of these arguments
+    progress = sorted(p.name for pattern in ("chunk_*.json", "clean_first_*.json") for p in state_dir.glob(pattern))
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = _read_state(path, ())
         if saved != fingerprint:
             diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
             raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}); "
                              "restart with the same arguments to resume, or give another state folder "
                              "(state_dir=..., --state-dir or another --out)")
         return
+    if progress:
+        raise ValueError(f"{state_dir} holds progress ({', '.join(progress[:3])}{', ...' if len(progress) > 3 else ''}) "
+                         "but no run.json recording the arguments it was made with (deleted, or written by an older "
+                         f"robust_mix), so it may come from another model, eps or attack; {_RESTART}")
     atomic_write_text(path, json.dumps(fingerprint, indent=2) + "\n")
 
 
@@ -258,7 +295,7 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     path = None if state_path is None else state_path / f"clean_first_{len(y)}.json"
     digest = _data_digest(x, y)
     if path is not None and path.is_file():
-        saved = json.loads(path.read_text())
+        saved = _read_state(path, ("n", "digest", "correct"))
         if (saved["n"], saved["digest"]) != (len(y), digest):
             raise ValueError(f"{path} belongs to other images (different data); use a new --state-dir or the "
                              "same arguments as the interrupted run")

@@ -48,26 +48,44 @@ def format_eps(eps: Optional[float]) -> str:
     return f"{eps:g}"
 
 
-def percent(fraction: Optional[float]) -> str:
-    """RobustBench's accuracy format: a percentage with two decimals (``0.8521 -> "85.21"``; ``None -> "-"``)."""
-    return "-" if fraction is None else f"{100 * fraction:.2f}"
+def _rounded_percent(fraction: float, decimals: int) -> float:
+    """``100 * fraction`` rounded to ``decimals``, but never onto ``0`` or ``100`` unless the fraction is exactly
+    ``0`` or ``1``: 19,999 of 20,000 correct (99.995 %) is shown as 99.99, not as 100, and 1 of 25,000
+    (0.004 %) as 0.01, not as 0. ``-0.0`` becomes ``0.0``."""
+    value = round(100.0 * fraction, decimals) + 0.0
+    step = 10.0 ** -decimals
+    if 0 < fraction < 1:
+        value = min(max(value, step), round(100.0 - step, decimals))
+    return value
+
+
+def percent(fraction: Optional[float], decimals: int = 2) -> str:
+    """RobustBench's accuracy format: a percentage with two decimals (``0.8521 -> "85.21"``; ``None -> "-"``;
+    ``decimals`` for prose, e.g. ``1``).
+
+    Only ``1`` is written ``"100.00"`` and only ``0`` is written ``"0.00"`` (see :func:`_rounded_percent`)."""
+    return "-" if fraction is None else f"{_rounded_percent(fraction, decimals):.{decimals}f}"
 
 
 def percent_interval(interval: Sequence[float]) -> str:
     """A confidence interval ``(low, high)`` of an accuracy (fractions) as percentages with one decimal,
-    ``"58.1–65.9"``: how every table writes the interval beside a robust accuracy measured on a subset."""
+    ``"58.1–65.9"``: how every table writes the interval beside a robust accuracy measured on a subset.
+
+    An end inside ``(0, 1)`` is never written as ``0.0`` or ``100.0``: the interval of 0 of 10,000 images
+    is ``"0.0–0.1"``, not the single point ``"0.0–0.0"``."""
     low, high = interval
-    return f"{100 * low:.1f}–{100 * high:.1f}"
+    return f"{_rounded_percent(low, 1):.1f}–{_rounded_percent(high, 1):.1f}"
 
 
 def interval_heading(level: float) -> str:
-    """The column heading of :func:`percent_interval` values: ``"95 % interval"``."""
-    return f"{100 * level:g} % interval"
+    """The column heading of :func:`percent_interval` values: ``"95 % interval"`` (``0.9999999`` is
+    ``"99.99999 % interval"``, never rounded up to 100)."""
+    return f"{f'{100 * level:.8f}'.rstrip('0').rstrip('.')} % interval"
 
 
 def percent_value(fraction: float) -> float:
-    """The percentage as a number with two decimals (for the Hub's ``model-index``)."""
-    return round(100.0 * fraction, 2)
+    """The percentage as a number with two decimals (for the Hub's ``model-index``), rounded as :func:`percent`."""
+    return _rounded_percent(fraction, 2)
 
 
 # -- what ran ------------------------------------------------------------------------------------------

@@ -18,18 +18,22 @@ The Fashion-MNIST zoo ships ``zoo/weights/fmnist-reference.json`` (written by
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from robust_mix.formatting import evaluation_label
+from robust_mix.formatting import evaluation_label, format_eps, percent
 from robust_mix.io import atomic_write_text
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import InvalidInputError, check_fraction, positive_int
+from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_int, non_negative_float,
+                                 positive_int)
 
 #: The ``format`` of a reference file this module reads and writes.
 FORMAT = "robust_mix-reference/1"
+#: The fields a reference file keeps once, for every row (:attr:`ReferenceRow.setting`).
+SETTING_FIELDS = ("dataset", "threat_model", "eps")
 #: :attr:`Comparison.status` values.
 AGREES, DIFFERS, OTHER_MODEL, OTHER_ATTACK, MISSING = "agrees", "differs", "other weights", "other attack", "missing"
 
@@ -58,7 +62,11 @@ class RowSpec:
 
 @dataclass
 class ReferenceRow:
-    """One row's reference figures. ``robust_flags`` are per example, the first ``n_examples`` test images."""
+    """One row's reference figures. ``robust_flags`` are per example, the first ``n_examples`` test images.
+
+    ``dataset``, ``threat_model`` and ``eps`` are what the row was measured on (the file keeps them once,
+    at its top; ``None`` when not known): a live run at another eps or on other data is not compared.
+    """
 
     label: str
     model: str
@@ -71,6 +79,14 @@ class ReferenceRow:
     clean_examples: int
     robust_flags: list[bool]
     wall_time_s: float
+    dataset: Optional[str] = None
+    threat_model: Optional[str] = None
+    eps: Optional[float] = None
+
+    @property
+    def setting(self) -> tuple[Optional[str], Optional[str], Optional[float]]:
+        """``(dataset, threat_model, eps)`` the row was measured on."""
+        return self.dataset, self.threat_model, self.eps
 
     @property
     def n_examples(self) -> int:
@@ -99,16 +115,24 @@ class ReferenceRow:
                    attack=result.attack, attack_label=evaluation_label(result), options=dict(result.options),
                    seed=result.seed, clean_accuracy=result.full_clean_accuracy,
                    clean_examples=result.full_clean_examples, robust_flags=[bool(f) for f in result.robust_flags],
-                   wall_time_s=result.wall_time_s)
+                   wall_time_s=result.wall_time_s, dataset=result.dataset, threat_model=result.threat_model,
+                   eps=result.eps)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
+        """The row as its file writes it (the setting is the file's, written once: :meth:`Reference.to_dict`)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in SETTING_FIELDS}
         data["robust_flags"] = "".join("1" if f else "0" for f in self.robust_flags)  # compact: package data
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, source: str) -> "ReferenceRow":
-        names = set(cls.__dataclass_fields__)
+    def from_dict(cls, data: Any, source: str, setting: Optional[dict[str, Any]] = None) -> "ReferenceRow":
+        """A row of a reference file, checked field by field; ``setting``: the file's ``dataset``,
+        ``threat_model`` and ``eps``.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming ``source`` and the field.
+        """
+        names = set(cls.__dataclass_fields__) - set(SETTING_FIELDS)
         if not isinstance(data, dict) or set(data) != names:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise InvalidInputError(f"{source}: a reference row has exactly the fields {sorted(names)}, got {got}")
@@ -116,9 +140,24 @@ class ReferenceRow:
         if not isinstance(flags, str) or not flags or set(flags) - {"0", "1"}:
             raise InvalidInputError(f"{source}: robust_flags must be a non-empty string of 0s and 1s, one per "
                                     f"image, got {str(flags)[:40]!r}")
-        row = cls(**{**data, "robust_flags": [c == "1" for c in flags]})
+        for key in ("label", "model", "attack", "attack_label"):
+            if not isinstance(data[key], str) or not data[key]:
+                raise InvalidInputError(f"{source}: {key} must be a non-empty string, got {data[key]!r}")
+        if data["config_fingerprint"] is not None and not isinstance(data["config_fingerprint"], str):
+            raise InvalidInputError(f"{source}: config_fingerprint must be a string or null, got "
+                                    f"{data['config_fingerprint']!r}")
+        if not isinstance(data["options"], dict):
+            raise InvalidInputError(f"{source}: options must be an object of budget overrides ({{}} for full "
+                                    f"budgets), got {data['options']!r}")
+        check_int(f"{source}: seed", data["seed"])
+        non_negative_float(f"{source}: wall_time_s", data["wall_time_s"])
+        row = cls(**{**data, "robust_flags": [c == "1" for c in flags]}, **(setting or {}))
         check_fraction(f"{source}: clean_accuracy", row.clean_accuracy)
-        positive_int(f"{source}: clean_examples", row.clean_examples)
+        full = positive_int(f"{source}: clean_examples", row.clean_examples)
+        if abs(row.clean_accuracy * full - round(row.clean_accuracy * full)) > 1e-6 * full:
+            raise InvalidInputError(f"{source}: clean_accuracy is {row.clean_accuracy!r}, not a whole number of the "
+                                    f"{full} images; the file was edited or corrupted: write it again with the "
+                                    "command that made it")
         return row
 
 
@@ -168,20 +207,40 @@ class Reference:
             robust_mix.validate.InvalidInputError: not JSON, or not a reference (names the field).
         """
         path = Path(path)
+        if path.is_dir():
+            raise InvalidInputError(f"{path} is a folder, not a reference file: give the path of the .json file")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"reference file not found: {path}") from None
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{path} is not a UTF-8 text file, so not a reference file; write it again "
+                                    "with the command that made it") from None
         except json.JSONDecodeError as err:
             raise InvalidInputError(f"{path} is not valid JSON ({err}); write it again with the command that "
                                     "made it") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise InvalidInputError(f"{path} is not a reference file: expected format {FORMAT!r}, got {got!r}")
-        rows = data.get("rows")
+        missing = [k for k in ("dataset", "threat_model", "eps", "command", "date", "rows") if k not in data]
+        if missing:
+            raise InvalidInputError(f"{path} is not a complete reference file: missing field(s) {missing}; write "
+                                    "it again with the command that made it")
+        rows = data["rows"]
         if not isinstance(rows, dict) or not rows:
             raise InvalidInputError(f"{path}: 'rows' must be an object with one entry per row")
-        return cls(rows={k: ReferenceRow.from_dict(v, f"{path}: row {k!r}") for k, v in rows.items()},
-                   dataset=data["dataset"], threat_model=data["threat_model"], eps=float(data["eps"]),
-                   command=data["command"], date=data["date"], versions=dict(data.get("versions") or {}))
+        for key in ("dataset", "threat_model", "command", "date"):
+            if not isinstance(data[key], str) or not data[key]:
+                raise InvalidInputError(f"{path}: {key} must be a non-empty string, got {data[key]!r}")
+        eps = check_eps(data["eps"], data["threat_model"], name=f"{path}: eps")
+        versions = data.get("versions") or {}
+        if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+            raise InvalidInputError(f"{path}: versions must be an object of package -> version strings, got "
+                                    f"{versions!r}")
+        setting = {"dataset": data["dataset"], "threat_model": data["threat_model"], "eps": eps}
+        return cls(rows={k: ReferenceRow.from_dict(v, f"{path}: row {k!r}", setting) for k, v in rows.items()},
+                   dataset=data["dataset"], threat_model=data["threat_model"], eps=eps,
+                   command=data["command"], date=data["date"], versions=dict(versions))
 
 
 @dataclass(frozen=True)
@@ -190,7 +249,8 @@ class Comparison:
 
     Attributes:
         status: :data:`AGREES`, :data:`DIFFERS`, :data:`OTHER_MODEL` (the reference evaluated another
-            configuration: other weights, ratio or constants), :data:`OTHER_ATTACK` or :data:`MISSING`.
+            configuration: other weights, ratio or constants, or no fingerprint recorded), :data:`OTHER_ATTACK`
+            (another attack, budgets or seed, or another data set, threat model or eps) or :data:`MISSING`.
         n_examples: the first images both runs attacked (0 when not compared).
         reference_robust: the reference's robust accuracy on those images.
         live_interval: the live run's 95 % interval of its robust accuracy on those images.
@@ -209,9 +269,23 @@ class Comparison:
     detail: str = ""
 
 
+def _other_setting(live: BenchmarkResult, reference: ReferenceRow) -> list[str]:
+    """How the data set, threat model and eps of ``live`` differ from the reference's (empty: the same, or
+    not recorded by the reference)."""
+    dataset, threat_model, eps = reference.setting
+    what = []
+    if dataset is not None and live.dataset != dataset:
+        what.append(f"on data set {dataset} (this run {live.dataset})")
+    if threat_model is not None and live.threat_model != threat_model:
+        what.append(f"under threat model {threat_model} (this run {live.threat_model})")
+    if eps is not None and not math.isclose(live.eps, eps, rel_tol=1e-9, abs_tol=0.0):
+        what.append(f"at eps {format_eps(eps)} (this run {format_eps(live.eps)})")
+    return what
+
+
 def _other_attack(live: BenchmarkResult, reference: ReferenceRow) -> str:
     """What differs between the two runs' attacks, short enough for a table cell."""
-    what = []
+    what = _other_setting(live, reference)
     if live.attack != reference.attack:
         what.append(f"attack {reference.attack!r} (this run {live.attack!r})")
     if live.options != reference.options:
@@ -229,15 +303,24 @@ def compare(live: BenchmarkResult, reference: Optional[ReferenceRow], level: flo
     Agreement: the reference's robust accuracy on the first images both attacked lies inside the live
     run's Clopper-Pearson interval on those images, and (when both measured it on the same images)
     its clean accuracy inside the live one's. Runs of other configurations (config fingerprints
-    differ) or other attacks (attack, budgets, seed) are not compared.
+    differ, or one of them records none, so that nothing says they evaluated the same weights), on
+    other data or at another eps or threat model, or with other attacks (attack, budgets, seed) are
+    not compared.
     """
     if reference is None:
         return Comparison(MISSING, detail="no reference for this row")
+    if live.config_fingerprint is None or reference.config_fingerprint is None:
+        which = "the reference" if reference.config_fingerprint is None else "this run"
+        if live.config_fingerprint is None and reference.config_fingerprint is None:
+            which = "neither run"
+        return Comparison(OTHER_MODEL, detail=f"no config fingerprint recorded ({which}): nothing says both "
+                                              "evaluated the same weights and constants: not compared")
     if live.config_fingerprint != reference.config_fingerprint:
         return Comparison(OTHER_MODEL, detail=f"the reference was measured on other weights or constants "
                                               f"(config fingerprint {reference.config_fingerprint}, this run "
                                               f"{live.config_fingerprint}): not compared")
-    if (live.attack, live.options, live.seed) != (reference.attack, reference.options, reference.seed):
+    if ((live.attack, live.options, live.seed) != (reference.attack, reference.options, reference.seed)
+            or _other_setting(live, reference)):
         return Comparison(OTHER_ATTACK, detail=_other_attack(live, reference))
     n = min(live.n_examples, reference.n_examples)
     mine, theirs = live.robust_flags[:n], reference.robust_flags[:n]
@@ -250,9 +333,9 @@ def compare(live: BenchmarkResult, reference: Optional[ReferenceRow], level: flo
         clean_agrees = low <= reference.clean_accuracy <= high
     differing = sum(bool(a) != bool(b) for a, b in zip(mine, theirs))
     agrees = inside and clean_agrees is not False
-    parts = [f"robust {100 * robust:.1f} % on the first {n:,} {'inside' if inside else 'OUTSIDE'} the interval",
+    parts = [f"robust {percent(robust, 1)} % on the first {n:,} {'inside' if inside else 'OUTSIDE'} the interval",
              f"{differing} of {n:,} images differ"]
     if clean_agrees is False:
-        parts.insert(1, f"clean {100 * reference.clean_accuracy:.2f} % OUTSIDE the clean interval")
+        parts.insert(1, f"clean {percent(reference.clean_accuracy)} % OUTSIDE the clean interval")
     return Comparison(AGREES if agrees else DIFFERS, n, robust, interval, differing, clean_agrees,
                       ("agrees: " if agrees else "DIFFERS: ") + "; ".join(parts))

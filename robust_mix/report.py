@@ -115,6 +115,20 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     return {k: info[k] for k in MODEL_INFO_FIELDS}
 
 
+def _cell(text: object) -> str:
+    """``text`` as one Markdown table cell: ``|`` escaped, line breaks as spaces (a model NAME such as
+    ``"a|b"`` must not add a column or end the row)."""
+    return " ".join(str(text).replace("|", "\\|").splitlines())
+
+
+def _code(text: object) -> str:
+    """``text`` as one Markdown code span, fenced by more backticks than it holds in a row."""
+    text = " ".join(str(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:
     """A Markdown summary: one row of headline numbers (robust accuracy with its 95 % Clopper-Pearson
     interval; clean accuracy on every image it was measured on), then the accuracy after every stage."""
@@ -128,7 +142,8 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
         f"| model | dataset | threat | eps | examples | clean |{f' clean ({full:,} images) |' if full else ''} "
         f"{suite} | adaptive | robust (min) | {interval_heading(INTERVAL_LEVEL)} | reported clean / robust |",
         "|---|---|---|---|---|---|" + ("---|" if full else "") + "---|---|---|---|---|",
-        f"| {result.model} | {result.dataset} | {result.threat_model} | {format_eps(result.eps)} | {result.n_examples} "
+        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps)} "
+        f"| {result.n_examples} "
         f"| {percent(result.clean_accuracy)} |{f' {percent(result.full_clean_accuracy)} |' if full else ''} "
         f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "
         f"{percent(adaptive) if adaptive is not None else '-'} | {percent(result.robust_accuracy)} | "
@@ -138,9 +153,9 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
         f"| stage | robust accuracy after stage (%) | {interval_heading(INTERVAL_LEVEL)} |",
         "|---|---|---|",
     ]
-    rows += [f"| {stage} | {percent(acc)} | {percent_interval(result.interval(acc))} |"
+    rows += [f"| {_cell(stage)} | {percent(acc)} | {percent_interval(result.interval(acc))} |"
              for stage, acc in result.stage_accuracy.items()]
-    rows += ["", f"Attack argument `{result.attack}`, seed {result.seed}, {result.world_size} process(es), "
+    rows += ["", f"Attack argument {_code(result.attack)}, seed {result.seed}, {result.world_size} process(es), "
                  f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)"
                  + (f", {' / '.join(map(str, result.cpu_threads))} CPU thread(s) per process." if result.cpu_threads
                     else ".")]

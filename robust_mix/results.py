@@ -15,7 +15,8 @@ from typing import Any, Optional, Union
 
 from robust_mix.io import atomic_write_text
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import InvalidInputError, check_eps, check_fraction, positive_int
+from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_int, non_negative_float,
+                                 positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
 INTERVAL_LEVEL = 0.95
@@ -172,6 +173,21 @@ class BenchmarkResult:
                 if not isinstance(value, str) or not value:
                     raise InvalidInputError(f"{where(key)} must be a non-empty string, got {value!r}")
             n = positive_int(where("n_examples"), self.n_examples)
+            for key in ("suite_accuracy", "stage_accuracy", "suite_flags", "attack_settings", "options", "arguments",
+                        "versions"):
+                if not isinstance(getattr(self, key), dict):
+                    raise InvalidInputError(f"{where(key)} must be an object (a mapping), got "
+                                            f"{getattr(self, key)!r}")
+            check_int(where("seed"), self.seed)
+            for key in ("number_forward_passes", "world_size"):
+                positive_int(where(key), getattr(self, key))
+            for key in ("chunk_size", "resumed_chunks"):
+                check_int(where(key), getattr(self, key), minimum=0)
+            for key in ("wall_time_s", "resumed_seconds"):
+                non_negative_float(where(key), getattr(self, key))
+            speed = self.examples_per_second  # inf when the wall time was 0
+            if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not speed >= 0:
+                raise InvalidInputError(f"{where('examples_per_second')} must be a number >= 0, got {speed!r}")
             for key in ("clean_accuracy", "robust_accuracy"):
                 check_fraction(where(key), getattr(self, key))
             for group in ("suite_accuracy", "stage_accuracy"):
@@ -183,10 +199,25 @@ class BenchmarkResult:
                 if not isinstance(values, list) or len(values) != n:
                     raise InvalidInputError(f"{where(key)} must hold one flag per example ({n}), got "
                                             f"{len(values) if isinstance(values, list) else type(values).__name__}")
-            for key, values in (("clean_accuracy", self.clean_flags), ("robust_accuracy", self.robust_flags)):
-                if abs(sum(values) / n - getattr(self, key)) > 1e-9:
-                    raise InvalidInputError(f"{where(key)} is {getattr(self, key)!r} but its per-example flags "
+                odd = next((v for v in values if not isinstance(v, (bool, int)) or v not in (0, 1)), None)
+                if odd is not None:
+                    raise InvalidInputError(f"{where(key)} must hold true/false flags, got {odd!r}; the report was "
+                                            "edited or corrupted")
+            accuracies = [("clean_accuracy", self.clean_accuracy, self.clean_flags),
+                          ("robust_accuracy", self.robust_accuracy, self.robust_flags),
+                          *((f"suite_accuracy[{k!r}]", self.suite_accuracy[k], v) for k, v in self.suite_flags.items()
+                            if k in self.suite_accuracy)]
+            for key, accuracy, values in accuracies:
+                if abs(sum(values) / n - accuracy) > 1e-9:
+                    raise InvalidInputError(f"{where(key)} is {accuracy!r} but its per-example flags "
                                             f"give {sum(values) / n!r}; the report was edited or corrupted")
+            for key, values in (("clean_flags", self.clean_flags),
+                                *((f"suite_flags[{k!r}]", v) for k, v in self.suite_flags.items())):
+                wrong = next((i for i, (r, f) in enumerate(zip(self.robust_flags, values)) if r and not f), None)
+                if wrong is not None:
+                    what = "clean" if key == "clean_flags" else f"robust under {key}"
+                    raise InvalidInputError(f"{where('robust_flags')} say robust in example {wrong}, which is not "
+                                            f"{what}; the report was edited or corrupted")
             check_eps(self.eps, self.threat_model, name=where("eps"))
             if (self.full_clean_accuracy is None) != (self.full_clean_examples is None):
                 raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "

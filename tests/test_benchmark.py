@@ -186,6 +186,37 @@ def test_a_report_with_an_impossible_full_clean_accuracy_is_refused():
         BenchmarkResult.from_dict({**data, "full_clean_examples": None})
 
 
+def _report(**changes) -> dict:
+    """report.json data of a finished 4-example run (3 clean, 2 robust), with ``changes``."""
+    data = BenchmarkResult(
+        model="m", dataset="fashion-mnist", threat_model="Linf", eps=EPS, n_examples=4, attack="apgd-ce", seed=0,
+        clean_accuracy=0.75, robust_accuracy=0.5, suite_accuracy={"autoattack": 0.5}, stage_accuracy={"apgd-ce": 0.5},
+        clean_flags=[True, True, True, False], robust_flags=[True, True, False, False],
+        suite_flags={"autoattack": [True, True, False, False]}, wall_time_s=2.0, examples_per_second=2.0,
+        number_forward_passes=2).to_dict()
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(options=[1]), "options must be an object"),
+    (dict(stage_accuracy=[]), "stage_accuracy must be an object"),
+    (dict(seed="0"), "seed must be an integer"),
+    (dict(seed=True), "seed must be an integer"),
+    (dict(wall_time_s="x"), "wall_time_s must be a number"),
+    (dict(wall_time_s=float("nan")), "wall_time_s"),
+    (dict(number_forward_passes="2"), "number_forward_passes"),
+    (dict(robust_flags=[2, 0, 0, 0], robust_accuracy=0.5), "robust_flags must hold true/false"),
+    (dict(suite_accuracy={"autoattack": 0.75}), r"suite_accuracy\['autoattack'\] is 0.75 but its per-example flags"),
+    (dict(robust_flags=[True, True, False, True], robust_accuracy=0.75,
+          suite_flags={"autoattack": [True, True, False, True]}, suite_accuracy={"autoattack": 0.75}),
+     "robust in example 3, which is not clean"),
+])
+def test_a_report_with_wrong_types_or_inconsistent_numbers_is_refused_naming_the_field(changes, match):
+    BenchmarkResult.from_dict(_report())  # the unedited report is fine
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        BenchmarkResult.from_dict(_report(**changes))
+
+
 def test_defaults_come_from_the_model_config_and_leaderboard():
     model = tiny_mixed()
     result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
@@ -253,6 +284,37 @@ def test_resume_refuses_a_state_dir_from_other_arguments(tmp_path):
     benchmark(tiny_mixed(), state_dir=tmp_path, **kwargs)
     with pytest.raises(ValueError, match="different arguments.*seed"):
         benchmark(tiny_mixed(), state_dir=tmp_path, seed=1, **kwargs)
+
+
+def test_chunk_states_without_the_record_of_their_arguments_are_refused(tmp_path):
+    """A state folder whose run.json is gone (deleted, an older robust_mix): its chunks may come from another
+    eps, attack or model, so they are not mixed into this run."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+    benchmark(tiny_mixed(), state_dir=tmp_path, eps=EPS, **kwargs)
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(ValueError, match="chunk_000000.json.*no run.json"):
+        benchmark(tiny_mixed(), state_dir=tmp_path, eps=0.05, **kwargs)
+
+
+def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST,
+                  device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), **kwargs)
+    chunk = tmp_path / "chunk_000000.json"
+    good = chunk.read_text()
+    chunk.write_text(good[:40])
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="chunk_000000.json is not valid JSON"):
+        benchmark(tiny_mixed(), **kwargs)
+    data = json.loads(good)
+    chunk.write_text(json.dumps({**data, "clean": data["clean"][:2]}))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="chunk_000000.json.*clean.*4 flags"):
+        benchmark(tiny_mixed(), **kwargs)
+    chunk.write_text(good)
+    (tmp_path / "run.json").write_text("{")
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="run.json is not valid JSON"):
+        benchmark(tiny_mixed(), **kwargs)
 
 
 def test_sigkill_and_restart_ends_with_the_uninterrupted_flags(tmp_path):

@@ -1,6 +1,7 @@
 """``robust-mix demo`` (robust_mix.cli.demo): its table, the reference beside it, its progress display."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -141,3 +142,33 @@ def test_row_bars_show_the_stage_and_time_and_leave_nothing_between_or_after_the
         assert any(line.endswith("100%|################| [00:00, done]") for line in done)
     # once closed, the next output starts where the bars were: only the warnings stay above it
     assert shown(terminal.getvalue()) == above
+
+
+def test_a_ratio_just_short_of_the_claims_target_does_not_print_as_the_target():
+    # kept = 47.48 / 50.00 = 94.96 %: "95.0" would read as meeting the claim's 95 %
+    live = [run(0, 10_000, 0.93), run(5_000, 10_000, 0.84), run(4_748, 10_000, 0.90)]
+    text = demo.demo_report(SPECS, live, None, [compare(r, None) for r in live], "fmnist-reference.json")
+    adaptive = next(re.split(r" {2,}", line) for line in text.splitlines() if line.startswith("adaptive smoothing"))
+    assert adaptive[6] == "94.96"
+    assert demo._ratio(0.923077, demo.KEPT_TARGET) == "92.3" and demo._ratio(0.95, demo.KEPT_TARGET) == "95.0"
+    assert demo._ratio(0.59996, demo.RECOVERED_TARGET) == "59.996" and demo._ratio(None) == "-"
+
+
+def test_the_reference_names_the_attack_of_every_row():
+    adaptive = run(600, 1000, 0.90, attack="standard+adaptive")
+    adaptive.stage_accuracy["adaptive-apgd-ce"] = 0.6
+    shipped = reference(run(0, 1000, 0.93), run(650, 1000, 0.84), adaptive)
+    live = [run(0, 20, 0.93), run(13, 20, 0.84), run(12, 20, 0.90, attack="standard+adaptive")]
+    comparisons = [compare(r, shipped.rows[s.key]) for s, r in zip(SPECS, live)]
+    lines = demo.demo_report(SPECS, live, shipped, comparisons, "ref.json").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Reference results (ref.json)"))
+    assert lines[start + 1].startswith("attack: AutoAttack, partial") and "(standard base, robust base)" in lines[start + 1]
+    assert lines[start + 2].startswith("attack: AutoAttack + adaptive APGD-CE, partial") and lines[start + 2].endswith("(adaptive smoothing)")
+
+
+def test_a_reference_at_another_eps_is_not_compared_and_the_verdict_says_so():
+    shipped = reference(run(0, 1000, 0.93), run(650, 1000, 0.84), run(600, 1000, 0.90))
+    live = [dataclasses.replace(r, eps=0.3) for r in (run(0, 20, 0.93), run(13, 20, 0.84), run(12, 20, 0.90))]
+    comparisons = [compare(r, shipped.rows[s.key]) for s, r in zip(SPECS, live)]
+    line = demo.agreement_line([s.label for s in SPECS], comparisons)
+    assert "This run agrees" not in line and "not compared" in line and "eps" in line

@@ -7,8 +7,10 @@ from typing import Any, Optional
 import pytest
 
 from robust_mix.protocol import ADAPTIVE_STAGES, RAND_STAGES, STANDARD_STAGES
-from robust_mix.formatting import (attack_label, evaluation_label, format_eps, is_standard_autoattack,
-                                   partial_reasons, percent, percent_value, stage_label)
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
+                                   is_standard_autoattack, partial_reasons, percent, percent_interval, percent_value,
+                                   stage_label)
+from robust_mix.stats import clopper_pearson
 
 #: The settings StageRunner reports for the leaderboard's budgets (standard version).
 FULL = {"apgd": {"n_iter": 100, "n_restarts": 1, "eot_iter": 1},
@@ -76,3 +78,24 @@ def test_partial_reasons_say_why():
 
 def test_stage_label_without_settings():
     assert stage_label("fab-t") == "FAB-T" and stage_label("square", FULL) == "Square (5000 queries)"
+
+
+def test_a_fraction_short_of_all_or_above_none_never_prints_as_all_or_none():
+    # 19,999 of 20,000 (99.995 %) is not "100.00"; 1 of 25,000 (0.004 %) is not "0.00"
+    assert percent(19_999 / 20_000) == "99.99" and percent_value(19_999 / 20_000) == 99.99
+    assert percent(1 / 25_000) == "0.01" and percent_value(1 / 25_000) == 0.01
+    assert percent(-0.0) == "0.00" and percent(0.0) == "0.00" and percent(1.0) == "100.00"
+    assert percent(0.5) == "50.00" and percent(0.8521) == "85.21"
+
+
+def test_an_interval_that_is_not_a_point_never_prints_as_one():
+    # 0 of 10,000: up to 0.037 %, not "0.0–0.0"; 10,000 of 10,000: from 99.963 %, not "100.0–100.0"
+    assert percent_interval(clopper_pearson(0, 10_000)) == "0.0–0.1"
+    assert percent_interval(clopper_pearson(10_000, 10_000)) == "99.9–100.0"
+    assert percent_interval(clopper_pearson(0, 20)) == "0.0–16.8" and percent_interval((0.5812, 0.6590)) == "58.1–65.9"
+    assert percent_interval((0.0, 1.0)) == "0.0–100.0"
+
+
+def test_the_interval_heading_does_not_round_the_level_up():
+    assert interval_heading(0.95) == "95 % interval" and interval_heading(0.999) == "99.9 % interval"
+    assert interval_heading(0.9999999) == "99.99999 % interval"

@@ -121,3 +121,70 @@ def test_an_other_attack_is_named_briefly():
     reference = ReferenceRow.from_result(SPEC, run([True] * 10))
     assert compare(run([True] * 5, attack="apgd-ce", seed=1), reference).detail == (
         "not compared: the reference ran attack 'standard' (this run 'apgd-ce'), seed 0 (this run 1)")
+
+
+@pytest.mark.parametrize("change,named", [(dict(eps=0.3), "at eps 0.1 (this run 0.3)"),
+                                          (dict(dataset="cifar10"), "on data set fashion-mnist (this run cifar10)"),
+                                          (dict(threat_model="L2"), "under threat model Linf (this run L2)")])
+def test_a_run_at_another_eps_or_on_other_data_is_not_compared(change, named):
+    live = dataclasses.replace(run(flags(12, 20)), **change)
+    comparison = compare(live, reference_row(650))
+    assert comparison.status == OTHER_ATTACK and comparison.n_examples == 0 and comparison.live_interval is None
+    assert named in comparison.detail and comparison.detail.startswith("not compared")
+
+
+def test_the_setting_of_a_loaded_reference_is_checked_too(tmp_path):
+    path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")
+    row = Reference.load(path).rows["robust"]
+    assert (row.dataset, row.threat_model, row.eps) == ("fashion-mnist", "Linf", 0.1)
+    assert "eps" not in json.loads(path.read_text())["rows"]["robust"]  # the file keeps it once, at the top
+    assert compare(dataclasses.replace(run(flags(6, 10)), eps=8 / 255), row).status == OTHER_ATTACK
+
+
+def test_runs_that_record_no_configuration_are_not_taken_for_the_same_model():
+    row = reference_row(12, 20, fingerprint=None)
+    comparison = compare(run(flags(12, 20), fingerprint=None), row)
+    assert comparison.status == OTHER_MODEL and "no config fingerprint" in comparison.detail
+
+
+def test_percentages_in_the_comparison_never_round_to_all_or_none():
+    live = run(flags(2999, 3000), clean_correct=900)
+    comparison = compare(live, ReferenceRow.from_result(SPEC, run(flags(2999, 3000) + [True])))
+    assert comparison.status == AGREES and "robust 99.9 % on the first 3,000" in comparison.detail
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d.pop("dataset"), "missing field.*'dataset'"),
+    (lambda d: d.update(eps="abc"), "eps"),
+    (lambda d: d.update(eps=float("nan")), "eps"),
+    (lambda d: d.update(versions=[1, 2]), "versions"),
+    (lambda d: d.update(command=None), "command"),
+    (lambda d: d["rows"]["robust"].update(seed="0"), "seed"),
+    (lambda d: d["rows"]["robust"].update(seed=True), "seed"),
+    (lambda d: d["rows"]["robust"].update(options=[]), "options"),
+    (lambda d: d["rows"]["robust"].update(config_fingerprint=5), "config_fingerprint"),
+    (lambda d: d["rows"]["robust"].update(attack=None), "attack"),
+    (lambda d: d["rows"]["robust"].update(clean_accuracy=0.12345), "whole number of the 1000 images"),
+    (lambda d: d["rows"]["robust"].update(wall_time_s="x"), "wall_time_s"),
+])
+def test_a_reference_file_with_wrong_types_is_refused_naming_the_field(tmp_path, edit, match):
+    path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InvalidInputError, match=match):
+        Reference.load(path)
+
+
+def test_an_unreadable_reference_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reference file not found: .*nope.json"):
+        Reference.load(tmp_path / "nope.json")
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        Reference.load(tmp_path)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(InvalidInputError, match="binary.json is not a UTF-8 text file"):
+        Reference.load(tmp_path / "binary.json")
+    path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")
+    path.write_text(path.read_text()[:60])
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        Reference.load(path)

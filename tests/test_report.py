@@ -134,3 +134,13 @@ def test_harness_report_feeds_the_model_card(result, tmp_path):
     card = zoo_card("fmnist-robust", path)
     assert "robust-mix benchmark toy --n-examples 8" in card and "`report.json`" in card
     assert f"{100 * result.clean_accuracy:.2f}" in card
+
+
+def test_odd_names_cannot_break_the_markdown_table(result):
+    odd = dataclasses.replace(result, model="evil|name\nnext", dataset="fashion|mnist", attack="apgd-ce`+|x")
+    table = markdown_table(odd)
+    header, rule, row = table.splitlines()[2:5]
+    assert row.startswith("| evil\\|name next | fashion\\|mnist |")
+    unescaped = lambda line: len(line.replace("\\|", "").split("|"))  # noqa: E731
+    assert unescaped(row) == unescaped(header) == unescaped(rule)
+    assert "Attack argument ``apgd-ce`+|x``," in table  # a code span that holds the backtick

@@ -38,3 +38,29 @@ def test_one_sided_bounds_are_the_tails_of_the_interval():
 def test_bad_counts_name_the_value(args, match):
     with pytest.raises(ValueError, match=match):
         clopper_pearson(*args)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (0, 2), (1, 2), (2, 2)])
+def test_one_example_and_the_edges_are_scipys_exact_interval(k, n):
+    expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert clopper_pearson(k, n) == pytest.approx((expected.low, expected.high), abs=1e-12)
+
+
+def test_numpy_counts_and_whole_floats_give_the_same_interval():
+    expected = clopper_pearson(3, 10)
+    assert clopper_pearson(np.int64(3), np.int64(10)) == expected and clopper_pearson(3.0, 10) == expected
+    assert clopper_pearson(np.array(3), 10) == expected and clopper_pearson(np.uint8(3), np.uint8(10)) == expected
+
+
+@pytest.mark.parametrize("successes,match", [(True, "bool"), (np.bool_(False), "bool"), ("3", "str"),
+                                             (None, "None"), (float("nan"), "nan"), (np.array([1, 2]), "one count")])
+def test_counts_that_are_not_numbers_are_refused_by_name(successes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        clopper_pearson(successes, 10)
+
+
+def test_one_sided_bounds_refuse_bool_arrays_and_bad_trials_clearly():
+    with pytest.raises(ValueError, match="bool"):
+        clopper_pearson_lower(np.array([True, False]), 10, 0.05)
+    with pytest.raises(ValueError, match="trials must be a positive integer, got '10'"):
+        clopper_pearson_upper(3, "10", 0.05)
