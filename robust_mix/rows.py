@@ -76,11 +76,32 @@ def run_rows(rows: Sequence[BenchmarkRow], *, workers: int = 1, progress: Option
         progress: receives each row's progress.
         threads_per_worker: explicit threads per worker (default: the thread policy).
         start_order: row indices in the order workers take them (longest first balances best).
+
+    Raises:
+        ValueError: a row's ``kwargs`` has a ``progress`` (rows report to ``progress``), or, with several
+            ``workers``, two rows share a ``state_dir`` (side by side, each would resume the other's chunks).
     """
+    _check_rows(rows, workers)
     jobs = [Job(row.label, _run_row, {"row": row}) for row in rows]
     on_event = None if progress is None else (lambda index, kind, *payload: getattr(progress, kind)(index, *payload))
     return run_jobs(jobs, workers=workers, on_event=on_event, threads_per_worker=threads_per_worker,
                     start_order=start_order)
+
+
+def _check_rows(rows: Sequence[BenchmarkRow], workers: int) -> None:
+    owners: dict[Path, str] = {}
+    for row in rows:
+        if "progress" in row.kwargs:
+            raise ValueError(f"row {row.label!r} has a 'progress' in its benchmark kwargs; rows report their "
+                             "progress to run_rows(progress=...): remove it from the row")
+        state_dir = row.kwargs.get("state_dir")
+        if workers > 1 and state_dir is not None:
+            folder = Path(state_dir).resolve()
+            if folder in owners:
+                raise ValueError(f"rows {owners[folder]!r} and {row.label!r} share the state folder {state_dir}: side "
+                                 "by side each would resume the other's chunks; give each row its own state_dir, "
+                                 "or run them with workers=1")
+            owners[folder] = row.label
 
 
 class _EmittingProgress:

@@ -42,6 +42,8 @@ RUNTIME_ENV_VAR = "ROBUST_MIX_RUNTIME_DIR"
 #: Seconds between two recounts of the claims in :func:`rebalance`.
 REBALANCE_INTERVAL_S = 2.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Where the OS lists its processes (none on macOS and Windows: claims then fall back to ``os.kill(pid, 0)``).
+PROC = Path("/proc")
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,14 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/s
     """
     try:
         lines = proc_cgroup.read_text().splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     limits = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:  # not "<id>:<controllers>:<path>"
+            continue
+        _, controllers, path = fields
         if controllers == "":  # v2 unified hierarchy
             limits += [_v2_limit(d / "cpu.max") for d in _up_from(root, path)]
         elif "cpu" in controllers.split(","):
@@ -107,25 +112,38 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/s
 
 
 def _up_from(base: Path, path: str) -> list[Path]:
-    parts = [p for p in path.strip("/").split("/") if p]
+    """``base/path`` and its parents up to ``base``; a path leaving ``base`` (``/../x``: a process outside its
+    cgroup namespace's root) leaves only ``base``, since the folders above the mount are no cgroups."""
+    parts = [p for p in path.strip("/").split("/") if p and p != "."]
+    if ".." in parts:
+        return [base]
     return [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _cpus(quota: str, period: str) -> Optional[float]:
+    """``quota / period`` in CPUs; ``None`` for no limit (``max``, ``-1``) and for text that is not a positive limit."""
+    try:
+        cpus = float(quota) / float(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return cpus if math.isfinite(cpus) and cpus > 0 else None
 
 
 def _v2_limit(path: Path) -> Optional[float]:
     try:
         quota, period = path.read_text().split()[:2]
-    except (OSError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError):  # missing, unreadable, or not "<quota> <period>"
         return None
-    return None if quota == "max" else int(quota) / int(period)
+    return None if quota == "max" else _cpus(quota, period)
 
 
 def _v1_limit(folder: Path) -> Optional[float]:
     try:
-        quota = int((folder / "cpu.cfs_quota_us").read_text())
-        period = int((folder / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
+        quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+        period = (folder / "cpu.cfs_period_us").read_text().strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    return None if quota <= 0 or period <= 0 else quota / period
+    return _cpus(quota, period)
 
 
 def usable_cpus() -> float:
@@ -145,7 +163,11 @@ def load_average() -> Optional[float]:
 
 # -- claims: robust_mix runs on this machine that compute -------------------------------------------------
 def claims_dir() -> Path:
-    """The per-user folder where computing robust_mix processes register."""
+    """The per-user folder where computing robust_mix processes register.
+
+    Raises:
+        OSError: ``$ROBUST_MIX_RUNTIME_DIR`` is unset and there is no usable temporary folder.
+    """
     root = os.environ.get(RUNTIME_ENV_VAR)
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(root) if root else Path(tempfile.gettempdir()) / f"robust_mix-{uid}" / "claims"
@@ -154,21 +176,46 @@ def claims_dir() -> Path:
 def _start_time(pid: int) -> Optional[str]:
     """The process's start time (clock ticks since boot), which tells a live pid from a reused one."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _claim_is_live(pid: int, recorded: str) -> bool:
+    """Whether process ``pid`` is running and is the one that wrote ``recorded`` (its start time, if known)."""
+    if pid <= 0:
+        return False
+    started = _start_time(pid)
+    if started is not None:
+        return not recorded or recorded == started
+    if PROC.is_dir():  # the OS lists its processes, and not this one
+        return False
+    try:  # no /proc (macOS): a pid that exists; a reused one cannot be told apart there
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 class ThreadClaim:
     """This process's registration as a computing robust_mix run (a file named by its pid)."""
 
     def __init__(self, folder: Optional[Path] = None) -> None:
-        self.folder = folder or claims_dir()
-        self.path = self.folder / str(os.getpid())
+        if folder is None:
+            try:
+                folder = claims_dir()
+            except OSError as err:  # no usable temporary folder: this run just cannot register
+                logger.debug("no folder for thread claims (%s); other runs will not see this one", err)
+        self.folder: Optional[Path] = folder
+        self.path: Optional[Path] = None if folder is None else folder / str(os.getpid())
         self.held = False
 
     def acquire(self) -> "ThreadClaim":
+        """Write the claim; a folder that cannot be written (read-only, full, not ours) is logged, not raised."""
+        if self.folder is None or self.path is None:
+            return self
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.path.write_text(_start_time(os.getpid()) or "")
@@ -178,52 +225,67 @@ class ThreadClaim:
         return self
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
+        """Remove the claim; a file that cannot be removed is logged (its process ends, so it goes stale)."""
+        if self.held and self.path is not None:
             self.held = False
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as err:
+                logger.debug("could not remove the thread claim %s (%s)", self.path, err)
 
 
 def live_claims(folder: Optional[Path] = None) -> int:
     """Robust_mix processes on this machine holding a claim (stale files of dead processes are removed)."""
-    folder = folder or claims_dir()
     try:
-        entries = list(folder.iterdir())
-    except OSError:
+        entries = list((folder or claims_dir()).iterdir())
+    except OSError:  # no folder yet, or no usable temporary folder
         return 0
     alive = 0
     for entry in entries:
-        if not entry.name.isdigit():
+        if not (entry.name.isascii() and entry.name.isdigit()):
             continue
         try:
-            recorded = entry.read_text()
+            recorded = entry.read_bytes().decode("ascii").strip()
+        except UnicodeDecodeError:  # not a start time this module wrote
+            recorded = "?"
         except OSError:
             continue
-        started = _start_time(int(entry.name))
-        if started is not None and (not recorded or recorded == started):
+        if _claim_is_live(int(entry.name), recorded):
             alive += 1
-        else:
+            continue
+        try:
             entry.unlink(missing_ok=True)
+        except OSError as err:  # a read-only folder, another user's file: count it out all the same
+            logger.debug("could not remove the stale thread claim %s (%s)", entry, err)
     return alive
 
 
 # -- the policy --------------------------------------------------------------------------------------------
-def _positive_int(value: object, what: str) -> int:
+def _positive_int(value: object, what: str, unit: str = "threads") -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
         number = 0
     if number < 1:
-        raise ValueError(f"{what} must be a positive whole number of threads, got {value!r}; "
-                         f"use e.g. 1 or 2, or leave it unset for the policy (usable CPUs // processes)")
+        hint = ("torchrun sets it; unset it outside torchrun" if unit == "processes"
+                else "use e.g. 1 or 2, or leave it unset for the policy (usable CPUs // processes)")
+        raise ValueError(f"{what} must be a positive whole number of {unit}, got {value!r}; {hint}")
     return number
 
 
+#: ``$OMP_NUM_THREADS`` values already warned about (the plan is made again at every rebalance).
+_IGNORED_OMP: set[str] = set()
+
+
 def _omp_threads(text: str) -> Optional[int]:
-    """``$OMP_NUM_THREADS`` as the outer level's thread count (``"4,2"`` -> 4); ``None`` if unusable."""
+    """``$OMP_NUM_THREADS`` as the outer level's thread count (``"4,2"`` -> 4); ``None`` if unusable
+    (warned about once per value)."""
     try:
         return _positive_int(text.split(",")[0], "OMP_NUM_THREADS")
     except ValueError:
-        logger.warning("ignoring OMP_NUM_THREADS=%r: not a positive whole number", text)
+        if text not in _IGNORED_OMP:
+            _IGNORED_OMP.add(text)
+            logger.warning("ignoring OMP_NUM_THREADS=%r: not a positive whole number; the policy chooses", text)
         return None
 
 
@@ -242,8 +304,9 @@ def plan_threads(requested: Optional[int] = None, *, processes: Optional[int] = 
     """
     env = os.environ if environ is None else environ
     cpus = usable_cpus() if cpus is None else cpus
-    declared = processes if processes is not None else _positive_int(env.get("LOCAL_WORLD_SIZE", "1"),
-                                                                      "LOCAL_WORLD_SIZE")
+    local_world = env.get("LOCAL_WORLD_SIZE", "").strip() or "1"  # empty: unset
+    declared = processes if processes is not None else _positive_int(local_world, "LOCAL_WORLD_SIZE",
+                                                                      "processes")
     sharing = max(1, declared, live_claims() if claims is None else claims)
     load = load_average()
     if requested is not None:

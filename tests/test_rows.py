@@ -52,3 +52,17 @@ def test_rows_in_worker_processes_match_the_sequential_run(tmp_path):
         assert dict(recorder.done) == {i: 18 for i in range(3)} and sorted(recorder.finished) == [0, 1, 2]
     assert (tmp_path / "two" / "adaptive" / "report.json").is_file()
     assert (tmp_path / "two" / "fixed 0.9" / "state" / "run.json").is_file()
+
+
+def test_rows_side_by_side_need_their_own_state_folders(tmp_path):
+    rows = _rows(tmp_path)
+    rows[2].kwargs["state_dir"] = str(tmp_path / "robust base" / "state" / ".")  # the same folder, spelled otherwise
+    with pytest.raises(ValueError, match=r"rows 'robust base' and 'adaptive' share the state folder"):
+        run_rows(rows, workers=2)
+
+
+def test_a_row_cannot_bring_its_own_progress(tmp_path):
+    rows = _rows(tmp_path)
+    rows[1].kwargs["progress"] = None
+    with pytest.raises(ValueError, match=r"row 'fixed 0.9'.*progress"):
+        run_rows(rows)

@@ -141,3 +141,76 @@ def test_computing_commands_take_threads_and_others_do_not():
     assert parser.parse_args(["demo", "--threads", "3"]).threads == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--threads", "0"])
+
+
+def test_malformed_cgroup_files_mean_no_limit_instead_of_a_crash(tmp_path):
+    cases = [("garbage line\n0::/\n", {"cpu.max": "150000 100000"}, 1.5),  # a line without the 3 fields is skipped
+             ("0::/\n", {"cpu.max": "abc 100000"}, None), ("0::/\n", {"cpu.max": "100000 0"}, None),
+             ("0::/\n", {"cpu.max": "-5 100000"}, None), ("0::/\n", {"cpu.max": "0 100000"}, None),
+             ("0::/\n", {"cpu.max": "max"}, None), ("0::/\n", {"cpu.max": ""}, None),
+             ("0::/\n", {"cpu.max": "50000 100000"}, 0.5),  # a quota below one CPU is a real limit
+             ("3:cpu:/\n", {"cpu/cpu.cfs_quota_us": "50000.5\n", "cpu/cpu.cfs_period_us": "0\n"}, None),
+             ("3:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None)]
+    for i, (membership, files, expected) in enumerate(cases):
+        assert cgroup_cpu_quota(**_cgroup(tmp_path / str(i), membership, files)) == expected, (membership, files)
+    undecodable = tmp_path / "bytes"
+    paths = _cgroup(undecodable, "0::/\n", {"cpu.max": "max 100000"})
+    paths["proc_cgroup"].write_bytes(b"\xff\xfe0::/\n")
+    assert cgroup_cpu_quota(**paths) is None
+
+
+def test_a_cgroup_path_outside_the_namespace_is_not_read_above_the_cgroup_root(tmp_path):
+    # a process outside its cgroup namespace's root sees "/../x": the files above the mount are not cgroups
+    paths = _cgroup(tmp_path, "0::/../../elsewhere\n", {"cpu.max": "max 100000", "../cpu.max": "50000 100000"})
+    assert cgroup_cpu_quota(**paths) is None
+
+
+def test_claims_where_there_is_no_proc_folder_are_kept_while_their_process_lives(monkeypatch, tmp_path):
+    monkeypatch.setattr(threads, "PROC", tmp_path / "no-proc")  # macOS: no /proc
+    folder = tmp_path / "claims"
+    mine = ThreadClaim(folder).acquire()
+    (folder / "999999999").write_text("")  # a process that no longer exists
+    assert live_claims(folder) == 1
+    assert sorted(p.name for p in folder.iterdir()) == [str(os.getpid())]
+    mine.release()
+
+
+def test_claim_files_that_cannot_be_read_or_removed_do_not_stop_a_run(monkeypatch, tmp_path):
+    (tmp_path / "999999999").write_bytes(b"\xff\xfe")  # undecodable: not a claim this code wrote
+    (tmp_path / str(os.getpid())).write_bytes(b"\xff")
+    assert live_claims(tmp_path) == 0
+    (tmp_path / "999999998").write_text("1")
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(threads.Path, "unlink", refuse)  # another user's file in a shared folder, a read-only one
+    assert live_claims(tmp_path) == 0
+    claim = ThreadClaim(tmp_path).acquire()
+    claim.release()  # logged, not raised: the command's own result matters more
+    assert not claim.held
+
+
+def test_no_usable_temporary_folder_does_not_stop_a_run(monkeypatch):
+    def no_tmp():
+        raise FileNotFoundError(2, "No usable temporary directory found")
+
+    monkeypatch.delenv(threads.RUNTIME_ENV_VAR, raising=False)
+    monkeypatch.setattr(threads.tempfile, "gettempdir", no_tmp)
+    assert not ThreadClaim().acquire().held
+    assert live_claims() == 0
+    assert plan_threads(environ={}, cpus=2).threads == 2
+
+
+def test_a_bad_omp_num_threads_is_warned_about_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="robust_mix.threads"):
+        for _ in range(3):  # rebalance() plans again before every attack batch
+            assert plan_threads(environ={"OMP_NUM_THREADS": "0,once"}, cpus=2, claims=1).source == "policy"
+    assert sum("OMP_NUM_THREADS" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_local_world_size_is_read_as_processes():
+    assert plan_threads(environ={"LOCAL_WORLD_SIZE": ""}, cpus=8, claims=1).threads == 8  # empty = unset
+    assert plan_threads(environ={"LOCAL_WORLD_SIZE": " 16 "}, cpus=8, claims=1).threads == 1  # more than CPUs
+    with pytest.raises(ValueError, match=r"LOCAL_WORLD_SIZE must be a positive whole number of processes.*'abc'"):
+        plan_threads(environ={"LOCAL_WORLD_SIZE": "abc"}, cpus=8, claims=1)
