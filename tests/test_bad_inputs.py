@@ -469,6 +469,8 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("demo --n-examples 0", ["demo", "--n-examples", "0"], 2, "argument --n-examples"),
     ("demo --n-examples -1", ["demo", "--n-examples", "-1"], 2, "got -1"),
     ("demo --batch-size 0", ["demo", "--batch-size", "0"], 2, "argument --batch-size"),
+    ("demo --workers 0", ["demo", "--workers", "0"], 2, "argument --workers: value must be a positive integer (>= 1), got 0"),
+    ("sweep --workers -1", ["sweep", TINY, "--alphas", "0,1", "--workers", "-1"], 2, "argument --workers"),
     ("demo --clean-examples below --n-examples", ["demo", "--n-examples", "30", "--clean-examples", "20"], 2,
      "--clean-examples 20 is below --n-examples 30"),
     ("demo --reference missing", ["demo", "--n-examples", "2", "--reference", "no/such/ref.json"], 2, "no/such/ref.json"),

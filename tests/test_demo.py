@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
+import os
 import re
+import select
+import struct
+import termios
 import time
 import warnings
 
@@ -142,6 +147,22 @@ def test_row_bars_show_the_stage_and_time_and_leave_nothing_between_or_after_the
         assert any(line.endswith("100%|################| [00:00, done]") for line in done)
     # once closed, the next output starts where the bars were: only the warnings stay above it
     assert shown(terminal.getvalue()) == above
+
+
+def test_row_bars_are_drawn_on_a_terminal_that_reports_no_width():
+    # a pseudo-terminal whose size was never set says 0 columns; tqdm alone draws nothing there
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    with open(slave, "w", closefd=True) as terminal:
+        assert os.get_terminal_size(terminal.fileno()).columns == 0
+        with RowBars(["standard base"], file=terminal, refresh_s=0) as bars:
+            bars.start(0, ["apgd-ce"], 4)
+            bars.advance(0, "apgd-ce", 2)
+            terminal.flush()
+            ready, _, _ = select.select([master], [], [], 5)
+            drawn = os.read(master, 65536).decode() if ready else ""
+    os.close(master)
+    assert "standard base:  50%|" in drawn and "APGD-CE" in drawn
 
 
 def test_a_ratio_just_short_of_the_claims_target_does_not_print_as_the_target():

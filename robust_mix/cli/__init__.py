@@ -13,8 +13,9 @@ import importlib
 import shlex
 import json
 import logging
+import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 import robust_mix
 from robust_mix import threads, validate
@@ -78,6 +79,21 @@ def arg_type(check: Callable[[str, object], object], parse: Optional[Callable[[s
 #: argparse types shared by the subcommands.
 POSITIVE_INT = arg_type(validate.positive_int, validate.parse_int)
 INT = arg_type(validate.check_int, validate.parse_int)
+
+#: Bar width on a terminal that reports no width (tqdm would draw nothing at all there).
+FALLBACK_BAR_COLUMNS = 100
+
+
+def bar_width(file: Optional[TextIO] = None) -> dict[str, Any]:
+    """tqdm's width options for bars drawn on ``file`` (default ``sys.stderr``): follow the terminal's width,
+    or a fixed :data:`FALLBACK_BAR_COLUMNS` where it reports 0 columns (a pseudo-terminal whose size was
+    never set, as some container and CI runners allocate), on which tqdm would otherwise draw empty bars."""
+    file = sys.stderr if file is None else file
+    try:
+        columns = os.get_terminal_size(file.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a terminal: tqdm's own choice applies
+        return {"dynamic_ncols": True}
+    return {"dynamic_ncols": True} if columns > 0 else {"ncols": FALLBACK_BAR_COLUMNS}
 POSITIVE_FLOAT = arg_type(validate.positive_float, validate.parse_number)
 NON_NEGATIVE_FLOAT = arg_type(validate.non_negative_float, validate.parse_number)
 EPS = arg_type(lambda name, text: validate.parse_eps(text))

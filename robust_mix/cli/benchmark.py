@@ -25,7 +25,7 @@ from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES
 from robust_mix.distributed import _env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
-from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, command, interrupts
+from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, bar_width, command, interrupts
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
@@ -41,7 +41,7 @@ class TqdmProgress:
         from tqdm import tqdm
 
         self.bars = {s: tqdm(total=total, desc=f"{s:>18}", unit="ex", position=i, disable=not self.enabled,
-                             leave=True, dynamic_ncols=True) for i, s in enumerate(stages)}
+                             leave=True, **bar_width()) for i, s in enumerate(stages)}
 
     def advance(self, stage: str, n: int) -> None:
         self.bars[stage].update(n)
@@ -86,7 +86,7 @@ class RowBars:
 
         width = max((len(label) for label in self.labels), default=0)
         self.bars = [tqdm(total=1, desc=label.rjust(width), unit="ex", position=i, leave=False, file=self.file,
-                          dynamic_ncols=True, disable=not self.enabled, smoothing=0, bar_format=self.WAITING)
+                          **bar_width(self.file), disable=not self.enabled, smoothing=0, bar_format=self.WAITING)
                      for i, label in enumerate(self.labels)]
         self._logging = _LogAboveBars(self.file)
         self._logging.__enter__()
@@ -187,7 +187,7 @@ class _TqdmHandler(logging.Handler):
 
 def add_workers_argument(p: argparse.ArgumentParser) -> None:
     """``--workers``: processes for independent rows (see :mod:`robust_mix.parallel`)."""
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
                    help="worker processes running independent rows side by side (default: one per usable CPU, "
                         "at most one per row; 1 under torchrun, whose ranks shard each row)")
 

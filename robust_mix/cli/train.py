@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from robust_mix.cli import POSITIVE_INT, arg_type, command, interrupts
+from robust_mix.cli import POSITIVE_INT, arg_type, bar_width, command, interrupts
 from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
 from robust_mix.io import atomic_write_bytes, figure_png
@@ -37,7 +37,7 @@ class TqdmBar:
 
         self.per_step = images_per_step
         self.bar = tqdm(total=total_steps * images_per_step, initial=done_steps * images_per_step, desc=description,
-                        unit="img", unit_scale=True, dynamic_ncols=True, leave=False, file=sys.stderr)
+                        unit="img", unit_scale=True, leave=False, file=sys.stderr, **bar_width())
 
     def update(self, steps: int, postfix: Mapping[str, float]) -> None:
         if postfix:
