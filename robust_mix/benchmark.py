@@ -32,8 +32,9 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, check_eps, check_finite_outputs, check_images,
-                                 check_int, check_labels, check_writable_dir, optional_positive_int, positive_int)
+from robust_mix.validate import (InvalidInputError, check_eps, check_finite_outputs, check_images, check_int,
+                                 check_labels, check_scores, check_writable_dir, optional_positive_int,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -130,14 +131,27 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
             indices: Optional[Sequence[int]] = None, what: str = "the model") -> torch.Tensor:
     """Predicted classes ``(N,)`` (on the CPU) for images ``(N, C, H, W)``, in batches.
 
+    The model must be in eval mode: in training mode BatchNorm would normalise with each batch's
+    statistics (and update its running ones) and dropout would drop units, so predictions would
+    depend on the batch and change the model.
+
     Raises:
+        robust_mix.validate.InvalidInputError: ``batch_size`` is not a positive integer, the model (or one
+            of its modules) is in training mode, or its output is not ``(B, K)`` class scores.
         NonFiniteOutputError: the model returned NaN/inf for some images, named by ``indices[i]``
             (default: their positions in ``x``); such an output is never read as a prediction.
     """
+    batch_size = positive_int("batch_size", batch_size)
+    training = sorted({type(m).__name__ for m in model.modules() if m.training})
+    if training:
+        raise InvalidInputError(f"the model is in training mode ({', '.join(training[:4])}"
+                                f"{', ...' if len(training) > 4 else ''}): BatchNorm and dropout would make its "
+                                "predictions depend on the batch and change the model; call model.eval() first")
     indices = list(range(len(x))) if indices is None else list(indices)
     out = []
     for i in range(0, len(x), batch_size):
-        scores = model(x[i:i + batch_size].to(device))
+        batch = x[i:i + batch_size]
+        scores = check_scores(model(batch.to(device)), len(batch), what=what)
         check_finite_outputs(scores, what, indices[i:i + batch_size])
         out.append(scores.argmax(dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
@@ -395,6 +409,9 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     images = check_images(images, getattr(model, "input_shape", None), dtype=dtype).cpu()
     labels = check_labels(labels, _num_classes(model), n=len(images)).cpu()
+    if not len(images):
+        raise InvalidInputError(f"images hold no examples (shape {tuple(images.shape)}); pass at least one image "
+                                "and its label")
     full_images, full_labels = images, labels
     images, labels = images[:n_examples], labels[:n_examples]
     n = len(labels)
@@ -408,6 +425,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = torch.device(device) if device is not None else default_device()
     model = model.to(device).eval()
+    _check_output_contract(model, images, labels, device)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
 
@@ -486,6 +504,18 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     logger.info("%s on %s (%d examples, %s): clean %.2f%%, robust %.2f%% in %.1f s", name, dataset, n,
                 plan.name, 100 * result.clean_accuracy, 100 * result.robust_accuracy, wall)
     return result
+
+
+@torch.no_grad()
+def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
+    """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
+    log-probabilities (not a tuple, not probabilities) with ``K`` above every label.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming what the model returned and what to change.
+    """
+    probe = images[:2]
+    check_scores(model(probe.to(device)), len(probe), labels)
 
 
 def _mean(flags: Sequence[bool]) -> float:

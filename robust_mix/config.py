@@ -340,8 +340,24 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
-        """Read a config written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config written by :meth:`save`.
+
+        Raises:
+            ValueError: the file is not JSON, not a JSON object, the ``config.json`` of a saved model
+                folder (load those with ``local-dir:FOLDER``), or holds unknown or missing fields.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: write it again") from err
+        if isinstance(data, dict) and "format_version" in data:
+            raise ValueError(f"{path} is the config.json of a folder written by save_pretrained, which also holds "
+                             f"the model's tensors: load the folder, 'local-dir:{path.parent}'")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
 
 
 def _positive_ints(name: str, values: Any) -> None:
@@ -376,6 +392,11 @@ def from_dict(cls: type, data: Any) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ValueError(f"{cls.__name__} is missing required field(s) {missing}")
     return cls(**{key: _coerce(hints[key], value) for key, value in data.items()})
 
 

@@ -23,6 +23,7 @@ import functools
 import gzip
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from robust_mix.validate import optional_positive_int
+from robust_mix.validate import InvalidInputError, optional_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,49 @@ class DatasetNotFoundError(FileNotFoundError):
     """The data set is not on disk and could not be downloaded; the message says where to put it."""
 
 
+class DatasetCorruptError(InvalidInputError):
+    """A data file is damaged, truncated or not what its name says; the message names it and what to do."""
+
+
+_IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one Fashion-MNIST uses
+_FMNIST_OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
+
+
+def _corrupt(path: Path, why: str) -> DatasetCorruptError:
+    return DatasetCorruptError(f"{path} {why}; delete it and download the original Fashion-MNIST file again (or "
+                               "reinstall dataset-fashion-mnist), or point data_dir / ROBUST_MIX_DATA elsewhere")
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
+    """An IDX file (gzip-compressed, unsigned bytes) as an array of the shape its header gives.
+
+    Raises:
+        DatasetCorruptError: not gzip, truncated, a wrong magic number or type, or a payload of
+            another size than the header promises.
+    """
+    try:
+        with gzip.open(path, "rb") as handle:
+            data = handle.read()
+    except gzip.BadGzipFile:
+        raise _corrupt(path, "is not a gzip file") from None
+    except (EOFError, zlib.error, OSError) as err:
+        raise _corrupt(path, f"is truncated or corrupt ({err or type(err).__name__})") from None
+    if len(data) < 4:
+        raise _corrupt(path, f"holds no IDX header ({len(data)} bytes after decompression)")
+    if data[0] != 0 or data[1] != 0:
+        raise _corrupt(path, f"has the magic number {data[:4].hex()}, not an IDX file's (0000 08 0n)")
+    if data[2] != _IDX_UBYTE:
+        raise _corrupt(path, f"holds IDX type 0x{data[2]:02x}, not unsigned bytes (0x08)")
     ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise _corrupt(path, f"is truncated inside its header ({len(data)} of {offset} bytes)")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(data) - offset != expected:
+        raise _corrupt(path, f"does not match its header: the header promises {expected} bytes of data, the file "
+                             f"holds {len(data) - offset}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
 def split_indices(n: int, val_size: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +221,29 @@ def _fashion_mnist_dirs(data_dir: Optional[PathLike]) -> list[Path]:
 
 @functools.lru_cache(maxsize=4)
 def _read_idx_pair(images: Path, labels: Path, stamp: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded once per process (the splits of one file share it); ``stamp`` (mtimes) keys a changed file anew."""
-    return _read_idx(images), _read_idx(labels).astype(np.int64)
+    """Decoded once per process (the splits of one file share it); ``stamp`` (mtimes) keys a changed file anew.
+
+    Raises:
+        DatasetCorruptError: a damaged file, images that are not ``(N, 28, 28)``, labels that are not
+            ``(N,)`` classes in ``[0, 10)``, or images and labels of different counts.
+    """
+    pixels, classes = _read_idx(images), _read_idx(labels)
+    if pixels.ndim != 3 or pixels.shape[1:] != (28, 28):
+        raise _corrupt(images, f"holds an array of shape {pixels.shape}, not (N, 28, 28) images (a labels file, or "
+                               "another data set, under an images name?)")
+    if classes.ndim != 1:
+        raise _corrupt(labels, f"holds an array of shape {classes.shape}, not (N,) labels (an images file under a "
+                               "labels name?)")
+    if len(pixels) != len(classes):
+        raise DatasetCorruptError(
+            f"{images} holds {len(pixels)} images but {labels} holds {len(classes)} labels: the two files are not "
+            "from the same download (train and test files mixed?); use the images and labels files from the same "
+            "download")
+    if len(classes) and int(classes.max()) >= len(FASHION_MNIST_LABELS):
+        bad = np.flatnonzero(classes >= len(FASHION_MNIST_LABELS))
+        raise _corrupt(labels, f"is not Fashion-MNIST's: labels must lie in [0, {len(FASHION_MNIST_LABELS)}), got "
+                               f"{classes[bad[:8]].tolist()} at indices {bad[:8].tolist()} ({len(bad)} of {len(classes)})")
+    return pixels, classes.astype(np.int64)
 
 
 def _fashion_mnist_arrays(part: str, data_dir: Optional[PathLike]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +255,12 @@ def _fashion_mnist_arrays(part: str, data_dir: Optional[PathLike]) -> tuple[np.n
         if images.is_file() and labels.is_file():
             if data_dir is not None and folder not in searched[:2]:
                 logger.warning("Fashion-MNIST is not in data_dir %s; read the copy in %s instead", data_dir, folder)
-            return _read_idx_pair(images, labels, (images.stat().st_mtime, labels.stat().st_mtime))
+            arrays = _read_idx_pair(images, labels, (images.stat().st_mtime, labels.stat().st_mtime))
+            if len(arrays[1]) != _FMNIST_OFFICIAL_COUNTS[part]:
+                logger.warning("%s holds %d images, not the official %d of Fashion-MNIST's %s set (a subset, or "
+                               "the files of the other set?); splits and accuracies are of these images",
+                               images, len(arrays[1]), _FMNIST_OFFICIAL_COUNTS[part], part)
+            return arrays
     if data_dir is not None:
         try:
             import torchvision

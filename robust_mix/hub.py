@@ -10,6 +10,9 @@ A saved model is a folder (or Hub repo) with three files:
   ``pretrained_cfg``, ``model_args``; ``num_classes`` is a config field already), so after
   ``import robust_mix``, ``timm.create_model("hf-hub:org/name", pretrained=True)`` rebuilds the model.
 - ``model.safetensors``: every tensor of the model (both bases, the mixing network, BN state).
+  Both files carry the save's id (``provenance["save_id"]``, metadata ``robust_mix.save_id``, a
+  digest of the config and tensors): a ``config.json`` beside the tensors of another save (an
+  interrupted ``save_pretrained`` into a folder holding an older model) is refused on load.
 - ``README.md``: the model card (:mod:`robust_mix.cards`).
 
 :class:`HubMixin` gives a model class ``save_pretrained``, ``from_pretrained`` and
@@ -30,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -58,6 +62,9 @@ HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 #: ``config.json`` keys that are not :class:`ModelConfig` fields.
 _RECORD_KEYS = ("format_version", "provenance")
+#: Written to both ``config.json`` (``provenance``) and ``model.safetensors`` (metadata) by one save: files of
+#: different saves (a save interrupted between its two files) are refused on load.
+SAVE_ID_KEY = "robust_mix.save_id"
 
 Source = Union[str, Path]
 
@@ -234,7 +241,8 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
                                 "model.save_pretrained(folder)")
     config_path = weights.with_name(CONFIG_NAME)
     if config_path.is_file() and getattr(model, "config", None) is not None:
-        saved, _ = read_config(config_path)
+        saved, provenance = read_config(config_path)
+        _check_same_save(config_path, provenance, weights)
         wanted = model.portable_config()
         if _bases(saved) != _bases(wanted):
             raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
@@ -277,14 +285,19 @@ class HubMixin:
         if result is not None:
             _check_benchmark(portable, result, source)
         folder = Path(save_directory)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
+                             f"{CARD_NAME}): give a folder path, or move the file away")
         usage = None if repo_id else ("from robust_mix import MixedClassifier\n\n"
                                       f"model = MixedClassifier.from_pretrained({json.dumps(LOCAL_PREFIX + str(folder))})\n"
                                       "log_probs = model(images)")
         card = render_card(portable, benchmark=result, benchmark_source=source, repo_id=repo_id,
                            provenance=provenance, usage=usage)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        provenance["save_id"] = _save_id(portable, state)
         save_state_dict(state, folder / WEIGHTS_NAME,
-                        metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION)})
+                        metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
+                                  SAVE_ID_KEY: provenance["save_id"]})
         _write_record(folder, portable, provenance, repo_id)
         atomic_write_text(folder / CARD_NAME, card)
         logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
@@ -318,7 +331,7 @@ class HubMixin:
         fetch = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)
-        config, _ = read_config(config_path)
+        config, provenance = read_config(config_path)
         if overrides:
             config = config.with_overrides(overrides)
         try:
@@ -326,7 +339,9 @@ class HubMixin:
         except ValueError as err:
             raise ValueError(f"cannot rebuild the model described by {config_path}: {err}") from err
         if pretrained:
-            _load_all_tensors(model, fetch_file(source, WEIGHTS_NAME, **fetch))
+            weights_path = fetch_file(source, WEIGHTS_NAME, **fetch)
+            _check_same_save(config_path, provenance, weights_path)
+            _load_all_tensors(model, weights_path)
         if device is not None:
             model = model.to(device)
         return model.eval()
@@ -372,12 +387,54 @@ def _describe_base(base: Any) -> Optional[str]:
     return base.ref + (f" with weights {weights.describe()}" if weights is not None else "")
 
 
+def _save_id(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:
+    """A digest of the config and every tensor (names, dtypes, shapes, bytes): the same model saved twice
+    writes the same files, and a ``config.json`` beside the tensors of another save is found out."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for key in sorted(state):
+        tensor = state[key].contiguous().reshape(-1)
+        digest.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _check_same_save(config_path: Path, provenance: Any, weights_path: Path) -> None:
+    """Refuse a ``config.json`` and ``model.safetensors`` written by different saves (both carry the save's id).
+
+    Folders saved before the id existed carry none and are not checked.
+
+    Raises:
+        ValueError: the two ids differ.
+    """
+    config_id = provenance.get("save_id") if isinstance(provenance, dict) else None
+    if config_id is None:
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            weights_id = (handle.metadata() or {}).get(SAVE_ID_KEY)
+    except Exception:  # unreadable: load_state_dict names the problem
+        return
+    if weights_id is not None and weights_id != config_id:
+        raise ValueError(f"{config_path} and {weights_path} are from different saves (save ids {config_id} and "
+                         f"{weights_id}): a save_pretrained that was interrupted, or files copied from two "
+                         "folders; save the model again")
+
+
 def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}") -> None:
-    """Every tensor of ``model`` from ``path``, strictly; a mismatch is a ``ValueError`` naming both."""
+    """Every tensor of ``model`` from ``path``, strictly; a mismatch (names, shapes, dtypes) is a
+    ``ValueError`` naming both."""
     state = load_state_dict(path)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:  # a model saved in half precision loads in half precision
         model.to(dtypes.pop())
+    own = model.state_dict()
+    wrong = [f"{k} ({str(v.dtype).removeprefix('torch.')}, the model has {str(own[k].dtype).removeprefix('torch.')})"
+             for k, v in state.items() if k in own and v.dtype != own[k].dtype]
+    if wrong:  # load_state_dict would cast them silently (integers into floats, half into float)
+        raise ValueError(f"{path} does not match {architecture}: tensors of another dtype {wrong[:6]} "
+                         f"({len(wrong)}); a file written by save_pretrained holds the model's own dtypes: save it again")
     try:
         load_weights_strict(model, state, str(path))
     except ValueError as err:

@@ -10,6 +10,9 @@ from typing import Any, Mapping
 
 import torch
 
+#: How files written by ``torch.save`` begin: a zip archive (``PK\x03\x04``) or a pickle (protocol 2+).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
 # mkstemp creates files readable by the owner only; finished files get the usual umask permissions.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -98,6 +101,15 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     sniff_weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+        # a safetensors file is an 8-byte header length, then its JSON header ("{"): never read as torch's
+        if head.startswith(_TORCH_MAGIC) and head[8:9] != b"{":
+            raise ValueError(f"{path} is a torch.save file (a zip archive or pickle), not safetensors, and "
+                             "robust_mix never unpickles a file offered as safetensors. Convert it once "
+                             "(torch.load(..., weights_only=True), then safetensors.torch.save_file) or "
+                             "give it its .pt name")
 
         try:
             state: Any = load_file(str(path))

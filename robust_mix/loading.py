@@ -9,7 +9,8 @@ A name is one of
 - ``"package.module:function"``: a function returning a model (models outside the registry);
 
 optionally followed by overrides, ``",key=value"`` each, values read as JSON when they parse
-(``"fmnist-robust,alpha=0.9"``, ``"fmnist-adasmooth,alpha_range=[0.8,1.0]"``).
+(``"fmnist-robust,alpha=0.9"``, ``"fmnist-adasmooth,alpha_range=[0.8,1.0]"``; ``(0.8,1.0)`` reads as
+``[0.8,1.0]``). Each key may appear once; a trailing or doubled ``,`` is an error.
 
 >>> load_model("fmnist-robust,alpha=0.9")
 >>> load_model("mix", standard="timm/resnet18", robust="robustbench/cifar10/Linf/Wong2020Fast", alpha=0.9)
@@ -65,17 +66,31 @@ def parse_model_name(text: str) -> ModelName:
     Raises:
         KeyError: a bare name that is not registered (closest names suggested; a folder or Hub
             repo lookalike is told to use ``local-dir:`` or ``hf-hub:``).
-        ValueError: an empty name or a malformed override.
+        ValueError: an empty name, a malformed, empty or repeated override, or a prefix naming nothing.
     """
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError(f"a model name must be a non-empty string, got {text!r}; see robust_mix.list_models()")
+    if text.rstrip().endswith(","):
+        raise InvalidInputError(f"model name {text!r} ends in ',': drop it, or add the override after it "
+                                "(e.g. 'fmnist-robust,alpha=0.9')")
     head, *rest = _OVERRIDE.split(text.strip())
-    overrides = dict(_parse_override(item, text) for item in rest)
+    overrides: dict[str, Any] = {}
+    for item in rest:
+        key, value = _parse_override(item, text)
+        if key in overrides:
+            raise InvalidInputError(f"override {key!r} is given twice in {text!r}; give each key once")
+        overrides[key] = value
     head = head.strip()
-    if head.startswith(HUB_PREFIX):
-        return ModelName("hub", head[len(HUB_PREFIX):], overrides)
-    if head.startswith(LOCAL_PREFIX):
-        return ModelName("local", head[len(LOCAL_PREFIX):], overrides)
+    if rest and head.endswith(","):
+        raise InvalidInputError(f"model name {text!r} has an empty override (',,'); separate overrides by one ','")
+    prefixes: tuple[tuple[str, NameKind, str], ...] = ((HUB_PREFIX, "hub", "Hub repo ('hf-hub:org/name')"),
+                                                       (LOCAL_PREFIX, "local", "folder ('local-dir:PATH')"))
+    for prefix, kind, what in prefixes:
+        if head.startswith(prefix):
+            target = head[len(prefix):].strip()
+            if not target:
+                raise InvalidInputError(f"model name {text!r} names no {what}")
+            return ModelName(kind, target, overrides)
     if is_model(head):
         return ModelName("registry", get_model_config(head).name, overrides)
     if Path(head).expanduser().is_dir() and not could_be_repo_id(head):  # an unambiguous path
@@ -97,6 +112,8 @@ def _parse_override(item: str, text: str) -> tuple[str, Any]:
     if not sep or not key or not raw:
         raise InvalidInputError(f"override {item!r} in {text!r} must look like key=value "
                                 "(e.g. 'fmnist-robust,alpha=0.9')")
+    if raw.startswith("(") and raw.endswith(")"):  # a Python-style pair, alpha_range=(0.8,1.0): a JSON list
+        raw = f"[{raw[1:-1]}]"
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:

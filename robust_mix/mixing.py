@@ -332,6 +332,7 @@ class MixedClassifier(nn.Module, HubMixin):
             return self._single_model(x, robust=self._fixed_alpha == 1.0)
         if self._fixed_alpha is not None:
             g, h = self.base_logits(x)
+            self._check_logits(g, h)
             alpha = torch.full((batch,), self._fixed_alpha, device=g.device, dtype=at_least_float32(g.dtype, h.dtype))
             gamma = unscaled = None
         else:
@@ -392,6 +393,10 @@ class MixedClassifier(nn.Module, HubMixin):
         check_images(x, self.input_shape, dtype=self.dtype, check_values=False)
 
     def _check_logits(self, g: torch.Tensor, h: torch.Tensor) -> None:
+        for which, out in (("standard", g), ("robust", h)):
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"base models must return a (B, K) tensor of logits, got {type(out).__name__} from "
+                                f"the {which} model; wrap it so that forward returns the logits only")
         if g.ndim != 2 or h.ndim != 2:
             raise ValueError(f"base models must return (B, K) logits, got {tuple(g.shape)} (standard) "
                              f"and {tuple(h.shape)} (robust)")

@@ -85,6 +85,8 @@ def get_model_config(name: str) -> ModelConfig:
 
 def unknown_model_message(name: str) -> str:
     """``unknown model 'x'; did you mean [...]?``: the closest registered names."""
-    close = difflib.get_close_matches(name, list(_REGISTRY) + list(_ALIASES), n=5, cutoff=0.4)
+    names = list(_REGISTRY) + list(_ALIASES)
+    by_lower = {n.lower(): n for n in names}  # names are case-sensitive; suggest across case
+    close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.4)]
     hint = f"; did you mean {close}?" if close else "; see robust_mix.list_models()"
     return f"unknown model {name!r}{hint}"

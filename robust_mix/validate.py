@@ -288,6 +288,9 @@ def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
 def _check_contract(shape: tuple[int, ...], contract: tuple[int, ...]) -> None:
     channels, height, width = contract
     expected = f"the model takes raw images of shape (B, {channels}, {height}, {width}), got {shape}"
+    if shape[1] != channels and shape[3] in (1, 3, channels) and shape[1:3] == (height, width):
+        raise InvalidInputError(f"{expected}: channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) "
+                                "(channels first)")
     if shape[1] != channels:
         how = ("convert to grayscale with images.mean(dim=1, keepdim=True)" if channels == 1
                else f"repeat the channel with images.expand(-1, {channels}, -1, -1)" if shape[1] == 1
@@ -336,6 +339,35 @@ def check_finite_outputs(outputs: torch.Tensor, what: str = "the model",
             f"{what} returned NaN or inf scores for {where}; they cannot be read "
             "as predictions (argmax of NaN is class 0), so no accuracy is computed. Check the model and its "
             "input (normalisation, value range) for those examples")
+    return outputs
+
+
+def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, what: str = "the model") -> torch.Tensor:
+    """A model's output for ``n`` images read as class scores: a ``(n, K)`` tensor of logits or
+    log-probabilities, ``K`` above every label, and not probabilities (rows of ``[0, 1]`` values summing
+    to 1: the attacks' losses assume logits, so probabilities would weaken them and overstate robustness).
+
+    Raises:
+        InvalidInputTypeError: the output is not a tensor (a tuple, a dict).
+        InvalidInputError: another shape, fewer classes than the labels need, or probabilities.
+    """
+    if not isinstance(outputs, torch.Tensor):
+        raise InvalidInputTypeError(f"{what} must return a tensor of class scores (B, K), got {type(outputs).__name__}; "
+                                    "wrap it so that forward returns the logits only (e.g. forward(x)[0])")
+    if outputs.ndim != 2 or outputs.shape[0] != n:
+        raise InvalidInputError(f"{what} must return class scores of shape (B, K) = ({n}, K), got shape "
+                                f"{tuple(outputs.shape)}")
+    classes = outputs.shape[1]
+    if labels is not None and len(labels) and int(labels.max()) >= classes:
+        raise InvalidInputError(f"{what} scores {classes} classes but labels go up to {int(labels.max())}; give "
+                                f"labels in [0, {classes}) or the model of this label set")
+    scores = outputs.detach()
+    if classes > 1 and scores.is_floating_point() and torch.isfinite(scores).all() and bool(
+            (scores >= 0).all() and (scores <= 1).all()
+            and torch.allclose(scores.double().sum(dim=1), torch.ones(n, dtype=torch.double), atol=1e-4)):
+        raise InvalidInputError(f"{what} returns probabilities (each row sums to 1), not logits: the attacks' "
+                                "losses would be computed on them and overstate its robustness; return logits, "
+                                "or log-probabilities (torch.log of them)")
     return outputs
 
 

@@ -24,7 +24,7 @@ from torch import nn
 import robust_mix
 from conftest import make_tiny
 from robust_mix.protocol import STANDARD_STAGES, AttackOptions
-from robust_mix.benchmark import BenchmarkResult, benchmark
+from robust_mix.benchmark import BenchmarkResult, benchmark, predict
 from robust_mix.certify import certify_lipschitz, certify_smoothing, estimate_smoothed, sample_counts
 from robust_mix.cli import main
 from robust_mix.config import ModelConfig
@@ -110,6 +110,20 @@ class NonFinite(nn.Module):
         bad = [(k not in self.clean) if self.perturbed else (k in self.bad) for k in keys]
         mask = torch.tensor(bad, device=out.device)[:, None]
         return torch.where(mask, torch.full_like(out, self.value), out)
+
+
+class Scores(nn.Module):
+    """``tiny_model`` whose output is changed by ``how``: probabilities, a tuple, one score per image,
+    5 of the 10 classes (and no ``num_classes`` to check labels against)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.inner, self.how = tiny_model(), how
+
+    def forward(self, x: torch.Tensor):
+        out = self.inner(x)
+        return {"probabilities": lambda: out.exp(), "tuple": lambda: (out, out), "vector": lambda: out[:, 0],
+                "5 classes": lambda: out[:, :5]}[self.how]()
 
 
 def fixed_model() -> robust_mix.MixedClassifier:
@@ -201,6 +215,12 @@ IMAGES = [
     ("forward 3 channels (adaptive entry)", lambda: robust_mix.load_model("fmnist-adasmooth")(images(2, (3, 28, 28))),
      InvalidInputError, "3 channels instead of 1"),
     ("forward uint8", lambda: tiny_model()((images(2) * 255).to(torch.uint8)), TypeError, "got torch.uint8"),
+    ("channels-last (NHWC) batch", lambda: bench(images=images().permute(0, 2, 3, 1)), InvalidInputError,
+     "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2)"),
+    ("forward channels-last", lambda: tiny_model()(images(2).permute(0, 2, 3, 1)), InvalidInputError,
+     "images.permute(0, 3, 1, 2)"),
+    ("empty batch", lambda: bench(images=images()[:0], labels=LABELS[:0]), InvalidInputError,
+     "images hold no examples (shape (0, 1, 28, 28))"),
 ]
 OUTPUTS = [
     ("NaN for every input (the issue's example)",
@@ -214,6 +234,18 @@ OUTPUTS = [
      "for examples [0] (1 of 6)"),
     ("NaN only on perturbed inputs", lambda: bench(NonFinite(float("nan"), perturbed=True), labels=predictions()),
      NonFiniteOutputError, "during the apgd-ce attack on examples"),
+    ("probabilities, not logits", lambda: bench(Scores("probabilities")), InvalidInputError,
+     "the model returns probabilities (each row sums to 1)"),
+    ("a tuple of outputs", lambda: bench(Scores("tuple")), InvalidInputTypeError,
+     "the model must return a tensor of class scores (B, K), got tuple"),
+    ("one score per image", lambda: bench(Scores("vector")), InvalidInputError,
+     "the model must return class scores of shape (B, K)"),
+    ("labels beyond the classes the model scores", lambda: bench(Scores("5 classes")), InvalidInputError,
+     "the model scores 5 classes but labels go up to 5"),
+    ("predict(batch_size=0)", lambda: predict(tiny_model(), images(), 0, torch.device("cpu")), InvalidInputError,
+     "batch_size must be a positive integer (>= 1), got 0"),
+    ("predict with a model in train mode", lambda: predict(make_tiny(0).train(), images(), 6, torch.device("cpu")),
+     InvalidInputError, "the model is in training mode"),
 ]
 ALPHA = [
     ("alpha=None on a fixed entry", lambda: robust_mix.load_model("fmnist-robust", alpha=None), InvalidInputError,

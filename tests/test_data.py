@@ -1,11 +1,14 @@
 """Data sets (robust_mix.data): the fixed train/validation splits, as tensors and as streamed data sets."""
 from __future__ import annotations
 
+import gzip
+
+import numpy as np
 import pytest
 import torch
 
 from robust_mix import data
-from robust_mix.data import DatasetNotFoundError, VAL_SIZE, load_dataset, load_fashion_mnist, split_indices
+from robust_mix.data import DatasetCorruptError, DatasetNotFoundError, VAL_SIZE, load_dataset, load_fashion_mnist, split_indices
 
 needs_fmnist = pytest.mark.skipif(not (data.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
                                   reason="Fashion-MNIST (dataset-fashion-mnist) not installed")
@@ -89,6 +92,58 @@ def test_an_explicit_data_dir_comes_before_the_system_copy(monkeypatch, tmp_path
         x, y = load_fashion_mnist("test", data_dir=tmp_path / "missing")
     assert y.tolist() == [1, 2, 3, 4]
     assert "not in data_dir" in caplog.text and str(system) in caplog.text
+
+
+def _idx(array, code: int = 8, magic: bytes | None = None) -> bytes:
+    """An IDX file (gzip-compressed) holding ``array``; ``magic`` replaces its first four bytes."""
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return gzip.compress((magic or header[:4]) + header[4:] + array.tobytes())
+
+
+_IMAGES = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+_LABELS = np.array([1, 2, 3], np.uint8)
+CORRUPT = [
+    ("truncated download", lambda: (_idx(_IMAGES)[:-40], _idx(_LABELS)), "t10k-images-idx3-ubyte.gz",
+     "is truncated or corrupt"),
+    ("not gzip", lambda: (b"<html>404</html>", _idx(_LABELS)), "t10k-images-idx3-ubyte.gz", "is not a gzip file"),
+    ("empty file", lambda: (gzip.compress(b""), _idx(_LABELS)), "t10k-images-idx3-ubyte.gz", "no IDX header"),
+    ("wrong magic number", lambda: (_idx(_IMAGES, magic=b"PK\x03\x04"), _idx(_LABELS)), "t10k-images-idx3-ubyte.gz",
+     "magic number"),
+    ("int32 pixels", lambda: (_idx(_IMAGES.astype(">i4"), code=0x0C), _idx(_LABELS)), "t10k-images-idx3-ubyte.gz",
+     "unsigned bytes"),
+    ("missing pixels", lambda: (gzip.compress(gzip.decompress(_idx(_IMAGES))[:-28]), _idx(_LABELS)),
+     "t10k-images-idx3-ubyte.gz", "header promises 2352 bytes of data, the file holds 2324"),
+    ("labels file as images", lambda: (_idx(_LABELS), _idx(_LABELS)), "t10k-images-idx3-ubyte.gz",
+     "(N, 28, 28) images"),
+    ("images file as labels", lambda: (_idx(_IMAGES), _idx(_IMAGES)), "t10k-labels-idx1-ubyte.gz",
+     "(N,) labels"),
+    ("fewer labels than images", lambda: (_idx(_IMAGES), _idx(_LABELS[:2])), "holds 2 labels",
+     "from the same download"),
+    ("label 12 of 10 classes", lambda: (_idx(_IMAGES), _idx(np.array([1, 12, 3], np.uint8))), "labels must lie in [0, 10)",
+     "got [12]"),
+    ("14x14 images", lambda: (_idx(_IMAGES[:, :14, :14]), _idx(_LABELS)), "t10k-images-idx3-ubyte.gz", "(N, 28, 28)"),
+]
+
+
+@pytest.mark.parametrize("files, names, why", [pytest.param(f, n, w, id=i) for i, f, n, w in CORRUPT])
+def test_corrupt_files_are_named_never_read(tmp_path, files, names, why):
+    """A damaged or mismatched file is refused, naming it and what is wrong, instead of giving wrong images."""
+    images, labels = files()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(images)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(labels)
+    with pytest.raises(DatasetCorruptError) as info:
+        load_fashion_mnist("test", data_dir=tmp_path)
+    assert names in str(info.value) and why in str(info.value)
+    assert str(tmp_path) in str(info.value) and isinstance(info.value, ValueError)
+
+
+def test_an_unofficial_image_count_is_warned_about(tmp_path, caplog):
+    """Test files in the train names (or a subset) load, but never silently: the count is not the official one."""
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(_idx(_IMAGES))
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(_idx(_LABELS))
+    with caplog.at_level("WARNING", logger="robust_mix.data"):
+        data._fashion_mnist_arrays("train", tmp_path)
+    assert "3 images, not the official 60000" in caplog.text
 
 
 # -- streamed data sets ----------------------------------------------------------------------------

@@ -293,6 +293,53 @@ def test_config_from_another_tool_or_version_is_rejected(saved):
         MixedClassifier.from_pretrained(saved)
 
 
+def test_saving_onto_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(ValueError, match="taken is a file.*save_pretrained writes a folder"):
+        build_model(fixed_config(), pretrained=False).save_pretrained(tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_weights_and_config_of_different_saves_are_refused(saved):
+    """A save interrupted after model.safetensors was replaced leaves the old config.json: not a model."""
+    torch.manual_seed(1)
+    other = build_model(fixed_config(), pretrained=False)
+    other.alpha = 0.2
+    other.save_pretrained(saved.parent / "other")
+    shutil.copy(saved.parent / "other" / WEIGHTS_NAME, saved / WEIGHTS_NAME)
+    with pytest.raises(ValueError, match="from different saves.*save the model again"):
+        MixedClassifier.from_pretrained(saved)
+
+
+def test_saving_again_into_the_same_folder_loads_the_new_model(saved, images):
+    torch.manual_seed(2)
+    model = build_model(fixed_config(), pretrained=False)
+    model.alpha = 0.1
+    model.save_pretrained(saved)
+    loaded = MixedClassifier.from_pretrained(saved)
+    assert loaded.alpha == 0.1
+    assert_same_model(model, loaded, images)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
+def test_tensors_of_another_dtype_are_an_error(saved, dtype):
+    state = load_file(saved / WEIGHTS_NAME)
+    state["robust.head.fc.weight"] = state["robust.head.fc.weight"].to(dtype)
+    save_file(state, saved / WEIGHTS_NAME, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"robust.head.fc.weight.*{str(dtype).split('.')[-1]}.*float32"):
+        MixedClassifier.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("name", [*robust_mix.list_models("fmnist-*"), "fmnist-adasmooth,alpha_range=[0.3,0.6]",
+                                  "fmnist-robust,alpha=0.4,rob_scale=2.0"])
+def test_every_shipped_fmnist_entry_round_trips(tmp_path, name):
+    model = load_model(name)
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model.save_pretrained(tmp_path / "saved")
+    again = load_model(f"local-dir:{tmp_path / 'saved'}")
+    assert_same_model(model, again, x)
+
+
 # -- push -----------------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
@@ -422,3 +469,12 @@ def test_committed_cards_are_rendered_not_typed(tmp_path):
     expected = {p.name: p.read_text() for p in written}
     committed = {p.name: p.read_text() for p in (REPO_ROOT / "model_cards").glob("*.md")}
     assert committed == expected, "model cards are stale: run `robust-mix card --all --out-dir model_cards`"
+
+
+def test_saving_the_same_model_twice_writes_the_same_files(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(fixed_config(), pretrained=False)
+    first, second = model.save_pretrained(tmp_path / "a"), model.save_pretrained(tmp_path / "b")
+    assert (first / CONFIG_NAME).read_bytes() == (second / CONFIG_NAME).read_bytes()  # the save id included
+    a, b = load_file(first / WEIGHTS_NAME), load_file(second / WEIGHTS_NAME)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

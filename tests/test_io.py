@@ -50,3 +50,9 @@ def test_wrappers_and_prefixes_are_removed(tmp_path):
     assert list(load_state_dict(path)) == ["conv.weight"]
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_state_dict(tmp_path / "missing.pt")
+
+
+def test_a_torch_file_named_safetensors_is_named_as_such(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"torch\.save.*not safetensors.*never unpickles"):
+        load_state_dict(tmp_path / "model.safetensors")

@@ -61,3 +61,28 @@ def test_saved_folders_load_by_name_everywhere(tmp_path, capsys):
     assert model_config_of(f"local-dir:{tmp_path / 'saved'}").alpha == 0.6
     assert main(["info", f"local-dir:{tmp_path / 'saved'}"]) == 0
     assert "alpha: 0.6" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("fmnist-robust,alpha=0.9,alpha=0.5", "'alpha' is given twice"),
+    ("fmnist-robust, alpha=0.9 ,alpha =0.5", "'alpha' is given twice"),
+    ("fmnist-robust,alpha=0.9,", "ends in ','"),
+    ("fmnist-robust,", "ends in ','"),
+    ("fmnist-robust,,alpha=0.9", "empty override"),
+    ("local-dir:", "names no folder"),
+    ("hf-hub:,alpha=0.9", "names no Hub repo"),
+])
+def test_ambiguous_names_are_refused_not_guessed(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_model_name(text)
+
+
+def test_a_parenthesised_pair_is_a_pair():
+    assert parse_model_name("fmnist-adasmooth,alpha_range=(0.8, 0.9)").overrides == {"alpha_range": [0.8, 0.9]}
+    with pytest.raises(ValueError, match=r"lo > hi"):
+        model_config_of("fmnist-adasmooth,alpha_range=(0.9,0.8)").validate()
+
+
+def test_names_in_another_case_get_the_registered_spelling_suggested():
+    with pytest.raises(KeyError, match=r"did you mean \['fmnist-robust'"):
+        parse_model_name("FMNIST-ROBUST")

@@ -97,6 +97,24 @@ def test_mismatched_class_counts_raise_at_forward(images):
         model(images)
 
 
+class _Pair(torch.nn.Module):
+    """A base model that returns ``(logits, features)``, as some codebases' networks do."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner(x), x
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_a_base_model_returning_a_tuple_is_named(standard, robust, images, alpha):
+    model = MixedClassifier(_Pair(standard), _Pair(robust), alpha=alpha)
+    with pytest.raises(TypeError, match=r"base models must return a \(B, K\) tensor of logits, got tuple"):
+        model(images)
+
+
 def test_bad_settings_raise(standard, robust):
     with pytest.raises(ValueError, match="mixing must be one of"):
         MixedClassifier(standard, robust, mixing="geometric")

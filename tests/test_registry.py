@@ -158,3 +158,25 @@ def test_config_fingerprint_follows_what_the_model_computes():
     model.alpha = None
     model.policy.alpha_range = (0.5, 1.0)
     assert model.current_config().fingerprint() != registered
+
+
+def test_unknown_name_in_another_case_suggests_the_registered_one():
+    with pytest.raises(KeyError, match=r"did you mean \['mix'\]"):
+        get_model_config("MIX")
+
+
+def test_config_missing_a_required_field_names_it():
+    with pytest.raises(ValueError, match=r"ModelConfig is missing required field\(s\) \['name'\]"):
+        ModelConfig.from_dict({"alpha": 0.5})
+
+
+def test_config_files_that_are_not_model_configs_name_the_file(tmp_path):
+    (tmp_path / "cut.json").write_text('{"name": ')
+    with pytest.raises(ValueError, match="cut.json is not valid JSON"):
+        ModelConfig.load(tmp_path / "cut.json")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(ValueError, match="list.json.*expected a JSON object"):
+        ModelConfig.load(tmp_path / "list.json")
+    saved = load_model("fmnist-robust").save_pretrained(tmp_path / "saved")
+    with pytest.raises(ValueError, match="config.json of a folder written by save_pretrained.*local-dir:"):
+        ModelConfig.load(saved / "config.json")
