@@ -89,7 +89,12 @@ class DistContext:
         return range(self.rank, n, self.world_size)
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """The integer in environment variable ``name`` (torchrun's ``WORLD_SIZE``, ``RANK``, ...), ``default`` if unset.
+
+    Raises:
+        ValueError: the variable is set to something other than an integer, naming it.
+    """
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -112,15 +117,15 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
     requested = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if requested.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(requested)!r} asked for, but CUDA is not available here; use --device cpu")
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    world_size = env_int("WORLD_SIZE", 1)
+    rank, local_rank = env_int("RANK", 0), env_int("LOCAL_RANK", 0)
     if requested.type == "cuda" and requested.index is None:
         requested = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
     context = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=requested)
     if requested.type == "cuda":
         torch.cuda.set_device(requested)
     if context.distributed and not dist.is_initialized():
-        timeout = datetime.timedelta(seconds=_env_int("ROBUST_MIX_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        timeout = datetime.timedelta(seconds=env_int("ROBUST_MIX_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
         dist.init_process_group(backend=context.backend, timeout=timeout)
         logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, context.backend,
                     requested)

@@ -62,8 +62,8 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
     atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})))
 
 
-def sniff_weights_file(path: str | Path) -> None:
-    """Refuse files that cannot be checkpoints, before any parser sees them.
+def sniff_weights_file(path: str | Path) -> bytes:
+    """Refuse files that cannot be checkpoints, before any parser sees them; returns the file's first 512 bytes.
 
     An HTML page saved where a checkpoint should be (Google Drive answers a quota or virus-scan
     page instead of the file) and an empty file are named as such, with what to do.
@@ -81,6 +81,7 @@ def sniff_weights_file(path: str | Path) -> None:
         raise ValueError(f"{path} is an HTML page, not a checkpoint (a download that returned a web page, e.g. "
                          "Google Drive's quota or virus-scan notice): delete it and download the file again, "
                          "or fetch it in a browser and put it at this path")
+    return head
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -98,12 +99,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
-    sniff_weights_file(path)
+    head = sniff_weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        with open(path, "rb") as handle:
-            head = handle.read(9)
         # a safetensors file is an 8-byte header length, then its JSON header ("{"): never read as torch's
         if head.startswith(_TORCH_MAGIC) and head[8:9] != b"{":
             raise ValueError(f"{path} is a torch.save file (a zip archive or pickle), not safetensors, and "

@@ -35,7 +35,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Optional, Sequence
 
 from robust_mix import threads
-from robust_mix.distributed import _env_int
+from robust_mix.distributed import env_int
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Job:
 def default_workers(n_jobs: int) -> int:
     """Worker processes for ``n_jobs`` independent jobs: one per usable CPU, at most one per job;
     1 inside a torchrun process group (its ranks already share the CPUs)."""
-    if _env_int("WORLD_SIZE", 1) > 1:
+    if env_int("WORLD_SIZE", 1) > 1:
         return 1
     return max(1, min(n_jobs, math.floor(threads.usable_cpus())))
 

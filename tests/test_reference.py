@@ -60,6 +60,18 @@ def test_a_reference_needs_clean_accuracy_on_the_whole_test_set():
     (lambda d: d["rows"]["robust"].pop("seed"), "exactly the fields"),
     (lambda d: d["rows"]["robust"].update(clean_accuracy=1.5), "clean_accuracy"),
     (lambda d: d.update(rows={}), "'rows' must be an object"),
+    (lambda d: d.pop("dataset"), "missing field.*'dataset'"),
+    (lambda d: d.update(eps="abc"), "eps"),
+    (lambda d: d.update(eps=float("nan")), "eps"),
+    (lambda d: d.update(versions=[1, 2]), "versions"),
+    (lambda d: d.update(command=None), "command"),
+    (lambda d: d["rows"]["robust"].update(seed="0"), "seed"),
+    (lambda d: d["rows"]["robust"].update(seed=True), "seed"),
+    (lambda d: d["rows"]["robust"].update(options=[]), "options"),
+    (lambda d: d["rows"]["robust"].update(config_fingerprint=5), "config_fingerprint"),
+    (lambda d: d["rows"]["robust"].update(attack=None), "attack"),
+    (lambda d: d["rows"]["robust"].update(clean_accuracy=0.12345), "whole number of the 1000 images"),
+    (lambda d: d["rows"]["robust"].update(wall_time_s="x"), "wall_time_s"),
 ])
 def test_a_broken_reference_file_is_refused_naming_what_is_wrong(tmp_path, edit, match):
     path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")
@@ -151,29 +163,6 @@ def test_percentages_in_the_comparison_never_round_to_all_or_none():
     live = run(flags(2999, 3000), clean_correct=900)
     comparison = compare(live, ReferenceRow.from_result(SPEC, run(flags(2999, 3000) + [True])))
     assert comparison.status == AGREES and "robust 99.9 % on the first 3,000" in comparison.detail
-
-
-@pytest.mark.parametrize("edit,match", [
-    (lambda d: d.pop("dataset"), "missing field.*'dataset'"),
-    (lambda d: d.update(eps="abc"), "eps"),
-    (lambda d: d.update(eps=float("nan")), "eps"),
-    (lambda d: d.update(versions=[1, 2]), "versions"),
-    (lambda d: d.update(command=None), "command"),
-    (lambda d: d["rows"]["robust"].update(seed="0"), "seed"),
-    (lambda d: d["rows"]["robust"].update(seed=True), "seed"),
-    (lambda d: d["rows"]["robust"].update(options=[]), "options"),
-    (lambda d: d["rows"]["robust"].update(config_fingerprint=5), "config_fingerprint"),
-    (lambda d: d["rows"]["robust"].update(attack=None), "attack"),
-    (lambda d: d["rows"]["robust"].update(clean_accuracy=0.12345), "whole number of the 1000 images"),
-    (lambda d: d["rows"]["robust"].update(wall_time_s="x"), "wall_time_s"),
-])
-def test_a_reference_file_with_wrong_types_is_refused_naming_the_field(tmp_path, edit, match):
-    path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")
-    data = json.loads(path.read_text())
-    edit(data)
-    path.write_text(json.dumps(data))
-    with pytest.raises(InvalidInputError, match=match):
-        Reference.load(path)
 
 
 def test_an_unreadable_reference_file_is_named(tmp_path):

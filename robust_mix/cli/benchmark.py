@@ -23,7 +23,7 @@ from torch import nn
 from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES
-from robust_mix.distributed import _env_int, finish_distributed, init_distributed
+from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
 from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, bar_width, command, interrupts
 from robust_mix.loading import load_model, model_config_of
@@ -215,7 +215,7 @@ def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
         return default_workers(n_rows)
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    if args.workers > 1 and _env_int("WORLD_SIZE", 1) > 1:
+    if args.workers > 1 and env_int("WORLD_SIZE", 1) > 1:
         raise ValueError(f"--workers {args.workers} under torchrun: its ranks already shard each row; use --workers 1")
     return args.workers
 
