@@ -182,8 +182,17 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
         from PIL import Image
 
-        with Image.open(self.files[position]) as image:
-            return self.transform(image.convert("RGB")), int(self.labels[position]), int(position)
+        from PIL import UnidentifiedImageError
+
+        path = self.files[position]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert("RGB")), int(self.labels[position]), int(position)
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL: not an image, truncated, bad header
+            if isinstance(err, FileNotFoundError):
+                raise DatasetNotFoundError(f"image file {path} has gone since the data set was listed") from err
+            raise DatasetCorruptError(f"{path} is not a readable image ({type(err).__name__}: {err}); replace it "
+                                      "with the original file of the data set") from err
 
 
 def dataset_tensors(dataset: Dataset, n: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,16 +299,44 @@ def load_fashion_mnist(split: str = "test", data_dir: Optional[PathLike] = None
 # -- CIFAR -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _cifar_arrays(cls_name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """torchvision's ``(N, 32, 32, 3)`` uint8 images and labels, read once per process."""
+    """torchvision's ``(N, 32, 32, 3)`` uint8 images and labels, read once per process.
+
+    Raises:
+        DatasetNotFoundError: the archive folder is absent (and could not be downloaded) or lacks a file.
+        DatasetCorruptError: a file of the folder does not have the checksum of the official release.
+    """
     import torchvision
 
+    cls = getattr(torchvision.datasets, cls_name)
+    folder = root / cls.base_folder
+    if folder.is_dir():  # offline or not: check the files here, and name the one at fault
+        _check_cifar_folder(cls_name, folder, [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])])
     try:
-        ds = getattr(torchvision.datasets, cls_name)(str(root), train=train, download=True)
+        ds = cls(str(root), train=train, download=not folder.is_dir())
     except Exception as err:
         raise DatasetNotFoundError(
             f"{cls_name} not found under {root} and could not be downloaded ({err}); place the "
-            f"torchvision archive folder there (e.g. {root}/cifar-10-batches-py)") from err
+            f"torchvision archive folder there ({folder}, from the extracted {cls.filename})") from err
     return np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
+
+
+def _check_cifar_folder(cls_name: str, folder: Path, files: Sequence[tuple[str, str]]) -> None:
+    """Every file of a torchvision CIFAR folder is present and has the official release's MD5.
+
+    torchvision reads these files with ``pickle``; only the official files (checked here) are read.
+    """
+    import hashlib
+
+    for name, md5 in files:
+        path = folder / name
+        if not path.is_file():
+            raise DatasetNotFoundError(f"{path} is missing from the {cls_name} folder {folder}; extract the "
+                                       "official archive there again (or delete the folder to download it)")
+        digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        if digest != md5:
+            raise DatasetCorruptError(f"{path} is not the official {cls_name} file (MD5 {digest}, expected {md5}): "
+                                      "it is truncated or damaged. Delete the folder and download or extract the "
+                                      "archive again")
 
 
 def _open_cifar(name: str, cls_name: str, classes: int) -> Callable[[str, Optional[PathLike]], ImageArrayDataset]:

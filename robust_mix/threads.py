@@ -18,7 +18,7 @@ CPUs (a cgroup quota, ``taskset``) suffers the same way. The policy:
 An explicit choice always wins, in this order: the ``threads`` argument (``--threads`` on the
 command line), ``$ROBUST_MIX_THREADS``, ``$OMP_NUM_THREADS``. The choice is logged once per
 process, with a warning when the machine is already busy (1-minute load average at least the
-usable CPUs: timings will be slow).
+machine's CPUs: timings will be slow).
 """
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class ThreadPlan:
         usable_cpus: CPUs this process may use (affinity capped by the cgroup quota; may be fractional).
         processes: processes sharing those CPUs (declared, or robust_mix runs holding a claim).
         load_average: 1-minute load average when planned (``None`` where the OS has none).
+        machine_cpus: CPUs the load average is spread over: the whole machine's (``os.cpu_count()``),
+            which inside a container or under ``taskset`` is more than this process may use.
     """
 
     threads: int
@@ -63,11 +65,18 @@ class ThreadPlan:
     usable_cpus: float
     processes: int
     load_average: Optional[float]
+    machine_cpus: Optional[int] = None
 
     @property
     def busy(self) -> bool:
-        """True when the machine was already loaded: the load average reached the usable CPUs."""
-        return self.load_average is not None and self.load_average >= self.usable_cpus
+        """True when the machine was already loaded: the load average reached its CPUs.
+
+        The load average counts runnable tasks of the whole machine (a container sees its host's),
+        so it is compared with the machine's CPUs, not with the share this process may use: under
+        a quota of 2 CPUs on a 64-CPU host, a host load of 10 leaves the quota free.
+        """
+        cpus = self.machine_cpus if self.machine_cpus is not None else self.usable_cpus
+        return self.load_average is not None and self.load_average >= max(cpus, self.usable_cpus)
 
     def describe(self) -> str:
         why = ("policy: usable CPUs // processes" if self.source == "policy"
@@ -308,15 +317,15 @@ def plan_threads(requested: Optional[int] = None, *, processes: Optional[int] = 
     declared = processes if processes is not None else _positive_int(local_world, "LOCAL_WORLD_SIZE",
                                                                       "processes")
     sharing = max(1, declared, live_claims() if claims is None else claims)
-    load = load_average()
+    load, machine = load_average(), os.cpu_count()
     if requested is not None:
-        return ThreadPlan(_positive_int(requested, "threads"), "argument", cpus, sharing, load)
+        return ThreadPlan(_positive_int(requested, "threads"), "argument", cpus, sharing, load, machine)
     if env.get(ENV_VAR, "").strip():
-        return ThreadPlan(_positive_int(env[ENV_VAR], ENV_VAR), ENV_VAR, cpus, sharing, load)
+        return ThreadPlan(_positive_int(env[ENV_VAR], ENV_VAR), ENV_VAR, cpus, sharing, load, machine)
     omp = _omp_threads(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").strip() else None
     if omp is not None:
-        return ThreadPlan(omp, "OMP_NUM_THREADS", cpus, sharing, load)
-    return ThreadPlan(max(1, math.floor(cpus / sharing)), "policy", cpus, sharing, load)
+        return ThreadPlan(omp, "OMP_NUM_THREADS", cpus, sharing, load, machine)
+    return ThreadPlan(max(1, math.floor(cpus / sharing)), "policy", cpus, sharing, load, machine)
 
 
 class _State:
@@ -345,8 +354,9 @@ def apply_thread_policy(requested: Optional[int] = None, *, processes: Optional[
     plan = plan_threads(requested, processes=processes)
     _set(plan)
     if warn_if_busy and plan.busy:
-        logger.warning("the machine is already busy (1-minute load average %.2f on %g usable CPUs): "
-                       "timings will be slower than on an idle machine", plan.load_average, plan.usable_cpus)
+        logger.warning("the machine is already busy (1-minute load average %.2f on its %d CPUs): "
+                       "timings will be slower than on an idle machine", plan.load_average,
+                       plan.machine_cpus or plan.usable_cpus)
     return plan
 
 

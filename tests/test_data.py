@@ -200,3 +200,63 @@ def test_imagenet_training_folders_stream_with_robustbench_preprocessing(tmp_pat
     assert sorted(labels) == [0, 0, 0, 1, 1, 1]
     with pytest.raises(DatasetNotFoundError, match="train"):
         open_dataset("imagenet", "train", data_dir=tmp_path / "nowhere")
+
+
+def test_damaged_imagenet_images_are_named(tmp_path):
+    from PIL import Image
+
+    from robust_mix.data import ImageFileDataset, imagenet_transform
+
+    good, truncated, text = tmp_path / "good.JPEG", tmp_path / "truncated.JPEG", tmp_path / "page.JPEG"
+    Image.new("RGB", (300, 260), color=(90, 10, 200)).save(good)
+    truncated.write_bytes(good.read_bytes()[:200])
+    text.write_text("<html>quota exceeded</html>")
+    dataset = ImageFileDataset([good, truncated, text], [0, 1, 2], imagenet_transform(), num_classes=1000)
+    assert dataset[0][0].shape == (3, 224, 224)
+    for position, path in ((1, truncated), (2, text)):
+        with pytest.raises(DatasetCorruptError, match=str(path.name)):
+            dataset[position]
+
+
+def _cifar_folder(tmp_path, cls_name):
+    """A torchvision CIFAR folder whose files are tiny fakes; the official checksums are patched to match."""
+    import hashlib
+    import pickle
+
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    folder = tmp_path / cls.base_folder
+    folder.mkdir()
+    label_key = "labels" if cls_name == "CIFAR10" else "fine_labels"
+    checksums = {}
+    for name, _ in [*cls.train_list, *cls.test_list]:
+        blob = pickle.dumps({"data": np.zeros((2, 3072), np.uint8), label_key: [1, 2]})
+        (folder / name).write_bytes(blob)
+        checksums[name] = hashlib.md5(blob).hexdigest()
+    meta = pickle.dumps({cls.meta["key"]: [f"c{i}" for i in range(100)]})
+    (folder / cls.meta["filename"]).write_bytes(meta)
+    patched = {"train_list": [[n, checksums[n]] for n, _ in cls.train_list],
+               "test_list": [[n, checksums[n]] for n, _ in cls.test_list],
+               "meta": {**cls.meta, "md5": hashlib.md5(meta).hexdigest()}}
+    return cls, folder, patched
+
+
+@pytest.mark.parametrize("cls_name", ["CIFAR10", "CIFAR100"])
+def test_cifar_folders_are_checked_file_by_file(tmp_path, monkeypatch, cls_name):
+    cls, folder, patched = _cifar_folder(tmp_path, cls_name)
+    for attr, value in patched.items():
+        monkeypatch.setattr(cls, attr, value)
+    data._cifar_arrays.cache_clear()
+    images, labels = data._cifar_arrays(cls_name, tmp_path, False)
+    assert images.shape == (2, 32, 32, 3) and labels.tolist() == [1, 2]
+    test_file = folder / cls.test_list[0][0]
+    test_file.write_bytes(test_file.read_bytes()[:-7])  # truncated
+    data._cifar_arrays.cache_clear()
+    with pytest.raises(DatasetCorruptError, match=f"{test_file.name}.*MD5"):
+        data._cifar_arrays(cls_name, tmp_path, False)
+    test_file.unlink()
+    data._cifar_arrays.cache_clear()
+    with pytest.raises(DatasetNotFoundError, match=f"{test_file.name} is missing"):
+        data._cifar_arrays(cls_name, tmp_path, False)
+    data._cifar_arrays.cache_clear()

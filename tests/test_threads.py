@@ -79,6 +79,22 @@ def test_bad_values_are_named():
 def test_busy_machine_is_flagged():
     plan = threads.ThreadPlan(2, "policy", 2.0, 1, load_average=2.4)
     assert plan.busy and not threads.ThreadPlan(2, "policy", 2.0, 1, load_average=0.3).busy
+    # a container's quota (2 CPUs) on a 64-CPU host: the host-wide load of 10 leaves the quota free
+    assert not threads.ThreadPlan(2, "policy", 2.0, 1, load_average=10.0, machine_cpus=64).busy
+    assert threads.ThreadPlan(2, "policy", 2.0, 1, load_average=70.0, machine_cpus=64).busy
+
+
+def test_busy_warning_compares_the_load_with_the_whole_machine(monkeypatch, caplog):
+    monkeypatch.setattr(threads, "load_average", lambda: 10.0)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2.0)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 64)
+    with caplog.at_level("WARNING", logger="robust_mix.threads"):
+        plan = threads.apply_thread_policy(1)
+    assert plan.machine_cpus == 64 and not plan.busy and "busy" not in caplog.text
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    with caplog.at_level("WARNING", logger="robust_mix.threads"):
+        threads.apply_thread_policy(1)
+    assert "load average 10.00 on its 8 CPUs" in caplog.text
 
 
 def test_claims_count_live_processes_and_drop_stale_ones(tmp_path):
