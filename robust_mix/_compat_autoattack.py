@@ -31,11 +31,17 @@ from torch import nn
 import pyautoattack
 import pyautoattack.state
 
+from robust_mix.protocol import AUTOATTACK_STAGES
+from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_examples,
+                                 check_threat_model, positive_int)
+
 PathLike = Union[str, Path]
 #: A function that changes a freshly built pyautoattack adversary (budgets, target counts).
 Configure = Callable[[pyautoattack.AutoAttack], None]
 #: pyautoattack's logger; ``log_path`` adds a file handler to it for the run.
 LOGGER_NAME = "auto-attack"
+#: pyautoattack's versions (``"custom"``: the attacks named in ``attacks_to_run``).
+VERSIONS = ("standard", "plus", "rand", "custom")
 
 
 @dataclass
@@ -72,13 +78,26 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def _check_attacks(attacks: Sequence[str]) -> None:
+    """``attacks_to_run`` of ``version="custom"``: at least one of pyautoattack's attacks, each once."""
+    expected = f"version='custom' runs the attacks in attacks_to_run, a list of {list(AUTOATTACK_STAGES)}"
+    if isinstance(attacks, str):
+        raise InvalidInputError(f"{expected}; got the string {attacks!r}: use [{attacks!r}]")
+    names = list(attacks)
+    unknown = [a for a in names if a not in AUTOATTACK_STAGES]
+    if not names or unknown:
+        raise InvalidInputError(f"{expected}; got {f'unknown attack(s) {unknown}' if names else 'none'}")
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"attacks_to_run repeats attacks in {names}; list each attack once")
+
+
 class AutoAttack(pyautoattack.AutoAttack):
     """AutoAttack with the constructor and methods RobustBench calls; the attacks are pyautoattack's.
 
     Args:
         model: the classifier (images in, logits out).
-        norm: ``"Linf"``, ``"L2"`` or ``"L1"``.
-        eps: the perturbation budget.
+        norm: ``"Linf"``, ``"L2"`` or ``"L1"`` (or RobustBench's ``ThreatModel``).
+        eps: the perturbation budget (at most 1 under ``Linf``: ``8/255``, not ``8``).
         seed: the attacks' seed (default: :func:`autoattack_settings`' seed, else the clock's).
         verbose: log progress to the ``auto-attack`` logger.
         attacks_to_run: the attacks of ``version="custom"``.
@@ -86,6 +105,10 @@ class AutoAttack(pyautoattack.AutoAttack):
         is_tf_model: TensorFlow models are not supported (pyautoattack runs PyTorch models only).
         device: where the attacks run (default: the model's device).
         log_path: a file that receives the run's log lines.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a norm, eps, version, attack name or device that pyautoattack
+            would take without complaint and answer with a wrong number or a failure deep in a run.
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 0.3, seed: Optional[int] = None,
@@ -95,12 +118,18 @@ class AutoAttack(pyautoattack.AutoAttack):
         if is_tf_model:
             raise ValueError("is_tf_model=True: pyautoattack's AutoAttack attacks PyTorch models only; wrap the "
                              "TensorFlow model as a torch.nn.Module, or use the original AutoAttack's TF support")
+        version = check_choice("version", version, VERSIONS)
         if version != "custom" and attacks_to_run:
             raise ValueError(f"attacks_to_run={list(attacks_to_run)} is used with version='custom' only; "
                              f"version={version!r} runs its own attacks")
+        if version == "custom":
+            _check_attacks(attacks_to_run)
+        norm = check_threat_model(norm, "norm")
+        eps = check_eps(eps, norm)
         settings = _SETTINGS
         super().__init__(model, attacks=list(attacks_to_run) if version == "custom" else None,
-                         device=device if device is not None else _model_device(model), eps=eps, norm=norm,
+                         device=check_device(device) if device is not None else _model_device(model), eps=eps,
+                         norm=norm,
                          seed=seed if seed is not None else settings.seed, version=version)
         self.verbose = verbose
         self.log_path = None if log_path is None else Path(log_path)
@@ -136,6 +165,8 @@ class AutoAttack(pyautoattack.AutoAttack):
             Path), finished attacks are recorded there and a later call resumes after them; only
             this call's adversarial images are returned then, the robust flags are in the state.
         """
+        bs = positive_int("bs", bs)
+        x_orig, y_orig = check_examples(x_orig, y_orig)
         with self._log_file():
             x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
         return (x_adv, y_adv) if return_labels else x_adv

@@ -32,9 +32,9 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, check_eps, check_finite_outputs, check_images, check_int,
-                                 check_labels, check_scores, check_writable_dir, optional_positive_int,
-                                 positive_int)
+from robust_mix.validate import (InvalidInputError, check_dataset, check_device, check_eps, check_examples,
+                                 check_finite_outputs, check_int, check_scores, check_threat_model,
+                                 check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -353,15 +353,18 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         model: raw ``[0, 1]`` images ``(B, C, H, W)`` -> logits or log-probabilities ``(B, K)``;
             a :class:`robust_mix.MixedClassifier` supplies defaults from ``model.config``.
         dataset: ``"cifar10"``, ``"cifar100"``, ``"imagenet"``, ``"fashion-mnist"`` (default:
-            the model's config).
-        threat_model: ``"Linf"``, ``"L2"`` or ``"L1"`` (default: the config's, else ``"Linf"``).
-        eps: perturbation budget (default: the config's).
-        n_examples: the first ``n_examples`` test images (default: the leaderboard's count).
+            the model's config); RobustBench's ``BenchmarkDataset`` members are read as their value.
+        threat_model: ``"Linf"``, ``"L2"`` or ``"L1"`` (default: the config's, else ``"Linf"``);
+            RobustBench's ``ThreatModel`` members are read as their value.
+        eps: perturbation budget (default: the config's, when ``threat_model`` is the config's).
+        n_examples: the first ``n_examples`` test images (default: the leaderboard's count), at most
+            as many as ``images`` holds.
         batch_size: attack batch size.
         attack: ``"standard"``, ``"rand"``, ``"adaptive"`` or a list of stages
             (see :func:`robust_mix.protocol.resolve_attack`).
         seed: base seed; chunk ``i`` is attacked with ``chunk_seed(seed, i)``.
-        device: default ``cuda:<LOCAL_RANK>`` when available, else CPU.
+        device: default ``cuda:<LOCAL_RANK>`` when available, else CPU; one that does not exist here
+            (``"cuda"`` without a visible GPU, ``"cuda:7"`` on a machine with fewer) is refused.
         state_dir: folder for resumable progress (nothing is saved when ``None``).
         data_dir: data set root (torchvision layout; an ImageNet folder with ``val/``).
         adaptive: add the adaptive suite to the attack.
@@ -376,15 +379,20 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             ``full_clean_accuracy``: cheap, and far less noisy than clean accuracy on the attacked subset.
 
     Raises:
-        robust_mix.validate.InvalidInputError: a count, eps, label or image (shape, dtype, values
-            in ``[0, 1]``) is invalid, or ``state_dir`` cannot be written; before any work starts.
+        robust_mix.validate.InvalidInputError: a count, eps, threat model, device, label or image (shape,
+            dtype, values in ``[0, 1]``) is invalid, or ``state_dir`` cannot be written; before any work starts.
         robust_mix.validate.NonFiniteOutputError: the model returned NaN/inf for some examples
             (named): they are never counted as predictions.
     """
     wall_start = time.perf_counter()
     config = getattr(model, "config", None)
     dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
-    threat_model = threat_model or (config.threat_model if config is not None else "Linf")
+    dataset = None if dataset is None else check_dataset(dataset)
+    threat_model = check_threat_model(threat_model or (config.threat_model if config is not None else "Linf"))
+    if eps is None and config is not None and config.eps is not None and threat_model != config.threat_model:
+        raise InvalidInputError(f"eps is not set for threat_model={threat_model!r}: the model's config has "
+                                f"eps={config.eps:g} for its own threat model {config.threat_model!r}, which is no "
+                                f"{threat_model} budget; pass eps= (--eps) for {threat_model}")
     eps = eps if eps is not None else (config.eps if config is not None else None)
     if eps is None:
         raise ValueError("eps is not set: pass eps=8/255 (or --eps) or use a model whose config has one")
@@ -398,6 +406,9 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     options = options or AttackOptions()
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     if images is None:
+        if labels is not None:
+            raise ValueError("labels were given without images: pass images=<(N, C, H, W) tensor> with them, or "
+                             "neither (the data set's test images are loaded)")
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (or images and labels)")
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
@@ -407,11 +418,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         raise ValueError("images were given without labels: pass labels=<(N,) class indices>, one per image")
     dataset = dataset or "custom"
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    images = check_images(images, getattr(model, "input_shape", None), dtype=dtype).cpu()
-    labels = check_labels(labels, _num_classes(model), n=len(images)).cpu()
-    if not len(images):
-        raise InvalidInputError(f"images hold no examples (shape {tuple(images.shape)}); pass at least one image "
-                                "and its label")
+    images, labels = check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model),
+                                    dtype=dtype)
+    images, labels = images.cpu(), labels.cpu()
+    if n_examples is not None and n_examples > len(images):
+        raise InvalidInputError(f"n_examples is {n_examples}, but only {len(images)} images were given; pass "
+                                f"n_examples <= {len(images)} (or none: all of them)")
     full_images, full_labels = images, labels
     images, labels = images[:n_examples], labels[:n_examples]
     n = len(labels)
@@ -423,7 +435,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         raise ValueError(f"clean_examples is {clean_examples}, but only {len(full_labels)} images are available; "
                          f"pass clean_examples <= {len(full_labels)} (or none)")
     rank, world = _dist()
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
     _check_output_contract(model, images, labels, device)
     if options.overrides():

@@ -394,7 +394,11 @@ def _imagenet_class_index() -> dict[str, int]:
 
 
 def _imagenet_test_files(data_dir: Optional[PathLike], n_examples: Optional[int]) -> tuple[list[Path], list[int]]:
-    ids = imagenet_test_ids()[:optional_positive_int("n_examples", n_examples)]
+    ids = imagenet_test_ids()
+    n_examples = optional_positive_int("n_examples", n_examples)
+    if n_examples is not None and n_examples > len(ids):
+        raise ValueError(f"asked for {n_examples} examples but imagenet test (RobustBench's list) has {len(ids)}")
+    ids = ids[:n_examples]
     class_index = _imagenet_class_index()
     root = Path(data_dir or "./data")
     root = root / "val" if (root / "val").is_dir() else root

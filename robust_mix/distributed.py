@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from robust_mix.validate import check_device
+
 logger = logging.getLogger(__name__)
 
 #: How long a rank waits for the others at a collective (seconds); long, because one rank may
@@ -112,11 +114,10 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
             torchrun, ``"cuda"`` becomes ``cuda:<LOCAL_RANK>``.
 
     Raises:
-        ValueError: CUDA was asked for but is not available.
+        robust_mix.validate.InvalidInputError: the device does not exist here (no GPU visible, an index
+            beyond the GPUs, a name torch does not know); a ``ValueError``.
     """
-    requested = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if requested.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(requested)!r} asked for, but CUDA is not available here; use --device cpu")
+    requested = check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     world_size = env_int("WORLD_SIZE", 1)
     rank, local_rank = env_int("RANK", 0), env_int("LOCAL_RANK", 0)
     if requested.type == "cuda" and requested.index is None:

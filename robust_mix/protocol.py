@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
-from robust_mix.validate import check_fields, check_fraction, positive_int
+from robust_mix.validate import InvalidInputTypeError, check_fields, check_fraction, positive_int
 
 STANDARD_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 RAND_STAGES = ("apgd-ce", "apgd-dlr")
@@ -55,6 +55,9 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
     APGD-CE and targeted APGD-DLR only; a list or comma-separated string: those stages, with the
     standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them.
     """
+    if not isinstance(attack, str) and not (isinstance(attack, Sequence) and all(isinstance(s, str) for s in attack)):
+        raise InvalidInputTypeError(f"attack must be one of {list(PRESETS)} or a list of stage names like "
+                                    f"['apgd-ce', 'apgd-t'], got {attack!r} ({type(attack).__name__})")
     if isinstance(attack, str) and attack in PRESETS:
         name = attack
         version, stages = PRESETS[attack]

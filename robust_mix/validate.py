@@ -14,6 +14,7 @@ to fix it. This module imports only ``torch`` and the standard library.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import numbers
 import os
@@ -27,6 +28,8 @@ import torch
 
 #: Threat models the harness runs (pyautoattack's norms).
 THREAT_MODELS = ("Linf", "L2", "L1")
+#: RobustBench's threat models without an attack or a budget (accuracy on corrupted images).
+CORRUPTION_THREAT_MODELS = ("corruptions", "corruptions_3d")
 #: Slack for pixel values produced by float arithmetic (resizing, attacks' clamping).
 _PIXEL_TOLERANCE = 1e-5
 _SHOWN = 8  # offending indices named in a message
@@ -151,13 +154,52 @@ def parse_number(name: str, text: Union[str, float, int]) -> float:
     return number
 
 
-def check_eps(eps: Any, threat_model: str = "Linf", name: str = "eps") -> float:
+def _enum_value(value: Any) -> Any:
+    """An ``Enum`` member's value (RobustBench's ``ThreatModel.Linf`` -> ``"Linf"``), else ``value``."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def check_threat_model(threat_model: Any, name: str = "threat_model") -> str:
+    """One of :data:`THREAT_MODELS`, as a ``str``; RobustBench's ``ThreatModel`` members are read as their value.
+
+    Names are case-sensitive, as RobustBench's (``"linf"`` is refused, naming ``"Linf"``). RobustBench's
+    corruption benchmarks are refused with a word on why: they have no attack and no budget.
+    """
+    value = _enum_value(threat_model)
+    if isinstance(value, str) and value in THREAT_MODELS:
+        return value
+    message = f"{name} must be one of {list(THREAT_MODELS)}, got {threat_model!r}"
+    if isinstance(value, str) and value in CORRUPTION_THREAT_MODELS:
+        message += (f": {value!r} is RobustBench's common-corruptions benchmark (accuracy on corrupted images, "
+                    "no attack, no eps), which robust_mix does not run; RobustBench has corruption sets for "
+                    "cifar10, cifar100 and imagenet only: robustbench.eval.benchmark(model, dataset=..., "
+                    f"threat_model={value!r})")
+    elif isinstance(value, str):
+        same = [t for t in THREAT_MODELS if t.lower() == value.strip().lower()]
+        if same:
+            message += f" (names are case-sensitive, as in RobustBench: did you mean {same[0]!r}?)"
+    raise InvalidInputError(message)
+
+
+def check_dataset(dataset: Any, name: str = "dataset") -> str:
+    """A data set name as a ``str``; RobustBench's ``BenchmarkDataset`` members are read as their value.
+
+    Which names exist is checked where data are loaded (:func:`robust_mix.data.dataset_key`).
+    """
+    value = _enum_value(dataset)
+    if not isinstance(value, str):
+        raise InvalidInputTypeError(f"{name} must be a data set name such as 'cifar10' or 'fashion-mnist', got "
+                                    f"{dataset!r} ({type(dataset).__name__})")
+    return value
+
+
+def check_eps(eps: Any, threat_model: Any = "Linf", name: str = "eps") -> float:
     """A perturbation budget: finite and positive; at most 1 under ``Linf`` (pixels lie in ``[0, 1]``).
 
     Accepts the ``"8/255"`` form. ``L2``/``L1`` budgets may exceed 1 (a distance over all pixels).
     """
     value = parse_number(name, eps) if isinstance(eps, str) else eps
-    if check_choice("threat_model", threat_model, THREAT_MODELS) == "Linf":
+    if check_threat_model(threat_model) == "Linf":
         hint = "; Linf budgets are in [0, 1] pixel units (8/255 = 0.0314)"
         return check_real(name, value, low=0.0, high=1.0, low_open=True, expected=f" in (0, 1]{hint}")
     return check_real(name, value, low=0.0, low_open=True)
@@ -184,6 +226,52 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise InvalidInputError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+# -- devices ---------------------------------------------------------------------------------------------
+def _available(kind: str) -> tuple[bool, int]:
+    """Whether devices of type ``kind`` (``"cuda"``, ``"mps"``, ``"xpu"``, ...) exist here, and how many."""
+    if kind == "mps":
+        return torch.backends.mps.is_available(), 1
+    module = getattr(torch, kind, None)
+    is_available = getattr(module, "is_available", None)
+    if not callable(is_available) or not is_available():
+        return False, 0
+    count = getattr(module, "device_count", None)
+    return True, int(count()) if callable(count) else 1
+
+
+def check_device(device: Any, name: str = "device") -> torch.device:
+    """A device that exists here, as a ``torch.device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``
+    or a CUDA index. A GPU asked for but not visible is refused before any work, not met as a driver
+    error in the middle of it.
+    """
+    if isinstance(device, torch.device):
+        requested = device
+    elif isinstance(device, str) or _is_int(device):
+        try:
+            requested = torch.device(device.strip() if isinstance(device, str) else int(device))
+        except (RuntimeError, ValueError):
+            raise InvalidInputError(f"{name} {device!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'"
+                                    ) from None
+    else:
+        raise InvalidInputTypeError(f"{name} must be a device name such as 'cpu' or 'cuda:0' (or a torch.device), "
+                                    f"got {device!r} ({type(device).__name__})")
+    if requested.type == "cpu":
+        return requested
+    available, count = _available(requested.type)
+    shown = str(requested)
+    if not available and requested.type == "cuda":
+        raise InvalidInputError(f"{name} {shown!r} asked for, but no GPU is visible (torch.cuda.is_available() is "
+                                "False: no NVIDIA GPU or driver, CUDA_VISIBLE_DEVICES hides them, or torch was built "
+                                "without CUDA); use device 'cpu'")
+    if not available:
+        raise InvalidInputError(f"{name} {shown!r} is not available here; use 'cpu'"
+                                f"{' or cuda' if torch.cuda.is_available() else ''}")
+    if requested.index is not None and requested.index >= count:
+        raise InvalidInputError(f"{name} {shown!r} does not exist: {count} {requested.type} device(s) visible "
+                                f"({requested.type}:0 to {requested.type}:{count - 1}); pick one of them")
+    return requested
 
 
 # -- mixing ratios ------------------------------------------------------------------------------------
@@ -283,6 +371,20 @@ def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
     if check_values and images.numel():
         _check_pixel_values(images.detach())
     return images
+
+
+def check_examples(images: Any, labels: Any, input_shape: Optional[Sequence[int]] = None,
+                   num_classes: Optional[int] = None, *, dtype: Optional[torch.dtype] = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Examples to evaluate: images as :func:`check_images` wants them, one label per image as
+    :func:`check_labels` wants them, and at least one of each. Returns ``(images, labels)``, labels as ``long``.
+    """
+    images = check_images(images, input_shape, dtype=dtype)
+    labels = check_labels(labels, num_classes, n=len(images))
+    if not len(images):
+        raise InvalidInputError(f"images hold no examples (shape {tuple(images.shape)}); pass at least one image "
+                                "and its label")
+    return images, labels
 
 
 def _check_contract(shape: tuple[int, ...], contract: tuple[int, ...]) -> None:

@@ -56,6 +56,9 @@ def test_attack_plans():
         resolve_attack("apgd-ce,pgd")
     with pytest.raises(ValueError, match="repeat"):
         resolve_attack("apgd-ce,apgd-ce")
+    for bad in (None, 5, {"apgd-ce"}, ["apgd-ce", 3]):
+        with pytest.raises(TypeError, match=r"attack must be one of \['standard', 'rand', 'adaptive'\] or a list"):
+            resolve_attack(bad)
 
 
 def test_default_budgets_are_the_leaderboards():

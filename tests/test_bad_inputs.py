@@ -179,6 +179,16 @@ EPS = [
     ("parse_eps('1/255/2')", lambda: parse_eps("1/255/2"), InvalidInputError, "got '1/255/2' (not a number)"),
     ("threat_model='Linf2'", lambda: bench(threat_model="Linf2"), InvalidInputError,
      "threat_model must be one of ['Linf', 'L2', 'L1'], got 'Linf2'"),
+    ("threat_model='linf'", lambda: bench(threat_model="linf"), InvalidInputError,
+     "threat_model must be one of ['Linf', 'L2', 'L1'], got 'linf' (names are case-sensitive, as in RobustBench: "
+     "did you mean 'Linf'?)"),
+    ("threat_model='corruptions' (a Fashion-MNIST entry)", lambda: bench(threat_model="corruptions"), InvalidInputError,
+     "'corruptions' is RobustBench's common-corruptions benchmark (accuracy on corrupted images, no attack, no eps)"),
+    ("threat_model=2", lambda: bench(threat_model=2), InvalidInputError,
+     "threat_model must be one of ['Linf', 'L2', 'L1'], got 2"),
+    ("threat_model='L2' without eps, on a Linf entry", lambda: bench(threat_model="L2", eps=None), InvalidInputError,
+     "eps is not set for threat_model='L2': the model's config has eps=0.1 for its own threat model 'Linf'"),
+    ("dataset=10", lambda: bench(dataset=10), TypeError, "dataset must be a data set name such as 'cifar10'"),
     ("unknown attack stage", lambda: bench(attack="apgd-xx"), ValueError, "unknown attack stage(s) ['apgd-xx']"),
 ]
 LABEL_CASES = [
@@ -192,6 +202,10 @@ LABEL_CASES = [
     ("labels (6, 1)", lambda: bench(labels=torch.zeros(6, 1, dtype=torch.long)), InvalidInputError, "got shape (6, 1)"),
     ("labels as a list", lambda: bench(labels=[0, 1, 2, 3, 4, 5]), TypeError, "got list"),
     ("no labels", lambda: bench(labels=None), ValueError, "images were given without labels"),
+    ("labels without images", lambda: bench(images=None, dataset="fashion-mnist", n_examples=6), ValueError,
+     "labels were given without images"),
+    ("n_examples beyond the images given", lambda: bench(n_examples=7), InvalidInputError,
+     "n_examples is 7, but only 6 images were given; pass n_examples <= 6"),
 ]
 IMAGES = [
     ("14x14 for a 28x28 model", lambda: bench(images=images(shape=(1, 14, 14))), InvalidInputError,
@@ -346,6 +360,32 @@ def test_api_refuses_bad_input_naming_it(call, error, names):
     assert names in message
 
 
+def test_robustbench_enums_are_read_as_their_values():
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    assert robust_mix.validate.check_dataset(BenchmarkDataset.cifar_10) == "cifar10"
+    result = bench(threat_model=ThreatModel.L2, eps=0.5)
+    assert result.threat_model == "L2" and type(result.threat_model) is str
+    assert result.arguments["threat_model"] == "L2"
+
+
+def test_devices_that_do_not_exist_here_are_refused_before_any_work(monkeypatch):
+    with pytest.raises(InvalidInputError, match="device 'tpu' is not a device name; use 'cpu', 'cuda'"):
+        bench(device="tpu")
+    with pytest.raises(InvalidInputTypeError, match=r"device must be a device name .*got 1.5 \(float\)"):
+        bench(device=1.5)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0", torch.device("cuda", 1)):
+        with pytest.raises(InvalidInputError, match="asked for, but no GPU is visible"):
+            bench(device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InvalidInputError, match=r"device 'cuda:7' does not exist: 1 cuda device\(s\) visible"):
+        bench(device="cuda:7")
+    with pytest.raises(InvalidInputError, match="device 'meta' is not available here"):
+        bench(device="meta")
+
+
 def test_unwritable_folders_are_refused_before_any_work(under_a_file):
     with pytest.raises(InvalidInputError, match=f"{A_FILE_NAME} is a file, not a folder.*nothing has been computed"):
         check_writable_dir(under_a_file)
@@ -474,6 +514,9 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --eps abc", bench_cli("--eps", "abc"), 2, "got 'abc' (not a number)"),
     ("benchmark --eps 2 (Linf)", bench_cli("--eps", "2", "--n-examples", "2"), 2, "in (0, 1]"),
     ("benchmark --threat-model Linf2", bench_cli("--threat-model", "Linf2"), 2, "invalid choice: 'Linf2'"),
+    ("benchmark --threat-model L2 without --eps (a Linf entry)", bench_cli("--threat-model", "L2", "--n-examples", "2"),
+     2, "eps is not set for threat_model='L2'"),
+    ("benchmark --device tpu", bench_cli("--device", "tpu", "--n-examples", "2"), 2, "device 'tpu' is not a device name"),
     ("benchmark --attack bogus", ["benchmark", TINY, "--attack", "bogus", "--n-examples", "2"], 2,
      "unknown attack stage(s) ['bogus']"),
     ("benchmark --n-iter 0", bench_cli("--n-iter", "0"), 2, "argument --n-iter"),
@@ -529,6 +572,13 @@ def test_cli_refuses_bad_input_with_one_error_line(tmp_path, capsys, argv, code,
     err = capsys.readouterr().err
     assert names in err and "Traceback" not in err
     assert not (out / "report.json").exists() and not (out / "model.safetensors").exists()
+
+
+def test_cli_names_a_gpu_that_is_not_visible(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([*bench_cli("--device", "cuda", "--n-examples", "2"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: device 'cuda' asked for, but no GPU is visible" in err and "Traceback" not in err
 
 
 UNWRITABLE = [  # each is refused before its work starts (the folder's parent is a file)

@@ -386,6 +386,8 @@ def test_imagenet_reads_robustbenchs_list_from_a_local_folder(tmp_path):
     assert labels.tolist() == [class_map[n.split("/")[0]] for n in ids[:3]]
     with pytest.raises(DatasetNotFoundError, match="missing"):
         load_imagenet(data_dir=tmp_path, n_examples=4)
+    with pytest.raises(ValueError, match="asked for 5001 examples but imagenet test .* has 5000"):
+        load_imagenet(data_dir=tmp_path, n_examples=5001)
 
 
 # -- benchmarks/reproduce.py ---------------------------------------------------------------------

@@ -145,6 +145,51 @@ def test_interface_refuses_what_pyautoattack_cannot_do(tiny_cifar):
         AutoAttack(model, attacks_to_run=["apgd-ce"], version="standard")
 
 
+def run_on(x, y, bs=BATCH):
+    """A run on ``x``, ``y`` against a plain classifier (a MixedClassifier would refuse bad images itself)."""
+    plain = make_tiny(0, in_chans=3, scale=20)
+    return lambda _: AutoAttack(plain, eps=EPS, version="custom", attacks_to_run=["apgd-ce"]).run_standard_evaluation(
+        x, y, bs=bs)
+
+
+_X, _Y = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(4)
+BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoattack takes each without complaint
+    ("eps=8 (0-255 units)", lambda m: AutoAttack(m, eps=8), "Linf budgets are in [0, 1] pixel units (8/255 = 0.0314), got 8"),
+    ("eps=-0.1", lambda m: AutoAttack(m, eps=-0.1), "got -0.1"),
+    ("eps=nan", lambda m: AutoAttack(m, eps=float("nan")), "got nan"),
+    ("norm='linf'", lambda m: AutoAttack(m, norm="linf", eps=EPS), "norm must be one of ['Linf', 'L2', 'L1'], got 'linf'"),
+    ("version='standart'", lambda m: AutoAttack(m, version="standart"),
+     "version must be one of ['standard', 'plus', 'rand', 'custom'], got 'standart'"),
+    ("custom, no attacks", lambda m: AutoAttack(m, version="custom"), "runs the attacks in attacks_to_run, a list of"),
+    ("custom, unknown attack", lambda m: AutoAttack(m, version="custom", attacks_to_run=["apgd-ce", "pgd"]),
+     "got unknown attack(s) ['pgd']"),
+    ("custom, an attack twice", lambda m: AutoAttack(m, version="custom", attacks_to_run=["apgd-ce", "apgd-ce"]),
+     "attacks_to_run repeats attacks in ['apgd-ce', 'apgd-ce']"),
+    ("custom, a string", lambda m: AutoAttack(m, version="custom", attacks_to_run="apgd-ce"), "use ['apgd-ce']"),
+    ("device='tpu'", lambda m: AutoAttack(m, eps=EPS, device="tpu"), "device 'tpu' is not a device name"),
+    ("bs=0", run_on(_X, _Y, bs=0), "bs must be a positive integer (>= 1), got 0"),
+    ("uint8 images", run_on((_X * 255).to(torch.uint8), _Y), "use images.float() / 255"),
+    ("images in [0, 255]", run_on(_X * 255, _Y), "divide by 255"),
+    ("3 labels for 4 images", run_on(_X, _Y[:3]), "got 3 labels for 4 images"),
+    ("no images", run_on(_X[:0], _Y[:0]), "images hold no examples"),
+]
+
+
+@pytest.mark.parametrize("call, names", [pytest.param(c, n, id=i) for i, c, n in BAD_ARGUMENTS])
+def test_interface_refuses_bad_arguments_naming_them(tiny_cifar, call, names):
+    model, _, _ = tiny_cifar
+    with pytest.raises(robust_mix.validate.InvalidInputError) as info:
+        call(model)
+    assert names in str(info.value)
+
+
+def test_interface_reads_robustbench_s_threat_model_enum(tiny_cifar):
+    from robustbench.model_zoo.enums import ThreatModel
+
+    adversary = AutoAttack(tiny_cifar[0], norm=ThreatModel.L2, eps=0.5)
+    assert adversary.norm == "L2" and adversary.apgd.norm == "L2"
+
+
 def test_state_reads_from_a_string_path_with_float_flags(tiny_cifar, tmp_path):
     model, x, y = tiny_cifar
     path = tmp_path / "state.json"
@@ -181,6 +226,16 @@ def test_benchmark_equals_pyautoattack_on_the_same_examples(tiny_cifar, robustbe
     info = json.loads((tmp_path / "model_info" / "cifar10" / "Linf" / "TinyMix.json").read_text())
     assert info["clean_acc"] == "100.0" and info["autoattack_acc"] == str(round(expected * 100, 2))
     assert info["eps"] == EPS
+
+
+def test_benchmark_refuses_eps_in_0_255_units(tiny_cifar, robustbench_data):
+    """RobustBench passes eps on unchecked: eps=8 (meaning 8/255) would attack with every image reachable."""
+    import robustbench.eval
+
+    model, _, _ = tiny_cifar
+    with autoattack_settings(seed=0, configure=reduced_budget), \
+            pytest.raises(robust_mix.validate.InvalidInputError, match=r"\(8/255 = 0.0314\), got 8"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf", eps=8, batch_size=BATCH)
 
 
 class Interrupted(Exception):
