@@ -17,11 +17,15 @@
 - **RobustBench's bare KeyError.** ``robustbench.utils.load_model`` answers a name it has no model
   for with ``KeyError: 'name'``. :func:`add_unknown_model_explainer` lets a plugin turn that into a
   message naming what exists.
+- **RobustBench's lost model_dir.** ``robustbench.utils.load_model(name, model_dir=...)`` does not pass
+  ``model_dir`` on when ``name`` is a timm model. While that call runs, :func:`robustbench_model_dir`
+  gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
 import importlib
@@ -29,6 +33,7 @@ import inspect
 import sys
 import types
 import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Optional
 
@@ -43,6 +48,9 @@ _CHECKPOINT_READERS: list[CheckpointReader] = []
 #: ``explain(model_name, dataset, threat_model) -> message or None``, see :func:`add_unknown_model_explainer`.
 Explainer = Callable[[str, str, str], Optional[str]]
 _EXPLAINERS: list[Explainer] = []
+#: ``model_dir`` given to the ``robustbench.utils.load_model`` call now running (see :func:`robustbench_model_dir`).
+_ROBUSTBENCH_MODEL_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("robustbench_model_dir",
+                                                                                       default=None)
 
 
 class UnknownModelError(KeyError):
@@ -175,12 +183,14 @@ def _load_model_with_explanations(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def load_model(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        given_dir = bound.arguments.get("model_dir")
+        token = _ROBUSTBENCH_MODEL_DIR.set(None if given_dir is None else Path(given_dir))
         try:
             return original(*args, **kwargs)
         except KeyError as err:
             if isinstance(err, UnknownModelError):
                 raise
-            bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             given = bound.arguments
             threat = given.get("norm") or given["threat_model"]
@@ -190,8 +200,17 @@ def _load_model_with_explanations(original: Callable) -> Callable:
                 if message:
                     raise UnknownModelError(message) from err
             raise
+        finally:
+            _ROBUSTBENCH_MODEL_DIR.reset(token)
 
     return load_model
+
+
+def robustbench_model_dir() -> Optional[Path]:
+    """The ``model_dir`` passed to the ``robustbench.utils.load_model`` call that is running now, if it was
+    given (``None`` outside such a call, or when the caller left RobustBench's default): RobustBench itself
+    does not pass it to the timm models it creates."""
+    return _ROBUSTBENCH_MODEL_DIR.get()
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------

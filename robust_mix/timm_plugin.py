@@ -15,9 +15,10 @@ first. From then on
   have is an error naming those it has.
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
-model in eval mode with a timm ``pretrained_cfg``. Weights come from
-:func:`~robust_mix.weights.default_model_dir` (``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default
-``./models``; RobustBench does not pass its ``model_dir`` to timm models), fetched with RobustBench's
+model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model_dir`` given to
+``robustbench.utils.load_model`` (which RobustBench itself does not pass to timm models:
+:func:`robust_mix._compat.robustbench_model_dir`), else :func:`~robust_mix.weights.default_model_dir`
+(``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default ``./models``), fetched with RobustBench's
 downloader when online. Keyword arguments of ``timm.create_model`` other than ``num_classes`` are
 config overrides (``alpha=0.9``, ``alpha_range=(0.8, 1.0)``), as in :func:`robust_mix.load_model`.
 
@@ -131,7 +132,8 @@ def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
         config = get_model_config(entry)
         config = config.with_overrides(overrides) if overrides else config
         _check_num_classes(name, config, num_classes)
-        model = MixedClassifier.from_config(config, model_dir=default_model_dir(), pretrained=pretrained)
+        model_dir = _compat.robustbench_model_dir() or default_model_dir()  # RobustBench's model_dir, when given
+        model = MixedClassifier.from_config(config, model_dir=model_dir, pretrained=pretrained)
         return _as_timm_model(model, {**timm_pretrained_cfg(config, name), **(pretrained_cfg_overlay or {})})
 
     factory.__name__ = factory.__qualname__ = name

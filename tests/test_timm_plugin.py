@@ -25,7 +25,7 @@ from robust_mix import (BackboneConfig, ModelConfig, PolicyConfig, WeightsConfig
                         register_model, save_backbone)
 from robust_mix import registry
 from robust_mix._compat import UnknownModelError
-from robust_mix.io import save_state_dict
+from robust_mix.io import load_state_dict, save_state_dict
 from robust_mix.timm_config import SAVED_ARCHITECTURE, robustbench_timm_name
 from robust_mix.timm_plugin import entry_of, isolated_timm_registry, robustbench_zoo_names
 from robust_mix.weights import WeightsNotFoundError
@@ -160,6 +160,38 @@ def test_a_missing_weight_file_names_the_file_and_its_source(tmp_path, monkeypat
     message = str(err.value)
     assert str(tmp_path / "cifar100" / "Linf" / "Bai2023Improving_edm.pt_m0.pt") in message
     assert "https://drive.google.com/uc?id=" in message and "downloads are off" in message
+
+
+@pytest.mark.parametrize("as_path", [False, True], ids=["str", "Path"])
+def test_robustbench_s_model_dir_is_where_the_files_are_read(as_path, tmp_path, monkeypatch):
+    """RobustBench does not pass ``model_dir`` to timm models: the files must still come from it, not
+    from ``$ROBUST_MIX_MODEL_DIR`` or ``./models``."""
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    model_dir = tmp_path / "mine"
+    with pytest.raises(WeightsNotFoundError) as err:
+        robustbench.utils.load_model("RobustMix-AdaSmooth", model_dir=model_dir if as_path else str(model_dir),
+                                     dataset=BenchmarkDataset.cifar_100, threat_model=ThreatModel.Linf)
+    assert str(model_dir / "cifar100" / "Linf" / "Bai2023Improving_edm.pt_m0.pt") in str(err.value)
+    assert "elsewhere" not in str(err.value)
+    with pytest.raises(WeightsNotFoundError, match="elsewhere"):  # no model_dir given: the usual default
+        robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")
+
+
+def test_robustbench_s_model_dir_reaches_a_registered_entry(scratch_registry, tmp_path, monkeypatch):
+    """An entry whose files sit in RobustBench's layout loads from the ``model_dir`` the caller gives."""
+    config = tiny_config(tmp_path / "files")
+    model_dir = tmp_path / "rb-models"
+    target = model_dir / "cifar10" / "Linf" / "Wong2020Fast.pt"  # the policy's tensors, under a RobustBench name
+    target.parent.mkdir(parents=True)
+    torch.save(load_state_dict(Path(config.weights.file)), target)
+    register_model(dataclasses.replace(config, weights=WeightsConfig(robustbench="cifar10/Linf/Wong2020Fast")))
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    model = robustbench.utils.load_model("RobustMix-tiny-mix", model_dir=str(model_dir), dataset="cifar10",
+                                         threat_model="Linf")
+    x = torch.rand(2, 3, 32, 32)
+    assert same_outputs(model, load_model(TINY, model_dir=model_dir), x) == 0.0
 
 
 def test_entries_registered_later_are_timm_models(tmp_path):
