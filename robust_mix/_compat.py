@@ -20,6 +20,10 @@
 - **RobustBench's lost model_dir.** ``robustbench.utils.load_model(name, model_dir=...)`` does not pass
   ``model_dir`` on when ``name`` is a timm model. While that call runs, :func:`robustbench_model_dir`
   gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
+- **RobustBench's benchmark() arguments.** ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
+  ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
+  fails deep in torch, and a model of another label set than ``dataset`` is scored silently (near 0 %).
+  :func:`check_benchmark_arguments` checks these before any data is loaded.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
 from __future__ import annotations
@@ -211,6 +215,69 @@ def robustbench_model_dir() -> Optional[Path]:
     given (``None`` outside such a call, or when the caller left RobustBench's default): RobustBench itself
     does not pass it to the timm models it creates."""
     return _ROBUSTBENCH_MODEL_DIR.get()
+
+
+# -- RobustBench: benchmark()'s arguments ------------------------------------------------------------------
+def check_benchmark_arguments() -> None:
+    """Make ``robustbench.eval.benchmark`` check its ``device`` and the model's class count before any work.
+
+    - ``device`` may be a name (``"cpu"``, ``"cuda:0"``), read as a ``torch.device``; one that does not
+      exist here is refused (:func:`robust_mix.validate.check_device`). A list of devices, which RobustBench
+      has not implemented, is refused with a message instead of a bare ``NotImplementedError``.
+    - a model that says how many classes it scores (``model.num_classes``) must score as many as
+      ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
+    """
+    robustbench = import_robustbench()
+    _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
+
+
+def _benchmark_with_checks(original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def benchmark(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        if given["device"] is not None:
+            given["device"] = _benchmark_device(given["device"])
+        _check_benchmark_classes(given["model"], given["dataset"])
+        return original(*bound.args, **bound.kwargs)
+
+    return benchmark
+
+
+def _benchmark_device(device: Any) -> Any:
+    """``benchmark()``'s device as a ``torch.device`` that exists here (see :func:`check_benchmark_arguments`)."""
+    from robust_mix.validate import InvalidInputError, check_device
+
+    if isinstance(device, (list, tuple)):
+        raise InvalidInputError(f"device={device!r}: RobustBench's benchmark() evaluates on one device (several are "
+                                "not implemented in RobustBench 1.1.1); pass one, e.g. device='cuda:0'")
+    return check_device(device)
+
+
+def _check_benchmark_classes(model: Any, dataset: Any) -> None:
+    """Refuse a model whose ``num_classes`` differs from ``dataset``'s class count (RobustBench's ``DATASET_CLASSES``)."""
+    from robustbench.model_zoo.enums import BenchmarkDataset
+    from robustbench.utils import DATASET_CLASSES
+
+    from robust_mix.validate import InvalidInputError
+
+    count = getattr(model, "num_classes", None)
+    try:
+        dataset_ = BenchmarkDataset(dataset)
+    except ValueError:
+        return  # RobustBench's own error names the data sets
+    expected = DATASET_CLASSES.get(dataset_)
+    if not isinstance(count, int) or isinstance(count, bool) or expected is None or count == expected:
+        return
+    config = getattr(model, "config", None)
+    own = getattr(config, "dataset", None)
+    hint = f"dataset={own!r}" if own in [d.value for d in BenchmarkDataset] else "the data set it was trained on"
+    raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
+                            "labels would be read as the model's classes and the accuracies would be meaningless; "
+                            f"pass {hint}, or a model of {dataset_.value}")
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------

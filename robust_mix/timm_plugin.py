@@ -225,6 +225,7 @@ def _install() -> None:
     _register(robustmix_saved)
     _compat.add_checkpoint_reader(lambda name: entry_of(name) is not None, _read_checkpoint)
     _compat.add_unknown_model_explainer(explain_unknown)
+    _compat.check_benchmark_arguments()
     on_register(mirror)
 
 
