@@ -225,6 +225,10 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
     assert data_config["mean"] == (0, 0, 0) and data_config["input_size"] == (3, 32, 32)
     changed = timm.create_model("hf-hub:org/tiny-mix", pretrained=True, alpha_range=(0.4, 0.5))
     assert changed.policy.alpha_range == (0.4, 0.5)
+    with pytest.raises(ValueError, match=r"hf-hub:org/tiny-mix: pretrained_cfg_overlay changes \['std'\]"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"std": (0.5, 0.5, 0.5)})
+    with pytest.raises(ValueError, match=r"hf-hub:org/tiny-mix: pretrained_cfg_overlay sets \['file'\]"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"file": "x.safetensors"})
     with pytest.raises(ValueError, match="robustmix_saved is the architecture of models saved with save_pretrained"):
         timm.create_model("robustmix_saved")
 

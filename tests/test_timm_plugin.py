@@ -218,6 +218,25 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+@pytest.mark.parametrize("overlay, message", [
+    ({"file": "mine.safetensors"}, r"sets \['file'\], a weight source, but robust_mix models read no weights .*checkpoint_path="),
+    ({"hf_hub_id": "org/other"}, r"sets \['hf_hub_id'\], a weight source"),
+    ({"mean": (0.5, 0.5, 0.5), "std": [0.2, 0.2, 0.2]}, r"changes \['mean', 'std'\].*normalised inside the model"),
+    ({"input_size": (3, 64, 64)}, r"changes \['input_size'\].*'input_size': \(3, 32, 32\)"),
+    ({"num_classes": 100}, r"changes \['num_classes'\]"),
+])
+def test_pretrained_cfg_overlay_cannot_change_weights_or_the_input_contract(scratch_registry, tmp_path, overlay, message):
+    """timm's transforms follow pretrained_cfg: an overlaid mean would normalise images the model normalises
+    itself; an overlaid file would be ignored (the entry's own weights loaded instead)."""
+    register_model(tiny_config(tmp_path))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, pretrained_cfg_overlay=overlay)
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, pretrained_cfg_overlay={
+        "crop_pct": 0.875, "interpolation": "bicubic", "mean": [0.0, 0.0, 0.0], "input_size": [3, 32, 32]})
+    data = timm.data.resolve_model_data_config(model)  # what timm's transforms are built from
+    assert (data["crop_pct"], data["interpolation"], data["mean"], data["std"]) == (0.875, "bicubic", (0, 0, 0), (1, 1, 1))
+
+
 # -- custom checkpoints -------------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_entry(scratch_registry, tmp_path):
