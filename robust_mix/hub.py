@@ -46,6 +46,7 @@ from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
+from robust_mix.validate import check_device
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -225,9 +226,12 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
     Raises:
         ValueError: not a folder or ``.safetensors`` file, a folder saved from other base models, or
             tensors that do not match the architecture (names, shapes).
-        FileNotFoundError: the folder has no ``model.safetensors``.
+        FileNotFoundError: no such folder or file, or the folder has no ``model.safetensors``.
     """
     path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} of {expected}: no such folder or file; give a folder "
+                                f"written by save_pretrained or its {WEIGHTS_NAME}")
     if path.is_dir():
         weights = path / WEIGHTS_NAME
     elif path.suffix == ".safetensors":
@@ -327,7 +331,9 @@ class HubMixin:
             FileNotFoundError: no such folder, repo or file (offline: not in the cache).
             ValueError: an ambiguous source, a corrupt file, a config naming an unknown
                 architecture, or tensors that do not match the architecture.
+            robust_mix.validate.InvalidInputError: ``device`` is not a device name or not present here.
         """
+        device = check_device(device) if device is not None else None  # before any download or build
         fetch = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)

@@ -86,3 +86,31 @@ def test_a_parenthesised_pair_is_a_pair():
 def test_names_in_another_case_get_the_registered_spelling_suggested():
     with pytest.raises(KeyError, match=r"did you mean \['fmnist-robust'"):
         parse_model_name("FMNIST-ROBUST")
+
+
+def test_a_path_is_a_saved_folder(tmp_path):
+    """docs/hub.md: a pathlib.Path is a folder, as for MixedClassifier.from_pretrained."""
+    model = load_model("fmnist-robust,alpha=0.6")
+    folder = model.save_pretrained(tmp_path / "saved")
+    assert parse_model_name(folder) == parse_model_name(f"local-dir:{folder}")
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(load_model(folder)(x), model(x))
+    assert model_config_of(folder).alpha == 0.6
+
+
+@pytest.mark.parametrize("name", ["fmnist-robust", "local-dir:{saved}"])
+@pytest.mark.parametrize("device, message", [
+    ("cuda:99", "cuda:99"), ("gpu", "'gpu' is not a device name"), (1.5, "must be a device name"),
+])
+def test_a_device_that_is_not_here_is_refused_before_loading(tmp_path, monkeypatch, name, device, message):
+    saved = load_model("fmnist-robust").save_pretrained(tmp_path / "saved")
+    monkeypatch.setattr(robust_mix.mixing.MixedClassifier, "__init__",
+                        lambda *a, **k: pytest.fail("a model was built before the device was checked"))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        load_model(name.format(saved=saved), device=device)
+
+
+def test_a_factory_must_return_a_model():
+    with pytest.raises(TypeError, match=r"os:getcwd returned str, not a torch.nn.Module"):
+        load_model("os:getcwd")

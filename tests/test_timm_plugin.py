@@ -271,6 +271,9 @@ def test_custom_checkpoint_of_another_architecture_is_refused(tiny_entry, tmp_pa
     with pytest.raises(ValueError, match=r"(?s)weights.safetensors does not match robustmix_tiny_mix_cifar10_linf \(it is not a "
                                          r"checkpoint of that architecture\): .*(missing|size mismatch)"):
         load(lone)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*/not-saved-yet of robustmix_tiny_mix_cifar10_linf: no such "
+                                                 "folder or file"):
+        load(tmp_path / "not-saved-yet")  # not "expected a folder ... (other files, such as .pt ...)"
     pickle = tmp_path / "model.pt"
     pickle.write_bytes(b"not read")
     with pytest.raises(ValueError, match=r"expected a folder written by save_pretrained or its model.safetensors "
