@@ -103,6 +103,10 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
         return ModelName("config", head, overrides)
     if _FACTORY.fullmatch(head):
         return ModelName("factory", head, overrides)
+    base, comma, item = head.partition(",")
+    if comma and is_model(base.strip()):  # ",alpha", ",=0.9", ",1x=2": not an override, not a model either
+        raise InvalidInputError(f"override {item.strip()!r} in {text!r} must look like key=value with key a config "
+                                "field name (e.g. 'fmnist-robust,alpha=0.9')")
     hint = ""
     if Path(head).expanduser().is_dir() or "/" in head:
         hint = (f"; for a folder written by save_pretrained use '{LOCAL_PREFIX}{head}', for a Hub repo "

@@ -38,6 +38,8 @@ def test_a_config_file_and_an_unambiguous_folder_are_recognised(tmp_path):
     ("out/my-mix", KeyError, "local-dir:out/my-mix.*hf-hub:out/my-mix"),
     ("", ValueError, "non-empty string"),
     ("fmnist-robust,alpha=", ValueError, "must look like key=value"),
+    ("fmnist-robust,alpha", ValueError, r"override 'alpha' in 'fmnist-robust,alpha' must look like key=value"),
+    ("fmnist-robust,=0.9", ValueError, r"override '=0.9' in 'fmnist-robust,=0.9' must look like key=value"),
 ])
 def test_bad_names_say_what_to_write(text, error, message):
     with pytest.raises(error, match=message):
