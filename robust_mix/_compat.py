@@ -22,7 +22,8 @@
   gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
 - **RobustBench's benchmark() arguments.** ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
   ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
-  fails deep in torch, and a model of another label set than ``dataset`` is scored silently (near 0 %).
+  fails deep in torch, a model of another label set than ``dataset`` is scored silently (near 0 %), and a
+  model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
@@ -226,6 +227,8 @@ def check_benchmark_arguments() -> None:
       has not implemented, is refused with a message instead of a bare ``NotImplementedError``.
     - a model that says how many classes it scores (``model.num_classes``) must score as many as
       ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
+    - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
+      would depend on the batch, and every forward pass would change its running statistics.
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
@@ -242,6 +245,7 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         if given["device"] is not None:
             given["device"] = _benchmark_device(given["device"])
         _check_benchmark_classes(given["model"], given["dataset"])
+        _check_benchmark_mode(given["model"])
         return original(*bound.args, **bound.kwargs)
 
     return benchmark
@@ -278,6 +282,22 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
     raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
                             "labels would be read as the model's classes and the accuracies would be meaningless; "
                             f"pass {hint}, or a model of {dataset_.value}")
+
+
+def _check_benchmark_mode(model: Any) -> None:
+    """Refuse a model whose BatchNorm layers are in training mode (see :func:`check_benchmark_arguments`)."""
+    import torch
+
+    from robust_mix.validate import InvalidInputError
+
+    if not isinstance(model, torch.nn.Module):
+        return
+    training = [name or type(model).__name__ for name, module in model.named_modules()
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training]
+    if training:
+        raise InvalidInputError(f"the model is in training mode ({len(training)} BatchNorm layer(s) such as "
+                                f"{training[0]!r}): its predictions would depend on the batch and each forward pass "
+                                "would change its running statistics; call model.eval() before benchmark()")
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------

@@ -341,3 +341,18 @@ def test_benchmark_refuses_a_model_of_another_label_set(tiny_cifar, robustbench_
                        match=r"scores 10 classes, but dataset='cifar100' has 100.*pass dataset='cifar10'"):
         robustbench.eval.benchmark(model, n_examples=N, dataset=BenchmarkDataset.cifar_100, eps=EPS)
     assert robustbench_data == []
+
+
+def test_benchmark_refuses_a_model_in_training_mode(tiny_cifar, robustbench_data):
+    """RobustBench only warns; the clean pass would then update the mixing network's BatchNorm statistics."""
+    import robustbench.eval
+
+    model = tiny_cifar[0]
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[4, 4], blocks=1,
+        input_shape=(3, 32, 32)))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=r"training mode .*call model.eval\(\)"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
+    assert robustbench_data == [] and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
