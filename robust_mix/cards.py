@@ -20,10 +20,11 @@ from typing import Any, Optional, Union
 from huggingface_hub import EvalResult, ModelCardData
 
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
-from robust_mix.formatting import attack_label, evaluation_label, format_eps, partial_reasons, percent_value
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, partial_reasons, percent_interval,
+                                   percent_value)
 from robust_mix.io import atomic_write_text
 from robust_mix.registry import get_model_config, list_models
-from robust_mix.results import BenchmarkResult, ReportLike, read_report
+from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult, ReportLike, read_report
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +122,18 @@ def _report_settings(result: BenchmarkResult) -> str:
 def _evaluation_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]) -> str:
     parts = []
     if benchmark is not None:
-        rows = [[benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps),
-                 evaluation_label(benchmark), benchmark.n_examples,
-                 f"{percent_value(benchmark.clean_accuracy):.2f}", f"{percent_value(benchmark.robust_accuracy):.2f}"]]
-        parts.append("Measured with robust_mix's benchmark:\n\n" + _table(
-            ["dataset", "threat model", "eps", "attack", "examples", "clean %", "robust %"], rows))
+        row = [benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps), evaluation_label(benchmark),
+               benchmark.n_examples, f"{percent_value(benchmark.clean_accuracy):.2f}",
+               f"{percent_value(benchmark.robust_accuracy):.2f}", percent_interval(benchmark.robust_interval())]
+        headers = ["dataset", "threat model", "eps", "attack", "examples", "clean %", "robust %",
+                   f"{INTERVAL_LEVEL * 100:g} % interval"]
+        clean, images = benchmark.best_clean
+        if images != benchmark.n_examples:  # clean accuracy on more images than were attacked
+            headers[5] = "clean % (attacked)"
+            headers.insert(5, f"clean % ({images:,} images)")
+            row.insert(5, f"{percent_value(clean):.2f}")
+        parts.append("Measured with robust_mix's benchmark (the interval: Clopper-Pearson, of the robust accuracy on "
+                     "the attacked examples):\n\n" + _table(headers, [row]))
         parts.append(_report_settings(benchmark))
     rep = config.reported
     if rep is not None:

@@ -15,6 +15,7 @@ from robust_mix import cli, registry
 from robust_mix.cards import render_all, render_card
 from robust_mix.protocol import STANDARD_STAGES
 from robust_mix.results import BenchmarkResult
+from robust_mix.stats import clopper_pearson
 from robust_mix.formatting import format_eps
 from robust_mix.hub import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_config
 
@@ -401,6 +402,15 @@ def test_push_command_uploads_a_saved_folder(fake_hub, tmp_path):
     assert fake_hub["create"][0]["repo_id"] == "org/from-cli" and fake_hub["create"][0]["private"] is True
     card = ModelCard.load(fake_hub["upload"][0]["folder"] / CARD_NAME)
     assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
+    low, high = clopper_pearson(165, 400)
+    assert f"| 87.50 | 41.25 | {100 * low:.1f}–{100 * high:.1f} |" in card.text and "clean % (" not in card.text
+    (tmp_path / "reports" / "tiny-adaptive.json").write_text(json.dumps(
+        full_report(full_clean_accuracy=0.9, full_clean_examples=10_000)))
+    assert cli.main(["card", "--all", "--out-dir", str(tmp_path / "cards"),
+                     "--reports-dir", str(tmp_path / "reports")]) == 0
+    text = (tmp_path / "cards" / "tiny-adaptive.md").read_text()
+    assert "| clean % (10,000 images) | clean % (attacked) | robust % | 95 % interval |" in text
+    assert "| 400 | 90.00 | 87.50 | 41.25 |" in text
 
 
 def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
@@ -461,6 +471,15 @@ def test_card_command_renders_registered_entries(monkeypatch, tmp_path, caplog):
     assert "skipped mix: a composition without fixed base models" in caplog.text
     card = ModelCard.load(tmp_path / "cards" / "tiny-adaptive.md")
     assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
+    low, high = clopper_pearson(165, 400)
+    assert f"| 87.50 | 41.25 | {100 * low:.1f}–{100 * high:.1f} |" in card.text and "clean % (" not in card.text
+    (tmp_path / "reports" / "tiny-adaptive.json").write_text(json.dumps(
+        full_report(full_clean_accuracy=0.9, full_clean_examples=10_000)))
+    assert cli.main(["card", "--all", "--out-dir", str(tmp_path / "cards"),
+                     "--reports-dir", str(tmp_path / "reports")]) == 0
+    text = (tmp_path / "cards" / "tiny-adaptive.md").read_text()
+    assert "| clean % (10,000 images) | clean % (attacked) | robust % | 95 % interval |" in text
+    assert "| 400 | 90.00 | 87.50 | 41.25 |" in text
 
     assert cli.main(["card", "tiny-adaptive", "--out", str(tmp_path / "one.md")]) == 0
     assert "Not evaluated yet" not in (tmp_path / "one.md").read_text()  # the authors' numbers are shown
