@@ -305,6 +305,22 @@ def check_alpha_range(alpha_range: Any, name: str = "alpha_range") -> tuple[floa
     return lo, hi
 
 
+def check_agreement(quantity: str, stated: Mapping[str, Any], fix: str) -> Optional[int]:
+    """The one integer that every source in ``stated`` gives for ``quantity``; ``None`` when none states one.
+
+    ``stated`` maps a description of each source (``"num_classes"``, ``"the standard base's in_chans"``) to
+    what it states; a value that is not an integer (``None``) states nothing.
+
+    Raises:
+        InvalidInputError: two sources disagree; the message lists every stated value, then ``fix``.
+    """
+    known = {source: value for source, value in stated.items() if _is_int(value)}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{source}: {value}" for source, value in known.items())
+        raise InvalidInputError(f"{quantity} do not match ({listed}); {fix}")
+    return next(iter(known.values()), None)
+
+
 # -- tensors --------------------------------------------------------------------------------------------
 def _indices(mask: torch.Tensor, offset: Optional[Sequence[int]] = None) -> str:
     where = mask.nonzero().flatten().tolist()

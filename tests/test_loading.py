@@ -116,3 +116,28 @@ def test_a_device_that_is_not_here_is_refused_before_loading(tmp_path, monkeypat
 def test_a_factory_must_return_a_model():
     with pytest.raises(TypeError, match=r"os:getcwd returned str, not a torch.nn.Module"):
         load_model("os:getcwd")
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("fmnist-robust,input_shape=[3,32,32]", {}), ("fmnist-robust", {"input_shape": (3, 32, 32)}),
+    ("fmnist-adasmooth", {"input_shape": (3, 28, 28)}), ("fmnist-robust", {"labels": ["a"]}),
+    ("fmnist-robust", {"num_classes": 5}), ("fmnist-mixednuts", {"labels": [str(i) for i in range(11)]}),
+])
+def test_overrides_contradicting_the_bases_are_refused_before_building(monkeypatch, name, overrides):
+    """The forward pass would fail with a conv channel error (or labels would name the wrong classes)."""
+    monkeypatch.setattr(robust_mix.mixing, "load_backbone",
+                        lambda *a, **k: pytest.fail("a base model was built before the config was checked"))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="do not match"):
+        load_model(name, **overrides)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("fmnist-adasmooth", {"input_shape": (1, 32, 32)}), ("fmnist-robust", {"num_classes": 10, "alpha": 0.9}),
+    ("fmnist-robust", {"labels": [str(i) for i in range(10)], "rob_scale": 2.0}),
+    ("fmnist-adasmooth", {"alpha_range": (0.8, 1.0)}),
+])
+def test_overrides_that_agree_with_the_bases_still_build(name, overrides):
+    model = load_model(name, **overrides)
+    shape = model.input_shape
+    with torch.no_grad():
+        assert model(torch.rand(2, *shape)).shape == (2, 10)
