@@ -31,7 +31,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
-from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_device
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_bool, check_device
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
@@ -139,7 +139,7 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
             with ``",key=value"`` overrides; or a :class:`~pathlib.Path` to a ``save_pretrained`` folder.
         model_dir: RobustBench checkpoint folder for ``robustbench/...`` bases.
         device: where to put the model; one that does not exist here is refused before anything is built.
-        pretrained: load weights (``False``: random initialisation, for tests and shapes).
+        pretrained: load weights (``False``: random initialisation, for tests and shapes); a bool.
         **overrides: :class:`ModelConfig` fields (``alpha=0.9``, ``standard="timm/..."``,
             ``rob_scale=...``) or adaptive-policy fields (``alpha_range=(0.8, 1.0)``); they win
             over overrides in ``name``. ``alpha=None`` means the entry's adaptive policy.
@@ -149,6 +149,7 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
     """
     parsed = parse_model_name(name)
     device = check_device(device) if device is not None else None
+    pretrained = check_bool("pretrained", pretrained)
     overrides = {**parsed.overrides, **overrides}
     if parsed.kind in ("hub", "local"):
         source = (HUB_PREFIX if parsed.kind == "hub" else LOCAL_PREFIX) + parsed.target

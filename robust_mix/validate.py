@@ -79,6 +79,18 @@ def optional_positive_int(name: str, value: Any) -> Optional[int]:
     return None if value is None else positive_int(name, value)
 
 
+def check_bool(name: str, value: Any, *, optional: bool = False) -> Optional[bool]:
+    """``value`` when it is ``True`` or ``False`` (``None`` too when ``optional``, meaning "the default").
+
+    Anything else is refused rather than read by its truth value: ``"no"`` or ``"false"`` would count as True.
+    """
+    if isinstance(value, bool) or (optional and value is None):
+        return value
+    expected = "True, False or None (the default)" if optional else "True or False"
+    raise InvalidInputTypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}); pass a Python "
+                                "bool, not a string or a number")
+
+
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
                low_open: bool = False, high_open: bool = False, expected: str = "") -> float:
     """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``)."""

@@ -327,6 +327,17 @@ NAMES = [
     ("timm num_classes", lambda: timm_create("robustmix_adasmooth_cifar100_linf", num_classes=10), ValueError,
      "robustmix_adasmooth_cifar100_linf classifies 100 classes (cifar100), num_classes=10 was asked for"),
 ]
+FLAGS = [
+    ("load_model(pretrained='no')", lambda: robust_mix.load_model("fmnist-robust", pretrained="no"),
+     InvalidInputTypeError, "pretrained must be True or False, got 'no' (str)"),
+    ("load_model(pretrained=0)", lambda: robust_mix.load_model("fmnist-robust", pretrained=0), InvalidInputTypeError,
+     "pretrained must be True or False, got 0 (int)"),
+    ("from_config(pretrained='no')", lambda: robust_mix.MixedClassifier.from_config(
+        robust_mix.registry.get_model_config("fmnist-robust"), pretrained="no"), InvalidInputTypeError,
+     "pretrained must be True or False, got 'no'"),
+    ("benchmark(adaptive='no')", lambda: bench(adaptive="no"), InvalidInputTypeError,
+     "adaptive must be True or False, got 'no' (str)"),
+]
 SWEEP = [
     ("alphas '0:1:0'", lambda: parse_alphas("0:1:0"), InvalidInputError, "alphas '0:1:0': a range start:stop:step"),
     ("alphas '0,2'", lambda: parse_alphas("0,2"), InvalidInputError, "alphas '0,2': every alpha must lie in [0, 1]"),
@@ -364,7 +375,7 @@ RECIPE = [
     ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
-API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + SWEEP + CERTIFY + RECIPE
+API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + FLAGS + SWEEP + CERTIFY + RECIPE
 
 
 @pytest.mark.parametrize("call, error, names", [pytest.param(c, e, n, id=i) for i, c, e, n in API_CASES])

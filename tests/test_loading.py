@@ -141,3 +141,16 @@ def test_overrides_that_agree_with_the_bases_still_build(name, overrides):
     shape = model.input_shape
     with torch.no_grad():
         assert model(torch.rand(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("flag, value", [("pretrained", "no"), ("pretrained", None), ("force_download", "yes"),
+                                         ("local_files_only", "no")])
+def test_saved_models_refuse_flags_that_are_not_bools_before_reading(tmp_path, monkeypatch, flag, value):
+    """A string such as 'no' is truthy: it would have loaded (or downloaded) the weights."""
+    saved = load_model("fmnist-robust").save_pretrained(tmp_path / "saved")
+    monkeypatch.setattr(robust_mix.hub, "fetch_file", lambda *a, **k: pytest.fail("a file was read before the check"))
+    with pytest.raises(robust_mix.validate.InvalidInputTypeError, match=f"{flag} must be True.* got {value!r}"):
+        robust_mix.MixedClassifier.from_pretrained(f"local-dir:{saved}", **{flag: value})
+    if flag == "pretrained":
+        with pytest.raises(robust_mix.validate.InvalidInputTypeError, match="pretrained must be True or False"):
+            load_model(saved, pretrained=value)
