@@ -18,6 +18,7 @@ optionally followed by overrides, ``",key=value"`` each, values read as JSON whe
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -165,6 +166,7 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
             raise InvalidInputError(f"{parsed.target!r} names no model factory ({err}); a NAME is a registry name, "
                                     "hf-hub:org/name, local-dir:PATH, a ModelConfig .json file or "
                                     "package.module:function") from None
+        _check_takes_no_arguments(factory, parsed.target)
         model = factory()
         if not isinstance(model, nn.Module):
             raise InvalidInputTypeError(f"{parsed.target} returned {type(model).__name__}, not a torch.nn.Module; a "
@@ -174,6 +176,27 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
     config = get_model_config(parsed.target) if parsed.kind == "registry" else ModelConfig.load(parsed.target)
     return build_model(config.with_overrides(overrides) if overrides else config, model_dir=model_dir,
                        device=device, pretrained=pretrained)
+
+
+def _check_takes_no_arguments(factory: Any, target: str) -> None:
+    """Refuse a ``module:function`` factory that cannot be called without arguments (before calling it, so that
+    a ``TypeError`` raised inside the factory is never mistaken for this).
+
+    Raises:
+        robust_mix.validate.InvalidInputTypeError: ``factory`` is not callable, or has required parameters.
+    """
+    usage = ("a 'module:function' NAME names a function that takes no arguments and returns the model; wrap the "
+             "call in such a function (def make(): return build(...)) and name that")
+    if not callable(factory):
+        raise InvalidInputTypeError(f"{target} is a {type(factory).__name__}, not a function; {usage}")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have no signature: calling them is the only test
+        return
+    try:
+        signature.bind()
+    except TypeError as err:
+        raise InvalidInputTypeError(f"{target} needs arguments ({err}); {usage}") from None
 
 
 def build_model(config: ModelConfig, *, model_dir: Union[str, Path, None] = None,

@@ -1,6 +1,9 @@
 """What a model NAME means (robust_mix.loading): one parser for the library and every command."""
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 
@@ -154,3 +157,21 @@ def test_saved_models_refuse_flags_that_are_not_bools_before_reading(tmp_path, m
     if flag == "pretrained":
         with pytest.raises(robust_mix.validate.InvalidInputTypeError, match="pretrained must be True or False"):
             load_model(saved, pretrained=value)
+
+
+@pytest.mark.parametrize("name", ["os.path:join", "os.path:exists"])
+def test_a_factory_that_needs_arguments_is_named(name):
+    """Was a raw TypeError from the call ('join() missing 1 required positional argument')."""
+    with pytest.raises(robust_mix.validate.InvalidInputTypeError,
+                       match=rf"{name} needs arguments .*a 'module:function' NAME names a function that takes no "
+                             "arguments"):
+        load_model(name)
+
+
+def test_a_type_error_inside_a_factory_is_not_mistaken_for_missing_arguments(monkeypatch):
+    def broken():
+        raise TypeError("a bug inside the factory")
+
+    monkeypatch.setitem(sys.modules, "broken_factory_module", types.SimpleNamespace(make=broken))
+    with pytest.raises(TypeError, match="a bug inside the factory"):
+        load_model("broken_factory_module:make")
