@@ -23,7 +23,8 @@
 - **RobustBench's benchmark() arguments.** ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
   ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
   fails deep in torch, a model of another label set than ``dataset`` is scored silently (near 0 %), and a
-  model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics.
+  model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics,
+  and an ``aa_state_path`` that cannot be written fails only after the clean pass.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
@@ -229,6 +230,9 @@ def check_benchmark_arguments() -> None:
       ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
     - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
       would depend on the batch, and every forward pass would change its running statistics.
+    - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
+      (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
+      state only after loading the data and scoring the clean pass.
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
@@ -246,6 +250,8 @@ def _benchmark_with_checks(original: Callable) -> Callable:
             given["device"] = _benchmark_device(given["device"])
         _check_benchmark_classes(given["model"], given["dataset"])
         _check_benchmark_mode(given["model"])
+        if given["aa_state_path"] is not None:
+            given["aa_state_path"] = _benchmark_state_path(given["aa_state_path"])
         return original(*bound.args, **bound.kwargs)
 
     return benchmark
@@ -259,6 +265,22 @@ def _benchmark_device(device: Any) -> Any:
         raise InvalidInputError(f"device={device!r}: RobustBench's benchmark() evaluates on one device (several are "
                                 "not implemented in RobustBench 1.1.1); pass one, e.g. device='cuda:0'")
     return check_device(device)
+
+
+def _benchmark_state_path(path: Any) -> Path:
+    """``benchmark()``'s ``aa_state_path`` as a ``Path`` to a file whose folder exists (created if needed) and is
+    writable (see :func:`check_benchmark_arguments`)."""
+    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_writable_dir
+
+    if not isinstance(path, (str, Path)):
+        raise InvalidInputTypeError(f"aa_state_path must be a file path (str or pathlib.Path), got {path!r} "
+                                    f"({type(path).__name__})")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InvalidInputError(f"aa_state_path {str(path)!r} is a folder; name the state file in it, e.g. "
+                                f"aa_state_path={str(path / 'aa_state.json')!r} (nothing has been computed yet)")
+    check_writable_dir(path.parent, "folder of aa_state_path")
+    return path
 
 
 def _check_benchmark_classes(model: Any, dataset: Any) -> None:

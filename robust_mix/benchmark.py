@@ -32,7 +32,7 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, check_dataset, check_device, check_eps, check_examples,
+from robust_mix.validate import (InvalidInputError, check_bool, check_dataset, check_device, check_eps, check_examples,
                                  check_finite_outputs, check_int, check_scores, check_threat_model,
                                  check_writable_dir, optional_positive_int, positive_int)
 
@@ -402,7 +402,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     batch_size = positive_int("batch_size", batch_size)
     chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
     seed = check_int("seed", seed)
-    plan = resolve_attack(attack, adaptive)
+    plan = resolve_attack(attack, check_bool("adaptive", adaptive))
     options = options or AttackOptions()
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     if images is None:

@@ -46,7 +46,7 @@ from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
-from robust_mix.validate import check_device
+from robust_mix.validate import check_bool, check_device
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -332,8 +332,12 @@ class HubMixin:
             ValueError: an ambiguous source, a corrupt file, a config naming an unknown
                 architecture, or tensors that do not match the architecture.
             robust_mix.validate.InvalidInputError: ``device`` is not a device name or not present here.
+            robust_mix.validate.InvalidInputTypeError: ``pretrained``, ``force_download`` or ``local_files_only``
+                is not a bool (``"no"`` would count as True); before any download.
         """
         device = check_device(device) if device is not None else None  # before any download or build
+        pretrained, force_download = check_bool("pretrained", pretrained), check_bool("force_download", force_download)
+        local_files_only = check_bool("local_files_only", local_files_only, optional=True)
         fetch = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)

@@ -18,6 +18,7 @@ optionally followed by overrides, ``",key=value"`` each, values read as JSON whe
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
-from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_device
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_bool, check_device
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
@@ -139,7 +140,7 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
             with ``",key=value"`` overrides; or a :class:`~pathlib.Path` to a ``save_pretrained`` folder.
         model_dir: RobustBench checkpoint folder for ``robustbench/...`` bases.
         device: where to put the model; one that does not exist here is refused before anything is built.
-        pretrained: load weights (``False``: random initialisation, for tests and shapes).
+        pretrained: load weights (``False``: random initialisation, for tests and shapes); a bool.
         **overrides: :class:`ModelConfig` fields (``alpha=0.9``, ``standard="timm/..."``,
             ``rob_scale=...``) or adaptive-policy fields (``alpha_range=(0.8, 1.0)``); they win
             over overrides in ``name``. ``alpha=None`` means the entry's adaptive policy.
@@ -149,6 +150,7 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
     """
     parsed = parse_model_name(name)
     device = check_device(device) if device is not None else None
+    pretrained = check_bool("pretrained", pretrained)
     overrides = {**parsed.overrides, **overrides}
     if parsed.kind in ("hub", "local"):
         source = (HUB_PREFIX if parsed.kind == "hub" else LOCAL_PREFIX) + parsed.target
@@ -164,6 +166,7 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
             raise InvalidInputError(f"{parsed.target!r} names no model factory ({err}); a NAME is a registry name, "
                                     "hf-hub:org/name, local-dir:PATH, a ModelConfig .json file or "
                                     "package.module:function") from None
+        _check_takes_no_arguments(factory, parsed.target)
         model = factory()
         if not isinstance(model, nn.Module):
             raise InvalidInputTypeError(f"{parsed.target} returned {type(model).__name__}, not a torch.nn.Module; a "
@@ -173,6 +176,27 @@ def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = No
     config = get_model_config(parsed.target) if parsed.kind == "registry" else ModelConfig.load(parsed.target)
     return build_model(config.with_overrides(overrides) if overrides else config, model_dir=model_dir,
                        device=device, pretrained=pretrained)
+
+
+def _check_takes_no_arguments(factory: Any, target: str) -> None:
+    """Refuse a ``module:function`` factory that cannot be called without arguments (before calling it, so that
+    a ``TypeError`` raised inside the factory is never mistaken for this).
+
+    Raises:
+        robust_mix.validate.InvalidInputTypeError: ``factory`` is not callable, or has required parameters.
+    """
+    usage = ("a 'module:function' NAME names a function that takes no arguments and returns the model; wrap the "
+             "call in such a function (def make(): return build(...)) and name that")
+    if not callable(factory):
+        raise InvalidInputTypeError(f"{target} is a {type(factory).__name__}, not a function; {usage}")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have no signature: calling them is the only test
+        return
+    try:
+        signature.bind()
+    except TypeError as err:
+        raise InvalidInputTypeError(f"{target} needs arguments ({err}); {usage}") from None
 
 
 def build_model(config: ModelConfig, *, model_dir: Union[str, Path, None] = None,

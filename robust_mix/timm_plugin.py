@@ -21,6 +21,8 @@ model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model
 (``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default ``./models``), fetched with RobustBench's
 downloader when online. Keyword arguments of ``timm.create_model`` other than ``num_classes`` are
 config overrides (``alpha=0.9``, ``alpha_range=(0.8, 1.0)``), as in :func:`robust_mix.load_model`.
+timm 1.0.9 drops keyword arguments that are None, so ``alpha=None`` never arrives and the entry's own alpha is
+kept: to get the adaptive policy use the entry as registered, or ``robust_mix.load_model(name, alpha=None)``.
 
 >>> import robust_mix
 >>> robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")

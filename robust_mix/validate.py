@@ -79,6 +79,18 @@ def optional_positive_int(name: str, value: Any) -> Optional[int]:
     return None if value is None else positive_int(name, value)
 
 
+def check_bool(name: str, value: Any, *, optional: bool = False) -> Optional[bool]:
+    """``value`` when it is ``True`` or ``False`` (``None`` too when ``optional``, meaning "the default").
+
+    Anything else is refused rather than read by its truth value: ``"no"`` or ``"false"`` would count as True.
+    """
+    if isinstance(value, bool) or (optional and value is None):
+        return value
+    expected = "True, False or None (the default)" if optional else "True or False"
+    raise InvalidInputTypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}); pass a Python "
+                                "bool, not a string or a number")
+
+
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
                low_open: bool = False, high_open: bool = False, expected: str = "") -> float:
     """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``)."""
@@ -303,6 +315,22 @@ def check_alpha_range(alpha_range: Any, name: str = "alpha_range") -> tuple[floa
     if lo > hi:
         raise InvalidInputError(f"{expected}, got {tuple(alpha_range)!r} (lo > hi)")
     return lo, hi
+
+
+def check_agreement(quantity: str, stated: Mapping[str, Any], fix: str) -> Optional[int]:
+    """The one integer that every source in ``stated`` gives for ``quantity``; ``None`` when none states one.
+
+    ``stated`` maps a description of each source (``"num_classes"``, ``"the standard base's in_chans"``) to
+    what it states; a value that is not an integer (``None``) states nothing.
+
+    Raises:
+        InvalidInputError: two sources disagree; the message lists every stated value, then ``fix``.
+    """
+    known = {source: value for source, value in stated.items() if _is_int(value)}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{source}: {value}" for source, value in known.items())
+        raise InvalidInputError(f"{quantity} do not match ({listed}); {fix}")
+    return next(iter(known.values()), None)
 
 
 # -- tensors --------------------------------------------------------------------------------------------

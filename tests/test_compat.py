@@ -356,3 +356,29 @@ def test_benchmark_refuses_a_model_in_training_mode(tiny_cifar, robustbench_data
     with pytest.raises(robust_mix.validate.InvalidInputError, match=r"training mode .*call model.eval\(\)"):
         robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
     assert robustbench_data == [] and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("where, message", [
+    (lambda tmp: tmp / "a_file" / "dir" / "state.json", r"a_file is a file, not a folder"),
+    (lambda tmp: tmp, r"aa_state_path .* is a folder; name the state file in it"),
+], ids=["folder under a file", "a folder"])
+def test_benchmark_refuses_an_aa_state_path_it_cannot_write_before_any_work(tiny_cifar, robustbench_data, tmp_path,
+                                                                            where, message):
+    """RobustBench would load the data and score the clean pass, then fail writing the state."""
+    import robustbench.eval
+
+    (tmp_path / "a_file").write_text("not a folder")  # a parent that cannot be created, even as root
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   aa_state_path=where(tmp_path))
+    assert robustbench_data == []
+
+
+def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustbench_data, tmp_path):
+    import robustbench.eval
+
+    state = tmp_path / "runs" / "cifar10" / "state.json"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   aa_state_path=str(state))
+    assert state.is_file()

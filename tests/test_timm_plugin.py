@@ -218,6 +218,19 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+def test_timm_drops_alpha_none_so_the_adaptive_policy_comes_from_load_model(scratch_registry, tmp_path):
+    """timm 1.0.9's create_model drops keyword arguments that are None: alpha=None never reaches the factory,
+    and an entry with a fixed ratio over its policy keeps that ratio. Documented rather than fought."""
+    register_model(dataclasses.replace(tiny_config(tmp_path), alpha=0.7))  # a fixed ratio over a policy
+    via_timm = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, alpha=None)
+    assert not via_timm.is_adaptive and via_timm.alpha == 0.7
+    assert load_model(TINY, alpha=None).is_adaptive
+    section = (ROOT / "README.md").read_text().split("## Use it from RobustBench and timm")[1].split("\n## ")[0]
+    for text in (section, robust_mix.timm_plugin.__doc__):
+        flat = " ".join(text.split())
+        assert "drops keyword arguments that are None" in flat and "load_model(name, alpha=None)" in flat
+
+
 @pytest.mark.parametrize("overlay, message", [
     ({"file": "mine.safetensors"}, r"sets \['file'\], a weight source, but robust_mix models read no weights .*checkpoint_path="),
     ({"hf_hub_id": "org/other"}, r"sets \['hf_hub_id'\], a weight source"),
