@@ -27,7 +27,7 @@ from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
 from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
-from robust_mix.validate import check_finite_outputs
+from robust_mix.validate import InvalidInputError, check_finite_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +319,34 @@ class StageRunner:
             "adaptive-apgd-ce": lambda x, y: self.adaptive_ce.perturb(x, y),
             "adaptive-apgd-t": lambda x, y: self.adaptive_t.perturb(x, y),
         }
+
+    def check_classes(self, stages: Sequence[str], num_classes: int) -> None:
+        """Refuse ``stages`` that cannot run on a model scoring ``num_classes`` classes, before any work.
+
+        The DLR loss reads the third-largest score (``apgd-dlr``: at least 3 classes), the targeted DLR
+        loss the fourth (``apgd-t``, ``adaptive-apgd-t``: at least 4), and the targeted attacks aim at the
+        ``n_target_classes`` classes after the top one (at most ``num_classes - 1``); pyautoattack only
+        warns about these and then fails with an ``IndexError`` in the middle of the run.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the stage, what it needs and how to run anyway.
+        """
+        aa = self.autoattack
+        needs = {"apgd-dlr": (3, None), "apgd-t": (4, aa.apgd_targeted.n_target_classes),
+                 "fab-t": (2, aa.fab.n_target_classes), "adaptive-apgd-t": (4, self.adaptive_t.n_target_classes)}
+        for stage in stages:
+            least, targets = needs.get(stage, (2, None))
+            if num_classes < least:
+                raise InvalidInputError(
+                    f"the model scores {num_classes} classes, but the {stage} attack needs at least {least} (its "
+                    f"{'targeted ' if least == 4 else ''}DLR loss reads the {'fourth' if least == 4 else 'third'}-"
+                    f"largest score); leave {stage} out of the attack (e.g. attack='apgd-ce,fab,square')")
+            if targets is not None and targets > num_classes - 1:
+                raise InvalidInputError(
+                    f"the {stage} attack aims at {targets} target classes, but the model scores {num_classes} "
+                    f"classes ({num_classes - 1} besides the true one); pass "
+                    f"options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
+                    f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
 
     def _apply_options(self) -> None:
         opts, aa = self.options, self.autoattack

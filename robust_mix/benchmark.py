@@ -437,11 +437,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    _check_output_contract(model, images, labels, device)
+    num_classes = _check_output_contract(model, images, labels, device)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
+    runner.check_classes(plan.stages, num_classes)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
@@ -519,15 +520,15 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
 
 @torch.no_grad()
-def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
+def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> int:
     """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
-    log-probabilities (not a tuple, not probabilities) with ``K`` above every label.
+    log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
 
     Raises:
         robust_mix.validate.InvalidInputError: naming what the model returned and what to change.
     """
     probe = images[:2]
-    check_scores(model(probe.to(device)), len(probe), labels)
+    return check_scores(model(probe.to(device)), len(probe), labels).shape[1]
 
 
 def _mean(flags: Sequence[bool]) -> float:
