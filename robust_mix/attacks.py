@@ -14,8 +14,9 @@ the iterate with the smallest margin under the *exact* model is kept (minimum-ma
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,48 @@ def set_apgd_iterations(attack: object, n_iter: int) -> None:
     attack.n_iter_2 = max(int(0.22 * n_iter), 1)
     attack.n_iter_min = max(int(0.06 * n_iter), 1)
     attack.size_decr = max(int(0.03 * n_iter), 1)
+
+
+def compute_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    """The floating dtype of ``model``'s first floating-point parameter (``None`` without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+class Float32View(nn.Module):
+    """A model computing in another floating dtype (float64, float16, bfloat16), as the attacks need it:
+    float32 images in, float32 scores out.
+
+    pyautoattack converts every image it attacks with ``.float()`` and its projections write float32
+    tensors, so a float64 model met float32 images (refused by the model, or a dtype error) and a
+    float64 output broke FAB's projection. Here images are cast to ``dtype`` on the way in and every
+    floating output (log-probabilities, ``gamma``, the bases' logits) to float32 on the way out; the
+    model itself computes in its own dtype, as in deployment.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        if hasattr(model, "forward_all"):  # OutputRecorder reads the whole MixedOutput where there is one
+            self.forward_all = self._forward_all
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _as_float32(self.model(x.to(self.dtype)))
+
+    def _forward_all(self, x: torch.Tensor) -> MixedOutput:
+        out = self.model.forward_all(x.to(self.dtype))
+        return dataclasses.replace(out, **{f.name: _as_float32(getattr(out, f.name))
+                                           for f in dataclasses.fields(out)})
+
+
+def _as_float32(value: Any) -> Any:
+    """A floating tensor as float32 (other values as they are)."""
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+def float32_view(model: nn.Module) -> Float32View:
+    """``model`` as the attacks query it (:class:`Float32View`; float32 scores even from a float32 model that
+    returns float64 or float16 ones)."""
+    return Float32View(model, compute_dtype(model) or torch.float32)
 
 
 class FiniteOutputGuard(nn.Module):
@@ -293,9 +336,10 @@ class StageRunner:
 
         self.model = model
         self.options = options or AttackOptions()
-        self.guard = FiniteOutputGuard(model)
+        attacked = float32_view(model)  # pyautoattack attacks float32 images
+        self.guard = FiniteOutputGuard(attacked)
         self.autoattack = AutoAttack(self.guard, norm=norm, eps=eps, version=plan.version, device=device, seed=0)
-        self.recorder = OutputRecorder(model)
+        self.recorder = OutputRecorder(attacked)
         adaptive_ce, adaptive_t = _apgd_classes()
         apgd = self.autoattack.apgd
         common = dict(norm=norm, eps=eps, device=device, seed=0, rho=.75, eot_iter=apgd.eot_iter, n_iter=100,
@@ -380,7 +424,8 @@ class StageRunner:
 
     def run(self, stage: str, x: torch.Tensor, y: torch.Tensor, seed: int,
             examples: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv``.
+        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv`` (float32, as
+        pyautoattack computes it, whatever the model's dtype).
 
         ``examples`` (the batch's example numbers) name the batch if the model returns NaN/inf.
         """
@@ -393,7 +438,7 @@ class StageRunner:
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed
         with torch.no_grad(), frozen_parameters(self.model):  # input gradients only
-            return self._stages[stage](x, y)
+            return self._stages[stage](x.float(), y)  # as pyautoattack attacks them (Square keeps the dtype given)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:
         """The constants each attack runs with, for the report."""

@@ -284,7 +284,8 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
                     x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed,
                                        examples=(state.start + batch).tolist())
                     state.note_threads(device)  # the harness may rebalance threads between batches
-                    fooled = predict(model, x_adv, batch_size, device, (state.start + batch).tolist(),
+                    # the attacks work in float32; the model reads its own dtype, as the clean images have it
+                    fooled = predict(model, x_adv.to(x.dtype), batch_size, device, (state.start + batch).tolist(),
                                      what=f"the model, on the {stage} adversarial examples,") != y[batch]
                     flags[batch[fooled]] = False
                 state.flags[suite] = flags.tolist()
