@@ -102,7 +102,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
         "link": paper["link"], "name": paper["name"], "authors": paper["authors"], "additional_data": False,
         "number_forward_passes": result.number_forward_passes,
         "dataset": _RB_DATASETS.get(result.dataset.lower(), result.dataset), "venue": paper["venue"],
-        "architecture": _architecture(config), "eps": format_eps(result.eps),
+        "architecture": _architecture(config), "eps": format_eps(result.eps, result.threat_model),
         "clean_acc": percent(result.clean_accuracy),
         "reported": f"{reported.autoattack_acc:.2f}" if reported is not None else percent(result.robust_accuracy),
         "autoattack_acc": percent(standard), "external": percent(result.robust_accuracy),
@@ -142,7 +142,7 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
         f"| model | dataset | threat | eps | examples | clean |{f' clean ({full:,} images) |' if full else ''} "
         f"{suite} | adaptive | robust (min) | {interval_heading(INTERVAL_LEVEL)} | reported clean / robust |",
         "|---|---|---|---|---|---|" + ("---|" if full else "") + "---|---|---|---|---|",
-        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps)} "
+        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps, result.threat_model)} "
         f"| {result.n_examples} "
         f"| {percent(result.clean_accuracy)} |{f' {percent(result.full_clean_accuracy)} |' if full else ''} "
         f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "

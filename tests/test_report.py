@@ -70,6 +70,13 @@ def test_write_report_and_markdown(result, tmp_path):
     assert "70.00 / 20.00" in table and "not leaderboard-grade" in table
 
 
+def test_report_files_write_an_l2_budget_as_a_number(result, tmp_path):
+    l2 = dataclasses.replace(result, threat_model="L2", eps=1.0)
+    paths = write_report(tmp_path, l2)
+    assert json.loads(paths["model_info"].read_text())["eps"] == "1"
+    assert "| L2 | 1 |" in paths["markdown"].read_text() and "255" not in paths["markdown"].read_text()
+
+
 def test_claim_refuses_partial_reports_unless_allowed(result):
     with pytest.raises(PartialEvaluationError, match="not the standard AutoAttack suite.*n_iter=8.*"
                                                      "8 of the leaderboard's 10,000"):
