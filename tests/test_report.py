@@ -77,6 +77,16 @@ def test_report_files_write_an_l2_budget_as_a_number(result, tmp_path):
     assert "| L2 | 1 |" in paths["markdown"].read_text() and "255" not in paths["markdown"].read_text()
 
 
+@pytest.mark.parametrize("setting", [dict(threat_model="L2", eps=1.0), dict(eps=0.05), dict(dataset="cifar10")])
+def test_reported_numbers_of_another_setting_are_not_shown_beside_a_run(result, setting):
+    """The entry's Linf eps 0.1 numbers (70.00 / 20.00) were shown as 'reported' beside an L2 run, and written
+    into model_info.json's 'reported' field."""
+    other = dataclasses.replace(result, **setting)
+    assert "70.00 / 20.00" not in markdown_table(other, tiny_config())
+    assert model_info(other, tiny_config())["reported"] == f"{100 * other.robust_accuracy:.2f}"
+    assert model_info(result, tiny_config())["reported"] == "20.00"
+
+
 def test_claim_refuses_partial_reports_unless_allowed(result):
     with pytest.raises(PartialEvaluationError, match="not the standard AutoAttack suite.*n_iter=8.*"
                                                      "8 of the leaderboard's 10,000"):
