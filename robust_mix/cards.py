@@ -25,6 +25,7 @@ from robust_mix.formatting import (attack_label, evaluation_label, format_eps, p
 from robust_mix.io import atomic_write_text
 from robust_mix.registry import get_model_config, list_models
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult, ReportLike, read_report
+from robust_mix.validate import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +277,31 @@ def zoo_card(name: str, benchmark: Optional[ReportLike] = None,
     result, source = read_report(benchmark) if benchmark is not None else (None, "")
     if regenerate is None:
         regenerate = f"robust-mix card {name}" + (f" --benchmark {source}" if result is not None else "")
-    return render_card(get_model_config(name), benchmark=result, benchmark_source=source, regenerate=regenerate)
+    config = get_model_config(name)
+    if result is not None:
+        check_report_is_for(config, result, source)
+    return render_card(config, benchmark=result, benchmark_source=source, regenerate=regenerate)
+
+
+def check_report_is_for(config: ModelConfig, result: BenchmarkResult, source: str = "the report") -> None:
+    """Refuse a report that did not evaluate the entry ``config`` as registered: another model, or the entry with
+    other constants (its ``config_fingerprint`` differs: an overridden alpha, alpha range, temperature or bases).
+    A report without a fingerprint (written by an older robust_mix) is accepted with a warning.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming both models or both fingerprints, and what to run.
+    """
+    rerun = f"benchmark the entry as registered (robust-mix benchmark {config.name} --out DIR) and use its report.json"
+    if result.model not in (config.name, *config.aliases):
+        raise InvalidInputError(f"{source} is a report of model {result.model!r}, not {config.name!r}: its numbers "
+                                f"would be shown on {config.name!r}'s card; {rerun}")
+    if result.config_fingerprint is None:
+        logger.warning("%s does not record which configuration it evaluated (no config_fingerprint: an older "
+                       "robust_mix wrote it); its numbers are shown as %r's", source, config.name)
+    elif result.config_fingerprint != config.fingerprint():
+        raise InvalidInputError(f"{source} evaluated another configuration of {config.name!r} (config fingerprint "
+                                f"{result.config_fingerprint}, the entry's is {config.fingerprint()}: an overridden "
+                                f"alpha, alpha range, temperature or base, e.g. '{config.name},alpha=0.9'); {rerun}")
 
 
 def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = DEFAULT_REPORTS_DIR

@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
+import robust_mix
 from robust_mix.protocol import STANDARD_STAGES
+from robust_mix.validate import InvalidInputError
 from robust_mix.benchmark import BenchmarkResult, benchmark
 from robust_mix.cli import main
 from robust_mix.formatting import format_eps
@@ -147,10 +149,29 @@ def test_harness_report_feeds_the_model_card(result, tmp_path):
     from robust_mix.cards import zoo_card
 
     path = tmp_path / "report.json"
-    dataclasses.replace(result, command="robust-mix benchmark toy --n-examples 8").save(path)
+    entry = robust_mix.get_model_config("fmnist-robust")
+    dataclasses.replace(result, command="robust-mix benchmark toy --n-examples 8", model="fmnist-robust",
+                        config_fingerprint=entry.fingerprint()).save(path)
     card = zoo_card("fmnist-robust", path)
     assert "robust-mix benchmark toy --n-examples 8" in card and "`report.json`" in card
     assert f"{100 * result.clean_accuracy:.2f}" in card
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({}, "a report of model 'tiny-template-mix', not 'fmnist-robust'"),
+    ({"model": "fmnist-robust"}, "evaluated another configuration of 'fmnist-robust'"),
+])
+def test_a_card_refuses_the_report_of_another_model_or_configuration(result, tmp_path, capsys, changes, match):
+    """`robust-mix card fmnist-robust --benchmark runs/demo/fmnist-robust-alpha0.9/report.json` showed the
+    alpha 0.9 mix's numbers on the robust base's card (and another model's report was taken as well)."""
+    from robust_mix.cards import zoo_card
+
+    path = tmp_path / "report.json"
+    dataclasses.replace(result, **changes).save(path)
+    with pytest.raises(InvalidInputError, match=match):
+        zoo_card("fmnist-robust", path)
+    assert main(["card", "fmnist-robust", "--benchmark", str(path), "--out", str(tmp_path / "card.md")]) == 2
+    assert match.split("'")[0] in capsys.readouterr().err and not (tmp_path / "card.md").exists()
 
 
 def test_odd_names_cannot_break_the_markdown_table(result):
