@@ -27,7 +27,7 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import torch
 from torch import nn
 
-from robust_mix.attacks import StageRunner
+from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
@@ -441,6 +441,11 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     num_classes = _check_output_contract(model, images, labels, device)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
+    if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
+        logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
+                       "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
+                       "APGD-CE and targeted APGD-DLR once more, not an attack on a ratio",
+                       getattr(config, "name", None) or type(model).__name__)
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
     runner.check_classes(plan.stages, num_classes)

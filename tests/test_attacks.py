@@ -246,6 +246,19 @@ def test_every_other_class_as_targets_runs_on_a_model_with_few_classes():
     assert result.stages == list(STANDARD_STAGES) and result.attack_settings["apgd-t"]["n_target_classes"] == 4
 
 
+@pytest.mark.parametrize("model, warns", [(lambda: TemplateNet(0, 6.0), True),
+                                          (lambda: robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0),
+                                                                              alpha=0.7), True),
+                                          (adaptive_model, False), (nuts_model, False)])
+def test_adaptive_stages_on_a_model_without_a_ratio_to_attack_say_so(caplog, model, warns):
+    """--adaptive on a fixed ratio or a plain classifier ran plain APGD again under the name 'adaptive' silently."""
+    x, y = fmnist(2)
+    with caplog.at_level("WARNING", logger="robust_mix.benchmark"):
+        benchmark(model().eval(), images=x, labels=y, eps=EPS, attack="apgd-ce", adaptive=True, device="cpu",
+                  options=AttackOptions(n_iter=1, n_target_classes=1))
+    assert ("APGD-CE and targeted APGD-DLR once more" in caplog.text) == warns
+
+
 # -- MixedNUTS -------------------------------------------------------------------------------------
 def test_margin_tracker_keeps_the_smallest_exact_margin_per_example():
     model = nuts_model()
