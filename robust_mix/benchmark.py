@@ -84,13 +84,16 @@ def model_fingerprint(model: nn.Module) -> str:
     """A cheap digest of a model's tensors (names, shapes, sums) to detect a changed model on resume.
 
     The sums are taken in float64: a float32 sum depends on the thread count (reduction order) in its
-    last digit, which would refuse a resume under another ``--threads``.
+    last digit, which would refuse a resume under another ``--threads``. A tensor's dtype counts where it is
+    not float32 (a float64 copy of a float32 model has the same sums but rounds differently), so float32
+    models keep the fingerprints of earlier versions.
     """
     h = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             t = tensor.detach().double()
-            h.update(f"{name}{tuple(tensor.shape)}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
+            dtype = "" if tensor.dtype == torch.float32 or not tensor.is_floating_point() else str(tensor.dtype)
+            h.update(f"{name}{tuple(tensor.shape)}{dtype}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
     h.update(repr(getattr(model, "alpha", None) if not getattr(model, "is_adaptive", False) else "adaptive")
              .encode())
     # constants that change outputs without changing a tensor (e.g. a recalibrated alpha range)

@@ -460,6 +460,16 @@ def test_fingerprint_sees_constants_that_are_not_tensors():
     assert len({before, after_range, model_fingerprint(model)}) == 3
 
 
+def test_a_resume_with_the_model_in_another_dtype_is_refused(tmp_path):
+    """A float64 copy of a float32 model has the same weight sums: its run resumed the float32 run's chunks,
+    mixing the flags of two models that round differently."""
+    x, y = fmnist(4)
+    kwargs = dict(labels=y, eps=EPS, batch_size=2, attack="apgd-ce", options=FAST, device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), images=x, **kwargs)
+    with pytest.raises(ValueError, match=r"differs in \['model'\]"):
+        benchmark(tiny_mixed().double(), images=x.double(), **kwargs)
+
+
 def test_model_fingerprint_does_not_depend_on_the_thread_count():
     """A resume under another --threads must find the same model (a float32 sum changes with the threads)."""
     from robust_mix.benchmark import model_fingerprint
