@@ -279,7 +279,9 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"{info['autoattack_acc']}%",
         *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]
           if result.adaptive_accuracy is not None else []),
-        f"- Reported by the authors: {info['reported']}%",
+        (f"- Reported by the authors: {info['reported']}%" if reported_for(result, config) is not None
+         or info_overrides.get("reported") is not None else "- Reported by the authors: nothing for this setting (model_info.json's "
+         "'reported' repeats this evaluation's robust accuracy)"),
         f"- Additional data: {'yes' if info['additional_data'] else 'no'}",
         f"- Forward passes per prediction: {info['number_forward_passes']}",
         f"- Evaluation method: {evaluation}",

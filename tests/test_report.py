@@ -87,6 +87,9 @@ def test_reported_numbers_of_another_setting_are_not_shown_beside_a_run(result, 
     assert "70.00 / 20.00" not in markdown_table(other, tiny_config())
     assert model_info(other, tiny_config())["reported"] == f"{100 * other.robust_accuracy:.2f}"
     assert model_info(result, tiny_config())["reported"] == "20.00"
+    claim = submission_files(full_size(other), tiny_config(), allow_partial=True)["claim.md"]
+    assert "- Reported by the authors: nothing for this setting" in claim
+    assert "- Reported by the authors: 20.00%" in submission_files(full_size(result), tiny_config())["claim.md"]
 
 
 def test_claim_refuses_partial_reports_unless_allowed(result):
