@@ -50,8 +50,8 @@ def compute_dtype(model: nn.Module) -> Optional[torch.dtype]:
 
 
 class Float32View(nn.Module):
-    """A model computing in another floating dtype (float64, float16, bfloat16), as the attacks need it:
-    float32 images in, float32 scores out.
+    """A model of any floating dtype (float32, float64, float16, bfloat16) as the attacks need it: float32
+    images in, float32 scores out (for a float32 model returning float32 scores it passes them through).
 
     pyautoattack converts every image it attacks with ``.float()`` and its projections write float32
     tensors, so a float64 model met float32 images (refused by the model, or a dtype error) and a
