@@ -27,7 +27,7 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import torch
 from torch import nn
 
-from robust_mix.attacks import StageRunner
+from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
@@ -84,13 +84,16 @@ def model_fingerprint(model: nn.Module) -> str:
     """A cheap digest of a model's tensors (names, shapes, sums) to detect a changed model on resume.
 
     The sums are taken in float64: a float32 sum depends on the thread count (reduction order) in its
-    last digit, which would refuse a resume under another ``--threads``.
+    last digit, which would refuse a resume under another ``--threads``. A tensor's dtype counts where it is
+    not float32 (a float64 copy of a float32 model has the same sums but rounds differently), so float32
+    models keep the fingerprints of earlier versions.
     """
     h = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             t = tensor.detach().double()
-            h.update(f"{name}{tuple(tensor.shape)}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
+            dtype = "" if tensor.dtype == torch.float32 or not tensor.is_floating_point() else str(tensor.dtype)
+            h.update(f"{name}{tuple(tensor.shape)}{dtype}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
     h.update(repr(getattr(model, "alpha", None) if not getattr(model, "is_adaptive", False) else "adaptive")
              .encode())
     # constants that change outputs without changing a tensor (e.g. a recalibrated alpha range)
@@ -284,7 +287,8 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
                     x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed,
                                        examples=(state.start + batch).tolist())
                     state.note_threads(device)  # the harness may rebalance threads between batches
-                    fooled = predict(model, x_adv, batch_size, device, (state.start + batch).tolist(),
+                    # the attacks work in float32; the model reads its own dtype, as the clean images have it
+                    fooled = predict(model, x_adv.to(x.dtype), batch_size, device, (state.start + batch).tolist(),
                                      what=f"the model, on the {stage} adversarial examples,") != y[batch]
                     flags[batch[fooled]] = False
                 state.flags[suite] = flags.tolist()
@@ -437,11 +441,17 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    _check_output_contract(model, images, labels, device)
+    num_classes = _check_output_contract(model, images, labels, device)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
+    if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
+        logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
+                       "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
+                       "APGD-CE and targeted APGD-DLR once more, not an attack on a ratio",
+                       getattr(config, "name", None) or type(model).__name__)
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
+    runner.check_classes(plan.stages, num_classes)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
@@ -519,15 +529,15 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
 
 @torch.no_grad()
-def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
+def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> int:
     """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
-    log-probabilities (not a tuple, not probabilities) with ``K`` above every label.
+    log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
 
     Raises:
         robust_mix.validate.InvalidInputError: naming what the model returned and what to change.
     """
     probe = images[:2]
-    check_scores(model(probe.to(device)), len(probe), labels)
+    return check_scores(model(probe.to(device)), len(probe), labels).shape[1]
 
 
 def _mean(flags: Sequence[bool]) -> float:

@@ -498,18 +498,20 @@ class MixedClassifier(nn.Module, HubMixin):
 def build_adaptive_policy(model: MixedClassifier, config: PolicyConfig) -> AdaptiveAlpha:
     """Create an :class:`AdaptiveAlpha` whose mixing network is sized from ``model``'s features.
 
-    The feature shapes are probed with one zero image of shape ``config.input_shape``.
+    The feature shapes are probed with one zero image of shape ``config.input_shape``, in the model's dtype;
+    the network is built on the model's device and in its dtype (a float64 model gets a float64 policy).
     """
     param = next(model.standard.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    dtype = model.dtype or torch.float32
     with torch.no_grad():
-        probe = torch.zeros((1, *config.input_shape), device=device)
+        probe = torch.zeros((1, *config.input_shape), device=device, dtype=dtype)
         std_feats, rob_feats = model.features(probe, config.standard_layers, config.robust_layers)
     network = MixingNetwork.from_features(std_feats, rob_feats, config.widths, config.blocks)
     logger.info("mixing network: %d stage(s) of features %s, %.2f M parameters",
                 len(network.stage_shapes), network.stage_shapes,
                 sum(p.numel() for p in network.parameters()) / 1e6)
-    return AdaptiveAlpha(network, config).to(device)
+    return AdaptiveAlpha(network, config).to(device=device, dtype=dtype)
 
 
 def _portable_backbone(backbone: BackboneConfig, module: nn.Module, contract: InputConfig) -> BackboneConfig:

@@ -35,6 +35,8 @@ class SweepPoint:
     """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions).
 
     ``attack`` is the attack argument; ``label`` says what ran (:func:`robust_mix.formatting.evaluation_label`).
+    ``robust_low``/``robust_high``: the 95 % Clopper-Pearson interval of the robust accuracy on the
+    ``n_examples`` attacked examples (``None`` in sweeps written before they were recorded).
     """
 
     alpha: Union[float, str]
@@ -44,6 +46,8 @@ class SweepPoint:
     n_examples: int
     wall_time_s: float
     label: str = ""
+    robust_low: Optional[float] = None
+    robust_high: Optional[float] = None
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -131,8 +135,9 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
             instance.alpha = original
     points = []
     for alpha, result in zip(settings, results):
+        low, high = result.robust_interval()
         points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
-                                 result.n_examples, result.wall_time_s, evaluation_label(result)))
+                                 result.n_examples, result.wall_time_s, evaluation_label(result), low, high))
         logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
                     100 * result.robust_accuracy)
     return points
@@ -240,10 +245,16 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
             got = sorted(row) if isinstance(row, dict) else type(row).__name__
             raise ValueError(f"{path}: point {i} must have exactly the fields {fields} ({required} required), "
                              f"got {got}")
-        for key in ("clean_accuracy", "robust_accuracy"):
-            value = row[key]
+        for key in ("clean_accuracy", "robust_accuracy", "robust_low", "robust_high"):
+            value = row.get(key)
+            if value is None and key in ("robust_low", "robust_high"):
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{path}: point {i} {key} must be a fraction in [0, 1], got {value!r}")
+        if row.get("robust_low") is not None and row.get("robust_high") is not None and not (
+                row["robust_low"] <= row["robust_accuracy"] <= row["robust_high"]):
+            raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} lies outside its interval "
+                             f"[{row['robust_low']!r}, {row['robust_high']!r}]; the file was edited or corrupted")
         if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
                                        or not 0 <= row["alpha"] <= 1):
             raise ValueError(f"{path}: point {i} alpha must be in [0, 1] or {POLICY!r}, got {row['alpha']!r}")

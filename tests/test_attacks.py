@@ -14,6 +14,7 @@ from robust_mix.benchmark import benchmark, chunk_seed
 from robust_mix.config import PolicyConfig
 from robust_mix.losses import dlr_loss_targeted, ratio_bce
 from robust_mix.nuts import HardMaxMap, NonlinearLogitMap
+from robust_mix.validate import InvalidInputError
 from test_benchmark import EPS, FAST, TemplateNet, fmnist
 
 torch.set_num_threads(1)
@@ -209,6 +210,53 @@ def test_adaptive_attack_on_a_plain_classifier_is_cross_entropy():
     logits = runner.recorder(x)
     torch.testing.assert_close(runner.adaptive_ce.dlr_loss(logits, y),
                                F.cross_entropy(net(x), y, reduction="none"))
+
+
+@pytest.mark.parametrize("classes, attack, options, match", [
+    (2, "apgd-dlr", {}, "apgd-dlr attack needs at least 3"),
+    (3, "apgd-ce,apgd-t", {"n_target_classes": 2}, "apgd-t attack needs at least 4"),
+    (3, "adaptive", {"n_target_classes": 2}, "adaptive-apgd-t attack needs at least 4"),
+    (5, "standard", {}, r"apgd-t attack aims at 9 target classes.*n_target_classes=4"),
+    (2, "fab-t", {}, r"fab-t attack aims at 9 target classes.*n_target_classes=1"),
+])
+def test_stages_a_model_has_too_few_classes_for_are_refused_before_any_work(tmp_path, classes, attack, options,
+                                                                           match):
+    """pyautoattack only warns, then failed mid-run with a bare IndexError ('index -6 is out of bounds')."""
+    from conftest import make_tiny
+
+    net = make_tiny(1, num_classes=classes, in_chans=1)
+    x, _ = fmnist(4)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+    with pytest.raises(InvalidInputError, match=match):
+        benchmark(net, images=x, labels=y, eps=EPS, attack=attack, device="cpu", state_dir=tmp_path,
+                  options=AttackOptions(n_iter=2, n_queries=5, **options))
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_every_other_class_as_targets_runs_on_a_model_with_few_classes():
+    from conftest import make_tiny
+
+    net = make_tiny(1, num_classes=5, in_chans=1)
+    x, _ = fmnist(4)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+    result = benchmark(net, images=x, labels=y, eps=EPS, attack="standard", device="cpu",
+                       options=AttackOptions(n_iter=2, n_queries=5, n_target_classes=4))
+    assert result.stages == list(STANDARD_STAGES) and result.attack_settings["apgd-t"]["n_target_classes"] == 4
+
+
+@pytest.mark.parametrize("model, warns", [(lambda: TemplateNet(0, 6.0), True),
+                                          (lambda: robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0),
+                                                                              alpha=0.7), True),
+                                          (adaptive_model, False), (nuts_model, False)])
+def test_adaptive_stages_on_a_model_without_a_ratio_to_attack_say_so(caplog, model, warns):
+    """--adaptive on a fixed ratio or a plain classifier ran plain APGD again under the name 'adaptive' silently."""
+    x, y = fmnist(2)
+    with caplog.at_level("WARNING", logger="robust_mix.benchmark"):
+        benchmark(model().eval(), images=x, labels=y, eps=EPS, attack="apgd-ce", adaptive=True, device="cpu",
+                  options=AttackOptions(n_iter=1, n_target_classes=1))
+    assert ("APGD-CE and targeted APGD-DLR once more" in caplog.text) == warns
 
 
 # -- MixedNUTS -------------------------------------------------------------------------------------

@@ -152,6 +152,44 @@ def test_clean_predictions_leave_no_inference_tensors_for_the_attacks():
     assert grad.shape == x.shape and grad.abs().sum() > 0
 
 
+class DoubleScores(nn.Module):
+    """float32 weights, float64 scores (a head that upcasts, as some wrappers do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TemplateNet(1, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).double()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_models_computing_in_another_dtype_are_attacked_in_it(dtype):
+    """pyautoattack attacks float32 images: a float64 model given float64 images, as benchmark() asks, failed
+    inside the first attack ('images are torch.float32 but the model computes in torch.float64')."""
+    x, y = fmnist(6)
+    model = tiny_mixed()
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        ["stage1"], ["stage1"], widths=[4], blocks=1, input_shape=(1, 28, 28)))
+    model = model.to(dtype)
+    result = benchmark(model.eval(), images=x.to(dtype), labels=y, eps=EPS, batch_size=6, attack="apgd-ce,fab-t,square",
+                       adaptive=True, options=AttackOptions(n_iter=2, n_target_classes=2, n_queries=5), device="cpu")
+    with torch.no_grad():
+        assert result.clean_flags == (model(x.to(dtype)).argmax(1) == y).tolist()
+    assert result.stages == ["apgd-ce", "fab-t", "square", "adaptive-apgd-ce", "adaptive-apgd-t"]
+    assert result.robust_accuracy <= min(result.stage_accuracy.values()) <= result.clean_accuracy
+
+
+def test_a_model_returning_float64_scores_is_attacked_by_every_stage():
+    """FAB's projection wrote the float64 scores into float32 tensors: 'Index put requires the source and
+    destination dtypes match'."""
+    x, y = fmnist(6)
+    result = benchmark(DoubleScores().eval(), images=x, labels=y, eps=EPS, batch_size=6,
+                       attack="apgd-ce,apgd-t,fab-t,square", options=AttackOptions(n_iter=2, n_target_classes=2,
+                                                                                  n_queries=5), device="cpu")
+    assert result.stages == ["apgd-ce", "apgd-t", "fab-t", "square"] and result.robust_accuracy <= result.clean_accuracy
+
+
 def test_clean_examples_measure_clean_accuracy_on_more_images_and_resume(tmp_path):
     x, y = fmnist(30)
     model = tiny_mixed()
@@ -420,6 +458,16 @@ def test_fingerprint_sees_constants_that_are_not_tensors():
     after_range = model_fingerprint(model)
     model.rob_scale = 2.0
     assert len({before, after_range, model_fingerprint(model)}) == 3
+
+
+def test_a_resume_with_the_model_in_another_dtype_is_refused(tmp_path):
+    """A float64 copy of a float32 model has the same weight sums: its run resumed the float32 run's chunks,
+    mixing the flags of two models that round differently."""
+    x, y = fmnist(4)
+    kwargs = dict(labels=y, eps=EPS, batch_size=2, attack="apgd-ce", options=FAST, device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), images=x, **kwargs)
+    with pytest.raises(ValueError, match=r"differs in \['model'\]"):
+        benchmark(tiny_mixed().double(), images=x.double(), **kwargs)
 
 
 def test_model_fingerprint_does_not_depend_on_the_thread_count():

@@ -378,3 +378,20 @@ def test_cli_lipschitz_method_matches_the_radius_formula(tiny_timm_model, tmp_pa
     expected = torch.where(0.7 * mu >= 0.3, (0.7 * mu - 0.3) / (2 * 0.7 * 0.5), torch.zeros_like(mu))
     torch.testing.assert_close(torch.tensor(report["examples"]["radius@0.7"], dtype=torch.float64), expected,
                                atol=1e-5, rtol=0)
+
+
+def test_ratios_given_as_ints_or_tensors_are_labelled_and_written_as_what_they_are(images, tmp_path):
+    """alphas=[0] was labelled 'alpha = 0 (per example)' (an int is no float), alphas=[1] added a second robust-base
+    curve unless it compared equal, and a tensor ratio broke certify.json."""
+    from robust_mix.certification import certify_model, write_certification
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    labels = torch.arange(len(images)) % 10
+    result = certify_model(model, images, labels, sigma=0.25, n0=5, n=10, progress=False, radii=[0.0],
+                           alphas=[0, torch.tensor(0.8), torch.full((len(images),), 0.9), 1])
+    labelled = [(c["alpha"], c["label"]) for c in result.report["curves"]]
+    assert labelled == [(0.0, "alpha = 0"), (0.800000011920929, "alpha = 0.8"),
+                        ([0.8999999761581421] * len(images), "alpha = given per example"),
+                        (1.0, "robust base (alpha = 1)")]
+    written = json.loads(write_certification(tmp_path, result)["json"].read_text())
+    assert [c["label"] for c in written["curves"]] == [label for _, label in labelled]

@@ -31,6 +31,9 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
     assert model.alpha is policy  # restored
     assert all(0 <= p.robust_accuracy <= p.clean_accuracy <= 1 for p in points)
     assert all(p.attack == "apgd-ce,apgd-t" for p in points)
+    # the robust accuracy's interval on the 8 attacked examples, as benchmark reports give it
+    assert all(p.robust_low <= p.robust_accuracy <= p.robust_high and p.robust_high - p.robust_low > 0.3
+               for p in points)
     # the two ends are the base models: alpha 0 is the standard model alone
     with torch.no_grad():
         standard_clean = (model.standard(x).argmax(1) == y).float().mean().item()
@@ -42,6 +45,7 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
     assert [r["alpha"] for r in rows] == ["0.0", "0.5", "1.0", POLICY]
     data = json.loads(paths["json"].read_text())
     assert data["metadata"]["attack"] == "apgd-ce,apgd-t" and len(data["points"]) == 4
+    assert read_sweep(paths["json"])[0] == points and rows[0]["robust_low"] == str(points[0].robust_low)
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_sweep(paths["json"]) == (points, {"attack": "apgd-ce,apgd-t"})
 
@@ -53,6 +57,8 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
      ' "wall_time_s": 1}]}', "clean_accuracy must be a fraction"),
     ('{"points": [{"alpha": 2, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,'
      ' "wall_time_s": 1}]}', "alpha must be in"),
+    ('{"points": [{"alpha": 0.5, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,'
+     ' "wall_time_s": 1, "robust_low": 0.2, "robust_high": 0.9}]}', "outside its interval"),
 ])
 def test_read_sweep_rejects_what_write_sweep_never_writes(tmp_path, text, match):
     (tmp_path / "sweep.json").write_text(text)
@@ -91,5 +97,6 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
                  "--n-iter", "4", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
+    assert printed.count("(95 % interval ") == 3 and "4 examples)" in printed
     assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")
     assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4
