@@ -28,7 +28,7 @@ from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
 from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
-from robust_mix.validate import InvalidInputError, check_finite_outputs
+from robust_mix.validate import InvalidInputError, check_adversarial_examples, check_finite_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class StageRunner:
                  device: Union[str, torch.device], options: Optional[AttackOptions] = None) -> None:
         from pyautoattack import AutoAttack
 
-        self.model = model
+        self.model, self.norm, self.eps = model, norm, eps
         self.options = options or AttackOptions()
         attacked = float32_view(model)  # pyautoattack attacks float32 images
         self.guard = FiniteOutputGuard(attacked)
@@ -427,7 +427,13 @@ class StageRunner:
         """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv`` (float32, as
         pyautoattack computes it, whatever the model's dtype).
 
-        ``examples`` (the batch's example numbers) name the batch if the model returns NaN/inf.
+        ``examples`` (the batch's example numbers) name the batch if the model returns NaN/inf or the stage
+        returns invalid points.
+
+        Raises:
+            robust_mix.validate.InvalidAdversarialExampleError: the stage returned points outside the threat
+                model (farther than ``eps`` from their clean images under ``norm``, or outside ``[0, 1]``),
+                naming the stage, the examples and the largest perturbation against ``eps``.
         """
         if stage not in self._stages:
             raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
@@ -437,8 +443,10 @@ class StageRunner:
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed
+        x = x.float()  # as pyautoattack attacks them (Square keeps the dtype given)
         with torch.no_grad(), frozen_parameters(self.model):  # input gradients only
-            return self._stages[stage](x.float(), y)  # as pyautoattack attacks them (Square keeps the dtype given)
+            x_adv = self._stages[stage](x, y)
+        return check_adversarial_examples(x_adv, x, self.norm, self.eps, f"the {stage} attack", examples)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:
         """The constants each attack runs with, for the report."""

@@ -522,3 +522,56 @@ def test_the_report_records_every_cpu_thread_count_the_passes_ran_with(tmp_path,
     for bad in (["2"], [0], True, [True]):
         with pytest.raises(robust_mix.validate.InvalidInputError, match="cpu_threads must be a list"):
             BenchmarkResult.from_dict({**one.to_dict(), "cpu_threads": bad})
+
+
+# -- the adversarial examples the stages return ----------------------------------------------------------
+def _out_of_bounds(norm: str, eps: float):
+    """A stage that returns each image moved outside the run's threat model (or outside the pixel range)."""
+    def perturbed(x: torch.Tensor) -> torch.Tensor:
+        if norm == "range":  # inside the ball but above 1: a point no image can be
+            return x + eps / 2
+        if norm == "nan":
+            return torch.full_like(x, float("nan"))
+        step = torch.zeros_like(x)
+        step[:, :, :3, :3] = 1.0
+        size = {"Linf": 1.0, "L2": 3.0, "L1": 9.0}[norm]  # the norm of `step`
+        return (x + 2 * eps * step / size).clamp(0, 1)  # the corner is background (0): nothing is clamped
+    return perturbed
+
+
+@pytest.mark.parametrize("norm, eps, match", [
+    ("Linf", EPS, r"outside the Linf ball.*largest perturbation is 0\.2 \(Linf\), eps is 0\.1"),
+    ("L2", 0.5, r"outside the L2 ball.*largest perturbation is 1 \(L2\), eps is 0\.5"),
+    ("L1", 2.0, r"outside the L1 ball.*largest perturbation is 4 \(L1\), eps is 2"),
+    ("range", EPS, r"outside \[0, 1\].*largest value 1\.05"),
+    ("nan", EPS, r"NaN or inf"),
+])
+def test_an_adversarial_example_outside_the_threat_model_is_refused_naming_the_stage(monkeypatch, tmp_path, norm,
+                                                                                     eps, match):
+    """An attack returning an invalid point would make robust accuracy wrongly low with no warning: the
+    harness checks every stage's examples (ball of the run's norm, pixel range) before scoring them."""
+    from robust_mix.attacks import StageRunner
+    from robust_mix.validate import InvalidAdversarialExampleError
+
+    x, y = fmnist(6)
+    if norm == "range":  # a brighter image, so that the step leaves [0, 1] without leaving the ball
+        x = x.clamp(0.5, 1.0)
+    threat = norm if norm in ("Linf", "L2", "L1") else "Linf"
+    monkeypatch.setattr(StageRunner, "_apgd", lambda self, attack, loss, xb, yb: _out_of_bounds(norm, eps)(xb))
+    with pytest.raises(InvalidAdversarialExampleError, match=match) as err:
+        benchmark(tiny_mixed(), images=x, labels=y, threat_model=threat, eps=eps, batch_size=3,
+                  attack="apgd-ce,apgd-t", options=FAST, device="cpu", state_dir=tmp_path)
+    assert "the apgd-ce attack" in str(err.value) and "examples [" in str(err.value)
+    # nothing of the stage was recorded: its flags would have come from invalid points
+    saved = json.loads((tmp_path / "chunk_000000.json").read_text())
+    assert saved["stages_done"] == [] and not saved["done"]
+
+
+@pytest.mark.parametrize("threat_model, eps", [("L2", 0.5), ("L1", 3.0)])
+def test_every_stage_returns_points_the_check_accepts_under_l2_and_l1(threat_model, eps):
+    """The check's float tolerance lets every stage's own projections pass (Linf runs in every other test)."""
+    x, y = fmnist(6)
+    result = benchmark(tiny_mixed(), images=x, labels=y, threat_model=threat_model, eps=eps, batch_size=6,
+                       attack="apgd-ce,apgd-t,fab-t,square", device="cpu",
+                       options=AttackOptions(n_iter=3, n_target_classes=2, n_queries=10))
+    assert list(result.stage_accuracy) == ["apgd-ce", "apgd-t", "fab-t", "square"]
