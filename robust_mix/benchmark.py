@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from robust_mix.attacks import StageRunner, is_mixednuts
+from robust_mix.fastpath import fast_path
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
@@ -236,6 +237,32 @@ class ChunkState:
             atomic_write_text(self.path, json.dumps(self.to_dict()) + "\n")
 
 
+#: The path a run.json without ``fast_path`` (written before it was recorded) is resumed on: the default one.
+_DEFAULT_FAST_PATH = {"channels_last": False, "compiled": False}
+#: How each opt-in path of :func:`robust_mix.fastpath.fast_path` is named in a refusal.
+_FAST_PATH_NAMES = {"channels_last": "channels-last", "compiled": "torch.compile"}
+
+
+def _as_current_record(saved: dict[str, Any]) -> dict[str, Any]:
+    """A ``run.json`` record with what earlier robust_mix versions did not record filled in as those versions ran
+    it, so that their state folders still resume: no ``fast_path`` is the default path (a folder written with
+    ``--channels-last`` or ``--compile`` by such a version was not marked, and resumes only without them)."""
+    return {**saved, "fast_path": saved.get("fast_path", _DEFAULT_FAST_PATH)}
+
+
+def _fast_path_change(saved: Any, current: dict[str, bool]) -> str:
+    """Why a resume on another arithmetic path is refused, e.g. ``"the state was written without channels-last,
+    this run runs with it; ..."``, ending in what to do."""
+    saved = saved if isinstance(saved, dict) else {}
+    changes = [f"the state was written {'with' if saved.get(key) else 'without'} {name}, this run runs "
+               f"{'with' if current.get(key) else 'without'} it"
+               for key, name in _FAST_PATH_NAMES.items() if bool(saved.get(key)) != bool(current.get(key))]
+    return ("; ".join(changes) + ". Channels-last weights and torch.compile round differently in the last bits, "
+            "so resuming would mix flags from two arithmetic paths: resume with the same choice as the state was "
+            "written (with or without --channels-last / --compile; robust_mix.fastpath.channels_last / "
+            "compile_model in Python)")
+
+
 def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
     """Refuse a state folder written with other arguments (or whose record of them, ``run.json``, is gone
     while progress is there); record the arguments of a new one."""
@@ -245,11 +272,14 @@ def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
     progress = sorted(p.name for pattern in ("chunk_*.json", "clean_first_*.json") for p in state_dir.glob(pattern))
     if path.is_file():
         saved = _read_state(path, ())
+        saved = _as_current_record(saved) if isinstance(saved, dict) else saved
         if saved != fingerprint:
+            saved = saved if isinstance(saved, dict) else {}
             diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-            raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}); "
-                             "restart with the same arguments to resume, or give another state folder "
-                             "(state_dir=..., --state-dir or another --out)")
+            fix = (f": {_fast_path_change(saved.get('fast_path'), fingerprint['fast_path'])}" if "fast_path" in diff
+                   else "; restart with the same arguments to resume")
+            raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}){fix}, or give "
+                             "another state folder (state_dir=..., --state-dir or another --out)")
         return
     if progress:
         raise ValueError(f"{state_dir} holds progress ({', '.join(progress[:3])}{', ...' if len(progress) > 3 else ''}) "
@@ -457,7 +487,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
                    "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
                    "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
-                   "attack_settings": settings}
+                   "attack_settings": settings, "fast_path": fast_path(model)}
     if state_path is not None:
         _check_run_file(state_path, fingerprint)
 
@@ -522,7 +552,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                    "state_dir": None if state_dir is None else str(state_dir),
                    "data_dir": None if data_dir is None else str(data_dir), "chunk_size": chunk_size,
                    "preprocessing": preprocessing, "options": dataclasses.asdict(options),
-                   "clean_examples": clean_examples})
+                   "clean_examples": clean_examples, "fast_path": fingerprint["fast_path"]})
     logger.info("%s on %s (%d examples, %s): clean %.2f%%, robust %.2f%% in %.1f s", name, dataset, n,
                 plan.name, 100 * result.clean_accuracy, 100 * result.robust_accuracy, wall)
     return result

@@ -575,3 +575,46 @@ def test_every_stage_returns_points_the_check_accepts_under_l2_and_l1(threat_mod
                        attack="apgd-ce,apgd-t,fab-t,square", device="cpu",
                        options=AttackOptions(n_iter=3, n_target_classes=2, n_queries=10))
     assert list(result.stage_accuracy) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+
+
+# -- the model's arithmetic path in the state's record ---------------------------------------------------
+def _eager_compiled() -> robust_mix.MixedClassifier:
+    """``tiny_mixed`` with its bases compiled as ``compile_model`` does (the eager backend: no code generation)."""
+    model = tiny_mixed()
+    for part in (model.standard, model.robust):
+        part.compile(backend="eager", dynamic=True)
+    return model
+
+
+@pytest.mark.parametrize("first, second, match", [
+    (tiny_mixed, lambda: robust_mix.fastpath.channels_last(tiny_mixed()), r"without channels-last.*with it"),
+    (lambda: robust_mix.fastpath.channels_last(tiny_mixed()), tiny_mixed, r"with channels-last.*without it"),
+    (tiny_mixed, _eager_compiled, r"without torch\.compile.*with it"),
+])
+def test_a_resume_on_another_arithmetic_path_is_refused(tmp_path, first, second, match):
+    """--channels-last and --compile round differently in the last bits without changing the model's fingerprint:
+    resuming a state folder on the other path mixed flags from two arithmetic paths."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce", options=FAST, device="cpu",
+                  state_dir=tmp_path)
+    benchmark(first(), **kwargs)
+    assert json.loads((tmp_path / "run.json").read_text())["fast_path"].keys() == {"channels_last", "compiled"}
+    with pytest.raises(ValueError, match=r"differs in \['fast_path'\].*" + match) as err:
+        benchmark(second(), **kwargs)
+    assert "same choice" in str(err.value)
+    assert benchmark(first(), **kwargs).resumed_chunks == 1  # the same path resumes
+
+
+def test_a_state_folder_from_before_the_arithmetic_path_was_recorded_resumes_on_the_default_path(tmp_path):
+    """Older run.json files have no fast_path: the default path resumes them; a channels-last run does not."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=2, attack="apgd-ce", adaptive=True, options=FAST,
+                  device="cpu", state_dir=tmp_path)
+    with pytest.raises(_Interrupt):
+        benchmark(tiny_mixed(), progress=_StopAfter("apgd-ce", 2), **kwargs)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["fast_path"]
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"differs in \['fast_path'\]"):
+        benchmark(robust_mix.fastpath.channels_last(tiny_mixed()), **kwargs)
+    assert benchmark(tiny_mixed(), **kwargs).resumed_chunks == 1
