@@ -449,7 +449,10 @@ class StageRunner:
         return check_adversarial_examples(x_adv, x, self.norm, self.eps, f"the {stage} attack", examples)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:
-        """The constants each attack runs with, for the report."""
+        """The constants each attack runs with, for the report (the labels of :mod:`robust_mix.formatting` read them).
+
+        ``"adaptive"`` holds both adaptive stages' constants: ``n_restarts`` is the adaptive APGD-CE's (the
+        targeted one restarts once per target, as APGD-T), ``eot_iter`` both stages'."""
         aa = self.autoattack
         return {
             "apgd": {"n_iter": aa.apgd.n_iter, "n_restarts": aa.apgd.n_restarts, "eot_iter": aa.apgd.eot_iter},
@@ -458,7 +461,9 @@ class StageRunner:
             "fab": {"n_iter": aa.fab.n_iter, "n_restarts": aa.fab.n_restarts,
                     "n_target_classes": aa.fab.n_target_classes},
             "square": {"n_queries": aa.square.n_queries, "p_init": aa.square.p_init},
-            "adaptive": {"n_iter": self.adaptive_ce.n_iter, "bce_weight": self.adaptive_ce.weight,
+            # EOT and restarts are APGD's (EOT 20 under attack="rand", 5 restarts of the CE stage under L1)
+            "adaptive": {"n_iter": self.adaptive_ce.n_iter, "n_restarts": self.adaptive_ce.n_restarts,
+                         "eot_iter": self.adaptive_ce.eot_iter, "bce_weight": self.adaptive_ce.weight,
                          "n_target_classes": self.adaptive_t.n_target_classes,
                          "min_margin_selection": self.adaptive_ce.select_min_margin},
         }

@@ -246,8 +246,16 @@ _FAST_PATH_NAMES = {"channels_last": "channels-last", "compiled": "torch.compile
 def _as_current_record(saved: dict[str, Any]) -> dict[str, Any]:
     """A ``run.json`` record with what earlier robust_mix versions did not record filled in as those versions ran
     it, so that their state folders still resume: no ``fast_path`` is the default path (a folder written with
-    ``--channels-last`` or ``--compile`` by such a version was not marked, and resumes only without them)."""
-    return {**saved, "fast_path": saved.get("fast_path", _DEFAULT_FAST_PATH)}
+    ``--channels-last`` or ``--compile`` by such a version was not marked, and resumes only without them), and
+    the adaptive stages' ``eot_iter`` and ``n_restarts``, when missing, were APGD-CE's (``attack_settings["apgd"]``)."""
+    record = {**saved, "fast_path": saved.get("fast_path", _DEFAULT_FAST_PATH)}
+    settings = saved.get("attack_settings")
+    if isinstance(settings, dict) and isinstance(settings.get("adaptive"), dict) and isinstance(settings.get("apgd"),
+                                                                                                dict):
+        apgd = settings["apgd"]
+        implied = {k: apgd[k] for k in ("n_restarts", "eot_iter") if k in apgd}
+        record["attack_settings"] = {**settings, "adaptive": {**implied, **settings["adaptive"]}}
+    return record
 
 
 def _fast_path_change(saved: Any, current: dict[str, bool]) -> str:

@@ -2,6 +2,8 @@
 MixedNUTS minimum-margin selection."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,6 +74,37 @@ def test_default_budgets_are_the_leaderboards():
     assert reduced["apgd"]["n_iter"] == 10 and reduced["square"]["n_queries"] == 30
     rand = StageRunner(adaptive_model(), resolve_attack("rand"), norm="Linf", eps=EPS, device="cpu")
     assert rand.attack_settings()["apgd"]["eot_iter"] == 20
+
+
+@pytest.mark.parametrize("attack, norm, eot, restarts", [("standard", "Linf", 1, 1), ("rand", "Linf", 20, 1),
+                                                         ("standard", "L1", 1, 5)])
+def test_the_adaptive_settings_record_the_eot_and_restarts_the_adaptive_stages_run_with(attack, norm, eot, restarts):
+    """The adaptive stages take APGD's EOT and restarts (EOT 20 under attack='rand', 5 restarts under L1): the report
+    said neither, so a rand run's adaptive stages looked like single-sample attacks."""
+    runner = StageRunner(adaptive_model(), resolve_attack(attack, adaptive=True), norm=norm, eps=EPS, device="cpu")
+    settings = runner.attack_settings()["adaptive"]
+    assert (settings["eot_iter"], settings["n_restarts"]) == (eot, restarts)
+    assert (runner.adaptive_ce.eot_iter, runner.adaptive_t.eot_iter, runner.adaptive_ce.n_restarts) == (eot, eot,
+                                                                                                          restarts)
+    reduced = StageRunner(adaptive_model(), resolve_attack(attack, adaptive=True), norm=norm, eps=EPS, device="cpu",
+                          options=AttackOptions(eot_iter=3, n_restarts=2)).attack_settings()["adaptive"]
+    assert (reduced["eot_iter"], reduced["n_restarts"]) == (3, 2)
+
+
+def test_a_rand_runs_report_and_labels_say_its_adaptive_stages_use_eot(tmp_path):
+    from robust_mix.formatting import attack_label
+    from robust_mix.report import write_report
+
+    x, y = fmnist(4)
+    result = benchmark(adaptive_model(), images=x, labels=y, eps=EPS, batch_size=4, attack="rand", adaptive=True,
+                       options=AttackOptions(n_iter=2), device="cpu")
+    assert result.attack_settings["adaptive"]["eot_iter"] == 20
+    label = attack_label(result)
+    assert label == ("APGD-CE (2 iter, EOT 20) + APGD-DLR (2 iter, EOT 20) + adaptive APGD-CE (2 iter, EOT 20) + "
+                     "adaptive APGD-T (2 iter, 9 targets, EOT 20)")
+    paths = write_report(tmp_path, result)
+    assert "adaptive APGD-CE (2 iter, EOT 20)" in paths["markdown"].read_text()
+    assert json.loads(paths["report"].read_text())["attack_settings"]["adaptive"]["eot_iter"] == 20
 
 
 def test_harness_matches_pyautoattack_called_directly():
