@@ -18,8 +18,8 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from robust_mix.certify import (AlphaChoice, certified_accuracy, check_probability_mixing, estimate_smoothed,
-                                lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
+from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz, check_probability_mixing,
+                                estimate_smoothed, lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import check_alpha, check_images, check_labels, check_writable_dir
@@ -75,17 +75,21 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     Args:
         method: ``"smoothing"`` (randomized smoothing of the robust base, l2) or ``"lipschitz"``.
         sigma, n0, n, failure_prob, seed: the smoothing estimate (selection and estimation samples).
-        lipschitz, norm: the Lipschitz form (default constant: the library's bound for Sequential bases).
+        lipschitz, norm: the Lipschitz form: a finite constant > 0, or ``None`` (the default) for the library's
+            bound (Sequential robust bases).
         radii: where certified accuracy is reported (default 0 to 4 sigma in 8 steps).
         alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``; default the model's own);
             1.0, the robust base alone, is always added.
         about: extra fields for the report (data set, split, overrides).
 
     Raises:
-        ValueError: a model the certificates do not cover, images off its input contract, bad labels.
+        ValueError: a model the certificates do not cover, images off its input contract, bad labels, a
+            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if lipschitz is not None:
+        lipschitz = check_lipschitz(lipschitz)
     start = time.time()
     check_probability_mixing(model)
     device = next(model.parameters()).device
@@ -111,7 +115,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                     "p_lower": estimate.p_lower.tolist()}
         xlabel, title = "l2 radius", f"{name}: smoothing sigma = {sigma:g}, n = {n}"
     else:
-        lipschitz = lipschitz or robust_probs_lipschitz(model, images.shape[1:], norm)
+        if lipschitz is None:
+            lipschitz = robust_probs_lipschitz(model, images.shape[1:], norm)
         probs = F.softmax(rob_logits.float() * model.rob_scale, dim=1)
         settings.update(norm=norm, lipschitz=lipschitz)
 
