@@ -15,7 +15,7 @@ import json
 import logging
 import string
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from huggingface_hub import EvalResult, ModelCardData
 
@@ -283,25 +283,38 @@ def zoo_card(name: str, benchmark: Optional[ReportLike] = None,
     return render_card(config, benchmark=result, benchmark_source=source, regenerate=regenerate)
 
 
-def check_report_is_for(config: ModelConfig, result: BenchmarkResult, source: str = "the report") -> None:
+def check_report_is_for(config: ModelConfig, result: BenchmarkResult, source: str = "the report", *,
+                        fingerprints: Optional[Sequence[str]] = None, rerun: Optional[str] = None) -> None:
     """Refuse a report that did not evaluate the entry ``config`` as registered: another model, or the entry with
     other constants (its ``config_fingerprint`` differs: an overridden alpha, alpha range, temperature or bases).
     A report without a fingerprint (written by an older robust_mix) is accepted with a warning.
 
+    The one check of every card a report goes into: ``robust-mix card NAME --benchmark`` and
+    ``MixedClassifier.save_pretrained`` / ``push_to_hub`` (``benchmark=``).
+
+    Args:
+        config: the model the card is of.
+        result, source: the report, and what to call it in messages (its path).
+        fingerprints: the config fingerprints a report of this model may carry (default: ``config``'s own).
+        rerun: how to get a report that fits (default: benchmark the entry as registered).
+
     Raises:
         robust_mix.validate.InvalidInputError: naming both models or both fingerprints, and what to run.
     """
-    rerun = f"benchmark the entry as registered (robust-mix benchmark {config.name} --out DIR) and use its report.json"
+    rerun = rerun or (f"benchmark the entry as registered (robust-mix benchmark {config.name} --out DIR) and use its "
+                      "report.json")
+    fingerprints = list(fingerprints) if fingerprints is not None else [config.fingerprint()]
     if result.model not in (config.name, *config.aliases):
         raise InvalidInputError(f"{source} is a report of model {result.model!r}, not {config.name!r}: its numbers "
                                 f"would be shown on {config.name!r}'s card; {rerun}")
     if result.config_fingerprint is None:
         logger.warning("%s does not record which configuration it evaluated (no config_fingerprint: an older "
                        "robust_mix wrote it); its numbers are shown as %r's", source, config.name)
-    elif result.config_fingerprint != config.fingerprint():
+    elif result.config_fingerprint not in fingerprints:
         raise InvalidInputError(f"{source} evaluated another configuration of {config.name!r} (config fingerprint "
-                                f"{result.config_fingerprint}, the entry's is {config.fingerprint()}: an overridden "
-                                f"alpha, alpha range, temperature or base, e.g. '{config.name},alpha=0.9'); {rerun}")
+                                f"{result.config_fingerprint}, the model's is {' or '.join(fingerprints)}: an "
+                                f"overridden alpha, alpha range, temperature or base, e.g. '{config.name},alpha=0.9'); "
+                                f"{rerun}")
 
 
 def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = DEFAULT_REPORTS_DIR

@@ -494,3 +494,47 @@ def test_saving_the_same_model_twice_writes_the_same_files(tmp_path):
     assert (first / CONFIG_NAME).read_bytes() == (second / CONFIG_NAME).read_bytes()  # the save id included
     a, b = load_file(first / WEIGHTS_NAME), load_file(second / WEIGHTS_NAME)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- a report of another model or configuration ------------------------------------------------------
+def _report_of(model) -> str:
+    """A report whose config fingerprint is the one robust_mix.benchmark records for ``model``."""
+    return json.dumps(full_report(config_fingerprint=model.current_config().fingerprint()))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"model": "tiny-fixed"}, r"report of model 'tiny-fixed', not 'tiny-adaptive'"),
+    ({"config_fingerprint": "0123456789abcdef"}, r"evaluated another configuration of 'tiny-adaptive' "
+                                                 r"\(config fingerprint 0123456789abcdef"),
+])
+def test_save_and_push_refuse_a_report_of_another_model_or_configuration(fake_hub, tmp_path, change, match):
+    """save_pretrained/push_to_hub only warned, and the card showed another model's numbers as this one's;
+    they refuse it as `robust-mix card NAME --benchmark` does, before writing or touching the Hub."""
+    (tmp_path / "report.json").write_text(json.dumps(full_report(**change)))
+    model = adaptive_model()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        model.save_pretrained(tmp_path / "saved", benchmark=tmp_path / "report.json")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        model.push_to_hub("org/x", benchmark=tmp_path / "report.json")
+    assert fake_hub["create"] == [] and fake_hub["upload"] == []
+    model.alpha = 0.8  # a report of the adaptive model is none of the model with a fixed ratio
+    (tmp_path / "adaptive.json").write_text(_report_of(adaptive_model()))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="another configuration"):
+        model.save_pretrained(tmp_path / "saved", benchmark=tmp_path / "adaptive.json")
+
+
+def test_save_and_push_take_a_report_of_the_model_and_warn_about_one_without_a_fingerprint(fake_hub, tmp_path, caplog):
+    model = adaptive_model()
+    (tmp_path / "own.json").write_text(_report_of(model))
+    with caplog.at_level("WARNING"):
+        model.save_pretrained(tmp_path / "saved", benchmark=tmp_path / "own.json")
+        model.push_to_hub("org/x", benchmark=tmp_path / "own.json")
+    assert "fingerprint" not in caplog.text and len(fake_hub["upload"]) == 1
+    loaded = MixedClassifier.from_pretrained(tmp_path / "saved")  # a report of the saved model fits its copy
+    (tmp_path / "loaded.json").write_text(_report_of(loaded))
+    model.save_pretrained(tmp_path / "again", benchmark=tmp_path / "loaded.json")
+    (tmp_path / "old.json").write_text(json.dumps(REPORT))  # from before reports carried a fingerprint
+    with caplog.at_level("WARNING"):
+        model.save_pretrained(tmp_path / "old", benchmark=tmp_path / "old.json")
+    assert "no config_fingerprint" in caplog.text
