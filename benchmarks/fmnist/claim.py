@@ -372,7 +372,7 @@ def sweep_points(specs: Sequence[RowSpec], reports: dict[str, Optional[Benchmark
             continue
         alpha = POLICY if spec.key == "adaptive" else float(config.alpha)
         points.append(SweepPoint(alpha, r.clean_accuracy, r.robust_accuracy, r.attack, r.n_examples, r.wall_time_s,
-                                 evaluation_label(r)))
+                                 evaluation_label(r), dataset=r.dataset, threat_model=r.threat_model, eps=r.eps))
     return sorted(points, key=lambda p: (p.alpha == POLICY, 0 if p.alpha == POLICY else p.alpha))
 
 
