@@ -17,11 +17,21 @@
 - **RobustBench's bare KeyError.** ``robustbench.utils.load_model`` answers a name it has no model
   for with ``KeyError: 'name'``. :func:`add_unknown_model_explainer` lets a plugin turn that into a
   message naming what exists.
+- **RobustBench's lost model_dir.** ``robustbench.utils.load_model(name, model_dir=...)`` does not pass
+  ``model_dir`` on when ``name`` is a timm model. While that call runs, :func:`robustbench_model_dir`
+  gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
+- **RobustBench's benchmark() arguments.** ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
+  ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
+  fails deep in torch, a model of another label set than ``dataset`` is scored silently (near 0 %), and a
+  model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics,
+  and an ``aa_state_path`` that cannot be written fails only after the clean pass.
+  :func:`check_benchmark_arguments` checks these before any data is loaded.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
 import importlib
@@ -29,6 +39,7 @@ import inspect
 import sys
 import types
 import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Optional
 
@@ -43,6 +54,9 @@ _CHECKPOINT_READERS: list[CheckpointReader] = []
 #: ``explain(model_name, dataset, threat_model) -> message or None``, see :func:`add_unknown_model_explainer`.
 Explainer = Callable[[str, str, str], Optional[str]]
 _EXPLAINERS: list[Explainer] = []
+#: ``model_dir`` given to the ``robustbench.utils.load_model`` call now running (see :func:`robustbench_model_dir`).
+_ROBUSTBENCH_MODEL_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("robustbench_model_dir",
+                                                                                       default=None)
 
 
 class UnknownModelError(KeyError):
@@ -175,12 +189,14 @@ def _load_model_with_explanations(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def load_model(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        given_dir = bound.arguments.get("model_dir")
+        token = _ROBUSTBENCH_MODEL_DIR.set(None if given_dir is None else Path(given_dir))
         try:
             return original(*args, **kwargs)
         except KeyError as err:
             if isinstance(err, UnknownModelError):
                 raise
-            bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             given = bound.arguments
             threat = given.get("norm") or given["threat_model"]
@@ -190,8 +206,120 @@ def _load_model_with_explanations(original: Callable) -> Callable:
                 if message:
                     raise UnknownModelError(message) from err
             raise
+        finally:
+            _ROBUSTBENCH_MODEL_DIR.reset(token)
 
     return load_model
+
+
+def robustbench_model_dir() -> Optional[Path]:
+    """The ``model_dir`` passed to the ``robustbench.utils.load_model`` call that is running now, if it was
+    given (``None`` outside such a call, or when the caller left RobustBench's default): RobustBench itself
+    does not pass it to the timm models it creates."""
+    return _ROBUSTBENCH_MODEL_DIR.get()
+
+
+# -- RobustBench: benchmark()'s arguments ------------------------------------------------------------------
+def check_benchmark_arguments() -> None:
+    """Make ``robustbench.eval.benchmark`` check its ``device`` and the model's class count before any work.
+
+    - ``device`` may be a name (``"cpu"``, ``"cuda:0"``), read as a ``torch.device``; one that does not
+      exist here is refused (:func:`robust_mix.validate.check_device`). A list of devices, which RobustBench
+      has not implemented, is refused with a message instead of a bare ``NotImplementedError``.
+    - a model that says how many classes it scores (``model.num_classes``) must score as many as
+      ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
+    - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
+      would depend on the batch, and every forward pass would change its running statistics.
+    - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
+      (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
+      state only after loading the data and scoring the clean pass.
+    """
+    robustbench = import_robustbench()
+    _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
+
+
+def _benchmark_with_checks(original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def benchmark(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        if given["device"] is not None:
+            given["device"] = _benchmark_device(given["device"])
+        _check_benchmark_classes(given["model"], given["dataset"])
+        _check_benchmark_mode(given["model"])
+        if given["aa_state_path"] is not None:
+            given["aa_state_path"] = _benchmark_state_path(given["aa_state_path"])
+        return original(*bound.args, **bound.kwargs)
+
+    return benchmark
+
+
+def _benchmark_device(device: Any) -> Any:
+    """``benchmark()``'s device as a ``torch.device`` that exists here (see :func:`check_benchmark_arguments`)."""
+    from robust_mix.validate import InvalidInputError, check_device
+
+    if isinstance(device, (list, tuple)):
+        raise InvalidInputError(f"device={device!r}: RobustBench's benchmark() evaluates on one device (several are "
+                                "not implemented in RobustBench 1.1.1); pass one, e.g. device='cuda:0'")
+    return check_device(device)
+
+
+def _benchmark_state_path(path: Any) -> Path:
+    """``benchmark()``'s ``aa_state_path`` as a ``Path`` to a file whose folder exists (created if needed) and is
+    writable (see :func:`check_benchmark_arguments`)."""
+    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_writable_dir
+
+    if not isinstance(path, (str, Path)):
+        raise InvalidInputTypeError(f"aa_state_path must be a file path (str or pathlib.Path), got {path!r} "
+                                    f"({type(path).__name__})")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InvalidInputError(f"aa_state_path {str(path)!r} is a folder; name the state file in it, e.g. "
+                                f"aa_state_path={str(path / 'aa_state.json')!r} (nothing has been computed yet)")
+    check_writable_dir(path.parent, "folder of aa_state_path")
+    return path
+
+
+def _check_benchmark_classes(model: Any, dataset: Any) -> None:
+    """Refuse a model whose ``num_classes`` differs from ``dataset``'s class count (RobustBench's ``DATASET_CLASSES``)."""
+    from robustbench.model_zoo.enums import BenchmarkDataset
+    from robustbench.utils import DATASET_CLASSES
+
+    from robust_mix.validate import InvalidInputError
+
+    count = getattr(model, "num_classes", None)
+    try:
+        dataset_ = BenchmarkDataset(dataset)
+    except ValueError:
+        return  # RobustBench's own error names the data sets
+    expected = DATASET_CLASSES.get(dataset_)
+    if not isinstance(count, int) or isinstance(count, bool) or expected is None or count == expected:
+        return
+    config = getattr(model, "config", None)
+    own = getattr(config, "dataset", None)
+    hint = f"dataset={own!r}" if own in [d.value for d in BenchmarkDataset] else "the data set it was trained on"
+    raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
+                            "labels would be read as the model's classes and the accuracies would be meaningless; "
+                            f"pass {hint}, or a model of {dataset_.value}")
+
+
+def _check_benchmark_mode(model: Any) -> None:
+    """Refuse a model whose BatchNorm layers are in training mode (see :func:`check_benchmark_arguments`)."""
+    import torch
+
+    from robust_mix.validate import InvalidInputError
+
+    if not isinstance(model, torch.nn.Module):
+        return
+    training = [name or type(model).__name__ for name, module in model.named_modules()
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training]
+    if training:
+        raise InvalidInputError(f"the model is in training mode ({len(training)} BatchNorm layer(s) such as "
+                                f"{training[0]!r}): its predictions would depend on the batch and each forward pass "
+                                "would change its running statistics; call model.eval() before benchmark()")
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------

@@ -14,8 +14,9 @@ the iterate with the smallest margin under the *exact* model is kept (minimum-ma
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
 from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
-from robust_mix.validate import check_finite_outputs
+from robust_mix.validate import InvalidInputError, check_adversarial_examples, check_finite_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,48 @@ def set_apgd_iterations(attack: object, n_iter: int) -> None:
     attack.n_iter_2 = max(int(0.22 * n_iter), 1)
     attack.n_iter_min = max(int(0.06 * n_iter), 1)
     attack.size_decr = max(int(0.03 * n_iter), 1)
+
+
+def compute_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    """The floating dtype of ``model``'s first floating-point parameter (``None`` without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+class Float32View(nn.Module):
+    """A model of any floating dtype (float32, float64, float16, bfloat16) as the attacks need it: float32
+    images in, float32 scores out (for a float32 model returning float32 scores it passes them through).
+
+    pyautoattack converts every image it attacks with ``.float()`` and its projections write float32
+    tensors, so a float64 model met float32 images (refused by the model, or a dtype error) and a
+    float64 output broke FAB's projection. Here images are cast to ``dtype`` on the way in and every
+    floating output (log-probabilities, ``gamma``, the bases' logits) to float32 on the way out; the
+    model itself computes in its own dtype, as in deployment.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        if hasattr(model, "forward_all"):  # OutputRecorder reads the whole MixedOutput where there is one
+            self.forward_all = self._forward_all
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _as_float32(self.model(x.to(self.dtype)))
+
+    def _forward_all(self, x: torch.Tensor) -> MixedOutput:
+        out = self.model.forward_all(x.to(self.dtype))
+        return dataclasses.replace(out, **{f.name: _as_float32(getattr(out, f.name))
+                                           for f in dataclasses.fields(out)})
+
+
+def _as_float32(value: Any) -> Any:
+    """A floating tensor as float32 (other values as they are)."""
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+def float32_view(model: nn.Module) -> Float32View:
+    """``model`` as the attacks query it (:class:`Float32View`; float32 scores even from a float32 model that
+    returns float64 or float16 ones)."""
+    return Float32View(model, compute_dtype(model) or torch.float32)
 
 
 class FiniteOutputGuard(nn.Module):
@@ -291,11 +334,12 @@ class StageRunner:
                  device: Union[str, torch.device], options: Optional[AttackOptions] = None) -> None:
         from pyautoattack import AutoAttack
 
-        self.model = model
+        self.model, self.norm, self.eps = model, norm, eps
         self.options = options or AttackOptions()
-        self.guard = FiniteOutputGuard(model)
+        attacked = float32_view(model)  # pyautoattack attacks float32 images
+        self.guard = FiniteOutputGuard(attacked)
         self.autoattack = AutoAttack(self.guard, norm=norm, eps=eps, version=plan.version, device=device, seed=0)
-        self.recorder = OutputRecorder(model)
+        self.recorder = OutputRecorder(attacked)
         adaptive_ce, adaptive_t = _apgd_classes()
         apgd = self.autoattack.apgd
         common = dict(norm=norm, eps=eps, device=device, seed=0, rho=.75, eot_iter=apgd.eot_iter, n_iter=100,
@@ -319,6 +363,34 @@ class StageRunner:
             "adaptive-apgd-ce": lambda x, y: self.adaptive_ce.perturb(x, y),
             "adaptive-apgd-t": lambda x, y: self.adaptive_t.perturb(x, y),
         }
+
+    def check_classes(self, stages: Sequence[str], num_classes: int) -> None:
+        """Refuse ``stages`` that cannot run on a model scoring ``num_classes`` classes, before any work.
+
+        The DLR loss reads the third-largest score (``apgd-dlr``: at least 3 classes), the targeted DLR
+        loss the fourth (``apgd-t``, ``adaptive-apgd-t``: at least 4), and the targeted attacks aim at the
+        ``n_target_classes`` classes after the top one (at most ``num_classes - 1``); pyautoattack only
+        warns about these and then fails with an ``IndexError`` in the middle of the run.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the stage, what it needs and how to run anyway.
+        """
+        aa = self.autoattack
+        needs = {"apgd-dlr": (3, None), "apgd-t": (4, aa.apgd_targeted.n_target_classes),
+                 "fab-t": (2, aa.fab.n_target_classes), "adaptive-apgd-t": (4, self.adaptive_t.n_target_classes)}
+        for stage in stages:
+            least, targets = needs.get(stage, (2, None))
+            if num_classes < least:
+                raise InvalidInputError(
+                    f"the model scores {num_classes} classes, but the {stage} attack needs at least {least} (its "
+                    f"{'targeted ' if least == 4 else ''}DLR loss reads the {'fourth' if least == 4 else 'third'}-"
+                    f"largest score); leave {stage} out of the attack (e.g. attack='apgd-ce,fab,square')")
+            if targets is not None and targets > num_classes - 1:
+                raise InvalidInputError(
+                    f"the {stage} attack aims at {targets} target classes, but the model scores {num_classes} "
+                    f"classes ({num_classes - 1} besides the true one); pass "
+                    f"options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
+                    f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
 
     def _apply_options(self) -> None:
         opts, aa = self.options, self.autoattack
@@ -352,9 +424,16 @@ class StageRunner:
 
     def run(self, stage: str, x: torch.Tensor, y: torch.Tensor, seed: int,
             examples: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv``.
+        """Attack one batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)`` with ``stage``; returns ``x_adv`` (float32, as
+        pyautoattack computes it, whatever the model's dtype).
 
-        ``examples`` (the batch's example numbers) name the batch if the model returns NaN/inf.
+        ``examples`` (the batch's example numbers) name the batch if the model returns NaN/inf or the stage
+        returns invalid points.
+
+        Raises:
+            robust_mix.validate.InvalidAdversarialExampleError: the stage returned points outside the threat
+                model (farther than ``eps`` from their clean images under ``norm``, or outside ``[0, 1]``),
+                naming the stage, the examples and the largest perturbation against ``eps``.
         """
         if stage not in self._stages:
             raise ValueError(f"unknown attack stage {stage!r}; known: {list(self._stages)}")
@@ -364,11 +443,16 @@ class StageRunner:
         aa = self.autoattack
         for attack in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square, self.adaptive_ce, self.adaptive_t):
             attack.seed = seed
+        x = x.float()  # as pyautoattack attacks them (Square keeps the dtype given)
         with torch.no_grad(), frozen_parameters(self.model):  # input gradients only
-            return self._stages[stage](x, y)
+            x_adv = self._stages[stage](x, y)
+        return check_adversarial_examples(x_adv, x, self.norm, self.eps, f"the {stage} attack", examples)
 
     def attack_settings(self) -> dict[str, dict[str, object]]:
-        """The constants each attack runs with, for the report."""
+        """The constants each attack runs with, for the report (the labels of :mod:`robust_mix.formatting` read them).
+
+        ``"adaptive"`` holds both adaptive stages' constants: ``n_restarts`` is the adaptive APGD-CE's (the
+        targeted one restarts once per target, as APGD-T), ``eot_iter`` both stages'."""
         aa = self.autoattack
         return {
             "apgd": {"n_iter": aa.apgd.n_iter, "n_restarts": aa.apgd.n_restarts, "eot_iter": aa.apgd.eot_iter},
@@ -377,7 +461,9 @@ class StageRunner:
             "fab": {"n_iter": aa.fab.n_iter, "n_restarts": aa.fab.n_restarts,
                     "n_target_classes": aa.fab.n_target_classes},
             "square": {"n_queries": aa.square.n_queries, "p_init": aa.square.p_init},
-            "adaptive": {"n_iter": self.adaptive_ce.n_iter, "bce_weight": self.adaptive_ce.weight,
+            # EOT and restarts are APGD's (EOT 20 under attack="rand", 5 restarts of the CE stage under L1)
+            "adaptive": {"n_iter": self.adaptive_ce.n_iter, "n_restarts": self.adaptive_ce.n_restarts,
+                         "eot_iter": self.adaptive_ce.eot_iter, "bce_weight": self.adaptive_ce.weight,
                          "n_target_classes": self.adaptive_t.n_target_classes,
                          "min_margin_selection": self.adaptive_ce.select_min_margin},
         }

@@ -27,12 +27,13 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import torch
 from torch import nn
 
-from robust_mix.attacks import StageRunner
+from robust_mix.attacks import StageRunner, is_mixednuts
+from robust_mix.fastpath import fast_path
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, check_dataset, check_device, check_eps, check_examples,
+from robust_mix.validate import (InvalidInputError, check_bool, check_dataset, check_device, check_eps, check_examples,
                                  check_finite_outputs, check_int, check_scores, check_threat_model,
                                  check_writable_dir, optional_positive_int, positive_int)
 
@@ -84,13 +85,16 @@ def model_fingerprint(model: nn.Module) -> str:
     """A cheap digest of a model's tensors (names, shapes, sums) to detect a changed model on resume.
 
     The sums are taken in float64: a float32 sum depends on the thread count (reduction order) in its
-    last digit, which would refuse a resume under another ``--threads``.
+    last digit, which would refuse a resume under another ``--threads``. A tensor's dtype counts where it is
+    not float32 (a float64 copy of a float32 model has the same sums but rounds differently), so float32
+    models keep the fingerprints of earlier versions.
     """
     h = hashlib.sha256()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             t = tensor.detach().double()
-            h.update(f"{name}{tuple(tensor.shape)}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
+            dtype = "" if tensor.dtype == torch.float32 or not tensor.is_floating_point() else str(tensor.dtype)
+            h.update(f"{name}{tuple(tensor.shape)}{dtype}{t.sum().item():.6e}{t.abs().sum().item():.6e}".encode())
     h.update(repr(getattr(model, "alpha", None) if not getattr(model, "is_adaptive", False) else "adaptive")
              .encode())
     # constants that change outputs without changing a tensor (e.g. a recalibrated alpha range)
@@ -233,6 +237,40 @@ class ChunkState:
             atomic_write_text(self.path, json.dumps(self.to_dict()) + "\n")
 
 
+#: The path a run.json without ``fast_path`` (written before it was recorded) is resumed on: the default one.
+_DEFAULT_FAST_PATH = {"channels_last": False, "compiled": False}
+#: How each opt-in path of :func:`robust_mix.fastpath.fast_path` is named in a refusal.
+_FAST_PATH_NAMES = {"channels_last": "channels-last", "compiled": "torch.compile"}
+
+
+def _as_current_record(saved: dict[str, Any]) -> dict[str, Any]:
+    """A ``run.json`` record with what earlier robust_mix versions did not record filled in as those versions ran
+    it, so that their state folders still resume: no ``fast_path`` is the default path (a folder written with
+    ``--channels-last`` or ``--compile`` by such a version was not marked, and resumes only without them), and
+    the adaptive stages' ``eot_iter`` and ``n_restarts``, when missing, were APGD-CE's (``attack_settings["apgd"]``)."""
+    record = {**saved, "fast_path": saved.get("fast_path", _DEFAULT_FAST_PATH)}
+    settings = saved.get("attack_settings")
+    if isinstance(settings, dict) and isinstance(settings.get("adaptive"), dict) and isinstance(settings.get("apgd"),
+                                                                                                dict):
+        apgd = settings["apgd"]
+        implied = {k: apgd[k] for k in ("n_restarts", "eot_iter") if k in apgd}
+        record["attack_settings"] = {**settings, "adaptive": {**implied, **settings["adaptive"]}}
+    return record
+
+
+def _fast_path_change(saved: Any, current: dict[str, bool]) -> str:
+    """Why a resume on another arithmetic path is refused, e.g. ``"the state was written without channels-last,
+    this run runs with it; ..."``, ending in what to do."""
+    saved = saved if isinstance(saved, dict) else {}
+    changes = [f"the state was written {'with' if saved.get(key) else 'without'} {name}, this run runs "
+               f"{'with' if current.get(key) else 'without'} it"
+               for key, name in _FAST_PATH_NAMES.items() if bool(saved.get(key)) != bool(current.get(key))]
+    return ("; ".join(changes) + ". Channels-last weights and torch.compile round differently in the last bits, "
+            "so resuming would mix flags from two arithmetic paths: resume with the same choice as the state was "
+            "written (with or without --channels-last / --compile; robust_mix.fastpath.channels_last / "
+            "compile_model in Python)")
+
+
 def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
     """Refuse a state folder written with other arguments (or whose record of them, ``run.json``, is gone
     while progress is there); record the arguments of a new one."""
@@ -242,11 +280,14 @@ def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
     progress = sorted(p.name for pattern in ("chunk_*.json", "clean_first_*.json") for p in state_dir.glob(pattern))
     if path.is_file():
         saved = _read_state(path, ())
+        saved = _as_current_record(saved) if isinstance(saved, dict) else saved
         if saved != fingerprint:
+            saved = saved if isinstance(saved, dict) else {}
             diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-            raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}); "
-                             "restart with the same arguments to resume, or give another state folder "
-                             "(state_dir=..., --state-dir or another --out)")
+            fix = (f": {_fast_path_change(saved.get('fast_path'), fingerprint['fast_path'])}" if "fast_path" in diff
+                   else "; restart with the same arguments to resume")
+            raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}){fix}, or give "
+                             "another state folder (state_dir=..., --state-dir or another --out)")
         return
     if progress:
         raise ValueError(f"{state_dir} holds progress ({', '.join(progress[:3])}{', ...' if len(progress) > 3 else ''}) "
@@ -284,7 +325,8 @@ def _attack_chunk(state: ChunkState, x: torch.Tensor, y: torch.Tensor, plan: Att
                     x_adv = runner.run(stage, x[batch].to(device), y[batch].to(device), seed,
                                        examples=(state.start + batch).tolist())
                     state.note_threads(device)  # the harness may rebalance threads between batches
-                    fooled = predict(model, x_adv, batch_size, device, (state.start + batch).tolist(),
+                    # the attacks work in float32; the model reads its own dtype, as the clean images have it
+                    fooled = predict(model, x_adv.to(x.dtype), batch_size, device, (state.start + batch).tolist(),
                                      what=f"the model, on the {stage} adversarial examples,") != y[batch]
                     flags[batch[fooled]] = False
                 state.flags[suite] = flags.tolist()
@@ -402,7 +444,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     batch_size = positive_int("batch_size", batch_size)
     chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
     seed = check_int("seed", seed)
-    plan = resolve_attack(attack, adaptive)
+    plan = resolve_attack(attack, check_bool("adaptive", adaptive))
     options = options or AttackOptions()
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     if images is None:
@@ -437,17 +479,23 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    _check_output_contract(model, images, labels, device)
+    num_classes = _check_output_contract(model, images, labels, device)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
+    if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
+        logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
+                       "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
+                       "APGD-CE and targeted APGD-DLR once more, not an attack on a ratio",
+                       getattr(config, "name", None) or type(model).__name__)
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
+    runner.check_classes(plan.stages, num_classes)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
                    "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
                    "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
-                   "attack_settings": settings}
+                   "attack_settings": settings, "fast_path": fast_path(model)}
     if state_path is not None:
         _check_run_file(state_path, fingerprint)
 
@@ -512,22 +560,22 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                    "state_dir": None if state_dir is None else str(state_dir),
                    "data_dir": None if data_dir is None else str(data_dir), "chunk_size": chunk_size,
                    "preprocessing": preprocessing, "options": dataclasses.asdict(options),
-                   "clean_examples": clean_examples})
+                   "clean_examples": clean_examples, "fast_path": fingerprint["fast_path"]})
     logger.info("%s on %s (%d examples, %s): clean %.2f%%, robust %.2f%% in %.1f s", name, dataset, n,
                 plan.name, 100 * result.clean_accuracy, 100 * result.robust_accuracy, wall)
     return result
 
 
 @torch.no_grad()
-def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
+def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> int:
     """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
-    log-probabilities (not a tuple, not probabilities) with ``K`` above every label.
+    log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
 
     Raises:
         robust_mix.validate.InvalidInputError: naming what the model returned and what to change.
     """
     probe = images[:2]
-    check_scores(model(probe.to(device)), len(probe), labels)
+    return check_scores(model(probe.to(device)), len(probe), labels).shape[1]
 
 
 def _mean(flags: Sequence[bool]) -> float:

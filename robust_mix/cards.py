@@ -15,15 +15,17 @@ import json
 import logging
 import string
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from huggingface_hub import EvalResult, ModelCardData
 
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
-from robust_mix.formatting import attack_label, evaluation_label, format_eps, partial_reasons, percent_value
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, partial_reasons, percent_interval,
+                                   percent_value)
 from robust_mix.io import atomic_write_text
 from robust_mix.registry import get_model_config, list_models
-from robust_mix.results import BenchmarkResult, ReportLike, read_report
+from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult, ReportLike, read_report
+from robust_mix.validate import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -121,21 +123,28 @@ def _report_settings(result: BenchmarkResult) -> str:
 def _evaluation_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]) -> str:
     parts = []
     if benchmark is not None:
-        rows = [[benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps),
-                 evaluation_label(benchmark), benchmark.n_examples,
-                 f"{percent_value(benchmark.clean_accuracy):.2f}", f"{percent_value(benchmark.robust_accuracy):.2f}"]]
-        parts.append("Measured with robust_mix's benchmark:\n\n" + _table(
-            ["dataset", "threat model", "eps", "attack", "examples", "clean %", "robust %"], rows))
+        row = [benchmark.dataset, benchmark.threat_model, format_eps(benchmark.eps, benchmark.threat_model), evaluation_label(benchmark),
+               benchmark.n_examples, f"{percent_value(benchmark.clean_accuracy):.2f}",
+               f"{percent_value(benchmark.robust_accuracy):.2f}", percent_interval(benchmark.robust_interval())]
+        headers = ["dataset", "threat model", "eps", "attack", "examples", "clean %", "robust %",
+                   f"{INTERVAL_LEVEL * 100:g} % interval"]
+        clean, images = benchmark.best_clean
+        if images != benchmark.n_examples:  # clean accuracy on more images than were attacked
+            headers[5] = "clean % (attacked)"
+            headers.insert(5, f"clean % ({images:,} images)")
+            row.insert(5, f"{percent_value(clean):.2f}")
+        parts.append("Measured with robust_mix's benchmark (the interval: Clopper-Pearson, of the robust accuracy on "
+                     "the attacked examples):\n\n" + _table(headers, [row]))
         parts.append(_report_settings(benchmark))
     rep = config.reported
     if rep is not None:
         source = f" ({rep.source})" if rep.source else ""
         parts.append(f"Reported by the authors{source}: {rep.clean_acc:.2f} % clean and "
                      f"{rep.autoattack_acc:.2f} % AutoAttack accuracy on {rep.n_examples} examples "
-                     f"({config.dataset}, {config.threat_model}, eps {format_eps(config.eps)}).")
+                     f"({config.dataset}, {config.threat_model}, eps {format_eps(config.eps, config.threat_model)}).")
     if not parts:
         parts.append(f"Not evaluated yet. Intended setting: {config.dataset}, {config.threat_model}, "
-                     f"eps {format_eps(config.eps)}.")
+                     f"eps {format_eps(config.eps, config.threat_model)}.")
     return "\n\n".join(parts)
 
 
@@ -149,7 +158,7 @@ def _reproduce_section(config: ModelConfig, benchmark: Optional[BenchmarkResult]
         parts.append(f"The numbers above come from `{source}`, which does not record its command: "
                      f"{attack_label(benchmark)} on the first {benchmark.n_examples} "
                      f"{benchmark.dataset} test examples, {benchmark.threat_model}, eps "
-                     f"{format_eps(benchmark.eps)}.")
+                     f"{format_eps(benchmark.eps, benchmark.threat_model)}.")
     elif config.reported is not None:
         parts.append("The authors' numbers have not been re-measured with robust_mix yet.")
     else:
@@ -184,10 +193,11 @@ def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = No
                        metric_args={"n_examples": benchmark.n_examples}, **common),
             EvalResult(metric_type="robust_accuracy", metric_name=robust_name,
                        metric_value=percent_value(benchmark.robust_accuracy), metric_args=args, **common)]
-    eps = benchmark.eps if benchmark is not None and benchmark.eps is not None else config.eps
+    eps, threat = ((benchmark.eps, benchmark.threat_model) if benchmark is not None and benchmark.eps is not None
+                   else (config.eps, config.threat_model))
     tags = ["robust_mix", "robustbench", "timm", "image-classification", "adversarial-robustness",
             "adaptive-smoothing" if config.policy is not None else "mixed-classifier",
-            config.dataset, config.threat_model] + ([f"eps-{format_eps(eps).replace('/', '-')}"] if eps else [])
+            config.dataset, config.threat_model] + ([f"eps-{format_eps(eps, threat).replace('/', '-')}"] if eps else [])
     return ModelCardData(library_name="robust_mix", license=_model_license(config),
                          pipeline_tag="image-classification", tags=list(dict.fromkeys(tags)),
                          model_name=(repo_id or config.name).split("/")[-1], eval_results=results)
@@ -236,7 +246,7 @@ def render_card(config: ModelConfig, *, benchmark: Optional[BenchmarkResult] = N
     kind = "An adaptive" if config.policy is not None else f"A fixed-ratio (alpha = {config.alpha})"
     summary = "\n\n".join(s for s in (
         f"{kind} mixed classifier built with robust_mix for {config.dataset} "
-        f"({config.threat_model}, eps {format_eps(config.eps)}): it mixes an accurate standard classifier "
+        f"({config.threat_model}, eps {format_eps(config.eps, config.threat_model)}): it mixes an accurate standard classifier "
         "with an adversarially robust one.", config.description, config.paper and f"Method: {config.paper}.")
         if s)
     citation = f"This model:\n\n```bibtex\n{config.citation.strip()}\n```\n\n" if config.citation else ""
@@ -267,7 +277,44 @@ def zoo_card(name: str, benchmark: Optional[ReportLike] = None,
     result, source = read_report(benchmark) if benchmark is not None else (None, "")
     if regenerate is None:
         regenerate = f"robust-mix card {name}" + (f" --benchmark {source}" if result is not None else "")
-    return render_card(get_model_config(name), benchmark=result, benchmark_source=source, regenerate=regenerate)
+    config = get_model_config(name)
+    if result is not None:
+        check_report_is_for(config, result, source)
+    return render_card(config, benchmark=result, benchmark_source=source, regenerate=regenerate)
+
+
+def check_report_is_for(config: ModelConfig, result: BenchmarkResult, source: str = "the report", *,
+                        fingerprints: Optional[Sequence[str]] = None, rerun: Optional[str] = None) -> None:
+    """Refuse a report that did not evaluate the entry ``config`` as registered: another model, or the entry with
+    other constants (its ``config_fingerprint`` differs: an overridden alpha, alpha range, temperature or bases).
+    A report without a fingerprint (written by an older robust_mix) is accepted with a warning.
+
+    The one check of every card a report goes into: ``robust-mix card NAME --benchmark`` and
+    ``MixedClassifier.save_pretrained`` / ``push_to_hub`` (``benchmark=``).
+
+    Args:
+        config: the model the card is of.
+        result, source: the report, and what to call it in messages (its path).
+        fingerprints: the config fingerprints a report of this model may carry (default: ``config``'s own).
+        rerun: how to get a report that fits (default: benchmark the entry as registered).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming both models or both fingerprints, and what to run.
+    """
+    rerun = rerun or (f"benchmark the entry as registered (robust-mix benchmark {config.name} --out DIR) and use its "
+                      "report.json")
+    fingerprints = list(fingerprints) if fingerprints is not None else [config.fingerprint()]
+    if result.model not in (config.name, *config.aliases):
+        raise InvalidInputError(f"{source} is a report of model {result.model!r}, not {config.name!r}: its numbers "
+                                f"would be shown on {config.name!r}'s card; {rerun}")
+    if result.config_fingerprint is None:
+        logger.warning("%s does not record which configuration it evaluated (no config_fingerprint: an older "
+                       "robust_mix wrote it); its numbers are shown as %r's", source, config.name)
+    elif result.config_fingerprint not in fingerprints:
+        raise InvalidInputError(f"{source} evaluated another configuration of {config.name!r} (config fingerprint "
+                                f"{result.config_fingerprint}, the model's is {' or '.join(fingerprints)}: an "
+                                f"overridden alpha, alpha range, temperature or base, e.g. '{config.name},alpha=0.9'); "
+                                f"{rerun}")
 
 
 def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = DEFAULT_REPORTS_DIR

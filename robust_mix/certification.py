@@ -18,11 +18,11 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from robust_mix.certify import (AlphaChoice, certified_accuracy, check_probability_mixing, estimate_smoothed,
-                                lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
+from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz, check_probability_mixing,
+                                estimate_smoothed, lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import check_images, check_labels, check_writable_dir
+from robust_mix.validate import check_alpha, check_images, check_labels, check_writable_dir
 from robust_mix.version import __version__
 
 METHODS = ("smoothing", "lipschitz")
@@ -47,10 +47,21 @@ class Certification:
 
 
 def alpha_label(choice: AlphaChoice) -> str:
-    """How a ratio choice is named in tables and plots."""
+    """How a ratio choice is named in tables and plots (a choice as :func:`ratio_choice` returns it)."""
+    if isinstance(choice, torch.Tensor):
+        return "alpha = given per example"
     if choice == 1.0:
         return "robust base (alpha = 1)"
     return f"alpha = {choice:g}" if isinstance(choice, float) else f"alpha = {choice} (per example)"
+
+
+def ratio_choice(choice: Any) -> AlphaChoice:
+    """A ratio to certify as this module keeps it: ``"applied"``/``"lower"`` as they are, a ``(B,)`` tensor as it is
+    (one ratio per example), any single number (an ``int``, a NumPy scalar, a one-element tensor) as a ``float``
+    in ``[0, 1]``; ``alphas=[0]`` was labelled ``alpha = 0 (per example)`` and a tensor could not be written."""
+    if isinstance(choice, str) or (isinstance(choice, torch.Tensor) and choice.numel() != 1):
+        return choice
+    return check_alpha(choice, "every alpha")
 
 
 def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Tensor, *, name: str = "model",
@@ -64,24 +75,28 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     Args:
         method: ``"smoothing"`` (randomized smoothing of the robust base, l2) or ``"lipschitz"``.
         sigma, n0, n, failure_prob, seed: the smoothing estimate (selection and estimation samples).
-        lipschitz, norm: the Lipschitz form (default constant: the library's bound for Sequential bases).
+        lipschitz, norm: the Lipschitz form: a finite constant > 0, or ``None`` (the default) for the library's
+            bound (Sequential robust bases).
         radii: where certified accuracy is reported (default 0 to 4 sigma in 8 steps).
         alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``; default the model's own);
             1.0, the robust base alone, is always added.
         about: extra fields for the report (data set, split, overrides).
 
     Raises:
-        ValueError: a model the certificates do not cover, images off its input contract, bad labels.
+        ValueError: a model the certificates do not cover, images off its input contract, bad labels, a
+            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if lipschitz is not None:
+        lipschitz = check_lipschitz(lipschitz)
     start = time.time()
     check_probability_mixing(model)
     device = next(model.parameters()).device
     images = check_images(images, model.input_shape, dtype=model.dtype).to(device)
     labels = check_labels(labels, model.num_classes, n=len(images)).to(device)
     default: AlphaChoice = "applied" if model.is_adaptive else float(model.alpha)
-    choices = list(dict.fromkeys([*(alphas or [default]), 1.0]))
+    choices = list(dict.fromkeys([*(ratio_choice(a) for a in (alphas or [default])), 1.0]))
     radii = list(radii) if radii is not None else [sigma * i / 2 for i in range(9)]
     with torch.no_grad():
         logits = [model.base_logits(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
@@ -100,7 +115,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                     "p_lower": estimate.p_lower.tolist()}
         xlabel, title = "l2 radius", f"{name}: smoothing sigma = {sigma:g}, n = {n}"
     else:
-        lipschitz = lipschitz or robust_probs_lipschitz(model, images.shape[1:], norm)
+        if lipschitz is None:
+            lipschitz = robust_probs_lipschitz(model, images.shape[1:], norm)
         probs = F.softmax(rob_logits.float() * model.rob_scale, dim=1)
         settings.update(norm=norm, lipschitz=lipschitz)
 
@@ -119,14 +135,15 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         ok = prediction == labels
         certified = radius > 0
         curves.append({
-            "alpha": choice, "label": alpha_label(choice), "alpha_mean": a.mean().item(),
+            "alpha": choice.tolist() if isinstance(choice, torch.Tensor) else choice, "label": alpha_label(choice),
+            "alpha_mean": a.mean().item(),
             "certified_accuracy": [round(v, 6) for v in certified_accuracy(radius, ok, radii).tolist()],
             "abstain_rate": (~certified).double().mean().item(),
             "median_radius_certified_correct": (radius[certified & ok].median().item()
                                                 if (certified & ok).any() else 0.0),
             "mixed_clean_accuracy": _clean_accuracy(model, std_logits, rob_logits, a, labels),
         })
-        examples[f"radius@{choice}"] = [round(v, 6) for v in radius.tolist()]
+        examples[f"radius@{'given' if isinstance(choice, torch.Tensor) else choice}"] = [round(v, 6) for v in radius.tolist()]
         result.radii.append(radius.cpu())
         result.correct.append(ok.cpu())
     result.report = {"model": name, **(about or {}), "n_examples": len(labels), **settings, "radii": radii,

@@ -49,8 +49,8 @@ from torch import nn
 
 from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
-from robust_mix.validate import (check_finite_outputs, check_images, check_labels, check_open_probability,
-                                 positive_float, positive_int)
+from robust_mix.validate import (InvalidInputError, check_finite_outputs, check_images, check_labels,
+                                 check_open_probability, positive_float, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,35 @@ def margin(probs: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.
     return top - others.max(dim=1).values
 
 
+#: What to pass instead of an unusable Lipschitz constant.
+_LIPSCHITZ_FIX = ("pass the robust probabilities' Lipschitz constant in the certificate's norm, or None (the default) "
+                  "for the library's bound (robust_probs_lipschitz, for Sequential robust bases)")
+
+
+def check_lipschitz(lipschitz: AlphaLike) -> AlphaLike:
+    """A Lipschitz constant a caller gave: a finite number ``> 0`` (as a ``float``), or a ``(B,)`` tensor of them.
+
+    ``None`` means "use the library's bound" and is the caller's to resolve; ``0`` is no such value (a
+    0-Lipschitz network is constant), nor is a negative, NaN or infinite one.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the value (and the examples, for a tensor) and what to pass.
+    """
+    if isinstance(lipschitz, torch.Tensor) and lipschitz.numel() != 1:
+        values = lipschitz.detach().reshape(-1)
+        bad = ~torch.isfinite(values) | (values <= 0)
+        if bad.any():
+            where = bad.nonzero().flatten().tolist()
+            raise InvalidInputError(f"lipschitz must be a finite number > 0 for every example, got "
+                                    f"{values[where[0]].item()!r} for examples {where[:8]}"
+                                    f"{' ...' if len(where) > 8 else ''}; {_LIPSCHITZ_FIX}")
+        return lipschitz
+    try:
+        return positive_float("lipschitz", lipschitz)
+    except InvalidInputError as err:
+        raise type(err)(f"{err}; {_LIPSCHITZ_FIX}") from None
+
+
 def lipschitz_radius(robust_probs: torch.Tensor, labels: Optional[torch.Tensor], alpha: AlphaLike,
                      lipschitz: AlphaLike) -> torch.Tensor:
     """Certified radius of the mixture from the robust probabilities (Lipschitz form).
@@ -110,17 +139,15 @@ def lipschitz_radius(robust_probs: torch.Tensor, labels: Optional[torch.Tensor],
         labels: ``(B,)`` classes to certify, or ``None`` for the robust base's top class.
         alpha: mixing ratio, a float or ``(B,)``.
         lipschitz: ``L``, a Lipschitz constant of every component of ``p_h`` (float or ``(B,)``),
-            in the norm the radius is wanted in.
+            in the norm the radius is wanted in; finite and positive (:func:`check_lipschitz`).
 
     Returns:
         ``(B,)`` float64 radii in the norm of ``L``, 0 where nothing is certified.
     """
     mu = margin(robust_probs.double(), labels)
     a = _as_batch(alpha, len(mu), mu, "alpha")
-    lip = _as_batch(lipschitz, len(mu), mu, "lipschitz")
+    lip = _as_batch(check_lipschitz(lipschitz), len(mu), mu, "lipschitz")
     _check_alpha_values(a)
-    if (lip <= 0).any() or torch.isnan(lip).any():
-        raise ValueError("lipschitz must be positive")
     certified = (a >= 0.5) & (a * mu >= 1 - a)
     radius = (a * mu + a - 1) / (2 * a.clamp_min(1e-12) * lip)
     return torch.where(certified, radius.clamp_min(0.0), torch.zeros_like(radius))
@@ -506,15 +533,20 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
         labels: ``(B,)`` classes to certify; ``None`` certifies the robust base's top class
             (which is then the mixture's prediction wherever a certificate exists).
         alpha: see the module docstring.
-        lipschitz: ``L`` of the robust probabilities in ``norm``; default
+        lipschitz: ``L`` of the robust probabilities in ``norm``, finite and positive; ``None`` (the default):
             :func:`robust_probs_lipschitz` (Sequential robust bases only).
         norm: the norm of ``lipschitz`` and of the radius.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``lipschitz`` is 0, negative, NaN or infinite (:func:`check_lipschitz`).
     """
     check_probability_mixing(model)
     check_images(x, model.input_shape, dtype=model.dtype)
     if labels is not None:
         labels = check_labels(labels, model.num_classes, n=len(x))
-    if lipschitz is None:
+    if lipschitz is not None:
+        lipschitz = check_lipschitz(lipschitz)
+    else:
         lipschitz = robust_probs_lipschitz(model, x.shape[1:], norm)
         logger.info("robust probabilities are %.4g-Lipschitz (%s)", lipschitz, norm)
     probs = robust_probabilities(model, x)

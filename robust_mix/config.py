@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from robust_mix.io import atomic_write_text
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_alpha_range, check_choice,
-                                 check_fields, positive_float, positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
+                                 check_alpha_range, check_choice, check_fields, positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -262,18 +262,51 @@ class ModelConfig:
         """A JSON-ready dict (tuples become lists)."""
         return dataclasses.asdict(self)
 
-    def validate(self) -> "ModelConfig":
-        """Check every field's type and range (:data:`CONFIG_RULES`); returns ``self``.
+    def validate(self, bases: Optional[tuple[Optional[BackboneConfig], Optional[BackboneConfig]]] = None
+                 ) -> "ModelConfig":
+        """Check every field's type and range (:data:`CONFIG_RULES`), and that the fields agree with
+        each other and with what the base models state they take and return; returns ``self``.
+
+        Agreement: every input shape (``input_shape``, ``policy.input_shape``) has as many channels as
+        a base's ``kwargs["in_chans"]``, and ``num_classes``, the number of ``labels`` and a base's
+        ``kwargs["num_classes"]`` are one count, wherever they are stated (a base that states
+        nothing is not checked here; :class:`~robust_mix.mixing.MixedClassifier` checks the built models).
+
+        Args:
+            bases: ``(standard, robust)`` as they will be built (a ``.safetensors`` reference resolved
+                into the architecture and kwargs it records); default: the config's own.
 
         Raises:
-            robust_mix.validate.InvalidInputError: naming the field and the offending value.
+            robust_mix.validate.InvalidInputError: naming the field and the offending value, or the
+                fields that disagree and their values.
         """
         check_fields(self, CONFIG_RULES)
         if self.alpha is None and self.policy is None:
             raise InvalidInputError(
                 f"alpha=None means 'the entry's own adaptive policy', but {self.name!r} has a fixed ratio and no "
                 "policy; pass alpha=<a number in [0, 1]>, or leave alpha out to keep the entry's own ratio")
+        self._check_agreement(bases if bases is not None else (self.standard, self.robust))
         return self
+
+    def _check_agreement(self, bases: tuple[Optional[BackboneConfig], Optional[BackboneConfig]]) -> None:
+        """The input channels and the class counts that the config and its bases state agree (see :meth:`validate`)."""
+        stated = {role: base.kwargs for role, base in zip(("standard", "robust"), bases) if base is not None}
+        shapes = {"input_shape": self.input_shape,
+                  "policy.input_shape": self.policy.input_shape if self.policy is not None else None}
+        check_agreement(
+            "input channel counts",
+            {**{f"{field} {tuple(shape)}": shape[0] for field, shape in shapes.items() if shape is not None},
+             **{f"the {role} base's in_chans": kwargs.get("in_chans") for role, kwargs in stated.items()}},
+            "the images the model takes go to both base models as they are: give input_shape the bases' channel "
+            "count (it only states the contract; the bases are built for their in_chans), or mix bases built for "
+            "these images")
+        check_agreement(
+            "class counts",
+            {"num_classes": self.num_classes,
+             "labels (one name per class)": len(self.labels) if self.labels is not None else None,
+             **{f"the {role} base's num_classes": kwargs.get("num_classes") for role, kwargs in stated.items()}},
+            "num_classes, labels and both base models must count the same classes: leave num_classes and labels "
+            "out to keep the entry's, give one label per class, or mix bases of that label set")
 
     def fingerprint(self) -> str:
         """A digest of the fields that decide what the model computes (not its name, texts, licences

@@ -23,6 +23,7 @@ layers of small ResNets into far faster kernels) and :func:`compile_model` (``--
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sys
 import time
@@ -152,6 +153,26 @@ def build_channels_last(factory: Callable[[], nn.Module]) -> nn.Module:
     """``channels_last(factory())``: a picklable model factory for worker processes, e.g.
     ``functools.partial(build_channels_last, functools.partial(robust_mix.load_model, name))``."""
     return channels_last(factory())
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """True when some 4-d weight or buffer of ``model`` is stored channels-last (as :func:`channels_last` leaves
+    them). Tensors laid out alike in both formats (a single input channel, 1x1 kernels) tell nothing and are skipped."""
+    return any(t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+               for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """True when ``model`` or one of its modules runs through ``torch.compile``: compiled in place
+    (``nn.Module.compile``, as :func:`compile_model` does) or wrapped (``torch.compile(model)``)."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None or hasattr(m, "_orig_mod") for m in model.modules())
+
+
+def fast_path(model: nn.Module) -> dict[str, bool]:
+    """Which opt-in paths ``model`` runs on, ``{"channels_last": ..., "compiled": ...}``: both round differently
+    in the last bits without changing a weight, so a benchmark's state records them and refuses to resume on
+    the other path (:func:`robust_mix.benchmark.benchmark`)."""
+    return {"channels_last": is_channels_last(model), "compiled": is_compiled(model)}
 
 
 def compile_model(model: nn.Module, probe: torch.Tensor, *, backend: str = "inductor") -> float:

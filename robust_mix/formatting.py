@@ -24,6 +24,11 @@ AUTOATTACK = "AutoAttack"
 _SETTINGS_KEY = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab", "fab-t": "fab",
                  "square": "square", "adaptive-apgd-ce": "adaptive", "adaptive-apgd-t": "adaptive"}
 
+#: Stages whose settings' ``n_restarts`` is their own (the targeted ones restart once per target class).
+_RESTARTED = ("apgd-ce", "apgd-dlr", "adaptive-apgd-ce")
+#: Stages that average gradients over ``eot_iter`` samples (EOT 20 under attack="rand").
+_EOT = ("apgd-ce", "apgd-dlr", "adaptive-apgd-ce", "adaptive-apgd-t")
+
 
 class Evaluation(Protocol):
     """What a label is made from: a :class:`~robust_mix.benchmark.BenchmarkResult` or a card's
@@ -38,12 +43,16 @@ class Evaluation(Protocol):
 
 
 # -- numbers --------------------------------------------------------------------------------------
-def format_eps(eps: Optional[float]) -> str:
-    """``8/255`` when ``eps`` is a whole number of 255ths (as the field writes budgets), else the number."""
+def format_eps(eps: Optional[float], threat_model: Optional[str] = None) -> str:
+    """``8/255`` when ``eps`` is a whole number of 255ths (as the field writes Linf budgets), else the number.
+
+    Under ``"L2"`` and ``"L1"`` the budget is a distance, written as a number as RobustBench writes it
+    (``0.5``, ``1``, ``12``; never ``255/255`` or ``3060/255``); ``None`` (unknown) is read as Linf.
+    """
     if eps is None:
         return "n/a"
     steps = eps * 255
-    if eps > 0 and abs(steps - round(steps)) < 1e-6:
+    if threat_model in (None, "Linf") and eps > 0 and abs(steps - round(steps)) < 1e-6:
         return f"{round(steps)}/255"
     return f"{eps:g}"
 
@@ -98,11 +107,11 @@ def _budget(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> 
         parts.append(f"{values['n_queries']} queries")
     elif "n_iter" in values:
         parts.append(f"{values['n_iter']} iter")
-    if stage in ("apgd-ce", "apgd-dlr") and values.get("n_restarts", 1) > 1:
+    if stage in _RESTARTED and values.get("n_restarts", 1) > 1:
         parts.append(f"{values['n_restarts']} restarts")
     if stage in ("apgd-t", "fab-t", "adaptive-apgd-t") and "n_target_classes" in values:
         parts.append(f"{values['n_target_classes']} targets")
-    if stage in ("apgd-ce", "apgd-dlr") and values.get("eot_iter", 1) > 1:
+    if stage in _EOT and values.get("eot_iter", 1) > 1:
         parts.append(f"EOT {values['eot_iter']}")
     return f" ({', '.join(parts)})" if parts else ""
 

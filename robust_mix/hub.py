@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
-from robust_mix.cards import render_card
+from robust_mix.cards import check_report_is_for, render_card
 from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
+from robust_mix.validate import check_bool, check_device
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -225,9 +226,12 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
     Raises:
         ValueError: not a folder or ``.safetensors`` file, a folder saved from other base models, or
             tensors that do not match the architecture (names, shapes).
-        FileNotFoundError: the folder has no ``model.safetensors``.
+        FileNotFoundError: no such folder or file, or the folder has no ``model.safetensors``.
     """
     path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} of {expected}: no such folder or file; give a folder "
+                                f"written by save_pretrained or its {WEIGHTS_NAME}")
     if path.is_dir():
         weights = path / WEIGHTS_NAME
     elif path.suffix == ".safetensors":
@@ -256,8 +260,9 @@ def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
 
 # -- the mixin -------------------------------------------------------------------------------------------
 class HubMixin:
-    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a model class with two hooks:
-    ``portable_config(config=None) -> ModelConfig`` and ``from_config(config, pretrained=False)``."""
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a model class with three hooks:
+    ``portable_config(config=None) -> ModelConfig``, ``current_config(config=None) -> ModelConfig`` (what a
+    benchmark report of the model records) and ``from_config(config, pretrained=False)``."""
 
     config: Optional[ModelConfig]
 
@@ -273,7 +278,18 @@ class HubMixin:
 
         Returns:
             The folder.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
+                (:func:`robust_mix.cards.check_report_is_for`); nothing is written.
         """
+        self.portable_config(config)  # no config naming both bases: refused before reading the report
+        result, source = self._report_for_card(benchmark, config)
+        return self._save(save_directory, config, result, source, repo_id)
+
+    def _save(self, save_directory: Union[str, Path], config: Optional[ModelConfig], result: Optional[BenchmarkResult],
+              source: str, repo_id: Optional[str]) -> Path:
+        """:meth:`save_pretrained` with its report already read and checked (``None``: no results in the card)."""
         portable = self.portable_config(config)
         original = config if config is not None else self.config
         provenance = {"standard": _describe_base(original.standard), "robust": _describe_base(original.robust),
@@ -281,9 +297,6 @@ class HubMixin:
                       "robust_mix_version": __version__}
         if repo_id is not None:
             provenance["hub_repo"] = repo_id
-        result, source = read_report(benchmark) if benchmark is not None else (None, "")
-        if result is not None:
-            _check_benchmark(portable, result, source)
         folder = Path(save_directory)
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
@@ -327,7 +340,13 @@ class HubMixin:
             FileNotFoundError: no such folder, repo or file (offline: not in the cache).
             ValueError: an ambiguous source, a corrupt file, a config naming an unknown
                 architecture, or tensors that do not match the architecture.
+            robust_mix.validate.InvalidInputError: ``device`` is not a device name or not present here.
+            robust_mix.validate.InvalidInputTypeError: ``pretrained``, ``force_download`` or ``local_files_only``
+                is not a bool (``"no"`` would count as True); before any download.
         """
+        device = check_device(device) if device is not None else None  # before any download or build
+        pretrained, force_download = check_bool("pretrained", pretrained), check_bool("force_download", force_download)
+        local_files_only = check_bool("local_files_only", local_files_only, optional=True)
         fetch = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)
@@ -363,21 +382,47 @@ class HubMixin:
 
         Returns:
             The repo's URL (``.repo_id`` is the resolved id).
+
+        Raises:
+            robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
+                (:func:`robust_mix.cards.check_report_is_for`); refused before the repo is created.
         """
         from huggingface_hub import HfApi
 
         self.portable_config(config)  # fail before creating a repo
-        if benchmark is not None and not isinstance(benchmark, BenchmarkResult):
-            benchmark = read_report(benchmark)[0]
+        result, source = self._report_for_card(benchmark, config)  # a report of another model too
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory(prefix="robust-mix-push-") as tmp:
-            self.save_pretrained(tmp, config=config, benchmark=benchmark, repo_id=url.repo_id)
+            self._save(tmp, config, result, source, url.repo_id)
             api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model", revision=revision,
                               commit_message=commit_message or "Upload mixed model with robust_mix",
                               create_pr=create_pr)
         logger.info("pushed to %s", url)
         return url
+
+
+    def _report_for_card(self, benchmark: Optional[ReportLike], config: Optional[ModelConfig]
+                         ) -> tuple[Optional[BenchmarkResult], str]:
+        """The report (and its name) for the card of this model, refused when it is of another model or configuration
+        (:func:`robust_mix.cards.check_report_is_for`, as ``robust-mix card NAME --benchmark``).
+
+        A report of this model carries the fingerprint :func:`robust_mix.benchmark` records, the current config's
+        (the portable config's, for a model loaded from a save). ``(None, "")`` without one.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: a report of another model or configuration; the message says so.
+        """
+        if benchmark is None:
+            return None, ""
+        result, source = read_report(benchmark)
+        current, portable = self.current_config(config), self.portable_config(config)
+        check_report_is_for(current, result, source, fingerprints=list(dict.fromkeys(
+            [current.fingerprint(), portable.fingerprint()])),
+            rerun=f"benchmark this model (robust_mix.benchmark(model, ...), or robust-mix benchmark {current.name}) "
+                  "and pass that report.json")
+        _check_benchmark(portable, result, source)
+        return result, source
 
 
 def _describe_base(base: Any) -> Optional[str]:
@@ -443,11 +488,9 @@ def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"
 
 
 def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:
-    """Warn when a report describes another model or setting than the config."""
+    """Warn when a report of this model evaluated it on another data set or eps than its config states (a report of
+    another model or configuration is refused before, by :func:`robust_mix.cards.check_report_is_for`)."""
     norm = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
-    if benchmark.model not in (config.name, *config.aliases):
-        logger.warning("benchmark report %s is for model %r, not %r", source, benchmark.model,
-                       config.name)
     if config.dataset != "custom" and norm(benchmark.dataset) != norm(config.dataset):
         logger.warning("benchmark report %s is on %r, the model is for %r", source,
                        benchmark.dataset, config.dataset)

@@ -18,6 +18,7 @@ optionally followed by overrides, ``",key=value"`` each, values read as JSON whe
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
-from robust_mix.validate import InvalidInputError
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_bool, check_device
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
@@ -60,14 +61,18 @@ class ModelName:
         return base + "".join(f",{k}={json.dumps(v)}" for k, v in self.overrides.items())
 
 
-def parse_model_name(text: str) -> ModelName:
+def parse_model_name(text: Union[str, Path]) -> ModelName:
     """Split a model name into its source and overrides (see the module docstring).
+
+    A :class:`~pathlib.Path` is a folder written by ``save_pretrained`` (as ``"local-dir:PATH"``), without overrides.
 
     Raises:
         KeyError: a bare name that is not registered (closest names suggested; a folder or Hub
             repo lookalike is told to use ``local-dir:`` or ``hf-hub:``).
         ValueError: an empty name, a malformed, empty or repeated override, or a prefix naming nothing.
     """
+    if isinstance(text, Path):
+        return ModelName("local", str(text))
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError(f"a model name must be a non-empty string, got {text!r}; see robust_mix.list_models()")
     if text.rstrip().endswith(","):
@@ -99,6 +104,10 @@ def parse_model_name(text: str) -> ModelName:
         return ModelName("config", head, overrides)
     if _FACTORY.fullmatch(head):
         return ModelName("factory", head, overrides)
+    base, comma, item = head.partition(",")
+    if comma and is_model(base.strip()):  # ",alpha", ",=0.9", ",1x=2": not an override, not a model either
+        raise InvalidInputError(f"override {item.strip()!r} in {text!r} must look like key=value with key a config "
+                                "field name (e.g. 'fmnist-robust,alpha=0.9')")
     hint = ""
     if Path(head).expanduser().is_dir() or "/" in head:
         hint = (f"; for a folder written by save_pretrained use '{LOCAL_PREFIX}{head}', for a Hub repo "
@@ -120,7 +129,7 @@ def _parse_override(item: str, text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def load_model(name: str, *, model_dir: Union[str, Path, None] = None,
+def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = None,
                device: Union[str, torch.device, None] = None, pretrained: bool = True,
                **overrides: Any) -> nn.Module:
     """Build a model by name (see :func:`parse_model_name`), in eval mode.
@@ -128,10 +137,10 @@ def load_model(name: str, *, model_dir: Union[str, Path, None] = None,
     Args:
         name: a registry name or alias (see :func:`robust_mix.list_models`), ``"hf-hub:org/name"``,
             ``"local-dir:path"``, a ModelConfig ``.json`` file or ``"module:function"``, optionally
-            with ``",key=value"`` overrides.
+            with ``",key=value"`` overrides; or a :class:`~pathlib.Path` to a ``save_pretrained`` folder.
         model_dir: RobustBench checkpoint folder for ``robustbench/...`` bases.
-        device: where to put the model.
-        pretrained: load weights (``False``: random initialisation, for tests and shapes).
+        device: where to put the model; one that does not exist here is refused before anything is built.
+        pretrained: load weights (``False``: random initialisation, for tests and shapes); a bool.
         **overrides: :class:`ModelConfig` fields (``alpha=0.9``, ``standard="timm/..."``,
             ``rob_scale=...``) or adaptive-policy fields (``alpha_range=(0.8, 1.0)``); they win
             over overrides in ``name``. ``alpha=None`` means the entry's adaptive policy.
@@ -140,6 +149,8 @@ def load_model(name: str, *, model_dir: Union[str, Path, None] = None,
         >>> load_model("mix", standard="timm/resnet18", robust="robustbench/cifar10/Linf/Wong2020Fast", alpha=0.9)
     """
     parsed = parse_model_name(name)
+    device = check_device(device) if device is not None else None
+    pretrained = check_bool("pretrained", pretrained)
     overrides = {**parsed.overrides, **overrides}
     if parsed.kind in ("hub", "local"):
         source = (HUB_PREFIX if parsed.kind == "hub" else LOCAL_PREFIX) + parsed.target
@@ -155,11 +166,37 @@ def load_model(name: str, *, model_dir: Union[str, Path, None] = None,
             raise InvalidInputError(f"{parsed.target!r} names no model factory ({err}); a NAME is a registry name, "
                                     "hf-hub:org/name, local-dir:PATH, a ModelConfig .json file or "
                                     "package.module:function") from None
+        _check_takes_no_arguments(factory, parsed.target)
         model = factory()
+        if not isinstance(model, nn.Module):
+            raise InvalidInputTypeError(f"{parsed.target} returned {type(model).__name__}, not a torch.nn.Module; a "
+                                        "'module:function' NAME names a function that takes no arguments and returns "
+                                        "the model")
         return model.to(device).eval() if device is not None else model.eval()
     config = get_model_config(parsed.target) if parsed.kind == "registry" else ModelConfig.load(parsed.target)
     return build_model(config.with_overrides(overrides) if overrides else config, model_dir=model_dir,
                        device=device, pretrained=pretrained)
+
+
+def _check_takes_no_arguments(factory: Any, target: str) -> None:
+    """Refuse a ``module:function`` factory that cannot be called without arguments (before calling it, so that
+    a ``TypeError`` raised inside the factory is never mistaken for this).
+
+    Raises:
+        robust_mix.validate.InvalidInputTypeError: ``factory`` is not callable, or has required parameters.
+    """
+    usage = ("a 'module:function' NAME names a function that takes no arguments and returns the model; wrap the "
+             "call in such a function (def make(): return build(...)) and name that")
+    if not callable(factory):
+        raise InvalidInputTypeError(f"{target} is a {type(factory).__name__}, not a function; {usage}")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have no signature: calling them is the only test
+        return
+    try:
+        signature.bind()
+    except TypeError as err:
+        raise InvalidInputTypeError(f"{target} needs arguments ({err}); {usage}") from None
 
 
 def build_model(config: ModelConfig, *, model_dir: Union[str, Path, None] = None,

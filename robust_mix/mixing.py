@@ -29,7 +29,8 @@ from robust_mix.mixing_net import MixingNetwork
 from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
 from robust_mix.weights import prefetch, read_weights
-from robust_mix.validate import InvalidInputError, check_alpha, check_alpha_range, check_images
+from robust_mix.validate import (InvalidInputError, check_agreement, check_alpha, check_alpha_range, check_bool,
+                                 check_device, check_images)
 
 logger = logging.getLogger(__name__)
 
@@ -250,14 +251,13 @@ class MixedClassifier(nn.Module, HubMixin):
         self.eval()  # an inference model by default; call .train() to fit a policy
 
     def _check_num_classes(self, num_classes: Optional[int]) -> Optional[int]:
-        counts = {"standard": getattr(self.standard, "num_classes", None),
-                  "robust": getattr(self.robust, "num_classes", None),
-                  "num_classes": num_classes}
-        known = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
-        if len(set(known.values())) > 1:
-            raise ValueError(f"class counts do not match: {known}; both base models must classify "
-                             "the same label set")
-        return next(iter(known.values()), None)
+        """The class count the built base models declare (``num_classes`` attributes) and ``num_classes`` agree on."""
+        return check_agreement(
+            "class counts", {"the standard model's num_classes": getattr(self.standard, "num_classes", None),
+                             "the robust model's num_classes": getattr(self.robust, "num_classes", None),
+                             "num_classes": num_classes},
+            "both base models must classify the same label set, and num_classes must be their class count "
+            "(leave it out to take the bases')")
 
     # -- the mixing ratio ------------------------------------------------------------------
     @property
@@ -419,19 +419,26 @@ class MixedClassifier(nn.Module, HubMixin):
         Args:
             config: the entry; both base models must be set.
             model_dir: RobustBench's checkpoint folder (default ``$ROBUST_MIX_MODEL_DIR`` or ``./models``).
-            device: where to put the model.
-            pretrained: load weights; ``False`` builds the architecture with random weights.
+            device: where to put the model (one that does not exist here is refused before anything is built).
+            pretrained: load weights; ``False`` builds the architecture with random weights (a bool).
 
         Raises:
             ValueError: a base is missing, ``alpha`` is ``None`` without an adaptive policy, or a
                 weight file does not fit.
+            robust_mix.validate.InvalidInputTypeError: ``pretrained`` is not a bool.
+            robust_mix.validate.InvalidInputError: ``device`` is not a device name or not present here, or the
+                config contradicts what its bases state they take or return (an ``input_shape`` of other
+                channels than their ``in_chans``, a ``num_classes`` or ``labels`` of another class count;
+                :meth:`ModelConfig.validate`); before any download or build.
             robust_mix.weights.WeightsNotFoundError: a weight file is missing and cannot be fetched.
         """
+        device = check_device(device) if device is not None else None
+        pretrained = check_bool("pretrained", pretrained)
         if config.standard is None or config.robust is None:
             raise ValueError(f"{config.name!r} needs both base models: pass standard='timm/...' and "
                              "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")
-        config.validate()
         standard_config, robust_config = as_backbone_config(config.standard), as_backbone_config(config.robust)
+        config.validate(bases=(standard_config, robust_config))  # before any download or build
         if pretrained:
             sources = weight_sources(standard_config) + weight_sources(robust_config)
             prefetch(sources + ([config.weights] if config.weights is not None else []), model_dir)
@@ -491,18 +498,20 @@ class MixedClassifier(nn.Module, HubMixin):
 def build_adaptive_policy(model: MixedClassifier, config: PolicyConfig) -> AdaptiveAlpha:
     """Create an :class:`AdaptiveAlpha` whose mixing network is sized from ``model``'s features.
 
-    The feature shapes are probed with one zero image of shape ``config.input_shape``.
+    The feature shapes are probed with one zero image of shape ``config.input_shape``, in the model's dtype;
+    the network is built on the model's device and in its dtype (a float64 model gets a float64 policy).
     """
     param = next(model.standard.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    dtype = model.dtype or torch.float32
     with torch.no_grad():
-        probe = torch.zeros((1, *config.input_shape), device=device)
+        probe = torch.zeros((1, *config.input_shape), device=device, dtype=dtype)
         std_feats, rob_feats = model.features(probe, config.standard_layers, config.robust_layers)
     network = MixingNetwork.from_features(std_feats, rob_feats, config.widths, config.blocks)
     logger.info("mixing network: %d stage(s) of features %s, %.2f M parameters",
                 len(network.stage_shapes), network.stage_shapes,
                 sum(p.numel() for p in network.parameters()) / 1e6)
-    return AdaptiveAlpha(network, config).to(device)
+    return AdaptiveAlpha(network, config).to(device=device, dtype=dtype)
 
 
 def _portable_backbone(backbone: BackboneConfig, module: nn.Module, contract: InputConfig) -> BackboneConfig:

@@ -279,7 +279,7 @@ def _other_setting(live: BenchmarkResult, reference: ReferenceRow) -> list[str]:
     if threat_model is not None and live.threat_model != threat_model:
         what.append(f"under threat model {threat_model} (this run {live.threat_model})")
     if eps is not None and not math.isclose(live.eps, eps, rel_tol=1e-9, abs_tol=0.0):
-        what.append(f"at eps {format_eps(eps)} (this run {format_eps(live.eps)})")
+        what.append(f"at eps {format_eps(eps, threat_model)} (this run {format_eps(live.eps, live.threat_model)})")
     return what
 
 

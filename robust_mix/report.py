@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from robust_mix.config import ModelConfig
+from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
                                    is_standard_autoattack, partial_reasons, percent, percent_interval)
 from robust_mix.io import atomic_write_text
@@ -70,6 +71,21 @@ def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
             "venue": venue}
 
 
+def reported_for(result: BenchmarkResult, config: Optional[ModelConfig]) -> Optional[ReportedResult]:
+    """The authors' reported numbers of the entry (``config.reported``) when ``result`` was measured in the
+    setting they are for (the entry's data set, threat model and eps), else ``None``: an L2 run of a Linf
+    entry, or a run at another eps, must not be shown beside (or as) numbers reported for another budget."""
+    if config is None or config.reported is None:
+        return None
+    same = (result.dataset.lower() == config.dataset.lower() and result.threat_model == config.threat_model
+            and config.eps is not None and math.isclose(result.eps, config.eps, rel_tol=1e-9, abs_tol=1e-12))
+    if not same:
+        logger.info("the entry's reported numbers are for %s %s eps %s, this run %s %s eps %s: not shown beside it",
+                    config.dataset, config.threat_model, format_eps(config.eps, config.threat_model), result.dataset,
+                    result.threat_model, format_eps(result.eps, result.threat_model))
+    return config.reported if same else None
+
+
 def _suite_name(result: BenchmarkResult) -> str:
     """What the non-adaptive suite is called in prose: AutoAttack only when it is the full standard one."""
     return "AutoAttack" if is_standard_autoattack(result) else "the attack stages before the adaptive ones"
@@ -81,10 +97,12 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
 
     ``autoattack_acc`` is standard AutoAttack alone; ``external`` is the leaderboard number
     (the minimum over AutoAttack and the adaptive attack) when an adaptive suite ran.
+    ``reported`` is the entry's reported AutoAttack accuracy when the run is in the setting it was reported for
+    (:func:`reported_for`), else this run's robust accuracy.
     ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``).
     """
     paper = paper_info(config)
-    reported = config.reported if config is not None else None
+    reported = reported_for(result, config)
     standard = result.autoattack_accuracy if result.autoattack_accuracy is not None else result.robust_accuracy
     notes = []
     if result.adaptive_accuracy is not None:
@@ -102,7 +120,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
         "link": paper["link"], "name": paper["name"], "authors": paper["authors"], "additional_data": False,
         "number_forward_passes": result.number_forward_passes,
         "dataset": _RB_DATASETS.get(result.dataset.lower(), result.dataset), "venue": paper["venue"],
-        "architecture": _architecture(config), "eps": format_eps(result.eps),
+        "architecture": _architecture(config), "eps": format_eps(result.eps, result.threat_model),
         "clean_acc": percent(result.clean_accuracy),
         "reported": f"{reported.autoattack_acc:.2f}" if reported is not None else percent(result.robust_accuracy),
         "autoattack_acc": percent(standard), "external": percent(result.robust_accuracy),
@@ -132,7 +150,7 @@ def _code(text: object) -> str:
 def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:
     """A Markdown summary: one row of headline numbers (robust accuracy with its 95 % Clopper-Pearson
     interval; clean accuracy on every image it was measured on), then the accuracy after every stage."""
-    reported = config.reported if config is not None else None
+    reported = reported_for(result, config)
     adaptive = result.adaptive_accuracy
     suite = "AutoAttack" if is_standard_autoattack(result) else "attack"  # a table header: short
     full = result.full_clean_examples
@@ -142,7 +160,7 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
         f"| model | dataset | threat | eps | examples | clean |{f' clean ({full:,} images) |' if full else ''} "
         f"{suite} | adaptive | robust (min) | {interval_heading(INTERVAL_LEVEL)} | reported clean / robust |",
         "|---|---|---|---|---|---|" + ("---|" if full else "") + "---|---|---|---|---|",
-        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps)} "
+        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps, result.threat_model)} "
         f"| {result.n_examples} "
         f"| {percent(result.clean_accuracy)} |{f' {percent(result.full_clean_accuracy)} |' if full else ''} "
         f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "
@@ -261,7 +279,9 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"{info['autoattack_acc']}%",
         *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]
           if result.adaptive_accuracy is not None else []),
-        f"- Reported by the authors: {info['reported']}%",
+        (f"- Reported by the authors: {info['reported']}%" if reported_for(result, config) is not None
+         or info_overrides.get("reported") is not None else "- Reported by the authors: nothing for this setting (model_info.json's "
+         "'reported' repeats this evaluation's robust accuracy)"),
         f"- Additional data: {'yes' if info['additional_data'] else 'no'}",
         f"- Forward passes per prediction: {info['number_forward_passes']}",
         f"- Evaluation method: {evaluation}",

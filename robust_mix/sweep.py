@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from robust_mix.formatting import evaluation_label
+from robust_mix.formatting import evaluation_label, format_eps
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
@@ -35,6 +35,10 @@ class SweepPoint:
     """One mixing ratio (``alpha`` is ``"policy"`` for the adaptive policy) and its accuracies (fractions).
 
     ``attack`` is the attack argument; ``label`` says what ran (:func:`robust_mix.formatting.evaluation_label`).
+    ``robust_low``/``robust_high``: the 95 % Clopper-Pearson interval of the robust accuracy on the
+    ``n_examples`` attacked examples (``None`` in sweeps written before they were recorded).
+    ``dataset``, ``threat_model``, ``eps``: the evaluation setting (``None`` in sweeps written before they were
+    recorded).
     """
 
     alpha: Union[float, str]
@@ -44,6 +48,11 @@ class SweepPoint:
     n_examples: int
     wall_time_s: float
     label: str = ""
+    robust_low: Optional[float] = None
+    robust_high: Optional[float] = None
+    dataset: Optional[str] = None
+    threat_model: Optional[str] = None
+    eps: Optional[float] = None
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -131,8 +140,10 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
             instance.alpha = original
     points = []
     for alpha, result in zip(settings, results):
+        low, high = result.robust_interval()
         points.append(SweepPoint(alpha, result.clean_accuracy, result.robust_accuracy, result.attack,
-                                 result.n_examples, result.wall_time_s, evaluation_label(result)))
+                                 result.n_examples, result.wall_time_s, evaluation_label(result), low, high,
+                                 result.dataset, result.threat_model, result.eps))
         logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
                     100 * result.robust_accuracy)
     return points
@@ -163,8 +174,21 @@ def kept_robustness(robust: float, robust_base_robust: float) -> Optional[float]
     return robust / robust_base_robust if robust_base_robust > 0 else None
 
 
+def setting_label(points: Sequence[SweepPoint]) -> str:
+    """The evaluation setting of ``points``, e.g. ``"cifar10, Linf, eps 8/255"`` (every distinct one, sorted, joined
+    by ``"; "``), or that it was not recorded (points from a sweep written before it was)."""
+    settings = sorted({(p.dataset, p.threat_model, p.eps) for p in points if p.dataset is not None}, key=str)
+    if not settings:
+        return "data set, threat model and eps not recorded"
+    return "; ".join(f"{dataset}, {threat or 'Linf'}, eps {format_eps(eps, threat)}"
+                     for dataset, threat, eps in settings)
+
+
 def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:
-    """A PNG of robust vs clean accuracy (percent) along the sweep; base models (alpha 0 and 1) marked."""
+    """A PNG of robust vs clean accuracy (percent) along the sweep; base models (alpha 0 and 1) marked.
+
+    The title states ``title`` (default: "accuracy-robustness trade-off"), the data set, threat model and eps
+    (:func:`setting_label`) and the attack, so that the saved image says what it shows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,7 +214,8 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
     attacks = sorted({p.label or p.attack for p in points})
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robust accuracy (%)")
-    ax.set_title(f"{title or 'accuracy-robustness trade-off'}\n{textwrap.fill('; '.join(attacks), 80)}", fontsize=8)
+    ax.set_title(f"{title or 'accuracy-robustness trade-off'}\n{textwrap.fill(setting_label(points), 80)}\n"
+                 f"{textwrap.fill('; '.join(attacks), 80)}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     atomic_write_bytes(path, figure_png(fig))
@@ -240,10 +265,16 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
             got = sorted(row) if isinstance(row, dict) else type(row).__name__
             raise ValueError(f"{path}: point {i} must have exactly the fields {fields} ({required} required), "
                              f"got {got}")
-        for key in ("clean_accuracy", "robust_accuracy"):
-            value = row[key]
+        for key in ("clean_accuracy", "robust_accuracy", "robust_low", "robust_high"):
+            value = row.get(key)
+            if value is None and key in ("robust_low", "robust_high"):
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{path}: point {i} {key} must be a fraction in [0, 1], got {value!r}")
+        if row.get("robust_low") is not None and row.get("robust_high") is not None and not (
+                row["robust_low"] <= row["robust_accuracy"] <= row["robust_high"]):
+            raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} lies outside its interval "
+                             f"[{row['robust_low']!r}, {row['robust_high']!r}]; the file was edited or corrupted")
         if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
                                        or not 0 <= row["alpha"] <= 1):
             raise ValueError(f"{path}: point {i} alpha must be in [0, 1] or {POLICY!r}, got {row['alpha']!r}")

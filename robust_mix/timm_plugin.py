@@ -15,11 +15,14 @@ first. From then on
   have is an error naming those it has.
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
-model in eval mode with a timm ``pretrained_cfg``. Weights come from
-:func:`~robust_mix.weights.default_model_dir` (``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default
-``./models``; RobustBench does not pass its ``model_dir`` to timm models), fetched with RobustBench's
+model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model_dir`` given to
+``robustbench.utils.load_model`` (which RobustBench itself does not pass to timm models:
+:func:`robust_mix._compat.robustbench_model_dir`), else :func:`~robust_mix.weights.default_model_dir`
+(``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default ``./models``), fetched with RobustBench's
 downloader when online. Keyword arguments of ``timm.create_model`` other than ``num_classes`` are
 config overrides (``alpha=0.9``, ``alpha_range=(0.8, 1.0)``), as in :func:`robust_mix.load_model`.
+timm 1.0.9 drops keyword arguments that are None, so ``alpha=None`` never arrives and the entry's own alpha is
+kept: to get the adaptive policy use the entry as registered, or ``robust_mix.load_model(name, alpha=None)``.
 
 >>> import robust_mix
 >>> robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")
@@ -40,12 +43,17 @@ from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, on_register
 from robust_mix.timm_config import PREFIX, SAVED_ARCHITECTURE, robustbench_name, robustbench_timm_name, timm_name
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
+from robust_mix.validate import InvalidInputError
 from robust_mix.weights import default_model_dir
 
 logger = logging.getLogger(__name__)
 
 #: Attribute of each entry's timm factory naming the registry entry it builds.
 ENTRY_ATTRIBUTE = "robust_mix_entry"
+#: ``pretrained_cfg`` keys through which timm would load weights; robust_mix's factories read none of them.
+WEIGHT_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename")
+#: ``pretrained_cfg`` keys stating the model's input contract and classes, fixed by the model itself.
+CONTRACT_KEYS = ("mean", "std", "input_size", "fixed_input_size", "num_classes")
 #: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
 default_cfgs: dict[str, dict[str, Any]] = {}
 #: The public names; timm's ``register_model`` appends each model it registers from this module.
@@ -131,8 +139,10 @@ def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
         config = get_model_config(entry)
         config = config.with_overrides(overrides) if overrides else config
         _check_num_classes(name, config, num_classes)
-        model = MixedClassifier.from_config(config, model_dir=default_model_dir(), pretrained=pretrained)
-        return _as_timm_model(model, {**timm_pretrained_cfg(config, name), **(pretrained_cfg_overlay or {})})
+        model_dir = _compat.robustbench_model_dir() or default_model_dir()  # RobustBench's model_dir, when given
+        cfg = _overlaid(name, timm_pretrained_cfg(config, name), pretrained_cfg_overlay)
+        model = MixedClassifier.from_config(config, model_dir=model_dir, pretrained=pretrained)
+        return _as_timm_model(model, cfg)
 
     factory.__name__ = factory.__qualname__ = name
     factory.__module__ = __name__
@@ -156,10 +166,11 @@ def robustmix_saved(pretrained: bool = False, pretrained_cfg: Any = None,
                          "pretrained=True) after import robust_mix, or robust_mix.load_model('local-dir:PATH') "
                          "for a folder")
     repo_id, _, revision = cfg["hf_hub_id"].partition("@")
+    overlaid = _overlaid(f"hf-hub:{cfg['hf_hub_id']}", cfg, pretrained_cfg_overlay)
     model = MixedClassifier.from_pretrained(HUB_PREFIX + repo_id, revision=revision or None, pretrained=pretrained,
                                             **overrides)
     _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, num_classes)
-    return _as_timm_model(model, {**cfg, **(pretrained_cfg_overlay or {})})
+    return _as_timm_model(model, overlaid)
 
 
 def _check_num_classes(name: str, config: ModelConfig, num_classes: Optional[int]) -> None:
@@ -167,6 +178,33 @@ def _check_num_classes(name: str, config: ModelConfig, num_classes: Optional[int
         raise ValueError(f"{name} classifies {config.num_classes} classes ({config.dataset}), num_classes={num_classes} "
                          "was asked for; a mixed model's classes come from its base models: mix bases with that "
                          "many classes (robust_mix.load_model('mix', standard=..., robust=...))")
+
+
+def _overlaid(name: str, cfg: dict[str, Any], overlay: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """``cfg`` with ``timm.create_model``'s ``pretrained_cfg_overlay`` applied, refusing the keys it cannot change.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the overlay names a weight source (robust_mix reads no weights
+            through ``pretrained_cfg``: the file would be ignored), or changes the input contract or the
+            classes (timm's data transforms follow ``pretrained_cfg``, so images would be normalised twice or
+            resized to a shape the model refuses, while the model itself stays as it is).
+    """
+    overlay = {k: tuple(v) if isinstance(v, list) else v for k, v in (overlay or {}).items()}  # timm's tuples
+    weights = sorted(k for k in WEIGHT_KEYS if overlay.get(k) is not None and overlay[k] != cfg.get(k))
+    if weights:
+        raise InvalidInputError(
+            f"{name}: pretrained_cfg_overlay sets {weights}, a weight source, but robust_mix models read no weights "
+            "through timm's pretrained_cfg (it would be ignored); to load a model's tensors from a file pass "
+            "checkpoint_path=<a save_pretrained folder or its model.safetensors>")
+    changed = sorted(k for k in CONTRACT_KEYS if k in overlay and overlay[k] != cfg.get(k))
+    if changed:
+        stated = {k: cfg.get(k) for k in changed}
+        raise InvalidInputError(
+            f"{name}: pretrained_cfg_overlay changes {changed}, which state what the model itself takes and returns "
+            f"({stated}: raw [0, 1] images, normalised inside the model); timm's data transforms would follow the "
+            "overlay while the model stays as it is. Leave them out (interpolation, crop_pct and crop_mode may "
+            "change)")
+    return {**cfg, **overlay}
 
 
 def _as_timm_model(model: MixedClassifier, cfg: dict[str, Any]) -> MixedClassifier:
@@ -223,6 +261,7 @@ def _install() -> None:
     _register(robustmix_saved)
     _compat.add_checkpoint_reader(lambda name: entry_of(name) is not None, _read_checkpoint)
     _compat.add_unknown_model_explainer(explain_unknown)
+    _compat.check_benchmark_arguments()
     on_register(mirror)
 
 

@@ -47,6 +47,11 @@ class NonFiniteOutputError(ValueError):
     """The model returned NaN or +inf (or no finite class score) for some examples."""
 
 
+class InvalidAdversarialExampleError(RuntimeError):
+    """An attack returned points outside the threat model (the eps ball of their clean images under the run's
+    norm, or the pixel range ``[0, 1]``): scoring them would report a robust accuracy that is wrongly low."""
+
+
 # -- numbers ---------------------------------------------------------------------------------------
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -77,6 +82,18 @@ def positive_int(name: str, value: Any) -> int:
 def optional_positive_int(name: str, value: Any) -> Optional[int]:
     """``None`` (meaning "the default") or a positive ``int``."""
     return None if value is None else positive_int(name, value)
+
+
+def check_bool(name: str, value: Any, *, optional: bool = False) -> Optional[bool]:
+    """``value`` when it is ``True`` or ``False`` (``None`` too when ``optional``, meaning "the default").
+
+    Anything else is refused rather than read by its truth value: ``"no"`` or ``"false"`` would count as True.
+    """
+    if isinstance(value, bool) or (optional and value is None):
+        return value
+    expected = "True, False or None (the default)" if optional else "True or False"
+    raise InvalidInputTypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}); pass a Python "
+                                "bool, not a string or a number")
 
 
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
@@ -305,6 +322,22 @@ def check_alpha_range(alpha_range: Any, name: str = "alpha_range") -> tuple[floa
     return lo, hi
 
 
+def check_agreement(quantity: str, stated: Mapping[str, Any], fix: str) -> Optional[int]:
+    """The one integer that every source in ``stated`` gives for ``quantity``; ``None`` when none states one.
+
+    ``stated`` maps a description of each source (``"num_classes"``, ``"the standard base's in_chans"``) to
+    what it states; a value that is not an integer (``None``) states nothing.
+
+    Raises:
+        InvalidInputError: two sources disagree; the message lists every stated value, then ``fix``.
+    """
+    known = {source: value for source, value in stated.items() if _is_int(value)}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{source}: {value}" for source, value in known.items())
+        raise InvalidInputError(f"{quantity} do not match ({listed}); {fix}")
+    return next(iter(known.values()), None)
+
+
 # -- tensors --------------------------------------------------------------------------------------------
 def _indices(mask: torch.Tensor, offset: Optional[Sequence[int]] = None) -> str:
     where = mask.nonzero().flatten().tolist()
@@ -442,6 +475,65 @@ def check_finite_outputs(outputs: torch.Tensor, what: str = "the model",
             "as predictions (argmax of NaN is class 0), so no accuracy is computed. Check the model and its "
             "input (normalisation, value range) for those examples")
     return outputs
+
+
+#: Per-example norm of flattened perturbations ``(B, D) -> (B,)``, by threat model.
+_NORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "Linf": lambda d: d.abs().amax(dim=1), "L2": lambda d: d.norm(dim=1), "L1": lambda d: d.abs().sum(dim=1)}
+#: Relative slack on a perturbation's size: the attacks' projections compute in float32 (a few ulps).
+_PERTURBATION_RELATIVE_TOLERANCE = 1e-5
+
+
+def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """``(B,)`` distances ``||x_adv - x||`` under ``norm`` (``"Linf"``, ``"L2"``, ``"L1"``), computed in float64
+    so that the measurement adds no rounding of its own (pyautoattack's final check measures the same norms)."""
+    delta = (x_adv.detach().double() - x.detach().double()).flatten(1)
+    return _NORMS[check_threat_model(norm)](delta)
+
+
+def check_adversarial_examples(x_adv: Any, x: torch.Tensor, norm: str, eps: float, what: str = "the attack",
+                               indices: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Adversarial examples ``(B, C, H, W)`` that may be scored: the shape of their clean images ``x``, finite,
+    in ``[0, 1]`` and within ``eps`` of ``x`` under ``norm``.
+
+    The tolerance covers float32 arithmetic only: :data:`_PIXEL_TOLERANCE` on pixel values, and on the distance
+    ``eps`` times ``1 + 1e-5`` plus the ``norm`` of one float32 rounding (``finfo(float32).eps``) in every pixel.
+    ``indices`` maps rows to the example numbers named in the error (without it, rows of the batch are named).
+
+    Raises:
+        InvalidAdversarialExampleError: naming ``what`` returned them, the examples, and the largest
+            perturbation (or pixel value) found against ``eps`` (or ``[0, 1]``); no accuracy may be computed.
+    """
+    fix = ("no accuracy is computed from them, since an invalid point would make robust accuracy wrongly low. "
+           "This is a bug in that attack stage: leave it out of the attack (attack=[...], --attack) and report "
+           "it with the model and the arguments of the run")
+    if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+        got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
+        raise InvalidAdversarialExampleError(f"{what} returned adversarial examples of shape {got} for clean "
+                                             f"images of shape {tuple(x.shape)}; {fix}")
+    where = (lambda mask: f"examples {_indices(mask, indices)}" if indices is not None
+             else f"rows {_indices(mask)} of a batch")
+    flat = x_adv.detach().flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    if not finite.all():
+        raise InvalidAdversarialExampleError(f"{what} returned NaN or inf pixel values for {where(~finite)}; {fix}")
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    outside = (lo < -_PIXEL_TOLERANCE) | (hi > 1 + _PIXEL_TOLERANCE)
+    if outside.any():
+        raise InvalidAdversarialExampleError(
+            f"{what} returned adversarial examples outside [0, 1] for {where(outside)}: smallest value "
+            f"{lo.min().item():.6g}, largest value {hi.max().item():.6g}; {fix}")
+    norm = check_threat_model(norm)
+    distance = perturbation_norms(x_adv, x, norm)
+    rounding = perturbation_norms(torch.full_like(flat[:1], torch.finfo(torch.float32).eps),
+                                  torch.zeros_like(flat[:1]), norm).item()
+    beyond = distance > eps * (1 + _PERTURBATION_RELATIVE_TOLERANCE) + rounding
+    if beyond.any():
+        raise InvalidAdversarialExampleError(
+            f"{what} returned adversarial examples outside the {norm} ball of radius eps around their clean "
+            f"images for {where(beyond)}: the largest perturbation is {distance.max().item():.6g} ({norm}), eps is "
+            f"{eps:.6g} (tolerance {eps * _PERTURBATION_RELATIVE_TOLERANCE + rounding:.2g}); {fix}")
+    return x_adv
 
 
 def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, what: str = "the model") -> torch.Tensor:

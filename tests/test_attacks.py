@@ -2,6 +2,8 @@
 MixedNUTS minimum-margin selection."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,7 @@ from robust_mix.benchmark import benchmark, chunk_seed
 from robust_mix.config import PolicyConfig
 from robust_mix.losses import dlr_loss_targeted, ratio_bce
 from robust_mix.nuts import HardMaxMap, NonlinearLogitMap
+from robust_mix.validate import InvalidInputError
 from test_benchmark import EPS, FAST, TemplateNet, fmnist
 
 torch.set_num_threads(1)
@@ -71,6 +74,37 @@ def test_default_budgets_are_the_leaderboards():
     assert reduced["apgd"]["n_iter"] == 10 and reduced["square"]["n_queries"] == 30
     rand = StageRunner(adaptive_model(), resolve_attack("rand"), norm="Linf", eps=EPS, device="cpu")
     assert rand.attack_settings()["apgd"]["eot_iter"] == 20
+
+
+@pytest.mark.parametrize("attack, norm, eot, restarts", [("standard", "Linf", 1, 1), ("rand", "Linf", 20, 1),
+                                                         ("standard", "L1", 1, 5)])
+def test_the_adaptive_settings_record_the_eot_and_restarts_the_adaptive_stages_run_with(attack, norm, eot, restarts):
+    """The adaptive stages take APGD's EOT and restarts (EOT 20 under attack='rand', 5 restarts under L1): the report
+    said neither, so a rand run's adaptive stages looked like single-sample attacks."""
+    runner = StageRunner(adaptive_model(), resolve_attack(attack, adaptive=True), norm=norm, eps=EPS, device="cpu")
+    settings = runner.attack_settings()["adaptive"]
+    assert (settings["eot_iter"], settings["n_restarts"]) == (eot, restarts)
+    assert (runner.adaptive_ce.eot_iter, runner.adaptive_t.eot_iter, runner.adaptive_ce.n_restarts) == (eot, eot,
+                                                                                                          restarts)
+    reduced = StageRunner(adaptive_model(), resolve_attack(attack, adaptive=True), norm=norm, eps=EPS, device="cpu",
+                          options=AttackOptions(eot_iter=3, n_restarts=2)).attack_settings()["adaptive"]
+    assert (reduced["eot_iter"], reduced["n_restarts"]) == (3, 2)
+
+
+def test_a_rand_runs_report_and_labels_say_its_adaptive_stages_use_eot(tmp_path):
+    from robust_mix.formatting import attack_label
+    from robust_mix.report import write_report
+
+    x, y = fmnist(4)
+    result = benchmark(adaptive_model(), images=x, labels=y, eps=EPS, batch_size=4, attack="rand", adaptive=True,
+                       options=AttackOptions(n_iter=2), device="cpu")
+    assert result.attack_settings["adaptive"]["eot_iter"] == 20
+    label = attack_label(result)
+    assert label == ("APGD-CE (2 iter, EOT 20) + APGD-DLR (2 iter, EOT 20) + adaptive APGD-CE (2 iter, EOT 20) + "
+                     "adaptive APGD-T (2 iter, 9 targets, EOT 20)")
+    paths = write_report(tmp_path, result)
+    assert "adaptive APGD-CE (2 iter, EOT 20)" in paths["markdown"].read_text()
+    assert json.loads(paths["report"].read_text())["attack_settings"]["adaptive"]["eot_iter"] == 20
 
 
 def test_harness_matches_pyautoattack_called_directly():
@@ -209,6 +243,53 @@ def test_adaptive_attack_on_a_plain_classifier_is_cross_entropy():
     logits = runner.recorder(x)
     torch.testing.assert_close(runner.adaptive_ce.dlr_loss(logits, y),
                                F.cross_entropy(net(x), y, reduction="none"))
+
+
+@pytest.mark.parametrize("classes, attack, options, match", [
+    (2, "apgd-dlr", {}, "apgd-dlr attack needs at least 3"),
+    (3, "apgd-ce,apgd-t", {"n_target_classes": 2}, "apgd-t attack needs at least 4"),
+    (3, "adaptive", {"n_target_classes": 2}, "adaptive-apgd-t attack needs at least 4"),
+    (5, "standard", {}, r"apgd-t attack aims at 9 target classes.*n_target_classes=4"),
+    (2, "fab-t", {}, r"fab-t attack aims at 9 target classes.*n_target_classes=1"),
+])
+def test_stages_a_model_has_too_few_classes_for_are_refused_before_any_work(tmp_path, classes, attack, options,
+                                                                           match):
+    """pyautoattack only warns, then failed mid-run with a bare IndexError ('index -6 is out of bounds')."""
+    from conftest import make_tiny
+
+    net = make_tiny(1, num_classes=classes, in_chans=1)
+    x, _ = fmnist(4)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+    with pytest.raises(InvalidInputError, match=match):
+        benchmark(net, images=x, labels=y, eps=EPS, attack=attack, device="cpu", state_dir=tmp_path,
+                  options=AttackOptions(n_iter=2, n_queries=5, **options))
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_every_other_class_as_targets_runs_on_a_model_with_few_classes():
+    from conftest import make_tiny
+
+    net = make_tiny(1, num_classes=5, in_chans=1)
+    x, _ = fmnist(4)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)
+    result = benchmark(net, images=x, labels=y, eps=EPS, attack="standard", device="cpu",
+                       options=AttackOptions(n_iter=2, n_queries=5, n_target_classes=4))
+    assert result.stages == list(STANDARD_STAGES) and result.attack_settings["apgd-t"]["n_target_classes"] == 4
+
+
+@pytest.mark.parametrize("model, warns", [(lambda: TemplateNet(0, 6.0), True),
+                                          (lambda: robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0),
+                                                                              alpha=0.7), True),
+                                          (adaptive_model, False), (nuts_model, False)])
+def test_adaptive_stages_on_a_model_without_a_ratio_to_attack_say_so(caplog, model, warns):
+    """--adaptive on a fixed ratio or a plain classifier ran plain APGD again under the name 'adaptive' silently."""
+    x, y = fmnist(2)
+    with caplog.at_level("WARNING", logger="robust_mix.benchmark"):
+        benchmark(model().eval(), images=x, labels=y, eps=EPS, attack="apgd-ce", adaptive=True, device="cpu",
+                  options=AttackOptions(n_iter=1, n_target_classes=1))
+    assert ("APGD-CE and targeted APGD-DLR once more" in caplog.text) == warns
 
 
 # -- MixedNUTS -------------------------------------------------------------------------------------

@@ -300,6 +300,21 @@ NAMES = [
      "input_shape must be a list of 3 integers or None, got (1, 28)"),
     ("num_classes=0", lambda: robust_mix.load_model("fmnist-robust", num_classes=0), InvalidInputError,
      "num_classes must be a positive integer (>= 1), got 0"),
+    ("input_shape with 3 channels for 1-channel bases (in the name)",
+     lambda: robust_mix.load_model("fmnist-robust,input_shape=[3,32,32]"), InvalidInputError,
+     "input channel counts do not match (input_shape (3, 32, 32): 3, the standard base's in_chans: 1, the robust "
+     "base's in_chans: 1)"),
+    ("input_shape with 3 channels for 1-channel bases", lambda: robust_mix.load_model("fmnist-robust",
+                                                                                      input_shape=(3, 32, 32)),
+     InvalidInputError, "give input_shape the bases' channel count"),
+    ("input_shape with 3 channels, adaptive entry", lambda: robust_mix.load_model("fmnist-adasmooth",
+                                                                                  input_shape=(3, 28, 28)),
+     InvalidInputError, "input_shape (3, 28, 28): 3, policy.input_shape (1, 28, 28): 1"),
+    ("one label name for 10 classes", lambda: robust_mix.load_model("fmnist-robust", labels=["a"]), InvalidInputError,
+     "class counts do not match (num_classes: 10, labels (one name per class): 1"),
+    ("num_classes=5 for 10-class bases", lambda: robust_mix.load_model("fmnist-robust", num_classes=5),
+     InvalidInputError, "class counts do not match (num_classes: 5, labels (one name per class): 10, the "
+     "standard base's num_classes: 10, the robust base's num_classes: 10)"),
     ("unknown data set", lambda: benchmark(tiny_model(), "cifar11", n_examples=2), ValueError, "unknown dataset 'cifar11'"),
     ("preprocessing='Res257'", lambda: robust_mix.load_model("fmnist-robust", preprocessing="Res257"), InvalidInputError,
      "preprocessing must be one of ['Res256Crop224', 'BicubicRes256Crop224', 'Crop288', 'Res224'], got 'Res257'"),
@@ -311,6 +326,17 @@ NAMES = [
      "not for dataset='cifar10', threat_model='L2'"),
     ("timm num_classes", lambda: timm_create("robustmix_adasmooth_cifar100_linf", num_classes=10), ValueError,
      "robustmix_adasmooth_cifar100_linf classifies 100 classes (cifar100), num_classes=10 was asked for"),
+]
+FLAGS = [
+    ("load_model(pretrained='no')", lambda: robust_mix.load_model("fmnist-robust", pretrained="no"),
+     InvalidInputTypeError, "pretrained must be True or False, got 'no' (str)"),
+    ("load_model(pretrained=0)", lambda: robust_mix.load_model("fmnist-robust", pretrained=0), InvalidInputTypeError,
+     "pretrained must be True or False, got 0 (int)"),
+    ("from_config(pretrained='no')", lambda: robust_mix.MixedClassifier.from_config(
+        robust_mix.registry.get_model_config("fmnist-robust"), pretrained="no"), InvalidInputTypeError,
+     "pretrained must be True or False, got 'no'"),
+    ("benchmark(adaptive='no')", lambda: bench(adaptive="no"), InvalidInputTypeError,
+     "adaptive must be True or False, got 'no' (str)"),
 ]
 SWEEP = [
     ("alphas '0:1:0'", lambda: parse_alphas("0:1:0"), InvalidInputError, "alphas '0:1:0': a range start:stop:step"),
@@ -349,7 +375,7 @@ RECIPE = [
     ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
-API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + SWEEP + CERTIFY + RECIPE
+API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + FLAGS + SWEEP + CERTIFY + RECIPE
 
 
 @pytest.mark.parametrize("call, error, names", [pytest.param(c, e, n, id=i) for i, c, e, n in API_CASES])

@@ -152,6 +152,44 @@ def test_clean_predictions_leave_no_inference_tensors_for_the_attacks():
     assert grad.shape == x.shape and grad.abs().sum() > 0
 
 
+class DoubleScores(nn.Module):
+    """float32 weights, float64 scores (a head that upcasts, as some wrappers do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TemplateNet(1, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).double()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_models_computing_in_another_dtype_are_attacked_in_it(dtype):
+    """pyautoattack attacks float32 images: a float64 model given float64 images, as benchmark() asks, failed
+    inside the first attack ('images are torch.float32 but the model computes in torch.float64')."""
+    x, y = fmnist(6)
+    model = tiny_mixed()
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        ["stage1"], ["stage1"], widths=[4], blocks=1, input_shape=(1, 28, 28)))
+    model = model.to(dtype)
+    result = benchmark(model.eval(), images=x.to(dtype), labels=y, eps=EPS, batch_size=6, attack="apgd-ce,fab-t,square",
+                       adaptive=True, options=AttackOptions(n_iter=2, n_target_classes=2, n_queries=5), device="cpu")
+    with torch.no_grad():
+        assert result.clean_flags == (model(x.to(dtype)).argmax(1) == y).tolist()
+    assert result.stages == ["apgd-ce", "fab-t", "square", "adaptive-apgd-ce", "adaptive-apgd-t"]
+    assert result.robust_accuracy <= min(result.stage_accuracy.values()) <= result.clean_accuracy
+
+
+def test_a_model_returning_float64_scores_is_attacked_by_every_stage():
+    """FAB's projection wrote the float64 scores into float32 tensors: 'Index put requires the source and
+    destination dtypes match'."""
+    x, y = fmnist(6)
+    result = benchmark(DoubleScores().eval(), images=x, labels=y, eps=EPS, batch_size=6,
+                       attack="apgd-ce,apgd-t,fab-t,square", options=AttackOptions(n_iter=2, n_target_classes=2,
+                                                                                  n_queries=5), device="cpu")
+    assert result.stages == ["apgd-ce", "apgd-t", "fab-t", "square"] and result.robust_accuracy <= result.clean_accuracy
+
+
 def test_clean_examples_measure_clean_accuracy_on_more_images_and_resume(tmp_path):
     x, y = fmnist(30)
     model = tiny_mixed()
@@ -422,6 +460,16 @@ def test_fingerprint_sees_constants_that_are_not_tensors():
     assert len({before, after_range, model_fingerprint(model)}) == 3
 
 
+def test_a_resume_with_the_model_in_another_dtype_is_refused(tmp_path):
+    """A float64 copy of a float32 model has the same weight sums: its run resumed the float32 run's chunks,
+    mixing the flags of two models that round differently."""
+    x, y = fmnist(4)
+    kwargs = dict(labels=y, eps=EPS, batch_size=2, attack="apgd-ce", options=FAST, device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), images=x, **kwargs)
+    with pytest.raises(ValueError, match=r"differs in \['model'\]"):
+        benchmark(tiny_mixed().double(), images=x.double(), **kwargs)
+
+
 def test_model_fingerprint_does_not_depend_on_the_thread_count():
     """A resume under another --threads must find the same model (a float32 sum changes with the threads)."""
     from robust_mix.benchmark import model_fingerprint
@@ -474,3 +522,102 @@ def test_the_report_records_every_cpu_thread_count_the_passes_ran_with(tmp_path,
     for bad in (["2"], [0], True, [True]):
         with pytest.raises(robust_mix.validate.InvalidInputError, match="cpu_threads must be a list"):
             BenchmarkResult.from_dict({**one.to_dict(), "cpu_threads": bad})
+
+
+# -- the adversarial examples the stages return ----------------------------------------------------------
+def _out_of_bounds(norm: str, eps: float):
+    """A stage that returns each image moved outside the run's threat model (or outside the pixel range)."""
+    def perturbed(x: torch.Tensor) -> torch.Tensor:
+        if norm == "range":  # inside the ball but above 1: a point no image can be
+            return x + eps / 2
+        if norm == "nan":
+            return torch.full_like(x, float("nan"))
+        step = torch.zeros_like(x)
+        step[:, :, :3, :3] = 1.0
+        size = {"Linf": 1.0, "L2": 3.0, "L1": 9.0}[norm]  # the norm of `step`
+        return (x + 2 * eps * step / size).clamp(0, 1)  # the corner is background (0): nothing is clamped
+    return perturbed
+
+
+@pytest.mark.parametrize("norm, eps, match", [
+    ("Linf", EPS, r"outside the Linf ball.*largest perturbation is 0\.2 \(Linf\), eps is 0\.1"),
+    ("L2", 0.5, r"outside the L2 ball.*largest perturbation is 1 \(L2\), eps is 0\.5"),
+    ("L1", 2.0, r"outside the L1 ball.*largest perturbation is 4 \(L1\), eps is 2"),
+    ("range", EPS, r"outside \[0, 1\].*largest value 1\.05"),
+    ("nan", EPS, r"NaN or inf"),
+])
+def test_an_adversarial_example_outside_the_threat_model_is_refused_naming_the_stage(monkeypatch, tmp_path, norm,
+                                                                                     eps, match):
+    """An attack returning an invalid point would make robust accuracy wrongly low with no warning: the
+    harness checks every stage's examples (ball of the run's norm, pixel range) before scoring them."""
+    from robust_mix.attacks import StageRunner
+    from robust_mix.validate import InvalidAdversarialExampleError
+
+    x, y = fmnist(6)
+    if norm == "range":  # a brighter image, so that the step leaves [0, 1] without leaving the ball
+        x = x.clamp(0.5, 1.0)
+    threat = norm if norm in ("Linf", "L2", "L1") else "Linf"
+    monkeypatch.setattr(StageRunner, "_apgd", lambda self, attack, loss, xb, yb: _out_of_bounds(norm, eps)(xb))
+    with pytest.raises(InvalidAdversarialExampleError, match=match) as err:
+        benchmark(tiny_mixed(), images=x, labels=y, threat_model=threat, eps=eps, batch_size=3,
+                  attack="apgd-ce,apgd-t", options=FAST, device="cpu", state_dir=tmp_path)
+    assert "the apgd-ce attack" in str(err.value) and "examples [" in str(err.value)
+    # nothing of the stage was recorded: its flags would have come from invalid points
+    saved = json.loads((tmp_path / "chunk_000000.json").read_text())
+    assert saved["stages_done"] == [] and not saved["done"]
+
+
+@pytest.mark.parametrize("threat_model, eps", [("L2", 0.5), ("L1", 3.0)])
+def test_every_stage_returns_points_the_check_accepts_under_l2_and_l1(threat_model, eps):
+    """The check's float tolerance lets every stage's own projections pass (Linf runs in every other test)."""
+    x, y = fmnist(6)
+    result = benchmark(tiny_mixed(), images=x, labels=y, threat_model=threat_model, eps=eps, batch_size=6,
+                       attack="apgd-ce,apgd-t,fab-t,square", device="cpu",
+                       options=AttackOptions(n_iter=3, n_target_classes=2, n_queries=10))
+    assert list(result.stage_accuracy) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+
+
+# -- the model's arithmetic path in the state's record ---------------------------------------------------
+def _eager_compiled() -> robust_mix.MixedClassifier:
+    """``tiny_mixed`` with its bases compiled as ``compile_model`` does (the eager backend: no code generation)."""
+    model = tiny_mixed()
+    for part in (model.standard, model.robust):
+        part.compile(backend="eager", dynamic=True)
+    return model
+
+
+@pytest.mark.parametrize("first, second, match", [
+    (tiny_mixed, lambda: robust_mix.fastpath.channels_last(tiny_mixed()), r"without channels-last.*with it"),
+    (lambda: robust_mix.fastpath.channels_last(tiny_mixed()), tiny_mixed, r"with channels-last.*without it"),
+    (tiny_mixed, _eager_compiled, r"without torch\.compile.*with it"),
+])
+def test_a_resume_on_another_arithmetic_path_is_refused(tmp_path, first, second, match):
+    """--channels-last and --compile round differently in the last bits without changing the model's fingerprint:
+    resuming a state folder on the other path mixed flags from two arithmetic paths."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce", options=FAST, device="cpu",
+                  state_dir=tmp_path)
+    benchmark(first(), **kwargs)
+    assert json.loads((tmp_path / "run.json").read_text())["fast_path"].keys() == {"channels_last", "compiled"}
+    with pytest.raises(ValueError, match=r"differs in \['fast_path'\].*" + match) as err:
+        benchmark(second(), **kwargs)
+    assert "same choice" in str(err.value)
+    assert benchmark(first(), **kwargs).resumed_chunks == 1  # the same path resumes
+
+
+def test_a_state_folder_from_before_the_arithmetic_path_was_recorded_resumes_on_the_default_path(tmp_path):
+    """Older run.json files have no fast_path (nor the adaptive stages' eot_iter and n_restarts, which were APGD-CE's):
+    the default path resumes them; a channels-last run does not."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=2, attack="apgd-ce", adaptive=True, options=FAST,
+                  device="cpu", state_dir=tmp_path)
+    with pytest.raises(_Interrupt):
+        benchmark(tiny_mixed(), progress=_StopAfter("apgd-ce", 2), **kwargs)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["fast_path"]
+    for key in ("eot_iter", "n_restarts"):  # they were APGD-CE's, and not recorded
+        del record["attack_settings"]["adaptive"][key]
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"differs in \['fast_path'\]"):
+        benchmark(robust_mix.fastpath.channels_last(tiny_mixed()), **kwargs)
+    assert benchmark(tiny_mixed(), **kwargs).resumed_chunks == 1

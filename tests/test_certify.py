@@ -58,8 +58,9 @@ def test_lipschitz_radius_rejects_bad_inputs():
     probs = torch.tensor([[0.7, 0.3]])
     with pytest.raises(ValueError, match="alpha must lie in"):
         lipschitz_radius(probs, None, 1.5, 1.0)
-    with pytest.raises(ValueError, match="lipschitz must be positive"):
-        lipschitz_radius(probs, None, 0.9, 0.0)
+    for bad in (0.0, -1.0, float("inf"), float("nan"), torch.tensor([float("inf")])):
+        with pytest.raises(ValueError, match="lipschitz must be a finite number > 0"):
+            lipschitz_radius(probs, None, 0.9, bad)
     with pytest.raises(ValueError, match=r"\(1,\) tensor"):
         lipschitz_radius(probs, None, torch.tensor([0.9, 0.9]), 1.0)
 
@@ -378,3 +379,37 @@ def test_cli_lipschitz_method_matches_the_radius_formula(tiny_timm_model, tmp_pa
     expected = torch.where(0.7 * mu >= 0.3, (0.7 * mu - 0.3) / (2 * 0.7 * 0.5), torch.zeros_like(mu))
     torch.testing.assert_close(torch.tensor(report["examples"]["radius@0.7"], dtype=torch.float64), expected,
                                atol=1e-5, rtol=0)
+
+
+def test_ratios_given_as_ints_or_tensors_are_labelled_and_written_as_what_they_are(images, tmp_path):
+    """alphas=[0] was labelled 'alpha = 0 (per example)' (an int is no float), alphas=[1] added a second robust-base
+    curve unless it compared equal, and a tensor ratio broke certify.json."""
+    from robust_mix.certification import certify_model, write_certification
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    labels = torch.arange(len(images)) % 10
+    result = certify_model(model, images, labels, sigma=0.25, n0=5, n=10, progress=False, radii=[0.0],
+                           alphas=[0, torch.tensor(0.8), torch.full((len(images),), 0.9), 1])
+    labelled = [(c["alpha"], c["label"]) for c in result.report["curves"]]
+    assert labelled == [(0.0, "alpha = 0"), (0.800000011920929, "alpha = 0.8"),
+                        ([0.8999999761581421] * len(images), "alpha = given per example"),
+                        (1.0, "robust base (alpha = 1)")]
+    written = json.loads(write_certification(tmp_path, result)["json"].read_text())
+    assert [c["label"] for c in written["curves"]] == [label for _, label in labelled]
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -2.0, float("inf"), float("nan"), torch.tensor([1.0, float("inf")])])
+def test_a_lipschitz_constant_that_is_not_positive_and_finite_is_refused_not_replaced(images, bad):
+    """certify_model(lipschitz=0) silently used the library's bound (``0 or bound``): 0 is no 'unset', None is."""
+    from robust_mix.certification import certify_model
+
+    robust = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))  # a base the library can bound
+    model = MixedClassifier(make_tiny(0), robust, alpha=0.9).eval()
+    labels = torch.arange(len(images)) % 10
+    kwargs = dict(method="lipschitz", radii=[0.0], progress=False)
+    assert certify_model(model, images, labels, lipschitz=None, **kwargs).report  # None: the library's bound
+    if not isinstance(bad, torch.Tensor):
+        with pytest.raises(ValueError, match=r"lipschitz must be a finite number > 0.*None.*library's bound"):
+            certify_model(model, images, labels, lipschitz=bad, **kwargs)
+    with pytest.raises(ValueError, match=r"lipschitz must be a finite number > 0.*None.*library's bound"):
+        certify_lipschitz(model, images, lipschitz=bad)

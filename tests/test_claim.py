@@ -196,3 +196,7 @@ def test_one_run_writes_every_artefact_and_publishes_them(claim, tmp_path, monke
     assert reference.rows["adaptive"].robust_flags == adaptive.robust_flags
     assert reference.rows["adaptive"].attack == "standard+adaptive" and reference.rows["adaptive"].clean_examples == 12
     assert reference.command == "python benchmarks/fmnist/claim.py --n-examples 6 --grid 0:1:0.25 --batch-size 6 --publish"
+    cards = sorted(p.name for p in (publish_to / "benchmarks" / "reports").glob("*.json"))
+    assert cards == sorted(f"{s.model}.json" for s in rows if "," not in s.model)  # entries as they ship
+    card_report = BenchmarkResult.from_json(publish_to / "benchmarks" / "reports" / "fmnist-adasmooth.json")
+    assert card_report.robust_flags == adaptive.robust_flags

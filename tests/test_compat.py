@@ -10,6 +10,7 @@ direct pyautoattack run they are compared with uses exactly the same settings an
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,82 @@ def test_timm_registry_forgets_models_registered_in_the_block():
         assert timm.is_model("compat_probe_model")
     assert not timm.is_model("compat_probe_model")
     assert "compat_probe_model" not in timm.list_models()
+
+
+# -- robustbench.eval.benchmark's arguments, checked before any work -----------------------------------------
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")], ids=["str", "torch.device"])
+def test_benchmark_takes_a_device_name(tiny_cifar, robustbench_data, device):
+    """RobustBench reads a str as a Sequence of devices and raises a bare NotImplementedError."""
+    import robustbench.eval
+
+    model, x, y = tiny_cifar
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        clean, robust = robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf",
+                                                   eps=EPS, batch_size=BATCH, device=device)
+    assert (clean, robust) == (1.0, direct_pyautoattack(model, x, y))
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda:99", "cuda:99"), ("gpu", "'gpu' is not a device name"),
+    ([torch.device("cpu"), torch.device("cpu")], "evaluates on one device"),
+])
+def test_benchmark_refuses_devices_that_are_not_here(tiny_cifar, robustbench_data, device, message):
+    import robustbench.eval
+
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=re.escape(message)):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, device=device)
+    assert robustbench_data == []  # refused before the data were loaded
+
+
+def test_benchmark_refuses_a_model_of_another_label_set(tiny_cifar, robustbench_data):
+    """A 10-class model scored on CIFAR-100 labels: RobustBench would print 0 % and 0 % without complaint."""
+    import robustbench.eval
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    model = tiny_cifar[0]
+    model.config = robust_mix.ModelConfig(name="tiny", dataset="cifar10", num_classes=10, alpha=0.7)
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"scores 10 classes, but dataset='cifar100' has 100.*pass dataset='cifar10'"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset=BenchmarkDataset.cifar_100, eps=EPS)
+    assert robustbench_data == []
+
+
+def test_benchmark_refuses_a_model_in_training_mode(tiny_cifar, robustbench_data):
+    """RobustBench only warns; the clean pass would then update the mixing network's BatchNorm statistics."""
+    import robustbench.eval
+
+    model = tiny_cifar[0]
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[4, 4], blocks=1,
+        input_shape=(3, 32, 32)))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=r"training mode .*call model.eval\(\)"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
+    assert robustbench_data == [] and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("where, message", [
+    (lambda tmp: tmp / "a_file" / "dir" / "state.json", r"a_file is a file, not a folder"),
+    (lambda tmp: tmp, r"aa_state_path .* is a folder; name the state file in it"),
+], ids=["folder under a file", "a folder"])
+def test_benchmark_refuses_an_aa_state_path_it_cannot_write_before_any_work(tiny_cifar, robustbench_data, tmp_path,
+                                                                            where, message):
+    """RobustBench would load the data and score the clean pass, then fail writing the state."""
+    import robustbench.eval
+
+    (tmp_path / "a_file").write_text("not a folder")  # a parent that cannot be created, even as root
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   aa_state_path=where(tmp_path))
+    assert robustbench_data == []
+
+
+def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustbench_data, tmp_path):
+    import robustbench.eval
+
+    state = tmp_path / "runs" / "cifar10" / "state.json"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   aa_state_path=str(state))
+    assert state.is_file()

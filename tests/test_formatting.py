@@ -36,6 +36,13 @@ def test_eps_and_percentages():
     assert percent_value(0.41254) == 41.25
 
 
+def test_l2_and_l1_budgets_are_numbers_not_fractions_of_255():
+    """A distance budget is no pixel step: L2 eps 1 was written '255/255', L1 eps 12 '3060/255'."""
+    assert format_eps(1.0, "L2") == "1" and format_eps(0.5, "L2") == "0.5" and format_eps(12.0, "L1") == "12"
+    assert format_eps(8 / 255, "Linf") == "8/255" and format_eps(1.0, "Linf") == "255/255"
+    assert format_eps(0.2, "L2") == "0.2" and format_eps(None, "L2") == "n/a"
+
+
 def test_autoattack_names_only_the_full_standard_suite():
     full = Run(list(STANDARD_STAGES))
     assert attack_label(full) == "AutoAttack" and is_standard_autoattack(full)

@@ -15,6 +15,7 @@ from robust_mix import cli, registry
 from robust_mix.cards import render_all, render_card
 from robust_mix.protocol import STANDARD_STAGES
 from robust_mix.results import BenchmarkResult
+from robust_mix.stats import clopper_pearson
 from robust_mix.formatting import format_eps
 from robust_mix.hub import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_config
 
@@ -225,6 +226,10 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
     assert data_config["mean"] == (0, 0, 0) and data_config["input_size"] == (3, 32, 32)
     changed = timm.create_model("hf-hub:org/tiny-mix", pretrained=True, alpha_range=(0.4, 0.5))
     assert changed.policy.alpha_range == (0.4, 0.5)
+    with pytest.raises(ValueError, match=r"hf-hub:org/tiny-mix: pretrained_cfg_overlay changes \['std'\]"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"std": (0.5, 0.5, 0.5)})
+    with pytest.raises(ValueError, match=r"hf-hub:org/tiny-mix: pretrained_cfg_overlay sets \['file'\]"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"file": "x.safetensors"})
     with pytest.raises(ValueError, match="robustmix_saved is the architecture of models saved with save_pretrained"):
         timm.create_model("robustmix_saved")
 
@@ -397,6 +402,8 @@ def test_push_command_uploads_a_saved_folder(fake_hub, tmp_path):
     assert fake_hub["create"][0]["repo_id"] == "org/from-cli" and fake_hub["create"][0]["private"] is True
     card = ModelCard.load(fake_hub["upload"][0]["folder"] / CARD_NAME)
     assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
+    low, high = clopper_pearson(165, 400)
+    assert f"| 87.50 | 41.25 | {100 * low:.1f}–{100 * high:.1f} |" in card.text and "clean % (" not in card.text
 
 
 def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
@@ -457,6 +464,15 @@ def test_card_command_renders_registered_entries(monkeypatch, tmp_path, caplog):
     assert "skipped mix: a composition without fixed base models" in caplog.text
     card = ModelCard.load(tmp_path / "cards" / "tiny-adaptive.md")
     assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
+    low, high = clopper_pearson(165, 400)
+    assert f"| 87.50 | 41.25 | {100 * low:.1f}–{100 * high:.1f} |" in card.text and "clean % (" not in card.text
+    (tmp_path / "reports" / "tiny-adaptive.json").write_text(json.dumps(
+        full_report(full_clean_accuracy=0.9, full_clean_examples=10_000)))
+    assert cli.main(["card", "--all", "--out-dir", str(tmp_path / "cards"),
+                     "--reports-dir", str(tmp_path / "reports")]) == 0
+    text = (tmp_path / "cards" / "tiny-adaptive.md").read_text()
+    assert "| clean % (10,000 images) | clean % (attacked) | robust % | 95 % interval |" in text
+    assert "| 400 | 90.00 | 87.50 | 41.25 |" in text
 
     assert cli.main(["card", "tiny-adaptive", "--out", str(tmp_path / "one.md")]) == 0
     assert "Not evaluated yet" not in (tmp_path / "one.md").read_text()  # the authors' numbers are shown
@@ -478,3 +494,47 @@ def test_saving_the_same_model_twice_writes_the_same_files(tmp_path):
     assert (first / CONFIG_NAME).read_bytes() == (second / CONFIG_NAME).read_bytes()  # the save id included
     a, b = load_file(first / WEIGHTS_NAME), load_file(second / WEIGHTS_NAME)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- a report of another model or configuration ------------------------------------------------------
+def _report_of(model) -> str:
+    """A report whose config fingerprint is the one robust_mix.benchmark records for ``model``."""
+    return json.dumps(full_report(config_fingerprint=model.current_config().fingerprint()))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"model": "tiny-fixed"}, r"report of model 'tiny-fixed', not 'tiny-adaptive'"),
+    ({"config_fingerprint": "0123456789abcdef"}, r"evaluated another configuration of 'tiny-adaptive' "
+                                                 r"\(config fingerprint 0123456789abcdef"),
+])
+def test_save_and_push_refuse_a_report_of_another_model_or_configuration(fake_hub, tmp_path, change, match):
+    """save_pretrained/push_to_hub only warned, and the card showed another model's numbers as this one's;
+    they refuse it as `robust-mix card NAME --benchmark` does, before writing or touching the Hub."""
+    (tmp_path / "report.json").write_text(json.dumps(full_report(**change)))
+    model = adaptive_model()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        model.save_pretrained(tmp_path / "saved", benchmark=tmp_path / "report.json")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        model.push_to_hub("org/x", benchmark=tmp_path / "report.json")
+    assert fake_hub["create"] == [] and fake_hub["upload"] == []
+    model.alpha = 0.8  # a report of the adaptive model is none of the model with a fixed ratio
+    (tmp_path / "adaptive.json").write_text(_report_of(adaptive_model()))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="another configuration"):
+        model.save_pretrained(tmp_path / "saved", benchmark=tmp_path / "adaptive.json")
+
+
+def test_save_and_push_take_a_report_of_the_model_and_warn_about_one_without_a_fingerprint(fake_hub, tmp_path, caplog):
+    model = adaptive_model()
+    (tmp_path / "own.json").write_text(_report_of(model))
+    with caplog.at_level("WARNING"):
+        model.save_pretrained(tmp_path / "saved", benchmark=tmp_path / "own.json")
+        model.push_to_hub("org/x", benchmark=tmp_path / "own.json")
+    assert "fingerprint" not in caplog.text and len(fake_hub["upload"]) == 1
+    loaded = MixedClassifier.from_pretrained(tmp_path / "saved")  # a report of the saved model fits its copy
+    (tmp_path / "loaded.json").write_text(_report_of(loaded))
+    model.save_pretrained(tmp_path / "again", benchmark=tmp_path / "loaded.json")
+    (tmp_path / "old.json").write_text(json.dumps(REPORT))  # from before reports carried a fingerprint
+    with caplog.at_level("WARNING"):
+        model.save_pretrained(tmp_path / "old", benchmark=tmp_path / "old.json")
+    assert "no config_fingerprint" in caplog.text

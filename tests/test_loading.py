@@ -1,6 +1,9 @@
 """What a model NAME means (robust_mix.loading): one parser for the library and every command."""
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 
@@ -38,6 +41,8 @@ def test_a_config_file_and_an_unambiguous_folder_are_recognised(tmp_path):
     ("out/my-mix", KeyError, "local-dir:out/my-mix.*hf-hub:out/my-mix"),
     ("", ValueError, "non-empty string"),
     ("fmnist-robust,alpha=", ValueError, "must look like key=value"),
+    ("fmnist-robust,alpha", ValueError, r"override 'alpha' in 'fmnist-robust,alpha' must look like key=value"),
+    ("fmnist-robust,=0.9", ValueError, r"override '=0.9' in 'fmnist-robust,=0.9' must look like key=value"),
 ])
 def test_bad_names_say_what_to_write(text, error, message):
     with pytest.raises(error, match=message):
@@ -86,3 +91,87 @@ def test_a_parenthesised_pair_is_a_pair():
 def test_names_in_another_case_get_the_registered_spelling_suggested():
     with pytest.raises(KeyError, match=r"did you mean \['fmnist-robust'"):
         parse_model_name("FMNIST-ROBUST")
+
+
+def test_a_path_is_a_saved_folder(tmp_path):
+    """docs/hub.md: a pathlib.Path is a folder, as for MixedClassifier.from_pretrained."""
+    model = load_model("fmnist-robust,alpha=0.6")
+    folder = model.save_pretrained(tmp_path / "saved")
+    assert parse_model_name(folder) == parse_model_name(f"local-dir:{folder}")
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(load_model(folder)(x), model(x))
+    assert model_config_of(folder).alpha == 0.6
+
+
+@pytest.mark.parametrize("name", ["fmnist-robust", "local-dir:{saved}"])
+@pytest.mark.parametrize("device, message", [
+    ("cuda:99", "cuda:99"), ("gpu", "'gpu' is not a device name"), (1.5, "must be a device name"),
+])
+def test_a_device_that_is_not_here_is_refused_before_loading(tmp_path, monkeypatch, name, device, message):
+    saved = load_model("fmnist-robust").save_pretrained(tmp_path / "saved")
+    monkeypatch.setattr(robust_mix.mixing.MixedClassifier, "__init__",
+                        lambda *a, **k: pytest.fail("a model was built before the device was checked"))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        load_model(name.format(saved=saved), device=device)
+
+
+def test_a_factory_must_return_a_model():
+    with pytest.raises(TypeError, match=r"os:getcwd returned str, not a torch.nn.Module"):
+        load_model("os:getcwd")
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("fmnist-robust,input_shape=[3,32,32]", {}), ("fmnist-robust", {"input_shape": (3, 32, 32)}),
+    ("fmnist-adasmooth", {"input_shape": (3, 28, 28)}), ("fmnist-robust", {"labels": ["a"]}),
+    ("fmnist-robust", {"num_classes": 5}), ("fmnist-mixednuts", {"labels": [str(i) for i in range(11)]}),
+])
+def test_overrides_contradicting_the_bases_are_refused_before_building(monkeypatch, name, overrides):
+    """The forward pass would fail with a conv channel error (or labels would name the wrong classes)."""
+    monkeypatch.setattr(robust_mix.mixing, "load_backbone",
+                        lambda *a, **k: pytest.fail("a base model was built before the config was checked"))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="do not match"):
+        load_model(name, **overrides)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("fmnist-adasmooth", {"input_shape": (1, 32, 32)}), ("fmnist-robust", {"num_classes": 10, "alpha": 0.9}),
+    ("fmnist-robust", {"labels": [str(i) for i in range(10)], "rob_scale": 2.0}),
+    ("fmnist-adasmooth", {"alpha_range": (0.8, 1.0)}),
+])
+def test_overrides_that_agree_with_the_bases_still_build(name, overrides):
+    model = load_model(name, **overrides)
+    shape = model.input_shape
+    with torch.no_grad():
+        assert model(torch.rand(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("flag, value", [("pretrained", "no"), ("pretrained", None), ("force_download", "yes"),
+                                         ("local_files_only", "no")])
+def test_saved_models_refuse_flags_that_are_not_bools_before_reading(tmp_path, monkeypatch, flag, value):
+    """A string such as 'no' is truthy: it would have loaded (or downloaded) the weights."""
+    saved = load_model("fmnist-robust").save_pretrained(tmp_path / "saved")
+    monkeypatch.setattr(robust_mix.hub, "fetch_file", lambda *a, **k: pytest.fail("a file was read before the check"))
+    with pytest.raises(robust_mix.validate.InvalidInputTypeError, match=f"{flag} must be True.* got {value!r}"):
+        robust_mix.MixedClassifier.from_pretrained(f"local-dir:{saved}", **{flag: value})
+    if flag == "pretrained":
+        with pytest.raises(robust_mix.validate.InvalidInputTypeError, match="pretrained must be True or False"):
+            load_model(saved, pretrained=value)
+
+
+@pytest.mark.parametrize("name", ["os.path:join", "os.path:exists"])
+def test_a_factory_that_needs_arguments_is_named(name):
+    """Was a raw TypeError from the call ('join() missing 1 required positional argument')."""
+    with pytest.raises(robust_mix.validate.InvalidInputTypeError,
+                       match=rf"{name} needs arguments .*a 'module:function' NAME names a function that takes no "
+                             "arguments"):
+        load_model(name)
+
+
+def test_a_type_error_inside_a_factory_is_not_mistaken_for_missing_arguments(monkeypatch):
+    def broken():
+        raise TypeError("a bug inside the factory")
+
+    monkeypatch.setitem(sys.modules, "broken_factory_module", types.SimpleNamespace(make=broken))
+    with pytest.raises(TypeError, match="a bug inside the factory"):
+        load_model("broken_factory_module:make")

@@ -229,6 +229,25 @@ def test_an_adaptive_model_moved_to_another_dtype_keeps_the_ratio_statistics(ima
     assert (moved.log_probs.float().exp() - reference.log_probs.exp()).abs().max() < tolerance
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_a_policy_built_on_a_model_in_another_dtype_matches_one_built_in_float32_and_moved(images, dtype):
+    """The probe was a float32 zero image: 'Input type (float) and bias type (double) should be the same'."""
+    config = PolicyConfig(standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[8, 16],
+                          blocks=1, input_shape=(1, 16, 16))
+    moved = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.5)
+    torch.manual_seed(0)
+    moved.alpha = build_adaptive_policy(moved, config)
+    moved = moved.to(dtype).eval()
+    built = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.5).to(dtype)
+    torch.manual_seed(0)
+    built.alpha = build_adaptive_policy(built, config)
+    built.eval()
+    assert {p.dtype for p in built.policy.parameters()} == {dtype}
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), moved.state_dict().values()))
+    with torch.no_grad():
+        torch.testing.assert_close(built(images.to(dtype)), moved(images.to(dtype)))
+
+
 def test_adaptive_alpha_range_changes_at_inference(images):
     model = adaptive_model()
     a1 = model(images, return_alpha=True)[1]

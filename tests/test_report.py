@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
+import robust_mix
 from robust_mix.protocol import STANDARD_STAGES
+from robust_mix.validate import InvalidInputError
 from robust_mix.benchmark import BenchmarkResult, benchmark
 from robust_mix.cli import main
 from robust_mix.formatting import format_eps
@@ -70,6 +72,26 @@ def test_write_report_and_markdown(result, tmp_path):
     assert "70.00 / 20.00" in table and "not leaderboard-grade" in table
 
 
+def test_report_files_write_an_l2_budget_as_a_number(result, tmp_path):
+    l2 = dataclasses.replace(result, threat_model="L2", eps=1.0)
+    paths = write_report(tmp_path, l2)
+    assert json.loads(paths["model_info"].read_text())["eps"] == "1"
+    assert "| L2 | 1 |" in paths["markdown"].read_text() and "255" not in paths["markdown"].read_text()
+
+
+@pytest.mark.parametrize("setting", [dict(threat_model="L2", eps=1.0), dict(eps=0.05), dict(dataset="cifar10")])
+def test_reported_numbers_of_another_setting_are_not_shown_beside_a_run(result, setting):
+    """The entry's Linf eps 0.1 numbers (70.00 / 20.00) were shown as 'reported' beside an L2 run, and written
+    into model_info.json's 'reported' field."""
+    other = dataclasses.replace(result, **setting)
+    assert "70.00 / 20.00" not in markdown_table(other, tiny_config())
+    assert model_info(other, tiny_config())["reported"] == f"{100 * other.robust_accuracy:.2f}"
+    assert model_info(result, tiny_config())["reported"] == "20.00"
+    claim = submission_files(full_size(other), tiny_config(), allow_partial=True)["claim.md"]
+    assert "- Reported by the authors: nothing for this setting" in claim
+    assert "- Reported by the authors: 20.00%" in submission_files(full_size(result), tiny_config())["claim.md"]
+
+
 def test_claim_refuses_partial_reports_unless_allowed(result):
     with pytest.raises(PartialEvaluationError, match="not the standard AutoAttack suite.*n_iter=8.*"
                                                      "8 of the leaderboard's 10,000"):
@@ -130,10 +152,29 @@ def test_harness_report_feeds_the_model_card(result, tmp_path):
     from robust_mix.cards import zoo_card
 
     path = tmp_path / "report.json"
-    dataclasses.replace(result, command="robust-mix benchmark toy --n-examples 8").save(path)
+    entry = robust_mix.get_model_config("fmnist-robust")
+    dataclasses.replace(result, command="robust-mix benchmark toy --n-examples 8", model="fmnist-robust",
+                        config_fingerprint=entry.fingerprint()).save(path)
     card = zoo_card("fmnist-robust", path)
     assert "robust-mix benchmark toy --n-examples 8" in card and "`report.json`" in card
     assert f"{100 * result.clean_accuracy:.2f}" in card
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({}, "a report of model 'tiny-template-mix', not 'fmnist-robust'"),
+    ({"model": "fmnist-robust"}, "evaluated another configuration of 'fmnist-robust'"),
+])
+def test_a_card_refuses_the_report_of_another_model_or_configuration(result, tmp_path, capsys, changes, match):
+    """`robust-mix card fmnist-robust --benchmark runs/demo/fmnist-robust-alpha0.9/report.json` showed the
+    alpha 0.9 mix's numbers on the robust base's card (and another model's report was taken as well)."""
+    from robust_mix.cards import zoo_card
+
+    path = tmp_path / "report.json"
+    dataclasses.replace(result, **changes).save(path)
+    with pytest.raises(InvalidInputError, match=match):
+        zoo_card("fmnist-robust", path)
+    assert main(["card", "fmnist-robust", "--benchmark", str(path), "--out", str(tmp_path / "card.md")]) == 2
+    assert match.split("'")[0] in capsys.readouterr().err and not (tmp_path / "card.md").exists()
 
 
 def test_odd_names_cannot_break_the_markdown_table(result):

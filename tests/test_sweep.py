@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from robust_mix.sweep import POLICY, parse_alphas, read_sweep, sweep, write_sweep
+from robust_mix.sweep import POLICY, SweepPoint, parse_alphas, plot_sweep, read_sweep, sweep, write_sweep
 from test_attacks import adaptive_model
 from test_benchmark import EPS, FAST, fmnist
 
@@ -31,6 +32,9 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
     assert model.alpha is policy  # restored
     assert all(0 <= p.robust_accuracy <= p.clean_accuracy <= 1 for p in points)
     assert all(p.attack == "apgd-ce,apgd-t" for p in points)
+    # the robust accuracy's interval on the 8 attacked examples, as benchmark reports give it
+    assert all(p.robust_low <= p.robust_accuracy <= p.robust_high and p.robust_high - p.robust_low > 0.3
+               for p in points)
     # the two ends are the base models: alpha 0 is the standard model alone
     with torch.no_grad():
         standard_clean = (model.standard(x).argmax(1) == y).float().mean().item()
@@ -42,8 +46,35 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
     assert [r["alpha"] for r in rows] == ["0.0", "0.5", "1.0", POLICY]
     data = json.loads(paths["json"].read_text())
     assert data["metadata"]["attack"] == "apgd-ce,apgd-t" and len(data["points"]) == 4
+    assert read_sweep(paths["json"])[0] == points and rows[0]["robust_low"] == str(points[0].robust_low)
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_sweep(paths["json"]) == (points, {"attack": "apgd-ce,apgd-t"})
+    assert all((p.dataset, p.threat_model, p.eps) == ("custom", "Linf", EPS) for p in points)
+
+
+def _titles(monkeypatch) -> list[str]:
+    """Collects the titles the plots are given."""
+    from matplotlib.axes import Axes
+
+    titles, set_title = [], Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, label, *a, **kw: (titles.append(label),
+                                                                          set_title(self, label, *a, **kw))[1])
+    return titles
+
+
+def test_the_plot_title_states_the_data_set_threat_model_eps_and_attack(tmp_path, monkeypatch):
+    """A saved sweep.png said the model and the attack only: not on what data, under which norm, at which eps."""
+    titles = _titles(monkeypatch)
+    points = [SweepPoint(a, 0.9 - a / 4, a / 2, "standard", 10_000, 1.0, "AutoAttack", dataset="cifar10",
+                         threat_model="Linf", eps=8 / 255) for a in (0.0, 1.0)]
+    plot_sweep(points, tmp_path / "a.png", "my-mix")
+    assert titles[-1].splitlines() == ["my-mix", "cifar10, Linf, eps 8/255", "AutoAttack"]
+    l2 = [dataclasses.replace(p, threat_model="L2", eps=0.5) for p in points]
+    plot_sweep(l2 + [dataclasses.replace(points[0], alpha=0.5)], tmp_path / "b.png")
+    assert titles[-1].splitlines()[1] == "cifar10, L2, eps 0.5; cifar10, Linf, eps 8/255"  # never one of them only
+    old = [SweepPoint(0.0, 0.9, 0.1, "standard", 10, 1.0, "AutoAttack")]  # a sweep.json from before the fields
+    plot_sweep(old, tmp_path / "c.png")
+    assert titles[-1].splitlines()[1] == "data set, threat model and eps not recorded"
 
 
 @pytest.mark.parametrize("text,match", [
@@ -53,6 +84,8 @@ def test_sweep_over_ratios_and_the_policy(tmp_path):
      ' "wall_time_s": 1}]}', "clean_accuracy must be a fraction"),
     ('{"points": [{"alpha": 2, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,'
      ' "wall_time_s": 1}]}', "alpha must be in"),
+    ('{"points": [{"alpha": 0.5, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,'
+     ' "wall_time_s": 1, "robust_low": 0.2, "robust_high": 0.9}]}', "outside its interval"),
 ])
 def test_read_sweep_rejects_what_write_sweep_never_writes(tmp_path, text, match):
     (tmp_path / "sweep.json").write_text(text)
@@ -82,14 +115,19 @@ def test_sweep_with_a_factory_gives_the_instance_points(tmp_path):
            [(p.clean_accuracy, p.robust_accuracy) for p in from_instance]
 
 
-def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, capsys):
+def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, capsys, monkeypatch):
     from robust_mix.cli import main
 
+    titles = _titles(monkeypatch)
     out = tmp_path / "sweep"
     assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1",
                  "--n-examples", "4", "--batch-size", "4", "--alphas", "0,1", "--attack", "apgd-ce",
                  "--n-iter", "4", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
+    assert printed.count("(95 % interval ") == 3 and "4 examples)" in printed
     assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")
     assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4
+    title = titles[-1].splitlines()
+    assert title[:2] == ["test_attacks:adaptive_model", "fashion-mnist, Linf, eps 0.1"]
+    assert title[2].startswith("APGD-CE (4 iter), partial:")

@@ -25,7 +25,7 @@ from robust_mix import (BackboneConfig, ModelConfig, PolicyConfig, WeightsConfig
                         register_model, save_backbone)
 from robust_mix import registry
 from robust_mix._compat import UnknownModelError
-from robust_mix.io import save_state_dict
+from robust_mix.io import load_state_dict, save_state_dict
 from robust_mix.timm_config import SAVED_ARCHITECTURE, robustbench_timm_name
 from robust_mix.timm_plugin import entry_of, isolated_timm_registry, robustbench_zoo_names
 from robust_mix.weights import WeightsNotFoundError
@@ -162,6 +162,38 @@ def test_a_missing_weight_file_names_the_file_and_its_source(tmp_path, monkeypat
     assert "https://drive.google.com/uc?id=" in message and "downloads are off" in message
 
 
+@pytest.mark.parametrize("as_path", [False, True], ids=["str", "Path"])
+def test_robustbench_s_model_dir_is_where_the_files_are_read(as_path, tmp_path, monkeypatch):
+    """RobustBench does not pass ``model_dir`` to timm models: the files must still come from it, not
+    from ``$ROBUST_MIX_MODEL_DIR`` or ``./models``."""
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    model_dir = tmp_path / "mine"
+    with pytest.raises(WeightsNotFoundError) as err:
+        robustbench.utils.load_model("RobustMix-AdaSmooth", model_dir=model_dir if as_path else str(model_dir),
+                                     dataset=BenchmarkDataset.cifar_100, threat_model=ThreatModel.Linf)
+    assert str(model_dir / "cifar100" / "Linf" / "Bai2023Improving_edm.pt_m0.pt") in str(err.value)
+    assert "elsewhere" not in str(err.value)
+    with pytest.raises(WeightsNotFoundError, match="elsewhere"):  # no model_dir given: the usual default
+        robustbench.utils.load_model("RobustMix-AdaSmooth", dataset="cifar100", threat_model="Linf")
+
+
+def test_robustbench_s_model_dir_reaches_a_registered_entry(scratch_registry, tmp_path, monkeypatch):
+    """An entry whose files sit in RobustBench's layout loads from the ``model_dir`` the caller gives."""
+    config = tiny_config(tmp_path / "files")
+    model_dir = tmp_path / "rb-models"
+    target = model_dir / "cifar10" / "Linf" / "Wong2020Fast.pt"  # the policy's tensors, under a RobustBench name
+    target.parent.mkdir(parents=True)
+    torch.save(load_state_dict(Path(config.weights.file)), target)
+    register_model(dataclasses.replace(config, weights=WeightsConfig(robustbench="cifar10/Linf/Wong2020Fast")))
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    model = robustbench.utils.load_model("RobustMix-tiny-mix", model_dir=str(model_dir), dataset="cifar10",
+                                         threat_model="Linf")
+    x = torch.rand(2, 3, 32, 32)
+    assert same_outputs(model, load_model(TINY, model_dir=model_dir), x) == 0.0
+
+
 def test_entries_registered_later_are_timm_models(tmp_path):
     with isolated_timm_registry(), pytest.MonkeyPatch.context() as mp:
         mp.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
@@ -184,6 +216,38 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
     with pytest.raises(ValueError, match=r"robustmix_tiny_mix_cifar10_linf classifies 10 classes \(cifar10\), "
                                          "num_classes=100 was asked for"):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
+
+
+def test_timm_drops_alpha_none_so_the_adaptive_policy_comes_from_load_model(scratch_registry, tmp_path):
+    """timm 1.0.9's create_model drops keyword arguments that are None: alpha=None never reaches the factory,
+    and an entry with a fixed ratio over its policy keeps that ratio. Documented rather than fought."""
+    register_model(dataclasses.replace(tiny_config(tmp_path), alpha=0.7))  # a fixed ratio over a policy
+    via_timm = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, alpha=None)
+    assert not via_timm.is_adaptive and via_timm.alpha == 0.7
+    assert load_model(TINY, alpha=None).is_adaptive
+    section = (ROOT / "README.md").read_text().split("## Use it from RobustBench and timm")[1].split("\n## ")[0]
+    for text in (section, robust_mix.timm_plugin.__doc__):
+        flat = " ".join(text.split())
+        assert "drops keyword arguments that are None" in flat and "load_model(name, alpha=None)" in flat
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"file": "mine.safetensors"}, r"sets \['file'\], a weight source, but robust_mix models read no weights .*checkpoint_path="),
+    ({"hf_hub_id": "org/other"}, r"sets \['hf_hub_id'\], a weight source"),
+    ({"mean": (0.5, 0.5, 0.5), "std": [0.2, 0.2, 0.2]}, r"changes \['mean', 'std'\].*normalised inside the model"),
+    ({"input_size": (3, 64, 64)}, r"changes \['input_size'\].*'input_size': \(3, 32, 32\)"),
+    ({"num_classes": 100}, r"changes \['num_classes'\]"),
+])
+def test_pretrained_cfg_overlay_cannot_change_weights_or_the_input_contract(scratch_registry, tmp_path, overlay, message):
+    """timm's transforms follow pretrained_cfg: an overlaid mean would normalise images the model normalises
+    itself; an overlaid file would be ignored (the entry's own weights loaded instead)."""
+    register_model(tiny_config(tmp_path))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, pretrained_cfg_overlay=overlay)
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True, pretrained_cfg_overlay={
+        "crop_pct": 0.875, "interpolation": "bicubic", "mean": [0.0, 0.0, 0.0], "input_size": [3, 32, 32]})
+    data = timm.data.resolve_model_data_config(model)  # what timm's transforms are built from
+    assert (data["crop_pct"], data["interpolation"], data["mean"], data["std"]) == (0.875, "bicubic", (0, 0, 0), (1, 1, 1))
 
 
 # -- custom checkpoints -------------------------------------------------------------------------------------
@@ -220,6 +284,9 @@ def test_custom_checkpoint_of_another_architecture_is_refused(tiny_entry, tmp_pa
     with pytest.raises(ValueError, match=r"(?s)weights.safetensors does not match robustmix_tiny_mix_cifar10_linf \(it is not a "
                                          r"checkpoint of that architecture\): .*(missing|size mismatch)"):
         load(lone)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*/not-saved-yet of robustmix_tiny_mix_cifar10_linf: no such "
+                                                 "folder or file"):
+        load(tmp_path / "not-saved-yet")  # not "expected a folder ... (other files, such as .pt ...)"
     pickle = tmp_path / "model.pt"
     pickle.write_bytes(b"not read")
     with pytest.raises(ValueError, match=r"expected a folder written by save_pretrained or its model.safetensors "

@@ -26,7 +26,8 @@ writing, under ``--out``: ``RESULTS.md`` (tables with 95 % Clopper-Pearson inter
 reference results the demo ships) and ``claim.json``. ``--publish`` (every row measured, each on the
 weights the package ships now) also writes the committed copies: ``benchmarks/fmnist/RESULTS.md`` and
 ``sweep.png``, the reports in ``benchmarks/fmnist/results/claim/``, the README's section between its
-``fmnist-claim`` markers, and ``robust_mix/zoo/weights/fmnist-reference.json``.
+``fmnist-claim`` markers, ``robust_mix/zoo/weights/fmnist-reference.json``, and each registered entry's
+report as ``benchmarks/reports/<entry>.json``, which ``make cards`` puts in the entry's model card.
 
 The claim (issue 16), on the first ``--n-examples`` test images: the adaptive model recovers at least
 60 % of the clean-accuracy gap between the robust and the standard base, keeps at least 95 % of the
@@ -54,7 +55,7 @@ from robust_mix.cli.benchmark import RowBars
 from robust_mix.data import load_dataset
 from robust_mix.formatting import evaluation_label, percent, percent_interval
 from robust_mix.io import atomic_write_text
-from robust_mix.loading import model_config_of
+from robust_mix.loading import model_config_of, parse_model_name
 from robust_mix.parallel import default_workers
 from robust_mix.reference import Reference, RowSpec
 from robust_mix.results import BenchmarkResult
@@ -68,6 +69,8 @@ logger = logging.getLogger("claim")
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 README = ROOT / "README.md"
+#: Where ``robust-mix card --all`` (``make cards``) finds a registered entry's report (``<entry>.json``).
+CARD_REPORTS = Path("benchmarks") / "reports"
 MARKERS = ("<!-- fmnist-claim:start -->", "<!-- fmnist-claim:end -->")
 #: The entry whose fixed ratios make the frontier (the two bases mixed at alpha).
 FIXED_MIX = "fmnist-robust"
@@ -369,7 +372,7 @@ def sweep_points(specs: Sequence[RowSpec], reports: dict[str, Optional[Benchmark
             continue
         alpha = POLICY if spec.key == "adaptive" else float(config.alpha)
         points.append(SweepPoint(alpha, r.clean_accuracy, r.robust_accuracy, r.attack, r.n_examples, r.wall_time_s,
-                                 evaluation_label(r)))
+                                 evaluation_label(r), dataset=r.dataset, threat_model=r.threat_model, eps=r.eps))
     return sorted(points, key=lambda p: (p.alpha == POLICY, 0 if p.alpha == POLICY else p.alpha))
 
 
@@ -471,7 +474,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def publish(out: Path, specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]], results_md: str,
             readme_block: str, reference: Reference) -> None:
-    """Write the committed copies: RESULTS.md and sweep.png, the reports, the README section, the reference."""
+    """Write the committed copies: RESULTS.md and sweep.png, the reports (also by entry, for the model cards),
+    the README section, the reference."""
     atomic_write_text(HERE / "RESULTS.md", results_md)
     shutil.copyfile(out / "sweep.png", HERE / "sweep.png")
     copies = HERE / "results" / "claim"
@@ -484,8 +488,14 @@ def publish(out: Path, specs: Sequence[RowSpec], reports: dict[str, Optional[Ben
     shutil.copyfile(out / "frontier.json", copies / "frontier.json")
     atomic_write_text(README, replace_between_markers(README.read_text(), readme_block))
     reference.save(ROOT / "robust_mix" / REFERENCE_FILE)
+    cards = ROOT / CARD_REPORTS
+    cards.mkdir(parents=True, exist_ok=True)
+    for spec in specs:  # rows of a registered entry as it ships (no overrides): its card's evaluation
+        name = parse_model_name(spec.model)
+        if name.kind == "registry" and not name.overrides:
+            reports[spec.key].save(cards / f"{name.target}.json")
     print(f"published: {HERE / 'RESULTS.md'}, sweep.png, {copies}/, {README} (claim section), "
-          f"robust_mix/{REFERENCE_FILE}")
+          f"robust_mix/{REFERENCE_FILE}, {CARD_REPORTS}/ (make cards)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 # The commands that train the Fashion-MNIST zoo (robust_mix/zoo/weights/); every setting is in the named
 # recipes (robust_mix/zoo/fmnist_recipes.py, `robust-mix train NAME --print-config` shows one).
 #
-# The weights shipped until the next export were made by this script as of commit e2b32f5 (the previous
-# recipes: layers 1-1-1-1, 6 standard and 2 PGD epochs, attacks generated online for the mixing network).
+# The shipped weights were made by this script's current recipes: the bases by the stages standard and robust
+# (benchmarks/fmnist/next/), the mixing network by the stage adasmooth (benchmarks/fmnist/next/adasmooth-full-23/),
+# MixedNUTS by the stage mixednuts, then the stage export; each run's recipe.json ships beside its weights.
+# The zoo shipped until stop 37 came from this script as of commit e2b32f5 (layers 1-1-1-1, 6 standard and
+# 2 PGD epochs, attacks generated online for the mixing network).
 #
 # Usage: benchmarks/fmnist/train_all.sh [RUNS_DIR]       (default runs/fmnist; rerun to resume)
 #   STAGES="standard robust adasmooth mixednuts export" selects stages (default: all, in order).

@@ -22,12 +22,12 @@ from torch import nn
 
 from robust_mix.protocol import AttackOptions
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
-from robust_mix.formatting import STAGE_NAMES
+from robust_mix.formatting import STAGE_NAMES, interval_heading, percent_interval
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
 from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, bar_width, command, interrupts
 from robust_mix.loading import load_model, model_config_of
-from robust_mix.results import BenchmarkResult
+from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
 
 
@@ -348,7 +348,9 @@ def _sweep(args: argparse.Namespace) -> int:
                                       "options": _options(args).overrides()})
         for p in points:
             label = p.alpha if isinstance(p.alpha, str) else f"{p.alpha:g}"
-            print(f"alpha {label:>6}: clean {100 * p.clean_accuracy:6.2f}%  robust {100 * p.robust_accuracy:6.2f}%")
+            print(f"alpha {label:>6}: clean {100 * p.clean_accuracy:6.2f}%  robust {100 * p.robust_accuracy:6.2f}%  "
+                  f"({interval_heading(INTERVAL_LEVEL)} {percent_interval((p.robust_low, p.robust_high))}, "
+                  f"{p.n_examples:,} examples)")
         print(f"attack: {attack}; wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 

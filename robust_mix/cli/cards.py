@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="registered model name")
     p.add_argument("--all", action="store_true", help="render every registered entry with fixed bases")
-    p.add_argument("--benchmark", metavar="REPORT.json", help="add a benchmark report's results")
+    p.add_argument("--benchmark", metavar="REPORT.json", help="add the results of a benchmark report of this entry as registered (a report of another "
+                        "model or configuration, e.g. NAME,alpha=0.9, is refused)")
     p.add_argument("--out", metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
     p.add_argument("--out-dir", default="model_cards", help="folder for --all (default model_cards)")
     p.add_argument("--reports-dir", default=str(DEFAULT_REPORTS_DIR),

@@ -56,7 +56,7 @@ class Board:
     eps: float
 
     def describe(self) -> str:
-        return f"{self.dataset} {self.threat_model} eps {format_eps(self.eps)}"
+        return f"{self.dataset} {self.threat_model} eps {format_eps(self.eps, self.threat_model)}"
 
     def holds(self, dataset: str, threat_model: str, eps: float) -> bool:
         return (canonical_dataset(dataset) == self.dataset and threat_model == self.threat_model
@@ -435,7 +435,7 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
         setting = _sweep_setting(run)
         if board is not None and None not in setting and not board.holds(*setting):
             kept.rejected.append(Rejected(run.path, f"a sweep on {setting[0]} {setting[1]} eps "
-                                                    f"{format_eps(setting[2])}, but this site is {board.describe()}"))
+                                                    f"{format_eps(setting[2], setting[1])}, but this site is {board.describe()}"))
         elif run.model not in by_model:
             kept.rejected.append(Rejected(run.path, f"no benchmark report of model {run.model!r} on this site; "
                                                     "sweeps are drawn beside their model's report"))

@@ -204,7 +204,7 @@ def index_body(board: Optional[Board], evaluations: Sequence[Evaluation], refere
             + (f", beside {len(references)} published RobustBench entries." if references else "."))
     if board is not None and not references:
         lede += (f" RobustBench's snapshot shipped here has no {board.threat_model} leaderboard for "
-                 f"{board.dataset} at eps {format_eps(board.eps)} (it has {', '.join(snapshot.datasets())} Linf), "
+                 f"{board.dataset} at eps {format_eps(board.eps, board.threat_model)} (it has {', '.join(snapshot.datasets())} Linf), "
                  "so there are no reference rows.")
     parts = [f'<header><h1>{escape(heading)}</h1><p class="lede">{escape(lede)}</p></header>', "<main>"]
     if evaluations or references:
@@ -284,7 +284,7 @@ def model_body(e: Evaluation, *, card_html: Optional[str], card_note: str, files
     caveats = e.caveats()
     facts = [
         ("model", f"<code>{escape(r.model)}</code>"),
-        ("data set, threat model, eps", escape(f"{r.dataset}, {r.threat_model}, {format_eps(r.eps)}")),
+        ("data set, threat model, eps", escape(f"{r.dataset}, {r.threat_model}, {format_eps(r.eps, r.threat_model)}")),
         ("clean accuracy", clean_text(r)),
         *[(f"robust accuracy, {suite} suite alone", f"{percent(acc)} %") for suite, acc in r.suite_accuracy.items()],
         ("robust accuracy, every suite", f"{percent(r.robust_accuracy)} % ({e.robust_successes:,} of "
