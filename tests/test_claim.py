@@ -76,6 +76,19 @@ def test_checks_leave_out_what_is_not_measured(claim):
     assert claim.checks(reports, None) == {}
 
 
+def test_a_gap_that_is_not_there_is_undefined_not_missed(claim):
+    # the strong bases agree on a few images: nothing to recover, and the verdict must not call that a miss
+    reports = {"standard": result(1.0, 0.0), "robust": result(1.0, 0.9), "adaptive": result(1.0, 0.9, adaptive=0.9)}
+    verdict = claim.checks(reports, None)
+    assert verdict["recovered"]["value"] is None and verdict["recovered"]["pass"] is None
+    assert "100 images; attack more images" in verdict["recovered"]["why"]
+    assert claim.check_lines(verdict)[0].startswith("- clean-accuracy gap between the robust and the standard base "
+                                                    "recovered: undefined (the standard base is not more accurate")
+    sentence = claim.verdict_sentence(verdict, 100)
+    assert sentence.startswith("**The claim is not fully measured yet**: on the first 100 test images the adaptive "
+                               "model keeps 100.0 %") and "recovered (the standard base is not more" in sentence
+
+
 def test_the_verdict_comes_from_the_checks(claim):
     reports = {"standard": result(0.90, 0.0), "robust": result(0.80, 0.60),
                "adaptive": result(0.87, 0.60, autoattack=0.60, adaptive=0.60)}

@@ -29,8 +29,9 @@ class Recorder:
 
 
 def _rows(folder):
-    settings = dict(n_examples=6, batch_size=6, attack="apgd-ce,apgd-t", options=FAST, device="cpu")
-    entries = [("robust base", "fmnist-robust", {}), ("fixed 0.9", "fmnist-robust", {"alpha": 0.9}),
+    # on the first 8 test images the robust base and the adaptive model miss one the standard base gets right
+    settings = dict(n_examples=8, batch_size=8, attack="apgd-ce,apgd-t", options=FAST, device="cpu")
+    entries = [("robust base", "fmnist-robust", {}), ("standard base", "fmnist-standard", {}),
                ("adaptive", "fmnist-adasmooth", {})]
     return [BenchmarkRow(label, functools.partial(robust_mix.load_model, name, **overrides),
                          {**settings, "state_dir": folder / label / "state"}, report_dir=folder / label)
@@ -48,10 +49,10 @@ def test_rows_in_worker_processes_match_the_sequential_run(tmp_path):
                (b.clean_flags, b.suite_flags, b.robust_flags, b.stage_accuracy)
     assert [r.clean_accuracy for r in one] != [one[0].clean_accuracy] * 3  # the rows are different models
     for recorder in (sequential, parallel):
-        assert recorder.started == {i: (["clean", "apgd-ce", "apgd-t"], 6) for i in range(3)}
-        assert dict(recorder.done) == {i: 18 for i in range(3)} and sorted(recorder.finished) == [0, 1, 2]
+        assert recorder.started == {i: (["clean", "apgd-ce", "apgd-t"], 8) for i in range(3)}
+        assert dict(recorder.done) == {i: 24 for i in range(3)} and sorted(recorder.finished) == [0, 1, 2]
     assert (tmp_path / "two" / "adaptive" / "report.json").is_file()
-    assert (tmp_path / "two" / "fixed 0.9" / "state" / "run.json").is_file()
+    assert (tmp_path / "two" / "standard base" / "state" / "run.json").is_file()
 
 
 def test_rows_side_by_side_need_their_own_state_folders(tmp_path):
@@ -64,5 +65,5 @@ def test_rows_side_by_side_need_their_own_state_folders(tmp_path):
 def test_a_row_cannot_bring_its_own_progress(tmp_path):
     rows = _rows(tmp_path)
     rows[1].kwargs["progress"] = None
-    with pytest.raises(ValueError, match=r"row 'fixed 0.9'.*progress"):
+    with pytest.raises(ValueError, match=r"row 'standard base'.*progress"):
         run_rows(rows)

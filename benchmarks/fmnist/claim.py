@@ -187,12 +187,16 @@ def checks(reports: dict[str, Optional[BenchmarkResult]], bracket: Optional[list
     if std and rob and ada:
         recovered = recovered_gap(ada.clean_accuracy, std.clean_accuracy, rob.clean_accuracy)
         kept = kept_robustness(ada.autoattack_accuracy, rob.robust_accuracy)
-        if recovered is not None:
+        if recovered is None:  # the bases agree on these images: there is no gap to recover
+            result["recovered"] = {"value": None, "target": TARGET_RECOVERED, "pass": None,
+                                   "why": f"the standard base is not more accurate than the robust base on these "
+                                          f"{ada.n_examples:,} images; attack more images"}
+        else:
             result["recovered"] = {"value": recovered, "target": TARGET_RECOVERED,
                                    "pass": recovered >= TARGET_RECOVERED - 1e-9}
-            if None not in (ada.full_clean_accuracy, std.full_clean_accuracy, rob.full_clean_accuracy):
-                result["recovered"]["value_all"] = recovered_gap(ada.full_clean_accuracy, std.full_clean_accuracy,
-                                                                 rob.full_clean_accuracy)
+        if None not in (ada.full_clean_accuracy, std.full_clean_accuracy, rob.full_clean_accuracy):
+            result["recovered"]["value_all"] = recovered_gap(ada.full_clean_accuracy, std.full_clean_accuracy,
+                                                             rob.full_clean_accuracy)
         if kept is not None:
             result["kept"] = {"value": kept, "target": TARGET_KEPT, "pass": kept >= TARGET_KEPT - 1e-9}
     if ada and ada.adaptive_accuracy is not None:
@@ -226,6 +230,9 @@ def check_lines(verdict: dict[str, Any]) -> list[str]:
             continue
         v = verdict[key]
         extra = ""
+        if v["value"] is None:
+            lines.append(f"- {title}: undefined ({v['why']})")
+            continue
         if key == "recovered" and v.get("value_all") is not None:
             extra = f" ({_figure(v['value_all'], unit)} with clean accuracy on all {CLEAN_EXAMPLES:,} test images)"
         if key == "frontier":
@@ -238,14 +245,15 @@ def check_lines(verdict: dict[str, Any]) -> list[str]:
 
 def verdict_sentence(verdict: dict[str, Any], n_examples: int) -> str:
     """The README's verdict, from the measured checks."""
-    missing = [CHECKS[k][0] for k in CHECKS if k not in verdict]
-    figures = {k: _figure(v["value"], CHECKS[k][2]) for k, v in verdict.items()}
+    missing = [CHECKS[k][0] + (f" ({verdict[k]['why']})" if k in verdict else "")
+               for k in CHECKS if k not in verdict or verdict[k]["value"] is None]
+    figures = {k: _figure(v["value"], CHECKS[k][2]) for k, v in verdict.items() if v["value"] is not None}
     parts = []
     for key, template in (("recovered", "recovers {} of the clean-accuracy gap (target 60 %)"),
                           ("kept", "keeps {} of the robust base's AutoAttack accuracy (target 95 %)"),
                           ("adaptive_attack", "loses {} to the adaptive attack (target at most 1)"),
                           ("frontier", "is {} more robust than the fixed ratios at its clean accuracy (target 4)")):
-        if key in verdict:
+        if key in figures:
             parts.append(template.format(figures[key]) + ("" if verdict[key]["pass"] else ": missed"))
     measured = "the adaptive model " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] \
         if parts else "nothing is measured yet"
