@@ -40,7 +40,7 @@ from robust_mix.zoo.fmnist import DEMO_ROWS, REFERENCE_FILE
 #: Attacked test images by default, for ``robust-mix demo`` and ``make demo`` alike (``make demo
 #: DEMO_EXAMPLES=N`` or ``--n-examples N`` to change). Its wall time on a 2-core CPU is measured in the
 #: README's "The main job" section.
-DEFAULT_EXAMPLES = 40
+DEFAULT_EXAMPLES = 20
 #: The claim's targets for the two ratios the tables show: share of the clean-accuracy gap recovered, share of the
 #: robust base's robust accuracy kept.
 RECOVERED_TARGET, KEPT_TARGET = 0.6, 0.95
