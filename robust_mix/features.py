@@ -8,6 +8,20 @@ import torch
 from torch import nn
 
 
+class _TapHook:
+    """The forward hook of one tapped layer: an object holding its tap, not a closure, so that
+    ``copy.deepcopy`` of a model moves the hook to the copied tap (a closure would keep writing into the
+    original's, and the copy would see no features) and ``pickle`` can save the model."""
+
+    def __init__(self, tap: "FeatureTap", name: str) -> None:
+        self.tap = tap
+        self.name = name
+
+    def __call__(self, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        if self.tap._active:
+            self.tap._outputs[self.name] = output
+
+
 class FeatureTap:
     """Records the outputs of named submodules while active.
 
@@ -29,13 +43,7 @@ class FeatureTap:
         self.layers = list(layers)
         self._outputs: dict[str, torch.Tensor] = {}
         self._active = False
-        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in layers]
-
-    def _hook(self, name: str):
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            if self._active:
-                self._outputs[name] = output
-        return hook
+        self._handles = [modules[name].register_forward_hook(_TapHook(self, name)) for name in layers]
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[dict[str, torch.Tensor]]:

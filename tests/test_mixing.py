@@ -1,4 +1,6 @@
 """MixedClassifier: the formula of PAPER.md section 1, ratio policies, adapters and errors."""
+import copy
+import io
 import math
 
 import pytest
@@ -314,3 +316,21 @@ def test_unknown_feature_layer_lists_candidates():
     config = PolicyConfig(standard_layers=["nope"], robust_layers=["stage1"], input_shape=(1, 16, 16))
     with pytest.raises(ValueError, match=r"layer\(s\) \['nope'\] not found.*stage1"):
         build_adaptive_policy(model, config)
+
+
+def test_a_deep_copy_of_an_adaptive_model_reads_its_own_features(images):
+    """The feature hooks were closures over the original's taps: a deep copy (timm's ModelEmaV3, swa_utils's
+    AveragedModel) failed with 'layer(s) ['stage1', 'stage2'] produced no output', and pickling failed."""
+    model = adaptive_model().eval()
+    with torch.no_grad():
+        reference = model.forward_all(images)
+        twin = copy.deepcopy(model)
+        torch.testing.assert_close(twin.forward_all(images).alpha, reference.alpha)
+        twin.policy.alpha_range = (0.8, 1.0)  # the copy's policy drives the copy, the original is untouched
+        assert twin.forward_all(images).alpha.min() >= 0.8
+        torch.testing.assert_close(model.forward_all(images).alpha, reference.alpha)
+        buffer = io.BytesIO()
+        torch.save(model, buffer)  # whole-model pickling works; reloading it here only because we wrote it
+        buffer.seek(0)
+        reloaded = torch.load(buffer, weights_only=False)
+        torch.testing.assert_close(reloaded.forward_all(images).log_probs, reference.log_probs)
