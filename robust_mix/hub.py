@@ -30,6 +30,7 @@ be either is refused, naming both prefixes.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
@@ -471,9 +472,10 @@ def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"
     """Every tensor of ``model`` from ``path``, strictly; a mismatch (names, shapes, dtypes) is a
     ``ValueError`` naming both."""
     state = load_state_dict(path)
-    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
-    if len(dtypes) == 1:  # a model saved in half precision loads in half precision
-        model.to(dtypes.pop())
+    dtypes = collections.Counter(t.dtype for t in state.values() if t.is_floating_point())
+    if dtypes:  # a model saved in half precision loads in half precision; the dtype most tensors have is the
+        # model's: an adaptive model in half precision keeps its ratio statistics in float32 (RatioBatchNorm)
+        model.to(dtypes.most_common(1)[0][0])
     own = model.state_dict()
     wrong = [f"{k} ({str(v.dtype).removeprefix('torch.')}, the model has {str(own[k].dtype).removeprefix('torch.')})"
              for k, v in state.items() if k in own and v.dtype != own[k].dtype]

@@ -335,6 +335,17 @@ def test_tensors_of_another_dtype_are_an_error(saved, dtype):
         MixedClassifier.from_pretrained(saved)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_an_adaptive_model_in_another_dtype_round_trips(tmp_path, images, dtype):
+    """Half precision keeps the ratio's BatchNorm statistics in float32, so the file holds two floating dtypes:
+    loading refused it ('tensors of another dtype ... the model has float32'), asking to save it again."""
+    model = adaptive_model().to(dtype)
+    model.save_pretrained(tmp_path)
+    loaded = MixedClassifier.from_pretrained(tmp_path)
+    assert loaded.dtype == dtype and loaded.policy.bn.running_mean.dtype == model.policy.bn.running_mean.dtype
+    assert_same_model(model, loaded, images.to(dtype))
+
+
 @pytest.mark.parametrize("name", [*robust_mix.list_models("fmnist-*"), "fmnist-adasmooth,alpha_range=[0.3,0.6]",
                                   "fmnist-robust,alpha=0.4,rob_scale=2.0"])
 def test_every_shipped_fmnist_entry_round_trips(tmp_path, name):
