@@ -447,6 +447,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     plan = resolve_attack(attack, check_bool("adaptive", adaptive))
     options = options or AttackOptions()
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if images is None:
         if labels is not None:
             raise ValueError("labels were given without images: pass images=<(N, C, H, W) tensor> with them, or "
@@ -456,10 +457,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
         images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
                                     preprocessing)
+        if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision
+            logger.info("test images converted from %s to the model's %s", images.dtype, dtype)
+            images = images.to(dtype)
     elif labels is None:
         raise ValueError("images were given without labels: pass labels=<(N,) class indices>, one per image")
     dataset = dataset or "custom"
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     images, labels = check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model),
                                     dtype=dtype)
     images, labels = images.cpu(), labels.cpu()

@@ -180,6 +180,18 @@ def test_models_computing_in_another_dtype_are_attacked_in_it(dtype):
     assert result.robust_accuracy <= min(result.stage_accuracy.values()) <= result.clean_accuracy
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_the_test_images_benchmark_loads_are_given_to_the_model_in_its_dtype(dtype):
+    """Without images=, benchmark() loads float32 images: a float64 or half model was refused with 'images are
+    torch.float32 but the model computes in ...; convert them with images.to(...)', images the caller never had."""
+    x, y = fmnist(4)
+    model = tiny_mixed().to(dtype)
+    result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+    with torch.no_grad():
+        assert result.clean_flags == (model(x.to(dtype)).argmax(1) == y).tolist()
+    assert result.robust_accuracy <= result.clean_accuracy
+
+
 def test_a_model_returning_float64_scores_is_attacked_by_every_stage():
     """FAB's projection wrote the float64 scores into float32 tensors: 'Index put requires the source and
     destination dtypes match'."""
