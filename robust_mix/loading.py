@@ -10,7 +10,8 @@ A name is one of
 
 optionally followed by overrides, ``",key=value"`` each, values read as JSON when they parse
 (``"fmnist-robust,alpha=0.9"``, ``"fmnist-adasmooth,alpha_range=[0.8,1.0]"``; ``(0.8,1.0)`` reads as
-``[0.8,1.0]``). Each key may appear once; a trailing or doubled ``,`` is an error.
+``[0.8,1.0]``, and ``None``, ``True``, ``False`` as ``null``, ``true``, ``false``). Each key may appear
+once; a trailing or doubled ``,`` is an error.
 
 >>> load_model("fmnist-robust,alpha=0.9")
 >>> load_model("mix", standard="timm/resnet18", robust="robustbench/cifar10/Linf/Wong2020Fast", alpha=0.9)
@@ -37,6 +38,8 @@ from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+#: Python's spellings of JSON's null, true and false, read as those in an override's value.
+_PYTHON_CONSTANTS: dict[str, Any] = {"None": None, "True": True, "False": False}
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ def _parse_override(item: str, text: str) -> tuple[str, Any]:
                                 "(e.g. 'fmnist-robust,alpha=0.9')")
     if raw.startswith("(") and raw.endswith(")"):  # a Python-style pair, alpha_range=(0.8,1.0): a JSON list
         raw = f"[{raw[1:-1]}]"
+    if raw in _PYTHON_CONSTANTS:  # alpha=None as load_model(name, alpha=None) spells it, not the string 'None'
+        return key, _PYTHON_CONSTANTS[raw]
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:

@@ -88,6 +88,14 @@ def test_a_parenthesised_pair_is_a_pair():
         model_config_of("fmnist-adasmooth,alpha_range=(0.9,0.8)").validate()
 
 
+def test_pythons_none_true_and_false_are_json_null_true_and_false():
+    """'fmnist-adasmooth,alpha=None' was the string 'None': 'alpha must be a number or None, got 'None' (str)'."""
+    parsed = parse_model_name("fmnist-adasmooth,alpha=None,detach_features=True")
+    assert parsed.overrides == {"alpha": None, "detach_features": True}
+    assert parse_model_name("fmnist-adasmooth,detach_features=False").overrides == {"detach_features": False}
+    assert load_model("fmnist-adasmooth,alpha=None", pretrained=False).is_adaptive
+
+
 def test_names_in_another_case_get_the_registered_spelling_suggested():
     with pytest.raises(KeyError, match=r"did you mean \['fmnist-robust'"):
         parse_model_name("FMNIST-ROBUST")
