@@ -24,7 +24,8 @@
   ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
   fails deep in torch, a model of another label set than ``dataset`` is scored silently (near 0 %), and a
   model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics,
-  and an ``aa_state_path`` that cannot be written fails only after the clean pass.
+  and an ``aa_state_path`` that cannot be written fails only after the clean pass; a model in float64 or half
+  precision fails in the clean pass, asking for images of its dtype that the caller never handles.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 """
@@ -230,6 +231,8 @@ def check_benchmark_arguments() -> None:
       ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
     - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
       would depend on the batch, and every forward pass would change its running statistics.
+    - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
+      pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
     - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
       (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
       state only after loading the data and scoring the clean pass.
@@ -241,6 +244,8 @@ def check_benchmark_arguments() -> None:
 def _benchmark_with_checks(original: Callable) -> Callable:
     signature = inspect.signature(original)
 
+    from robust_mix._compat_autoattack import check_float32_model
+
     @functools.wraps(original)
     def benchmark(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
@@ -250,6 +255,7 @@ def _benchmark_with_checks(original: Callable) -> Callable:
             given["device"] = _benchmark_device(given["device"])
         _check_benchmark_classes(given["model"], given["dataset"])
         _check_benchmark_mode(given["model"])
+        check_float32_model(given["model"])
         if given["aa_state_path"] is not None:
             given["aa_state_path"] = _benchmark_state_path(given["aa_state_path"])
         return original(*bound.args, **bound.kwargs)

@@ -78,6 +78,18 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def check_float32_model(model: nn.Module) -> None:
+    """Refuse a model that declares (``model.dtype``, as :class:`robust_mix.MixedClassifier` does) a dtype other
+    than float32: pyautoattack converts every image it attacks with ``.float()``, and such a model refuses them
+    inside the first attack, asking for images of its dtype that the caller had already given."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype != torch.float32:
+        raise InvalidInputError(f"the model computes in {dtype}, and pyautoattack's AutoAttack (which RobustBench's "
+                                "benchmark() runs, on float32 images) attacks float32 images only; call model.float() "
+                                "first, or evaluate it with robust_mix.benchmark(model, ...), which attacks a model in "
+                                "its own dtype")
+
+
 def _check_attacks(attacks: Sequence[str]) -> None:
     """``attacks_to_run`` of ``version="custom"``: at least one of pyautoattack's attacks, each once."""
     expected = f"version='custom' runs the attacks in attacks_to_run, a list of {list(AUTOATTACK_STAGES)}"
@@ -108,7 +120,8 @@ class AutoAttack(pyautoattack.AutoAttack):
 
     Raises:
         robust_mix.validate.InvalidInputError: a norm, eps, version, attack name or device that pyautoattack
-            would take without complaint and answer with a wrong number or a failure deep in a run.
+            would take without complaint and answer with a wrong number or a failure deep in a run, or a
+            model that declares a dtype other than float32 (pyautoattack attacks float32 images).
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 0.3, seed: Optional[int] = None,
@@ -126,6 +139,7 @@ class AutoAttack(pyautoattack.AutoAttack):
             _check_attacks(attacks_to_run)
         norm = check_threat_model(norm, "norm")
         eps = check_eps(eps, norm)
+        check_float32_model(model)
         settings = _SETTINGS
         super().__init__(model, attacks=list(attacks_to_run) if version == "custom" else None,
                          device=check_device(device) if device is not None else _model_device(model), eps=eps,

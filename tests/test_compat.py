@@ -343,6 +343,22 @@ def test_benchmark_refuses_a_model_of_another_label_set(tiny_cifar, robustbench_
     assert robustbench_data == []
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_model_in_another_dtype_is_refused_before_any_work_saying_what_to_do(tiny_cifar, robustbench_data, dtype):
+    """pyautoattack attacks float32 images: the model refused them inside the first attack (or RobustBench's clean
+    pass) with 'images are torch.float32 ...; convert them with images.to(...)', images the caller had converted."""
+    import robustbench.eval
+
+    model, x, y = tiny_cifar
+    model.to(dtype)
+    message = rf"computes in torch.{str(dtype).split('.')[-1]}.*call model.float\(\) first.*robust_mix.benchmark"
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x.to(dtype), y, bs=BATCH)
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
+    assert robustbench_data == []
+
+
 def test_benchmark_refuses_a_model_in_training_mode(tiny_cifar, robustbench_data):
     """RobustBench only warns; the clean pass would then update the mixing network's BatchNorm statistics."""
     import robustbench.eval
