@@ -45,6 +45,11 @@ class FeatureTap:
         self._active = False
         self._handles = [modules[name].register_forward_hook(_TapHook(self, name)) for name in layers]
 
+    def __getstate__(self) -> dict:
+        # the last pass's features are not part of the model: a copy (copy.deepcopy, pickle) leaves them out, which
+        # also lets a model be copied after a forward pass with gradients (non-leaf tensors cannot be deep-copied)
+        return {**self.__dict__, "_outputs": {}, "_active": False}
+
     @contextlib.contextmanager
     def capture(self) -> Iterator[dict[str, torch.Tensor]]:
         """Context in which forward passes record features; yields the name -> tensor dict."""
