@@ -320,8 +320,8 @@ def test_unknown_feature_layer_lists_candidates():
 
 def test_a_deep_copy_of_an_adaptive_model_reads_its_own_features(images):
     """The feature hooks were closures over the original's taps: a deep copy (timm's ModelEmaV3, swa_utils's
-    AveragedModel) failed with 'layer(s) ['stage1', 'stage2'] produced no output', pickling failed, and after a pass with
-    gradients the copy failed on the non-leaf features the taps still held."""
+    AveragedModel) failed with 'layer(s) ['stage1', 'stage2'] produced no output', pickling failed, and after a
+    pass with gradients the copy failed on the non-leaf features the taps still held."""
     model = adaptive_model().eval()
     with torch.no_grad():
         reference = model.forward_all(images)
