@@ -132,6 +132,18 @@ def non_negative_float(name: str, value: Any) -> float:
     return check_real(name, value, low=0.0)
 
 
+def check_radii(radii: Any, name: str = "radii") -> list[float]:
+    """Radii to report certified accuracy at: a non-empty sequence of finite numbers ``>= 0``, returned sorted
+    and without repeats (a certified-accuracy curve is read from small to large radius)."""
+    if isinstance(radii, (str, bytes)) or not isinstance(radii, (Sequence, torch.Tensor)):
+        raise InvalidInputTypeError(f"{name} must be a list of radii such as [0, 0.25, 0.5], got {radii!r} "
+                                    f"({type(radii).__name__})")
+    values = [non_negative_float(f"every one of {name}", r) for r in radii]
+    if not values:
+        raise InvalidInputError(f"{name} is empty; give at least one radius, e.g. [0, 0.25, 0.5] (or None: the default)")
+    return sorted(set(values))
+
+
 def check_fraction(name: str, value: Any) -> float:
     """A fraction in ``[0, 1]`` (accuracies). A value in ``(1, 100]`` is named as a likely percentage."""
     try:
