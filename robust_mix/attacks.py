@@ -392,6 +392,32 @@ class StageRunner:
                     f"options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
                     f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
 
+    #: Fewest iterations an APGD stage with pyautoattack's ``use_largereps`` (L1) can run: it splits them into
+    #: rounds at 3, 2 and 1 times eps (``ceil`` of 30 % and 30 %, then the rest), and the last round, the only
+    #: one at the run's eps, needs one.
+    MIN_LARGEREPS_ITERATIONS = 3
+
+    def check_iterations(self, stages: Sequence[str]) -> None:
+        """Refuse an iteration budget (``options.n_iter``) too small for an APGD stage among ``stages``, before
+        any work: under L1 pyautoattack runs APGD in rounds at 3, 2 and 1 times eps, and with fewer than
+        :data:`MIN_LARGEREPS_ITERATIONS` iterations it failed with ``zeros: Dimension size must be non-negative``
+        (1) or ran no iteration at the run's eps (2).
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the stage, the budget and the least it needs.
+        """
+        aa = self.autoattack
+        apgds = {"apgd-ce": aa.apgd, "apgd-dlr": aa.apgd, "apgd-t": aa.apgd_targeted,
+                 "adaptive-apgd-ce": self.adaptive_ce, "adaptive-apgd-t": self.adaptive_t}
+        least = self.MIN_LARGEREPS_ITERATIONS
+        for stage in stages:
+            attack = apgds.get(stage)
+            if attack is not None and attack.use_largereps and attack.n_iter_orig < least:
+                raise InvalidInputError(
+                    f"the {stage} attack runs {attack.n_iter_orig} iteration(s), but under {self.norm} pyautoattack "
+                    f"splits APGD's iterations into rounds at 3, 2 and 1 times eps and needs at least {least}; "
+                    f"pass options=AttackOptions(n_iter={least}) or more (--n-iter {least})")
+
     def _apply_options(self) -> None:
         opts, aa = self.options, self.autoattack
         apgds = (aa.apgd, aa.apgd_targeted, self.adaptive_ce, self.adaptive_t)

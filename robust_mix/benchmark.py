@@ -490,6 +490,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
     runner.check_classes(plan.stages, num_classes)
+    runner.check_iterations(plan.stages)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,

@@ -161,6 +161,11 @@ COUNTS = [
     ("seed=1.5", lambda: bench(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
     ("AttackOptions(n_iter=0)", lambda: AttackOptions(n_iter=0), InvalidInputError, "n_iter must be a positive integer (>= 1), got 0"),
     ("AttackOptions(n_queries=-1)", lambda: AttackOptions(n_queries=-1), InvalidInputError, "n_queries must be a positive integer (>= 1), got -1"),
+    ("L1 APGD with n_iter=1 (failed inside pyautoattack)", lambda: bench(threat_model="L1", eps=5.0), InvalidInputError,
+     "the apgd-ce attack runs 1 iteration(s), but under L1 pyautoattack splits APGD's iterations into rounds"),
+    ("L1 APGD-T with n_iter=2 (no iteration at eps)", lambda: bench(threat_model="L1", eps=5.0, attack="apgd-t",
+                                                                    options=AttackOptions(n_iter=2, n_target_classes=2)),
+     InvalidInputError, "needs at least 3; pass options=AttackOptions(n_iter=3) or more (--n-iter 3)"),
     ("load_dataset(n_examples=-5)", lambda: robust_mix.data.load_dataset("fashion-mnist", "test", -5),
      InvalidInputError, "n_examples must be a positive integer (>= 1), got -5"),
 ]
@@ -386,6 +391,13 @@ def test_api_refuses_bad_input_naming_it(call, error, names):
     assert names in message
 
 
+def test_l1_apgd_runs_with_three_iterations_and_other_stages_with_one():
+    assert 0 <= bench(threat_model="L1", eps=5.0, options=AttackOptions(n_iter=3)).robust_accuracy <= 1
+    assert 0 <= bench(threat_model="L1", eps=5.0, attack="rand").robust_accuracy <= 1  # no largereps under rand
+    assert 0 <= bench(threat_model="L1", eps=5.0, attack="fab,square",
+                      options=AttackOptions(n_iter=1, n_queries=5)).robust_accuracy <= 1
+
+
 def test_robustbench_enums_are_read_as_their_values():
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
@@ -542,6 +554,8 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --threat-model Linf2", bench_cli("--threat-model", "Linf2"), 2, "invalid choice: 'Linf2'"),
     ("benchmark --threat-model L2 without --eps (a Linf entry)", bench_cli("--threat-model", "L2", "--n-examples", "2"),
      2, "eps is not set for threat_model='L2'"),
+    ("benchmark --threat-model L1 --n-iter 1", bench_cli("--threat-model", "L1", "--eps", "5", "--n-examples", "2"), 2,
+     "needs at least 3; pass options=AttackOptions(n_iter=3) or more (--n-iter 3)"),
     ("benchmark --device tpu", bench_cli("--device", "tpu", "--n-examples", "2"), 2, "device 'tpu' is not a device name"),
     ("benchmark --attack bogus", ["benchmark", TINY, "--attack", "bogus", "--n-examples", "2"], 2,
      "unknown attack stage(s) ['bogus']"),
