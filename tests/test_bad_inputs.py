@@ -646,6 +646,26 @@ def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys)
     assert f"{A_FILE_NAME} is a file, not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [
+    pytest.param(["card", "fmnist-robust", "--out", "{under}/card.md"], id="card --out under a file"),
+    pytest.param(["card", "--all", "--out-dir", "{under}"], id="card --all --out-dir under a file"),
+    pytest.param(["save", "fmnist-robust", "{under}"], id="save under a file"),
+])
+def test_card_and_save_refuse_an_unwritable_destination_with_one_line(under_a_file, capsys, argv):
+    """These ended in a NotADirectoryError / FileExistsError traceback."""
+    assert main([a.format(under=under_a_file) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{A_FILE_NAME} is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_card_out_that_is_a_folder_is_refused_with_one_line(tmp_path, capsys):
+    """It ended in an IsADirectoryError traceback from the atomic write."""
+    assert main(["card", "fmnist-robust", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; give the card's file name" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- interrupts --------------------------------------------------------------------------------------------
 def test_ctrl_c_in_the_cli_stops_with_one_line_and_resumes(tmp_path, capsys, monkeypatch):
     from robust_mix.cli import benchmark as cli_benchmark
