@@ -22,7 +22,7 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
@@ -198,7 +198,15 @@ class ChunkState:
         self.cpu_threads: list[int] = []  # CPU thread counts its passes ran with, every session
 
     @classmethod
-    def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path]) -> "ChunkState":
+    def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path],
+             suites: Optional[Mapping[str, Sequence[str]]] = None) -> "ChunkState":
+        """The chunk's saved progress in ``state_dir`` (a fresh state when there is none); ``suites`` (the plan's
+        suite -> stages) is what a finished stage must have left behind in the file.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: the file is not JSON, lacks a field, or holds flags that are not
+                one true/false per example or not those of every stage it marks as done (edited or corrupted).
+        """
         path = None if state_dir is None else state_dir / f"chunk_{index:06d}.json"
         state = cls(index, start, end, digest, path)
         if path is not None and path.is_file():
@@ -214,6 +222,11 @@ class ChunkState:
                     raise InvalidInputError(f"{path}: {key} must hold {end - start} flags, one per example of the "
                                             f"chunk, got {len(flags) if isinstance(flags, list) else flags!r}; "
                                             f"the file was edited or corrupted: {_RESTART}")
+                odd = next((f for f in flags or () if not isinstance(f, bool)), None)
+                if odd is not None:
+                    raise InvalidInputError(f"{path}: {key} must hold true/false flags, got {odd!r}; the file was "
+                                            f"edited or corrupted: {_RESTART}")
+            _check_stages_recorded(path, data, suites or {})
             state.clean, state.flags = data["clean"], data["flags"]
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
@@ -235,6 +248,25 @@ class ChunkState:
     def save(self) -> None:
         if self.path is not None:
             atomic_write_text(self.path, json.dumps(self.to_dict()) + "\n")
+
+
+def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a chunk file whose finished stages (``stages_done``, or all of them when ``done``) left no flags:
+    they would be read as a missing key (``error: autoattack``) when the results are put together."""
+    done = data["stages_done"] if isinstance(data["stages_done"], list) else []
+    expected = [st for stages in suites.values() for st in stages] if data["done"] else done
+    missing = [f"stage {st!r}" for st in expected if st not in done or st not in (data["stage_flags"] or {})]
+    missing += [f"suite {suite!r}" for suite, stages in suites.items()
+                if any(st in expected for st in stages) and suite not in (data["flags"] or {})]
+    if data["done"] or done:
+        missing += ["clean"] * (data["clean"] is None)
+    if not isinstance(data["stages_done"], list) or not isinstance(data["done"], bool):
+        raise InvalidInputError(f"{path}: done must be true/false and stages_done a list of stages, got "
+                                f"{data['done']!r} and {data['stages_done']!r}; the file was edited or corrupted: "
+                                f"{_RESTART}")
+    if missing:
+        raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
+                                f"file was edited or corrupted: {_RESTART}")
 
 
 #: The path a run.json without ``fast_path`` (written before it was recorded) is resumed on: the default one.
@@ -515,7 +547,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     resumed, earlier = 0, 0.0
     for index, start, end in mine:
         x, y = images[start:end], labels[start:end]
-        state = ChunkState.open(index, start, end, _data_digest(x, y), state_path)
+        state = ChunkState.open(index, start, end, _data_digest(x, y), state_path, plan.suites)
         resumed += state.resumed
         earlier += state.earlier_seconds
         if not state.done:
