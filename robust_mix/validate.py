@@ -568,9 +568,11 @@ def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, wh
         raise InvalidInputError(f"{what} scores {classes} classes but labels go up to {int(labels.max())}; give "
                                 f"labels in [0, {classes}) or the model of this label set")
     scores = outputs.detach()
+    # a float16 / bfloat16 softmax sums to 1 only up to its rounding (bfloat16: ~1e-3), still probabilities
+    slack = max(1e-4, 2 * torch.finfo(scores.dtype).eps) if scores.is_floating_point() else 0.0
     if classes > 1 and scores.is_floating_point() and torch.isfinite(scores).all() and bool(
             (scores >= 0).all() and (scores <= 1).all()
-            and torch.allclose(scores.double().sum(dim=1), torch.ones(n, dtype=torch.double), atol=1e-4)):
+            and torch.allclose(scores.double().sum(dim=1), torch.ones(n, dtype=torch.double), atol=slack)):
         raise InvalidInputError(f"{what} returns probabilities (each row sums to 1), not logits: the attacks' "
                                 "losses would be computed on them and overstate its robustness; return logits, "
                                 "or log-probabilities (torch.log of them)")

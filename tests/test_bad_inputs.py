@@ -398,6 +398,18 @@ def test_l1_apgd_runs_with_three_iterations_and_other_stages_with_one():
                       options=AttackOptions(n_iter=1, n_queries=5)).robust_accuracy <= 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_probabilities_of_a_low_precision_model_are_refused(dtype):
+    """Their rows sum to 1 only up to float16/bfloat16 rounding (1e-4 to 1e-3), beyond the float32 tolerance: the
+    probabilities were attacked as if they were logits, overstating robustness."""
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    probabilities = nn.Sequential(linear, nn.Softmax(dim=1)).to(dtype).eval()
+    with pytest.raises(InvalidInputError, match=r"returns probabilities \(each row sums to 1\), not logits"):
+        bench(probabilities, images=images().to(dtype))
+    assert 0 <= bench(linear.to(dtype).eval(), images=images().to(dtype)).robust_accuracy <= 1  # its logits run
+
+
 def test_robustbench_enums_are_read_as_their_values():
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
