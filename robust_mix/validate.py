@@ -583,8 +583,12 @@ def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, wh
 def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:
     """Create ``path`` (and parents) if needed and make sure files can be written there.
 
-    Called before any work starts, so that nothing computed is lost to an unwritable folder.
+    Called before any work starts, so that nothing computed is lost to an unwritable folder. An empty path is
+    refused: ``Path("")`` is the current folder, and ``--out "$OUT"`` with ``OUT`` unset would fill it.
     """
+    if isinstance(path, str) and not path.strip():
+        raise InvalidInputError(f"the {what} is an empty path {path!r} (an unset variable?); give a folder, e.g. "
+                                "runs/NAME (or '.' for the current folder)")
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)

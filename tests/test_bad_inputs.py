@@ -658,6 +658,16 @@ def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys)
     assert f"{A_FILE_NAME} is a file, not a folder" in capsys.readouterr().err
 
 
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
+    """``--out ""`` (``--out "$OUT"`` with OUT unset) wrote report.json and the state into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"the state folder is an empty path '' \(an unset variable\?\)"):
+        bench(state_dir="")
+    assert main(bench_cli("--n-examples", "2", "--out", "")) == 2
+    assert "the output folder is an empty path ''" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     pytest.param(["card", "fmnist-robust", "--out", "{under}/card.md"], id="card --out under a file"),
     pytest.param(["card", "--all", "--out-dir", "{under}"], id="card --all --out-dir under a file"),
