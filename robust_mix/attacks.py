@@ -28,7 +28,8 @@ from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
 from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
-from robust_mix.validate import InvalidInputError, check_adversarial_examples, check_finite_outputs
+from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
+                                 check_score_shape)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class FiniteOutputGuard(nn.Module):
         self.context = "an attack"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return check_finite_outputs(self.model(x), f"the model, during {self.context},")
+        what = f"the model, during {self.context},"
+        return check_finite_outputs(check_score_shape(self.model(x), len(x), what), what)
 
 
 class OutputRecorder(nn.Module):
@@ -119,7 +121,7 @@ class OutputRecorder(nn.Module):
         """The model's :class:`MixedOutput` for ``x`` ``(B, C, H, W)``."""
         if hasattr(self.model, "forward_all"):
             return self.model.forward_all(x)
-        logits = self.model(x)
+        logits = check_score_shape(self.model(x), len(x), f"the model, during {self.context},")
         alpha = torch.ones(logits.shape[0], device=logits.device)
         return MixedOutput(F.log_softmax(logits.float(), dim=1), alpha, None, None, None)
 

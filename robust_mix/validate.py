@@ -548,6 +548,25 @@ def check_adversarial_examples(x_adv: Any, x: torch.Tensor, norm: str, eps: floa
     return x_adv
 
 
+def check_score_shape(outputs: Any, n: int, what: str = "the model") -> torch.Tensor:
+    """A model's output for ``n`` images as a ``(n, K)`` tensor (the shape part of :func:`check_scores`, cheap
+    enough for every query of an attack).
+
+    Raises:
+        InvalidInputTypeError: the output is not a tensor (a tuple, a dict).
+        InvalidInputError: another shape; for one image, a hint at ``squeeze()``, which drops its batch dimension.
+    """
+    if not isinstance(outputs, torch.Tensor):
+        raise InvalidInputTypeError(f"{what} must return a tensor of class scores (B, K), got {type(outputs).__name__}; "
+                                    "wrap it so that forward returns the logits only (e.g. forward(x)[0])")
+    if outputs.ndim != 2 or outputs.shape[0] != n:
+        hint = (" (a batch of one image: does forward squeeze() its output? That drops the batch dimension; "
+                "leave it out)" if n == 1 and outputs.ndim == 1 else "")
+        raise InvalidInputError(f"{what} must return class scores of shape (B, K) = ({n}, K), got shape "
+                                f"{tuple(outputs.shape)}{hint}")
+    return outputs
+
+
 def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, what: str = "the model") -> torch.Tensor:
     """A model's output for ``n`` images read as class scores: a ``(n, K)`` tensor of logits or
     log-probabilities, ``K`` above every label, and not probabilities (rows of ``[0, 1]`` values summing
@@ -557,12 +576,7 @@ def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, wh
         InvalidInputTypeError: the output is not a tensor (a tuple, a dict).
         InvalidInputError: another shape, fewer classes than the labels need, or probabilities.
     """
-    if not isinstance(outputs, torch.Tensor):
-        raise InvalidInputTypeError(f"{what} must return a tensor of class scores (B, K), got {type(outputs).__name__}; "
-                                    "wrap it so that forward returns the logits only (e.g. forward(x)[0])")
-    if outputs.ndim != 2 or outputs.shape[0] != n:
-        raise InvalidInputError(f"{what} must return class scores of shape (B, K) = ({n}, K), got shape "
-                                f"{tuple(outputs.shape)}")
+    outputs = check_score_shape(outputs, n, what)
     classes = outputs.shape[1]
     if labels is not None and len(labels) and int(labels.max()) >= classes:
         raise InvalidInputError(f"{what} scores {classes} classes but labels go up to {int(labels.max())}; give "

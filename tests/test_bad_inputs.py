@@ -398,6 +398,28 @@ def test_l1_apgd_runs_with_three_iterations_and_other_stages_with_one():
                       options=AttackOptions(n_iter=1, n_queries=5)).robust_accuracy <= 1
 
 
+class Squeezed(nn.Module):
+    """``tiny_model`` whose forward ends in ``squeeze()``: a batch of one image gets scores of shape ``(K,)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).squeeze()
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "square", "adaptive-apgd-ce"])
+def test_a_model_that_squeezes_a_batch_of_one_is_named_during_the_attack(attack):
+    """Only example 2 is clean-correct, so each attack queries batches of one: it crashed inside pyautoattack with
+    'IndexError: Dimension out of range'."""
+    assert (tiny_model()(images()).argmax(dim=1) == LABELS).tolist() == [False, False, True, False, False, False]
+    with pytest.raises(InvalidInputError, match=rf"during the {attack} attack on examples \[2\], must return class "
+                                                r"scores of shape \(B, K\) = \(1, K\), got shape \(10,\) \(a batch "
+                                                r"of one image: does forward squeeze\(\) its output"):
+        bench(Squeezed(), batch_size=5, attack=attack, options=AttackOptions(n_iter=1, n_queries=3))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_probabilities_of_a_low_precision_model_are_refused(dtype):
     """Their rows sum to 1 only up to float16/bfloat16 rounding (1e-4 to 1e-3), beyond the float32 tolerance: the
