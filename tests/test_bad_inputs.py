@@ -680,6 +680,19 @@ def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys)
     assert f"{A_FILE_NAME} is a file, not a folder" in capsys.readouterr().err
 
 
+def test_a_report_that_cannot_be_written_is_one_error_line_and_the_run_resumes(tmp_path, capsys):
+    """A folder where report.json goes ended the finished run in an IsADirectoryError traceback."""
+    out = tmp_path / "out"
+    (out / "report.json").mkdir(parents=True)
+    assert main(bench_cli("--n-examples", "2", "--out", str(out))) == 1
+    err = capsys.readouterr().err
+    assert "error: [Errno 21] Is a directory" in err and "rerun the same command to resume" in err
+    assert "Traceback" not in err and (out / "state" / "chunk_000000.json").is_file()
+    (out / "report.json").rmdir()
+    assert main(bench_cli("--n-examples", "2", "--out", str(out))) == 0
+    assert BenchmarkResult.from_json(out / "report.json").resumed_chunks == 1
+
+
 def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
     """``--out ""`` (``--out "$OUT"`` with OUT unset) wrote report.json and the state into the current folder."""
     monkeypatch.chdir(tmp_path)
