@@ -484,7 +484,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             raise ValueError("labels were given without images: pass images=<(N, C, H, W) tensor> with them, or "
                              "neither (the data set's test images are loaded)")
         if dataset is None:
-            raise ValueError("no data set: pass dataset='cifar10' (or images and labels)")
+            raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
         images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
                                     preprocessing)

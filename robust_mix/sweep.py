@@ -24,7 +24,8 @@ from robust_mix.formatting import evaluation_label, format_eps
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
-from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_writable_dir,
+                                 parse_number)
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
                              "its own), e.g. functools.partial(robust_mix.load_model, NAME), not a model instance")
         probe = instance
     if not hasattr(probe, "alpha"):
-        raise TypeError("sweep needs a MixedClassifier (a model with an `alpha` to vary)")
+        raise InvalidInputTypeError(f"sweep needs a MixedClassifier (a model with an `alpha` to vary), got "
+                                    f"{type(probe).__name__}; a plain classifier has no ratio: benchmark it instead")
     settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
     repeated = sorted({a for a in settings if settings.count(a) > 1})
     if repeated:  # each point owns state_dir/alpha_<a>: a repeat would run twice, side by side in one folder

@@ -121,6 +121,21 @@ def test_sweep_needs_a_mixed_model():
         sweep(lambda: torch.nn.Linear(2, 2), [0.5])
 
 
+def test_sweep_command_on_a_plain_classifier_is_one_error_line(capsys, tmp_path):
+    """It ended in a TypeError traceback: the CLI turns only bad-input errors into one line."""
+    from robust_mix.cli import main
+
+    assert main(["sweep", "test_sweep:plain_classifier", "--alphas", "0,1", "--eps", "0.1", "--out",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: sweep needs a MixedClassifier (a model with an `alpha` to vary), got Sequential" in err
+    assert "Traceback" not in err
+
+
+def plain_classifier() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+
+
 def test_sweep_in_workers_needs_a_model_factory():
     with pytest.raises(ValueError, match="workers > 1 needs a function that builds the model"):
         sweep(adaptive_model(), [0.5], workers=2)
