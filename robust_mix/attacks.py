@@ -87,6 +87,21 @@ def float32_view(model: nn.Module) -> Float32View:
     return Float32View(model, compute_dtype(model) or torch.float32)
 
 
+def check_differentiable(x: torch.Tensor, scores: torch.Tensor, what: str) -> torch.Tensor:
+    """``scores`` when autograd can reach ``x`` from them, as the gradient attacks (APGD, FAB) need.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``x`` asks for a gradient but ``scores`` has none (a forward that runs
+            under ``torch.no_grad()`` or detaches its input), which failed inside pyautoattack with "element 0 of
+            tensors does not require grad".
+    """
+    if torch.is_grad_enabled() and x.requires_grad and not scores.requires_grad:
+        raise InvalidInputError(f"{what} returned scores without a gradient for its input (does forward run under "
+                                "torch.no_grad() or call .detach()?); the gradient attacks (APGD, FAB) need one: take "
+                                "them out of forward, or run only the score-based 'square' attack")
+    return scores
+
+
 class FiniteOutputGuard(nn.Module):
     """Wraps the classifier the attacks query: a NaN/inf output inside an attack is an error.
 
@@ -101,7 +116,7 @@ class FiniteOutputGuard(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         what = f"the model, during {self.context},"
-        return check_finite_outputs(check_score_shape(self.model(x), len(x), what), what)
+        return check_finite_outputs(check_differentiable(x, check_score_shape(self.model(x), len(x), what), what), what)
 
 
 class OutputRecorder(nn.Module):
@@ -127,7 +142,8 @@ class OutputRecorder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.full_output(x)
-        check_finite_outputs(out.log_probs, f"the model, during {self.context},")
+        check_finite_outputs(check_differentiable(x, out.log_probs, f"the model, during {self.context},"),
+                             f"the model, during {self.context},")
         self.last, self.last_input = out, x
         return out.log_probs
 

@@ -420,6 +420,29 @@ def test_a_model_that_squeezes_a_batch_of_one_is_named_during_the_attack(attack)
         bench(Squeezed(), batch_size=5, attack=attack, options=AttackOptions(n_iter=1, n_queries=3))
 
 
+class NoGradient(nn.Module):
+    """``tiny_model`` whose forward runs under ``torch.no_grad()``, as inference code often does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_model()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "fab-t", "adaptive-apgd-ce"])
+def test_a_model_without_gradients_is_named_by_the_gradient_attacks(attack):
+    """It failed inside pyautoattack with 'element 0 of tensors does not require grad' (a traceback in the CLI)."""
+    with pytest.raises(InvalidInputError, match=rf"during the {attack} attack on examples \[0, 1, 2, 3, 4, 5\], "
+                                                r"returned scores without a gradient for its input \(does forward run "
+                                                r"under torch.no_grad\(\)"):
+        bench(NoGradient(), labels=predictions(), attack=attack, options=AttackOptions(n_iter=1, n_target_classes=2))
+    assert bench(NoGradient(), labels=predictions(), attack="square",  # queries scores only: it runs
+                 options=AttackOptions(n_queries=3)).robust_accuracy <= 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_probabilities_of_a_low_precision_model_are_refused(dtype):
     """Their rows sum to 1 only up to float16/bfloat16 rounding (1e-4 to 1e-3), beyond the float32 tolerance: the
