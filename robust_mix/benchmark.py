@@ -33,9 +33,9 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, check_bool, check_dataset, check_device, check_eps, check_examples,
-                                 check_finite_outputs, check_int, check_scores, check_threat_model,
-                                 check_writable_dir, optional_positive_int, positive_int)
+from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_dataset, check_device,
+                                 check_eps, check_examples, check_finite_outputs, check_int, check_scores,
+                                 check_threat_model, check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -605,10 +605,20 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
     log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
 
     Raises:
-        robust_mix.validate.InvalidInputError: naming what the model returned and what to change.
+        robust_mix.validate.InvalidInputError: naming what the model returned and what to change, or the error it
+            raised on the images (e.g. a convolution expecting 3 channels given 1-channel Fashion-MNIST).
     """
     probe = images[:2]
-    return check_scores(model(probe.to(device)), len(probe), labels).shape[1]
+    try:
+        outputs = model(probe.to(device))
+    except (InvalidInputError, NonFiniteOutputError):  # robust_mix's own checks say what is wrong already
+        raise
+    except (RuntimeError, ValueError, TypeError) as err:  # a layer refusing the input's shape or dtype
+        raise InvalidInputError(f"the model fails on the images given to it, of shape {tuple(probe.shape[1:])} "
+                                f"({probe.dtype}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+                                "check the data set (dataset=, --dataset) against the input the model was built "
+                                "for") from err
+    return check_scores(outputs, len(probe), labels).shape[1]
 
 
 def _mean(flags: Sequence[bool]) -> float:

@@ -420,6 +420,14 @@ def test_a_model_that_squeezes_a_batch_of_one_is_named_during_the_attack(attack)
         bench(Squeezed(), batch_size=5, attack=attack, options=AttackOptions(n_iter=1, n_queries=3))
 
 
+def test_a_model_that_fails_on_the_images_is_named_with_the_images_shape():
+    """A 3-channel model given Fashion-MNIST's 1-channel images raised a bare RuntimeError (a CLI traceback)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)).eval()
+    with pytest.raises(InvalidInputError, match=r"the model fails on the images given to it, of shape \(1, 28, 28\) "
+                                                r"\(torch.float32\): RuntimeError: .*expected input.*to have 3 channels"):
+        bench(model)
+
+
 class NoGradient(nn.Module):
     """``tiny_model`` whose forward runs under ``torch.no_grad()``, as inference code often does."""
 
