@@ -141,9 +141,8 @@ class OutputRecorder(nn.Module):
         return MixedOutput(F.log_softmax(logits.float(), dim=1), alpha, None, None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.full_output(x)
-        check_finite_outputs(check_differentiable(x, out.log_probs, f"the model, during {self.context},"),
-                             f"the model, during {self.context},")
+        out, what = self.full_output(x), f"the model, during {self.context},"
+        check_finite_outputs(check_differentiable(x, out.log_probs, what), what)
         self.last, self.last_input = out, x
         return out.log_probs
 

@@ -614,8 +614,9 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
     except (InvalidInputError, NonFiniteOutputError):  # robust_mix's own checks say what is wrong already
         raise
     except (RuntimeError, ValueError, TypeError) as err:  # a layer refusing the input's shape or dtype
+        first_line = str(err).splitlines()[0] if str(err) else ""
         raise InvalidInputError(f"the model fails on the images given to it, of shape {tuple(probe.shape[1:])} "
-                                f"({probe.dtype}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+                                f"({probe.dtype}): {type(err).__name__}: {first_line}; "
                                 "check the data set (dataset=, --dataset) against the input the model was built "
                                 "for") from err
     return check_scores(outputs, len(probe), labels).shape[1]

@@ -301,7 +301,7 @@ class HubMixin:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
                              f"{CARD_NAME}): give a folder path, or move the file away")
-        check_writable_dir(folder, "save folder")  # a parent that is a file, no permission: before any file is written
+        check_writable_dir(folder, "save folder")  # a parent that is a file, no permission: before writing
         usage = None if repo_id else ("from robust_mix import MixedClassifier\n\n"
                                       f"model = MixedClassifier.from_pretrained({json.dumps(LOCAL_PREFIX + str(folder))})\n"
                                       "log_probs = model(images)")

@@ -140,7 +140,8 @@ def check_radii(radii: Any, name: str = "radii") -> list[float]:
                                     f"({type(radii).__name__})")
     values = [non_negative_float(f"every one of {name}", r) for r in radii]
     if not values:
-        raise InvalidInputError(f"{name} is empty; give at least one radius, e.g. [0, 0.25, 0.5] (or None: the default)")
+        raise InvalidInputError(f"{name} is empty; give at least one radius, e.g. [0, 0.25, 0.5] (or None: the "
+                                "default)")
     return sorted(set(values))
 
 

@@ -370,7 +370,8 @@ def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_p
     benchmark(tiny_mixed(), **kwargs)
     chunk = tmp_path / "chunk_000000.json"
     chunk.write_text(json.dumps(edit(json.loads(chunk.read_text()))))
-    with pytest.raises(robust_mix.validate.InvalidInputError, match=f"chunk_000000.json.*{match}.*start this run afresh"):
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=f"chunk_000000.json.*{match}.*start this run afresh"):
         benchmark(tiny_mixed(), **kwargs)
 
 
