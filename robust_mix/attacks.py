@@ -28,7 +28,8 @@ from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
 from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
-from robust_mix.validate import InvalidInputError, check_adversarial_examples, check_finite_outputs
+from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
+                                 check_score_shape)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,21 @@ def float32_view(model: nn.Module) -> Float32View:
     return Float32View(model, compute_dtype(model) or torch.float32)
 
 
+def check_differentiable(x: torch.Tensor, scores: torch.Tensor, what: str) -> torch.Tensor:
+    """``scores`` when autograd can reach ``x`` from them, as the gradient attacks (APGD, FAB) need.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``x`` asks for a gradient but ``scores`` has none (a forward that runs
+            under ``torch.no_grad()`` or detaches its input), which failed inside pyautoattack with "element 0 of
+            tensors does not require grad".
+    """
+    if torch.is_grad_enabled() and x.requires_grad and not scores.requires_grad:
+        raise InvalidInputError(f"{what} returned scores without a gradient for its input (does forward run under "
+                                "torch.no_grad() or call .detach()?); the gradient attacks (APGD, FAB) need one: take "
+                                "them out of forward, or run only the score-based 'square' attack")
+    return scores
+
+
 class FiniteOutputGuard(nn.Module):
     """Wraps the classifier the attacks query: a NaN/inf output inside an attack is an error.
 
@@ -99,7 +115,8 @@ class FiniteOutputGuard(nn.Module):
         self.context = "an attack"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return check_finite_outputs(self.model(x), f"the model, during {self.context},")
+        what = f"the model, during {self.context},"
+        return check_finite_outputs(check_differentiable(x, check_score_shape(self.model(x), len(x), what), what), what)
 
 
 class OutputRecorder(nn.Module):
@@ -119,13 +136,13 @@ class OutputRecorder(nn.Module):
         """The model's :class:`MixedOutput` for ``x`` ``(B, C, H, W)``."""
         if hasattr(self.model, "forward_all"):
             return self.model.forward_all(x)
-        logits = self.model(x)
+        logits = check_score_shape(self.model(x), len(x), f"the model, during {self.context},")
         alpha = torch.ones(logits.shape[0], device=logits.device)
         return MixedOutput(F.log_softmax(logits.float(), dim=1), alpha, None, None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.full_output(x)
-        check_finite_outputs(out.log_probs, f"the model, during {self.context},")
+        out, what = self.full_output(x), f"the model, during {self.context},"
+        check_finite_outputs(check_differentiable(x, out.log_probs, what), what)
         self.last, self.last_input = out, x
         return out.log_probs
 
@@ -391,6 +408,32 @@ class StageRunner:
                     f"classes ({num_classes - 1} besides the true one); pass "
                     f"options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
                     f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
+
+    #: Fewest iterations an APGD stage with pyautoattack's ``use_largereps`` (L1) can run: it splits them into
+    #: rounds at 3, 2 and 1 times eps (``ceil`` of 30 % and 30 %, then the rest), and the last round, the only
+    #: one at the run's eps, needs one.
+    MIN_LARGEREPS_ITERATIONS = 3
+
+    def check_iterations(self, stages: Sequence[str]) -> None:
+        """Refuse an iteration budget (``options.n_iter``) too small for an APGD stage among ``stages``, before
+        any work: under L1 pyautoattack runs APGD in rounds at 3, 2 and 1 times eps, and with fewer than
+        :data:`MIN_LARGEREPS_ITERATIONS` iterations it failed with ``zeros: Dimension size must be non-negative``
+        (1) or ran no iteration at the run's eps (2).
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the stage, the budget and the least it needs.
+        """
+        aa = self.autoattack
+        apgds = {"apgd-ce": aa.apgd, "apgd-dlr": aa.apgd, "apgd-t": aa.apgd_targeted,
+                 "adaptive-apgd-ce": self.adaptive_ce, "adaptive-apgd-t": self.adaptive_t}
+        least = self.MIN_LARGEREPS_ITERATIONS
+        for stage in stages:
+            attack = apgds.get(stage)
+            if attack is not None and attack.use_largereps and attack.n_iter_orig < least:
+                raise InvalidInputError(
+                    f"the {stage} attack runs {attack.n_iter_orig} iteration(s), but under {self.norm} pyautoattack "
+                    f"splits APGD's iterations into rounds at 3, 2 and 1 times eps and needs at least {least}; "
+                    f"pass options=AttackOptions(n_iter={least}) or more (--n-iter {least})")
 
     def _apply_options(self) -> None:
         opts, aa = self.options, self.autoattack

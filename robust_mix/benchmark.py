@@ -22,7 +22,7 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
@@ -33,9 +33,9 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, check_bool, check_dataset, check_device, check_eps, check_examples,
-                                 check_finite_outputs, check_int, check_scores, check_threat_model,
-                                 check_writable_dir, optional_positive_int, positive_int)
+from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_dataset, check_device,
+                                 check_eps, check_examples, check_finite_outputs, check_int, check_scores,
+                                 check_threat_model, check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,15 @@ class ChunkState:
         self.cpu_threads: list[int] = []  # CPU thread counts its passes ran with, every session
 
     @classmethod
-    def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path]) -> "ChunkState":
+    def open(cls, index: int, start: int, end: int, digest: str, state_dir: Optional[Path],
+             suites: Optional[Mapping[str, Sequence[str]]] = None) -> "ChunkState":
+        """The chunk's saved progress in ``state_dir`` (a fresh state when there is none); ``suites`` (the plan's
+        suite -> stages) is what a finished stage must have left behind in the file.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: the file is not JSON, lacks a field, or holds flags that are not
+                one true/false per example or not those of every stage it marks as done (edited or corrupted).
+        """
         path = None if state_dir is None else state_dir / f"chunk_{index:06d}.json"
         state = cls(index, start, end, digest, path)
         if path is not None and path.is_file():
@@ -214,6 +222,11 @@ class ChunkState:
                     raise InvalidInputError(f"{path}: {key} must hold {end - start} flags, one per example of the "
                                             f"chunk, got {len(flags) if isinstance(flags, list) else flags!r}; "
                                             f"the file was edited or corrupted: {_RESTART}")
+                odd = next((f for f in flags or () if not isinstance(f, bool)), None)
+                if odd is not None:
+                    raise InvalidInputError(f"{path}: {key} must hold true/false flags, got {odd!r}; the file was "
+                                            f"edited or corrupted: {_RESTART}")
+            _check_stages_recorded(path, data, suites or {})
             state.clean, state.flags = data["clean"], data["flags"]
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
@@ -235,6 +248,25 @@ class ChunkState:
     def save(self) -> None:
         if self.path is not None:
             atomic_write_text(self.path, json.dumps(self.to_dict()) + "\n")
+
+
+def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a chunk file whose finished stages (``stages_done``, or all of them when ``done``) left no flags:
+    they would be read as a missing key (``error: autoattack``) when the results are put together."""
+    done = data["stages_done"] if isinstance(data["stages_done"], list) else []
+    expected = [st for stages in suites.values() for st in stages] if data["done"] else done
+    missing = [f"stage {st!r}" for st in expected if st not in done or st not in (data["stage_flags"] or {})]
+    missing += [f"suite {suite!r}" for suite, stages in suites.items()
+                if any(st in expected for st in stages) and suite not in (data["flags"] or {})]
+    if data["done"] or done:
+        missing += ["clean"] * (data["clean"] is None)
+    if not isinstance(data["stages_done"], list) or not isinstance(data["done"], bool):
+        raise InvalidInputError(f"{path}: done must be true/false and stages_done a list of stages, got "
+                                f"{data['done']!r} and {data['stages_done']!r}; the file was edited or corrupted: "
+                                f"{_RESTART}")
+    if missing:
+        raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
+                                f"file was edited or corrupted: {_RESTART}")
 
 
 #: The path a run.json without ``fast_path`` (written before it was recorded) is resumed on: the default one.
@@ -453,7 +485,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             raise ValueError("labels were given without images: pass images=<(N, C, H, W) tensor> with them, or "
                              "neither (the data set's test images are loaded)")
         if dataset is None:
-            raise ValueError("no data set: pass dataset='cifar10' (or images and labels)")
+            raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
         images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
                                     preprocessing)
@@ -493,6 +525,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
     runner.check_classes(plan.stages, num_classes)
+    runner.check_iterations(plan.stages)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
@@ -517,7 +550,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     resumed, earlier = 0, 0.0
     for index, start, end in mine:
         x, y = images[start:end], labels[start:end]
-        state = ChunkState.open(index, start, end, _data_digest(x, y), state_path)
+        state = ChunkState.open(index, start, end, _data_digest(x, y), state_path, plan.suites)
         resumed += state.resumed
         earlier += state.earlier_seconds
         if not state.done:
@@ -575,10 +608,21 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
     log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
 
     Raises:
-        robust_mix.validate.InvalidInputError: naming what the model returned and what to change.
+        robust_mix.validate.InvalidInputError: naming what the model returned and what to change, or the error it
+            raised on the images (e.g. a convolution expecting 3 channels given 1-channel Fashion-MNIST).
     """
     probe = images[:2]
-    return check_scores(model(probe.to(device)), len(probe), labels).shape[1]
+    try:
+        outputs = model(probe.to(device))
+    except (InvalidInputError, NonFiniteOutputError):  # robust_mix's own checks say what is wrong already
+        raise
+    except (RuntimeError, ValueError, TypeError) as err:  # a layer refusing the input's shape or dtype
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise InvalidInputError(f"the model fails on the images given to it, of shape {tuple(probe.shape[1:])} "
+                                f"({probe.dtype}): {type(err).__name__}: {first_line}; "
+                                "check the data set (dataset=, --dataset) against the input the model was built "
+                                "for") from err
+    return check_scores(outputs, len(probe), labels).shape[1]
 
 
 def _mean(flags: Sequence[bool]) -> float:

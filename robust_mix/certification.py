@@ -22,7 +22,8 @@ from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz
                                 estimate_smoothed, lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import check_alpha, check_images, check_labels, check_writable_dir
+from robust_mix.validate import (check_alpha, check_images, check_labels, check_radii, check_writable_dir,
+                                 positive_float)
 from robust_mix.version import __version__
 
 METHODS = ("smoothing", "lipschitz")
@@ -77,7 +78,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         sigma, n0, n, failure_prob, seed: the smoothing estimate (selection and estimation samples).
         lipschitz, norm: the Lipschitz form: a finite constant > 0, or ``None`` (the default) for the library's
             bound (Sequential robust bases).
-        radii: where certified accuracy is reported (default 0 to 4 sigma in 8 steps).
+        radii: where certified accuracy is reported, finite and >= 0, sorted in the report (default 0 to 4
+            sigma in 8 steps).
         alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``; default the model's own);
             1.0, the robust base alone, is always added.
         about: extra fields for the report (data set, split, overrides).
@@ -90,6 +92,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if lipschitz is not None:
         lipschitz = check_lipschitz(lipschitz)
+    sigma = positive_float("sigma", sigma)  # also the default radii's unit under method="lipschitz"
+    radii = check_radii(radii) if radii is not None else [sigma * i / 2 for i in range(9)]
     start = time.time()
     check_probability_mixing(model)
     device = next(model.parameters()).device
@@ -97,7 +101,6 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     labels = check_labels(labels, model.num_classes, n=len(images)).to(device)
     default: AlphaChoice = "applied" if model.is_adaptive else float(model.alpha)
     choices = list(dict.fromkeys([*(ratio_choice(a) for a in (alphas or [default])), 1.0]))
-    radii = list(radii) if radii is not None else [sigma * i / 2 for i in range(9)]
     with torch.no_grad():
         logits = [model.base_logits(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     std_logits = torch.cat([g for g, _ in logits])

@@ -47,7 +47,7 @@ from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
-from robust_mix.validate import check_bool, check_device
+from robust_mix.validate import check_bool, check_device, check_writable_dir
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -302,6 +302,7 @@ class HubMixin:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
                              f"{CARD_NAME}): give a folder path, or move the file away")
+        check_writable_dir(folder, "save folder")  # a parent that is a file, no permission: before writing
         usage = None if repo_id else ("from robust_mix import MixedClassifier\n\n"
                                       f"model = MixedClassifier.from_pretrained({json.dumps(LOCAL_PREFIX + str(folder))})\n"
                                       "log_probs = model(images)")

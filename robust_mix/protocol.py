@@ -65,8 +65,8 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
         stages = [s.strip() for s in (attack.split(",") if isinstance(attack, str) else attack) if s.strip()]
         unknown = [s for s in stages if s not in KNOWN_STAGES]
         if not stages or unknown:
-            raise ValueError(f"unknown attack stage(s) {unknown or attack!r}; use one of {list(PRESETS)} "
-                             f"or a comma-separated list of {list(KNOWN_STAGES)}")
+            raise ValueError(f"{_unknown_stages(attack, unknown)}; use one of {list(PRESETS)} or a comma-separated "
+                             f"list of {list(KNOWN_STAGES)}")
         if len(set(stages)) != len(stages):
             raise ValueError(f"attack stages repeat in {attack!r}; list each stage once")
         name, version = ",".join(stages), "standard"
@@ -75,6 +75,20 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
     if adaptive and not suites["adaptive"]:
         suites["adaptive"], name = list(ADAPTIVE_STAGES), name + "+adaptive"
     return AttackPlan(name, version, {k: v for k, v in suites.items() if v})
+
+
+def _unknown_stages(attack: Union[str, Sequence[str]], unknown: Sequence[str]) -> str:
+    """What is wrong with the stage names of ``attack`` (``unknown``: those that are no stage), with a hint for
+    a preset listed among stages and for names in another case or with ``_`` for ``-`` (``"APGD-CE"``)."""
+    if not unknown:
+        return f"attack {attack!r} names no stage"
+    spelled = {n.lower().replace("_", "-"): n for n in (*PRESETS, *KNOWN_STAGES)}
+    meant = [spelled[k] for k in (s.lower().replace("_", "-") for s in unknown) if k in spelled]
+    presets = [s for s in unknown if s in PRESETS]
+    hint = (f" (a preset runs alone, not in a list: {presets[0]!r} is {list(PRESETS[presets[0]][1])}; add the "
+            "adaptive suite with adaptive=True / --adaptive)" if presets
+            else f" (names are lower case with '-': did you mean {', '.join(map(repr, meant))}?)" if meant else "")
+    return f"unknown attack stage(s) {list(unknown)}{hint}"
 
 
 @dataclass

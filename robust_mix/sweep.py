@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import logging
+import math
 import dataclasses
 import textwrap
 from dataclasses import asdict, dataclass
@@ -23,11 +24,16 @@ from robust_mix.formatting import evaluation_label, format_eps
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
-from robust_mix.validate import InvalidInputError, check_alpha, check_writable_dir, parse_number
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_writable_dir,
+                                 parse_number)
 
 logger = logging.getLogger(__name__)
 
 POLICY = "policy"
+#: Most ratios one sweep runs: each is a full benchmark, so a longer grid is a typo (a step like 1e-9).
+MAX_ALPHAS = 1001
+#: Relative slack when counting the ratios of a range: ``(1 - 0) / 0.1`` is 9.999999999999998 in floats.
+_RANGE_SLACK = 1e-9
 
 
 @dataclass
@@ -58,6 +64,8 @@ class SweepPoint:
 def parse_alphas(text: str) -> list[float]:
     """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``.
 
+    A range never goes beyond ``stop``: ``"0.1:0.8:0.2"`` is ``[0.1, 0.3, 0.5, 0.7]``.
+
     Raises:
         robust_mix.validate.InvalidInputError: naming ``text``.
     """
@@ -70,7 +78,12 @@ def parse_alphas(text: str) -> list[float]:
             start, stop, step = (parse_number("alpha", v) for v in parts)
             if step <= 0 or stop < start:
                 raise InvalidInputError("a range start:stop:step needs start <= stop and a positive step")
-            count = int(round((stop - start) / step)) + 1
+            # floor, not round: a step that does not divide the range stops at the last ratio <= stop (the
+            # slack absorbs float error in e.g. (1 - 0) / 0.1), never one beyond it
+            count = math.floor((stop - start) / step + _RANGE_SLACK) + 1
+            if count > MAX_ALPHAS:
+                raise InvalidInputError(f"a range of step {step:g} gives {count} ratios, more than the {MAX_ALPHAS} "
+                                        "a sweep runs (each one a full benchmark); use a larger step")
             values = [round(start + i * step, 10) for i in range(count)]
         else:
             values = [parse_number("alpha", v) for v in text.split(",") if v.strip()]
@@ -115,8 +128,13 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
                              "its own), e.g. functools.partial(robust_mix.load_model, NAME), not a model instance")
         probe = instance
     if not hasattr(probe, "alpha"):
-        raise TypeError("sweep needs a MixedClassifier (a model with an `alpha` to vary)")
+        raise InvalidInputTypeError(f"sweep needs a MixedClassifier (a model with an `alpha` to vary), got "
+                                    f"{type(probe).__name__}; a plain classifier has no ratio: benchmark it instead")
     settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
+    repeated = sorted({a for a in settings if settings.count(a) > 1})
+    if repeated:  # each point owns state_dir/alpha_<a>: a repeat would run twice, side by side in one folder
+        raise InvalidInputError(f"sweep alphas repeat {[f'{a:g}' for a in repeated]} in {list(alphas)!r}; list each "
+                                "ratio once")
     if include_policy and getattr(probe, "policy", None) is not None:
         settings.append(POLICY)
     del probe

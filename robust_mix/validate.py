@@ -132,6 +132,19 @@ def non_negative_float(name: str, value: Any) -> float:
     return check_real(name, value, low=0.0)
 
 
+def check_radii(radii: Any, name: str = "radii") -> list[float]:
+    """Radii to report certified accuracy at: a non-empty sequence of finite numbers ``>= 0``, returned sorted
+    and without repeats (a certified-accuracy curve is read from small to large radius)."""
+    if isinstance(radii, (str, bytes)) or not isinstance(radii, (Sequence, torch.Tensor)):
+        raise InvalidInputTypeError(f"{name} must be a list of radii such as [0, 0.25, 0.5], got {radii!r} "
+                                    f"({type(radii).__name__})")
+    values = [non_negative_float(f"every one of {name}", r) for r in radii]
+    if not values:
+        raise InvalidInputError(f"{name} is empty; give at least one radius, e.g. [0, 0.25, 0.5] (or None: the "
+                                "default)")
+    return sorted(set(values))
+
+
 def check_fraction(name: str, value: Any) -> float:
     """A fraction in ``[0, 1]`` (accuracies). A value in ``(1, 100]`` is named as a likely percentage."""
     try:
@@ -536,6 +549,25 @@ def check_adversarial_examples(x_adv: Any, x: torch.Tensor, norm: str, eps: floa
     return x_adv
 
 
+def check_score_shape(outputs: Any, n: int, what: str = "the model") -> torch.Tensor:
+    """A model's output for ``n`` images as a ``(n, K)`` tensor (the shape part of :func:`check_scores`, cheap
+    enough for every query of an attack).
+
+    Raises:
+        InvalidInputTypeError: the output is not a tensor (a tuple, a dict).
+        InvalidInputError: another shape; for one image, a hint at ``squeeze()``, which drops its batch dimension.
+    """
+    if not isinstance(outputs, torch.Tensor):
+        raise InvalidInputTypeError(f"{what} must return a tensor of class scores (B, K), got {type(outputs).__name__}; "
+                                    "wrap it so that forward returns the logits only (e.g. forward(x)[0])")
+    if outputs.ndim != 2 or outputs.shape[0] != n:
+        hint = (" (a batch of one image: does forward squeeze() its output? That drops the batch dimension; "
+                "leave it out)" if n == 1 and outputs.ndim == 1 else "")
+        raise InvalidInputError(f"{what} must return class scores of shape (B, K) = ({n}, K), got shape "
+                                f"{tuple(outputs.shape)}{hint}")
+    return outputs
+
+
 def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, what: str = "the model") -> torch.Tensor:
     """A model's output for ``n`` images read as class scores: a ``(n, K)`` tensor of logits or
     log-probabilities, ``K`` above every label, and not probabilities (rows of ``[0, 1]`` values summing
@@ -545,20 +577,17 @@ def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, wh
         InvalidInputTypeError: the output is not a tensor (a tuple, a dict).
         InvalidInputError: another shape, fewer classes than the labels need, or probabilities.
     """
-    if not isinstance(outputs, torch.Tensor):
-        raise InvalidInputTypeError(f"{what} must return a tensor of class scores (B, K), got {type(outputs).__name__}; "
-                                    "wrap it so that forward returns the logits only (e.g. forward(x)[0])")
-    if outputs.ndim != 2 or outputs.shape[0] != n:
-        raise InvalidInputError(f"{what} must return class scores of shape (B, K) = ({n}, K), got shape "
-                                f"{tuple(outputs.shape)}")
+    outputs = check_score_shape(outputs, n, what)
     classes = outputs.shape[1]
     if labels is not None and len(labels) and int(labels.max()) >= classes:
         raise InvalidInputError(f"{what} scores {classes} classes but labels go up to {int(labels.max())}; give "
                                 f"labels in [0, {classes}) or the model of this label set")
     scores = outputs.detach()
+    # a float16 / bfloat16 softmax sums to 1 only up to its rounding (bfloat16: ~1e-3), still probabilities
+    slack = max(1e-4, 2 * torch.finfo(scores.dtype).eps) if scores.is_floating_point() else 0.0
     if classes > 1 and scores.is_floating_point() and torch.isfinite(scores).all() and bool(
             (scores >= 0).all() and (scores <= 1).all()
-            and torch.allclose(scores.double().sum(dim=1), torch.ones(n, dtype=torch.double), atol=1e-4)):
+            and torch.allclose(scores.double().sum(dim=1), torch.ones(n, dtype=torch.double), atol=slack)):
         raise InvalidInputError(f"{what} returns probabilities (each row sums to 1), not logits: the attacks' "
                                 "losses would be computed on them and overstate its robustness; return logits, "
                                 "or log-probabilities (torch.log of them)")
@@ -569,8 +598,12 @@ def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, wh
 def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:
     """Create ``path`` (and parents) if needed and make sure files can be written there.
 
-    Called before any work starts, so that nothing computed is lost to an unwritable folder.
+    Called before any work starts, so that nothing computed is lost to an unwritable folder. An empty path is
+    refused: ``Path("")`` is the current folder, and ``--out "$OUT"`` with ``OUT`` unset would fill it.
     """
+    if isinstance(path, str) and not path.strip():
+        raise InvalidInputError(f"the {what} is an empty path {path!r} (an unset variable?); give a folder, e.g. "
+                                "runs/NAME (or '.' for the current folder)")
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,22 @@ def test_attack_plans():
             resolve_attack(bad)
 
 
+@pytest.mark.parametrize("attack, message", [
+    ("APGD-CE,FAB-T", "unknown attack stage(s) ['APGD-CE', 'FAB-T'] (names are lower case with '-': did you mean "
+                      "'apgd-ce', 'fab-t'?)"),
+    ("Standard", "did you mean 'standard'?"),
+    ("apgd_t", "did you mean 'apgd-t'?"),
+    ("standard,apgd-dlr", "unknown attack stage(s) ['standard'] (a preset runs alone, not in a list: 'standard' is "
+                          "['apgd-ce', 'apgd-t', 'fab-t', 'square']"),
+    ([], "attack [] names no stage; use one of"),
+    (",", "attack ',' names no stage"),
+])
+def test_unknown_stage_names_say_what_was_meant(attack, message):
+    with pytest.raises(ValueError) as err:
+        resolve_attack(attack)
+    assert message in str(err.value)
+
+
 def test_default_budgets_are_the_leaderboards():
     settings = runner_for(adaptive_model()).attack_settings()
     assert settings["apgd"] == {"n_iter": 100, "n_restarts": 1, "eot_iter": 1}

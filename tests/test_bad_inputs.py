@@ -161,6 +161,11 @@ COUNTS = [
     ("seed=1.5", lambda: bench(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
     ("AttackOptions(n_iter=0)", lambda: AttackOptions(n_iter=0), InvalidInputError, "n_iter must be a positive integer (>= 1), got 0"),
     ("AttackOptions(n_queries=-1)", lambda: AttackOptions(n_queries=-1), InvalidInputError, "n_queries must be a positive integer (>= 1), got -1"),
+    ("L1 APGD with n_iter=1 (failed inside pyautoattack)", lambda: bench(threat_model="L1", eps=5.0), InvalidInputError,
+     "the apgd-ce attack runs 1 iteration(s), but under L1 pyautoattack splits APGD's iterations into rounds"),
+    ("L1 APGD-T with n_iter=2 (no iteration at eps)",
+     lambda: bench(threat_model="L1", eps=5.0, attack="apgd-t", options=AttackOptions(n_iter=2, n_target_classes=2)),
+     InvalidInputError, "needs at least 3; pass options=AttackOptions(n_iter=3) or more (--n-iter 3)"),
     ("load_dataset(n_examples=-5)", lambda: robust_mix.data.load_dataset("fashion-mnist", "test", -5),
      InvalidInputError, "n_examples must be a positive integer (>= 1), got -5"),
 ]
@@ -386,6 +391,78 @@ def test_api_refuses_bad_input_naming_it(call, error, names):
     assert names in message
 
 
+def test_l1_apgd_runs_with_three_iterations_and_other_stages_with_one():
+    assert 0 <= bench(threat_model="L1", eps=5.0, options=AttackOptions(n_iter=3)).robust_accuracy <= 1
+    assert 0 <= bench(threat_model="L1", eps=5.0, attack="rand").robust_accuracy <= 1  # no largereps under rand
+    assert 0 <= bench(threat_model="L1", eps=5.0, attack="fab,square",
+                      options=AttackOptions(n_iter=1, n_queries=5)).robust_accuracy <= 1
+
+
+class Squeezed(nn.Module):
+    """``tiny_model`` whose forward ends in ``squeeze()``: a batch of one image gets scores of shape ``(K,)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).squeeze()
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "square", "adaptive-apgd-ce"])
+def test_a_model_that_squeezes_a_batch_of_one_is_named_during_the_attack(attack):
+    """Only example 2 is clean-correct, so each attack queries batches of one: it crashed inside pyautoattack with
+    'IndexError: Dimension out of range'."""
+    assert (tiny_model()(images()).argmax(dim=1) == LABELS).tolist() == [False, False, True, False, False, False]
+    with pytest.raises(InvalidInputError, match=rf"during the {attack} attack on examples \[2\], must return class "
+                                                r"scores of shape \(B, K\) = \(1, K\), got shape \(10,\) \(a batch "
+                                                r"of one image: does forward squeeze\(\) its output"):
+        bench(Squeezed(), batch_size=5, attack=attack, options=AttackOptions(n_iter=1, n_queries=3))
+
+
+def test_a_model_that_fails_on_the_images_is_named_with_the_images_shape():
+    """A 3-channel model given Fashion-MNIST's 1-channel images raised a bare RuntimeError (a CLI traceback)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)).eval()
+    with pytest.raises(InvalidInputError, match=r"the model fails on the images given to it, of shape "
+                                                r"\(1, 28, 28\) \(torch.float32\): RuntimeError: .*to have 3 channels"):
+        bench(model)
+
+
+class NoGradient(nn.Module):
+    """``tiny_model`` whose forward runs under ``torch.no_grad()``, as inference code often does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_model()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "fab-t", "adaptive-apgd-ce"])
+def test_a_model_without_gradients_is_named_by_the_gradient_attacks(attack):
+    """It failed inside pyautoattack with 'element 0 of tensors does not require grad' (a traceback in the CLI)."""
+    with pytest.raises(InvalidInputError, match=rf"during the {attack} attack on examples \[0, 1, 2, 3, 4, 5\], "
+                                                r"returned scores without a gradient for its input \(does forward run "
+                                                r"under torch.no_grad\(\)"):
+        bench(NoGradient(), labels=predictions(), attack=attack, options=AttackOptions(n_iter=1, n_target_classes=2))
+    assert bench(NoGradient(), labels=predictions(), attack="square",  # queries scores only: it runs
+                 options=AttackOptions(n_queries=3)).robust_accuracy <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_probabilities_of_a_low_precision_model_are_refused(dtype):
+    """Their rows sum to 1 only up to float16/bfloat16 rounding (1e-4 to 1e-3), beyond the float32 tolerance: the
+    probabilities were attacked as if they were logits, overstating robustness."""
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    probabilities = nn.Sequential(linear, nn.Softmax(dim=1)).to(dtype).eval()
+    with pytest.raises(InvalidInputError, match=r"returns probabilities \(each row sums to 1\), not logits"):
+        bench(probabilities, images=images().to(dtype))
+    assert 0 <= bench(linear.to(dtype).eval(), images=images().to(dtype)).robust_accuracy <= 1  # its logits run
+
+
 def test_robustbench_enums_are_read_as_their_values():
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
@@ -542,6 +619,8 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --threat-model Linf2", bench_cli("--threat-model", "Linf2"), 2, "invalid choice: 'Linf2'"),
     ("benchmark --threat-model L2 without --eps (a Linf entry)", bench_cli("--threat-model", "L2", "--n-examples", "2"),
      2, "eps is not set for threat_model='L2'"),
+    ("benchmark --threat-model L1 --n-iter 1", bench_cli("--threat-model", "L1", "--eps", "5", "--n-examples", "2"), 2,
+     "needs at least 3; pass options=AttackOptions(n_iter=3) or more (--n-iter 3)"),
     ("benchmark --device tpu", bench_cli("--device", "tpu", "--n-examples", "2"), 2, "device 'tpu' is not a device name"),
     ("benchmark --attack bogus", ["benchmark", TINY, "--attack", "bogus", "--n-examples", "2"], 2,
      "unknown attack stage(s) ['bogus']"),
@@ -630,6 +709,49 @@ def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys)
     report.write_text(json.dumps(leaderboard_size(reports["standard"])))
     assert main(["submit", "fmnist-standard", "--report", str(report), "--out", str(under_a_file)]) == 2
     assert f"{A_FILE_NAME} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_is_one_error_line_and_the_run_resumes(tmp_path, capsys):
+    """A folder where report.json goes ended the finished run in an IsADirectoryError traceback."""
+    out = tmp_path / "out"
+    (out / "report.json").mkdir(parents=True)
+    assert main(bench_cli("--n-examples", "2", "--out", str(out))) == 1
+    err = capsys.readouterr().err
+    assert "error: [Errno 21] Is a directory" in err and "rerun the same command to resume" in err
+    assert "Traceback" not in err and (out / "state" / "chunk_000000.json").is_file()
+    (out / "report.json").rmdir()
+    assert main(bench_cli("--n-examples", "2", "--out", str(out))) == 0
+    assert BenchmarkResult.from_json(out / "report.json").resumed_chunks == 1
+
+
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
+    """``--out ""`` (``--out "$OUT"`` with OUT unset) wrote report.json and the state into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"the state folder is an empty path '' \(an unset variable\?\)"):
+        bench(state_dir="")
+    assert main(bench_cli("--n-examples", "2", "--out", "")) == 2
+    assert "the output folder is an empty path ''" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["card", "fmnist-robust", "--out", "{under}/card.md"], id="card --out under a file"),
+    pytest.param(["card", "--all", "--out-dir", "{under}"], id="card --all --out-dir under a file"),
+    pytest.param(["save", "fmnist-robust", "{under}"], id="save under a file"),
+])
+def test_card_and_save_refuse_an_unwritable_destination_with_one_line(under_a_file, capsys, argv):
+    """These ended in a NotADirectoryError / FileExistsError traceback."""
+    assert main([a.format(under=under_a_file) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{A_FILE_NAME} is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_card_out_that_is_a_folder_is_refused_with_one_line(tmp_path, capsys):
+    """It ended in an IsADirectoryError traceback from the atomic write."""
+    assert main(["card", "fmnist-robust", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; give the card's file name" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- interrupts --------------------------------------------------------------------------------------------

@@ -367,6 +367,37 @@ def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
         benchmark(tiny_mixed(), **kwargs)
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: {**d, "flags": {}}, r"marks work as done that it holds no flags for \(suite 'autoattack'\)"),
+    (lambda d: {**d, "stage_flags": {}}, r"no flags for \(stage 'apgd-ce'\)"),  # was 'error: apgd-ce' (a KeyError)
+    (lambda d: {**d, "stages_done": []}, r"no flags for \(stage 'apgd-ce'\)"),
+    (lambda d: {**d, "done": False, "flags": {}}, r"no flags for \(suite 'autoattack'\)"),
+    (lambda d: {**d, "clean": [1, "x", 2, 0]}, r"clean must hold true/false flags, got 1"),  # was a TypeError
+    (lambda d: {**d, "done": "yes"}, r"done must be true/false"),
+])
+def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_path, edit, match):
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST,
+                  device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), **kwargs)
+    chunk = tmp_path / "chunk_000000.json"
+    chunk.write_text(json.dumps(edit(json.loads(chunk.read_text()))))
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=f"chunk_000000.json.*{match}.*start this run afresh"):
+        benchmark(tiny_mixed(), **kwargs)
+
+
+def test_a_chunk_state_saved_before_its_first_stage_resumes(tmp_path):
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST,
+                  device="cpu", state_dir=tmp_path)
+    first = benchmark(tiny_mixed(), **kwargs)
+    chunk = tmp_path / "chunk_000000.json"
+    chunk.write_text(json.dumps({**json.loads(chunk.read_text()), "done": False, "stages_done": [], "flags": {},
+                                 "stage_flags": {}}))
+    assert benchmark(tiny_mixed(), **kwargs).robust_flags == first.robust_flags
+
+
 def test_sigkill_and_restart_ends_with_the_uninterrupted_flags(tmp_path):
     out = tmp_path / "run"
     proc = run_cli(["-m", "robust_mix.cli", *CLI_ARGS, "--out", str(out)])

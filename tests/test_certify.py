@@ -413,3 +413,33 @@ def test_a_lipschitz_constant_that_is_not_positive_and_finite_is_refused_not_rep
             certify_model(model, images, labels, lipschitz=bad, **kwargs)
     with pytest.raises(ValueError, match=r"lipschitz must be a finite number > 0.*None.*library's bound"):
         certify_lipschitz(model, images, lipschitz=bad)
+
+
+@pytest.mark.parametrize("radii, match", [
+    ([], r"radii is empty; give at least one radius"),  # crashed after sampling: 'stack expects a non-empty TensorList'
+    ([float("nan"), 0.1], r"every one of radii must be a finite number >= 0, got nan"),  # wrote NaN, then no plot
+    ([-1.0], r"got -1.0"),
+    (0.5, r"radii must be a list of radii such as \[0, 0.25, 0.5\], got 0.5 \(float\)"),
+])
+def test_bad_radii_are_refused_before_any_sampling(images, radii, match, monkeypatch):
+    from robust_mix import certification
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before the radii were checked")
+
+    monkeypatch.setattr(certification, "estimate_smoothed", no_sampling)
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    with pytest.raises(ValueError, match=match):
+        certification.certify_model(model, images, torch.arange(len(images)) % 10, sigma=0.25, radii=radii,
+                                    progress=False)
+
+
+def test_radii_are_reported_sorted_once_each(images, tmp_path):
+    from robust_mix.certification import certify_model, write_certification
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    result = certify_model(model, images, torch.arange(len(images)) % 10, sigma=0.25, n0=5, n=10, progress=False,
+                           radii=[0.5, 0.0, 0.5])
+    assert result.report["radii"] == [0.0, 0.5]
+    assert all(len(c["certified_accuracy"]) == 2 for c in result.report["curves"])
+    assert json.loads(write_certification(tmp_path, result)["json"].read_text())["radii"] == [0.0, 0.5]

@@ -22,6 +22,27 @@ def test_parse_alphas():
         parse_alphas("0,1.5")
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("0.1:0.8:0.2", [0.1, 0.3, 0.5, 0.7]),  # a step that does not divide the range stops before stop
+    ("0:0.7:0.2", [0.0, 0.2, 0.4, 0.6]),
+    ("0:1:0.35", [0.0, 0.35, 0.7]),  # not an error about a ratio 1.05 the user never asked for
+    ("0.7:0.9:0.1", [0.7, 0.8, 0.9]),  # float error in (0.9 - 0.7) / 0.1 does not drop the stop
+    ("0:1:0.1", [round(0.1 * i, 10) for i in range(11)]),
+])
+def test_a_range_of_alphas_never_goes_beyond_its_stop(text, expected):
+    assert parse_alphas(text) == expected
+
+
+def test_a_range_of_alphas_with_a_tiny_step_is_refused_at_once():
+    with pytest.raises(ValueError, match=r"alphas '0:1:1e-12': a range of step 1e-12 gives 1000000000001 ratios"):
+        parse_alphas("0:1:1e-12")
+
+
+def test_sweep_refuses_repeated_alphas_before_any_run():
+    with pytest.raises(ValueError, match=r"sweep alphas repeat \['0.5'\]"):
+        sweep(adaptive_model(), [0.5, 1.0, 0.5])
+
+
 def test_sweep_over_ratios_and_the_policy(tmp_path):
     model = adaptive_model()
     policy = model.alpha
@@ -98,6 +119,21 @@ def test_sweep_needs_a_mixed_model():
         sweep(torch.nn.Linear(2, 2), [0.5])
     with pytest.raises(TypeError, match="MixedClassifier"):
         sweep(lambda: torch.nn.Linear(2, 2), [0.5])
+
+
+def test_sweep_command_on_a_plain_classifier_is_one_error_line(capsys, tmp_path):
+    """It ended in a TypeError traceback: the CLI turns only bad-input errors into one line."""
+    from robust_mix.cli import main
+
+    assert main(["sweep", "test_sweep:plain_classifier", "--alphas", "0,1", "--eps", "0.1", "--out",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: sweep needs a MixedClassifier (a model with an `alpha` to vary), got Sequential" in err
+    assert "Traceback" not in err
+
+
+def plain_classifier() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
 
 
 def test_sweep_in_workers_needs_a_model_factory():

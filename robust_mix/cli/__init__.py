@@ -3,8 +3,9 @@
 Library modules log and never print; each ``robust_mix/cli/<topic>.py`` wraps one library module
 in subcommands registered with :func:`command` and listed in :data:`COMMAND_MODULES`.
 
-Exit codes: 0 done, 2 bad input (one ``error:`` line naming the value), 3 a refused submission,
-130 interrupted (Ctrl-C; one line says how to resume).
+Exit codes: 0 done, 1 a file could not be written or read (one ``error:`` line, and how to resume),
+2 bad input (one ``error:`` line naming the value), 3 a refused submission, 130 interrupted (Ctrl-C; one line
+says how to resume).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from robust_mix.config import ModelConfig
 logger = logging.getLogger("robust_mix.cli")
 
 Command = Callable[[argparse.Namespace], int]
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+EXIT_FILE_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 #: The help text of every command's NAME argument (resolved by robust_mix.loading.parse_model_name).
 NAME_HELP = ("registry name or alias (robust-mix list), hf-hub:org/name, local-dir:PATH (a saved folder), "
@@ -204,5 +205,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # a folder where a file goes, a full disk: after the work, whose state is kept
+        print(f"error: {err}" + (f"; {resume.format(**vars(args))}" if resume else ""), file=sys.stderr)
+        return EXIT_FILE_ERROR
     finally:
         threads.release_claim()

@@ -8,6 +8,7 @@ from pathlib import Path
 from robust_mix.cli import command
 from robust_mix.cards import DEFAULT_REPORTS_DIR, render_all, zoo_card
 from robust_mix.io import atomic_write_text
+from robust_mix.validate import InvalidInputError, check_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def _card(args: argparse.Namespace) -> int:
     if args.all == bool(args.name):
         raise ValueError("give either a model NAME or --all")
     if args.all:
+        check_writable_dir(args.out_dir, "card folder")
         written, skipped = render_all(args.out_dir, args.reports_dir)
         for path in written:
             logger.info("wrote %s", path)
@@ -37,6 +39,10 @@ def _card(args: argparse.Namespace) -> int:
                     "y" if len(skipped) == 1 else "ies")
         return 0
     out = Path(args.out) if args.out else Path("model_cards") / f"{args.name}.md"
+    if out.is_dir():
+        raise InvalidInputError(f"--out {str(out)!r} is a folder; give the card's file name, e.g. "
+                                f"{str(out / (args.name + '.md'))!r}")
+    check_writable_dir(out.parent, "card folder")
     atomic_write_text(out, zoo_card(args.name, args.benchmark))
     logger.info("wrote %s", out)
     return 0
