@@ -303,6 +303,13 @@ def _fast_path_change(saved: Any, current: dict[str, bool]) -> str:
             "compile_model in Python)")
 
 
+def _device_change(saved: Any, current: str) -> str:
+    """Why a resume on another kind of device is refused, ending in what to do."""
+    return (f"the state was written on {saved!r}, this run is on {current!r}. Another device rounds differently in "
+            "the last bits, so resuming would mix flags from two arithmetic paths: resume on the device the state "
+            f"was written on (device={saved!r}, --device {saved})")
+
+
 def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
     """Refuse a state folder written with other arguments (or whose record of them, ``run.json``, is gone
     while progress is there); record the arguments of a new one."""
@@ -313,11 +320,21 @@ def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
     if path.is_file():
         saved = _read_state(path, ())
         saved = _as_current_record(saved) if isinstance(saved, dict) else saved
+        if isinstance(saved, dict) and "device" not in saved:
+            # written before the device was recorded: which one it ran on is unknown
+            logger.warning("%s was written by a robust_mix that did not record the device; resuming it on %s assumes "
+                           "it ran there (another device rounds differently in the last bits)", path,
+                           fingerprint["device"])
+            saved["device"] = fingerprint["device"]
         if saved != fingerprint:
             saved = saved if isinstance(saved, dict) else {}
             diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-            fix = (f": {_fast_path_change(saved.get('fast_path'), fingerprint['fast_path'])}" if "fast_path" in diff
-                   else "; restart with the same arguments to resume")
+            if "fast_path" in diff:
+                fix = f": {_fast_path_change(saved.get('fast_path'), fingerprint['fast_path'])}"
+            elif diff == ["device"]:
+                fix = f": {_device_change(saved.get('device'), fingerprint['device'])}"
+            else:
+                fix = "; restart with the same arguments to resume"
             raise ValueError(f"{state_dir} holds a run with different arguments (differs in {diff}){fix}, or give "
                              "another state folder (state_dir=..., --state-dir or another --out)")
         return
@@ -531,7 +548,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
                    "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
                    "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
-                   "attack_settings": settings, "fast_path": fast_path(model)}
+                   "attack_settings": settings, "fast_path": fast_path(model),
+                   "device": device.type}
     if state_path is not None:
         _check_run_file(state_path, fingerprint)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -646,6 +647,35 @@ def test_a_resume_on_another_arithmetic_path_is_refused(tmp_path, first, second,
         benchmark(second(), **kwargs)
     assert "same choice" in str(err.value)
     assert benchmark(first(), **kwargs).resumed_chunks == 1  # the same path resumes
+
+
+def test_a_resume_on_another_kind_of_device_is_refused(tmp_path):
+    """A run started on one device and resumed on another (CPU, then a GPU) would mix flags from two arithmetic
+    paths: run.json records the kind of device, and a state written elsewhere is refused, saying where to resume."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce", options=FAST, device="cpu",
+                  state_dir=tmp_path)
+    benchmark(tiny_mixed(), **kwargs)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["device"] == "cpu"
+    (tmp_path / "run.json").write_text(json.dumps({**record, "device": "cuda"}))  # as a GPU run writes it
+    with pytest.raises(ValueError, match=r"differs in \['device'\]\): the state was written on 'cuda', this run is on "
+                                         r"'cpu'.*--device cuda"):
+        benchmark(tiny_mixed(), **kwargs)
+
+
+def test_a_state_folder_from_before_the_device_was_recorded_resumes_with_a_warning(tmp_path, caplog):
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=2, attack="apgd-ce", options=FAST, device="cpu",
+                  state_dir=tmp_path)
+    with pytest.raises(_Interrupt):
+        benchmark(tiny_mixed(), progress=_StopAfter("apgd-ce", 2), **kwargs)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["device"]
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger="robust_mix.benchmark"):
+        assert benchmark(tiny_mixed(), **kwargs).resumed_chunks == 1
+    assert "did not record the device; resuming it on cpu assumes it ran there" in caplog.text
 
 
 def test_a_state_folder_from_before_the_arithmetic_path_was_recorded_resumes_on_the_default_path(tmp_path):
