@@ -666,6 +666,8 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("train --set unknown=1", train_cli("unknown=1"), 2, "unknown setting 'unknown' for BackboneRecipe"),
     ("train --set epochs", train_cli("epochs"), 2, "settings look like key=value, got 'epochs'"),
     ("info unknown model", ["info", "mixx"], 2, "unknown model 'mixx'"),
+    ("info alpha out of range", ["info", "fmnist-robust,alpha=2"], 2, "alpha must lie in [0, 1]"),
+    ("info alpha_range reversed", ["info", "fmnist-adasmooth,alpha_range=(1,0.9)"], 2, "alpha_range"),
 ]
 
 

@@ -147,6 +147,7 @@ def _info(args: argparse.Namespace) -> int:
     config = robust_mix.loading.model_config_of(args.name)
     if config is None:
         raise ValueError(f"{args.name} is a function returning a model; it has no config to show")
+    config.validate()  # overrides in the name are checked as load_model checks them, not shown as if valid
     if args.json:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
