@@ -253,17 +253,17 @@ class ChunkState:
 def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str, Sequence[str]]) -> None:
     """Refuse a chunk file whose finished stages (``stages_done``, or all of them when ``done``) left no flags:
     they would be read as a missing key (``error: autoattack``) when the results are put together."""
-    done = data["stages_done"] if isinstance(data["stages_done"], list) else []
+    if not isinstance(data["stages_done"], list) or not isinstance(data["done"], bool):
+        raise InvalidInputError(f"{path}: done must be true/false and stages_done a list of stages, got "
+                                f"{data['done']!r} and {data['stages_done']!r}; the file was edited or corrupted: "
+                                f"{_RESTART}")
+    done = data["stages_done"]
     expected = [st for stages in suites.values() for st in stages] if data["done"] else done
     missing = [f"stage {st!r}" for st in expected if st not in done or st not in (data["stage_flags"] or {})]
     missing += [f"suite {suite!r}" for suite, stages in suites.items()
                 if any(st in expected for st in stages) and suite not in (data["flags"] or {})]
     if data["done"] or done:
         missing += ["clean"] * (data["clean"] is None)
-    if not isinstance(data["stages_done"], list) or not isinstance(data["done"], bool):
-        raise InvalidInputError(f"{path}: done must be true/false and stages_done a list of stages, got "
-                                f"{data['done']!r} and {data['stages_done']!r}; the file was edited or corrupted: "
-                                f"{_RESTART}")
     if missing:
         raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
                                 f"file was edited or corrupted: {_RESTART}")

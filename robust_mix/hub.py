@@ -284,14 +284,14 @@ class HubMixin:
             robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
                 (:func:`robust_mix.cards.check_report_is_for`); nothing is written.
         """
-        self.portable_config(config)  # no config naming both bases: refused before reading the report
-        result, source = self._report_for_card(benchmark, config)
-        return self._save(save_directory, config, result, source, repo_id)
+        portable = self.portable_config(config)  # no config naming both bases: refused before reading the report
+        result, source = self._report_for_card(benchmark, config, portable)
+        return self._save(save_directory, config, portable, result, source, repo_id)
 
-    def _save(self, save_directory: Union[str, Path], config: Optional[ModelConfig], result: Optional[BenchmarkResult],
-              source: str, repo_id: Optional[str]) -> Path:
-        """:meth:`save_pretrained` with its report already read and checked (``None``: no results in the card)."""
-        portable = self.portable_config(config)
+    def _save(self, save_directory: Union[str, Path], config: Optional[ModelConfig], portable: ModelConfig,
+              result: Optional[BenchmarkResult], source: str, repo_id: Optional[str]) -> Path:
+        """:meth:`save_pretrained` with the portable config made and the report read and checked (``None``: no
+        results in the card)."""
         original = config if config is not None else self.config
         provenance = {"standard": _describe_base(original.standard), "robust": _describe_base(original.robust),
                       "weights": original.weights.describe() if original.weights is not None else None,
@@ -391,20 +391,19 @@ class HubMixin:
         """
         from huggingface_hub import HfApi
 
-        self.portable_config(config)  # fail before creating a repo
-        result, source = self._report_for_card(benchmark, config)  # a report of another model too
+        portable = self.portable_config(config)  # fail before creating a repo
+        result, source = self._report_for_card(benchmark, config, portable)  # a report of another model too
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory(prefix="robust-mix-push-") as tmp:
-            self._save(tmp, config, result, source, url.repo_id)
+            self._save(tmp, config, portable, result, source, url.repo_id)
             api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model", revision=revision,
                               commit_message=commit_message or "Upload mixed model with robust_mix",
                               create_pr=create_pr)
         logger.info("pushed to %s", url)
         return url
 
-
-    def _report_for_card(self, benchmark: Optional[ReportLike], config: Optional[ModelConfig]
+    def _report_for_card(self, benchmark: Optional[ReportLike], config: Optional[ModelConfig], portable: ModelConfig
                          ) -> tuple[Optional[BenchmarkResult], str]:
         """The report (and its name) for the card of this model, refused when it is of another model or configuration
         (:func:`robust_mix.cards.check_report_is_for`, as ``robust-mix card NAME --benchmark``).
@@ -418,7 +417,7 @@ class HubMixin:
         if benchmark is None:
             return None, ""
         result, source = read_report(benchmark)
-        current, portable = self.current_config(config), self.portable_config(config)
+        current = self.current_config(config)
         check_report_is_for(current, result, source, fingerprints=list(dict.fromkeys(
             [current.fingerprint(), portable.fingerprint()])),
             rerun=f"benchmark this model (robust_mix.benchmark(model, ...), or robust-mix benchmark {current.name}) "
