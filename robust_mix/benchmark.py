@@ -532,8 +532,13 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
     num_classes = _check_output_contract(model, images, labels, device)
-    if options.overrides():
-        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
+    overrides = options.overrides(plan.stages)
+    unused = sorted(set(options.overrides()) - set(overrides))
+    if unused:
+        logger.warning("%s set%s the budget of no stage of this attack (%s): ignored", ", ".join(unused),
+                       "" if len(unused) > 1 else "s", ", ".join(plan.stages))
+    if overrides:
+        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", overrides)
     if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
         logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
                        "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
@@ -603,7 +608,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         clean_flags=clean, robust_flags=robust, suite_flags=suite_flags, wall_time_s=wall,
         examples_per_second=n / wall if wall > 0 else float("inf"),
         number_forward_passes=number_forward_passes(model), attack_settings=settings,
-        options=options.overrides(), versions=package_versions(), world_size=world, chunk_size=chunk_size,
+        options=overrides, versions=package_versions(), world_size=world, chunk_size=chunk_size,
         resumed_chunks=resumed, resumed_seconds=earlier,
         config_fingerprint=current.fingerprint() if current is not None else None,
         full_clean_accuracy=None if full_correct is None else full_correct / clean_examples,

@@ -110,9 +110,21 @@ class AttackOptions:
         check_fields(self, {**dict.fromkeys(("n_iter", "n_restarts", "n_target_classes", "n_queries", "eot_iter"),
                                             positive_int), "adaptive_weight": check_fraction})
 
-    def overrides(self) -> dict[str, object]:
-        """The budget fields that differ from the leaderboard setting."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"}
+    def overrides(self, stages: Optional[Sequence[str]] = None) -> dict[str, object]:
+        """The budget fields that differ from the leaderboard setting; with ``stages``, only those that act
+        on one of them (:data:`OPTION_STAGES`: ``n_queries`` set for a run without Square changes nothing)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"
+                and (stages is None or any(stage in OPTION_STAGES[k] for stage in stages))}
+
+
+#: Budget field of :class:`AttackOptions` -> the stages whose budget it sets (``robust_mix.attacks.StageRunner``).
+OPTION_STAGES: dict[str, tuple[str, ...]] = {
+    "n_iter": ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t") + ADAPTIVE_STAGES,
+    "n_restarts": ("apgd-ce", "apgd-dlr", "adaptive-apgd-ce"),
+    "n_target_classes": ("apgd-t", "fab-t", "adaptive-apgd-t"),
+    "n_queries": ("square",),
+    "eot_iter": ("apgd-ce", "apgd-dlr") + ADAPTIVE_STAGES,
+}
 
 
 

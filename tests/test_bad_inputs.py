@@ -9,6 +9,7 @@ training recipes, the ``robust-mix`` commands).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -843,3 +844,14 @@ def test_non_finite_outputs_never_raise_clean_or_robust_accuracy(seed, value, wh
         assert "during the apgd-ce attack on examples" in str(info.value)
     assert not math.isnan(finite.clean_accuracy)
 
+
+
+def test_a_budget_override_that_no_stage_uses_is_ignored_and_said(caplog):
+    """``n_queries`` sets Square's budget only: on an APGD-CE run it was recorded as an override (the report said
+    'attack budgets were reduced (n_queries=3)'), though the run was the same as without it."""
+    with caplog.at_level(logging.WARNING, logger="robust_mix.benchmark"):
+        result = bench(options=AttackOptions(n_iter=1, n_queries=3, n_target_classes=2))
+    assert result.options == {"n_iter": 1}
+    assert "n_queries, n_target_classes set the budget of no stage of this attack (apgd-ce): ignored" in caplog.text
+    assert AttackOptions(n_queries=3).overrides(["apgd-ce", "square"]) == {"n_queries": 3}
+    assert AttackOptions(n_restarts=2, eot_iter=2).overrides(["fab-t"]) == {}

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence, TextIO
 import torch
 from torch import nn
 
-from robust_mix.protocol import AttackOptions
+from robust_mix.protocol import AttackOptions, resolve_attack
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES, interval_heading, percent_interval
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
@@ -343,9 +343,10 @@ def _sweep(args: argparse.Namespace) -> int:
         finish_distributed()
     if rank == 0:
         attack = points[0].label if points else args.attack
+        stages = resolve_attack(args.attack, args.adaptive).stages
         paths = write_sweep(points, out, title=args.name,
                             metadata={"model": args.name, "attack": attack, "arguments": vars(args),
-                                      "options": _options(args).overrides()})
+                                      "options": _options(args).overrides(stages)})
         for p in points:
             label = p.alpha if isinstance(p.alpha, str) else f"{p.alpha:g}"
             print(f"alpha {label:>6}: clean {100 * p.clean_accuracy:6.2f}%  robust {100 * p.robust_accuracy:6.2f}%  "
