@@ -531,7 +531,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    num_classes = _check_output_contract(model, images, labels, device)
+    num_classes = _check_output_contract(model, images, labels, device, _num_classes(model))
     overrides = options.overrides(plan.stages)
     unused = sorted(set(options.overrides()) - set(overrides))
     if unused:
@@ -626,9 +626,11 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
 
 @torch.no_grad()
-def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> int:
+def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                           declared: Optional[int] = None) -> int:
     """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
-    log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
+    log-probabilities (not a tuple, not probabilities) with ``K`` above every label and equal to the class count
+    the model ``declared`` (``num_classes``, its config's), if any. Returns ``K``.
 
     Raises:
         robust_mix.validate.InvalidInputError: naming what the model returned and what to change, or the error it
@@ -645,7 +647,12 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
                                 f"({probe.dtype}): {type(err).__name__}: {first_line}; "
                                 "check the data set (dataset=, --dataset) against the input the model was built "
                                 "for") from err
-    return check_scores(outputs, len(probe), labels).shape[1]
+    count = check_scores(outputs, len(probe), labels).shape[1]
+    if declared is not None and count != declared:
+        raise InvalidInputError(f"the model declares {declared} classes (num_classes), but returns scores for "
+                                f"{count}: the labels were checked against {declared} and the attacks would aim at "
+                                f"{count}; fix the model's num_classes or its classifier head so that they agree")
+    return count
 
 
 def _mean(flags: Sequence[bool]) -> float:

@@ -855,3 +855,14 @@ def test_a_budget_override_that_no_stage_uses_is_ignored_and_said(caplog):
     assert "n_queries, n_target_classes set the budget of no stage of this attack (apgd-ce): ignored" in caplog.text
     assert AttackOptions(n_queries=3).overrides(["apgd-ce", "square"]) == {"n_queries": 3}
     assert AttackOptions(n_restarts=2, eot_iter=2).overrides(["fab-t"]) == {}
+
+
+@pytest.mark.parametrize("declared", [8, 12])
+def test_a_model_whose_declared_class_count_is_not_its_output_width_is_refused(declared):
+    """A model declaring 8 classes that scores 10 had its labels checked against 8 and was then attacked over 10
+    classes (targets among classes it does not have); declaring 12 for 10 scores passed the label check too."""
+    model = tiny_model().standard
+    model.num_classes = declared
+    with pytest.raises(InvalidInputError, match=rf"the model declares {declared} classes \(num_classes\), but "
+                                                r"returns scores for 10"):
+        bench(model, labels=LABELS % 8)
