@@ -55,3 +55,12 @@ def test_fastpath_script_compares_flags_and_times_of_each_variant(monkeypatch, c
         line = next(l for l in printed.splitlines() if l.strip().startswith(variant) and "flags differing" in l)
         assert "clean 0, robust" in line or variant == "channels-last"
         assert f"before / {variant} time" in line
+
+
+@pytest.mark.slow  # ten demo rows of one image each, in subprocesses
+def test_demo_script_times_both_modes_and_compares_their_flags(monkeypatch, capsys):
+    assert run(monkeypatch, "bench_demo", "--n-examples", "1", "--", "--attack", "apgd-ce", "--clean-examples", "2",
+               "--no-adaptive") == 0  # 0: both modes gave the same flags
+    printed = capsys.readouterr().out
+    assert "round 1, one process" in printed and "round 1, side by side" in printed
+    assert "one process / side by side:" in printed and "identical in every row and run: True" in printed
