@@ -10,7 +10,8 @@ first. From then on
 - ``robustmix_saved`` (:data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`) rebuilds the folders
   ``save_pretrained`` writes, for ``timm.create_model("hf-hub:org/name", pretrained=True)``;
 - ``timm.create_model(name, checkpoint_path=...)`` (RobustBench's ``custom_checkpoint=``) reads a
-  ``save_pretrained`` folder or its ``model.safetensors`` for these models, never a pickle;
+  ``save_pretrained`` folder or its ``model.safetensors`` for these models and for ``hf-hub:`` repos of saved
+  mixes, never a pickle;
 - a RobustBench name of a robust_mix entry asked for with a data set or threat model it does not
   have is an error naming those it has.
 
@@ -57,8 +58,8 @@ CONTRACT_KEYS = ("mean", "std", "input_size", "fixed_input_size", "num_classes")
 #: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
 default_cfgs: dict[str, dict[str, Any]] = {}
 #: The public names; timm's ``register_model`` appends each model it registers from this module.
-__all__ = ["entry_of", "explain_unknown", "is_mirrored", "isolated_timm_registry", "mirror", "robustbench_scope",
-           "robustbench_zoo_names"]
+__all__ = ["claims_checkpoint", "entry_of", "explain_unknown", "is_mirrored", "isolated_timm_registry", "mirror",
+           "robustbench_scope", "robustbench_zoo_names"]
 
 
 # -- what RobustBench knows ------------------------------------------------------------------------------
@@ -218,6 +219,24 @@ def _read_checkpoint(model: MixedClassifier, path: str) -> None:
     load_saved_tensors(model, path, expected=model.pretrained_cfg["architecture"])
 
 
+def claims_checkpoint(model_name: str) -> bool:
+    """True for the timm names whose ``checkpoint_path`` robust_mix reads (never unpickled): its registry entries,
+    and ``hf-hub:`` repos whose ``config.json`` names :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE` (a
+    ``save_pretrained`` folder shared on the Hub), which timm would otherwise ``torch.load`` with
+    ``weights_only=False``. A repo whose ``config.json`` cannot be read is left to timm, which names the problem."""
+    if entry_of(model_name) is not None:
+        return True
+    timm = _compat.import_timm()
+    source, repo = timm.models.parse_model_name(model_name)
+    if source != "hf-hub":
+        return False
+    try:
+        _, architecture, _ = timm.models.load_model_config_from_hf(repo)
+    except Exception:  # noqa: BLE001 - not found, offline, not JSON: timm's own create_model says which
+        return False
+    return architecture == SAVED_ARCHITECTURE
+
+
 def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optional[str]:
     """Why RobustBench found no model ``model_name`` for ``dataset``/``threat_model``, when the name is
     robust_mix's (``RobustMix-...``); ``None`` for other names."""
@@ -259,7 +278,7 @@ def _install() -> None:
     assert robustmix_saved.__name__ == SAVED_ARCHITECTURE
     _check_free(SAVED_ARCHITECTURE, "robust_mix's architecture of saved models")
     _register(robustmix_saved)
-    _compat.add_checkpoint_reader(lambda name: entry_of(name) is not None, _read_checkpoint)
+    _compat.add_checkpoint_reader(claims_checkpoint, _read_checkpoint)
     _compat.add_unknown_model_explainer(explain_unknown)
     _compat.check_benchmark_arguments()
     on_register(mirror)

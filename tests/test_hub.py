@@ -234,6 +234,30 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
         timm.create_model("robustmix_saved")
 
 
+def test_timm_checkpoint_path_of_a_shared_mix_is_read_with_safetensors(tmp_path, monkeypatch, images):
+    """``timm.create_model("hf-hub:...", checkpoint_path=...)`` of a saved mix reads a save_pretrained folder or its
+    model.safetensors and refuses a pickle (timm itself would ``torch.load(weights_only=False)`` it)."""
+    import timm
+
+    contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    torch.manual_seed(7)
+    trained = build_model(contracted_model().config, pretrained=False)  # other weights, the same architecture
+    folder = trained.save_pretrained(tmp_path / "mine")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (an unpickle) was called"))
+    for checkpoint in (folder, folder / WEIGHTS_NAME):
+        model = timm.create_model("hf-hub:org/tiny-mix", checkpoint_path=str(checkpoint))
+        assert_same_model(trained, model, images)
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"never read")
+    with pytest.raises(ValueError, match=r"other files, such as .pt or .pth, would have to be unpickled"):
+        timm.create_model("hf-hub:org/tiny-mix", checkpoint_path=str(pickle))
+
+
 def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder .*no/such/folder"):
         MixedClassifier.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
