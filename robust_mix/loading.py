@@ -3,7 +3,8 @@
 A name is one of
 
 - a registry name or alias (``"fmnist-adasmooth"``, ``"cifar100/Linf/Bai2023Improving_edm"``);
-- ``"hf-hub:org/name"``: a model shared with ``push_to_hub``, through the Hugging Face cache;
+- ``"hf-hub:org/name"``: a model shared with ``push_to_hub``, through the Hugging Face cache (``@revision``
+  pins a branch, tag or commit, as in timm's names);
 - ``"local-dir:path"``: a folder written by ``save_pretrained``;
 - a ``.json`` file holding a :class:`ModelConfig`;
 - ``"package.module:function"``: a function returning a model (models outside the registry);

@@ -18,6 +18,7 @@ from robust_mix.results import BenchmarkResult
 from robust_mix.stats import clopper_pearson
 from robust_mix.formatting import format_eps
 from robust_mix.hub import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_config
+from robust_mix.validate import InvalidInputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARCH = "timm/test_byobnet"  # about 0.2 M parameters: builds in milliseconds
@@ -183,6 +184,29 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
         MixedClassifier.from_pretrained("org/tiny-mix")
     with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*downloads are off"):
         load_model("hf-hub:org/not-there")
+
+
+def test_a_hub_name_may_pin_a_revision_as_timm_s_names_do(tmp_path, monkeypatch, images):
+    """``hf-hub:org/name@revision`` (timm's spelling) reads that revision; it was refused as a repo id."""
+    model = adaptive_model()
+    model.save_pretrained(tmp_path / "saved")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved", commit="b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    assert_same_model(model, load_model("hf-hub:org/tiny-mix@main"), images)
+    pinned = load_model(f"hf-hub:org/tiny-mix@{'b' * 40},alpha_range=[0.3,0.4]")
+    assert pinned.policy.alpha_range == (0.3, 0.4)
+    assert_same_model(model, MixedClassifier.from_pretrained(f"hf-hub:org/tiny-mix@{'b' * 40}",
+                                                             revision="b" * 40), images)
+    with pytest.raises(FileNotFoundError, match="tiny-mix@" + "c" * 40):
+        load_model(f"hf-hub:org/tiny-mix@{'c' * 40}")  # not in the cache: named with its revision
+    with pytest.raises(InvalidInputError, match="pins revision 'main', but revision='v2' was given as well"):
+        MixedClassifier.from_pretrained("hf-hub:org/tiny-mix@main", revision="v2")
+    with pytest.raises(InvalidInputError, match="names no revision after '@'"):
+        load_model("hf-hub:org/tiny-mix@")
 
 
 def contracted_model():
