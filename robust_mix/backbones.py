@@ -219,7 +219,8 @@ def read_backbone_spec(path: Path) -> dict:
     """The architecture a :func:`save_backbone` file records: ``{"ref": ..., "kwargs": {...}}``.
 
     Raises:
-        ValueError: the file is not readable safetensors, or records no architecture.
+        ValueError: the file is not readable safetensors, or records no architecture, or a record that is not
+            ``{"ref": "<architecture reference>", "kwargs": {...}}`` (the file names it).
     """
     from safetensors import safe_open
 
@@ -233,4 +234,17 @@ def read_backbone_spec(path: Path) -> dict:
         raise ValueError(f"{path} does not say which architecture it holds (no {META_KEY!r} metadata); "
                          "write it with robust_mix.backbones.save_backbone, or reference the architecture "
                          "('timm/<arch>') with weights=WeightsConfig(file=<file>)")
-    return json.loads(meta[META_KEY])
+    how = ("write it with robust_mix.backbones.save_backbone, or reference the architecture ('timm/<arch>') with "
+           "weights=WeightsConfig(file=<file>)")
+    try:
+        spec = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is not JSON ({err}); {how}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("ref"), str) or spec["ref"].endswith(".safetensors"):
+        raise ValueError(f"{path}: its {META_KEY!r} metadata must be {{\"ref\": \"timm/<arch>\" or "
+                         f"\"robustbench/<dataset>/<threat>/<Name>\", \"kwargs\": {{...}}}}, got "
+                         f"{meta[META_KEY][:200]!r}; {how}")
+    if not isinstance(spec.get("kwargs", {}), dict):
+        raise ValueError(f"{path}: the 'kwargs' of its {META_KEY!r} metadata must be a JSON object of constructor "
+                         f"arguments, got {spec['kwargs']!r}; {how}")
+    return spec

@@ -78,6 +78,21 @@ def test_plain_safetensors_without_metadata_is_explained(tmp_path, timm_model):
         load_backbone(str(path))
 
 
+@pytest.mark.parametrize("record, message", [
+    ("{not json", "metadata is not JSON"), ("[1, 2]", "metadata must be"), ('{"kwargs": {}}', "metadata must be"),
+    ('{"ref": 5}', "metadata must be"), ('{"ref": "other.safetensors"}', "metadata must be"),
+    (f'{{"ref": "timm/{TIMM_ARCH}", "kwargs": [1]}}', "'kwargs' of its 'robust_mix.backbone' metadata must be"),
+])
+def test_a_malformed_architecture_record_names_the_file(tmp_path, timm_model, record, message):
+    """A file's architecture record that is not ``{"ref": ..., "kwargs": {...}}`` is a ValueError naming the file
+    (it was a bare JSONDecodeError, KeyError, TypeError or AttributeError)."""
+    path = tmp_path / "odd.safetensors"
+    save_state_dict(timm_model.state_dict(), path, metadata={"robust_mix.backbone": record})
+    with pytest.raises(ValueError, match=f"odd.safetensors: .*{message}") as err:
+        load_backbone(str(path))
+    assert type(err.value) is ValueError
+
+
 def test_truncated_safetensors_is_explained(tmp_path, timm_model):
     path = save_backbone(timm_model, tmp_path / "b.safetensors", f"timm/{TIMM_ARCH}", TIMM_KW)
     path.write_bytes(path.read_bytes()[:1000])
