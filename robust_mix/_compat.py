@@ -229,6 +229,8 @@ def check_benchmark_arguments() -> None:
       has not implemented, is refused with a message instead of a bare ``NotImplementedError``.
     - a model that says how many classes it scores (``model.num_classes``) must score as many as
       ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
+    - a model that states its input shape (``model.input_shape``) must take ``dataset``'s CIFAR images: a
+      Fashion-MNIST model failed only after the data set was downloaded and loaded.
     - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
       would depend on the batch, and every forward pass would change its running statistics.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
@@ -254,6 +256,7 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         if given["device"] is not None:
             given["device"] = _benchmark_device(given["device"])
         _check_benchmark_classes(given["model"], given["dataset"])
+        _check_benchmark_input(given["model"], given["dataset"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
         if given["aa_state_path"] is not None:
@@ -310,6 +313,34 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
     raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
                             "labels would be read as the model's classes and the accuracies would be meaningless; "
                             f"pass {hint}, or a model of {dataset_.value}")
+
+
+#: The ``(C, H, W)`` of RobustBench's CIFAR test images (ImageNet's follow the preprocessing benchmark() is given).
+_CIFAR_IMAGES = (3, 32, 32)
+
+
+def _check_benchmark_input(model: Any, dataset: Any) -> None:
+    """Refuse a model whose declared input contract (``model.input_shape``, as
+    :class:`robust_mix.MixedClassifier` states it) is not the shape of ``dataset``'s CIFAR images
+    (see :func:`check_benchmark_arguments`)."""
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    from robust_mix.validate import InvalidInputError
+
+    shape = getattr(model, "input_shape", None)
+    try:
+        dataset_ = BenchmarkDataset(dataset)
+    except ValueError:
+        return  # RobustBench's own error names the data sets
+    if dataset_ == BenchmarkDataset.imagenet or not isinstance(shape, (tuple, list)) or len(shape) != 3:
+        return
+    if tuple(shape) != _CIFAR_IMAGES:
+        own = getattr(getattr(model, "config", None), "dataset", None)
+        raise InvalidInputError(
+            f"the model takes {tuple(shape)} images (its input_shape), but dataset={dataset_.value!r}'s test images "
+            f"are {_CIFAR_IMAGES}: every image would be refused after the data set is loaded; pass a model of "
+            f"{dataset_.value}" + (f", or evaluate this {own} model with robust_mix.benchmark(model)"
+                                   if own and own != "custom" else ""))
 
 
 def _check_benchmark_mode(model: Any) -> None:

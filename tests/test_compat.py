@@ -343,6 +343,19 @@ def test_benchmark_refuses_a_model_of_another_label_set(tiny_cifar, robustbench_
     assert robustbench_data == []
 
 
+def test_benchmark_refuses_a_model_of_another_input_shape_before_loading_data(robustbench_data):
+    """A Fashion-MNIST model (1x28x28) evaluated on CIFAR-10 failed only after RobustBench had downloaded and loaded
+    the data set, on the first image."""
+    import robustbench.eval
+
+    model = robust_mix.load_model("fmnist-robust", pretrained=False)
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"takes \(1, 28, 28\) images .* dataset='cifar10''s test images are \(3, 32, 32\).*"
+                             r"evaluate this fashion-mnist model with robust_mix.benchmark"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
+    assert robustbench_data == []
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_a_model_in_another_dtype_is_refused_before_any_work_saying_what_to_do(tiny_cifar, robustbench_data, dtype):
     """pyautoattack attacks float32 images: the model refused them inside the first attack (or RobustBench's clean
