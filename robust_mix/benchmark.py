@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from robust_mix.attacks import StageRunner, is_mixednuts
+from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
@@ -419,6 +420,26 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     return correct
 
 
+def _test_preprocessing(dataset: str, preprocessing: Optional[str], config: Optional[ModelConfig]) -> Optional[str]:
+    """How ``dataset``'s test images are prepared: ``preprocessing``, else for ImageNet the model config's (the
+    entry's RobustBench preprocessing, e.g. ``BicubicRes256Crop224``), else RobustBench's default; ``None`` for
+    the other data sets, whose images are used as they are.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``preprocessing`` given for a data set other than ImageNet (it would
+            be recorded in the report and never applied).
+    """
+    from robust_mix import data
+
+    if dataset.lower() != "imagenet":
+        if preprocessing is not None:
+            raise InvalidInputError(f"preprocessing={preprocessing!r} applies to ImageNet's test images only; "
+                                    f"{dataset}'s are used as they are: leave it out (--preprocessing)")
+        return None
+    own = config.preprocessing if config is not None and config.dataset.lower() == "imagenet" else None
+    return preprocessing or own or data.IMAGENET_DEFAULT_PREPROCESSING
+
+
 def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union[str, Path]],
                preprocessing: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
     from robust_mix import data
@@ -463,7 +484,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             identity: resuming needs the same value.
         options: budget overrides (tests only; the default is the leaderboard's).
         images, labels: evaluate these tensors instead of loading ``dataset``.
-        preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`).
+        preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`; default:
+            the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``); ImageNet only.
         progress: receives per-stage progress events.
         clean_examples: also measure clean accuracy (forward passes only) on the first
             ``clean_examples`` images (at least ``n_examples``; e.g. the whole test set), recorded as
@@ -503,6 +525,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                              "neither (the data set's test images are loaded)")
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
+        preprocessing = _test_preprocessing(dataset, preprocessing, config)
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
         images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
                                     preprocessing)

@@ -277,6 +277,29 @@ def test_defaults_come_from_the_model_config_and_leaderboard():
         benchmark(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), "fashion-mnist", n_examples=2)
 
 
+def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatch):
+    """An ImageNet entry's RobustBench preprocessing (``BicubicRes256Crop224`` for MixedNUTS) prepares its test
+    images; benchmark() used ``Res256Crop224`` whatever the entry said, so its numbers were not RobustBench's."""
+    from conftest import make_tiny
+
+    asked = []
+
+    def load_imagenet(n_examples=None, data_dir=None, preprocessing=None):
+        asked.append(preprocessing)
+        return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2])
+
+    monkeypatch.setattr(robust_mix.data, "load_imagenet", load_imagenet)
+    config = ModelConfig(name="tiny-imagenet", dataset="imagenet", eps=4 / 255, alpha=0.7,
+                         preprocessing="BicubicRes256Crop224")
+    model = robust_mix.MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)
+    run = functools.partial(benchmark, model, n_examples=2, batch_size=2, attack="apgd-ce", options=FAST)
+    assert run().arguments["preprocessing"] == "BicubicRes256Crop224"
+    assert run(preprocessing="Res224").arguments["preprocessing"] == "Res224"  # the caller's wins
+    assert asked == ["BicubicRes256Crop224", "Res224"]
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="applies to ImageNet's test images only"):
+        benchmark(tiny_mixed(), n_examples=2, attack="apgd-ce", options=FAST, preprocessing="Res224")
+
+
 def test_number_forward_passes():
     model = tiny_mixed()
     assert number_forward_passes(model) == 2
