@@ -296,7 +296,8 @@ class HubMixin:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
         Args:
-            save_directory: the folder, created if needed; each file is written atomically.
+            save_directory: the folder, created if needed (``~`` is the home folder, as when loading); each file is
+                written atomically.
             config: the model's config when ``model.config`` is ``None`` (a model built by hand).
             benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
             repo_id: the Hub repo the folder is for (named in the card's usage example).
@@ -322,7 +323,7 @@ class HubMixin:
                       "robust_mix_version": __version__}
         if repo_id is not None:
             provenance["hub_repo"] = repo_id
-        folder = Path(save_directory)
+        folder = Path(save_directory).expanduser()  # as 'local-dir:~/...' is read
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
                              f"{CARD_NAME}): give a folder path, or move the file away")

@@ -346,6 +346,16 @@ def test_config_from_another_tool_or_version_is_rejected(saved):
         MixedClassifier.from_pretrained(saved)
 
 
+def test_a_folder_under_the_home_folder_saves_where_it_loads_from(tmp_path, monkeypatch, images):
+    """save_pretrained("~/x") wrote a folder named '~' in the working folder, while 'local-dir:~/x' reads $HOME/x."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    model = adaptive_model()
+    assert model.save_pretrained("~/my-mix") == tmp_path / "home" / "my-mix"
+    assert not (tmp_path / "~").exists()
+    assert_same_model(model, load_model("local-dir:~/my-mix"), images)
+
+
 def test_saving_onto_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "taken").write_text("not a folder")
     with pytest.raises(ValueError, match="taken is a file.*save_pretrained writes a folder"):
