@@ -104,8 +104,8 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
         return ModelName("registry", get_model_config(head).name, overrides)
     if Path(head).expanduser().is_dir() and not could_be_repo_id(head):  # an unambiguous path
         return ModelName("local", head, overrides)
-    if head.endswith(".json") and Path(head).is_file():
-        return ModelName("config", head, overrides)
+    if head.endswith(".json") and Path(head).expanduser().is_file():  # '~/entry.json' as '~/folder' is read
+        return ModelName("config", str(Path(head).expanduser()), overrides)
     if _FACTORY.fullmatch(head):
         return ModelName("factory", head, overrides)
     base, comma, item = head.partition(",")

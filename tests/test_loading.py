@@ -36,6 +36,15 @@ def test_a_config_file_and_an_unambiguous_folder_are_recognised(tmp_path):
     assert parse_model_name(str(tmp_path / "saved")).kind == "local"  # absolute: cannot be a repo id
 
 
+def test_a_config_file_under_the_home_folder_loads_as_a_folder_there_does(tmp_path, monkeypatch):
+    """'~/entry.json' was an unknown model (the folder check expanded '~', the config file check did not)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    robust_mix.get_model_config("fmnist-robust").save(tmp_path / "entry.json")
+    parsed = parse_model_name("~/entry.json,alpha=0.3")
+    assert (parsed.kind, parsed.target, parsed.overrides) == ("config", str(tmp_path / "entry.json"), {"alpha": 0.3})
+    assert load_model("~/entry.json,alpha=0.3", pretrained=False).alpha == 0.3
+
+
 @pytest.mark.parametrize("text, error, message", [
     ("fmnist-robst", KeyError, r"unknown model 'fmnist-robst'; did you mean \['fmnist-robust'"),
     ("out/my-mix", KeyError, "local-dir:out/my-mix.*hf-hub:out/my-mix"),
