@@ -55,9 +55,16 @@ _CHECKPOINT_READERS: list[CheckpointReader] = []
 #: ``explain(model_name, dataset, threat_model) -> message or None``, see :func:`add_unknown_model_explainer`.
 Explainer = Callable[[str, str, str], Optional[str]]
 _EXPLAINERS: list[Explainer] = []
+#: ``explain(model_name) -> message or None`` for names timm does not know, see :func:`add_timm_name_explainer`.
+TimmExplainer = Callable[[str], Optional[str]]
+_TIMM_EXPLAINERS: list[TimmExplainer] = []
 #: ``model_dir`` given to the ``robustbench.utils.load_model`` call now running (see :func:`robustbench_model_dir`).
 _ROBUSTBENCH_MODEL_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("robustbench_model_dir",
                                                                                        default=None)
+
+
+class UnknownTimmModelError(RuntimeError):
+    """A name timm has no model for, explained by a plugin (a ``RuntimeError``, as timm's ``Unknown model``)."""
 
 
 class UnknownModelError(KeyError):
@@ -155,6 +162,17 @@ def add_checkpoint_reader(claims: Callable[[str], bool], load: Callable[[Any, st
     _wrap_once([timm, timm.models, _factory], "create_model", _create_model_with_readers)
 
 
+def add_timm_name_explainer(explain: TimmExplainer) -> None:
+    """When ``timm.create_model(name)`` finds no model ``name``, ask ``explain(name)`` for a message; a message
+    replaces timm's bare ``RuntimeError('Unknown model (...)')`` by an :class:`UnknownTimmModelError`, ``None``
+    keeps it."""
+    timm = import_timm()
+    from timm.models import _factory
+
+    _TIMM_EXPLAINERS.append(explain)
+    _wrap_once([timm, timm.models, _factory], "create_model", _create_model_with_readers)
+
+
 def _create_model_with_readers(original: Callable) -> Callable:
     signature = inspect.signature(original)
 
@@ -164,11 +182,19 @@ def _create_model_with_readers(original: Callable) -> Callable:
         path = bound.arguments.get("checkpoint_path") or ""
         name = bound.arguments["model_name"]
         load = next((load for claims, load in _CHECKPOINT_READERS if claims(name)), None) if path else None
-        if load is None:
-            return original(*args, **kwargs)
-        bound.arguments["checkpoint_path"] = ""
-        bound.arguments["pretrained"] = False
-        model = original(*bound.args, **bound.kwargs)
+        try:
+            if load is None:
+                return original(*args, **kwargs)
+            bound.arguments["checkpoint_path"] = ""
+            bound.arguments["pretrained"] = False
+            model = original(*bound.args, **bound.kwargs)
+        except RuntimeError as err:
+            if not str(err).startswith("Unknown model") or isinstance(err, UnknownTimmModelError):
+                raise
+            message = next((m for m in (explain(str(name)) for explain in _TIMM_EXPLAINERS) if m), None)
+            if message is None:
+                raise
+            raise UnknownTimmModelError(f"{err}: {message}") from err
         load(model, str(path))
         return model
 

@@ -13,7 +13,8 @@ first. From then on
   ``save_pretrained`` folder or its ``model.safetensors`` for these models and for ``hf-hub:`` repos of saved
   mixes, never a pickle;
 - a RobustBench name of a robust_mix entry asked for with a data set or threat model it does not
-  have is an error naming those it has.
+  have is an error naming those it has; so is a robust_mix name given to ``timm.create_model`` that
+  is not a timm model (a registry name, an entry on a data set RobustBench does not know).
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
 model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model_dir`` given to
@@ -41,7 +42,7 @@ from robust_mix import _compat
 from robust_mix.config import ModelConfig
 from robust_mix.hub import HUB_PREFIX, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
-from robust_mix.registry import get_model_config, on_register
+from robust_mix.registry import get_model_config, is_model, on_register
 from robust_mix.timm_config import PREFIX, SAVED_ARCHITECTURE, robustbench_name, robustbench_timm_name, timm_name
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
 from robust_mix.validate import InvalidInputError
@@ -58,8 +59,8 @@ CONTRACT_KEYS = ("mean", "std", "input_size", "fixed_input_size", "num_classes")
 #: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
 default_cfgs: dict[str, dict[str, Any]] = {}
 #: The public names; timm's ``register_model`` appends each model it registers from this module.
-__all__ = ["claims_checkpoint", "entry_of", "explain_unknown", "is_mirrored", "isolated_timm_registry", "mirror",
-           "robustbench_scope", "robustbench_zoo_names"]
+__all__ = ["claims_checkpoint", "entry_of", "explain_timm_name", "explain_unknown", "is_mirrored",
+           "isolated_timm_registry", "mirror", "robustbench_scope", "robustbench_zoo_names"]
 
 
 # -- what RobustBench knows ------------------------------------------------------------------------------
@@ -257,6 +258,28 @@ def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optiona
             f"threat_model={threat_model!r}: pass one of those")
 
 
+def explain_timm_name(model_name: str) -> Optional[str]:
+    """Why timm has no model ``model_name`` when it names a robust_mix entry (``"cifar100-adasmooth"``,
+    ``"fmnist-robust"``, also after a ``"robust_mix/"``-like prefix) or looks like one of its timm names
+    (``robustmix_...``); ``None`` for other names."""
+    timm = _compat.import_timm()
+    entry = model_name.rsplit("/", 1)[-1] if not model_name.startswith(HUB_PREFIX) else ""
+    candidates = [n for n in (model_name, entry) if n]
+    for name in candidates:
+        if is_model(name):
+            config = get_model_config(name)
+            if is_mirrored(config):
+                return (f"{name!r} is robust_mix's registry name; its timm model is {timm_name(config)!r} "
+                        f"(RobustBench name {robustbench_name(config)!r})")
+            return (f"{name!r} is a robust_mix entry on {config.dataset!r}, which RobustBench does not know, so it is "
+                    f"not a timm model: load it with robust_mix.load_model({config.name!r})")
+    if entry.lower().replace("-", "_").startswith(f"{PREFIX}_"):  # also a RobustBench name, 'RobustMix-AdaSmooth'
+        return (f"robust_mix has no timm model {entry!r}; its timm models are {timm.list_models(f'{PREFIX}_*')} "
+                "(after import robust_mix; entries on other data sets, such as fashion-mnist, load with "
+                "robust_mix.load_model)")
+    return None
+
+
 # -- tests ----------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def isolated_timm_registry() -> Iterator[None]:
@@ -280,6 +303,7 @@ def _install() -> None:
     _register(robustmix_saved)
     _compat.add_checkpoint_reader(claims_checkpoint, _read_checkpoint)
     _compat.add_unknown_model_explainer(explain_unknown)
+    _compat.add_timm_name_explainer(explain_timm_name)
     _compat.check_benchmark_arguments()
     on_register(mirror)
 

@@ -340,6 +340,23 @@ def test_names_that_would_shadow_robustbench_or_timm_are_refused(scratch_registr
     assert not any("other" in n for n in timm.list_models("robustmix_*"))
 
 
+@pytest.mark.parametrize("name, message", [
+    ("fmnist-robust", r"'fmnist-robust' is a robust_mix entry on 'fashion-mnist', which RobustBench does not know, so "
+                      r"it is not a timm model: load it with robust_mix.load_model\('fmnist-robust'\)"),
+    ("robust_mix/fmnist-adasmooth", r"robust_mix.load_model\('fmnist-adasmooth'\)"),
+    ("cifar100-adasmooth", r"its timm model is 'robustmix_adasmooth_cifar100_linf'"),
+    ("RobustMix-AdaSmooth", r"robust_mix has no timm model 'RobustMix-AdaSmooth'; its timm models are \[.*"
+                            r"'robustmix_adasmooth_cifar100_linf'"),
+    ("robustmix_adasmooth_fmnist_linf", r"no timm model 'robustmix_adasmooth_fmnist_linf'"),
+])
+def test_timm_names_robust_mix_has_no_model_for_are_explained(name, message):
+    """timm.create_model with a registry name answered a bare 'Unknown model (...)'; it is still a RuntimeError."""
+    with pytest.raises(RuntimeError, match=r"Unknown model \(.*\): .*" + message):
+        timm.create_model(name)
+    with pytest.raises(RuntimeError, match=r"^Unknown model \(resnet_does_not_exist\)$"):  # other names: timm's
+        timm.create_model("resnet_does_not_exist")
+
+
 def test_the_readme_names_are_timm_models():
     section = (ROOT / "README.md").read_text().split("## Use it from RobustBench and timm")[1].split("\n## ")[0]
     names = set(re.findall(r"robustmix_[a-z0-9_]+_linf\b", section))
