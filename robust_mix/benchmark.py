@@ -420,6 +420,15 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     return correct
 
 
+def _rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose random state :func:`torch.random.fork_rng` keeps for work on ``device`` (the CPU's
+    is always kept): the caller's random numbers after :func:`benchmark` are those it would have drawn without it
+    (pyautoattack's attacks call ``torch.manual_seed`` with their seed)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def _test_preprocessing(dataset: str, preprocessing: Optional[str], config: Optional[ModelConfig]) -> Optional[str]:
     """How ``dataset``'s test images are prepared: ``preprocessing``, else for ImageNet the model config's (the
     entry's RobustBench preprocessing, e.g. ``BicubicRes256Crop224``), else RobustBench's default; ``None`` for
@@ -595,8 +604,9 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         resumed += state.resumed
         earlier += state.earlier_seconds
         if not state.done:
-            _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
-                          batch_size=batch_size, device=device, progress=progress)
+            with torch.random.fork_rng(devices=_rng_devices(device)):  # the attacks reseed torch's global RNG
+                _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
+                              batch_size=batch_size, device=device, progress=progress)
         else:
             for stage in ("clean", *plan.stages):
                 _advance(progress, stage, end - start)

@@ -300,6 +300,20 @@ def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatc
         benchmark(tiny_mixed(), n_examples=2, attack="apgd-ce", options=FAST, preprocessing="Res224")
 
 
+def test_the_caller_s_random_numbers_are_left_as_they_were():
+    """pyautoattack's attacks call torch.manual_seed: after benchmark() the caller drew the numbers of the attacks'
+    seed (a training loop evaluating every epoch would then shuffle and augment the same way after each)."""
+    model = tiny_mixed()
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = benchmark(model, n_examples=4, batch_size=2, attack="apgd-ce,square", options=FAST, device="cpu")
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(7)  # another caller state: the same result (every stage seeds itself)
+    again = benchmark(model, n_examples=4, batch_size=2, attack="apgd-ce,square", options=FAST, device="cpu")
+    assert again.robust_flags == first.robust_flags and again.stage_accuracy == first.stage_accuracy
+
+
 def test_number_forward_passes():
     model = tiny_mixed()
     assert number_forward_passes(model) == 2
