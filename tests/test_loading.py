@@ -58,6 +58,15 @@ def test_bad_names_say_what_to_write(text, error, message):
         parse_model_name(text)
 
 
+def test_model_dir_must_be_a_path_and_may_start_at_the_home_folder(tmp_path, monkeypatch):
+    """model_dir=3 was a TypeError naming no argument; '~/models' was looked for under a folder named '~'."""
+    with pytest.raises(robust_mix.validate.InvalidInputTypeError, match=r"model_dir must be a folder path .* got 3"):
+        load_model("fmnist-robust", model_dir=3)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(robust_mix.weights.WeightsNotFoundError, match=str(tmp_path / "models" / "cifar10")):
+        load_model("cifar10-adasmooth", model_dir="~/models")
+
+
 def test_overrides_in_the_name_and_as_keywords_compose():
     model = load_model("fmnist-robust,alpha=0.7")
     assert model.alpha == 0.7
