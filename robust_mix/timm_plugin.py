@@ -140,10 +140,13 @@ def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
                              "change its fields with pretrained_cfg_overlay={...}")
         config = get_model_config(entry)
         config = config.with_overrides(overrides) if overrides else config
-        _check_num_classes(name, config, num_classes)
+        _check_num_classes(name, config, config.num_classes, num_classes)  # stated: before anything is built
         model_dir = _compat.robustbench_model_dir() or default_model_dir()  # RobustBench's model_dir, when given
         cfg = _overlaid(name, timm_pretrained_cfg(config, name), pretrained_cfg_overlay)
         model = MixedClassifier.from_config(config, model_dir=model_dir, pretrained=pretrained)
+        _check_num_classes(name, config, model.num_classes, num_classes)  # else the bases' count
+        if cfg.get("num_classes") is None:
+            cfg["num_classes"] = model.num_classes
         return _as_timm_model(model, cfg)
 
     factory.__name__ = factory.__qualname__ = name
@@ -171,13 +174,16 @@ def robustmix_saved(pretrained: bool = False, pretrained_cfg: Any = None,
     overlaid = _overlaid(f"hf-hub:{cfg['hf_hub_id']}", cfg, pretrained_cfg_overlay)
     model = MixedClassifier.from_pretrained(HUB_PREFIX + repo_id, revision=revision or None, pretrained=pretrained,
                                             **overrides)
-    _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, num_classes)
+    _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, model.num_classes, num_classes)
     return _as_timm_model(model, overlaid)
 
 
-def _check_num_classes(name: str, config: ModelConfig, num_classes: Optional[int]) -> None:
-    if num_classes is not None and num_classes != config.num_classes:
-        raise ValueError(f"{name} classifies {config.num_classes} classes ({config.dataset}), num_classes={num_classes} "
+def _check_num_classes(name: str, config: ModelConfig, count: Optional[int], num_classes: Optional[int]) -> None:
+    """Refuse ``timm.create_model``'s ``num_classes`` (RobustBench passes the data set's) when the model classifies
+    ``count`` classes; ``count`` ``None`` (an entry that leaves the count to its bases, before they are built) is
+    not checked."""
+    if num_classes is not None and count is not None and num_classes != count:
+        raise ValueError(f"{name} classifies {count} classes ({config.dataset}), num_classes={num_classes} "
                          "was asked for; a mixed model's classes come from its base models: mix bases with that "
                          "many classes (robust_mix.load_model('mix', standard=..., robust=...))")
 

@@ -218,6 +218,17 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+def test_an_entry_that_leaves_its_class_count_to_its_bases_loads_through_robustbench(scratch_registry, tmp_path):
+    """An entry without num_classes (its bases state 10) was refused by RobustBench's load_model: 'classifies None
+    classes (cifar10), num_classes=10 was asked for'."""
+    register_model(dataclasses.replace(tiny_config(tmp_path), num_classes=None))
+    model = robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf")
+    assert model.num_classes == 10 and model.pretrained_cfg["num_classes"] == 10
+    with pytest.raises(ValueError, match=r"robustmix_tiny_mix_cifar10_linf classifies 10 classes \(cifar10\), "
+                                         "num_classes=100 was asked for"):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
+
+
 def test_timm_drops_alpha_none_so_the_adaptive_policy_comes_from_load_model(scratch_registry, tmp_path):
     """timm 1.0.9's create_model drops keyword arguments that are None: alpha=None never reaches the factory,
     and an entry with a fixed ratio over its policy keeps that ratio. Documented rather than fought."""
