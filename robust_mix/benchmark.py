@@ -14,6 +14,7 @@ independent of the number of processes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
@@ -459,6 +460,23 @@ def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union
     return data.load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
 
 
+def _leaves_training_modes_as_they_were(function: Callable[..., BenchmarkResult]) -> Callable[..., BenchmarkResult]:
+    """``function(model, ...)`` evaluates ``model`` in eval mode; afterwards each of its modules is back in the mode
+    the caller had it in (a model benchmarked between training epochs went on training in eval mode: BatchNorm on
+    running statistics, dropout off)."""
+    @functools.wraps(function)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> BenchmarkResult:
+        modes = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
+        try:
+            return function(model, *args, **kwargs)
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    return wrapper
+
+
+@_leaves_training_modes_as_they_were
 def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Optional[str] = None,
               eps: Optional[float] = None, n_examples: Optional[int] = None, batch_size: int = 500,
               attack: Union[str, Sequence[str]] = "standard", seed: int = 0,
@@ -472,7 +490,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
     Args:
         model: raw ``[0, 1]`` images ``(B, C, H, W)`` -> logits or log-probabilities ``(B, K)``;
-            a :class:`robust_mix.MixedClassifier` supplies defaults from ``model.config``.
+            a :class:`robust_mix.MixedClassifier` supplies defaults from ``model.config``. It is evaluated in eval
+            mode, then each module is left in the mode it was in.
         dataset: ``"cifar10"``, ``"cifar100"``, ``"imagenet"``, ``"fashion-mnist"`` (default:
             the model's config); RobustBench's ``BenchmarkDataset`` members are read as their value.
         threat_model: ``"Linf"``, ``"L2"`` or ``"L1"`` (default: the config's, else ``"Linf"``);

@@ -1,6 +1,7 @@
 """The benchmark harness (robust_mix.benchmark): results, resumption, sharding, data, CLI outputs."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -312,6 +313,22 @@ def test_the_caller_s_random_numbers_are_left_as_they_were():
     torch.manual_seed(7)  # another caller state: the same result (every stage seeds itself)
     again = benchmark(model, n_examples=4, batch_size=2, attack="apgd-ce,square", options=FAST, device="cpu")
     assert again.robust_flags == first.robust_flags and again.stage_accuracy == first.stage_accuracy
+
+
+def test_a_model_in_training_mode_is_evaluated_in_eval_mode_and_left_in_training_mode():
+    """benchmark() evaluates in eval mode; the caller's model then stayed in it (a model benchmarked between
+    epochs trained on with BatchNorm's running statistics)."""
+    model = tiny_mixed()
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[4, 4], blocks=1,
+        input_shape=(1, 28, 28)))
+    model.train()
+    modes = {name: module.training for name, module in model.named_modules()}
+    evaluated = robust_mix.MixedClassifier.train(copy.deepcopy(model), False)
+    result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    assert result.robust_flags == benchmark(evaluated, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST,
+                                            device="cpu").robust_flags
 
 
 def test_number_forward_passes():
