@@ -89,6 +89,23 @@ def is_mirrored(config: ModelConfig) -> bool:
     return config.dataset in datasets and config.threat_model in threat_models
 
 
+def _check_spelling(config: ModelConfig) -> None:
+    """Refuse an entry whose data set or threat model is one of RobustBench's spelled otherwise (``"CIFAR10"``,
+    ``"cifar_100"``, ``"linf"``): it would silently not become a timm model, and RobustBench would not find it.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming RobustBench's spelling.
+    """
+    norm = lambda text: str(text).lower().replace("-", "").replace("_", "")  # noqa: E731
+    for field, value, known in zip(("dataset", "threat_model"), (config.dataset, config.threat_model),
+                                   robustbench_scope()):
+        match = next((k for k in known if norm(k) == norm(value)), None)
+        if match is not None and match != value:
+            raise InvalidInputError(f"entry {config.name!r} has {field}={value!r}, RobustBench's {match!r} spelled "
+                                    f"otherwise: write {field}={match!r} (RobustBench and timm reach an entry by "
+                                    "its data set and threat model exactly as RobustBench spells them)")
+
+
 def entry_of(model_name: str) -> Optional[str]:
     """The registry entry a timm model name builds, or ``None`` for other names."""
     timm = _compat.import_timm()
@@ -104,8 +121,9 @@ def mirror(config: ModelConfig) -> None:
 
     Raises:
         ValueError: its timm name is not a plain name, is one RobustBench uses for its own zoo, or is
-            taken in timm already.
+            taken in timm already; or its data set or threat model is RobustBench's spelled otherwise.
     """
+    _check_spelling(config)
     if not is_mirrored(config):
         return
     name = timm_name(config)

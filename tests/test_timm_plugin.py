@@ -218,6 +218,18 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"dataset": "CIFAR10"}, r"dataset='CIFAR10', RobustBench's 'cifar10' spelled otherwise: write dataset='cifar10'"),
+    ({"dataset": "cifar_10"}, r"write dataset='cifar10'"),
+    ({"threat_model": "linf"}, r"threat_model='linf', RobustBench's 'Linf' spelled otherwise"),
+])
+def test_robustbench_s_names_spelled_otherwise_are_refused(scratch_registry, tmp_path, changes, message):
+    """dataset='CIFAR10' was registered but silently not made a timm model: RobustBench could not find the entry."""
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        register_model(dataclasses.replace(tiny_config(tmp_path), **changes))
+    assert not robust_mix.is_model(TINY)
+
+
 def test_an_entry_that_leaves_its_class_count_to_its_bases_loads_through_robustbench(scratch_registry, tmp_path):
     """An entry without num_classes (its bases state 10) was refused by RobustBench's load_model: 'classifies None
     classes (cifar10), num_classes=10 was asked for'."""
