@@ -241,6 +241,15 @@ def test_an_entry_that_leaves_its_class_count_to_its_bases_loads_through_robustb
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+def test_an_entry_without_an_input_shape_states_its_data_set_s_images_to_timm(scratch_registry, tmp_path):
+    """timm's transforms resized a CIFAR entry's images to timm's default 224 x 224 when the entry declared no
+    input_shape (the model takes any size: its numbers were then of other images)."""
+    register_model(dataclasses.replace(tiny_config(tmp_path), input_shape=None))
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
+    data_config = timm.data.resolve_data_config(model=model)
+    assert data_config["input_size"] == (3, 32, 32) and data_config["mean"] == (0.0, 0.0, 0.0)
+
+
 def test_timm_drops_alpha_none_so_the_adaptive_policy_comes_from_load_model(scratch_registry, tmp_path):
     """timm 1.0.9's create_model drops keyword arguments that are None: alpha=None never reaches the factory,
     and an entry with a fixed ratio over its policy keeps that ratio. Documented rather than fought."""
