@@ -261,6 +261,7 @@ def check_benchmark_arguments() -> None:
       would depend on the batch, and every forward pass would change its running statistics.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
+    - ``eps`` must be a budget of the threat model (``8/255``, not ``8``), checked before the data are loaded.
     - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
       (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
       state only after loading the data and scoring the clean pass.
@@ -283,6 +284,7 @@ def _benchmark_with_checks(original: Callable) -> Callable:
             given["device"] = _benchmark_device(given["device"])
         _check_benchmark_classes(given["model"], given["dataset"])
         _check_benchmark_input(given["model"], given["dataset"])
+        _check_benchmark_eps(given["eps"], given["threat_model"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
         if given["aa_state_path"] is not None:
@@ -339,6 +341,20 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
     raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
                             "labels would be read as the model's classes and the accuracies would be meaningless; "
                             f"pass {hint}, or a model of {dataset_.value}")
+
+
+def _check_benchmark_eps(eps: Any, threat_model: Any) -> None:
+    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255) before the data are loaded
+    (:func:`robust_mix.validate.check_eps`; AutoAttack refused it only after the clean pass). A missing eps and a
+    threat model robust_mix does not attack (corruptions) are left to RobustBench's own errors."""
+    from robust_mix.validate import InvalidInputError, check_eps, check_threat_model
+
+    try:
+        threat = check_threat_model(threat_model)
+    except InvalidInputError:
+        return
+    if eps is not None:
+        check_eps(eps, threat)
 
 
 #: The ``(C, H, W)`` of RobustBench's CIFAR test images (ImageNet's follow the preprocessing benchmark() is given).

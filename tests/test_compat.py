@@ -237,6 +237,7 @@ def test_benchmark_refuses_eps_in_0_255_units(tiny_cifar, robustbench_data):
     with autoattack_settings(seed=0, configure=reduced_budget), \
             pytest.raises(robust_mix.validate.InvalidInputError, match=r"\(8/255 = 0.0314\), got 8"):
         robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf", eps=8, batch_size=BATCH)
+    assert robustbench_data == []  # refused before the data were loaded (AutoAttack refused after the clean pass)
 
 
 class Interrupted(Exception):
