@@ -55,9 +55,16 @@ _CHECKPOINT_READERS: list[CheckpointReader] = []
 #: ``explain(model_name, dataset, threat_model) -> message or None``, see :func:`add_unknown_model_explainer`.
 Explainer = Callable[[str, str, str], Optional[str]]
 _EXPLAINERS: list[Explainer] = []
+#: ``explain(model_name) -> message or None`` for names timm does not know, see :func:`add_timm_name_explainer`.
+TimmExplainer = Callable[[str], Optional[str]]
+_TIMM_EXPLAINERS: list[TimmExplainer] = []
 #: ``model_dir`` given to the ``robustbench.utils.load_model`` call now running (see :func:`robustbench_model_dir`).
 _ROBUSTBENCH_MODEL_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("robustbench_model_dir",
                                                                                        default=None)
+
+
+class UnknownTimmModelError(RuntimeError):
+    """A name timm has no model for, explained by a plugin (a ``RuntimeError``, as timm's ``Unknown model``)."""
 
 
 class UnknownModelError(KeyError):
@@ -155,6 +162,17 @@ def add_checkpoint_reader(claims: Callable[[str], bool], load: Callable[[Any, st
     _wrap_once([timm, timm.models, _factory], "create_model", _create_model_with_readers)
 
 
+def add_timm_name_explainer(explain: TimmExplainer) -> None:
+    """When ``timm.create_model(name)`` finds no model ``name``, ask ``explain(name)`` for a message; a message
+    replaces timm's bare ``RuntimeError('Unknown model (...)')`` by an :class:`UnknownTimmModelError`, ``None``
+    keeps it."""
+    timm = import_timm()
+    from timm.models import _factory
+
+    _TIMM_EXPLAINERS.append(explain)
+    _wrap_once([timm, timm.models, _factory], "create_model", _create_model_with_readers)
+
+
 def _create_model_with_readers(original: Callable) -> Callable:
     signature = inspect.signature(original)
 
@@ -164,11 +182,19 @@ def _create_model_with_readers(original: Callable) -> Callable:
         path = bound.arguments.get("checkpoint_path") or ""
         name = bound.arguments["model_name"]
         load = next((load for claims, load in _CHECKPOINT_READERS if claims(name)), None) if path else None
-        if load is None:
-            return original(*args, **kwargs)
-        bound.arguments["checkpoint_path"] = ""
-        bound.arguments["pretrained"] = False
-        model = original(*bound.args, **bound.kwargs)
+        try:
+            if load is None:
+                return original(*args, **kwargs)
+            bound.arguments["checkpoint_path"] = ""
+            bound.arguments["pretrained"] = False
+            model = original(*bound.args, **bound.kwargs)
+        except RuntimeError as err:
+            if not str(err).startswith("Unknown model") or isinstance(err, UnknownTimmModelError):
+                raise
+            message = next((m for m in (explain(str(name)) for explain in _TIMM_EXPLAINERS) if m), None)
+            if message is None:
+                raise
+            raise UnknownTimmModelError(f"{err}: {message}") from err
         load(model, str(path))
         return model
 
@@ -229,10 +255,13 @@ def check_benchmark_arguments() -> None:
       has not implemented, is refused with a message instead of a bare ``NotImplementedError``.
     - a model that says how many classes it scores (``model.num_classes``) must score as many as
       ``dataset`` has: a CIFAR-10 model evaluated on CIFAR-100 labels would be scored without complaint.
+    - a model that states its input shape (``model.input_shape``) must take ``dataset``'s CIFAR images: a
+      Fashion-MNIST model failed only after the data set was downloaded and loaded.
     - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
       would depend on the batch, and every forward pass would change its running statistics.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
+    - ``eps`` must be a budget of the threat model (``8/255``, not ``8``), checked before the data are loaded.
     - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
       (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
       state only after loading the data and scoring the clean pass.
@@ -254,6 +283,8 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         if given["device"] is not None:
             given["device"] = _benchmark_device(given["device"])
         _check_benchmark_classes(given["model"], given["dataset"])
+        _check_benchmark_input(given["model"], given["dataset"])
+        _check_benchmark_eps(given["eps"], given["threat_model"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
         if given["aa_state_path"] is not None:
@@ -310,6 +341,48 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
     raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
                             "labels would be read as the model's classes and the accuracies would be meaningless; "
                             f"pass {hint}, or a model of {dataset_.value}")
+
+
+def _check_benchmark_eps(eps: Any, threat_model: Any) -> None:
+    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255) before the data are loaded
+    (:func:`robust_mix.validate.check_eps`; AutoAttack refused it only after the clean pass). A missing eps and a
+    threat model robust_mix does not attack (corruptions) are left to RobustBench's own errors."""
+    from robust_mix.validate import InvalidInputError, check_eps, check_threat_model
+
+    try:
+        threat = check_threat_model(threat_model)
+    except InvalidInputError:
+        return
+    if eps is not None:
+        check_eps(eps, threat)
+
+
+#: The ``(C, H, W)`` of RobustBench's CIFAR test images (ImageNet's follow the preprocessing benchmark() is given).
+_CIFAR_IMAGES = (3, 32, 32)
+
+
+def _check_benchmark_input(model: Any, dataset: Any) -> None:
+    """Refuse a model whose declared input contract (``model.input_shape``, as
+    :class:`robust_mix.MixedClassifier` states it) is not the shape of ``dataset``'s CIFAR images
+    (see :func:`check_benchmark_arguments`)."""
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    from robust_mix.validate import InvalidInputError
+
+    shape = getattr(model, "input_shape", None)
+    try:
+        dataset_ = BenchmarkDataset(dataset)
+    except ValueError:
+        return  # RobustBench's own error names the data sets
+    if dataset_ == BenchmarkDataset.imagenet or not isinstance(shape, (tuple, list)) or len(shape) != 3:
+        return
+    if tuple(shape) != _CIFAR_IMAGES:
+        own = getattr(getattr(model, "config", None), "dataset", None)
+        raise InvalidInputError(
+            f"the model takes {tuple(shape)} images (its input_shape), but dataset={dataset_.value!r}'s test images "
+            f"are {_CIFAR_IMAGES}: every image would be refused after the data set is loaded; pass a model of "
+            f"{dataset_.value}" + (f", or evaluate this {own} model with robust_mix.benchmark(model)"
+                                   if own and own != "custom" else ""))
 
 
 def _check_benchmark_mode(model: Any) -> None:

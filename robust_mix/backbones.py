@@ -27,6 +27,7 @@ from robust_mix._compat import import_timm
 from robust_mix.config import BackboneConfig, InputConfig, WeightsConfig, from_dict
 from robust_mix.convert import load_weights
 from robust_mix.io import save_state_dict
+from robust_mix.validate import InvalidInputTypeError
 from robust_mix.weights import (WeightsNotFoundError, default_model_dir, fetch_robustbench_files,
                                 robustbench_entry, robustbench_files, verify_weights_file)
 
@@ -129,6 +130,11 @@ def save_backbone(model: nn.Module, path: Union[str, Path], ref: str,
 
     The architecture reference (``ref``, e.g. ``"timm/resnet18"``) and constructor ``kwargs`` go
     into the file's metadata, so ``load_backbone(path)`` rebuilds the model on its own.
+
+    Raises:
+        ValueError: ``ref`` and ``kwargs`` build an architecture whose tensors are not ``model``'s (kwargs left
+            out, such as ``num_classes`` or ``in_chans``, or another architecture), or ``kwargs`` are not JSON
+            values; nothing is written (the file could never be loaded).
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -136,9 +142,44 @@ def save_backbone(model: nn.Module, path: Union[str, Path], ref: str,
     if ref.endswith(".safetensors"):
         raise ValueError("ref must name an architecture ('timm/...' or 'robustbench/...'), not a file")
     _scheme(ref)
-    meta = {META_KEY: json.dumps({"ref": ref, "kwargs": kwargs or {}})}
-    save_state_dict(model.state_dict(), path, metadata=meta)
+    try:
+        meta = {META_KEY: json.dumps({"ref": ref, "kwargs": kwargs or {}})}
+    except TypeError as err:
+        raise InvalidInputTypeError(f"save_backbone's kwargs must be JSON values (numbers, strings, lists, dicts), "
+                                    f"to be recorded in {path}: {err}") from None
+    state = model.state_dict()
+    _check_rebuilds(BackboneConfig(ref=ref, kwargs=dict(kwargs or {})), state, path)
+    save_state_dict(state, path, metadata=meta)
     return path
+
+
+def _check_rebuilds(config: BackboneConfig, state: dict, path: Path) -> None:
+    """Refuse to record ``config`` for tensors ``state`` that the architecture it builds does not have.
+
+    Raises:
+        ValueError: missing or unexpected tensor names, or other shapes, naming a few and what to pass.
+    """
+    import torch
+
+    build = _BUILDERS[_scheme(config.ref)]
+    what = f"{config.ref} with kwargs {config.kwargs}"
+    try:
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation
+                built = build(config).state_dict()
+        except (NotImplementedError, RuntimeError):  # an architecture that computes while it is built
+            built = build(config).state_dict()
+    except TypeError as err:
+        raise InvalidInputTypeError(f"cannot build {what} to check the tensors for {path}: {err}") from None
+    missing, unexpected = sorted(set(built) - set(state)), sorted(set(state) - set(built))
+    shapes = sorted(k for k in set(built) & set(state) if tuple(built[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or shapes:
+        found = "; ".join(f"{label} {names[:4]}" + (f" (+{len(names) - 4})" if len(names) > 4 else "")
+                          for label, names in (("missing", missing), ("unexpected", unexpected),
+                                               ("of other shapes", shapes)) if names)
+        raise ValueError(f"{what} does not build this model, so {path} could never be loaded (tensors {found}); "
+                         "pass the ref and the constructor kwargs the model was built with (e.g. num_classes, "
+                         "in_chans); nothing was written")
 
 
 # -- timm --------------------------------------------------------------------------------------
@@ -219,7 +260,8 @@ def read_backbone_spec(path: Path) -> dict:
     """The architecture a :func:`save_backbone` file records: ``{"ref": ..., "kwargs": {...}}``.
 
     Raises:
-        ValueError: the file is not readable safetensors, or records no architecture.
+        ValueError: the file is not readable safetensors, or records no architecture, or a record that is not
+            ``{"ref": "<architecture reference>", "kwargs": {...}}`` (the file names it).
     """
     from safetensors import safe_open
 
@@ -233,4 +275,17 @@ def read_backbone_spec(path: Path) -> dict:
         raise ValueError(f"{path} does not say which architecture it holds (no {META_KEY!r} metadata); "
                          "write it with robust_mix.backbones.save_backbone, or reference the architecture "
                          "('timm/<arch>') with weights=WeightsConfig(file=<file>)")
-    return json.loads(meta[META_KEY])
+    how = ("write it with robust_mix.backbones.save_backbone, or reference the architecture ('timm/<arch>') with "
+           "weights=WeightsConfig(file=<file>)")
+    try:
+        spec = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is not JSON ({err}); {how}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("ref"), str) or spec["ref"].endswith(".safetensors"):
+        raise ValueError(f"{path}: its {META_KEY!r} metadata must be {{\"ref\": \"timm/<arch>\" or "
+                         f"\"robustbench/<dataset>/<threat>/<Name>\", \"kwargs\": {{...}}}}, got "
+                         f"{meta[META_KEY][:200]!r}; {how}")
+    if not isinstance(spec.get("kwargs", {}), dict):
+        raise ValueError(f"{path}: the 'kwargs' of its {META_KEY!r} metadata must be a JSON object of constructor "
+                         f"arguments, got {spec['kwargs']!r}; {how}")
+    return spec

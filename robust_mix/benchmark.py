@@ -14,6 +14,7 @@ independent of the number of processes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -22,12 +23,13 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
 
 from robust_mix.attacks import StageRunner, is_mixednuts
+from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
@@ -419,6 +421,35 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     return correct
 
 
+def _rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose random state :func:`torch.random.fork_rng` keeps for work on ``device`` (the CPU's
+    is always kept): the caller's random numbers after :func:`benchmark` are those it would have drawn without it
+    (pyautoattack's attacks call ``torch.manual_seed`` with their seed)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _test_preprocessing(dataset: str, preprocessing: Optional[str], config: Optional[ModelConfig]) -> Optional[str]:
+    """How ``dataset``'s test images are prepared: ``preprocessing``, else for ImageNet the model config's (the
+    entry's RobustBench preprocessing, e.g. ``BicubicRes256Crop224``), else RobustBench's default; ``None`` for
+    the other data sets, whose images are used as they are.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``preprocessing`` given for a data set other than ImageNet (it would
+            be recorded in the report and never applied).
+    """
+    from robust_mix import data
+
+    if dataset.lower() != "imagenet":
+        if preprocessing is not None:
+            raise InvalidInputError(f"preprocessing={preprocessing!r} applies to ImageNet's test images only; "
+                                    f"{dataset}'s are used as they are: leave it out (--preprocessing)")
+        return None
+    own = config.preprocessing if config is not None and config.dataset.lower() == "imagenet" else None
+    return preprocessing or own or data.IMAGENET_DEFAULT_PREPROCESSING
+
+
 def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union[str, Path]],
                preprocessing: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
     from robust_mix import data
@@ -429,6 +460,23 @@ def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union
     return data.load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
 
 
+def _leaves_training_modes_as_they_were(function: Callable[..., BenchmarkResult]) -> Callable[..., BenchmarkResult]:
+    """``function(model, ...)`` evaluates ``model`` in eval mode; afterwards each of its modules is back in the mode
+    the caller had it in (a model benchmarked between training epochs went on training in eval mode: BatchNorm on
+    running statistics, dropout off)."""
+    @functools.wraps(function)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> BenchmarkResult:
+        modes = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
+        try:
+            return function(model, *args, **kwargs)
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    return wrapper
+
+
+@_leaves_training_modes_as_they_were
 def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Optional[str] = None,
               eps: Optional[float] = None, n_examples: Optional[int] = None, batch_size: int = 500,
               attack: Union[str, Sequence[str]] = "standard", seed: int = 0,
@@ -442,7 +490,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
     Args:
         model: raw ``[0, 1]`` images ``(B, C, H, W)`` -> logits or log-probabilities ``(B, K)``;
-            a :class:`robust_mix.MixedClassifier` supplies defaults from ``model.config``.
+            a :class:`robust_mix.MixedClassifier` supplies defaults from ``model.config``. It is evaluated in eval
+            mode, then each module is left in the mode it was in.
         dataset: ``"cifar10"``, ``"cifar100"``, ``"imagenet"``, ``"fashion-mnist"`` (default:
             the model's config); RobustBench's ``BenchmarkDataset`` members are read as their value.
         threat_model: ``"Linf"``, ``"L2"`` or ``"L1"`` (default: the config's, else ``"Linf"``);
@@ -463,7 +512,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             identity: resuming needs the same value.
         options: budget overrides (tests only; the default is the leaderboard's).
         images, labels: evaluate these tensors instead of loading ``dataset``.
-        preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`).
+        preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`; default:
+            the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``); ImageNet only.
         progress: receives per-stage progress events.
         clean_examples: also measure clean accuracy (forward passes only) on the first
             ``clean_examples`` images (at least ``n_examples``; e.g. the whole test set), recorded as
@@ -503,6 +553,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                              "neither (the data set's test images are loaded)")
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
+        preprocessing = _test_preprocessing(dataset, preprocessing, config)
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
         images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
                                     preprocessing)
@@ -577,8 +628,9 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         resumed += state.resumed
         earlier += state.earlier_seconds
         if not state.done:
-            _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
-                          batch_size=batch_size, device=device, progress=progress)
+            with torch.random.fork_rng(devices=_rng_devices(device)):  # the attacks reseed torch's global RNG
+                _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
+                              batch_size=batch_size, device=device, progress=progress)
         else:
             for stage in ("clean", *plan.stages):
                 _advance(progress, stage, end - start)

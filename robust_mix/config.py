@@ -393,6 +393,27 @@ class ModelConfig:
             raise ValueError(f"{path}: {err}") from err
 
 
+def check_entry_name(name: Any) -> str:
+    """A name or alias that every NAME reader (``robust_mix.parse_model_name``) can reach: a non-empty string
+    without surrounding whitespace (names are read stripped), ``','`` (which starts an override) or ``':'`` (which
+    starts a source: ``hf-hub:``, ``local-dir:``, ``module:function``).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the problem.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(f"a model name must be a non-empty string, got {name!r}")
+    if name != name.strip():
+        raise InvalidInputError(f"model name {name!r} begins or ends with whitespace, which is stripped when a name "
+                                f"is read; register it as {name.strip()!r}")
+    reserved = [c for c in ",:" if c in name]
+    if reserved:
+        raise InvalidInputError(f"model name {name!r} holds {reserved}: ',' starts an override (NAME,alpha=0.9) and "
+                                "':' a source (hf-hub:, local-dir:, module:function), so no NAME could reach the "
+                                "entry; use letters, digits, '-', '_', '.' or '/'")
+    return name
+
+
 def _positive_ints(name: str, values: Any) -> None:
     for value in values:
         positive_int(name, value)

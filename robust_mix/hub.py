@@ -47,7 +47,7 @@ from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
-from robust_mix.validate import check_bool, check_device, check_writable_dir
+from robust_mix.validate import InvalidInputError, check_bool, check_device, check_writable_dir
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -105,11 +105,17 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
                local_files_only: Optional[bool] = None, force_download: bool = False) -> Path:
     """The local path of ``filename`` of a saved model: in its folder, or from its Hub repo via the cache.
 
+    A Hub source may pin a revision as timm's names do, ``"hf-hub:org/name@revision"`` (a branch, tag or commit),
+    the same as ``revision=``.
+
     Raises:
         FileNotFoundError: no such folder, repo, revision or file (offline: not in the cache).
-        ValueError: an ambiguous bare string (see :func:`parse_source`), or a file given as a folder.
+        ValueError: an ambiguous bare string (see :func:`parse_source`), a file given as a folder, or a revision
+            in the name that is empty or differs from ``revision``.
     """
     kind, where = parse_source(source)
+    if kind == "hub":
+        where, revision = _pinned_revision(where, revision)
     if kind == "local":
         folder = Path(where).expanduser()
         if not folder.exists():
@@ -123,6 +129,24 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
                                     "save models with model.save_pretrained(folder)")
         return path
     return _hub_download(where, filename, revision, cache_dir, token, local_files_only, force_download)
+
+
+def _pinned_revision(repo: str, revision: Optional[str]) -> tuple[str, Optional[str]]:
+    """``("org/name", revision)`` for a Hub source ``"org/name"`` or ``"org/name@revision"`` (timm's spelling).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: an empty revision after ``@``, or one that differs from ``revision``.
+    """
+    repo_id, at, pinned = repo.partition("@")
+    if not at:
+        return repo, revision
+    if not pinned.strip():
+        raise InvalidInputError(f"'{HUB_PREFIX}{repo}' names no revision after '@'; write '{HUB_PREFIX}{repo_id}' "
+                                f"(the main branch) or '{HUB_PREFIX}{repo_id}@<branch, tag or commit>'")
+    if revision is not None and revision != pinned:
+        raise InvalidInputError(f"'{HUB_PREFIX}{repo}' pins revision {pinned!r}, but revision={revision!r} was "
+                                "given as well; give the revision once")
+    return repo_id, pinned
 
 
 def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Union[str, Path, None],
@@ -272,7 +296,8 @@ class HubMixin:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
         Args:
-            save_directory: the folder, created if needed; each file is written atomically.
+            save_directory: the folder, created if needed (``~`` is the home folder, as when loading); each file is
+                written atomically.
             config: the model's config when ``model.config`` is ``None`` (a model built by hand).
             benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
             repo_id: the Hub repo the folder is for (named in the card's usage example).
@@ -298,7 +323,7 @@ class HubMixin:
                       "robust_mix_version": __version__}
         if repo_id is not None:
             provenance["hub_repo"] = repo_id
-        folder = Path(save_directory)
+        folder = Path(save_directory).expanduser()  # as 'local-dir:~/...' is read
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
                              f"{CARD_NAME}): give a folder path, or move the file away")

@@ -3,7 +3,8 @@
 A name is one of
 
 - a registry name or alias (``"fmnist-adasmooth"``, ``"cifar100/Linf/Bai2023Improving_edm"``);
-- ``"hf-hub:org/name"``: a model shared with ``push_to_hub``, through the Hugging Face cache;
+- ``"hf-hub:org/name"``: a model shared with ``push_to_hub``, through the Hugging Face cache (``@revision``
+  pins a branch, tag or commit, as in timm's names);
 - ``"local-dir:path"``: a folder written by ``save_pretrained``;
 - a ``.json`` file holding a :class:`ModelConfig`;
 - ``"package.module:function"``: a function returning a model (models outside the registry);
@@ -103,8 +104,8 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
         return ModelName("registry", get_model_config(head).name, overrides)
     if Path(head).expanduser().is_dir() and not could_be_repo_id(head):  # an unambiguous path
         return ModelName("local", head, overrides)
-    if head.endswith(".json") and Path(head).is_file():
-        return ModelName("config", head, overrides)
+    if head.endswith(".json") and Path(head).expanduser().is_file():  # '~/entry.json' as '~/folder' is read
+        return ModelName("config", str(Path(head).expanduser()), overrides)
     if _FACTORY.fullmatch(head):
         return ModelName("factory", head, overrides)
     base, comma, item = head.partition(",")

@@ -28,7 +28,7 @@ from robust_mix.hub import HubMixin
 from robust_mix.mixing_net import MixingNetwork
 from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
-from robust_mix.weights import prefetch, read_weights
+from robust_mix.weights import check_model_dir, prefetch, read_weights
 from robust_mix.validate import (InvalidInputError, check_agreement, check_alpha, check_alpha_range, check_bool,
                                  check_device, check_images)
 
@@ -418,14 +418,15 @@ class MixedClassifier(nn.Module, HubMixin):
 
         Args:
             config: the entry; both base models must be set.
-            model_dir: RobustBench's checkpoint folder (default ``$ROBUST_MIX_MODEL_DIR`` or ``./models``).
+            model_dir: RobustBench's checkpoint folder (default ``$ROBUST_MIX_MODEL_DIR`` or ``./models``; ``~`` is
+                the home folder).
             device: where to put the model (one that does not exist here is refused before anything is built).
             pretrained: load weights; ``False`` builds the architecture with random weights (a bool).
 
         Raises:
             ValueError: a base is missing, ``alpha`` is ``None`` without an adaptive policy, or a
                 weight file does not fit.
-            robust_mix.validate.InvalidInputTypeError: ``pretrained`` is not a bool.
+            robust_mix.validate.InvalidInputTypeError: ``pretrained`` is not a bool, or ``model_dir`` not a path.
             robust_mix.validate.InvalidInputError: ``device`` is not a device name or not present here, or the
                 config contradicts what its bases state they take or return (an ``input_shape`` of other
                 channels than their ``in_chans``, a ``num_classes`` or ``labels`` of another class count;
@@ -434,6 +435,7 @@ class MixedClassifier(nn.Module, HubMixin):
         """
         device = check_device(device) if device is not None else None
         pretrained = check_bool("pretrained", pretrained)
+        model_dir = check_model_dir(model_dir)
         if config.standard is None or config.robust is None:
             raise ValueError(f"{config.name!r} needs both base models: pass standard='timm/...' and "
                              "robust='robustbench/<dataset>/<threat>/<Name>' (or .safetensors paths)")

@@ -14,7 +14,7 @@ import fnmatch
 import logging
 from typing import Any, Callable, Union
 
-from robust_mix.config import ModelConfig
+from robust_mix.config import ModelConfig, check_entry_name
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +27,19 @@ _LISTENERS: list[Listener] = []
 def register_model(entry: Union[ModelConfig, Callable[[], ModelConfig]]) -> Any:
     """Add a zoo entry. Use on a :class:`ModelConfig` or as a decorator on a function returning one.
 
+    The registry keeps a copy: changing the config afterwards does not change the entry.
+
     Raises:
-        ValueError: the name or an alias is already taken, or a listener (:func:`on_register`, such as
-            the timm mirror) refuses the entry; the entry is then not registered.
+        ValueError: the name or an alias is already taken, or cannot be written as a NAME
+            (:func:`robust_mix.config.check_entry_name`), or a listener (:func:`on_register`, such as the timm
+            mirror) refuses the entry; the entry is then not registered.
     """
     config = entry() if callable(entry) and not isinstance(entry, ModelConfig) else entry
     if not isinstance(config, ModelConfig):
         raise TypeError(f"register_model needs a ModelConfig, got {type(config).__name__}")
+    config = copy.deepcopy(config)
     for key in (config.name, *config.aliases):
+        check_entry_name(key)
         if key in _REGISTRY or key in _ALIASES:
             raise ValueError(f"model name {key!r} is already registered")
     _REGISTRY[config.name] = config

@@ -18,7 +18,8 @@ A folder written by ``save_pretrained`` names the architecture :data:`SAVED_ARCH
 factory reads the folder's own ``config.json``.
 
 The ``pretrained_cfg`` states the input contract as timm states it: raw ``[0, 1]`` images
-(``mean`` 0, ``std`` 1: the model normalises inside), ``input_size`` from ``ModelConfig.input_shape``,
+(``mean`` 0, ``std`` 1: the model normalises inside), ``input_size`` from ``ModelConfig.input_shape`` (else the
+data set's images, :data:`DATASET_IMAGES`),
 and the ``interpolation`` / ``crop_pct`` of the entry's RobustBench preprocessing, which is what
 ``robustbench.data.get_preprocessing`` turns back into a transform for timm models.
 Nothing here imports a third-party library.
@@ -43,6 +44,10 @@ TIMM_CROPS: dict[Optional[str], tuple[str, float]] = {
     "BicubicRes256Crop224": ("bicubic", 224 / 256),
 }
 _NAME = re.compile(r"[a-z0-9_]+")
+#: The ``(C, H, W)`` of a data set's test images, for entries that declare no ``input_shape`` (timm's transforms
+#: would otherwise resize them to its default, 224 x 224).
+DATASET_IMAGES: dict[str, tuple[int, int, int]] = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                                                   "fashion-mnist": (1, 28, 28)}
 
 
 def robustbench_timm_name(model_name: str, dataset: str, threat_model: str) -> str:
@@ -92,7 +97,8 @@ def pretrained_cfg(config: ModelConfig, architecture: str, hf_hub_id: Optional[s
                          f"and centre crop, so timm's pretrained_cfg cannot state it; timm forms exist for "
                          f"{[p for p in TIMM_CROPS if p]} and None (images as they are)")
     interpolation, crop_pct = TIMM_CROPS[config.preprocessing]
-    channels = config.input_shape[0] if config.input_shape is not None else 3
+    shape = config.input_shape if config.input_shape is not None else DATASET_IMAGES.get(config.dataset)
+    channels = shape[0] if shape is not None else 3
     cfg: dict[str, Any] = {
         "architecture": architecture, "tag": None, "source": "hf-hub" if hf_hub_id else "robust_mix",
         "hf_hub_id": hf_hub_id, "interpolation": interpolation, "crop_pct": crop_pct, "crop_mode": "center",
@@ -101,7 +107,9 @@ def pretrained_cfg(config: ModelConfig, architecture: str, hf_hub_id: Optional[s
         "paper_name": config.paper or None, "description": config.description or None,
         "notes": tuple(config.weight_locations()) or None,
     }
-    if config.input_shape is not None:  # compositions declare none; timm's default then applies
+    if config.input_shape is not None:
         cfg["input_size"] = tuple(config.input_shape)
         cfg["fixed_input_size"] = True
-    return cfg
+    elif config.dataset in DATASET_IMAGES:  # no contract stated: the data set's images, as they are
+        cfg["input_size"] = DATASET_IMAGES[config.dataset]
+    return cfg  # compositions on no known data set declare none; timm's default then applies

@@ -10,9 +10,11 @@ first. From then on
 - ``robustmix_saved`` (:data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`) rebuilds the folders
   ``save_pretrained`` writes, for ``timm.create_model("hf-hub:org/name", pretrained=True)``;
 - ``timm.create_model(name, checkpoint_path=...)`` (RobustBench's ``custom_checkpoint=``) reads a
-  ``save_pretrained`` folder or its ``model.safetensors`` for these models, never a pickle;
+  ``save_pretrained`` folder or its ``model.safetensors`` for these models and for ``hf-hub:`` repos of saved
+  mixes, never a pickle;
 - a RobustBench name of a robust_mix entry asked for with a data set or threat model it does not
-  have is an error naming those it has.
+  have is an error naming those it has; so is a robust_mix name given to ``timm.create_model`` that
+  is not a timm model (a registry name, an entry on a data set RobustBench does not know).
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
 model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model_dir`` given to
@@ -40,7 +42,7 @@ from robust_mix import _compat
 from robust_mix.config import ModelConfig
 from robust_mix.hub import HUB_PREFIX, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
-from robust_mix.registry import get_model_config, on_register
+from robust_mix.registry import get_model_config, is_model, on_register
 from robust_mix.timm_config import PREFIX, SAVED_ARCHITECTURE, robustbench_name, robustbench_timm_name, timm_name
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
 from robust_mix.validate import InvalidInputError
@@ -57,8 +59,8 @@ CONTRACT_KEYS = ("mean", "std", "input_size", "fixed_input_size", "num_classes")
 #: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
 default_cfgs: dict[str, dict[str, Any]] = {}
 #: The public names; timm's ``register_model`` appends each model it registers from this module.
-__all__ = ["entry_of", "explain_unknown", "is_mirrored", "isolated_timm_registry", "mirror", "robustbench_scope",
-           "robustbench_zoo_names"]
+__all__ = ["claims_checkpoint", "entry_of", "explain_timm_name", "explain_unknown", "is_mirrored",
+           "isolated_timm_registry", "mirror", "robustbench_scope", "robustbench_zoo_names"]
 
 
 # -- what RobustBench knows ------------------------------------------------------------------------------
@@ -87,6 +89,23 @@ def is_mirrored(config: ModelConfig) -> bool:
     return config.dataset in datasets and config.threat_model in threat_models
 
 
+def _check_spelling(config: ModelConfig) -> None:
+    """Refuse an entry whose data set or threat model is one of RobustBench's spelled otherwise (``"CIFAR10"``,
+    ``"cifar_100"``, ``"linf"``): it would silently not become a timm model, and RobustBench would not find it.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming RobustBench's spelling.
+    """
+    norm = lambda text: str(text).lower().replace("-", "").replace("_", "")  # noqa: E731
+    for field, value, known in zip(("dataset", "threat_model"), (config.dataset, config.threat_model),
+                                   robustbench_scope()):
+        match = next((k for k in known if norm(k) == norm(value)), None)
+        if match is not None and match != value:
+            raise InvalidInputError(f"entry {config.name!r} has {field}={value!r}, RobustBench's {match!r} spelled "
+                                    f"otherwise: write {field}={match!r} (RobustBench and timm reach an entry by "
+                                    "its data set and threat model exactly as RobustBench spells them)")
+
+
 def entry_of(model_name: str) -> Optional[str]:
     """The registry entry a timm model name builds, or ``None`` for other names."""
     timm = _compat.import_timm()
@@ -102,8 +121,9 @@ def mirror(config: ModelConfig) -> None:
 
     Raises:
         ValueError: its timm name is not a plain name, is one RobustBench uses for its own zoo, or is
-            taken in timm already.
+            taken in timm already; or its data set or threat model is RobustBench's spelled otherwise.
     """
+    _check_spelling(config)
     if not is_mirrored(config):
         return
     name = timm_name(config)
@@ -138,10 +158,13 @@ def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
                              "change its fields with pretrained_cfg_overlay={...}")
         config = get_model_config(entry)
         config = config.with_overrides(overrides) if overrides else config
-        _check_num_classes(name, config, num_classes)
+        _check_num_classes(name, config, config.num_classes, num_classes)  # stated: before anything is built
         model_dir = _compat.robustbench_model_dir() or default_model_dir()  # RobustBench's model_dir, when given
         cfg = _overlaid(name, timm_pretrained_cfg(config, name), pretrained_cfg_overlay)
         model = MixedClassifier.from_config(config, model_dir=model_dir, pretrained=pretrained)
+        _check_num_classes(name, config, model.num_classes, num_classes)  # else the bases' count
+        if cfg.get("num_classes") is None:
+            cfg["num_classes"] = model.num_classes
         return _as_timm_model(model, cfg)
 
     factory.__name__ = factory.__qualname__ = name
@@ -169,13 +192,16 @@ def robustmix_saved(pretrained: bool = False, pretrained_cfg: Any = None,
     overlaid = _overlaid(f"hf-hub:{cfg['hf_hub_id']}", cfg, pretrained_cfg_overlay)
     model = MixedClassifier.from_pretrained(HUB_PREFIX + repo_id, revision=revision or None, pretrained=pretrained,
                                             **overrides)
-    _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, num_classes)
+    _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, model.num_classes, num_classes)
     return _as_timm_model(model, overlaid)
 
 
-def _check_num_classes(name: str, config: ModelConfig, num_classes: Optional[int]) -> None:
-    if num_classes is not None and num_classes != config.num_classes:
-        raise ValueError(f"{name} classifies {config.num_classes} classes ({config.dataset}), num_classes={num_classes} "
+def _check_num_classes(name: str, config: ModelConfig, count: Optional[int], num_classes: Optional[int]) -> None:
+    """Refuse ``timm.create_model``'s ``num_classes`` (RobustBench passes the data set's) when the model classifies
+    ``count`` classes; ``count`` ``None`` (an entry that leaves the count to its bases, before they are built) is
+    not checked."""
+    if num_classes is not None and count is not None and num_classes != count:
+        raise ValueError(f"{name} classifies {count} classes ({config.dataset}), num_classes={num_classes} "
                          "was asked for; a mixed model's classes come from its base models: mix bases with that "
                          "many classes (robust_mix.load_model('mix', standard=..., robust=...))")
 
@@ -218,6 +244,24 @@ def _read_checkpoint(model: MixedClassifier, path: str) -> None:
     load_saved_tensors(model, path, expected=model.pretrained_cfg["architecture"])
 
 
+def claims_checkpoint(model_name: str) -> bool:
+    """True for the timm names whose ``checkpoint_path`` robust_mix reads (never unpickled): its registry entries,
+    and ``hf-hub:`` repos whose ``config.json`` names :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE` (a
+    ``save_pretrained`` folder shared on the Hub), which timm would otherwise ``torch.load`` with
+    ``weights_only=False``. A repo whose ``config.json`` cannot be read is left to timm, which names the problem."""
+    if entry_of(model_name) is not None:
+        return True
+    timm = _compat.import_timm()
+    source, repo = timm.models.parse_model_name(model_name)
+    if source != "hf-hub":
+        return False
+    try:
+        _, architecture, _ = timm.models.load_model_config_from_hf(repo)
+    except Exception:  # noqa: BLE001 - not found, offline, not JSON: timm's own create_model says which
+        return False
+    return architecture == SAVED_ARCHITECTURE
+
+
 def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optional[str]:
     """Why RobustBench found no model ``model_name`` for ``dataset``/``threat_model``, when the name is
     robust_mix's (``RobustMix-...``); ``None`` for other names."""
@@ -236,6 +280,28 @@ def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optiona
     has = "; ".join(f"dataset={c.dataset!r}, threat_model={c.threat_model!r} (entry {c.name!r})" for c in matches)
     return (f"RobustBench name {model_name!r} is robust_mix's for {has}, not for dataset={dataset!r}, "
             f"threat_model={threat_model!r}: pass one of those")
+
+
+def explain_timm_name(model_name: str) -> Optional[str]:
+    """Why timm has no model ``model_name`` when it names a robust_mix entry (``"cifar100-adasmooth"``,
+    ``"fmnist-robust"``, also after a ``"robust_mix/"``-like prefix) or looks like one of its timm names
+    (``robustmix_...``); ``None`` for other names."""
+    timm = _compat.import_timm()
+    entry = model_name.rsplit("/", 1)[-1] if not model_name.startswith(HUB_PREFIX) else ""
+    candidates = [n for n in (model_name, entry) if n]
+    for name in candidates:
+        if is_model(name):
+            config = get_model_config(name)
+            if is_mirrored(config):
+                return (f"{name!r} is robust_mix's registry name; its timm model is {timm_name(config)!r} "
+                        f"(RobustBench name {robustbench_name(config)!r})")
+            return (f"{name!r} is a robust_mix entry on {config.dataset!r}, which RobustBench does not know, so it is "
+                    f"not a timm model: load it with robust_mix.load_model({config.name!r})")
+    if entry.lower().replace("-", "_").startswith(f"{PREFIX}_"):  # also a RobustBench name, 'RobustMix-AdaSmooth'
+        return (f"robust_mix has no timm model {entry!r}; its timm models are {timm.list_models(f'{PREFIX}_*')} "
+                "(after import robust_mix; entries on other data sets, such as fashion-mnist, load with "
+                "robust_mix.load_model)")
+    return None
 
 
 # -- tests ----------------------------------------------------------------------------------------------------
@@ -259,8 +325,9 @@ def _install() -> None:
     assert robustmix_saved.__name__ == SAVED_ARCHITECTURE
     _check_free(SAVED_ARCHITECTURE, "robust_mix's architecture of saved models")
     _register(robustmix_saved)
-    _compat.add_checkpoint_reader(lambda name: entry_of(name) is not None, _read_checkpoint)
+    _compat.add_checkpoint_reader(claims_checkpoint, _read_checkpoint)
     _compat.add_unknown_model_explainer(explain_unknown)
+    _compat.add_timm_name_explainer(explain_timm_name)
     _compat.check_benchmark_arguments()
     on_register(mirror)
 

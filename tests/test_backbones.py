@@ -71,11 +71,41 @@ def test_self_describing_safetensors_round_trip(tmp_path, timm_model, x):
     torch.testing.assert_close(load_backbone(str(path))(x), timm_model(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("ref, kwargs, message", [
+    (f"timm/{TIMM_ARCH}", {}, r"with kwargs \{\} does not build this model.*tensors of other shapes"),
+    ("timm/resnet18", TIMM_KW, r"timm/resnet18 with kwargs .* does not build this model.*missing"),
+    ("timm/not_an_arch", TIMM_KW, r"timm has no architecture 'not_an_arch'"),
+    (f"timm/{TIMM_ARCH}", {**TIMM_KW, "no_such_argument": 1}, r"cannot build .*no_such_argument"),
+    (f"timm/{TIMM_ARCH}", {**TIMM_KW, "dtype": torch.float32}, r"kwargs must be JSON values"),
+])
+def test_a_file_that_could_never_be_loaded_is_not_written(tmp_path, timm_model, ref, kwargs, message):
+    """save_backbone recorded any ref and kwargs: a file of other tensors was written, and refused only on load."""
+    path = tmp_path / "b.safetensors"
+    with pytest.raises(ValueError, match=message):
+        save_backbone(timm_model, path, ref, kwargs)
+    assert not path.exists()
+
+
 def test_plain_safetensors_without_metadata_is_explained(tmp_path, timm_model):
     path = tmp_path / "plain.safetensors"
     save_state_dict(timm_model.state_dict(), path)
     with pytest.raises(ValueError, match="does not say which architecture"):
         load_backbone(str(path))
+
+
+@pytest.mark.parametrize("record, message", [
+    ("{not json", "metadata is not JSON"), ("[1, 2]", "metadata must be"), ('{"kwargs": {}}', "metadata must be"),
+    ('{"ref": 5}', "metadata must be"), ('{"ref": "other.safetensors"}', "metadata must be"),
+    (f'{{"ref": "timm/{TIMM_ARCH}", "kwargs": [1]}}', "'kwargs' of its 'robust_mix.backbone' metadata must be"),
+])
+def test_a_malformed_architecture_record_names_the_file(tmp_path, timm_model, record, message):
+    """A file's architecture record that is not ``{"ref": ..., "kwargs": {...}}`` is a ValueError naming the file
+    (it was a bare JSONDecodeError, KeyError, TypeError or AttributeError)."""
+    path = tmp_path / "odd.safetensors"
+    save_state_dict(timm_model.state_dict(), path, metadata={"robust_mix.backbone": record})
+    with pytest.raises(ValueError, match=f"odd.safetensors: .*{message}") as err:
+        load_backbone(str(path))
+    assert type(err.value) is ValueError
 
 
 def test_truncated_safetensors_is_explained(tmp_path, timm_model):

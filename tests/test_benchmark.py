@@ -1,6 +1,7 @@
 """The benchmark harness (robust_mix.benchmark): results, resumption, sharding, data, CLI outputs."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -275,6 +276,59 @@ def test_defaults_come_from_the_model_config_and_leaderboard():
                                                                                 "tiny-template-mix")
     with pytest.raises(ValueError, match="eps"):
         benchmark(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), "fashion-mnist", n_examples=2)
+
+
+def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatch):
+    """An ImageNet entry's RobustBench preprocessing (``BicubicRes256Crop224`` for MixedNUTS) prepares its test
+    images; benchmark() used ``Res256Crop224`` whatever the entry said, so its numbers were not RobustBench's."""
+    from conftest import make_tiny
+
+    asked = []
+
+    def load_imagenet(n_examples=None, data_dir=None, preprocessing=None):
+        asked.append(preprocessing)
+        return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2])
+
+    monkeypatch.setattr(robust_mix.data, "load_imagenet", load_imagenet)
+    config = ModelConfig(name="tiny-imagenet", dataset="imagenet", eps=4 / 255, alpha=0.7,
+                         preprocessing="BicubicRes256Crop224")
+    model = robust_mix.MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)
+    run = functools.partial(benchmark, model, n_examples=2, batch_size=2, attack="apgd-ce", options=FAST)
+    assert run().arguments["preprocessing"] == "BicubicRes256Crop224"
+    assert run(preprocessing="Res224").arguments["preprocessing"] == "Res224"  # the caller's wins
+    assert asked == ["BicubicRes256Crop224", "Res224"]
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="applies to ImageNet's test images only"):
+        benchmark(tiny_mixed(), n_examples=2, attack="apgd-ce", options=FAST, preprocessing="Res224")
+
+
+def test_the_caller_s_random_numbers_are_left_as_they_were():
+    """pyautoattack's attacks call torch.manual_seed: after benchmark() the caller drew the numbers of the attacks'
+    seed (a training loop evaluating every epoch would then shuffle and augment the same way after each)."""
+    model = tiny_mixed()
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = benchmark(model, n_examples=4, batch_size=2, attack="apgd-ce,square", options=FAST, device="cpu")
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(7)  # another caller state: the same result (every stage seeds itself)
+    again = benchmark(model, n_examples=4, batch_size=2, attack="apgd-ce,square", options=FAST, device="cpu")
+    assert again.robust_flags == first.robust_flags and again.stage_accuracy == first.stage_accuracy
+
+
+def test_a_model_in_training_mode_is_evaluated_in_eval_mode_and_left_in_training_mode():
+    """benchmark() evaluates in eval mode; the caller's model then stayed in it (a model benchmarked between
+    epochs trained on with BatchNorm's running statistics)."""
+    model = tiny_mixed()
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[4, 4], blocks=1,
+        input_shape=(1, 28, 28)))
+    model.train()
+    modes = {name: module.training for name, module in model.named_modules()}
+    evaluated = robust_mix.MixedClassifier.train(copy.deepcopy(model), False)
+    result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    assert result.robust_flags == benchmark(evaluated, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST,
+                                            device="cpu").robust_flags
 
 
 def test_number_forward_passes():

@@ -237,6 +237,7 @@ def test_benchmark_refuses_eps_in_0_255_units(tiny_cifar, robustbench_data):
     with autoattack_settings(seed=0, configure=reduced_budget), \
             pytest.raises(robust_mix.validate.InvalidInputError, match=r"\(8/255 = 0.0314\), got 8"):
         robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf", eps=8, batch_size=BATCH)
+    assert robustbench_data == []  # refused before the data were loaded (AutoAttack refused after the clean pass)
 
 
 class Interrupted(Exception):
@@ -340,6 +341,19 @@ def test_benchmark_refuses_a_model_of_another_label_set(tiny_cifar, robustbench_
     with pytest.raises(robust_mix.validate.InvalidInputError,
                        match=r"scores 10 classes, but dataset='cifar100' has 100.*pass dataset='cifar10'"):
         robustbench.eval.benchmark(model, n_examples=N, dataset=BenchmarkDataset.cifar_100, eps=EPS)
+    assert robustbench_data == []
+
+
+def test_benchmark_refuses_a_model_of_another_input_shape_before_loading_data(robustbench_data):
+    """A Fashion-MNIST model (1x28x28) evaluated on CIFAR-10 failed only after RobustBench had downloaded and loaded
+    the data set, on the first image."""
+    import robustbench.eval
+
+    model = robust_mix.load_model("fmnist-robust", pretrained=False)
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"takes \(1, 28, 28\) images .* dataset='cifar10''s test images are \(3, 32, 32\).*"
+                             r"evaluate this fashion-mnist model with robust_mix.benchmark"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
     assert robustbench_data == []
 
 

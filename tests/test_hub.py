@@ -18,6 +18,7 @@ from robust_mix.results import BenchmarkResult
 from robust_mix.stats import clopper_pearson
 from robust_mix.formatting import format_eps
 from robust_mix.hub import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_config
+from robust_mix.validate import InvalidInputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARCH = "timm/test_byobnet"  # about 0.2 M parameters: builds in milliseconds
@@ -185,6 +186,29 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
         load_model("hf-hub:org/not-there")
 
 
+def test_a_hub_name_may_pin_a_revision_as_timm_s_names_do(tmp_path, monkeypatch, images):
+    """``hf-hub:org/name@revision`` (timm's spelling) reads that revision; it was refused as a repo id."""
+    model = adaptive_model()
+    model.save_pretrained(tmp_path / "saved")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved", commit="b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    assert_same_model(model, load_model("hf-hub:org/tiny-mix@main"), images)
+    pinned = load_model(f"hf-hub:org/tiny-mix@{'b' * 40},alpha_range=[0.3,0.4]")
+    assert pinned.policy.alpha_range == (0.3, 0.4)
+    assert_same_model(model, MixedClassifier.from_pretrained(f"hf-hub:org/tiny-mix@{'b' * 40}",
+                                                             revision="b" * 40), images)
+    with pytest.raises(FileNotFoundError, match="tiny-mix@" + "c" * 40):
+        load_model(f"hf-hub:org/tiny-mix@{'c' * 40}")  # not in the cache: named with its revision
+    with pytest.raises(InvalidInputError, match="pins revision 'main', but revision='v2' was given as well"):
+        MixedClassifier.from_pretrained("hf-hub:org/tiny-mix@main", revision="v2")
+    with pytest.raises(InvalidInputError, match="names no revision after '@'"):
+        load_model("hf-hub:org/tiny-mix@")
+
+
 def contracted_model():
     """The adaptive model with a declared input contract (3x32x32), which timm's pretrained_cfg states."""
     torch.manual_seed(0)
@@ -232,6 +256,30 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
         timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"file": "x.safetensors"})
     with pytest.raises(ValueError, match="robustmix_saved is the architecture of models saved with save_pretrained"):
         timm.create_model("robustmix_saved")
+
+
+def test_timm_checkpoint_path_of_a_shared_mix_is_read_with_safetensors(tmp_path, monkeypatch, images):
+    """``timm.create_model("hf-hub:...", checkpoint_path=...)`` of a saved mix reads a save_pretrained folder or its
+    model.safetensors and refuses a pickle (timm itself would ``torch.load(weights_only=False)`` it)."""
+    import timm
+
+    contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    torch.manual_seed(7)
+    trained = build_model(contracted_model().config, pretrained=False)  # other weights, the same architecture
+    folder = trained.save_pretrained(tmp_path / "mine")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (an unpickle) was called"))
+    for checkpoint in (folder, folder / WEIGHTS_NAME):
+        model = timm.create_model("hf-hub:org/tiny-mix", checkpoint_path=str(checkpoint))
+        assert_same_model(trained, model, images)
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"never read")
+    with pytest.raises(ValueError, match=r"other files, such as .pt or .pth, would have to be unpickled"):
+        timm.create_model("hf-hub:org/tiny-mix", checkpoint_path=str(pickle))
 
 
 def test_unknown_source_is_a_clear_error(tmp_path):
@@ -296,6 +344,16 @@ def test_config_from_another_tool_or_version_is_rejected(saved):
     path.write_text(json.dumps({"architectures": ["ResNet"]}))
     with pytest.raises(ValueError, match="not a robust_mix config"):
         MixedClassifier.from_pretrained(saved)
+
+
+def test_a_folder_under_the_home_folder_saves_where_it_loads_from(tmp_path, monkeypatch, images):
+    """save_pretrained("~/x") wrote a folder named '~' in the working folder, while 'local-dir:~/x' reads $HOME/x."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    model = adaptive_model()
+    assert model.save_pretrained("~/my-mix") == tmp_path / "home" / "my-mix"
+    assert not (tmp_path / "~").exists()
+    assert_same_model(model, load_model("local-dir:~/my-mix"), images)
 
 
 def test_saving_onto_a_file_is_a_clear_error(tmp_path):

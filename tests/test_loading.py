@@ -36,6 +36,15 @@ def test_a_config_file_and_an_unambiguous_folder_are_recognised(tmp_path):
     assert parse_model_name(str(tmp_path / "saved")).kind == "local"  # absolute: cannot be a repo id
 
 
+def test_a_config_file_under_the_home_folder_loads_as_a_folder_there_does(tmp_path, monkeypatch):
+    """'~/entry.json' was an unknown model (the folder check expanded '~', the config file check did not)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    robust_mix.get_model_config("fmnist-robust").save(tmp_path / "entry.json")
+    parsed = parse_model_name("~/entry.json,alpha=0.3")
+    assert (parsed.kind, parsed.target, parsed.overrides) == ("config", str(tmp_path / "entry.json"), {"alpha": 0.3})
+    assert load_model("~/entry.json,alpha=0.3", pretrained=False).alpha == 0.3
+
+
 @pytest.mark.parametrize("text, error, message", [
     ("fmnist-robst", KeyError, r"unknown model 'fmnist-robst'; did you mean \['fmnist-robust'"),
     ("out/my-mix", KeyError, "local-dir:out/my-mix.*hf-hub:out/my-mix"),
@@ -47,6 +56,15 @@ def test_a_config_file_and_an_unambiguous_folder_are_recognised(tmp_path):
 def test_bad_names_say_what_to_write(text, error, message):
     with pytest.raises(error, match=message):
         parse_model_name(text)
+
+
+def test_model_dir_must_be_a_path_and_may_start_at_the_home_folder(tmp_path, monkeypatch):
+    """model_dir=3 was a TypeError naming no argument; '~/models' was looked for under a folder named '~'."""
+    with pytest.raises(robust_mix.validate.InvalidInputTypeError, match=r"model_dir must be a folder path .* got 3"):
+        load_model("fmnist-robust", model_dir=3)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(robust_mix.weights.WeightsNotFoundError, match=str(tmp_path / "models" / "cifar10")):
+        load_model("cifar10-adasmooth", model_dir="~/models")
 
 
 def test_overrides_in_the_name_and_as_keywords_compose():

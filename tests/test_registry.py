@@ -9,6 +9,7 @@ import robust_mix
 from robust_mix import (AdaptiveAlpha, BackboneConfig, ModelConfig, NutsConfig, PolicyConfig,
                         get_model_config, list_models, load_model, register_model, save_backbone)
 from robust_mix.io import save_state_dict
+from robust_mix.validate import InvalidInputError
 from conftest import make_tiny
 
 
@@ -43,6 +44,29 @@ def test_register_as_decorator_and_duplicates(scratch_registry):
     assert get_model_config("toy-deco").name == "toy-deco"
     with pytest.raises(ValueError, match="already registered"):
         register_model(ModelConfig(name="toy-deco"))
+
+
+def test_the_registry_keeps_a_copy_of_a_registered_config(scratch_registry):
+    """Changing a config after registering it does not change the entry (the registry held the caller's object)."""
+    config = ModelConfig(name="toy-kept", alpha=0.7, aliases=["toy-kept-alias"])
+    register_model(config)
+    config.alpha = 0.2
+    config.aliases.append("toy-later")
+    assert get_model_config("toy-kept").alpha == 0.7
+    assert get_model_config("toy-kept").aliases == ["toy-kept-alias"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("", "must be a non-empty string"), ("  ", "must be a non-empty string"), (None, "must be a non-empty string"),
+    (" toy-padded", "begins or ends with whitespace"), ("hf-hub:toy", r"holds \[':'\]"),
+    ("toy,alpha=1", r"holds \[',']"),
+])
+def test_names_no_name_could_reach_are_refused(scratch_registry, name, message):
+    with pytest.raises(InvalidInputError, match=message):
+        register_model(ModelConfig(name=name))
+    with pytest.raises(InvalidInputError, match=message):
+        register_model(ModelConfig(name="toy-ok", aliases=[name]))
+    assert not robust_mix.is_model("toy-ok")  # nothing half-registered
 
 
 def test_unknown_name_lists_closest_matches():

@@ -218,6 +218,38 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"dataset": "CIFAR10"}, r"dataset='CIFAR10', RobustBench's 'cifar10' spelled otherwise: write dataset='cifar10'"),
+    ({"dataset": "cifar_10"}, r"write dataset='cifar10'"),
+    ({"threat_model": "linf"}, r"threat_model='linf', RobustBench's 'Linf' spelled otherwise"),
+])
+def test_robustbench_s_names_spelled_otherwise_are_refused(scratch_registry, tmp_path, changes, message):
+    """dataset='CIFAR10' was registered but silently not made a timm model: RobustBench could not find the entry."""
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=message):
+        register_model(dataclasses.replace(tiny_config(tmp_path), **changes))
+    assert not robust_mix.is_model(TINY)
+
+
+def test_an_entry_that_leaves_its_class_count_to_its_bases_loads_through_robustbench(scratch_registry, tmp_path):
+    """An entry without num_classes (its bases state 10) was refused by RobustBench's load_model: 'classifies None
+    classes (cifar10), num_classes=10 was asked for'."""
+    register_model(dataclasses.replace(tiny_config(tmp_path), num_classes=None))
+    model = robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf")
+    assert model.num_classes == 10 and model.pretrained_cfg["num_classes"] == 10
+    with pytest.raises(ValueError, match=r"robustmix_tiny_mix_cifar10_linf classifies 10 classes \(cifar10\), "
+                                         "num_classes=100 was asked for"):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
+
+
+def test_an_entry_without_an_input_shape_states_its_data_set_s_images_to_timm(scratch_registry, tmp_path):
+    """timm's transforms resized a CIFAR entry's images to timm's default 224 x 224 when the entry declared no
+    input_shape (the model takes any size: its numbers were then of other images)."""
+    register_model(dataclasses.replace(tiny_config(tmp_path), input_shape=None))
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
+    data_config = timm.data.resolve_data_config(model=model)
+    assert data_config["input_size"] == (3, 32, 32) and data_config["mean"] == (0.0, 0.0, 0.0)
+
+
 def test_timm_drops_alpha_none_so_the_adaptive_policy_comes_from_load_model(scratch_registry, tmp_path):
     """timm 1.0.9's create_model drops keyword arguments that are None: alpha=None never reaches the factory,
     and an entry with a fixed ratio over its policy keeps that ratio. Documented rather than fought."""
@@ -338,6 +370,23 @@ def test_names_that_would_shadow_robustbench_or_timm_are_refused(scratch_registr
     assert not robust_mix.is_model("adasmooth") and not robust_mix.is_model("cifar10-v1.2")
     register_model(ModelConfig(name="fmnist-other", dataset="fashion-mnist", alpha=0.5))  # not RobustBench's
     assert not any("other" in n for n in timm.list_models("robustmix_*"))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("fmnist-robust", r"'fmnist-robust' is a robust_mix entry on 'fashion-mnist', which RobustBench does not know, so "
+                      r"it is not a timm model: load it with robust_mix.load_model\('fmnist-robust'\)"),
+    ("robust_mix/fmnist-adasmooth", r"robust_mix.load_model\('fmnist-adasmooth'\)"),
+    ("cifar100-adasmooth", r"its timm model is 'robustmix_adasmooth_cifar100_linf'"),
+    ("RobustMix-AdaSmooth", r"robust_mix has no timm model 'RobustMix-AdaSmooth'; its timm models are \[.*"
+                            r"'robustmix_adasmooth_cifar100_linf'"),
+    ("robustmix_adasmooth_fmnist_linf", r"no timm model 'robustmix_adasmooth_fmnist_linf'"),
+])
+def test_timm_names_robust_mix_has_no_model_for_are_explained(name, message):
+    """timm.create_model with a registry name answered a bare 'Unknown model (...)'; it is still a RuntimeError."""
+    with pytest.raises(RuntimeError, match=r"Unknown model \(.*\): .*" + message):
+        timm.create_model(name)
+    with pytest.raises(RuntimeError, match=r"^Unknown model \(resnet_does_not_exist\)$"):  # other names: timm's
+        timm.create_model("resnet_does_not_exist")
 
 
 def test_the_readme_names_are_timm_models():

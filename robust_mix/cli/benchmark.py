@@ -241,7 +241,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="default: cuda:<LOCAL_RANK> if available, else cpu")
     p.add_argument("--data-dir", help="data set root (ImageNet: folder with val/<wnid>/...)")
     p.add_argument("--model-dir", help="RobustBench checkpoint folder")
-    p.add_argument("--preprocessing", help="ImageNet preprocessing (default Res256Crop224)")
+    p.add_argument("--preprocessing", help="ImageNet preprocessing (default: the entry's, else Res256Crop224)")
     p.add_argument("--state-dir", help="resumable progress (default: OUT/state)")
     p.add_argument("--out", default="benchmark_out", help="output folder")
     p.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (not leaderboard-grade)")
