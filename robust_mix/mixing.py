@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -185,6 +186,13 @@ class MixedOutput:
     gamma_unscaled: Optional[torch.Tensor] = None
 
 
+def _check_scale(name: str, value: float) -> float:
+    """``value`` as a float when it is a positive finite number (a temperature), else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 class MixedClassifier(nn.Module, HubMixin):
     """A standard and a robust classifier mixed into one model that returns log-probabilities.
 
@@ -223,13 +231,6 @@ class MixedClassifier(nn.Module, HubMixin):
                  robust_map: Optional[nn.Module] = None,
                  config: Optional[ModelConfig] = None) -> None:
         super().__init__()
-        if mixing not in _MIXING_MODES:
-            raise ValueError(f"mixing must be one of {_MIXING_MODES}, got {mixing!r}")
-        if mixing == "logit" and (standard_map is not None or robust_map is not None):
-            raise ValueError("output maps (MixedNUTS) apply to probability mixing only; use mixing='prob'")
-        for name, value in (("std_scale", std_scale), ("rob_scale", rob_scale)):
-            if not float(value) > 0 or math.isinf(float(value)):
-                raise ValueError(f"{name} must be a positive finite number, got {value}")
         self.standard = standard.eval().requires_grad_(False)
         self.robust = robust.eval().requires_grad_(False)
         for base in (self.standard, self.robust):
@@ -237,11 +238,11 @@ class MixedClassifier(nn.Module, HubMixin):
             fast_pooling(base)  # exact: the same maxima, NHWC kernel when no gradient is recorded
         self.standard_input = InputAdapter(standard_input)
         self.robust_input = InputAdapter(robust_input)
-        self.mixing = mixing
-        self.std_scale = float(std_scale)
-        self.rob_scale = float(rob_scale)
         self.standard_map = standard_map
         self.robust_map = robust_map
+        self.mixing = mixing
+        self.std_scale = std_scale
+        self.rob_scale = rob_scale
         self.num_classes = self._check_num_classes(num_classes)
         self.config = config
         self.policy: Optional[AdaptiveAlpha] = None
@@ -258,6 +259,38 @@ class MixedClassifier(nn.Module, HubMixin):
                              "num_classes": num_classes},
             "both base models must classify the same label set, and num_classes must be their class count "
             "(leave it out to take the bases')")
+
+    # -- the mixing rule: checked when set, so that a changed model still saves a loadable config -------------
+    @property
+    def mixing(self) -> MixingMode:
+        """``"prob"`` or ``"logit"``: what the ratio mixes."""
+        return self._mixing
+
+    @mixing.setter
+    def mixing(self, value: MixingMode) -> None:
+        if value not in _MIXING_MODES:
+            raise ValueError(f"mixing must be one of {_MIXING_MODES}, got {value!r}")
+        if value == "logit" and (self.standard_map is not None or self.robust_map is not None):
+            raise ValueError("output maps (MixedNUTS) apply to probability mixing only; use mixing='prob'")
+        self._mixing = value
+
+    @property
+    def std_scale(self) -> float:
+        """Temperature ``s_g`` of the standard base's logits (positive, finite)."""
+        return self._std_scale
+
+    @std_scale.setter
+    def std_scale(self, value: float) -> None:
+        self._std_scale = _check_scale("std_scale", value)
+
+    @property
+    def rob_scale(self) -> float:
+        """Temperature ``s_h`` of the robust base's logits (positive, finite)."""
+        return self._rob_scale
+
+    @rob_scale.setter
+    def rob_scale(self, value: float) -> None:
+        self._rob_scale = _check_scale("rob_scale", value)
 
     # -- the mixing ratio ------------------------------------------------------------------
     @property

@@ -124,6 +124,22 @@ def test_bad_settings_raise(standard, robust):
         MixedClassifier(standard, robust, rob_scale=0.0)
 
 
+@pytest.mark.parametrize("name, value", [("std_scale", 0.0), ("rob_scale", -1.0), ("rob_scale", float("nan")),
+                                         ("std_scale", "2"), ("std_scale", True), ("mixing", "probs")])
+def test_settings_changed_after_construction_are_checked_as_at_construction(standard, robust, images, name, value):
+    """``model.rob_scale = -1`` was taken as is: the model mixed with it, and save_pretrained wrote a config that
+    load_model then refused."""
+    model = MixedClassifier(standard, robust, alpha=0.3)
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        setattr(model, name, value)
+    assert (model.std_scale, model.rob_scale, model.mixing) == (1.0, 1.0, "prob")
+    model.rob_scale, model.mixing = 2, "logit"
+    assert model.rob_scale == 2.0 and isinstance(model.rob_scale, float)
+    alpha = torch.full((len(images),), 0.3)
+    assert torch.allclose(model(images), mix_log_probs(standard(images), robust(images), alpha, mode="logit",
+                                                       rob_scale=2.0))
+
+
 def test_bad_input_raises(standard, robust):
     model = MixedClassifier(standard, robust)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
