@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from robust_mix.validate import InvalidInputError, optional_positive_int
+from robust_mix.validate import InvalidInputError, check_path, optional_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -487,8 +487,9 @@ def dataset_key(name: str) -> str:
 
 def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = None,
                  data_dir: Optional[PathLike] = None) -> Dataset:
-    """A split as a streamed data set of ``(image, label, position)`` items (first ``n_examples`` if given)."""
-    dataset = _OPENERS[dataset_key(name)](split, data_dir)
+    """A split as a streamed data set of ``(image, label, position)`` items (first ``n_examples`` if given);
+    ``data_dir`` may start with ``~`` (the home folder)."""
+    dataset = _OPENERS[dataset_key(name)](split, check_path("data_dir", data_dir))
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None:
         if n_examples > len(dataset):
@@ -499,8 +500,9 @@ def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = No
 
 def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = None,
                  data_dir: Optional[PathLike] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``."""
-    dataset = _OPENERS[dataset_key(name)](split, data_dir)
+    """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``;
+    ``data_dir`` may start with ``~`` (the home folder)."""
+    dataset = _OPENERS[dataset_key(name)](split, check_path("data_dir", data_dir))
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None and n_examples > len(dataset):
         raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")

@@ -142,11 +142,11 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
         raise InvalidInputError("sweep got no alphas (and the model has no adaptive policy to add): pass "
                                 "ratios such as [0, 0.5, 1]")
     if state_dir is not None:
-        check_writable_dir(state_dir, "state folder")
+        state_dir = check_writable_dir(state_dir, "state folder")
     build: ModelFactory = model if instance is None else functools.partial(_same, instance)
     rows = []
     for a in settings:
-        sub = None if state_dir is None else Path(state_dir) / f"alpha_{a}"
+        sub = None if state_dir is None else state_dir / f"alpha_{a}"
         label = f"alpha {a if isinstance(a, str) else f'{a:g}'}"
         rows.append(BenchmarkRow(label, functools.partial(_at_alpha, build, a), {**benchmark_kwargs, "state_dir": sub}))
     original = instance.alpha if instance is not None else None
@@ -243,7 +243,7 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
 def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, title: str = "",
                 metadata: Optional[dict[str, Any]] = None) -> dict[str, Path]:
     """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``."""
-    out = Path(out_dir)
+    out = check_writable_dir(out_dir)
     rows = [asdict(p) for p in points]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["alpha"])

@@ -595,8 +595,24 @@ def check_scores(outputs: Any, n: int, labels: Optional[torch.Tensor] = None, wh
 
 
 # -- files ------------------------------------------------------------------------------------------------
+def check_path(name: str, value: object, what: str = "a folder path") -> Optional[Path]:
+    """A path argument as a ``Path`` with ``~`` expanded to the home folder, as a shell would (``--out=~/x`` and
+    ``state_dir="~/x"`` reach no shell); ``None`` is kept (the default).
+
+    Raises:
+        InvalidInputTypeError: ``value`` is not a ``str`` or ``os.PathLike`` (e.g. a number), naming ``name``.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        raise InvalidInputTypeError(f"{name} must be {what} (str or pathlib.Path), got {value!r} "
+                                    f"({type(value).__name__})")
+    return Path(value).expanduser()
+
+
 def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:
-    """Create ``path`` (and parents) if needed and make sure files can be written there.
+    """Create ``path`` (and parents) if needed and make sure files can be written there; returns it as a
+    ``Path`` with ``~`` expanded (:func:`check_path`): callers write to the returned path.
 
     Called before any work starts, so that nothing computed is lost to an unwritable folder. An empty path is
     refused: ``Path("")`` is the current folder, and ``--out "$OUT"`` with ``OUT`` unset would fill it.
@@ -604,7 +620,7 @@ def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> P
     if isinstance(path, str) and not path.strip():
         raise InvalidInputError(f"the {what} is an empty path {path!r} (an unset variable?); give a folder, e.g. "
                                 "runs/NAME (or '.' for the current folder)")
-    folder = Path(path)
+    folder = check_path(what, path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".robust-mix-write-test-")

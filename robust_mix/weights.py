@@ -24,7 +24,7 @@ import torch
 from robust_mix._compat import import_timm
 from robust_mix.config import WeightsConfig
 from robust_mix.io import load_state_dict, sha256_file, sniff_weights_file
-from robust_mix.validate import InvalidInputTypeError
+from robust_mix.validate import check_path
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +49,13 @@ def default_model_dir() -> Path:
 
 
 def check_model_dir(model_dir: object) -> Optional[Path]:
-    """A ``model_dir`` argument as a folder path (``~`` expanded), ``None`` kept for the default.
+    """A ``model_dir`` argument as a folder path (``~`` expanded), ``None`` (or ``""``) kept for the default.
 
     Raises:
         robust_mix.validate.InvalidInputTypeError: not a ``str`` or ``os.PathLike`` (e.g. a number).
     """
-    if model_dir is None:
-        return None
-    if not isinstance(model_dir, (str, os.PathLike)) or isinstance(model_dir, bytes):
-        raise InvalidInputTypeError(f"model_dir must be a folder path (str or pathlib.Path) holding RobustBench's "
-                                    f"checkpoints, got {model_dir!r} ({type(model_dir).__name__})")
-    return Path(model_dir).expanduser() if str(model_dir) else None
+    folder = check_path("model_dir", model_dir, "a folder path holding RobustBench's checkpoints")
+    return folder if folder is not None and str(model_dir) else None
 
 
 def package_file(relative: str) -> Path:

@@ -56,3 +56,20 @@ def test_a_torch_file_named_safetensors_is_named_as_such(tmp_path):
     torch.save({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"torch\.save.*not safetensors.*never unpickles"):
         load_state_dict(tmp_path / "model.safetensors")
+
+
+def test_paths_starting_with_the_home_folder_are_expanded_where_files_are_written_and_read(tmp_path, monkeypatch):
+    """``state_dir="~/runs"`` (and ``--out=~/x``, which no shell expands) made a folder literally named '~' in the
+    working folder; ``data_dir="~/data"`` was looked for there too."""
+    from robust_mix.data import load_dataset
+    from robust_mix.validate import InvalidInputTypeError, check_path, check_writable_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert check_writable_dir("~/runs/a") == tmp_path / "home" / "runs" / "a"
+    assert (tmp_path / "home" / "runs" / "a").is_dir() and not (tmp_path / "~").exists()
+    assert check_path("data_dir", None) is None
+    with pytest.raises(InvalidInputTypeError, match=r"data_dir must be a folder path \(str or pathlib.Path\), got 3"):
+        load_dataset("fashion-mnist", n_examples=1, data_dir=3)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "home" / "nowhere")):
+        load_dataset("cifar10", n_examples=1, data_dir="~/nowhere")

@@ -52,7 +52,7 @@ class RunDir:
 
     def __init__(self, out: PathLike, config: RecipeConfig, dist: DistContext = DistContext(),
                  outputs: Sequence[str] = (CHECKPOINT,), free_prefixes: Sequence[str] = ()) -> None:
-        self.path = check_writable_dir(out, "run folder") if dist.is_main else Path(out)
+        self.path = check_writable_dir(out, "run folder") if dist.is_main else Path(out).expanduser()
         self.config = config
         self.dist = dist
         self.free_prefixes = tuple(free_prefixes)
