@@ -531,7 +531,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    num_classes = _check_output_contract(model, images, labels, device)
+    probe_scores = _check_output_contract(model, images, labels, device)
+    num_classes = probe_scores.shape[1]
+    _warn_if_randomized(model, images[:len(probe_scores)], probe_scores, device, plan.version,
+                        getattr(config, "name", None) or type(model).__name__)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
     if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
@@ -621,9 +624,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
 
 @torch.no_grad()
-def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> int:
+def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                           device: torch.device) -> torch.Tensor:
     """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
-    log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns ``K``.
+    log-probabilities (not a tuple, not probabilities) with ``K`` above every label. Returns those scores.
 
     Raises:
         robust_mix.validate.InvalidInputError: naming what the model returned and what to change, or the error it
@@ -640,7 +644,34 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
                                 f"({probe.dtype}): {type(err).__name__}: {first_line}; "
                                 "check the data set (dataset=, --dataset) against the input the model was built "
                                 "for") from err
-    return check_scores(outputs, len(probe), labels).shape[1]
+    return check_scores(outputs, len(probe), labels)
+
+
+#: Largest change of the L2-normalised scores between two passes on the same images that is read as rounding, not
+#: randomness (pyautoattack's ``check_randomized`` uses the same threshold).
+_RANDOMIZED_TOLERANCE = 1e-4
+
+
+@torch.no_grad()
+def _warn_if_randomized(model: nn.Module, probe: torch.Tensor, scores: torch.Tensor, device: torch.device,
+                        version: str, name: str) -> None:
+    """Warn when ``model`` gives other ``scores`` on a second pass over the same ``probe`` images (test-time
+    dropout, input noise): deterministic AutoAttack then overstates its robustness, and a resumed run cannot
+    reproduce its flags. The harness skips pyautoattack's own checks, which warned about this."""
+    again = check_scores(model(probe.to(device)), len(probe))
+    change = (torch.nn.functional.normalize(scores.float(), dim=1)
+              - torch.nn.functional.normalize(again.float(), dim=1)).norm(dim=1).max().item()
+    if not change > _RANDOMIZED_TOLERANCE and torch.equal(scores.argmax(1), again.argmax(1)):
+        return
+    if version == "rand":
+        logger.info("%s is randomized (its scores change by %.3g between two passes on the same images); the "
+                    "rand version's EOT averages over it", name, change)
+        return
+    logger.warning("%s looks randomized: its scores on the same images changed by %.3g (L2, normalised) between "
+                   "two passes (dropout at test time, input noise?). AutoAttack's %s version attacks one draw and "
+                   "overstates the robustness of a randomized model, and a resumed run would not reproduce its "
+                   "flags: evaluate it with attack='rand' (--attack rand: APGD-CE and APGD-DLR with EOT), or make "
+                   "forward deterministic", name, change, version)
 
 
 def _mean(flags: Sequence[bool]) -> float:

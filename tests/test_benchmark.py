@@ -694,3 +694,32 @@ def test_a_state_folder_from_before_the_arithmetic_path_was_recorded_resumes_on_
     with pytest.raises(ValueError, match=r"differs in \['fast_path'\]"):
         benchmark(robust_mix.fastpath.channels_last(tiny_mixed()), **kwargs)
     assert benchmark(tiny_mixed(), **kwargs).resumed_chunks == 1
+
+
+class _NoisyScores(nn.Module):
+    """A linear classifier that adds fresh noise to its scores on every call (a randomized defense)."""
+
+    def __init__(self, noise: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.noise = nn.Linear(16, 3), noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.linear(x.flatten(1))
+        return scores + self.noise * torch.randn_like(scores)
+
+
+@pytest.mark.parametrize("noise, attack, warned", [(1.0, "apgd-ce", True), (0.0, "apgd-ce", False),
+                                                   (1.0, "rand", False)])
+def test_a_randomized_model_is_named_before_deterministic_autoattack_overstates_it(caplog, noise, attack, warned):
+    """The harness skips pyautoattack's check_randomized: a model with noise in forward was attacked with the
+    standard version without a word, its robustness overstated and its flags not reproducible on resume."""
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    with caplog.at_level(logging.INFO, logger="robust_mix.benchmark"):
+        benchmark(_NoisyScores(noise), eps=EPS, attack=attack, images=x, labels=y, batch_size=4, device="cpu",
+                  options=AttackOptions(n_iter=1, eot_iter=1))
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "randomized" in r.getMessage()]
+    assert bool(warnings) == warned
+    if warned:
+        assert "_NoisyScores looks randomized" in warnings[0] and "attack='rand'" in warnings[0]
