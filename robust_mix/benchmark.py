@@ -227,6 +227,7 @@ class ChunkState:
                     raise InvalidInputError(f"{path}: {key} must hold true/false flags, got {odd!r}; the file was "
                                             f"edited or corrupted: {_RESTART}")
             _check_stages_recorded(path, data, suites or {})
+            _check_bookkeeping(path, data)
             state.clean, state.flags = data["clean"], data["flags"]
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
@@ -266,6 +267,20 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
         missing += ["clean"] * (data["clean"] is None)
     if missing:
         raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
+                                f"file was edited or corrupted: {_RESTART}")
+
+
+def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a chunk file whose time or thread counts cannot be a run's: read as they were, ``"seconds": null``
+    failed with a TypeError once the chunk went on, and a negative time gave a report that cannot be read back."""
+    seconds = data["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise InvalidInputError(f"{path}: seconds must be a finite number >= 0, got {seconds!r}; the file was edited "
+                                f"or corrupted: {_RESTART}")
+    threads = data.get("cpu_threads", [])  # absent in older state files
+    if not isinstance(threads, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
+                                                for t in threads):
+        raise InvalidInputError(f"{path}: cpu_threads must be a list of positive thread counts, got {threads!r}; the "
                                 f"file was edited or corrupted: {_RESTART}")
 
 
@@ -404,6 +419,10 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
         if (saved["n"], saved["digest"]) != (len(y), digest):
             raise ValueError(f"{path} belongs to other images (different data); use a new --state-dir or the "
                              "same arguments as the interrupted run")
+        correct = saved["correct"]
+        if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= len(y):
+            raise InvalidInputError(f"{path}: correct must be a count of the {len(y)} images, got {correct!r}; the "
+                                    f"file was edited or corrupted: {_RESTART}")
         return int(saved["correct"])
     rank, world = _dist()
     lo, hi = rank * len(y) // world, (rank + 1) * len(y) // world

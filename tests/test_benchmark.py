@@ -375,6 +375,9 @@ def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
     (lambda d: {**d, "done": False, "flags": {}}, r"no flags for \(suite 'autoattack'\)"),
     (lambda d: {**d, "clean": [1, "x", 2, 0]}, r"clean must hold true/false flags, got 1"),  # was a TypeError
     (lambda d: {**d, "done": "yes"}, r"done must be true/false"),
+    (lambda d: {**d, "done": False, "seconds": None}, r"seconds must be a finite number >= 0"),  # was a TypeError
+    (lambda d: {**d, "seconds": -50.0}, r"seconds must be a finite number >= 0, got -50"),  # a negative wall time
+    (lambda d: {**d, "cpu_threads": "1"}, r"cpu_threads must be a list of positive thread counts"),
 ])
 def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_path, edit, match):
     x, y = fmnist(4)
@@ -386,6 +389,21 @@ def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_p
     with pytest.raises(robust_mix.validate.InvalidInputError,
                        match=f"chunk_000000.json.*{match}.*start this run afresh"):
         benchmark(tiny_mixed(), **kwargs)
+
+
+def test_an_edited_count_of_the_full_clean_pass_is_named(tmp_path):
+    """clean_first_<N>.json's count was read as it was: 9 of 6 images gave full_clean_accuracy 1.5 in a report
+    that could not be read back, "x" a bare ValueError."""
+    x, y = fmnist(6)
+    kwargs = dict(images=x, labels=y, eps=EPS, n_examples=2, clean_examples=6, batch_size=4, attack="apgd-ce",
+                  options=AttackOptions(n_iter=1), device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), **kwargs)
+    saved = tmp_path / "clean_first_6.json"
+    for correct in (9, "x", -1):
+        saved.write_text(json.dumps({**json.loads(saved.read_text()), "correct": correct}))
+        with pytest.raises(robust_mix.validate.InvalidInputError, match="clean_first_6.json: correct must be a count "
+                           "of the 6 images.*start this run afresh"):
+            benchmark(tiny_mixed(), **kwargs)
 
 
 def test_a_chunk_state_saved_before_its_first_stage_resumes(tmp_path):
