@@ -212,7 +212,6 @@ class BenchmarkResult:
                 if abs(sum(values) / n - accuracy) > 1e-9:
                     raise InvalidInputError(f"{where(key)} is {accuracy!r} but its per-example flags "
                                             f"give {sum(values) / n!r}; the report was edited or corrupted")
-            self._check_stages(source, n)
             for key, values in (("clean_flags", self.clean_flags),
                                 *((f"suite_flags[{k!r}]", v) for k, v in self.suite_flags.items())):
                 wrong = next((i for i, (r, f) in enumerate(zip(self.robust_flags, values)) if r and not f), None)
@@ -220,6 +219,7 @@ class BenchmarkResult:
                     what = "clean" if key == "clean_flags" else f"robust under {key}"
                     raise InvalidInputError(f"{where('robust_flags')} say robust in example {wrong}, which is not "
                                             f"{what}; the report was edited or corrupted")
+            self._check_stages(source, n)
             check_eps(self.eps, self.threat_model, name=where("eps"))
             if (self.full_clean_accuracy is None) != (self.full_clean_examples is None):
                 raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "
