@@ -552,8 +552,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     model = model.to(device).eval()
     probe_scores = _check_output_contract(model, images, labels, device)
     num_classes = probe_scores.shape[1]
-    _warn_if_randomized(model, images[:len(probe_scores)], probe_scores, device, plan.version,
-                        getattr(config, "name", None) or type(model).__name__)
+    again = _check_input_untouched(model, images[:len(probe_scores)], device)
+    _warn_if_randomized(probe_scores, again, plan.version, getattr(config, "name", None) or type(model).__name__)
     if options.overrides():
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", options.overrides())
     if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
@@ -654,7 +654,7 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
     """
     probe = images[:2]
     try:
-        outputs = model(probe.to(device))
+        outputs = model(probe.to(device, copy=True))  # a copy: a model that writes into its input is named below
     except (InvalidInputError, NonFiniteOutputError):  # robust_mix's own checks say what is wrong already
         raise
     except (RuntimeError, ValueError, TypeError) as err:  # a layer refusing the input's shape or dtype
@@ -671,13 +671,40 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
 _RANDOMIZED_TOLERANCE = 1e-4
 
 
-@torch.no_grad()
-def _warn_if_randomized(model: nn.Module, probe: torch.Tensor, scores: torch.Tensor, device: torch.device,
-                        version: str, name: str) -> None:
-    """Warn when ``model`` gives other ``scores`` on a second pass over the same ``probe`` images (test-time
-    dropout, input noise): deterministic AutoAttack then overstates its robustness, and a resumed run cannot
-    reproduce its flags. The harness skips pyautoattack's own checks, which warned about this."""
-    again = check_scores(model(probe.to(device)), len(probe))
+def _check_input_untouched(model: nn.Module, probe: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A second pass over the ``probe`` images, as the gradient attacks make it (the input a leaf that requires a
+    gradient); returns its scores, detached.
+
+    A model that writes into its input (``x.sub_(mean)``, ``x.clamp_(0, 1)``, ``nn.ReLU(inplace=True)`` first)
+    changed the harness's own images (clean and adversarial) under the gradient-free passes, so the numbers were not
+    those of the images given, and stopped every gradient attack with autograd's "a leaf Variable that requires grad
+    is being used in an in-place operation".
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the model modifies its input in place.
+    """
+    x = probe.to(device, copy=True).requires_grad_(True)
+    fix = ("forward must leave its input as it is: work on a copy (x = x.clone()) or use out-of-place operations "
+           "(x = x - mean, x.clamp(0, 1), nn.ReLU(inplace=False))")
+    try:
+        with torch.enable_grad():
+            scores = model(x)
+    except RuntimeError as err:
+        if "in-place operation" not in str(err):
+            raise
+        raise InvalidInputError(f"the model modifies its input images in place, which the attacks' gradients "
+                                f"cannot go through ({str(err).splitlines()[0]}); {fix}") from err
+    change = (x.detach() - probe.to(device)).abs().max().item()
+    if change != 0 or not torch.equal(x.detach(), probe.to(device)):  # equal: NaN written in counts too
+        raise InvalidInputError(f"the model modifies its input images in place (a forward pass changed them by up to "
+                                f"{change:.3g}), so the harness would score other images than those given; {fix}")
+    return check_scores(scores.detach(), len(probe))
+
+
+def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str, name: str) -> None:
+    """Warn when a model gave other scores, ``again``, on a second pass over the images it gave ``scores`` for
+    (test-time dropout, input noise): deterministic AutoAttack then overstates its robustness, and a resumed run
+    cannot reproduce its flags. The harness skips pyautoattack's own checks, which warned about this."""
     change = (torch.nn.functional.normalize(scores.float(), dim=1)
               - torch.nn.functional.normalize(again.float(), dim=1)).norm(dim=1).max().item()
     if not change > _RANDOMIZED_TOLERANCE and torch.equal(scores.argmax(1), again.argmax(1)):

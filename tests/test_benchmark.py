@@ -741,3 +741,33 @@ def test_a_randomized_model_is_named_before_deterministic_autoattack_overstates_
     assert bool(warnings) == warned
     if warned:
         assert "_NoisyScores looks randomized" in warnings[0] and "attack='rand'" in warnings[0]
+
+
+class _WritesIntoInput(nn.Module):
+    """A linear classifier whose forward changes its input in place, as a normalisation written with ``sub_``."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.how = nn.Linear(16, 3), how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "clamp_":
+            x.clamp_(0, 1)  # leaves valid images as they are, but not a leaf that requires a gradient
+        else:
+            x.data.sub_(0.5)  # around autograd: changes the values under every pass
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("how, match", [("clamp_", "cannot go through"), ("data.sub_", "changed them by up to 0.5")])
+@pytest.mark.parametrize("attack", ["apgd-ce", "square"])
+def test_a_model_that_writes_into_its_input_is_refused_before_any_work(how, match, attack):
+    """A forward that modified its input in place changed the harness's own images (the caller's tensor too) under
+    Square, whose scores were then those of other images, and stopped APGD with autograd's bare RuntimeError."""
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    given = x.clone()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=f"modifies its input images in place.*{match}"
+                       r".*x = x.clone\(\)"):
+        benchmark(_WritesIntoInput(how), eps=EPS, attack=attack, images=x, labels=y, batch_size=4, device="cpu",
+                  options=AttackOptions(n_iter=1, n_queries=2))
+    assert torch.equal(x, given)
