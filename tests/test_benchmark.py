@@ -771,3 +771,18 @@ def test_a_model_that_writes_into_its_input_is_refused_before_any_work(how, matc
         benchmark(_WritesIntoInput(how), eps=EPS, attack=attack, images=x, labels=y, batch_size=4, device="cpu",
                   options=AttackOptions(n_iter=1, n_queries=2))
     assert torch.equal(x, given)
+
+
+def test_a_low_precision_model_is_not_called_randomized_for_its_rounding(caplog):
+    """The randomness check allows a bfloat16 model the rounding of its own dtype (a GPU's nondeterministic kernels
+    change its last bit), while noise far above it is still named."""
+    from robust_mix.benchmark import _warn_if_randomized
+
+    scores = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    nudged = scores + torch.tensor([[0.0, 0.0, 2 ** -6]], dtype=torch.bfloat16)  # one bfloat16 step above 3
+    assert not torch.equal(nudged, scores)
+    with caplog.at_level(logging.WARNING, logger="robust_mix.benchmark"):
+        _warn_if_randomized(scores, nudged, "standard", "m")
+        assert "randomized" not in caplog.text
+        _warn_if_randomized(scores, scores + torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.bfloat16), "standard", "m")
+    assert "m looks randomized" in caplog.text
