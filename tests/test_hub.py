@@ -562,3 +562,13 @@ def test_a_refused_report_leaves_every_card_as_it_was(tmp_path):
     with pytest.raises(robust_mix.validate.InvalidInputError, match="fmnist-standard.json is not valid JSON"):
         render_all(out, reports)
     assert list(out.iterdir()) == []
+
+
+def test_a_card_is_not_written_over_its_own_report(tmp_path, capsys):
+    """`robust-mix card NAME --benchmark run/report.json --out run/report.json` replaced the report with the card."""
+    report = tmp_path / "report.json"
+    shutil.copy(REPO_ROOT / "benchmarks" / "reports" / "fmnist-robust.json", report)
+    before = report.read_text()
+    assert cli.main(["card", "fmnist-robust", "--benchmark", str(report), "--out", str(report)]) == 2
+    assert "is the --benchmark report itself" in capsys.readouterr().err
+    assert report.read_text() == before
