@@ -229,6 +229,7 @@ class ChunkState:
                     raise InvalidInputError(f"{path}: {key} must hold true/false flags, got {odd!r}; the file was "
                                             f"edited or corrupted: {_RESTART}")
             _check_stages_recorded(path, data, suites or {})
+            _check_bookkeeping(path, data)
             state.clean, state.flags = data["clean"], data["flags"]
             state.stage_flags, state.stages_done = data["stage_flags"], data["stages_done"]
             state.seconds, state.done, state.resumed = data["seconds"], data["done"], True
@@ -268,6 +269,20 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
         missing += ["clean"] * (data["clean"] is None)
     if missing:
         raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
+                                f"file was edited or corrupted: {_RESTART}")
+
+
+def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a chunk file whose time or thread counts cannot be a run's: read as they were, ``"seconds": null``
+    failed with a TypeError once the chunk went on, and a negative time gave a report that cannot be read back."""
+    seconds = data["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise InvalidInputError(f"{path}: seconds must be a finite number >= 0, got {seconds!r}; the file was edited "
+                                f"or corrupted: {_RESTART}")
+    threads = data.get("cpu_threads", [])  # absent in older state files
+    if not isinstance(threads, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
+                                                for t in threads):
+        raise InvalidInputError(f"{path}: cpu_threads must be a list of positive thread counts, got {threads!r}; the "
                                 f"file was edited or corrupted: {_RESTART}")
 
 
@@ -406,6 +421,10 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
         if (saved["n"], saved["digest"]) != (len(y), digest):
             raise ValueError(f"{path} belongs to other images (different data); use a new --state-dir or the "
                              "same arguments as the interrupted run")
+        correct = saved["correct"]
+        if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= len(y):
+            raise InvalidInputError(f"{path}: correct must be a count of the {len(y)} images, got {correct!r}; the "
+                                    f"file was edited or corrupted: {_RESTART}")
         return int(saved["correct"])
     rank, world = _dist()
     lo, hi = rank * len(y) // world, (rank + 1) * len(y) // world
@@ -582,7 +601,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    num_classes = _check_output_contract(model, images, labels, device, _num_classes(model))
+    probe_scores = _check_output_contract(model, images, labels, device, _num_classes(model))
+    num_classes = probe_scores.shape[1]
+    again = _check_input_untouched(model, images[:len(probe_scores)], device)
+    _warn_if_randomized(probe_scores, again, plan.version, getattr(config, "name", None) or type(model).__name__)
     overrides = options.overrides(plan.stages)
     unused = sorted(set(options.overrides()) - set(overrides))
     if unused:
@@ -679,10 +701,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
 @torch.no_grad()
 def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                           declared: Optional[int] = None) -> int:
+                           declared: Optional[int] = None) -> torch.Tensor:
     """One forward pass on the first images, before any work: the model returns ``(B, K)`` logits or
     log-probabilities (not a tuple, not probabilities) with ``K`` above every label and equal to the class count
-    the model ``declared`` (``num_classes``, its config's), if any. Returns ``K``.
+    the model ``declared`` (``num_classes``, its config's), if any. Returns those scores.
 
     Raises:
         robust_mix.validate.InvalidInputError: naming what the model returned and what to change, or the error it
@@ -690,7 +712,7 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
     """
     probe = images[:2]
     try:
-        outputs = model(probe.to(device))
+        outputs = model(probe.to(device, copy=True))  # a copy: a model that writes into its input is named below
     except (InvalidInputError, NonFiniteOutputError):  # robust_mix's own checks say what is wrong already
         raise
     except (RuntimeError, ValueError, TypeError) as err:  # a layer refusing the input's shape or dtype
@@ -699,12 +721,70 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
                                 f"({probe.dtype}): {type(err).__name__}: {first_line}; "
                                 "check the data set (dataset=, --dataset) against the input the model was built "
                                 "for") from err
-    count = check_scores(outputs, len(probe), labels).shape[1]
-    if declared is not None and count != declared:
+    scores = check_scores(outputs, len(probe), labels)
+    if declared is not None and scores.shape[1] != declared:
+        count = scores.shape[1]
         raise InvalidInputError(f"the model declares {declared} classes (num_classes), but returns scores for "
                                 f"{count}: the labels were checked against {declared} and the attacks would aim at "
                                 f"{count}; fix the model's num_classes or its classifier head so that they agree")
-    return count
+    return scores
+
+
+#: Largest change of the L2-normalised scores between two passes on the same images that is read as rounding, not
+#: randomness (pyautoattack's ``check_randomized`` uses the same threshold); scores of a coarser dtype get
+#: ``_RANDOMIZED_ULPS`` of their rounding (float16, bfloat16 on a GPU's nondeterministic kernels).
+_RANDOMIZED_TOLERANCE = 1e-4
+_RANDOMIZED_ULPS = 8
+
+
+def _check_input_untouched(model: nn.Module, probe: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A second pass over the ``probe`` images, as the gradient attacks make it (the input a leaf that requires a
+    gradient); returns its scores, detached.
+
+    A model that writes into its input (``x.sub_(mean)``, ``x.clamp_(0, 1)``, ``nn.ReLU(inplace=True)`` first)
+    changed the harness's own images (clean and adversarial) under the gradient-free passes, so the numbers were not
+    those of the images given, and stopped every gradient attack with autograd's "a leaf Variable that requires grad
+    is being used in an in-place operation".
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the model modifies its input in place.
+    """
+    x = probe.to(device, copy=True).requires_grad_(True)
+    fix = ("forward must leave its input as it is: work on a copy (x = x.clone()) or use out-of-place operations "
+           "(x = x - mean, x.clamp(0, 1), nn.ReLU(inplace=False))")
+    try:
+        with torch.enable_grad():
+            scores = model(x)
+    except RuntimeError as err:
+        if "in-place operation" not in str(err):
+            raise
+        raise InvalidInputError(f"the model modifies its input images in place, which the attacks' gradients "
+                                f"cannot go through ({str(err).splitlines()[0]}); {fix}") from err
+    change = (x.detach() - probe.to(device)).abs().max().item()
+    if change != 0 or not torch.equal(x.detach(), probe.to(device)):  # equal: NaN written in counts too
+        raise InvalidInputError(f"the model modifies its input images in place (a forward pass changed them by up to "
+                                f"{change:.3g}), so the harness would score other images than those given; {fix}")
+    return check_scores(scores.detach(), len(probe))
+
+
+def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str, name: str) -> None:
+    """Warn when a model gave other scores, ``again``, on a second pass over the images it gave ``scores`` for
+    (test-time dropout, input noise): deterministic AutoAttack then overstates its robustness, and a resumed run
+    cannot reproduce its flags. The harness skips pyautoattack's own checks, which warned about this."""
+    change = (torch.nn.functional.normalize(scores.float(), dim=1)
+              - torch.nn.functional.normalize(again.float(), dim=1)).norm(dim=1).max().item()
+    coarse = torch.finfo(scores.dtype).eps if scores.is_floating_point() else 0.0
+    if not change > max(_RANDOMIZED_TOLERANCE, _RANDOMIZED_ULPS * coarse):
+        return
+    if version == "rand":
+        logger.info("%s is randomized (its scores change by %.3g between two passes on the same images); the "
+                    "rand version's EOT averages over it", name, change)
+        return
+    logger.warning("%s looks randomized: its scores on the same images changed by %.3g (L2, normalised) between "
+                   "two passes (dropout at test time, input noise?). AutoAttack's %s version attacks one draw and "
+                   "overstates the robustness of a randomized model, and a resumed run would not reproduce its "
+                   "flags: evaluate it with attack='rand' (--attack rand: APGD-CE and APGD-DLR with EOT), or make "
+                   "forward deterministic", name, change, version)
 
 
 def _mean(flags: Sequence[bool]) -> float:

@@ -321,12 +321,17 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
                ) -> tuple[list[Path], dict[str, str]]:
     """Write ``<out_dir>/<name>.md`` for every registered entry with fixed base models.
 
-    A report ``<reports_dir>/<name>.json``, when present, adds its results to that card.
+    A report ``<reports_dir>/<name>.json``, when present, adds its results to that card. Every card is rendered
+    before any is written: a report that is refused (truncated, edited, of another model) leaves the folder as it
+    was, not half of its cards rewritten.
 
     Returns:
         The files written, and the skipped entries with the reason.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a report is not a valid report of its entry (nothing is written).
     """
-    written, skipped = [], {}
+    cards, skipped = {}, {}
     for name in list_models():
         config = get_model_config(name)
         if config.standard is None or config.robust is None:
@@ -334,7 +339,7 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
             continue
         report = Path(reports_dir) / f"{name}.json" if reports_dir is not None else None
         benchmark = report if report is not None and report.is_file() else None
-        path = Path(out_dir) / f"{name}.md"
-        atomic_write_text(path, zoo_card(name, benchmark, regenerate=REGENERATE_ALL))
-        written.append(path)
-    return written, skipped
+        cards[Path(out_dir) / f"{name}.md"] = zoo_card(name, benchmark, regenerate=REGENERATE_ALL)
+    for path, text in cards.items():
+        atomic_write_text(path, text)
+    return list(cards), skipped

@@ -47,12 +47,13 @@ def format_eps(eps: Optional[float], threat_model: Optional[str] = None) -> str:
     """``8/255`` when ``eps`` is a whole number of 255ths (as the field writes Linf budgets), else the number.
 
     Under ``"L2"`` and ``"L1"`` the budget is a distance, written as a number as RobustBench writes it
-    (``0.5``, ``1``, ``12``; never ``255/255`` or ``3060/255``); ``None`` (unknown) is read as Linf.
+    (``0.5``, ``1``, ``12``; never ``255/255`` or ``3060/255``); ``None`` (unknown) is read as Linf. A budget
+    below half a 255th is never rounded onto ``0/255`` (``1e-09``, not a budget of zero).
     """
     if eps is None:
         return "n/a"
     steps = eps * 255
-    if threat_model in (None, "Linf") and eps > 0 and abs(steps - round(steps)) < 1e-6:
+    if threat_model in (None, "Linf") and round(steps) >= 1 and abs(steps - round(steps)) < 1e-6:
         return f"{round(steps)}/255"
     return f"{eps:g}"
 

@@ -96,7 +96,8 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     """RobustBench's model-info JSON for the entry (see ``model_info/<dataset>/<threat>/<Name>.json``).
 
     ``autoattack_acc`` is standard AutoAttack alone; ``external`` is the leaderboard number
-    (the minimum over AutoAttack and the adaptive attack) when an adaptive suite ran.
+    (the minimum over AutoAttack and the adaptive attack) when an adaptive suite ran; the footnote and the claim
+    speak of a minimum over both only when both ran (``attack="adaptive"`` runs the adaptive suite alone).
     ``reported`` is the entry's reported AutoAttack accuracy when the run is in the setting it was reported for
     (:func:`reported_for`), else this run's robust accuracy.
     ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``).
@@ -105,7 +106,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     reported = reported_for(result, config)
     standard = result.autoattack_accuracy if result.autoattack_accuracy is not None else result.robust_accuracy
     notes = []
-    if result.adaptive_accuracy is not None:
+    if result.adaptive_accuracy is not None and result.autoattack_accuracy is not None:
         notes.append(f"Robust accuracy {percent(result.robust_accuracy)}% counts an example as robust only if it "
                      f"survives both {_suite_name(result)} ({percent(standard)}%) and the adaptive attack "
                      f"({percent(result.adaptive_accuracy)}%).")
@@ -278,7 +279,7 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"- Robust accuracy ({'AutoAttack' if is_standard_autoattack(result) else attack_label(result)}): "
         f"{info['autoattack_acc']}%",
         *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]
-          if result.adaptive_accuracy is not None else []),
+          if result.adaptive_accuracy is not None and result.autoattack_accuracy is not None else []),
         (f"- Reported by the authors: {info['reported']}%" if reported_for(result, config) is not None
          or info_overrides.get("reported") is not None else "- Reported by the authors: nothing for this setting (model_info.json's "
          "'reported' repeats this evaluation's robust accuracy)"),

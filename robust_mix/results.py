@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from robust_mix.io import atomic_write_text
+from robust_mix.protocol import resolve_attack
 from robust_mix.stats import clopper_pearson
 from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_int, non_negative_float,
                                  positive_int)
@@ -218,6 +219,7 @@ class BenchmarkResult:
                     what = "clean" if key == "clean_flags" else f"robust under {key}"
                     raise InvalidInputError(f"{where('robust_flags')} say robust in example {wrong}, which is not "
                                             f"{what}; the report was edited or corrupted")
+            self._check_stages(source, n)
             check_eps(self.eps, self.threat_model, name=where("eps"))
             if (self.full_clean_accuracy is None) != (self.full_clean_examples is None):
                 raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "
@@ -237,6 +239,47 @@ class BenchmarkResult:
             raise
         except TypeError as err:  # e.g. a list where a mapping belongs
             raise InvalidInputError(f"{source} is not a valid benchmark report: {err}") from None
+
+    def _check_stages(self, source: str, n: int) -> None:
+        """The stages and suites are those of ``attack`` (the stages decide how the run is labelled, and whether it
+        is partial), and per suite the accuracy after each stage is a count of the ``n`` examples that never rises
+        and ends at the suite's accuracy, as the harness writes them.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the stage, and what it should be.
+        """
+        base, plus, rest = self.attack.partition("+")
+        try:
+            plan = resolve_attack(base, adaptive=plus == "+" and rest == "adaptive")
+        except ValueError:
+            plan = None
+        if plan is None or (plus and rest != "adaptive") or plan.name != self.attack:
+            raise InvalidInputError(f"{source}: attack {self.attack!r} is no attack robust_mix runs; the report was "
+                                    "edited or corrupted")
+        if list(self.stage_accuracy) != plan.stages or set(self.suite_flags) != set(plan.suites) \
+                or set(self.suite_accuracy) != set(plan.suites):
+            raise InvalidInputError(
+                f"{source}: attack {self.attack!r} runs the stages {plan.stages} in the suites {list(plan.suites)}, "
+                f"but stage_accuracy lists {list(self.stage_accuracy)} and suite_accuracy / suite_flags "
+                f"{list(self.suite_accuracy)} / {list(self.suite_flags)}; the report was edited or corrupted")
+        for suite, stages in plan.suites.items():
+            final = sum(self.suite_flags[suite]) / n
+            previous = 1.0
+            for stage in stages:
+                accuracy = self.stage_accuracy[stage]
+                key = f"{source}: stage_accuracy[{stage!r}]"
+                if abs(accuracy * n - round(accuracy * n)) > 1e-6 * n:
+                    raise InvalidInputError(f"{key} is {accuracy!r}, not a whole number of the {n} examples; the "
+                                            "report was edited or corrupted")
+                if accuracy > previous + 1e-9 or accuracy < final - 1e-9:
+                    raise InvalidInputError(f"{key} is {accuracy!r}: a stage only removes robust examples, so it "
+                                            f"must lie between the stage before ({previous!r}) and the {suite} "
+                                            f"suite's accuracy ({final!r}); the report was edited or corrupted")
+                previous = accuracy
+            if abs(previous - final) > 1e-9:
+                raise InvalidInputError(f"{source}: stage_accuracy[{stages[-1]!r}] is {previous!r}, but the {suite} "
+                                        f"suite ends there, at {final!r} by its flags; the report was edited or "
+                                        "corrupted")
 
     @classmethod
     def from_json(cls, path_or_text: Union[str, Path]) -> "BenchmarkResult":

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 
 from robust_mix import BenchmarkResult, benchmark
+from robust_mix.protocol import resolve_attack
 from robust_mix.report import write_report
 from test_benchmark import EPS, FAST, fmnist, tiny_config, tiny_mixed
 
@@ -24,13 +25,18 @@ def tiny_result() -> BenchmarkResult:
 
 
 def with_flags(result: BenchmarkResult, clean: Sequence[bool], robust: Sequence[bool], **changes) -> BenchmarkResult:
-    """The same report with other per-example outcomes, every accuracy recomputed from them (as the harness does)."""
+    """The same report with other per-example outcomes, every accuracy recomputed from them (as the harness does):
+    every suite of its attack (``changes["attack"]`` or the result's) and every stage leave the ``robust`` ones."""
     clean, robust = list(clean), [bool(r and c) for r, c in zip(robust, clean)]
     n = len(clean)
-    suites = {s: list(robust) for s in result.suite_flags}
+    attack = changes.pop("attack", result.attack)
+    base, plus, _ = attack.partition("+")
+    plan = resolve_attack(base, adaptive=bool(plus))
+    suites = {s: list(robust) for s in plan.suites}
     return dataclasses.replace(result, n_examples=n, clean_flags=clean, robust_flags=robust, suite_flags=suites,
-                               clean_accuracy=sum(clean) / n, robust_accuracy=sum(robust) / n,
-                               suite_accuracy={s: sum(robust) / n for s in suites}, **changes)
+                               clean_accuracy=sum(clean) / n, robust_accuracy=sum(robust) / n, attack=attack,
+                               suite_accuracy={s: sum(robust) / n for s in suites},
+                               stage_accuracy={st: sum(robust) / n for st in plan.stages}, **changes)
 
 
 def write_run(folder: Path, result: Optional[BenchmarkResult] = None, **changes) -> Path:

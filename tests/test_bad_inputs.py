@@ -538,6 +538,13 @@ SUBMIT = [  # (id, edit of the full report (or raw text), NAME, exit code, fragm
     ("APGD-CE only", lambda r: {**leaderboard_size(r["standard"]), "attack": "apgd-ce",
                                 "stage_accuracy": {"apgd-ce": r["standard"]["robust_accuracy"]}},
      "fmnist-standard", 3, "not the standard AutoAttack suite"),
+    # the stages decide the label: an APGD-CE run with standard AutoAttack's stages pasted in was claimed as one
+    ("APGD-CE run with the standard stages", lambda r: {**leaderboard_size(r["standard"]), "attack": "apgd-ce"},
+     "fmnist-standard", 2, "attack 'apgd-ce' runs the stages ['apgd-ce'] in the suites ['autoattack'], but "
+     "stage_accuracy lists ['apgd-ce', 'apgd-t', 'fab-t', 'square']"),
+    ("stage below its suite", lambda r: {**(d := leaderboard_size(r["robust-0.9"])),
+                                         "stage_accuracy": {**d["stage_accuracy"], "fab-t": 0.0}},
+     "fmnist-robust", 2, "stage_accuracy['fab-t'] is 0.0: a stage only removes robust examples"),
     ("reduced budgets", lambda r: {**leaderboard_size(r["standard"]), "options": {"n_iter": 1}}, "fmnist-standard", 3,
      "attack budgets were reduced (n_iter=1)"),
     ("4 examples", lambda r: {**r["standard"], "options": {}, "attack": "standard",

@@ -429,6 +429,9 @@ def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
     (lambda d: {**d, "done": False, "flags": {}}, r"no flags for \(suite 'autoattack'\)"),
     (lambda d: {**d, "clean": [1, "x", 2, 0]}, r"clean must hold true/false flags, got 1"),  # was a TypeError
     (lambda d: {**d, "done": "yes"}, r"done must be true/false"),
+    (lambda d: {**d, "done": False, "seconds": None}, r"seconds must be a finite number >= 0"),  # was a TypeError
+    (lambda d: {**d, "seconds": -50.0}, r"seconds must be a finite number >= 0, got -50"),  # a negative wall time
+    (lambda d: {**d, "cpu_threads": "1"}, r"cpu_threads must be a list of positive thread counts"),
 ])
 def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_path, edit, match):
     x, y = fmnist(4)
@@ -440,6 +443,21 @@ def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_p
     with pytest.raises(robust_mix.validate.InvalidInputError,
                        match=f"chunk_000000.json.*{match}.*start this run afresh"):
         benchmark(tiny_mixed(), **kwargs)
+
+
+def test_an_edited_count_of_the_full_clean_pass_is_named(tmp_path):
+    """clean_first_<N>.json's count was read as it was: 9 of 6 images gave full_clean_accuracy 1.5 in a report
+    that could not be read back, "x" a bare ValueError."""
+    x, y = fmnist(6)
+    kwargs = dict(images=x, labels=y, eps=EPS, n_examples=2, clean_examples=6, batch_size=4, attack="apgd-ce",
+                  options=AttackOptions(n_iter=1), device="cpu", state_dir=tmp_path)
+    benchmark(tiny_mixed(), **kwargs)
+    saved = tmp_path / "clean_first_6.json"
+    for correct in (9, "x", -1):
+        saved.write_text(json.dumps({**json.loads(saved.read_text()), "correct": correct}))
+        with pytest.raises(robust_mix.validate.InvalidInputError, match="clean_first_6.json: correct must be a count "
+                           "of the 6 images.*start this run afresh"):
+            benchmark(tiny_mixed(), **kwargs)
 
 
 def test_a_chunk_state_saved_before_its_first_stage_resumes(tmp_path):
@@ -748,3 +766,77 @@ def test_a_state_folder_from_before_the_arithmetic_path_was_recorded_resumes_on_
     with pytest.raises(ValueError, match=r"differs in \['fast_path'\]"):
         benchmark(robust_mix.fastpath.channels_last(tiny_mixed()), **kwargs)
     assert benchmark(tiny_mixed(), **kwargs).resumed_chunks == 1
+
+
+class _NoisyScores(nn.Module):
+    """A linear classifier that adds fresh noise to its scores on every call (a randomized defense)."""
+
+    def __init__(self, noise: float) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.noise = nn.Linear(16, 3), noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.linear(x.flatten(1))
+        return scores + self.noise * torch.randn_like(scores)
+
+
+@pytest.mark.parametrize("noise, attack, warned", [(1.0, "apgd-ce", True), (0.0, "apgd-ce", False),
+                                                   (1.0, "rand", False)])
+def test_a_randomized_model_is_named_before_deterministic_autoattack_overstates_it(caplog, noise, attack, warned):
+    """The harness skips pyautoattack's check_randomized: a model with noise in forward was attacked with the
+    standard version without a word, its robustness overstated and its flags not reproducible on resume."""
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    with caplog.at_level(logging.INFO, logger="robust_mix.benchmark"):
+        benchmark(_NoisyScores(noise), eps=EPS, attack=attack, images=x, labels=y, batch_size=4, device="cpu",
+                  options=AttackOptions(n_iter=1, eot_iter=1))
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "randomized" in r.getMessage()]
+    assert bool(warnings) == warned
+    if warned:
+        assert "_NoisyScores looks randomized" in warnings[0] and "attack='rand'" in warnings[0]
+
+
+class _WritesIntoInput(nn.Module):
+    """A linear classifier whose forward changes its input in place, as a normalisation written with ``sub_``."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.how = nn.Linear(16, 3), how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "clamp_":
+            x.clamp_(0, 1)  # leaves valid images as they are, but not a leaf that requires a gradient
+        else:
+            x.data.sub_(0.5)  # around autograd: changes the values under every pass
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("how, match", [("clamp_", "cannot go through"), ("data.sub_", "changed them by up to 0.5")])
+@pytest.mark.parametrize("attack", ["apgd-ce", "square"])
+def test_a_model_that_writes_into_its_input_is_refused_before_any_work(how, match, attack):
+    """A forward that modified its input in place changed the harness's own images (the caller's tensor too) under
+    Square, whose scores were then those of other images, and stopped APGD with autograd's bare RuntimeError."""
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    given = x.clone()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=f"modifies its input images in place.*{match}"
+                       r".*x = x.clone\(\)"):
+        benchmark(_WritesIntoInput(how), eps=EPS, attack=attack, images=x, labels=y, batch_size=4, device="cpu",
+                  options=AttackOptions(n_iter=1, n_queries=2))
+    assert torch.equal(x, given)
+
+
+def test_a_low_precision_model_is_not_called_randomized_for_its_rounding(caplog):
+    """The randomness check allows a bfloat16 model the rounding of its own dtype (a GPU's nondeterministic kernels
+    change its last bit), while noise far above it is still named."""
+    from robust_mix.benchmark import _warn_if_randomized
+
+    scores = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.bfloat16)
+    nudged = scores + torch.tensor([[0.0, 0.0, 2 ** -6]], dtype=torch.bfloat16)  # one bfloat16 step above 3
+    assert not torch.equal(nudged, scores)
+    with caplog.at_level(logging.WARNING, logger="robust_mix.benchmark"):
+        _warn_if_randomized(scores, nudged, "standard", "m")
+        assert "randomized" not in caplog.text
+        _warn_if_randomized(scores, scores + torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.bfloat16), "standard", "m")
+    assert "m looks randomized" in caplog.text

@@ -43,6 +43,12 @@ def test_l2_and_l1_budgets_are_numbers_not_fractions_of_255():
     assert format_eps(0.2, "L2") == "0.2" and format_eps(None, "L2") == "n/a"
 
 
+def test_a_tiny_linf_budget_is_not_written_as_zero():
+    """eps 1e-9 (within float tolerance of 0 steps of 1/255) was written '0/255' in tables and model_info.json."""
+    assert format_eps(1e-9) == "1e-09" and format_eps(1e-9, "Linf") == "1e-09"
+    assert format_eps(3e-9) != "0/255" and format_eps(1 / 255 + 1e-10) == "1/255"
+
+
 def test_autoattack_names_only_the_full_standard_suite():
     full = Run(list(STANDARD_STAGES))
     assert attack_label(full) == "AutoAttack" and is_standard_autoattack(full)

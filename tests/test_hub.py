@@ -607,3 +607,26 @@ def test_save_and_push_take_a_report_of_the_model_and_warn_about_one_without_a_f
     with caplog.at_level("WARNING"):
         model.save_pretrained(tmp_path / "old", benchmark=tmp_path / "old.json")
     assert "no config_fingerprint" in caplog.text
+
+
+def test_a_refused_report_leaves_every_card_as_it_was(tmp_path):
+    """`card --all` wrote the cards of the entries before a truncated report, then stopped: half the folder new."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "fmnist-standard.json").write_text((REPO_ROOT / "benchmarks" / "reports" /
+                                                   "fmnist-standard.json").read_text()[:300])
+    out = tmp_path / "cards"
+    out.mkdir()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="fmnist-standard.json is not valid JSON"):
+        render_all(out, reports)
+    assert list(out.iterdir()) == []
+
+
+def test_a_card_is_not_written_over_its_own_report(tmp_path, capsys):
+    """`robust-mix card NAME --benchmark run/report.json --out run/report.json` replaced the report with the card."""
+    report = tmp_path / "report.json"
+    shutil.copy(REPO_ROOT / "benchmarks" / "reports" / "fmnist-robust.json", report)
+    before = report.read_text()
+    assert cli.main(["card", "fmnist-robust", "--benchmark", str(report), "--out", str(report)]) == 2
+    assert "is the --benchmark report itself" in capsys.readouterr().err
+    assert report.read_text() == before

@@ -31,7 +31,8 @@ def test_reports_are_found_in_folders_and_read_with_their_numbers(tmp_path):
 
 def test_a_full_standard_evaluation_has_no_caveats(tmp_path):
     flags = [True] * 10_000
-    result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={}, attack="standard")
+    result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={},
+                        attack="standard+adaptive")
     write_run(tmp_path / "full", result)
     (e,) = collect([tmp_path]).evaluations
     assert not e.partial and e.caveats() == []

@@ -102,6 +102,25 @@ def test_claim_refuses_partial_reports_unless_allowed(result):
     assert files["model_zoo_entry.py"].startswith("# PARTIAL EVALUATION")
 
 
+def test_the_adaptive_suite_alone_is_not_called_a_minimum_over_two(result):
+    """attack='adaptive' runs the adaptive suite alone: the footnote said the robust accuracy counts an example
+    only if it "survives both the attack stages before the adaptive ones" and the adaptive attack, and the claim
+    listed a minimum over both, though no stage ran before the adaptive ones."""
+    adaptive = {k: v for k, v in result.stage_accuracy.items() if k.startswith("adaptive")}
+    alone = dataclasses.replace(result, attack="adaptive", stage_accuracy=adaptive,
+                                suite_accuracy={"adaptive": result.suite_accuracy["adaptive"]},
+                                suite_flags={"adaptive": result.suite_flags["adaptive"]},
+                                robust_flags=result.suite_flags["adaptive"],
+                                robust_accuracy=result.suite_accuracy["adaptive"])
+    alone.check()
+    footnote = model_info(alone, tiny_config())["footnote"]
+    assert "survives both" not in footnote and "before the adaptive ones" not in footnote
+    assert "Robust accuracy measured with adaptive APGD-CE" in footnote
+    claim = submission_files(alone, tiny_config(), allow_partial=True)["claim.md"]
+    assert "minimum" not in claim and "before the adaptive ones" not in claim
+    assert "survives both AutoAttack" in model_info(full_size(result), tiny_config())["footnote"]
+
+
 def test_full_claim_has_every_item(result):
     files = submission_files(full_size(result), tiny_config(license="MIT"))
     claim = files["claim.md"]

@@ -42,6 +42,9 @@ def _card(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise InvalidInputError(f"--out {str(out)!r} is a folder; give the card's file name, e.g. "
                                 f"{str(out / (args.name + '.md'))!r}")
+    if args.benchmark and out.resolve() == Path(args.benchmark).resolve():
+        raise InvalidInputError(f"--out {str(out)!r} is the --benchmark report itself: the card would replace it; "
+                                f"give the card another file name, e.g. {str(out.with_suffix('.md'))!r}")
     check_writable_dir(out.parent, "card folder")
     atomic_write_text(out, zoo_card(args.name, args.benchmark))
     logger.info("wrote %s", out)
