@@ -30,3 +30,13 @@ def test_format_table_aligns_columns():
     text = format_table(["a", "bb"], [["long", 1], ["x", None]])
     lines = text.splitlines()
     assert lines[0] == "a     bb" and lines[2] == "long  1" and lines[3] == "x"
+
+
+def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path, monkeypatch):
+    """``--out=~/cards/x.md`` reaches the program unexpanded (no shell expands '~' after '='): it wrote into a
+    folder literally named '~' in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["card", "fmnist-robust", "--out=~/cards/fmnist-robust.md"]) == 0
+    assert (tmp_path / "home" / "cards" / "fmnist-robust.md").read_text().startswith("---")
+    assert not (tmp_path / "~").exists()

@@ -77,6 +77,12 @@ def arg_type(check: Callable[[str, object], object], parse: Optional[Callable[[s
     return convert
 
 
+def PATH(text: str) -> str:  # noqa: N802 (an argparse type, named as the others)
+    """A file or folder argument with a leading ``~`` read as the home folder, as a shell reads it: ``--out=~/x``
+    and ``--out ~user/x`` in quotes reach the program unexpanded, and would make a folder named ``~``."""
+    return os.path.expanduser(text)
+
+
 #: argparse types shared by the subcommands.
 POSITIVE_INT = arg_type(validate.positive_int, validate.parse_int)
 INT = arg_type(validate.check_int, validate.parse_int)

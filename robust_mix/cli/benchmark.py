@@ -25,7 +25,7 @@ from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES, interval_heading, percent_interval
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
-from robust_mix.cli import EPS, INT, NAME_HELP, POSITIVE_INT, bar_width, command, interrupts
+from robust_mix.cli import EPS, INT, NAME_HELP, PATH, POSITIVE_INT, bar_width, command, interrupts
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
@@ -239,11 +239,11 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=POSITIVE_INT, help="examples per resumable unit (default: batch size)")
     p.add_argument("--seed", type=INT, default=0)
     p.add_argument("--device", help="default: cuda:<LOCAL_RANK> if available, else cpu")
-    p.add_argument("--data-dir", help="data set root (ImageNet: folder with val/<wnid>/...)")
-    p.add_argument("--model-dir", help="RobustBench checkpoint folder")
+    p.add_argument("--data-dir", type=PATH, help="data set root (ImageNet: folder with val/<wnid>/...)")
+    p.add_argument("--model-dir", type=PATH, help="RobustBench checkpoint folder")
     p.add_argument("--preprocessing", help="ImageNet preprocessing (default: the entry's, else Res256Crop224)")
-    p.add_argument("--state-dir", help="resumable progress (default: OUT/state)")
-    p.add_argument("--out", default="benchmark_out", help="output folder")
+    p.add_argument("--state-dir", type=PATH, help="resumable progress (default: OUT/state)")
+    p.add_argument("--out", type=PATH, default="benchmark_out", help="output folder")
     p.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (not leaderboard-grade)")
     p.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (not leaderboard-grade)")
     p.add_argument("--n-target-classes", type=POSITIVE_INT,
@@ -358,8 +358,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="registry name, alias or ModelConfig .json file of the evaluated entry")
-    p.add_argument("--report", required=True, help="report.json of a finished benchmark")
-    p.add_argument("--out", required=True, help="folder for the submission files")
+    p.add_argument("--report", type=PATH, required=True, help="report.json of a finished benchmark")
+    p.add_argument("--out", type=PATH, required=True, help="folder for the submission files")
     p.add_argument("--allow-partial", action="store_true",
                    help="write drafts marked PARTIAL from a report that is not a full leaderboard evaluation "
                         "(other attack, reduced budgets, fewer examples, no config fingerprint)")

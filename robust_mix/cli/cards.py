@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from robust_mix.cli import command
+from robust_mix.cli import PATH, command
 from robust_mix.cards import DEFAULT_REPORTS_DIR, render_all, zoo_card
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import InvalidInputError, check_writable_dir
@@ -16,11 +16,12 @@ logger = logging.getLogger(__name__)
 def _card_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="registered model name")
     p.add_argument("--all", action="store_true", help="render every registered entry with fixed bases")
-    p.add_argument("--benchmark", metavar="REPORT.json", help="add the results of a benchmark report of this entry as registered (a report of another "
+    p.add_argument("--benchmark", type=PATH, metavar="REPORT.json",
+                   help="add the results of a benchmark report of this entry as registered (a report of another "
                         "model or configuration, e.g. NAME,alpha=0.9, is refused)")
-    p.add_argument("--out", metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
-    p.add_argument("--out-dir", default="model_cards", help="folder for --all (default model_cards)")
-    p.add_argument("--reports-dir", default=str(DEFAULT_REPORTS_DIR),
+    p.add_argument("--out", type=PATH, metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
+    p.add_argument("--out-dir", type=PATH, default="model_cards", help="folder for --all (default model_cards)")
+    p.add_argument("--reports-dir", type=PATH, default=str(DEFAULT_REPORTS_DIR),
                    help="with --all, use REPORTS_DIR/NAME.json when present (default benchmarks/reports)")
 
 

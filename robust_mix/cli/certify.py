@@ -5,7 +5,8 @@ import argparse
 from typing import Union
 
 from robust_mix.certification import certify_model, write_certification
-from robust_mix.cli import INT, NAME_HELP, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, arg_type, command, format_table
+from robust_mix.cli import (INT, NAME_HELP, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, POSITIVE_INT, arg_type,
+                             command, format_table)
 from robust_mix.data import load_dataset
 from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
@@ -24,7 +25,7 @@ _FAILURE_PROB = arg_type(check_open_probability, parse_number)
 
 def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help=NAME_HELP)
-    p.add_argument("--out", required=True, help="folder for certify.json and certify.png")
+    p.add_argument("--out", type=PATH, required=True, help="folder for certify.json and certify.png")
     p.add_argument("--standard", default=None, help="override the standard base (e.g. a .safetensors file)")
     p.add_argument("--robust", default=None, help="override the robust base (e.g. a .safetensors file)")
     p.add_argument("--method", choices=("smoothing", "lipschitz"), default="smoothing",
@@ -46,8 +47,8 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help="data set name (robust_mix.data.load_dataset)")
     p.add_argument("--split", default="test")
     p.add_argument("--n-examples", type=POSITIVE_INT, default=100)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--model-dir", default=None, help="RobustBench checkpoint folder")
+    p.add_argument("--data-dir", type=PATH, default=None)
+    p.add_argument("--model-dir", type=PATH, default=None, help="RobustBench checkpoint folder")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=1000, help="noisy images per forward pass")
     p.add_argument("--seed", type=INT, default=0)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import robust_mix
-from robust_mix.cli import POSITIVE_INT, command, format_table
+from robust_mix.cli import PATH, POSITIVE_INT, command, format_table
 from robust_mix.cli.benchmark import (RowBars, add_channels_last_argument, add_workers_argument, model_factory,
                                       resolve_workers)
 from robust_mix.formatting import evaluation_label, interval_heading, percent, percent_interval
@@ -59,9 +59,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                    help="skip the adaptive attack suite on the adaptive model (faster, but then its robust "
                         "accuracy is AutoAttack's alone, not the worst case the claim judges it by)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=100)
-    p.add_argument("--reference", help="reference results to compare with (default: the shipped "
+    p.add_argument("--reference", type=PATH, help="reference results to compare with (default: the shipped "
                                        f"robust_mix/{REFERENCE_FILE})")
-    p.add_argument("--out", default="runs/demo", help="reports and resumable state go here")
+    p.add_argument("--out", type=PATH, default="runs/demo", help="reports and resumable state go here")
     add_workers_argument(p)
     add_channels_last_argument(p)
 

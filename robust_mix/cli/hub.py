@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from robust_mix.cli import NAME_HELP, command
+from robust_mix.cli import NAME_HELP, PATH, command
 from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
 from robust_mix.results import BenchmarkResult
@@ -17,7 +17,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standard", help="standard base reference (for compositions such as 'mix')")
     p.add_argument("--robust", help="robust base reference (for compositions such as 'mix')")
     p.add_argument("--alpha", type=float, help="fixed mixing ratio to save instead of the config's")
-    p.add_argument("--benchmark", metavar="REPORT.json", help="benchmark report for the card's results")
+    p.add_argument("--benchmark", type=PATH, metavar="REPORT.json", help="benchmark report for the card's results")
 
 
 def _load_for_sharing(args: argparse.Namespace) -> MixedClassifier:
@@ -31,7 +31,7 @@ def _load_for_sharing(args: argparse.Namespace) -> MixedClassifier:
 
 def _save_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
-    p.add_argument("out_dir", help="folder to write config.json, model.safetensors and README.md into")
+    p.add_argument("out_dir", type=PATH, help="folder to write config.json, model.safetensors and README.md into")
 
 
 @command("save", "save a mixed model as config.json + model.safetensors + README.md", _save_args)

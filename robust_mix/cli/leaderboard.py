@@ -9,14 +9,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import EPS, command, format_table
+from robust_mix.cli import EPS, PATH, command, format_table
 from robust_mix.formatting import interval_heading, percent, percent_interval
 from robust_mix.results import INTERVAL_LEVEL
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="report.json / sweep.json / certify.json files, or folders holding them")
-    p.add_argument("--out", required=True, help="folder of the site (replaced if it holds a site built before)")
+    p.add_argument("runs", type=PATH, nargs="+",
+                   help="report.json / sweep.json / certify.json files, or folders holding them")
+    p.add_argument("--out", type=PATH, required=True,
+                   help="folder of the site (replaced if it holds a site built before)")
     p.add_argument("--dataset", help="leaderboard to build (default: the one most reports are for)")
     p.add_argument("--threat-model", choices=("Linf", "L2", "L1"), help="leaderboard's threat model")
     p.add_argument("--eps", type=EPS, help="leaderboard's eps, e.g. 8/255")

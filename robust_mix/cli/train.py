@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from robust_mix.cli import POSITIVE_INT, arg_type, bar_width, command, interrupts
+from robust_mix.cli import PATH, POSITIVE_INT, arg_type, bar_width, command, interrupts
 from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
 from robust_mix.io import atomic_write_bytes, figure_png
@@ -78,7 +78,8 @@ def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help=f"a named recipe: {', '.join(list_recipes())}")
-    p.add_argument("--out", help="run folder (recipe, checkpoint, log, weights); rerun to resume (required to train)")
+    p.add_argument("--out", type=PATH,
+                   help="run folder (recipe, checkpoint, log, weights); rerun to resume (required to train)")
     p.add_argument("--standard", help="standard base reference (adasmooth, mixednuts recipes)")
     p.add_argument("--robust", help="robust base reference (adasmooth, mixednuts recipes)")
     p.add_argument("--preset", help="a named configuration applied over the recipe ("
