@@ -530,7 +530,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         chunk_size: examples per unit of work (default ``batch_size``). Part of the result's
             identity: resuming needs the same value.
         options: budget overrides (tests only; the default is the leaderboard's).
-        images, labels: evaluate these tensors instead of loading ``dataset``.
+        images, labels: evaluate these tensors instead of loading ``dataset`` (the report records ``images_given``:
+            such a run is partial, never a leaderboard claim, whatever the images).
         preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`; default:
             the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``); ImageNet only.
         progress: receives per-stage progress events.
@@ -566,6 +567,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     options = options or AttackOptions()
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    images_given = images is not None
     if images is None:
         if labels is not None:
             raise ValueError("labels were given without images: pass images=<(N, C, H, W) tensor> with them, or "
@@ -686,7 +688,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         resumed_chunks=resumed, resumed_seconds=earlier,
         config_fingerprint=current.fingerprint() if current is not None else None,
         full_clean_accuracy=None if full_correct is None else full_correct / clean_examples,
-        full_clean_examples=clean_examples, cpu_threads=cpu_threads,
+        full_clean_examples=clean_examples, cpu_threads=cpu_threads, images_given=images_given,
         arguments={"model": name, "dataset": dataset, "threat_model": threat_model, "eps": eps,
                    "n_examples": n, "batch_size": batch_size, "attack": attack if isinstance(attack, str)
                    else list(attack), "adaptive": adaptive, "seed": seed, "device": str(device),

@@ -152,6 +152,8 @@ def partial_reasons(run: Evaluation) -> list[str]:
         reasons.append(f"data set {run.dataset!r} has no leaderboard")
     elif run.n_examples < needed:
         reasons.append(f"{run.n_examples:,} of the leaderboard's {needed:,} test examples")
+    if needed is not None and getattr(run, "images_given", False):
+        reasons.append(f"images passed to benchmark(), not {run.dataset}'s test split loaded by the harness")
     return reasons
 
 

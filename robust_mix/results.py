@@ -45,6 +45,11 @@ class BenchmarkResult:
     session; empty on a GPU and in reports written before it was recorded). Floating-point sums, and so
     the last bits of outputs and gradients, can depend on the thread count: the flags reproduce bit for
     bit on the same device with the same threads (pin them with ``--threads`` or ``$OMP_NUM_THREADS``).
+
+    ``images_given`` is true when the caller passed the images (``benchmark(images=..., labels=...)``) rather than
+    letting the harness load ``dataset``'s test split: ``dataset`` then names what the model was built for, not
+    where the images came from, and the evaluation cannot back a leaderboard claim (reports written before the
+    field read as false).
     """
 
     model: str
@@ -77,6 +82,7 @@ class BenchmarkResult:
     full_clean_accuracy: Optional[float] = None
     full_clean_examples: Optional[int] = None
     cpu_threads: list[int] = field(default_factory=list)
+    images_given: bool = False
 
     @property
     def autoattack_accuracy(self) -> Optional[float]:
@@ -225,6 +231,8 @@ class BenchmarkResult:
                 raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "
                                         f"or both be null, got {self.full_clean_accuracy!r} and "
                                         f"{self.full_clean_examples!r}")
+            if not isinstance(self.images_given, bool):
+                raise InvalidInputError(f"{where('images_given')} must be true or false, got {self.images_given!r}")
             if not isinstance(self.cpu_threads, list) or not all(
                     isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in self.cpu_threads):
                 raise InvalidInputError(f"{where('cpu_threads')} must be a list of positive thread counts, got "

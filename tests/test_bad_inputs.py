@@ -515,8 +515,8 @@ def leaderboard_size(data: dict) -> dict:
     """The report as if it came from the standard suite at full budgets on all 10,000 test images."""
     data = json.loads(json.dumps(data))
     reps = 10_000 // data["n_examples"]
-    data.update(n_examples=10_000, options={}, attack="standard", clean_flags=data["clean_flags"] * reps,
-                robust_flags=data["robust_flags"] * reps,
+    data.update(n_examples=10_000, options={}, attack="standard", images_given=False,
+                clean_flags=data["clean_flags"] * reps, robust_flags=data["robust_flags"] * reps,
                 suite_flags={k: v * reps for k, v in data["suite_flags"].items()},
                 stage_accuracy={s: data["robust_accuracy"] for s in STANDARD_STAGES})
     return data

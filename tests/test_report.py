@@ -34,10 +34,11 @@ def full_size(result: BenchmarkResult, **kw) -> BenchmarkResult:
     robust = result.stage_accuracy["apgd-ce"]
     stages = {**{s: robust for s in STANDARD_STAGES},
               **{s: a for s, a in result.stage_accuracy.items() if s.startswith("adaptive")}}
-    return dataclasses.replace(result, n_examples=10_000, options={}, attack="standard+adaptive",
+    return dataclasses.replace(result, **{"n_examples": 10_000, "options": {}, "attack": "standard+adaptive",
+                                          "images_given": False, **kw},
                                clean_flags=result.clean_flags * reps, robust_flags=result.robust_flags * reps,
                                suite_flags={k: v * reps for k, v in result.suite_flags.items()},
-                               stage_accuracy=stages, **kw)
+                               stage_accuracy=stages)
 
 
 def test_eps_and_bibtex_formats():
@@ -204,3 +205,16 @@ def test_odd_names_cannot_break_the_markdown_table(result):
     unescaped = lambda line: len(line.replace("\\|", "").split("|"))  # noqa: E731
     assert unescaped(row) == unescaped(header) == unescaped(rule)
     assert "Attack argument ``apgd-ce`+|x``," in table  # a code span that holds the backtick
+
+
+def test_images_passed_by_the_caller_never_back_a_leaderboard_claim(result):
+    """A report of images passed to benchmark() carried the model's data set name only: 10,000 arbitrary images
+    (the training split, corrupted ones) were submitted as a full leaderboard evaluation."""
+    assert result.images_given and BenchmarkResult.from_dict(result.to_dict()).images_given
+    with pytest.raises(PartialEvaluationError, match="images passed to benchmark\\(\\), not fashion-mnist's test "
+                                                     "split loaded by the harness"):
+        submission_files(full_size(result, images_given=True), tiny_config(license="MIT"))
+    legacy = {k: v for k, v in full_size(result).to_dict().items() if k != "images_given"}
+    assert "PARTIAL" not in submission_files(BenchmarkResult.from_dict(legacy), tiny_config(license="MIT"))["claim.md"]
+    with pytest.raises(InvalidInputError, match="images_given must be true or false, got 'no'"):
+        BenchmarkResult.from_dict({**result.to_dict(), "images_given": "no"})
