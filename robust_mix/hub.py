@@ -125,8 +125,11 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
             raise ValueError(f"{folder} is a file; give the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         path = folder / filename
         if not path.is_file():
-            raise FileNotFoundError(f"{folder} has no {filename} (it has {sorted(p.name for p in folder.iterdir())}); "
-                                    "save models with model.save_pretrained(folder)")
+            names = sorted(p.name for p in folder.iterdir())
+            held = "it is empty" if not names else "it has " + ", ".join(names[:8]) + (
+                f" and {len(names) - 8} more" if len(names) > 8 else "")
+            raise FileNotFoundError(f"{folder} has no {filename} ({held}); save models with "
+                                    "model.save_pretrained(folder)")
         return path
     return _hub_download(where, filename, revision, cache_dir, token, local_files_only, force_download)
 

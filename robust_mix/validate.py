@@ -385,8 +385,8 @@ def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int
         bad |= labels >= num_classes
     if bad.any():
         first = labels[bad][:_SHOWN].tolist()
-        allowed = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-        raise InvalidInputError(f"labels must lie in {allowed}, got {first} at indices {_indices(bad)}")
+        allowed = f"lie in [0, {num_classes})" if num_classes is not None else "be >= 0"
+        raise InvalidInputError(f"labels must {allowed}, got {first} at indices {_indices(bad)}")
     return labels.long()
 
 

@@ -201,6 +201,8 @@ LABEL_CASES = [
     ("label 10 of 10 classes", lambda: bench(labels=torch.tensor([0, 1, 2, 10, 4, 5])), InvalidInputError,
      "labels must lie in [0, 10), got [10] at indices [3]"),
     ("label -1", lambda: bench(labels=torch.tensor([0, -1, 2, 3, 4, 5])), InvalidInputError, "got [-1] at indices [1]"),
+    ("label -1, no class count", lambda: robust_mix.validate.check_labels(torch.tensor([0, -1])), InvalidInputError,
+     "labels must be >= 0, got [-1] at indices [1]"),
     ("float labels", lambda: bench(labels=torch.tensor([0., 1., 2.5, 3., 4., 5.])), TypeError, "got torch.float32"),
     ("bool labels", lambda: bench(labels=torch.ones(6, dtype=torch.bool)), TypeError, "got torch.bool"),
     ("5 labels for 6 images", lambda: bench(labels=torch.arange(5)), InvalidInputError, "got 5 labels for 6 images"),

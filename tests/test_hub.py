@@ -286,7 +286,11 @@ def test_unknown_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder .*no/such/folder"):
         MixedClassifier.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="has no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"has no config.json \(it is empty\)"):
+        MixedClassifier.from_pretrained(tmp_path / "empty")
+    for i in range(300):  # a busy folder (the working folder, /tmp) is named by a few of its files, not all
+        (tmp_path / "empty" / f"file{i:03d}.txt").touch()
+    with pytest.raises(FileNotFoundError, match=r"\(it has file000.txt, .*, file007.txt and 292 more\); save"):
         MixedClassifier.from_pretrained(tmp_path / "empty")
 
 
