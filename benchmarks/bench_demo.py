@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.threads import usable_cpus
 
 MODES = ("one process", "side by side")
@@ -60,8 +61,8 @@ def run(mode: str, n_examples: int, extra: list[str], root: Path) -> tuple[float
 def main() -> int:
     """Exit status 0 when every run produced the same flags, else 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-examples", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=1, help="rounds (each runs both modes once)")
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=20)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=1, help="rounds (each runs both modes once)")
     parser.add_argument("extra", nargs="*", help="more arguments for robust-mix demo (after --)")
     args = parser.parse_args()
     print(f"robust-mix demo --n-examples {args.n_examples} {' '.join(args.extra)}: {usable_cpus():g} usable CPUs, "

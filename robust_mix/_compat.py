@@ -307,12 +307,9 @@ def _benchmark_device(device: Any) -> Any:
 def _benchmark_state_path(path: Any) -> Path:
     """``benchmark()``'s ``aa_state_path`` as a ``Path`` to a file whose folder exists (created if needed) and is
     writable (see :func:`check_benchmark_arguments`)."""
-    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_writable_dir
+    from robust_mix.validate import InvalidInputError, check_path, check_writable_dir
 
-    if not isinstance(path, (str, Path)):
-        raise InvalidInputTypeError(f"aa_state_path must be a file path (str or pathlib.Path), got {path!r} "
-                                    f"({type(path).__name__})")
-    path = Path(path).expanduser()
+    path = check_path("aa_state_path", path, "a file path")
     if path.is_dir():
         raise InvalidInputError(f"aa_state_path {str(path)!r} is a folder; name the state file in it, e.g. "
                                 f"aa_state_path={str(path / 'aa_state.json')!r} (nothing has been computed yet)")
