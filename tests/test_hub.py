@@ -256,6 +256,12 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
         timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"file": "x.safetensors"})
     with pytest.raises(ValueError, match="robustmix_saved is the architecture of models saved with save_pretrained"):
         timm.create_model("robustmix_saved")
+    with pytest.raises(TypeError, match=r"hf-hub:org/tiny-mix: timm.create_model\(\.\.\., features_only=True\) is not "
+                                        "supported by robust_mix's models: a mix returns class scores only"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, features_only=True)
+    with pytest.raises(ValueError, match=r"hf-hub:org/tiny-mix takes 3-channel images .*in_chans=1\) cannot change"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=1)
+    assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=3), images)
 
 
 def test_timm_checkpoint_path_of_a_shared_mix_is_read_with_safetensors(tmp_path, monkeypatch, images):
