@@ -242,6 +242,23 @@ def test_timm_s_architecture_arguments_are_refused_saying_why(scratch_registry, 
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
 
 
+def test_timm_s_classifier_head_calls_are_refused_saying_why(scratch_registry, tmp_path):
+    """model.reset_classifier(5) (timm's fine-tuning idiom) answered "'MixedClassifier' object has no attribute
+    'reset_classifier'"."""
+    register_model(tiny_config(tmp_path))
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    with pytest.raises(NotImplementedError, match=r"reset_classifier\(5\): a MixedClassifier has no classifier head of "
+                                                  r"its own: .*mix two bases with that many classes"):
+        model.reset_classifier(5)
+    with pytest.raises(NotImplementedError, match=r"get_classifier\(\): .*model.standard.get_classifier\(\)"):
+        model.get_classifier()
+    with torch.no_grad():
+        assert torch.equal(model(x), before) and model(x).shape == (2, 10)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"dataset": "CIFAR10"}, r"dataset='CIFAR10', RobustBench's 'cifar10' spelled otherwise: write dataset='cifar10'"),
     ({"dataset": "cifar_10"}, r"write dataset='cifar10'"),
