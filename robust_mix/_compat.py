@@ -261,10 +261,13 @@ def check_benchmark_arguments() -> None:
       would depend on the batch, and every forward pass would change its running statistics.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
-    - ``eps`` must be a budget of the threat model (``8/255``, not ``8``), checked before the data are loaded.
-    - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
-      (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
-      state only after loading the data and scoring the clean pass.
+    - ``eps`` must be a budget of the threat model (``8/255``, not ``8``) and given, checked before the data are
+      loaded.
+    - ``aa_state_path`` and ``log_path`` must name a file (not a folder) whose folder exists or can be created, and
+      is writable (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing
+      them only after loading the data and scoring the clean pass.
+    - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
+      ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
@@ -282,13 +285,17 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         given = bound.arguments
         if given["device"] is not None:
             given["device"] = _benchmark_device(given["device"])
+        _check_benchmark_counts(given)
         _check_benchmark_classes(given["model"], given["dataset"])
         _check_benchmark_input(given["model"], given["dataset"])
-        _check_benchmark_eps(given["eps"], given["threat_model"])
+        _check_benchmark_eps(given["eps"], given["threat_model"], given["model"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
-        if given["aa_state_path"] is not None:
-            given["aa_state_path"] = _benchmark_state_path(given["aa_state_path"])
+        _check_benchmark_to_disk(given["to_disk"], given["model_name"])
+        for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
+                                    ("log_path", "log file", "autoattack.log")):
+            if given[name] is not None:
+                given[name] = _benchmark_file(name, given[name], what, example)
         return original(*bound.args, **bound.kwargs)
 
     return benchmark
@@ -304,17 +311,39 @@ def _benchmark_device(device: Any) -> Any:
     return check_device(device)
 
 
-def _benchmark_state_path(path: Any) -> Path:
-    """``benchmark()``'s ``aa_state_path`` as a ``Path`` to a file whose folder exists (created if needed) and is
-    writable (see :func:`check_benchmark_arguments`)."""
+def _benchmark_file(name: str, path: Any, what: str, example: str) -> Path:
+    """``benchmark()``'s ``aa_state_path`` or ``log_path`` as a ``Path`` to a file whose folder exists (created if
+    needed) and is writable (see :func:`check_benchmark_arguments`); ``what`` and ``example`` word the message."""
     from robust_mix.validate import InvalidInputError, check_path, check_writable_dir
 
-    path = check_path("aa_state_path", path, "a file path")
+    path = check_path(name, path, "a file path")
     if path.is_dir():
-        raise InvalidInputError(f"aa_state_path {str(path)!r} is a folder; name the state file in it, e.g. "
-                                f"aa_state_path={str(path / 'aa_state.json')!r} (nothing has been computed yet)")
-    check_writable_dir(path.parent, "folder of aa_state_path")
+        raise InvalidInputError(f"{name} {str(path)!r} is a folder; name the {what} in it, e.g. "
+                                f"{name}={str(path / example)!r} (nothing has been computed yet)")
+    check_writable_dir(path.parent, f"folder of {name}")
     return path
+
+
+def _check_benchmark_counts(given: dict[str, Any]) -> None:
+    """``n_examples`` (``None``: the whole test set) and ``batch_size`` must be whole numbers >= 1: RobustBench slices
+    the test set with ``n_examples`` (``-1`` silently dropped the last image, ``0`` failed after the data were
+    loaded) and divides by ``batch_size``."""
+    from robust_mix.validate import positive_int
+
+    if given["n_examples"] is not None:
+        given["n_examples"] = positive_int("n_examples", given["n_examples"])
+    given["batch_size"] = positive_int("batch_size", given["batch_size"])
+
+
+def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:
+    """``to_disk=True`` needs ``model_name`` (the file the results go to): RobustBench asks for it only after the
+    whole evaluation, whose results are then lost."""
+    from robust_mix.validate import InvalidInputError, check_bool
+
+    if check_bool("to_disk", to_disk) and (not isinstance(model_name, str) or not model_name.strip()):
+        raise InvalidInputError(f"to_disk=True writes the results to model_info/<dataset>/<threat_model>/<model_name>"
+                                f".json, but model_name={model_name!r}; pass model_name='...' (RobustBench would ask "
+                                "for it only after the whole evaluation, and its results would be lost)")
 
 
 def _check_benchmark_classes(model: Any, dataset: Any) -> None:
@@ -340,10 +369,11 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
                             f"pass {hint}, or a model of {dataset_.value}")
 
 
-def _check_benchmark_eps(eps: Any, threat_model: Any) -> None:
-    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255) before the data are loaded
-    (:func:`robust_mix.validate.check_eps`; AutoAttack refused it only after the clean pass). A missing eps and a
-    threat model robust_mix does not attack (corruptions) are left to RobustBench's own errors."""
+def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None) -> None:
+    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255), or none at all, before the
+    data are loaded (:func:`robust_mix.validate.check_eps`; AutoAttack refused the first only after the clean pass,
+    RobustBench the second too). A threat model robust_mix does not attack (corruptions) is left to RobustBench."""
+    from robust_mix.formatting import format_eps
     from robust_mix.validate import InvalidInputError, check_eps, check_threat_model
 
     try:
@@ -352,6 +382,13 @@ def _check_benchmark_eps(eps: Any, threat_model: Any) -> None:
         return
     if eps is not None:
         check_eps(eps, threat)
+        return
+    config = getattr(model, "config", None)
+    own = getattr(config, "eps", None) if getattr(config, "threat_model", None) == threat else None
+    hint = (f"this model's entry is evaluated at eps={format_eps(own, threat)}" if isinstance(own, float)
+            else "e.g. eps=8/255 for CIFAR Linf")
+    raise InvalidInputError(f"threat_model={threat!r} needs an attack budget: pass eps ({hint}); RobustBench would "
+                            "ask for it only after loading the data and scoring the clean pass")
 
 
 #: The ``(C, H, W)`` of RobustBench's CIFAR test images (ImageNet's follow the preprocessing benchmark() is given).

@@ -412,3 +412,51 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
         robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
                                    aa_state_path=str(state))
     assert state.is_file()
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    ({"n_examples": 0}, ValueError, r"n_examples must be a positive integer \(>= 1\), got 0"),
+    ({"n_examples": -1}, ValueError, r"n_examples must be a positive integer \(>= 1\), got -1"),  # ran on 7 of the 8 images
+    ({"n_examples": 2.5}, TypeError, r"n_examples must be an integer"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # a ZeroDivisionError, after
+    ({"eps": None}, ValueError, r"threat_model='Linf' needs an attack budget: pass eps \(e.g. eps=8/255"),
+    ({"eps": None, "threat_model": "L2"}, ValueError, r"threat_model='L2' needs an attack budget"),
+    ({"to_disk": True}, ValueError, r"to_disk=True writes the results to .*model_name=None; pass model_name="),
+    ({"to_disk": "no"}, TypeError, r"to_disk must be True or False, got 'no'"),
+    ({"log_path": "{tmp}/a_file/log.txt"}, ValueError, r"a_file is a file, not a folder"),
+    ({"log_path": "{tmp}"}, ValueError, r"log_path .* is a folder; name the log file in it, e.g. log_path="),
+], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
+        "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder"])
+def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
+                                                                          changes, error, message):
+    """RobustBench checked these after loading the data and scoring the clean pass (eps, log_path), after the whole
+    evaluation (to_disk without model_name: the results were lost), or never (n_examples=-1 evaluated 7 images)."""
+    import robustbench.eval
+
+    (tmp_path / "a_file").write_text("not a folder")
+    settings = dict(n_examples=N, dataset="cifar10", threat_model="Linf", eps=EPS, batch_size=BATCH)
+    settings.update({k: v.format(tmp=tmp_path) if isinstance(v, str) and "{tmp}" in v else v
+                     for k, v in changes.items()})
+    with autoattack_settings(seed=0, configure=reduced_budget), pytest.raises(error, match=message):
+        robustbench.eval.benchmark(tiny_cifar[0], **settings)
+    assert robustbench_data == []  # refused before the data were loaded
+
+
+def test_benchmark_names_the_entry_s_own_budget_when_eps_is_missing(robustbench_data):
+    import robustbench.eval
+
+    config = robust_mix.ModelConfig(name="tiny", dataset="cifar10", threat_model="Linf", eps=4 / 255, alpha=0.7)
+    model = MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)
+    with pytest.raises(ValueError, match=r"this model's entry is evaluated at eps=4/255"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf", batch_size=BATCH)
+    assert robustbench_data == []
+
+
+def test_benchmark_writes_its_log_where_log_path_says(tiny_cifar, robustbench_data, tmp_path):
+    import robustbench.eval
+
+    log = tmp_path / "logs" / "run" / "autoattack.log"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   log_path=str(log))
+    assert log.is_file() and log.read_text().strip()
