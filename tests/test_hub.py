@@ -485,6 +485,27 @@ def test_push_command_uploads_a_saved_folder(fake_hub, tmp_path):
     assert f"| 87.50 | 41.25 | {100 * low:.1f}–{100 * high:.1f} |" in card.text and "clean % (" not in card.text
 
 
+@pytest.mark.parametrize("unreachable", ["offline", "refused"])
+def test_a_hub_that_cannot_be_reached_is_named_and_nothing_is_lost(tmp_path, monkeypatch, capsys, unreachable):
+    """A push with no network answered httpx's bare "ConnectError: [Errno 111] Connection refused" (the command
+    line printed a traceback); HF_HUB_OFFLINE=1, huggingface_hub's OfflineModeIsEnabled about a repos/create URL."""
+    if unreachable == "offline":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        endpoint, why = constants.ENDPOINT, r"HF_HUB_OFFLINE is set"
+    else:
+        endpoint, why = "http://127.0.0.1:9", r"ConnectError: .*refused"  # nothing listens on the discard port
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    model = adaptive_model()
+    with pytest.raises(ConnectionError, match=rf"could not reach the Hugging Face Hub at {endpoint} to push 'org/x' "
+                                              rf"\({why}\); nothing was uploaded.*save_pretrained\(FOLDER\).*robust-mix "
+                                              r"push local-dir:FOLDER org/x"):
+        model.push_to_hub("org/x", token="hf_not_a_real_token")
+    model.save_pretrained(tmp_path / "saved")
+    assert cli.main(["push", f"local-dir:{tmp_path / 'saved'}", "org/x", "--token", "hf_not_a_real_token"]) != 0
+    err = capsys.readouterr().err
+    assert f"error: could not reach the Hugging Face Hub at {endpoint}" in err and "Traceback" not in err
+
+
 def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({k: v for k, v in REPORT.items() if k != "eps"}))
     with pytest.raises(ValueError, match=r"missing field\(s\) \['eps'\]"):
