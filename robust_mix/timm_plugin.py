@@ -169,6 +169,10 @@ def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
     def factory(pretrained: bool = False, pretrained_cfg: Any = None,
                 pretrained_cfg_overlay: Optional[dict[str, Any]] = None, num_classes: Optional[int] = None,
                 **overrides: Any) -> MixedClassifier:
+        if isinstance(pretrained_cfg, str):  # timm passes the tag of 'name.tag' as pretrained_cfg
+            raise ValueError(f"{name} has no pretrained tag {pretrained_cfg!r} ({name}.{pretrained_cfg} or "
+                             f"pretrained_cfg={pretrained_cfg!r}): it has one pretrained config and no tags; name it "
+                             f"{name!r} and change the config's fields with pretrained_cfg_overlay={{...}}")
         if pretrained_cfg is not None:
             raise ValueError(f"{name} has one pretrained config and no tags, got pretrained_cfg={pretrained_cfg!r}; "
                              "change its fields with pretrained_cfg_overlay={...}")

@@ -242,6 +242,15 @@ def test_timm_s_architecture_arguments_are_refused_saying_why(scratch_registry, 
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
 
 
+def test_a_pretrained_tag_is_named_as_the_tag_the_user_wrote(scratch_registry, tmp_path):
+    """timm.create_model("robustmix_..._linf.in1k") answered "got pretrained_cfg='in1k'": a keyword never written."""
+    register_model(tiny_config(tmp_path))
+    with pytest.raises(ValueError, match=r"robustmix_tiny_mix_cifar10_linf has no pretrained tag 'in1k' "
+                                         r"\(robustmix_tiny_mix_cifar10_linf.in1k or pretrained_cfg='in1k'\): .*name it "
+                                         r"'robustmix_tiny_mix_cifar10_linf'"):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf.in1k", pretrained=True)
+
+
 def test_timm_s_classifier_head_calls_are_refused_saying_why(scratch_registry, tmp_path):
     """model.reset_classifier(5) (timm's fine-tuning idiom) answered "'MixedClassifier' object has no attribute
     'reset_classifier'"."""
