@@ -363,10 +363,15 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
         return
     config = getattr(model, "config", None)
     own = getattr(config, "dataset", None)
-    hint = f"dataset={own!r}" if own in [d.value for d in BenchmarkDataset] else "the data set it was trained on"
+    if own == dataset_.value:  # the entry says this data set, its bases score another count: no other data set fits
+        hint = f"its config says {own!r} but its bases score {count} classes; mix bases of {dataset_.value}"
+    else:
+        known = own in [d.value for d in BenchmarkDataset]
+        other = f"dataset={own!r}" if known else "the data set it was trained on"
+        hint = f"pass {other}, or a model of {dataset_.value}"
     raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
                             "labels would be read as the model's classes and the accuracies would be meaningless; "
-                            f"pass {hint}, or a model of {dataset_.value}")
+                            + hint)
 
 
 def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None) -> None:

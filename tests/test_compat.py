@@ -416,9 +416,9 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
 
 @pytest.mark.parametrize("changes, error, message", [
     ({"n_examples": 0}, ValueError, r"n_examples must be a positive integer \(>= 1\), got 0"),
-    ({"n_examples": -1}, ValueError, r"n_examples must be a positive integer \(>= 1\), got -1"),  # ran on 7 of the 8 images
+    ({"n_examples": -1}, ValueError, r"n_examples must be a positive integer \(>= 1\), got -1"),  # ran on 7 of 8
     ({"n_examples": 2.5}, TypeError, r"n_examples must be an integer"),
-    ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # a ZeroDivisionError, after
+    ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # ZeroDivisionError
     ({"eps": None}, ValueError, r"threat_model='Linf' needs an attack budget: pass eps \(e.g. eps=8/255"),
     ({"eps": None, "threat_model": "L2"}, ValueError, r"threat_model='L2' needs an attack budget"),
     ({"to_disk": True}, ValueError, r"to_disk=True writes the results to .*model_name=None; pass model_name="),
@@ -460,3 +460,16 @@ def test_benchmark_writes_its_log_where_log_path_says(tiny_cifar, robustbench_da
         robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
                                    log_path=str(log))
     assert log.is_file() and log.read_text().strip()
+
+
+def test_a_model_whose_config_names_the_data_set_but_whose_bases_do_not_is_not_told_to_pass_that_data_set(
+        robustbench_data):
+    """The refusal said "pass dataset='cifar10'" to a call that passed dataset='cifar10'."""
+    import robustbench.eval
+
+    config = robust_mix.ModelConfig(name="tiny", dataset="cifar10", threat_model="Linf", eps=EPS, alpha=0.7)
+    model = MixedClassifier(make_tiny(0, 100, in_chans=3), make_tiny(1, 100, in_chans=3), alpha=0.7, config=config)
+    with pytest.raises(ValueError, match=r"scores 100 classes, but dataset='cifar10' has 10: .*its config says "
+                                         r"'cifar10' but its bases score 100 classes; mix bases of cifar10") as err:
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
+    assert "pass dataset='cifar10'" not in str(err.value) and robustbench_data == []
