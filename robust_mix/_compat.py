@@ -266,6 +266,8 @@ def check_benchmark_arguments() -> None:
     - ``aa_state_path`` and ``log_path`` must name a file (not a folder) whose folder exists or can be created, and
       is writable (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing
       them only after loading the data and scoring the clean pass.
+    - ImageNet images are prepared with a robust_mix model's own preprocessing when none is given; without one
+      (and without a ``model_name`` RobustBench knows) the call is refused naming the choices.
     - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
       ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
     """
@@ -288,6 +290,8 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         _check_benchmark_counts(given)
         _check_benchmark_classes(given["model"], given["dataset"])
         _check_benchmark_input(given["model"], given["dataset"])
+        given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
+                                                          given["preprocessing"])
         _check_benchmark_eps(given["eps"], given["threat_model"], given["model"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
@@ -333,6 +337,47 @@ def _check_benchmark_counts(given: dict[str, Any]) -> None:
     if given["n_examples"] is not None:
         given["n_examples"] = positive_int("n_examples", given["n_examples"])
     given["batch_size"] = positive_int("batch_size", given["batch_size"])
+
+
+def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preprocessing: Any) -> Any:
+    """``benchmark()``'s ImageNet preprocessing: the one given, else a robust_mix model's own (its config's
+    ``preprocessing``, e.g. ``BicubicRes256Crop224``), else RobustBench's choice by ``model_name``.
+
+    RobustBench stopped with a bare ``Exception`` ("Preprocessing should be specified ...") for a robust_mix ImageNet
+    model passed without ``model_name``, although the model states its preprocessing; with an unknown ``model_name``
+    it stopped with a bare ``KeyError``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ImageNet, and neither a preprocessing, nor a model that states one, nor
+            a ``model_name`` RobustBench or timm knows.
+    """
+    from robustbench.data import PREPROCESSINGS
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError
+
+    try:
+        dataset_ = BenchmarkDataset(dataset)
+    except ValueError:
+        return preprocessing  # RobustBench's own error names the data sets
+    if preprocessing is not None or dataset_ != BenchmarkDataset.imagenet:
+        return preprocessing
+    config = getattr(model, "config", None)
+    own = getattr(config, "preprocessing", None) if getattr(config, "dataset", None) == dataset_.value else None
+    if isinstance(own, str) and own in PREPROCESSINGS:
+        return own
+    timm = import_timm()
+    known = isinstance(model_name, str) and (
+        any(model_name in by_name for by_name in model_dicts[dataset_].values())
+        or any(timm.is_model(f"{model_name.lower().replace('-', '_')}_{dataset_.value}_{t.value.lower()}")
+               for t in ThreatModel))
+    if not known:
+        names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
+        raise InvalidInputError(f"dataset='imagenet' needs to know how its test images are resized and cropped: pass "
+                                f"preprocessing= one of {names} (the model's own), or model_name= of a RobustBench "
+                                f"or robust_mix ImageNet model (got model_name={model_name!r})")
+    return preprocessing
 
 
 def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:

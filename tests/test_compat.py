@@ -473,3 +473,40 @@ def test_a_model_whose_config_names_the_data_set_but_whose_bases_do_not_is_not_t
                                          r"'cifar10' but its bases score 100 classes; mix bases of cifar10") as err:
         robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
     assert "pass dataset='cifar10'" not in str(err.value) and robustbench_data == []
+
+
+class Stop(Exception):
+    pass
+
+
+def test_an_imagenet_model_is_benchmarked_with_its_own_preprocessing(monkeypatch, tmp_path):
+    """RobustBench stopped with a bare Exception ("Preprocessing should be specified ...") for a robust_mix ImageNet
+    model passed without model_name, and with a bare KeyError for a model_name it does not know."""
+    import robustbench.data
+    import robustbench.eval
+
+    seen = []
+
+    def load_clean_dataset(dataset, n_examples, data_dir, prepr):
+        seen.append(prepr)
+        raise Stop  # the preprocessing is all this test looks at
+
+    monkeypatch.setattr(robustbench.eval, "load_clean_dataset", load_clean_dataset)
+    monkeypatch.chdir(tmp_path)
+    own = robust_mix.ModelConfig(name="tiny-imagenet", dataset="imagenet", threat_model="Linf", eps=4 / 255,
+                                 alpha=0.7, preprocessing="BicubicRes256Crop224")
+    model = MixedClassifier(make_tiny(0, 1000, in_chans=3), make_tiny(1, 1000, in_chans=3), alpha=0.7, config=own)
+    settings = dict(n_examples=2, dataset="imagenet", threat_model="Linf", eps=4 / 255, batch_size=2)
+    for name in (None, "MyMix"):
+        with pytest.raises(Stop):
+            robustbench.eval.benchmark(model, model_name=name, **settings)
+    assert seen == [robustbench.data.PREPROCESSINGS["BicubicRes256Crop224"]] * 2
+    with pytest.raises(Stop):  # one given is used as given
+        robustbench.eval.benchmark(model, preprocessing="Res224", **settings)
+    assert seen[-1] is robustbench.data.PREPROCESSINGS["Res224"]
+    other = MixedClassifier(make_tiny(0, 1000, in_chans=3), make_tiny(1, 1000, in_chans=3), alpha=0.7)
+    with pytest.raises(ValueError, match=r"dataset='imagenet' needs to know how its test images are resized and "
+                                         r"cropped: pass preprocessing= one of \[.*'BicubicRes256Crop224'.*\].*"
+                                         r"model_name='MyMix'"):
+        robustbench.eval.benchmark(other, model_name="MyMix", **settings)
+    assert len(seen) == 3
