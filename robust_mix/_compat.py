@@ -266,6 +266,9 @@ def check_benchmark_arguments() -> None:
     - ``aa_state_path`` and ``log_path`` must name a file (not a folder) whose folder exists or can be created, and
       is writable (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing
       them only after loading the data and scoring the clean pass.
+    - a corruption benchmark (``threat_model="corruptions"``) RobustBench 1.1.1 cannot finish is refused: CIFAR's
+      (its loaders do not take the arguments ``benchmark()`` passes) and any without AlexNet's reference results in
+      ``model_info/`` under the working folder.
     - ImageNet images are prepared with a robust_mix model's own preprocessing when none is given; without one
       (and without a ``model_name`` RobustBench knows) the call is refused naming the choices.
     - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
@@ -292,6 +295,7 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         _check_benchmark_input(given["model"], given["dataset"])
         given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
                                                           given["preprocessing"])
+        _check_benchmark_corruptions(given["dataset"], given["threat_model"])
         _check_benchmark_eps(given["eps"], given["threat_model"], given["model"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
@@ -378,6 +382,45 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
                                 f"preprocessing= one of {names} (the model's own), or model_name= of a RobustBench "
                                 f"or robust_mix ImageNet model (got model_name={model_name!r})")
     return preprocessing
+
+
+def _check_benchmark_corruptions(dataset: Any, threat_model: Any) -> None:
+    """Refuse RobustBench's corruption benchmarks where RobustBench 1.1.1's ``benchmark()`` cannot finish them, before
+    the data are loaded and the clean pass is scored:
+
+    - CIFAR-10-C and CIFAR-100-C: ``benchmark()`` calls their loaders with ``prepr=``, which they do not take (a
+      ``TypeError`` after the clean pass);
+    - any: the mean corruption error is computed against AlexNet's results, read from
+      ``model_info/<dataset>/corruptions/unaggregated_results[_3d].csv`` under the working folder (a RobustBench
+      checkout); without that file ``benchmark()`` fails with ``KeyError: 'AlexNet'`` after every corruption set has
+      been evaluated.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the cause and the file.
+    """
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError
+
+    try:
+        dataset_, threat = BenchmarkDataset(dataset), ThreatModel(threat_model)
+    except ValueError:
+        return  # RobustBench's own errors name the data sets and threat models
+    if threat not in (ThreatModel.corruptions, ThreatModel.corruptions_3d):
+        return
+    what = f"threat_model={threat.value!r} on dataset={dataset_.value!r}"
+    if dataset_ != BenchmarkDataset.imagenet:
+        raise InvalidInputError(f"{what}: RobustBench 1.1.1's benchmark() cannot load the CIFAR corruption sets (it "
+                                "passes them prepr=, which their loaders do not take: a TypeError after the clean "
+                                "pass); evaluate the corrupted images with robustbench.data.load_cifar10c / "
+                                "load_cifar100c and robustbench.utils.clean_accuracy instead")
+    name = "unaggregated_results_3d.csv" if threat == ThreatModel.corruptions_3d else "unaggregated_results.csv"
+    reference = Path("model_info") / dataset_.value / "corruptions" / name
+    if not reference.is_file():
+        raise InvalidInputError(f"{what}: RobustBench's benchmark() compares with AlexNet's results, read from "
+                                f"{str(reference)!r} under the working folder ({str(Path.cwd())!r}), which is not "
+                                "there: it would fail only after evaluating every corruption set; run it from a "
+                                "RobustBench checkout, which has that file")
 
 
 def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:

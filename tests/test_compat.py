@@ -510,3 +510,28 @@ def test_an_imagenet_model_is_benchmarked_with_its_own_preprocessing(monkeypatch
                                          r"model_name='MyMix'"):
         robustbench.eval.benchmark(other, model_name="MyMix", **settings)
     assert len(seen) == 3
+
+
+def test_corruption_benchmarks_robustbench_cannot_finish_are_refused_before_any_work(tiny_cifar, robustbench_data,
+                                                                                     tmp_path):
+    """CIFAR-10-C failed with "load_cifar10c() got an unexpected keyword argument 'prepr'" after the clean pass;
+    without AlexNet's results under model_info/, any corruption run failed with KeyError 'AlexNet' at its very end."""
+    import robustbench.eval
+
+    with pytest.raises(ValueError, match=r"threat_model='corruptions' on dataset='cifar10': RobustBench 1.1.1's "
+                                         r"benchmark\(\) cannot load the CIFAR corruption sets"):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", threat_model="corruptions",
+                                   batch_size=BATCH)
+    imagenet = MixedClassifier(make_tiny(0, 1000, in_chans=3), make_tiny(1, 1000, in_chans=3), alpha=0.7)
+    settings = dict(n_examples=N, dataset="imagenet", batch_size=BATCH, preprocessing="Res224")
+    for threat, name in (("corruptions", "unaggregated_results.csv"), ("corruptions_3d", "unaggregated_results_3d.csv")):
+        with pytest.raises(ValueError, match=rf"compares with AlexNet's results, read from "
+                                             rf"'model_info/imagenet/corruptions/{name}' under the working folder"):
+            robustbench.eval.benchmark(imagenet, threat_model=threat, **settings)
+    assert robustbench_data == []
+    reference = tmp_path / "model_info" / "imagenet" / "corruptions" / "unaggregated_results.csv"
+    reference.parent.mkdir(parents=True)
+    reference.write_text("as in a RobustBench checkout\n")
+    with pytest.raises(Exception) as err:  # accepted: RobustBench goes on (to ImageNet-C, which is not here)
+        robustbench.eval.benchmark(imagenet, threat_model="corruptions", **settings)
+    assert robustbench_data == [("imagenet", N)] and not isinstance(err.value, robust_mix.validate.InvalidInputError)
