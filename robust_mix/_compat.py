@@ -261,10 +261,18 @@ def check_benchmark_arguments() -> None:
       would depend on the batch, and every forward pass would change its running statistics.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
-    - ``eps`` must be a budget of the threat model (``8/255``, not ``8``), checked before the data are loaded.
-    - ``aa_state_path`` must name a file (not a folder) whose folder exists or can be created, and is writable
-      (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing the
-      state only after loading the data and scoring the clean pass.
+    - ``eps`` must be a budget of the threat model (``8/255``, not ``8``) and given, checked before the data are
+      loaded.
+    - ``aa_state_path`` and ``log_path`` must name a file (not a folder) whose folder exists or can be created, and
+      is writable (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing
+      them only after loading the data and scoring the clean pass.
+    - a corruption benchmark (``threat_model="corruptions"``) RobustBench 1.1.1 cannot finish is refused: CIFAR's
+      (its loaders do not take the arguments ``benchmark()`` passes) and any without AlexNet's reference results in
+      ``model_info/`` under the working folder.
+    - ImageNet images are prepared with a robust_mix model's own preprocessing when none is given; without one
+      (and without a ``model_name`` RobustBench knows) the call is refused naming the choices.
+    - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
+      ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
@@ -282,13 +290,20 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         given = bound.arguments
         if given["device"] is not None:
             given["device"] = _benchmark_device(given["device"])
+        _check_benchmark_counts(given)
         _check_benchmark_classes(given["model"], given["dataset"])
         _check_benchmark_input(given["model"], given["dataset"])
-        _check_benchmark_eps(given["eps"], given["threat_model"])
+        given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
+                                                          given["preprocessing"])
+        _check_benchmark_corruptions(given["dataset"], given["threat_model"])
+        _check_benchmark_eps(given["eps"], given["threat_model"], given["model"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
-        if given["aa_state_path"] is not None:
-            given["aa_state_path"] = _benchmark_state_path(given["aa_state_path"])
+        _check_benchmark_to_disk(given["to_disk"], given["model_name"])
+        for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
+                                    ("log_path", "log file", "autoattack.log")):
+            if given[name] is not None:
+                given[name] = _benchmark_file(name, given[name], what, example)
         return original(*bound.args, **bound.kwargs)
 
     return benchmark
@@ -304,17 +319,119 @@ def _benchmark_device(device: Any) -> Any:
     return check_device(device)
 
 
-def _benchmark_state_path(path: Any) -> Path:
-    """``benchmark()``'s ``aa_state_path`` as a ``Path`` to a file whose folder exists (created if needed) and is
-    writable (see :func:`check_benchmark_arguments`)."""
+def _benchmark_file(name: str, path: Any, what: str, example: str) -> Path:
+    """``benchmark()``'s ``aa_state_path`` or ``log_path`` as a ``Path`` to a file whose folder exists (created if
+    needed) and is writable (see :func:`check_benchmark_arguments`); ``what`` and ``example`` word the message."""
     from robust_mix.validate import InvalidInputError, check_path, check_writable_dir
 
-    path = check_path("aa_state_path", path, "a file path")
+    path = check_path(name, path, "a file path")
     if path.is_dir():
-        raise InvalidInputError(f"aa_state_path {str(path)!r} is a folder; name the state file in it, e.g. "
-                                f"aa_state_path={str(path / 'aa_state.json')!r} (nothing has been computed yet)")
-    check_writable_dir(path.parent, "folder of aa_state_path")
+        raise InvalidInputError(f"{name} {str(path)!r} is a folder; name the {what} in it, e.g. "
+                                f"{name}={str(path / example)!r} (nothing has been computed yet)")
+    check_writable_dir(path.parent, f"folder of {name}")
     return path
+
+
+def _check_benchmark_counts(given: dict[str, Any]) -> None:
+    """``n_examples`` (``None``: the whole test set) and ``batch_size`` must be whole numbers >= 1: RobustBench slices
+    the test set with ``n_examples`` (``-1`` silently dropped the last image, ``0`` failed after the data were
+    loaded) and divides by ``batch_size``."""
+    from robust_mix.validate import positive_int
+
+    if given["n_examples"] is not None:
+        given["n_examples"] = positive_int("n_examples", given["n_examples"])
+    given["batch_size"] = positive_int("batch_size", given["batch_size"])
+
+
+def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preprocessing: Any) -> Any:
+    """``benchmark()``'s ImageNet preprocessing: the one given, else a robust_mix model's own (its config's
+    ``preprocessing``, e.g. ``BicubicRes256Crop224``), else RobustBench's choice by ``model_name``.
+
+    RobustBench stopped with a bare ``Exception`` ("Preprocessing should be specified ...") for a robust_mix ImageNet
+    model passed without ``model_name``, although the model states its preprocessing; with an unknown ``model_name``
+    it stopped with a bare ``KeyError``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ImageNet, and neither a preprocessing, nor a model that states one, nor
+            a ``model_name`` RobustBench or timm knows.
+    """
+    from robustbench.data import PREPROCESSINGS
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError
+
+    try:
+        dataset_ = BenchmarkDataset(dataset)
+    except ValueError:
+        return preprocessing  # RobustBench's own error names the data sets
+    if preprocessing is not None or dataset_ != BenchmarkDataset.imagenet:
+        return preprocessing
+    config = getattr(model, "config", None)
+    own = getattr(config, "preprocessing", None) if getattr(config, "dataset", None) == dataset_.value else None
+    if isinstance(own, str) and own in PREPROCESSINGS:
+        return own
+    timm = import_timm()
+    known = isinstance(model_name, str) and (
+        any(model_name in by_name for by_name in model_dicts[dataset_].values())
+        or any(timm.is_model(f"{model_name.lower().replace('-', '_')}_{dataset_.value}_{t.value.lower()}")
+               for t in ThreatModel))
+    if not known:
+        names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
+        raise InvalidInputError(f"dataset='imagenet' needs to know how its test images are resized and cropped: pass "
+                                f"preprocessing= one of {names} (the model's own), or model_name= of a RobustBench "
+                                f"or robust_mix ImageNet model (got model_name={model_name!r})")
+    return preprocessing
+
+
+def _check_benchmark_corruptions(dataset: Any, threat_model: Any) -> None:
+    """Refuse RobustBench's corruption benchmarks where RobustBench 1.1.1's ``benchmark()`` cannot finish them, before
+    the data are loaded and the clean pass is scored:
+
+    - CIFAR-10-C and CIFAR-100-C: ``benchmark()`` calls their loaders with ``prepr=``, which they do not take (a
+      ``TypeError`` after the clean pass);
+    - any: the mean corruption error is computed against AlexNet's results, read from
+      ``model_info/<dataset>/corruptions/unaggregated_results[_3d].csv`` under the working folder (a RobustBench
+      checkout); without that file ``benchmark()`` fails with ``KeyError: 'AlexNet'`` after every corruption set has
+      been evaluated.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the cause and the file.
+    """
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError
+
+    try:
+        dataset_, threat = BenchmarkDataset(dataset), ThreatModel(threat_model)
+    except ValueError:
+        return  # RobustBench's own errors name the data sets and threat models
+    if threat not in (ThreatModel.corruptions, ThreatModel.corruptions_3d):
+        return
+    what = f"threat_model={threat.value!r} on dataset={dataset_.value!r}"
+    if dataset_ != BenchmarkDataset.imagenet:
+        raise InvalidInputError(f"{what}: RobustBench 1.1.1's benchmark() cannot load the CIFAR corruption sets (it "
+                                "passes them prepr=, which their loaders do not take: a TypeError after the clean "
+                                "pass); evaluate the corrupted images with robustbench.data.load_cifar10c / "
+                                "load_cifar100c and robustbench.utils.clean_accuracy instead")
+    name = "unaggregated_results_3d.csv" if threat == ThreatModel.corruptions_3d else "unaggregated_results.csv"
+    reference = Path("model_info") / dataset_.value / "corruptions" / name
+    if not reference.is_file():
+        raise InvalidInputError(f"{what}: RobustBench's benchmark() compares with AlexNet's results, read from "
+                                f"{str(reference)!r} under the working folder ({str(Path.cwd())!r}), which is not "
+                                "there: it would fail only after evaluating every corruption set; run it from a "
+                                "RobustBench checkout, which has that file")
+
+
+def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:
+    """``to_disk=True`` needs ``model_name`` (the file the results go to): RobustBench asks for it only after the
+    whole evaluation, whose results are then lost."""
+    from robust_mix.validate import InvalidInputError, check_bool
+
+    if check_bool("to_disk", to_disk) and (not isinstance(model_name, str) or not model_name.strip()):
+        raise InvalidInputError(f"to_disk=True writes the results to model_info/<dataset>/<threat_model>/<model_name>"
+                                f".json, but model_name={model_name!r}; pass model_name='...' (RobustBench would ask "
+                                "for it only after the whole evaluation, and its results would be lost)")
 
 
 def _check_benchmark_classes(model: Any, dataset: Any) -> None:
@@ -334,16 +451,22 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
         return
     config = getattr(model, "config", None)
     own = getattr(config, "dataset", None)
-    hint = f"dataset={own!r}" if own in [d.value for d in BenchmarkDataset] else "the data set it was trained on"
+    if own == dataset_.value:  # the entry says this data set, its bases score another count: no other data set fits
+        hint = f"its config says {own!r} but its bases score {count} classes; mix bases of {dataset_.value}"
+    else:
+        known = own in [d.value for d in BenchmarkDataset]
+        other = f"dataset={own!r}" if known else "the data set it was trained on"
+        hint = f"pass {other}, or a model of {dataset_.value}"
     raise InvalidInputError(f"the model scores {count} classes, but dataset={dataset_.value!r} has {expected}: its "
                             "labels would be read as the model's classes and the accuracies would be meaningless; "
-                            f"pass {hint}, or a model of {dataset_.value}")
+                            + hint)
 
 
-def _check_benchmark_eps(eps: Any, threat_model: Any) -> None:
-    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255) before the data are loaded
-    (:func:`robust_mix.validate.check_eps`; AutoAttack refused it only after the clean pass). A missing eps and a
-    threat model robust_mix does not attack (corruptions) are left to RobustBench's own errors."""
+def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None) -> None:
+    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255), or none at all, before the
+    data are loaded (:func:`robust_mix.validate.check_eps`; AutoAttack refused the first only after the clean pass,
+    RobustBench the second too). A threat model robust_mix does not attack (corruptions) is left to RobustBench."""
+    from robust_mix.formatting import format_eps
     from robust_mix.validate import InvalidInputError, check_eps, check_threat_model
 
     try:
@@ -352,6 +475,13 @@ def _check_benchmark_eps(eps: Any, threat_model: Any) -> None:
         return
     if eps is not None:
         check_eps(eps, threat)
+        return
+    config = getattr(model, "config", None)
+    own = getattr(config, "eps", None) if getattr(config, "threat_model", None) == threat else None
+    hint = (f"this model's entry is evaluated at eps={format_eps(own, threat)}" if isinstance(own, float)
+            else "e.g. eps=8/255 for CIFAR Linf")
+    raise InvalidInputError(f"threat_model={threat!r} needs an attack budget: pass eps ({hint}); RobustBench would "
+                            "ask for it only after loading the data and scoring the clean pass")
 
 
 #: The ``(C, H, W)`` of RobustBench's CIFAR test images (ImageNet's follow the preprocessing benchmark() is given).

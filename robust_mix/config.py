@@ -362,7 +362,7 @@ class ModelConfig:
                                                 "fixed ratio")
                 policy[key] = _coerce(policy_hints[key], value)
             else:
-                raise InvalidInputTypeError(f"unknown override {key!r}; valid: {sorted(model_fields | policy_fields)}")
+                raise InvalidInputTypeError(f"unknown override {key!r}; valid: {list(override_fields())}")
         if policy:
             top["policy"] = dataclasses.replace(self.policy, **policy)
         return dataclasses.replace(self, **top)
@@ -391,6 +391,13 @@ class ModelConfig:
             return cls.from_dict(data)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from err
+
+
+def override_fields() -> tuple[str, ...]:
+    """The keys :meth:`ModelConfig.with_overrides` takes (every ``load_model(name, key=...)`` and
+    ``"NAME,key=value"``): the config's fields and the adaptive policy's, sorted."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(PolicyConfig)}
+    return tuple(sorted(fields))
 
 
 def check_entry_name(name: Any) -> str:

@@ -31,13 +31,14 @@ be either is refused, naming both prefixes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import re
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 import torch
 
@@ -69,6 +70,11 @@ _RECORD_KEYS = ("format_version", "provenance")
 SAVE_ID_KEY = "robust_mix.save_id"
 
 Source = Union[str, Path]
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hugging Face Hub could not be reached (no network, a wrong ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` set);
+    the message names the endpoint and says that nothing was uploaded (a ``ConnectionError``, an ``OSError``)."""
 
 
 # -- where a saved model comes from ------------------------------------------------------------------
@@ -416,18 +422,22 @@ class HubMixin:
         Raises:
             robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
                 (:func:`robust_mix.cards.check_report_is_for`); refused before the repo is created.
+            HubUnreachableError: the Hub could not be reached (no network, a wrong ``HF_ENDPOINT``,
+                ``HF_HUB_OFFLINE`` set), naming the endpoint; nothing was uploaded.
         """
         from huggingface_hub import HfApi
 
         portable = self.portable_config(config)  # fail before creating a repo
         result, source = self._report_for_card(benchmark, config, portable)  # a report of another model too
         api = HfApi(token=token)
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with _reaching_hub(api.endpoint, repo_id):
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory(prefix="robust-mix-push-") as tmp:
             self._save(tmp, config, portable, result, source, url.repo_id)
-            api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model", revision=revision,
-                              commit_message=commit_message or "Upload mixed model with robust_mix",
-                              create_pr=create_pr)
+            with _reaching_hub(api.endpoint, url.repo_id):
+                api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="model", revision=revision,
+                                  commit_message=commit_message or "Upload mixed model with robust_mix",
+                                  create_pr=create_pr)
         logger.info("pushed to %s", url)
         return url
 
@@ -452,6 +462,26 @@ class HubMixin:
                   "and pass that report.json")
         _check_benchmark(portable, result, source)
         return result, source
+
+
+@contextlib.contextmanager
+def _reaching_hub(endpoint: str, repo_id: str) -> Iterator[None]:
+    """Turn a failure to reach the Hub (huggingface_hub's offline-mode error, httpx's bare ``ConnectError:
+    [Errno 111] Connection refused``) into a :class:`HubUnreachableError` naming the endpoint and what to do.
+    The Hub's own answers (``HfHubHTTPError``: no token, no access) pass unchanged."""
+    import httpx
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    try:
+        yield
+    except (OfflineModeIsEnabled, httpx.TransportError) as err:
+        why = ("HF_HUB_OFFLINE is set" if isinstance(err, OfflineModeIsEnabled)
+               else f"{type(err).__name__}: {err}")
+        raise HubUnreachableError(
+            f"could not reach the Hugging Face Hub at {endpoint} to push {repo_id!r} ({why}); nothing was uploaded. "
+            "Check the network and HF_ENDPOINT (unset HF_HUB_OFFLINE), or save the model now "
+            "(model.save_pretrained(FOLDER), robust-mix save NAME FOLDER) and push that folder later "
+            f"(robust-mix push local-dir:FOLDER {repo_id})") from err
 
 
 def _describe_base(base: Any) -> Optional[str]:

@@ -14,7 +14,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +191,11 @@ def _check_scale(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+#: Why timm's classifier-head calls (``reset_classifier``, ``get_classifier``) do not apply to a mix.
+_NO_HEAD = ("a MixedClassifier has no classifier head of its own: its class scores mix those of its two bases "
+            "(model.standard, model.robust), each with its own head")
 
 
 class MixedClassifier(nn.Module, HubMixin):
@@ -397,6 +402,26 @@ class MixedClassifier(nn.Module, HubMixin):
         """
         out = self.forward_all(x)
         return (out.log_probs, out.alpha) if return_alpha else out.log_probs
+
+    def reset_classifier(self, num_classes: int = 0, *args: Any, **kwargs: Any) -> None:
+        """timm's call to replace a model's classifier head: refused, since a mix has no head of its own.
+
+        Raises:
+            NotImplementedError: always, saying what to do instead.
+        """
+        raise NotImplementedError(
+            f"reset_classifier({num_classes!r}): {_NO_HEAD}; to classify other classes, mix two bases with that many "
+            "classes (robust_mix.load_model('mix', standard=..., robust=...)) and train its mixing network again, as "
+            "the mix's ratio was fitted to the bases' heads")
+
+    def get_classifier(self) -> nn.Module:
+        """timm's call for a model's classifier head: refused, since a mix has no head of its own.
+
+        Raises:
+            NotImplementedError: always, naming the bases' heads instead.
+        """
+        raise NotImplementedError(f"get_classifier(): {_NO_HEAD}; the bases' heads are "
+                                  "model.standard.get_classifier() and model.robust.get_classifier() for timm bases")
 
     @property
     def input_shape(self) -> Optional[tuple[int, int, int]]:

@@ -21,8 +21,10 @@ model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model
 ``robustbench.utils.load_model`` (which RobustBench itself does not pass to timm models:
 :func:`robust_mix._compat.robustbench_model_dir`), else :func:`~robust_mix.weights.default_model_dir`
 (``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default ``./models``), fetched with RobustBench's
-downloader when online. Keyword arguments of ``timm.create_model`` other than ``num_classes`` are
-config overrides (``alpha=0.9``, ``alpha_range=(0.8, 1.0)``), as in :func:`robust_mix.load_model`.
+downloader when online. Keyword arguments of ``timm.create_model`` other than ``num_classes`` and ``in_chans`` (the
+model's own counts only) are config overrides (``alpha=0.9``, ``alpha_range=(0.8, 1.0)``), as in
+:func:`robust_mix.load_model`; timm's architecture options (``features_only``, ``global_pool``, ...:
+:data:`TIMM_ARCHITECTURE_ARGS`) are refused, saying why.
 timm 1.0.9 drops keyword arguments that are None, so ``alpha=None`` never arrives and the entry's own alpha is
 kept: to get the adaptive policy use the entry as registered, or ``robust_mix.load_model(name, alpha=None)``.
 
@@ -39,13 +41,13 @@ import sys
 from typing import Any, Callable, Iterator, Optional
 
 from robust_mix import _compat
-from robust_mix.config import ModelConfig
+from robust_mix.config import ModelConfig, override_fields
 from robust_mix.hub import HUB_PREFIX, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, on_register
 from robust_mix.timm_config import PREFIX, SAVED_ARCHITECTURE, robustbench_name, robustbench_timm_name, timm_name
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
-from robust_mix.validate import InvalidInputError
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError
 from robust_mix.weights import default_model_dir
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,20 @@ ENTRY_ATTRIBUTE = "robust_mix_entry"
 WEIGHT_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename")
 #: ``pretrained_cfg`` keys stating the model's input contract and classes, fixed by the model itself.
 CONTRACT_KEYS = ("mean", "std", "input_size", "fixed_input_size", "num_classes")
+#: Keyword arguments of timm's own architectures (``timm.create_model(name, features_only=True)``), which a mix does
+#: not take, with what to do instead; ``in_chans`` is taken when it is the model's own channel count.
+_FEATURES = ("a mix returns class scores only, not feature maps or pooled features; create the base you want features "
+             "of with timm itself (model.standard and model.robust are the bases)")
+TIMM_ARCHITECTURE_ARGS: dict[str, str] = {
+    **dict.fromkeys(("features_only", "out_indices", "feature_cfg", "feature_cls", "output_stride"), _FEATURES),
+    **dict.fromkeys(("global_pool", "drop_rate", "drop_path_rate", "drop_block_rate", "pretrained_strict"),
+                    "a mix's layers are its bases' as they were trained and saved; change a base with timm and mix "
+                    "it (robust_mix.load_model('mix', standard=..., robust=...))"),
+    **dict.fromkeys(("img_size", "in_chans"),
+                    "a mix takes the images its bases were trained on (its pretrained_cfg's input_size); resize or "
+                    "convert the images instead (timm.data.create_transform(**timm.data.resolve_data_config({}, "
+                    "model=model)))"),
+}
 #: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
 default_cfgs: dict[str, dict[str, Any]] = {}
 #: The public names; timm's ``register_model`` appends each model it registers from this module.
@@ -153,14 +169,19 @@ def _entry_factory(entry: str, name: str) -> Callable[..., MixedClassifier]:
     def factory(pretrained: bool = False, pretrained_cfg: Any = None,
                 pretrained_cfg_overlay: Optional[dict[str, Any]] = None, num_classes: Optional[int] = None,
                 **overrides: Any) -> MixedClassifier:
+        if isinstance(pretrained_cfg, str):  # timm passes the tag of 'name.tag' as pretrained_cfg
+            raise ValueError(f"{name} has no pretrained tag {pretrained_cfg!r} ({name}.{pretrained_cfg} or "
+                             f"pretrained_cfg={pretrained_cfg!r}): it has one pretrained config and no tags; name it "
+                             f"{name!r} and change the config's fields with pretrained_cfg_overlay={{...}}")
         if pretrained_cfg is not None:
             raise ValueError(f"{name} has one pretrained config and no tags, got pretrained_cfg={pretrained_cfg!r}; "
                              "change its fields with pretrained_cfg_overlay={...}")
         config = get_model_config(entry)
-        config = config.with_overrides(overrides) if overrides else config
+        config = config.with_overrides(_config_overrides(name, overrides)) if overrides else config
         _check_num_classes(name, config, config.num_classes, num_classes)  # stated: before anything is built
         model_dir = _compat.robustbench_model_dir() or default_model_dir()  # RobustBench's model_dir, when given
         cfg = _overlaid(name, timm_pretrained_cfg(config, name), pretrained_cfg_overlay)
+        _check_in_chans(name, cfg, overrides.get("in_chans"))
         model = MixedClassifier.from_config(config, model_dir=model_dir, pretrained=pretrained)
         _check_num_classes(name, config, model.num_classes, num_classes)  # else the bases' count
         if cfg.get("num_classes") is None:
@@ -189,11 +210,53 @@ def robustmix_saved(pretrained: bool = False, pretrained_cfg: Any = None,
                          "pretrained=True) after import robust_mix, or robust_mix.load_model('local-dir:PATH') "
                          "for a folder")
     repo_id, _, revision = cfg["hf_hub_id"].partition("@")
-    overlaid = _overlaid(f"hf-hub:{cfg['hf_hub_id']}", cfg, pretrained_cfg_overlay)
+    name = f"hf-hub:{cfg['hf_hub_id']}"
+    overlaid = _overlaid(name, cfg, pretrained_cfg_overlay)
+    config_overrides = _config_overrides(name, overrides)
+    _check_in_chans(name, overlaid, overrides.get("in_chans"))
     model = MixedClassifier.from_pretrained(HUB_PREFIX + repo_id, revision=revision or None, pretrained=pretrained,
-                                            **overrides)
+                                            **config_overrides)
     _check_num_classes(f"hf-hub:{cfg['hf_hub_id']}", model.config, model.num_classes, num_classes)
     return _as_timm_model(model, overlaid)
+
+
+def _config_overrides(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``timm.create_model``'s keyword arguments that are config overrides; ``in_chans`` is left for
+    :func:`_check_in_chans`.
+
+    Raises:
+        robust_mix.validate.InvalidInputTypeError: an argument of timm's own architectures
+            (:data:`TIMM_ARCHITECTURE_ARGS`: ``features_only``, ``global_pool``, ...), or any other that is not a
+            config field, naming it and what to do (a ``TypeError``, as timm's models raise for arguments they
+            do not take, and a ``ValueError``).
+    """
+    fields = override_fields()
+    other = [k for k in kwargs if k not in fields and k != "in_chans"]
+    if other:
+        key = other[0]
+        hint = TIMM_ARCHITECTURE_ARGS.get(key, "it is neither a config field nor an option robust_mix's models take")
+        raise InvalidInputTypeError(f"{name}: timm.create_model(..., {key}={kwargs[key]!r}) is not supported by "
+                                    f"robust_mix's models: {hint}. Their keyword arguments are config overrides "
+                                    f"({list(fields)}) and num_classes (checked against the model's)")
+    return {k: v for k, v in kwargs.items() if k != "in_chans"}
+
+
+def _check_in_chans(name: str, cfg: dict[str, Any], in_chans: Any) -> None:
+    """Take ``in_chans`` (which timm users pass for every model) when it is the channel count of the model's
+    ``input_size``; refuse any other, as timm cannot change a mix's first layers.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``in_chans`` is not the model's channel count, or the model states
+            none.
+    """
+    if in_chans is None:
+        return
+    size = cfg.get("input_size")
+    channels = size[0] if isinstance(size, (tuple, list)) and size else None
+    if channels is None or isinstance(in_chans, bool) or in_chans != channels:
+        takes = f"takes {channels}-channel images (input_size {tuple(size)})" if channels else "states no input size"
+        raise InvalidInputError(f"{name} {takes}; timm.create_model(..., in_chans={in_chans!r}) cannot change that: "
+                                f"{TIMM_ARCHITECTURE_ARGS['in_chans']}")
 
 
 def _check_num_classes(name: str, config: ModelConfig, count: Optional[int], num_classes: Optional[int]) -> None:
@@ -201,9 +264,11 @@ def _check_num_classes(name: str, config: ModelConfig, count: Optional[int], num
     ``count`` classes; ``count`` ``None`` (an entry that leaves the count to its bases, before they are built) is
     not checked."""
     if num_classes is not None and count is not None and num_classes != count:
+        hint = (f" (timm's num_classes=0, a model without its classifier, is not available: {_FEATURES})"
+                if num_classes == 0 else "")
         raise ValueError(f"{name} classifies {count} classes ({config.dataset}), num_classes={num_classes} "
                          "was asked for; a mixed model's classes come from its base models: mix bases with that "
-                         "many classes (robust_mix.load_model('mix', standard=..., robust=...))")
+                         f"many classes (robust_mix.load_model('mix', standard=..., robust=...)){hint}")
 
 
 def _overlaid(name: str, cfg: dict[str, Any], overlay: Optional[dict[str, Any]]) -> dict[str, Any]:

@@ -202,8 +202,9 @@ def check_threat_model(threat_model: Any, name: str = "threat_model") -> str:
     if isinstance(value, str) and value in CORRUPTION_THREAT_MODELS:
         message += (f": {value!r} is RobustBench's common-corruptions benchmark (accuracy on corrupted images, "
                     "no attack, no eps), which robust_mix does not run; RobustBench has corruption sets for "
-                    "cifar10, cifar100 and imagenet only: robustbench.eval.benchmark(model, dataset=..., "
-                    f"threat_model={value!r})")
+                    "cifar10, cifar100 and imagenet only (RobustBench 1.1.1's robustbench.eval.benchmark(model, "
+                    f"dataset='imagenet', threat_model={value!r}) runs ImageNet's from a RobustBench checkout; "
+                    "its CIFAR loaders fail there)")
     elif isinstance(value, str):
         same = [t for t in THREAT_MODELS if t.lower() == value.strip().lower()]
         if same:

@@ -412,3 +412,126 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
         robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
                                    aa_state_path=str(state))
     assert state.is_file()
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    ({"n_examples": 0}, ValueError, r"n_examples must be a positive integer \(>= 1\), got 0"),
+    ({"n_examples": -1}, ValueError, r"n_examples must be a positive integer \(>= 1\), got -1"),  # ran on 7 of 8
+    ({"n_examples": 2.5}, TypeError, r"n_examples must be an integer"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # ZeroDivisionError
+    ({"eps": None}, ValueError, r"threat_model='Linf' needs an attack budget: pass eps \(e.g. eps=8/255"),
+    ({"eps": None, "threat_model": "L2"}, ValueError, r"threat_model='L2' needs an attack budget"),
+    ({"to_disk": True}, ValueError, r"to_disk=True writes the results to .*model_name=None; pass model_name="),
+    ({"to_disk": "no"}, TypeError, r"to_disk must be True or False, got 'no'"),
+    ({"log_path": "{tmp}/a_file/log.txt"}, ValueError, r"a_file is a file, not a folder"),
+    ({"log_path": "{tmp}"}, ValueError, r"log_path .* is a folder; name the log file in it, e.g. log_path="),
+], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
+        "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder"])
+def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
+                                                                          changes, error, message):
+    """RobustBench checked these after loading the data and scoring the clean pass (eps, log_path), after the whole
+    evaluation (to_disk without model_name: the results were lost), or never (n_examples=-1 evaluated 7 images)."""
+    import robustbench.eval
+
+    (tmp_path / "a_file").write_text("not a folder")
+    settings = dict(n_examples=N, dataset="cifar10", threat_model="Linf", eps=EPS, batch_size=BATCH)
+    settings.update({k: v.format(tmp=tmp_path) if isinstance(v, str) and "{tmp}" in v else v
+                     for k, v in changes.items()})
+    with autoattack_settings(seed=0, configure=reduced_budget), pytest.raises(error, match=message):
+        robustbench.eval.benchmark(tiny_cifar[0], **settings)
+    assert robustbench_data == []  # refused before the data were loaded
+
+
+def test_benchmark_names_the_entry_s_own_budget_when_eps_is_missing(robustbench_data):
+    import robustbench.eval
+
+    config = robust_mix.ModelConfig(name="tiny", dataset="cifar10", threat_model="Linf", eps=4 / 255, alpha=0.7)
+    model = MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)
+    with pytest.raises(ValueError, match=r"this model's entry is evaluated at eps=4/255"):
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", threat_model="Linf", batch_size=BATCH)
+    assert robustbench_data == []
+
+
+def test_benchmark_writes_its_log_where_log_path_says(tiny_cifar, robustbench_data, tmp_path):
+    import robustbench.eval
+
+    log = tmp_path / "logs" / "run" / "autoattack.log"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   log_path=str(log))
+    assert log.is_file() and log.read_text().strip()
+
+
+def test_a_model_whose_config_names_the_data_set_but_whose_bases_do_not_is_not_told_to_pass_that_data_set(
+        robustbench_data):
+    """The refusal said "pass dataset='cifar10'" to a call that passed dataset='cifar10'."""
+    import robustbench.eval
+
+    config = robust_mix.ModelConfig(name="tiny", dataset="cifar10", threat_model="Linf", eps=EPS, alpha=0.7)
+    model = MixedClassifier(make_tiny(0, 100, in_chans=3), make_tiny(1, 100, in_chans=3), alpha=0.7, config=config)
+    with pytest.raises(ValueError, match=r"scores 100 classes, but dataset='cifar10' has 10: .*its config says "
+                                         r"'cifar10' but its bases score 100 classes; mix bases of cifar10") as err:
+        robustbench.eval.benchmark(model, n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH)
+    assert "pass dataset='cifar10'" not in str(err.value) and robustbench_data == []
+
+
+class Stop(Exception):
+    pass
+
+
+def test_an_imagenet_model_is_benchmarked_with_its_own_preprocessing(monkeypatch, tmp_path):
+    """RobustBench stopped with a bare Exception ("Preprocessing should be specified ...") for a robust_mix ImageNet
+    model passed without model_name, and with a bare KeyError for a model_name it does not know."""
+    import robustbench.data
+    import robustbench.eval
+
+    seen = []
+
+    def load_clean_dataset(dataset, n_examples, data_dir, prepr):
+        seen.append(prepr)
+        raise Stop  # the preprocessing is all this test looks at
+
+    monkeypatch.setattr(robustbench.eval, "load_clean_dataset", load_clean_dataset)
+    monkeypatch.chdir(tmp_path)
+    own = robust_mix.ModelConfig(name="tiny-imagenet", dataset="imagenet", threat_model="Linf", eps=4 / 255,
+                                 alpha=0.7, preprocessing="BicubicRes256Crop224")
+    model = MixedClassifier(make_tiny(0, 1000, in_chans=3), make_tiny(1, 1000, in_chans=3), alpha=0.7, config=own)
+    settings = dict(n_examples=2, dataset="imagenet", threat_model="Linf", eps=4 / 255, batch_size=2)
+    for name in (None, "MyMix"):
+        with pytest.raises(Stop):
+            robustbench.eval.benchmark(model, model_name=name, **settings)
+    assert seen == [robustbench.data.PREPROCESSINGS["BicubicRes256Crop224"]] * 2
+    with pytest.raises(Stop):  # one given is used as given
+        robustbench.eval.benchmark(model, preprocessing="Res224", **settings)
+    assert seen[-1] is robustbench.data.PREPROCESSINGS["Res224"]
+    other = MixedClassifier(make_tiny(0, 1000, in_chans=3), make_tiny(1, 1000, in_chans=3), alpha=0.7)
+    with pytest.raises(ValueError, match=r"dataset='imagenet' needs to know how its test images are resized and "
+                                         r"cropped: pass preprocessing= one of \[.*'BicubicRes256Crop224'.*\].*"
+                                         r"model_name='MyMix'"):
+        robustbench.eval.benchmark(other, model_name="MyMix", **settings)
+    assert len(seen) == 3
+
+
+def test_corruption_benchmarks_robustbench_cannot_finish_are_refused_before_any_work(tiny_cifar, robustbench_data,
+                                                                                     tmp_path):
+    """CIFAR-10-C failed with "load_cifar10c() got an unexpected keyword argument 'prepr'" after the clean pass;
+    without AlexNet's results under model_info/, any corruption run failed with KeyError 'AlexNet' at its very end."""
+    import robustbench.eval
+
+    with pytest.raises(ValueError, match=r"threat_model='corruptions' on dataset='cifar10': RobustBench 1.1.1's "
+                                         r"benchmark\(\) cannot load the CIFAR corruption sets"):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", threat_model="corruptions",
+                                   batch_size=BATCH)
+    imagenet = MixedClassifier(make_tiny(0, 1000, in_chans=3), make_tiny(1, 1000, in_chans=3), alpha=0.7)
+    settings = dict(n_examples=N, dataset="imagenet", batch_size=BATCH, preprocessing="Res224")
+    for threat, name in (("corruptions", "unaggregated_results.csv"), ("corruptions_3d", "unaggregated_results_3d.csv")):
+        with pytest.raises(ValueError, match=rf"compares with AlexNet's results, read from "
+                                             rf"'model_info/imagenet/corruptions/{name}' under the working folder"):
+            robustbench.eval.benchmark(imagenet, threat_model=threat, **settings)
+    assert robustbench_data == []
+    reference = tmp_path / "model_info" / "imagenet" / "corruptions" / "unaggregated_results.csv"
+    reference.parent.mkdir(parents=True)
+    reference.write_text("as in a RobustBench checkout\n")
+    with pytest.raises(Exception) as err:  # accepted: RobustBench goes on (to ImageNet-C, which is not here)
+        robustbench.eval.benchmark(imagenet, threat_model="corruptions", **settings)
+    assert robustbench_data == [("imagenet", N)] and not isinstance(err.value, robust_mix.validate.InvalidInputError)

@@ -256,6 +256,12 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
         timm.create_model("hf-hub:org/tiny-mix", pretrained=True, pretrained_cfg_overlay={"file": "x.safetensors"})
     with pytest.raises(ValueError, match="robustmix_saved is the architecture of models saved with save_pretrained"):
         timm.create_model("robustmix_saved")
+    with pytest.raises(TypeError, match=r"hf-hub:org/tiny-mix: timm.create_model\(\.\.\., features_only=True\) is not "
+                                        "supported by robust_mix's models: a mix returns class scores only"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, features_only=True)
+    with pytest.raises(ValueError, match=r"hf-hub:org/tiny-mix takes 3-channel images .*in_chans=1\) cannot change"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=1)
+    assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=3), images)
 
 
 def test_timm_checkpoint_path_of_a_shared_mix_is_read_with_safetensors(tmp_path, monkeypatch, images):
@@ -477,6 +483,27 @@ def test_push_command_uploads_a_saved_folder(fake_hub, tmp_path):
     assert {r.metric_value for r in card.data.eval_results} == {87.5, 41.25}
     low, high = clopper_pearson(165, 400)
     assert f"| 87.50 | 41.25 | {100 * low:.1f}–{100 * high:.1f} |" in card.text and "clean % (" not in card.text
+
+
+@pytest.mark.parametrize("unreachable", ["offline", "refused"])
+def test_a_hub_that_cannot_be_reached_is_named_and_nothing_is_lost(tmp_path, monkeypatch, capsys, unreachable):
+    """A push with no network answered httpx's bare "ConnectError: [Errno 111] Connection refused" (the command
+    line printed a traceback); HF_HUB_OFFLINE=1, huggingface_hub's OfflineModeIsEnabled about a repos/create URL."""
+    if unreachable == "offline":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        endpoint, why = constants.ENDPOINT, r"HF_HUB_OFFLINE is set"
+    else:
+        endpoint, why = "http://127.0.0.1:9", r"ConnectError: .*refused"  # nothing listens on the discard port
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    model = adaptive_model()
+    with pytest.raises(ConnectionError, match=rf"could not reach the Hugging Face Hub at {endpoint} to push 'org/x' "
+                                              rf"\({why}\); nothing was uploaded.*save_pretrained\(FOLDER\).*robust-mix "
+                                              r"push local-dir:FOLDER org/x"):
+        model.push_to_hub("org/x", token="hf_not_a_real_token")
+    model.save_pretrained(tmp_path / "saved")
+    assert cli.main(["push", f"local-dir:{tmp_path / 'saved'}", "org/x", "--token", "hf_not_a_real_token"]) != 0
+    err = capsys.readouterr().err
+    assert f"error: could not reach the Hugging Face Hub at {endpoint}" in err and "Traceback" not in err
 
 
 def test_push_rejects_a_bad_report_before_touching_the_hub(fake_hub, tmp_path):

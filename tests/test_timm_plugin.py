@@ -218,6 +218,56 @@ def test_num_classes_is_checked(scratch_registry, tmp_path):
         timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=100)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"features_only": True}, r"features_only=True\) is not supported by robust_mix's models: a mix returns class scores "
+                              r"only, not feature maps"),
+    ({"out_indices": (1, 2)}, r"out_indices=\(1, 2\)\) is not supported .*class scores only"),
+    ({"global_pool": "avg"}, r"global_pool='avg'\) is not supported .*its bases' as they were trained"),
+    ({"drop_path_rate": 0.1}, r"drop_path_rate=0.1\) is not supported"),
+    ({"in_chans": 1}, r"takes 3-channel images \(input_size \(3, 32, 32\)\); timm.create_model\(\.\.\., in_chans=1\) cannot "
+                      r"change that"),
+    ({"num_classes": 0}, r"num_classes=0 was asked for.*timm's num_classes=0, a model without its classifier, is not "
+                         r"available: a mix returns class scores only"),
+])
+def test_timm_s_architecture_arguments_are_refused_saying_why(scratch_registry, tmp_path, kwargs, message):
+    """timm.create_model(name, features_only=True) answered "unknown override 'features_only'; valid: [config
+    fields]", as if the user had misspelt a config field."""
+    register_model(tiny_config(tmp_path))
+    with pytest.raises(ValueError, match=message) as err:
+        timm.create_model("robustmix_tiny_mix_cifar10_linf", **kwargs)
+    assert "unknown override" not in str(err.value)
+    if "num_classes" not in kwargs:
+        assert isinstance(err.value, TypeError) == ("in_chans" not in kwargs)  # as timm's models: unexpected argument
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", in_chans=3)  # its own channel count: taken
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_a_pretrained_tag_is_named_as_the_tag_the_user_wrote(scratch_registry, tmp_path):
+    """timm.create_model("robustmix_..._linf.in1k") answered "got pretrained_cfg='in1k'": a keyword never written."""
+    register_model(tiny_config(tmp_path))
+    with pytest.raises(ValueError, match=r"robustmix_tiny_mix_cifar10_linf has no pretrained tag 'in1k' "
+                                         r"\(robustmix_tiny_mix_cifar10_linf.in1k or pretrained_cfg='in1k'\): .*name it "
+                                         r"'robustmix_tiny_mix_cifar10_linf'"):
+        timm.create_model("robustmix_tiny_mix_cifar10_linf.in1k", pretrained=True)
+
+
+def test_timm_s_classifier_head_calls_are_refused_saying_why(scratch_registry, tmp_path):
+    """model.reset_classifier(5) (timm's fine-tuning idiom) answered "'MixedClassifier' object has no attribute
+    'reset_classifier'"."""
+    register_model(tiny_config(tmp_path))
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    with pytest.raises(NotImplementedError, match=r"reset_classifier\(5\): a MixedClassifier has no classifier head of "
+                                                  r"its own: .*mix two bases with that many classes"):
+        model.reset_classifier(5)
+    with pytest.raises(NotImplementedError, match=r"get_classifier\(\): .*model.standard.get_classifier\(\)"):
+        model.get_classifier()
+    with torch.no_grad():
+        assert torch.equal(model(x), before) and model(x).shape == (2, 10)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"dataset": "CIFAR10"}, r"dataset='CIFAR10', RobustBench's 'cifar10' spelled otherwise: write dataset='cifar10'"),
     ({"dataset": "cifar_10"}, r"write dataset='cifar10'"),
