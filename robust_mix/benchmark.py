@@ -449,36 +449,6 @@ def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def _test_preprocessing(dataset: str, preprocessing: Optional[str], config: Optional[ModelConfig]) -> Optional[str]:
-    """How ``dataset``'s test images are prepared: ``preprocessing``, else for ImageNet the model config's (the
-    entry's RobustBench preprocessing, e.g. ``BicubicRes256Crop224``), else RobustBench's default; ``None`` for
-    the other data sets, whose images are used as they are.
-
-    Raises:
-        robust_mix.validate.InvalidInputError: ``preprocessing`` given for a data set other than ImageNet (it would
-            be recorded in the report and never applied).
-    """
-    from robust_mix import data
-
-    if dataset.lower() != "imagenet":
-        if preprocessing is not None:
-            raise InvalidInputError(f"preprocessing={preprocessing!r} applies to ImageNet's test images only; "
-                                    f"{dataset}'s are used as they are: leave it out (--preprocessing)")
-        return None
-    own = config.preprocessing if config is not None and config.dataset.lower() == "imagenet" else None
-    return preprocessing or own or data.IMAGENET_DEFAULT_PREPROCESSING
-
-
-def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union[str, Path]],
-               preprocessing: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    from robust_mix import data
-
-    if dataset.lower() == "imagenet":
-        return data.load_imagenet(n_examples=n_examples, data_dir=data_dir,
-                                  preprocessing=preprocessing or data.IMAGENET_DEFAULT_PREPROCESSING)
-    return data.load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
-
-
 def _leaves_training_modes_as_they_were(function: Callable[..., BenchmarkResult]) -> Callable[..., BenchmarkResult]:
     """``function(model, ...)`` evaluates ``model`` in eval mode; afterwards each of its modules is back in the mode
     the caller had it in (a model benchmarked between training epochs went on training in eval mode: BatchNorm on
@@ -533,7 +503,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         images, labels: evaluate these tensors instead of loading ``dataset`` (the report records ``images_given``:
             such a run is partial, never a leaderboard claim, whatever the images).
         preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`; default:
-            the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``); ImageNet only.
+            the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``: the rule of
+            :func:`robust_mix.data.preprocessing_for`); ImageNet only.
         progress: receives per-stage progress events.
         clean_examples: also measure clean accuracy (forward passes only) on the first
             ``clean_examples`` images (at least ``n_examples``; e.g. the whole test set), recorded as
@@ -574,10 +545,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                              "neither (the data set's test images are loaded)")
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
-        preprocessing = _test_preprocessing(dataset, preprocessing, config)
+        from robust_mix import data
+
+        preprocessing = data.preprocessing_for(dataset, preprocessing, config)
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
-        images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
-                                    preprocessing)
+        images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
+                                           data_dir, preprocessing=preprocessing)
         if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision
             logger.info("test images converted from %s to the model's %s", images.dtype, dtype)
             images = images.to(dtype)

@@ -285,11 +285,15 @@ def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatc
 
     asked = []
 
-    def load_imagenet(n_examples=None, data_dir=None, preprocessing=None):
+    real = robust_mix.data.load_dataset
+
+    def load_dataset(name, split="test", n_examples=None, data_dir=None, *, preprocessing=None, config=None):
+        if name != "imagenet":
+            return real(name, split, n_examples, data_dir, preprocessing=preprocessing, config=config)
         asked.append(preprocessing)
         return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2])
 
-    monkeypatch.setattr(robust_mix.data, "load_imagenet", load_imagenet)
+    monkeypatch.setattr(robust_mix.data, "load_dataset", load_dataset)
     config = ModelConfig(name="tiny-imagenet", dataset="imagenet", eps=4 / 255, alpha=0.7,
                          preprocessing="BicubicRes256Crop224")
     model = robust_mix.MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)

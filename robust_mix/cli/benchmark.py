@@ -299,14 +299,15 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _compile(model: nn.Module, args: argparse.Namespace) -> None:
-    from robust_mix.data import load_dataset
+    from robust_mix.data import load_dataset, preprocessing_for
     from robust_mix.fastpath import compile_model
 
     config = getattr(model, "config", None)
     dataset = args.dataset or getattr(config, "dataset", None)
     if dataset is None or dataset == "custom":
         raise ValueError("--compile needs the data set to probe the model with: pass --dataset")
-    probe, _ = load_dataset(dataset, "test", n_examples=2, data_dir=args.data_dir)
+    probe, _ = load_dataset(dataset, "test", n_examples=2, data_dir=args.data_dir,
+                            preprocessing=preprocessing_for(dataset, args.preprocessing, config))
     device = torch.device(args.device) if args.device else default_device()
     seconds = compile_model(model.to(device), probe.to(device))
     print(f"compiled the model's networks: first forward pass {seconds:.1f} s (compilation included)", flush=True)
