@@ -518,7 +518,7 @@ def preprocessing_for(dataset: str, preprocessing: Optional[str] = None,
     own = getattr(config, "preprocessing", None)
     if own is not None and canonical_dataset(getattr(config, "dataset", "") or "") != key:
         own = None  # an entry for another data set says nothing about these images
-    return check_choice("preprocessing", preprocessing or own or default, known)
+    return check_choice("preprocessing", preprocessing if preprocessing is not None else own or default, known)
 
 
 def _open(name: str, split: str, n_examples: Optional[int], data_dir: Optional[PathLike],

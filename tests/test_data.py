@@ -291,7 +291,8 @@ def test_imagenet_test_images_follow_the_named_or_the_model_s_preprocessing(tmp_
     assert data.preprocessing_for("fmnist", None, config) is None
     with pytest.raises(InvalidInputError, match="preprocessing='Res224' applies to ImageNet's test images only"):
         load_dataset("fashion-mnist", "test", 2, preprocessing="Res224")
-    with pytest.raises(InvalidInputError, match="preprocessing must be one of"):
-        load_dataset("imagenet", "test", 2, tmp_path, preprocessing="Bicubic")
+    for bad in ("Bicubic", "", 3):  # never the default in their place
+        with pytest.raises(InvalidInputError, match="preprocessing must be one of"):
+            load_dataset("imagenet", "test", 2, tmp_path, preprocessing=bad, config=config)
     with pytest.raises(DatasetNotFoundError, match="1 of RobustBench's ImageNet test images are missing"):
         load_dataset("imagenet", "test", 3, tmp_path)
