@@ -28,6 +28,12 @@
   precision fails in the clean pass, asking for images of its dtype that the caller never handles.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
+- **timm lists as pretrained only what timm downloads.** ``timm.list_pretrained`` (``list_models(pretrained=True)``)
+  lists a model only when its ``pretrained_cfg`` has a ``url``, ``file`` or ``hf_hub_id``: a single state dict
+  that timm's own ``load_pretrained`` fetches and loads (``torch.load`` for a url or file). A plugin model whose
+  factory loads its weights itself has none of these, and stating one would send timm's loader (or anyone who
+  reads the cfg) to a file that is not that model's state dict. :func:`mark_timm_pretrained` lists such a model
+  as pretrained in timm's registry without a weight source in its ``pretrained_cfg``.
 """
 from __future__ import annotations
 
@@ -529,6 +535,18 @@ def _check_benchmark_mode(model: Any) -> None:
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------
+def mark_timm_pretrained(model_name: str) -> None:
+    """List the registered timm model ``model_name`` (no tag) in ``timm.list_pretrained`` and
+    ``timm.models.is_model_pretrained``: its factory loads weights when ``pretrained=True`` although its
+    ``pretrained_cfg`` names no weight source for timm (see module doc)."""
+    import_timm()
+    from timm.models import _registry
+
+    if model_name not in _registry._model_entrypoints:
+        raise ValueError(f"{model_name!r} is not a timm model: register it before marking it pretrained")
+    _registry._model_has_pretrained.add(model_name)
+
+
 #: The tables of ``timm.models._registry`` that ``register_model`` writes.
 _TIMM_TABLES = ("_module_to_models", "_model_to_module", "_model_entrypoints", "_model_has_pretrained",
                 "_model_default_cfgs", "_model_pretrained_cfgs", "_model_with_tags",

@@ -30,7 +30,7 @@ from torch import nn
 
 from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.config import ModelConfig
-from robust_mix.fastpath import fast_path
+from robust_mix.fastpath import fast_path, original_class, volatile_state
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
 from robust_mix.results import BenchmarkResult
@@ -105,6 +105,46 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(repr(sorted(dataclasses.asdict(policy.config).items())).encode())
     h.update(repr([getattr(model, k, None) for k in ("mixing", "std_scale", "rob_scale", "standard_map",
                                                     "robust_map")]).encode())
+    return h.hexdigest()[:16]
+
+
+#: Attributes every ``nn.Module`` has (its bookkeeping and training mode): no part of what a model computes.
+_MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
+#: Plain values an attribute may hold to count as a model's configuration (and their lists and tuples).
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def model_code_fingerprint(model: nn.Module) -> str:
+    """A digest of what :func:`model_fingerprint`'s tensor sums cannot see: the class of every module
+    (its module and qualified name, a fast-path twin named as its original class), its plain settings (numbers, strings,
+    flags and their tuples, e.g. a wrapper's ``scale=2.0`` or a layer's stride) and its non-persistent buffers
+    (e.g. an input normalisation's mean and std), each under the module's name. Two models without parameters
+    (wrappers, fixed transforms) have the same tensor fingerprint but differ here.
+
+    It is the same for the same model in every process: no object ids, addresses or device names go in,
+    caches a layer fills on its first forward pass (:func:`robust_mix.fastpath.volatile_state`) are left out, and so
+    are ``nn.Module``'s own bookkeeping and training mode.
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            cls = original_class(type(module))
+            volatile = volatile_state(type(module))
+            h.update(f"{name}:{cls.__module__}.{cls.__qualname__}".encode())
+            settings = sorted((key, repr(value)) for key, value in vars(module).items()
+                              if key not in _MODULE_BOOKKEEPING and key not in volatile and _plain(value))
+            h.update(repr(settings).encode())
+            for key, buffer in module._buffers.items():
+                if key in module._non_persistent_buffers_set and key not in volatile:
+                    t = None if buffer is None else buffer.detach().double()
+                    h.update((f"{key}=None" if t is None else f"{key}{tuple(buffer.shape)}{buffer.dtype}"
+                              f"{t.sum().item():.6e}{t.abs().sum().item():.6e}").encode())
     return h.hexdigest()[:16]
 
 
@@ -343,6 +383,11 @@ def _check_run_file(state_dir: Path, fingerprint: dict[str, Any]) -> None:
                            "it ran there (another device rounds differently in the last bits)", path,
                            fingerprint["device"])
             saved["device"] = fingerprint["device"]
+        if isinstance(saved, dict) and "model_code" not in saved:
+            # written before the model's classes and settings were recorded: only its tensors were compared
+            logger.warning("%s was written by a robust_mix that did not record the model's classes and settings; "
+                           "resuming it assumes it was made by this model (its tensors match)", path)
+            saved["model_code"] = fingerprint["model_code"]
         if saved != fingerprint:
             saved = saved if isinstance(saved, dict) else {}
             diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
@@ -449,36 +494,6 @@ def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def _test_preprocessing(dataset: str, preprocessing: Optional[str], config: Optional[ModelConfig]) -> Optional[str]:
-    """How ``dataset``'s test images are prepared: ``preprocessing``, else for ImageNet the model config's (the
-    entry's RobustBench preprocessing, e.g. ``BicubicRes256Crop224``), else RobustBench's default; ``None`` for
-    the other data sets, whose images are used as they are.
-
-    Raises:
-        robust_mix.validate.InvalidInputError: ``preprocessing`` given for a data set other than ImageNet (it would
-            be recorded in the report and never applied).
-    """
-    from robust_mix import data
-
-    if dataset.lower() != "imagenet":
-        if preprocessing is not None:
-            raise InvalidInputError(f"preprocessing={preprocessing!r} applies to ImageNet's test images only; "
-                                    f"{dataset}'s are used as they are: leave it out (--preprocessing)")
-        return None
-    own = config.preprocessing if config is not None and config.dataset.lower() == "imagenet" else None
-    return preprocessing or own or data.IMAGENET_DEFAULT_PREPROCESSING
-
-
-def _load_data(dataset: str, n_examples: Optional[int], data_dir: Optional[Union[str, Path]],
-               preprocessing: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    from robust_mix import data
-
-    if dataset.lower() == "imagenet":
-        return data.load_imagenet(n_examples=n_examples, data_dir=data_dir,
-                                  preprocessing=preprocessing or data.IMAGENET_DEFAULT_PREPROCESSING)
-    return data.load_dataset(dataset, "test", n_examples=n_examples, data_dir=data_dir)
-
-
 def _leaves_training_modes_as_they_were(function: Callable[..., BenchmarkResult]) -> Callable[..., BenchmarkResult]:
     """``function(model, ...)`` evaluates ``model`` in eval mode; afterwards each of its modules is back in the mode
     the caller had it in (a model benchmarked between training epochs went on training in eval mode: BatchNorm on
@@ -533,7 +548,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         images, labels: evaluate these tensors instead of loading ``dataset`` (the report records ``images_given``:
             such a run is partial, never a leaderboard claim, whatever the images).
         preprocessing: ImageNet preprocessing name (see :data:`robust_mix.data.IMAGENET_PREPROCESSINGS`; default:
-            the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``); ImageNet only.
+            the model config's, as RobustBench's zoo entry states it, else ``Res256Crop224``: the rule of
+            :func:`robust_mix.data.preprocessing_for`); ImageNet only.
         progress: receives per-stage progress events.
         clean_examples: also measure clean accuracy (forward passes only) on the first
             ``clean_examples`` images (at least ``n_examples``; e.g. the whole test set), recorded as
@@ -574,10 +590,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                              "neither (the data set's test images are loaded)")
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
-        preprocessing = _test_preprocessing(dataset, preprocessing, config)
+        from robust_mix import data
+
+        preprocessing = data.preprocessing_for(dataset, preprocessing, config)
         n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
-        images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
-                                    preprocessing)
+        images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
+                                           data_dir, preprocessing=preprocessing)
         if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision
             logger.info("test images converted from %s to the model's %s", images.dtype, dtype)
             images = images.to(dtype)
@@ -625,7 +643,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     runner.check_iterations(plan.stages)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
-    fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,
+    fingerprint = {"model": model_fingerprint(model), "model_code": model_code_fingerprint(model),
+                   "dataset": dataset, "threat_model": threat_model,
                    "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
                    "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
                    "attack_settings": settings, "fast_path": fast_path(model),

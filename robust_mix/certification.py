@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz, check_probability_mixing,
                                 estimate_smoothed, lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
+from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import (check_alpha, check_images, check_labels, check_radii, check_writable_dir,
@@ -53,7 +54,7 @@ def alpha_label(choice: AlphaChoice) -> str:
         return "alpha = given per example"
     if choice == 1.0:
         return "robust base (alpha = 1)"
-    return f"alpha = {choice:g}" if isinstance(choice, float) else f"alpha = {choice} (per example)"
+    return f"alpha = {format_alpha(choice)}" if isinstance(choice, float) else f"alpha = {choice} (per example)"
 
 
 def ratio_choice(choice: Any) -> AlphaChoice:

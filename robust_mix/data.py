@@ -25,13 +25,16 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from robust_mix.validate import InvalidInputError, check_path, optional_positive_int
+from robust_mix.validate import InvalidInputError, check_choice, check_path, optional_positive_int
+
+if TYPE_CHECKING:
+    from robust_mix.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -429,12 +432,14 @@ def _imagenet_train_files(data_dir: Optional[PathLike]) -> tuple[list[Path], lis
     return files, labels
 
 
-def _open_imagenet(split: str, data_dir: Optional[PathLike],
-                   preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING) -> ImageFileDataset:
+def _open_imagenet(split: str, data_dir: Optional[PathLike], preprocessing: str = IMAGENET_DEFAULT_PREPROCESSING,
+                   limit: Optional[int] = None) -> ImageFileDataset:
+    """ImageNet's ``split``; for ``"test"`` only the first ``limit`` files of RobustBench's list are looked for (a
+    folder holding the first 100 images serves ``n_examples=100``)."""
     _check_split(split)
     transform = imagenet_transform(preprocessing)
     if split == "test":
-        files, labels = _imagenet_test_files(data_dir, None)
+        files, labels = _imagenet_test_files(data_dir, limit)
     else:
         files, labels = _imagenet_train_files(data_dir)
         positions = _split_positions("imagenet", split, len(files))
@@ -452,17 +457,23 @@ def load_imagenet(split: str = "test", data_dir: Optional[PathLike] = None, n_ex
     if split != "test":
         raise ValueError(f"load_imagenet reads the leaderboard's 'test' split, got {split!r}; "
                          "open_dataset('imagenet', 'train' | 'val') streams the training folder")
-    transform = imagenet_transform(preprocessing)
-    files, labels = _imagenet_test_files(data_dir, n_examples)
-    return dataset_tensors(ImageFileDataset(files, labels, transform, num_classes=1000))
+    return load_dataset("imagenet", split, n_examples, data_dir, preprocessing=preprocessing)
 
 
 # -- by name -----------------------------------------------------------------------------------
-_OPENERS: dict[str, Callable[[str, Optional[PathLike]], Dataset]] = {
+#: ``opener(split, data_dir)`` of each data set; those in :data:`PREPROCESSINGS` also take ``preprocessing=`` and
+#: ``limit=`` (how many test images are wanted) as keywords.
+_OPENERS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": _open_fashion_mnist,
     "cifar10": _open_cifar("cifar10", "CIFAR10", 10),
     "cifar100": _open_cifar("cifar100", "CIFAR100", 100),
     "imagenet": _open_imagenet,
+}
+
+#: The data sets whose image files are prepared by a named preprocessing: how messages name them, the
+#: preprocessings they know and their default (RobustBench's). The others' images are used as they are.
+PREPROCESSINGS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "imagenet": ("ImageNet", tuple(IMAGENET_PREPROCESSINGS), IMAGENET_DEFAULT_PREPROCESSING),
 }
 
 
@@ -485,25 +496,66 @@ def dataset_key(name: str) -> str:
     return key
 
 
-def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = None,
-                 data_dir: Optional[PathLike] = None) -> Dataset:
-    """A split as a streamed data set of ``(image, label, position)`` items (first ``n_examples`` if given);
-    ``data_dir`` may start with ``~`` (the home folder)."""
-    dataset = _OPENERS[dataset_key(name)](split, check_path("data_dir", data_dir))
+def preprocessing_for(dataset: str, preprocessing: Optional[str] = None,
+                      config: Optional["ModelConfig"] = None) -> Optional[str]:
+    """How ``dataset``'s images are prepared for a model: ``preprocessing`` when given, else the model config's own
+    (a RobustBench entry's, e.g. ``BicubicRes256Crop224`` for ImageNet MixedNUTS) when the config is for that data
+    set, else the data set's default (:data:`PREPROCESSINGS`); ``None`` for data sets whose images are used as they
+    are. The one rule :func:`load_dataset`, :func:`open_dataset`, ``benchmark`` and ``certify`` follow.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: ``preprocessing`` given for a data set without one (it would be
+            recorded and never applied), or a name the data set does not know.
+    """
+    key = dataset_key(dataset)
+    if key not in PREPROCESSINGS:
+        if preprocessing is not None:
+            titles = " and ".join(f"{title}'s" for title, _, _ in PREPROCESSINGS.values())
+            raise InvalidInputError(f"preprocessing={preprocessing!r} applies to {titles} test images only; "
+                                    f"{dataset}'s are used as they are: leave it out (--preprocessing)")
+        return None
+    _, known, default = PREPROCESSINGS[key]
+    own = getattr(config, "preprocessing", None)
+    if own is not None and canonical_dataset(getattr(config, "dataset", "") or "") != key:
+        own = None  # an entry for another data set says nothing about these images
+    return check_choice("preprocessing", preprocessing if preprocessing is not None else own or default, known)
+
+
+def _open(name: str, split: str, n_examples: Optional[int], data_dir: Optional[PathLike],
+          preprocessing: Optional[str], config: Optional["ModelConfig"]) -> tuple[Dataset, Optional[int]]:
+    """``name``'s ``split`` opened for its first ``n_examples`` images (all when ``None``), and that count."""
+    key = dataset_key(name)
+    data_dir = check_path("data_dir", data_dir)
     n_examples = optional_positive_int("n_examples", n_examples)
+    preprocessing = preprocessing_for(key, preprocessing, config)
+    options: dict[str, Any] = {} if preprocessing is None else {"preprocessing": preprocessing, "limit": n_examples}
+    dataset = _OPENERS[key](split, data_dir, **options)
+    if n_examples is not None and n_examples > len(dataset):
+        raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+    return dataset, n_examples
+
+
+def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = None,
+                 data_dir: Optional[PathLike] = None, *, preprocessing: Optional[str] = None,
+                 config: Optional["ModelConfig"] = None) -> Dataset:
+    """A split as a streamed data set of ``(image, label, position)`` items (first ``n_examples`` if given);
+    ``data_dir`` may start with ``~`` (the home folder). ``preprocessing`` / ``config``: how ImageNet's images are
+    prepared (:func:`preprocessing_for`: the name given, else ``config``'s, else RobustBench's default)."""
+    dataset, n_examples = _open(name, split, n_examples, data_dir, preprocessing, config)
     if n_examples is not None:
-        if n_examples > len(dataset):
-            raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
         dataset = torch.utils.data.Subset(dataset, range(n_examples))
     return dataset
 
 
 def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = None,
-                 data_dir: Optional[PathLike] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 data_dir: Optional[PathLike] = None, *, preprocessing: Optional[str] = None,
+                 config: Optional["ModelConfig"] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n_examples`` images and labels of a split (all when ``None``), images in ``[0, 1]``;
-    ``data_dir`` may start with ``~`` (the home folder)."""
-    dataset = _OPENERS[dataset_key(name)](split, check_path("data_dir", data_dir))
-    n_examples = optional_positive_int("n_examples", n_examples)
-    if n_examples is not None and n_examples > len(dataset):
-        raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+    ``data_dir`` may start with ``~`` (the home folder).
+
+    ``preprocessing`` / ``config``: how ImageNet's images are prepared (:func:`preprocessing_for`): the name given,
+    else the model config's (pass ``model.config`` to get the images a RobustBench entry is evaluated on), else
+    RobustBench's default ``Res256Crop224``. Only the first ``n_examples`` ImageNet test files need to exist.
+    """
+    dataset, n_examples = _open(name, split, n_examples, data_dir, preprocessing, config)
     return dataset_tensors(dataset, n_examples)

@@ -101,6 +101,19 @@ def fast_pooling(module: nn.Module) -> int:
     return count
 
 
+def original_class(cls: type) -> type:
+    """The class a fast-path twin (a cached or pooling layer) stands in for; any other class itself. The twins
+    compute what their originals compute, so a model is the same model with or without them."""
+    return {twin: original for original, twin in {**_cached_layers(), **_POOLING_LAYERS}.items()}.get(cls, cls)
+
+
+def volatile_state(cls: type) -> frozenset[str]:
+    """Names of the caches a layer of class ``cls`` fills on its first forward pass (``_volatile_state``, declared by
+    the fast-path twins), also while the twin runs as its original class (:func:`original_layers`)."""
+    twin = {**_cached_layers(), **_POOLING_LAYERS}.get(original_class(cls))
+    return frozenset(getattr(cls, "_volatile_state", ())) | frozenset(getattr(twin, "_volatile_state", ()))
+
+
 @contextlib.contextmanager
 def original_layers(module: nn.Module) -> Iterator[nn.Module]:
     """Context in which ``module``'s cached and pooling layers run as the original classes (recomputing

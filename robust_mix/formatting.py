@@ -13,7 +13,7 @@ stages, reduced budgets, fewer examples) is marked partial, with the reasons.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 from robust_mix.protocol import ADAPTIVE_STAGES, LEADERBOARD_EXAMPLES, STANDARD_STAGES
 
@@ -56,6 +56,16 @@ def format_eps(eps: Optional[float], threat_model: Optional[str] = None) -> str:
     if threat_model in (None, "Linf") and round(steps) >= 1 and abs(steps - round(steps)) < 1e-6:
         return f"{round(steps)}/255"
     return f"{eps:g}"
+
+
+def format_alpha(alpha: Union[float, str]) -> str:
+    """A mixing ratio as labels, tables and plots write it: the shortest text that reads back as the same float
+    (``0.1``, ``0.10000000001``; ``1`` for ``1.0``), so two ratios that differ are never written alike (their
+    sweep state folders, ``alpha_<ratio>``, differ too); a named setting (``"policy"``, ``"applied"``) as it is."""
+    if isinstance(alpha, str):
+        return alpha
+    text = repr(float(alpha))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _rounded_percent(fraction: float, decimals: int) -> float:

@@ -19,6 +19,9 @@ class _CachedStandardization:
     own ``_standardize`` once and reused while its inputs (``weight``, ``gain``) are unchanged."""
 
     standardized_weight: Optional[torch.Tensor]
+    #: A cache of the weight, filled by the first forward pass: no part of what the layer computes
+    #: (:func:`robust_mix.benchmark.model_code_fingerprint` leaves it out).
+    _volatile_state = ("standardized_weight", "_cache_key")
 
     def _frozen_inputs(self) -> list[torch.Tensor]:
         return [self.weight] + ([self.gain] if hasattr(self, "gain") else [])

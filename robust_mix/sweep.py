@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from robust_mix.formatting import evaluation_label, format_eps
+from robust_mix.formatting import evaluation_label, format_alpha, format_eps
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
@@ -133,8 +133,8 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
     settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
     repeated = sorted({a for a in settings if settings.count(a) > 1})
     if repeated:  # each point owns state_dir/alpha_<a>: a repeat would run twice, side by side in one folder
-        raise InvalidInputError(f"sweep alphas repeat {[f'{a:g}' for a in repeated]} in {list(alphas)!r}; list each "
-                                "ratio once")
+        raise InvalidInputError(f"sweep alphas repeat {[format_alpha(a) for a in repeated]} in {list(alphas)!r}; "
+                                "list each ratio once")
     if include_policy and getattr(probe, "policy", None) is not None:
         settings.append(POLICY)
     del probe
@@ -147,7 +147,7 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
     rows = []
     for a in settings:
         sub = None if state_dir is None else state_dir / f"alpha_{a}"
-        label = f"alpha {a if isinstance(a, str) else f'{a:g}'}"
+        label = f"alpha {format_alpha(a)}"
         rows.append(BenchmarkRow(label, functools.partial(_at_alpha, build, a), {**benchmark_kwargs, "state_dir": sub}))
     original = instance.alpha if instance is not None else None
     try:
@@ -217,8 +217,8 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
     ax.plot([100 * p.clean_accuracy for p in fixed], [100 * p.robust_accuracy for p in fixed], "o-",
             color="tab:blue", label="fixed alpha")
     for p in fixed:
-        ax.annotate(f"{p.alpha:g}", (100 * p.clean_accuracy, 100 * p.robust_accuracy), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)
+        ax.annotate(format_alpha(p.alpha), (100 * p.clean_accuracy, 100 * p.robust_accuracy),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
     markers = {0.0: ("s", "tab:orange", "standard base (alpha 0)"), 1.0: ("D", "tab:green", "robust base (alpha 1)")}
     for p in fixed:
         if p.alpha in markers:

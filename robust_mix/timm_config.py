@@ -81,6 +81,14 @@ def timm_name(config: ModelConfig) -> str:
     return name
 
 
+def has_pretrained_weights(config: ModelConfig) -> bool:
+    """Whether building ``config`` with ``pretrained=True`` loads trained tensors for every part: both base models
+    (their own weights, RobustBench's or timm's) and, for an adaptive entry, its policy's weights (without them the
+    policy would be an untrained network). Such an entry is listed by ``timm.list_pretrained``."""
+    bases = config.standard is not None and config.robust is not None
+    return bases and (config.policy is None or config.weights is not None)
+
+
 def has_timm_form(config: ModelConfig) -> bool:
     """Whether timm's ``pretrained_cfg`` can state the entry's preprocessing (see :data:`TIMM_CROPS`)."""
     return config.preprocessing in TIMM_CROPS

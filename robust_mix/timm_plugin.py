@@ -17,7 +17,12 @@ first. From then on
   is not a timm model (a registry name, an entry on a data set RobustBench does not know).
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
-model in eval mode with a timm ``pretrained_cfg``. Weights come from the ``model_dir`` given to
+model in eval mode with a timm ``pretrained_cfg``. ``timm.list_pretrained("robustmix*")`` lists the entries
+whose ``pretrained=True`` loads every part's weights (:func:`lists_as_pretrained`),
+although their ``pretrained_cfg`` names no ``url``, ``file`` or ``hf_hub_id``: timm's own loader fetches one
+state dict from those, and a mix reads two or three files its factory fetches itself
+(:func:`robust_mix._compat.mark_timm_pretrained`). ``robustmix_saved`` is listed by ``timm.list_models`` only:
+it has weights only as an ``hf-hub:`` repo. Weights come from the ``model_dir`` given to
 ``robustbench.utils.load_model`` (which RobustBench itself does not pass to timm models:
 :func:`robust_mix._compat.robustbench_model_dir`), else :func:`~robust_mix.weights.default_model_dir`
 (``$ROBUST_MIX_MODEL_DIR`` or RobustBench's default ``./models``), fetched with RobustBench's
@@ -45,7 +50,8 @@ from robust_mix.config import ModelConfig, override_fields
 from robust_mix.hub import HUB_PREFIX, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, on_register
-from robust_mix.timm_config import PREFIX, SAVED_ARCHITECTURE, robustbench_name, robustbench_timm_name, timm_name
+from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
+                                    robustbench_timm_name, timm_name)
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
 from robust_mix.validate import InvalidInputError, InvalidInputTypeError
 from robust_mix.weights import default_model_dir
@@ -76,7 +82,7 @@ TIMM_ARCHITECTURE_ARGS: dict[str, str] = {
 default_cfgs: dict[str, dict[str, Any]] = {}
 #: The public names; timm's ``register_model`` appends each model it registers from this module.
 __all__ = ["claims_checkpoint", "entry_of", "explain_timm_name", "explain_unknown", "is_mirrored",
-           "isolated_timm_registry", "mirror", "robustbench_scope", "robustbench_zoo_names"]
+           "isolated_timm_registry", "lists_as_pretrained", "mirror", "robustbench_scope", "robustbench_zoo_names"]
 
 
 # -- what RobustBench knows ------------------------------------------------------------------------------
@@ -146,6 +152,26 @@ def mirror(config: ModelConfig) -> None:
     _check_free(name, f"entry {config.name!r}")
     default_cfgs[name] = timm_pretrained_cfg(config, name)
     _register(_entry_factory(config.name, name))
+    if lists_as_pretrained(config):
+        _compat.mark_timm_pretrained(name)
+
+
+def lists_as_pretrained(config: ModelConfig) -> bool:
+    """Whether timm lists the entry as pretrained (``timm.list_pretrained``): ``pretrained=True`` loads trained
+    tensors for every part (:func:`~robust_mix.timm_config.has_pretrained_weights`), and a base taken with timm's
+    own weights (``timm/<arch>[.<tag>]`` without a file) is one timm has weights for."""
+    if not has_pretrained_weights(config):
+        return False
+    timm = _compat.import_timm()
+    for base in (config.standard, config.robust):
+        if base.weights is None and base.ref.startswith("timm/"):
+            try:
+                cfg = timm.models.get_pretrained_cfg(base.ref[len("timm/"):])
+            except RuntimeError:  # a tag timm does not have: pretrained=True fails
+                return False
+            if cfg is None or not cfg.has_weights:
+                return False
+    return True
     logger.debug("registered %s with timm as %s", config.name, name)
 
 

@@ -41,6 +41,23 @@ class TinyCNN(nn.Module):
         return self.head(self.stage2(self.stage1(x)).mean(dim=(2, 3)))
 
 
+def write_fake_imagenet(root, n: int, seed: int = 0) -> list[str]:
+    """The first ``n`` images of RobustBench's ImageNet test list, as noisy 300x280 JPEGs under ``root/val``
+    (noise, so that bilinear and bicubic resizing give different pixels); returns their ids."""
+    import numpy as np
+    from PIL import Image
+
+    from robust_mix.data import imagenet_test_ids
+
+    rng = np.random.default_rng(seed)
+    ids = imagenet_test_ids()[:n]
+    for name in ids:
+        path = root / "val" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (280, 300, 3), dtype=np.uint8)).save(path, quality=95)
+    return ids
+
+
 def make_tiny(seed: int, num_classes: int = 10, scale: float = 4.0, **kwargs) -> TinyCNN:
     """A TinyCNN with a sharpened head so its predictions depend on the input."""
     torch.manual_seed(seed)

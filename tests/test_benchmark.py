@@ -285,11 +285,15 @@ def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatc
 
     asked = []
 
-    def load_imagenet(n_examples=None, data_dir=None, preprocessing=None):
+    real = robust_mix.data.load_dataset
+
+    def load_dataset(name, split="test", n_examples=None, data_dir=None, *, preprocessing=None, config=None):
+        if name != "imagenet":
+            return real(name, split, n_examples, data_dir, preprocessing=preprocessing, config=config)
         asked.append(preprocessing)
         return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2])
 
-    monkeypatch.setattr(robust_mix.data, "load_imagenet", load_imagenet)
+    monkeypatch.setattr(robust_mix.data, "load_dataset", load_dataset)
     config = ModelConfig(name="tiny-imagenet", dataset="imagenet", eps=4 / 255, alpha=0.7,
                          preprocessing="BicubicRes256Crop224")
     model = robust_mix.MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)
@@ -586,6 +590,90 @@ def test_a_resume_with_the_model_in_another_dtype_is_refused(tmp_path):
         benchmark(tiny_mixed().double(), images=x.double(), **kwargs)
 
 
+class _Pixels(nn.Module):
+    """A classifier without parameters: the first ten pixels, scaled."""
+
+    def __init__(self, scale: float = 4.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x.flatten(1)[:, :10]
+
+
+class _LastPixels(_Pixels):
+    """Another classifier without parameters: the last ten pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x.flatten(1)[:, -10:]
+
+
+class _Normalised(nn.Module):
+    """Pixels normalised by a non-persistent buffer (no parameter, nothing in state_dict)."""
+
+    def __init__(self, mean: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, 10), mean), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :10] - self.mean
+
+
+def test_models_without_parameters_do_not_resume_each_other_s_state(tmp_path):
+    """The resume fingerprint summed tensors only: two models without parameters (wrappers, fixed transforms) had
+    the same one, so a run resumed the flags another model had written. The same model still resumes."""
+    x, y = fmnist(4)
+    kwargs = dict(images=x, labels=y, eps=EPS, batch_size=2, attack="apgd-ce", options=FAST, device="cpu",
+                  state_dir=tmp_path)
+    first = benchmark(_Pixels(), **kwargs)
+    for other in (_LastPixels(), _Pixels(scale=3.0), nn.Sequential(_Pixels())):
+        with pytest.raises(ValueError, match=r"differs in \['model_code'\]"):
+            benchmark(other, **kwargs)
+    again = benchmark(_Pixels(), **kwargs)  # another instance of the same model
+    assert again.resumed_chunks == 2 and again.robust_flags == first.robust_flags
+    buffered = tmp_path / "buffered"
+    benchmark(_Normalised(0.1), **{**kwargs, "state_dir": buffered})
+    with pytest.raises(ValueError, match=r"differs in \['model_code'\]"):
+        benchmark(_Normalised(0.2), **{**kwargs, "state_dir": buffered})
+    assert benchmark(_Normalised(0.1), **{**kwargs, "state_dir": buffered}).resumed_chunks == 2
+
+
+def test_model_code_fingerprint_is_the_same_in_every_process_and_after_a_forward_pass(tmp_path):
+    """Resume compares fingerprints across processes: no object ids or addresses, no caches filled by a forward pass
+    (weight-standardised convolutions keep their standardised weight once computed), no fast-path twin classes."""
+    from timm.layers import StdConv2d
+
+    from robust_mix.benchmark import model_code_fingerprint
+    from robust_mix.fastpath import original_layers
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        net = nn.Sequential(StdConv2d(1, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(10))
+        net(torch.zeros(1, 1, 28, 28))
+        return robust_mix.MixedClassifier(net, copy.deepcopy(net), alpha=0.5)
+
+    model = build()
+    before = model_code_fingerprint(model)
+    model(torch.rand(2, 1, 28, 28))  # fills the standardised-weight caches
+    with original_layers(model):
+        assert model_code_fingerprint(model) == before
+    assert model_code_fingerprint(model) == before
+    script = tmp_path / "print_fingerprint.py"
+    script.write_text("import copy, torch\nfrom torch import nn\nfrom timm.layers import StdConv2d\nimport robust_mix\n"
+                      "from robust_mix.benchmark import model_code_fingerprint\n"
+                      f"exec({_source_of(build)!r})\nprint(model_code_fingerprint(build()))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.stdout.strip() == before
+
+
+def _source_of(function) -> str:
+    import inspect
+    import textwrap
+
+    return textwrap.dedent(inspect.getsource(function))
+
+
 def test_model_fingerprint_does_not_depend_on_the_thread_count():
     """A resume under another --threads must find the same model (a float32 sum changes with the threads)."""
     from robust_mix.benchmark import model_fingerprint
@@ -760,6 +848,7 @@ def test_a_state_folder_from_before_the_arithmetic_path_was_recorded_resumes_on_
         benchmark(tiny_mixed(), progress=_StopAfter("apgd-ce", 2), **kwargs)
     record = json.loads((tmp_path / "run.json").read_text())
     del record["fast_path"]
+    del record["model_code"]  # not recorded either: the model's tensors were all that was compared
     for key in ("eot_iter", "n_restarts"):  # they were APGD-CE's, and not recorded
         del record["attack_settings"]["adaptive"][key]
     (tmp_path / "run.json").write_text(json.dumps(record))

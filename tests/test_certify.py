@@ -391,7 +391,8 @@ def test_ratios_given_as_ints_or_tensors_are_labelled_and_written_as_what_they_a
     result = certify_model(model, images, labels, sigma=0.25, n0=5, n=10, progress=False, radii=[0.0],
                            alphas=[0, torch.tensor(0.8), torch.full((len(images),), 0.9), 1])
     labelled = [(c["alpha"], c["label"]) for c in result.report["curves"]]
-    assert labelled == [(0.0, "alpha = 0"), (0.800000011920929, "alpha = 0.8"),
+    # a float32 0.8 is 0.800000011920929, and is labelled as what it is (':g' wrote it as 0.8, like a ratio of 0.8)
+    assert labelled == [(0.0, "alpha = 0"), (0.800000011920929, "alpha = 0.800000011920929"),
                         ([0.8999999761581421] * len(images), "alpha = given per example"),
                         (1.0, "robust base (alpha = 1)")]
     written = json.loads(write_certification(tmp_path, result)["json"].read_text())
@@ -443,3 +444,43 @@ def test_radii_are_reported_sorted_once_each(images, tmp_path):
     assert result.report["radii"] == [0.0, 0.5]
     assert all(len(c["certified_accuracy"]) == 2 for c in result.report["curves"])
     assert json.loads(write_certification(tmp_path, result)["json"].read_text())["radii"] == [0.0, 0.5]
+
+
+def test_cli_prepares_imagenet_images_as_the_entry_states(tmp_path, scratch_registry, monkeypatch):
+    """`certify` loaded ImageNet with the default Res256Crop224 whatever the entry's preprocessing (MixedNUTS:
+    BicubicRes256Crop224), and took fashion-mnist unless --dataset was given: other images than benchmark's."""
+    import timm
+
+    from conftest import write_fake_imagenet
+
+    import robust_mix.cli.certify as certify_cli
+    from robust_mix.data import load_dataset
+
+    write_fake_imagenet(tmp_path / "data", 2)  # only the images asked for
+    paths = {}
+    for role, seed in (("standard", 0), ("robust", 1)):
+        torch.manual_seed(seed)
+        net = timm.create_model("test_efficientnet", num_classes=1000)
+        paths[role] = str(save_backbone(net, tmp_path / f"{role}.safetensors", "timm/test_efficientnet",
+                                        {"num_classes": 1000}))
+    name = f"certify-imagenet-{uuid.uuid4().hex[:8]}"
+    register_model(ModelConfig(name=name, standard=BackboneConfig(paths["standard"]),
+                               robust=BackboneConfig(paths["robust"]), alpha=0.8, dataset="imagenet", eps=4 / 255,
+                               num_classes=1000, input_shape=[3, 224, 224], preprocessing="BicubicRes256Crop224"))
+    seen = []
+    real = certify_cli.certify_model
+    monkeypatch.setattr(certify_cli, "certify_model", lambda model, images, *a, **k: seen.append(images)
+                        or real(model, images, *a, **k))
+    args = ["certify", name, "--n", "4", "--n0", "2", "--n-examples", "2", "--data-dir", str(tmp_path / "data"),
+            "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "own")]) == 0
+    report = json.loads((tmp_path / "own" / "certify.json").read_text())
+    assert report["dataset"] == "imagenet" and report["preprocessing"] == "BicubicRes256Crop224"
+    bicubic, _ = load_dataset("imagenet", "test", 2, tmp_path / "data", preprocessing="BicubicRes256Crop224")
+    bilinear, _ = load_dataset("imagenet", "test", 2, tmp_path / "data")
+    assert torch.equal(seen[0], bicubic) and not torch.equal(seen[0], bilinear)
+    assert main([*args, "--preprocessing", "Res256Crop224", "--out", str(tmp_path / "given")]) == 0  # given wins
+    assert torch.equal(seen[1], bilinear)
+    assert json.loads((tmp_path / "given" / "certify.json").read_text())["preprocessing"] == "Res256Crop224"
+    assert main(["certify", name, "--dataset", "fashion-mnist", "--preprocessing", "Res224", "--out",
+                 str(tmp_path / "bad")]) != 0

@@ -260,3 +260,39 @@ def test_cifar_folders_are_checked_file_by_file(tmp_path, monkeypatch, cls_name)
     with pytest.raises(DatasetNotFoundError, match=f"{test_file.name} is missing"):
         data._cifar_arrays(cls_name, tmp_path, False)
     data._cifar_arrays.cache_clear()
+
+
+def test_imagenet_test_images_follow_the_named_or_the_model_s_preprocessing(tmp_path):
+    """load_dataset took no preprocessing: ImageNet images were always Res256Crop224, whatever the model entry said
+    (imagenet-mixednuts: BicubicRes256Crop224), and it looked for all 5,000 test files when 2 were wanted."""
+    from conftest import write_fake_imagenet
+
+    from robust_mix import ModelConfig
+    from robust_mix.validate import InvalidInputError
+
+    write_fake_imagenet(tmp_path, 2)  # only the 2 images asked for exist
+    default, _ = load_dataset("imagenet", "test", 2, tmp_path)
+    bicubic, labels = load_dataset("imagenet", "test", 2, tmp_path, preprocessing="BicubicRes256Crop224")
+    assert default.shape == bicubic.shape == (2, 3, 224, 224) and not torch.equal(default, bicubic)
+    config = ModelConfig(name="entry", dataset="imagenet", eps=4 / 255, preprocessing="BicubicRes256Crop224")
+    own, own_labels = load_dataset("imagenet", "test", 2, tmp_path, config=config)
+    assert torch.equal(own, bicubic) and torch.equal(own_labels, labels)
+    assert torch.equal(load_dataset("imagenet", "test", 2, tmp_path, preprocessing="Res256Crop224", config=config)[0],
+                       default)  # the name given wins over the entry's
+    crop, _ = load_dataset("imagenet", "test", 2, tmp_path, preprocessing="Crop288")
+    assert crop.shape == (2, 3, 288, 288)
+    streamed = data.open_dataset("imagenet", "test", 2, tmp_path, config=config)
+    assert torch.equal(streamed[1][0], bicubic[1])
+    assert data.load_imagenet(data_dir=tmp_path, n_examples=2, preprocessing="BicubicRes256Crop224")[0].equal(bicubic)
+    # an entry for another data set says nothing about ImageNet's images
+    other = ModelConfig(name="other", dataset="cifar10", eps=8 / 255)
+    assert data.preprocessing_for("imagenet", None, other) == "Res256Crop224"
+    assert data.preprocessing_for("ImageNet", None, config) == "BicubicRes256Crop224"
+    assert data.preprocessing_for("fmnist", None, config) is None
+    with pytest.raises(InvalidInputError, match="preprocessing='Res224' applies to ImageNet's test images only"):
+        load_dataset("fashion-mnist", "test", 2, preprocessing="Res224")
+    for bad in ("Bicubic", "", 3):  # never the default in their place
+        with pytest.raises(InvalidInputError, match="preprocessing must be one of"):
+            load_dataset("imagenet", "test", 2, tmp_path, preprocessing=bad, config=config)
+    with pytest.raises(DatasetNotFoundError, match="1 of RobustBench's ImageNet test images are missing"):
+        load_dataset("imagenet", "test", 3, tmp_path)

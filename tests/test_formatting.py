@@ -7,7 +7,7 @@ from typing import Any, Optional
 import pytest
 
 from robust_mix.protocol import ADAPTIVE_STAGES, RAND_STAGES, STANDARD_STAGES
-from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
+from robust_mix.formatting import (attack_label, evaluation_label, format_alpha, format_eps, interval_heading,
                                    is_standard_autoattack, partial_reasons, percent, percent_interval, percent_value,
                                    stage_label)
 from robust_mix.stats import clopper_pearson
@@ -112,3 +112,10 @@ def test_an_interval_that_is_not_a_point_never_prints_as_one():
 def test_the_interval_heading_does_not_round_the_level_up():
     assert interval_heading(0.95) == "95 % interval" and interval_heading(0.999) == "99.9 % interval"
     assert interval_heading(0.9999999) == "99.99999 % interval"
+
+
+def test_ratios_are_written_as_the_shortest_text_that_reads_back_as_them():
+    """Two ratios that differ are never written alike (':g' wrote 0.1 and 0.10000000001 both as 0.1)."""
+    assert [format_alpha(a) for a in (0.0, 1.0, 0.5, 0.1, 0.10000000001, 1 / 3, 1e-07, "policy")] == \
+        ["0", "1", "0.5", "0.1", "0.10000000001", "0.3333333333333333", "1e-07", "policy"]
+    assert all(float(format_alpha(a)) == a for a in (0.1, 0.1 + 0.2, 2 / 3, 0.7000000000000001))

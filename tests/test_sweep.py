@@ -167,3 +167,28 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
     title = titles[-1].splitlines()
     assert title[:2] == ["test_attacks:adaptive_model", "fashion-mnist, Linf, eps 0.1"]
     assert title[2].startswith("APGD-CE (4 iter), partial:")
+
+
+def test_ratios_that_differ_are_never_labelled_alike(tmp_path, capsys, monkeypatch):
+    """Labels printed alphas with :g, so 0.1 and 0.10000000001 read the same in the table, the progress bars and
+    the plot while their state folders (alpha_0.1, alpha_0.10000000001) and results differed."""
+    from matplotlib.axes import Axes
+
+    from robust_mix.certification import alpha_label
+    from robust_mix.cli import main
+
+    notes, annotate = [], Axes.annotate
+    monkeypatch.setattr(Axes, "annotate", lambda self, text, *a, **kw: (notes.append(text),
+                                                                         annotate(self, text, *a, **kw))[1])
+    out = tmp_path / "sweep"
+    assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1",
+                 "--n-examples", "2", "--batch-size", "2", "--alphas", "0.1,0.10000000001,1", "--attack", "apgd-ce",
+                 "--n-iter", "2", "--no-policy", "--workers", "1", "--out", str(out)]) == 0
+    printed = [" ".join(line.split(":")[0].split()) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("alpha")]
+    assert printed == ["alpha 0.1", "alpha 0.10000000001", "alpha 1"]
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["alpha_0.1", "alpha_0.10000000001", "alpha_1.0"]
+    assert notes == ["0.1", "0.10000000001", "1"]
+    assert alpha_label(0.1) == "alpha = 0.1" and alpha_label(0.10000000001) == "alpha = 0.10000000001"
+    with pytest.raises(ValueError, match=r"sweep alphas repeat \['0.30000000000000004'\]"):
+        sweep(adaptive_model(), [0.1 + 0.2, 0.3, 0.1 + 0.2])

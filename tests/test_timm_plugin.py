@@ -210,6 +210,52 @@ def test_entries_registered_later_are_timm_models(tmp_path):
     assert not hasattr(robust_mix.timm_plugin, "robustmix_tiny_mix_cifar10_linf")
 
 
+def test_timm_lists_as_pretrained_the_entries_whose_weights_pretrained_true_loads(scratch_registry, tmp_path):
+    """timm.list_pretrained('robustmix*') was empty although create_model(name, pretrained=True) loads the entries'
+    weights: timm lists only cfgs with a url/file/hf_hub_id, which a mix of several files fetched by its factory
+    has none of (and must not fake). An adaptive entry without policy weights is not pretrained."""
+    assert set(timm.list_pretrained("robustmix*")) == set(PAPER_TIMM_NAMES.values())  # not robustmix_saved
+    assert set(timm.list_models("robustmix*", pretrained=True)) == set(PAPER_TIMM_NAMES.values())
+    for name in PAPER_TIMM_NAMES.values():
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert timm.models.is_model_pretrained(name) and not cfg.has_weights  # no weight source for timm's loader
+    config = tiny_config(tmp_path)
+    register_model(config)
+    register_model(dataclasses.replace(config, name="cifar10-untrained-mix", weights=None))  # policy untrained
+    assert "robustmix_tiny_mix_cifar10_linf" in timm.list_pretrained("robustmix*")
+    assert "robustmix_untrained_mix_cifar10_linf" in timm.list_models("robustmix*")
+    assert "robustmix_untrained_mix_cifar10_linf" not in timm.list_pretrained("robustmix*")
+    # a base with timm's own weights counts only where timm has them (coatnet_0_224 has none)
+    fixed = dict(alpha=0.5, policy=None, weights=None)
+    register_model(dataclasses.replace(config, name="cifar10-timmbase-mix", **fixed,
+                                       standard=BackboneConfig("timm/test_byobnet", kwargs={"num_classes": 10})))
+    register_model(dataclasses.replace(config, name="cifar10-nothing-mix", **fixed,
+                                       standard=BackboneConfig("timm/coatnet_0_224", kwargs={"num_classes": 10})))
+    assert "robustmix_timmbase_mix_cifar10_linf" in timm.list_pretrained("robustmix*")
+    assert "robustmix_nothing_mix_cifar10_linf" in timm.list_models("robustmix*")
+    assert "robustmix_nothing_mix_cifar10_linf" not in timm.list_pretrained("robustmix*")
+    via_timm = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
+    assert same_outputs(via_timm, load_model(TINY), torch.rand(2, 3, 32, 32)) == 0.0
+
+
+def test_a_model_marked_pretrained_must_be_a_timm_model():
+    from robust_mix._compat import mark_timm_pretrained
+
+    with pytest.raises(ValueError, match="'robustmix_nothing' is not a timm model"):
+        mark_timm_pretrained("robustmix_nothing")
+    assert "robustmix_nothing" not in timm.list_pretrained("robustmix*")
+
+
+def test_entries_marked_pretrained_inside_an_isolated_registry_are_gone_after_it(tmp_path):
+    with isolated_timm_registry(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        mp.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+        register_model(tiny_config(tmp_path))
+        assert "robustmix_tiny_mix_cifar10_linf" in timm.list_pretrained("robustmix*")
+    assert "robustmix_tiny_mix_cifar10_linf" not in timm.list_pretrained("robustmix*")
+    assert not timm.models.is_model_pretrained("robustmix_tiny_mix_cifar10_linf")
+
+
 def test_num_classes_is_checked(scratch_registry, tmp_path):
     register_model(tiny_config(tmp_path))
     assert timm.create_model("robustmix_tiny_mix_cifar10_linf", num_classes=10).num_classes == 10

@@ -22,7 +22,7 @@ from torch import nn
 
 from robust_mix.protocol import AttackOptions, resolve_attack
 from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
-from robust_mix.formatting import STAGE_NAMES, interval_heading, percent_interval
+from robust_mix.formatting import STAGE_NAMES, format_alpha, interval_heading, percent_interval
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
 from robust_mix.cli import EPS, INT, NAME_HELP, PATH, POSITIVE_INT, bar_width, command, interrupts
@@ -299,14 +299,15 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _compile(model: nn.Module, args: argparse.Namespace) -> None:
-    from robust_mix.data import load_dataset
+    from robust_mix.data import load_dataset, preprocessing_for
     from robust_mix.fastpath import compile_model
 
     config = getattr(model, "config", None)
     dataset = args.dataset or getattr(config, "dataset", None)
     if dataset is None or dataset == "custom":
         raise ValueError("--compile needs the data set to probe the model with: pass --dataset")
-    probe, _ = load_dataset(dataset, "test", n_examples=2, data_dir=args.data_dir)
+    probe, _ = load_dataset(dataset, "test", n_examples=2, data_dir=args.data_dir,
+                            preprocessing=preprocessing_for(dataset, args.preprocessing, config))
     device = torch.device(args.device) if args.device else default_device()
     seconds = compile_model(model.to(device), probe.to(device))
     print(f"compiled the model's networks: first forward pass {seconds:.1f} s (compilation included)", flush=True)
@@ -333,7 +334,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rank = _init_distributed(args)
     workers = resolve_workers(args, len(alphas) + 1)
     build = model_factory(args, args.name)
-    labels = [f"alpha {a:g}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
+    labels = [f"alpha {format_alpha(a)}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
     try:
         with RowBars(labels, enabled=rank == 0) as bars:
             points = sweep(build, alphas, include_policy=not args.no_policy, state_dir=args.state_dir or out / "state",
@@ -348,8 +349,8 @@ def _sweep(args: argparse.Namespace) -> int:
                             metadata={"model": args.name, "attack": attack, "arguments": vars(args),
                                       "options": _options(args).overrides(stages)})
         for p in points:
-            label = p.alpha if isinstance(p.alpha, str) else f"{p.alpha:g}"
-            print(f"alpha {label:>6}: clean {100 * p.clean_accuracy:6.2f}%  robust {100 * p.robust_accuracy:6.2f}%  "
+            print(f"alpha {format_alpha(p.alpha):>6}: clean {100 * p.clean_accuracy:6.2f}%  "
+                  f"robust {100 * p.robust_accuracy:6.2f}%  "
                   f"({interval_heading(INTERVAL_LEVEL)} {percent_interval((p.robust_low, p.robust_high))}, "
                   f"{p.n_examples:,} examples)")
         print(f"attack: {attack}; wrote {', '.join(str(p) for p in paths.values())}")

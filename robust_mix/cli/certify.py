@@ -7,7 +7,7 @@ from typing import Union
 from robust_mix.certification import certify_model, write_certification
 from robust_mix.cli import (INT, NAME_HELP, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, POSITIVE_INT, arg_type,
                              command, format_table)
-from robust_mix.data import load_dataset
+from robust_mix.data import load_dataset, preprocessing_for
 from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
 from robust_mix.validate import InvalidInputError, check_alpha, check_open_probability, check_writable_dir, parse_number
@@ -44,7 +44,10 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alphas", type=_ALPHA, nargs="+", default=None,
                    help="mixing ratios to certify: numbers, 'applied' (the model's own per-example "
                         "ratio) or 'lower' (its guaranteed minimum); 1.0 (robust base alone) is always added")
-    p.add_argument("--dataset", default="fashion-mnist", help="data set name (robust_mix.data.load_dataset)")
+    p.add_argument("--dataset", default=None,
+                   help="data set name (robust_mix.data.load_dataset; default: the entry's, else fashion-mnist)")
+    p.add_argument("--preprocessing", default=None,
+                   help="ImageNet preprocessing (default: the entry's, else Res256Crop224)")
     p.add_argument("--split", default="test")
     p.add_argument("--n-examples", type=POSITIVE_INT, default=100)
     p.add_argument("--data-dir", type=PATH, default=None)
@@ -62,12 +65,18 @@ def _certify_run(args: argparse.Namespace) -> dict:
     model = load_model(args.name, model_dir=args.model_dir, device=args.device, **overrides)
     if not isinstance(model, MixedClassifier):
         raise InvalidInputError(f"{args.name} is not a mixed model; certificates are for MixedClassifier models")
-    images, labels = load_dataset(args.dataset, args.split, args.n_examples, args.data_dir)
+    config = model.config
+    dataset = args.dataset or (config.dataset if config is not None and config.dataset != "custom"
+                               else "fashion-mnist")
+    preprocessing = preprocessing_for(dataset, args.preprocessing, config)
+    images, labels = load_dataset(dataset, args.split, args.n_examples, args.data_dir, preprocessing=preprocessing)
+    about = {**overrides, "dataset": dataset, "split": args.split}
+    if preprocessing is not None:
+        about["preprocessing"] = preprocessing
     result = certify_model(model, images, labels, name=args.name, method=args.method, sigma=args.sigma, n0=args.n0,
                            n=args.n, failure_prob=args.failure_prob, lipschitz=args.lipschitz, norm=args.norm,
                            radii=args.radii, alphas=args.alphas, batch_size=args.batch_size, seed=args.seed,
-                           progress=not args.no_progress,
-                           about={**overrides, "dataset": args.dataset, "split": args.split})
+                           progress=not args.no_progress, about=about)
     write_certification(out, result)
     return result.report
 

@@ -15,7 +15,7 @@ from robust_mix.version import __version__
 from robust_mix.protocol import ADAPTIVE_STAGES
 from robust_mix.leaderboard.inputs import INTERVAL_LEVEL, Board, CertificateRun, Evaluation, Rejected, SweepRun
 from robust_mix.leaderboard.snapshot import ReferenceEntry, Snapshot
-from robust_mix.formatting import format_eps, interval_heading, percent, percent_interval
+from robust_mix.formatting import format_alpha, format_eps, interval_heading, percent, percent_interval
 from robust_mix.sweep import POLICY
 from robust_mix.results import BenchmarkResult
 
@@ -243,7 +243,7 @@ def _definition_table(rows: Sequence[tuple[str, str]], css: str = "facts") -> st
 
 def _sweep_section(run: SweepRun, png: Optional[str]) -> str:
     rows = "".join(
-        f"<tr><td>{escape(p.alpha if p.alpha == POLICY else f'{float(p.alpha):g}')}</td>"
+        f"<tr><td>{escape(p.alpha if p.alpha == POLICY else format_alpha(float(p.alpha)))}</td>"
         f"<td>{percent(p.clean_accuracy)}</td><td>{percent(p.robust_accuracy)}</td><td>{p.n_examples:,}</td></tr>"
         for p in run.points)
     image = (f'<img src="{escape(png)}" alt="robust against clean accuracy along the sweep of {escape(run.model)}" '

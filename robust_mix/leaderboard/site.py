@@ -28,7 +28,7 @@ from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_bo
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
 from robust_mix.leaderboard.snapshot import ReferenceEntry, load_snapshot
-from robust_mix.formatting import percent
+from robust_mix.formatting import format_alpha, percent
 from robust_mix.sweep import POLICY
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def scatter_series(evaluations: list[Evaluation], references: list[ReferenceEntr
             drawn_sweeps.add(run.path)
             ends = {0, len(run.fixed_points()) - 1}
             fixed = [Point(100 * p.clean_accuracy, 100 * p.robust_accuracy,
-                           f"alpha {float(p.alpha):g}" if j in ends else "",
-                           f"{run.model} alpha {float(p.alpha):g} ({run.attack}, {p.n_examples} examples): clean "
-                           f"{percent(p.clean_accuracy)} %, robust {percent(p.robust_accuracy)} %")
+                           f"alpha {format_alpha(float(p.alpha))}" if j in ends else "",
+                           f"{run.model} alpha {format_alpha(float(p.alpha))} ({run.attack}, {p.n_examples} "
+                           f"examples): clean {percent(p.clean_accuracy)} %, robust {percent(p.robust_accuracy)} %")
                      for j, p in enumerate(run.fixed_points())]
             policy = [Point(100 * p.clean_accuracy, 100 * p.robust_accuracy, "policy",
                             f"{run.model} adaptive policy ({run.attack}, {p.n_examples} examples): clean "
