@@ -373,8 +373,9 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
         return preprocessing  # RobustBench's own error names the data sets
     if preprocessing is not None or dataset_ != BenchmarkDataset.imagenet:
         return preprocessing
-    config = getattr(model, "config", None)
-    own = getattr(config, "preprocessing", None) if getattr(config, "dataset", None) == dataset_.value else None
+    from robust_mix.data import stated_preprocessing
+
+    own = stated_preprocessing(dataset_.value, getattr(model, "config", None))
     if isinstance(own, str) and own in PREPROCESSINGS:
         return own
     timm = import_timm()

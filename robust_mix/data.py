@@ -515,10 +515,18 @@ def preprocessing_for(dataset: str, preprocessing: Optional[str] = None,
                                     f"{dataset}'s are used as they are: leave it out (--preprocessing)")
         return None
     _, known, default = PREPROCESSINGS[key]
-    own = getattr(config, "preprocessing", None)
-    if own is not None and canonical_dataset(getattr(config, "dataset", "") or "") != key:
-        own = None  # an entry for another data set says nothing about these images
+    own = stated_preprocessing(dataset, config)
     return check_choice("preprocessing", preprocessing if preprocessing is not None else own or default, known)
+
+
+def stated_preprocessing(dataset: str, config: Optional["ModelConfig"]) -> Optional[str]:
+    """The preprocessing a model's config states for ``dataset``'s images (e.g. ``BicubicRes256Crop224``), or
+    ``None`` when it states none or its config is for another data set (such an entry says nothing about these
+    images). Not checked against the known names: :func:`preprocessing_for` does that."""
+    own = getattr(config, "preprocessing", None)
+    if own is None or canonical_dataset(getattr(config, "dataset", "") or "") != dataset_key(dataset):
+        return None
+    return own
 
 
 def _open(name: str, split: str, n_examples: Optional[int], data_dir: Optional[PathLike],
