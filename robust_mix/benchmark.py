@@ -601,6 +601,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             images = images.to(dtype)
     elif labels is None:
         raise ValueError("images were given without labels: pass labels=<(N,) class indices>, one per image")
+    elif preprocessing is not None:  # it would be recorded in the report and never applied
+        raise InvalidInputError(f"preprocessing={preprocessing!r} prepares the test images robust_mix loads, but "
+                                "images were given: prepare them yourself and leave preprocessing out (or pass "
+                                "dataset= without images to have them loaded and prepared)")
     dataset = dataset or "custom"
     images, labels = check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model),
                                     dtype=dtype)

@@ -305,6 +305,21 @@ def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatc
         benchmark(tiny_mixed(), n_examples=2, attack="apgd-ce", options=FAST, preprocessing="Res224")
 
 
+def test_a_preprocessing_with_images_given_is_refused_not_recorded():
+    """``preprocessing=`` prepares the test images benchmark() loads; with the caller's images it was written into
+    the report as if applied, and never was."""
+    from conftest import make_tiny
+
+    config = ModelConfig(name="tiny-imagenet", dataset="imagenet", eps=4 / 255, alpha=0.7)
+    model = robust_mix.MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7, config=config)
+    images, labels = torch.rand(2, 3, 16, 16), torch.tensor([1, 2])
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="images were given"):
+        benchmark(model, images=images, labels=labels, attack="apgd-ce", options=FAST,
+                  preprocessing="BicubicRes256Crop224")
+    assert benchmark(model, images=images, labels=labels, attack="apgd-ce",
+                     options=FAST).arguments["preprocessing"] is None
+
+
 def test_the_caller_s_random_numbers_are_left_as_they_were():
     """pyautoattack's attacks call torch.manual_seed: after benchmark() the caller drew the numbers of the attacks'
     seed (a training loop evaluating every epoch would then shuffle and augment the same way after each)."""
