@@ -32,11 +32,11 @@ from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path
 from robust_mix.io import atomic_write_text
-from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
+from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, check_options, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_dataset, check_device,
-                                 check_eps, check_examples, check_finite_outputs, check_int, check_scores,
+                                 check_eps, check_examples, check_finite_outputs, check_int, check_model, check_scores,
                                  check_threat_model, check_writable_dir, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
         NonFiniteOutputError: the model returned NaN/inf for some images, named by ``indices[i]``
             (default: their positions in ``x``); such an output is never read as a prediction.
     """
+    model = check_model(model)
     batch_size = positive_int("batch_size", batch_size)
     training = sorted({type(m).__name__ for m in model.modules() if m.training})
     if training:
@@ -546,6 +547,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             (named): they are never counted as predictions.
     """
     wall_start = time.perf_counter()
+    model = check_model(model)
     config = getattr(model, "config", None)
     dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
     dataset = None if dataset is None else check_dataset(dataset)
@@ -564,7 +566,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
     seed = check_int("seed", seed)
     plan = resolve_attack(attack, check_bool("adaptive", adaptive))
-    options = options or AttackOptions()
+    options = check_options(options)
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     images_given = images is not None

@@ -49,8 +49,8 @@ from torch import nn
 
 from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
-from robust_mix.validate import (InvalidInputError, check_finite_outputs, check_images, check_labels,
-                                 check_open_probability, positive_float, positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_finite_outputs, check_images,
+                                 check_labels, check_model, check_open_probability, positive_float, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -509,7 +509,14 @@ def resolve_alpha(model: MixedClassifier, x: torch.Tensor, alpha: AlphaChoice) -
 
 
 def check_probability_mixing(model: MixedClassifier) -> None:
-    """Refuse models the theorem does not cover: logit mixing, or a robust output map (MixedNUTS)."""
+    """Refuse models the theorem does not cover: anything but a :class:`MixedClassifier` (a registry name, a plain
+    classifier), logit mixing, or a robust output map (MixedNUTS)."""
+    if not isinstance(model, MixedClassifier):
+        check_model(model)  # a name or a function: refused, saying how to build a model
+        raise InvalidInputTypeError(f"certificates are computed for a MixedClassifier (they bound its robust part), "
+                                    f"got {type(model).__name__}; mix it with a robust base: "
+                                    "robust_mix.MixedClassifier(standard, robust, alpha=...), or load an entry with "
+                                    "robust_mix.load_model(NAME)")
     if model.mixing != "prob":
         raise ValueError(f"certificates hold for probability mixing only; this model uses mixing={model.mixing!r}")
     if model.robust_map is not None:

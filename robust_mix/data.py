@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from robust_mix.validate import InvalidInputError, check_path, optional_positive_int
+from robust_mix.validate import InvalidInputError, check_dataset, check_path, optional_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ def _imagenet_test_files(data_dir: Optional[PathLike], n_examples: Optional[int]
     ids = imagenet_test_ids()
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None and n_examples > len(ids):
-        raise ValueError(f"asked for {n_examples} examples but imagenet test (RobustBench's list) has {len(ids)}")
+        raise InvalidInputError(_too_many(n_examples, "imagenet", "test (RobustBench's list)", len(ids)))
     ids = ids[:n_examples]
     class_index = _imagenet_class_index()
     root = Path(data_dir or "./data")
@@ -472,8 +472,9 @@ def available_datasets() -> list[str]:
 
 
 def canonical_dataset(name: str) -> str:
-    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``."""
-    key = name.lower().replace("_", "-")
+    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``;
+    RobustBench's ``BenchmarkDataset`` members are read as their value (anything but a name is refused)."""
+    key = check_dataset(name).lower().replace("_", "-")
     return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
 
 
@@ -493,7 +494,7 @@ def open_dataset(name: str, split: str = "train", n_examples: Optional[int] = No
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None:
         if n_examples > len(dataset):
-            raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+            raise InvalidInputError(_too_many(n_examples, name, split, len(dataset)))
         dataset = torch.utils.data.Subset(dataset, range(n_examples))
     return dataset
 
@@ -505,5 +506,10 @@ def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = Non
     dataset = _OPENERS[dataset_key(name)](split, check_path("data_dir", data_dir))
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None and n_examples > len(dataset):
-        raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+        raise InvalidInputError(_too_many(n_examples, name, split, len(dataset)))
     return dataset_tensors(dataset, n_examples)
+
+
+def _too_many(n_examples: int, name: str, split: str, available: int) -> str:
+    return (f"asked for {n_examples} examples but {name} {split} has {available}; pass n_examples <= {available} "
+            "(or none: all of them)")

@@ -393,8 +393,10 @@ class MixedClassifier(nn.Module, HubMixin):
                 ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Raw images ``(B, C, H, W)`` in ``[0, 1]`` -> log mixed probabilities ``(B, K)``.
 
-        With ``return_alpha=True`` also returns the per-example ratio ``(B,)`` actually applied.
+        With ``return_alpha=True`` also returns the per-example ratio ``(B,)`` actually applied (a bool: a string
+        such as ``"no"`` is refused, not read as true).
         """
+        return_alpha = check_bool("return_alpha", return_alpha)
         out = self.forward_all(x)
         return (out.log_probs, out.alpha) if return_alpha else out.log_probs
 

@@ -304,6 +304,33 @@ def check_device(device: Any, name: str = "device") -> torch.device:
     return requested
 
 
+# -- models ----------------------------------------------------------------------------------------------
+def check_model(model: Any, name: str = "model", *, needs: Sequence[str] = (), kind: str = "") -> torch.nn.Module:
+    """``model`` when it is a ``torch.nn.Module`` (with the attributes ``needs``, when given), else an error
+    that says how to get one: a registry name is built with ``robust_mix.load_model(NAME)``, a plain function is
+    wrapped in a module.
+
+    Args:
+        needs: attributes the caller uses (``("alpha",)`` for a mixture); ``kind`` names what has them.
+
+    Raises:
+        InvalidInputTypeError: not a module (a name, a function, ``None``), or one without ``needs``.
+    """
+    if isinstance(model, str):
+        raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got the string {model!r}; build it "
+                                    f"first: robust_mix.load_model({model!r})")
+    if not isinstance(model, torch.nn.Module):
+        hint = ("; wrap a function in a torch.nn.Module whose forward calls it" if callable(model)
+                else "; build one with robust_mix.load_model(NAME)")
+        raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got {model!r} "
+                                    f"({type(model).__name__}){hint}")
+    missing = [attr for attr in needs if not hasattr(model, attr)]
+    if missing:
+        raise InvalidInputTypeError(f"{name} must be {kind or 'a model with ' + ', '.join(needs)}, got "
+                                    f"{type(model).__name__} (it has no {', '.join(missing)})")
+    return model
+
+
 # -- mixing ratios ------------------------------------------------------------------------------------
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
     """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""

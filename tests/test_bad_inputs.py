@@ -83,6 +83,13 @@ def bench(model: nn.Module | None = None, **overrides):
     return benchmark(model if model is not None else tiny_model(), **kwargs)
 
 
+def quick_sweep(alphas, model=None, **overrides):
+    """``sweep`` of ``tiny_model`` on ``images()`` with one APGD-CE iteration (a bad input let through runs quickly)."""
+    kwargs = dict(images=images(), labels=LABELS, eps=0.1, batch_size=6, attack="apgd-ce", device="cpu", options=FAST)
+    kwargs.update(overrides)
+    return sweep(model if model is not None else tiny_model(), alphas, **kwargs)
+
+
 def with_pixel(value: float, index: int = 2) -> torch.Tensor:
     x = images()
     x[index, 0, 3, 3] = value
@@ -345,6 +352,36 @@ FLAGS = [
      "pretrained must be True or False, got 'no'"),
     ("benchmark(adaptive='no')", lambda: bench(adaptive="no"), InvalidInputTypeError,
      "adaptive must be True or False, got 'no' (str)"),
+    ("model(x, return_alpha='no') (read as true)", lambda: tiny_model()(images(2), return_alpha="no"),
+     InvalidInputTypeError, "return_alpha must be True or False, got 'no' (str)"),
+    ("sweep(include_policy='no') (read as true)", lambda: quick_sweep([0.5], include_policy="no"),
+     InvalidInputTypeError, "include_policy must be True or False, got 'no' (str)"),
+]
+MODELS = [  # a name, a function or None where a model object goes: each failed deep inside with an AttributeError
+    ("benchmark('fmnist-robust') (a name, not a model)", lambda: benchmark("fmnist-robust", n_examples=2),
+     InvalidInputTypeError, "model must be a model (a torch.nn.Module), got the string 'fmnist-robust'; build it "
+     "first: robust_mix.load_model('fmnist-robust')"),
+    ("benchmark(a function)", lambda: bench(lambda x: tiny_model()(x)), InvalidInputTypeError,
+     "(function); wrap a function in a torch.nn.Module whose forward calls it"),
+    ("benchmark(None)", lambda: benchmark(None, images=images(), labels=LABELS, eps=0.1), InvalidInputTypeError,
+     "got None (NoneType)"),
+    ("predict('fmnist-robust')", lambda: predict("fmnist-robust", images(), 6, torch.device("cpu")),
+     InvalidInputTypeError, "got the string 'fmnist-robust'"),
+    ("sweep('fmnist-robust')", lambda: quick_sweep([0.5], model="fmnist-robust"), InvalidInputTypeError,
+     "build it first: robust_mix.load_model('fmnist-robust')"),
+    ("sweep(a function that builds no model)", lambda: quick_sweep([0.5], model=lambda: None), InvalidInputTypeError,
+     "the model the function built must be a model (a torch.nn.Module), got None"),
+    ("certify_smoothing('fmnist-robust')", lambda: certify_smoothing("fmnist-robust", images(2), sigma=0.1),
+     InvalidInputTypeError, "got the string 'fmnist-robust'"),
+    ("certify_lipschitz(a plain classifier)", lambda: certify_lipschitz(make_tiny(0), images(2)), InvalidInputTypeError,
+     "certificates are computed for a MixedClassifier (they bound its robust part), got TinyCNN"),
+    ("benchmark(options={'n_iter': 1})", lambda: bench(options={"n_iter": 1}), InvalidInputTypeError,
+     "options must be robust_mix.protocol.AttackOptions (or None: the leaderboard's budgets), got {'n_iter': 1} "
+     "(dict); write it as AttackOptions(**{'n_iter': 1})"),
+    ("load_dataset(None)", lambda: robust_mix.data.load_dataset(None, "test", 2), InvalidInputTypeError,
+     "dataset must be a data set name such as 'cifar10' or 'fashion-mnist', got None"),
+    ("load_dataset beyond the split", lambda: robust_mix.data.load_dataset("fashion-mnist", "test", 10_001),
+     InvalidInputError, "asked for 10001 examples but fashion-mnist test has 10000; pass n_examples <= 10000"),
 ]
 SWEEP = [
     ("alphas '0:1:0'", lambda: parse_alphas("0:1:0"), InvalidInputError, "alphas '0:1:0': a range start:stop:step"),
@@ -357,6 +394,14 @@ SWEEP = [
     ("sweep([0.5, 1.5]) refuses before any run", lambda: sweep(tiny_model(), [0.5, 1.5], images=images(),
                                                                labels=LABELS), InvalidInputError, "got 1.5"),
     ("sweep([]) of a fixed model", lambda: sweep(tiny_model(), []), InvalidInputError, "sweep got no alphas"),
+    ("sweep(alphas=0.5)", lambda: quick_sweep(0.5), InvalidInputTypeError,
+     "alphas must be a list of ratios in [0, 1] such as [0, 0.5, 1], got 0.5 (float); one ratio is a list of one"),
+    ("sweep(alphas='0:1:0.5') (read as the characters '0', ':', ...)", lambda: quick_sweep("0:1:0.5"),
+     InvalidInputTypeError, "parse text with robust_mix.sweep.parse_alphas('0:1:0.5')"),
+    ("sweep(workers='2')", lambda: quick_sweep([0.5], workers="2"), InvalidInputTypeError,
+     "workers must be an integer, got '2' (str)"),
+    ("sweep(workers=2.5) (was: 'needs a function')", lambda: quick_sweep([0.5], workers=2.5),
+     InvalidInputTypeError, "workers must be an integer, got 2.5"),
 ]
 CERTIFY = [
     ("certify_lipschitz on 0-255 pixels", lambda: certify_lipschitz(tiny_model(), images() * 255), InvalidInputError,
@@ -383,7 +428,8 @@ RECIPE = [
     ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
-API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + FLAGS + SWEEP + CERTIFY + RECIPE
+API_CASES = (COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + MODELS + FLAGS + SWEEP + CERTIFY
+             + RECIPE)
 
 
 @pytest.mark.parametrize("call, error, names", [pytest.param(c, e, n, id=i) for i, c, e, n in API_CASES])
