@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 import torch
 
+from robust_mix.validate import check_input_file
+
 #: How files written by ``torch.save`` begin: a zip archive (``PK\x03\x04``) or a pickle (protocol 2+).
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -93,12 +95,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        robust_mix.validate.InvalidInputError: ``path`` is a folder.
         ValueError: the file is an HTML page, empty, truncated, corrupt, or holds pickled objects
             that only unsafe unpickling could load; the message names the file and what to do.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
+    path = check_input_file(path, "weight file")
     head = sniff_weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

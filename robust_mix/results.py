@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import resolve_attack
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_int, non_negative_float,
+from robust_mix.validate import (InvalidInputError, check_eps, check_input_file, check_fraction, check_int, non_negative_float,
                                  positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
@@ -295,13 +295,12 @@ class BenchmarkResult:
 
         Raises:
             FileNotFoundError: no such file.
-            robust_mix.validate.InvalidInputError: not JSON (e.g. truncated), or not a valid report.
+            robust_mix.validate.InvalidInputError: a folder (e.g. the run's ``--out``: its ``report.json`` is named),
+                not JSON (e.g. truncated), or not a valid report.
         """
         text, source = str(path_or_text), "the report text"
         if not text.lstrip().startswith("{"):
-            path = Path(path_or_text)
-            if not path.is_file():
-                raise FileNotFoundError(f"benchmark report not found: {path}")
+            path = check_input_file(path_or_text, "benchmark report", inside="report.json")
             text, source = path.read_text(errors="replace"), str(path)
         try:
             data = json.loads(text)

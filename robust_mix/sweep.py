@@ -25,7 +25,7 @@ from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_model,
-                                 check_writable_dir, optional_positive_int, parse_number, positive_int)
+                                 check_input_file, check_writable_dir, optional_positive_int, parse_number, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -283,10 +283,10 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not JSON, or not a sweep (a point lacks a field, or an accuracy is not a
+        ValueError: a folder (its ``sweep.json`` is named when it has one), not JSON, or not a sweep (a point lacks a field, or an accuracy is not a
             fraction in ``[0, 1]``).
     """
-    path = Path(path)
+    path = check_input_file(path, "sweep file", inside="sweep.json")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

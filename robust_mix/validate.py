@@ -637,6 +637,27 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
     return Path(value).expanduser()
 
 
+def check_input_file(path: Union[str, os.PathLike], what: str, *, inside: Optional[str] = None) -> Path:
+    """An existing file to read, as a ``Path`` with ``~`` expanded (:func:`check_path`).
+
+    A folder is named as one (it was reported as "not found", or failed as ``IsADirectoryError``); when it holds
+    the file usually given (``inside``, e.g. ``report.json`` of a run folder), the message names that file.
+
+    Raises:
+        InvalidInputError: ``path`` is a folder.
+        FileNotFoundError: nothing is there (``"{what} not found: {path}"``).
+    """
+    file = check_path(what, path, "a file path")
+    if file.is_dir():
+        candidate = file / inside if inside else None
+        hint = (f"; did you mean {str(candidate)!r}?" if candidate is not None and candidate.is_file()
+                else f"; give the path of the {what} itself")
+        raise InvalidInputError(f"{what} {str(file)!r} is a folder, not a file{hint}")
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} not found: {file}")
+    return file
+
+
 def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:
     """Create ``path`` (and parents) if needed and make sure files can be written there; returns it as a
     ``Path`` with ``~`` expanded (:func:`check_path`): callers write to the returned path.

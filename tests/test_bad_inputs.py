@@ -812,6 +812,59 @@ def test_card_out_that_is_a_folder_is_refused_with_one_line(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+READERS = [  # (id, read of the folder, the file a run writes there)
+    ("BenchmarkResult.from_json", lambda d: BenchmarkResult.from_json(d), "report.json"),
+    ("read_sweep", lambda d: robust_mix.sweep.read_sweep(d), "sweep.json"),
+    ("load_recipe", lambda d: robust_mix.train.load_recipe(BackboneRecipe, d), "recipe.json"),
+    ("load_state_dict", lambda d: robust_mix.io.load_state_dict(d), None),
+    ("Reference.load", lambda d: robust_mix.reference.Reference.load(d), None),
+]
+
+
+@pytest.mark.parametrize("read, inside", [pytest.param(r, f, id=i) for i, r, f in READERS])
+def test_a_folder_given_for_a_file_is_named_as_a_folder(tmp_path, read, inside):
+    """A run folder passed where its report goes was 'benchmark report not found' (or 'weight file not found'), and
+    read_sweep / load_recipe ended in IsADirectoryError."""
+    if inside is not None:
+        (tmp_path / inside).write_text("{}")
+    with pytest.raises(InvalidInputError, match=r"is a folder, not a file; " + (
+            rf"did you mean '{tmp_path / inside}'\?" if inside else "give the path of the")):
+        read(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not found: .*nope.json"):
+        read(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["card", "fmnist-robust", "--out", "{tmp}/card.md", "--benchmark", "{tmp}/run"], id="card"),
+    pytest.param(["submit", "fmnist-robust", "--report", "{tmp}/run", "--out", "{tmp}/sub"], id="submit"),
+    pytest.param(["save", "fmnist-robust", "{tmp}/saved", "--benchmark", "{tmp}/run"], id="save"),
+])
+def test_cli_names_the_report_inside_a_run_folder(tmp_path, capsys, argv):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "report.json").write_text("{}")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"benchmark report '{tmp_path}/run' is a folder, not a file; did you mean '{tmp_path}/run/report.json'?" \
+        in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("reports", ["missing", "a file"])
+def test_card_all_refuses_a_reports_folder_that_is_not_there(tmp_path, capsys, reports):
+    """A mistyped --reports-dir rewrote every card in --out-dir without its benchmark results."""
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "fmnist-robust.md").write_text("a card with results")
+    given = tmp_path / "reprots"
+    if reports == "a file":
+        given.write_text("")
+    assert main(["card", "--all", "--out-dir", str(cards), "--reports-dir", str(given)]) == 2
+    err = capsys.readouterr().err
+    assert f"the reports folder '{given}' {'does not exist' if reports == 'missing' else 'is a file'}" in err
+    assert [p.name for p in cards.iterdir()] == ["fmnist-robust.md"]
+    assert (cards / "fmnist-robust.md").read_text() == "a card with results"
+
+
 # -- interrupts --------------------------------------------------------------------------------------------
 def test_ctrl_c_in_the_cli_stops_with_one_line_and_resumes(tmp_path, capsys, monkeypatch):
     from robust_mix.cli import benchmark as cli_benchmark
