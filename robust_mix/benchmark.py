@@ -168,6 +168,15 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
 _RESTART = "delete the state folder (or give another --state-dir / --out) to start this run afresh"
 
 
+def _redo(path: Path) -> str:
+    """What to do about a damaged state file: a chunk's (or the full clean pass's) progress is redone on its own
+    when that one file is deleted, keeping every other finished chunk; ``run.json`` has no such remedy."""
+    if path.name == "run.json":
+        return _RESTART
+    return (f"delete {path} to redo only that part (every other finished chunk in {path.parent} is kept), or "
+            f"{_RESTART}")
+
+
 def _read_state(path: Path, keys: Sequence[str]) -> dict[str, Any]:
     """A state file of the harness, read and checked for ``keys``.
 
@@ -178,10 +187,10 @@ def _read_state(path: Path, keys: Sequence[str]) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{path} is not valid JSON ({err}), so its progress cannot be trusted; "
-                                f"{_RESTART}") from None
+                                f"{_redo(path)}") from None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
-        raise InvalidInputError(f"{path} is not a state file of this robust_mix (missing {missing}); {_RESTART}")
+        raise InvalidInputError(f"{path} is not a state file of this robust_mix (missing {missing}); {_redo(path)}")
     return data
 
 
@@ -224,11 +233,11 @@ class ChunkState:
                 if flags is not None and (not isinstance(flags, list) or len(flags) != end - start):
                     raise InvalidInputError(f"{path}: {key} must hold {end - start} flags, one per example of the "
                                             f"chunk, got {len(flags) if isinstance(flags, list) else flags!r}; "
-                                            f"the file was edited or corrupted: {_RESTART}")
+                                            f"the file was edited or corrupted: {_redo(path)}")
                 odd = next((f for f in flags or () if not isinstance(f, bool)), None)
                 if odd is not None:
                     raise InvalidInputError(f"{path}: {key} must hold true/false flags, got {odd!r}; the file was "
-                                            f"edited or corrupted: {_RESTART}")
+                                            f"edited or corrupted: {_redo(path)}")
             _check_stages_recorded(path, data, suites or {})
             _check_bookkeeping(path, data)
             state.clean, state.flags = data["clean"], data["flags"]
@@ -260,7 +269,7 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
     if not isinstance(data["stages_done"], list) or not isinstance(data["done"], bool):
         raise InvalidInputError(f"{path}: done must be true/false and stages_done a list of stages, got "
                                 f"{data['done']!r} and {data['stages_done']!r}; the file was edited or corrupted: "
-                                f"{_RESTART}")
+                                f"{_redo(path)}")
     done = data["stages_done"]
     expected = [st for stages in suites.values() for st in stages] if data["done"] else done
     missing = [f"stage {st!r}" for st in expected if st not in done or st not in (data["stage_flags"] or {})]
@@ -270,7 +279,7 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
         missing += ["clean"] * (data["clean"] is None)
     if missing:
         raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
-                                f"file was edited or corrupted: {_RESTART}")
+                                f"file was edited or corrupted: {_redo(path)}")
 
 
 def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
@@ -279,12 +288,12 @@ def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
     seconds = data["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
         raise InvalidInputError(f"{path}: seconds must be a finite number >= 0, got {seconds!r}; the file was edited "
-                                f"or corrupted: {_RESTART}")
+                                f"or corrupted: {_redo(path)}")
     threads = data.get("cpu_threads", [])  # absent in older state files
     if not isinstance(threads, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
                                                 for t in threads):
         raise InvalidInputError(f"{path}: cpu_threads must be a list of positive thread counts, got {threads!r}; the "
-                                f"file was edited or corrupted: {_RESTART}")
+                                f"file was edited or corrupted: {_redo(path)}")
 
 
 #: The path a run.json without ``fast_path`` (written before it was recorded) is resumed on: the default one.
@@ -425,7 +434,7 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
         correct = saved["correct"]
         if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= len(y):
             raise InvalidInputError(f"{path}: correct must be a count of the {len(y)} images, got {correct!r}; the "
-                                    f"file was edited or corrupted: {_RESTART}")
+                                    f"file was edited or corrupted: {_redo(path)}")
         return int(saved["correct"])
     rank, world = _dist()
     lo, hi = rank * len(y) // world, (rank + 1) * len(y) // world

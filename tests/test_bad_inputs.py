@@ -865,6 +865,23 @@ def test_card_all_refuses_a_reports_folder_that_is_not_there(tmp_path, capsys, r
     assert (cards / "fmnist-robust.md").read_text() == "a card with results"
 
 
+@pytest.mark.parametrize("damage", ["truncated", "edited flags"])
+def test_a_damaged_chunk_file_costs_that_chunk_only(tmp_path, damage):
+    """The advice for a damaged chunk file was to delete the whole state folder, losing every finished chunk; it now
+    names the one file, and deleting it redoes that chunk alone, with the flags of the uninterrupted run."""
+    first = bench(batch_size=3, state_dir=tmp_path)
+    chunk = tmp_path / "chunk_000001.json"
+    data = json.loads(chunk.read_text())
+    chunk.write_text(chunk.read_text()[:30] if damage == "truncated" else json.dumps({**data, "clean": [1, 0, 1]}))
+    with pytest.raises(InvalidInputError, match=rf"delete {chunk} to redo only that part \(every other finished chunk "
+                                                rf"in {tmp_path} is kept\)"):
+        bench(batch_size=3, state_dir=tmp_path)
+    chunk.unlink()
+    again = bench(batch_size=3, state_dir=tmp_path)
+    assert again.resumed_chunks == 1
+    assert (again.clean_flags, again.robust_flags) == (first.clean_flags, first.robust_flags)
+
+
 # -- interrupts --------------------------------------------------------------------------------------------
 def test_ctrl_c_in_the_cli_stops_with_one_line_and_resumes(tmp_path, capsys, monkeypatch):
     from robust_mix.cli import benchmark as cli_benchmark
