@@ -8,6 +8,7 @@ training recipes, the ``robust-mix`` commands).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -847,6 +848,30 @@ def test_cli_names_the_report_inside_a_run_folder(tmp_path, capsys, argv):
     assert f"benchmark report '{tmp_path}/run' is a folder, not a file; did you mean '{tmp_path}/run/report.json'?" \
         in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_other_files_of_a_run_given_as_its_report_are_named(tmp_path, capsys):
+    """model_info.json (beside report.json), sweep.json, certify.json and the state files were refused with a list of
+    17 'missing field(s)' of a report; each is now named for what it is."""
+    assert main(bench_cli("--n-examples", "2", "--out", str(tmp_path / "run"))) == 0
+    robust_mix.sweep.write_sweep(quick_sweep([1.0]), tmp_path / "sweep")
+    assert main(certify_cli("--n-examples", "2", "--out", str(tmp_path / "cert"))) == 0
+    capsys.readouterr()
+    files = {"run/model_info.json": "RobustBench's model-info file (model_info.json, written beside report.json)",
+             "sweep/sweep.json": "a sweep file (sweep.json, written by robust-mix sweep)",
+             "cert/certify.json": "a certificate file (certify.json, written by robust-mix certify)",
+             "run/state/run.json": "a run's record of its arguments (state/run.json)",
+             "run/state/chunk_000000.json": "one chunk of a run's progress (state/chunk_*.json)"}
+    for name, what in files.items():
+        path = tmp_path / name
+        assert main(["submit", "fmnist-robust", "--report", str(path), "--out", str(tmp_path / "sub")]) == 2
+        assert main(["card", "fmnist-robust", "--benchmark", str(path), "--out", str(tmp_path / "card.md")]) == 2
+        err = capsys.readouterr().err
+        assert err.count(f"error: {path} is {what}, not a benchmark report; give the report.json") == 2, err
+        assert "missing field" not in err
+    with pytest.raises(InvalidInputError, match=r"is a model config \(config.json\), not a benchmark report"):
+        BenchmarkResult.from_dict(dataclasses.asdict(robust_mix.get_model_config("fmnist-robust")), "config.json")
+    assert not (tmp_path / "sub").exists() and not (tmp_path / "card.md").exists()
 
 
 @pytest.mark.parametrize("reports", ["missing", "a file"])
