@@ -16,8 +16,8 @@ from typing import Any, Optional, Union
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import resolve_attack
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import (InvalidInputError, check_eps, check_input_file, check_fraction, check_int, non_negative_float,
-                                 positive_int)
+from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
+                                 non_negative_float, positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
 INTERVAL_LEVEL = 0.95

@@ -24,8 +24,9 @@ from robust_mix.formatting import evaluation_label, format_eps
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_model,
-                                 check_input_file, check_writable_dir, optional_positive_int, parse_number, positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_input_file,
+                                 check_model, check_writable_dir, optional_positive_int, parse_number,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -283,8 +284,8 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a folder (its ``sweep.json`` is named when it has one), not JSON, or not a sweep (a point lacks a field, or an accuracy is not a
-            fraction in ``[0, 1]``).
+        ValueError: a folder (its ``sweep.json`` is named when it has one), not JSON, or not a sweep (a point
+            lacks a field, or an accuracy is not a fraction in ``[0, 1]``).
     """
     path = check_input_file(path, "sweep file", inside="sweep.json")
     try:
