@@ -735,6 +735,9 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
                                 "check the data set (dataset=, --dataset) against the input the model was built "
                                 "for") from err
     scores = check_scores(outputs, len(probe), labels)
+    check_bases = getattr(model, "check_base_outputs", None)  # a mixture: its bases must return logits too
+    if callable(check_bases):
+        check_bases(probe.to(device))
     if declared is not None and scores.shape[1] != declared:
         count = scores.shape[1]
         raise InvalidInputError(f"the model declares {declared} classes (num_classes), but returns scores for "

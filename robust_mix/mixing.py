@@ -31,7 +31,7 @@ from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
 from robust_mix.weights import check_model_dir, prefetch, read_weights
 from robust_mix.validate import (InvalidInputError, check_agreement, check_alpha, check_alpha_range, check_bool,
-                                 check_device, check_images)
+                                 check_device, check_images, check_scores)
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +344,25 @@ class MixedClassifier(nn.Module, HubMixin):
     def base_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both base models' raw logits for raw images ``x`` of shape ``(B, C, H, W)``."""
         return self.standard(self.standard_input(x)), self.robust(self.robust_input(x))
+
+    @torch.no_grad()
+    def check_base_outputs(self, x: torch.Tensor) -> None:
+        """One pass of both base models on raw images ``x``: each must return ``(B, K)`` logits, not probabilities.
+
+        The mixture's own output is log-probabilities whatever its bases return, so a base ending in a softmax
+        passes every check of the mixture, and is then mixed as if its probabilities were logits (a flat softmax
+        of them): another model than the one meant, with other predictions and weaker gradients for the attacks.
+        The harness calls this once, before any work (a check on every forward pass would cost the attacks a
+        device synchronisation per query). The certificates do not: randomized smoothing counts only the robust
+        base's votes, which a hard (one-hot) classifier gives as well as logits.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the base and saying to return logits.
+        """
+        self._check_input(x)
+        for which, base, adapter in (("standard", self.standard, self.standard_input),
+                                     ("robust", self.robust, self.robust_input)):
+            check_scores(base(adapter(x)), len(x), what=f"the {which} base model")
 
     def features(self, x: torch.Tensor, standard_layers: Sequence[str],
                  robust_layers: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -513,6 +513,39 @@ def test_probabilities_of_a_low_precision_model_are_refused(dtype):
     assert 0 <= bench(linear.to(dtype).eval(), images=images().to(dtype)).robust_accuracy <= 1  # its logits run
 
 
+class Softmaxed(nn.Module):
+    """A base model whose forward ends in a softmax (probabilities, not logits), as many inference heads do."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.num_classes = inner, 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).softmax(dim=1)
+
+
+def softmaxed_mixture(which: str, alpha: float = 0.6) -> robust_mix.MixedClassifier:
+    bases = {"standard": make_tiny(0), "robust": make_tiny(1)}
+    bases[which] = Softmaxed(bases[which])
+    config = ModelConfig(name="tiny-softmaxed", dataset="fashion-mnist", eps=0.1, num_classes=10, input_shape=SHAPE,
+                         alpha=alpha)
+    return robust_mix.MixedClassifier(bases["standard"], bases["robust"], alpha=alpha, config=config)
+
+
+@pytest.mark.parametrize("which", ["standard", "robust"])
+@pytest.mark.parametrize("attack", ["apgd-ce", "square"])
+def test_a_mixture_of_a_base_that_returns_probabilities_is_refused(which, attack):
+    """The mixture returns log-probabilities whatever its bases return, so a base ending in a softmax passed every
+    check of the harness: its probabilities were mixed as logits, and the run measured another model than the one
+    meant (clean accuracy 0.0 where the base's logits give 0.17)."""
+    with pytest.raises(InvalidInputError, match=rf"the {which} base model returns probabilities \(each row sums to "
+                                                r"1\), not logits"):
+        bench(softmaxed_mixture(which), attack=attack, options=AttackOptions(n_iter=1, n_queries=3))
+    logits = softmaxed_mixture(which)
+    setattr(logits, which, getattr(logits, which).inner)  # the same weights, returning logits: it runs
+    assert 0 <= bench(logits, attack=attack, options=AttackOptions(n_iter=1, n_queries=3)).robust_accuracy <= 1
+
+
 def test_robustbench_enums_are_read_as_their_values():
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
