@@ -265,7 +265,15 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
 
 def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, title: str = "",
                 metadata: Optional[dict[str, Any]] = None) -> dict[str, Path]:
-    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``."""
+    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: no points (a sweep.json that :func:`read_sweep` refuses), or an
+            output folder that cannot be written.
+    """
+    if not points:
+        raise InvalidInputError("write_sweep got no points: a sweep file holds at least one (robust_mix.sweep.sweep "
+                                "returns them)")
     out = check_writable_dir(out_dir)
     rows = [asdict(p) for p in points]
     text = io.StringIO()

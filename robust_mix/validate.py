@@ -628,12 +628,17 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
 
     Raises:
         InvalidInputTypeError: ``value`` is not a ``str`` or ``os.PathLike`` (e.g. a number), naming ``name``.
+        InvalidInputError: ``value`` is an empty string: ``Path("")`` is the current folder, so ``"$OUT"`` with
+            ``OUT`` unset would read or fill it.
     """
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
         raise InvalidInputTypeError(f"{name} must be {what} (str or pathlib.Path), got {value!r} "
                                     f"({type(value).__name__})")
+    if isinstance(value, str) and not value.strip():
+        here = " ('.' is the current folder)" if "folder" in what else ""
+        raise InvalidInputError(f"{name} is an empty path {value!r} (an unset variable?); give {what}{here}")
     return Path(value).expanduser()
 
 

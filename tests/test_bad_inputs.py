@@ -831,6 +831,29 @@ def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_library_writers_refuse_an_empty_path_instead_of_filling_the_current_folder(tmp_path, monkeypatch):
+    """save_pretrained("") wrote config.json, model.safetensors and README.md into the current folder (as ``--out ""``
+    once did); BenchmarkResult.save("") and save(<folder>) failed naming a temporary file, save(5) in a TypeError."""
+    monkeypatch.chdir(tmp_path)
+    result = bench()
+    with pytest.raises(InvalidInputError, match=r"save_directory is an empty path '' \(an unset variable\?\)"):
+        robust_mix.load_model("fmnist-robust").save_pretrained("")
+    with pytest.raises(InvalidInputError, match=r"the file to write is an empty path ''"):
+        result.save("")
+    with pytest.raises(InvalidInputTypeError, match=r"the file to write must be a file path .*got 5 \(int\)"):
+        result.save(5)
+    with pytest.raises(InvalidInputError, match=r"data_dir is an empty path ''"):
+        robust_mix.data.load_dataset("fashion-mnist", "test", 2, data_dir="")
+    with pytest.raises(InvalidInputError, match="write_sweep got no points"):
+        robust_mix.sweep.write_sweep([], tmp_path / "sweep")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"a file is to be written: give the file's name \(e.g. "
+                                                rf"'{tmp_path}/run/report.json'\), or move the folder away: "
+                                                rf"'{tmp_path}/run'"):
+        result.save(tmp_path / "run")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and list((tmp_path / "run").iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     pytest.param(["card", "fmnist-robust", "--out", "{under}/card.md"], id="card --out under a file"),
     pytest.param(["card", "--all", "--out-dir", "{under}"], id="card --all --out-dir under a file"),
