@@ -305,16 +305,12 @@ def check_device(device: Any, name: str = "device") -> torch.device:
 
 
 # -- models ----------------------------------------------------------------------------------------------
-def check_model(model: Any, name: str = "model", *, needs: Sequence[str] = (), kind: str = "") -> torch.nn.Module:
-    """``model`` when it is a ``torch.nn.Module`` (with the attributes ``needs``, when given), else an error
-    that says how to get one: a registry name is built with ``robust_mix.load_model(NAME)``, a plain function is
-    wrapped in a module.
-
-    Args:
-        needs: attributes the caller uses (``("alpha",)`` for a mixture); ``kind`` names what has them.
+def check_model(model: Any, name: str = "model") -> torch.nn.Module:
+    """``model`` when it is a ``torch.nn.Module``, else an error that says how to get one: a registry name is built
+    with ``robust_mix.load_model(NAME)``, a plain function is wrapped in a module.
 
     Raises:
-        InvalidInputTypeError: not a module (a name, a function, ``None``), or one without ``needs``.
+        InvalidInputTypeError: not a module (a name, a function, ``None``), naming ``name``.
     """
     if isinstance(model, str):
         raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got the string {model!r}; build it "
@@ -324,10 +320,6 @@ def check_model(model: Any, name: str = "model", *, needs: Sequence[str] = (), k
                 else "; build one with robust_mix.load_model(NAME)")
         raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got {model!r} "
                                     f"({type(model).__name__}){hint}")
-    missing = [attr for attr in needs if not hasattr(model, attr)]
-    if missing:
-        raise InvalidInputTypeError(f"{name} must be {kind or 'a model with ' + ', '.join(needs)}, got "
-                                    f"{type(model).__name__} (it has no {', '.join(missing)})")
     return model
 
 
