@@ -548,7 +548,7 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
         robust_mix.validate.InvalidInputError: ``lipschitz`` is 0, negative, NaN or infinite (:func:`check_lipschitz`).
     """
     check_probability_mixing(model)
-    check_images(x, model.input_shape, dtype=model.dtype)
+    check_images(x, model.input_shape, dtype=model.dtype, device=model.device)
     if labels is not None:
         labels = check_labels(labels, model.num_classes, n=len(x))
     if lipschitz is not None:
@@ -574,7 +574,7 @@ def certify_smoothing(model: MixedClassifier, x: torch.Tensor, *, sigma: float, 
     raw image units. Each certificate holds with probability at least ``1 - failure_prob``.
     """
     check_probability_mixing(model)
-    check_images(x, model.input_shape, dtype=model.dtype)
+    check_images(x, model.input_shape, dtype=model.dtype, device=model.device)
     estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), x, sigma=sigma,
                                  num_classes=_num_classes(model, x), n0=n0, n=n, failure_prob=failure_prob,
                                  batch_size=batch_size, generator=generator, progress=progress)

@@ -425,6 +425,11 @@ class MixedClassifier(nn.Module, HubMixin):
         return None if self.config is None or self.config.input_shape is None else tuple(self.config.input_shape)
 
     @property
+    def device(self) -> Optional[torch.device]:
+        """Where the base models' weights are (inputs must be there too), ``None`` without weights."""
+        return next((p.device for p in self.standard.parameters()), None)
+
+    @property
     def dtype(self) -> Optional[torch.dtype]:
         """The floating dtype of the base models' weights (inputs must have it), ``None`` without weights."""
         return next((p.dtype for p in self.standard.parameters() if p.is_floating_point()), None)
@@ -444,7 +449,7 @@ class MixedClassifier(nn.Module, HubMixin):
     def _check_input(self, x: torch.Tensor) -> None:
         # shape and dtype only: a value scan on every forward pass would slow the attacks down; the
         # harness checks values once at its boundary
-        check_images(x, self.input_shape, dtype=self.dtype, check_values=False)
+        check_images(x, self.input_shape, dtype=self.dtype, check_values=False, device=self.device)
 
     def _check_logits(self, g: torch.Tensor, h: torch.Tensor) -> None:
         for which, out in (("standard", g), ("robust", h)):

@@ -410,9 +410,11 @@ def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int
 
 
 def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
-                 dtype: Optional[torch.dtype] = None, check_values: bool = True) -> torch.Tensor:
-    """A batch of raw images ``(B, C, H, W)``: floating point (``dtype``, the model's, when given), the
-    model's ``(C, H, W)`` contract when it declares one, and (``check_values``) finite values in ``[0, 1]``.
+                 dtype: Optional[torch.dtype] = None, check_values: bool = True,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """A batch of raw images ``(B, C, H, W)``: floating point (``dtype``, the model's, when given), on ``device``
+    (the model's, when given), the model's ``(C, H, W)`` contract when it declares one, and (``check_values``)
+    finite values in ``[0, 1]``.
 
     The messages say how to adapt the input: add a batch dimension, convert channels, resize,
     divide by 255 or undo a normalisation.
@@ -431,6 +433,9 @@ def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
     if dtype is not None and images.dtype != dtype:
         raise InvalidInputTypeError(f"images are {images.dtype} but the model computes in {dtype}; convert them "
                                     f"with images.to({dtype})")
+    if device is not None and images.device != device:
+        raise InvalidInputError(f"images are on {images.device} but the model is on {device}; move them with "
+                                f"images.to({str(device)!r}) (or the model with model.to({str(images.device)!r}))")
     if input_shape is not None:
         _check_contract(shape, tuple(int(v) for v in input_shape))
     if check_values and images.numel():
