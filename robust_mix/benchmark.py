@@ -35,9 +35,10 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, check_options, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_dataset, check_device,
-                                 check_eps, check_examples, check_finite_outputs, check_int, check_model, check_scores,
-                                 check_threat_model, check_writable_dir, optional_positive_int, positive_int)
+from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
+                                 check_device, check_eps, check_examples, check_finite_outputs, check_int, check_model,
+                                 check_scores, check_threat_model, check_writable_dir, optional_positive_int,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -576,6 +577,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     seed = check_int("seed", seed)
     plan = resolve_attack(attack, check_bool("adaptive", adaptive))
     options = check_options(options)
+    progress = check_callback("progress", progress, ("start", "advance"), "robust_mix.benchmark.Progress")
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     images_given = images is not None

@@ -49,8 +49,9 @@ from torch import nn
 
 from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_finite_outputs, check_images,
-                                 check_labels, check_model, check_open_probability, positive_float, positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_finite_outputs,
+                                 check_images, check_labels, check_model, check_open_probability, positive_float,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,10 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     """
     positive_int("the number of samples", n)
     batch_size = positive_int("batch_size", batch_size)
+    progress = check_bool("progress", progress)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InvalidInputTypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or "
+                                    f"None, got {generator!r} ({type(generator).__name__})")
     from tqdm.auto import tqdm
 
     batch = x.shape[0]
@@ -309,6 +314,8 @@ def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: tor
     """
     _check_failure_prob(failure_prob)
     positive_float("sigma", sigma)
+    positive_int("n0", n0)
+    positive_int("n", n)
     check_images(x)
     kwargs = dict(batch_size=batch_size, generator=generator, progress=progress)
     selection = sample_counts(classifier, x, n0, sigma, num_classes, desc="selection", **kwargs)

@@ -323,6 +323,23 @@ def check_model(model: Any, name: str = "model") -> torch.nn.Module:
     return model
 
 
+def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str) -> Any:
+    """``value`` when it is ``None`` or has every one of ``methods`` (a progress receiver such as
+    ``robust_mix.benchmark.Progress``, named by ``protocol``).
+
+    Raises:
+        InvalidInputTypeError: anything else; ``True`` (as the certificates' ``progress=True`` draws bars) is told
+            that this one takes an object, not a flag. It failed, before, with an AttributeError once work began.
+    """
+    if value is None or all(callable(getattr(value, m, None)) for m in methods):
+        return value
+    hint = (f"; here {name} receives progress events, it is not a flag: pass an object with these methods or None"
+            if isinstance(value, bool) else "")
+    raise InvalidInputTypeError(f"{name} must be None or a {protocol} (an object with methods "
+                                f"{', '.join(m + '()' for m in methods)}), got {value!r} ({type(value).__name__})"
+                                f"{hint}")
+
+
 # -- mixing ratios ------------------------------------------------------------------------------------
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
     """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""
