@@ -447,7 +447,7 @@ class MixedClassifier(nn.Module, HubMixin):
             std_scale=self.std_scale, rob_scale=self.rob_scale)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        # shape and dtype only: a value scan on every forward pass would slow the attacks down; the
+        # shape, dtype and device only: a value scan on every forward pass would slow the attacks down; the
         # harness checks values once at its boundary
         check_images(x, self.input_shape, dtype=self.dtype, check_values=False, device=self.device)
 
