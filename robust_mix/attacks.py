@@ -27,7 +27,7 @@ from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
-from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan
+from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan, check_options
 from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
                                  check_score_shape)
 
@@ -352,7 +352,7 @@ class StageRunner:
         from pyautoattack import AutoAttack
 
         self.model, self.norm, self.eps = model, norm, eps
-        self.options = options or AttackOptions()
+        self.options = check_options(options)
         attacked = float32_view(model)  # pyautoattack attacks float32 images
         self.guard = FiniteOutputGuard(attacked)
         self.autoattack = AutoAttack(self.guard, norm=norm, eps=eps, version=plan.version, device=device, seed=0)

@@ -32,12 +32,13 @@ from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path, original_class, volatile_state
 from robust_mix.io import atomic_write_text
-from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
+from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, check_options, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
-from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_dataset, check_device,
-                                 check_eps, check_examples, check_finite_outputs, check_int, check_scores,
-                                 check_threat_model, check_writable_dir, optional_positive_int, positive_int)
+from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
+                                 check_device, check_eps, check_examples, check_finite_outputs, check_int, check_model,
+                                 check_scores, check_threat_model, check_writable_dir, optional_positive_int,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
         NonFiniteOutputError: the model returned NaN/inf for some images, named by ``indices[i]``
             (default: their positions in ``x``); such an output is never read as a prediction.
     """
+    model = check_model(model)
     batch_size = positive_int("batch_size", batch_size)
     training = sorted({type(m).__name__ for m in model.modules() if m.training})
     if training:
@@ -207,6 +209,15 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
 _RESTART = "delete the state folder (or give another --state-dir / --out) to start this run afresh"
 
 
+def _redo(path: Path) -> str:
+    """What to do about a damaged state file: a chunk's (or the full clean pass's) progress is redone on its own
+    when that one file is deleted, keeping every other finished chunk; ``run.json`` has no such remedy."""
+    if path.name == "run.json":
+        return _RESTART
+    return (f"delete {path} to redo only that part (every other finished chunk in {path.parent} is kept), or "
+            f"{_RESTART}")
+
+
 def _read_state(path: Path, keys: Sequence[str]) -> dict[str, Any]:
     """A state file of the harness, read and checked for ``keys``.
 
@@ -217,10 +228,10 @@ def _read_state(path: Path, keys: Sequence[str]) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{path} is not valid JSON ({err}), so its progress cannot be trusted; "
-                                f"{_RESTART}") from None
+                                f"{_redo(path)}") from None
     missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
-        raise InvalidInputError(f"{path} is not a state file of this robust_mix (missing {missing}); {_RESTART}")
+        raise InvalidInputError(f"{path} is not a state file of this robust_mix (missing {missing}); {_redo(path)}")
     return data
 
 
@@ -263,11 +274,11 @@ class ChunkState:
                 if flags is not None and (not isinstance(flags, list) or len(flags) != end - start):
                     raise InvalidInputError(f"{path}: {key} must hold {end - start} flags, one per example of the "
                                             f"chunk, got {len(flags) if isinstance(flags, list) else flags!r}; "
-                                            f"the file was edited or corrupted: {_RESTART}")
+                                            f"the file was edited or corrupted: {_redo(path)}")
                 odd = next((f for f in flags or () if not isinstance(f, bool)), None)
                 if odd is not None:
                     raise InvalidInputError(f"{path}: {key} must hold true/false flags, got {odd!r}; the file was "
-                                            f"edited or corrupted: {_RESTART}")
+                                            f"edited or corrupted: {_redo(path)}")
             _check_stages_recorded(path, data, suites or {})
             _check_bookkeeping(path, data)
             state.clean, state.flags = data["clean"], data["flags"]
@@ -299,7 +310,7 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
     if not isinstance(data["stages_done"], list) or not isinstance(data["done"], bool):
         raise InvalidInputError(f"{path}: done must be true/false and stages_done a list of stages, got "
                                 f"{data['done']!r} and {data['stages_done']!r}; the file was edited or corrupted: "
-                                f"{_RESTART}")
+                                f"{_redo(path)}")
     done = data["stages_done"]
     expected = [st for stages in suites.values() for st in stages] if data["done"] else done
     missing = [f"stage {st!r}" for st in expected if st not in done or st not in (data["stage_flags"] or {})]
@@ -309,7 +320,7 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
         missing += ["clean"] * (data["clean"] is None)
     if missing:
         raise InvalidInputError(f"{path} marks work as done that it holds no flags for ({', '.join(missing)}); the "
-                                f"file was edited or corrupted: {_RESTART}")
+                                f"file was edited or corrupted: {_redo(path)}")
 
 
 def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
@@ -318,12 +329,12 @@ def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
     seconds = data["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
         raise InvalidInputError(f"{path}: seconds must be a finite number >= 0, got {seconds!r}; the file was edited "
-                                f"or corrupted: {_RESTART}")
+                                f"or corrupted: {_redo(path)}")
     threads = data.get("cpu_threads", [])  # absent in older state files
     if not isinstance(threads, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
                                                 for t in threads):
         raise InvalidInputError(f"{path}: cpu_threads must be a list of positive thread counts, got {threads!r}; the "
-                                f"file was edited or corrupted: {_RESTART}")
+                                f"file was edited or corrupted: {_redo(path)}")
 
 
 #: The path a run.json without ``fast_path`` (written before it was recorded) is resumed on: the default one.
@@ -469,7 +480,7 @@ def _full_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
         correct = saved["correct"]
         if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= len(y):
             raise InvalidInputError(f"{path}: correct must be a count of the {len(y)} images, got {correct!r}; the "
-                                    f"file was edited or corrupted: {_RESTART}")
+                                    f"file was edited or corrupted: {_redo(path)}")
         return int(saved["correct"])
     rank, world = _dist()
     lo, hi = rank * len(y) // world, (rank + 1) * len(y) // world
@@ -562,6 +573,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
             (named): they are never counted as predictions.
     """
     wall_start = time.perf_counter()
+    model = check_model(model)
     config = getattr(model, "config", None)
     dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
     dataset = None if dataset is None else check_dataset(dataset)
@@ -580,7 +592,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
     seed = check_int("seed", seed)
     plan = resolve_attack(attack, check_bool("adaptive", adaptive))
-    options = options or AttackOptions()
+    options = check_options(options)
+    progress = check_callback("progress", progress, ("start", "advance"), "robust_mix.benchmark.Progress")
     state_path = check_writable_dir(state_dir, "state folder") if state_dir is not None else None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     images_given = images is not None
@@ -747,6 +760,9 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
                                 "check the data set (dataset=, --dataset) against the input the model was built "
                                 "for") from err
     scores = check_scores(outputs, len(probe), labels)
+    check_bases = getattr(model, "check_base_outputs", None)  # a mixture: its bases must return logits too
+    if callable(check_bases):
+        check_bases(probe.to(device))
     if declared is not None and scores.shape[1] != declared:
         count = scores.shape[1]
         raise InvalidInputError(f"the model declares {declared} classes (num_classes), but returns scores for "

@@ -329,8 +329,16 @@ def render_all(out_dir: Union[str, Path], reports_dir: Union[str, Path, None] = 
         The files written, and the skipped entries with the reason.
 
     Raises:
-        robust_mix.validate.InvalidInputError: a report is not a valid report of its entry (nothing is written).
+        robust_mix.validate.InvalidInputError: ``reports_dir`` is not a folder (a typo: every card would be rewritten
+            without its results), or a report is not a valid report of its entry; nothing is written.
     """
+    if reports_dir is not None and not Path(reports_dir).expanduser().is_dir():
+        why = "is a file" if Path(reports_dir).expanduser().exists() else "does not exist"
+        raise InvalidInputError(f"the reports folder {str(reports_dir)!r} {why}: no card would get its results, and "
+                                f"the cards in {str(out_dir)!r} would be rewritten without them; give the folder of "
+                                "<name>.json reports (--reports-dir), or reports_dir=None to render cards without "
+                                "results (nothing was written)")
+    reports_dir = None if reports_dir is None else Path(reports_dir).expanduser()
     cards, skipped = {}, {}
     for name in list_models():
         config = get_model_config(name)

@@ -49,8 +49,9 @@ from torch import nn
 
 from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
-from robust_mix.validate import (InvalidInputError, check_finite_outputs, check_images, check_labels,
-                                 check_open_probability, positive_float, positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_finite_outputs,
+                                 check_images, check_labels, check_model, check_open_probability, positive_float,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,10 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     """
     positive_int("the number of samples", n)
     batch_size = positive_int("batch_size", batch_size)
+    progress = check_bool("progress", progress)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InvalidInputTypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or "
+                                    f"None, got {generator!r} ({type(generator).__name__})")
     from tqdm.auto import tqdm
 
     batch = x.shape[0]
@@ -309,6 +314,8 @@ def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: tor
     """
     _check_failure_prob(failure_prob)
     positive_float("sigma", sigma)
+    positive_int("n0", n0)
+    positive_int("n", n)
     check_images(x)
     kwargs = dict(batch_size=batch_size, generator=generator, progress=progress)
     selection = sample_counts(classifier, x, n0, sigma, num_classes, desc="selection", **kwargs)
@@ -509,7 +516,14 @@ def resolve_alpha(model: MixedClassifier, x: torch.Tensor, alpha: AlphaChoice) -
 
 
 def check_probability_mixing(model: MixedClassifier) -> None:
-    """Refuse models the theorem does not cover: logit mixing, or a robust output map (MixedNUTS)."""
+    """Refuse models the theorem does not cover: anything but a :class:`MixedClassifier` (a registry name, a plain
+    classifier), logit mixing, or a robust output map (MixedNUTS)."""
+    if not isinstance(model, MixedClassifier):
+        check_model(model)  # a name or a function: refused, saying how to build a model
+        raise InvalidInputTypeError(f"certificates are computed for a MixedClassifier (they bound its robust part), "
+                                    f"got {type(model).__name__}; mix it with a robust base: "
+                                    "robust_mix.MixedClassifier(standard, robust, alpha=...), or load an entry with "
+                                    "robust_mix.load_model(NAME)")
     if model.mixing != "prob":
         raise ValueError(f"certificates hold for probability mixing only; this model uses mixing={model.mixing!r}")
     if model.robust_map is not None:
@@ -541,7 +555,7 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
         robust_mix.validate.InvalidInputError: ``lipschitz`` is 0, negative, NaN or infinite (:func:`check_lipschitz`).
     """
     check_probability_mixing(model)
-    check_images(x, model.input_shape, dtype=model.dtype)
+    check_images(x, model.input_shape, dtype=model.dtype, device=model.device)
     if labels is not None:
         labels = check_labels(labels, model.num_classes, n=len(x))
     if lipschitz is not None:
@@ -567,7 +581,7 @@ def certify_smoothing(model: MixedClassifier, x: torch.Tensor, *, sigma: float, 
     raw image units. Each certificate holds with probability at least ``1 - failure_prob``.
     """
     check_probability_mixing(model)
-    check_images(x, model.input_shape, dtype=model.dtype)
+    check_images(x, model.input_shape, dtype=model.dtype, device=model.device)
     estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), x, sigma=sigma,
                                  num_classes=_num_classes(model, x), n0=n0, n=n, failure_prob=failure_prob,
                                  batch_size=batch_size, generator=generator, progress=progress)

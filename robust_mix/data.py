@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from robust_mix.validate import InvalidInputError, check_choice, check_path, optional_positive_int
+from robust_mix.validate import InvalidInputError, check_choice, check_dataset, check_path, optional_positive_int
 
 if TYPE_CHECKING:
     from robust_mix.config import ModelConfig
@@ -400,7 +400,7 @@ def _imagenet_test_files(data_dir: Optional[PathLike], n_examples: Optional[int]
     ids = imagenet_test_ids()
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None and n_examples > len(ids):
-        raise ValueError(f"asked for {n_examples} examples but imagenet test (RobustBench's list) has {len(ids)}")
+        raise InvalidInputError(_too_many(n_examples, "imagenet", "test (RobustBench's list)", len(ids)))
     ids = ids[:n_examples]
     class_index = _imagenet_class_index()
     root = Path(data_dir or "./data")
@@ -483,8 +483,9 @@ def available_datasets() -> list[str]:
 
 
 def canonical_dataset(name: str) -> str:
-    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``."""
-    key = name.lower().replace("_", "-")
+    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``;
+    RobustBench's ``BenchmarkDataset`` members are read as their value (anything but a name is refused)."""
+    key = check_dataset(name).lower().replace("_", "-")
     return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
 
 
@@ -539,7 +540,7 @@ def _open(name: str, split: str, n_examples: Optional[int], data_dir: Optional[P
     options: dict[str, Any] = {} if preprocessing is None else {"preprocessing": preprocessing, "limit": n_examples}
     dataset = _OPENERS[key](split, data_dir, **options)
     if n_examples is not None and n_examples > len(dataset):
-        raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+        raise InvalidInputError(_too_many(n_examples, name, split, len(dataset)))
     return dataset, n_examples
 
 
@@ -567,3 +568,8 @@ def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = Non
     """
     dataset, n_examples = _open(name, split, n_examples, data_dir, preprocessing, config)
     return dataset_tensors(dataset, n_examples)
+
+
+def _too_many(n_examples: int, name: str, split: str, available: int) -> str:
+    return (f"asked for {n_examples} examples but {name} {split} has {available}; pass n_examples <= {available} "
+            "(or none: all of them)")

@@ -48,7 +48,8 @@ from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
-from robust_mix.validate import InvalidInputError, check_bool, check_device, check_writable_dir
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
+                                 check_writable_dir)
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -332,7 +333,9 @@ class HubMixin:
                       "robust_mix_version": __version__}
         if repo_id is not None:
             provenance["hub_repo"] = repo_id
-        folder = Path(save_directory).expanduser()  # as 'local-dir:~/...' is read
+        folder = check_path("save_directory", save_directory, "a folder path")  # '~' as 'local-dir:~/...' is read
+        if folder is None:
+            raise InvalidInputTypeError("save_directory must be a folder path (str or pathlib.Path), got None")
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file and save_pretrained writes a folder ({CONFIG_NAME}, {WEIGHTS_NAME}, "
                              f"{CARD_NAME}): give a folder path, or move the file away")

@@ -1,6 +1,7 @@
 """Safe file I/O: atomic writes and pickle-free weight loading."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from robust_mix.validate import InvalidInputTypeError, check_input_file, check_path
 
 #: How files written by ``torch.save`` begin: a zip archive (``PK\x03\x04``) or a pickle (protocol 2+).
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
@@ -19,8 +22,20 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one."""
-    path = Path(path)
+    """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (named, with what to do; it failed after writing the data, naming
+            a temporary file). An ``OSError``, as the other failures to write a file are.
+        robust_mix.validate.InvalidInputError: ``path`` is empty (``Path("")`` is the current folder).
+        robust_mix.validate.InvalidInputTypeError: ``path`` is not a ``str`` or ``os.PathLike``.
+    """
+    path = check_path("the file to write", path, "a file path")
+    if path is None:
+        raise InvalidInputTypeError("the file to write must be a file path (str or pathlib.Path), got None")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory, where a file is to be written: give the file's name "
+                                f"(e.g. {str(path / 'report.json')!r}), or move the folder away", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -93,12 +108,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        robust_mix.validate.InvalidInputError: ``path`` is a folder.
         ValueError: the file is an HTML page, empty, truncated, corrupt, or holds pickled objects
             that only unsafe unpickling could load; the message names the file and what to do.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
+    path = check_input_file(path, "weight file")
     head = sniff_weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -31,7 +31,7 @@ from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
 from robust_mix.weights import check_model_dir, prefetch, read_weights
 from robust_mix.validate import (InvalidInputError, check_agreement, check_alpha, check_alpha_range, check_bool,
-                                 check_device, check_images)
+                                 check_device, check_images, check_scores)
 
 logger = logging.getLogger(__name__)
 
@@ -350,6 +350,25 @@ class MixedClassifier(nn.Module, HubMixin):
         """Both base models' raw logits for raw images ``x`` of shape ``(B, C, H, W)``."""
         return self.standard(self.standard_input(x)), self.robust(self.robust_input(x))
 
+    @torch.no_grad()
+    def check_base_outputs(self, x: torch.Tensor) -> None:
+        """One pass of both base models on raw images ``x``: each must return ``(B, K)`` logits, not probabilities.
+
+        The mixture's own output is log-probabilities whatever its bases return, so a base ending in a softmax
+        passes every check of the mixture, and is then mixed as if its probabilities were logits (a flat softmax
+        of them): another model than the one meant, with other predictions and weaker gradients for the attacks.
+        The harness calls this once, before any work (a check on every forward pass would cost the attacks a
+        device synchronisation per query). The certificates do not: randomized smoothing counts only the robust
+        base's votes, which a hard (one-hot) classifier gives as well as logits.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the base and saying to return logits.
+        """
+        self._check_input(x)
+        for which, base, adapter in (("standard", self.standard, self.standard_input),
+                                     ("robust", self.robust, self.robust_input)):
+            check_scores(base(adapter(x)), len(x), what=f"the {which} base model")
+
     def features(self, x: torch.Tensor, standard_layers: Sequence[str],
                  robust_layers: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Intermediate features of both base models at the named layers (for sizing a policy)."""
@@ -398,8 +417,10 @@ class MixedClassifier(nn.Module, HubMixin):
                 ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Raw images ``(B, C, H, W)`` in ``[0, 1]`` -> log mixed probabilities ``(B, K)``.
 
-        With ``return_alpha=True`` also returns the per-example ratio ``(B,)`` actually applied.
+        With ``return_alpha=True`` also returns the per-example ratio ``(B,)`` actually applied (a bool: a string
+        such as ``"no"`` is refused, not read as true).
         """
+        return_alpha = check_bool("return_alpha", return_alpha)
         out = self.forward_all(x)
         return (out.log_probs, out.alpha) if return_alpha else out.log_probs
 
@@ -429,6 +450,11 @@ class MixedClassifier(nn.Module, HubMixin):
         return None if self.config is None or self.config.input_shape is None else tuple(self.config.input_shape)
 
     @property
+    def device(self) -> Optional[torch.device]:
+        """Where the base models' weights are (inputs must be there too), ``None`` without weights."""
+        return next((p.device for p in self.standard.parameters()), None)
+
+    @property
     def dtype(self) -> Optional[torch.dtype]:
         """The floating dtype of the base models' weights (inputs must have it), ``None`` without weights."""
         return next((p.dtype for p in self.standard.parameters() if p.is_floating_point()), None)
@@ -446,9 +472,9 @@ class MixedClassifier(nn.Module, HubMixin):
             std_scale=self.std_scale, rob_scale=self.rob_scale)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        # shape and dtype only: a value scan on every forward pass would slow the attacks down; the
+        # shape, dtype and device only: a value scan on every forward pass would slow the attacks down; the
         # harness checks values once at its boundary
-        check_images(x, self.input_shape, dtype=self.dtype, check_values=False)
+        check_images(x, self.input_shape, dtype=self.dtype, check_values=False, device=self.device)
 
     def _check_logits(self, g: torch.Tensor, h: torch.Tensor) -> None:
         for which, out in (("standard", g), ("robust", h)):

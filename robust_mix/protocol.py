@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from robust_mix.validate import InvalidInputTypeError, check_fields, check_fraction, positive_int
 
@@ -115,6 +115,23 @@ class AttackOptions:
         on one of them (:data:`OPTION_STAGES`: ``n_queries`` set for a run without Square changes nothing)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"
                 and (stages is None or any(stage in OPTION_STAGES[k] for stage in stages))}
+
+
+def check_options(options: Any) -> AttackOptions:
+    """``options`` as :class:`AttackOptions` (``None``: the leaderboard's budgets).
+
+    Raises:
+        robust_mix.validate.InvalidInputTypeError: anything else (a dict of budgets, a number), saying how to write
+            it (a dict failed later, inside the harness, with an AttributeError).
+    """
+    if options is None:
+        return AttackOptions()
+    if isinstance(options, AttackOptions):
+        return options
+    hint = (f"AttackOptions(**{dict(options)!r})" if isinstance(options, Mapping)
+            else "AttackOptions(n_iter=10)")
+    raise InvalidInputTypeError(f"options must be robust_mix.protocol.AttackOptions (or None: the leaderboard's "
+                                f"budgets), got {options!r} ({type(options).__name__}); write it as {hint}")
 
 
 #: Budget field of :class:`AttackOptions` -> the stages whose budget it sets (``robust_mix.attacks.StageRunner``).

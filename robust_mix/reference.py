@@ -27,8 +27,8 @@ from robust_mix.formatting import evaluation_label, format_eps, percent
 from robust_mix.io import atomic_write_text
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_int, non_negative_float,
-                                 positive_int)
+from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
+                                 non_negative_float, positive_int)
 
 #: The ``format`` of a reference file this module reads and writes.
 FORMAT = "robust_mix-reference/1"
@@ -206,13 +206,9 @@ class Reference:
             FileNotFoundError: no such file.
             robust_mix.validate.InvalidInputError: not JSON, or not a reference (names the field).
         """
-        path = Path(path)
-        if path.is_dir():
-            raise InvalidInputError(f"{path} is a folder, not a reference file: give the path of the .json file")
+        path = check_input_file(path, "reference file")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"reference file not found: {path}") from None
         except UnicodeDecodeError:
             raise InvalidInputError(f"{path} is not a UTF-8 text file, so not a reference file; write it again "
                                     "with the command that made it") from None

@@ -16,8 +16,8 @@ from typing import Any, Optional, Union
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import resolve_attack
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_int, non_negative_float,
-                                 positive_int)
+from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
+                                 non_negative_float, positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
 INTERVAL_LEVEL = 0.95
@@ -156,6 +156,10 @@ class BenchmarkResult:
         if not isinstance(data, dict):
             raise InvalidInputError(f"{source} is not a benchmark report: expected a JSON object, got "
                                     f"{type(data).__name__}")
+        other = next((what for keys, what in _OTHER_FILES if set(keys) <= set(data)), None)
+        if other is not None:
+            raise InvalidInputError(f"{source} is {other}, not a benchmark report; give the report.json that "
+                                    "robust-mix benchmark writes into its --out folder (BenchmarkResult.save)")
         fields = dataclasses.fields(cls)
         unknown = sorted(set(data) - {f.name for f in fields})
         missing = [f.name for f in fields if f.default is dataclasses.MISSING
@@ -295,13 +299,12 @@ class BenchmarkResult:
 
         Raises:
             FileNotFoundError: no such file.
-            robust_mix.validate.InvalidInputError: not JSON (e.g. truncated), or not a valid report.
+            robust_mix.validate.InvalidInputError: a folder (e.g. the run's ``--out``: its ``report.json`` is named),
+                not JSON (e.g. truncated), or not a valid report.
         """
         text, source = str(path_or_text), "the report text"
         if not text.lstrip().startswith("{"):
-            path = Path(path_or_text)
-            if not path.is_file():
-                raise FileNotFoundError(f"benchmark report not found: {path}")
+            path = check_input_file(path_or_text, "benchmark report", inside="report.json")
             text, source = path.read_text(errors="replace"), str(path)
         try:
             data = json.loads(text)
@@ -309,6 +312,20 @@ class BenchmarkResult:
             raise InvalidInputError(f"{source} is not valid JSON ({err}); it may be truncated: rerun the "
                                     "benchmark (finished chunks resume from its state folder)") from None
         return cls.from_dict(data, source)
+
+
+#: Fields by which the other JSON files robust_mix (and RobustBench) write are known -> what such a file is. Each
+#: is named when given where a report goes (``submit --report``, ``card --benchmark``), instead of a list of a
+#: report's missing fields.
+_OTHER_FILES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("clean_acc", "autoattack_acc"), "RobustBench's model-info file (model_info.json, written beside report.json)"),
+    (("points", "metadata"), "a sweep file (sweep.json, written by robust-mix sweep)"),
+    (("curves", "radii"), "a certificate file (certify.json, written by robust-mix certify)"),
+    (("attack_version", "suites"), "a run's record of its arguments (state/run.json)"),
+    (("stages_done", "stage_flags"), "one chunk of a run's progress (state/chunk_*.json)"),
+    (("format", "rows"), "a reference file of published results"),
+    (("standard", "robust"), "a model config (config.json)"),
+)
 
 
 #: A finished evaluation, as a result or as the path of its ``report.json``.

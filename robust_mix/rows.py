@@ -24,6 +24,7 @@ from robust_mix.benchmark import benchmark
 from robust_mix.parallel import Job, run_jobs
 from robust_mix.report import write_report
 from robust_mix.results import BenchmarkResult
+from robust_mix.validate import check_callback
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def run_rows(rows: Sequence[BenchmarkRow], *, workers: int = 1, progress: Option
             ``workers``, two rows share a ``state_dir`` (side by side, each would resume the other's chunks).
     """
     _check_rows(rows, workers)
+    progress = check_callback("progress", progress, ("start", "advance", "finish"), "robust_mix.rows.RowProgress")
     jobs = [Job(row.label, _run_row, {"row": row}) for row in rows]
     on_event = None if progress is None else (lambda index, kind, *payload: getattr(progress, kind)(index, *payload))
     return run_jobs(jobs, workers=workers, on_event=on_event, threads_per_worker=threads_per_worker,

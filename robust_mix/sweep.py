@@ -24,8 +24,9 @@ from robust_mix.formatting import evaluation_label, format_alpha, format_eps
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_writable_dir,
-                                 parse_number)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_input_file,
+                                 check_model, check_writable_dir, optional_positive_int, parse_number,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,29 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
         benchmark_kwargs: go to :func:`robust_mix.benchmark` (dataset, eps, n_examples, attack...).
 
     A model instance gets its own ratio back afterwards.
+
+    Raises:
+        robust_mix.validate.InvalidInputTypeError: ``model`` is neither a model nor a function (a registry name:
+            build it with ``robust_mix.load_model``), ``alphas`` is not a list of ratios (one number, a string),
+            or ``workers`` / ``include_policy`` has the wrong type; before any run.
+        robust_mix.validate.InvalidInputError: a ratio outside ``[0, 1]``, repeated ratios, or none.
     """
-    instance = model if isinstance(model, nn.Module) else None
+    if not callable(model) or isinstance(model, str):
+        check_model(model)  # refused, saying how to build one
+    try:  # a string iterates over its characters, a number or a 0-d tensor not at all
+        given = list(alphas) if not isinstance(alphas, (str, bytes)) else None
+    except TypeError:
+        given = None
+    if given is None:
+        hint = (f"; parse text with robust_mix.sweep.parse_alphas({alphas!r})" if isinstance(alphas, str)
+                else f"; one ratio is a list of one: [{alphas!r}]")
+        raise InvalidInputTypeError(f"alphas must be a list of ratios in [0, 1] such as [0, 0.5, 1], got {alphas!r} "
+                                    f"({type(alphas).__name__}){hint}")
+    workers = positive_int("workers", workers)
+    include_policy = check_bool("include_policy", include_policy)
+    threads_per_worker = optional_positive_int("threads_per_worker", threads_per_worker)
+    built = not isinstance(model, nn.Module)
+    instance = None if built else model
     if instance is None:
         if workers > 1:
             probe = model()
@@ -127,13 +149,14 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
             raise ValueError("sweep with workers > 1 needs a function that builds the model (each worker builds "
                              "its own), e.g. functools.partial(robust_mix.load_model, NAME), not a model instance")
         probe = instance
+    check_model(probe, "the model the function built" if built else "model")
     if not hasattr(probe, "alpha"):
         raise InvalidInputTypeError(f"sweep needs a MixedClassifier (a model with an `alpha` to vary), got "
                                     f"{type(probe).__name__}; a plain classifier has no ratio: benchmark it instead")
-    settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in alphas]
+    settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in given]
     repeated = sorted({a for a in settings if settings.count(a) > 1})
     if repeated:  # each point owns state_dir/alpha_<a>: a repeat would run twice, side by side in one folder
-        raise InvalidInputError(f"sweep alphas repeat {[format_alpha(a) for a in repeated]} in {list(alphas)!r}; "
+        raise InvalidInputError(f"sweep alphas repeat {[format_alpha(a) for a in repeated]} in {given!r}; "
                                 "list each ratio once")
     if include_policy and getattr(probe, "policy", None) is not None:
         settings.append(POLICY)
@@ -242,7 +265,15 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
 
 def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, title: str = "",
                 metadata: Optional[dict[str, Any]] = None) -> dict[str, Path]:
-    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``."""
+    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: no points (a sweep.json that :func:`read_sweep` refuses), or an
+            output folder that cannot be written.
+    """
+    if not points:
+        raise InvalidInputError("write_sweep got no points: a sweep file holds at least one (robust_mix.sweep.sweep "
+                                "returns them)")
     out = check_writable_dir(out_dir)
     rows = [asdict(p) for p in points]
     text = io.StringIO()
@@ -261,10 +292,10 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not JSON, or not a sweep (a point lacks a field, or an accuracy is not a
-            fraction in ``[0, 1]``).
+        ValueError: a folder (its ``sweep.json`` is named when it has one), not JSON, or not a sweep (a point
+            lacks a field, or an accuracy is not a fraction in ``[0, 1]``).
     """
-    path = Path(path)
+    path = check_input_file(path, "sweep file", inside="sweep.json")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -305,6 +305,42 @@ def check_device(device: Any, name: str = "device") -> torch.device:
     return requested
 
 
+# -- models ----------------------------------------------------------------------------------------------
+def check_model(model: Any, name: str = "model") -> torch.nn.Module:
+    """``model`` when it is a ``torch.nn.Module``, else an error that says how to get one: a registry name is built
+    with ``robust_mix.load_model(NAME)``, a plain function is wrapped in a module.
+
+    Raises:
+        InvalidInputTypeError: not a module (a name, a function, ``None``), naming ``name``.
+    """
+    if isinstance(model, str):
+        raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got the string {model!r}; build it "
+                                    f"first: robust_mix.load_model({model!r})")
+    if not isinstance(model, torch.nn.Module):
+        hint = ("; wrap a function in a torch.nn.Module whose forward calls it" if callable(model)
+                else "; build one with robust_mix.load_model(NAME)")
+        raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got {model!r} "
+                                    f"({type(model).__name__}){hint}")
+    return model
+
+
+def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str) -> Any:
+    """``value`` when it is ``None`` or has every one of ``methods`` (a progress receiver such as
+    ``robust_mix.benchmark.Progress``, named by ``protocol``).
+
+    Raises:
+        InvalidInputTypeError: anything else; ``True`` (as the certificates' ``progress=True`` draws bars) is told
+            that this one takes an object, not a flag. It failed, before, with an AttributeError once work began.
+    """
+    if value is None or all(callable(getattr(value, m, None)) for m in methods):
+        return value
+    hint = (f"; here {name} receives progress events, it is not a flag: pass an object with these methods or None"
+            if isinstance(value, bool) else "")
+    raise InvalidInputTypeError(f"{name} must be None or a {protocol} (an object with methods "
+                                f"{', '.join(m + '()' for m in methods)}), got {value!r} ({type(value).__name__})"
+                                f"{hint}")
+
+
 # -- mixing ratios ------------------------------------------------------------------------------------
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
     """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""
@@ -392,9 +428,11 @@ def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int
 
 
 def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
-                 dtype: Optional[torch.dtype] = None, check_values: bool = True) -> torch.Tensor:
-    """A batch of raw images ``(B, C, H, W)``: floating point (``dtype``, the model's, when given), the
-    model's ``(C, H, W)`` contract when it declares one, and (``check_values``) finite values in ``[0, 1]``.
+                 dtype: Optional[torch.dtype] = None, check_values: bool = True,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """A batch of raw images ``(B, C, H, W)``: floating point (``dtype``, the model's, when given), on ``device``
+    (the model's, when given), the model's ``(C, H, W)`` contract when it declares one, and (``check_values``)
+    finite values in ``[0, 1]``.
 
     The messages say how to adapt the input: add a batch dimension, convert channels, resize,
     divide by 255 or undo a normalisation.
@@ -413,6 +451,9 @@ def check_images(images: Any, input_shape: Optional[Sequence[int]] = None, *,
     if dtype is not None and images.dtype != dtype:
         raise InvalidInputTypeError(f"images are {images.dtype} but the model computes in {dtype}; convert them "
                                     f"with images.to({dtype})")
+    if device is not None and images.device != device:
+        raise InvalidInputError(f"images are on {images.device} but the model is on {device}; move them with "
+                                f"images.to({str(device)!r}) (or the model with model.to({str(images.device)!r}))")
     if input_shape is not None:
         _check_contract(shape, tuple(int(v) for v in input_shape))
     if check_values and images.numel():
@@ -602,13 +643,39 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
 
     Raises:
         InvalidInputTypeError: ``value`` is not a ``str`` or ``os.PathLike`` (e.g. a number), naming ``name``.
+        InvalidInputError: ``value`` is an empty string: ``Path("")`` is the current folder, so ``"$OUT"`` with
+            ``OUT`` unset would read or fill it.
     """
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
         raise InvalidInputTypeError(f"{name} must be {what} (str or pathlib.Path), got {value!r} "
                                     f"({type(value).__name__})")
+    if isinstance(value, str) and not value.strip():
+        here = " ('.' is the current folder)" if "folder" in what else ""
+        raise InvalidInputError(f"{name} is an empty path {value!r} (an unset variable?); give {what}{here}")
     return Path(value).expanduser()
+
+
+def check_input_file(path: Union[str, os.PathLike], what: str, *, inside: Optional[str] = None) -> Path:
+    """An existing file to read, as a ``Path`` with ``~`` expanded (:func:`check_path`).
+
+    A folder is named as one (it was reported as "not found", or failed as ``IsADirectoryError``); when it holds
+    the file usually given (``inside``, e.g. ``report.json`` of a run folder), the message names that file.
+
+    Raises:
+        InvalidInputError: ``path`` is a folder.
+        FileNotFoundError: nothing is there (``"{what} not found: {path}"``).
+    """
+    file = check_path(what, path, "a file path")
+    if file.is_dir():
+        candidate = file / inside if inside else None
+        hint = (f"; did you mean {str(candidate)!r}?" if candidate is not None and candidate.is_file()
+                else f"; give the path of the {what} itself")
+        raise InvalidInputError(f"{what} {str(file)!r} is a folder, not a file{hint}")
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} not found: {file}")
+    return file
 
 
 def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:

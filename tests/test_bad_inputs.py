@@ -8,6 +8,7 @@ training recipes, the ``robust-mix`` commands).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -81,6 +82,13 @@ def bench(model: nn.Module | None = None, **overrides):
                   options=FAST)
     kwargs.update(overrides)
     return benchmark(model if model is not None else tiny_model(), **kwargs)
+
+
+def quick_sweep(alphas, model=None, **overrides):
+    """``sweep`` of ``tiny_model`` on ``images()`` with one APGD-CE iteration (a bad input let through runs quickly)."""
+    kwargs = dict(images=images(), labels=LABELS, eps=0.1, batch_size=6, attack="apgd-ce", device="cpu", options=FAST)
+    kwargs.update(overrides)
+    return sweep(model if model is not None else tiny_model(), alphas, **kwargs)
 
 
 def with_pixel(value: float, index: int = 2) -> torch.Tensor:
@@ -241,6 +249,15 @@ IMAGES = [
      "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2)"),
     ("forward channels-last", lambda: tiny_model()(images(2).permute(0, 2, 3, 1)), InvalidInputError,
      "images.permute(0, 3, 1, 2)"),
+    ("forward, images on another device than the model (a device-mismatch RuntimeError from a layer)",
+     lambda: tiny_model().to("meta")(images(2)), InvalidInputError,
+     "images are on cpu but the model is on meta; move them with images.to('meta')"),
+    ("certify_lipschitz, images on another device", lambda: certify_lipschitz(tiny_model().to("meta"), images(2),
+                                                                              lipschitz=1.0),
+     InvalidInputError, "images are on cpu but the model is on meta"),
+    ("certify_smoothing, images on another device", lambda: certify_smoothing(tiny_model().to("meta"), images(2),
+                                                                              sigma=0.1, n0=2, n=4),
+     InvalidInputError, "images are on cpu but the model is on meta"),
     ("empty batch", lambda: bench(images=images()[:0], labels=LABELS[:0]), InvalidInputError,
      "images hold no examples (shape (0, 1, 28, 28))"),
 ]
@@ -345,6 +362,49 @@ FLAGS = [
      "pretrained must be True or False, got 'no'"),
     ("benchmark(adaptive='no')", lambda: bench(adaptive="no"), InvalidInputTypeError,
      "adaptive must be True or False, got 'no' (str)"),
+    ("model(x, return_alpha='no') (read as true)", lambda: tiny_model()(images(2), return_alpha="no"),
+     InvalidInputTypeError, "return_alpha must be True or False, got 'no' (str)"),
+    ("benchmark(progress=True) (an AttributeError once the run began)", lambda: bench(progress=True),
+     InvalidInputTypeError, "progress must be None or a robust_mix.benchmark.Progress (an object with methods start(), "
+     "advance()), got True (bool); here progress receives progress events, it is not a flag"),
+    ("sweep(progress=True)", lambda: quick_sweep([1.0], progress=True), InvalidInputTypeError,
+     "progress must be None or a robust_mix.rows.RowProgress (an object with methods start(), advance(), finish())"),
+    ("certify_smoothing(progress='no') (read as true)",
+     lambda: certify_smoothing(tiny_model(), images(2), sigma=0.1, n0=2, n=4, progress="no"), InvalidInputTypeError,
+     "progress must be True or False, got 'no' (str)"),
+    ("certify_smoothing(generator=0) (an AttributeError)",
+     lambda: certify_smoothing(tiny_model(), images(2), sigma=0.1, n0=2, n=4, generator=0), InvalidInputTypeError,
+     "generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got 0 (int)"),
+    ("certify_smoothing(n0=0) names n0", lambda: certify_smoothing(tiny_model(), images(2), sigma=0.1, n0=0, n=4),
+     InvalidInputError, "n0 must be a positive integer (>= 1), got 0"),
+    ("sweep(include_policy='no') (read as true)", lambda: quick_sweep([0.5], include_policy="no"),
+     InvalidInputTypeError, "include_policy must be True or False, got 'no' (str)"),
+]
+MODELS = [  # a name, a function or None where a model object goes: each failed deep inside with an AttributeError
+    ("benchmark('fmnist-robust') (a name, not a model)", lambda: benchmark("fmnist-robust", n_examples=2),
+     InvalidInputTypeError, "model must be a model (a torch.nn.Module), got the string 'fmnist-robust'; build it "
+     "first: robust_mix.load_model('fmnist-robust')"),
+    ("benchmark(a function)", lambda: bench(lambda x: tiny_model()(x)), InvalidInputTypeError,
+     "(function); wrap a function in a torch.nn.Module whose forward calls it"),
+    ("benchmark(None)", lambda: benchmark(None, images=images(), labels=LABELS, eps=0.1), InvalidInputTypeError,
+     "got None (NoneType)"),
+    ("predict('fmnist-robust')", lambda: predict("fmnist-robust", images(), 6, torch.device("cpu")),
+     InvalidInputTypeError, "got the string 'fmnist-robust'"),
+    ("sweep('fmnist-robust')", lambda: quick_sweep([0.5], model="fmnist-robust"), InvalidInputTypeError,
+     "build it first: robust_mix.load_model('fmnist-robust')"),
+    ("sweep(a function that builds no model)", lambda: quick_sweep([0.5], model=lambda: None), InvalidInputTypeError,
+     "the model the function built must be a model (a torch.nn.Module), got None"),
+    ("certify_smoothing('fmnist-robust')", lambda: certify_smoothing("fmnist-robust", images(2), sigma=0.1),
+     InvalidInputTypeError, "got the string 'fmnist-robust'"),
+    ("certify_lipschitz(a plain classifier)", lambda: certify_lipschitz(make_tiny(0), images(2)), InvalidInputTypeError,
+     "certificates are computed for a MixedClassifier (they bound its robust part), got TinyCNN"),
+    ("benchmark(options={'n_iter': 1})", lambda: bench(options={"n_iter": 1}), InvalidInputTypeError,
+     "options must be robust_mix.protocol.AttackOptions (or None: the leaderboard's budgets), got {'n_iter': 1} "
+     "(dict); write it as AttackOptions(**{'n_iter': 1})"),
+    ("load_dataset(None)", lambda: robust_mix.data.load_dataset(None, "test", 2), InvalidInputTypeError,
+     "dataset must be a data set name such as 'cifar10' or 'fashion-mnist', got None"),
+    ("load_dataset beyond the split", lambda: robust_mix.data.load_dataset("fashion-mnist", "test", 10_001),
+     InvalidInputError, "asked for 10001 examples but fashion-mnist test has 10000; pass n_examples <= 10000"),
 ]
 SWEEP = [
     ("alphas '0:1:0'", lambda: parse_alphas("0:1:0"), InvalidInputError, "alphas '0:1:0': a range start:stop:step"),
@@ -357,6 +417,14 @@ SWEEP = [
     ("sweep([0.5, 1.5]) refuses before any run", lambda: sweep(tiny_model(), [0.5, 1.5], images=images(),
                                                                labels=LABELS), InvalidInputError, "got 1.5"),
     ("sweep([]) of a fixed model", lambda: sweep(tiny_model(), []), InvalidInputError, "sweep got no alphas"),
+    ("sweep(alphas=0.5)", lambda: quick_sweep(0.5), InvalidInputTypeError,
+     "alphas must be a list of ratios in [0, 1] such as [0, 0.5, 1], got 0.5 (float); one ratio is a list of one"),
+    ("sweep(alphas='0:1:0.5') (read as the characters '0', ':', ...)", lambda: quick_sweep("0:1:0.5"),
+     InvalidInputTypeError, "parse text with robust_mix.sweep.parse_alphas('0:1:0.5')"),
+    ("sweep(workers='2')", lambda: quick_sweep([0.5], workers="2"), InvalidInputTypeError,
+     "workers must be an integer, got '2' (str)"),
+    ("sweep(workers=2.5) (was: 'needs a function')", lambda: quick_sweep([0.5], workers=2.5),
+     InvalidInputTypeError, "workers must be an integer, got 2.5"),
 ]
 CERTIFY = [
     ("certify_lipschitz on 0-255 pixels", lambda: certify_lipschitz(tiny_model(), images() * 255), InvalidInputError,
@@ -383,7 +451,8 @@ RECIPE = [
     ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
-API_CASES = COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + FLAGS + SWEEP + CERTIFY + RECIPE
+API_CASES = (COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + MODELS + FLAGS + SWEEP + CERTIFY
+             + RECIPE)
 
 
 @pytest.mark.parametrize("call, error, names", [pytest.param(c, e, n, id=i) for i, c, e, n in API_CASES])
@@ -464,6 +533,39 @@ def test_probabilities_of_a_low_precision_model_are_refused(dtype):
     with pytest.raises(InvalidInputError, match=r"returns probabilities \(each row sums to 1\), not logits"):
         bench(probabilities, images=images().to(dtype))
     assert 0 <= bench(linear.to(dtype).eval(), images=images().to(dtype)).robust_accuracy <= 1  # its logits run
+
+
+class Softmaxed(nn.Module):
+    """A base model whose forward ends in a softmax (probabilities, not logits), as many inference heads do."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.num_classes = inner, 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).softmax(dim=1)
+
+
+def softmaxed_mixture(which: str, alpha: float = 0.6) -> robust_mix.MixedClassifier:
+    bases = {"standard": make_tiny(0), "robust": make_tiny(1)}
+    bases[which] = Softmaxed(bases[which])
+    config = ModelConfig(name="tiny-softmaxed", dataset="fashion-mnist", eps=0.1, num_classes=10, input_shape=SHAPE,
+                         alpha=alpha)
+    return robust_mix.MixedClassifier(bases["standard"], bases["robust"], alpha=alpha, config=config)
+
+
+@pytest.mark.parametrize("which", ["standard", "robust"])
+@pytest.mark.parametrize("attack", ["apgd-ce", "square"])
+def test_a_mixture_of_a_base_that_returns_probabilities_is_refused(which, attack):
+    """The mixture returns log-probabilities whatever its bases return, so a base ending in a softmax passed every
+    check of the harness: its probabilities were mixed as logits, and the run measured another model than the one
+    meant (clean accuracy 0.0 where the base's logits give 0.17)."""
+    with pytest.raises(InvalidInputError, match=rf"the {which} base model returns probabilities \(each row sums to "
+                                                r"1\), not logits"):
+        bench(softmaxed_mixture(which), attack=attack, options=AttackOptions(n_iter=1, n_queries=3))
+    logits = softmaxed_mixture(which)
+    setattr(logits, which, getattr(logits, which).inner)  # the same weights, returning logits: it runs
+    assert 0 <= bench(logits, attack=attack, options=AttackOptions(n_iter=1, n_queries=3)).robust_accuracy <= 1
 
 
 def test_robustbench_enums_are_read_as_their_values():
@@ -675,6 +777,11 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("train --set train_subset=-5", train_cli("train_subset=-5"), 2, "train_subset must be a positive integer"),
     ("train --set unknown=1", train_cli("unknown=1"), 2, "unknown setting 'unknown' for BackboneRecipe"),
     ("train --set epochs", train_cli("epochs"), 2, "settings look like key=value, got 'epochs'"),
+    ("leaderboard --width 0", ["leaderboard", "no-runs", "--out", "/dev/null/site", "--width", "0"], 2,
+     "argument --width: value must be a positive integer (>= 1), got 0"),
+    ("leaderboard --height -5 (was read as 'the whole page' or an 800-pixel crop)",
+     ["leaderboard", "no-runs", "--out", "/dev/null/site", "--height", "-5"], 2,
+     "argument --height: value must be a positive"),
     ("info unknown model", ["info", "mixx"], 2, "unknown model 'mixx'"),
     ("info alpha out of range", ["info", "fmnist-robust,alpha=2"], 2, "alpha must lie in [0, 1]"),
     ("info alpha_range reversed", ["info", "fmnist-adasmooth,alpha_range=(1,0.9)"], 2, "alpha_range"),
@@ -746,6 +853,29 @@ def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_library_writers_refuse_an_empty_path_instead_of_filling_the_current_folder(tmp_path, monkeypatch):
+    """save_pretrained("") wrote config.json, model.safetensors and README.md into the current folder (as ``--out ""``
+    once did); BenchmarkResult.save("") and save(<folder>) failed naming a temporary file, save(5) in a TypeError."""
+    monkeypatch.chdir(tmp_path)
+    result = bench()
+    with pytest.raises(InvalidInputError, match=r"save_directory is an empty path '' \(an unset variable\?\)"):
+        robust_mix.load_model("fmnist-robust").save_pretrained("")
+    with pytest.raises(InvalidInputError, match=r"the file to write is an empty path ''"):
+        result.save("")
+    with pytest.raises(InvalidInputTypeError, match=r"the file to write must be a file path .*got 5 \(int\)"):
+        result.save(5)
+    with pytest.raises(InvalidInputError, match=r"data_dir is an empty path ''"):
+        robust_mix.data.load_dataset("fashion-mnist", "test", 2, data_dir="")
+    with pytest.raises(InvalidInputError, match="write_sweep got no points"):
+        robust_mix.sweep.write_sweep([], tmp_path / "sweep")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"a file is to be written: give the file's name \(e.g. "
+                                                rf"'{tmp_path}/run/report.json'\), or move the folder away: "
+                                                rf"'{tmp_path}/run'"):
+        result.save(tmp_path / "run")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and list((tmp_path / "run").iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     pytest.param(["card", "fmnist-robust", "--out", "{under}/card.md"], id="card --out under a file"),
     pytest.param(["card", "--all", "--out-dir", "{under}"], id="card --all --out-dir under a file"),
@@ -764,6 +894,100 @@ def test_card_out_that_is_a_folder_is_refused_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a folder; give the card's file name" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+READERS = [  # (id, read of the folder, the file a run writes there)
+    ("BenchmarkResult.from_json", lambda d: BenchmarkResult.from_json(d), "report.json"),
+    ("read_sweep", lambda d: robust_mix.sweep.read_sweep(d), "sweep.json"),
+    ("load_recipe", lambda d: robust_mix.train.load_recipe(BackboneRecipe, d), "recipe.json"),
+    ("load_state_dict", lambda d: robust_mix.io.load_state_dict(d), None),
+    ("Reference.load", lambda d: robust_mix.reference.Reference.load(d), None),
+]
+
+
+@pytest.mark.parametrize("read, inside", [pytest.param(r, f, id=i) for i, r, f in READERS])
+def test_a_folder_given_for_a_file_is_named_as_a_folder(tmp_path, read, inside):
+    """A run folder passed where its report goes was 'benchmark report not found' (or 'weight file not found'), and
+    read_sweep / load_recipe ended in IsADirectoryError."""
+    if inside is not None:
+        (tmp_path / inside).write_text("{}")
+    with pytest.raises(InvalidInputError, match=r"is a folder, not a file; " + (
+            rf"did you mean '{tmp_path / inside}'\?" if inside else "give the path of the")):
+        read(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not found: .*nope.json"):
+        read(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["card", "fmnist-robust", "--out", "{tmp}/card.md", "--benchmark", "{tmp}/run"], id="card"),
+    pytest.param(["submit", "fmnist-robust", "--report", "{tmp}/run", "--out", "{tmp}/sub"], id="submit"),
+    pytest.param(["save", "fmnist-robust", "{tmp}/saved", "--benchmark", "{tmp}/run"], id="save"),
+])
+def test_cli_names_the_report_inside_a_run_folder(tmp_path, capsys, argv):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "report.json").write_text("{}")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"benchmark report '{tmp_path}/run' is a folder, not a file; did you mean '{tmp_path}/run/report.json'?" \
+        in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_other_files_of_a_run_given_as_its_report_are_named(tmp_path, capsys):
+    """model_info.json (beside report.json), sweep.json, certify.json and the state files were refused with a list of
+    17 'missing field(s)' of a report; each is now named for what it is."""
+    assert main(bench_cli("--n-examples", "2", "--out", str(tmp_path / "run"))) == 0
+    robust_mix.sweep.write_sweep(quick_sweep([1.0]), tmp_path / "sweep")
+    assert main(certify_cli("--n-examples", "2", "--out", str(tmp_path / "cert"))) == 0
+    capsys.readouterr()
+    files = {"run/model_info.json": "RobustBench's model-info file (model_info.json, written beside report.json)",
+             "sweep/sweep.json": "a sweep file (sweep.json, written by robust-mix sweep)",
+             "cert/certify.json": "a certificate file (certify.json, written by robust-mix certify)",
+             "run/state/run.json": "a run's record of its arguments (state/run.json)",
+             "run/state/chunk_000000.json": "one chunk of a run's progress (state/chunk_*.json)"}
+    for name, what in files.items():
+        path = tmp_path / name
+        assert main(["submit", "fmnist-robust", "--report", str(path), "--out", str(tmp_path / "sub")]) == 2
+        assert main(["card", "fmnist-robust", "--benchmark", str(path), "--out", str(tmp_path / "card.md")]) == 2
+        err = capsys.readouterr().err
+        assert err.count(f"error: {path} is {what}, not a benchmark report; give the report.json") == 2, err
+        assert "missing field" not in err
+    with pytest.raises(InvalidInputError, match=r"is a model config \(config.json\), not a benchmark report"):
+        BenchmarkResult.from_dict(dataclasses.asdict(robust_mix.get_model_config("fmnist-robust")), "config.json")
+    assert not (tmp_path / "sub").exists() and not (tmp_path / "card.md").exists()
+
+
+@pytest.mark.parametrize("reports", ["missing", "a file"])
+def test_card_all_refuses_a_reports_folder_that_is_not_there(tmp_path, capsys, reports):
+    """A mistyped --reports-dir rewrote every card in --out-dir without its benchmark results."""
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "fmnist-robust.md").write_text("a card with results")
+    given = tmp_path / "reprots"
+    if reports == "a file":
+        given.write_text("")
+    assert main(["card", "--all", "--out-dir", str(cards), "--reports-dir", str(given)]) == 2
+    err = capsys.readouterr().err
+    assert f"the reports folder '{given}' {'does not exist' if reports == 'missing' else 'is a file'}" in err
+    assert [p.name for p in cards.iterdir()] == ["fmnist-robust.md"]
+    assert (cards / "fmnist-robust.md").read_text() == "a card with results"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited flags"])
+def test_a_damaged_chunk_file_costs_that_chunk_only(tmp_path, damage):
+    """The advice for a damaged chunk file was to delete the whole state folder, losing every finished chunk; it now
+    names the one file, and deleting it redoes that chunk alone, with the flags of the uninterrupted run."""
+    first = bench(batch_size=3, state_dir=tmp_path)
+    chunk = tmp_path / "chunk_000001.json"
+    data = json.loads(chunk.read_text())
+    chunk.write_text(chunk.read_text()[:30] if damage == "truncated" else json.dumps({**data, "clean": [1, 0, 1]}))
+    with pytest.raises(InvalidInputError, match=rf"delete {chunk} to redo only that part \(every other finished chunk "
+                                                rf"in {tmp_path} is kept\)"):
+        bench(batch_size=3, state_dir=tmp_path)
+    chunk.unlink()
+    again = bench(batch_size=3, state_dir=tmp_path)
+    assert again.resumed_chunks == 1
+    assert (again.clean_flags, again.robust_flags) == (first.clean_flags, first.robust_flags)
 
 
 # -- interrupts --------------------------------------------------------------------------------------------

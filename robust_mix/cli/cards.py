@@ -21,8 +21,9 @@ def _card_args(p: argparse.ArgumentParser) -> None:
                         "model or configuration, e.g. NAME,alpha=0.9, is refused)")
     p.add_argument("--out", type=PATH, metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
     p.add_argument("--out-dir", type=PATH, default="model_cards", help="folder for --all (default model_cards)")
-    p.add_argument("--reports-dir", type=PATH, default=str(DEFAULT_REPORTS_DIR),
-                   help="with --all, use REPORTS_DIR/NAME.json when present (default benchmarks/reports)")
+    p.add_argument("--reports-dir", type=PATH,
+                   help="with --all, use REPORTS_DIR/NAME.json when present (default benchmarks/reports, when there "
+                        "is one; a folder given that does not exist is refused)")
 
 
 @command("card", "render a model card from a zoo entry's config (and a benchmark report)", _card_args)
@@ -31,7 +32,13 @@ def _card(args: argparse.Namespace) -> int:
         raise ValueError("give either a model NAME or --all")
     if args.all:
         check_writable_dir(args.out_dir, "card folder")
-        written, skipped = render_all(args.out_dir, args.reports_dir)
+        reports_dir = args.reports_dir
+        if reports_dir is None:
+            reports_dir = DEFAULT_REPORTS_DIR if DEFAULT_REPORTS_DIR.is_dir() else None
+            if reports_dir is None:
+                logger.warning("no %s folder here: the cards are rendered without benchmark results (give "
+                               "--reports-dir)", DEFAULT_REPORTS_DIR)
+        written, skipped = render_all(args.out_dir, reports_dir)
         for path in written:
             logger.info("wrote %s", path)
         for name, why in skipped.items():

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import EPS, PATH, command, format_table
+from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table
 from robust_mix.formatting import interval_heading, percent, percent_interval
 from robust_mix.results import INTERVAL_LEVEL
 
@@ -23,9 +23,10 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threat-model", choices=("Linf", "L2", "L1"), help="leaderboard's threat model")
     p.add_argument("--eps", type=EPS, help="leaderboard's eps, e.g. 8/255")
     p.add_argument("--no-reference", action="store_true", help="leave out RobustBench's published rows")
-    p.add_argument("--screenshot", help="also save a PNG of the index page (needs Chromium)")
-    p.add_argument("--width", type=int, default=1280, help="window width of the screenshot in CSS pixels")
-    p.add_argument("--height", type=int, help="screenshot only the top HEIGHT pixels (default: the whole page)")
+    p.add_argument("--screenshot", type=PATH, help="also save a PNG of the index page (needs Chromium)")
+    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="window width of the screenshot in CSS pixels")
+    p.add_argument("--height", type=POSITIVE_INT,
+                   help="screenshot only the top HEIGHT pixels (default: the whole page)")
 
 
 @command("leaderboard", "build a static leaderboard site of reports, sweeps and certificates", _leaderboard_args)
@@ -57,7 +58,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         try:
             with Chromium() as browser:
                 page = browser.open(Path(site.out_dir, "index.html").resolve().as_uri(), width=args.width,
-                                    height=args.height or 800)
+                                    height=args.height if args.height is not None else 800)
                 page.screenshot(args.screenshot, full_page=args.height is None)
         except BrowserError as err:
             print(f"error: no screenshot: {err}", file=sys.stderr)

@@ -21,8 +21,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
-from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction, check_int,
-                                 non_negative_float, positive_float, positive_int)
+from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction,
+                                 check_input_file, check_int, non_negative_float, positive_float, positive_int)
 
 PathLike = Union[str, Path]
 
@@ -330,8 +330,19 @@ def save_recipe(config: RecipeConfig, path: PathLike) -> None:
 
 
 def load_recipe(cls: type, path: PathLike) -> RecipeConfig:
-    """Read a ``recipe.json`` written by :func:`save_recipe`."""
-    return recipe_from_dict(cls, json.loads(Path(path).read_text()))
+    """Read a ``recipe.json`` written by :func:`save_recipe`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        robust_mix.validate.InvalidInputError: a folder (a run folder's ``recipe.json`` is named), or not JSON.
+    """
+    path = check_input_file(path, "recipe file", inside="recipe.json")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{path} is not valid JSON ({err}); it may be truncated: write it again with "
+                                "save_recipe (robust-mix train writes it into its run folder)") from None
+    return recipe_from_dict(cls, data)
 
 
 def apply_values(config: RecipeConfig, values: Mapping[str, Any]) -> RecipeConfig:
