@@ -1,13 +1,16 @@
 """Safe file I/O: atomic writes and pickle-free weight loading."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import pickle
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -53,6 +56,60 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_files(folder: str | Path, files: Mapping[str, bytes | str]) -> dict[str, Path]:
+    """Write several files that belong together into ``folder`` (``{name: bytes or UTF-8 text}``): every file is
+    written in full to a temporary file first, then all are moved into place at once, with Ctrl-C held back
+    until the last one is in place. A failure or an interrupt while writing leaves every old file as it was;
+    readers never see new files beside old ones of the same set.
+
+    Returns:
+        ``{name: path}`` of the files written.
+    """
+    folder = check_path("the folder to write", folder, "a folder path")
+    if folder is None:
+        raise InvalidInputTypeError("the folder to write must be a folder path (str or pathlib.Path), got None")
+    folder.mkdir(parents=True, exist_ok=True)
+    staged: dict[Path, str] = {}
+    try:
+        for name, data in files.items():
+            path = folder / name
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "Is a directory, where a file is to be written: move the folder "
+                                        "away", str(path))
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            staged[path] = tmp
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        with _sigint_held():
+            for path, tmp in list(staged.items()):
+                os.replace(tmp, path)
+                del staged[path]
+    finally:
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)
+    return {name: folder / name for name in files}
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Within the block, Ctrl-C is remembered and raised when the block ends (on the main thread; elsewhere
+    signals never arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def figure_png(fig: Any) -> bytes:

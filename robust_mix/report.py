@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
                                    is_standard_autoattack, partial_reasons, percent, percent_interval)
-from robust_mix.io import atomic_write_text
+from robust_mix.io import atomic_write_files
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
@@ -188,13 +188,14 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
 
 def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
                  config: Optional[ModelConfig] = None) -> dict[str, Path]:
-    """Write ``report.json``, ``model_info.json`` and ``report.md`` into ``out_dir`` (atomically)."""
-    out = check_writable_dir(out_dir)
-    paths = {"report": out / "report.json", "model_info": out / "model_info.json", "markdown": out / "report.md"}
-    result.save(paths["report"])
-    atomic_write_text(paths["model_info"], json.dumps(model_info(result, config), indent=2) + "\n")
-    atomic_write_text(paths["markdown"], markdown_table(result, config))
-    return paths
+    """Write ``report.json``, ``model_info.json`` and ``report.md`` into ``out_dir`` as one set
+    (:func:`robust_mix.io.atomic_write_files`: an interrupted write leaves the folder's earlier three whole)."""
+    written = atomic_write_files(check_writable_dir(out_dir), {
+        "report.json": result.to_json(),
+        "model_info.json": json.dumps(model_info(result, config), indent=2) + "\n",
+        "report.md": markdown_table(result, config)})
+    return {"report": written["report.json"], "model_info": written["model_info.json"],
+            "markdown": written["report.md"]}
 
 
 def _weights_location(config: Optional[ModelConfig]) -> str:
@@ -303,14 +304,10 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
 
 def write_submission(out_dir: Union[str, Path], result: BenchmarkResult, config: Optional[ModelConfig] = None,
                      *, allow_partial: bool = False, **info_overrides: Any) -> dict[str, Path]:
-    """Write :func:`submission_files` into ``out_dir`` atomically; returns the paths.
+    """Write :func:`submission_files` into ``out_dir`` as one set (:func:`robust_mix.io.atomic_write_files`: an
+    interrupted write leaves the folder's earlier submission whole); returns the paths.
 
     Nothing is written unless the report passes :func:`check_submission` (see :func:`submission_files`).
     """
     files = submission_files(result, config, allow_partial=allow_partial, **info_overrides)
-    out = check_writable_dir(out_dir, "submission folder")
-    paths = {}
-    for filename, text in files.items():
-        paths[filename] = out / filename
-        atomic_write_text(paths[filename], text)
-    return paths
+    return atomic_write_files(check_writable_dir(out_dir, "submission folder"), files)

@@ -73,3 +73,31 @@ def test_paths_starting_with_the_home_folder_are_expanded_where_files_are_writte
         load_dataset("fashion-mnist", n_examples=1, data_dir=3)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "home" / "nowhere")):
         load_dataset("cifar10", n_examples=1, data_dir="~/nowhere")
+
+
+def test_files_written_as_one_set_are_all_new_or_all_old(tmp_path, monkeypatch):
+    """A set of files that belong together (a report and its model info, a submission's three files) was written
+    one file at a time: a failure or Ctrl-C between two left new files beside old ones of the same set."""
+    import os
+    import signal
+
+    from robust_mix.io import atomic_write_files
+
+    atomic_write_files(tmp_path, {"a.json": "old a", "b.md": b"old b"})
+    (tmp_path / "c.txt").mkdir()
+    with pytest.raises(IsADirectoryError, match="move the folder away"):
+        atomic_write_files(tmp_path, {"a.json": "new a", "b.md": "new b", "c.txt": "new c"})
+    assert [(tmp_path / n).read_text() for n in ("a.json", "b.md")] == ["old a", "old b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.md", "c.txt"]  # no temporary file left
+
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):  # Ctrl-C arrives after the first file is in place
+        real_replace(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_files(tmp_path, {"a.json": "new a", "b.md": "new b"})
+    assert [(tmp_path / n).read_text() for n in ("a.json", "b.md")] == ["new a", "new b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.md", "c.txt"]
