@@ -204,6 +204,18 @@ def test_harness_report_feeds_the_model_card(result, tmp_path):
     assert f"{100 * result.clean_accuracy:.2f}" in card
 
 
+def test_a_card_is_tagged_with_the_setting_its_benchmark_was_measured_in(result):
+    """A card of a Linf entry with an L2 report was tagged 'Linf' beside the L2 run's 'eps-0.5' (the threat model
+    came from the entry, the budget from the report)."""
+    from robust_mix.cards import card_metadata
+
+    entry = robust_mix.get_model_config("fmnist-robust")  # Linf, eps 0.1
+    l2 = dataclasses.replace(result, threat_model="L2", eps=0.5)
+    tags = card_metadata(entry, l2).tags
+    assert {"fashion-mnist", "L2", "eps-0.5"} <= set(tags) and "Linf" not in tags
+    assert {"Linf", "eps-0.1"} <= set(card_metadata(entry).tags)
+
+
 @pytest.mark.parametrize("changes, match", [
     ({}, "a report of model 'tiny-template-mix', not 'fmnist-robust'"),
     ({"model": "fmnist-robust"}, "evaluated another configuration of 'fmnist-robust'"),
