@@ -143,6 +143,37 @@ def test_harness_matches_pyautoattack_called_directly():
     assert ours.robust_accuracy < ours.clean_accuracy
 
 
+@pytest.mark.parametrize("threat_model, eps, attack", [
+    ("L2", 2.0, "apgd-ce,fab-t,square"),
+    ("L2", 2.0, "rand"),
+    ("Linf", 0.15, "apgd-dlr,fab,square"),
+    ("L1", 40.0, "apgd-t"),
+])
+def test_harness_matches_pyautoattack_under_other_attacks_and_norms(threat_model, eps, attack):
+    """Other stages, the rand version and the L2 / L1 threat models: the harness's flags are pyautoattack's own
+    cascade on the same model, images, norm, eps (an L2 budget of 2, as it is: not 2/255, not clamped to 1) and
+    seed, with the same budgets."""
+    from pyautoattack import AutoAttack
+
+    x, y = fmnist(8)
+    model = robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.6).eval()
+    ours = benchmark(model, images=x, labels=y, threat_model=threat_model, eps=eps, batch_size=8, attack=attack,
+                     seed=5, device="cpu", options=AttackOptions(n_iter=4, n_target_classes=2, n_queries=30))
+    plan = resolve_attack(attack)
+    aa = AutoAttack(model, norm=threat_model, eps=eps, version=plan.version, device="cpu", seed=chunk_seed(5, 0))
+    aa.attacks_to_run = plan.stages
+    for apgd in (aa.apgd, aa.apgd_targeted):
+        robust_mix.attacks.set_apgd_iterations(apgd, 4)
+    aa.fab.n_iter, aa.fab.n_target_classes, aa.apgd_targeted.n_target_classes, aa.square.n_queries = 4, 2, 2, 30
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=8)
+    with torch.no_grad():
+        direct = (model(x_adv).argmax(1) == y).tolist()
+    assert ours.robust_flags == direct
+    assert (ours.threat_model, ours.eps, ours.arguments["eps"]) == (threat_model, eps, eps)
+    assert all(clean for clean, robust in zip(ours.clean_flags, ours.robust_flags) if robust)
+    assert 0 < ours.robust_accuracy < ours.clean_accuracy  # the attack found some, not all: the flags say something
+
+
 def test_small_standard_version_runs_all_four_stages():
     x, y = fmnist(8)
     result = benchmark(robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.6),
