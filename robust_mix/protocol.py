@@ -53,7 +53,8 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
     ``"standard"``: APGD-CE, APGD-T, FAB-T, Square (AutoAttack's standard version);
     ``"rand"``: APGD-CE, APGD-DLR with EOT (version ``"rand"``); ``"adaptive"``: the adaptive
     APGD-CE and targeted APGD-DLR only; a list or comma-separated string: those stages, with the
-    standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them.
+    standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them (to a list naming some
+    of its stages but not all it is refused: it would run only those).
     """
     if not isinstance(attack, str) and not (isinstance(attack, Sequence) and all(isinstance(s, str) for s in attack)):
         raise InvalidInputTypeError(f"attack must be one of {list(PRESETS)} or a list of stage names like "
@@ -74,6 +75,10 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
               "adaptive": [s for s in stages if s in ADAPTIVE_STAGES]}
     if adaptive and not suites["adaptive"]:
         suites["adaptive"], name = list(ADAPTIVE_STAGES), name + "+adaptive"
+    elif adaptive and set(suites["adaptive"]) != set(ADAPTIVE_STAGES):
+        raise ValueError(f"adaptive=True (--adaptive) adds the adaptive suite {list(ADAPTIVE_STAGES)}, but attack "
+                         f"{attack!r} already lists {suites['adaptive']} of it, and only those would run: list every "
+                         "adaptive stage, or leave out adaptive=True / --adaptive to run the stages listed")
     return AttackPlan(name, version, {k: v for k, v in suites.items() if v})
 
 

@@ -64,6 +64,20 @@ def test_attack_plans():
             resolve_attack(bad)
 
 
+def test_the_adaptive_flag_beside_a_list_naming_part_of_the_adaptive_suite_is_refused():
+    """attack='apgd-ce,adaptive-apgd-ce' with adaptive=True (--adaptive) ran the adaptive APGD-CE alone, without a
+    word, though the flag asked for the adaptive suite."""
+    with pytest.raises(ValueError, match=r"adaptive=True \(--adaptive\) adds the adaptive suite \['adaptive-apgd-ce', "
+                                         r"'adaptive-apgd-t'\], but attack 'apgd-ce,adaptive-apgd-ce' already lists "
+                                         r"\['adaptive-apgd-ce'\]"):
+        resolve_attack("apgd-ce,adaptive-apgd-ce", adaptive=True)
+    assert resolve_attack("apgd-ce,adaptive-apgd-ce").stages == ["apgd-ce", "adaptive-apgd-ce"]
+    # naming the whole suite with the flag beside it asks for the same run
+    assert resolve_attack("adaptive", adaptive=True) == resolve_attack("adaptive")
+    assert resolve_attack("apgd-ce,adaptive-apgd-t,adaptive-apgd-ce", adaptive=True).suites == {
+        "autoattack": ["apgd-ce"], "adaptive": ["adaptive-apgd-t", "adaptive-apgd-ce"]}
+
+
 @pytest.mark.parametrize("attack, message", [
     ("APGD-CE,FAB-T", "unknown attack stage(s) ['APGD-CE', 'FAB-T'] (names are lower case with '-': did you mean "
                       "'apgd-ce', 'fab-t'?)"),
