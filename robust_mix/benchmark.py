@@ -32,7 +32,7 @@ from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path
 from robust_mix.io import atomic_write_text
-from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, resolve_attack
+from robust_mix.protocol import AttackOptions, AttackPlan, canonical_dataset, required_examples, resolve_attack
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_dataset, check_device,
@@ -548,7 +548,9 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     wall_start = time.perf_counter()
     config = getattr(model, "config", None)
     dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
-    dataset = None if dataset is None else check_dataset(dataset)
+    # one spelling ("fmnist", "FashionMNIST" -> "fashion-mnist"): the report's data set decides the leaderboard size,
+    # the model-info data set and whether the entry's reported numbers are for this run
+    dataset = None if dataset is None else canonical_dataset(check_dataset(dataset))
     threat_model = check_threat_model(threat_model or (config.threat_model if config is not None else "Linf"))
     if eps is None and config is not None and config.eps is not None and threat_model != config.threat_model:
         raise InvalidInputError(f"eps is not set for threat_model={threat_model!r}: the model's config has "
@@ -575,7 +577,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         if dataset is None:
             raise ValueError("no data set: pass dataset='cifar10' (--dataset cifar10) or images and labels")
         preprocessing = _test_preprocessing(dataset, preprocessing, config)
-        n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
+        n_examples = n_examples or required_examples(dataset)
         images, labels = _load_data(dataset, max(n_examples or 0, clean_examples or 0) or None, data_dir,
                                     preprocessing)
         if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from robust_mix.protocol import canonical_dataset  # noqa: F401 (the data sets' one spelling, also read from here)
 from robust_mix.validate import InvalidInputError, check_path, optional_positive_int
 
 logger = logging.getLogger(__name__)
@@ -469,12 +470,6 @@ _OPENERS: dict[str, Callable[[str, Optional[PathLike]], Dataset]] = {
 def available_datasets() -> list[str]:
     """Names :func:`load_dataset` and :func:`open_dataset` know."""
     return sorted(_OPENERS)
-
-
-def canonical_dataset(name: str) -> str:
-    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``."""
-    key = name.lower().replace("_", "-")
-    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
 
 
 def dataset_key(name: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from robust_mix.protocol import ADAPTIVE_STAGES, LEADERBOARD_EXAMPLES, STANDARD_STAGES
+from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, required_examples
 
 #: How each stage is written (the field's names).
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
@@ -147,7 +147,7 @@ def partial_reasons(run: Evaluation) -> list[str]:
         reasons.append("the report does not record the attack budgets")
     elif run.options:
         reasons.append("attack budgets were reduced (" + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
-    needed = LEADERBOARD_EXAMPLES.get(run.dataset.lower())
+    needed = required_examples(run.dataset)
     if needed is None:
         reasons.append(f"data set {run.dataset!r} has no leaderboard")
     elif run.n_examples < needed:

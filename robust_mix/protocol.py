@@ -137,6 +137,13 @@ OPTION_STAGES: dict[str, tuple[str, ...]] = {
 LEADERBOARD_EXAMPLES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 5_000, "fashion-mnist": 10_000}
 
 
+def canonical_dataset(name: str) -> str:
+    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``."""
+    key = name.lower().replace("_", "-")
+    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+
+
 def required_examples(dataset: str) -> Optional[int]:
-    """How many examples the leaderboard evaluates on for ``dataset`` (``None`` if unknown)."""
-    return LEADERBOARD_EXAMPLES.get(dataset.lower())
+    """How many examples the leaderboard evaluates on for ``dataset``, in any of its spellings (``None`` if
+    unknown)."""
+    return LEADERBOARD_EXAMPLES.get(canonical_dataset(dataset))

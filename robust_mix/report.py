@@ -17,6 +17,7 @@ from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
                                    is_standard_autoattack, partial_reasons, percent, percent_interval)
 from robust_mix.io import atomic_write_text
+from robust_mix.protocol import canonical_dataset
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
@@ -75,7 +76,8 @@ def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
 def in_entry_setting(result: BenchmarkResult, config: ModelConfig) -> bool:
     """True when ``result`` was measured in the entry's own setting: its data set, threat model and eps (the
     leaderboard the entry is registered for, and the setting its reported numbers are for)."""
-    return (result.dataset.lower() == config.dataset.lower() and result.threat_model == config.threat_model
+    return (canonical_dataset(result.dataset) == canonical_dataset(config.dataset)
+            and result.threat_model == config.threat_model
             and config.eps is not None and math.isclose(result.eps, config.eps, rel_tol=1e-9, abs_tol=1e-12))
 
 

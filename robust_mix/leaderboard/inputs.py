@@ -23,9 +23,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
-from robust_mix.data import canonical_dataset
 from robust_mix.formatting import format_eps
-from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, required_examples
+from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, canonical_dataset, required_examples
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 
 logger = logging.getLogger(__name__)
