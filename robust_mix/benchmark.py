@@ -609,13 +609,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     num_classes = probe_scores.shape[1]
     again = _check_input_untouched(model, images[:len(probe_scores)], device)
     _warn_if_randomized(probe_scores, again, plan.version, getattr(config, "name", None) or type(model).__name__)
-    overrides = options.overrides(plan.stages)
-    unused = sorted(set(options.overrides()) - set(overrides))
+    unused = sorted(set(options.overrides()) - set(options.overrides(plan.stages)))
     if unused:
         logger.warning("%s set%s the budget of no stage of this attack (%s): ignored", ", ".join(unused),
                        "" if len(unused) > 1 else "s", ", ".join(plan.stages))
-    if overrides:
-        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", overrides)
     if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
         logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
                        "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
@@ -625,6 +622,13 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
     runner.check_classes(plan.stages, num_classes)
     runner.check_iterations(plan.stages)
+    overrides = runner.budget_changes(plan.stages)
+    same = sorted(set(options.overrides(plan.stages)) - set(overrides))
+    if same:
+        logger.info("%s equal%s the protocol's own budget for this attack: not an override", ", ".join(same),
+                    "" if len(same) > 1 else "s")
+    if overrides:
+        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", overrides)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "dataset": dataset, "threat_model": threat_model,

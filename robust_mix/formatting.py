@@ -15,15 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, required_examples
+from robust_mix.protocol import ADAPTIVE_STAGES, SETTINGS_GROUP, STANDARD_STAGES, required_examples
 
 #: How each stage is written (the field's names).
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
                "square": "Square", "adaptive-apgd-ce": "adaptive APGD-CE", "adaptive-apgd-t": "adaptive APGD-T"}
 AUTOATTACK = "AutoAttack"
-_SETTINGS_KEY = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab", "fab-t": "fab",
-                 "square": "square", "adaptive-apgd-ce": "adaptive", "adaptive-apgd-t": "adaptive"}
-
 #: Stages whose settings' ``n_restarts`` is their own (the targeted ones restart once per target class).
 _RESTARTED = ("apgd-ce", "apgd-dlr", "adaptive-apgd-ce")
 #: Stages that average gradients over ``eot_iter`` samples (EOT 20 under attack="rand").
@@ -100,7 +97,7 @@ def percent_value(fraction: float) -> float:
 
 # -- what ran ------------------------------------------------------------------------------------------
 def _budget(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> str:
-    values = (settings or {}).get(_SETTINGS_KEY.get(stage, stage))
+    values = (settings or {}).get(SETTINGS_GROUP.get(stage, stage))
     if not values:
         return ""
     parts = []

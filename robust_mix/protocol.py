@@ -133,6 +133,12 @@ OPTION_STAGES: dict[str, tuple[str, ...]] = {
 
 
 
+#: Stage -> the group of ``attack_settings`` (``robust_mix.attacks.StageRunner.attack_settings``) holding its budget.
+SETTINGS_GROUP: dict[str, str] = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab",
+                                  "fab-t": "fab", "square": "square", "adaptive-apgd-ce": "adaptive",
+                                  "adaptive-apgd-t": "adaptive"}
+
+
 #: Examples the leaderboard evaluates on (RobustBench): the whole test set, 5,000 for ImageNet.
 LEADERBOARD_EXAMPLES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 5_000, "fashion-mnist": 10_000}
 

@@ -106,6 +106,33 @@ def test_default_budgets_are_the_leaderboards():
     assert rand.attack_settings()["apgd"]["eot_iter"] == 20
 
 
+@pytest.mark.parametrize("norm, options, stages, changed", [
+    ("Linf", dict(n_target_classes=9, n_iter=100, n_queries=5000), ["apgd-t", "fab-t", "square"], {}),
+    ("Linf", dict(n_target_classes=9, n_iter=5), ["apgd-ce", "apgd-t"], {"n_iter": 5}),
+    ("L1", dict(n_target_classes=9), ["apgd-t"], {"n_target_classes": 9}),  # L1's APGD-T aims at 5 classes
+    ("L1", dict(n_target_classes=9), ["fab-t"], {}),  # FAB-T's are 9 under every norm
+    ("L1", dict(n_restarts=5), ["apgd-ce"], {}),
+    ("Linf", dict(n_restarts=5), ["apgd-ce"], {"n_restarts": 5}),
+    ("Linf", dict(n_queries=20), ["apgd-ce"], {}),  # no stage uses it
+])
+def test_an_override_counts_only_where_it_changes_a_budget_of_the_stages_that_run(norm, options, stages, changed):
+    """--n-target-classes 9 on a 10-class model (the leaderboard's own 9 targets, as docs/harness.md recommends) was
+    recorded as a reduced budget: the report was partial and submit refused it."""
+    runner = StageRunner(adaptive_model(), resolve_attack("standard", adaptive=True), norm=norm, eps=EPS, device="cpu",
+                         options=AttackOptions(**options))
+    assert runner.budget_changes(stages) == changed
+
+
+def test_a_run_with_the_leaderboard_s_own_budgets_passed_is_not_called_reduced():
+    from robust_mix.formatting import partial_reasons
+
+    x, y = fmnist(4)
+    result = benchmark(adaptive_model(), images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t",
+                       device="cpu", options=AttackOptions(n_iter=2, n_target_classes=9))
+    assert result.options == {"n_iter": 2}
+    assert "attack budgets were reduced (n_iter=2)" in partial_reasons(result)
+
+
 @pytest.mark.parametrize("attack, norm, eot, restarts", [("standard", "Linf", 1, 1), ("rand", "Linf", 20, 1),
                                                          ("standard", "L1", 1, 5)])
 def test_the_adaptive_settings_record_the_eot_and_restarts_the_adaptive_stages_run_with(attack, norm, eot, restarts):
