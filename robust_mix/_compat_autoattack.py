@@ -228,14 +228,16 @@ class AutoAttack(pyautoattack.AutoAttack):
         return x_adv, y_adv
 
     def _setting(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-        """What a state's flags depend on besides the attacks' names: the threat model, the version, the seed, every
-        attack's budget and the examples (a digest), as JSON values."""
+        """What a state's flags depend on besides the attacks' names: the model, the threat model, the version, the
+        seed, every attack's budget and the examples (digests of the model and the examples), as JSON values."""
+        from robust_mix.benchmark import model_fingerprint  # the harness's digest of a model's tensors and constants
+
         digest = hashlib.sha256(x.detach().cpu().contiguous().float().numpy().tobytes())
         digest.update(y.detach().cpu().numpy().tobytes())
         budgets = {name: {key: getattr(getattr(self, name), key, None) for key in _BUDGET_FIELDS}
                    for name in ("apgd", "apgd_targeted", "fab", "square")}
         return {"norm": self.norm, "eps": float(self.epsilon), "version": self.version, "seed": self.seed,
-                "budgets": budgets, "examples": digest.hexdigest()[:16]}
+                "budgets": budgets, "examples": digest.hexdigest()[:16], "model": model_fingerprint(self.model)}
 
     @staticmethod
     def _state(path: Optional[Path], attacks: list[str], n: int, setting: dict[str, Any]) -> "ResumableState":
@@ -251,7 +253,7 @@ class AutoAttack(pyautoattack.AutoAttack):
             raise ValueError(f"{path} records {len(state.robust_flags)} examples, {n} are given: use another "
                              "state_path for these examples")
         if state.setting is None:
-            logger.warning("%s does not record the norm, eps, seed, budgets and examples of its run (written by "
+            logger.warning("%s does not record the model, norm, eps, seed, budgets and examples of its run (written by "
                            "pyautoattack itself or an older robust_mix); resuming it assumes they are this run's", path)
             state.setting = setting
             state.to_disk(force=True)
@@ -289,7 +291,7 @@ class ResumableState(pyautoattack.state.EvaluationState):
     pyautoattack 0.2.0 writes the set of attacks to run as its ``str()`` and the finished ones as a
     list, and reads both back unchanged (its own resume check, a set against a string, always
     fails). Here both become sets again, and the path may be a str. ``setting`` records what the flags depend on
-    besides the attacks' names (:meth:`AutoAttack._setting`: norm, eps, version, seed, budgets, examples), so that a
+    besides the attacks' names (:meth:`AutoAttack._setting`: model, norm, eps, version, seed, budgets, examples), so that a
     state of another run is refused (``None`` in a state written without it).
     """
 
