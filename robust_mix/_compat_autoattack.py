@@ -291,8 +291,8 @@ class ResumableState(pyautoattack.state.EvaluationState):
     pyautoattack 0.2.0 writes the set of attacks to run as its ``str()`` and the finished ones as a
     list, and reads both back unchanged (its own resume check, a set against a string, always
     fails). Here both become sets again, and the path may be a str. ``setting`` records what the flags depend on
-    besides the attacks' names (:meth:`AutoAttack._setting`: model, norm, eps, version, seed, budgets, examples), so that a
-    state of another run is refused (``None`` in a state written without it).
+    besides the attacks' names (:meth:`AutoAttack._setting`: model, norm, eps, version, seed, budgets, examples),
+    so that a state of another run is refused (``None`` in a state written without it).
     """
 
     setting: Optional[dict[str, Any]] = None

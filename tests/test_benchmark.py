@@ -292,7 +292,8 @@ def test_the_report_names_the_data_set_in_its_one_spelling(spelling, tmp_path):
     assert result.dataset == result.arguments["dataset"] == "fashion-mnist"
     assert "2 of the leaderboard's 10,000 test examples" in partial_reasons(result)
     # a report written before, with the spelling it was given, is read in the same way
-    assert "2 of the leaderboard's 10,000 test examples" in partial_reasons(dataclasses.replace(result, dataset=spelling))
+    older = dataclasses.replace(result, dataset=spelling)
+    assert "2 of the leaderboard's 10,000 test examples" in partial_reasons(older)
     assert model_info(result, tiny_config())["dataset"] == "fashion-mnist"
     assert model_info(result, tiny_config())["reported"] == "20.00"
     assert benchmark(tiny_mixed(), dataset="fashion-mnist", **kwargs).resumed_chunks == 1
