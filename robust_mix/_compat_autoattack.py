@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -34,6 +35,8 @@ import pyautoattack.state
 from robust_mix.protocol import AUTOATTACK_STAGES
 from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_examples,
                                  check_threat_model, positive_int)
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 #: A function that changes a freshly built pyautoattack adversary (budgets, target counts).
@@ -196,7 +199,7 @@ class AutoAttack(pyautoattack.AutoAttack):
         the last finished attack.
         """
         attacks = list(self.attacks_to_run)
-        state = self._state(path, attacks, len(x_orig))
+        state = self._state(path, attacks, len(x_orig), self._setting(x_orig, y_orig))
         x_adv = x_orig.clone()
         try:
             self.attacks_to_run = []  # the clean predictions, and pyautoattack's checks of the model
@@ -224,10 +227,22 @@ class AutoAttack(pyautoattack.AutoAttack):
             self.attacks_to_run = attacks
         return x_adv, y_adv
 
+    def _setting(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """What a state's flags depend on besides the attacks' names: the model, the threat model, the version, the
+        seed, every attack's budget and the examples (digests of the model and the examples), as JSON values."""
+        from robust_mix.benchmark import model_fingerprint  # the harness's digest of a model's tensors and constants
+
+        digest = hashlib.sha256(x.detach().cpu().contiguous().float().numpy().tobytes())
+        digest.update(y.detach().cpu().numpy().tobytes())
+        budgets = {name: {key: getattr(getattr(self, name), key, None) for key in _BUDGET_FIELDS}
+                   for name in ("apgd", "apgd_targeted", "fab", "square")}
+        return {"norm": self.norm, "eps": float(self.epsilon), "version": self.version, "seed": self.seed,
+                "budgets": budgets, "examples": digest.hexdigest()[:16], "model": model_fingerprint(self.model)}
+
     @staticmethod
-    def _state(path: Optional[Path], attacks: list[str], n: int) -> "ResumableState":
+    def _state(path: Optional[Path], attacks: list[str], n: int, setting: dict[str, Any]) -> "ResumableState":
         if path is None or not path.exists():
-            state = ResumableState(set(attacks), path=path)
+            state = ResumableState(set(attacks), path=path, setting=setting)
             state.to_disk(force=True)
             return state
         state = ResumableState.from_disk(path)
@@ -237,6 +252,17 @@ class AutoAttack(pyautoattack.AutoAttack):
         if state.robust_flags is not None and len(state.robust_flags) != n:
             raise ValueError(f"{path} records {len(state.robust_flags)} examples, {n} are given: use another "
                              "state_path for these examples")
+        if state.setting is None:
+            logger.warning("%s does not record the model, norm, eps, seed, budgets and examples of its run (written by "
+                           "pyautoattack itself or an older robust_mix); resuming it assumes they are this run's", path)
+            state.setting = setting
+            state.to_disk(force=True)
+        elif state.setting != setting:
+            differs = sorted(k for k in set(state.setting) | set(setting) if state.setting.get(k) != setting.get(k))
+            raise ValueError(f"{path} records a run with another {', '.join(differs)} (norm {state.setting.get('norm')}"
+                             f", eps {state.setting.get('eps')}; this adversary: norm {setting['norm']}, eps "
+                             f"{setting['eps']}); its flags are not this run's: use another state_path for these "
+                             "settings")
         return state
 
     def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
@@ -254,13 +280,22 @@ class AutoAttack(pyautoattack.AutoAttack):
         return adversarial
 
 
+#: The budget attributes of pyautoattack's attacks that a state records (those an attack lacks are recorded as null).
+_BUDGET_FIELDS = ("n_iter", "n_restarts", "n_target_classes", "eot_iter", "n_queries", "use_largereps")
+
+
+@dataclass
 class ResumableState(pyautoattack.state.EvaluationState):
     """pyautoattack's state file, read back as it was written.
 
     pyautoattack 0.2.0 writes the set of attacks to run as its ``str()`` and the finished ones as a
     list, and reads both back unchanged (its own resume check, a set against a string, always
-    fails). Here both become sets again, and the path may be a str.
+    fails). Here both become sets again, and the path may be a str. ``setting`` records what the flags depend on
+    besides the attacks' names (:meth:`AutoAttack._setting`: model, norm, eps, version, seed, budgets, examples),
+    so that a state of another run is refused (``None`` in a state written without it).
     """
+
+    setting: Optional[dict[str, Any]] = None
 
     @classmethod
     def from_disk(cls, path: PathLike) -> "ResumableState":

@@ -27,7 +27,8 @@ from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
-from robust_mix.protocol import DEFAULT_ADAPTIVE_WEIGHT, AttackOptions, AttackPlan, check_options
+from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, OPTION_STAGES, SETTINGS_GROUP, AttackOptions, AttackPlan,
+                                 check_options)
 from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
                                  check_score_shape)
 
@@ -369,6 +370,7 @@ class StageRunner:
         for attack in (self.adaptive_ce, self.adaptive_t):
             attack.weight = self.options.adaptive_weight
             attack.select_min_margin = nuts
+        self._leaderboard_settings = self.attack_settings()  # before the overrides: the protocol's own budgets
         self._apply_options()
         self._stages: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
             "apgd-ce": lambda x, y: self._apgd(self.autoattack.apgd, "ce", x, y),
@@ -434,6 +436,18 @@ class StageRunner:
                     f"the {stage} attack runs {attack.n_iter_orig} iteration(s), but under {self.norm} pyautoattack "
                     f"splits APGD's iterations into rounds at 3, 2 and 1 times eps and needs at least {least}; "
                     f"pass options=AttackOptions(n_iter={least}) or more (--n-iter {least})")
+
+    def budget_changes(self, stages: Sequence[str]) -> dict[str, object]:
+        """The budget overrides (``options``) that change the budget of one of ``stages``: an override that no stage
+        among them uses (``n_queries`` without Square), or that sets a budget to the value the protocol gives it
+        (``n_target_classes=9`` on a 10-class model under Linf, ``n_iter=100``), changes nothing and is left out."""
+        changed = {}
+        for key, value in self.options.overrides(stages).items():
+            groups = {SETTINGS_GROUP[stage] for stage in stages if stage in OPTION_STAGES[key]}
+            if any(self._leaderboard_settings[group].get(key) != self.attack_settings()[group].get(key)
+                   for group in groups):
+                changed[key] = value
+        return changed
 
     def _apply_options(self) -> None:
         opts, aa = self.options, self.autoattack

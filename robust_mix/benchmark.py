@@ -32,7 +32,8 @@ from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path, original_class, volatile_state
 from robust_mix.io import atomic_write_text
-from robust_mix.protocol import LEADERBOARD_EXAMPLES, AttackOptions, AttackPlan, check_options, resolve_attack
+from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, check_options, required_examples,
+                                 resolve_attack)
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
@@ -576,7 +577,9 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     model = check_model(model)
     config = getattr(model, "config", None)
     dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
-    dataset = None if dataset is None else check_dataset(dataset)
+    # one spelling ("fmnist", "FashionMNIST" -> "fashion-mnist"): the report's data set decides the leaderboard size,
+    # the model-info data set and whether the entry's reported numbers are for this run
+    dataset = None if dataset is None else canonical_dataset(check_dataset(dataset))
     threat_model = check_threat_model(threat_model or (config.threat_model if config is not None else "Linf"))
     if eps is None and config is not None and config.eps is not None and threat_model != config.threat_model:
         raise InvalidInputError(f"eps is not set for threat_model={threat_model!r}: the model's config has "
@@ -606,7 +609,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         from robust_mix import data
 
         preprocessing = data.preprocessing_for(dataset, preprocessing, config)
-        n_examples = n_examples or LEADERBOARD_EXAMPLES.get(dataset.lower())
+        n_examples = n_examples or required_examples(dataset)
         images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
                                            data_dir, preprocessing=preprocessing)
         if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision
@@ -642,13 +645,10 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     num_classes = probe_scores.shape[1]
     again = _check_input_untouched(model, images[:len(probe_scores)], device)
     _warn_if_randomized(probe_scores, again, plan.version, getattr(config, "name", None) or type(model).__name__)
-    overrides = options.overrides(plan.stages)
-    unused = sorted(set(options.overrides()) - set(overrides))
+    unused = sorted(set(options.overrides()) - set(options.overrides(plan.stages)))
     if unused:
         logger.warning("%s set%s the budget of no stage of this attack (%s): ignored", ", ".join(unused),
                        "" if len(unused) > 1 else "s", ", ".join(plan.stages))
-    if overrides:
-        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", overrides)
     if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
         logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
                        "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
@@ -658,6 +658,13 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
     runner.check_classes(plan.stages, num_classes)
     runner.check_iterations(plan.stages)
+    overrides = runner.budget_changes(plan.stages)
+    same = sorted(set(options.overrides(plan.stages)) - set(overrides))
+    if same:
+        logger.info("%s equal%s the protocol's own budget for this attack: not an override", ", ".join(same),
+                    "" if len(same) > 1 else "s")
+    if overrides:
+        logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", overrides)
     settings = runner.attack_settings()
     name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "model_code": model_code_fingerprint(model),

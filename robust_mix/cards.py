@@ -175,7 +175,7 @@ def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = No
 
     Tags: ``robust_mix``, ``robustbench``, ``timm`` (it loads through timm after ``import robust_mix``),
     ``adversarial-robustness``, the method, the data set, the threat model and the budget
-    (``eps-8-255`` for 8/255).
+    (``eps-8-255`` for 8/255): the benchmark's setting when there is one (its numbers are for it), else the entry's.
     """
 
     results = None
@@ -193,11 +193,12 @@ def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = No
                        metric_args={"n_examples": benchmark.n_examples}, **common),
             EvalResult(metric_type="robust_accuracy", metric_name=robust_name,
                        metric_value=percent_value(benchmark.robust_accuracy), metric_args=args, **common)]
-    eps, threat = ((benchmark.eps, benchmark.threat_model) if benchmark is not None and benchmark.eps is not None
-                   else (config.eps, config.threat_model))
+    # data set, threat model and eps from one source: an L2 run of a Linf entry was tagged "Linf" and "eps-0.5"
+    dataset, threat, eps = ((benchmark.dataset, benchmark.threat_model, benchmark.eps) if benchmark is not None
+                            else (config.dataset, config.threat_model, config.eps))
     tags = ["robust_mix", "robustbench", "timm", "image-classification", "adversarial-robustness",
             "adaptive-smoothing" if config.policy is not None else "mixed-classifier",
-            config.dataset, config.threat_model] + ([f"eps-{format_eps(eps, threat).replace('/', '-')}"] if eps else [])
+            dataset, threat] + ([f"eps-{format_eps(eps, threat).replace('/', '-')}"] if eps else [])
     return ModelCardData(library_name="robust_mix", license=_model_license(config),
                          pipeline_tag="image-classification", tags=list(dict.fromkeys(tags)),
                          model_name=(repo_id or config.name).split("/")[-1], eval_results=results)

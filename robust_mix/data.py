@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from robust_mix.validate import InvalidInputError, check_choice, check_dataset, check_path, optional_positive_int
+from robust_mix.protocol import canonical_dataset
+from robust_mix.validate import InvalidInputError, check_choice, check_path, optional_positive_int
 
 if TYPE_CHECKING:
     from robust_mix.config import ModelConfig
@@ -480,13 +481,6 @@ PREPROCESSINGS: dict[str, tuple[str, tuple[str, ...], str]] = {
 def available_datasets() -> list[str]:
     """Names :func:`load_dataset` and :func:`open_dataset` know."""
     return sorted(_OPENERS)
-
-
-def canonical_dataset(name: str) -> str:
-    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``;
-    RobustBench's ``BenchmarkDataset`` members are read as their value (anything but a name is refused)."""
-    key = check_dataset(name).lower().replace("_", "-")
-    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
 
 
 def dataset_key(name: str) -> str:

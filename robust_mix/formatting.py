@@ -15,15 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
-from robust_mix.protocol import ADAPTIVE_STAGES, LEADERBOARD_EXAMPLES, STANDARD_STAGES
+from robust_mix.protocol import ADAPTIVE_STAGES, SETTINGS_GROUP, STANDARD_STAGES, required_examples
 
 #: How each stage is written (the field's names).
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
                "square": "Square", "adaptive-apgd-ce": "adaptive APGD-CE", "adaptive-apgd-t": "adaptive APGD-T"}
 AUTOATTACK = "AutoAttack"
-_SETTINGS_KEY = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab", "fab-t": "fab",
-                 "square": "square", "adaptive-apgd-ce": "adaptive", "adaptive-apgd-t": "adaptive"}
-
 #: Stages whose settings' ``n_restarts`` is their own (the targeted ones restart once per target class).
 _RESTARTED = ("apgd-ce", "apgd-dlr", "adaptive-apgd-ce")
 #: Stages that average gradients over ``eot_iter`` samples (EOT 20 under attack="rand").
@@ -110,7 +107,7 @@ def percent_value(fraction: float) -> float:
 
 # -- what ran ------------------------------------------------------------------------------------------
 def _budget(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> str:
-    values = (settings or {}).get(_SETTINGS_KEY.get(stage, stage))
+    values = (settings or {}).get(SETTINGS_GROUP.get(stage, stage))
     if not values:
         return ""
     parts = []
@@ -157,7 +154,7 @@ def partial_reasons(run: Evaluation) -> list[str]:
         reasons.append("the report does not record the attack budgets")
     elif run.options:
         reasons.append("attack budgets were reduced (" + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
-    needed = LEADERBOARD_EXAMPLES.get(run.dataset.lower())
+    needed = required_examples(run.dataset)
     if needed is None:
         reasons.append(f"data set {run.dataset!r} has no leaderboard")
     elif run.n_examples < needed:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from robust_mix.validate import InvalidInputTypeError, check_fields, check_fraction, positive_int
+from robust_mix.validate import InvalidInputTypeError, check_dataset, check_fields, check_fraction, positive_int
 
 STANDARD_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 RAND_STAGES = ("apgd-ce", "apgd-dlr")
@@ -53,7 +53,8 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
     ``"standard"``: APGD-CE, APGD-T, FAB-T, Square (AutoAttack's standard version);
     ``"rand"``: APGD-CE, APGD-DLR with EOT (version ``"rand"``); ``"adaptive"``: the adaptive
     APGD-CE and targeted APGD-DLR only; a list or comma-separated string: those stages, with the
-    standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them.
+    standard version's settings. ``adaptive=True`` adds the adaptive suite to any of them (to a list naming some
+    of its stages but not all it is refused: it would run only those).
     """
     if not isinstance(attack, str) and not (isinstance(attack, Sequence) and all(isinstance(s, str) for s in attack)):
         raise InvalidInputTypeError(f"attack must be one of {list(PRESETS)} or a list of stage names like "
@@ -74,6 +75,10 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
               "adaptive": [s for s in stages if s in ADAPTIVE_STAGES]}
     if adaptive and not suites["adaptive"]:
         suites["adaptive"], name = list(ADAPTIVE_STAGES), name + "+adaptive"
+    elif adaptive and set(suites["adaptive"]) != set(ADAPTIVE_STAGES):
+        raise ValueError(f"adaptive=True (--adaptive) adds the adaptive suite {list(ADAPTIVE_STAGES)}, but attack "
+                         f"{attack!r} already lists {suites['adaptive']} of it, and only those would run: list every "
+                         "adaptive stage, or leave out adaptive=True / --adaptive to run the stages listed")
     return AttackPlan(name, version, {k: v for k, v in suites.items() if v})
 
 
@@ -145,10 +150,24 @@ OPTION_STAGES: dict[str, tuple[str, ...]] = {
 
 
 
+#: Stage -> the group of ``attack_settings`` (``robust_mix.attacks.StageRunner.attack_settings``) holding its budget.
+SETTINGS_GROUP: dict[str, str] = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab",
+                                  "fab-t": "fab", "square": "square", "adaptive-apgd-ce": "adaptive",
+                                  "adaptive-apgd-t": "adaptive"}
+
+
 #: Examples the leaderboard evaluates on (RobustBench): the whole test set, 5,000 for ImageNet.
 LEADERBOARD_EXAMPLES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 5_000, "fashion-mnist": 10_000}
 
 
+def canonical_dataset(name: str) -> str:
+    """The one spelling of a data set name: lower case, ``-`` for ``_``, ``fmnist`` -> ``fashion-mnist``;
+    RobustBench's ``BenchmarkDataset`` members are read as their value (anything but a name is refused)."""
+    key = check_dataset(name).lower().replace("_", "-")
+    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+
+
 def required_examples(dataset: str) -> Optional[int]:
-    """How many examples the leaderboard evaluates on for ``dataset`` (``None`` if unknown)."""
-    return LEADERBOARD_EXAMPLES.get(dataset.lower())
+    """How many examples the leaderboard evaluates on for ``dataset``, in any of its spellings (``None`` if
+    unknown)."""
+    return LEADERBOARD_EXAMPLES.get(canonical_dataset(dataset))

@@ -17,6 +17,7 @@ from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
                                    is_standard_autoattack, partial_reasons, percent, percent_interval)
 from robust_mix.io import atomic_write_files
+from robust_mix.protocol import canonical_dataset
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
@@ -32,7 +33,8 @@ _RB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "image
 
 class PartialEvaluationError(ValueError):
     """A claim was asked for from a report that is not a full leaderboard evaluation (other attack,
-    reduced budgets, fewer examples, or no record of the configuration it evaluated)."""
+    reduced budgets, fewer examples, another data set, threat model or eps than the entry's, or no record of
+    the configuration it evaluated)."""
 
 
 class SubmissionMismatchError(ValueError):
@@ -71,14 +73,25 @@ def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
             "venue": venue}
 
 
+def in_entry_setting(result: BenchmarkResult, config: ModelConfig) -> bool:
+    """True when ``result`` was measured in the entry's own setting: its data set, threat model and eps (the
+    leaderboard the entry is registered for, and the setting its reported numbers are for)."""
+    return (canonical_dataset(result.dataset) == canonical_dataset(config.dataset)
+            and result.threat_model == config.threat_model
+            and config.eps is not None and math.isclose(result.eps, config.eps, rel_tol=1e-9, abs_tol=1e-12))
+
+
+def _setting(dataset: str, threat_model: str, eps: Optional[float]) -> str:
+    return f"{dataset}, {threat_model}, eps {format_eps(eps, threat_model)}"
+
+
 def reported_for(result: BenchmarkResult, config: Optional[ModelConfig]) -> Optional[ReportedResult]:
     """The authors' reported numbers of the entry (``config.reported``) when ``result`` was measured in the
     setting they are for (the entry's data set, threat model and eps), else ``None``: an L2 run of a Linf
     entry, or a run at another eps, must not be shown beside (or as) numbers reported for another budget."""
     if config is None or config.reported is None:
         return None
-    same = (result.dataset.lower() == config.dataset.lower() and result.threat_model == config.threat_model
-            and config.eps is not None and math.isclose(result.eps, config.eps, rel_tol=1e-9, abs_tol=1e-12))
+    same = in_entry_setting(result, config)
     if not same:
         logger.info("the entry's reported numbers are for %s %s eps %s, this run %s %s eps %s: not shown beside it",
                     config.dataset, config.threat_model, format_eps(config.eps, config.threat_model), result.dataset,
@@ -212,7 +225,9 @@ def _license(config: Optional[ModelConfig]) -> str:
 
 
 def check_submission(result: BenchmarkResult, config: Optional[ModelConfig]) -> list[str]:
-    """Check that ``result`` can back a leaderboard claim for ``config``; returns why it is partial.
+    """Check that ``result`` can back a leaderboard claim for ``config``; returns why it is partial (among the
+    reasons: a run outside the entry's setting, e.g. an L2 run or another eps of a Linf entry, whose numbers the
+    claim would put on the entry's leaderboard).
 
     Raises:
         SubmissionMismatchError: the report is for another model, or for a configuration other than
@@ -228,6 +243,10 @@ def check_submission(result: BenchmarkResult, config: Optional[ModelConfig]) -> 
         raise SubmissionMismatchError(
             f"the report is for model {result.model!r}, not {config.name!r}: submit the report of a benchmark "
             f"of {config.name!r} (robust-mix benchmark {config.name} --out DIR)")
+    if not in_entry_setting(result, config):
+        reasons.append(f"measured on {_setting(result.dataset, result.threat_model, result.eps)}, not in the entry's "
+                       f"setting ({_setting(config.dataset, config.threat_model, config.eps)}), the leaderboard "
+                       "its claim goes to")
     if result.config_fingerprint is None:
         reasons.append("the report does not record which configuration was evaluated (no config_fingerprint: "
                        "written by an older robust_mix); rerun the benchmark to verify it")
@@ -249,7 +268,8 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
     Raises:
         SubmissionMismatchError: the report is for another model or configuration.
         PartialEvaluationError: the report is not a full leaderboard evaluation (other attack than
-            standard AutoAttack, reduced budgets, fewer examples, no config fingerprint) and
+            standard AutoAttack, reduced budgets, fewer examples, another data set, threat model or eps than the
+            entry's, no config fingerprint) and
             ``allow_partial`` is False.
         robust_mix.validate.InvalidInputError: the report holds impossible numbers.
     """

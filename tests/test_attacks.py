@@ -64,6 +64,20 @@ def test_attack_plans():
             resolve_attack(bad)
 
 
+def test_the_adaptive_flag_beside_a_list_naming_part_of_the_adaptive_suite_is_refused():
+    """attack='apgd-ce,adaptive-apgd-ce' with adaptive=True (--adaptive) ran the adaptive APGD-CE alone, without a
+    word, though the flag asked for the adaptive suite."""
+    with pytest.raises(ValueError, match=r"adaptive=True \(--adaptive\) adds the adaptive suite \['adaptive-apgd-ce', "
+                                         r"'adaptive-apgd-t'\], but attack 'apgd-ce,adaptive-apgd-ce' already lists "
+                                         r"\['adaptive-apgd-ce'\]"):
+        resolve_attack("apgd-ce,adaptive-apgd-ce", adaptive=True)
+    assert resolve_attack("apgd-ce,adaptive-apgd-ce").stages == ["apgd-ce", "adaptive-apgd-ce"]
+    # naming the whole suite with the flag beside it asks for the same run
+    assert resolve_attack("adaptive", adaptive=True) == resolve_attack("adaptive")
+    assert resolve_attack("apgd-ce,adaptive-apgd-t,adaptive-apgd-ce", adaptive=True).suites == {
+        "autoattack": ["apgd-ce"], "adaptive": ["adaptive-apgd-t", "adaptive-apgd-ce"]}
+
+
 @pytest.mark.parametrize("attack, message", [
     ("APGD-CE,FAB-T", "unknown attack stage(s) ['APGD-CE', 'FAB-T'] (names are lower case with '-': did you mean "
                       "'apgd-ce', 'fab-t'?)"),
@@ -90,6 +104,33 @@ def test_default_budgets_are_the_leaderboards():
     assert reduced["apgd"]["n_iter"] == 10 and reduced["square"]["n_queries"] == 30
     rand = StageRunner(adaptive_model(), resolve_attack("rand"), norm="Linf", eps=EPS, device="cpu")
     assert rand.attack_settings()["apgd"]["eot_iter"] == 20
+
+
+@pytest.mark.parametrize("norm, options, stages, changed", [
+    ("Linf", dict(n_target_classes=9, n_iter=100, n_queries=5000), ["apgd-t", "fab-t", "square"], {}),
+    ("Linf", dict(n_target_classes=9, n_iter=5), ["apgd-ce", "apgd-t"], {"n_iter": 5}),
+    ("L1", dict(n_target_classes=9), ["apgd-t"], {"n_target_classes": 9}),  # L1's APGD-T aims at 5 classes
+    ("L1", dict(n_target_classes=9), ["fab-t"], {}),  # FAB-T's are 9 under every norm
+    ("L1", dict(n_restarts=5), ["apgd-ce"], {}),
+    ("Linf", dict(n_restarts=5), ["apgd-ce"], {"n_restarts": 5}),
+    ("Linf", dict(n_queries=20), ["apgd-ce"], {}),  # no stage uses it
+])
+def test_an_override_counts_only_where_it_changes_a_budget_of_the_stages_that_run(norm, options, stages, changed):
+    """--n-target-classes 9 on a 10-class model (the leaderboard's own 9 targets, as docs/harness.md recommends) was
+    recorded as a reduced budget: the report was partial and submit refused it."""
+    runner = StageRunner(adaptive_model(), resolve_attack("standard", adaptive=True), norm=norm, eps=EPS, device="cpu",
+                         options=AttackOptions(**options))
+    assert runner.budget_changes(stages) == changed
+
+
+def test_a_run_with_the_leaderboard_s_own_budgets_passed_is_not_called_reduced():
+    from robust_mix.formatting import partial_reasons
+
+    x, y = fmnist(4)
+    result = benchmark(adaptive_model(), images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t",
+                       device="cpu", options=AttackOptions(n_iter=2, n_target_classes=9))
+    assert result.options == {"n_iter": 2}
+    assert "attack budgets were reduced (n_iter=2)" in partial_reasons(result)
 
 
 @pytest.mark.parametrize("attack, norm, eot, restarts", [("standard", "Linf", 1, 1), ("rand", "Linf", 20, 1),
@@ -141,6 +182,37 @@ def test_harness_matches_pyautoattack_called_directly():
         direct = (model(x_adv).argmax(1) == y).tolist()
     assert ours.robust_flags == direct
     assert ours.robust_accuracy < ours.clean_accuracy
+
+
+@pytest.mark.parametrize("threat_model, eps, attack", [
+    ("L2", 2.0, "apgd-ce,fab-t,square"),
+    ("L2", 2.0, "rand"),
+    ("Linf", 0.15, "apgd-dlr,fab,square"),
+    ("L1", 40.0, "apgd-t"),
+])
+def test_harness_matches_pyautoattack_under_other_attacks_and_norms(threat_model, eps, attack):
+    """Other stages, the rand version and the L2 / L1 threat models: the harness's flags are pyautoattack's own
+    cascade on the same model, images, norm, eps (an L2 budget of 2, as it is: not 2/255, not clamped to 1) and
+    seed, with the same budgets."""
+    from pyautoattack import AutoAttack
+
+    x, y = fmnist(8)
+    model = robust_mix.MixedClassifier(TemplateNet(0, 6.0), TemplateNet(1, 2.0), alpha=0.6).eval()
+    ours = benchmark(model, images=x, labels=y, threat_model=threat_model, eps=eps, batch_size=8, attack=attack,
+                     seed=5, device="cpu", options=AttackOptions(n_iter=4, n_target_classes=2, n_queries=30))
+    plan = resolve_attack(attack)
+    aa = AutoAttack(model, norm=threat_model, eps=eps, version=plan.version, device="cpu", seed=chunk_seed(5, 0))
+    aa.attacks_to_run = plan.stages
+    for apgd in (aa.apgd, aa.apgd_targeted):
+        robust_mix.attacks.set_apgd_iterations(apgd, 4)
+    aa.fab.n_iter, aa.fab.n_target_classes, aa.apgd_targeted.n_target_classes, aa.square.n_queries = 4, 2, 2, 30
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=8)
+    with torch.no_grad():
+        direct = (model(x_adv).argmax(1) == y).tolist()
+    assert ours.robust_flags == direct
+    assert (ours.threat_model, ours.eps, ours.arguments["eps"]) == (threat_model, eps, eps)
+    assert all(clean for clean, robust in zip(ours.clean_flags, ours.robust_flags) if robust)
+    assert 0 < ours.robust_accuracy < ours.clean_accuracy  # the attack found some, not all: the flags say something
 
 
 def test_small_standard_version_runs_all_four_stages():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -276,6 +277,26 @@ def test_defaults_come_from_the_model_config_and_leaderboard():
                                                                                 "tiny-template-mix")
     with pytest.raises(ValueError, match="eps"):
         benchmark(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), "fashion-mnist", n_examples=2)
+
+
+@pytest.mark.parametrize("spelling", ["fmnist", "FashionMNIST", "fashion_mnist"])
+def test_the_report_names_the_data_set_in_its_one_spelling(spelling, tmp_path):
+    """dataset='fmnist' (a spelling the loader takes) was written into the report as it was given: the report's data
+    set then had 'no leaderboard' (a full run could never be claimed), model_info.json said 'fmnist', the entry's
+    reported numbers were not shown, and a resume under the other spelling was refused."""
+    from robust_mix.formatting import partial_reasons
+    from robust_mix.report import model_info
+
+    kwargs = dict(n_examples=2, batch_size=2, attack="apgd-ce", options=FAST, device="cpu", state_dir=tmp_path)
+    result = benchmark(tiny_mixed(), dataset=spelling, **kwargs)
+    assert result.dataset == result.arguments["dataset"] == "fashion-mnist"
+    assert "2 of the leaderboard's 10,000 test examples" in partial_reasons(result)
+    # a report written before, with the spelling it was given, is read in the same way
+    older = dataclasses.replace(result, dataset=spelling)
+    assert "2 of the leaderboard's 10,000 test examples" in partial_reasons(older)
+    assert model_info(result, tiny_config())["dataset"] == "fashion-mnist"
+    assert model_info(result, tiny_config())["reported"] == "20.00"
+    assert benchmark(tiny_mixed(), dataset="fashion-mnist", **kwargs).resumed_chunks == 1
 
 
 def test_imagenet_test_images_are_prepared_as_the_model_config_states(monkeypatch):

@@ -291,6 +291,53 @@ def test_a_state_of_other_settings_is_refused(tiny_cifar, tmp_path):
             AutoAttack(model, eps=EPS).run_standard_evaluation(x[:4], y[:4], bs=BATCH, state_path=path)
 
 
+@pytest.mark.parametrize("other, differs", [
+    (dict(norm="L2", eps=0.5), "eps, norm"),
+    (dict(eps=4 / 255), "eps"),
+    (dict(seed=1), "seed"),
+    (dict(images="flipped"), "examples"),
+    (dict(n_iter=7), "budgets"),
+    (dict(model="other"), "model"),  # README's aa_state_path="aa_state.json", reused for the next model
+])
+def test_a_state_of_another_norm_eps_seed_budget_or_examples_is_refused(tiny_cifar, tmp_path, other, differs):
+    """A state_path (RobustBench's aa_state_path) written by a Linf 6/255 run was resumed by an L2 run, a run at
+    another eps or seed, with other budgets, on other images of the same count or of another model: the same attacks'
+    names were all it checked, so the finished run's flags were returned as the new run's numbers."""
+    model, x, y = tiny_cifar
+    path = tmp_path / "state.json"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x, y, bs=BATCH, state_path=path)
+        finished = json.loads(path.read_text())
+    settings = {"norm": other.get("norm", "Linf"), "eps": other.get("eps", EPS)}
+    images = x.flip(-1) if other.get("images") else x
+    attacked = MixedClassifier(model.standard, model.robust, alpha=0.5) if other.get("model") else model
+
+    def configure(adversary):
+        reduced_budget(adversary)
+        if "n_iter" in other:
+            adversary.fab.n_iter = other["n_iter"]
+
+    with autoattack_settings(seed=other.get("seed", 0), configure=configure):
+        with pytest.raises(ValueError, match=rf"records a run with another {differs} .*use another state_path"):
+            AutoAttack(attacked, **settings).run_standard_evaluation(images, y, bs=BATCH, state_path=path)
+    assert json.loads(path.read_text()) == finished  # the finished run's state is left as it was
+    with autoattack_settings(seed=0, configure=reduced_budget):  # the same settings resume it
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x, y, bs=BATCH, state_path=path)
+
+
+def test_a_state_without_the_record_of_its_setting_resumes_with_a_warning(tiny_cifar, tmp_path, caplog):
+    """A state pyautoattack (or an older robust_mix) wrote has no setting to compare: it resumes, saying so."""
+    model, x, y = tiny_cifar
+    path = tmp_path / "state.json"
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x, y, bs=BATCH, state_path=path)
+        older = {k: v for k, v in json.loads(path.read_text()).items() if k != "setting"}
+        path.write_text(json.dumps(older))
+        AutoAttack(model, eps=EPS).run_standard_evaluation(x, y, bs=BATCH, state_path=path)
+    assert "does not record the model, norm, eps, seed, budgets and examples" in caplog.text
+    assert json.loads(path.read_text())["setting"]["norm"] == "Linf"  # recorded from now on
+
+
 # -- timm's registry --------------------------------------------------------------------------------------
 def test_timm_registry_forgets_models_registered_in_the_block():
     import timm

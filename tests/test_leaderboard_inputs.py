@@ -38,6 +38,21 @@ def test_a_full_standard_evaluation_has_no_caveats(tmp_path):
     assert not e.partial and e.caveats() == []
 
 
+@pytest.mark.parametrize("attack, caveat", [
+    ("rand", "attack rand, not standard AutoAttack"),
+    ("apgd-ce,apgd-t,fab-t,square", None),  # the standard suite, listed stage by stage
+    ("apgd-ce,apgd-t,fab-t,square+adaptive", None),
+])
+def test_the_attack_caveat_follows_the_stages_that_ran(tmp_path, attack, caveat):
+    """The standard suite listed stage by stage ('apgd-ce,apgd-t,fab-t,square', what pyautoattack's standard
+    version runs, labelled AutoAttack everywhere else) was said not to be standard AutoAttack on the site."""
+    flags = [True] * 10_000
+    result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={}, attack=attack)
+    write_run(tmp_path / "full", result)
+    (e,) = collect([tmp_path]).evaluations
+    assert e.caveats() == ([caveat] if caveat else [])
+
+
 @pytest.mark.parametrize("change,match", [
     (dict(robust_accuracy=0.95), "robust_accuracy is 0.95 but its robust_flags give"),
     (dict(clean_flags=[True] * 3), "clean_flags must hold one true/false flag per example"),

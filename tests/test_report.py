@@ -103,6 +103,30 @@ def test_claim_refuses_partial_reports_unless_allowed(result):
     assert files["model_zoo_entry.py"].startswith("# PARTIAL EVALUATION")
 
 
+@pytest.mark.parametrize("setting, match", [
+    (dict(threat_model="L2", eps=0.5), r"measured on fashion-mnist, L2, eps 0\.5, not in the entry's setting "
+                                       r"\(fashion-mnist, Linf, eps 0\.1\)"),
+    (dict(eps=0.05), r"measured on fashion-mnist, Linf, eps 0\.05, not in the entry's setting"),
+    (dict(dataset="cifar10"), r"measured on cifar10, Linf, eps 0\.1, not in the entry's setting"),
+])
+def test_a_claim_outside_the_entry_s_setting_is_refused_unless_partial_is_allowed(result, tmp_path, capsys, setting,
+                                                                                  match):
+    """An L2 run (or another eps, another data set) of a Linf eps 0.1 entry, at full budgets on 10,000 images,
+    was written as a full claim for the entry's leaderboard: the setting was never compared with the entry's."""
+    other = full_size(result, **setting)
+    with pytest.raises(PartialEvaluationError, match=match):
+        submission_files(other, tiny_config())
+    files = submission_files(other, tiny_config(), allow_partial=True)
+    assert files["claim.md"].startswith("PARTIAL EVALUATION") and "not in the entry's setting" in files["claim.md"]
+    assert "not in the entry's setting" in json.loads(files["model_info.json"])["footnote"]
+    config_path, report = tmp_path / "tiny.json", tmp_path / "report.json"
+    tiny_config().save(config_path)
+    other.save(report)
+    assert main(["submit", str(config_path), "--report", str(report), "--out", str(tmp_path / "out")]) == 3
+    assert "not in the entry's setting" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    submission_files(full_size(result), tiny_config())  # the entry's own setting is a claim
+
+
 def test_the_adaptive_suite_alone_is_not_called_a_minimum_over_two(result):
     """attack='adaptive' runs the adaptive suite alone: the footnote said the robust accuracy counts an example
     only if it "survives both the attack stages before the adaptive ones" and the adaptive attack, and the claim
@@ -178,6 +202,18 @@ def test_harness_report_feeds_the_model_card(result, tmp_path):
     card = zoo_card("fmnist-robust", path)
     assert "robust-mix benchmark toy --n-examples 8" in card and "`report.json`" in card
     assert f"{100 * result.clean_accuracy:.2f}" in card
+
+
+def test_a_card_is_tagged_with_the_setting_its_benchmark_was_measured_in(result):
+    """A card of a Linf entry with an L2 report was tagged 'Linf' beside the L2 run's 'eps-0.5' (the threat model
+    came from the entry, the budget from the report)."""
+    from robust_mix.cards import card_metadata
+
+    entry = robust_mix.get_model_config("fmnist-robust")  # Linf, eps 0.1
+    l2 = dataclasses.replace(result, threat_model="L2", eps=0.5)
+    tags = card_metadata(entry, l2).tags
+    assert {"fashion-mnist", "L2", "eps-0.5"} <= set(tags) and "Linf" not in tags
+    assert {"Linf", "eps-0.1"} <= set(card_metadata(entry).tags)
 
 
 @pytest.mark.parametrize("changes, match", [

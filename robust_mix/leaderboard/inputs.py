@@ -23,9 +23,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
-from robust_mix.data import canonical_dataset
 from robust_mix.formatting import format_eps
-from robust_mix.protocol import required_examples
+from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, canonical_dataset, required_examples
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 
 logger = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ class Evaluation:
             notes.append(f"{result.n_examples:,} examples; no leaderboard size known for {result.dataset}")
         elif result.n_examples < needed:
             notes.append(f"partial: {result.n_examples:,} of {needed:,} examples")
-        if not result.attack.startswith("standard"):
+        if [s for s in result.stages if s not in ADAPTIVE_STAGES] != list(STANDARD_STAGES):
             notes.append(f"attack {result.attack}, not standard AutoAttack")
         if not result.leaderboard_grade:
             budgets = ", ".join(f"{k}={v}" for k, v in sorted(result.options.items()))
