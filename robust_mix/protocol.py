@@ -9,6 +9,7 @@ importing any model code.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -165,6 +166,17 @@ def canonical_dataset(name: str) -> str:
     RobustBench's ``BenchmarkDataset`` members are read as their value (anything but a name is refused)."""
     key = check_dataset(name).lower().replace("_", "-")
     return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+
+
+#: Relative tolerance of :func:`same_eps`: float32 rounding (about 6e-8) passes, another budget never does.
+EPS_RTOL = 1e-6
+
+
+def same_eps(a: float, b: float) -> bool:
+    """Whether two perturbation budgets are the same budget: equal up to float32 rounding, so an eps given as
+    ``np.float32(8 / 255)`` or a float32 tensor (recorded as 0.0313725508...) is the entry's 8/255, while 8/255 and
+    8.5/255 are two budgets. The one comparison reports, references and leaderboards make."""
+    return math.isclose(a, b, rel_tol=EPS_RTOL, abs_tol=0.0)
 
 
 def required_examples(dataset: str) -> Optional[int]:

@@ -18,13 +18,13 @@ The Fashion-MNIST zoo ships ``zoo/weights/fmnist-reference.json`` (written by
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from robust_mix.formatting import evaluation_label, format_eps, percent
 from robust_mix.io import atomic_write_text
+from robust_mix.protocol import same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.stats import clopper_pearson
 from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
@@ -274,7 +274,7 @@ def _other_setting(live: BenchmarkResult, reference: ReferenceRow) -> list[str]:
         what.append(f"on data set {dataset} (this run {live.dataset})")
     if threat_model is not None and live.threat_model != threat_model:
         what.append(f"under threat model {threat_model} (this run {live.threat_model})")
-    if eps is not None and not math.isclose(live.eps, eps, rel_tol=1e-9, abs_tol=0.0):
+    if eps is not None and not same_eps(live.eps, eps):
         what.append(f"at eps {format_eps(eps, threat_model)} (this run {format_eps(live.eps, live.threat_model)})")
     return what
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -17,7 +16,7 @@ from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
                                    is_standard_autoattack, partial_reasons, percent, percent_interval)
 from robust_mix.io import atomic_write_files
-from robust_mix.protocol import canonical_dataset
+from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
@@ -78,7 +77,7 @@ def in_entry_setting(result: BenchmarkResult, config: ModelConfig) -> bool:
     leaderboard the entry is registered for, and the setting its reported numbers are for)."""
     return (canonical_dataset(result.dataset) == canonical_dataset(config.dataset)
             and result.threat_model == config.threat_model
-            and config.eps is not None and math.isclose(result.eps, config.eps, rel_tol=1e-9, abs_tol=1e-12))
+            and config.eps is not None and same_eps(result.eps, config.eps))
 
 
 def _setting(dataset: str, threat_model: str, eps: Optional[float]) -> str:

@@ -103,6 +103,22 @@ def test_claim_refuses_partial_reports_unless_allowed(result):
     assert files["model_zoo_entry.py"].startswith("# PARTIAL EVALUATION")
 
 
+def test_an_eps_given_in_float32_is_the_entry_s_budget_and_another_budget_is_not(result):
+    """An eps given as ``np.float32(0.1)`` or a float32 tensor is recorded as 0.10000000149...: the entry's
+    reported numbers were hidden beside it and its claim called partial, while the leaderboard pages took it as
+    0.1 (three tolerances for one question)."""
+    import numpy as np
+
+    from robust_mix.protocol import same_eps
+
+    float32 = dataclasses.replace(result, eps=float(np.float32(0.1)))
+    assert float32.eps != 0.1 and same_eps(float32.eps, 0.1) and not same_eps(0.1, 0.1 * (1 + 1e-4))
+    assert model_info(float32, tiny_config())["reported"] == "20.00"
+    assert "- Reported by the authors: 20.00%" in submission_files(full_size(float32), tiny_config())["claim.md"]
+    with pytest.raises(PartialEvaluationError, match="not in the entry's setting"):
+        submission_files(full_size(dataclasses.replace(result, eps=0.1 * (1 + 1e-4))), tiny_config())
+
+
 @pytest.mark.parametrize("setting, match", [
     (dict(threat_model="L2", eps=0.5), r"measured on fashion-mnist, L2, eps 0\.5, not in the entry's setting "
                                        r"\(fashion-mnist, Linf, eps 0\.1\)"),

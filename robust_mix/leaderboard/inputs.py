@@ -24,7 +24,7 @@ from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
 from robust_mix.formatting import format_eps
-from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, canonical_dataset, required_examples
+from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, canonical_dataset, required_examples, same_eps
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 REPORT_FILE, SWEEP_FILE, CERTIFY_FILE = "report.json", "sweep.json", "certify.json"
 INPUT_FILES = (REPORT_FILE, SWEEP_FILE, CERTIFY_FILE)
 THREAT_MODELS = ("Linf", "L2", "L1")
-#: Relative tolerance when comparing the eps of two reports (they are floats written by the harness).
-EPS_RTOL = 1e-6
 
 PathLike = Union[str, Path]
 
@@ -59,7 +57,7 @@ class Board:
 
     def holds(self, dataset: str, threat_model: str, eps: float) -> bool:
         return (canonical_dataset(dataset) == self.dataset and threat_model == self.threat_model
-                and math.isclose(eps, self.eps, rel_tol=EPS_RTOL))
+                and same_eps(eps, self.eps))
 
 
 @dataclass
@@ -409,7 +407,7 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
     candidates = [e for e in inputs.evaluations
                   if (dataset is None or canonical_dataset(e.result.dataset) == canonical_dataset(dataset))
                   and (threat_model is None or e.result.threat_model == threat_model)
-                  and (eps is None or math.isclose(e.result.eps, eps, rel_tol=EPS_RTOL))]
+                  and (eps is None or same_eps(e.result.eps, eps))]
     groups: dict[Board, int] = {}
     for e in candidates:
         key = next((b for b in groups if b.holds(e.result.dataset, e.result.threat_model, e.result.eps)),
