@@ -32,10 +32,20 @@ def test_reports_are_found_in_folders_and_read_with_their_numbers(tmp_path):
 def test_a_full_standard_evaluation_has_no_caveats(tmp_path):
     flags = [True] * 10_000
     result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={},
-                        attack="standard+adaptive")
+                        attack="standard+adaptive", images_given=False)
     write_run(tmp_path / "full", result)
     (e,) = collect([tmp_path]).evaluations
     assert not e.partial and e.caveats() == []
+
+
+def test_images_passed_by_the_caller_are_a_caveat(tmp_path):
+    """A report of benchmark(images=...) on 10,000 arbitrary images showed as a full leaderboard row with no
+    caveat (submit refuses it as partial)."""
+    flags = [True] * 10_000
+    result = with_flags(tiny_result(), flags, flags, options={}, attack="standard", images_given=True)
+    write_run(tmp_path / "given", result)
+    (e,) = collect([tmp_path]).evaluations
+    assert e.caveats() == ["images passed to benchmark(), not fashion-mnist's test split"]
 
 
 @pytest.mark.parametrize("attack, caveat", [
@@ -47,7 +57,8 @@ def test_the_attack_caveat_follows_the_stages_that_ran(tmp_path, attack, caveat)
     """The standard suite listed stage by stage ('apgd-ce,apgd-t,fab-t,square', what pyautoattack's standard
     version runs, labelled AutoAttack everywhere else) was said not to be standard AutoAttack on the site."""
     flags = [True] * 10_000
-    result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={}, attack=attack)
+    result = with_flags(tiny_result(), flags, [i % 2 == 0 for i in range(10_000)], options={}, attack=attack,
+                        images_given=False)
     write_run(tmp_path / "full", result)
     (e,) = collect([tmp_path]).evaluations
     assert e.caveats() == ([caveat] if caveat else [])

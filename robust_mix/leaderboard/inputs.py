@@ -140,6 +140,8 @@ class Evaluation:
         if not result.leaderboard_grade:
             budgets = ", ".join(f"{k}={v}" for k, v in sorted(result.options.items()))
             notes.append(f"reduced attack budgets ({budgets})")
+        if result.images_given:
+            notes.append(f"images passed to benchmark(), not {result.dataset}'s test split")
         return notes
 
     @property
