@@ -153,7 +153,7 @@ def partial_reasons(run: Evaluation) -> list[str]:
     if run.options is None:
         reasons.append("the report does not record the attack budgets")
     elif run.options:
-        reasons.append("attack budgets were reduced (" + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
+        reasons.append("attack budgets changed from the protocol's (" + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
     needed = required_examples(run.dataset)
     if needed is None:
         reasons.append(f"data set {run.dataset!r} has no leaderboard")

@@ -130,7 +130,7 @@ def test_a_run_with_the_leaderboard_s_own_budgets_passed_is_not_called_reduced()
     result = benchmark(adaptive_model(), images=x, labels=y, eps=EPS, batch_size=4, attack="apgd-ce,apgd-t",
                        device="cpu", options=AttackOptions(n_iter=2, n_target_classes=9))
     assert result.options == {"n_iter": 2}
-    assert "attack budgets were reduced (n_iter=2)" in partial_reasons(result)
+    assert "attack budgets changed from the protocol's (n_iter=2)" in partial_reasons(result)
 
 
 @pytest.mark.parametrize("attack, norm, eot, restarts", [("standard", "Linf", 1, 1), ("rand", "Linf", 20, 1),

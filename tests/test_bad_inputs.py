@@ -650,7 +650,7 @@ SUBMIT = [  # (id, edit of the full report (or raw text), NAME, exit code, fragm
                                          "stage_accuracy": {**d["stage_accuracy"], "fab-t": 0.0}},
      "fmnist-robust", 2, "stage_accuracy['fab-t'] is 0.0: a stage only removes robust examples"),
     ("reduced budgets", lambda r: {**leaderboard_size(r["standard"]), "options": {"n_iter": 1}}, "fmnist-standard", 3,
-     "attack budgets were reduced (n_iter=1)"),
+     "attack budgets changed from the protocol's (n_iter=1)"),
     ("4 examples", lambda r: {**r["standard"], "options": {}, "attack": "standard",
                               "stage_accuracy": {s: r["standard"]["robust_accuracy"] for s in STANDARD_STAGES}},
      "fmnist-standard", 3, "4 of the leaderboard's 10,000 test examples"),
@@ -1081,7 +1081,7 @@ def test_non_finite_outputs_never_raise_clean_or_robust_accuracy(seed, value, wh
 
 def test_a_budget_override_that_no_stage_uses_is_ignored_and_said(caplog):
     """``n_queries`` sets Square's budget only: on an APGD-CE run it was recorded as an override (the report said
-    'attack budgets were reduced (n_queries=3)'), though the run was the same as without it."""
+    'attack budgets changed from the protocol's (n_queries=3)'), though the run was the same as without it."""
     with caplog.at_level(logging.WARNING, logger="robust_mix.benchmark"):
         result = bench(options=AttackOptions(n_iter=1, n_queries=3, n_target_classes=2))
     assert result.options == {"n_iter": 1}

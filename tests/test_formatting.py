@@ -78,7 +78,7 @@ def test_partial_reasons_say_why():
     assert partial_reasons(Run(["apgd-ce"])) == [
         "not the standard AutoAttack suite (APGD-CE, APGD-T, FAB-T, Square)"]
     assert partial_reasons(Run(list(STANDARD_STAGES), options={"n_iter": 5})) == [
-        "attack budgets were reduced (n_iter=5)"]
+        "attack budgets changed from the protocol's (n_iter=5)"]
     assert partial_reasons(Run(list(STANDARD_STAGES), options=None)) == [
         "the report does not record the attack budgets"]
     assert partial_reasons(Run(list(STANDARD_STAGES), n_examples=50, dataset="fashion-mnist")) == [

@@ -25,7 +25,7 @@ def test_reports_are_found_in_folders_and_read_with_their_numbers(tmp_path):
     assert e.model_info["clean_acc"] == f"{100 * result.clean_accuracy:.2f}"  # model_info.json beside it
     assert e.additional_data is False
     assert e.partial and "partial: 10 of 10,000 examples" in e.caveats()
-    assert any("reduced attack budgets" in c for c in e.caveats())
+    assert any("attack budgets changed from the protocol's" in c for c in e.caveats())
     assert any("not standard AutoAttack" in c for c in e.caveats())
 
 

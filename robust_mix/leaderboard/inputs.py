@@ -139,7 +139,7 @@ class Evaluation:
             notes.append(f"attack {result.attack}, not standard AutoAttack")
         if not result.leaderboard_grade:
             budgets = ", ".join(f"{k}={v}" for k, v in sorted(result.options.items()))
-            notes.append(f"reduced attack budgets ({budgets})")
+            notes.append(f"attack budgets changed from the protocol's ({budgets})")
         if result.images_given:
             notes.append(f"images passed to benchmark(), not {result.dataset}'s test split")
         return notes
