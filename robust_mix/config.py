@@ -464,7 +464,10 @@ def from_dict(cls: type, data: Any) -> Any:
 
 
 def _coerce(tp: Any, value: Any) -> Any:
-    """Turn JSON values back into the annotated type (nested dataclasses, tuples)."""
+    """Turn JSON values back into the annotated type (nested dataclasses, tuples); a numpy scalar or a 0-d tensor
+    (``np.float32(0.5)``, ``torch.tensor(0.5)``) becomes the Python number it holds, as a config is written to
+    JSON."""
+    value = _plain(value)
     if value is None:
         return None
     origin = typing.get_origin(tp)
@@ -474,5 +477,14 @@ def _coerce(tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else from_dict(tp, value)
     if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(value)
+        return tuple(_plain(v) for v in value)
+    if origin is list and isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The Python number a numpy scalar or a 0-d tensor holds (``.item()``); anything else as it is."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -201,3 +202,14 @@ def test_a_type_error_inside_a_factory_is_not_mistaken_for_missing_arguments(mon
     monkeypatch.setitem(sys.modules, "broken_factory_module", types.SimpleNamespace(make=broken))
     with pytest.raises(TypeError, match="a bug inside the factory"):
         load_model("broken_factory_module:make")
+
+
+@pytest.mark.parametrize("alpha", [np.float32(0.5), torch.tensor(0.5), torch.tensor([0.5])[0]])
+def test_a_ratio_given_as_a_numpy_scalar_or_a_0d_tensor_is_the_number_it_holds(alpha, tmp_path):
+    """``MixedClassifier(alpha=torch.tensor(0.5))`` was accepted while ``load_model(name, alpha=torch.tensor(0.5))``
+    was refused, and ``alpha=np.float32(0.5)`` went into the config as a numpy value that save_pretrained could not
+    write to JSON."""
+    model = robust_mix.load_model("fmnist-robust", alpha=alpha)
+    assert type(model.config.alpha) is float and model.alpha == 0.5
+    model.save_pretrained(tmp_path / "saved")
+    assert robust_mix.load_model(f"local-dir:{tmp_path / 'saved'}").alpha == 0.5
