@@ -23,7 +23,24 @@ def test_preset_flags_and_settings_apply_in_order(capsys):
     assert config["precision"] == "bf16" and config["lr"] == 1e-4  # flags and --set win over the preset
 
 
+def test_repeated_set_options_all_apply(capsys):
+    config = printed_config(capsys, "fmnist-standard", "--set", "epochs=2", "--set", "lr=0.01", "seed=3")
+    assert (config["epochs"], config["lr"], config["seed"]) == (2, 0.01, 3)  # the first --set is not dropped
+
+
 @pytest.mark.parametrize("args, message", [
+    (["fmnist-standard", "--set", "lr=1e-3", "--set", "lr=1e-4"], "setting 'lr' is given twice"),
+    (["fmnist-adasmooth", "--set", 'policy={"widths":[8]}', "policy.widths=[4]"], "setting 'policy.widths' is given twice"),
+    (["fmnist-adasmooth", "--precision", "bf16", "--set", "precision=fp16"], "setting 'precision' is given twice"),
+    (["fmnist-adasmooth", "--standard", "a.safetensors", "--set", "standard=b.safetensors"], "given twice"),
+])
+def test_a_field_set_twice_is_refused(capsys, args, message):
+    assert main(["train", *args, "--print-config"]) == 2  # which value was meant cannot be told
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+
     (["fmnist-standard", "--set", "epochs=-1"], "epochs must be a positive integer (>= 1), got -1"),
     (["fmnist-standard", "--set", "max_steps_per_epoch=0"], "max_steps_per_epoch must be a positive integer"),
     (["fmnist-adasmooth", "--preset", "fast"], "unknown preset 'fast' for AdaSmoothRecipe"),

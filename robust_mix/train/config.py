@@ -349,18 +349,35 @@ def apply_values(config: RecipeConfig, values: Mapping[str, Any]) -> RecipeConfi
     return recipe_from_dict(type(config), data)
 
 
-def apply_settings(config: RecipeConfig, settings: Sequence[str]) -> RecipeConfig:
-    """``["epochs=3", "policy.widths=[32,64]"]`` -> a copy of ``config`` with those fields replaced.
+def _overlapping(a: str, b: str) -> bool:  # the same field, or one nested in the other
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
-    Values are parsed as JSON when they parse, else kept as strings.
+
+def parse_settings(settings: Sequence[str], given: Sequence[str] = ()) -> dict[str, Any]:
+    """``["epochs=3", "policy.widths=[32,64]"]`` -> ``{"epochs": 3, "policy.widths": [32, 64]}``.
+
+    Values are parsed as JSON when they parse, else kept as strings. A field set twice (``lr=1e-3 ... lr=1e-4``,
+    or ``policy={...}`` and ``policy.widths=...``), or one of ``given`` (fields a command-line flag already
+    sets, e.g. ``--precision``) set again, is an error: which value was meant cannot be told.
     """
     values: dict[str, Any] = {}
     for item in settings:
         if "=" not in item:
             raise ValueError(f"settings look like key=value, got {item!r}")
         key, raw = item.split("=", 1)
+        for earlier in [*values, *given]:
+            if _overlapping(key, earlier):
+                source = "--set" if earlier in values else "a flag (--standard, --robust, --precision)"
+                raise ValueError(f"setting {key!r} is given twice (also as {earlier!r} by {source}); "
+                                 "give each field once")
         try:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
-    return apply_values(config, values)
+    return values
+
+
+def apply_settings(config: RecipeConfig, settings: Sequence[str]) -> RecipeConfig:
+    """``["epochs=3", "policy.widths=[32,64]"]`` -> a copy of ``config`` with those fields replaced
+    (:func:`parse_settings`: JSON values, each field once)."""
+    return apply_values(config, parse_settings(settings))
