@@ -1,9 +1,11 @@
 """``robust-mix train`` (robust_mix/cli/train.py): resolving a recipe from the command line, bad input, plots."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+import torch
 
 from robust_mix.cli import main
 from train_fixtures import TINY
@@ -73,3 +75,37 @@ def test_train_then_plot_the_history(tiny_data, tmp_path, capsys):
 def test_run_options_are_checked_by_the_parser(capsys, tmp_path, option, value, message):
     assert main(["train", "fmnist-standard", "--out", str(tmp_path / "run"), option, value]) == 2
     assert message in capsys.readouterr().err
+
+
+class _Payload:  # an object a pickle would construct: a checkpoint must never hold one
+    def __reduce__(self):
+        return (print, ("PAYLOAD-RAN",))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda good: good[: len(good) // 2], "is not a readable checkpoint"),
+    (lambda good: b"garbage", "is not a readable checkpoint"),
+    (lambda good: _torch_bytes({"model": _Payload()}), "holds objects other than tensors"),
+    (lambda good: _torch_bytes({"model": {}}), "is not a training checkpoint (it lacks ['optimizer'"),
+    (lambda good: _torch_bytes({"model": {"w": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "epoch": 0,
+                                "best": None}), "does not fit this run's model or optimizer"),
+])
+def test_a_damaged_checkpoint_is_named_and_kept(tiny_data, tmp_path, capsys, damage, message):
+    out = tmp_path / "run"
+    args = ["train", "fmnist-standard", "--out", str(out), "--no-progress", "--set", "epochs=2",
+            "max_steps_per_epoch=1", "batch_size=16", "val_subset=16", f"arch_kwargs={json.dumps(TINY)}"]
+    assert main(args) == 0
+    damaged = damage((out / "checkpoint.pt").read_bytes())
+    (out / "checkpoint.pt").write_bytes(damaged)
+    capsys.readouterr()
+    assert main(args) == 2
+    printed, err = capsys.readouterr()
+    assert f"{out / 'checkpoint.pt'}" in err and message in err and "move it away" in err
+    assert "PAYLOAD-RAN" not in printed + err and "weights_only" not in err and "Traceback" not in err
+    assert (out / "checkpoint.pt").read_bytes() == damaged  # nothing overwritten
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

@@ -33,7 +33,7 @@ from robust_mix.distributed import DistContext, generator
 from robust_mix.train.batchnorm import synchronize_batchnorm
 from robust_mix.train.config import Schedule
 from robust_mix.train.precision import Precision
-from robust_mix.train.run_dir import RunDir, read_history
+from robust_mix.train.run_dir import RunDir, RunFileError, read_history
 
 logger = logging.getLogger(__name__)
 
@@ -213,11 +213,16 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
     start_epoch, start_step, best, history, tally = 0, 0, None, [], {}
     state = run.load_checkpoint()
     if state is not None:
-        task.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        try:
+            task.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise RunFileError(f"{run.checkpoint} does not fit this run's model or optimizer ({why}): it was written "
+                               "by another run; move it away to start this one over") from None
         start_epoch, start_step, best = int(state["epoch"]), int(state.get("step", 0)), state["best"]
         # checkpoints written before the history moved into them: the file holds it
         history = state.get("history") or [r for r in read_history(run.path) if r.get("epoch", 0) <= start_epoch]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -28,10 +30,20 @@ CHECKPOINT = "checkpoint.pt"
 RECIPE = "recipe.json"
 HISTORY = "history.jsonl"
 LOG = "train.log"
+_RESTART = ("checkpoints are written atomically, so it was damaged or replaced after the run wrote it: restore it, "
+            "or move it away to start the run over (the other files of the folder are kept)")
 
 
 class RecipeMismatchError(ValueError):
     """The run folder holds results of a different recipe; nothing was written."""
+
+
+class RunFileError(ValueError):
+    """A file of the run folder (checkpoint, history) cannot be read; names the file and what to do."""
+
+
+#: What every checkpoint written by :func:`robust_mix.train.loop.fit` holds.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "best")
 
 
 class RunDir:
@@ -112,7 +124,22 @@ class RunDir:
         """The last checkpoint (every rank reads it), or ``None`` when the run starts fresh."""
         if not self.checkpoint.is_file():
             return None
-        return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        if not zipfile.is_zipfile(self.checkpoint):  # torch.save's format; a truncated file has no zip directory
+            raise RunFileError(f"{self.checkpoint} is not a readable checkpoint (not a torch.save file, or cut "
+                               f"short); {_RESTART}")
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise RunFileError(f"{self.checkpoint} holds objects other than tensors and plain containers, so it was "
+                               "not written by a robust_mix run and is not loaded (it would have to be unpickled); "
+                               f"{_RESTART}") from None
+        except Exception as err:  # truncated, overwritten, not a torch file at all
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise RunFileError(f"{self.checkpoint} is not a readable checkpoint ({why}); {_RESTART}") from None
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise RunFileError(f"{self.checkpoint} is not a training checkpoint (it lacks {missing}); {_RESTART}")
+        return state
 
     def write_json(self, name: str, data: Any) -> None:
         """Write a result file (``policy.json``, ``calibration.json``, ...) atomically (rank 0)."""
