@@ -109,3 +109,20 @@ def _torch_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("line", ['{"epoch": 1, "train_loss"', "[1, 2]", '{"loss": 0.5}'])
+def test_a_damaged_history_is_named_and_a_rerun_repairs_it(tiny_data, tmp_path, capsys, line):
+    out = tmp_path / "run"
+    args = ["train", "fmnist-standard", "--out", str(out), "--no-progress", "--set", "epochs=1",
+            "max_steps_per_epoch=1", "batch_size=16", "val_subset=16", f"arch_kwargs={json.dumps(TINY)}"]
+    assert main(args) == 0
+    good = (out / "history.jsonl").read_text()
+    (out / "history.jsonl").write_text(good + line + "\n")
+    capsys.readouterr()
+    assert main(["train", "fmnist-standard", "--out", str(out), "--plot-only"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'history.jsonl'}, line 2, is not" in err and "Traceback" not in err
+    assert main(args) == 0  # the finished run's checkpoint holds the history: rerunning rewrites the file
+    assert (out / "history.jsonl").read_text() == good
+    assert main(["train", "fmnist-standard", "--out", str(out), "--plot-only"]) == 0

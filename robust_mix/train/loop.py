@@ -226,6 +226,7 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
         start_epoch, start_step, best = int(state["epoch"]), int(state.get("step", 0)), state["best"]
         # checkpoints written before the history moved into them: the file holds it
         history = state.get("history") or [r for r in read_history(run.path) if r.get("epoch", 0) <= start_epoch]
+        run.write_history(history)  # the checkpoint's history is the record: a damaged history.jsonl is repaired
         tally = dict(state.get("tally", {})) if dist.is_main else {}  # rank 0 saved the all-reduced sums
         logger.info("resuming %s at epoch %d, step %d (best %s)", run.path, start_epoch + 1, start_step, best)
 

@@ -117,8 +117,13 @@ class RunDir:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.checkpoint, buffer.getvalue())
-        history = state.get("history", [])
-        atomic_write_text(self.path / HISTORY, "".join(json.dumps(record) + "\n" for record in history))
+        self.write_history(state.get("history", []))
+
+    def write_history(self, history: Sequence[dict[str, Any]]) -> None:
+        """Atomically write ``history.jsonl``, one record per line (rank 0); a resumed run rewrites it from its
+        checkpoint, so a damaged file is repaired by rerunning the training command."""
+        if self.dist.is_main:
+            atomic_write_text(self.path / HISTORY, "".join(json.dumps(record) + "\n" for record in history))
 
     def load_checkpoint(self) -> Optional[dict[str, Any]]:
         """The last checkpoint (every rank reads it), or ``None`` when the run starts fresh."""
@@ -162,7 +167,23 @@ class RunDir:
 
 def read_history(path: PathLike) -> list[dict[str, Any]]:
     """The per-epoch records of a run folder's ``history.jsonl`` (``[]`` when there is none)."""
-    file = Path(path) / HISTORY if Path(path).is_dir() else Path(path)
+    path = Path(path).expanduser()
+    file = path / HISTORY if path.is_dir() else path
     if not file.is_file():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            record, why = None, f"not JSON: {err}"
+        else:
+            why = "not a record with an integer 'epoch'"
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool):
+            raise RunFileError(f"{file}, line {number}, is {why}: the file was damaged or replaced after the run "
+                               f"wrote it; the run's checkpoint holds the history too: rerun the training command "
+                               f"to rewrite {HISTORY} from it")
+        records.append(record)
+    return records
