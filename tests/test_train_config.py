@@ -138,3 +138,41 @@ def test_preset_differences_say_what_a_recipe_scaled():
     assert scaled["n_targets"] == (9, 1) and scaled["iter_df"] == (75.0, 7.0) and scaled["buffer_subset"] == (None, 27500)
     assert "eps_lo" not in scaled and "w_max" not in scaled  # kept as the authors had them
     assert preset_differences(apply_preset(AdaSmoothRecipe(), "paper"), "paper") == {}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "1", "RANK": "1"}, "RANK=1 is not one of the ranks 0 .. 0 of WORLD_SIZE=1"),
+    ({"RANK": "2"}, "RANK=2 is not one of the ranks 0 .. 0"),
+    ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK=-1 is not one of the ranks 0 .. 1"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 is not a number of processes"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_WORLD_SIZE": "4"}, "LOCAL_WORLD_SIZE=4 is not from 1 to WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "2"}, "LOCAL_RANK=2 is not one of 0 .. 1"),
+    ({"LOCAL_RANK": "-3"}, "LOCAL_RANK=-3 is negative"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' must be an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "1.0"}, "RANK='1.0' must be an integer"),
+])
+def test_inconsistent_torchrun_variables_are_refused_before_any_work(tiny_data, tmp_path, capsys, monkeypatch,
+                                                                      env, message):
+    """A process that is not rank 0 of the run it thinks it is in would train and write nothing."""
+    from robust_mix.cli import main
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    assert main(["train", "fmnist-standard", "--out", str(out), "--no-progress", "--device", "cpu", "--set",
+                 "epochs=1", "max_steps_per_epoch=1", "batch_size=16", "val_subset=16",
+                 f"arch_kwargs={json.dumps(FMNIST_RESNET | {'channels': [4, 4, 4, 4], 'layers': [1, 1, 1, 1]})}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "torchrun" in err
+    assert not out.exists()
+
+
+def test_a_place_in_a_run_is_checked():
+    from robust_mix.distributed import DistContext
+
+    with pytest.raises(ValueError, match=r"rank from 0 to world_size - 1"):
+        DistContext(rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be >= 1"):
+        DistContext(world_size=0)
