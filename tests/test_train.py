@@ -275,3 +275,20 @@ def test_the_paper_preset_runs_on_tiny_random_bases(tiny_data, tiny_bases, tmp_p
     shard = load_state_dict(next((tmp_path / "paper" / "buffer" / "round-0").iterdir()))
     assert shard["delta"].shape == (4, 10, 1, 28, 28)
     assert torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+
+
+def test_mixednuts_checks_the_standard_base_before_any_work(tiny_data, tiny_bases, tmp_path):
+    """The standard base is not calibrated, but the mix pairs it with the robust one: a missing file or one of
+    another class count is refused before anything is written, as a bad robust base is."""
+    from robust_mix.backbones import save_backbone
+
+    seven = {**TINY, "num_classes": 7}
+    path = save_backbone(build_backbone(tiny_backbone_recipe(arch_kwargs=seven)), tmp_path / "seven.safetensors",
+                         ref="timm/resnet18", kwargs=seven)
+    config = MixedNutsRecipe(robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1, val_images=16, attack_steps=1,
+                             batch_size=16, scales=[1.0], powers=[1.0], biases=[0.0])
+    for standard, message in ((str(tmp_path / "missing.safetensors"), "not found"),
+                              (str(path), "standard base .* returns \\(7,\\) outputs per image")):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            calibrate_mixednuts(dataclasses.replace(config, standard=standard), tmp_path / "nuts")
+        assert not any((tmp_path / "nuts").glob("*"))

@@ -222,7 +222,8 @@ class MixedNutsRecipe(_Checked):
     """MixedNUTS calibration (PAPER.md section 5) of ``robust``'s output map on the validation split.
 
     Attributes:
-        standard, robust: base references; only the robust base's margins enter the calibration.
+        standard, robust: base references; only the robust base's margins enter the calibration (the standard
+            base, when given, is checked against the data set before any work, as the robust one is).
         dataset: data set name; empty: the robust base's RobustBench data set.
         val_images: validation images used (disjoint from the test set).
         attack_steps: APGD-CE steps (pyautoattack) against the robust base for the attacked margins.

@@ -112,6 +112,8 @@ def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistCo
     val = open_dataset(resolve_dataset(config.dataset, config.robust), "val")
     images, labels = dataset_tensors(val, config.val_images)
     robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")
+    if config.standard.strip():  # not calibrated, but the mix pairs it with the robust base: it must fit the data too
+        load_base(config.standard, dist, images[:1].to(dist.device), num_classes(val), "standard")
     run.start()
     try:
         clean_logits = _logits(robust, images, config.batch_size, dist.device)
