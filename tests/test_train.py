@@ -292,3 +292,21 @@ def test_mixednuts_checks_the_standard_base_before_any_work(tiny_data, tiny_base
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             calibrate_mixednuts(dataclasses.replace(config, standard=standard), tmp_path / "nuts")
         assert not any((tmp_path / "nuts").glob("*"))
+
+
+@pytest.mark.parametrize("recipe, field", [
+    ("backbone", "train_subset"), ("backbone", "val_subset"), ("adasmooth", "buffer_subset"),
+    ("adasmooth", "val_subset"), ("adasmooth", "calib_images"), ("mixednuts", "val_images")])
+def test_a_count_beyond_the_split_is_refused_by_name_before_any_work(tiny_data, tiny_bases, tmp_path, recipe, field):
+    """Each split holds 96 images here: asking for 97 is an error naming the field, never silently 96 images
+    (calibration on fewer images than the recipe says, found only after the training)."""
+    config = {"backbone": lambda: tiny_backbone_recipe(),
+              "adasmooth": lambda: tiny_adasmooth(tiny_bases),
+              "mixednuts": lambda: MixedNutsRecipe(robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1,
+                                                   attack_steps=1, batch_size=16, scales=[1.0], powers=[1.0],
+                                                   biases=[0.0])}[recipe]()
+    run = {"backbone": train_backbone, "adasmooth": train_adasmooth, "mixednuts": calibrate_mixednuts}[recipe]
+    with pytest.raises(ValueError, match=rf"{field}=97 is more than the split holds \(asked for 97 .* has 96\); "
+                                         rf"set it with --set {field}="):
+        run(dataclasses.replace(config, **{field: 97}), tmp_path / "run")
+    assert not any((tmp_path / "run").glob("*"))

@@ -19,9 +19,9 @@ from torch.utils.data import Dataset, Subset
 
 from robust_mix.attacks import pgd
 from robust_mix.backbones import save_backbone
-from robust_mix.data import num_classes, open_dataset
+from robust_mix.data import num_classes
 from robust_mix.distributed import DistContext
-from robust_mix.train.checks import check_recipe
+from robust_mix.train.checks import check_recipe, recipe_split
 from robust_mix.train.config import BackboneRecipe
 from robust_mix.train.evaluation import pgd_correct, sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
@@ -157,8 +157,8 @@ def train_backbone(config: BackboneRecipe, out: str, dist: Optional[DistContext]
     dist = dist or DistContext()
     check_recipe(config)
     run = RunDir(out, config, dist, outputs=(CHECKPOINT, MODEL_FILE))
-    train_set = open_dataset(config.dataset, "train", config.train_subset)
-    val_set = open_dataset(config.dataset, "val", config.val_subset)
+    train_set = recipe_split(config, config.dataset, "train", "train_subset")
+    val_set = recipe_split(config, config.dataset, "val", "val_subset")
     model = build_backbone(config).to(dist.device)
     check_classes(model, train_set, f"{config.arch} with arch_kwargs={config.arch_kwargs}")
     task = BackboneTask(config, model, train_set, val_set, run, dist)

@@ -13,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Dataset
+
+from robust_mix.data import open_dataset
 from robust_mix.train.config import (RECIPE_RULES, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig,
                                      Schedule)
 from robust_mix.train.policy_calibration import calibration_spec
@@ -83,6 +86,26 @@ def _mixednuts(config: MixedNutsRecipe) -> None:
 #: The whole-recipe rules of each recipe type (its bases' rules run too).
 _RECIPE_CHECKS = {Schedule: _schedule, BackboneRecipe: _backbone, AdaSmoothRecipe: _adasmooth,
                   MixedNutsRecipe: _mixednuts}
+
+
+def recipe_split(config: RecipeConfig, dataset: str, split: str, field: str) -> Dataset:
+    """The first ``getattr(config, field)`` images of ``dataset``'s ``split`` (all when the field is ``None``).
+
+    Every recipe opens its images here, before its run folder is written to, so that a count beyond the split
+    (``buffer_subset``, ``calib_images``, ``val_images``, ...) is refused by its field's name before any work,
+    never silently cut to the split's size.
+
+    Raises:
+        InvalidInputError: the field asks for more images than the split has.
+    """
+    count = getattr(config, field)
+    try:
+        return open_dataset(dataset, split, count)
+    except InvalidInputError:
+        raise
+    except ValueError as err:  # more images asked for than the split has
+        raise InvalidInputError(f"{type(config).__name__}: {field}={count} is more than the split holds ({err}); "
+                                f"set it with --set {field}=...") from None
 
 
 def check_recipe(config: RecipeConfig) -> RecipeConfig:
