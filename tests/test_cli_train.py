@@ -126,3 +126,33 @@ def test_a_damaged_history_is_named_and_a_rerun_repairs_it(tiny_data, tmp_path, 
     assert main(args) == 0  # the finished run's checkpoint holds the history: rerunning rewrites the file
     assert (out / "history.jsonl").read_text() == good
     assert main(["train", "fmnist-standard", "--out", str(out), "--plot-only"]) == 0
+
+
+def test_a_folder_whose_results_cannot_be_matched_to_the_recipe_is_refused(tiny_data, tmp_path, capsys):
+    from robust_mix.train import MixedNutsRecipe, save_recipe
+
+    args = ["--no-progress", "--set", "epochs=1", "max_steps_per_epoch=1", "batch_size=16", "val_subset=16",
+            f"arch_kwargs={json.dumps(TINY)}"]
+    other = tmp_path / "nuts"  # a MixedNUTS run's folder: its results are no checkpoint of a standard run
+    other.mkdir()
+    save_recipe(MixedNutsRecipe(robust="r.safetensors", eps=0.1), other / "recipe.json")
+    (other / "nuts.json").write_text('{"alpha": 0.5}\n')
+    lost = tmp_path / "lost"  # a checkpoint whose recipe.json is gone
+    lost.mkdir()
+    (lost / "checkpoint.pt").write_bytes(b"PK")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "recipe.json").write_text('{"epochs": ')
+    (damaged / "model.safetensors").write_bytes(b"x")
+    for out, message in ((other, "holds a recipe that is not a BackboneRecipe"), (lost, "but no recipe.json"),
+                         (damaged, "recipe.json is not valid JSON")):
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert main(["train", "fmnist-standard", "--out", str(out), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "nothing was written" in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    fresh = tmp_path / "fresh"  # bookkeeping only (a run killed before its first checkpoint): it starts
+    fresh.mkdir()
+    save_recipe(MixedNutsRecipe(robust="r.safetensors", eps=0.1), fresh / "recipe.json")
+    (fresh / "train.log").write_text("")
+    assert main(["train", "fmnist-standard", "--out", str(fresh), *args]) == 0

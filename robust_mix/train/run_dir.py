@@ -30,6 +30,8 @@ CHECKPOINT = "checkpoint.pt"
 RECIPE = "recipe.json"
 HISTORY = "history.jsonl"
 LOG = "train.log"
+#: What a run folder holds besides results: a folder with only these (and hidden files) holds no results yet.
+BOOKKEEPING = (RECIPE, HISTORY, LOG, "history.png")
 _RESTART = ("checkpoints are written atomically, so it was damaged or replaced after the run wrote it: restore it, "
             "or move it away to start the run over (the other files of the folder are kept)")
 
@@ -54,12 +56,14 @@ class RunDir:
         config: the recipe of this run.
         dist: this process's place in the run; only rank 0 writes.
         outputs: files or folders whose presence means the folder holds results of its
-            ``recipe.json`` (the checkpoint, weights, an adversarial buffer, ...).
+            ``recipe.json`` (the checkpoint, weights, an adversarial buffer, ...); any other file
+            besides :data:`BOOKKEEPING` counts too (another recipe's results, e.g. ``nuts.json``).
         free_prefixes: recipe fields a rerun may change without invalidating those results
             (e.g. ``calib_``: a finished run recalibrates).
 
     Raises:
-        RecipeMismatchError: ``out`` holds results of a different recipe.
+        RecipeMismatchError: ``out`` holds results of a different recipe, or results without a readable
+            ``recipe.json`` (which recipe made them cannot be told).
     """
 
     def __init__(self, out: PathLike, config: RecipeConfig, dist: DistContext = DistContext(),
@@ -76,14 +80,28 @@ class RunDir:
 
     def _check_same_recipe(self, outputs: Sequence[str]) -> None:
         saved = self.path / RECIPE
+        # results: this recipe's outputs, and whatever else is there (another recipe's nuts.json, weights, ...)
         present = [name for name in outputs if (self.path / name).exists()]
-        if not saved.is_file() or not present:
+        if self.path.is_dir():
+            present += sorted(p.name for p in self.path.iterdir()
+                              if p.name not in (*present, *BOOKKEEPING) and not p.name.startswith("."))
+        if not present:
             return
+        if not saved.is_file():
+            raise RecipeMismatchError(f"{self.path} holds {', '.join(present)} but no {RECIPE}, so which recipe made "
+                                      f"them cannot be told; restore {RECIPE}, or use another --out folder "
+                                      "(nothing was written)")
         try:
-            previous = recipe_dict(recipe_from_dict(type(self.config), json.loads(saved.read_text())))
+            data = json.loads(saved.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RecipeMismatchError(f"{saved} is not valid JSON ({err}): it was damaged after the run wrote it; "
+                                      "restore it, or use another --out folder (nothing was written)") from None
+        try:
+            previous = recipe_dict(recipe_from_dict(type(self.config), data))
         except (ValueError, TypeError) as err:
-            raise RecipeMismatchError(f"{saved} holds a recipe that is not a {type(self.config).__name__} ({err}); "
-                                      "use another --out folder") from None
+            raise RecipeMismatchError(f"{saved} holds a recipe that is not a {type(self.config).__name__} ({err}), "
+                                      f"with its results ({', '.join(present)}); use another --out folder "
+                                      "(nothing was written)") from None
         current = recipe_dict(self.config)
         old, new = self._compared(previous), self._compared(current)
         if old != new:
