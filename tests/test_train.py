@@ -310,3 +310,25 @@ def test_a_count_beyond_the_split_is_refused_by_name_before_any_work(tiny_data, 
                                          rf"set it with --set {field}="):
         run(dataclasses.replace(config, **{field: 97}), tmp_path / "run")
     assert not any((tmp_path / "run").glob("*"))
+
+
+VIT32 = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "in_chans": 1, "num_classes": 10}
+
+
+def test_a_model_of_another_input_size_is_refused_by_name_before_writing(tiny_data, tiny_bases, tmp_path):
+    """timm's ViT asserts its img_size (an AssertionError, not a shape RuntimeError): still a clear error."""
+    import timm
+    from robust_mix.backbones import save_backbone
+
+    with pytest.raises(ValueError, match=r"timm/vit_tiny_patch16_224 .* does not accept this data set's \(1, 28, 28\) "
+                                         r"images \(Input height \(28\) doesn't match model \(32\)"):
+        train_backbone(tiny_backbone_recipe(arch="timm/vit_tiny_patch16_224", arch_kwargs=VIT32), tmp_path / "run")
+    vit = save_backbone(timm.create_model("vit_tiny_patch16_224", **VIT32), tmp_path / "vit.safetensors",
+                        ref="timm/vit_tiny_patch16_224", kwargs=VIT32)
+    with pytest.raises(ValueError, match=r"the standard base .*vit.safetensors does not accept the data set's "
+                                         r"\(1, 28, 28\) images; give it an input adapter"):
+        train_adasmooth(tiny_adasmooth([str(vit), tiny_bases[1]]), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"the robust base .*vit.safetensors does not accept"):
+        calibrate_mixednuts(MixedNutsRecipe(robust=str(vit), dataset="fashion-mnist", eps=0.1, val_images=8),
+                            tmp_path / "run")
+    assert not any((tmp_path / "run").glob("*"))

@@ -56,19 +56,27 @@ def augment(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Te
     return out
 
 
-def check_classes(model: nn.Module, dataset: Dataset, what: str) -> None:
-    """The model's output size must be the data set's class count (probed with its first image)."""
-    expected = num_classes(dataset)
-    x = dataset[0][0].unsqueeze(0).to(next(model.parameters()).device)
+def probe(model: nn.Module, x: torch.Tensor, refusal: str, adapter: Optional[nn.Module] = None) -> torch.Tensor:
+    """``model(adapter(x))`` without gradients, ``model`` in eval mode (restored afterwards): a model that does
+    not accept ``x`` (a shape error, or an assertion such as timm's fixed ``img_size``) is a ``ValueError``
+    starting with ``refusal``, followed by what the model said."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(x)
-    except RuntimeError as err:
-        raise ValueError(f"{what} does not accept this data set's {tuple(x.shape[1:])} images: {err}") from None
+            return model(adapter(x) if adapter is not None else x)
+    except (RuntimeError, AssertionError, ValueError, IndexError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{refusal} ({why})") from None
     finally:
         model.train(was_training)
+
+
+def check_classes(model: nn.Module, dataset: Dataset, what: str) -> None:
+    """The model's output size must be the data set's class count (probed with its first image)."""
+    expected = num_classes(dataset)
+    x = dataset[0][0].unsqueeze(0).to(next(model.parameters()).device)
+    out = probe(model, x, f"{what} does not accept this data set's {tuple(x.shape[1:])} images")
     if out.ndim != 2 or out.shape[1] != expected:
         raise ValueError(f"{what} returns {tuple(out.shape[1:])} outputs per image but the data set has "
                          f"{expected} classes; set num_classes={expected} in arch_kwargs")
