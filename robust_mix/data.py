@@ -60,6 +60,10 @@ class DatasetCorruptError(InvalidInputError):
     """A data file is damaged, truncated or not what its name says; the message names it and what to do."""
 
 
+class NotEnoughExamplesError(InvalidInputError):
+    """More examples were asked for than the split holds (a ``ValueError``); the message gives both counts."""
+
+
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one Fashion-MNIST uses
 _FMNIST_OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
 
@@ -539,7 +543,7 @@ def _open(name: str, split: str, n_examples: Optional[int], data_dir: Optional[P
     options: dict[str, Any] = {} if preprocessing is None else {"preprocessing": preprocessing, "limit": n_examples}
     dataset = _OPENERS[key](split, data_dir, **options)
     if n_examples is not None and n_examples > len(dataset):
-        raise ValueError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
+        raise NotEnoughExamplesError(f"asked for {n_examples} examples but {name} {split} has {len(dataset)}")
     return dataset, n_examples
 
 

@@ -332,3 +332,9 @@ def test_a_model_of_another_input_size_is_refused_by_name_before_writing(tiny_da
         calibrate_mixednuts(MixedNutsRecipe(robust=str(vit), dataset="fashion-mnist", eps=0.1, val_images=8),
                             tmp_path / "run")
     assert not any((tmp_path / "run").glob("*"))
+
+
+def test_an_unknown_data_set_is_not_blamed_on_an_image_count(tiny_data, tmp_path):
+    with pytest.raises(ValueError) as info:
+        train_backbone(tiny_backbone_recipe(dataset="mnist"), tmp_path / "run")
+    assert str(info.value).startswith("unknown dataset 'mnist'") and "subset" not in str(info.value)

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from robust_mix.data import open_dataset
+from robust_mix.data import NotEnoughExamplesError, open_dataset
 from robust_mix.train.config import (RECIPE_RULES, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig,
                                      Schedule)
 from robust_mix.train.policy_calibration import calibration_spec
@@ -101,9 +101,7 @@ def recipe_split(config: RecipeConfig, dataset: str, split: str, field: str) -> 
     count = getattr(config, field)
     try:
         return open_dataset(dataset, split, count)
-    except InvalidInputError:
-        raise
-    except ValueError as err:  # more images asked for than the split has
+    except NotEnoughExamplesError as err:
         raise InvalidInputError(f"{type(config).__name__}: {field}={count} is more than the split holds ({err}); "
                                 f"set it with --set {field}=...") from None
 
