@@ -156,3 +156,14 @@ def test_a_folder_whose_results_cannot_be_matched_to_the_recipe_is_refused(tiny_
     save_recipe(MixedNutsRecipe(robust="r.safetensors", eps=0.1), fresh / "recipe.json")
     (fresh / "train.log").write_text("")
     assert main(["train", "fmnist-standard", "--out", str(fresh), *args]) == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [({"bogus_kw": 1}, "unexpected keyword argument 'bogus_kw'"),
+                                             ({"num_classes": "ten"}, "not supported between")])
+def test_architecture_arguments_timm_refuses_are_named(tiny_data, tmp_path, capsys, kwargs, message):
+    out = tmp_path / "run"
+    assert main(["train", "fmnist-standard", "--out", str(out), "--set", f"arch_kwargs={json.dumps(kwargs)}",
+                 "epochs=1", "val_subset=16"]) == 2
+    err = capsys.readouterr().err
+    assert "arch_kwargs=" in err and "timm cannot build timm/resnet18" in err and message in err
+    assert not any(out.glob("*"))

@@ -26,6 +26,7 @@ from robust_mix.train.config import BackboneRecipe
 from robust_mix.train.evaluation import pgd_correct, sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
 from robust_mix.train.run_dir import CHECKPOINT, RunDir
+from robust_mix.validate import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,13 @@ def build_backbone(config: BackboneRecipe) -> nn.Module:
     if not timm.is_model(name.split(".")[0]):
         raise ValueError(f"BackboneRecipe field arch={config.arch!r}: timm has no such architecture")
     torch.manual_seed(config.seed)
-    return timm.create_model(name, pretrained=False, **config.arch_kwargs)
+    try:
+        return timm.create_model(name, pretrained=False, **config.arch_kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError) as err:  # a keyword or value the architecture refuses
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InvalidInputError(f"BackboneRecipe field arch_kwargs={config.arch_kwargs!r}: timm cannot build "
+                                f"{config.arch} with them ({why}); set the architecture's own arguments with "
+                                "--set 'arch_kwargs={...}'") from None
 
 
 def augment(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
