@@ -31,6 +31,8 @@ def _require(ok: bool, config: RecipeConfig, name: str, value: Any, expected: st
 def _schedule(config: Schedule) -> None:
     _require(config.batch_size % config.accumulation == 0, config, "batch_size", config.batch_size,
              f"a multiple of accumulation={config.accumulation} (the global batch splits into micro-batches)")
+    _require(config.warmup_epochs <= config.epochs, config, "warmup_epochs", config.warmup_epochs,
+             f"at most epochs={config.epochs} (a longer warm-up never reaches lr and never decays)")
 
 
 def _backbone(config: BackboneRecipe) -> None:
