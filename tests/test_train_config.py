@@ -28,6 +28,7 @@ def valid_backbone(**fields) -> BackboneRecipe:
     ("attack_steps=0", "attack_steps must be"), ("eval_subset=-5", "got -5"), ("eps=2", "eps must be a finite number in (0, 1]"),
     ("arch=resnet18", "arch must be 'timm/<arch>'"), ("dataset=", "dataset must be a data set name"),
     ("augment=maybe", "augment must be true or false, got 'maybe'"),
+    ("seed=18446744073709551616", "seed must be an integer from 0 to 2**64 - 1"),
     ("warmup_epochs=10.5", "warmup_epochs must be at most epochs=10 (a longer warm-up never reaches lr"),
 ])
 def test_bad_backbone_values_are_refused_by_name(setting, message):

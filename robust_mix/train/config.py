@@ -43,6 +43,17 @@ def _target_count(name: str, value: Any) -> int:
     return count
 
 
+MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest seed
+
+
+def _seed(name: str, value: Any) -> int:
+    seed = check_int(name, value, minimum=0)
+    if seed > MAX_SEED:
+        raise InvalidInputError(f"{name} must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), "
+                                f"got {value}")
+    return seed
+
+
 #: Type-independent range rules of recipe fields, by field name at any depth (types are checked from the
 #: annotations by :func:`robust_mix.validate.check_fields`); the nested configs' own rules included.
 #: Every recipe checks itself with them when built; :func:`robust_mix.train.checks.check_recipe` adds the
@@ -58,7 +69,7 @@ RECIPE_RULES = {
     **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "trades_beta"), non_negative_float),
     **dict.fromkeys(("w_max", "calib_keep", "ratio_bn_momentum"), check_fraction),
     "calib_alpha_lo": _floats(check_fraction), "calib_gamma_scale": _floats(positive_float),
-    "seed": lambda name, value: check_int(name, value, minimum=0),
+    "seed": lambda name, value: _seed(name, value),
     "augment_shift": lambda name, value: check_int(name, value, minimum=0),
     "n_targets": lambda name, value: _target_count(name, value),
     "precision": lambda name, value: check_choice(name, value, PRECISIONS),
