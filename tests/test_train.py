@@ -338,3 +338,18 @@ def test_an_unknown_data_set_is_not_blamed_on_an_image_count(tiny_data, tmp_path
     with pytest.raises(ValueError) as info:
         train_backbone(tiny_backbone_recipe(dataset="mnist"), tmp_path / "run")
     assert str(info.value).startswith("unknown dataset 'mnist'") and "subset" not in str(info.value)
+
+
+def test_init_policy_may_start_with_the_home_folder(tiny_bases, tmp_path, monkeypatch):
+    from robust_mix.io import save_state_dict
+    from robust_mix.train import check_recipe
+    from robust_mix.train.pair import load_initial_policy
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tiny_adasmooth(tiny_bases)
+    model = build_mixed(config, torch.zeros(1, 1, 28, 28), 10)
+    state = {k: torch.full_like(v, 0.25) if v.is_floating_point() else v for k, v in policy_state(model).items()}
+    save_state_dict(state, tmp_path / "policy.safetensors")
+    check_recipe(dataclasses.replace(config, init_policy="~/policy.safetensors"))  # found, not "must be an existing"
+    load_initial_policy(model, "~/policy.safetensors")
+    assert all(torch.equal(policy_state(model)[k], v) for k, v in state.items())

@@ -74,7 +74,7 @@ def _adasmooth(config: AdaSmoothRecipe) -> None:
         _require(bool(getattr(config, name)), config, name, getattr(config, name), "a non-empty list (the grid)")
     calibration_spec(config.calib_attack)
     if config.init_policy.strip():
-        _require(Path(config.init_policy).is_file(), config, "init_policy", config.init_policy,
+        _require(Path(config.init_policy).expanduser().is_file(), config, "init_policy", config.init_policy,
                  "an existing policy.safetensors file (the mixing network of an earlier run), or empty")
 
 

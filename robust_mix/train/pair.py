@@ -7,6 +7,7 @@ raised before a run writes anything.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -96,7 +97,7 @@ def load_initial_policy(model: MixedClassifier, path: str) -> None:
         InvalidInputError: the file's tensors are not exactly this network's (names or shapes differ):
             it belongs to another ``policy`` layout or other bases.
     """
-    state = load_state_dict(path)
+    state = load_state_dict(Path(path).expanduser())  # '~/runs/...' reaches no shell from a --set value
     own = policy_state(model)
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
