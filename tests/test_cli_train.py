@@ -151,6 +151,14 @@ def test_a_folder_whose_results_cannot_be_matched_to_the_recipe_is_refused(tiny_
         err = capsys.readouterr().err
         assert message in err and "nothing was written" in err
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    crowded = tmp_path / "crowded"  # e.g. --out . in a project folder: not a run folder
+    crowded.mkdir()
+    for i in range(8):
+        (crowded / f"notes{i}.txt").write_text("mine")
+    assert main(["train", "fmnist-standard", "--out", str(crowded), *args]) == 2
+    err = capsys.readouterr().err
+    assert "notes0.txt, notes1.txt, notes2.txt, notes3.txt, notes4.txt and 3 more but no recipe.json" in err
+    assert sorted(p.name for p in crowded.iterdir()) == [f"notes{i}.txt" for i in range(8)]
     fresh = tmp_path / "fresh"  # bookkeeping only (a run killed before its first checkpoint): it starts
     fresh.mkdir()
     save_recipe(MixedNutsRecipe(robust="r.safetensors", eps=0.1), fresh / "recipe.json")

@@ -87,8 +87,9 @@ class RunDir:
                               if p.name not in (*present, *BOOKKEEPING) and not p.name.startswith("."))
         if not present:
             return
+        shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
         if not saved.is_file():
-            raise RecipeMismatchError(f"{self.path} holds {', '.join(present)} but no {RECIPE}, so which recipe made "
+            raise RecipeMismatchError(f"{self.path} holds {shown} but no {RECIPE}, so which recipe made "
                                       f"them cannot be told; restore {RECIPE}, or use another --out folder "
                                       "(nothing was written)")
         try:
@@ -100,7 +101,7 @@ class RunDir:
             previous = recipe_dict(recipe_from_dict(type(self.config), data))
         except (ValueError, TypeError) as err:
             raise RecipeMismatchError(f"{saved} holds a recipe that is not a {type(self.config).__name__} ({err}), "
-                                      f"with its results ({', '.join(present)}); use another --out folder "
+                                      f"with its results ({shown}); use another --out folder "
                                       "(nothing was written)") from None
         current = recipe_dict(self.config)
         old, new = self._compared(previous), self._compared(current)
@@ -108,7 +109,7 @@ class RunDir:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
             raise RecipeMismatchError(
-                f"{self.path} holds {', '.join(present)} of a run with a different recipe ({detail}); "
+                f"{self.path} holds {shown} of a run with a different recipe ({detail}); "
                 "rerun with the saved recipe to resume, or use another --out folder (nothing was written)")
 
     # -- writing (rank 0) ------------------------------------------------------------------
