@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -25,6 +26,7 @@ from robust_mix.validate import (InvalidInputError, check_choice, check_eps, che
                                  non_negative_float, positive_float, positive_int)
 
 PathLike = Union[str, Path]
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BACKBONE_METHODS = ("standard", "pgd", "trades")
@@ -368,24 +370,26 @@ def _overlapping(a: str, b: str) -> bool:  # the same field, or one nested in th
 def parse_settings(settings: Sequence[str], given: Sequence[str] = ()) -> dict[str, Any]:
     """``["epochs=3", "policy.widths=[32,64]"]`` -> ``{"epochs": 3, "policy.widths": [32, 64]}``.
 
-    Values are parsed as JSON when they parse, else kept as strings. A field set twice (``lr=1e-3 ... lr=1e-4``,
-    or ``policy={...}`` and ``policy.widths=...``), or one of ``given`` (fields a command-line flag already
-    sets, e.g. ``--precision``) set again, is an error: which value was meant cannot be told.
+    Values are parsed as JSON when they parse, else kept as strings. A field set again (``lr=1e-3 ... lr=1e-4``,
+    ``policy={...}`` then ``policy.widths=...``, or one of ``given``: fields a command-line flag already sets,
+    e.g. ``--precision``) takes the later value, as command lines do, and a warning names both.
     """
     values: dict[str, Any] = {}
     for item in settings:
         if "=" not in item:
             raise ValueError(f"settings look like key=value, got {item!r}")
         key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
         for earlier in [*values, *given]:
             if _overlapping(key, earlier):
-                source = "--set" if earlier in values else "a flag (--standard, --robust, --precision)"
-                raise ValueError(f"setting {key!r} is given twice (also as {earlier!r} by {source}); "
-                                 "give each field once")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
+                source = f"--set {earlier}={json.dumps(values[earlier])}" if earlier in values else f"--{earlier}"
+                logger.warning("setting %s=%s given again: it replaces the earlier %s", key, json.dumps(value),
+                               source)
+        values.pop(key, None)  # the later value, in the later position
+        values[key] = value
     return values
 
 
