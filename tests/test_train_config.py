@@ -50,6 +50,9 @@ def test_bad_backbone_values_are_refused_by_name(setting, message):
     ("policy.blocks=0", "policy.blocks must be a positive integer (>= 1), got 0"),
     ("batch_size=10", "batch_size must be a multiple of accumulation=4"),
     ("init_policy=no/such/policy.safetensors", "init_policy must be an existing policy.safetensors file"),
+    ("calib_gamma_bias=[0, NaN]", "calib_gamma_bias must be a finite number, got nan"),
+    ("standard_input.mean=[NaN]", "standard_input.mean must be a finite number, got nan"),
+    ("policy.gamma_bias=Infinity", "policy.gamma_bias must be a finite number, got inf"),
 ])
 def test_bad_adasmooth_values_are_refused_by_name(setting, message):
     config = AdaSmoothRecipe(standard="a.safetensors", robust="b.safetensors", eps=0.1, epochs=3,
@@ -57,6 +60,16 @@ def test_bad_adasmooth_values_are_refused_by_name(setting, message):
     check_recipe(config)
     with pytest.raises(ValueError) as info:
         check_recipe(apply_settings(config, [setting]))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("scales=[1.0, NaN]", "scales must be a finite number > 0, got nan"), ("powers=[0]", "powers must be a finite number > 0"),
+    ("biases=[-Infinity]", "biases must be a finite number, got -inf"),
+])
+def test_bad_mixednuts_grids_are_refused_by_name(setting, message):
+    with pytest.raises(ValueError) as info:
+        check_recipe(apply_settings(get_recipe("fmnist-mixednuts").config, [setting]))
     assert message in str(info.value)
 
 

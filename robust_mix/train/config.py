@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction, check_int,
+                                 check_real,
                                  non_negative_float, positive_float, positive_int)
 
 PathLike = Union[str, Path]
@@ -71,6 +72,8 @@ RECIPE_RULES = {
     **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "trades_beta"), non_negative_float),
     **dict.fromkeys(("w_max", "calib_keep", "ratio_bn_momentum"), check_fraction),
     "calib_alpha_lo": _floats(check_fraction), "calib_gamma_scale": _floats(positive_float),
+    "calib_gamma_bias": _floats(check_real), "scales": _floats(positive_float), "powers": _floats(positive_float),
+    "biases": _floats(check_real),
     "seed": lambda name, value: _seed(name, value),
     "augment_shift": lambda name, value: check_int(name, value, minimum=0),
     "n_targets": lambda name, value: _target_count(name, value),
