@@ -143,6 +143,29 @@ def test_adasmooth_rerun_with_new_calibration_grid_only_recalibrates(tiny_data, 
         train_adasmooth(dataclasses.replace(config, n_targets=1), tmp_path / "ada")
 
 
+def test_a_finished_run_started_again_does_not_redo_its_calibration(tiny_data, tiny_bases, tmp_path, monkeypatch):
+    """Started again with the same recipe, a finished adasmooth or MixedNUTS run returns its saved result
+    (calibration under AutoAttack can take hours); a changed calibration grid still recalibrates."""
+    from robust_mix.train import adasmooth as adasmooth_module, mixednuts as mixednuts_module
+
+    config = tiny_adasmooth(tiny_bases, max_steps_per_epoch=2, calib_alpha_lo=[0.5], calib_gamma_bias=[0.0])
+    first = train_adasmooth(config, tmp_path / "ada")
+    nuts = MixedNutsRecipe(robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1, val_images=16, attack_steps=1,
+                           batch_size=16, scales=[1.0], powers=[1.0, 2.0], biases=[0.0])
+    nuts_first = calibrate_mixednuts(nuts, tmp_path / "nuts")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibrated again")
+    with monkeypatch.context() as patch:
+        patch.setattr(adasmooth_module, "calibrate_policy", refuse)
+        patch.setattr(mixednuts_module, "calibrate_nuts", refuse)
+        assert train_adasmooth(config, tmp_path / "ada")["policy"] == json.loads(json.dumps(first["policy"]))
+        assert calibrate_mixednuts(nuts, tmp_path / "nuts") == json.loads(json.dumps(nuts_first))
+        (tmp_path / "ada" / "calibration.json").unlink()  # a calibration killed before its last file: redone
+        with pytest.raises(AssertionError, match="calibrated again"):
+            train_adasmooth(config, tmp_path / "ada")
+
+
 def test_adasmooth_buffer_rounds_regenerate_against_the_trained_network(tiny_data, tiny_bases, tmp_path):
     config = tiny_adasmooth(tiny_bases, epochs=2, buffer_rounds=2, max_steps_per_epoch=2)
     train_adasmooth(config, tmp_path / "ada", calibrate=False)

@@ -19,6 +19,7 @@ and the buffer under ``<out>/buffer/round-<r>/``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import shutil
@@ -210,10 +211,17 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
     scaled = preset_differences(config, "paper")
     logger.info("differs from the authors' configuration (preset 'paper') in: %s",
                 ", ".join(f"{k} {a} -> {b}" for k, (a, b) in scaled.items()) or "nothing")
+    previous = run.load_checkpoint() if run.same_recipe else None
+    finished = previous is not None and int(previous["epoch"]) >= config.epochs  # nothing left to train
     try:
         history = fit(task, config, run, dist, options)
         record = dict(history[-1]) if history else {}
-        if calibrate and dist.is_main:
+        calibrated = run.path / "policy.json"
+        if (calibrate and dist.is_main and run.same_recipe and finished and calibrated.is_file()
+                and (run.path / "calibration.json").is_file()):  # written last: the calibration finished
+            logger.info("%s holds the calibration of this recipe and network: not calibrated again", calibrated)
+            record["policy"] = json.loads(calibrated.read_text())
+        elif calibrate and dist.is_main:
             model.load_state_dict(load_state_dict(run.path / POLICY_FILE), strict=False)
             calib_x, calib_y = dataset_tensors(calibration_set)
             policy, table = calibrate_policy(model, calib_x, calib_y, config, dist.device)

@@ -73,6 +73,9 @@ class RunDir:
         self.dist = dist
         self.free_prefixes = tuple(free_prefixes)
         self._handler: Optional[logging.Handler] = None
+        #: True when the folder already holds results of exactly this recipe (free fields included): a finished
+        #: step whose result file is there need not run again.
+        self.same_recipe = False
         self._check_same_recipe(outputs)
 
     def _compared(self, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +107,7 @@ class RunDir:
                                       f"with its results ({shown}); use another --out folder "
                                       "(nothing was written)") from None
         current = recipe_dict(self.config)
+        self.same_recipe = previous == current
         old, new = self._compared(previous), self._compared(current)
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
