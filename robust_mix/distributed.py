@@ -169,6 +169,8 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
     requested = check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if requested.type == "cuda" and requested.index is None:
         requested = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        # more processes on this machine than GPUs: named here, not met as 'invalid device ordinal'
+        requested = check_device(requested, f"device of LOCAL_RANK={local_rank}")
     context = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=requested)
     if requested.type == "cuda":
         torch.cuda.set_device(requested)

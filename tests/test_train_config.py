@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from robust_mix.config import PolicyConfig
 from robust_mix.train import (PRESETS, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, apply_preset,
@@ -191,3 +192,14 @@ def test_a_place_in_a_run_is_checked():
         DistContext(rank=2, world_size=2)
     with pytest.raises(ValueError, match="world_size must be >= 1"):
         DistContext(world_size=0)
+
+
+def test_more_ranks_on_a_machine_than_gpus_is_named(monkeypatch):
+    from robust_mix.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"device of LOCAL_RANK=1 'cuda:1' does not exist: 1 cuda device\(s\) visible"):
+        init_distributed("cuda")
