@@ -54,6 +54,15 @@ class ProgressBar(Protocol):
 ProgressFactory = Callable[[str, int, int, int], ProgressBar]
 
 
+class TrainingDivergedError(ValueError):
+    """A step's gradients were not finite (fp32, bf16): the run stops; its last checkpoint is kept."""
+
+
+def _gradient_norm(params: Sequence[torch.Tensor]) -> float:
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
 @dataclass
 class RunOptions:
     """How a recipe runs, without changing what it computes (may differ between a run and its resume).
@@ -268,7 +277,17 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
                         sums[key] += float(value) * n
                 if schedule.grad_clip is not None:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, schedule.grad_clip)
+                    norm = float(torch.nn.utils.clip_grad_norm_(params, schedule.grad_clip))
+                else:
+                    norm = _gradient_norm(params) if not scaler.is_enabled() else 0.0
+                # fp16's scaler skips steps with inf/NaN gradients by design; otherwise the weights would turn NaN
+                # and every later epoch, the "best" weights included, be computed from them. Gradients are
+                # all-reduced, so every rank stops at the same step.
+                if not scaler.is_enabled() and not math.isfinite(norm):
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {epoch + 1}, step {step + 1}: the gradients are not finite "
+                        f"(loss {loss.item():.4g}); lower lr (now {schedule.lr:g}) or set grad_clip, in another "
+                        f"--out folder (they change the recipe); {run.path} keeps its last checkpoint")
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
