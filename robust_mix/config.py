@@ -18,7 +18,8 @@ from typing import Any, Literal, Optional
 
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
-                                 check_alpha_range, check_choice, check_fields, check_real, positive_float, positive_int)
+                                 check_alpha_range, check_choice, check_fields, check_real, positive_float,
+                                 positive_int)
 
 MixingMode = Literal["prob", "logit"]
 

@@ -31,9 +31,11 @@ def test_repeated_set_options_all_apply(capsys):
 
 
 @pytest.mark.parametrize("args, field, value, warning", [
-    (["fmnist-standard", "--set", "lr=1e-3", "--set", "lr=1e-4"], "lr", 1e-4, "lr=0.0001 given again: it replaces the earlier --set lr=0.001"),
+    (["fmnist-standard", "--set", "lr=1e-3", "--set", "lr=1e-4"], "lr", 1e-4,
+     "lr=0.0001 given again: it replaces the earlier --set lr=0.001"),
     (["fmnist-adasmooth", "--set", 'policy={"widths":[8],"standard_layers":["a"],"robust_layers":["b"]}',
-      "policy.widths=[4]"], "policy", {"widths": [4]}, "policy.widths=[4] given again: it replaces the earlier --set policy="),
+      "policy.widths=[4]"], "policy", {"widths": [4]},
+     "policy.widths=[4] given again: it replaces the earlier --set policy="),
     (["fmnist-adasmooth", "--precision", "bf16", "--set", "precision=fp16"], "precision", "fp16",
      'precision="fp16" given again: it replaces the earlier --precision'),
 ])

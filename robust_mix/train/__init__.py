@@ -51,8 +51,8 @@ def run_recipe(config: RecipeConfig, out: str, dist: Optional[DistContext] = Non
 
 __all__ = [
     "PRESETS", "RUNNERS", "AdaSmoothRecipe", "BackboneRecipe", "MixedNutsRecipe", "NamedRecipe", "RecipeConfig",
-    "RecipeMismatchError", "RunFileError", "RunOptions", "Schedule", "TrainingDivergedError", "accuracy", "apply_preset", "apply_settings", "apply_values",
-    "autoattack_accuracy", "build_backbone", "calibrate_mixednuts", "check_recipe", "fit", "get_recipe",
+    "RecipeMismatchError", "RunFileError", "RunOptions", "Schedule", "TrainingDivergedError", "accuracy",
+    "apply_preset", "apply_settings", "apply_values", "autoattack_accuracy", "build_backbone", "calibrate_mixednuts", "check_recipe", "fit", "get_recipe",
     "list_recipes", "load_recipe", "pgd_accuracy", "preset_names", "read_history", "recipe_from_dict",
     "register_recipe", "run_recipe", "save_recipe", "train_adasmooth", "train_backbone",
 ]

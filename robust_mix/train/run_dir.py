@@ -204,7 +204,8 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
             record, why = None, f"not JSON: {err}"
         else:
             why = "not a record with an integer 'epoch'"
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool):
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
             raise RunFileError(f"{file}, line {number}, is {why}: the file was damaged or replaced after the run "
                                f"wrote it; the run's checkpoint holds the history too: rerun the training command "
                                f"to rewrite {HISTORY} from it")
