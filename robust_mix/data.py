@@ -61,6 +61,16 @@ class DatasetCorruptError(InvalidInputError):
     """A data file is damaged, truncated or not what its name says; the message names it and what to do."""
 
 
+class NotEnoughExamplesError(InvalidInputError):
+    """More examples were asked for than the split holds (a ``ValueError``); the message gives both counts, which
+    are also ``asked`` and ``available``."""
+
+    def __init__(self, asked: int, name: str, split: str, available: int) -> None:
+        super().__init__(f"asked for {asked} examples but {name} {split} has {available}; pass n_examples <= "
+                         f"{available} (or none: all of them)")
+        self.asked, self.available = asked, available
+
+
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one Fashion-MNIST uses
 _FMNIST_OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
 
@@ -401,7 +411,7 @@ def _imagenet_test_files(data_dir: Optional[PathLike], n_examples: Optional[int]
     ids = imagenet_test_ids()
     n_examples = optional_positive_int("n_examples", n_examples)
     if n_examples is not None and n_examples > len(ids):
-        raise InvalidInputError(_too_many(n_examples, "imagenet", "test (RobustBench's list)", len(ids)))
+        raise NotEnoughExamplesError(n_examples, "imagenet", "test (RobustBench's list)", len(ids))
     ids = ids[:n_examples]
     class_index = _imagenet_class_index()
     root = Path(data_dir or "./data")
@@ -534,7 +544,7 @@ def _open(name: str, split: str, n_examples: Optional[int], data_dir: Optional[P
     options: dict[str, Any] = {} if preprocessing is None else {"preprocessing": preprocessing, "limit": n_examples}
     dataset = _OPENERS[key](split, data_dir, **options)
     if n_examples is not None and n_examples > len(dataset):
-        raise InvalidInputError(_too_many(n_examples, name, split, len(dataset)))
+        raise NotEnoughExamplesError(n_examples, name, split, len(dataset))
     return dataset, n_examples
 
 
@@ -562,8 +572,3 @@ def load_dataset(name: str, split: str = "test", n_examples: Optional[int] = Non
     """
     dataset, n_examples = _open(name, split, n_examples, data_dir, preprocessing, config)
     return dataset_tensors(dataset, n_examples)
-
-
-def _too_many(n_examples: int, name: str, split: str, available: int) -> str:
-    return (f"asked for {n_examples} examples but {name} {split} has {available}; pass n_examples <= {available} "
-            "(or none: all of them)")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from robust_mix.validate import check_device
+from robust_mix.validate import InvalidInputError, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "world_size", "local_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidInputError(f"DistContext {name} must be an integer, got {value!r}")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size or self.local_rank < 0:
+            raise InvalidInputError(f"DistContext(rank={self.rank}, world_size={self.world_size}, local_rank="
+                                    f"{self.local_rank}) is not a place in a run: world_size must be >= 1, rank "
+                                    "from 0 to world_size - 1 and local_rank >= 0")
 
     @property
     def is_main(self) -> bool:
@@ -106,6 +116,44 @@ def env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} must be an integer (torchrun sets it)") from None
 
 
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+def torchrun_place() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment variables (``(0, 1, 0)`` when unset).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a variable is not an integer, or they disagree (a rank outside
+            ``0 .. WORLD_SIZE - 1``, ``LOCAL_RANK`` outside ``0 .. LOCAL_WORLD_SIZE - 1``, more processes on
+            this machine than in the run): a process that is not rank 0 of the run it thinks it is in would
+            train without writing anything, or join a group that never forms.
+    """
+    try:
+        world, rank, local_rank = env_int("WORLD_SIZE", 1), env_int("RANK", 0), env_int("LOCAL_RANK", 0)
+        local_world = env_int("LOCAL_WORLD_SIZE", 0) if "LOCAL_WORLD_SIZE" in os.environ else None
+    except ValueError as err:
+        raise InvalidInputError(str(err)) from None
+    problems = []
+    if world < 1:
+        problems.append(f"WORLD_SIZE={world} is not a number of processes (>= 1)")
+    elif not 0 <= rank < world:
+        problems.append(f"RANK={rank} is not one of the ranks 0 .. {world - 1} of WORLD_SIZE={world}")
+    if local_world is not None:
+        if not 1 <= local_world <= max(world, 1):
+            problems.append(f"LOCAL_WORLD_SIZE={local_world} is not from 1 to WORLD_SIZE={world}")
+        elif not 0 <= local_rank < local_world:
+            problems.append(f"LOCAL_RANK={local_rank} is not one of 0 .. {local_world - 1} "
+                            f"(LOCAL_WORLD_SIZE={local_world})")
+    elif local_rank < 0:
+        problems.append(f"LOCAL_RANK={local_rank} is negative")
+    if problems:
+        shown = ", ".join(f"{k}={os.environ[k]!r}" for k in _TORCHRUN_VARIABLES if k in os.environ)
+        raise InvalidInputError(f"torchrun's environment variables disagree ({shown}): {'; '.join(problems)}; "
+                                "start the command with torchrun, or unset " + ", ".join(_TORCHRUN_VARIABLES)
+                                + " to run as one process")
+    return rank, world, local_rank
+
+
 def init_distributed(device: Union[str, torch.device, None] = None) -> DistContext:
     """Join the torchrun process group if there is one; the context for this process.
 
@@ -117,11 +165,12 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
         robust_mix.validate.InvalidInputError: the device does not exist here (no GPU visible, an index
             beyond the GPUs, a name torch does not know); a ``ValueError``.
     """
+    rank, world_size, local_rank = torchrun_place()
     requested = check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    world_size = env_int("WORLD_SIZE", 1)
-    rank, local_rank = env_int("RANK", 0), env_int("LOCAL_RANK", 0)
     if requested.type == "cuda" and requested.index is None:
         requested = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        # more processes on this machine than GPUs: named here, not met as 'invalid device ordinal'
+        requested = check_device(requested, f"device of LOCAL_RANK={local_rank}")
     context = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=requested)
     if requested.type == "cuda":
         torch.cuda.set_device(requested)

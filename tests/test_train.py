@@ -143,6 +143,29 @@ def test_adasmooth_rerun_with_new_calibration_grid_only_recalibrates(tiny_data, 
         train_adasmooth(dataclasses.replace(config, n_targets=1), tmp_path / "ada")
 
 
+def test_a_finished_run_started_again_does_not_redo_its_calibration(tiny_data, tiny_bases, tmp_path, monkeypatch):
+    """Started again with the same recipe, a finished adasmooth or MixedNUTS run returns its saved result
+    (calibration under AutoAttack can take hours); a changed calibration grid still recalibrates."""
+    from robust_mix.train import adasmooth as adasmooth_module, mixednuts as mixednuts_module
+
+    config = tiny_adasmooth(tiny_bases, max_steps_per_epoch=2, calib_alpha_lo=[0.5], calib_gamma_bias=[0.0])
+    first = train_adasmooth(config, tmp_path / "ada")
+    nuts = MixedNutsRecipe(robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1, val_images=16, attack_steps=1,
+                           batch_size=16, scales=[1.0], powers=[1.0, 2.0], biases=[0.0])
+    nuts_first = calibrate_mixednuts(nuts, tmp_path / "nuts")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibrated again")
+    with monkeypatch.context() as patch:
+        patch.setattr(adasmooth_module, "calibrate_policy", refuse)
+        patch.setattr(mixednuts_module, "calibrate_nuts", refuse)
+        assert train_adasmooth(config, tmp_path / "ada")["policy"] == json.loads(json.dumps(first["policy"]))
+        assert calibrate_mixednuts(nuts, tmp_path / "nuts") == json.loads(json.dumps(nuts_first))
+        (tmp_path / "ada" / "calibration.json").unlink()  # a calibration killed before its last file: redone
+        with pytest.raises(AssertionError, match="calibrated again"):
+            train_adasmooth(config, tmp_path / "ada")
+
+
 def test_adasmooth_buffer_rounds_regenerate_against_the_trained_network(tiny_data, tiny_bases, tmp_path):
     config = tiny_adasmooth(tiny_bases, epochs=2, buffer_rounds=2, max_steps_per_epoch=2)
     train_adasmooth(config, tmp_path / "ada", calibrate=False)
@@ -275,3 +298,81 @@ def test_the_paper_preset_runs_on_tiny_random_bases(tiny_data, tiny_bases, tmp_p
     shard = load_state_dict(next((tmp_path / "paper" / "buffer" / "round-0").iterdir()))
     assert shard["delta"].shape == (4, 10, 1, 28, 28)
     assert torch.load(tmp_path / "paper" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+
+
+def test_mixednuts_checks_the_standard_base_before_any_work(tiny_data, tiny_bases, tmp_path):
+    """The standard base is not calibrated, but the mix pairs it with the robust one: a missing file or one of
+    another class count is refused before anything is written, as a bad robust base is."""
+    from robust_mix.backbones import save_backbone
+
+    seven = {**TINY, "num_classes": 7}
+    path = save_backbone(build_backbone(tiny_backbone_recipe(arch_kwargs=seven)), tmp_path / "seven.safetensors",
+                         ref="timm/resnet18", kwargs=seven)
+    config = MixedNutsRecipe(robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1, val_images=16, attack_steps=1,
+                             batch_size=16, scales=[1.0], powers=[1.0], biases=[0.0])
+    for standard, message in ((str(tmp_path / "missing.safetensors"), "not found"),
+                              (str(path), "standard base .* returns \\(7,\\) outputs per image")):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            calibrate_mixednuts(dataclasses.replace(config, standard=standard), tmp_path / "nuts")
+        assert not any((tmp_path / "nuts").glob("*"))
+
+
+@pytest.mark.parametrize("recipe, field", [
+    ("backbone", "train_subset"), ("backbone", "val_subset"), ("adasmooth", "buffer_subset"),
+    ("adasmooth", "val_subset"), ("adasmooth", "calib_images"), ("mixednuts", "val_images")])
+def test_a_count_beyond_the_split_is_refused_by_name_before_any_work(tiny_data, tiny_bases, tmp_path, recipe, field):
+    """Each split holds 96 images here: asking for 97 is an error naming the field, never silently 96 images
+    (calibration on fewer images than the recipe says, found only after the training)."""
+    config = {"backbone": lambda: tiny_backbone_recipe(),
+              "adasmooth": lambda: tiny_adasmooth(tiny_bases),
+              "mixednuts": lambda: MixedNutsRecipe(robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1,
+                                                   attack_steps=1, batch_size=16, scales=[1.0], powers=[1.0],
+                                                   biases=[0.0])}[recipe]()
+    run = {"backbone": train_backbone, "adasmooth": train_adasmooth, "mixednuts": calibrate_mixednuts}[recipe]
+    with pytest.raises(ValueError, match=rf"{field}=97 is more than the split holds \(asked for 97 .* has 96\); "
+                                         rf"set it with --set {field}="):
+        run(dataclasses.replace(config, **{field: 97}), tmp_path / "run")
+    assert not any((tmp_path / "run").glob("*"))
+
+
+VIT32 = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "in_chans": 1, "num_classes": 10}
+
+
+def test_a_model_of_another_input_size_is_refused_by_name_before_writing(tiny_data, tiny_bases, tmp_path):
+    """timm's ViT asserts its img_size (an AssertionError, not a shape RuntimeError): still a clear error."""
+    import timm
+    from robust_mix.backbones import save_backbone
+
+    with pytest.raises(ValueError, match=r"timm/vit_tiny_patch16_224 .* does not accept this data set's \(1, 28, 28\) "
+                                         r"images \(Input height \(28\) doesn't match model \(32\)"):
+        train_backbone(tiny_backbone_recipe(arch="timm/vit_tiny_patch16_224", arch_kwargs=VIT32), tmp_path / "run")
+    vit = save_backbone(timm.create_model("vit_tiny_patch16_224", **VIT32), tmp_path / "vit.safetensors",
+                        ref="timm/vit_tiny_patch16_224", kwargs=VIT32)
+    with pytest.raises(ValueError, match=r"the standard base .*vit.safetensors does not accept the data set's "
+                                         r"\(1, 28, 28\) images; give it an input adapter"):
+        train_adasmooth(tiny_adasmooth([str(vit), tiny_bases[1]]), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"the robust base .*vit.safetensors does not accept"):
+        calibrate_mixednuts(MixedNutsRecipe(robust=str(vit), dataset="fashion-mnist", eps=0.1, val_images=8),
+                            tmp_path / "run")
+    assert not any((tmp_path / "run").glob("*"))
+
+
+def test_an_unknown_data_set_is_not_blamed_on_an_image_count(tiny_data, tmp_path):
+    with pytest.raises(ValueError) as info:
+        train_backbone(tiny_backbone_recipe(dataset="mnist"), tmp_path / "run")
+    assert str(info.value).startswith("unknown dataset 'mnist'") and "subset" not in str(info.value)
+
+
+def test_init_policy_may_start_with_the_home_folder(tiny_bases, tmp_path, monkeypatch):
+    from robust_mix.io import save_state_dict
+    from robust_mix.train import check_recipe
+    from robust_mix.train.pair import load_initial_policy
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tiny_adasmooth(tiny_bases)
+    model = build_mixed(config, torch.zeros(1, 1, 28, 28), 10)
+    state = {k: torch.full_like(v, 0.25) if v.is_floating_point() else v for k, v in policy_state(model).items()}
+    save_state_dict(state, tmp_path / "policy.safetensors")
+    check_recipe(dataclasses.replace(config, init_policy="~/policy.safetensors"))  # found, not "must be an existing"
+    load_initial_policy(model, "~/policy.safetensors")
+    assert all(torch.equal(policy_state(model)[k], v) for k, v in state.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from robust_mix.config import PolicyConfig
 from robust_mix.train import (PRESETS, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, apply_preset,
@@ -28,6 +29,8 @@ def valid_backbone(**fields) -> BackboneRecipe:
     ("attack_steps=0", "attack_steps must be"), ("eval_subset=-5", "got -5"), ("eps=2", "eps must be a finite number in (0, 1]"),
     ("arch=resnet18", "arch must be 'timm/<arch>'"), ("dataset=", "dataset must be a data set name"),
     ("augment=maybe", "augment must be true or false, got 'maybe'"),
+    ("seed=18446744073709551616", "seed must be an integer from 0 to 2**64 - 1"),
+    ("warmup_epochs=10.5", "warmup_epochs must be at most epochs=10 (a longer warm-up never reaches lr"),
 ])
 def test_bad_backbone_values_are_refused_by_name(setting, message):
     with pytest.raises(ValueError) as info:
@@ -48,6 +51,9 @@ def test_bad_backbone_values_are_refused_by_name(setting, message):
     ("policy.blocks=0", "policy.blocks must be a positive integer (>= 1), got 0"),
     ("batch_size=10", "batch_size must be a multiple of accumulation=4"),
     ("init_policy=no/such/policy.safetensors", "init_policy must be an existing policy.safetensors file"),
+    ("calib_gamma_bias=[0, NaN]", "calib_gamma_bias must be a finite number, got nan"),
+    ("standard_input.mean=[NaN]", "standard_input.mean must be a finite number, got nan"),
+    ("policy.gamma_bias=Infinity", "policy.gamma_bias must be a finite number, got inf"),
 ])
 def test_bad_adasmooth_values_are_refused_by_name(setting, message):
     config = AdaSmoothRecipe(standard="a.safetensors", robust="b.safetensors", eps=0.1, epochs=3,
@@ -55,6 +61,16 @@ def test_bad_adasmooth_values_are_refused_by_name(setting, message):
     check_recipe(config)
     with pytest.raises(ValueError) as info:
         check_recipe(apply_settings(config, [setting]))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("scales=[1.0, NaN]", "scales must be a finite number > 0, got nan"), ("powers=[0]", "powers must be a finite number > 0"),
+    ("biases=[-Infinity]", "biases must be a finite number, got -inf"),
+])
+def test_bad_mixednuts_grids_are_refused_by_name(setting, message):
+    with pytest.raises(ValueError) as info:
+        check_recipe(apply_settings(get_recipe("fmnist-mixednuts").config, [setting]))
     assert message in str(info.value)
 
 
@@ -138,3 +154,52 @@ def test_preset_differences_say_what_a_recipe_scaled():
     assert scaled["n_targets"] == (9, 1) and scaled["iter_df"] == (75.0, 7.0) and scaled["buffer_subset"] == (None, 27500)
     assert "eps_lo" not in scaled and "w_max" not in scaled  # kept as the authors had them
     assert preset_differences(apply_preset(AdaSmoothRecipe(), "paper"), "paper") == {}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "1", "RANK": "1"}, "RANK=1 is not one of the ranks 0 .. 0 of WORLD_SIZE=1"),
+    ({"RANK": "2"}, "RANK=2 is not one of the ranks 0 .. 0"),
+    ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK=-1 is not one of the ranks 0 .. 1"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 is not a number of processes"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_WORLD_SIZE": "4"}, "LOCAL_WORLD_SIZE=4 is not from 1 to WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "2"}, "LOCAL_RANK=2 is not one of 0 .. 1"),
+    ({"LOCAL_RANK": "-3"}, "LOCAL_RANK=-3 is negative"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' must be an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "1.0"}, "RANK='1.0' must be an integer"),
+])
+def test_inconsistent_torchrun_variables_are_refused_before_any_work(tiny_data, tmp_path, capsys, monkeypatch,
+                                                                      env, message):
+    """A process that is not rank 0 of the run it thinks it is in would train and write nothing."""
+    from robust_mix.cli import main
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    assert main(["train", "fmnist-standard", "--out", str(out), "--no-progress", "--device", "cpu", "--set",
+                 "epochs=1", "max_steps_per_epoch=1", "batch_size=16", "val_subset=16",
+                 f"arch_kwargs={json.dumps(FMNIST_RESNET | {'channels': [4, 4, 4, 4], 'layers': [1, 1, 1, 1]})}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "torchrun" in err
+    assert not out.exists()
+
+
+def test_a_place_in_a_run_is_checked():
+    from robust_mix.distributed import DistContext
+
+    with pytest.raises(ValueError, match=r"rank from 0 to world_size - 1"):
+        DistContext(rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be >= 1"):
+        DistContext(world_size=0)
+
+
+def test_more_ranks_on_a_machine_than_gpus_is_named(monkeypatch):
+    from robust_mix.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"device of LOCAL_RANK=1 'cuda:1' does not exist: 1 cuda device\(s\) visible"):
+        init_distributed("cuda")

@@ -136,3 +136,31 @@ def test_a_rank_takes_its_share_of_each_global_batch():
     for step in range(5):
         assert sorted(one[8 * step:8 * step + 8]) == sorted(two[0][4 * step:4 * step + 4] + two[1][4 * step:4 * step + 4])
     assert one != epoch_indices(40, plan_steps(config, 40, DistContext()), config, 4, DistContext())  # reshuffled
+
+
+class Diverging(Regression):
+    """The loss turns NaN from the 6th micro-batch on (epoch 2, step 2 at 4 steps per epoch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def loss(self, model, batch, generator):
+        loss, metrics = super().loss(model, batch, generator)
+        self.calls += 1
+        return (loss * float("nan"), metrics) if self.calls >= 6 else (loss, metrics)
+
+
+@pytest.mark.parametrize("grad_clip", [None, 1.0])
+def test_a_diverging_run_stops_at_the_step_and_keeps_its_last_checkpoint(tmp_path, grad_clip):
+    from robust_mix.train.loop import TrainingDivergedError
+
+    config = Schedule(epochs=3, batch_size=16, lr=0.05, grad_clip=grad_clip)
+    folder = RunDir(tmp_path / "run", config)
+    folder.start()
+    task = Diverging()
+    with pytest.raises(TrainingDivergedError, match="training diverged at epoch 2, step 2: the gradients are not finite"):
+        fit(task, config, folder, DistContext())
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(torch.isfinite(v).all() for saved in task.saved for v in saved.values())  # no NaN "best" weights

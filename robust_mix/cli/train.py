@@ -22,9 +22,9 @@ from robust_mix.cli import PATH, POSITIVE_INT, arg_type, bar_width, command, int
 from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
 from robust_mix.io import atomic_write_bytes, figure_png
-from robust_mix.train import (PRESETS, RunOptions, apply_preset, apply_settings, apply_values, check_recipe,
+from robust_mix.train import (PRESETS, RunOptions, apply_preset, apply_values, check_recipe,
                               get_recipe, list_recipes, read_history, run_recipe)
-from robust_mix.train.config import PRECISIONS
+from robust_mix.train.config import PRECISIONS, parse_settings
 
 _NOT_PLOTTED = {"epoch", "seconds", "images_per_s", "best", "score"}
 
@@ -85,8 +85,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a named configuration applied over the recipe ("
                    + "; ".join(f"{cls.__name__}: {', '.join(sorted(v))}" for cls, v in PRESETS.items()) + ")")
     p.add_argument("--precision", choices=PRECISIONS, help="autocast precision of forward passes and attacks")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override recipe fields, e.g. epochs=3 buffer_subset=5000 policy.widths=[32,64]")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override recipe fields, e.g. epochs=3 buffer_subset=5000 policy.widths=[32,64] "
+                        "(JSON values; --set may be repeated; a field set again takes the later value, with a warning)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when available; cuda:<LOCAL_RANK> under torchrun)")
     p.add_argument("--workers", type=arg_type(lambda name, v: check_int(name, v, minimum=0), parse_int), default=0,
@@ -106,7 +107,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     flags = {k: v for k, v in (("standard", args.standard), ("robust", args.robust),
                                ("precision", args.precision)) if v is not None}
     config = apply_values(config, flags)
-    return apply_settings(config, args.set)
+    return apply_values(config, parse_settings(args.set, given=list(flags)))
 
 
 def _write_plot(out: Path, recipe: str) -> Path:

@@ -30,10 +30,10 @@ from robust_mix.train.config import (PRESETS, AdaSmoothRecipe, BackboneRecipe, M
                                      Schedule, apply_preset, apply_settings, apply_values, load_recipe,
                                      preset_names, recipe_from_dict, save_recipe)
 from robust_mix.train.evaluation import accuracy, autoattack_accuracy, pgd_accuracy
-from robust_mix.train.loop import RunOptions, fit
+from robust_mix.train.loop import RunOptions, TrainingDivergedError, fit
 from robust_mix.train.mixednuts import calibrate_mixednuts
 from robust_mix.train.recipes import NamedRecipe, get_recipe, list_recipes, register_recipe
-from robust_mix.train.run_dir import RecipeMismatchError, read_history
+from robust_mix.train.run_dir import RecipeMismatchError, RunFileError, read_history
 
 #: What runs each recipe type: one table, no branching on names.
 RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
@@ -51,8 +51,8 @@ def run_recipe(config: RecipeConfig, out: str, dist: Optional[DistContext] = Non
 
 __all__ = [
     "PRESETS", "RUNNERS", "AdaSmoothRecipe", "BackboneRecipe", "MixedNutsRecipe", "NamedRecipe", "RecipeConfig",
-    "RecipeMismatchError", "RunOptions", "Schedule", "accuracy", "apply_preset", "apply_settings", "apply_values",
-    "autoattack_accuracy", "build_backbone", "calibrate_mixednuts", "check_recipe", "fit", "get_recipe",
+    "RecipeMismatchError", "RunFileError", "RunOptions", "Schedule", "TrainingDivergedError", "accuracy",
+    "apply_preset", "apply_settings", "apply_values", "autoattack_accuracy", "build_backbone", "calibrate_mixednuts", "check_recipe", "fit", "get_recipe",
     "list_recipes", "load_recipe", "pgd_accuracy", "preset_names", "read_history", "recipe_from_dict",
     "register_recipe", "run_recipe", "save_recipe", "train_adasmooth", "train_backbone",
 ]

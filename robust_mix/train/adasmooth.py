@@ -19,6 +19,7 @@ and the buffer under ``<out>/buffer/round-<r>/``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import shutil
@@ -29,14 +30,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from robust_mix.data import dataset_tensors, num_classes, open_dataset
+from robust_mix.data import dataset_tensors, num_classes
 from robust_mix.distributed import DistContext, derive_seed
 from robust_mix.io import load_state_dict, save_state_dict
 from robust_mix.losses import mixing_training_loss
 from robust_mix.mixing import MixedClassifier, MixedOutput
 from robust_mix.train.buffer import (AttackMode, BufferDataset, attack_kind, class_ranks, examples_per_image,
                                      generate_buffer)
-from robust_mix.train.checks import check_recipe
+from robust_mix.train.checks import check_recipe, recipe_split
 from robust_mix.train.config import AdaSmoothRecipe, preset_differences
 from robust_mix.train.evaluation import sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
@@ -189,8 +190,9 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
     check_recipe(config)
     run = RunDir(out, config, dist, outputs=(CHECKPOINT, BUFFER_DIR, POLICY_FILE), free_prefixes=("calib_",))
     name = resolve_dataset(config.dataset, config.robust)
-    images = open_dataset(name, "train", config.buffer_subset)
-    val = open_dataset(name, "val", config.val_subset)
+    images = recipe_split(config, name, "train", "buffer_subset")
+    val = recipe_split(config, name, "val", "val_subset")
+    calibration_set = recipe_split(config, name, "val", "calib_images")
     classes = num_classes(images)
     if config.n_targets >= classes:
         raise InvalidInputError(f"n_targets must be at most {classes - 1} (the data set has {classes} classes), got "
@@ -209,12 +211,19 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
     scaled = preset_differences(config, "paper")
     logger.info("differs from the authors' configuration (preset 'paper') in: %s",
                 ", ".join(f"{k} {a} -> {b}" for k, (a, b) in scaled.items()) or "nothing")
+    previous = run.load_checkpoint() if run.same_recipe else None
+    finished = previous is not None and int(previous["epoch"]) >= config.epochs  # nothing left to train
     try:
         history = fit(task, config, run, dist, options)
         record = dict(history[-1]) if history else {}
-        if calibrate and dist.is_main:
+        calibrated = run.path / "policy.json"
+        if (calibrate and dist.is_main and run.same_recipe and finished and calibrated.is_file()
+                and (run.path / "calibration.json").is_file()):  # written last: the calibration finished
+            logger.info("%s holds the calibration of this recipe and network: not calibrated again", calibrated)
+            record["policy"] = json.loads(calibrated.read_text())
+        elif calibrate and dist.is_main:
             model.load_state_dict(load_state_dict(run.path / POLICY_FILE), strict=False)
-            calib_x, calib_y = dataset_tensors(open_dataset(name, "val"), config.calib_images)
+            calib_x, calib_y = dataset_tensors(calibration_set)
             policy, table = calibrate_policy(model, calib_x, calib_y, config, dist.device)
             run.write_json("policy.json", dataclasses.asdict(policy))
             run.write_json("calibration.json", table)

@@ -19,13 +19,14 @@ from torch.utils.data import Dataset, Subset
 
 from robust_mix.attacks import pgd
 from robust_mix.backbones import save_backbone
-from robust_mix.data import num_classes, open_dataset
+from robust_mix.data import num_classes
 from robust_mix.distributed import DistContext
-from robust_mix.train.checks import check_recipe
+from robust_mix.train.checks import check_recipe, recipe_split
 from robust_mix.train.config import BackboneRecipe
 from robust_mix.train.evaluation import pgd_correct, sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
 from robust_mix.train.run_dir import CHECKPOINT, RunDir
+from robust_mix.validate import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,13 @@ def build_backbone(config: BackboneRecipe) -> nn.Module:
     if not timm.is_model(name.split(".")[0]):
         raise ValueError(f"BackboneRecipe field arch={config.arch!r}: timm has no such architecture")
     torch.manual_seed(config.seed)
-    return timm.create_model(name, pretrained=False, **config.arch_kwargs)
+    try:
+        return timm.create_model(name, pretrained=False, **config.arch_kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError) as err:  # a keyword or value the architecture refuses
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InvalidInputError(f"BackboneRecipe field arch_kwargs={config.arch_kwargs!r}: timm cannot build "
+                                f"{config.arch} with them ({why}); set the architecture's own arguments with "
+                                "--set 'arch_kwargs={...}'") from None
 
 
 def augment(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,19 +63,27 @@ def augment(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Te
     return out
 
 
-def check_classes(model: nn.Module, dataset: Dataset, what: str) -> None:
-    """The model's output size must be the data set's class count (probed with its first image)."""
-    expected = num_classes(dataset)
-    x = dataset[0][0].unsqueeze(0).to(next(model.parameters()).device)
+def probe(model: nn.Module, x: torch.Tensor, refusal: str, adapter: Optional[nn.Module] = None) -> torch.Tensor:
+    """``model(adapter(x))`` without gradients, ``model`` in eval mode (restored afterwards): a model that does
+    not accept ``x`` (a shape error, or an assertion such as timm's fixed ``img_size``) is a ``ValueError``
+    starting with ``refusal``, followed by what the model said."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(x)
-    except RuntimeError as err:
-        raise ValueError(f"{what} does not accept this data set's {tuple(x.shape[1:])} images: {err}") from None
+            return model(adapter(x) if adapter is not None else x)
+    except (RuntimeError, AssertionError, ValueError, IndexError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{refusal} ({why})") from None
     finally:
         model.train(was_training)
+
+
+def check_classes(model: nn.Module, dataset: Dataset, what: str) -> None:
+    """The model's output size must be the data set's class count (probed with its first image)."""
+    expected = num_classes(dataset)
+    x = dataset[0][0].unsqueeze(0).to(next(model.parameters()).device)
+    out = probe(model, x, f"{what} does not accept this data set's {tuple(x.shape[1:])} images")
     if out.ndim != 2 or out.shape[1] != expected:
         raise ValueError(f"{what} returns {tuple(out.shape[1:])} outputs per image but the data set has "
                          f"{expected} classes; set num_classes={expected} in arch_kwargs")
@@ -157,8 +172,8 @@ def train_backbone(config: BackboneRecipe, out: str, dist: Optional[DistContext]
     dist = dist or DistContext()
     check_recipe(config)
     run = RunDir(out, config, dist, outputs=(CHECKPOINT, MODEL_FILE))
-    train_set = open_dataset(config.dataset, "train", config.train_subset)
-    val_set = open_dataset(config.dataset, "val", config.val_subset)
+    train_set = recipe_split(config, config.dataset, "train", "train_subset")
+    val_set = recipe_split(config, config.dataset, "val", "val_subset")
     model = build_backbone(config).to(dist.device)
     check_classes(model, train_set, f"{config.arch} with arch_kwargs={config.arch_kwargs}")
     task = BackboneTask(config, model, train_set, val_set, run, dist)

@@ -13,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Dataset
+
+from robust_mix.data import NotEnoughExamplesError, open_dataset
 from robust_mix.train.config import (RECIPE_RULES, AdaSmoothRecipe, BackboneRecipe, MixedNutsRecipe, RecipeConfig,
                                      Schedule)
 from robust_mix.train.policy_calibration import calibration_spec
@@ -28,6 +31,8 @@ def _require(ok: bool, config: RecipeConfig, name: str, value: Any, expected: st
 def _schedule(config: Schedule) -> None:
     _require(config.batch_size % config.accumulation == 0, config, "batch_size", config.batch_size,
              f"a multiple of accumulation={config.accumulation} (the global batch splits into micro-batches)")
+    _require(config.warmup_epochs <= config.epochs, config, "warmup_epochs", config.warmup_epochs,
+             f"at most epochs={config.epochs} (a longer warm-up never reaches lr and never decays)")
 
 
 def _backbone(config: BackboneRecipe) -> None:
@@ -69,7 +74,7 @@ def _adasmooth(config: AdaSmoothRecipe) -> None:
         _require(bool(getattr(config, name)), config, name, getattr(config, name), "a non-empty list (the grid)")
     calibration_spec(config.calib_attack)
     if config.init_policy.strip():
-        _require(Path(config.init_policy).is_file(), config, "init_policy", config.init_policy,
+        _require(Path(config.init_policy).expanduser().is_file(), config, "init_policy", config.init_policy,
                  "an existing policy.safetensors file (the mixing network of an earlier run), or empty")
 
 
@@ -83,6 +88,25 @@ def _mixednuts(config: MixedNutsRecipe) -> None:
 #: The whole-recipe rules of each recipe type (its bases' rules run too).
 _RECIPE_CHECKS = {Schedule: _schedule, BackboneRecipe: _backbone, AdaSmoothRecipe: _adasmooth,
                   MixedNutsRecipe: _mixednuts}
+
+
+def recipe_split(config: RecipeConfig, dataset: str, split: str, field: str) -> Dataset:
+    """The first ``getattr(config, field)`` images of ``dataset``'s ``split`` (all when the field is ``None``).
+
+    Every recipe opens its images here, before its run folder is written to, so that a count beyond the split
+    (``buffer_subset``, ``calib_images``, ``val_images``, ...) is refused by its field's name before any work,
+    never silently cut to the split's size.
+
+    Raises:
+        InvalidInputError: the field asks for more images than the split has.
+    """
+    count = getattr(config, field)
+    try:
+        return open_dataset(dataset, split, count)
+    except NotEnoughExamplesError as err:
+        raise InvalidInputError(f"{type(config).__name__}: {field}={count} is more than the split holds (asked for "
+                                f"{err.asked} examples but {dataset} {split} has {err.available}); set it with "
+                                f"--set {field}=... (at most {err.available})") from None
 
 
 def check_recipe(config: RecipeConfig) -> RecipeConfig:

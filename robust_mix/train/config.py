@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -22,9 +23,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction,
-                                 check_input_file, check_int, non_negative_float, positive_float, positive_int)
+                                 check_input_file, check_int, check_real, non_negative_float, positive_float,
+                                 positive_int)
 
 PathLike = Union[str, Path]
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BACKBONE_METHODS = ("standard", "pgd", "trades")
@@ -43,6 +46,17 @@ def _target_count(name: str, value: Any) -> int:
     return count
 
 
+MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest seed
+
+
+def _seed(name: str, value: Any) -> int:
+    seed = check_int(name, value, minimum=0)
+    if seed > MAX_SEED:
+        raise InvalidInputError(f"{name} must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), "
+                                f"got {value}")
+    return seed
+
+
 #: Type-independent range rules of recipe fields, by field name at any depth (types are checked from the
 #: annotations by :func:`robust_mix.validate.check_fields`); the nested configs' own rules included.
 #: Every recipe checks itself with them when built; :func:`robust_mix.train.checks.check_recipe` adds the
@@ -58,7 +72,9 @@ RECIPE_RULES = {
     **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "trades_beta"), non_negative_float),
     **dict.fromkeys(("w_max", "calib_keep", "ratio_bn_momentum"), check_fraction),
     "calib_alpha_lo": _floats(check_fraction), "calib_gamma_scale": _floats(positive_float),
-    "seed": lambda name, value: check_int(name, value, minimum=0),
+    "calib_gamma_bias": _floats(check_real), "scales": _floats(positive_float), "powers": _floats(positive_float),
+    "biases": _floats(check_real),
+    "seed": lambda name, value: _seed(name, value),
     "augment_shift": lambda name, value: check_int(name, value, minimum=0),
     "n_targets": lambda name, value: _target_count(name, value),
     "precision": lambda name, value: check_choice(name, value, PRECISIONS),
@@ -222,7 +238,8 @@ class MixedNutsRecipe(_Checked):
     """MixedNUTS calibration (PAPER.md section 5) of ``robust``'s output map on the validation split.
 
     Attributes:
-        standard, robust: base references; only the robust base's margins enter the calibration.
+        standard, robust: base references; only the robust base's margins enter the calibration (the standard
+            base, when given, is checked against the data set before any work, as the robust one is).
         dataset: data set name; empty: the robust base's RobustBench data set.
         val_images: validation images used (disjoint from the test set).
         attack_steps: APGD-CE steps (pyautoattack) against the robust base for the attacked margins.
@@ -360,10 +377,16 @@ def apply_values(config: RecipeConfig, values: Mapping[str, Any]) -> RecipeConfi
     return recipe_from_dict(type(config), data)
 
 
-def apply_settings(config: RecipeConfig, settings: Sequence[str]) -> RecipeConfig:
-    """``["epochs=3", "policy.widths=[32,64]"]`` -> a copy of ``config`` with those fields replaced.
+def _overlapping(a: str, b: str) -> bool:  # the same field, or one nested in the other
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
-    Values are parsed as JSON when they parse, else kept as strings.
+
+def parse_settings(settings: Sequence[str], given: Sequence[str] = ()) -> dict[str, Any]:
+    """``["epochs=3", "policy.widths=[32,64]"]`` -> ``{"epochs": 3, "policy.widths": [32, 64]}``.
+
+    Values are parsed as JSON when they parse, else kept as strings. A field set again (``lr=1e-3 ... lr=1e-4``,
+    ``policy={...}`` then ``policy.widths=...``, or one of ``given``: fields a command-line flag already sets,
+    e.g. ``--precision``) takes the later value, as command lines do, and a warning names both.
     """
     values: dict[str, Any] = {}
     for item in settings:
@@ -371,7 +394,20 @@ def apply_settings(config: RecipeConfig, settings: Sequence[str]) -> RecipeConfi
             raise ValueError(f"settings look like key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            values[key] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
-    return apply_values(config, values)
+            value = raw
+        for earlier in [*values, *given]:
+            if _overlapping(key, earlier):
+                source = f"--set {earlier}={json.dumps(values[earlier])}" if earlier in values else f"--{earlier}"
+                logger.warning("setting %s=%s given again: it replaces the earlier %s", key, json.dumps(value),
+                               source)
+        values.pop(key, None)  # the later value, in the later position
+        values[key] = value
+    return values
+
+
+def apply_settings(config: RecipeConfig, settings: Sequence[str]) -> RecipeConfig:
+    """``["epochs=3", "policy.widths=[32,64]"]`` -> a copy of ``config`` with those fields replaced
+    (:func:`parse_settings`: JSON values, each field once)."""
+    return apply_values(config, parse_settings(settings))

@@ -33,7 +33,7 @@ from robust_mix.distributed import DistContext, generator
 from robust_mix.train.batchnorm import synchronize_batchnorm
 from robust_mix.train.config import Schedule
 from robust_mix.train.precision import Precision
-from robust_mix.train.run_dir import RunDir, read_history
+from robust_mix.train.run_dir import RunDir, RunFileError, read_history
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,15 @@ class ProgressBar(Protocol):
 
 #: ``factory(description, total_steps, steps_already_done, images_per_step) -> ProgressBar``.
 ProgressFactory = Callable[[str, int, int, int], ProgressBar]
+
+
+class TrainingDivergedError(ValueError):
+    """A step's gradients were not finite (fp32, bf16): the run stops; its last checkpoint is kept."""
+
+
+def _gradient_norm(params: Sequence[torch.Tensor]) -> float:
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 @dataclass
@@ -213,14 +222,20 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
     start_epoch, start_step, best, history, tally = 0, 0, None, [], {}
     state = run.load_checkpoint()
     if state is not None:
-        task.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        try:
+            task.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise RunFileError(f"{run.checkpoint} does not fit this run's model or optimizer ({why}): it was written "
+                               "by another run; move it away to start this one over") from None
         start_epoch, start_step, best = int(state["epoch"]), int(state.get("step", 0)), state["best"]
         # checkpoints written before the history moved into them: the file holds it
         history = state.get("history") or [r for r in read_history(run.path) if r.get("epoch", 0) <= start_epoch]
+        run.write_history(history)  # the checkpoint's history is the record: a damaged history.jsonl is repaired
         tally = dict(state.get("tally", {})) if dist.is_main else {}  # rank 0 saved the all-reduced sums
         logger.info("resuming %s at epoch %d, step %d (best %s)", run.path, start_epoch + 1, start_step, best)
 
@@ -262,7 +277,17 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
                         sums[key] += float(value) * n
                 if schedule.grad_clip is not None:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, schedule.grad_clip)
+                    norm = float(torch.nn.utils.clip_grad_norm_(params, schedule.grad_clip))
+                else:
+                    norm = _gradient_norm(params) if not scaler.is_enabled() else 0.0
+                # fp16's scaler skips steps with inf/NaN gradients by design; otherwise the weights would turn NaN
+                # and every later epoch, the "best" weights included, be computed from them. Gradients are
+                # all-reduced, so every rank stops at the same step.
+                if not scaler.is_enabled() and not math.isfinite(norm):
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {epoch + 1}, step {step + 1}: the gradients are not finite "
+                        f"(loss {loss.item():.4g}); lower lr (now {schedule.lr:g}) or set grad_clip, in another "
+                        f"--out folder (they change the recipe); {run.path} keeps its last checkpoint")
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()

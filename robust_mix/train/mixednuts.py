@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 from typing import Any, Optional, Union
 
@@ -18,10 +19,10 @@ import torch
 from torch import nn
 
 from robust_mix.config import NutsConfig
-from robust_mix.data import dataset_tensors, num_classes, open_dataset
+from robust_mix.data import dataset_tensors, num_classes
 from robust_mix.distributed import DistContext
 from robust_mix.nuts import NonlinearLogitMap
-from robust_mix.train.checks import check_recipe
+from robust_mix.train.checks import check_recipe, recipe_split
 from robust_mix.train.config import MixedNutsRecipe
 from robust_mix.train.loop import RunOptions
 from robust_mix.train.pair import load_base, resolve_dataset
@@ -109,9 +110,15 @@ def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistCo
     run = RunDir(out, config, dist, outputs=(RESULT_FILE,))
     if not dist.is_main:
         return {}
-    val = open_dataset(resolve_dataset(config.dataset, config.robust), "val")
-    images, labels = dataset_tensors(val, config.val_images)
+    if run.same_recipe and (run.path / RESULT_FILE).is_file() and (run.path / "calibration.json").is_file():
+        # a finished calibration started again (calibration.json is written last)
+        logger.info("%s holds the calibration of this recipe: nothing to do", run.path / RESULT_FILE)
+        return json.loads((run.path / RESULT_FILE).read_text())
+    val = recipe_split(config, resolve_dataset(config.dataset, config.robust), "val", "val_images")
+    images, labels = dataset_tensors(val)
     robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")
+    if config.standard.strip():  # not calibrated, but the mix pairs it with the robust base: it must fit the data too
+        load_base(config.standard, dist, images[:1].to(dist.device), num_classes(val), "standard")
     run.start()
     try:
         clean_logits = _logits(robust, images, config.batch_size, dist.device)

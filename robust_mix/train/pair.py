@@ -7,6 +7,7 @@ raised before a run writes anything.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from robust_mix.distributed import DistContext
 from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.preprocess import InputAdapter
+from robust_mix.train.backbone import probe
 from robust_mix.train.config import AdaSmoothRecipe
 from robust_mix.validate import InvalidInputError
 
@@ -35,13 +37,8 @@ def resolve_dataset(dataset: str, robust: str) -> str:
 
 def check_base(model: nn.Module, adapter: nn.Module, sample: torch.Tensor, classes: int, role: str, ref: str) -> None:
     """A base must accept a data-set image ``(1, C, H, W)`` through its input adapter and return ``classes`` logits."""
-    with torch.no_grad():
-        try:
-            out = model(adapter(sample))
-        except RuntimeError as err:
-            raise ValueError(f"the {role} base {ref} does not accept the data set's {tuple(sample.shape[1:])} "
-                             f"images ({err}); give it an input adapter, e.g. --set {role}_input.input_size=[H,W]"
-                             ) from None
+    out = probe(model, sample, f"the {role} base {ref} does not accept the data set's {tuple(sample.shape[1:])} "
+                f"images; give it an input adapter, e.g. --set {role}_input.input_size=[H,W]", adapter)
     if out.ndim != 2 or out.shape[1] != classes:
         raise ValueError(f"the {role} base {ref} returns {tuple(out.shape[1:])} outputs per image but the data set "
                          f"has {classes} classes; both bases must classify the data set's label set")
@@ -100,7 +97,7 @@ def load_initial_policy(model: MixedClassifier, path: str) -> None:
         InvalidInputError: the file's tensors are not exactly this network's (names or shapes differ):
             it belongs to another ``policy`` layout or other bases.
     """
-    state = load_state_dict(path)
+    state = load_state_dict(Path(path).expanduser())  # '~/runs/...' reaches no shell from a --set value
     own = policy_state(model)
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
