@@ -230,7 +230,7 @@ class AutoAttack(pyautoattack.AutoAttack):
     def _setting(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """What a state's flags depend on besides the attacks' names: the model, the threat model, the version, the
         seed, every attack's budget and the examples (digests of the model and the examples), as JSON values."""
-        from robust_mix.benchmark import model_fingerprint  # the harness's digest of a model's tensors and constants
+        from robust_mix.fingerprint import model_fingerprint  # the harness's digest of a model's tensors and constants
 
         digest = hashlib.sha256(x.detach().cpu().contiguous().float().numpy().tobytes())
         digest.update(y.detach().cpu().numpy().tobytes())

@@ -20,7 +20,7 @@ class _CachedStandardization:
 
     standardized_weight: Optional[torch.Tensor]
     #: A cache of the weight, filled by the first forward pass: no part of what the layer computes
-    #: (:func:`robust_mix.benchmark.model_code_fingerprint` leaves it out).
+    #: (:func:`robust_mix.fingerprint.model_code_fingerprint` leaves it out).
     _volatile_state = ("standardized_weight", "_cache_key")
 
     def _frozen_inputs(self) -> list[torch.Tensor]:

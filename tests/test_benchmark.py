@@ -604,7 +604,7 @@ def test_reproduce_prints_reported_beside_measured_and_explains_missing_weights(
 def test_fingerprint_sees_constants_that_are_not_tensors():
     """A recalibrated alpha range or temperature must not resume a stale run."""
     from conftest import make_tiny
-    from robust_mix.benchmark import model_fingerprint
+    from robust_mix.fingerprint import model_fingerprint
 
     model = robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.5)
     model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
@@ -679,7 +679,7 @@ def test_model_code_fingerprint_is_the_same_in_every_process_and_after_a_forward
     (weight-standardised convolutions keep their standardised weight once computed), no fast-path twin classes."""
     from timm.layers import StdConv2d
 
-    from robust_mix.benchmark import model_code_fingerprint
+    from robust_mix.fingerprint import model_code_fingerprint
     from robust_mix.fastpath import original_layers
 
     def build() -> nn.Module:
@@ -712,7 +712,7 @@ def _source_of(function) -> str:
 
 def test_model_fingerprint_does_not_depend_on_the_thread_count():
     """A resume under another --threads must find the same model (a float32 sum changes with the threads)."""
-    from robust_mix.benchmark import model_fingerprint
+    from robust_mix.fingerprint import model_fingerprint
 
     torch.manual_seed(0)
     model = nn.Linear(2000, 2000)  # 4 M weights: their float32 sum differs in the 7th digit with 1 and 2 threads

@@ -96,9 +96,14 @@ def test_the_checker_sees_function_level_cycles(tmp_path):
     assert imported(source, set(modules()), own="robust_mix.m") == {"robust_mix.registry"}
 
 
-@pytest.mark.parametrize("leaf", ["robust_mix.version", "robust_mix.io"])
+@pytest.mark.parametrize("leaf", ["robust_mix.version", "robust_mix.validate"])
 def test_leaves_import_nothing_of_the_package(leaf):
     assert graph()[leaf] == set()
+
+
+def test_file_writing_sits_on_the_argument_checks_only():
+    """``robust_mix.io`` (atomic writes, pickle-free loading) checks its paths with ``validate`` and nothing else."""
+    assert graph()["robust_mix.io"] <= {"robust_mix.validate"}
 
 
 def test_the_registry_knows_configs_only():

@@ -23,7 +23,7 @@ from robust_mix.data import num_classes
 from robust_mix.distributed import DistContext
 from robust_mix.train.checks import check_recipe, recipe_split
 from robust_mix.train.config import BackboneRecipe
-from robust_mix.train.evaluation import pgd_correct, sum_over_shards
+from robust_mix.train.evaluation import pgd_correct, probe, sum_over_shards
 from robust_mix.train.loop import Batch, RunOptions, TrainTask, fit, plan_steps
 from robust_mix.train.run_dir import CHECKPOINT, RunDir
 from robust_mix.validate import InvalidInputError
@@ -61,22 +61,6 @@ def augment(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Te
     out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
     out[flip] = out[flip].flip(-1)
     return out
-
-
-def probe(model: nn.Module, x: torch.Tensor, refusal: str, adapter: Optional[nn.Module] = None) -> torch.Tensor:
-    """``model(adapter(x))`` without gradients, ``model`` in eval mode (restored afterwards): a model that does
-    not accept ``x`` (a shape error, or an assertion such as timm's fixed ``img_size``) is a ``ValueError``
-    starting with ``refusal``, followed by what the model said."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(adapter(x) if adapter is not None else x)
-    except (RuntimeError, AssertionError, ValueError, IndexError) as err:
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{refusal} ({why})") from None
-    finally:
-        model.train(was_training)
 
 
 def check_classes(model: nn.Module, dataset: Dataset, what: str) -> None:

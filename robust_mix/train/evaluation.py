@@ -1,4 +1,5 @@
-"""The measures recipes select and calibrate with: clean accuracy, PGD accuracy, the harness's AutoAttack.
+"""The measures recipes select and calibrate with: clean accuracy, PGD accuracy, the harness's AutoAttack; and
+:func:`probe`, one forward pass that names a model refusing the data set's images before any work.
 
 Tensor versions (``accuracy``, ``pgd_accuracy``, ``autoattack_accuracy``) take a few hundred
 or thousand images already in memory; :func:`sum_over_shards` streams a validation data set,
@@ -6,7 +7,7 @@ each rank its share, and all-reduces the sums, so every rank gets the same numbe
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -85,3 +86,19 @@ def sum_over_shards(dataset: Dataset, batch_sums: BatchSums, keys: Sequence[str]
         for key in keys:
             totals[key] += float(sums[key])
     return dist.all_reduce_sums(totals)
+
+
+def probe(model: nn.Module, x: torch.Tensor, refusal: str, adapter: Optional[nn.Module] = None) -> torch.Tensor:
+    """``model(adapter(x))`` without gradients, ``model`` in eval mode (restored afterwards): a model that does
+    not accept ``x`` (a shape error, or an assertion such as timm's fixed ``img_size``) is a ``ValueError``
+    starting with ``refusal``, followed by what the model said."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(adapter(x) if adapter is not None else x)
+    except (RuntimeError, AssertionError, ValueError, IndexError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{refusal} ({why})") from None
+    finally:
+        model.train(was_training)

@@ -19,7 +19,7 @@ from robust_mix.distributed import DistContext
 from robust_mix.io import load_state_dict
 from robust_mix.mixing import MixedClassifier, build_adaptive_policy
 from robust_mix.preprocess import InputAdapter
-from robust_mix.train.backbone import probe
+from robust_mix.train.evaluation import probe
 from robust_mix.train.config import AdaSmoothRecipe
 from robust_mix.validate import InvalidInputError
 
