@@ -1,8 +1,13 @@
 """MixedNUTS output maps (PAPER.md section 5)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
-from robust_mix.nuts import HardMaxMap, NonlinearLogitMap, standardize_topk
+from robust_mix.config import NutsConfig
+
+from robust_mix.nuts import HardMaxMap, NonlinearLogitMap, build_output_maps, standardize_topk
+from robust_mix.train.config import MixedNutsRecipe
+from robust_mix.validate import InvalidInputError
 
 
 def test_standardize_topk_uses_top_k_statistics():
@@ -31,3 +36,39 @@ def test_hardmax_is_exact_without_grad_and_smooth_with_grad():
     surrogate[:, 0].sum().backward()
     assert zg.grad.abs().sum() > 0
     torch.testing.assert_close(HardMaxMap()(z.clone().requires_grad_(True)).exp(), exact, atol=1e-4, rtol=0)
+
+
+def test_very_large_logits_are_standardised_not_flattened_to_uniform():
+    """The top-k variance of logits around 1e20 overflowed float32 to inf: every class became equally likely."""
+    z = torch.tensor([[2.0, 1.0, -3.0, 0.5]])
+    expected = standardize_topk(z, 250)
+    for size in (1e20, 1e30, 1e-30):
+        torch.testing.assert_close(standardize_topk(z * size, 250), expected if size > 1 else torch.zeros_like(z),
+                                   atol=1e-5, rtol=1e-5)
+    robust_map = NonlinearLogitMap(1.0, 1.0, 0.0)
+    torch.testing.assert_close(robust_map(z * 1e20), robust_map(z), atol=1e-5, rtol=1e-5)
+    assert torch.equal(standardize_topk(torch.zeros(1, 5), 250), torch.zeros(1, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_logits_give_the_float32_maps(dtype):
+    """float16 ties gave 0/0 (1e-8 is 0 in float16) and the surrogate's 1e6 multiple overflowed: NaN probabilities."""
+    z = torch.tensor([[3.0, 3.0, 3.0, 3.0], [1.0, 2.0, 3.0, -2.0], [200.0, -200.0, 0.0, 5.0]])
+    half = z.to(dtype)
+    robust_map = NonlinearLogitMap(5.0, 4.0, -1.1)
+    out = robust_map(half)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, robust_map(half.float()))
+    surrogate = HardMaxMap()(half.clone().requires_grad_(True))
+    assert not torch.isnan(surrogate).any() and torch.equal(surrogate.argmax(1)[1:], z.argmax(1)[1:])
+    assert torch.equal(HardMaxMap()(half).exp(), F.one_hot(half.argmax(1), 4).float())
+
+
+@pytest.mark.parametrize("make", [lambda: NonlinearLogitMap(5.0, 4.0, -1.1, ln_k=1), lambda: HardMaxMap(ln_k=1),
+                                  lambda: standardize_topk(torch.randn(2, 5), 1),
+                                  lambda: build_output_maps(NutsConfig(5.0, 4.0, -1.1, ln_k=1)),
+                                  lambda: MixedNutsRecipe(ln_k=1)])
+def test_ln_k_of_one_is_refused_not_turned_into_nan(make):
+    """k = 1 has no variance: every MixedNUTS probability was NaN."""
+    with pytest.raises(InvalidInputError, match="ln_k must be an integer >= 2"):
+        make()

@@ -52,7 +52,7 @@ RECIPE_RULES = {
     **dict.fromkeys(("epochs", "batch_size", "accumulation", "max_steps_per_epoch", "attack_steps",
                      "eval_attack_steps", "eval_subset", "train_subset", "val_subset", "iter_min", "iter_max",
                      "buffer_subset", "buffer_shard", "buffer_rounds", "calib_images", "calib_attack_steps",
-                     "val_images", "ln_k", "blocks"), positive_int),
+                     "val_images", "blocks"), positive_int),
     **dict.fromkeys(("lr", "attack_step_size", "grad_clip", "iter_df", "eps_lo", "eps_hi", "clean_weight"),
                     positive_float),
     **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "trades_beta"), non_negative_float),
