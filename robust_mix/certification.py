@@ -10,6 +10,7 @@ them for several mixing ratios on a batch of images and writes ``certify.json`` 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,9 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         sigma, n0, n, failure_prob, seed: the smoothing estimate (selection and estimation samples).
         lipschitz, norm: the Lipschitz form: a finite constant > 0, or ``None`` (the default) for the library's
             bound (Sequential robust bases).
-        radii: where certified accuracy is reported, finite and >= 0, sorted in the report (default 0 to 4
-            sigma in 8 steps).
+        radii: where certified accuracy is reported, finite and >= 0, sorted in the report. Default: 0 to
+            4 sigma in 8 steps for ``"smoothing"``; for ``"lipschitz"`` (whose radii, in ``norm``, have nothing to
+            do with ``sigma``), 0 to the largest radius certified (over every ratio) in 8 steps.
         alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``; default the model's own);
             1.0, the robust base alone, is always added.
         about: extra fields for the report (data set, split, overrides).
@@ -93,8 +95,11 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if lipschitz is not None:
         lipschitz = check_lipschitz(lipschitz)
-    sigma = positive_float("sigma", sigma)  # also the default radii's unit under method="lipschitz"
-    radii = check_radii(radii) if radii is not None else [sigma * i / 2 for i in range(9)]
+    sigma = positive_float("sigma", sigma)
+    if radii is not None:
+        radii = check_radii(radii)
+    elif method == "smoothing":
+        radii = [sigma * i / 2 for i in range(9)]
     start = time.time()
     check_probability_mixing(model)
     device = next(model.parameters()).device
@@ -132,10 +137,12 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         xlabel, title = f"{norm} radius", f"{name}: Lipschitz bound L = {lipschitz:.3g}"
 
     result = Certification(report={}, title=title, xlabel=xlabel)
+    certified_by = [(choice, resolve_alpha(model, images, choice)) for choice in choices]
+    certified_by = [(choice, a, *certify(a)) for choice, a in certified_by]
+    if radii is None:  # Lipschitz radii (l2 or linf, often far below sigma): a grid over the radii found
+        radii = default_radii(torch.cat([radius for *_, radius in certified_by]))
     curves = []
-    for choice in choices:
-        a = resolve_alpha(model, images, choice)
-        prediction, radius = certify(a)
+    for choice, a, prediction, radius in certified_by:
         ok = prediction == labels
         certified = radius > 0
         curves.append({
@@ -154,6 +161,17 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                      "curves": curves, "examples": {"labels": labels.tolist(), **examples},
                      "seconds": round(time.time() - start, 2), "robust_mix_version": __version__}
     return result
+
+
+def default_radii(radius: torch.Tensor, steps: int = 8) -> list[float]:
+    """``steps + 1`` radii from 0 to the largest of ``radius`` (rounded up to 2 significant digits), or ``[0.0]``
+    when nothing is certified: where to report certified accuracy when the caller names no radii."""
+    largest = radius.max().item() if radius.numel() else 0.0
+    if not largest > 0:
+        return [0.0]
+    unit = 10.0 ** (math.floor(math.log10(largest)) - 1)
+    top = math.ceil(largest / unit) * unit
+    return sorted({round(top * i / steps, 12) for i in range(steps + 1)})
 
 
 def _clean_accuracy(model: MixedClassifier, std_logits: torch.Tensor, rob_logits: torch.Tensor,

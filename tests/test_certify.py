@@ -484,3 +484,26 @@ def test_cli_prepares_imagenet_images_as_the_entry_states(tmp_path, scratch_regi
     assert json.loads((tmp_path / "given" / "certify.json").read_text())["preprocessing"] == "Res256Crop224"
     assert main(["certify", name, "--dataset", "fashion-mnist", "--preprocessing", "Res224", "--out",
                  str(tmp_path / "bad")]) != 0
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_lipschitz_default_radii_span_the_radii_certified_not_sigma(norm):
+    """The default radii were 0 to 4 sigma whatever the method: Lipschitz radii (an linf one especially) lie far
+    below, so every curve read 0 beyond r = 0 although points were certified."""
+    from robust_mix.certification import certify_model
+
+    torch.manual_seed(0)
+    robust = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 4))
+    model = MixedClassifier(nn.Sequential(nn.Flatten(), nn.Linear(36, 4)), robust, alpha=0.8, rob_scale=5.0)
+    x = torch.rand(20, 1, 6, 6)
+    labels = model.robust(x).argmax(dim=1)
+    report = certify_model(model, x, labels, method="lipschitz", norm=norm, progress=False).report
+    largest = max(max(report["examples"][f"radius@{c['alpha']}"]) for c in report["curves"])
+    assert largest > 0
+    radii = report["radii"]
+    assert radii[0] == 0 and len(radii) == 9 and largest <= radii[-1] <= 1.1 * largest
+    robust_base = report["curves"][-1]["certified_accuracy"]
+    assert sum(a > 0 for a in robust_base[1:]) >= 4  # the curve is drawn, not a wall at r = 0
+    # the given radii are kept; smoothing keeps its sigma grid
+    assert certify_model(model, x, labels, method="lipschitz", norm=norm, radii=[0, 0.5],
+                         progress=False).report["radii"] == [0.0, 0.5]

@@ -40,7 +40,8 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
                         "default: the library's bound for Sequential robust bases")
     p.add_argument("--norm", choices=("l2", "linf"), default="l2", help="norm for --method lipschitz")
     p.add_argument("--radii", type=NON_NEGATIVE_FLOAT, nargs="+", default=None,
-                   help="radii to report certified accuracy at (default 0 to 4 sigma in 8 steps)")
+                   help="radii to report certified accuracy at (default: 0 to 4 sigma in 8 steps for smoothing; "
+                        "0 to the largest certified radius in 8 steps for --method lipschitz)")
     p.add_argument("--alphas", type=_ALPHA, nargs="+", default=None,
                    help="mixing ratios to certify: numbers, 'applied' (the model's own per-example "
                         "ratio) or 'lower' (its guaranteed minimum); 1.0 (robust base alone) is always added")
