@@ -226,7 +226,8 @@ def setting_label(points: Sequence[SweepPoint]) -> str:
 
 
 def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:
-    """A PNG of robust vs clean accuracy (percent) along the sweep; base models (alpha 0 and 1) marked.
+    """A PNG of robust vs clean accuracy (percent) along the sweep, joined by increasing alpha; base models (alpha
+    0 and 1) marked.
 
     The title states ``title`` (default: "accuracy-robustness trade-off"), the data set, threat model and eps
     (:func:`setting_label`) and the attack, so that the saved image says what it shows."""
@@ -235,7 +236,8 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fixed = [p for p in points if p.alpha != POLICY]
+    # the line runs along the ratio, whatever order the points come in (sweep keeps the caller's order)
+    fixed = sorted((p for p in points if p.alpha != POLICY), key=lambda p: float(p.alpha))
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     ax.plot([100 * p.clean_accuracy for p in fixed], [100 * p.robust_accuracy for p in fixed], "o-",
             color="tab:blue", label="fixed alpha")

@@ -192,3 +192,17 @@ def test_ratios_that_differ_are_never_labelled_alike(tmp_path, capsys, monkeypat
     assert alpha_label(0.1) == "alpha = 0.1" and alpha_label(0.10000000001) == "alpha = 0.10000000001"
     with pytest.raises(ValueError, match=r"sweep alphas repeat \['0.30000000000000004'\]"):
         sweep(adaptive_model(), [0.1 + 0.2, 0.3, 0.1 + 0.2])
+
+
+def test_the_plotted_line_follows_alpha_whatever_order_the_points_come_in(tmp_path, monkeypatch):
+    """sweep keeps the order of the ratios it is given: [1, 0, 0.5] drew a zigzag 1 -> 0 -> 0.5 instead of the
+    trade-off curve 0 -> 0.5 -> 1."""
+    from matplotlib.axes import Axes
+
+    lines, plot = [], Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **kw: (lines.append(a[:2]), plot(self, *a, **kw))[1])
+    points = [SweepPoint(a, 0.9 - a / 4, a / 2, "standard", 10, 1.0, "AutoAttack") for a in (1.0, 0.0, 0.5)]
+    points.append(SweepPoint(POLICY, 0.85, 0.3, "standard", 10, 1.0, "AutoAttack"))
+    plot_sweep(points, tmp_path / "a.png")
+    clean, robust = lines[0]
+    assert clean == [90.0, 77.5, 65.0] and robust == [0.0, 25.0, 50.0]
