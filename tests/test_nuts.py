@@ -1,4 +1,6 @@
-"""MixedNUTS output maps (PAPER.md section 5)."""
+"""MixedNUTS output maps and their calibration (PAPER.md section 5)."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +9,7 @@ from robust_mix.config import NutsConfig
 
 from robust_mix.nuts import HardMaxMap, NonlinearLogitMap, build_output_maps, standardize_topk
 from robust_mix.train.config import MixedNutsRecipe
+from robust_mix.train.mixednuts import calibrate_nuts
 from robust_mix.validate import InvalidInputError
 
 
@@ -72,3 +75,31 @@ def test_ln_k_of_one_is_refused_not_turned_into_nan(make):
     """k = 1 has no variance: every MixedNUTS probability was NaN."""
     with pytest.raises(InvalidInputError, match="ln_k must be an integer >= 2"):
         make()
+
+
+GRID = SimpleNamespace(scales=[0.5, 2.0], powers=[1.0, 2.0], biases=[-1.0, 0.0], beta=98.5, ln_k=250)
+
+
+def test_calibration_does_not_count_tied_logits_as_correct():
+    """A robust base with constant logits was 'correct' on class 0 (argmax picks the first tie): q = 0, a = 1."""
+    labels = torch.zeros(6, dtype=torch.long)
+    with pytest.raises(ValueError, match="no attacked validation input is classified correctly.*a tie"):
+        calibrate_nuts(torch.zeros(6, 4), labels, torch.zeros(6, 4), labels, GRID)
+    # a tie among the clean inputs is a mistake the robust base makes, so it counts in the objective
+    adv = torch.tensor([[4.0, 1.0, 0.0, 0.0]] * 5 + [[0.5, 0.0, 0.0, 0.0]])
+    clean = torch.cat([torch.zeros(3, 4), torch.tensor([[3.0, 0.0, 0.0, 0.0]] * 3)])
+    _, _, table = calibrate_nuts(clean, labels, adv, labels, GRID)
+    assert table["clean_error"] == 0.5
+
+
+def test_calibration_names_non_finite_logits_not_the_grid():
+    """NaN logits of the robust base were reported as 'every (s, p, c) of the grid gave non-finite margins;
+    narrow the grid', sending the user to the wrong knob."""
+    labels = torch.zeros(4, dtype=torch.long)
+    good = torch.tensor([[5.0, 0.0, 0.0]] * 4)
+    bad = good.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite logits on 1 clean validation input\(s\) \(rows \[2\]\)"):
+        calibrate_nuts(bad, labels, good, labels, GRID)
+    with pytest.raises(ValueError, match=r"on 1 attacked validation input"):
+        calibrate_nuts(good, labels, bad, labels, GRID)
