@@ -83,8 +83,9 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         radii: where certified accuracy is reported, finite and >= 0, sorted in the report. Default: 0 to
             4 sigma in 8 steps for ``"smoothing"``; for ``"lipschitz"`` (whose radii, in ``norm``, have nothing to
             do with ``sigma``), 0 to the largest radius certified (over every ratio) in 8 steps.
-        alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``; default the model's own);
-            1.0, the robust base alone, is always added.
+        alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``, ``(N,)`` tensors of per-example ratios;
+            default the model's own); 1.0, the robust base alone, is always added. Per-example radii are written
+            under ``radius@<alpha>`` (``radius@given``, ``radius@given#2``... for tensors).
         about: extra fields for the report (data set, split, overrides).
 
     Raises:
@@ -142,11 +143,16 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     if radii is None:  # Lipschitz radii (l2 or linf, often far below sigma): a grid over the radii found
         radii = default_radii(torch.cat([radius for *_, radius in certified_by]))
     curves = []
+    given = 0  # per-example ratios are numbered from the second on: one key or label each, none overwritten
     for choice, a, prediction, radius in certified_by:
         ok = prediction == labels
         certified = radius > 0
+        key, label = choice, alpha_label(choice)
+        if isinstance(choice, torch.Tensor):
+            given += 1
+            key, label = ("given", label) if given == 1 else (f"given#{given}", f"{label} #{given}")
         curves.append({
-            "alpha": choice.tolist() if isinstance(choice, torch.Tensor) else choice, "label": alpha_label(choice),
+            "alpha": choice.tolist() if isinstance(choice, torch.Tensor) else choice, "label": label,
             "alpha_mean": a.mean().item(),
             "certified_accuracy": [round(v, 6) for v in certified_accuracy(radius, ok, radii).tolist()],
             "abstain_rate": (~certified).double().mean().item(),
@@ -154,7 +160,7 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                                                 if (certified & ok).any() else 0.0),
             "mixed_clean_accuracy": _clean_accuracy(model, std_logits, rob_logits, a, labels),
         })
-        examples[f"radius@{'given' if isinstance(choice, torch.Tensor) else choice}"] = [round(v, 6) for v in radius.tolist()]
+        examples[f"radius@{key}"] = [round(v, 6) for v in radius.tolist()]
         result.radii.append(radius.cpu())
         result.correct.append(ok.cpu())
     result.report = {"model": name, **(about or {}), "n_examples": len(labels), **settings, "radii": radii,

@@ -507,3 +507,22 @@ def test_lipschitz_default_radii_span_the_radii_certified_not_sigma(norm):
     # the given radii are kept; smoothing keeps its sigma grid
     assert certify_model(model, x, labels, method="lipschitz", norm=norm, radii=[0, 0.5],
                          progress=False).report["radii"] == [0.0, 0.5]
+
+
+def test_several_per_example_ratios_keep_their_own_radii_and_labels(images):
+    """Two (N,) tensors of ratios were both written under examples['radius@given'] (the first one's radii lost)
+    and both labelled 'alpha = given per example' in the table and the plot."""
+    from robust_mix.certification import certify_model
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.6)
+    labels = torch.arange(len(images)) % 10
+    low, high = torch.full((len(images),), 0.7), torch.full((len(images),), 0.95)
+    report = certify_model(model, images, labels, sigma=0.25, n0=5, n=20, progress=False, radii=[0.0],
+                           alphas=[low, high]).report
+    labels_written = [c["label"] for c in report["curves"]]
+    assert len(set(labels_written)) == 3
+    ex = report["examples"]
+    alone = certify_model(model, images, labels, sigma=0.25, n0=5, n=20, progress=False, radii=[0.0],
+                          alphas=[low]).report["examples"]
+    assert ex["radius@given"] == alone["radius@given"]
+    assert ex["radius@given#2"] != ex["radius@given"] and max(ex["radius@given#2"]) > 0
