@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_mix.config import NutsConfig
-from robust_mix.validate import check_ln_k
+from robust_mix.validate import check_ln_k, check_real, positive_float
 
 
 def _working(logits: torch.Tensor) -> torch.Tensor:
@@ -42,11 +42,14 @@ def standardize_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class NonlinearLogitMap(nn.Module):
-    """The robust base's map ``log_softmax(s * sign(u) * |u|^p)``, ``u = GELU(LN_k(z) + c)``."""
+    """The robust base's map ``log_softmax(s * sign(u) * |u|^p)``, ``u = GELU(LN_k(z) + c)``; ``s > 0``, ``p > 0``,
+    ``c`` finite, ``k >= 2``."""
 
     def __init__(self, scale: float, power: float, bias: float, ln_k: int = 250) -> None:
         super().__init__()
-        self.scale, self.power, self.bias, self.ln_k = float(scale), float(power), float(bias), check_ln_k("ln_k", ln_k)
+        # s <= 0 reverses or erases the robust base's ranking, p <= 0 flattens it: refused, not mapped
+        self.scale, self.power = positive_float("scale", scale), positive_float("power", power)
+        self.bias, self.ln_k = check_real("bias", bias), check_ln_k("ln_k", ln_k)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` logits -> ``(B, K)`` log-probabilities (at least float32)."""

@@ -103,3 +103,26 @@ def test_calibration_names_non_finite_logits_not_the_grid():
         calibrate_nuts(bad, labels, good, labels, GRID)
     with pytest.raises(ValueError, match=r"on 1 attacked validation input"):
         calibrate_nuts(good, labels, bad, labels, GRID)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: NonlinearLogitMap(-5.0, 4.0, -1.1), "scale must be a finite number > 0"),
+    (lambda: NonlinearLogitMap(5.0, 0.0, -1.1), "power must be a finite number > 0"),
+    (lambda: NonlinearLogitMap(5.0, 4.0, float("nan")), "bias must be a finite number"),
+    (lambda: build_output_maps(NutsConfig(5.0, -1.0, -1.1)), "power must be a finite number > 0"),
+    (lambda: MixedNutsRecipe(scales=[0.5, -0.5]), "scales must be a finite number > 0"),
+    (lambda: MixedNutsRecipe(powers=[0.0]), "powers must be a finite number > 0"),
+    (lambda: MixedNutsRecipe(biases=[float("inf")]), "biases must be a finite number"),
+])
+def test_a_map_that_reverses_or_flattens_the_robust_ranking_is_refused(make, match):
+    """s < 0 turned the robust base's most likely class into its least likely one, silently; p = 0 made every
+    class with u > 0 equally likely; a NaN bias gave NaN probabilities."""
+    with pytest.raises(InvalidInputError, match=match):
+        make()
+
+
+def test_a_model_config_with_a_negative_nuts_scale_is_refused():
+    from robust_mix.config import ModelConfig
+
+    with pytest.raises(InvalidInputError, match="scale must be a finite number > 0"):
+        ModelConfig(name="x", standard="a", robust="b", alpha=0.9, nuts=NutsConfig(-0.6, 3.5, -2.1)).validate()

@@ -22,7 +22,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction,
-                                 check_input_file, check_int, non_negative_float, positive_float, positive_int)
+                                 check_input_file, check_int, check_real, non_negative_float, positive_float,
+                                 positive_int)
 
 PathLike = Union[str, Path]
 
@@ -58,6 +59,9 @@ RECIPE_RULES = {
     **dict.fromkeys(("weight_decay", "warmup_epochs", "c_bce", "c_ce", "c_prod", "trades_beta"), non_negative_float),
     **dict.fromkeys(("w_max", "calib_keep", "ratio_bn_momentum"), check_fraction),
     "calib_alpha_lo": _floats(check_fraction), "calib_gamma_scale": _floats(positive_float),
+    # MixedNUTS' grid: s > 0 and p > 0 (a negative s reversed the robust base's ranking, p <= 0 erased it)
+    "scales": _floats(positive_float), "powers": _floats(positive_float),
+    "biases": _floats(lambda name, value: check_real(name, value)),
     "seed": lambda name, value: check_int(name, value, minimum=0),
     "augment_shift": lambda name, value: check_int(name, value, minimum=0),
     "n_targets": lambda name, value: _target_count(name, value),
