@@ -24,8 +24,8 @@ from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz
 from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import (check_alpha, check_images, check_labels, check_radii, check_writable_dir,
-                                 positive_float)
+from robust_mix.validate import (check_alpha, check_finite_outputs, check_images, check_labels, check_radii,
+                                 check_writable_dir, positive_float)
 from robust_mix.version import __version__
 
 METHODS = ("smoothing", "lipschitz")
@@ -127,6 +127,7 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     else:
         if lipschitz is None:
             lipschitz = robust_probs_lipschitz(model, images.shape[1:], norm)
+        check_finite_outputs(rob_logits, "the robust base", range(len(images)))
         probs = F.softmax(rob_logits.float() * model.rob_scale, dim=1)
         settings.update(norm=norm, lipschitz=lipschitz)
 

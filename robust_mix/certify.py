@@ -145,6 +145,7 @@ def lipschitz_radius(robust_probs: torch.Tensor, labels: Optional[torch.Tensor],
     Returns:
         ``(B,)`` float64 radii in the norm of ``L``, 0 where nothing is certified.
     """
+    _check_probabilities("robust_probs", robust_probs)
     mu = margin(robust_probs.double(), labels)
     a = _as_batch(alpha, len(mu), mu, "alpha")
     lip = _as_batch(check_lipschitz(lipschitz), len(mu), mu, "lipschitz")
@@ -152,6 +153,17 @@ def lipschitz_radius(robust_probs: torch.Tensor, labels: Optional[torch.Tensor],
     certified = (a >= 0.5) & (a * mu >= 1 - a)
     radius = (a * mu + a - 1) / (2 * a.clamp_min(1e-12) * lip)
     return torch.where(certified, radius.clamp_min(0.0), torch.zeros_like(radius))
+
+
+def _check_probabilities(name: str, values: torch.Tensor) -> None:
+    """Refuse NaN, infinite or out-of-range probabilities (a NaN margin or bound compared false everywhere, and
+    the example silently 'abstained' instead of the model's fault being named)."""
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        rows = (bad.reshape(len(values), -1).any(dim=1) if values.ndim > 1 else bad).nonzero().flatten().tolist()
+        more = " ..." if len(rows) > 8 else ""
+        raise InvalidInputError(f"{name} must be probabilities in [0, 1]; rows {rows[:8]}{more} hold NaN, infinite "
+                                "or out-of-range values (a model that returned NaN logits?)")
 
 
 def _normal_icdf(p: torch.Tensor) -> torch.Tensor:
@@ -180,8 +192,8 @@ def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
     p_b = 1 - p_a if p_runner_up_upper is None else torch.as_tensor(p_runner_up_upper).double().reshape(-1).to(p_a.device)
     if p_b.shape != p_a.shape:
         raise ValueError(f"p_runner_up_upper must have shape {tuple(p_a.shape)}, got {tuple(p_b.shape)}")
-    if ((p_a < 0) | (p_a > 1) | (p_b < 0) | (p_b > 1)).any():
-        raise ValueError("probability bounds must lie in [0, 1]")
+    _check_probabilities("p_top_lower", p_a)
+    _check_probabilities("p_runner_up_upper", p_b)
     a = _as_batch(alpha, len(p_a), p_a, "alpha")
     _check_alpha_values(a)
     top, runner_up = a * p_a, a * p_b + 1 - a
@@ -535,6 +547,7 @@ def robust_probabilities(model: MixedClassifier, x: torch.Tensor) -> torch.Tenso
     """``(B, K)`` robust part ``softmax(s_h * h(x))`` of the mixture for raw images ``x``."""
     with torch.no_grad():
         logits = model.robust(model.robust_input(x))
+    check_finite_outputs(logits, "the robust base", range(len(x)))
     return F.softmax(logits.float() * model.rob_scale, dim=1)
 
 

@@ -526,3 +526,38 @@ def test_several_per_example_ratios_keep_their_own_radii_and_labels(images):
                           alphas=[low]).report["examples"]
     assert ex["radius@given"] == alone["radius@given"]
     assert ex["radius@given#2"] != ex["radius@given"] and max(ex["radius@given#2"]) > 0
+
+
+def test_nan_probabilities_are_refused_not_read_as_abstentions():
+    """A NaN margin or probability bound compared false everywhere: the example 'abstained' (radius 0) and the
+    certified accuracy dropped without a word about the model's NaN."""
+    with pytest.raises(ValueError, match=r"robust_probs must be probabilities in \[0, 1\]; rows \[1\]"):
+        lipschitz_radius(torch.tensor([[0.7, 0.3], [float("nan"), 0.5]]), None, 0.9, 1.0)
+    with pytest.raises(ValueError, match=r"p_top_lower must be probabilities in \[0, 1\]; rows \[0\]"):
+        smoothing_radius(torch.tensor([float("nan"), 0.9]), 0.9, 0.25)
+    with pytest.raises(ValueError, match="p_runner_up_upper must be probabilities"):
+        smoothing_radius(torch.tensor([0.9]), 0.9, 0.25, p_runner_up_upper=torch.tensor([1.5]))
+
+
+class _NanOnSome(nn.Module):
+    """Logits of a linear model, NaN for images whose first pixel is above 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return torch.where(x.flatten(1)[:, :1] > 0.5, torch.full_like(out, float("nan")), out)
+
+
+def test_a_robust_base_returning_nan_is_named_by_the_lipschitz_certificates():
+    from robust_mix.certification import certify_model
+
+    model = MixedClassifier(nn.Sequential(nn.Flatten(), nn.Linear(36, 4)), _NanOnSome(), alpha=0.9).eval()
+    x = torch.rand(6, 1, 6, 6)
+    x[:, 0, 0, 0] = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.95, 0.4])
+    with pytest.raises(ValueError, match=r"the robust base returned NaN or inf scores for examples \[1, 4\]"):
+        certify_lipschitz(model, x, lipschitz=1.0)
+    with pytest.raises(ValueError, match=r"the robust base returned NaN or inf scores for examples \[1, 4\]"):
+        certify_model(model, x, torch.zeros(6, dtype=torch.long), method="lipschitz", lipschitz=1.0, progress=False)
