@@ -9,7 +9,9 @@ them for several mixing ratios on a batch of images and writes ``certify.json`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,14 +21,17 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz, check_probability_mixing,
-                                estimate_smoothed, lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
+from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accuracy, check_lipschitz,
+                                check_probability_mixing, estimate_smoothed, lipschitz_radius, margin, resolve_alpha,
+                                robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import (check_alpha, check_finite_outputs, check_images, check_labels, check_radii,
-                                 check_writable_dir, positive_float)
+from robust_mix.validate import (InvalidInputError, check_alpha, check_finite_outputs, check_images, check_labels,
+                                 check_radii, check_writable_dir, positive_float)
 from robust_mix.version import __version__
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("smoothing", "lipschitz")
 
@@ -72,7 +77,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                   failure_prob: float = 0.001, lipschitz: Optional[float] = None, norm: str = "l2",
                   radii: Optional[Sequence[float]] = None, alphas: Optional[Sequence[AlphaChoice]] = None,
                   batch_size: int = 1000, seed: int = 0, progress: bool = True,
-                  about: Optional[dict[str, Any]] = None) -> Certification:
+                  about: Optional[dict[str, Any]] = None,
+                  state_dir: Union[str, Path, None] = None) -> Certification:
     """Certified accuracy against radius of ``model`` on ``images`` ``(N, C, H, W)`` / ``labels`` ``(N,)``.
 
     Args:
@@ -87,10 +93,14 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
             default the model's own); 1.0, the robust base alone, is always added. Per-example radii are written
             under ``radius@<alpha>`` (``radius@given``, ``radius@given#2``... for tensors).
         about: extra fields for the report (data set, split, overrides).
+        state_dir: a folder where the smoothing samples drawn so far are saved (atomically, after each group
+            of examples); a rerun with the same model, images and settings resumes there and gives the same
+            report as an uninterrupted run. ``None``: nothing is saved.
 
     Raises:
         ValueError: a model the certificates do not cover, images off its input contract, bad labels, a
-            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound).
+            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound),
+            or a ``state_dir`` holding the samples of another model, other images or other settings.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -115,10 +125,14 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
 
     settings: dict[str, Any] = {"method": method}
     if method == "smoothing":
+        state = None if state_dir is None else _SamplingState(
+            check_writable_dir(state_dir, "state folder"), model, images,
+            dict(sigma=sigma, n0=n0, n=n, batch_size=batch_size, seed=seed, num_classes=rob_logits.shape[1]))
         estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), images, sigma=sigma,
                                      num_classes=rob_logits.shape[1], n0=n0, n=n, failure_prob=failure_prob,
                                      batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
-                                     progress=progress)
+                                     progress=progress, resume=state.load() if state else None,
+                                     on_progress=state.save if state else None)
         settings.update(norm="l2", sigma=sigma, n0=n0, n=n, failure_prob=failure_prob, seed=seed)
         certify = lambda a: (estimate.prediction(a), estimate.radius(a))  # noqa: E731
         examples = {"top_class": estimate.top_class.tolist(), "top_count": estimate.top_count.tolist(),
@@ -168,6 +182,61 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                      "curves": curves, "examples": {"labels": labels.tolist(), **examples},
                      "seconds": round(time.time() - start, 2), "robust_mix_version": __version__}
     return result
+
+
+class _SamplingState:
+    """``<state_dir>/smoothing_state.safetensors``: a :class:`SmoothingProgress` and what it was drawn for."""
+
+    FILE = "smoothing_state.safetensors"
+    #: Least seconds between two saves (the last one is always written): a save per forward pass would rewrite
+    #: the counts of every example (ImageNet: 8 MB) after each batch of noisy images.
+    every_s = 20.0
+
+    def __init__(self, folder: Path, model: MixedClassifier, images: torch.Tensor, settings: dict[str, Any]) -> None:
+        from robust_mix.benchmark import model_fingerprint
+
+        self.path, self.saved_at = folder / self.FILE, float("-inf")
+        digest = hashlib.sha256(images.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+        self.fingerprint = {**{k: str(v) for k, v in settings.items()}, "n_examples": str(len(images)),
+                            "images": digest, "model": model_fingerprint(model)}
+
+    def load(self) -> Optional[SmoothingProgress]:
+        if not self.path.is_file():
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise InvalidInputError(f"{self.path} cannot be read ({err}); delete it to start over") from None
+        saved = {k: v for k, v in meta.items() if k not in ("phase", "next_start", "done")}
+        if saved != self.fingerprint:
+            differ = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
+            raise InvalidInputError(f"{self.path.parent} holds the samples of another certification (differs in "
+                                    f"{differ}); rerun with the same model, images and settings to resume, or give "
+                                    "another state folder (state_dir=..., or another --out)")
+        logger.info("resuming the smoothing samples from %s (%s, example %s)", self.path, meta["phase"],
+                    meta["next_start"])
+        return SmoothingProgress(meta["phase"], int(meta["next_start"]), int(meta["done"]), tensors["counts"],
+                                 tensors.get("selection"), tensors["generator_state"])
+
+    def save(self, progress: SmoothingProgress) -> None:
+        from safetensors.torch import save
+
+        tensors = {"counts": progress.counts.cpu().contiguous(), "generator_state": progress.generator_state.cpu()}
+        if progress.selection is not None:
+            tensors["selection"] = progress.selection.cpu().contiguous()
+        now = time.monotonic()
+        finished = progress.phase == "estimation" and progress.next_start == len(progress.counts)
+        if now - self.saved_at < self.every_s and not finished:
+            return
+        self.saved_at = now
+        meta = {**self.fingerprint, "phase": progress.phase, "next_start": str(progress.next_start),
+                "done": str(progress.done)}
+        atomic_write_bytes(self.path, save(tensors, metadata=meta))
 
 
 def default_radii(radius: torch.Tensor, steps: int = 8) -> list[float]:

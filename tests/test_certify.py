@@ -561,3 +561,48 @@ def test_a_robust_base_returning_nan_is_named_by_the_lipschitz_certificates():
         certify_lipschitz(model, x, lipschitz=1.0)
     with pytest.raises(ValueError, match=r"the robust base returned NaN or inf scores for examples \[1, 4\]"):
         certify_model(model, x, torch.zeros(6, dtype=torch.long), method="lipschitz", lipschitz=1.0, progress=False)
+
+
+def test_an_interrupted_smoothing_certification_resumes_to_the_same_report(images, tmp_path, monkeypatch):
+    """certify kept no partial state: Ctrl-C after hours of sampling lost every sample drawn."""
+    from robust_mix.certification import _SamplingState, certify_model
+
+    monkeypatch.setattr(_SamplingState, "every_s", 0.0)  # save after every forward pass
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.8)
+    x, labels = images[:5], torch.arange(5)
+    kwargs = dict(sigma=0.25, n0=4, n=12, batch_size=8, progress=False, radii=[0.0, 0.1])
+    full = certify_model(model, x, labels, **kwargs).report
+    forward, calls = model.robust.forward, []
+
+    def interrupted(z):
+        calls.append(len(z))
+        if len(calls) == 12:  # the base logits, the 4 selection passes, 6 of the 12 estimation passes
+            raise KeyboardInterrupt
+        return forward(z)
+
+    monkeypatch.setattr(model.robust, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        certify_model(model, x, labels, state_dir=tmp_path / "state", **kwargs)
+    calls.clear()
+    monkeypatch.setattr(model.robust, "forward", lambda z: (calls.append(len(z)), forward(z))[1])
+    again = certify_model(model, x, labels, state_dir=tmp_path / "state", **kwargs).report
+    assert len(calls) == 1 + 6  # the base logits, then only the estimation passes not drawn before
+    assert again["examples"] == full["examples"] and again["curves"] == full["curves"]
+    # the state is for these settings only
+    with pytest.raises(ValueError, match=r"holds the samples of another certification \(differs in \['n'\]\)"):
+        certify_model(model, x, labels, state_dir=tmp_path / "state", **{**kwargs, "n": 13})
+    with pytest.raises(ValueError, match=r"differs in \['images'\]"):
+        certify_model(model, images[1:6], labels, state_dir=tmp_path / "state", **kwargs)
+
+
+def test_cli_certify_says_how_to_resume(tiny_timm_model, tmp_path, capsys, monkeypatch):
+    from robust_mix import certification
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(certification, "estimate_smoothed", interrupt)
+    code = main(["certify", tiny_timm_model, "--n", "4", "--n0", "2", "--n-examples", "2", "--no-progress",
+                 "--out", str(tmp_path / "out")])
+    assert code != 0
+    assert f"saved under {tmp_path / 'out'}/state" in capsys.readouterr().err

@@ -57,6 +57,9 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=1000, help="noisy images per forward pass")
     p.add_argument("--seed", type=INT, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the sampling progress bars")
+    p.add_argument("--state-dir", type=PATH, default=None,
+                   help="folder for the smoothing samples drawn so far, to resume an interrupted run "
+                        "(default: <out>/state)")
 
 
 def _certify_run(args: argparse.Namespace) -> dict:
@@ -77,13 +80,15 @@ def _certify_run(args: argparse.Namespace) -> dict:
     result = certify_model(model, images, labels, name=args.name, method=args.method, sigma=args.sigma, n0=args.n0,
                            n=args.n, failure_prob=args.failure_prob, lipschitz=args.lipschitz, norm=args.norm,
                            radii=args.radii, alphas=args.alphas, batch_size=args.batch_size, seed=args.seed,
-                           progress=not args.no_progress, about=about)
+                           progress=not args.no_progress, about=about,
+                           state_dir=args.state_dir or out / "state")
     write_certification(out, result)
     return result.report
 
 
 @command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args,
-         resume="certify keeps no partial state; rerun the same command to start over", computes=True)
+         resume="the smoothing samples drawn so far are saved under {out}/state (or --state-dir); rerun the same "
+                "command to resume", computes=True)
 def _certify(args: argparse.Namespace) -> int:
     report = _certify_run(args)
     headers = ["alpha", "clean %", "abstain %"] + [f"r={r:g}" for r in report["radii"]]
