@@ -273,7 +273,8 @@ class SmoothingProgress:
         phase: ``"selection"`` (the ``n0`` samples) or ``"estimation"`` (the ``n`` samples).
         next_start: the first example of ``phase`` not fully sampled.
         done: how many of its samples the group starting at ``next_start`` has drawn.
-        counts: ``(B, K)`` counts of ``phase`` so far.
+        counts: ``(B, K)`` counts of ``phase`` so far (the sampler's own tensor, updated in place as sampling goes
+            on: save or copy it in the callback).
         selection: ``(B, K)`` selection counts once that phase is over, else ``None``.
         generator_state: the noise generator's state after the last sampled example.
     """
