@@ -125,6 +125,12 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
 
     settings: dict[str, Any] = {"method": method}
     if method == "smoothing":
+        best = failure_prob ** (1 / n)  # the Clopper-Pearson lower bound when all n samples agree
+        if best <= 0.5:
+            needed = math.floor(math.log(failure_prob) / math.log(0.5)) + 1
+            logger.warning("with n = %d samples and failure_prob = %g, the lower bound on the top class's probability "
+                           "is at most %.3g <= 1/2: no example can be certified at any ratio (every one abstains); "
+                           "use n >= %d", n, failure_prob, best, needed)
         state = None if state_dir is None else _SamplingState(
             check_writable_dir(state_dir, "state folder"), model, images,
             dict(sigma=sigma, n0=n0, n=n, batch_size=batch_size, seed=seed, num_classes=rob_logits.shape[1]))

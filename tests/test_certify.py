@@ -606,3 +606,22 @@ def test_cli_certify_says_how_to_resume(tiny_timm_model, tmp_path, capsys, monke
                  "--out", str(tmp_path / "out")])
     assert code != 0
     assert f"saved under {tmp_path / 'out'}/state" in capsys.readouterr().err
+
+
+def test_too_few_samples_to_certify_anything_is_said(images, caplog):
+    """n = 5 at failure_prob 0.001 bounds every top-class probability below 1/2: the report was all zeros and
+    every example abstained, with nothing saying that no sample count this small could do better."""
+    import logging
+
+    from robust_mix.certification import certify_model
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.8)
+    labels = torch.arange(len(images)) % 10
+    with caplog.at_level(logging.WARNING, logger="robust_mix.certification"):
+        report = certify_model(model, images, labels, sigma=0.25, n0=2, n=5, progress=False, radii=[0.0]).report
+    assert all(c["abstain_rate"] == 1.0 for c in report["curves"])
+    assert "no example can be certified at any ratio" in caplog.text and "use n >= 10" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robust_mix.certification"):
+        certify_model(model, images, labels, sigma=0.25, n0=2, n=10, progress=False, radii=[0.0])
+    assert "no example can be certified" not in caplog.text
