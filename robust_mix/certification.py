@@ -9,7 +9,10 @@ them for several mixing ratios on a batch of images and writes ``certify.json`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +21,17 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from robust_mix.certify import (AlphaChoice, certified_accuracy, check_lipschitz, check_probability_mixing,
-                                estimate_smoothed, lipschitz_radius, margin, resolve_alpha, robust_probs_lipschitz)
+from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accuracy, check_lipschitz,
+                                check_probability_mixing, estimate_smoothed, lipschitz_radius, margin, resolve_alpha,
+                                robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import (check_alpha, check_images, check_labels, check_radii, check_writable_dir,
-                                 positive_float)
+from robust_mix.validate import (InvalidInputError, check_alpha, check_finite_outputs, check_images, check_labels,
+                                 check_radii, check_writable_dir, positive_float)
 from robust_mix.version import __version__
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("smoothing", "lipschitz")
 
@@ -71,7 +77,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                   failure_prob: float = 0.001, lipschitz: Optional[float] = None, norm: str = "l2",
                   radii: Optional[Sequence[float]] = None, alphas: Optional[Sequence[AlphaChoice]] = None,
                   batch_size: int = 1000, seed: int = 0, progress: bool = True,
-                  about: Optional[dict[str, Any]] = None) -> Certification:
+                  about: Optional[dict[str, Any]] = None,
+                  state_dir: Union[str, Path, None] = None) -> Certification:
     """Certified accuracy against radius of ``model`` on ``images`` ``(N, C, H, W)`` / ``labels`` ``(N,)``.
 
     Args:
@@ -79,22 +86,31 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         sigma, n0, n, failure_prob, seed: the smoothing estimate (selection and estimation samples).
         lipschitz, norm: the Lipschitz form: a finite constant > 0, or ``None`` (the default) for the library's
             bound (Sequential robust bases).
-        radii: where certified accuracy is reported, finite and >= 0, sorted in the report (default 0 to 4
-            sigma in 8 steps).
-        alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``; default the model's own);
-            1.0, the robust base alone, is always added.
+        radii: where certified accuracy is reported, finite and >= 0, sorted in the report. Default: 0 to
+            4 sigma in 8 steps for ``"smoothing"``; for ``"lipschitz"`` (whose radii, in ``norm``, have nothing to
+            do with ``sigma``), 0 to the largest radius certified (over every ratio) in 8 steps.
+        alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``, ``(N,)`` tensors of per-example ratios;
+            default the model's own); 1.0, the robust base alone, is always added. Per-example radii are written
+            under ``radius@<alpha>`` (``radius@given``, ``radius@given#2``... for tensors).
         about: extra fields for the report (data set, split, overrides).
+        state_dir: a folder where the smoothing samples drawn so far are saved (atomically, after each group
+            of examples); a rerun with the same model, images and settings resumes there and gives the same
+            report as an uninterrupted run. ``None``: nothing is saved.
 
     Raises:
         ValueError: a model the certificates do not cover, images off its input contract, bad labels, a
-            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound).
+            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound),
+            or a ``state_dir`` holding the samples of another model, other images or other settings.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if lipschitz is not None:
         lipschitz = check_lipschitz(lipschitz)
-    sigma = positive_float("sigma", sigma)  # also the default radii's unit under method="lipschitz"
-    radii = check_radii(radii) if radii is not None else [sigma * i / 2 for i in range(9)]
+    sigma = positive_float("sigma", sigma)
+    if radii is not None:
+        radii = check_radii(radii)
+    elif method == "smoothing":
+        radii = [sigma * i / 2 for i in range(9)]
     start = time.time()
     check_probability_mixing(model)
     device = next(model.parameters()).device
@@ -109,10 +125,20 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
 
     settings: dict[str, Any] = {"method": method}
     if method == "smoothing":
+        best = failure_prob ** (1 / n)  # the Clopper-Pearson lower bound when all n samples agree
+        if best <= 0.5:
+            needed = math.floor(math.log(failure_prob) / math.log(0.5)) + 1
+            logger.warning("with n = %d samples and failure_prob = %g, the lower bound on the top class's probability "
+                           "is at most %.3g <= 1/2: no example can be certified at any ratio (every one abstains); "
+                           "use n >= %d", n, failure_prob, best, needed)
+        state = None if state_dir is None else _SamplingState(
+            check_writable_dir(state_dir, "state folder"), model, images,
+            dict(sigma=sigma, n0=n0, n=n, batch_size=batch_size, seed=seed, num_classes=rob_logits.shape[1]))
         estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), images, sigma=sigma,
                                      num_classes=rob_logits.shape[1], n0=n0, n=n, failure_prob=failure_prob,
                                      batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
-                                     progress=progress)
+                                     progress=progress, resume=state.load() if state else None,
+                                     on_progress=state.save if state else None)
         settings.update(norm="l2", sigma=sigma, n0=n0, n=n, failure_prob=failure_prob, seed=seed)
         certify = lambda a: (estimate.prediction(a), estimate.radius(a))  # noqa: E731
         examples = {"top_class": estimate.top_class.tolist(), "top_count": estimate.top_count.tolist(),
@@ -121,6 +147,7 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     else:
         if lipschitz is None:
             lipschitz = robust_probs_lipschitz(model, images.shape[1:], norm)
+        check_finite_outputs(rob_logits, "the robust base", range(len(images)))
         probs = F.softmax(rob_logits.float() * model.rob_scale, dim=1)
         settings.update(norm=norm, lipschitz=lipschitz)
 
@@ -132,14 +159,21 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         xlabel, title = f"{norm} radius", f"{name}: Lipschitz bound L = {lipschitz:.3g}"
 
     result = Certification(report={}, title=title, xlabel=xlabel)
+    certified_by = [(choice, resolve_alpha(model, images, choice)) for choice in choices]
+    certified_by = [(choice, a, *certify(a)) for choice, a in certified_by]
+    if radii is None:  # Lipschitz radii (l2 or linf, often far below sigma): a grid over the radii found
+        radii = default_radii(torch.cat([radius for *_, radius in certified_by]))
     curves = []
-    for choice in choices:
-        a = resolve_alpha(model, images, choice)
-        prediction, radius = certify(a)
+    given = 0  # per-example ratios are numbered from the second on: one key or label each, none overwritten
+    for choice, a, prediction, radius in certified_by:
         ok = prediction == labels
         certified = radius > 0
+        key, label = choice, alpha_label(choice)
+        if isinstance(choice, torch.Tensor):
+            given += 1
+            key, label = ("given", label) if given == 1 else (f"given#{given}", f"{label} #{given}")
         curves.append({
-            "alpha": choice.tolist() if isinstance(choice, torch.Tensor) else choice, "label": alpha_label(choice),
+            "alpha": choice.tolist() if isinstance(choice, torch.Tensor) else choice, "label": label,
             "alpha_mean": a.mean().item(),
             "certified_accuracy": [round(v, 6) for v in certified_accuracy(radius, ok, radii).tolist()],
             "abstain_rate": (~certified).double().mean().item(),
@@ -147,13 +181,79 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                                                 if (certified & ok).any() else 0.0),
             "mixed_clean_accuracy": _clean_accuracy(model, std_logits, rob_logits, a, labels),
         })
-        examples[f"radius@{'given' if isinstance(choice, torch.Tensor) else choice}"] = [round(v, 6) for v in radius.tolist()]
+        examples[f"radius@{key}"] = [round(v, 6) for v in radius.tolist()]
         result.radii.append(radius.cpu())
         result.correct.append(ok.cpu())
     result.report = {"model": name, **(about or {}), "n_examples": len(labels), **settings, "radii": radii,
                      "curves": curves, "examples": {"labels": labels.tolist(), **examples},
                      "seconds": round(time.time() - start, 2), "robust_mix_version": __version__}
     return result
+
+
+class _SamplingState:
+    """``<state_dir>/smoothing_state.safetensors``: a :class:`SmoothingProgress` and what it was drawn for."""
+
+    FILE = "smoothing_state.safetensors"
+    #: Least seconds between two saves (the last one is always written): a save per forward pass would rewrite
+    #: the counts of every example (ImageNet: 8 MB) after each batch of noisy images.
+    every_s = 20.0
+
+    def __init__(self, folder: Path, model: MixedClassifier, images: torch.Tensor, settings: dict[str, Any]) -> None:
+        from robust_mix.benchmark import model_fingerprint
+
+        self.path, self.saved_at = folder / self.FILE, float("-inf")
+        digest = hashlib.sha256(images.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+        self.fingerprint = {**{k: str(v) for k, v in settings.items()}, "n_examples": str(len(images)),
+                            "images": digest, "model": model_fingerprint(model)}
+
+    def load(self) -> Optional[SmoothingProgress]:
+        if not self.path.is_file():
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise InvalidInputError(f"{self.path} cannot be read ({err}); delete it to start over") from None
+        saved = {k: v for k, v in meta.items() if k not in ("phase", "next_start", "done")}
+        if saved != self.fingerprint:
+            differ = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
+            raise InvalidInputError(f"{self.path.parent} holds the samples of another certification (differs in "
+                                    f"{differ}); rerun with the same model, images and settings to resume, or give "
+                                    "another state folder (state_dir=..., or another --out)")
+        logger.info("resuming the smoothing samples from %s (%s, example %s)", self.path, meta["phase"],
+                    meta["next_start"])
+        return SmoothingProgress(meta["phase"], int(meta["next_start"]), int(meta["done"]), tensors["counts"],
+                                 tensors.get("selection"), tensors["generator_state"])
+
+    def save(self, progress: SmoothingProgress) -> None:
+        from safetensors.torch import save
+
+        tensors = {"counts": progress.counts.cpu().contiguous(), "generator_state": progress.generator_state.cpu()}
+        if progress.selection is not None:
+            tensors["selection"] = progress.selection.cpu().contiguous()
+        now = time.monotonic()
+        finished = progress.phase == "estimation" and progress.next_start == len(progress.counts)
+        if now - self.saved_at < self.every_s and not finished:
+            return
+        self.saved_at = now
+        meta = {**self.fingerprint, "phase": progress.phase, "next_start": str(progress.next_start),
+                "done": str(progress.done)}
+        atomic_write_bytes(self.path, save(tensors, metadata=meta))
+
+
+def default_radii(radius: torch.Tensor, steps: int = 8) -> list[float]:
+    """``steps + 1`` radii from 0 to the largest of ``radius`` (rounded up to 2 significant digits), or ``[0.0]``
+    when nothing is certified: where to report certified accuracy when the caller names no radii."""
+    largest = radius.max().item() if radius.numel() else 0.0
+    if not largest > 0:
+        return [0.0]
+    unit = 10.0 ** (math.floor(math.log10(largest)) - 1)
+    top = math.ceil(largest / unit) * unit
+    return sorted({round(top * i / steps, 12) for i in range(steps + 1)})
 
 
 def _clean_accuracy(model: MixedClassifier, std_logits: torch.Tensor, rob_logits: torch.Tensor,

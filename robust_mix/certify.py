@@ -145,6 +145,7 @@ def lipschitz_radius(robust_probs: torch.Tensor, labels: Optional[torch.Tensor],
     Returns:
         ``(B,)`` float64 radii in the norm of ``L``, 0 where nothing is certified.
     """
+    _check_probabilities("robust_probs", robust_probs)
     mu = margin(robust_probs.double(), labels)
     a = _as_batch(alpha, len(mu), mu, "alpha")
     lip = _as_batch(check_lipschitz(lipschitz), len(mu), mu, "lipschitz")
@@ -152,6 +153,17 @@ def lipschitz_radius(robust_probs: torch.Tensor, labels: Optional[torch.Tensor],
     certified = (a >= 0.5) & (a * mu >= 1 - a)
     radius = (a * mu + a - 1) / (2 * a.clamp_min(1e-12) * lip)
     return torch.where(certified, radius.clamp_min(0.0), torch.zeros_like(radius))
+
+
+def _check_probabilities(name: str, values: torch.Tensor) -> None:
+    """Refuse NaN, infinite or out-of-range probabilities (a NaN margin or bound compared false everywhere, and
+    the example silently 'abstained' instead of the model's fault being named)."""
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        rows = (bad.reshape(len(values), -1).any(dim=1) if values.ndim > 1 else bad).nonzero().flatten().tolist()
+        more = " ..." if len(rows) > 8 else ""
+        raise InvalidInputError(f"{name} must be probabilities in [0, 1]; rows {rows[:8]}{more} hold NaN, infinite "
+                                "or out-of-range values (a model that returned NaN logits?)")
 
 
 def _normal_icdf(p: torch.Tensor) -> torch.Tensor:
@@ -180,8 +192,8 @@ def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
     p_b = 1 - p_a if p_runner_up_upper is None else torch.as_tensor(p_runner_up_upper).double().reshape(-1).to(p_a.device)
     if p_b.shape != p_a.shape:
         raise ValueError(f"p_runner_up_upper must have shape {tuple(p_a.shape)}, got {tuple(p_b.shape)}")
-    if ((p_a < 0) | (p_a > 1) | (p_b < 0) | (p_b > 1)).any():
-        raise ValueError("probability bounds must lie in [0, 1]")
+    _check_probabilities("p_top_lower", p_a)
+    _check_probabilities("p_runner_up_upper", p_b)
     a = _as_batch(alpha, len(p_a), p_a, "alpha")
     _check_alpha_values(a)
     top, runner_up = a * p_a, a * p_b + 1 - a
@@ -253,9 +265,33 @@ class SmoothingEstimate:
         return torch.where(self.radius(alpha) > 0, self.top_class, torch.full_like(self.top_class, -1))
 
 
+@dataclass
+class SmoothingProgress:
+    """Where :func:`estimate_smoothed` stands, to resume it with the same samples (see its ``on_progress``).
+
+    Attributes:
+        phase: ``"selection"`` (the ``n0`` samples) or ``"estimation"`` (the ``n`` samples).
+        next_start: the first example of ``phase`` not fully sampled.
+        done: how many of its samples the group starting at ``next_start`` has drawn.
+        counts: ``(B, K)`` counts of ``phase`` so far (the sampler's own tensor, updated in place as sampling goes
+            on: save or copy it in the callback).
+        selection: ``(B, K)`` selection counts once that phase is over, else ``None``.
+        generator_state: the noise generator's state after the last sampled example.
+    """
+
+    phase: str
+    next_start: int
+    done: int
+    counts: torch.Tensor
+    selection: Optional[torch.Tensor]
+    generator_state: torch.Tensor
+
+
 def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: int, sigma: float,
                   num_classes: int, *, batch_size: int = 1000, generator: Optional[torch.Generator] = None,
-                  progress: bool = False, desc: str = "sampling") -> torch.Tensor:
+                  progress: bool = False, desc: str = "sampling", position: tuple[int, int] = (0, 0),
+                  counts: Optional[torch.Tensor] = None,
+                  on_step: Optional[Callable[[tuple[int, int], torch.Tensor], None]] = None) -> torch.Tensor:
     """Class counts of ``argmax classifier(x + N(0, sigma^2 I))`` over ``n`` draws per example.
 
     Args:
@@ -264,6 +300,9 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
         batch_size: most noisy inputs per forward pass.
         generator: source of the noise (its device is where noise is drawn), for reproducibility.
         progress: show a tqdm bar counting noisy samples.
+        position, counts: resume at ``(start, done)`` (the group of examples from ``start`` has drawn ``done`` of
+            its samples), as ``on_step`` reported it, with the counts reported with it.
+        on_step: called after each forward pass as ``on_step((start, done), counts)``.
 
     Returns:
         ``(B, K)`` int64 counts, each row summing to ``n``.
@@ -277,15 +316,20 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     from tqdm.auto import tqdm
 
     batch = x.shape[0]
-    counts = torch.zeros(batch, num_classes, dtype=torch.int64, device=x.device)
     group = max(1, min(batch, batch_size))
+    first, first_done = position
+    if first % group or not 0 <= first <= batch or not 0 <= first_done < n:
+        raise ValueError(f"position must be (a multiple of the group size {group} in [0, {batch}], a number of "
+                         f"samples in [0, {n})), got {position}")
+    counts = (torch.zeros(batch, num_classes, dtype=torch.int64, device=x.device) if counts is None
+              else counts.to(device=x.device, dtype=torch.int64).clone())
     per_example = max(1, batch_size // group)
     noise_device = generator.device if generator is not None else x.device
-    with torch.no_grad(), tqdm(total=batch * n, desc=desc, unit="sample", disable=not progress,
+    with torch.no_grad(), tqdm(total=batch * n, initial=first * n + first_done * group, desc=desc, unit="sample", disable=not progress,
                                leave=False) as bar:
-        for start in range(0, batch, group):
+        for start in range(first, batch, group):
             xs = x[start:start + group]
-            done = 0
+            done = first_done if start == first else 0
             while done < n:
                 k = min(per_example, n - done)
                 noise = torch.randn((k, *xs.shape), generator=generator, device=noise_device)
@@ -300,27 +344,54 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                 counts[start:start + len(xs)] += votes.sum(dim=0)
                 done += k
                 bar.update(k * len(xs))
+                if on_step is not None:
+                    on_step((start, done) if done < n else (start + len(xs), 0), counts)
     return counts
 
 
 def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, sigma: float,
                       num_classes: int, n0: int = 100, n: int = 10_000, failure_prob: float = 0.001,
                       batch_size: int = 1000, generator: Optional[torch.Generator] = None,
-                      progress: bool = False) -> SmoothingEstimate:
+                      progress: bool = False, resume: Optional[SmoothingProgress] = None,
+                      on_progress: Optional[Callable[[SmoothingProgress], None]] = None) -> SmoothingEstimate:
     """Select the top class with ``n0`` samples, then lower-bound its probability with ``n`` fresh ones.
 
     Cohen et al. (2019)'s CERTIFY, vectorised over the batch: ``x`` is ``(B, C, H, W)``; the
     bound holds per example with probability at least ``1 - failure_prob``.
+
+    ``on_progress`` receives a :class:`SmoothingProgress` after each forward pass (it needs a
+    ``generator``); passing the last one back as ``resume`` (same inputs and settings) continues the run and
+    gives the same estimate as an uninterrupted one.
     """
     _check_failure_prob(failure_prob)
     positive_float("sigma", sigma)
     positive_int("n0", n0)
     positive_int("n", n)
     check_images(x)
+    if (resume is not None or on_progress is not None) and not isinstance(generator, torch.Generator):
+        raise InvalidInputTypeError("resuming (resume=, on_progress=) needs a generator, e.g. "
+                                    "torch.Generator().manual_seed(0)")
     kwargs = dict(batch_size=batch_size, generator=generator, progress=progress)
-    selection = sample_counts(classifier, x, n0, sigma, num_classes, desc="selection", **kwargs)
+
+    def report(phase: str, selected: Optional[torch.Tensor]) -> Optional[Callable[[tuple[int, int], torch.Tensor],
+                                                                               None]]:
+        if on_progress is None:
+            return None
+        return lambda at, counts: on_progress(SmoothingProgress(phase, at[0], at[1], counts, selected,
+                                                                generator.get_state()))
+
+    if resume is not None:
+        generator.set_state(resume.generator_state)
+    if resume is None or resume.phase == "selection":
+        at, partial = ((0, 0), None) if resume is None else ((resume.next_start, resume.done), resume.counts)
+        selection = sample_counts(classifier, x, n0, sigma, num_classes, desc="selection", position=at,
+                                  counts=partial, on_step=report("selection", None), **kwargs)
+        at, partial = (0, 0), None
+    else:
+        selection, at, partial = resume.selection.to(x.device), (resume.next_start, resume.done), resume.counts
     top_class = selection.argmax(dim=1)
-    estimation = sample_counts(classifier, x, n, sigma, num_classes, desc="estimation", **kwargs)
+    estimation = sample_counts(classifier, x, n, sigma, num_classes, desc="estimation", position=at,
+                               counts=partial, on_step=report("estimation", selection), **kwargs)
     top_count = estimation.gather(1, top_class.unsqueeze(1)).squeeze(1)
     p_lower = clopper_pearson_lower(top_count, n, failure_prob)
     return SmoothingEstimate(top_class, top_count, p_lower, n0, n, float(sigma), failure_prob)
@@ -535,6 +606,7 @@ def robust_probabilities(model: MixedClassifier, x: torch.Tensor) -> torch.Tenso
     """``(B, K)`` robust part ``softmax(s_h * h(x))`` of the mixture for raw images ``x``."""
     with torch.no_grad():
         logits = model.robust(model.robust_input(x))
+    check_finite_outputs(logits, "the robust base", range(len(x)))
     return F.softmax(logits.float() * model.rob_scale, dim=1)
 
 

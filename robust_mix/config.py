@@ -18,8 +18,8 @@ from typing import Any, Literal, Optional
 
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
-                                 check_alpha_range, check_choice, check_fields, check_real, positive_float,
-                                 positive_int)
+                                 check_alpha_range, check_choice, check_fields, check_ln_k, check_real,
+                                 positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -432,8 +432,10 @@ CONFIG_RULES = {
     "alpha": lambda name, value: check_alpha(value, name),
     "alpha_range": lambda name, value: check_alpha_range(value, name), "eps": positive_float, "num_classes": positive_int,
     "std_scale": positive_float, "rob_scale": positive_float, "input_shape": _positive_ints,
-    "input_size": _positive_ints, "widths": _positive_ints, "blocks": positive_int, "ln_k": positive_int,
-    "surrogate_scale": positive_float, "std": lambda name, values: [positive_float(name, v) for v in values],
+    "input_size": _positive_ints, "widths": _positive_ints, "blocks": positive_int, "ln_k": check_ln_k,
+    "surrogate_scale": positive_float, "scale": positive_float, "power": positive_float,
+    "bias": lambda name, value: check_real(name, value),
+    "std": lambda name, values: [positive_float(name, v) for v in values],
     "mean": lambda name, values: [check_real(name, v) for v in values],
     "preprocessing": lambda name, value: check_choice(name, value, ROBUSTBENCH_PREPROCESSINGS),
 }

@@ -3,7 +3,9 @@
 ``f(x) = log((1 - a) * onehot(argmax g(x)) + a * softmax(M_h(h(x))))`` with
 ``M_h(z) = s * sign(u) * |u|^p``, ``u = GELU(LN_k(z) + c)``. Both maps return log-probabilities
 and plug into :class:`robust_mix.MixedClassifier` as ``standard_map`` / ``robust_map``.
-All in the input's dtype and device: no float64 round trips, no device hops.
+They compute on the input's device in at least float32 (float64 stays float64), as
+:func:`robust_mix.mixing.mix_log_probs` does: no float64 round trips, no device hops, and half-precision
+logits neither overflow (``|u|^p``, the surrogate's large multiple) nor lose the variance's ``1e-8`` floor.
 """
 from __future__ import annotations
 
@@ -12,28 +14,45 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_mix.config import NutsConfig
+from robust_mix.validate import check_ln_k, check_real, positive_float
+
+
+def _working(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in at least float32 (float16/bfloat16 overflow in the maps: a variance over 65504, ``|u|^p``)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def standardize_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
     """``(z - mean) / sqrt(var + 1e-8)`` with mean and (unbiased) variance over each row's top-``k`` logits.
 
-    Shapes: ``(B, K)`` -> ``(B, K)``; ``k >= K`` uses all classes.
+    Shapes: ``(B, K)`` -> ``(B, K)`` in at least float32; ``k >= K`` uses all classes; ``k`` must be at least 2.
+    Each row is divided by its largest magnitude first, so the variance of very large logits (``1e20``) does not
+    overflow to ``inf`` (which made every class equally likely) and the result is the formula's.
     """
-    top = logits if k >= logits.shape[1] else logits.topk(k, dim=1).values
+    k = check_ln_k("ln_k", k)
+    z = _working(logits)
+    size = z.abs().amax(dim=1, keepdim=True)
+    size = torch.where(size > 0, size, torch.ones_like(size))  # a row of zeros stays zeros
+    z = z / size
+    top = z if k >= z.shape[1] else z.topk(k, dim=1).values
     mean = top.mean(dim=1, keepdim=True)
     var = top.var(dim=1, keepdim=True)
-    return (logits - mean) / (var + 1e-8).sqrt()
+    # (z - mean) / sqrt(var + 1e-8) of the unscaled row, written for the scaled one
+    return (z - mean) / (var + 1e-8 / size.square()).sqrt()
 
 
 class NonlinearLogitMap(nn.Module):
-    """The robust base's map ``log_softmax(s * sign(u) * |u|^p)``, ``u = GELU(LN_k(z) + c)``."""
+    """The robust base's map ``log_softmax(s * sign(u) * |u|^p)``, ``u = GELU(LN_k(z) + c)``; ``s > 0``, ``p > 0``,
+    ``c`` finite, ``k >= 2``."""
 
     def __init__(self, scale: float, power: float, bias: float, ln_k: int = 250) -> None:
         super().__init__()
-        self.scale, self.power, self.bias, self.ln_k = float(scale), float(power), float(bias), int(ln_k)
+        # s <= 0 reverses or erases the robust base's ranking, p <= 0 flattens it: refused, not mapped
+        self.scale, self.power = positive_float("scale", scale), positive_float("power", power)
+        self.bias, self.ln_k = check_real("bias", bias), check_ln_k("ln_k", ln_k)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` logits -> ``(B, K)`` log-probabilities."""
+        """``(B, K)`` logits -> ``(B, K)`` log-probabilities (at least float32)."""
         u = F.gelu(standardize_topk(logits, self.ln_k) + self.bias)
         return F.log_softmax(self.scale * u.sign() * u.abs().pow(self.power), dim=1)
 
@@ -51,13 +70,14 @@ class HardMaxMap(nn.Module):
 
     def __init__(self, surrogate_scale: float = 1e6, ln_k: int = 250) -> None:
         super().__init__()
-        self.surrogate_scale, self.ln_k = float(surrogate_scale), int(ln_k)
+        self.surrogate_scale, self.ln_k = float(surrogate_scale), check_ln_k("ln_k", ln_k)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` logits -> ``(B, K)`` log-probabilities (0 at the argmax, ``-inf`` elsewhere when exact)."""
+        """``(B, K)`` logits -> ``(B, K)`` log-probabilities in at least float32 (0 at the argmax, ``-inf``
+        elsewhere when exact)."""
         if logits.requires_grad:
             return F.log_softmax(self.surrogate_scale * standardize_topk(logits, self.ln_k), dim=1)
-        onehot = F.one_hot(logits.argmax(dim=1), logits.shape[1]).to(logits.dtype)
+        onehot = F.one_hot(logits.argmax(dim=1), logits.shape[1]).to(_working(logits).dtype)
         return onehot.log()
 
 

@@ -226,7 +226,8 @@ def setting_label(points: Sequence[SweepPoint]) -> str:
 
 
 def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:
-    """A PNG of robust vs clean accuracy (percent) along the sweep; base models (alpha 0 and 1) marked.
+    """A PNG of robust vs clean accuracy (percent) along the sweep, joined by increasing alpha; base models (alpha
+    0 and 1) marked.
 
     The title states ``title`` (default: "accuracy-robustness trade-off"), the data set, threat model and eps
     (:func:`setting_label`) and the attack, so that the saved image says what it shows."""
@@ -235,7 +236,8 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fixed = [p for p in points if p.alpha != POLICY]
+    # the line runs along the ratio, whatever order the points come in (sweep keeps the caller's order)
+    fixed = sorted((p for p in points if p.alpha != POLICY), key=lambda p: float(p.alpha))
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     ax.plot([100 * p.clean_accuracy for p in fixed], [100 * p.robust_accuracy for p in fixed], "o-",
             color="tab:blue", label="fixed alpha")
@@ -324,8 +326,34 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
                 row["robust_low"] <= row["robust_accuracy"] <= row["robust_high"]):
             raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} lies outside its interval "
                              f"[{row['robust_low']!r}, {row['robust_high']!r}]; the file was edited or corrupted")
+        _check_point_fields(path, i, row)
         if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
                                        or not 0 <= row["alpha"] <= 1):
             raise ValueError(f"{path}: point {i} alpha must be in [0, 1] or {POLICY!r}, got {row['alpha']!r}")
         points.append(SweepPoint(**row))
     return points, metadata
+
+
+def _check_point_fields(path: Path, i: int, row: dict[str, Any]) -> None:
+    """The fields of a ``sweep.json`` point besides the accuracies and alpha, as :func:`write_sweep` writes them:
+    a string ``n_examples`` or a NaN time passed the reader and broke the leaderboard page that printed them."""
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"{path}: point {i} {key} must be {want}, got {row.get(key)!r}; the file was edited or "
+                          "corrupted: rerun robust-mix sweep")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    n = row["n_examples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise bad("n_examples", "a positive integer")
+    if not number(row["wall_time_s"]) or row["wall_time_s"] < 0:
+        raise bad("wall_time_s", "a finite number of seconds >= 0")
+    for key in ("attack", "label"):
+        if not isinstance(row.get(key, ""), str):
+            raise bad(key, "a string")
+    for key in ("dataset", "threat_model"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise bad(key, "a string or null")
+    if row.get("eps") is not None and (not number(row["eps"]) or row["eps"] < 0):
+        raise bad("eps", "a finite number >= 0 or null")

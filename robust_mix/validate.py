@@ -79,6 +79,15 @@ def positive_int(name: str, value: Any) -> int:
     return check_int(name, value, minimum=1)
 
 
+def check_ln_k(name: str, value: Any) -> int:
+    """``k`` of MixedNUTS' top-``k`` standardisation: an ``int >= 2`` (the variance of one logit is undefined, and
+    ``k = 1`` made every MixedNUTS probability NaN)."""
+    if _is_int(value) and value < 2:
+        raise InvalidInputError(f"{name} must be an integer >= 2 (the logits are standardised by the mean and "
+                                f"variance of the top k, which needs two), got {value}; PAPER.md uses 250")
+    return check_int(name, value, minimum=2)
+
+
 def optional_positive_int(name: str, value: Any) -> Optional[int]:
     """``None`` (meaning "the default") or a positive ``int``."""
     return None if value is None else positive_int(name, value)

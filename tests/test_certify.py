@@ -484,3 +484,144 @@ def test_cli_prepares_imagenet_images_as_the_entry_states(tmp_path, scratch_regi
     assert json.loads((tmp_path / "given" / "certify.json").read_text())["preprocessing"] == "Res256Crop224"
     assert main(["certify", name, "--dataset", "fashion-mnist", "--preprocessing", "Res224", "--out",
                  str(tmp_path / "bad")]) != 0
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_lipschitz_default_radii_span_the_radii_certified_not_sigma(norm):
+    """The default radii were 0 to 4 sigma whatever the method: Lipschitz radii (an linf one especially) lie far
+    below, so every curve read 0 beyond r = 0 although points were certified."""
+    from robust_mix.certification import certify_model
+
+    torch.manual_seed(0)
+    robust = nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 4))
+    model = MixedClassifier(nn.Sequential(nn.Flatten(), nn.Linear(36, 4)), robust, alpha=0.8, rob_scale=5.0)
+    x = torch.rand(20, 1, 6, 6)
+    labels = model.robust(x).argmax(dim=1)
+    report = certify_model(model, x, labels, method="lipschitz", norm=norm, progress=False).report
+    largest = max(max(report["examples"][f"radius@{c['alpha']}"]) for c in report["curves"])
+    assert largest > 0
+    radii = report["radii"]
+    assert radii[0] == 0 and len(radii) == 9 and largest <= radii[-1] <= 1.1 * largest
+    robust_base = report["curves"][-1]["certified_accuracy"]
+    assert sum(a > 0 for a in robust_base[1:]) >= 4  # the curve is drawn, not a wall at r = 0
+    # the given radii are kept; smoothing keeps its sigma grid
+    assert certify_model(model, x, labels, method="lipschitz", norm=norm, radii=[0, 0.5],
+                         progress=False).report["radii"] == [0.0, 0.5]
+
+
+def test_several_per_example_ratios_keep_their_own_radii_and_labels(images):
+    """Two (N,) tensors of ratios were both written under examples['radius@given'] (the first one's radii lost)
+    and both labelled 'alpha = given per example' in the table and the plot."""
+    from robust_mix.certification import certify_model
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.6)
+    labels = torch.arange(len(images)) % 10
+    low, high = torch.full((len(images),), 0.7), torch.full((len(images),), 0.95)
+    report = certify_model(model, images, labels, sigma=0.25, n0=5, n=20, progress=False, radii=[0.0],
+                           alphas=[low, high]).report
+    labels_written = [c["label"] for c in report["curves"]]
+    assert len(set(labels_written)) == 3
+    ex = report["examples"]
+    alone = certify_model(model, images, labels, sigma=0.25, n0=5, n=20, progress=False, radii=[0.0],
+                          alphas=[low]).report["examples"]
+    assert ex["radius@given"] == alone["radius@given"]
+    assert ex["radius@given#2"] != ex["radius@given"] and max(ex["radius@given#2"]) > 0
+
+
+def test_nan_probabilities_are_refused_not_read_as_abstentions():
+    """A NaN margin or probability bound compared false everywhere: the example 'abstained' (radius 0) and the
+    certified accuracy dropped without a word about the model's NaN."""
+    with pytest.raises(ValueError, match=r"robust_probs must be probabilities in \[0, 1\]; rows \[1\]"):
+        lipschitz_radius(torch.tensor([[0.7, 0.3], [float("nan"), 0.5]]), None, 0.9, 1.0)
+    with pytest.raises(ValueError, match=r"p_top_lower must be probabilities in \[0, 1\]; rows \[0\]"):
+        smoothing_radius(torch.tensor([float("nan"), 0.9]), 0.9, 0.25)
+    with pytest.raises(ValueError, match="p_runner_up_upper must be probabilities"):
+        smoothing_radius(torch.tensor([0.9]), 0.9, 0.25, p_runner_up_upper=torch.tensor([1.5]))
+
+
+class _NanOnSome(nn.Module):
+    """Logits of a linear model, NaN for images whose first pixel is above 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return torch.where(x.flatten(1)[:, :1] > 0.5, torch.full_like(out, float("nan")), out)
+
+
+def test_a_robust_base_returning_nan_is_named_by_the_lipschitz_certificates():
+    from robust_mix.certification import certify_model
+
+    model = MixedClassifier(nn.Sequential(nn.Flatten(), nn.Linear(36, 4)), _NanOnSome(), alpha=0.9).eval()
+    x = torch.rand(6, 1, 6, 6)
+    x[:, 0, 0, 0] = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.95, 0.4])
+    with pytest.raises(ValueError, match=r"the robust base returned NaN or inf scores for examples \[1, 4\]"):
+        certify_lipschitz(model, x, lipschitz=1.0)
+    with pytest.raises(ValueError, match=r"the robust base returned NaN or inf scores for examples \[1, 4\]"):
+        certify_model(model, x, torch.zeros(6, dtype=torch.long), method="lipschitz", lipschitz=1.0, progress=False)
+
+
+def test_an_interrupted_smoothing_certification_resumes_to_the_same_report(images, tmp_path, monkeypatch):
+    """certify kept no partial state: Ctrl-C after hours of sampling lost every sample drawn."""
+    from robust_mix.certification import _SamplingState, certify_model
+
+    monkeypatch.setattr(_SamplingState, "every_s", 0.0)  # save after every forward pass
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.8)
+    x, labels = images[:5], torch.arange(5)
+    kwargs = dict(sigma=0.25, n0=4, n=12, batch_size=8, progress=False, radii=[0.0, 0.1])
+    full = certify_model(model, x, labels, **kwargs).report
+    forward, calls = model.robust.forward, []
+
+    def interrupted(z):
+        calls.append(len(z))
+        if len(calls) == 12:  # the base logits, the 4 selection passes, 6 of the 12 estimation passes
+            raise KeyboardInterrupt
+        return forward(z)
+
+    monkeypatch.setattr(model.robust, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        certify_model(model, x, labels, state_dir=tmp_path / "state", **kwargs)
+    calls.clear()
+    monkeypatch.setattr(model.robust, "forward", lambda z: (calls.append(len(z)), forward(z))[1])
+    again = certify_model(model, x, labels, state_dir=tmp_path / "state", **kwargs).report
+    assert len(calls) == 1 + 6  # the base logits, then only the estimation passes not drawn before
+    assert again["examples"] == full["examples"] and again["curves"] == full["curves"]
+    # the state is for these settings only
+    with pytest.raises(ValueError, match=r"holds the samples of another certification \(differs in \['n'\]\)"):
+        certify_model(model, x, labels, state_dir=tmp_path / "state", **{**kwargs, "n": 13})
+    with pytest.raises(ValueError, match=r"differs in \['images'\]"):
+        certify_model(model, images[1:6], labels, state_dir=tmp_path / "state", **kwargs)
+
+
+def test_cli_certify_says_how_to_resume(tiny_timm_model, tmp_path, capsys, monkeypatch):
+    from robust_mix import certification
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(certification, "estimate_smoothed", interrupt)
+    code = main(["certify", tiny_timm_model, "--n", "4", "--n0", "2", "--n-examples", "2", "--no-progress",
+                 "--out", str(tmp_path / "out")])
+    assert code != 0
+    assert f"saved under {tmp_path / 'out'}/state" in capsys.readouterr().err
+
+
+def test_too_few_samples_to_certify_anything_is_said(images, caplog):
+    """n = 5 at failure_prob 0.001 bounds every top-class probability below 1/2: the report was all zeros and
+    every example abstained, with nothing saying that no sample count this small could do better."""
+    import logging
+
+    from robust_mix.certification import certify_model
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.8)
+    labels = torch.arange(len(images)) % 10
+    with caplog.at_level(logging.WARNING, logger="robust_mix.certification"):
+        report = certify_model(model, images, labels, sigma=0.25, n0=2, n=5, progress=False, radii=[0.0]).report
+    assert all(c["abstain_rate"] == 1.0 for c in report["curves"])
+    assert "no example can be certified at any ratio" in caplog.text and "use n >= 10" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robust_mix.certification"):
+        certify_model(model, images, labels, sigma=0.25, n0=2, n=10, progress=False, radii=[0.0])
+    assert "no example can be certified" not in caplog.text

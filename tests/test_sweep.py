@@ -192,3 +192,58 @@ def test_ratios_that_differ_are_never_labelled_alike(tmp_path, capsys, monkeypat
     assert alpha_label(0.1) == "alpha = 0.1" and alpha_label(0.10000000001) == "alpha = 0.10000000001"
     with pytest.raises(ValueError, match=r"sweep alphas repeat \['0.30000000000000004'\]"):
         sweep(adaptive_model(), [0.1 + 0.2, 0.3, 0.1 + 0.2])
+
+
+def test_the_plotted_line_follows_alpha_whatever_order_the_points_come_in(tmp_path, monkeypatch):
+    """sweep keeps the order of the ratios it is given: [1, 0, 0.5] drew a zigzag 1 -> 0 -> 0.5 instead of the
+    trade-off curve 0 -> 0.5 -> 1."""
+    from matplotlib.axes import Axes
+
+    lines, plot = [], Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **kw: (lines.append(a[:2]), plot(self, *a, **kw))[1])
+    points = [SweepPoint(a, 0.9 - a / 4, a / 2, "standard", 10, 1.0, "AutoAttack") for a in (1.0, 0.0, 0.5)]
+    points.append(SweepPoint(POLICY, 0.85, 0.3, "standard", 10, 1.0, "AutoAttack"))
+    plot_sweep(points, tmp_path / "a.png")
+    clean, robust = lines[0]
+    assert clean == [90.0, 77.5, 65.0] and robust == [0.0, 25.0, 50.0]
+
+
+_POINT = {"alpha": 0.5, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack": "x", "n_examples": 2,
+          "wall_time_s": 1.0, "label": "AutoAttack", "robust_low": 0.0, "robust_high": 0.5, "dataset": "cifar10",
+          "threat_model": "Linf", "eps": 0.03}
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"n_examples": "2"}, "n_examples must be a positive integer"), ({"n_examples": 0}, "n_examples must be"),
+    ({"n_examples": 2.5}, "n_examples must be"), ({"n_examples": True}, "n_examples must be"),
+    ({"wall_time_s": "1"}, "wall_time_s must be"), ({"wall_time_s": float("nan")}, "wall_time_s must be"),
+    ({"wall_time_s": -1}, "wall_time_s must be"), ({"attack": 3}, "attack must be a string"),
+    ({"label": None}, "label must be a string"), ({"dataset": 10}, "dataset must be a string or null"),
+    ({"eps": "8/255"}, "eps must be a finite number"), ({"eps": -0.1}, "eps must be a finite number"),
+])
+def test_read_sweep_checks_every_field_the_leaderboard_prints(tmp_path, change, match):
+    """An edited sweep.json with n_examples "2" was read, then the leaderboard page broke printing f'{n:,}'."""
+    (tmp_path / "sweep.json").write_text(json.dumps({"points": [{**_POINT, **change}]}))
+    with pytest.raises(ValueError, match=match):
+        read_sweep(tmp_path / "sweep.json")
+    (tmp_path / "sweep.json").write_text(json.dumps({"points": [_POINT]}))
+    assert read_sweep(tmp_path / "sweep.json")[0][0] == SweepPoint(**_POINT)
+
+
+def test_the_leaderboard_rejects_a_certificate_with_a_bad_example_count(tmp_path):
+    """certify.json's n_examples was printed with int(...) on the page: 'ten' broke the site, 2.7 showed as 2."""
+    from robust_mix.leaderboard.inputs import collect
+
+    good = {"model": "m", "dataset": "fashion-mnist", "n_examples": 3, "method": "smoothing", "norm": "l2",
+            "radii": [0.0, 0.1], "curves": [{"label": "alpha = 0.8", "certified_accuracy": [0.5, 0.2]}]}
+    for i, change in enumerate([{"n_examples": "ten"}, {"n_examples": 2.7}, {"n_examples": 0}, {"norm": 2}]):
+        (tmp_path / f"c{i}").mkdir()
+        (tmp_path / f"c{i}" / "certify.json").write_text(json.dumps({**good, **change}))
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "certify.json").write_text(json.dumps(good))
+    inputs = collect([tmp_path])
+    assert [c.path.parent.name for c in inputs.certificates] == ["ok"]
+    reasons = sorted((r.path.parent.name, r.reason) for r in inputs.rejected)
+    assert [name for name, _ in reasons] == ["c0", "c1", "c2", "c3"]
+    assert all("n_examples must be a positive integer" in why for _, why in reasons[:3])
+    assert "norm must be a non-empty string" in reasons[3][1]

@@ -40,7 +40,8 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
                         "default: the library's bound for Sequential robust bases")
     p.add_argument("--norm", choices=("l2", "linf"), default="l2", help="norm for --method lipschitz")
     p.add_argument("--radii", type=NON_NEGATIVE_FLOAT, nargs="+", default=None,
-                   help="radii to report certified accuracy at (default 0 to 4 sigma in 8 steps)")
+                   help="radii to report certified accuracy at (default: 0 to 4 sigma in 8 steps for smoothing; "
+                        "0 to the largest certified radius in 8 steps for --method lipschitz)")
     p.add_argument("--alphas", type=_ALPHA, nargs="+", default=None,
                    help="mixing ratios to certify: numbers, 'applied' (the model's own per-example "
                         "ratio) or 'lower' (its guaranteed minimum); 1.0 (robust base alone) is always added")
@@ -56,6 +57,9 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=1000, help="noisy images per forward pass")
     p.add_argument("--seed", type=INT, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the sampling progress bars")
+    p.add_argument("--state-dir", type=PATH, default=None,
+                   help="folder for the smoothing samples drawn so far, to resume an interrupted run "
+                        "(default: <out>/state)")
 
 
 def _certify_run(args: argparse.Namespace) -> dict:
@@ -76,13 +80,15 @@ def _certify_run(args: argparse.Namespace) -> dict:
     result = certify_model(model, images, labels, name=args.name, method=args.method, sigma=args.sigma, n0=args.n0,
                            n=args.n, failure_prob=args.failure_prob, lipschitz=args.lipschitz, norm=args.norm,
                            radii=args.radii, alphas=args.alphas, batch_size=args.batch_size, seed=args.seed,
-                           progress=not args.no_progress, about=about)
+                           progress=not args.no_progress, about=about,
+                           state_dir=args.state_dir or out / "state")
     write_certification(out, result)
     return result.report
 
 
 @command("certify", "certified accuracy of a model against radius, for several mixing ratios", _certify_args,
-         resume="certify keeps no partial state; rerun the same command to start over", computes=True)
+         resume="the smoothing samples drawn so far are saved under {out}/state (or --state-dir); rerun the same "
+                "command to resume", computes=True)
 def _certify(args: argparse.Namespace) -> int:
     report = _certify_run(args)
     headers = ["alpha", "clean %", "abstain %"] + [f"r={r:g}" for r in report["radii"]]

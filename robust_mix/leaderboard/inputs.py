@@ -306,7 +306,8 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
     """A checked ``certify.json`` (written by ``robust-mix certify``).
 
     Raises:
-        ValueError: a required field is missing, or a curve does not give one fraction per radius.
+        ValueError: a required field is missing or of the wrong type (``n_examples`` not a positive integer, a
+            name not a string), or a curve does not give one fraction per radius.
     """
     if not isinstance(data, dict):
         raise ValueError(f"not a certificate report: expected a JSON object, got {type(data).__name__}")
@@ -314,6 +315,12 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"not a certificate report: lacks {missing} (robust-mix certify writes {list(required)})")
+    n = data["n_examples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_examples must be a positive integer, got {n!r}")
+    for key in ("model", "dataset", "method", "norm"):
+        if not isinstance(data[key], str) or not data[key]:
+            raise ValueError(f"{key} must be a non-empty string, got {data[key]!r}")
     radii = data["radii"]
     if not isinstance(radii, list) or not radii or not all(isinstance(r, (int, float)) and r >= 0 for r in radii):
         raise ValueError(f"radii must be a non-empty list of non-negative numbers, got {radii!r}")

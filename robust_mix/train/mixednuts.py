@@ -58,6 +58,8 @@ def calibrate_nuts(clean_logits: torch.Tensor, clean_labels: torch.Tensor, adv_l
                    adv_labels: torch.Tensor, config: MixedNutsRecipe) -> tuple[NutsConfig, float, dict[str, Any]]:
     """Grid-search ``(s, p, c)`` from robust-base logits on clean and attacked validation inputs.
 
+    An input counts as correctly classified when its label's logit is above every other (a tie is not).
+
     Args:
         clean_logits, adv_logits: ``(N, K)`` robust-base logits.
         clean_labels, adv_labels: ``(N,)`` true classes.
@@ -65,11 +67,22 @@ def calibrate_nuts(clean_logits: torch.Tensor, clean_labels: torch.Tensor, adv_l
 
     Returns:
         ``(NutsConfig, alpha, table)`` with ``table["best"]`` the chosen row and ``table["grid"]`` all rows.
+
+    Raises:
+        ValueError: non-finite logits (naming the rows), or no attacked input classified correctly.
     """
-    clean_wrong = clean_logits.argmax(1) != clean_labels
-    adv_right = adv_logits.argmax(1) == adv_labels
+    for what, logits in (("clean", clean_logits), ("attacked", adv_logits)):
+        bad = ~torch.isfinite(logits).all(dim=1)
+        if bad.any():
+            rows = bad.nonzero().flatten().tolist()
+            raise ValueError(f"the robust base returned NaN or infinite logits on {len(rows)} {what} validation "
+                             f"input(s) (rows {rows[:8]}{' ...' if len(rows) > 8 else ''}); calibration needs "
+                             "finite logits: check the model, its weights and the images")
+    clean_wrong = ~_strictly_correct(clean_logits, clean_labels)
+    adv_right = _strictly_correct(adv_logits, adv_labels)
     if not adv_right.any():
-        raise ValueError("no attacked validation input is classified correctly by the robust base; "
+        raise ValueError("no attacked validation input is classified correctly by the robust base (a tie between "
+                         "classes does not count); "
                          "calibration needs a robust model (check eps and the model)")
     rows = []
     for s, p, c in itertools.product(config.scales, config.powers, config.biases):
@@ -90,6 +103,16 @@ def calibrate_nuts(clean_logits: torch.Tensor, clean_labels: torch.Tensor, adv_l
     return nuts, alpha, {"best": {**best, "alpha": alpha}, "grid": rows,
                          "clean_error": clean_wrong.float().mean().item(),
                          "attacked_accuracy": adv_right.float().mean().item()}
+
+
+def _strictly_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: the label's logit is above every other class's. A tie is no correct classification (``argmax``
+    would pick the lowest tied index): a robust base with constant logits counted as correct on class 0 and
+    calibrated to ``a = 1``."""
+    labels = labels.to(logits.device).long().reshape(-1, 1)
+    own = logits.gather(1, labels).squeeze(1)
+    others = logits.scatter(1, labels, float("-inf")).amax(dim=1)
+    return own > others
 
 
 def _logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: Union[str, torch.device]) -> torch.Tensor:
