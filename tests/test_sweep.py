@@ -247,3 +247,18 @@ def test_the_leaderboard_rejects_a_certificate_with_a_bad_example_count(tmp_path
     assert [name for name, _ in reasons] == ["c0", "c1", "c2", "c3"]
     assert all("n_examples must be a positive integer" in why for _, why in reasons[:3])
     assert "norm must be a non-empty string" in reasons[3][1]
+
+
+def test_a_fixed_ratio_model_s_sweep_shows_no_policy_row(tmp_path, capsys):
+    """The command drew an "alpha policy" bar for every model; a fixed-ratio model has no policy point, so the
+    bar said "waiting for a worker" for the whole run."""
+    from robust_mix.cli import main
+
+    options = ["--n-examples", "1", "--batch-size", "1", "--alphas", "1", "--attack", "apgd-ce", "--n-iter", "2",
+               "--workers", "1"]
+    assert main(["sweep", "fmnist-robust", *options, "--out", str(tmp_path / "fixed")]) == 0
+    assert "alpha policy" not in capsys.readouterr().err
+    # a model built by a function may have a policy (this one has): its row stays
+    assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1", *options,
+                 "--out", str(tmp_path / "factory")]) == 0
+    assert "alpha policy" in capsys.readouterr().err

@@ -323,6 +323,16 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     add_workers_argument(p)
 
 
+def _has_policy_point(args: argparse.Namespace) -> bool:
+    """Whether the sweep gets an "alpha policy" row: asked for, and the model has an adaptive policy (read from its
+    config without building it; a ``module:function`` model may have one, so it keeps the row). A fixed-ratio
+    model's row would wait for a worker the whole run."""
+    if args.no_policy:
+        return False
+    config = model_config_of(args.name)
+    return config is None or config.policy is not None
+
+
 @command("sweep", "clean and robust accuracy across mixing ratios, with a plot", _sweep_args,
          resume="finished points and chunks are saved under {out}/state; rerun the same command to resume",
          computes=True)
@@ -334,7 +344,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rank = _init_distributed(args)
     workers = resolve_workers(args, len(alphas) + 1)
     build = model_factory(args, args.name)
-    labels = [f"alpha {format_alpha(a)}" for a in alphas] + ([] if args.no_policy else ["alpha policy"])
+    labels = [f"alpha {format_alpha(a)}" for a in alphas] + (["alpha policy"] if _has_policy_point(args) else [])
     try:
         with RowBars(labels, enabled=rank == 0) as bars:
             points = sweep(build, alphas, include_policy=not args.no_policy, state_dir=args.state_dir or out / "state",
