@@ -164,3 +164,16 @@ def test_a_diverging_run_stops_at_the_step_and_keeps_its_last_checkpoint(tmp_pat
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert all(torch.isfinite(v).all() for saved in task.saved for v in saved.values())  # no NaN "best" weights
+
+
+def test_an_fp16_run_whose_scaler_skips_every_step_of_an_epoch_stops(tmp_path):
+    """fp16's gradient scaler skips a step whose gradients are not finite, by design; a run whose every step was
+    skipped trained nothing, finished with exit 0 and kept its first weights as the "best"."""
+    from robust_mix.train.loop import TrainingDivergedError
+
+    config = Schedule(epochs=3, batch_size=16, lr=0.05, precision="fp16")
+    folder = RunDir(tmp_path / "run", config)
+    folder.start()
+    with pytest.raises(TrainingDivergedError, match=r"skipped every step of epoch 3 \(4\)"):
+        fit(Diverging(), config, folder, DistContext())  # epoch 2 still has one finite step
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 2

@@ -258,7 +258,7 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
                                 schedule.batch_size) if options.progress and dist.is_main else None)
         sums: defaultdict[str, float] = defaultdict(float, tally if epoch == start_epoch else {})
         forward.train()
-        t0, images = time.time(), 0
+        t0, images, skipped = time.time(), 0, 0
         try:
             for step in range(first, plan.steps_per_epoch):
                 gen = generator(schedule.seed, dist.rank, epoch, step)
@@ -288,6 +288,9 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
                         f"training diverged at epoch {epoch + 1}, step {step + 1}: the gradients are not finite "
                         f"(loss {loss.item():.4g}); lower lr (now {schedule.lr:g}) or set grad_clip, in another "
                         f"--out folder (they change the recipe); {run.path} keeps its last checkpoint")
+                # fp16: a non-finite loss (not only overflowing scaled gradients, which the scaler calibrates away
+                # in its first steps) is a step the scaler skips; an epoch of nothing else trained nothing
+                skipped += scaler.is_enabled() and not math.isfinite(float(loss))
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -306,6 +309,14 @@ def fit(task: TrainTask, schedule: Schedule, run: RunDir, dist: DistContext,
             if bar is not None:
                 bar.close()
         seconds = time.time() - t0
+        if scaler.is_enabled():  # every rank decides alike: a non-finite loss on one rank skips the step on all
+            skipped = int(dist.all_reduce_sums({"skipped": float(skipped)})["skipped"]) // dist.world_size
+        if skipped and skipped == plan.steps_per_epoch - first:  # fp16: the weights never moved this epoch
+            raise TrainingDivergedError(
+                f"training diverged: fp16's gradient scaler skipped every step of epoch {epoch + 1} ({skipped}), "
+                f"the loss was never finite; lower lr (now {schedule.lr:g}), set grad_clip or use "
+                f"precision=bf16, in another --out folder (they change the recipe); {run.path} keeps its last "
+                "checkpoint")
         totals = dist.all_reduce_sums(sums)
         count = max(1.0, totals.pop("count", 0.0))
         forward.eval()
