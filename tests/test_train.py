@@ -376,3 +376,13 @@ def test_init_policy_may_start_with_the_home_folder(tiny_bases, tmp_path, monkey
     check_recipe(dataclasses.replace(config, init_policy="~/policy.safetensors"))  # found, not "must be an existing"
     load_initial_policy(model, "~/policy.safetensors")
     assert all(torch.equal(policy_state(model)[k], v) for k, v in state.items())
+
+
+def test_an_eval_subset_beyond_the_validation_split_is_said(tiny_data, tmp_path, caplog):
+    """The per-epoch PGD accuracy of an adversarial base is measured on the first eval_subset validation images;
+    with fewer images in the split it silently used them all, while the recipe said eval_subset."""
+    from robust_mix.train import train_backbone
+
+    with caplog.at_level("WARNING", logger="robust_mix"):
+        train_backbone(tiny_backbone_recipe(method="pgd", eval_subset=64, max_steps_per_epoch=1), tmp_path / "run")
+    assert "eval_subset is 64 but the validation split has 32 images" in caplog.text

@@ -81,6 +81,9 @@ class BackboneTask(TrainTask):
         self.config, self.trained, self.run, self.dist = config, model, run, dist
         self._train, self._val = train_set, val_set
         self.higher_is_better = True
+        if config.method != "standard" and config.eval_subset > len(val_set) and dist.is_main:
+            logger.warning("eval_subset is %d but the validation split has %d images (val_subset): the per-epoch "
+                           "PGD accuracy is measured on all %d", config.eval_subset, len(val_set), len(val_set))
 
     def train_set(self, epoch: int) -> Dataset:
         return self._train
