@@ -45,9 +45,9 @@ _MODULE_BOOKKEEPING = frozenset(vars(nn.Module()))
 _PLAIN = (bool, int, float, str, type(None))
 
 
-def _plain(value: Any) -> bool:
+def _is_plain(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
-        return all(_plain(v) for v in value)
+        return all(_is_plain(v) for v in value)
     return isinstance(value, _PLAIN)
 
 
@@ -69,7 +69,7 @@ def model_code_fingerprint(model: nn.Module) -> str:
             volatile = volatile_state(type(module))
             h.update(f"{name}:{cls.__module__}.{cls.__qualname__}".encode())
             settings = sorted((key, repr(value)) for key, value in vars(module).items()
-                              if key not in _MODULE_BOOKKEEPING and key not in volatile and _plain(value))
+                              if key not in _MODULE_BOOKKEEPING and key not in volatile and _is_plain(value))
             h.update(repr(settings).encode())
             for key, buffer in module._buffers.items():
                 if key in module._non_persistent_buffers_set and key not in volatile:

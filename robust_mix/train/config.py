@@ -18,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
@@ -38,23 +38,17 @@ def _floats(check):  # a rule for a list of numbers, each checked by ``check``
     return lambda name, values: [check(name, v) for v in values]
 
 
-def _target_count(name: str, value: Any) -> int:
-    count = check_int(name, value, minimum=0)
-    if count > MAX_TARGETS:
-        raise InvalidInputError(f"{name} must be an integer from 0 to {MAX_TARGETS} (targeted examples per image: "
-                                f"the authors' top-2 .. top-10 classes), got {value}")
-    return count
+def _int_up_to(top: int, shown: str, meaning: str) -> Callable[[str, Any], int]:
+    """A rule for a whole number from 0 to ``top`` (written ``shown`` in the message, with its ``meaning``)."""
+    def rule(name: str, value: Any) -> int:
+        number = check_int(name, value, minimum=0)
+        if number > top:
+            raise InvalidInputError(f"{name} must be an integer from 0 to {shown} ({meaning}), got {value}")
+        return number
+    return rule
 
 
 MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest seed
-
-
-def _seed(name: str, value: Any) -> int:
-    seed = check_int(name, value, minimum=0)
-    if seed > MAX_SEED:
-        raise InvalidInputError(f"{name} must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), "
-                                f"got {value}")
-    return seed
 
 
 #: Type-independent range rules of recipe fields, by field name at any depth (types are checked from the
@@ -75,9 +69,10 @@ RECIPE_RULES = {
     # MixedNUTS' grid: s > 0 and p > 0 (a negative s reversed the robust base's ranking, p <= 0 erased it)
     "calib_gamma_bias": _floats(check_real), "scales": _floats(positive_float), "powers": _floats(positive_float),
     "biases": _floats(check_real),
-    "seed": lambda name, value: _seed(name, value),
+    "seed": _int_up_to(MAX_SEED, "2**64 - 1", "what torch.manual_seed takes"),
     "augment_shift": lambda name, value: check_int(name, value, minimum=0),
-    "n_targets": lambda name, value: _target_count(name, value),
+    "n_targets": _int_up_to(MAX_TARGETS, str(MAX_TARGETS),
+                            "targeted examples per image: the authors' top-2 .. top-10 classes"),
     "precision": lambda name, value: check_choice(name, value, PRECISIONS),
     "method": lambda name, value: check_choice(name, value, BACKBONE_METHODS),
     "eps": lambda name, value: check_eps(value, name=name),
