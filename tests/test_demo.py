@@ -149,6 +149,18 @@ def test_row_bars_show_the_stage_and_time_and_leave_nothing_between_or_after_the
     assert shown(terminal.getvalue()) == above
 
 
+def _read_until(master: int, text: str, seconds: float) -> str:
+    """What a pseudo-terminal received, read until ``text`` arrives or ``seconds`` pass: the kernel hands a pty's
+    writes to its reader asynchronously, so one read may return only the earlier ones on a busy machine."""
+    drawn, deadline = "", time.monotonic() + seconds
+    while text not in drawn:
+        ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        drawn += os.read(master, 65536).decode()
+    return drawn
+
+
 def test_row_bars_are_drawn_on_a_terminal_that_reports_no_width():
     # a pseudo-terminal whose size was never set says 0 columns; tqdm alone draws nothing there
     master, slave = os.openpty()
@@ -159,8 +171,7 @@ def test_row_bars_are_drawn_on_a_terminal_that_reports_no_width():
             bars.start(0, ["apgd-ce"], 4)
             bars.advance(0, "apgd-ce", 2)
             terminal.flush()
-            ready, _, _ = select.select([master], [], [], 5)
-            drawn = os.read(master, 65536).decode() if ready else ""
+            drawn = _read_until(master, "standard base:  50%|", seconds=5)
     os.close(master)
     assert "standard base:  50%|" in drawn and "APGD-CE" in drawn
 
