@@ -77,6 +77,19 @@ def test_train_then_plot_the_history(tiny_data, tmp_path, capsys):
     assert "no history to plot" in capsys.readouterr().err
 
 
+def test_plot_only_does_not_title_a_folder_with_the_recipe_typed(tiny_data, tmp_path, monkeypatch):
+    from robust_mix.cli import train as cli_train
+
+    out = tmp_path / "run"
+    assert main(["train", "fmnist-standard", "--out", str(out), "--no-progress", "--set", "epochs=1",
+                 "max_steps_per_epoch=1", "batch_size=16", "val_subset=16", f"arch_kwargs={json.dumps(TINY)}"]) == 0
+    titles = []
+    monkeypatch.setattr(cli_train, "plot_history", lambda history, title: titles.append(title) or b"\x89PNG")
+    # the folder was made by fmnist-standard; the name typed with --plot-only is not evidence of that
+    assert main(["train", "fmnist-robust", "--out", str(out), "--plot-only"]) == 0
+    assert titles and "fmnist-robust" not in titles[0] and str(out) in titles[0]
+
+
 @pytest.mark.parametrize("option, value, message", [("--workers", "-1", "integer >= 0, got -1"),
                                                     ("--checkpoint-every", "0", "positive integer (>= 1), got 0")])
 def test_run_options_are_checked_by_the_parser(capsys, tmp_path, option, value, message):

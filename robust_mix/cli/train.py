@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -110,12 +110,15 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return apply_values(config, parse_settings(args.set, given=list(flags)))
 
 
-def _write_plot(out: Path, recipe: str) -> Path:
+def _write_plot(out: Path, recipe: Optional[str] = None) -> Path:
+    """Draw ``out/history.png``; titled with ``recipe`` only when this command just trained it (``--plot``):
+    ``--plot-only`` cannot tell which recipe made an existing folder, so its title names the folder alone."""
     history = read_history(out)
     if not history:
         raise FileNotFoundError(f"no history to plot: {out / 'history.jsonl'} is missing or empty")
     path = out / "history.png"
-    atomic_write_bytes(path, plot_history(history, f"robust-mix train {recipe} ({out})"))
+    title = f"robust-mix train {recipe} ({out})" if recipe else f"training history of {out}"
+    atomic_write_bytes(path, plot_history(history, title))
     return path
 
 
@@ -126,7 +129,7 @@ def _train_main(args: argparse.Namespace) -> int:
     if args.plot_only:
         if not args.out:
             raise ValueError("--plot-only needs --out, the run folder whose history.jsonl to draw")
-        print(_write_plot(Path(args.out), args.recipe))
+        print(_write_plot(Path(args.out)))
         return 0
     config = check_recipe(resolve_config(args))
     if args.print_config:
