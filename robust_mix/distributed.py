@@ -117,6 +117,8 @@ def env_int(name: str, default: int) -> int:
 
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+#: Where the processes of a run meet (torch's ``env://`` rendezvous); torchrun sets both.
+_RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")
 
 
 def torchrun_place() -> tuple[int, int, int]:
@@ -163,7 +165,8 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
 
     Raises:
         robust_mix.validate.InvalidInputError: the device does not exist here (no GPU visible, an index
-            beyond the GPUs, a name torch does not know); a ``ValueError``.
+            beyond the GPUs, a name torch does not know), or several processes are asked for without
+            ``MASTER_ADDR``/``MASTER_PORT`` (torchrun sets them); a ``ValueError``.
     """
     rank, world_size, local_rank = torchrun_place()
     requested = check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -172,6 +175,14 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
         # more processes on this machine than GPUs: named here, not met as 'invalid device ordinal'
         requested = check_device(requested, f"device of LOCAL_RANK={local_rank}")
     context = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=requested)
+    missing = [k for k in _RENDEZVOUS_VARIABLES if not os.environ.get(k)]
+    if context.distributed and not dist.is_initialized() and missing:
+        # torch's env:// rendezvous would end with its own message, or wait for its timeout
+        verb = "is" if len(missing) == 1 else "are"
+        raise InvalidInputError(f"WORLD_SIZE={world_size} asks for {world_size} processes, but "
+                                f"{' and '.join(missing)} (where they meet) {verb} not set; start the command with "
+                                "torchrun, which sets them, or unset "
+                                + ", ".join(k for k in _TORCHRUN_VARIABLES if k in os.environ) + " to run as one process")
     if requested.type == "cuda":
         torch.cuda.set_device(requested)
     if context.distributed and not dist.is_initialized():

@@ -166,13 +166,15 @@ def test_preset_differences_say_what_a_recipe_scaled():
     ({"LOCAL_RANK": "-3"}, "LOCAL_RANK=-3 is negative"),
     ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' must be an integer"),
     ({"WORLD_SIZE": "2", "RANK": "1.0"}, "RANK='1.0' must be an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR and MASTER_PORT (where they meet) are not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "localhost"}, "MASTER_PORT (where they meet) is not set"),
 ])
 def test_inconsistent_torchrun_variables_are_refused_before_any_work(tiny_data, tmp_path, capsys, monkeypatch,
                                                                       env, message):
     """A process that is not rank 0 of the run it thinks it is in would train and write nothing."""
     from robust_mix.cli import main
 
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
