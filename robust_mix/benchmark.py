@@ -580,7 +580,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     probe_scores = _check_output_contract(model, images, labels, device, _num_classes(model))
     num_classes = probe_scores.shape[1]
     again = _check_input_untouched(model, images[:len(probe_scores)], device)
-    _warn_if_randomized(probe_scores, again, plan.version, getattr(config, "name", None) or type(model).__name__)
+    randomized = _warn_if_randomized(probe_scores, again, plan.version,
+                                     getattr(config, "name", None) or type(model).__name__)
     unused = sorted(set(options.overrides()) - set(options.overrides(plan.stages)))
     if unused:
         logger.warning("%s set%s the budget of no stage of this attack (%s): ignored", ", ".join(unused),
@@ -668,6 +669,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         config_fingerprint=current.fingerprint() if current is not None else None,
         full_clean_accuracy=None if full_correct is None else full_correct / clean_examples,
         full_clean_examples=clean_examples, cpu_threads=cpu_threads, images_given=images_given,
+        randomized=randomized,
         arguments={"model": name, "dataset": dataset, "threat_model": threat_model, "eps": eps,
                    "n_examples": n, "batch_size": batch_size, "attack": attack if isinstance(attack, str)
                    else list(attack), "adaptive": adaptive, "seed": seed, "device": str(device),
@@ -751,24 +753,28 @@ def _check_input_untouched(model: nn.Module, probe: torch.Tensor, device: torch.
     return check_scores(scores.detach(), len(probe))
 
 
-def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str, name: str) -> None:
-    """Warn when a model gave other scores, ``again``, on a second pass over the images it gave ``scores`` for
-    (test-time dropout, input noise): deterministic AutoAttack then overstates its robustness, and a resumed run
+def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str, name: str) -> bool:
+    """Whether a model gave other scores, ``again``, on a second pass over the images it gave ``scores`` for
+    (test-time dropout, input noise, state that changes between calls); such a model is named in the log, and the
+    result records it (``randomized``: its reports say that the numbers are one draw, and a deterministic attack's
+    are partial). Deterministic AutoAttack overstates the robustness of a randomized model, and a resumed run
     cannot reproduce its flags. The harness skips pyautoattack's own checks, which warned about this."""
     change = (torch.nn.functional.normalize(scores.float(), dim=1)
               - torch.nn.functional.normalize(again.float(), dim=1)).norm(dim=1).max().item()
     coarse = torch.finfo(scores.dtype).eps if scores.is_floating_point() else 0.0
     if not change > max(_RANDOMIZED_TOLERANCE, _RANDOMIZED_ULPS * coarse):
-        return
+        return False
     if version == "rand":
         logger.info("%s is randomized (its scores change by %.3g between two passes on the same images); the "
-                    "rand version's EOT averages over it", name, change)
-        return
+                    "rand version's EOT averages over it, and the report records that its numbers are one draw",
+                    name, change)
+        return True
     logger.warning("%s looks randomized: its scores on the same images changed by %.3g (L2, normalised) between "
                    "two passes (dropout at test time, input noise?). AutoAttack's %s version attacks one draw and "
                    "overstates the robustness of a randomized model, and a resumed run would not reproduce its "
-                   "flags: evaluate it with attack='rand' (--attack rand: APGD-CE and APGD-DLR with EOT), or make "
-                   "forward deterministic", name, change, version)
+                   "flags (the report marks it partial): evaluate it with attack='rand' (--attack rand: APGD-CE and "
+                   "APGD-DLR with EOT), or make forward deterministic", name, change, version)
+    return True
 
 
 def _mean(flags: Sequence[bool]) -> float:

@@ -161,7 +161,19 @@ def partial_reasons(run: Evaluation) -> list[str]:
         reasons.append(f"{run.n_examples:,} of the leaderboard's {needed:,} test examples")
     if needed is not None and getattr(run, "images_given", False):
         reasons.append(f"images passed to benchmark(), not {run.dataset}'s test split loaded by the harness")
+    if getattr(run, "randomized", False) and not str(getattr(run, "attack", "")).startswith("rand"):
+        reasons.append("the model is randomized (its scores changed between two passes on the same images), and "
+                       "a deterministic attack overstates its robustness: evaluate it with attack='rand' (EOT)")
     return reasons
+
+
+def randomness_note(run: Evaluation) -> Optional[str]:
+    """What a report says about a randomized model (``run.randomized``): its numbers are one draw, which a rerun
+    does not reproduce; ``None`` for a deterministic one."""
+    if not getattr(run, "randomized", False):
+        return None
+    return ("Randomized model: its scores changed between two passes on the same images, so its clean and robust "
+            "accuracy are one draw of a random model, and a rerun gives other numbers.")
 
 
 def evaluation_label(run: Evaluation) -> str:
