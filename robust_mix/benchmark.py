@@ -38,9 +38,9 @@ from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, c
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
-                                 check_device, check_eps, check_examples, check_finite_outputs, check_int, check_model,
-                                 check_scores, check_threat_model, check_writable_dir, optional_positive_int,
-                                 positive_int)
+                                 check_device, check_eps, check_eps_within_images, check_examples, check_finite_outputs,
+                                 check_int, check_model, check_scores, check_threat_model, check_writable_dir,
+                                 optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -561,6 +561,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     images, labels = check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model),
                                     dtype=dtype)
     images, labels = images.cpu(), labels.cpu()
+    check_eps_within_images(eps, threat_model, images.shape[1:])  # an L2 budget of 128 meant 128/255
     if n_examples is not None and n_examples > len(images):
         raise InvalidInputError(f"n_examples is {n_examples}, but only {len(images)} images were given; pass "
                                 f"n_examples <= {len(images)} (or none: all of them)")

@@ -245,6 +245,29 @@ def check_eps(eps: Any, threat_model: Any = "Linf", name: str = "eps") -> float:
     return check_real(name, value, low=0.0, low_open=True)
 
 
+def check_eps_within_images(eps: float, threat_model: str, image_shape: Sequence[int]) -> float:
+    """``eps`` when it is no larger than the largest distance between two images of ``image_shape`` ``(C, H, W)``
+    with pixels in ``[0, 1]`` under ``threat_model``: 1 under Linf, ``sqrt(C * H * W)`` under L2, ``C * H * W``
+    under L1.
+
+    A larger budget puts every image inside the ball around each clean one, so a robust accuracy measured with it
+    says nothing; it is mostly a budget written in 255ths (``128`` for ``128/255``), which Linf refuses by its
+    bound of 1 and L2 and L1 took as it was.
+
+    Raises:
+        InvalidInputError: naming the budget, the largest distance, and the budget in pixel units.
+    """
+    size = math.prod(int(d) for d in image_shape)
+    largest = {"Linf": 1.0, "L2": math.sqrt(size), "L1": float(size)}[check_threat_model(threat_model)]
+    if eps > largest * (1 + 1e-6):
+        raise InvalidInputError(
+            f"eps={eps:g} under {threat_model} is larger than {largest:.4g}, the largest {threat_model} distance "
+            f"between two images of shape {tuple(int(d) for d in image_shape)} with pixels in [0, 1]: every image "
+            f"lies within it, so robust accuracy would measure nothing. Budgets are in [0, 1] pixel units, not "
+            f"255ths: {eps:g}/255 is eps={eps / 255:.4g}")
+    return eps
+
+
 def parse_int(name: str, text: Union[str, int]) -> int:
     """``"1000"`` -> 1000 (command-line text; ``"2.5"`` and ``"abc"`` are refused, naming the text)."""
     if not isinstance(text, str):

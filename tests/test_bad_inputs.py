@@ -202,6 +202,14 @@ EPS = [
      "threat_model must be one of ['Linf', 'L2', 'L1'], got 2"),
     ("threat_model='L2' without eps, on a Linf entry", lambda: bench(threat_model="L2", eps=None), InvalidInputError,
      "eps is not set for threat_model='L2': the model's config has eps=0.1 for its own threat model 'Linf'"),
+    ("eps=128 under L2 (255ths)", lambda: bench(threat_model="L2", eps=128), InvalidInputError,
+     "eps=128 under L2 is larger than 28, the largest L2 distance between two images of shape (1, 28, 28) with "
+     "pixels in [0, 1]: every image lies within it, so robust accuracy would measure nothing. Budgets are in [0, 1] "
+     "pixel units, not 255ths: 128/255 is eps=0.502"),
+    ("eps=800 under L1", lambda: bench(threat_model="L1", eps=800), InvalidInputError,
+     "eps=800 under L1 is larger than 784, the largest L1 distance"),
+    ("a sweep with eps=128 under L2", lambda: quick_sweep([0.5], threat_model="L2", eps=128), InvalidInputError,
+     "eps=128 under L2 is larger than 28"),
     ("dataset=10", lambda: bench(dataset=10), TypeError, "dataset must be a data set name such as 'cifar10'"),
     ("unknown attack stage", lambda: bench(attack="apgd-xx"), ValueError, "unknown attack stage(s) ['apgd-xx']"),
 ]
