@@ -23,6 +23,12 @@ KNOWN_STAGES = AUTOATTACK_STAGES + ADAPTIVE_STAGES
 #: Named attacks: pyautoattack version (sets the sub-attacks' constants) and stages.
 PRESETS = {"standard": ("standard", STANDARD_STAGES), "rand": ("rand", RAND_STAGES),
            "adaptive": ("standard", ADAPTIVE_STAGES)}
+#: pyautoattack versions that are no preset of the harness -> what to run instead.
+UNRUN_VERSIONS = {
+    "plus": "list its stages, attack='apgd-ce,apgd-dlr,fab,square,apgd-t,fab-t', which run with the standard "
+            "version's budgets (one restart of APGD-CE and FAB where plus runs five)",
+    "custom": "list the stages to run, e.g. attack='apgd-ce,square'",
+}
 #: Weight ``w`` of ``BCE(gamma, 1)`` in the adaptive objective: the mean of the authors'
 #: training-time distribution ``U(0, 0.4)`` (PAPER.md section 3).
 DEFAULT_ADAPTIVE_WEIGHT = 0.2
@@ -91,9 +97,12 @@ def _unknown_stages(attack: Union[str, Sequence[str]], unknown: Sequence[str]) -
     spelled = {n.lower().replace("_", "-"): n for n in (*PRESETS, *KNOWN_STAGES)}
     meant = [spelled[k] for k in (s.lower().replace("_", "-") for s in unknown) if k in spelled]
     presets = [s for s in unknown if s in PRESETS]
+    versions = [s for s in unknown if s.strip().lower() in UNRUN_VERSIONS]
     hint = (f" (a preset runs alone, not in a list: {presets[0]!r} is {list(PRESETS[presets[0]][1])}; add the "
             "adaptive suite with adaptive=True / --adaptive)" if presets
-            else f" (names are lower case with '-': did you mean {', '.join(map(repr, meant))}?)" if meant else "")
+            else f" (names are lower case with '-': did you mean {', '.join(map(repr, meant))}?)" if meant
+            else f" ({versions[0]!r} is a pyautoattack version the harness does not run: "
+                 f"{UNRUN_VERSIONS[versions[0].strip().lower()]})" if versions else "")
     return f"unknown attack stage(s) {list(unknown)}{hint}"
 
 

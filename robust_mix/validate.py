@@ -215,7 +215,8 @@ def check_threat_model(threat_model: Any, name: str = "threat_model") -> str:
                     f"dataset='imagenet', threat_model={value!r}) runs ImageNet's from a RobustBench checkout; "
                     "its CIFAR loaders fail there)")
     elif isinstance(value, str):
-        same = [t for t in THREAT_MODELS if t.lower() == value.strip().lower()]
+        key = lambda text: "".join(c for c in text.lower() if c not in " _-")  # noqa: E731
+        same = [t for t in THREAT_MODELS if key(t) == key(value)]
         if same:
             message += f" (names are case-sensitive, as in RobustBench: did you mean {same[0]!r}?)"
     raise InvalidInputError(message)

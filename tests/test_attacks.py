@@ -87,6 +87,10 @@ def test_the_adaptive_flag_beside_a_list_naming_part_of_the_adaptive_suite_is_re
                           "['apgd-ce', 'apgd-t', 'fab-t', 'square']"),
     ([], "attack [] names no stage; use one of"),
     (",", "attack ',' names no stage"),
+    ("plus", "'plus' is a pyautoattack version the harness does not run: list its stages, "
+             "attack='apgd-ce,apgd-dlr,fab,square,apgd-t,fab-t'"),
+    (["Plus"], "'Plus' is a pyautoattack version the harness does not run"),
+    ("custom", "'custom' is a pyautoattack version the harness does not run: list the stages to run"),
 ])
 def test_unknown_stage_names_say_what_was_meant(attack, message):
     with pytest.raises(ValueError) as err:

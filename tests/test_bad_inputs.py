@@ -196,6 +196,9 @@ EPS = [
     ("threat_model='linf'", lambda: bench(threat_model="linf"), InvalidInputError,
      "threat_model must be one of ['Linf', 'L2', 'L1'], got 'linf' (names are case-sensitive, as in RobustBench: "
      "did you mean 'Linf'?)"),
+    ("threat_model='l_inf'", lambda: bench(threat_model="l_inf"), InvalidInputError, "got 'l_inf' (names are "
+     "case-sensitive, as in RobustBench: did you mean 'Linf'?)"),
+    ("threat_model='L-2'", lambda: bench(threat_model="L-2", eps=0.5), InvalidInputError, "did you mean 'L2'?"),
     ("threat_model='corruptions' (a Fashion-MNIST entry)", lambda: bench(threat_model="corruptions"), InvalidInputError,
      "'corruptions' is RobustBench's common-corruptions benchmark (accuracy on corrupted images, no attack, no eps)"),
     ("threat_model=2", lambda: bench(threat_model=2), InvalidInputError,
