@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
-from robust_mix.protocol import ADAPTIVE_STAGES, SETTINGS_GROUP, STANDARD_STAGES, required_examples
+from robust_mix.protocol import (ADAPTIVE_STAGES, DEFAULT_ADAPTIVE_WEIGHT, SETTINGS_GROUP, STANDARD_STAGES,
+                                 required_examples)
 
 #: How each stage is written (the field's names).
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
@@ -121,6 +122,8 @@ def _budget(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> 
         parts.append(f"{values['n_target_classes']} targets")
     if stage in _EOT and values.get("eot_iter", 1) > 1:
         parts.append(f"EOT {values['eot_iter']}")
+    if stage in ADAPTIVE_STAGES and values.get("bce_weight", DEFAULT_ADAPTIVE_WEIGHT) != DEFAULT_ADAPTIVE_WEIGHT:
+        parts.append(f"BCE weight {values['bce_weight']:g}")
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -108,7 +108,8 @@ def _unknown_stages(attack: Union[str, Sequence[str]], unknown: Sequence[str]) -
 
 @dataclass
 class AttackOptions:
-    """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value.
+    """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value (``adaptive_weight``, the
+    adaptive objective's ``w``: :data:`DEFAULT_ADAPTIVE_WEIGHT`).
 
     Meant for tests and quick looks: any override makes a result non-comparable with the
     leaderboard, and reports say so.
@@ -126,9 +127,12 @@ class AttackOptions:
                                             positive_int), "adaptive_weight": check_fraction})
 
     def overrides(self, stages: Optional[Sequence[str]] = None) -> dict[str, object]:
-        """The budget fields that differ from the leaderboard setting; with ``stages``, only those that act
-        on one of them (:data:`OPTION_STAGES`: ``n_queries`` set for a run without Square changes nothing)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"
+        """The fields that differ from the leaderboard setting (``adaptive_weight`` too, when it is not
+        :data:`DEFAULT_ADAPTIVE_WEIGHT`: the adaptive stages then attack another objective); with ``stages``, only
+        those that act on one of them (:data:`OPTION_STAGES`: ``n_queries`` set for a run without Square changes
+        nothing)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None and not (k == "adaptive_weight" and v == DEFAULT_ADAPTIVE_WEIGHT)
                 and (stages is None or any(stage in OPTION_STAGES[k] for stage in stages))}
 
 
@@ -156,7 +160,10 @@ OPTION_STAGES: dict[str, tuple[str, ...]] = {
     "n_target_classes": ("apgd-t", "fab-t", "adaptive-apgd-t"),
     "n_queries": ("square",),
     "eot_iter": ("apgd-ce", "apgd-dlr") + ADAPTIVE_STAGES,
+    "adaptive_weight": ADAPTIVE_STAGES,
 }
+#: Field of :class:`AttackOptions` -> its key in ``attack_settings``, where the two names differ.
+OPTION_SETTING: dict[str, str] = {"adaptive_weight": "bce_weight"}
 
 
 
