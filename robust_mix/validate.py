@@ -24,6 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 #: Threat models the harness runs (pyautoattack's norms).
@@ -61,10 +62,18 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _one_number(value: Any) -> Any:
+    """A one-element tensor or NumPy array as its Python number (``torch.tensor(0.1)``, ``np.array(0.1)``, a NumPy
+    scalar's array form); anything else as it is. The one rule of every number check here."""
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or (isinstance(value, np.ndarray) and value.size == 1):
+        return value.item()
+    return value
+
+
 def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
     """``value`` as an ``int`` (``bool`` and floats such as ``2.0`` are refused), at least ``minimum``."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-        value = value.item()
+    if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        value = _one_number(value)
     if not _is_int(value):
         raise InvalidInputTypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if minimum is not None and value < minimum:
@@ -107,9 +116,10 @@ def check_bool(name: str, value: Any, *, optional: bool = False) -> Optional[boo
 
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
                low_open: bool = False, high_open: bool = False, expected: str = "") -> float:
-    """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
+    """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``); a one-element
+    tensor or NumPy array is read as its number, as a NumPy scalar is (``np.array(0.1)`` was refused as no number,
+    ``torch.tensor(0.1)`` taken)."""
+    value = _one_number(value)
     interval = expected or _interval(low, high, low_open, high_open)
     if not _is_real(value):
         raise InvalidInputTypeError(f"{name} must be a number{interval}, got {value!r} ({type(value).__name__})")
@@ -377,8 +387,7 @@ def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str)
 # -- mixing ratios ------------------------------------------------------------------------------------
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
     """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""
-    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
-        alpha = alpha.item()
+    alpha = _one_number(alpha)
     if not _is_real(alpha):
         raise InvalidInputTypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
                                     f"got {alpha!r} ({type(alpha).__name__})")

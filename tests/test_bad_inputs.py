@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -472,6 +473,16 @@ def test_api_refuses_bad_input_naming_it(call, error, names):
         call()
     message = info.value.args[0] if isinstance(info.value, KeyError) else str(info.value)
     assert names in message
+
+
+@pytest.mark.parametrize("eps", [np.array(0.1), np.array([0.1]), np.float64(0.1), torch.tensor([0.1])],
+                         ids=["0-d array", "1-element array", "NumPy scalar", "1-element tensor"])
+def test_a_budget_given_as_one_numpy_or_torch_number_is_that_number(eps):
+    """A one-element tensor was read as its number, a 0-d NumPy array (``np.array(0.1)``, ``np.median`` of an
+    array of budgets) refused as no number: one rule for every number the harness and the certificates take."""
+    result = bench(eps=eps)
+    assert result.eps == pytest.approx(0.1) and result.arguments["eps"] == result.eps
+    assert robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=eps * 6).alpha == pytest.approx(0.6)
 
 
 def test_l1_apgd_runs_with_three_iterations_and_other_stages_with_one():
