@@ -66,9 +66,9 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
     if not isinstance(attack, str) and not (isinstance(attack, Sequence) and all(isinstance(s, str) for s in attack)):
         raise InvalidInputTypeError(f"attack must be one of {list(PRESETS)} or a list of stage names like "
                                     f"['apgd-ce', 'apgd-t'], got {attack!r} ({type(attack).__name__})")
-    if isinstance(attack, str) and attack in PRESETS:
-        name = attack
-        version, stages = PRESETS[attack]
+    if isinstance(attack, str) and attack.strip() in PRESETS:  # " rand" was read as a list naming a preset
+        name = attack.strip()
+        version, stages = PRESETS[name]
     else:
         stages = [s.strip() for s in (attack.split(",") if isinstance(attack, str) else attack) if s.strip()]
         unknown = [s for s in stages if s not in KNOWN_STAGES]

@@ -53,6 +53,7 @@ def test_attack_plans():
     assert both.name == "standard+adaptive"
     assert resolve_attack("adaptive").suites == {"adaptive": list(ADAPTIVE_STAGES)}
     assert resolve_attack("rand").version == "rand" and resolve_attack("rand").stages == ["apgd-ce", "apgd-dlr"]
+    assert resolve_attack(" rand ").version == "rand" and resolve_attack("standard\n").name == "standard"
     custom = resolve_attack("apgd-ce, apgd-t")
     assert custom.version == "standard" and custom.stages == ["apgd-ce", "apgd-t"]
     with pytest.raises(ValueError, match="unknown attack stage"):
