@@ -302,7 +302,7 @@ def _benchmark_with_checks(original: Callable) -> Callable:
         given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
                                                           given["preprocessing"])
         _check_benchmark_corruptions(given["dataset"], given["threat_model"])
-        _check_benchmark_eps(given["eps"], given["threat_model"], given["model"])
+        _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
         _check_benchmark_mode(given["model"])
         check_float32_model(given["model"])
         _check_benchmark_to_disk(given["to_disk"], given["model_name"])
@@ -469,19 +469,23 @@ def _check_benchmark_classes(model: Any, dataset: Any) -> None:
                             + hint)
 
 
-def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None) -> None:
-    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255), or none at all, before the
-    data are loaded (:func:`robust_mix.validate.check_eps`; AutoAttack refused the first only after the clean pass,
-    RobustBench the second too). A threat model robust_mix does not attack (corruptions) is left to RobustBench."""
+def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None, dataset: Any = None) -> None:
+    """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255; under L2 or L1 one larger than
+    the distance between any two of ``dataset``'s CIFAR images, :func:`robust_mix.validate.check_eps_within_images`),
+    or none at all, before the data are loaded (:func:`robust_mix.validate.check_eps`; AutoAttack refused the first
+    only after the clean pass, RobustBench the second too). A threat model robust_mix does not attack (corruptions) is
+    left to RobustBench; ImageNet's image size, set by the preprocessing, is checked by the attack."""
     from robust_mix.formatting import format_eps
-    from robust_mix.validate import InvalidInputError, check_eps, check_threat_model
+    from robust_mix.validate import InvalidInputError, check_eps, check_eps_within_images, check_threat_model
 
     try:
         threat = check_threat_model(threat_model)
     except InvalidInputError:
         return
     if eps is not None:
-        check_eps(eps, threat)
+        eps = check_eps(eps, threat)
+        if getattr(dataset, "value", dataset) in ("cifar10", "cifar100"):
+            check_eps_within_images(eps, threat, _CIFAR_IMAGES)
         return
     config = getattr(model, "config", None)
     own = getattr(config, "eps", None) if getattr(config, "threat_model", None) == threat else None

@@ -33,8 +33,8 @@ import pyautoattack
 import pyautoattack.state
 
 from robust_mix.protocol import AUTOATTACK_STAGES
-from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_examples,
-                                 check_threat_model, positive_int)
+from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_eps_within_images,
+                                 check_examples, check_threat_model, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ class AutoAttack(pyautoattack.AutoAttack):
         """
         bs = positive_int("bs", bs)
         x_orig, y_orig = check_examples(x_orig, y_orig)
+        check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
         with self._log_file():
             x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
         return (x_adv, y_adv) if return_labels else x_adv

@@ -27,8 +27,8 @@ from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
-from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, OPTION_STAGES, SETTINGS_GROUP, AttackOptions, AttackPlan,
-                                 check_options)
+from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, OPTION_SETTING, OPTION_STAGES, SETTINGS_GROUP, AttackOptions,
+                                 AttackPlan, check_options)
 from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
                                  check_score_shape)
 
@@ -368,7 +368,7 @@ class StageRunner:
                                      **common)
         nuts = is_mixednuts(model)
         for attack in (self.adaptive_ce, self.adaptive_t):
-            attack.weight = self.options.adaptive_weight
+            attack.weight = DEFAULT_ADAPTIVE_WEIGHT  # the protocol's; options.adaptive_weight is an override
             attack.select_min_margin = nuts
         self._leaderboard_settings = self.attack_settings()  # before the overrides: the protocol's own budgets
         self._apply_options()
@@ -444,7 +444,8 @@ class StageRunner:
         changed = {}
         for key, value in self.options.overrides(stages).items():
             groups = {SETTINGS_GROUP[stage] for stage in stages if stage in OPTION_STAGES[key]}
-            if any(self._leaderboard_settings[group].get(key) != self.attack_settings()[group].get(key)
+            setting = OPTION_SETTING.get(key, key)
+            if any(self._leaderboard_settings[group].get(setting) != self.attack_settings()[group].get(setting)
                    for group in groups):
                 changed[key] = value
         return changed
@@ -467,6 +468,8 @@ class StageRunner:
         if opts.eot_iter is not None:
             for attack in (aa.apgd, self.adaptive_ce, self.adaptive_t):
                 attack.eot_iter = opts.eot_iter
+        for attack in (self.adaptive_ce, self.adaptive_t):
+            attack.weight = opts.adaptive_weight
 
     def _apgd(self, attack: object, loss: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack.loss = loss

@@ -38,9 +38,9 @@ from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, c
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
-                                 check_device, check_eps, check_examples, check_finite_outputs, check_int, check_model,
-                                 check_scores, check_threat_model, check_writable_dir, optional_positive_int,
-                                 positive_int)
+                                 check_device, check_eps, check_eps_within_images, check_examples, check_finite_outputs,
+                                 check_int, check_model, check_scores, check_threat_model, check_writable_dir,
+                                 optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -561,6 +561,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     images, labels = check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model),
                                     dtype=dtype)
     images, labels = images.cpu(), labels.cpu()
+    check_eps_within_images(eps, threat_model, images.shape[1:])  # an L2 budget of 128 meant 128/255
     if n_examples is not None and n_examples > len(images):
         raise InvalidInputError(f"n_examples is {n_examples}, but only {len(images)} images were given; pass "
                                 f"n_examples <= {len(images)} (or none: all of them)")
@@ -580,7 +581,8 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     probe_scores = _check_output_contract(model, images, labels, device, _num_classes(model))
     num_classes = probe_scores.shape[1]
     again = _check_input_untouched(model, images[:len(probe_scores)], device)
-    _warn_if_randomized(probe_scores, again, plan.version, getattr(config, "name", None) or type(model).__name__)
+    randomized = _warn_if_randomized(probe_scores, again, plan.version,
+                                     getattr(config, "name", None) or type(model).__name__)
     unused = sorted(set(options.overrides()) - set(options.overrides(plan.stages)))
     if unused:
         logger.warning("%s set%s the budget of no stage of this attack (%s): ignored", ", ".join(unused),
@@ -668,6 +670,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         config_fingerprint=current.fingerprint() if current is not None else None,
         full_clean_accuracy=None if full_correct is None else full_correct / clean_examples,
         full_clean_examples=clean_examples, cpu_threads=cpu_threads, images_given=images_given,
+        randomized=randomized,
         arguments={"model": name, "dataset": dataset, "threat_model": threat_model, "eps": eps,
                    "n_examples": n, "batch_size": batch_size, "attack": attack if isinstance(attack, str)
                    else list(attack), "adaptive": adaptive, "seed": seed, "device": str(device),
@@ -751,24 +754,28 @@ def _check_input_untouched(model: nn.Module, probe: torch.Tensor, device: torch.
     return check_scores(scores.detach(), len(probe))
 
 
-def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str, name: str) -> None:
-    """Warn when a model gave other scores, ``again``, on a second pass over the images it gave ``scores`` for
-    (test-time dropout, input noise): deterministic AutoAttack then overstates its robustness, and a resumed run
+def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str, name: str) -> bool:
+    """Whether a model gave other scores, ``again``, on a second pass over the images it gave ``scores`` for
+    (test-time dropout, input noise, state that changes between calls); such a model is named in the log, and the
+    result records it (``randomized``: its reports say that the numbers are one draw, and a deterministic attack's
+    are partial). Deterministic AutoAttack overstates the robustness of a randomized model, and a resumed run
     cannot reproduce its flags. The harness skips pyautoattack's own checks, which warned about this."""
     change = (torch.nn.functional.normalize(scores.float(), dim=1)
               - torch.nn.functional.normalize(again.float(), dim=1)).norm(dim=1).max().item()
     coarse = torch.finfo(scores.dtype).eps if scores.is_floating_point() else 0.0
     if not change > max(_RANDOMIZED_TOLERANCE, _RANDOMIZED_ULPS * coarse):
-        return
+        return False
     if version == "rand":
         logger.info("%s is randomized (its scores change by %.3g between two passes on the same images); the "
-                    "rand version's EOT averages over it", name, change)
-        return
+                    "rand version's EOT averages over it, and the report records that its numbers are one draw",
+                    name, change)
+        return True
     logger.warning("%s looks randomized: its scores on the same images changed by %.3g (L2, normalised) between "
                    "two passes (dropout at test time, input noise?). AutoAttack's %s version attacks one draw and "
                    "overstates the robustness of a randomized model, and a resumed run would not reproduce its "
-                   "flags: evaluate it with attack='rand' (--attack rand: APGD-CE and APGD-DLR with EOT), or make "
-                   "forward deterministic", name, change, version)
+                   "flags (the report marks it partial): evaluate it with attack='rand' (--attack rand: APGD-CE and "
+                   "APGD-DLR with EOT), or make forward deterministic", name, change, version)
+    return True
 
 
 def _mean(flags: Sequence[bool]) -> float:

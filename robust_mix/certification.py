@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accuracy, check_lipschitz,
+from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accuracy, check_lipschitz, check_norm,
                                 check_probability_mixing, estimate_smoothed, lipschitz_radius, margin, resolve_alpha,
                                 robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
@@ -104,6 +104,13 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    norm = check_norm(norm)
+    if method == "smoothing" and (norm != "l2" or lipschitz is not None):
+        given = [f"norm={norm!r}"] * (norm != "l2") + [f"lipschitz={lipschitz!r}"] * (lipschitz is not None)
+        raise InvalidInputError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} the Lipschitz "
+                                "certificate, but method='smoothing' certifies l2 radii by Gaussian smoothing (the "
+                                "report would say l2, not what was asked): pass method='lipschitz' (--method "
+                                "lipschitz), or leave them out")
     if lipschitz is not None:
         lipschitz = check_lipschitz(lipschitz)
     sigma = positive_float("sigma", sigma)

@@ -41,7 +41,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -521,6 +521,25 @@ def lipschitz_bound(network: nn.Module) -> float:
                      "for other architectures")
 
 
+#: The norms a certificate's radius is measured in (lower case: the harness's ``"L2"``/``"Linf"`` name threat models).
+NORMS = ("l2", "linf")
+
+
+def check_norm(norm: Any) -> Norm:
+    """``norm`` when it is one of :data:`NORMS`.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: anything else, naming the spelling meant for the harness's
+            ``"L2"``/``"Linf"`` (a Lipschitz constant given with ``norm="foo"`` was recorded under that name).
+    """
+    if isinstance(norm, str) and norm in NORMS:
+        return norm  # type: ignore[return-value]
+    meant = {"l2": "l2", "linf": "linf", "l-inf": "linf", "l_inf": "linf", "inf": "linf"}.get(
+        norm.strip().lower() if isinstance(norm, str) else None)
+    hint = f" (certificates write norms in lower case: did you mean {meant!r}?)" if meant else ""
+    raise InvalidInputError(f"norm must be one of {list(NORMS)}, got {norm!r}{hint}")
+
+
 def robust_probs_lipschitz(model: MixedClassifier, input_shape: Sequence[int], norm: Norm = "l2") -> float:
     """Lipschitz constant ``L`` of every component of ``softmax(s_h * h(adapter(x)))`` in raw image space.
 
@@ -532,8 +551,7 @@ def robust_probs_lipschitz(model: MixedClassifier, input_shape: Sequence[int], n
         input_shape: ``(C, H, W)`` of one raw image.
         norm: ``"l2"`` or ``"linf"``, the norm the radius is measured in.
     """
-    if norm not in ("l2", "linf"):
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    norm = check_norm(norm)
     contract = model.robust_input.config
     if contract.input_size is not None and tuple(contract.input_size) != tuple(input_shape[-2:]):
         raise ValueError(f"the robust base resizes its input to {contract.input_size}; interpolation is not "
@@ -626,6 +644,7 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
     Raises:
         robust_mix.validate.InvalidInputError: ``lipschitz`` is 0, negative, NaN or infinite (:func:`check_lipschitz`).
     """
+    norm = check_norm(norm)
     check_probability_mixing(model)
     check_images(x, model.input_shape, dtype=model.dtype, device=model.device)
     if labels is not None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
-from robust_mix.protocol import ADAPTIVE_STAGES, SETTINGS_GROUP, STANDARD_STAGES, required_examples
+from robust_mix.protocol import (ADAPTIVE_STAGES, DEFAULT_ADAPTIVE_WEIGHT, SETTINGS_GROUP, STANDARD_STAGES,
+                                 required_examples)
 
 #: How each stage is written (the field's names).
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
@@ -121,6 +122,8 @@ def _budget(stage: str, settings: Optional[Mapping[str, Mapping[str, Any]]]) -> 
         parts.append(f"{values['n_target_classes']} targets")
     if stage in _EOT and values.get("eot_iter", 1) > 1:
         parts.append(f"EOT {values['eot_iter']}")
+    if stage in ADAPTIVE_STAGES and values.get("bce_weight", DEFAULT_ADAPTIVE_WEIGHT) != DEFAULT_ADAPTIVE_WEIGHT:
+        parts.append(f"BCE weight {values['bce_weight']:g}")
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -161,7 +164,19 @@ def partial_reasons(run: Evaluation) -> list[str]:
         reasons.append(f"{run.n_examples:,} of the leaderboard's {needed:,} test examples")
     if needed is not None and getattr(run, "images_given", False):
         reasons.append(f"images passed to benchmark(), not {run.dataset}'s test split loaded by the harness")
+    if getattr(run, "randomized", False) and not str(getattr(run, "attack", "")).startswith("rand"):
+        reasons.append("the model is randomized (its scores changed between two passes on the same images), and "
+                       "a deterministic attack overstates its robustness: evaluate it with attack='rand' (EOT)")
     return reasons
+
+
+def randomness_note(run: Evaluation) -> Optional[str]:
+    """What a report says about a randomized model (``run.randomized``): its numbers are one draw, which a rerun
+    does not reproduce; ``None`` for a deterministic one."""
+    if not getattr(run, "randomized", False):
+        return None
+    return ("Randomized model: its scores changed between two passes on the same images, so its clean and robust "
+            "accuracy are one draw of a random model, and a rerun gives other numbers.")
 
 
 def evaluation_label(run: Evaluation) -> str:

@@ -23,6 +23,12 @@ KNOWN_STAGES = AUTOATTACK_STAGES + ADAPTIVE_STAGES
 #: Named attacks: pyautoattack version (sets the sub-attacks' constants) and stages.
 PRESETS = {"standard": ("standard", STANDARD_STAGES), "rand": ("rand", RAND_STAGES),
            "adaptive": ("standard", ADAPTIVE_STAGES)}
+#: pyautoattack versions that are no preset of the harness -> what to run instead.
+UNRUN_VERSIONS = {
+    "plus": "list its stages, attack='apgd-ce,apgd-dlr,fab,square,apgd-t,fab-t', which run with the standard "
+            "version's budgets (one restart of APGD-CE and FAB where plus runs five)",
+    "custom": "list the stages to run, e.g. attack='apgd-ce,square'",
+}
 #: Weight ``w`` of ``BCE(gamma, 1)`` in the adaptive objective: the mean of the authors'
 #: training-time distribution ``U(0, 0.4)`` (PAPER.md section 3).
 DEFAULT_ADAPTIVE_WEIGHT = 0.2
@@ -60,9 +66,9 @@ def resolve_attack(attack: Union[str, Sequence[str]], adaptive: bool = False) ->
     if not isinstance(attack, str) and not (isinstance(attack, Sequence) and all(isinstance(s, str) for s in attack)):
         raise InvalidInputTypeError(f"attack must be one of {list(PRESETS)} or a list of stage names like "
                                     f"['apgd-ce', 'apgd-t'], got {attack!r} ({type(attack).__name__})")
-    if isinstance(attack, str) and attack in PRESETS:
-        name = attack
-        version, stages = PRESETS[attack]
+    if isinstance(attack, str) and attack.strip() in PRESETS:  # " rand" was read as a list naming a preset
+        name = attack.strip()
+        version, stages = PRESETS[name]
     else:
         stages = [s.strip() for s in (attack.split(",") if isinstance(attack, str) else attack) if s.strip()]
         unknown = [s for s in stages if s not in KNOWN_STAGES]
@@ -91,15 +97,19 @@ def _unknown_stages(attack: Union[str, Sequence[str]], unknown: Sequence[str]) -
     spelled = {n.lower().replace("_", "-"): n for n in (*PRESETS, *KNOWN_STAGES)}
     meant = [spelled[k] for k in (s.lower().replace("_", "-") for s in unknown) if k in spelled]
     presets = [s for s in unknown if s in PRESETS]
+    versions = [s for s in unknown if s.strip().lower() in UNRUN_VERSIONS]
     hint = (f" (a preset runs alone, not in a list: {presets[0]!r} is {list(PRESETS[presets[0]][1])}; add the "
             "adaptive suite with adaptive=True / --adaptive)" if presets
-            else f" (names are lower case with '-': did you mean {', '.join(map(repr, meant))}?)" if meant else "")
+            else f" (names are lower case with '-': did you mean {', '.join(map(repr, meant))}?)" if meant
+            else f" ({versions[0]!r} is a pyautoattack version the harness does not run: "
+                 f"{UNRUN_VERSIONS[versions[0].strip().lower()]})" if versions else "")
     return f"unknown attack stage(s) {list(unknown)}{hint}"
 
 
 @dataclass
 class AttackOptions:
-    """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value.
+    """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value (``adaptive_weight``, the
+    adaptive objective's ``w``: :data:`DEFAULT_ADAPTIVE_WEIGHT`).
 
     Meant for tests and quick looks: any override makes a result non-comparable with the
     leaderboard, and reports say so.
@@ -117,9 +127,12 @@ class AttackOptions:
                                             positive_int), "adaptive_weight": check_fraction})
 
     def overrides(self, stages: Optional[Sequence[str]] = None) -> dict[str, object]:
-        """The budget fields that differ from the leaderboard setting; with ``stages``, only those that act
-        on one of them (:data:`OPTION_STAGES`: ``n_queries`` set for a run without Square changes nothing)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "adaptive_weight"
+        """The fields that differ from the leaderboard setting (``adaptive_weight`` too, when it is not
+        :data:`DEFAULT_ADAPTIVE_WEIGHT`: the adaptive stages then attack another objective); with ``stages``, only
+        those that act on one of them (:data:`OPTION_STAGES`: ``n_queries`` set for a run without Square changes
+        nothing)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None and not (k == "adaptive_weight" and v == DEFAULT_ADAPTIVE_WEIGHT)
                 and (stages is None or any(stage in OPTION_STAGES[k] for stage in stages))}
 
 
@@ -147,7 +160,10 @@ OPTION_STAGES: dict[str, tuple[str, ...]] = {
     "n_target_classes": ("apgd-t", "fab-t", "adaptive-apgd-t"),
     "n_queries": ("square",),
     "eot_iter": ("apgd-ce", "apgd-dlr") + ADAPTIVE_STAGES,
+    "adaptive_weight": ADAPTIVE_STAGES,
 }
+#: Field of :class:`AttackOptions` -> its key in ``attack_settings``, where the two names differ.
+OPTION_SETTING: dict[str, str] = {"adaptive_weight": "bce_weight"}
 
 
 

@@ -111,6 +111,10 @@ class ReferenceRow:
         if result.full_clean_accuracy is None:
             raise ValueError(f"the report of row {spec.key!r} has no clean accuracy on the whole test set; rerun "
                              "it with clean_examples (robust-mix benchmark --clean-examples 10000)")
+        if result.images_given:
+            raise ValueError(f"the report of row {spec.key!r} was measured on images passed to benchmark(), not on "
+                             f"the first test images of {result.dataset} a reference row records; rerun it without "
+                             "images= (the harness loads the test split)")
         return cls(label=spec.label, model=spec.model, config_fingerprint=result.config_fingerprint,
                    attack=result.attack, attack_label=evaluation_label(result), options=dict(result.options),
                    seed=result.seed, clean_accuracy=result.full_clean_accuracy,
@@ -272,6 +276,9 @@ def _other_setting(live: BenchmarkResult, reference: ReferenceRow) -> list[str]:
     what = []
     if dataset is not None and live.dataset != dataset:
         what.append(f"on data set {dataset} (this run {live.dataset})")
+    elif live.images_given:  # flags of other images: the reference's are the first test images
+        what.append(f"on the first test images of {reference.dataset or 'its data set'} (this run on images passed "
+                    "to benchmark())")
     if threat_model is not None and live.threat_model != threat_model:
         what.append(f"under threat model {threat_model} (this run {live.threat_model})")
     if eps is not None and not same_eps(live.eps, eps):
@@ -300,7 +307,7 @@ def compare(live: BenchmarkResult, reference: Optional[ReferenceRow], level: flo
     run's Clopper-Pearson interval on those images, and (when both measured it on the same images)
     its clean accuracy inside the live one's. Runs of other configurations (config fingerprints
     differ, or one of them records none, so that nothing says they evaluated the same weights), on
-    other data or at another eps or threat model, or with other attacks (attack, budgets, seed) are
+    other data (another data set, or images passed to ``benchmark()``) or at another eps or threat model, or with other attacks (attack, budgets, seed) are
     not compared.
     """
     if reference is None:

@@ -14,7 +14,8 @@ from typing import Any, Optional, Union
 
 from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
-                                   is_standard_autoattack, partial_reasons, percent, percent_interval)
+                                   is_standard_autoattack, partial_reasons, percent, percent_interval,
+                                   randomness_note)
 from robust_mix.io import atomic_write_files
 from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
@@ -126,6 +127,8 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
         notes.insert(0, "It uses an ensemble of networks.")
     if not is_standard_autoattack(result):
         notes.append(f"Robust accuracy measured with {attack_label(result)}, not the full standard AutoAttack.")
+    if randomness_note(result):
+        notes.append(randomness_note(result))
     reasons = partial_reasons(result)
     if reasons:
         notes.append(f"PARTIAL EVALUATION, not comparable with the leaderboard: {'; '.join(reasons)}.")
@@ -195,6 +198,8 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
                     f"wall time includes the {result.resumed_seconds:.1f} s spent on them there.")
     if not result.leaderboard_grade:
         rows.append(f"Budgets overridden: {result.options}; not leaderboard-grade.")
+    if randomness_note(result):
+        rows.append(randomness_note(result))
     return "\n".join(rows) + "\n"
 
 

@@ -50,6 +50,11 @@ class BenchmarkResult:
     letting the harness load ``dataset``'s test split: ``dataset`` then names what the model was built for, not
     where the images came from, and the evaluation cannot back a leaderboard claim (reports written before the
     field read as false).
+
+    ``randomized`` is true when the model gave other scores on a second pass over the same images (test-time
+    dropout, input noise, state that changes between calls): its clean and robust accuracy are one draw, which a
+    rerun does not reproduce, and unless the ``rand`` version (EOT) attacked it, a deterministic attack overstated
+    its robustness, so the evaluation is partial (reports written before the field read as false).
     """
 
     model: str
@@ -83,6 +88,7 @@ class BenchmarkResult:
     full_clean_examples: Optional[int] = None
     cpu_threads: list[int] = field(default_factory=list)
     images_given: bool = False
+    randomized: bool = False
 
     @property
     def autoattack_accuracy(self) -> Optional[float]:
@@ -235,8 +241,9 @@ class BenchmarkResult:
                 raise InvalidInputError(f"{where('full_clean_accuracy')} and full_clean_examples must both be set "
                                         f"or both be null, got {self.full_clean_accuracy!r} and "
                                         f"{self.full_clean_examples!r}")
-            if not isinstance(self.images_given, bool):
-                raise InvalidInputError(f"{where('images_given')} must be true or false, got {self.images_given!r}")
+            for key in ("images_given", "randomized"):
+                if not isinstance(getattr(self, key), bool):
+                    raise InvalidInputError(f"{where(key)} must be true or false, got {getattr(self, key)!r}")
             if not isinstance(self.cpu_threads, list) or not all(
                     isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in self.cpu_threads):
                 raise InvalidInputError(f"{where('cpu_threads')} must be a list of positive thread counts, got "

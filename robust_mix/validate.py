@@ -24,6 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 #: Threat models the harness runs (pyautoattack's norms).
@@ -61,10 +62,18 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _one_number(value: Any) -> Any:
+    """A one-element tensor or NumPy array as its Python number (``torch.tensor(0.1)``, ``np.array(0.1)``, a NumPy
+    scalar's array form); anything else as it is. The one rule of every number check here."""
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or (isinstance(value, np.ndarray) and value.size == 1):
+        return value.item()
+    return value
+
+
 def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
     """``value`` as an ``int`` (``bool`` and floats such as ``2.0`` are refused), at least ``minimum``."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-        value = value.item()
+    if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        value = _one_number(value)
     if not _is_int(value):
         raise InvalidInputTypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     if minimum is not None and value < minimum:
@@ -107,9 +116,10 @@ def check_bool(name: str, value: Any, *, optional: bool = False) -> Optional[boo
 
 def check_real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
                low_open: bool = False, high_open: bool = False, expected: str = "") -> float:
-    """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
+    """A finite real number in the interval given by ``low``/``high`` (open ends when ``*_open``); a one-element
+    tensor or NumPy array is read as its number, as a NumPy scalar is (``np.array(0.1)`` was refused as no number,
+    ``torch.tensor(0.1)`` taken)."""
+    value = _one_number(value)
     interval = expected or _interval(low, high, low_open, high_open)
     if not _is_real(value):
         raise InvalidInputTypeError(f"{name} must be a number{interval}, got {value!r} ({type(value).__name__})")
@@ -215,7 +225,8 @@ def check_threat_model(threat_model: Any, name: str = "threat_model") -> str:
                     f"dataset='imagenet', threat_model={value!r}) runs ImageNet's from a RobustBench checkout; "
                     "its CIFAR loaders fail there)")
     elif isinstance(value, str):
-        same = [t for t in THREAT_MODELS if t.lower() == value.strip().lower()]
+        key = lambda text: "".join(c for c in text.lower() if c not in " _-")  # noqa: E731
+        same = [t for t in THREAT_MODELS if key(t) == key(value)]
         if same:
             message += f" (names are case-sensitive, as in RobustBench: did you mean {same[0]!r}?)"
     raise InvalidInputError(message)
@@ -243,6 +254,29 @@ def check_eps(eps: Any, threat_model: Any = "Linf", name: str = "eps") -> float:
         hint = "; Linf budgets are in [0, 1] pixel units (8/255 = 0.0314)"
         return check_real(name, value, low=0.0, high=1.0, low_open=True, expected=f" in (0, 1]{hint}")
     return check_real(name, value, low=0.0, low_open=True)
+
+
+def check_eps_within_images(eps: float, threat_model: str, image_shape: Sequence[int]) -> float:
+    """``eps`` when it is no larger than the largest distance between two images of ``image_shape`` ``(C, H, W)``
+    with pixels in ``[0, 1]`` under ``threat_model``: 1 under Linf, ``sqrt(C * H * W)`` under L2, ``C * H * W``
+    under L1.
+
+    A larger budget puts every image inside the ball around each clean one, so a robust accuracy measured with it
+    says nothing; it is mostly a budget written in 255ths (``128`` for ``128/255``), which Linf refuses by its
+    bound of 1 and L2 and L1 took as it was.
+
+    Raises:
+        InvalidInputError: naming the budget, the largest distance, and the budget in pixel units.
+    """
+    size = math.prod(int(d) for d in image_shape)
+    largest = {"Linf": 1.0, "L2": math.sqrt(size), "L1": float(size)}[check_threat_model(threat_model)]
+    if eps > largest * (1 + 1e-6):
+        raise InvalidInputError(
+            f"eps={eps:g} under {threat_model} is larger than {largest:.4g}, the largest {threat_model} distance "
+            f"between two images of shape {tuple(int(d) for d in image_shape)} with pixels in [0, 1]: every image "
+            f"lies within it, so robust accuracy would measure nothing. Budgets are in [0, 1] pixel units, not "
+            f"255ths: {eps:g}/255 is eps={eps / 255:.4g}")
+    return eps
 
 
 def parse_int(name: str, text: Union[str, int]) -> int:
@@ -353,8 +387,7 @@ def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str)
 # -- mixing ratios ------------------------------------------------------------------------------------
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
     """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""
-    if isinstance(alpha, torch.Tensor) and alpha.numel() == 1:
-        alpha = alpha.item()
+    alpha = _one_number(alpha)
     if not _is_real(alpha):
         raise InvalidInputTypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
                                     f"got {alpha!r} ({type(alpha).__name__})")

@@ -53,6 +53,7 @@ def test_attack_plans():
     assert both.name == "standard+adaptive"
     assert resolve_attack("adaptive").suites == {"adaptive": list(ADAPTIVE_STAGES)}
     assert resolve_attack("rand").version == "rand" and resolve_attack("rand").stages == ["apgd-ce", "apgd-dlr"]
+    assert resolve_attack(" rand ").version == "rand" and resolve_attack("standard\n").name == "standard"
     custom = resolve_attack("apgd-ce, apgd-t")
     assert custom.version == "standard" and custom.stages == ["apgd-ce", "apgd-t"]
     with pytest.raises(ValueError, match="unknown attack stage"):
@@ -87,6 +88,10 @@ def test_the_adaptive_flag_beside_a_list_naming_part_of_the_adaptive_suite_is_re
                           "['apgd-ce', 'apgd-t', 'fab-t', 'square']"),
     ([], "attack [] names no stage; use one of"),
     (",", "attack ',' names no stage"),
+    ("plus", "'plus' is a pyautoattack version the harness does not run: list its stages, "
+             "attack='apgd-ce,apgd-dlr,fab,square,apgd-t,fab-t'"),
+    (["Plus"], "'Plus' is a pyautoattack version the harness does not run"),
+    ("custom", "'custom' is a pyautoattack version the harness does not run: list the stages to run"),
 ])
 def test_unknown_stage_names_say_what_was_meant(attack, message):
     with pytest.raises(ValueError) as err:
@@ -114,6 +119,10 @@ def test_default_budgets_are_the_leaderboards():
     ("L1", dict(n_restarts=5), ["apgd-ce"], {}),
     ("Linf", dict(n_restarts=5), ["apgd-ce"], {"n_restarts": 5}),
     ("Linf", dict(n_queries=20), ["apgd-ce"], {}),  # no stage uses it
+    ("Linf", dict(adaptive_weight=0.0), ["adaptive-apgd-ce"], {"adaptive_weight": 0.0}),  # another objective
+    ("L2", dict(adaptive_weight=0.4), ["adaptive-apgd-t"], {"adaptive_weight": 0.4}),
+    ("Linf", dict(adaptive_weight=0.2), ["adaptive-apgd-ce"], {}),  # the protocol's own w
+    ("Linf", dict(adaptive_weight=0.0), ["apgd-ce", "square"], {}),  # no adaptive stage
 ])
 def test_an_override_counts_only_where_it_changes_a_budget_of_the_stages_that_run(norm, options, stages, changed):
     """--n-target-classes 9 on a 10-class model (the leaderboard's own 9 targets, as docs/harness.md recommends) was
@@ -131,6 +140,21 @@ def test_a_run_with_the_leaderboard_s_own_budgets_passed_is_not_called_reduced()
                        device="cpu", options=AttackOptions(n_iter=2, n_target_classes=9))
     assert result.options == {"n_iter": 2}
     assert "attack budgets changed from the protocol's (n_iter=2)" in partial_reasons(result)
+
+
+def test_an_adaptive_attack_on_another_objective_is_not_reported_as_the_protocol_s():
+    """AttackOptions(adaptive_weight=0) dropped the BCE(gamma) term of the adaptive attack, yet the report recorded
+    no override: it was leaderboard-grade, labelled as the protocol's adaptive attack and compared with its
+    reference rows."""
+    from robust_mix.formatting import attack_label, partial_reasons
+
+    x, y = fmnist(2)
+    result = benchmark(adaptive_model(), images=x, labels=y, eps=EPS, batch_size=2, attack="adaptive", device="cpu",
+                       options=AttackOptions(adaptive_weight=0.0, n_iter=2, n_target_classes=9))
+    assert result.options == {"n_iter": 2, "adaptive_weight": 0.0} and not result.leaderboard_grade
+    assert result.attack_settings["adaptive"]["bce_weight"] == 0.0
+    assert "adaptive APGD-CE (2 iter, BCE weight 0)" in attack_label(result)
+    assert "attack budgets changed from the protocol's (n_iter=2, adaptive_weight=0.0)" in partial_reasons(result)
 
 
 @pytest.mark.parametrize("attack, norm, eot, restarts", [("standard", "Linf", 1, 1), ("rand", "Linf", 20, 1),

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -196,12 +197,23 @@ EPS = [
     ("threat_model='linf'", lambda: bench(threat_model="linf"), InvalidInputError,
      "threat_model must be one of ['Linf', 'L2', 'L1'], got 'linf' (names are case-sensitive, as in RobustBench: "
      "did you mean 'Linf'?)"),
+    ("threat_model='l_inf'", lambda: bench(threat_model="l_inf"), InvalidInputError, "got 'l_inf' (names are "
+     "case-sensitive, as in RobustBench: did you mean 'Linf'?)"),
+    ("threat_model='L-2'", lambda: bench(threat_model="L-2", eps=0.5), InvalidInputError, "did you mean 'L2'?"),
     ("threat_model='corruptions' (a Fashion-MNIST entry)", lambda: bench(threat_model="corruptions"), InvalidInputError,
      "'corruptions' is RobustBench's common-corruptions benchmark (accuracy on corrupted images, no attack, no eps)"),
     ("threat_model=2", lambda: bench(threat_model=2), InvalidInputError,
      "threat_model must be one of ['Linf', 'L2', 'L1'], got 2"),
     ("threat_model='L2' without eps, on a Linf entry", lambda: bench(threat_model="L2", eps=None), InvalidInputError,
      "eps is not set for threat_model='L2': the model's config has eps=0.1 for its own threat model 'Linf'"),
+    ("eps=128 under L2 (255ths)", lambda: bench(threat_model="L2", eps=128), InvalidInputError,
+     "eps=128 under L2 is larger than 28, the largest L2 distance between two images of shape (1, 28, 28) with "
+     "pixels in [0, 1]: every image lies within it, so robust accuracy would measure nothing. Budgets are in [0, 1] "
+     "pixel units, not 255ths: 128/255 is eps=0.502"),
+    ("eps=800 under L1", lambda: bench(threat_model="L1", eps=800), InvalidInputError,
+     "eps=800 under L1 is larger than 784, the largest L1 distance"),
+    ("a sweep with eps=128 under L2", lambda: quick_sweep([0.5], threat_model="L2", eps=128), InvalidInputError,
+     "eps=128 under L2 is larger than 28"),
     ("dataset=10", lambda: bench(dataset=10), TypeError, "dataset must be a data set name such as 'cifar10'"),
     ("unknown attack stage", lambda: bench(attack="apgd-xx"), ValueError, "unknown attack stage(s) ['apgd-xx']"),
 ]
@@ -461,6 +473,16 @@ def test_api_refuses_bad_input_naming_it(call, error, names):
         call()
     message = info.value.args[0] if isinstance(info.value, KeyError) else str(info.value)
     assert names in message
+
+
+@pytest.mark.parametrize("eps", [np.array(0.1), np.array([0.1]), np.float64(0.1), torch.tensor([0.1])],
+                         ids=["0-d array", "1-element array", "NumPy scalar", "1-element tensor"])
+def test_a_budget_given_as_one_numpy_or_torch_number_is_that_number(eps):
+    """A one-element tensor was read as its number, a 0-d NumPy array (``np.array(0.1)``, ``np.median`` of an
+    array of budgets) refused as no number: one rule for every number the harness and the certificates take."""
+    result = bench(eps=eps)
+    assert result.eps == pytest.approx(0.1) and result.arguments["eps"] == result.eps
+    assert robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=eps * 6).alpha == pytest.approx(0.6)
 
 
 def test_l1_apgd_runs_with_three_iterations_and_other_stages_with_one():

@@ -922,6 +922,45 @@ def test_a_randomized_model_is_named_before_deterministic_autoattack_overstates_
         assert "_NoisyScores looks randomized" in warnings[0] and "attack='rand'" in warnings[0]
 
 
+
+class _StepsOnEveryCall(nn.Module):
+    """A linear classifier whose scores move on every call (state that changes between calls, no random numbers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear, self.calls = nn.Linear(16, 3), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x.flatten(1)) + torch.tensor([1.0, -1.0, 0.0]) * (self.calls % 2)
+
+
+@pytest.mark.parametrize("model, attack, randomized, partial", [
+    (lambda: _NoisyScores(1.0), "apgd-ce,square", True, True),
+    (lambda: _StepsOnEveryCall(), "apgd-ce,square", True, True),
+    (lambda: _NoisyScores(1.0), "rand", True, False),
+    (lambda: _NoisyScores(0.0), "apgd-ce,square", False, False)])
+def test_the_report_of_a_randomized_model_says_its_numbers_are_one_draw(tmp_path, model, attack, randomized, partial):
+    """A model whose scores change between passes was only named in the log: its report.json, report.md, model
+    info and leaderboard row read like a deterministic model's, and a standard-suite run was not marked partial
+    though the deterministic attack overstates a random model's robustness."""
+    from robust_mix.formatting import partial_reasons
+    from robust_mix.leaderboard.inputs import Evaluation
+    from robust_mix.report import write_report
+
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    result = benchmark(model(), eps=EPS, attack=attack, images=x, labels=y, batch_size=4, device="cpu",
+                       options=AttackOptions(n_iter=1, eot_iter=1, n_target_classes=2, n_queries=2))
+    assert result.randomized is randomized
+    assert BenchmarkResult.from_json(result.to_json()).randomized is randomized
+    paths = write_report(tmp_path, result)
+    texts = [paths["markdown"].read_text(), json.loads(paths["model_info"].read_text())["footnote"]]
+    assert all(("Randomized model" in text and "one draw" in text) is randomized for text in texts)
+    assert any("randomized" in reason for reason in partial_reasons(result)) is partial
+    assert any("randomized" in note for note in Evaluation("m", "m", tmp_path, result, "").caveats()) is randomized
+
+
 class _WritesIntoInput(nn.Module):
     """A linear classifier whose forward changes its input in place, as a normalisation written with ``sub_``."""
 

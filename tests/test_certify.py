@@ -14,8 +14,12 @@ from robust_mix.certify import (SOFTMAX_LIPSCHITZ, alpha_lower_bound, certified_
                                 certify_smoothing, clopper_pearson_lower, clopper_pearson_upper,
                                 estimate_smoothed, lipschitz_bound, lipschitz_radius, margin,
                                 robust_probs_lipschitz, smoothing_radius)
+import robust_mix.validate
+from robust_mix.certification import certify_model
 from robust_mix.cli import main
 from conftest import make_tiny
+
+_QUICK = dict(n0=4, n=8, radii=[0.0], progress=False)
 
 
 # -- the Lipschitz form -------------------------------------------------------------------------
@@ -414,6 +418,35 @@ def test_a_lipschitz_constant_that_is_not_positive_and_finite_is_refused_not_rep
             certify_model(model, images, labels, lipschitz=bad, **kwargs)
     with pytest.raises(ValueError, match=r"lipschitz must be a finite number > 0.*None.*library's bound"):
         certify_lipschitz(model, images, lipschitz=bad)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x, y: certify_model(m, x, y, method="smoothing", norm="linf", **_QUICK),
+     r"norm='linf' sets the Lipschitz certificate, but method='smoothing' certifies l2 radii"),
+    (lambda m, x, y: certify_model(m, x, y, method="smoothing", lipschitz=2.0, **_QUICK),
+     r"lipschitz=2.0 sets the Lipschitz certificate, but method='smoothing'.*pass method='lipschitz'"),
+    (lambda m, x, y: certify_model(m, x, y, method="lipschitz", lipschitz=2.0, norm="foo", **_QUICK),
+     r"norm must be one of \['l2', 'linf'\], got 'foo'$"),
+    (lambda m, x, y: certify_model(m, x, y, method="lipschitz", norm="Linf", **_QUICK),
+     r"got 'Linf' \(certificates write norms in lower case: did you mean 'linf'\?\)"),
+    (lambda m, x, y: certify_lipschitz(m, x, lipschitz=2.0, norm="L2"), r"got 'L2'.*did you mean 'l2'"),
+    (lambda m, x, y: robust_probs_lipschitz(m, x.shape[1:], norm="l_inf"), r"got 'l_inf'.*did you mean 'linf'"),
+], ids=["smoothing with norm linf", "smoothing with a constant", "unknown norm with a constant", "Linf",
+        "certify_lipschitz L2", "robust_probs_lipschitz l_inf"])
+def test_a_norm_or_constant_the_certificate_would_not_use_is_refused(images, call, match):
+    """The smoothing certificate took norm='linf' and lipschitz= and wrote an l2 report without a word, and a
+    Lipschitz constant given with any norm (``'foo'``, the harness's ``'Linf'``) was recorded under that name."""
+    robust = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    model = MixedClassifier(make_tiny(0), robust, alpha=0.9).eval()
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        call(model, images, torch.arange(len(images)) % 10)
+
+
+def test_cli_smoothing_with_a_lipschitz_norm_is_one_error_line(tiny_timm_model, tmp_path, capsys):
+    code = main(["certify", tiny_timm_model, "--norm", "linf", "--n-examples", "2", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and "method='smoothing' certifies l2 radii" in err and "Traceback" not in err
+    assert not (tmp_path / "c" / "certify.json").exists()
 
 
 @pytest.mark.parametrize("radii, match", [

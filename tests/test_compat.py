@@ -173,6 +173,9 @@ BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoatt
     ("images in [0, 255]", run_on(_X * 255, _Y), "divide by 255"),
     ("3 labels for 4 images", run_on(_X, _Y[:3]), "got 3 labels for 4 images"),
     ("no images", run_on(_X[:0], _Y[:0]), "images hold no examples"),
+    ("L1 eps beyond every image", lambda m: AutoAttack(m, norm="L1", eps=3100.0, version="custom",
+                                                       attacks_to_run=["apgd-ce"]).run_standard_evaluation(_X, _Y),
+     "eps=3100 under L1 is larger than 3072, the largest L1 distance between two images of shape (3, 32, 32)"),
 ]
 
 
@@ -468,12 +471,13 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # ZeroDivisionError
     ({"eps": None}, ValueError, r"threat_model='Linf' needs an attack budget: pass eps \(e.g. eps=8/255"),
     ({"eps": None, "threat_model": "L2"}, ValueError, r"threat_model='L2' needs an attack budget"),
+    ({"eps": 127.5, "threat_model": "L2"}, ValueError, r"eps=127\.5 under L2 is larger than 55\.43.*127\.5/255 is eps=0\.5"),
     ({"to_disk": True}, ValueError, r"to_disk=True writes the results to .*model_name=None; pass model_name="),
     ({"to_disk": "no"}, TypeError, r"to_disk must be True or False, got 'no'"),
     ({"log_path": "{tmp}/a_file/log.txt"}, ValueError, r"a_file is a file, not a folder"),
     ({"log_path": "{tmp}"}, ValueError, r"log_path .* is a folder; name the log file in it, e.g. log_path="),
 ], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
-        "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder"])
+        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder"])
 def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
                                                                           changes, error, message):
     """RobustBench checked these after loading the data and scoring the clean pass (eps, log_path), after the whole

@@ -137,12 +137,21 @@ def test_an_other_attack_is_named_briefly():
 
 @pytest.mark.parametrize("change,named", [(dict(eps=0.3), "at eps 0.1 (this run 0.3)"),
                                           (dict(dataset="cifar10"), "on data set fashion-mnist (this run cifar10)"),
-                                          (dict(threat_model="L2"), "under threat model Linf (this run L2)")])
+                                          (dict(threat_model="L2"), "under threat model Linf (this run L2)"),
+                                          (dict(images_given=True), "on the first test images of fashion-mnist "
+                                                                    "(this run on images passed to benchmark())")])
 def test_a_run_at_another_eps_or_on_other_data_is_not_compared(change, named):
     live = dataclasses.replace(run(flags(12, 20)), **change)
     comparison = compare(live, reference_row(650))
     assert comparison.status == OTHER_ATTACK and comparison.n_examples == 0 and comparison.live_interval is None
     assert named in comparison.detail and comparison.detail.startswith("not compared")
+
+
+def test_a_reference_row_is_not_made_from_images_passed_by_the_caller():
+    """A reference row records flags of the first test images; one made from a run on the caller's images was
+    later compared with runs on the test split, flag by flag, as if they were of the same images."""
+    with pytest.raises(ValueError, match=r"images passed to benchmark\(\), not on the first test images"):
+        ReferenceRow.from_result(SPEC, dataclasses.replace(run(flags(6, 10)), images_given=True))
 
 
 def test_the_setting_of_a_loaded_reference_is_checked_too(tmp_path):

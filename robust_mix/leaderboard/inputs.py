@@ -142,6 +142,9 @@ class Evaluation:
             notes.append(f"attack budgets changed from the protocol's ({budgets})")
         if result.images_given:
             notes.append(f"images passed to benchmark(), not {result.dataset}'s test split")
+        if result.randomized:
+            notes.append("randomized model: one draw" + ("" if result.attack.startswith("rand")
+                                                          else ", attacked deterministically"))
         return notes
 
     @property
