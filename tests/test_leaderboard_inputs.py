@@ -103,7 +103,7 @@ def test_bad_files_are_rejected_with_reasons(tmp_path):
 
 def test_choose_board_keeps_the_most_common_board_and_lists_the_others(tmp_path):
     write_run(tmp_path / "f1")
-    write_run(tmp_path / "f2")
+    write_run(tmp_path / "f2", seed=1)  # another run (an exact copy of f1 would be left out as one)
     write_run(tmp_path / "c1", dataset="cifar10", eps=8 / 255)
     write_run(tmp_path / "f3", eps=0.3)
     board, kept = choose_board(collect([tmp_path]))
@@ -133,3 +133,41 @@ def test_sweeps_attach_to_reports_of_their_model_on_the_same_board(tmp_path):
     reasons = {r.path.parent.name: r.reason for r in kept.rejected}
     assert "eps 0.3" in reasons["other-eps"]
     assert "no benchmark report of model 'nobody'" in reasons["unknown"]
+
+
+def test_a_copied_report_is_ranked_once_and_the_copy_listed(tmp_path):
+    """The same report.json copied into a second folder (or given twice under two names) was ranked twice: two
+    rows of one evaluation, both labelled alike when the folders shared a name."""
+    original = write_run(tmp_path / "runs" / "a" / "run")
+    (tmp_path / "backup" / "run").mkdir(parents=True)
+    copy = tmp_path / "backup" / "run" / "report.json"
+    copy.write_text(original.read_text())
+    inputs = collect([tmp_path / "runs", tmp_path / "backup"])
+    assert [e.path for e in inputs.evaluations] == [original.resolve()]
+    (rejected,) = inputs.rejected
+    assert rejected.path == copy.resolve() and f"the same report as {original.resolve()}" in rejected.reason
+
+
+def test_reports_in_folders_of_the_same_name_get_labels_that_tell_them_apart(tmp_path):
+    """Two different reports in a/run and b/run were both labelled 'run' in the table and on their pages."""
+    write_run(tmp_path / "a" / "run")
+    write_run(tmp_path / "b" / "run", seed=1)
+    write_run(tmp_path / "c" / "other", seed=2)
+    labels = sorted(e.label for e in collect([tmp_path]).evaluations)
+    assert labels == ["a/run", "b/run", "other"]
+
+
+def test_input_names_that_are_not_files_are_listed_with_the_reason(tmp_path):
+    """A report.json that is a broken link or a folder was skipped without a word when its folder was searched."""
+    write_run(tmp_path / "good")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "report.json").symlink_to(tmp_path / "gone" / "report.json")
+    (tmp_path / "folder" / "sweep.json").mkdir(parents=True)
+    (tmp_path / "given").symlink_to(tmp_path / "nowhere")
+    inputs = collect([tmp_path, tmp_path / "given"])
+    assert [e.label for e in inputs.evaluations] == ["good"]
+    reasons = {r.path.parent.name if r.path.name in ("report.json", "sweep.json") else r.path.name: r.reason
+               for r in inputs.rejected}
+    assert "a broken link" in reasons["linked"] and str(tmp_path / "gone") in reasons["linked"]
+    assert "a folder named sweep.json, not a file" in reasons["folder"]
+    assert "a broken link" in reasons["given"]

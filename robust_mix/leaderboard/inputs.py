@@ -14,7 +14,9 @@ import json
 import logging
 import math
 import numbers
+import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -176,16 +178,39 @@ def find_inputs(paths: Iterable[PathLike]) -> tuple[list[Path], list[Rejected]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            inside = sorted(p for name in INPUT_FILES for p in path.rglob(name) if p.is_file())
-            if not inside:
+            named = sorted(_named_inputs(path, rejected))
+            inside = [p for p in named if p.is_file()]
+            rejected.extend(Rejected(p, _not_a_file(p)) for p in named if not p.is_file())
+            if not named:
                 rejected.append(Rejected(path, f"no {', '.join(INPUT_FILES)} under this folder"))
             found.extend(inside)
         elif path.is_file():
             found.append(path)
         else:
-            rejected.append(Rejected(path, "no such file or folder"))
+            rejected.append(Rejected(path, _not_a_file(path)))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique, rejected
+
+
+def _named_inputs(folder: Path, rejected: list[Rejected]) -> list[Path]:
+    """Every entry named one of :data:`INPUT_FILES` under ``folder``, files or not (a broken link, a folder of that
+    name: listed, so that they are said to be left out); a subfolder that cannot be listed is added to ``rejected``."""
+    def unreadable(err: OSError) -> None:
+        rejected.append(Rejected(Path(err.filename or folder), f"a folder that cannot be listed ({err.strerror}): "
+                                                               "reports inside it are not read"))
+    return [Path(top, name) for top, dirs, files in os.walk(folder, onerror=unreadable)
+            for name in (*dirs, *files) if name in INPUT_FILES]
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path``, named as an input, cannot be read as one."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {os.readlink(path)}, which does not exist): point it at the file, or remove it"
+    if path.is_dir():
+        return f"a folder named {path.name}, not a file: give the {path.name} it should be"
+    if path.exists():
+        return "not a regular file"
+    return "no such file or folder"
 
 
 def _kind(path: Path, data: Any) -> str:
@@ -360,6 +385,22 @@ def _slug(text: str, taken: set[str]) -> str:
     return slug
 
 
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """A row label per report: its folder's name (a ``report.json``) or its file's stem, with as many parent
+    folders as it takes to tell apart reports whose labels would otherwise be the same (``a/run``, ``b/run``)."""
+    parts = [[q for q in (p.parent.parts if p.name == REPORT_FILE else (*p.parent.parts, p.stem)) if q != p.anchor]
+             for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        labels = ["/".join(q[-d:]) or str(p) for q, d, p in zip(parts, depth, paths)]
+        counts = Counter(labels)
+        longer = [i for i, label in enumerate(labels) if counts[label] > 1 and depth[i] < len(parts[i])]
+        if not longer:
+            return labels
+        for i in longer:
+            depth[i] += 1
+
+
 def _json_error(path: Path, text: str, err: json.JSONDecodeError) -> str:
     if path.suffix != ".json":
         return f"not a JSON file: expected {', '.join(INPUT_FILES)} (or another .json report)"
@@ -375,7 +416,7 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
     """Read every report, sweep and certificate named by ``paths`` (files, or folders to search)."""
     files, rejected = find_inputs(paths)
     inputs = Inputs(rejected=rejected)
-    taken: set[str] = set()
+    reports: list[tuple[Path, BenchmarkResult]] = []
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -394,13 +435,24 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
             elif kind == "certificate":
                 inputs.certificates.append(read_certificate(path, data))
             else:
-                result = read_report(text)
-                label = path.parent.name if path.name == REPORT_FILE else path.stem
-                info, info_error = _model_info(path)
-                inputs.evaluations.append(Evaluation(_slug(label, taken), label, path, result, _written(path),
-                                                     info, info_error))
+                reports.append((path, read_report(text)))
         except ValueError as err:
             inputs.rejected.append(Rejected(path, str(err)))
+    first: dict[str, Path] = {}
+    unique: list[tuple[Path, BenchmarkResult]] = []
+    for path, result in reports:
+        key = json.dumps(result.to_dict(), sort_keys=True)
+        if key in first:
+            inputs.rejected.append(Rejected(path, f"the same report as {first[key]} (a copy): each evaluation is "
+                                                  "ranked once"))
+        else:
+            first[key] = path
+            unique.append((path, result))
+    taken: set[str] = set()
+    for label, (path, result) in zip(_labels([path for path, _ in unique]), unique):
+        info, info_error = _model_info(path)
+        inputs.evaluations.append(Evaluation(_slug(label, taken), label, path, result, _written(path),
+                                             info, info_error))
     return inputs
 
 
