@@ -14,7 +14,8 @@ from typing import Any, Optional, Union
 
 from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
-                                   is_standard_autoattack, partial_reasons, percent, percent_interval)
+                                   is_standard_autoattack, markdown_code, markdown_row, partial_reasons, percent,
+                                   percent_interval)
 from robust_mix.io import atomic_write_files
 from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
@@ -146,20 +147,6 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     return {k: info[k] for k in MODEL_INFO_FIELDS}
 
 
-def _cell(text: object) -> str:
-    """``text`` as one Markdown table cell: ``|`` escaped, line breaks as spaces (a model NAME such as
-    ``"a|b"`` must not add a column or end the row)."""
-    return " ".join(str(text).replace("|", "\\|").splitlines())
-
-
-def _code(text: object) -> str:
-    """``text`` as one Markdown code span, fenced by more backticks than it holds in a row."""
-    text = " ".join(str(text).splitlines())
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:
     """A Markdown summary: one row of headline numbers (robust accuracy with its 95 % Clopper-Pearson
     interval; clean accuracy on every image it was measured on), then the accuracy after every stage."""
@@ -170,23 +157,24 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     rows = [
         f"Attack: {evaluation_label(result)}.",
         "",
-        f"| model | dataset | threat | eps | examples | clean |{f' clean ({full:,} images) |' if full else ''} "
-        f"{suite} | adaptive | robust (min) | {interval_heading(INTERVAL_LEVEL)} | reported clean / robust |",
+        markdown_row(["model", "dataset", "threat", "eps", "examples", "clean",
+                      *([f"clean ({full:,} images)"] if full else []), suite, "adaptive", "robust (min)",
+                      interval_heading(INTERVAL_LEVEL), "reported clean / robust"]),
         "|---|---|---|---|---|---|" + ("---|" if full else "") + "---|---|---|---|---|",
-        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps, result.threat_model)} "
-        f"| {result.n_examples} "
-        f"| {percent(result.clean_accuracy)} |{f' {percent(result.full_clean_accuracy)} |' if full else ''} "
-        f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "
-        f"{percent(adaptive) if adaptive is not None else '-'} | {percent(result.robust_accuracy)} | "
-        f"{percent_interval(result.robust_interval())} | "
-        + (f"{reported.clean_acc:.2f} / {reported.autoattack_acc:.2f} |" if reported else "- |"),
+        markdown_row([result.model, result.dataset, result.threat_model, format_eps(result.eps, result.threat_model),
+                      result.n_examples, percent(result.clean_accuracy),
+                      *([percent(result.full_clean_accuracy)] if full else []),
+                      percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else "-",
+                      percent(adaptive) if adaptive is not None else "-", percent(result.robust_accuracy),
+                      percent_interval(result.robust_interval()),
+                      f"{reported.clean_acc:.2f} / {reported.autoattack_acc:.2f}" if reported else "-"]),
         "",
-        f"| stage | robust accuracy after stage (%) | {interval_heading(INTERVAL_LEVEL)} |",
+        markdown_row(["stage", "robust accuracy after stage (%)", interval_heading(INTERVAL_LEVEL)]),
         "|---|---|---|",
     ]
-    rows += [f"| {_cell(stage)} | {percent(acc)} | {percent_interval(result.interval(acc))} |"
+    rows += [markdown_row([stage, percent(acc), percent_interval(result.interval(acc))])
              for stage, acc in result.stage_accuracy.items()]
-    rows += ["", f"Attack argument {_code(result.attack)}, seed {result.seed}, {result.world_size} process(es), "
+    rows += ["", f"Attack argument {markdown_code(result.attack)}, seed {result.seed}, {result.world_size} process(es), "
                  f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)"
                  + (f", {' / '.join(map(str, result.cpu_threads))} CPU thread(s) per process." if result.cpu_threads
                     else ".")]

@@ -259,6 +259,15 @@ def test_odd_names_cannot_break_the_markdown_table(result):
     assert "Attack argument ``apgd-ce`+|x``," in table  # a code span that holds the backtick
 
 
+def test_markup_in_a_name_stays_text_in_the_markdown_table(result):
+    """A model or data set name holding HTML went into report.md's table as raw HTML, which Markdown viewers
+    render (a ``<script>`` ran, a ``<b>`` bolded the rest)."""
+    odd = dataclasses.replace(result, model='<script>alert("x")</script>', dataset="a & <b>b")
+    row = markdown_table(odd).splitlines()[4]
+    assert "<script>" not in row and "<b>" not in row
+    assert row.startswith('| &lt;script&gt;alert("x")&lt;/script&gt; | a &amp; &lt;b&gt;b |')
+
+
 def test_images_passed_by_the_caller_never_back_a_leaderboard_claim(result):
     """A report of images passed to benchmark() carried the model's data set name only: 10,000 arbitrary images
     (the training split, corrupted ones) were submitted as a full leaderboard evaluation."""
