@@ -295,7 +295,7 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
     Raises:
         FileNotFoundError: no such file.
         ValueError: a folder (its ``sweep.json`` is named when it has one), not JSON, or not a sweep (a point
-            lacks a field, or an accuracy is not a fraction in ``[0, 1]``).
+            lacks a field, an accuracy is not a fraction in ``[0, 1]``, or a robust accuracy exceeds its clean one).
     """
     path = check_input_file(path, "sweep file", inside="sweep.json")
     try:
@@ -326,6 +326,11 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
                 row["robust_low"] <= row["robust_accuracy"] <= row["robust_high"]):
             raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} lies outside its interval "
                              f"[{row['robust_low']!r}, {row['robust_high']!r}]; the file was edited or corrupted")
+        if row["robust_accuracy"] > row["clean_accuracy"] + 1e-9:
+            raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} exceeds its clean_accuracy "
+                             f"{row['clean_accuracy']!r}, but an example counts as robust only if it is classified "
+                             "correctly: the file was edited or corrupted (or the two were swapped); rerun robust-mix "
+                             "sweep")
         _check_point_fields(path, i, row)
         if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
                                        or not 0 <= row["alpha"] <= 1):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -171,3 +172,29 @@ def test_input_names_that_are_not_files_are_listed_with_the_reason(tmp_path):
     assert "a broken link" in reasons["linked"] and str(tmp_path / "gone") in reasons["linked"]
     assert "a folder named sweep.json, not a file" in reasons["folder"]
     assert "a broken link" in reasons["given"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"radii": [0.0, float("inf")]}, "radii must be a non-empty list of finite"),
+    ({"radii": [False, 0.5]}, "radii must be"),
+    ({"curves": [{"label": "a", "certified_accuracy": [True, 0.5]}]}, "one fraction per radius"),
+    ({"curves": [{"label": "a", "certified_accuracy": [0.5, 0.75]}]},
+     "certifies more examples at radius 0.5 .0.75. than at the smaller radius 0.0"),
+    ({"radii": [0.5, 0.0], "curves": [{"label": "a", "certified_accuracy": [0.75, 0.5]}]},
+     "at radius 0.5 .0.75. than at the smaller radius 0.0"),  # radii in any order
+])
+def test_certificates_whose_numbers_cannot_be_are_left_out(tmp_path, change, match):
+    """A certify.json whose certified accuracy rose with the radius (edited, or curves swapped), or that gave
+    true/false or an infinite radius, was drawn on the model page as read."""
+    write_run(tmp_path / "run")
+    cert = {"model": tiny_result().model, "dataset": "fashion-mnist", "n_examples": 4, "method": "smoothing",
+            "norm": "l2", "radii": [0.0, 0.5], "curves": [{"label": "a", "certified_accuracy": [0.75, 0.5]}]}
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "certify.json").write_text(json.dumps(cert))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "certify.json").write_text(json.dumps({**cert, **change}))
+    inputs = collect([tmp_path])
+    assert [c.path.parent.name for c in inputs.certificates] == ["good"]
+    (rejected,) = inputs.rejected
+    assert rejected.path.parent.name == "bad"
+    assert re.search(match, rejected.reason), rejected.reason

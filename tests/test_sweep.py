@@ -220,6 +220,7 @@ _POINT = {"alpha": 0.5, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack":
     ({"wall_time_s": -1}, "wall_time_s must be"), ({"attack": 3}, "attack must be a string"),
     ({"label": None}, "label must be a string"), ({"dataset": 10}, "dataset must be a string or null"),
     ({"eps": "8/255"}, "eps must be a finite number"), ({"eps": -0.1}, "eps must be a finite number"),
+    ({"clean_accuracy": 0.05}, "robust_accuracy 0.1 exceeds its clean_accuracy 0.05"),  # drawn above the diagonal
 ])
 def test_read_sweep_checks_every_field_the_leaderboard_prints(tmp_path, change, match):
     """An edited sweep.json with n_examples "2" was read, then the leaderboard page broke printing f'{n:,}'."""

@@ -327,12 +327,18 @@ def _sweep(path: Path) -> SweepRun:
     return SweepRun(path, model, points, metadata, png if png.is_file() else None)
 
 
+def _number(value: Any) -> bool:
+    """A finite JSON number (``true``/``false`` are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_certificate(path: Path, data: Any) -> CertificateRun:
     """A checked ``certify.json`` (written by ``robust-mix certify``).
 
     Raises:
         ValueError: a required field is missing or of the wrong type (``n_examples`` not a positive integer, a
-            name not a string), or a curve does not give one fraction per radius.
+            name not a string, a radius not a finite number >= 0), a curve does not give one fraction per radius,
+            or a curve's certified accuracy rises with the radius.
     """
     if not isinstance(data, dict):
         raise ValueError(f"not a certificate report: expected a JSON object, got {type(data).__name__}")
@@ -347,15 +353,21 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
         if not isinstance(data[key], str) or not data[key]:
             raise ValueError(f"{key} must be a non-empty string, got {data[key]!r}")
     radii = data["radii"]
-    if not isinstance(radii, list) or not radii or not all(isinstance(r, (int, float)) and r >= 0 for r in radii):
-        raise ValueError(f"radii must be a non-empty list of non-negative numbers, got {radii!r}")
+    if not isinstance(radii, list) or not radii or not all(_number(r) and r >= 0 for r in radii):
+        raise ValueError(f"radii must be a non-empty list of finite non-negative numbers, got {radii!r}")
     if not isinstance(data["curves"], list) or not data["curves"]:
         raise ValueError("curves must be a non-empty list")
+    by_radius = sorted(range(len(radii)), key=lambda j: radii[j])
     for i, curve in enumerate(data["curves"]):
         acc = curve.get("certified_accuracy") if isinstance(curve, dict) else None
-        if not isinstance(acc, list) or len(acc) != len(radii) or not all(
-                isinstance(a, (int, float)) and 0 <= a <= 1 for a in acc):
+        if not isinstance(acc, list) or len(acc) != len(radii) or not all(_number(a) and 0 <= a <= 1 for a in acc):
             raise ValueError(f"curve {i} must give certified_accuracy as one fraction per radius ({len(radii)})")
+        rise = next(((j, k) for j, k in zip(by_radius, by_radius[1:]) if acc[k] > acc[j] + 1e-9), None)
+        if rise is not None:
+            j, k = rise
+            raise ValueError(f"curve {i} certifies more examples at radius {radii[k]!r} ({acc[k]!r}) than at the "
+                             f"smaller radius {radii[j]!r} ({acc[j]!r}), but a certificate that reaches a radius "
+                             "reaches every smaller one: the file was edited or corrupted; rerun robust-mix certify")
         if not isinstance(curve.get("label"), str):
             raise ValueError(f"curve {i} has no label")
     png = path.with_suffix(".png")
