@@ -219,6 +219,17 @@ def test_a_folder_that_is_not_a_site_is_never_replaced(runs, tmp_path):
     assert not [p for p in tmp_path.iterdir() if re.match(r"\.site\.(new|old)-", p.name)]
 
 
+def test_a_site_built_inside_the_runs_is_not_read_as_runs(runs, tmp_path):
+    """With --out inside RUNS, the next build read the site's copies of the reports as reports: each evaluation was
+    ranked twice (or, as a copy is ranked once, from the stale copy in the site instead of the run)."""
+    build_site([runs], runs / "site")
+    site = build_site([runs], runs / "site")
+    assert sorted(str(e.path.relative_to(runs)) for e in site.evaluations) == ["mix-a/report.json",
+                                                                                "mix-b/report.json"]
+    (left_out,) = site.rejected
+    assert left_out.path == runs / "site" and "a leaderboard site written by robust-mix leaderboard" in left_out.reason
+
+
 def test_the_wheel_ships_the_snapshot_and_assets():
     import fnmatch
 

@@ -32,6 +32,8 @@ from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 logger = logging.getLogger(__name__)
 
 REPORT_FILE, SWEEP_FILE, CERTIFY_FILE = "report.json", "sweep.json", "certify.json"
+#: The file by which a folder is known as a site written by ``robust-mix leaderboard``.
+SITE_MARKER = ".robust-mix-site"
 INPUT_FILES = (REPORT_FILE, SWEEP_FILE, CERTIFY_FILE)
 THREAT_MODELS = ("Linf", "L2", "L1")
 
@@ -198,8 +200,16 @@ def _named_inputs(folder: Path, rejected: list[Rejected]) -> list[Path]:
     def unreadable(err: OSError) -> None:
         rejected.append(Rejected(Path(err.filename or folder), f"a folder that cannot be listed ({err.strerror}): "
                                                                "reports inside it are not read"))
-    return [Path(top, name) for top, dirs, files in os.walk(folder, onerror=unreadable)
-            for name in (*dirs, *files) if name in INPUT_FILES]
+    named = []
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
+        if SITE_MARKER in files:  # a site built before (--out inside RUNS): its copies would be read as reports
+            rejected.append(Rejected(Path(top), "a leaderboard site written by robust-mix leaderboard: the copies of "
+                                                "reports in it are not read again (give its models/ folder to read "
+                                                "them)"))
+            dirs.clear()
+            continue
+        named += [Path(top, name) for name in (*dirs, *files) if name in INPUT_FILES]
+    return named
 
 
 def _not_a_file(path: Path) -> str:

@@ -25,6 +25,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.io import atomic_write_bytes
 from robust_mix.leaderboard import markdown
 from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_board, collect
+from robust_mix.leaderboard.inputs import SITE_MARKER as MARKER
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
 from robust_mix.leaderboard.snapshot import ReferenceEntry, load_snapshot
@@ -33,7 +34,6 @@ from robust_mix.sweep import POLICY
 
 logger = logging.getLogger(__name__)
 
-MARKER = ".robust-mix-site"
 ASSETS = ("leaderboard.css", "leaderboard.js")
 
 PathLike = Union[str, Path]
