@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table
+from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table, one_line
 from robust_mix.formatting import interval_heading, percent, percent_interval
 from robust_mix.results import INTERVAL_LEVEL
 
@@ -49,7 +49,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print(format_table(["model", "clean %", "robust %", interval_heading(INTERVAL_LEVEL), "examples", "notes"],
                            rows))
     for rejected in site.rejected:
-        print(f"left out {rejected.path}: {rejected.reason}", file=sys.stderr)
+        print(f"left out {one_line(rejected.path)}: {one_line(rejected.reason)}", file=sys.stderr)
     print(f"\nwrote {len(site.files)} files ({site.total_bytes / 1e6:.2f} MB) to {site.out_dir}; "
           f"open {Path(site.out_dir, 'index.html').resolve().as_uri()}")
     if args.screenshot:

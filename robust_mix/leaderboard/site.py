@@ -23,6 +23,7 @@ from robust_mix.version import __version__
 from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
 from robust_mix.io import atomic_write_bytes
+from robust_mix.validate import check_writable_dir
 from robust_mix.leaderboard import markdown
 from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_board, collect
 from robust_mix.leaderboard.inputs import SITE_MARKER as MARKER
@@ -178,7 +179,7 @@ def _replace_folder(out: Path, files: dict[str, bytes]) -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise FileExistsError(f"{out} exists and is not a site written by robust-mix leaderboard (no {MARKER} "
                               "file in it): choose an empty or new folder for --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out.parent, "folder to hold the site")  # a file on the way, read-only: said with the path
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
     try:
         for rel, data in files.items():
