@@ -10,6 +10,7 @@ reason, so a site can list it: bad input never turns into a silently wrong numbe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -398,8 +399,16 @@ def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optiona
 
 
 # -- the whole input ---------------------------------------------------------------------------
+#: Longest slug (file name of a model page, without ``.html``) made from a label: file names are limited (255 bytes
+#: on most file systems), and a longer label is cut and told apart by a digest of the whole.
+SLUG_LENGTH = 64
+
+
 def _slug(text: str, taken: set[str]) -> str:
     base = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
+    if len(base) > SLUG_LENGTH:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        base = f"{base[:SLUG_LENGTH - 9].rstrip('-.')}-{digest}"
     slug, i = base, 2
     while slug in taken:
         slug, i = f"{base}-{i}", i + 1
