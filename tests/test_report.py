@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -279,3 +280,23 @@ def test_images_passed_by_the_caller_never_back_a_leaderboard_claim(result):
     assert "PARTIAL" not in submission_files(BenchmarkResult.from_dict(legacy), tiny_config(license="MIT"))["claim.md"]
     with pytest.raises(InvalidInputError, match="images_given must be true or false, got 'no'"):
         BenchmarkResult.from_dict({**result.to_dict(), "images_given": "no"})
+
+
+@pytest.mark.parametrize("reported, match", [
+    ({"clean_acc": 0.9, "autoattack_acc": 0.4}, r"these read as fractions; write 90 and 40"),
+    ({"clean_acc": 40.0, "autoattack_acc": 90.0}, r"autoattack_acc 90.0 exceeds reported.clean_acc 40.0"),
+    ({"clean_acc": 185.2, "autoattack_acc": 38.7}, r"clean_acc must be a finite number in \[0, 100\]"),
+    ({"clean_acc": 85.2, "autoattack_acc": 38.7, "n_examples": -5}, r"n_examples must be a positive integer"),
+])
+def test_reported_numbers_that_are_not_percentages_are_refused_when_the_config_is_read(tmp_path, capsys, reported,
+                                                                                       match):
+    """A config.json whose reported numbers were fractions (0.9, 0.4) was read as is: model_info.json's 'reported'
+    and the claim said 0.40 %, the card '0.90 % clean'; swapped or out-of-range numbers passed as well."""
+    data = tiny_config().to_dict()
+    data["reported"] = {"n_examples": 10_000, **reported}
+    (tmp_path / "entry.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match):
+        robust_mix.ModelConfig.load(tmp_path / "entry.json")
+    assert main(["submit", str(tmp_path / "entry.json"), "--report", str(tmp_path / "missing.json"),
+                 "--out", str(tmp_path / "sub")]) == 2
+    assert re.search(match, capsys.readouterr().err) and not (tmp_path / "sub").exists()
