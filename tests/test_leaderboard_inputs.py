@@ -198,3 +198,22 @@ def test_certificates_whose_numbers_cannot_be_are_left_out(tmp_path, change, mat
     (rejected,) = inputs.rejected
     assert rejected.path.parent.name == "bad"
     assert re.search(match, rejected.reason), rejected.reason
+
+
+def test_a_sweep_is_placed_by_the_setting_its_points_record(tmp_path):
+    """A sweep whose arguments did not record the setting (the model's own defaults, a config file or a
+    NAME,alpha=... model) was attached to its model's report on any board, though each point records where it was
+    measured: a sweep at eps 0.3 was drawn beside a report at eps 0.1."""
+    write_run(tmp_path / "run")
+    model = tiny_result().model
+    at = lambda eps: [SweepPoint(a, 0.9, 0.5 * a, "apgd-ce", 10, 1.0, dataset="fashion-mnist", threat_model="Linf",
+                                 eps=eps) for a in (0.0, 1.0)]  # noqa: E731
+    write_sweep(at(0.3), tmp_path / "other-eps", metadata={"model": model, "arguments": {"dataset": None}})
+    write_sweep(at(0.1), tmp_path / "same", metadata={"model": model})
+    write_sweep(at(0.1)[:1] + at(0.3)[1:], tmp_path / "mixed", metadata={"model": model})
+    board, kept = choose_board(collect([tmp_path]))
+    (e,) = kept.evaluations
+    assert [run.path.parent.name for run in e.sweeps] == ["same"]
+    reasons = {r.path.parent.name: r.reason for r in kept.rejected}
+    assert "a sweep on fashion-mnist Linf eps 0.3, but this site is fashion-mnist Linf eps 0.1" in reasons["other-eps"]
+    assert "measured in different settings (fashion-mnist Linf eps 0.1; fashion-mnist Linf eps 0.3)" in reasons["mixed"]

@@ -387,9 +387,22 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
 
 
 def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:
-    """(dataset, threat model, eps) of a sweep: as its arguments record, else its registered entry's."""
+    """(dataset, threat model, eps) of a sweep: as its points record them (what each evaluation ran), else as its
+    arguments record, else its registered entry's.
+
+    Raises:
+        ValueError: the points record different settings (one sweep drawn as one curve must be one setting).
+    """
+    recorded = {(canonical_dataset(p.dataset), p.threat_model, p.eps) for p in run.points
+                if p.dataset is not None and p.threat_model is not None and p.eps is not None}
+    if len({(d, t) for d, t, _ in recorded}) > 1 or any(
+            not same_eps(a[2], b[2]) for a in recorded for b in recorded if a[:2] == b[:2]):
+        settings = "; ".join(sorted(f"{d} {t} eps {format_eps(e, t)}" for d, t, e in recorded))
+        raise ValueError(f"its points were measured in different settings ({settings}): a sweep is one curve of "
+                         "one setting; sweep each setting into its own folder")
     arguments = run.metadata.get("arguments") if isinstance(run.metadata.get("arguments"), dict) else {}
-    dataset, threat, eps = arguments.get("dataset"), arguments.get("threat_model"), arguments.get("eps")
+    dataset, threat, eps = next(iter(recorded), (arguments.get("dataset"), arguments.get("threat_model"),
+                                                 arguments.get("eps")))
     if is_model(run.model):
         config = get_model_config(run.model)
         dataset, threat = dataset or config.dataset, threat or config.threat_model
@@ -521,7 +534,11 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
     for e in kept.evaluations:
         by_model.setdefault(e.result.model, []).append(e)
     for run in inputs.sweeps:
-        setting = _sweep_setting(run)
+        try:
+            setting = _sweep_setting(run)
+        except ValueError as err:
+            kept.rejected.append(Rejected(run.path, str(err)))
+            continue
         if board is not None and None not in setting and not board.holds(*setting):
             kept.rejected.append(Rejected(run.path, f"a sweep on {setting[0]} {setting[1]} eps "
                                                     f"{format_eps(setting[2], setting[1])}, but this site is {board.describe()}"))
