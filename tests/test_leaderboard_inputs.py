@@ -217,3 +217,17 @@ def test_a_sweep_is_placed_by_the_setting_its_points_record(tmp_path):
     reasons = {r.path.parent.name: r.reason for r in kept.rejected}
     assert "a sweep on fashion-mnist Linf eps 0.3, but this site is fashion-mnist Linf eps 0.1" in reasons["other-eps"]
     assert "measured in different settings (fashion-mnist Linf eps 0.1; fashion-mnist Linf eps 0.3)" in reasons["mixed"]
+
+
+def test_model_info_fields_of_the_wrong_type_are_said_and_not_shown(tmp_path):
+    """A hand-edited model_info.json with "additional_data": "yes" showed no value without a word (and a list as
+    architecture was shown as Python's list text)."""
+    report = write_run(tmp_path / "run")
+    info_path = report.parent / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "additional_data": "yes", "architecture": ["WRN", "ResNet"]}))
+    (e,) = collect([tmp_path]).evaluations
+    assert e.additional_data is None and e.architecture == ""
+    assert "additional_data is 'yes', not true or false" in e.model_info_error
+    assert "architecture is ['WRN', 'ResNet'], not a string" in e.model_info_error
+    assert e.model_info["clean_acc"] == info["clean_acc"]  # the rest is read

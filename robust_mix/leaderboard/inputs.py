@@ -325,7 +325,17 @@ def _model_info(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
         return None, f"{info_path.name} beside the report is not valid JSON ({err})"
     if not isinstance(info, dict):
         return None, f"{info_path.name} beside the report is not a JSON object"
+    wrong = {key: f"{key} is {info[key]!r}, not {want}" for key, kind, want in _MODEL_INFO_SHOWN
+             if info.get(key) is not None and not isinstance(info[key], kind)}
+    if wrong:  # edited by hand: the table shows no value rather than a wrong one
+        return ({k: v for k, v in info.items() if k not in wrong},
+                f"{info_path.name} beside the report: {'; '.join(wrong.values())} (RobustBench's schema), so "
+                f"{'it is' if len(wrong) == 1 else 'they are'} not shown")
     return info, None
+
+
+#: The model-info fields the site shows, with the JSON type RobustBench's schema gives them.
+_MODEL_INFO_SHOWN = (("architecture", str, "a string"), ("additional_data", bool, "true or false"))
 
 
 # -- sweeps and certificates -------------------------------------------------------------------
