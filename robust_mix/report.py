@@ -113,7 +113,8 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     speak of a minimum over both only when both ran (``attack="adaptive"`` runs the adaptive suite alone).
     ``reported`` is the entry's reported AutoAttack accuracy when the run is in the setting it was reported for
     (:func:`reported_for`), else this run's robust accuracy.
-    ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``).
+    ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``). Every text field is one
+    line (runs of white space, line breaks included, become one space).
     """
     paper = paper_info(config)
     reported = reported_for(result, config)
@@ -144,7 +145,9 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     if unknown:
         raise ValueError(f"unknown model-info field(s) {unknown}; fields: {list(MODEL_INFO_FIELDS)}")
     info.update({k: v for k, v in overrides.items() if v is not None})
-    return {k: info[k] for k in MODEL_INFO_FIELDS}
+    # RobustBench's fields are one line each (its table shows them; claim.md lists them): a paper text or an
+    # override with line breaks would start new Markdown blocks (a heading, a list) in the claim
+    return {k: " ".join(info[k].split()) if isinstance(info[k], str) else info[k] for k in MODEL_INFO_FIELDS}
 
 
 def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:

@@ -300,3 +300,16 @@ def test_reported_numbers_that_are_not_percentages_are_refused_when_the_config_i
     assert main(["submit", str(tmp_path / "entry.json"), "--report", str(tmp_path / "missing.json"),
                  "--out", str(tmp_path / "sub")]) == 2
     assert re.search(match, capsys.readouterr().err) and not (tmp_path / "sub").exists()
+
+
+def test_line_breaks_in_paper_texts_stay_inside_their_claim_item(result):
+    """A config's paper text (the model-info 'name' when no BibTeX title is given) or an override with line breaks
+    went into model_info.json and claim.md as is: a line '# ...' became a heading of the claim, '- ...' an item."""
+    config = tiny_config(citation="", paper="A Tiny Mixture\n# Injected heading\n- injected item")
+    files = submission_files(full_size(result), config, footnote="first line\n\nsecond paragraph")
+    info = json.loads(files["model_info.json"])
+    assert info["name"] == "A Tiny Mixture # Injected heading - injected item"
+    assert info["footnote"] == "first line second paragraph"
+    lines = files["claim.md"].splitlines()
+    assert not any(line.startswith(("# Injected", "- injected", "second")) for line in lines)
+    assert "- Paper: A Tiny Mixture # Injected heading - injected item (no link recorded)" in files["claim.md"]
