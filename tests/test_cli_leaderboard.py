@@ -33,6 +33,19 @@ def test_no_valid_report_still_writes_a_page_listing_why(tmp_path, capsys):
     assert "expected a JSON object" in (tmp_path / "site" / "index.html").read_text()
 
 
+def test_a_board_asked_for_with_no_report_is_said_as_such(tmp_path, capsys):
+    """--dataset cifar10 over Fashion-MNIST reports said 'no valid benchmark report' and 'this site is (none)',
+    though every report was valid: none was for the board asked for."""
+    write_run(tmp_path / "runs" / "mix")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site"), "--dataset", "CIFAR10",
+                 "--eps", "8/255"]) == 1
+    err = capsys.readouterr().err
+    assert "(none)" not in err and "no valid benchmark report" not in err
+    assert "a report for fashion-mnist Linf eps 0.1, but no report given is for the board asked for (dataset " \
+           "cifar10, eps 8/255)" in err
+    assert "error: no report for the board asked for (dataset cifar10, eps 8/255) among the inputs" in err
+
+
 def test_refuses_an_out_folder_that_is_not_a_site(tmp_path, capsys):
     write_run(tmp_path / "runs" / "mix")
     (tmp_path / "site").mkdir()

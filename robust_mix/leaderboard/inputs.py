@@ -510,6 +510,15 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
     return inputs
 
 
+def describe_request(dataset: Optional[str] = None, threat_model: Optional[str] = None,
+                     eps: Optional[float] = None) -> str:
+    """The leaderboard asked for, in words (``"dataset cifar10, eps 8/255"``; empty when nothing was asked)."""
+    parts = ([f"dataset {canonical_dataset(dataset)}"] if dataset is not None else []) + (
+        [f"threat model {threat_model}"] if threat_model is not None else []) + (
+        [f"eps {format_eps(eps, threat_model)}"] if eps is not None else [])
+    return ", ".join(parts)
+
+
 def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Optional[str] = None,
                  eps: Optional[float] = None) -> tuple[Optional[Board], Inputs]:
     """Keep one leaderboard's reports; attach sweeps and certificates to the reports of their model.
@@ -529,17 +538,17 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
                    Board(canonical_dataset(e.result.dataset), e.result.threat_model, float(e.result.eps)))
         groups[key] = groups.get(key, 0) + 1
     board = max(groups, key=lambda b: groups[b]) if groups else None  # max keeps the first on ties
-    how = "the board asked for" if any(v is not None for v in (dataset, threat_model, eps)) else \
-        "the board with the most reports"
+    request = describe_request(dataset, threat_model, eps)
+    how = f"the board asked for: {request}" if request else "the board with the most reports"
     for e in inputs.evaluations:
         if board is not None and board.holds(e.result.dataset, e.result.threat_model, e.result.eps):
             kept.evaluations.append(e)
         else:
             other = Board(canonical_dataset(e.result.dataset), e.result.threat_model, float(e.result.eps))
-            target = board.describe() if board is not None else "(none)"
-            kept.rejected.append(Rejected(e.path, f"a report for {other.describe()}, but this site is {target} "
-                                                  f"({how}); build a separate site for it, or choose it with "
-                                                  "--dataset/--threat-model/--eps"))
+            site = (f"this site is {board.describe()} ({how})" if board is not None
+                    else f"no report given is for the board asked for ({request})")
+            kept.rejected.append(Rejected(e.path, f"a report for {other.describe()}, but {site}; build a separate "
+                                                  "site for it, or choose it with --dataset/--threat-model/--eps"))
     by_model: dict[str, list[Evaluation]] = {}
     for e in kept.evaluations:
         by_model.setdefault(e.result.model, []).append(e)
