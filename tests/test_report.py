@@ -313,3 +313,19 @@ def test_line_breaks_in_paper_texts_stay_inside_their_claim_item(result):
     lines = files["claim.md"].splitlines()
     assert not any(line.startswith(("# Injected", "- injected", "second")) for line in lines)
     assert "- Paper: A Tiny Mixture # Injected heading - injected item (no link recorded)" in files["claim.md"]
+
+
+@pytest.mark.parametrize("group, change, match", [
+    ("apgd", {"n_restarts": "5"}, r"attack_settings\['apgd'\]\['n_restarts'\] must be an integer"),
+    ("apgd-t", {"n_target_classes": 0}, r"attack_settings\['apgd-t'\]\['n_target_classes'\] must be a positive"),
+    ("square", 5000, r"attack_settings\['square'\] must be an object"),
+])
+def test_attack_budgets_the_labels_name_are_checked_when_a_report_is_read(result, tmp_path, group, change, match):
+    """A report.json whose attack_settings held a budget as text ("n_restarts": "5") was read, then the attack
+    label crashed with a TypeError (report.md, the card, the claim); a 0 or a non-object went into labels as is."""
+    data = result.to_dict()
+    settings = {**data["attack_settings"],
+                group: {**data["attack_settings"][group], **change} if isinstance(change, dict) else change}
+    (tmp_path / "report.json").write_text(json.dumps({**data, "attack_settings": settings}))
+    with pytest.raises(InvalidInputError, match=match):
+        BenchmarkResult.from_json(tmp_path / "report.json")
