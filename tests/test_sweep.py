@@ -263,3 +263,16 @@ def test_a_fixed_ratio_model_s_sweep_shows_no_policy_row(tmp_path, capsys):
     assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1", *options,
                  "--out", str(tmp_path / "factory")]) == 0
     assert "alpha policy" in capsys.readouterr().err
+
+
+def test_a_failed_sweep_write_leaves_the_earlier_files_whole(tmp_path):
+    """write_sweep replaced sweep.csv and sweep.json, then failed on the plot: the folder held the new points beside
+    the old picture (or none), a set no run wrote."""
+    old = [SweepPoint(0.0, 0.9, 0.1, "apgd-ce", 10, 1.0), SweepPoint(1.0, 0.7, 0.5, "apgd-ce", 10, 1.0)]
+    write_sweep(old, tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("sweep.csv", "sweep.json")}
+    (tmp_path / "sweep.png").unlink()
+    (tmp_path / "sweep.png").mkdir()  # the picture cannot be written
+    with pytest.raises(IsADirectoryError):
+        write_sweep([dataclasses.replace(p, robust_accuracy=0.0) for p in old], tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
