@@ -177,7 +177,8 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     ]
     rows += [markdown_row([stage, percent(acc), percent_interval(result.interval(acc))])
              for stage, acc in result.stage_accuracy.items()]
-    rows += ["", f"Attack argument {markdown_code(result.attack)}, seed {result.seed}, {result.world_size} process(es), "
+    rows += ["", f"Attack argument {markdown_code(result.attack)}, seed {result.seed}, {result.world_size} "
+                 "process(es), "
                  f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)"
                  + (f", {' / '.join(map(str, result.cpu_threads))} CPU thread(s) per process." if result.cpu_threads
                     else ".")]

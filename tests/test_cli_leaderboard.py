@@ -44,6 +44,8 @@ def test_a_board_asked_for_with_no_report_is_said_as_such(tmp_path, capsys):
     assert "a report for fashion-mnist Linf eps 0.1, but no report given is for the board asked for (dataset " \
            "cifar10, eps 8/255)" in err
     assert "error: no report for the board asked for (dataset cifar10, eps 8/255) among the inputs" in err
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "<h1>Leaderboard: no report for the board asked for (dataset cifar10, eps 8/255)</h1>" in index
 
 
 def test_refuses_an_out_folder_that_is_not_a_site(tmp_path, capsys):
