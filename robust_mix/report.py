@@ -111,6 +111,8 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     ``autoattack_acc`` is standard AutoAttack alone; ``external`` is the leaderboard number
     (the minimum over AutoAttack and the adaptive attack) when an adaptive suite ran; the footnote and the claim
     speak of a minimum over both only when both ran (``attack="adaptive"`` runs the adaptive suite alone).
+    ``clean_acc`` is clean accuracy on the most images it was measured on (``BenchmarkResult.best_clean``: the
+    whole test set when the run measured it, as RobustBench's is), else on the attacked examples.
     ``reported`` is the entry's reported AutoAttack accuracy when the run is in the setting it was reported for
     (:func:`reported_for`), else this run's robust accuracy.
     ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``). Every text field is one
@@ -136,7 +138,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
         "number_forward_passes": result.number_forward_passes,
         "dataset": _RB_DATASETS.get(result.dataset.lower(), result.dataset), "venue": paper["venue"],
         "architecture": _architecture(config), "eps": format_eps(result.eps, result.threat_model),
-        "clean_acc": percent(result.clean_accuracy),
+        "clean_acc": percent(result.best_clean[0]),  # RobustBench's is on the whole test set: when measured
         "reported": f"{reported.autoattack_acc:.2f}" if reported is not None else percent(result.robust_accuracy),
         "autoattack_acc": percent(standard), "external": percent(result.robust_accuracy),
         "footnote": " ".join(notes), "unreliable": False,
@@ -287,7 +289,7 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"- Threat model: {result.threat_model}",
         f"- Epsilon: {info['eps']}",
         f"- Dataset: {info['dataset']}",
-        f"- Clean accuracy: {info['clean_acc']}%",
+        f"- Clean accuracy: {info['clean_acc']}% (on {result.best_clean[1]:,} test images)",
         f"- Robust accuracy ({'AutoAttack' if is_standard_autoattack(result) else attack_label(result)}): "
         f"{info['autoattack_acc']}%",
         *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]

@@ -329,3 +329,15 @@ def test_attack_budgets_the_labels_name_are_checked_when_a_report_is_read(result
     (tmp_path / "report.json").write_text(json.dumps({**data, "attack_settings": settings}))
     with pytest.raises(InvalidInputError, match=match):
         BenchmarkResult.from_json(tmp_path / "report.json")
+
+
+def test_model_info_clean_accuracy_is_the_whole_test_set_when_measured(result):
+    """A run that measured clean accuracy on all 10,000 test images (--clean-examples) still wrote model_info.json's
+    clean_acc (RobustBench's whole-test-set figure) and the claim's from the attacked examples only, while the site
+    and the card showed the whole-set one."""
+    full = dataclasses.replace(full_size(result), full_clean_accuracy=0.9123, full_clean_examples=10_000)
+    files = submission_files(full, tiny_config(), allow_partial=True)
+    assert json.loads(files["model_info.json"])["clean_acc"] == "91.23"
+    assert "- Clean accuracy: 91.23% (on 10,000 test images)" in files["claim.md"]
+    attacked = model_info(full_size(result), tiny_config())["clean_acc"]
+    assert attacked == f"{100 * full_size(result).clean_accuracy:.2f}"  # nothing else measured: the attacked ones
