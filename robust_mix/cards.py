@@ -20,8 +20,8 @@ from typing import Any, Optional, Sequence, Union
 from huggingface_hub import EvalResult, ModelCardData
 
 from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
-from robust_mix.formatting import (attack_label, evaluation_label, format_eps, partial_reasons, percent_interval,
-                                   percent_value)
+from robust_mix.formatting import (attack_label, evaluation_label, format_eps, markdown_code, markdown_table,
+                                   partial_reasons, percent_interval, percent_value)
 from robust_mix.io import atomic_write_text
 from robust_mix.registry import get_model_config, list_models
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult, ReportLike, read_report
@@ -33,17 +33,7 @@ TEMPLATE = "templates/model_card.md"  # inside the robust_mix package
 DEFAULT_REPORTS_DIR = Path("benchmarks/reports")
 REGENERATE_ALL = "robust-mix card --all --out-dir model_cards"
 
-# -- text helpers ----------------------------------------------------------------------------------
-def _code(value: Any) -> str:
-    return f"`{value}`"
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
+# -- text helpers (Markdown tables and code spans: robust_mix.formatting) ---------------------------
 def _describe_input(backbone: BackboneConfig) -> str:
     contract, parts = backbone.input, []
     if contract.input_size is not None:
@@ -63,19 +53,19 @@ def _base_models_section(config: ModelConfig, provenance: Optional[dict[str, Any
     for role, label in (("standard", "standard (accurate) `g`"), ("robust", "robust `h`")):
         base: BackboneConfig = getattr(config, role)
         kwargs = json.dumps(base.kwargs, sort_keys=True) if base.kwargs else ""
-        rows.append([label, _code(base.ref), _code(kwargs) if kwargs else "-",
+        rows.append([label, markdown_code(base.ref), markdown_code(kwargs) if kwargs else "-",
                      _describe_input(base), base.license or "not stated"])
         original = (provenance or {}).get(role)
         if original and original != base.ref:
-            notes.append(f"The {role} model was saved from {_code(original)}; its architecture is "
-                         f"{_code(base.ref)} and its weights are part of this model's `model.safetensors`.")
+            notes.append(f"The {role} model was saved from {markdown_code(original)}; its architecture is "
+                         f"{markdown_code(base.ref)} and its weights are part of this model's `model.safetensors`.")
         if base.weights is not None:
-            notes.append(f"The {role} model's weights are read from {_code(base.weights.describe())}.")
+            notes.append(f"The {role} model's weights are read from {markdown_code(base.weights.describe())}.")
     classes = f"{config.num_classes} classes" if config.num_classes else "classes as the base models define"
     if config.labels:
         shown = ", ".join(config.labels[:20]) + (", ..." if len(config.labels) > 20 else "")
         classes = f"{len(config.labels)} classes: {shown}"
-    return "\n\n".join([_table(["role", "reference", "constructor kwargs", "input contract", "licence"], rows),
+    return "\n\n".join([markdown_table(["role", "reference", "constructor kwargs", "input contract", "licence"], rows),
                         *notes, f"Both base models are frozen and classify the same label set ({classes})."])
 
 
@@ -86,7 +76,7 @@ def _mixing_section(config: ModelConfig) -> str:
     else:
         formula = "f(x) = log((1 - a(x)) * softmax(s_g * g(x)) + a(x) * softmax(s_h * h(x)))"
         how = "Probability mixing (the method's default)"
-    rows = [["mixing", _code(config.mixing)], ["standard temperature `s_g`", config.std_scale],
+    rows = [["mixing", markdown_code(config.mixing)], ["standard temperature `s_g`", config.std_scale],
             ["robust temperature `s_h`", config.rob_scale]]
     if config.policy is None:
         lead = f"{how} with a fixed ratio `a(x) = {config.alpha}` (0 = standard only, 1 = robust only):"
@@ -99,17 +89,17 @@ def _mixing_section(config: ModelConfig) -> str:
             lead += (f" the saved model applies the fixed ratio `a = {config.alpha}` instead; set "
                      "`model.alpha = None` to return to the policy.")
         rows += _policy_rows(config.policy)
-    return f"{lead}\n\n```\n{formula}\n```\n\n" + _table(["constant", "value"], rows)
+    return f"{lead}\n\n```\n{formula}\n```\n\n" + markdown_table(["constant", "value"], rows)
 
 
 def _policy_rows(policy: PolicyConfig) -> list[list[Any]]:
     lo, hi = policy.alpha_range
     return [["alpha range `(lo, hi)`", f"({lo:g}, {hi:g})"], ["gamma scale", policy.gamma_scale],
             ["gamma bias", policy.gamma_bias],
-            ["standard feature layers", _code(", ".join(policy.standard_layers))],
-            ["robust feature layers", _code(", ".join(policy.robust_layers))],
-            ["mixing-network widths", _code(list(policy.widths))], ["blocks per stage", policy.blocks],
-            ["probe input shape `(C, H, W)`", _code(tuple(policy.input_shape))],
+            ["standard feature layers", markdown_code(", ".join(policy.standard_layers))],
+            ["robust feature layers", markdown_code(", ".join(policy.robust_layers))],
+            ["mixing-network widths", markdown_code(list(policy.widths))], ["blocks per stage", policy.blocks],
+            ["probe input shape `(C, H, W)`", markdown_code(tuple(policy.input_shape))],
             ["features detached", policy.detach_features]]
 
 
@@ -134,7 +124,7 @@ def _evaluation_section(config: ModelConfig, benchmark: Optional[BenchmarkResult
             headers.insert(5, f"clean % ({images:,} images)")
             row.insert(5, f"{percent_value(clean):.2f}")
         parts.append("Measured with robust_mix's benchmark (the interval: Clopper-Pearson, of the robust accuracy on "
-                     "the attacked examples):\n\n" + _table(headers, [row]))
+                     "the attacked examples):\n\n" + markdown_table(headers, [row]))
         parts.append(_report_settings(benchmark))
     rep = config.reported
     if rep is not None:

@@ -25,7 +25,7 @@ from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accura
                                 check_probability_mixing, estimate_smoothed, lipschitz_radius, margin, resolve_alpha,
                                 robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
-from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
+from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import (InvalidInputError, check_alpha, check_finite_outputs, check_images, check_labels,
                                  check_radii, check_writable_dir, positive_float)
@@ -296,9 +296,8 @@ def plot_certification(result: Certification) -> bytes:
 
 
 def write_certification(out_dir: Union[str, Path], result: Certification) -> dict[str, Path]:
-    """Write ``certify.json`` and ``certify.png`` into ``out_dir`` (atomically); returns the paths."""
-    out = check_writable_dir(out_dir)
-    paths = {"json": out / "certify.json", "png": out / "certify.png"}
-    atomic_write_text(paths["json"], json.dumps(result.report, indent=2) + "\n")
-    atomic_write_bytes(paths["png"], plot_certification(result))
-    return paths
+    """Write ``certify.json`` and ``certify.png`` into ``out_dir`` as one set (:func:`robust_mix.io.atomic_write_files`:
+    a failed or interrupted write leaves the folder's earlier two whole); returns the paths."""
+    written = atomic_write_files(check_writable_dir(out_dir), {
+        "certify.json": json.dumps(result.report, indent=2) + "\n", "certify.png": plot_certification(result)})
+    return {"json": written["certify.json"], "png": written["certify.png"]}

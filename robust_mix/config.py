@@ -202,6 +202,9 @@ class ReportedResult:
     n_examples: int
     source: str = ""
 
+    def __post_init__(self) -> None:
+        check_reported(self)
+
 
 @dataclass
 class ModelConfig:
@@ -425,6 +428,32 @@ def check_entry_name(name: Any) -> str:
 def _positive_ints(name: str, values: Any) -> None:
     for value in values:
         positive_int(name, value)
+
+
+def _percentage(name: str, value: Any) -> float:
+    return check_real(name, value, low=0.0, high=100.0,
+                      expected=" in [0, 100] (a percentage, as RobustBench writes it: 85.21)")
+
+
+def check_reported(reported: "ReportedResult", name: str = "reported") -> None:
+    """The authors' numbers read as percentages that can be: robust accuracy at most clean accuracy (an example
+    that survives the attack is classified correctly), and not fractions (``0.85`` would be shown and submitted as
+    0.85 %).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the field, with the numbers to write instead.
+    """
+    positive_int(f"{name}.n_examples", reported.n_examples)
+    clean = _percentage(f"{name}.clean_acc", reported.clean_acc)
+    robust = _percentage(f"{name}.autoattack_acc", reported.autoattack_acc)
+    if robust > clean:
+        raise InvalidInputError(f"{name}.autoattack_acc {reported.autoattack_acc!r} exceeds {name}.clean_acc "
+                                f"{reported.clean_acc!r}, but an example robust to the attack is also classified "
+                                "correctly: are the two swapped?")
+    if clean <= 1:
+        raise InvalidInputError(f"{name}.clean_acc is {reported.clean_acc!r} and autoattack_acc "
+                                f"{reported.autoattack_acc!r}: reported numbers are percentages (RobustBench's "
+                                f"85.21), and these read as fractions; write {100 * clean:g} and {100 * robust:g}")
 
 
 #: Range rules of config fields, by field name at any depth (types are checked from the annotations).

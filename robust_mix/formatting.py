@@ -13,6 +13,8 @@ stages, reduced budgets, fewer examples) is marked partial, with the reasons.
 """
 from __future__ import annotations
 
+import html
+import re
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 from robust_mix.protocol import (ADAPTIVE_STAGES, DEFAULT_ADAPTIVE_WEIGHT, SETTINGS_GROUP, STANDARD_STAGES,
@@ -184,3 +186,39 @@ def evaluation_label(run: Evaluation) -> str:
     reasons = partial_reasons(run)
     label = attack_label(run)
     return f"{label}, partial: {'; '.join(reasons)}" if reasons else label
+
+
+# -- Markdown ------------------------------------------------------------------------------------------
+class Markdown(str):
+    """Text already written as Markdown (a code span from :func:`markdown_code`): :func:`markdown_cell` keeps its
+    markup and only makes it fit one table cell."""
+
+
+def markdown_code(text: object) -> Markdown:
+    """``text`` as one Markdown code span on one line, fenced by more backticks than it holds in a row (a name
+    with a backtick stays one span)."""
+    text = " ".join(str(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return Markdown(f"{fence}{pad}{text}{pad}{fence}")
+
+
+def markdown_cell(value: object) -> str:
+    """``value`` as the content of one Markdown (GitHub) table cell, read as written: line breaks become spaces and
+    ``|`` is escaped (a name such as ``"a|b"`` must not add a column or end the row), and ``&``, ``<``, ``>`` of
+    plain text become character references (a name holding ``<script>`` or ``<b>`` is shown, not run as HTML).
+    A :class:`Markdown` value (a code span) keeps its markup."""
+    text = " ".join(str(value).splitlines())
+    if not isinstance(value, Markdown):
+        text = html.escape(text, quote=False)
+    return text.replace("|", "\\|")
+
+
+def markdown_row(cells: Sequence[object]) -> str:
+    """One Markdown table row of ``cells`` (each through :func:`markdown_cell`)."""
+    return "| " + " | ".join(markdown_cell(c) for c in cells) + " |"
+
+
+def markdown_table(headers: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table: ``headers``, the delimiter row, ``rows`` (every cell through :func:`markdown_cell`)."""
+    return "\n".join([markdown_row(headers), "|" + "---|" * len(headers), *(markdown_row(r) for r in rows)])

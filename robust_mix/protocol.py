@@ -171,6 +171,8 @@ OPTION_SETTING: dict[str, str] = {"adaptive_weight": "bce_weight"}
 SETTINGS_GROUP: dict[str, str] = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd-t", "fab": "fab",
                                   "fab-t": "fab", "square": "square", "adaptive-apgd-ce": "adaptive",
                                   "adaptive-apgd-t": "adaptive"}
+#: The budgets of a group of ``attack_settings`` that labels name (``"APGD-T (100 iter, 9 targets)"``): counts >= 1.
+BUDGET_COUNTS = ("n_iter", "n_restarts", "n_target_classes", "n_queries", "eot_iter")
 
 
 #: Examples the leaderboard evaluates on (RobustBench): the whole test set, 5,000 for ImageNet.

@@ -14,8 +14,8 @@ from typing import Any, Optional, Union
 
 from robust_mix.config import ModelConfig, ReportedResult
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, interval_heading,
-                                   is_standard_autoattack, partial_reasons, percent, percent_interval,
-                                   randomness_note)
+                                   is_standard_autoattack, markdown_code, markdown_row, partial_reasons, percent,
+                                   percent_interval, randomness_note)
 from robust_mix.io import atomic_write_files
 from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
@@ -111,9 +111,12 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     ``autoattack_acc`` is standard AutoAttack alone; ``external`` is the leaderboard number
     (the minimum over AutoAttack and the adaptive attack) when an adaptive suite ran; the footnote and the claim
     speak of a minimum over both only when both ran (``attack="adaptive"`` runs the adaptive suite alone).
+    ``clean_acc`` is clean accuracy on the most images it was measured on (``BenchmarkResult.best_clean``: the
+    whole test set when the run measured it, as RobustBench's is), else on the attacked examples.
     ``reported`` is the entry's reported AutoAttack accuracy when the run is in the setting it was reported for
     (:func:`reported_for`), else this run's robust accuracy.
-    ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``).
+    ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``). Every text field is one
+    line (runs of white space, line breaks included, become one space).
     """
     paper = paper_info(config)
     reported = reported_for(result, config)
@@ -137,7 +140,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
         "number_forward_passes": result.number_forward_passes,
         "dataset": _RB_DATASETS.get(result.dataset.lower(), result.dataset), "venue": paper["venue"],
         "architecture": _architecture(config), "eps": format_eps(result.eps, result.threat_model),
-        "clean_acc": percent(result.clean_accuracy),
+        "clean_acc": percent(result.best_clean[0]),  # RobustBench's is on the whole test set: when measured
         "reported": f"{reported.autoattack_acc:.2f}" if reported is not None else percent(result.robust_accuracy),
         "autoattack_acc": percent(standard), "external": percent(result.robust_accuracy),
         "footnote": " ".join(notes), "unreliable": False,
@@ -146,21 +149,9 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     if unknown:
         raise ValueError(f"unknown model-info field(s) {unknown}; fields: {list(MODEL_INFO_FIELDS)}")
     info.update({k: v for k, v in overrides.items() if v is not None})
-    return {k: info[k] for k in MODEL_INFO_FIELDS}
-
-
-def _cell(text: object) -> str:
-    """``text`` as one Markdown table cell: ``|`` escaped, line breaks as spaces (a model NAME such as
-    ``"a|b"`` must not add a column or end the row)."""
-    return " ".join(str(text).replace("|", "\\|").splitlines())
-
-
-def _code(text: object) -> str:
-    """``text`` as one Markdown code span, fenced by more backticks than it holds in a row."""
-    text = " ".join(str(text).splitlines())
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    # RobustBench's fields are one line each (its table shows them; claim.md lists them): a paper text or an
+    # override with line breaks would start new Markdown blocks (a heading, a list) in the claim
+    return {k: " ".join(info[k].split()) if isinstance(info[k], str) else info[k] for k in MODEL_INFO_FIELDS}
 
 
 def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None) -> str:
@@ -173,23 +164,25 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     rows = [
         f"Attack: {evaluation_label(result)}.",
         "",
-        f"| model | dataset | threat | eps | examples | clean |{f' clean ({full:,} images) |' if full else ''} "
-        f"{suite} | adaptive | robust (min) | {interval_heading(INTERVAL_LEVEL)} | reported clean / robust |",
+        markdown_row(["model", "dataset", "threat", "eps", "examples", "clean",
+                      *([f"clean ({full:,} images)"] if full else []), suite, "adaptive", "robust (min)",
+                      interval_heading(INTERVAL_LEVEL), "reported clean / robust"]),
         "|---|---|---|---|---|---|" + ("---|" if full else "") + "---|---|---|---|---|",
-        f"| {_cell(result.model)} | {_cell(result.dataset)} | {_cell(result.threat_model)} | {format_eps(result.eps, result.threat_model)} "
-        f"| {result.n_examples} "
-        f"| {percent(result.clean_accuracy)} |{f' {percent(result.full_clean_accuracy)} |' if full else ''} "
-        f"{percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else '-'} | "
-        f"{percent(adaptive) if adaptive is not None else '-'} | {percent(result.robust_accuracy)} | "
-        f"{percent_interval(result.robust_interval())} | "
-        + (f"{reported.clean_acc:.2f} / {reported.autoattack_acc:.2f} |" if reported else "- |"),
+        markdown_row([result.model, result.dataset, result.threat_model, format_eps(result.eps, result.threat_model),
+                      result.n_examples, percent(result.clean_accuracy),
+                      *([percent(result.full_clean_accuracy)] if full else []),
+                      percent(result.autoattack_accuracy) if result.autoattack_accuracy is not None else "-",
+                      percent(adaptive) if adaptive is not None else "-", percent(result.robust_accuracy),
+                      percent_interval(result.robust_interval()),
+                      f"{reported.clean_acc:.2f} / {reported.autoattack_acc:.2f}" if reported else "-"]),
         "",
-        f"| stage | robust accuracy after stage (%) | {interval_heading(INTERVAL_LEVEL)} |",
+        markdown_row(["stage", "robust accuracy after stage (%)", interval_heading(INTERVAL_LEVEL)]),
         "|---|---|---|",
     ]
-    rows += [f"| {_cell(stage)} | {percent(acc)} | {percent_interval(result.interval(acc))} |"
+    rows += [markdown_row([stage, percent(acc), percent_interval(result.interval(acc))])
              for stage, acc in result.stage_accuracy.items()]
-    rows += ["", f"Attack argument {_code(result.attack)}, seed {result.seed}, {result.world_size} process(es), "
+    rows += ["", f"Attack argument {markdown_code(result.attack)}, seed {result.seed}, {result.world_size} "
+                 "process(es), "
                  f"{result.wall_time_s:.1f} s ({result.examples_per_second:.2f} examples/s)"
                  + (f", {' / '.join(map(str, result.cpu_threads))} CPU thread(s) per process." if result.cpu_threads
                     else ".")]
@@ -300,7 +293,7 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         f"- Threat model: {result.threat_model}",
         f"- Epsilon: {info['eps']}",
         f"- Dataset: {info['dataset']}",
-        f"- Clean accuracy: {info['clean_acc']}%",
+        f"- Clean accuracy: {info['clean_acc']}% (on {result.best_clean[1]:,} test images)",
         f"- Robust accuracy ({'AutoAttack' if is_standard_autoattack(result) else attack_label(result)}): "
         f"{info['autoattack_acc']}%",
         *([f"- Robust accuracy ({_suite_name(result)} and adaptive attack, minimum): {info['external']}%"]

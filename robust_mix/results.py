@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from robust_mix.io import atomic_write_text
-from robust_mix.protocol import resolve_attack
+from robust_mix.protocol import BUDGET_COUNTS, resolve_attack
 from robust_mix.stats import clopper_pearson
 from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
                                  non_negative_float, positive_int)
@@ -195,6 +195,13 @@ class BenchmarkResult:
                 if not isinstance(getattr(self, key), dict):
                     raise InvalidInputError(f"{where(key)} must be an object (a mapping), got "
                                             f"{getattr(self, key)!r}")
+            for group, values in self.attack_settings.items():
+                if not isinstance(values, dict):
+                    raise InvalidInputError(f"{where(f'attack_settings[{group!r}]')} must be an object (a mapping), "
+                                            f"got {values!r}")
+                for key in BUDGET_COUNTS:
+                    if key in values:
+                        positive_int(where(f"attack_settings[{group!r}][{key!r}]"), values[key])
             check_int(where("seed"), self.seed)
             for key in ("number_forward_passes", "world_size"):
                 positive_int(where(key), getattr(self, key))

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 from torch import nn
 
 from robust_mix.formatting import evaluation_label, format_alpha, format_eps
-from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
+from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_input_file,
@@ -231,6 +231,12 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
 
     The title states ``title`` (default: "accuracy-robustness trade-off"), the data set, threat model and eps
     (:func:`setting_label`) and the attack, so that the saved image says what it shows."""
+    atomic_write_bytes(path, _sweep_png(points, title))
+    return Path(path)
+
+
+def _sweep_png(points: Sequence[SweepPoint], title: str) -> bytes:
+    """The PNG bytes of :func:`plot_sweep`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,13 +267,13 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
                  f"{textwrap.fill('; '.join(attacks), 80)}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    atomic_write_bytes(path, figure_png(fig))
-    return Path(path)
+    return figure_png(fig)
 
 
 def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, title: str = "",
                 metadata: Optional[dict[str, Any]] = None) -> dict[str, Path]:
-    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png``.
+    """Write ``sweep.csv``, ``sweep.json`` (points plus ``metadata``, e.g. the attack) and ``sweep.png`` as one set
+    (:func:`robust_mix.io.atomic_write_files`: a failed or interrupted write leaves the folder's earlier three whole).
 
     Raises:
         robust_mix.validate.InvalidInputError: no points (a sweep.json that :func:`read_sweep` refuses), or an
@@ -282,11 +288,11 @@ def write_sweep(points: Sequence[SweepPoint], out_dir: Union[str, Path], *, titl
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["alpha"])
     writer.writeheader()
     writer.writerows(rows)
-    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json", "png": out / "sweep.png"}
-    atomic_write_text(paths["csv"], text.getvalue())
-    atomic_write_text(paths["json"], json.dumps({"metadata": metadata or {}, "points": rows}, indent=2) + "\n")
-    plot_sweep(points, paths["png"], title)
-    return paths
+    written = atomic_write_files(out, {  # one set: an interrupted write leaves the earlier three whole
+        "sweep.csv": text.getvalue(),
+        "sweep.json": json.dumps({"metadata": metadata or {}, "points": rows}, indent=2) + "\n",
+        "sweep.png": _sweep_png(points, title)})
+    return {"csv": written["sweep.csv"], "json": written["sweep.json"], "png": written["sweep.png"]}
 
 
 def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]]:
@@ -295,7 +301,7 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
     Raises:
         FileNotFoundError: no such file.
         ValueError: a folder (its ``sweep.json`` is named when it has one), not JSON, or not a sweep (a point
-            lacks a field, or an accuracy is not a fraction in ``[0, 1]``).
+            lacks a field, an accuracy is not a fraction in ``[0, 1]``, or a robust accuracy exceeds its clean one).
     """
     path = check_input_file(path, "sweep file", inside="sweep.json")
     try:
@@ -326,6 +332,11 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
                 row["robust_low"] <= row["robust_accuracy"] <= row["robust_high"]):
             raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} lies outside its interval "
                              f"[{row['robust_low']!r}, {row['robust_high']!r}]; the file was edited or corrupted")
+        if row["robust_accuracy"] > row["clean_accuracy"] + 1e-9:
+            raise ValueError(f"{path}: point {i} robust_accuracy {row['robust_accuracy']!r} exceeds its clean_accuracy "
+                             f"{row['clean_accuracy']!r}, but an example counts as robust only if it is classified "
+                             "correctly: the file was edited or corrupted (or the two were swapped); rerun robust-mix "
+                             "sweep")
         _check_point_fields(path, i, row)
         if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
                                        or not 0 <= row["alpha"] <= 1):

@@ -658,3 +658,21 @@ def test_too_few_samples_to_certify_anything_is_said(images, caplog):
     with caplog.at_level(logging.WARNING, logger="robust_mix.certification"):
         certify_model(model, images, labels, sigma=0.25, n0=2, n=10, progress=False, radii=[0.0])
     assert "no example can be certified" not in caplog.text
+
+
+def test_a_failed_certificate_write_leaves_the_earlier_files_whole(images, tmp_path):
+    """write_certification replaced certify.json, then failed on the plot: the new numbers sat beside the old
+    picture (or none)."""
+    from robust_mix.certification import certify_model, write_certification
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    labels = torch.arange(len(images)) % 10
+    result = certify_model(model, images, labels, sigma=0.25, n0=5, n=10, progress=False, radii=[0.0], alphas=[0.6])
+    write_certification(tmp_path, result)
+    before = (tmp_path / "certify.json").read_bytes()
+    (tmp_path / "certify.png").unlink()
+    (tmp_path / "certify.png").mkdir()  # the picture cannot be written
+    result.report["seconds"] = -1.0
+    with pytest.raises(IsADirectoryError):
+        write_certification(tmp_path, result)
+    assert (tmp_path / "certify.json").read_bytes() == before

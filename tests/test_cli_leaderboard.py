@@ -33,12 +33,51 @@ def test_no_valid_report_still_writes_a_page_listing_why(tmp_path, capsys):
     assert "expected a JSON object" in (tmp_path / "site" / "index.html").read_text()
 
 
+def test_a_board_asked_for_with_no_report_is_said_as_such(tmp_path, capsys):
+    """--dataset cifar10 over Fashion-MNIST reports said 'no valid benchmark report' and 'this site is (none)',
+    though every report was valid: none was for the board asked for."""
+    write_run(tmp_path / "runs" / "mix")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site"), "--dataset", "CIFAR10",
+                 "--eps", "8/255"]) == 1
+    err = capsys.readouterr().err
+    assert "(none)" not in err and "no valid benchmark report" not in err
+    assert "a report for fashion-mnist Linf eps 0.1, but no report given is for the board asked for (dataset " \
+           "cifar10, eps 8/255)" in err
+    assert "error: no report for the board asked for (dataset cifar10, eps 8/255) among the inputs" in err
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "<h1>Leaderboard: no report for the board asked for (dataset cifar10, eps 8/255)</h1>" in index
+
+
 def test_refuses_an_out_folder_that_is_not_a_site(tmp_path, capsys):
     write_run(tmp_path / "runs" / "mix")
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "keep.txt").write_text("mine")
     assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site")]) == 2
     assert "not a site written by robust-mix leaderboard" in capsys.readouterr().err
+
+
+def test_an_out_folder_under_a_file_is_one_error_line_naming_the_file(tmp_path, capsys):
+    """--out under a file said only '[Errno 17] File exists: ...', naming neither --out nor what to do."""
+    write_run(tmp_path / "runs" / "mix")
+    (tmp_path / "notes").write_text("mine")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "notes" / "site")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'notes'} is a file, not a folder; choose another folder" in err
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
+def test_names_with_line_breaks_and_escapes_keep_the_table_on_one_line_per_row(tmp_path, capsys):
+    """A run folder named with a line break split its row in two, and an escape sequence in it went to the
+    terminal as is (recolouring, or rewriting, what followed)."""
+    write_run(tmp_path / "runs" / "a\nb\x1b[31mred")
+    (tmp_path / "runs" / "bad\x1b[2J").mkdir()
+    (tmp_path / "runs" / "bad\x1b[2J" / "report.json").write_text("")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site")]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err
+    table = out.split("\n\n")[1].splitlines()
+    assert len(table) == 3 and table[2].startswith("a\\nb\\x1b[31mred ")
+    assert "bad\\x1b[2J" in err
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed: no screenshot test")

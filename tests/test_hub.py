@@ -1,4 +1,5 @@
 """Sharing mixed models: save / load / push with generated model cards, all offline."""
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -550,6 +551,17 @@ def test_cards_state_bases_licences_constants_and_citation():
     assert "alpha range" not in fixed and "Not evaluated yet" in fixed
     with pytest.raises(ValueError, match="no fixed base models"):
         render_card(ModelConfig(name="mix"))
+
+
+def test_free_text_in_a_card_table_stays_in_its_cell():
+    """A licence (free text in config.json) with a line break ended the base-models row of the card's table, and
+    HTML in it was rendered as HTML by Markdown viewers and the Hub."""
+    odd = dataclasses.replace(base(), license="MIT\n<b>or</b> | Apache")
+    card = render_card(ModelConfig(name="tiny-fixed", standard=odd, robust=odd, dataset="cifar10", eps=8 / 255,
+                                   num_classes=10, alpha=0.7))
+    rows = [line for line in card.splitlines() if line.startswith("| standard (accurate)")]
+    assert rows == [rows[0]] and rows[0].endswith("| MIT &lt;b&gt;or&lt;/b&gt; \\| Apache |")
+    assert "<b>" not in card.split("\n---\n", 1)[1]  # the body; the YAML front matter quotes it
 
 
 def test_card_command_renders_registered_entries(monkeypatch, tmp_path, caplog):

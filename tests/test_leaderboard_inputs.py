@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_bad_files_are_rejected_with_reasons(tmp_path):
 
 def test_choose_board_keeps_the_most_common_board_and_lists_the_others(tmp_path):
     write_run(tmp_path / "f1")
-    write_run(tmp_path / "f2")
+    write_run(tmp_path / "f2", seed=1)  # another run (an exact copy of f1 would be left out as one)
     write_run(tmp_path / "c1", dataset="cifar10", eps=8 / 255)
     write_run(tmp_path / "f3", eps=0.3)
     board, kept = choose_board(collect([tmp_path]))
@@ -133,3 +134,100 @@ def test_sweeps_attach_to_reports_of_their_model_on_the_same_board(tmp_path):
     reasons = {r.path.parent.name: r.reason for r in kept.rejected}
     assert "eps 0.3" in reasons["other-eps"]
     assert "no benchmark report of model 'nobody'" in reasons["unknown"]
+
+
+def test_a_copied_report_is_ranked_once_and_the_copy_listed(tmp_path):
+    """The same report.json copied into a second folder (or given twice under two names) was ranked twice: two
+    rows of one evaluation, both labelled alike when the folders shared a name."""
+    original = write_run(tmp_path / "runs" / "a" / "run")
+    (tmp_path / "backup" / "run").mkdir(parents=True)
+    copy = tmp_path / "backup" / "run" / "report.json"
+    copy.write_text(original.read_text())
+    inputs = collect([tmp_path / "runs", tmp_path / "backup"])
+    assert [e.path for e in inputs.evaluations] == [original.resolve()]
+    (rejected,) = inputs.rejected
+    assert rejected.path == copy.resolve() and f"the same report as {original.resolve()}" in rejected.reason
+
+
+def test_reports_in_folders_of_the_same_name_get_labels_that_tell_them_apart(tmp_path):
+    """Two different reports in a/run and b/run were both labelled 'run' in the table and on their pages."""
+    write_run(tmp_path / "a" / "run")
+    write_run(tmp_path / "b" / "run", seed=1)
+    write_run(tmp_path / "c" / "other", seed=2)
+    labels = sorted(e.label for e in collect([tmp_path]).evaluations)
+    assert labels == ["a/run", "b/run", "other"]
+
+
+def test_input_names_that_are_not_files_are_listed_with_the_reason(tmp_path):
+    """A report.json that is a broken link or a folder was skipped without a word when its folder was searched."""
+    write_run(tmp_path / "good")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "report.json").symlink_to(tmp_path / "gone" / "report.json")
+    (tmp_path / "folder" / "sweep.json").mkdir(parents=True)
+    (tmp_path / "given").symlink_to(tmp_path / "nowhere")
+    inputs = collect([tmp_path, tmp_path / "given"])
+    assert [e.label for e in inputs.evaluations] == ["good"]
+    reasons = {r.path.parent.name if r.path.name in ("report.json", "sweep.json") else r.path.name: r.reason
+               for r in inputs.rejected}
+    assert "a broken link" in reasons["linked"] and str(tmp_path / "gone") in reasons["linked"]
+    assert "a folder named sweep.json, not a file" in reasons["folder"]
+    assert "a broken link" in reasons["given"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"radii": [0.0, float("inf")]}, "radii must be a non-empty list of finite"),
+    ({"radii": [False, 0.5]}, "radii must be"),
+    ({"curves": [{"label": "a", "certified_accuracy": [True, 0.5]}]}, "one fraction per radius"),
+    ({"curves": [{"label": "a", "certified_accuracy": [0.5, 0.75]}]},
+     "certifies more examples at radius 0.5 .0.75. than at the smaller radius 0.0"),
+    ({"radii": [0.5, 0.0], "curves": [{"label": "a", "certified_accuracy": [0.75, 0.5]}]},
+     "at radius 0.5 .0.75. than at the smaller radius 0.0"),  # radii in any order
+])
+def test_certificates_whose_numbers_cannot_be_are_left_out(tmp_path, change, match):
+    """A certify.json whose certified accuracy rose with the radius (edited, or curves swapped), or that gave
+    true/false or an infinite radius, was drawn on the model page as read."""
+    write_run(tmp_path / "run")
+    cert = {"model": tiny_result().model, "dataset": "fashion-mnist", "n_examples": 4, "method": "smoothing",
+            "norm": "l2", "radii": [0.0, 0.5], "curves": [{"label": "a", "certified_accuracy": [0.75, 0.5]}]}
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "certify.json").write_text(json.dumps(cert))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "certify.json").write_text(json.dumps({**cert, **change}))
+    inputs = collect([tmp_path])
+    assert [c.path.parent.name for c in inputs.certificates] == ["good"]
+    (rejected,) = inputs.rejected
+    assert rejected.path.parent.name == "bad"
+    assert re.search(match, rejected.reason), rejected.reason
+
+
+def test_a_sweep_is_placed_by_the_setting_its_points_record(tmp_path):
+    """A sweep whose arguments did not record the setting (the model's own defaults, a config file or a
+    NAME,alpha=... model) was attached to its model's report on any board, though each point records where it was
+    measured: a sweep at eps 0.3 was drawn beside a report at eps 0.1."""
+    write_run(tmp_path / "run")
+    model = tiny_result().model
+    at = lambda eps: [SweepPoint(a, 0.9, 0.5 * a, "apgd-ce", 10, 1.0, dataset="fashion-mnist", threat_model="Linf",
+                                 eps=eps) for a in (0.0, 1.0)]  # noqa: E731
+    write_sweep(at(0.3), tmp_path / "other-eps", metadata={"model": model, "arguments": {"dataset": None}})
+    write_sweep(at(0.1), tmp_path / "same", metadata={"model": model})
+    write_sweep(at(0.1)[:1] + at(0.3)[1:], tmp_path / "mixed", metadata={"model": model})
+    board, kept = choose_board(collect([tmp_path]))
+    (e,) = kept.evaluations
+    assert [run.path.parent.name for run in e.sweeps] == ["same"]
+    reasons = {r.path.parent.name: r.reason for r in kept.rejected}
+    assert "a sweep on fashion-mnist Linf eps 0.3, but this site is fashion-mnist Linf eps 0.1" in reasons["other-eps"]
+    assert "measured in different settings (fashion-mnist Linf eps 0.1; fashion-mnist Linf eps 0.3)" in reasons["mixed"]
+
+
+def test_model_info_fields_of_the_wrong_type_are_said_and_not_shown(tmp_path):
+    """A hand-edited model_info.json with "additional_data": "yes" showed no value without a word (and a list as
+    architecture was shown as Python's list text)."""
+    report = write_run(tmp_path / "run")
+    info_path = report.parent / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "additional_data": "yes", "architecture": ["WRN", "ResNet"]}))
+    (e,) = collect([tmp_path]).evaluations
+    assert e.additional_data is None and e.architecture == ""
+    assert "additional_data is 'yes', not true or false" in e.model_info_error
+    assert "architecture is ['WRN', 'ResNet'], not a string" in e.model_info_error
+    assert e.model_info["clean_acc"] == info["clean_acc"]  # the rest is read

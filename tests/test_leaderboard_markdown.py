@@ -44,3 +44,12 @@ def test_markup_and_script_links_in_a_card_stay_text():
     html = to_html("<script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=y>")
     assert "<script>" not in html and "<img" not in html and 'href="javascript' not in html
     assert "&lt;script&gt;" in html
+
+
+def test_character_references_read_as_their_characters():
+    """report.md and cards write ``<`` and ``&`` of names as ``&lt;`` and ``&amp;`` (as Markdown viewers read them);
+    the site's renderer escaped them again, showing ``&lt;b&gt;`` for ``<b>``. Code spans stay literal."""
+    html = to_html("| model |\n|---|\n| a &amp; &lt;b&gt; |\n\nsee &lt;x&gt; and `&lt;y&gt;`")
+    assert "<td>a &amp; &lt;b&gt;</td>" in html
+    assert "<p>see &lt;x&gt; and <code>&amp;lt;y&amp;gt;</code></p>" in html
+    assert "<b>" not in to_html("&lt;b&gt;bold?&lt;/b&gt;")

@@ -219,6 +219,32 @@ def test_a_folder_that_is_not_a_site_is_never_replaced(runs, tmp_path):
     assert not [p for p in tmp_path.iterdir() if re.match(r"\.site\.(new|old)-", p.name)]
 
 
+def test_a_site_built_inside_the_runs_is_not_read_as_runs(runs, tmp_path):
+    """With --out inside RUNS, the next build read the site's copies of the reports as reports: each evaluation was
+    ranked twice (or, as a copy is ranked once, from the stale copy in the site instead of the run)."""
+    build_site([runs], runs / "site")
+    site = build_site([runs], runs / "site")
+    assert sorted(str(e.path.relative_to(runs)) for e in site.evaluations) == ["mix-a/report.json",
+                                                                                "mix-b/report.json"]
+    (left_out,) = site.rejected
+    assert left_out.path == runs / "site" and "a leaderboard site written by robust-mix leaderboard" in left_out.reason
+
+
+def test_long_run_names_get_pages_with_short_distinct_file_names(tmp_path):
+    """A run folder with a 250-character name (legal) made a page file name over the file system's 255-byte limit:
+    the whole build failed with 'File name too long'."""
+    long_a, long_b = "run-" + "a" * 246, "run-" + "a" * 245 + "b"
+    write_run(tmp_path / "runs" / long_a)
+    write_run(tmp_path / "runs" / long_b, seed=1)
+    site = build_site([tmp_path / "runs"], tmp_path / "site", reference=False)
+    assert sorted(e.label for e in site.evaluations) == sorted([long_a, long_b])
+    slugs = {e.slug for e in site.evaluations}
+    assert len(slugs) == 2 and all(len(slug) <= 64 for slug in slugs)
+    index = (tmp_path / "site" / "index.html").read_text()
+    for e in site.evaluations:
+        assert (tmp_path / "site" / "models" / f"{e.slug}.html").is_file() and f"models/{e.slug}.html" in index
+
+
 def test_the_wheel_ships_the_snapshot_and_assets():
     import fnmatch
 

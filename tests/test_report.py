@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -259,6 +260,15 @@ def test_odd_names_cannot_break_the_markdown_table(result):
     assert "Attack argument ``apgd-ce`+|x``," in table  # a code span that holds the backtick
 
 
+def test_markup_in_a_name_stays_text_in_the_markdown_table(result):
+    """A model or data set name holding HTML went into report.md's table as raw HTML, which Markdown viewers
+    render (a ``<script>`` ran, a ``<b>`` bolded the rest)."""
+    odd = dataclasses.replace(result, model='<script>alert("x")</script>', dataset="a & <b>b")
+    row = markdown_table(odd).splitlines()[4]
+    assert "<script>" not in row and "<b>" not in row
+    assert row.startswith('| &lt;script&gt;alert("x")&lt;/script&gt; | a &amp; &lt;b&gt;b |')
+
+
 def test_images_passed_by_the_caller_never_back_a_leaderboard_claim(result):
     """A report of images passed to benchmark() carried the model's data set name only: 10,000 arbitrary images
     (the training split, corrupted ones) were submitted as a full leaderboard evaluation."""
@@ -270,3 +280,64 @@ def test_images_passed_by_the_caller_never_back_a_leaderboard_claim(result):
     assert "PARTIAL" not in submission_files(BenchmarkResult.from_dict(legacy), tiny_config(license="MIT"))["claim.md"]
     with pytest.raises(InvalidInputError, match="images_given must be true or false, got 'no'"):
         BenchmarkResult.from_dict({**result.to_dict(), "images_given": "no"})
+
+
+@pytest.mark.parametrize("reported, match", [
+    ({"clean_acc": 0.9, "autoattack_acc": 0.4}, r"these read as fractions; write 90 and 40"),
+    ({"clean_acc": 40.0, "autoattack_acc": 90.0}, r"autoattack_acc 90.0 exceeds reported.clean_acc 40.0"),
+    ({"clean_acc": 185.2, "autoattack_acc": 38.7}, r"clean_acc must be a finite number in \[0, 100\]"),
+    ({"clean_acc": 85.2, "autoattack_acc": 38.7, "n_examples": -5}, r"n_examples must be a positive integer"),
+])
+def test_reported_numbers_that_are_not_percentages_are_refused_when_the_config_is_read(tmp_path, capsys, reported,
+                                                                                       match):
+    """A config.json whose reported numbers were fractions (0.9, 0.4) was read as is: model_info.json's 'reported'
+    and the claim said 0.40 %, the card '0.90 % clean'; swapped or out-of-range numbers passed as well."""
+    data = tiny_config().to_dict()
+    data["reported"] = {"n_examples": 10_000, **reported}
+    (tmp_path / "entry.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match):
+        robust_mix.ModelConfig.load(tmp_path / "entry.json")
+    assert main(["submit", str(tmp_path / "entry.json"), "--report", str(tmp_path / "missing.json"),
+                 "--out", str(tmp_path / "sub")]) == 2
+    assert re.search(match, capsys.readouterr().err) and not (tmp_path / "sub").exists()
+
+
+def test_line_breaks_in_paper_texts_stay_inside_their_claim_item(result):
+    """A config's paper text (the model-info 'name' when no BibTeX title is given) or an override with line breaks
+    went into model_info.json and claim.md as is: a line '# ...' became a heading of the claim, '- ...' an item."""
+    config = tiny_config(citation="", paper="A Tiny Mixture\n# Injected heading\n- injected item")
+    files = submission_files(full_size(result), config, footnote="first line\n\nsecond paragraph")
+    info = json.loads(files["model_info.json"])
+    assert info["name"] == "A Tiny Mixture # Injected heading - injected item"
+    assert info["footnote"] == "first line second paragraph"
+    lines = files["claim.md"].splitlines()
+    assert not any(line.startswith(("# Injected", "- injected", "second")) for line in lines)
+    assert "- Paper: A Tiny Mixture # Injected heading - injected item (no link recorded)" in files["claim.md"]
+
+
+@pytest.mark.parametrize("group, change, match", [
+    ("apgd", {"n_restarts": "5"}, r"attack_settings\['apgd'\]\['n_restarts'\] must be an integer"),
+    ("apgd-t", {"n_target_classes": 0}, r"attack_settings\['apgd-t'\]\['n_target_classes'\] must be a positive"),
+    ("square", 5000, r"attack_settings\['square'\] must be an object"),
+])
+def test_attack_budgets_the_labels_name_are_checked_when_a_report_is_read(result, tmp_path, group, change, match):
+    """A report.json whose attack_settings held a budget as text ("n_restarts": "5") was read, then the attack
+    label crashed with a TypeError (report.md, the card, the claim); a 0 or a non-object went into labels as is."""
+    data = result.to_dict()
+    settings = {**data["attack_settings"],
+                group: {**data["attack_settings"][group], **change} if isinstance(change, dict) else change}
+    (tmp_path / "report.json").write_text(json.dumps({**data, "attack_settings": settings}))
+    with pytest.raises(InvalidInputError, match=match):
+        BenchmarkResult.from_json(tmp_path / "report.json")
+
+
+def test_model_info_clean_accuracy_is_the_whole_test_set_when_measured(result):
+    """A run that measured clean accuracy on all 10,000 test images (--clean-examples) still wrote model_info.json's
+    clean_acc (RobustBench's whole-test-set figure) and the claim's from the attacked examples only, while the site
+    and the card showed the whole-set one."""
+    full = dataclasses.replace(full_size(result), full_clean_accuracy=0.9123, full_clean_examples=10_000)
+    files = submission_files(full, tiny_config(), allow_partial=True)
+    assert json.loads(files["model_info.json"])["clean_acc"] == "91.23"
+    assert "- Clean accuracy: 91.23% (on 10,000 test images)" in files["claim.md"]
+    attacked = model_info(full_size(result), tiny_config())["clean_acc"]
+    assert attacked == f"{100 * full_size(result).clean_accuracy:.2f}"  # nothing else measured: the attacked ones

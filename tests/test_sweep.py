@@ -220,6 +220,7 @@ _POINT = {"alpha": 0.5, "clean_accuracy": 0.8, "robust_accuracy": 0.1, "attack":
     ({"wall_time_s": -1}, "wall_time_s must be"), ({"attack": 3}, "attack must be a string"),
     ({"label": None}, "label must be a string"), ({"dataset": 10}, "dataset must be a string or null"),
     ({"eps": "8/255"}, "eps must be a finite number"), ({"eps": -0.1}, "eps must be a finite number"),
+    ({"clean_accuracy": 0.05}, "robust_accuracy 0.1 exceeds its clean_accuracy 0.05"),  # drawn above the diagonal
 ])
 def test_read_sweep_checks_every_field_the_leaderboard_prints(tmp_path, change, match):
     """An edited sweep.json with n_examples "2" was read, then the leaderboard page broke printing f'{n:,}'."""
@@ -262,3 +263,16 @@ def test_a_fixed_ratio_model_s_sweep_shows_no_policy_row(tmp_path, capsys):
     assert main(["sweep", "test_attacks:adaptive_model", "--dataset", "fashion-mnist", "--eps", "0.1", *options,
                  "--out", str(tmp_path / "factory")]) == 0
     assert "alpha policy" in capsys.readouterr().err
+
+
+def test_a_failed_sweep_write_leaves_the_earlier_files_whole(tmp_path):
+    """write_sweep replaced sweep.csv and sweep.json, then failed on the plot: the folder held the new points beside
+    the old picture (or none), a set no run wrote."""
+    old = [SweepPoint(0.0, 0.9, 0.1, "apgd-ce", 10, 1.0), SweepPoint(1.0, 0.7, 0.5, "apgd-ce", 10, 1.0)]
+    write_sweep(old, tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("sweep.csv", "sweep.json")}
+    (tmp_path / "sweep.png").unlink()
+    (tmp_path / "sweep.png").mkdir()  # the picture cannot be written
+    with pytest.raises(IsADirectoryError):
+        write_sweep([dataclasses.replace(p, robust_accuracy=0.0) for p in old], tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before

@@ -106,9 +106,16 @@ NON_NEGATIVE_FLOAT = arg_type(validate.non_negative_float, validate.parse_number
 EPS = arg_type(lambda name, text: validate.parse_eps(text))
 
 
+def one_line(value: object) -> str:
+    """``value`` as text for one terminal line: line breaks, tabs and other control characters written as escapes
+    (``\\n``, ``\\x1b``), so a name read from a file (a folder name, a report's model) cannot break a table row
+    or send the terminal an escape sequence."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in str(value))
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table with aligned columns."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """A plain-text table with aligned columns, one line per row (cells through :func:`one_line`)."""
+    cells = [[one_line(h) for h in headers]] + [["" if c is None else one_line(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(cells[0]), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table
+from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table, one_line
 from robust_mix.formatting import interval_heading, percent, percent_interval
 from robust_mix.results import INTERVAL_LEVEL
 
@@ -32,6 +32,7 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
 @command("leaderboard", "build a static leaderboard site of reports, sweeps and certificates", _leaderboard_args)
 def _leaderboard(args: argparse.Namespace) -> int:
     from robust_mix.leaderboard import build_site
+    from robust_mix.leaderboard.inputs import describe_request
 
     try:
         site = build_site(args.runs, args.out, dataset=args.dataset, threat_model=args.threat_model, eps=args.eps,
@@ -49,7 +50,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print(format_table(["model", "clean %", "robust %", interval_heading(INTERVAL_LEVEL), "examples", "notes"],
                            rows))
     for rejected in site.rejected:
-        print(f"left out {rejected.path}: {rejected.reason}", file=sys.stderr)
+        print(f"left out {one_line(rejected.path)}: {one_line(rejected.reason)}", file=sys.stderr)
     print(f"\nwrote {len(site.files)} files ({site.total_bytes / 1e6:.2f} MB) to {site.out_dir}; "
           f"open {Path(site.out_dir, 'index.html').resolve().as_uri()}")
     if args.screenshot:
@@ -65,7 +66,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
             return 2
         print(f"screenshot: {args.screenshot}")
     if site.board is None:
-        print("error: no valid benchmark report among the inputs; the site lists why each was left out",
+        request = describe_request(args.dataset, args.threat_model, args.eps)
+        print(f"error: no report for the board asked for ({request}) among the inputs; the site lists the reports "
+              "left out and why (drop --dataset/--threat-model/--eps to build the board most reports are for)"
+              if request else "error: no valid benchmark report among the inputs; the site lists why each was left out",
               file=sys.stderr)
         return 1
     return 0

@@ -10,11 +10,14 @@ reason, so a site can list it: bad input never turns into a silently wrong numbe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import numbers
+import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +33,8 @@ from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 logger = logging.getLogger(__name__)
 
 REPORT_FILE, SWEEP_FILE, CERTIFY_FILE = "report.json", "sweep.json", "certify.json"
+#: The file by which a folder is known as a site written by ``robust-mix leaderboard``.
+SITE_MARKER = ".robust-mix-site"
 INPUT_FILES = (REPORT_FILE, SWEEP_FILE, CERTIFY_FILE)
 THREAT_MODELS = ("Linf", "L2", "L1")
 
@@ -179,16 +184,47 @@ def find_inputs(paths: Iterable[PathLike]) -> tuple[list[Path], list[Rejected]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            inside = sorted(p for name in INPUT_FILES for p in path.rglob(name) if p.is_file())
-            if not inside:
+            named = sorted(_named_inputs(path, rejected))
+            inside = [p for p in named if p.is_file()]
+            rejected.extend(Rejected(p, _not_a_file(p)) for p in named if not p.is_file())
+            if not named:
                 rejected.append(Rejected(path, f"no {', '.join(INPUT_FILES)} under this folder"))
             found.extend(inside)
         elif path.is_file():
             found.append(path)
         else:
-            rejected.append(Rejected(path, "no such file or folder"))
+            rejected.append(Rejected(path, _not_a_file(path)))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique, rejected
+
+
+def _named_inputs(folder: Path, rejected: list[Rejected]) -> list[Path]:
+    """Every entry named one of :data:`INPUT_FILES` under ``folder``, files or not (a broken link, a folder of that
+    name: listed, so that they are said to be left out); a subfolder that cannot be listed is added to ``rejected``."""
+    def unreadable(err: OSError) -> None:
+        rejected.append(Rejected(Path(err.filename or folder), f"a folder that cannot be listed ({err.strerror}): "
+                                                               "reports inside it are not read"))
+    named = []
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
+        if SITE_MARKER in files:  # a site built before (--out inside RUNS): its copies would be read as reports
+            rejected.append(Rejected(Path(top), "a leaderboard site written by robust-mix leaderboard: the copies of "
+                                                "reports in it are not read again (give its models/ folder to read "
+                                                "them)"))
+            dirs.clear()
+            continue
+        named += [Path(top, name) for name in (*dirs, *files) if name in INPUT_FILES]
+    return named
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path``, named as an input, cannot be read as one."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {os.readlink(path)}, which does not exist): point it at the file, or remove it"
+    if path.is_dir():
+        return f"a folder named {path.name}, not a file: give the {path.name} it should be"
+    if path.exists():
+        return "not a regular file"
+    return "no such file or folder"
 
 
 def _kind(path: Path, data: Any) -> str:
@@ -292,7 +328,17 @@ def _model_info(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
         return None, f"{info_path.name} beside the report is not valid JSON ({err})"
     if not isinstance(info, dict):
         return None, f"{info_path.name} beside the report is not a JSON object"
+    wrong = {key: f"{key} is {info[key]!r}, not {want}" for key, kind, want in _MODEL_INFO_SHOWN
+             if info.get(key) is not None and not isinstance(info[key], kind)}
+    if wrong:  # edited by hand: the table shows no value rather than a wrong one
+        return ({k: v for k, v in info.items() if k not in wrong},
+                f"{info_path.name} beside the report: {'; '.join(wrong.values())} (RobustBench's schema), so "
+                f"{'it is' if len(wrong) == 1 else 'they are'} not shown")
     return info, None
+
+
+#: The model-info fields the site shows, with the JSON type RobustBench's schema gives them.
+_MODEL_INFO_SHOWN = (("architecture", str, "a string"), ("additional_data", bool, "true or false"))
 
 
 # -- sweeps and certificates -------------------------------------------------------------------
@@ -305,12 +351,18 @@ def _sweep(path: Path) -> SweepRun:
     return SweepRun(path, model, points, metadata, png if png.is_file() else None)
 
 
+def _number(value: Any) -> bool:
+    """A finite JSON number (``true``/``false`` are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_certificate(path: Path, data: Any) -> CertificateRun:
     """A checked ``certify.json`` (written by ``robust-mix certify``).
 
     Raises:
         ValueError: a required field is missing or of the wrong type (``n_examples`` not a positive integer, a
-            name not a string), or a curve does not give one fraction per radius.
+            name not a string, a radius not a finite number >= 0), a curve does not give one fraction per radius,
+            or a curve's certified accuracy rises with the radius.
     """
     if not isinstance(data, dict):
         raise ValueError(f"not a certificate report: expected a JSON object, got {type(data).__name__}")
@@ -325,15 +377,21 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
         if not isinstance(data[key], str) or not data[key]:
             raise ValueError(f"{key} must be a non-empty string, got {data[key]!r}")
     radii = data["radii"]
-    if not isinstance(radii, list) or not radii or not all(isinstance(r, (int, float)) and r >= 0 for r in radii):
-        raise ValueError(f"radii must be a non-empty list of non-negative numbers, got {radii!r}")
+    if not isinstance(radii, list) or not radii or not all(_number(r) and r >= 0 for r in radii):
+        raise ValueError(f"radii must be a non-empty list of finite non-negative numbers, got {radii!r}")
     if not isinstance(data["curves"], list) or not data["curves"]:
         raise ValueError("curves must be a non-empty list")
+    by_radius = sorted(range(len(radii)), key=lambda j: radii[j])
     for i, curve in enumerate(data["curves"]):
         acc = curve.get("certified_accuracy") if isinstance(curve, dict) else None
-        if not isinstance(acc, list) or len(acc) != len(radii) or not all(
-                isinstance(a, (int, float)) and 0 <= a <= 1 for a in acc):
+        if not isinstance(acc, list) or len(acc) != len(radii) or not all(_number(a) and 0 <= a <= 1 for a in acc):
             raise ValueError(f"curve {i} must give certified_accuracy as one fraction per radius ({len(radii)})")
+        rise = next(((j, k) for j, k in zip(by_radius, by_radius[1:]) if acc[k] > acc[j] + 1e-9), None)
+        if rise is not None:
+            j, k = rise
+            raise ValueError(f"curve {i} certifies more examples at radius {radii[k]!r} ({acc[k]!r}) than at the "
+                             f"smaller radius {radii[j]!r} ({acc[j]!r}), but a certificate that reaches a radius "
+                             "reaches every smaller one: the file was edited or corrupted; rerun robust-mix certify")
         if not isinstance(curve.get("label"), str):
             raise ValueError(f"curve {i} has no label")
     png = path.with_suffix(".png")
@@ -342,9 +400,22 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
 
 
 def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:
-    """(dataset, threat model, eps) of a sweep: as its arguments record, else its registered entry's."""
+    """(dataset, threat model, eps) of a sweep: as its points record them (what each evaluation ran), else as its
+    arguments record, else its registered entry's.
+
+    Raises:
+        ValueError: the points record different settings (one sweep drawn as one curve must be one setting).
+    """
+    recorded = {(canonical_dataset(p.dataset), p.threat_model, p.eps) for p in run.points
+                if p.dataset is not None and p.threat_model is not None and p.eps is not None}
+    if len({(d, t) for d, t, _ in recorded}) > 1 or any(
+            not same_eps(a[2], b[2]) for a in recorded for b in recorded if a[:2] == b[:2]):
+        settings = "; ".join(sorted(f"{d} {t} eps {format_eps(e, t)}" for d, t, e in recorded))
+        raise ValueError(f"its points were measured in different settings ({settings}): a sweep is one curve of "
+                         "one setting; sweep each setting into its own folder")
     arguments = run.metadata.get("arguments") if isinstance(run.metadata.get("arguments"), dict) else {}
-    dataset, threat, eps = arguments.get("dataset"), arguments.get("threat_model"), arguments.get("eps")
+    dataset, threat, eps = next(iter(recorded), (arguments.get("dataset"), arguments.get("threat_model"),
+                                                 arguments.get("eps")))
     if is_model(run.model):
         config = get_model_config(run.model)
         dataset, threat = dataset or config.dataset, threat or config.threat_model
@@ -354,13 +425,37 @@ def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optiona
 
 
 # -- the whole input ---------------------------------------------------------------------------
+#: Longest slug (file name of a model page, without ``.html``) made from a label: file names are limited (255 bytes
+#: on most file systems), and a longer label is cut and told apart by a digest of the whole.
+SLUG_LENGTH = 64
+
+
 def _slug(text: str, taken: set[str]) -> str:
     base = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "model"
+    if len(base) > SLUG_LENGTH:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        base = f"{base[:SLUG_LENGTH - 9].rstrip('-.')}-{digest}"
     slug, i = base, 2
     while slug in taken:
         slug, i = f"{base}-{i}", i + 1
     taken.add(slug)
     return slug
+
+
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """A row label per report: its folder's name (a ``report.json``) or its file's stem, with as many parent
+    folders as it takes to tell apart reports whose labels would otherwise be the same (``a/run``, ``b/run``)."""
+    parts = [[q for q in (p.parent.parts if p.name == REPORT_FILE else (*p.parent.parts, p.stem)) if q != p.anchor]
+             for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        labels = ["/".join(q[-d:]) or str(p) for q, d, p in zip(parts, depth, paths)]
+        counts = Counter(labels)
+        longer = [i for i, label in enumerate(labels) if counts[label] > 1 and depth[i] < len(parts[i])]
+        if not longer:
+            return labels
+        for i in longer:
+            depth[i] += 1
 
 
 def _json_error(path: Path, text: str, err: json.JSONDecodeError) -> str:
@@ -378,7 +473,7 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
     """Read every report, sweep and certificate named by ``paths`` (files, or folders to search)."""
     files, rejected = find_inputs(paths)
     inputs = Inputs(rejected=rejected)
-    taken: set[str] = set()
+    reports: list[tuple[Path, BenchmarkResult]] = []
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -397,14 +492,34 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
             elif kind == "certificate":
                 inputs.certificates.append(read_certificate(path, data))
             else:
-                result = read_report(text)
-                label = path.parent.name if path.name == REPORT_FILE else path.stem
-                info, info_error = _model_info(path)
-                inputs.evaluations.append(Evaluation(_slug(label, taken), label, path, result, _written(path),
-                                                     info, info_error))
+                reports.append((path, read_report(text)))
         except ValueError as err:
             inputs.rejected.append(Rejected(path, str(err)))
+    first: dict[str, Path] = {}
+    unique: list[tuple[Path, BenchmarkResult]] = []
+    for path, result in reports:
+        key = json.dumps(result.to_dict(), sort_keys=True)
+        if key in first:
+            inputs.rejected.append(Rejected(path, f"the same report as {first[key]} (a copy): each evaluation is "
+                                                  "ranked once"))
+        else:
+            first[key] = path
+            unique.append((path, result))
+    taken: set[str] = set()
+    for label, (path, result) in zip(_labels([path for path, _ in unique]), unique):
+        info, info_error = _model_info(path)
+        inputs.evaluations.append(Evaluation(_slug(label, taken), label, path, result, _written(path),
+                                             info, info_error))
     return inputs
+
+
+def describe_request(dataset: Optional[str] = None, threat_model: Optional[str] = None,
+                     eps: Optional[float] = None) -> str:
+    """The leaderboard asked for, in words (``"dataset cifar10, eps 8/255"``; empty when nothing was asked)."""
+    parts = ([f"dataset {canonical_dataset(dataset)}"] if dataset is not None else []) + (
+        [f"threat model {threat_model}"] if threat_model is not None else []) + (
+        [f"eps {format_eps(eps, threat_model)}"] if eps is not None else [])
+    return ", ".join(parts)
 
 
 def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Optional[str] = None,
@@ -426,22 +541,26 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
                    Board(canonical_dataset(e.result.dataset), e.result.threat_model, float(e.result.eps)))
         groups[key] = groups.get(key, 0) + 1
     board = max(groups, key=lambda b: groups[b]) if groups else None  # max keeps the first on ties
-    how = "the board asked for" if any(v is not None for v in (dataset, threat_model, eps)) else \
-        "the board with the most reports"
+    request = describe_request(dataset, threat_model, eps)
+    how = f"the board asked for: {request}" if request else "the board with the most reports"
     for e in inputs.evaluations:
         if board is not None and board.holds(e.result.dataset, e.result.threat_model, e.result.eps):
             kept.evaluations.append(e)
         else:
             other = Board(canonical_dataset(e.result.dataset), e.result.threat_model, float(e.result.eps))
-            target = board.describe() if board is not None else "(none)"
-            kept.rejected.append(Rejected(e.path, f"a report for {other.describe()}, but this site is {target} "
-                                                  f"({how}); build a separate site for it, or choose it with "
-                                                  "--dataset/--threat-model/--eps"))
+            site = (f"this site is {board.describe()} ({how})" if board is not None
+                    else f"no report given is for the board asked for ({request})")
+            kept.rejected.append(Rejected(e.path, f"a report for {other.describe()}, but {site}; build a separate "
+                                                  "site for it, or choose it with --dataset/--threat-model/--eps"))
     by_model: dict[str, list[Evaluation]] = {}
     for e in kept.evaluations:
         by_model.setdefault(e.result.model, []).append(e)
     for run in inputs.sweeps:
-        setting = _sweep_setting(run)
+        try:
+            setting = _sweep_setting(run)
+        except ValueError as err:
+            kept.rejected.append(Rejected(run.path, str(err)))
+            continue
         if board is not None and None not in setting and not board.holds(*setting):
             kept.rejected.append(Rejected(run.path, f"a sweep on {setting[0]} {setting[1]} eps "
                                                     f"{format_eps(setting[2], setting[1])}, but this site is {board.describe()}"))

@@ -2,33 +2,41 @@
 
 It knows YAML front matter (shown as a code block), headings, paragraphs, ``-``/``*`` lists,
 fenced code, pipe tables, HTML comments (dropped), and inline code, bold, italics and links.
-All text is escaped: a card cannot inject markup into the page.
+All text is escaped (after reading character references such as ``&lt;``): a card cannot inject markup
+into the page.
 """
 from __future__ import annotations
 
 import re
-from html import escape
+from html import escape, unescape
 
 _INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)|(?<![\w*])\*([^*\s][^*]*)\*(?!\w)")
 _SAFE_LINK = re.compile(r"^(https?://|#|\./|\.\./|[\w./-]+$)")
 
 
+def _text(text: str) -> str:
+    """Markdown text as HTML text: character references (``&lt;``, ``&amp;``, as Markdown writers escape ``<`` and
+    ``&``) read as the characters they stand for, then every character escaped."""
+    return escape(unescape(text))
+
+
 def _inline(text: str) -> str:
     out, pos = [], 0
     for m in _INLINE.finditer(text):
-        out.append(escape(text[pos:m.start()]))
+        out.append(_text(text[pos:m.start()]))
         code, bold, link_text, url, italic = m.groups()
         if code is not None:
-            out.append(f"<code>{escape(code)}</code>")
+            out.append(f"<code>{escape(code)}</code>")  # a code span is literal: no references
         elif bold is not None:
-            out.append(f"<strong>{escape(bold)}</strong>")
+            out.append(f"<strong>{_text(bold)}</strong>")
         elif link_text is not None:
-            out.append(f'<a href="{escape(url)}">{escape(link_text)}</a>' if _SAFE_LINK.match(url)
-                       else escape(m.group(0)))
+            url = unescape(url)
+            out.append(f'<a href="{escape(url)}">{_text(link_text)}</a>' if _SAFE_LINK.match(url)
+                       else _text(m.group(0)))
         else:
-            out.append(f"<em>{escape(italic)}</em>")
+            out.append(f"<em>{_text(italic)}</em>")
         pos = m.end()
-    out.append(escape(text[pos:]))
+    out.append(_text(text[pos:]))
     return "".join(out)
 
 

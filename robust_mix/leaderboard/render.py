@@ -194,9 +194,11 @@ the shipped RobustBench snapshot; none is typed in.</p></footer>
 
 
 def index_body(board: Optional[Board], evaluations: Sequence[Evaluation], references: Sequence[ReferenceEntry],
-               snapshot: Snapshot, scatter: str, used: Sequence[str], rejected: Sequence[Rejected]) -> str:
-    """The index page's ``<header>`` and ``<main>``."""
-    heading = f"Leaderboard: {board.describe()}" if board else "Leaderboard: no valid report"
+               snapshot: Snapshot, scatter: str, used: Sequence[str], rejected: Sequence[Rejected],
+               request: str = "") -> str:
+    """The index page's ``<header>`` and ``<main>`` (``request``: the board asked for, in words, if one was)."""
+    heading = f"Leaderboard: {board.describe()}" if board else (
+        f"Leaderboard: no report for the board asked for ({request})" if request else "Leaderboard: no valid report")
     partial = sum(e.partial for e in evaluations)
     lede = (f"{len(evaluations)} evaluation{'s' if len(evaluations) != 1 else ''} from robust_mix reports"
             + (f" ({partial} partial: fewer test examples than the leaderboard uses, marked in the table)"

@@ -23,8 +23,10 @@ from robust_mix.version import __version__
 from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
 from robust_mix.io import atomic_write_bytes
+from robust_mix.validate import check_writable_dir
 from robust_mix.leaderboard import markdown
-from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_board, collect
+from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_board, collect, describe_request
+from robust_mix.leaderboard.inputs import SITE_MARKER as MARKER
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
 from robust_mix.leaderboard.snapshot import ReferenceEntry, load_snapshot
@@ -33,7 +35,6 @@ from robust_mix.sweep import POLICY
 
 logger = logging.getLogger(__name__)
 
-MARKER = ".robust-mix-site"
 ASSETS = ("leaderboard.css", "leaderboard.js")
 
 PathLike = Union[str, Path]
@@ -145,7 +146,7 @@ def _copy_plots(files: dict[str, bytes], folder: str, slug: str, prefix: str,
 
 
 def _pages(board: Optional[Board], evaluations: list[Evaluation], references: list[ReferenceEntry],
-           rejected: list[Rejected], used: list[str], command: Optional[str]) -> dict[str, bytes]:
+           rejected: list[Rejected], used: list[str], command: Optional[str], request: str = "") -> dict[str, bytes]:
     snapshot = load_snapshot()
     files: dict[str, bytes] = {f"assets/{name}": _asset(name) for name in ASSETS}
     for e in evaluations:
@@ -163,12 +164,12 @@ def _pages(board: Optional[Board], evaluations: list[Evaluation], references: li
                           card_note=card_note, files=links, sweep_pngs=sweep_pngs, certificate_pngs=cert_pngs)
         title = f"{e.label}: {board.describe() if board else ''} (robust_mix leaderboard)"
         files[f"{folder}.html"] = page(title, body, root="../", command=command).encode("utf-8")
-    described = board.describe() if board else "no valid report"
+    described = board.describe() if board else (f"no report for {request}" if request else "no valid report")
     scatter = scatter_svg(scatter_series(evaluations, references),
                           title=f"Clean against robust accuracy, {described}",
                           description=f"{len(evaluations)} of our evaluations and {len(references)} published "
                                       "RobustBench entries; x: clean accuracy (%), y: robust accuracy (%).")
-    body = index_body(board, evaluations, references, snapshot, scatter, used, rejected)
+    body = index_body(board, evaluations, references, snapshot, scatter, used, rejected, request)
     files["index.html"] = page(f"Leaderboard: {described} (robust_mix)", body, command=command).encode("utf-8")
     return files
 
@@ -178,7 +179,7 @@ def _replace_folder(out: Path, files: dict[str, bytes]) -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise FileExistsError(f"{out} exists and is not a site written by robust-mix leaderboard (no {MARKER} "
                               "file in it): choose an empty or new folder for --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out.parent, "folder to hold the site")  # a file on the way, read-only: said with the path
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.new-"))
     try:
         for rel, data in files.items():
@@ -218,7 +219,8 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
     used = [f"{e.path} (report, page models/{e.slug}.html)" for e in kept.evaluations]
     used += [f"{run.path} (sweep of {run.model})" for run in kept.sweeps]
     used += [f"{cert.path} (certificates of {cert.model})" for cert in kept.certificates]
-    files = _pages(board, kept.evaluations, references, kept.rejected, used, command)
+    files = _pages(board, kept.evaluations, references, kept.rejected, used, command,
+                   describe_request(dataset, threat_model, eps))
     files[MARKER] = (json.dumps({"robust_mix": __version__, "files": sorted(files)}, indent=1)
                      + "\n").encode("utf-8")
     out = Path(out_dir)
