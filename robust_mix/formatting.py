@@ -149,25 +149,32 @@ def attack_label(run: Evaluation) -> str:
     return " + ".join(stage_label(s, run.attack_settings) for s in run.stages) or "no attack"
 
 
-def partial_reasons(run: Evaluation) -> list[str]:
-    """Why ``run`` is not a leaderboard evaluation (empty when it is one)."""
+def partial_reasons(run: Evaluation, *, short: bool = False) -> list[str]:
+    """Why ``run`` is not a leaderboard evaluation (empty when it is one): the one rule for reports, model info,
+    submissions and the leaderboard site. ``short=True`` words each reason for a table cell (the site's caveats)."""
     reasons = []
     attack_stages = [s for s in run.stages if s not in ADAPTIVE_STAGES]
     if attack_stages != list(STANDARD_STAGES):
-        reasons.append(f"not the standard AutoAttack suite ({', '.join(STAGE_NAMES[s] for s in STANDARD_STAGES)})")
+        reasons.append(f"attack {run.attack}, not standard AutoAttack" if short else
+                       f"not the standard AutoAttack suite ({', '.join(STAGE_NAMES[s] for s in STANDARD_STAGES)})")
     if run.options is None:
         reasons.append("the report does not record the attack budgets")
     elif run.options:
-        reasons.append("attack budgets changed from the protocol's (" + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
+        reasons.append("attack budgets changed from the protocol's ("
+                       + ", ".join(f"{k}={v}" for k, v in sorted(run.options.items())) + ")")
     needed = required_examples(run.dataset)
     if needed is None:
-        reasons.append(f"data set {run.dataset!r} has no leaderboard")
+        reasons.append(f"{run.n_examples:,} examples; no leaderboard size known for {run.dataset}" if short else
+                       f"data set {run.dataset!r} has no leaderboard")
     elif run.n_examples < needed:
-        reasons.append(f"{run.n_examples:,} of the leaderboard's {needed:,} test examples")
+        reasons.append(f"partial: {run.n_examples:,} of {needed:,} examples" if short else
+                       f"{run.n_examples:,} of the leaderboard's {needed:,} test examples")
     if needed is not None and getattr(run, "images_given", False):
-        reasons.append(f"images passed to benchmark(), not {run.dataset}'s test split loaded by the harness")
+        reasons.append(f"images passed to benchmark(), not {run.dataset}'s test split"
+                       + ("" if short else " loaded by the harness"))
     if getattr(run, "randomized", False) and not str(getattr(run, "attack", "")).startswith("rand"):
-        reasons.append("the model is randomized (its scores changed between two passes on the same images), and "
+        reasons.append("randomized model: one draw, attacked deterministically" if short else
+                       "the model is randomized (its scores changed between two passes on the same images), and "
                        "a deterministic attack overstates its robustness: evaluate it with attack='rand' (EOT)")
     return reasons
 

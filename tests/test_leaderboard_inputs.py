@@ -49,6 +49,23 @@ def test_images_passed_by_the_caller_are_a_caveat(tmp_path):
     assert e.caveats() == ["images passed to benchmark(), not fashion-mnist's test split"]
 
 
+@pytest.mark.parametrize("change", [dict(options=None), dict(options={"n_restarts": 2}), dict(images_given=True),
+                                    dict(attack="apgd-ce"), dict(dataset="mnist-like"), dict(randomized=True)])
+def test_the_site_s_caveats_and_the_reports_partial_reasons_are_one_rule(change):
+    """The site's caveats were a second copy of the partial-evaluation rule: a report without recorded budgets
+    (options None), which report.md and submit call partial, showed on the site as a full evaluation."""
+    from robust_mix.formatting import partial_reasons
+    from robust_mix.leaderboard.inputs import Evaluation
+
+    flags = [True] * 10_000
+    base = dict(options={}, attack="standard", images_given=False)
+    result = dataclasses.replace(with_flags(tiny_result(), flags, flags, **{**base, **{k: v for k, v in change.items()
+                                                                                       if k in base}}),
+                                 **{k: v for k, v in change.items() if k not in base})
+    e = Evaluation("m", "m", None, result, "")
+    assert len(e.caveats()) == len(partial_reasons(result)) == 1
+
+
 @pytest.mark.parametrize("attack, caveat", [
     ("rand", "attack rand, not standard AutoAttack"),
     ("apgd-ce,apgd-t,fab-t,square", None),  # the standard suite, listed stage by stage

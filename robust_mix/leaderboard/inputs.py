@@ -26,8 +26,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
-from robust_mix.formatting import format_eps
-from robust_mix.protocol import ADAPTIVE_STAGES, STANDARD_STAGES, canonical_dataset, required_examples, same_eps
+from robust_mix.formatting import format_eps, partial_reasons
+from robust_mix.protocol import canonical_dataset, required_examples, same_eps
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
 
 logger = logging.getLogger(__name__)
@@ -133,23 +133,12 @@ class Evaluation:
         return needed is None or self.result.n_examples < needed
 
     def caveats(self) -> list[str]:
-        """Why this row is not comparable with the leaderboard's (empty for a full evaluation)."""
-        result, notes = self.result, []
-        needed = self.leaderboard_examples
-        if needed is None:
-            notes.append(f"{result.n_examples:,} examples; no leaderboard size known for {result.dataset}")
-        elif result.n_examples < needed:
-            notes.append(f"partial: {result.n_examples:,} of {needed:,} examples")
-        if [s for s in result.stages if s not in ADAPTIVE_STAGES] != list(STANDARD_STAGES):
-            notes.append(f"attack {result.attack}, not standard AutoAttack")
-        if not result.leaderboard_grade:
-            budgets = ", ".join(f"{k}={v}" for k, v in sorted(result.options.items()))
-            notes.append(f"attack budgets changed from the protocol's ({budgets})")
-        if result.images_given:
-            notes.append(f"images passed to benchmark(), not {result.dataset}'s test split")
-        if result.randomized:
-            notes.append("randomized model: one draw" + ("" if result.attack.startswith("rand")
-                                                          else ", attacked deterministically"))
+        """Why this row is not comparable with the leaderboard's (empty for a full evaluation), in a table cell's
+        words (:func:`robust_mix.formatting.partial_reasons`); a randomized model's numbers are one draw even
+        under EOT."""
+        notes = partial_reasons(self.result, short=True)
+        if self.result.randomized and self.result.attack.startswith("rand"):
+            notes.append("randomized model: one draw")
         return notes
 
     @property
