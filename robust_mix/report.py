@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 MODEL_INFO_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                      "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "external", "footnote",
                      "unreliable")
-_RB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet",
-                "fashion-mnist": "fashion-mnist"}
-
-
 class PartialEvaluationError(ValueError):
     """A claim was asked for from a report that is not a full leaderboard evaluation (other attack,
     reduced budgets, fewer examples, another data set, threat model or eps than the entry's, or no record of
@@ -138,7 +134,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     info = {
         "link": paper["link"], "name": paper["name"], "authors": paper["authors"], "additional_data": False,
         "number_forward_passes": result.number_forward_passes,
-        "dataset": _RB_DATASETS.get(result.dataset.lower(), result.dataset), "venue": paper["venue"],
+        "dataset": canonical_dataset(result.dataset), "venue": paper["venue"],
         "architecture": _architecture(config), "eps": format_eps(result.eps, result.threat_model),
         "clean_acc": percent(result.best_clean[0]),  # RobustBench's is on the whole test set: when measured
         "reported": f"{reported.autoattack_acc:.2f}" if reported is not None else percent(result.robust_accuracy),

@@ -60,6 +60,8 @@ def test_model_info_matches_robustbench_schema(result):
     assert info["link"] == "https://example.org/tiny" and info["name"] == "A Tiny Mixture"
     assert "adaptive attack" in info["footnote"] and "not comparable" in info["footnote"]
     assert model_info(result, tiny_config(), additional_data=True)["additional_data"] is True
+    for spelling in ("fmnist", "Fashion_MNIST"):  # a report's other spellings name RobustBench's one data set
+        assert model_info(dataclasses.replace(result, dataset=spelling), tiny_config())["dataset"] == "fashion-mnist"
     with pytest.raises(ValueError, match="unknown model-info"):
         model_info(result, tiny_config(), clean=1)
 
