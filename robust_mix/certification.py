@@ -28,7 +28,7 @@ from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_text, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import (InvalidInputError, check_alpha, check_finite_outputs, check_images, check_labels,
-                                 check_radii, check_writable_dir, positive_float)
+                                 check_radii, check_writable_dir, evaluates_model, positive_float)
 from robust_mix.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def ratio_choice(choice: Any) -> AlphaChoice:
     return check_alpha(choice, "every alpha")
 
 
+@evaluates_model
 def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Tensor, *, name: str = "model",
                   method: str = "smoothing", sigma: float = 0.25, n0: int = 100, n: int = 1000,
                   failure_prob: float = 0.001, lipschitz: Optional[float] = None, norm: str = "l2",

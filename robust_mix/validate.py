@@ -13,8 +13,11 @@ to fix it. This module imports only ``torch`` and the standard library.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -22,7 +25,7 @@ import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -331,6 +334,43 @@ def check_model(model: Any, name: str = "model") -> torch.nn.Module:
         raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got {model!r} "
                                     f"({type(model).__name__}){hint}")
     return model
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[Any]:
+    """``model`` in eval mode for the block; afterwards each of its modules is back in the mode it was in.
+
+    The rule of every evaluation entry point (``benchmark``, the certificates, the recipes' accuracy helpers): a
+    model handed over in training mode is measured as it predicts (BatchNorm on its running statistics, which the
+    passes then leave as they were; dropout off; an adaptive policy's ratio in its eval-time range), not with batch
+    statistics that each forward pass would also write into it, and a model evaluated between training epochs goes
+    on training in training mode. Anything that is not a ``torch.nn.Module`` (a function) is passed through.
+    """
+    if not isinstance(model, torch.nn.Module):
+        yield model
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model.eval()
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+_Evaluation = typing.TypeVar("_Evaluation", bound=Callable[..., Any])
+
+
+def evaluates_model(function: _Evaluation) -> _Evaluation:
+    """``function(model, ...)`` run with its first argument (the model, given by position or by name) in
+    :func:`evaluation_mode`: the decorator of the evaluation entry points."""
+    name = next(iter(inspect.signature(function).parameters))
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with evaluation_mode(args[0] if args else kwargs.get(name)):
+            return function(*args, **kwargs)
+
+    return typing.cast(_Evaluation, wrapper)
 
 
 def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str) -> Any:
