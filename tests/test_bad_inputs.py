@@ -1196,3 +1196,15 @@ def test_evaluates_model_finds_the_model_given_by_name():
     assert counts.sum(dim=1).tolist() == [4] * 6
     assert 0.0 <= accuracy(model=model, images=images(), labels=LABELS) <= 1.0
     assert model.training and torch.equal(model[1].running_mean, statistics)
+
+
+@pytest.mark.parametrize("model", [adaptive_tiny_model, lambda: robust_mix.load_model("fmnist-adasmooth")],
+                         ids=["tiny policy", "fmnist-adasmooth (features reach 1x1)"])
+def test_a_policy_in_training_mode_given_one_image_says_to_call_eval(model):
+    """A model left in training mode (after fitting its policy) and asked about one image failed in the mixing
+    network's BatchNorm ("Expected more than 1 value per channel when training") or with no word on eval()."""
+    mixed = model().train()
+    with pytest.raises(InvalidInputError, match=r"the adaptive policy is in training mode, .* batches of at least 2 "
+                                                r"inputs .* got 1; call model.eval\(\) to predict"):
+        mixed(images(1))
+    assert mixed.eval()(images(1)).shape == (1, 10)
