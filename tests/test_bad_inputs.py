@@ -53,6 +53,12 @@ def tiny_model() -> robust_mix.MixedClassifier:
     return robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6, config=config)
 
 
+def batchnorm_classifier() -> nn.Module:
+    """A plain classifier with a BatchNorm layer (running statistics to write into in training mode)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+
+
 def images(n: int = 6, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
     return torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
 
@@ -71,6 +77,13 @@ def timm_create(*args, **kwargs):
     import timm
 
     return timm.create_model(*args, **kwargs)
+
+
+def robustbench_clean_accuracy(*args, **kwargs):
+    """RobustBench's clean accuracy, which counted whatever it was given (robust_mix._compat checks it now)."""
+    import robustbench.utils
+
+    return robustbench.utils.clean_accuracy(*args, **kwargs)
 
 
 def predictions() -> torch.Tensor:
@@ -470,6 +483,27 @@ EVALUATION = [  # the recipes' accuracy helpers compared predictions with whatev
      InvalidInputError, "got 5 labels for 6 images"),
     ("certified_accuracy, correct (N, N)", lambda: certified_accuracy(torch.ones(6), torch.ones(6, 6), [0.0]),
      InvalidInputError, "got correct of shape (6, 6) for radii of shape (6,)"),
+    ("RobustBench's clean_accuracy, labels (N, 1) (each counted N times: 1.0)",
+     lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS[:, None]), InvalidInputError,
+     "labels must have shape (N,), one class index per image, got shape (6, 1)"),
+    ("RobustBench's clean_accuracy on 0-255 pixels", lambda: robustbench_clean_accuracy(tiny_model(), images() * 255,
+                                                                                         LABELS),
+     InvalidInputError, "divide by 255"),
+    ("RobustBench's clean_accuracy, 5 labels for 6 images",
+     lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS[:5]), InvalidInputError,
+     "got 5 labels for 6 images"),
+    ("RobustBench's clean_accuracy of no images (ZeroDivisionError)",
+     lambda: robustbench_clean_accuracy(tiny_model(), images()[:0], LABELS[:0]), InvalidInputError,
+     "images hold no examples"),
+    ("RobustBench's clean_accuracy, a function's float labels",
+     lambda: robustbench_clean_accuracy(lambda x: tiny_model()(x), images(), LABELS.float()), InvalidInputTypeError,
+     "got torch.float32"),
+    ("RobustBench's clean_accuracy, a model in training mode", lambda: robustbench_clean_accuracy(
+        batchnorm_classifier().train(), images(), LABELS), InvalidInputError,
+     "call model.eval() before clean_accuracy()"),
+    ("RobustBench's clean_accuracy, batch_size=0", lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS,
+                                                                                       batch_size=0),
+     InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
     ("sample_counts on 0-255 pixels", lambda: sample_counts(tiny_model().robust, images() * 255, 4, 0.1, 10),
      InvalidInputError, "divide by 255"),
     ("sample_counts, one image without its batch dimension",
@@ -1147,11 +1181,6 @@ def adaptive_tiny_model() -> robust_mix.MixedClassifier:
     return model
 
 
-def batchnorm_classifier() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
-
-
 EVALUATIONS = {  # an evaluation entry point -> (the model it is given, what it computes)
     "benchmark": (adaptive_tiny_model, lambda m: bench(m, labels=predictions()).robust_flags),
     "certify_lipschitz": (adaptive_tiny_model, lambda m: certify_lipschitz(m, images(), LABELS, lipschitz=1.0).alpha),
@@ -1208,3 +1237,4 @@ def test_a_policy_in_training_mode_given_one_image_says_to_call_eval(model):
                                                 r"inputs .* got 1; call model.eval\(\) to predict"):
         mixed(images(1))
     assert mixed.eval()(images(1)).shape == (1, 10)
+
