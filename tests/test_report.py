@@ -270,3 +270,13 @@ def test_images_passed_by_the_caller_never_back_a_leaderboard_claim(result):
     assert "PARTIAL" not in submission_files(BenchmarkResult.from_dict(legacy), tiny_config(license="MIT"))["claim.md"]
     with pytest.raises(InvalidInputError, match="images_given must be true or false, got 'no'"):
         BenchmarkResult.from_dict({**result.to_dict(), "images_given": "no"})
+
+
+@pytest.mark.parametrize("accuracy, names", [(85.0, "it looks like a percentage; robust_mix stores fractions: 0.85"),
+                                             (-0.1, "got -0.1"), (float("nan"), "got nan")])
+def test_interval_of_an_accuracy_that_is_no_fraction_names_it(result, accuracy, names):
+    """result.interval(85.0) (a percentage) was refused as '8500 successes out of 8', NaN as a float conversion."""
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="accuracy must be a finite number in") as info:
+        result.interval(accuracy)
+    assert names in str(info.value)
+    assert result.interval(0.5) == result.interval(4 / 8)
