@@ -88,12 +88,12 @@ def _check_alpha_values(alpha: torch.Tensor) -> None:
 def margin(probs: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``probs[y] - max_{i != y} probs[i]`` per row: ``(B, K)`` -> ``(B,)``.
 
-    ``labels=None`` uses each row's top class (the margin is then non-negative).
+    ``labels=None`` uses each row's top class (the margin is then non-negative); given, they are ``(B,)`` class
+    indices in ``[0, K)`` (:func:`robust_mix.validate.check_labels`: float labels were truncated, ``2.7`` read as 2).
     """
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must have shape (B, K) with K >= 2, got {tuple(probs.shape)}")
-    if labels is None:
-        labels = probs.argmax(dim=1)
+    labels = probs.argmax(dim=1) if labels is None else check_labels(labels, probs.shape[1], n=len(probs))
     labels = labels.to(probs.device).long().reshape(-1, 1)
     top = probs.gather(1, labels).squeeze(1)
     others = probs.scatter(1, labels, float("-inf"))

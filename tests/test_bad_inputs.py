@@ -29,7 +29,7 @@ from robust_mix.protocol import STANDARD_STAGES, AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, predict
 from robust_mix.certification import certify_model
 from robust_mix.certify import (certified_accuracy, certify_lipschitz, certify_smoothing, estimate_smoothed,
-                                sample_counts)
+                                lipschitz_radius, margin, sample_counts)
 from robust_mix.cli import main
 from robust_mix.config import ModelConfig
 from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, check_submission
@@ -504,6 +504,12 @@ EVALUATION = [  # the recipes' accuracy helpers compared predictions with whatev
     ("RobustBench's clean_accuracy, batch_size=0", lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS,
                                                                                        batch_size=0),
      InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
+    ("lipschitz_radius, float labels (2.7 read as class 2)", lambda: lipschitz_radius(
+        torch.full((2, 10), 0.1), torch.tensor([2.7, 1.0]), 0.9, 1.0), InvalidInputTypeError, "got torch.float32"),
+    ("margin, label 10 of 10 classes (an index error)", lambda: margin(torch.full((2, 10), 0.1), torch.tensor([0, 10])),
+     InvalidInputError, "labels must lie in [0, 10), got [10] at indices [1]"),
+    ("margin, 3 labels for 2 rows", lambda: margin(torch.full((2, 10), 0.1), torch.arange(3)), InvalidInputError,
+     "got 3 labels for 2 images"),
     ("sample_counts on 0-255 pixels", lambda: sample_counts(tiny_model().robust, images() * 255, 4, 0.1, 10),
      InvalidInputError, "divide by 255"),
     ("sample_counts, one image without its batch dimension",
