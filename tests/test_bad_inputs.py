@@ -510,6 +510,12 @@ EVALUATION = [  # the recipes' accuracy helpers compared predictions with whatev
      InvalidInputError, "labels must lie in [0, 10), got [10] at indices [1]"),
     ("margin, 3 labels for 2 rows", lambda: margin(torch.full((2, 10), 0.1), torch.arange(3)), InvalidInputError,
      "got 3 labels for 2 images"),
+    ("certify_model of no images (torch.cat() of an empty list)", lambda: certify_model(
+        tiny_model(), images()[:0], LABELS[:0], method="lipschitz", lipschitz=1.0, progress=False), InvalidInputError,
+     "images hold no examples (shape (0, 1, 28, 28))"),
+    ("certify_model(batch_size=0) (range() arg 3 must not be zero)", lambda: certify_model(
+        tiny_model(), images(), LABELS, method="lipschitz", lipschitz=1.0, progress=False, batch_size=0),
+     InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
     ("sample_counts on 0-255 pixels", lambda: sample_counts(tiny_model().robust, images() * 255, 4, 0.1, 10),
      InvalidInputError, "divide by 255"),
     ("sample_counts, one image without its batch dimension",
