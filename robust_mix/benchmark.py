@@ -38,7 +38,7 @@ from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
                                  check_device, check_eps, check_examples, check_finite_outputs, check_int, check_model,
-                                 check_scores, check_threat_model, check_writable_dir, evaluates_model,
+                                 check_scores, check_threat_model, check_writable_dir, evaluates_model, layout_hint,
                                  optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
@@ -696,7 +696,7 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
         raise InvalidInputError(f"the model fails on the images given to it, of shape {tuple(probe.shape[1:])} "
                                 f"({probe.dtype}): {type(err).__name__}: {first_line}; "
                                 "check the data set (dataset=, --dataset) against the input the model was built "
-                                "for") from err
+                                f"for{layout_hint(probe.shape)}") from err
     scores = check_scores(outputs, len(probe), labels)
     check_bases = getattr(model, "check_base_outputs", None)  # a mixture: its bases must return logits too
     if callable(check_bases):

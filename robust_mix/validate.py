@@ -524,12 +524,23 @@ def check_examples(images: Any, labels: Any, input_shape: Optional[Sequence[int]
     return images, labels
 
 
+def layout_hint(shape: Sequence[int]) -> str:
+    """``"; channels-last (B, H, W, C) images? ..."`` when a batch of ``shape`` looks like one (a last dimension of
+    1, 3 or 4 channels after a second one of more), else ``""``: the hint for an error of a model that declares no
+    input shape and failed on the images."""
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] > 4:
+        return "; channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) (channels first)"
+    return ""
+
+
 def _check_contract(shape: tuple[int, ...], contract: tuple[int, ...]) -> None:
     channels, height, width = contract
     expected = f"the model takes raw images of shape (B, {channels}, {height}, {width}), got {shape}"
-    if shape[1] != channels and shape[3] in (1, 3, channels) and shape[1:3] == (height, width):
+    if shape[1] != channels and (shape[3] == channels or (shape[3] in (1, 3) and shape[1:3] == (height, width))):
+        resize = ("" if shape[1:3] == (height, width) else
+                  f", then resize them from {shape[1]}x{shape[2]} to {height}x{width}")
         raise InvalidInputError(f"{expected}: channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) "
-                                "(channels first)")
+                                f"(channels first){resize}")
     if shape[1] != channels:
         how = ("convert to grayscale with images.mean(dim=1, keepdim=True)" if channels == 1
                else f"repeat the channel with images.expand(-1, {channels}, -1, -1)" if shape[1] == 1

@@ -264,6 +264,14 @@ IMAGES = [
      "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2)"),
     ("forward channels-last", lambda: tiny_model()(images(2).permute(0, 2, 3, 1)), InvalidInputError,
      "images.permute(0, 3, 1, 2)"),
+    ("channels-last batch of another size (was: '32 channels instead of 1; convert to grayscale')",
+     lambda: bench(images=images(shape=(32, 32, 1))), InvalidInputError,
+     "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) (channels first), then resize them from "
+     "32x32 to 28x28"),
+    ("channels-last batch, a model that declares no input shape (a convolution's channel error)",
+     lambda: bench(make_tiny(0), images=images().permute(0, 2, 3, 1)), InvalidInputError,
+     "got 28 channels instead; check the data set (dataset=, --dataset) against the input the model was built for; "
+     "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2)"),
     ("forward, images on another device than the model (a device-mismatch RuntimeError from a layer)",
      lambda: tiny_model().to("meta")(images(2)), InvalidInputError,
      "images are on cpu but the model is on meta; move them with images.to('meta')"),
