@@ -314,6 +314,7 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
         ``(B, K)`` int64 counts, each row summing to ``n``.
     """
     positive_int("the number of samples", n)
+    num_classes = positive_int("num_classes", num_classes)
     check_images(x)
     batch_size = positive_int("batch_size", batch_size)
     progress = check_bool("progress", progress)
@@ -343,8 +344,9 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                 noisy = (xs.unsqueeze(0) + sigma * noise.to(xs.device, xs.dtype)).flatten(0, 1)
                 logits = classifier(noisy)
                 if logits.ndim != 2 or logits.shape[1] != num_classes:
-                    raise ValueError(f"the classifier returned shape {tuple(logits.shape)}, "
-                                     f"expected ({noisy.shape[0]}, {num_classes})")
+                    raise InvalidInputError(f"the classifier returned shape {tuple(logits.shape)}, expected "
+                                            f"({noisy.shape[0]}, {num_classes}): num_classes must be the number of "
+                                            "classes it scores")
                 check_finite_outputs(logits, "the classifier, on noisy copies of some inputs,",
                                      [start + j for _ in range(k) for j in range(len(xs))])
                 votes = F.one_hot(logits.argmax(dim=1), num_classes).view(k, len(xs), num_classes)

@@ -524,6 +524,12 @@ EVALUATION = [  # the recipes' accuracy helpers compared predictions with whatev
     ("certify_model(batch_size=0) (range() arg 3 must not be zero)", lambda: certify_model(
         tiny_model(), images(), LABELS, method="lipschitz", lipschitz=1.0, progress=False, batch_size=0),
      InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
+    ("sample_counts(num_classes='10') (a torch.zeros error)", lambda: sample_counts(tiny_model().robust, images(), 4,
+                                                                                     0.1, "10"),
+     InvalidInputTypeError, "num_classes must be an integer, got '10' (str)"),
+    ("estimate_smoothed(num_classes=0)", lambda: estimate_smoothed(tiny_model().robust, images(2), sigma=0.1,
+                                                                   num_classes=0, n0=2, n=4),
+     InvalidInputError, "num_classes must be a positive integer (>= 1), got 0"),
     ("sample_counts on 0-255 pixels", lambda: sample_counts(tiny_model().robust, images() * 255, 4, 0.1, 10),
      InvalidInputError, "divide by 255"),
     ("sample_counts, one image without its batch dimension",
