@@ -462,8 +462,10 @@ def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int
         raise InvalidInputTypeError(f"labels must be an integer tensor (torch.long) of class indices, got "
                                     f"{labels.dtype}; convert whole-number labels with labels.long()")
     if labels.ndim != 1:
+        hint = ("; use labels.reshape(-1)" if labels.ndim == 2 and labels.shape[1] == 1
+                else "; one-hot labels? use labels.argmax(dim=1)" if labels.ndim == 2 else "")
         raise InvalidInputError(f"labels must have shape (N,), one class index per image, got shape "
-                                f"{tuple(labels.shape)}")
+                                f"{tuple(labels.shape)}{hint}")
     if n is not None and len(labels) != n:
         raise InvalidInputError(f"got {len(labels)} labels for {n} images; give one label per image")
     bad = labels < 0
