@@ -27,6 +27,9 @@
   and an ``aa_state_path`` that cannot be written fails only after the clean pass; a model in float64 or half
   precision fails in the clean pass, asking for images of its dtype that the caller never handles.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
+- **RobustBench's clean_accuracy() arguments.** ``robustbench.utils.clean_accuracy`` computes a number from any
+  images and labels (labels of shape ``(N, 1)`` counted ``N`` times each, 0-255 pixels) and runs a model in
+  training mode; :func:`check_clean_accuracy_arguments` checks them first.
 - **timm's registry cannot forget.** :func:`preserve_timm_registry` restores it after a block (tests).
 - **timm lists as pretrained only what timm downloads.** ``timm.list_pretrained`` (``list_models(pretrained=True)``)
   lists a model only when its ``pretrained_cfg`` has a ``url``, ``file`` or ``hf_hub_id``: a single state dict
@@ -523,8 +526,9 @@ def _check_benchmark_input(model: Any, dataset: Any) -> None:
                                    if own and own != "custom" else ""))
 
 
-def _check_benchmark_mode(model: Any) -> None:
-    """Refuse a model whose BatchNorm layers are in training mode (see :func:`check_benchmark_arguments`)."""
+def _check_benchmark_mode(model: Any, call: str = "benchmark()") -> None:
+    """Refuse a model whose BatchNorm layers are in training mode (see :func:`check_benchmark_arguments`); the
+    message names ``call``, the RobustBench function it was given to."""
     import torch
 
     from robust_mix.validate import InvalidInputError
@@ -536,7 +540,52 @@ def _check_benchmark_mode(model: Any) -> None:
     if training:
         raise InvalidInputError(f"the model is in training mode ({len(training)} BatchNorm layer(s) such as "
                                 f"{training[0]!r}): its predictions would depend on the batch and each forward pass "
-                                "would change its running statistics; call model.eval() before benchmark()")
+                                f"would change its running statistics; call model.eval() before {call}")
+
+
+def check_clean_accuracy_arguments() -> None:
+    """Make ``robustbench.utils.clean_accuracy`` (also ``robustbench.eval``'s, which ``benchmark()`` calls) check its
+    arguments before the first batch; it computed a number from whatever it was given.
+
+    - images ``x`` and labels ``y`` as :func:`robust_mix.validate.check_examples` wants them, and for a module as it
+      declares them (:func:`robust_mix.benchmark.check_model_examples`: ``input_shape``, class count, dtype):
+      labels of shape ``(N, 1)`` were broadcast against the ``(N,)`` predictions and counted ``N`` times each,
+      0-255 or normalised pixels, labels beyond the classes and other label counts gave a silent accuracy, no
+      images divided by zero;
+    - a model whose BatchNorm layers are in training mode is refused, as ``benchmark()`` refuses it: each batch
+      would be normalised with its own statistics and written into the running ones;
+    - ``batch_size`` must be a whole number >= 1 and ``device`` one that exists here (a name is read as a
+      ``torch.device``).
+    """
+    robustbench = import_robustbench()
+    _wrap_once([robustbench.utils, robustbench.eval], "clean_accuracy", _clean_accuracy_with_checks)
+
+
+def _clean_accuracy_with_checks(original: Callable) -> Callable:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def clean_accuracy(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        from robust_mix.benchmark import check_model_examples
+        from robust_mix.validate import check_examples, positive_int
+
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        model = given["model"]
+        if isinstance(model, torch.nn.Module):
+            _check_benchmark_mode(model, "clean_accuracy()")
+            given["x"], given["y"] = check_model_examples(model, given["x"], given["y"])
+        else:
+            given["x"], given["y"] = check_examples(given["x"], given["y"])
+        positive_int("batch_size", given["batch_size"])
+        if given["device"] is not None:
+            given["device"] = _benchmark_device(given["device"])
+        return original(*bound.args, **bound.kwargs)
+
+    return clean_accuracy
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------

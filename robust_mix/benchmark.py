@@ -14,7 +14,6 @@ independent of the number of processes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
                                  check_device, check_eps, check_eps_within_images, check_examples, check_finite_outputs,
                                  check_int, check_model, check_scores, check_threat_model, check_writable_dir,
-                                 optional_positive_int, positive_int)
+                                 evaluates_model, layout_hint, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +139,19 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
         check_finite_outputs(scores, what, indices[i:i + batch_size])
         out.append(scores.argmax(dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def check_model_examples(model: nn.Module, images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels to evaluate ``model`` on, as :func:`robust_mix.validate.check_examples` wants them and
+    as the model declares them: its ``input_shape``, its class count (``num_classes``, its config's) and the dtype
+    of its weights. Returns ``(images, labels)``, labels as ``long``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming what is wrong and how to fix it (an ``InvalidInputTypeError``
+            for a wrong type or dtype).
+    """
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model), dtype=dtype)
 
 
 # -- chunk state -------------------------------------------------------------------------------
@@ -442,23 +454,7 @@ def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def _leaves_training_modes_as_they_were(function: Callable[..., BenchmarkResult]) -> Callable[..., BenchmarkResult]:
-    """``function(model, ...)`` evaluates ``model`` in eval mode; afterwards each of its modules is back in the mode
-    the caller had it in (a model benchmarked between training epochs went on training in eval mode: BatchNorm on
-    running statistics, dropout off)."""
-    @functools.wraps(function)
-    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> BenchmarkResult:
-        modes = [(module, module.training) for module in model.modules()] if isinstance(model, nn.Module) else []
-        try:
-            return function(model, *args, **kwargs)
-        finally:
-            for module, training in modes:
-                module.training = training
-
-    return wrapper
-
-
-@_leaves_training_modes_as_they_were
+@evaluates_model  # in eval mode; afterwards every module is back in the mode the caller had it in
 def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Optional[str] = None,
               eps: Optional[float] = None, n_examples: Optional[int] = None, batch_size: int = 500,
               attack: Union[str, Sequence[str]] = "standard", seed: int = 0,
@@ -558,8 +554,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                                 "images were given: prepare them yourself and leave preprocessing out (or pass "
                                 "dataset= without images to have them loaded and prepared)")
     dataset = dataset or "custom"
-    images, labels = check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model),
-                                    dtype=dtype)
+    images, labels = check_model_examples(model, images, labels)
     images, labels = images.cpu(), labels.cpu()
     check_eps_within_images(eps, threat_model, images.shape[1:])  # an L2 budget of 128 meant 128/255
     if n_examples is not None and n_examples > len(images):
@@ -704,7 +699,7 @@ def _check_output_contract(model: nn.Module, images: torch.Tensor, labels: torch
         raise InvalidInputError(f"the model fails on the images given to it, of shape {tuple(probe.shape[1:])} "
                                 f"({probe.dtype}): {type(err).__name__}: {first_line}; "
                                 "check the data set (dataset=, --dataset) against the input the model was built "
-                                "for") from err
+                                f"for{layout_hint(probe.shape)}") from err
     scores = check_scores(outputs, len(probe), labels)
     check_bases = getattr(model, "check_base_outputs", None)  # a mixture: its bases must return logits too
     if callable(check_bases):

@@ -27,8 +27,8 @@ from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accura
 from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import (InvalidInputError, check_alpha, check_finite_outputs, check_images, check_labels,
-                                 check_radii, check_writable_dir, positive_float)
+from robust_mix.validate import (InvalidInputError, check_alpha, check_examples, check_finite_outputs, check_radii,
+                                 check_writable_dir, evaluates_model, positive_float, positive_int)
 from robust_mix.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def ratio_choice(choice: Any) -> AlphaChoice:
     return check_alpha(choice, "every alpha")
 
 
+@evaluates_model
 def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Tensor, *, name: str = "model",
                   method: str = "smoothing", sigma: float = 0.25, n0: int = 100, n: int = 1000,
                   failure_prob: float = 0.001, lipschitz: Optional[float] = None, norm: str = "l2",
@@ -98,8 +99,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
             report as an uninterrupted run. ``None``: nothing is saved.
 
     Raises:
-        ValueError: a model the certificates do not cover, images off its input contract, bad labels, a
-            ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound),
+        ValueError: a model the certificates do not cover, images off its input contract, bad labels, no images,
+            a ``batch_size`` below 1, a ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound),
             or a ``state_dir`` holding the samples of another model, other images or other settings.
     """
     if method not in METHODS:
@@ -121,8 +122,9 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     start = time.time()
     check_probability_mixing(model)
     device = next(model.parameters()).device
-    images = check_images(images, model.input_shape, dtype=model.dtype).to(device)
-    labels = check_labels(labels, model.num_classes, n=len(images)).to(device)
+    images, labels = check_examples(images, labels, model.input_shape, model.num_classes, dtype=model.dtype)
+    images, labels = images.to(device), labels.to(device)
+    batch_size = positive_int("batch_size", batch_size)
     default: AlphaChoice = "applied" if model.is_adaptive else float(model.alpha)
     choices = list(dict.fromkeys([*(ratio_choice(a) for a in (alphas or [default])), 1.0]))
     with torch.no_grad():

@@ -50,8 +50,8 @@ from torch import nn
 from robust_mix import stats
 from robust_mix.mixing import MixedClassifier
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_finite_outputs,
-                                 check_images, check_labels, check_model, check_open_probability, positive_float,
-                                 positive_int)
+                                 check_images, check_labels, check_model, check_open_probability, evaluates_model,
+                                 positive_float, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +88,12 @@ def _check_alpha_values(alpha: torch.Tensor) -> None:
 def margin(probs: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``probs[y] - max_{i != y} probs[i]`` per row: ``(B, K)`` -> ``(B,)``.
 
-    ``labels=None`` uses each row's top class (the margin is then non-negative).
+    ``labels=None`` uses each row's top class (the margin is then non-negative); given, they are ``(B,)`` class
+    indices in ``[0, K)`` (:func:`robust_mix.validate.check_labels`: float labels were truncated, ``2.7`` read as 2).
     """
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must have shape (B, K) with K >= 2, got {tuple(probs.shape)}")
-    if labels is None:
-        labels = probs.argmax(dim=1)
+    labels = probs.argmax(dim=1) if labels is None else check_labels(labels, probs.shape[1], n=len(probs))
     labels = labels.to(probs.device).long().reshape(-1, 1)
     top = probs.gather(1, labels).squeeze(1)
     others = probs.scatter(1, labels, float("-inf"))
@@ -209,6 +209,10 @@ def certified_accuracy(radius: torch.Tensor, correct: torch.Tensor, radii: Seque
     true label (``correct``), and reaches ``R`` (``radius >= R``). At ``R = 0`` this is the share of
     correct, non-abstained predictions.
     """
+    if correct.shape != radius.shape:
+        raise InvalidInputError(f"certified_accuracy needs one correct flag per radius (both (B,)), got correct of "
+                                f"shape {tuple(correct.shape)} for radii of shape {tuple(radius.shape)}; compare "
+                                "predictions with labels of shape (B,), not (B, 1) or one-hot")
     radius = radius.reshape(-1).double()
     ok = correct.reshape(-1).to(radius.device).bool() & (radius > 0)
     if len(radius) == 0:
@@ -287,6 +291,7 @@ class SmoothingProgress:
     generator_state: torch.Tensor
 
 
+@evaluates_model
 def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: int, sigma: float,
                   num_classes: int, *, batch_size: int = 1000, generator: Optional[torch.Generator] = None,
                   progress: bool = False, desc: str = "sampling", position: tuple[int, int] = (0, 0),
@@ -295,8 +300,9 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     """Class counts of ``argmax classifier(x + N(0, sigma^2 I))`` over ``n`` draws per example.
 
     Args:
-        classifier: maps ``(M, C, H, W)`` inputs to ``(M, K)`` logits.
-        x: ``(B, C, H, W)`` inputs.
+        classifier: maps ``(M, C, H, W)`` inputs to ``(M, K)`` logits; a module is run in eval mode (each of
+            its modules is left in the mode it was in).
+        x: ``(B, C, H, W)`` raw images in ``[0, 1]`` (:func:`robust_mix.validate.check_images`).
         batch_size: most noisy inputs per forward pass.
         generator: source of the noise (its device is where noise is drawn), for reproducibility.
         progress: show a tqdm bar counting noisy samples.
@@ -308,6 +314,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
         ``(B, K)`` int64 counts, each row summing to ``n``.
     """
     positive_int("the number of samples", n)
+    num_classes = positive_int("num_classes", num_classes)
+    check_images(x)
     batch_size = positive_int("batch_size", batch_size)
     progress = check_bool("progress", progress)
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -336,8 +344,9 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                 noisy = (xs.unsqueeze(0) + sigma * noise.to(xs.device, xs.dtype)).flatten(0, 1)
                 logits = classifier(noisy)
                 if logits.ndim != 2 or logits.shape[1] != num_classes:
-                    raise ValueError(f"the classifier returned shape {tuple(logits.shape)}, "
-                                     f"expected ({noisy.shape[0]}, {num_classes})")
+                    raise InvalidInputError(f"the classifier returned shape {tuple(logits.shape)}, expected "
+                                            f"({noisy.shape[0]}, {num_classes}): num_classes must be the number of "
+                                            "classes it scores")
                 check_finite_outputs(logits, "the classifier, on noisy copies of some inputs,",
                                      [start + j for _ in range(k) for j in range(len(xs))])
                 votes = F.one_hot(logits.argmax(dim=1), num_classes).view(k, len(xs), num_classes)
@@ -349,6 +358,7 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     return counts
 
 
+@evaluates_model
 def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, sigma: float,
                       num_classes: int, n0: int = 100, n: int = 10_000, failure_prob: float = 0.001,
                       batch_size: int = 1000, generator: Optional[torch.Generator] = None,
@@ -579,7 +589,9 @@ class Certificate:
     norm: str
 
     def certified_accuracy(self, labels: torch.Tensor, radii: Sequence[float]) -> torch.Tensor:
-        """``(len(radii),)`` share of examples certified with the right label at each radius."""
+        """``(len(radii),)`` share of examples certified with the right label at each radius; ``labels`` are the
+        ``(B,)`` class indices of the certified images (:func:`robust_mix.validate.check_labels`)."""
+        labels = check_labels(labels, n=len(self.prediction))
         return certified_accuracy(self.radius, self.prediction == labels.to(self.prediction.device), radii)
 
 
@@ -628,6 +640,7 @@ def robust_probabilities(model: MixedClassifier, x: torch.Tensor) -> torch.Tenso
     return F.softmax(logits.float() * model.rob_scale, dim=1)
 
 
+@evaluates_model
 def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
                       alpha: AlphaChoice = "applied", lipschitz: Optional[AlphaLike] = None,
                       norm: Norm = "l2") -> Certificate:
@@ -662,6 +675,7 @@ def certify_lipschitz(model: MixedClassifier, x: torch.Tensor, labels: Optional[
     return Certificate(prediction, radius, a, norm)
 
 
+@evaluates_model
 def certify_smoothing(model: MixedClassifier, x: torch.Tensor, *, sigma: float, n0: int = 100,
                       n: int = 10_000, failure_prob: float = 0.001, alpha: AlphaChoice = "applied",
                       batch_size: int = 1000, generator: Optional[torch.Generator] = None,

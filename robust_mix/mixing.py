@@ -131,15 +131,17 @@ class AdaptiveAlpha(nn.Module):
         ``unscaled`` is ``BN(M(features))`` before ``gamma_scale`` and ``gamma_bias``: the
         calibration-free ratio logit (see :attr:`MixedOutput.gamma_unscaled`).
         """
+        batch = next((len(f) for f in (*standard, *robust)), None)
+        if self.training and batch is not None and batch < 2:  # before the network, whose BatchNorm says less
+            raise InvalidInputError(f"the adaptive policy is in training mode, and training the mixing network needs "
+                                    f"batches of at least 2 inputs (its BatchNorm uses batch statistics), got {batch}; "
+                                    "call model.eval() to predict (any batch size), or train on larger batches")
         if self.config.detach_features:
             standard = [f.detach() for f in standard]
             robust = [f.detach() for f in robust]
         gamma = self.network(standard, robust)
         gamma = gamma.to(at_least_float32(gamma.dtype)).reshape(-1, 1)
         if self.training:
-            if gamma.shape[0] < 2:
-                raise ValueError("training the mixing network needs batches of at least 2 inputs "
-                                 "(its BatchNorm uses batch statistics)")
             with torch.no_grad():
                 mean, std = gamma.mean(), gamma.std()
             gamma = torch.clamp(gamma, min=mean - 0.6 * std, max=mean + 0.6 * std)

@@ -121,7 +121,13 @@ class BenchmarkResult:
 
     def interval(self, accuracy: float, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
         """Clopper-Pearson interval of any accuracy of this run measured on its ``n_examples`` (a suite's,
-        a stage's): ``accuracy * n_examples`` examples out of ``n_examples``."""
+        a stage's): ``accuracy * n_examples`` examples out of ``n_examples``.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: ``accuracy`` is not a fraction in ``[0, 1]`` (a percentage such as
+                ``85.0`` is named as one; it was reported as 8500 successes out of 100).
+        """
+        accuracy = check_fraction("accuracy", accuracy)
         return clopper_pearson(round(accuracy * self.n_examples), self.n_examples, level)
 
     @property

@@ -420,6 +420,7 @@ def _install() -> None:
     _compat.add_unknown_model_explainer(explain_unknown)
     _compat.add_timm_name_explainer(explain_timm_name)
     _compat.check_benchmark_arguments()
+    _compat.check_clean_accuracy_arguments()
     on_register(mirror)
 
 

@@ -13,8 +13,11 @@ to fix it. This module imports only ``torch`` and the standard library.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -22,7 +25,7 @@ import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -367,6 +370,43 @@ def check_model(model: Any, name: str = "model") -> torch.nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[Any]:
+    """``model`` in eval mode for the block; afterwards each of its modules is back in the mode it was in.
+
+    The rule of every evaluation entry point (``benchmark``, the certificates, the recipes' accuracy helpers): a
+    model handed over in training mode is measured as it predicts (BatchNorm on its running statistics, which the
+    passes then leave as they were; dropout off; an adaptive policy's ratio in its eval-time range), not with batch
+    statistics that each forward pass would also write into it, and a model evaluated between training epochs goes
+    on training in training mode. Anything that is not a ``torch.nn.Module`` (a function) is passed through.
+    """
+    if not isinstance(model, torch.nn.Module):
+        yield model
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model.eval()
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+_Evaluation = typing.TypeVar("_Evaluation", bound=Callable[..., Any])
+
+
+def evaluates_model(function: _Evaluation) -> _Evaluation:
+    """``function(model, ...)`` run with its first argument (the model, given by position or by name) in
+    :func:`evaluation_mode`: the decorator of the evaluation entry points."""
+    name = next(iter(inspect.signature(function).parameters))
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with evaluation_mode(args[0] if args else kwargs.get(name)):
+            return function(*args, **kwargs)
+
+    return typing.cast(_Evaluation, wrapper)
+
+
 def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str) -> Any:
     """``value`` when it is ``None`` or has every one of ``methods`` (a progress receiver such as
     ``robust_mix.benchmark.Progress``, named by ``protocol``).
@@ -455,8 +495,10 @@ def check_labels(labels: Any, num_classes: Optional[int] = None, n: Optional[int
         raise InvalidInputTypeError(f"labels must be an integer tensor (torch.long) of class indices, got "
                                     f"{labels.dtype}; convert whole-number labels with labels.long()")
     if labels.ndim != 1:
+        hint = ("; use labels.reshape(-1)" if labels.ndim == 2 and labels.shape[1] == 1
+                else "; one-hot labels? use labels.argmax(dim=1)" if labels.ndim == 2 else "")
         raise InvalidInputError(f"labels must have shape (N,), one class index per image, got shape "
-                                f"{tuple(labels.shape)}")
+                                f"{tuple(labels.shape)}{hint}")
     if n is not None and len(labels) != n:
         raise InvalidInputError(f"got {len(labels)} labels for {n} images; give one label per image")
     bad = labels < 0
@@ -517,12 +559,23 @@ def check_examples(images: Any, labels: Any, input_shape: Optional[Sequence[int]
     return images, labels
 
 
+def layout_hint(shape: Sequence[int]) -> str:
+    """``"; channels-last (B, H, W, C) images? ..."`` when a batch of ``shape`` looks like one (a last dimension of
+    1, 3 or 4 channels after a second one of more), else ``""``: the hint for an error of a model that declares no
+    input shape and failed on the images."""
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] > 4:
+        return "; channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) (channels first)"
+    return ""
+
+
 def _check_contract(shape: tuple[int, ...], contract: tuple[int, ...]) -> None:
     channels, height, width = contract
     expected = f"the model takes raw images of shape (B, {channels}, {height}, {width}), got {shape}"
-    if shape[1] != channels and shape[3] in (1, 3, channels) and shape[1:3] == (height, width):
+    if shape[1] != channels and (shape[3] == channels or (shape[3] in (1, 3) and shape[1:3] == (height, width))):
+        resize = ("" if shape[1:3] == (height, width) else
+                  f", then resize them from {shape[1]}x{shape[2]} to {height}x{width}")
         raise InvalidInputError(f"{expected}: channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) "
-                                "(channels first)")
+                                f"(channels first){resize}")
     if shape[1] != channels:
         how = ("convert to grayscale with images.mean(dim=1, keepdim=True)" if channels == 1
                else f"repeat the channel with images.expand(-1, {channels}, -1, -1)" if shape[1] == 1

@@ -28,12 +28,14 @@ import robust_mix
 from conftest import make_tiny
 from robust_mix.protocol import STANDARD_STAGES, AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, predict
-from robust_mix.certify import certify_lipschitz, certify_smoothing, estimate_smoothed, sample_counts
+from robust_mix.certification import certify_model
+from robust_mix.certify import (certified_accuracy, certify_lipschitz, certify_smoothing, estimate_smoothed,
+                                lipschitz_radius, margin, sample_counts)
 from robust_mix.cli import main
 from robust_mix.config import ModelConfig
 from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, check_submission
 from robust_mix.sweep import parse_alphas, sweep
-from robust_mix.train import BackboneRecipe, apply_settings, get_recipe
+from robust_mix.train import BackboneRecipe, accuracy, apply_settings, get_recipe, pgd_accuracy
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, NonFiniteOutputError, check_writable_dir,
                                  parse_eps)
 
@@ -50,6 +52,12 @@ def tiny_model() -> robust_mix.MixedClassifier:
     config = ModelConfig(name="tiny-bad-inputs", dataset="fashion-mnist", eps=0.1, num_classes=10,
                          input_shape=SHAPE, alpha=0.6)
     return robust_mix.MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6, config=config)
+
+
+def batchnorm_classifier() -> nn.Module:
+    """A plain classifier with a BatchNorm layer (running statistics to write into in training mode)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
 
 
 def images(n: int = 6, shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
@@ -70,6 +78,13 @@ def timm_create(*args, **kwargs):
     import timm
 
     return timm.create_model(*args, **kwargs)
+
+
+def robustbench_clean_accuracy(*args, **kwargs):
+    """RobustBench's clean accuracy, which counted whatever it was given (robust_mix._compat checks it now)."""
+    import robustbench.utils
+
+    return robustbench.utils.clean_accuracy(*args, **kwargs)
 
 
 def predictions() -> torch.Tensor:
@@ -227,7 +242,10 @@ LABEL_CASES = [
     ("bool labels", lambda: bench(labels=torch.ones(6, dtype=torch.bool)), TypeError, "got torch.bool"),
     ("5 labels for 6 images", lambda: bench(labels=torch.arange(5)), InvalidInputError, "got 5 labels for 6 images"),
     ("7 labels for 6 images", lambda: bench(labels=torch.arange(7)), InvalidInputError, "got 7 labels for 6 images"),
-    ("labels (6, 1)", lambda: bench(labels=torch.zeros(6, 1, dtype=torch.long)), InvalidInputError, "got shape (6, 1)"),
+    ("labels (6, 1)", lambda: bench(labels=torch.zeros(6, 1, dtype=torch.long)), InvalidInputError,
+     "got shape (6, 1); use labels.reshape(-1)"),
+    ("one-hot labels", lambda: bench(labels=torch.eye(10, dtype=torch.long)[:6]), InvalidInputError,
+     "got shape (6, 10); one-hot labels? use labels.argmax(dim=1)"),
     ("labels as a list", lambda: bench(labels=[0, 1, 2, 3, 4, 5]), TypeError, "got list"),
     ("no labels", lambda: bench(labels=None), ValueError, "images were given without labels"),
     ("labels without images", lambda: bench(images=None, dataset="fashion-mnist", n_examples=6), ValueError,
@@ -261,6 +279,14 @@ IMAGES = [
      "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2)"),
     ("forward channels-last", lambda: tiny_model()(images(2).permute(0, 2, 3, 1)), InvalidInputError,
      "images.permute(0, 3, 1, 2)"),
+    ("channels-last batch of another size (was: '32 channels instead of 1; convert to grayscale')",
+     lambda: bench(images=images(shape=(32, 32, 1))), InvalidInputError,
+     "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2) (channels first), then resize them from "
+     "32x32 to 28x28"),
+    ("channels-last batch, a model that declares no input shape (a convolution's channel error)",
+     lambda: bench(make_tiny(0), images=images().permute(0, 2, 3, 1)), InvalidInputError,
+     "got 28 channels instead; check the data set (dataset=, --dataset) against the input the model was built for; "
+     "channels-last (B, H, W, C) images? use images.permute(0, 3, 1, 2)"),
     ("forward, images on another device than the model (a device-mismatch RuntimeError from a layer)",
      lambda: tiny_model().to("meta")(images(2)), InvalidInputError,
      "images are on cpu but the model is on meta; move them with images.to('meta')"),
@@ -451,6 +477,79 @@ CERTIFY = [
     ("NaN classifier under noise", lambda: sample_counts(lambda z: torch.full((len(z), 10), float("nan")), images(2),
                                                          4, 0.1, 10), NonFiniteOutputError, "on noisy copies of some inputs"),
 ]
+EVALUATION = [  # the recipes' accuracy helpers compared predictions with whatever they were given
+    ("accuracy, labels (N, 1) (broadcast to (N, N): 1.0 for any model)",
+     lambda: accuracy(tiny_model(), images(), LABELS[:, None]), InvalidInputError, "got shape (6, 1)"),
+    ("accuracy, float labels", lambda: accuracy(tiny_model(), images(), LABELS.float()), InvalidInputTypeError,
+     "got torch.float32"),
+    ("accuracy, 5 labels for 6 images (a torch size error)", lambda: accuracy(tiny_model(), images(), LABELS[:5]),
+     InvalidInputError, "got 5 labels for 6 images"),
+    ("accuracy on 0-255 pixels (0.0, silently)", lambda: accuracy(tiny_model(), images() * 255, LABELS),
+     InvalidInputError, "divide by 255"),
+    ("accuracy, label 10 of 10 classes (never right, silently)", lambda: accuracy(tiny_model(), images(), LABELS + 5),
+     InvalidInputError, "labels must lie in [0, 10), got [10] at indices [5]"),
+    ("accuracy of no examples (0.0)", lambda: accuracy(tiny_model(), images()[:0], LABELS[:0]), InvalidInputError,
+     "images hold no examples"),
+    ("accuracy, NaN scores (read as class 0)", lambda: accuracy(NonFinite(float("nan"), rows=[3]), images(), LABELS),
+     NonFiniteOutputError, "for examples [3] (1 of 6)"),
+    ("pgd_accuracy, labels (N, 1)", lambda: pgd_accuracy(tiny_model(), images(), LABELS[:, None], 0.1, 1),
+     InvalidInputError, "got shape (6, 1)"),
+    ("pgd_accuracy on 0-255 pixels (clipped to [0, 1] by the attack)",
+     lambda: pgd_accuracy(tiny_model(), images() * 255, LABELS, 0.1, 1), InvalidInputError, "divide by 255"),
+    ("pgd_accuracy, eps=8", lambda: pgd_accuracy(tiny_model(), images(), LABELS, 8, 1), InvalidInputError,
+     "8/255 = 0.0314), got 8"),
+    ("Certificate.certified_accuracy, labels (N, 1) (a torch size error; for one image, silently)",
+     lambda: certify_lipschitz(tiny_model(), images(), lipschitz=1.0).certified_accuracy(LABELS[:, None], [0.0]),
+     InvalidInputError, "labels must have shape (N,), one class index per image, got shape (6, 1)"),
+    ("Certificate.certified_accuracy, 5 labels for 6 images",
+     lambda: certify_lipschitz(tiny_model(), images(), lipschitz=1.0).certified_accuracy(LABELS[:5], [0.0]),
+     InvalidInputError, "got 5 labels for 6 images"),
+    ("certified_accuracy, correct (N, N)", lambda: certified_accuracy(torch.ones(6), torch.ones(6, 6), [0.0]),
+     InvalidInputError, "got correct of shape (6, 6) for radii of shape (6,)"),
+    ("RobustBench's clean_accuracy, labels (N, 1) (each counted N times: 1.0)",
+     lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS[:, None]), InvalidInputError,
+     "labels must have shape (N,), one class index per image, got shape (6, 1)"),
+    ("RobustBench's clean_accuracy on 0-255 pixels", lambda: robustbench_clean_accuracy(tiny_model(), images() * 255,
+                                                                                         LABELS),
+     InvalidInputError, "divide by 255"),
+    ("RobustBench's clean_accuracy, 5 labels for 6 images",
+     lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS[:5]), InvalidInputError,
+     "got 5 labels for 6 images"),
+    ("RobustBench's clean_accuracy of no images (ZeroDivisionError)",
+     lambda: robustbench_clean_accuracy(tiny_model(), images()[:0], LABELS[:0]), InvalidInputError,
+     "images hold no examples"),
+    ("RobustBench's clean_accuracy, a function's float labels",
+     lambda: robustbench_clean_accuracy(lambda x: tiny_model()(x), images(), LABELS.float()), InvalidInputTypeError,
+     "got torch.float32"),
+    ("RobustBench's clean_accuracy, a model in training mode", lambda: robustbench_clean_accuracy(
+        batchnorm_classifier().train(), images(), LABELS), InvalidInputError,
+     "call model.eval() before clean_accuracy()"),
+    ("RobustBench's clean_accuracy, batch_size=0", lambda: robustbench_clean_accuracy(tiny_model(), images(), LABELS,
+                                                                                       batch_size=0),
+     InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
+    ("lipschitz_radius, float labels (2.7 read as class 2)", lambda: lipschitz_radius(
+        torch.full((2, 10), 0.1), torch.tensor([2.7, 1.0]), 0.9, 1.0), InvalidInputTypeError, "got torch.float32"),
+    ("margin, label 10 of 10 classes (an index error)", lambda: margin(torch.full((2, 10), 0.1), torch.tensor([0, 10])),
+     InvalidInputError, "labels must lie in [0, 10), got [10] at indices [1]"),
+    ("margin, 3 labels for 2 rows", lambda: margin(torch.full((2, 10), 0.1), torch.arange(3)), InvalidInputError,
+     "got 3 labels for 2 images"),
+    ("certify_model of no images (torch.cat() of an empty list)", lambda: certify_model(
+        tiny_model(), images()[:0], LABELS[:0], method="lipschitz", lipschitz=1.0, progress=False), InvalidInputError,
+     "images hold no examples (shape (0, 1, 28, 28))"),
+    ("certify_model(batch_size=0) (range() arg 3 must not be zero)", lambda: certify_model(
+        tiny_model(), images(), LABELS, method="lipschitz", lipschitz=1.0, progress=False, batch_size=0),
+     InvalidInputError, "batch_size must be a positive integer (>= 1), got 0"),
+    ("sample_counts(num_classes='10') (a torch.zeros error)", lambda: sample_counts(tiny_model().robust, images(), 4,
+                                                                                     0.1, "10"),
+     InvalidInputTypeError, "num_classes must be an integer, got '10' (str)"),
+    ("estimate_smoothed(num_classes=0)", lambda: estimate_smoothed(tiny_model().robust, images(2), sigma=0.1,
+                                                                   num_classes=0, n0=2, n=4),
+     InvalidInputError, "num_classes must be a positive integer (>= 1), got 0"),
+    ("sample_counts on 0-255 pixels", lambda: sample_counts(tiny_model().robust, images() * 255, 4, 0.1, 10),
+     InvalidInputError, "divide by 255"),
+    ("sample_counts, one image without its batch dimension",
+     lambda: sample_counts(tiny_model().robust, images()[0], 4, 0.1, 10), InvalidInputError, "images.unsqueeze(0)"),
+]
 RECIPE = [
     ("BackboneRecipe(epochs=-1)", lambda: BackboneRecipe(epochs=-1), InvalidInputError,
      "epochs must be a positive integer (>= 1), got -1"),
@@ -464,7 +563,7 @@ RECIPE = [
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
 API_CASES = (COUNTS + EPS + LABEL_CASES + IMAGES + OUTPUTS + ALPHA + NAMES + MODELS + FLAGS + SWEEP + CERTIFY
-             + RECIPE)
+             + EVALUATION + RECIPE)
 
 
 @pytest.mark.parametrize("call, error, names", [pytest.param(c, e, n, id=i) for i, c, e, n in API_CASES])
@@ -1121,3 +1220,72 @@ def test_a_model_whose_declared_class_count_is_not_its_output_width_is_refused(d
     with pytest.raises(InvalidInputError, match=rf"the model declares {declared} classes \(num_classes\), but "
                                                 r"returns scores for 10"):
         bench(model, labels=LABELS % 8)
+
+
+def adaptive_tiny_model() -> robust_mix.MixedClassifier:
+    """``tiny_model`` with an adaptive policy (a mixing network with BatchNorm layers, and the policy's RatioNorm)
+    whose eval-time ratios lie in [0.6, 1]."""
+    model = tiny_model()
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[4, 4], blocks=1,
+        input_shape=SHAPE, alpha_range=(0.6, 1.0)))
+    return model
+
+
+EVALUATIONS = {  # an evaluation entry point -> (the model it is given, what it computes)
+    "benchmark": (adaptive_tiny_model, lambda m: bench(m, labels=predictions()).robust_flags),
+    "certify_lipschitz": (adaptive_tiny_model, lambda m: certify_lipschitz(m, images(), LABELS, lipschitz=1.0).alpha),
+    "certify_lipschitz, alpha='lower'": (adaptive_tiny_model, lambda m: certify_lipschitz(
+        m, images(), LABELS, lipschitz=1.0, alpha="lower").alpha),
+    "certify_smoothing": (adaptive_tiny_model, lambda m: certify_smoothing(
+        m, images(), sigma=0.1, n0=2, n=4, generator=torch.Generator().manual_seed(0)).alpha),
+    "certify_model": (adaptive_tiny_model, lambda m: certify_model(
+        m, images(), LABELS, method="lipschitz", lipschitz=1.0, progress=False).report["curves"][0]["alpha_mean"]),
+    "estimate_smoothed": (batchnorm_classifier, lambda m: estimate_smoothed(
+        m, images(), sigma=0.1, num_classes=10, n0=2, n=4, generator=torch.Generator().manual_seed(0)).top_count),
+    "sample_counts": (batchnorm_classifier, lambda m: sample_counts(m, images(), 4, 0.1, 10,
+                                                                    generator=torch.Generator().manual_seed(0))),
+    "accuracy": (adaptive_tiny_model, lambda m: accuracy(m, images(), LABELS)),
+    "accuracy, a plain classifier": (batchnorm_classifier, lambda m: accuracy(m, images(), LABELS)),
+    "pgd_accuracy": (batchnorm_classifier, lambda m: pgd_accuracy(m, images(), LABELS, 0.1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", EVALUATIONS)
+def test_an_evaluation_runs_a_model_in_training_mode_in_eval_mode_and_leaves_it_as_it_was(name):
+    """A model handed over in training mode (a policy being fitted) was certified in training mode, BatchNorm on
+    batch statistics and the policy's ratio outside its eval-time range, and every pass wrote into its running
+    statistics; the accuracy helpers left it in eval mode. Every evaluation entry point now computes what the model
+    in eval mode computes, writes nothing into it and leaves each module in the mode it was in."""
+    build, evaluate = EVALUATIONS[name]
+    model = build().train()
+    modes = {key: module.training for key, module in model.named_modules()}
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    expected = evaluate(build().eval())
+    got = evaluate(model)
+    assert {key: module.training for key, module in model.named_modules()} == modes
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in state.items())
+    assert got == expected if not isinstance(got, torch.Tensor) else torch.equal(got, expected)
+
+
+def test_evaluates_model_finds_the_model_given_by_name():
+    """The decorator reads the first parameter by position or by its own name (``classifier=``, ``model=``)."""
+    model = batchnorm_classifier().train()
+    statistics = model[1].running_mean.clone()
+    counts = sample_counts(classifier=model, x=images(), n=4, sigma=0.1, num_classes=10)
+    assert counts.sum(dim=1).tolist() == [4] * 6
+    assert 0.0 <= accuracy(model=model, images=images(), labels=LABELS) <= 1.0
+    assert model.training and torch.equal(model[1].running_mean, statistics)
+
+
+@pytest.mark.parametrize("model", [adaptive_tiny_model, lambda: robust_mix.load_model("fmnist-adasmooth")],
+                         ids=["tiny policy", "fmnist-adasmooth (features reach 1x1)"])
+def test_a_policy_in_training_mode_given_one_image_says_to_call_eval(model):
+    """A model left in training mode (after fitting its policy) and asked about one image failed in the mixing
+    network's BatchNorm ("Expected more than 1 value per channel when training") or with no word on eval()."""
+    mixed = model().train()
+    with pytest.raises(InvalidInputError, match=r"the adaptive policy is in training mode, .* batches of at least 2 "
+                                                r"inputs .* got 1; call model.eval\(\) to predict"):
+        mixed(images(1))
+    assert mixed.eval()(images(1)).shape == (1, 10)
+

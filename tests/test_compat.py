@@ -438,6 +438,28 @@ def test_benchmark_refuses_a_model_in_training_mode(tiny_cifar, robustbench_data
     assert robustbench_data == [] and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_clean_accuracy_refuses_a_model_in_training_mode_and_counts_good_input_as_before(tiny_cifar):
+    """RobustBench's clean_accuracy() ran a model in training mode without a word: each batch normalised with its
+    own statistics and written into the running ones. A correct call still gets RobustBench's own number."""
+    import robustbench.eval
+    import robustbench.utils
+
+    model, x, y = tiny_cifar
+    model.alpha = robust_mix.build_adaptive_policy(model, robust_mix.PolicyConfig(
+        standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[4, 4], blocks=1,
+        input_shape=(3, 32, 32)))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=r"training mode .*call model.eval\(\) before "
+                                                                    r"clean_accuracy\(\)"):
+        robustbench.utils.clean_accuracy(model, x, y, batch_size=BATCH)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.eval()
+    unchecked = robustbench.utils.clean_accuracy.__wrapped__
+    assert robustbench.eval.clean_accuracy is robustbench.utils.clean_accuracy
+    assert robustbench.utils.clean_accuracy(model, x, y, batch_size=3) == unchecked(model, x, y, batch_size=3)
+
+
 @pytest.mark.parametrize("where, message", [
     (lambda tmp: tmp / "a_file" / "dir" / "state.json", r"a_file is a file, not a folder"),
     (lambda tmp: tmp, r"aa_state_path .* is a folder; name the state file in it"),

@@ -343,3 +343,13 @@ def test_model_info_clean_accuracy_is_the_whole_test_set_when_measured(result):
     assert "- Clean accuracy: 91.23% (on 10,000 test images)" in files["claim.md"]
     attacked = model_info(full_size(result), tiny_config())["clean_acc"]
     assert attacked == f"{100 * full_size(result).clean_accuracy:.2f}"  # nothing else measured: the attacked ones
+
+
+@pytest.mark.parametrize("accuracy, names", [(85.0, "it looks like a percentage; robust_mix stores fractions: 0.85"),
+                                             (-0.1, "got -0.1"), (float("nan"), "got nan")])
+def test_interval_of_an_accuracy_that_is_no_fraction_names_it(result, accuracy, names):
+    """result.interval(85.0) (a percentage) was refused as '8500 successes out of 8', NaN as a float conversion."""
+    with pytest.raises(robust_mix.validate.InvalidInputError, match="accuracy must be a finite number in") as info:
+        result.interval(accuracy)
+    assert names in str(info.value)
+    assert result.interval(0.5) == result.interval(4 / 8)

@@ -15,22 +15,28 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from robust_mix.attacks import pgd
-from robust_mix.benchmark import benchmark
+from robust_mix.benchmark import benchmark, check_model_examples, predict
 from robust_mix.distributed import DistContext, generator
+from robust_mix.validate import check_device, check_eps, check_int, evaluates_model, positive_int
 
 Device = Union[str, torch.device]
 
 
-@torch.no_grad()
+@evaluates_model
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
              device: Device = "cpu") -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``(N, C, H, W)`` images."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
-        correct += (model(x).argmax(1) == y).sum().item()
-    return correct / max(1, len(labels))
+    """Top-1 accuracy of ``model`` on raw ``[0, 1]`` images ``(N, C, H, W)`` and their ``(N,)`` class indices.
+
+    Computed in eval mode; afterwards each of the model's modules is back in the mode it was in.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the images or labels are not what the model takes (shape, dtype,
+            values in ``[0, 1]``, one label per image in its class range, at least one example), before any pass.
+        robust_mix.validate.NonFiniteOutputError: the model returned NaN/inf for some images (never read as class 0).
+    """
+    images, labels = check_model_examples(model, images, labels)
+    predicted = predict(model, images, batch_size, check_device(device))
+    return int((predicted == labels.cpu()).sum()) / len(labels)
 
 
 def pgd_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
@@ -41,16 +47,26 @@ def pgd_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
         return int((model(x_adv).argmax(1) == y).sum().item())
 
 
+@evaluates_model
 def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int,
                  batch_size: int = 500, device: Device = "cpu", seed: int = 0) -> float:
-    """Accuracy under untargeted PGD-CE (random start) of ``model``'s outputs (logits or log-probs)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    """Accuracy under untargeted PGD-CE (random start) of ``model``'s outputs (logits or log-probs) on raw
+    ``[0, 1]`` images ``(N, C, H, W)`` and their ``(N,)`` class indices, in eval mode (each module is left in the
+    mode it was in).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the images or labels are not what the model takes (as
+            :func:`accuracy`), or ``eps``, ``steps`` or ``batch_size`` are out of range, before any pass.
+    """
+    images, labels = check_model_examples(model, images, labels)
+    eps, steps = check_eps(eps), positive_int("steps", steps)
+    batch_size, device = positive_int("batch_size", batch_size), check_device(device)
+    gen = torch.Generator().manual_seed(check_int("seed", seed))
     correct = 0
     for i in range(0, len(labels), batch_size):
         x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
         correct += pgd_correct(model, x, y, eps, steps, gen)
-    return correct / max(1, len(labels))
+    return correct / len(labels)
 
 
 def autoattack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float,
