@@ -12,7 +12,9 @@ A saved model is a folder (or Hub repo) with three files:
 - ``model.safetensors``: every tensor of the model (both bases, the mixing network, BN state).
   Both files carry the save's id (``provenance["save_id"]``, metadata ``robust_mix.save_id``, a
   digest of the config and tensors): a ``config.json`` beside the tensors of another save (an
-  interrupted ``save_pretrained`` into a folder holding an older model) is refused on load.
+  interrupted ``save_pretrained`` into a folder holding an older model) is refused on load, and so are files
+  whose contents no longer give that id (a field edited or removed by hand, a tensor damaged on disk or in
+  transfer); a saved model's settings change through overrides when loading, not by editing the file.
 - ``README.md``: the model card (:mod:`robust_mix.cards`).
 
 :class:`HubMixin` gives a model class ``save_pretrained``, ``from_pretrained`` and
@@ -34,6 +36,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import re
 import hashlib
 import tempfile
@@ -131,6 +134,13 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
         if not folder.is_dir():
             raise ValueError(f"{folder} is a file; give the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         path = folder / filename
+        if path.is_symlink() and not path.exists():
+            raise FileNotFoundError(f"{path} is a link to {os.readlink(path)}, which does not exist (a copy that "
+                                    "kept links into a cache or folder since removed): copy the folder again with "
+                                    "the files themselves (cp -L), or save the model again")
+        if path.is_dir():
+            raise FileNotFoundError(f"{path} is a folder, where {folder} should hold the file {filename}: move the "
+                                    "folder away and copy or save the model again (model.save_pretrained(folder))")
         if not path.is_file():
             names = sorted(p.name for p in folder.iterdir())
             held = "it is empty" if not names else "it has " + ", ".join(names[:8]) + (
@@ -278,15 +288,17 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} of {expected}: no {weights}; save models with "
                                 "model.save_pretrained(folder)")
-    config_path = weights.with_name(CONFIG_NAME)
-    if config_path.is_file() and getattr(model, "config", None) is not None:
+    config_path: Optional[Path] = weights.with_name(CONFIG_NAME)
+    if not config_path.is_file() or getattr(model, "config", None) is None:
+        config_path = None
+    if config_path is not None:
         saved, provenance = read_config(config_path)
         _check_same_save(config_path, provenance, weights)
         wanted = model.portable_config()
         if _bases(saved) != _bases(wanted):
             raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
                              f"is a mix of {_bases(wanted)}: give a checkpoint of the same architecture")
-    _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)")
+    _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)", config_path)
 
 
 def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -346,7 +358,7 @@ class HubMixin:
         card = render_card(portable, benchmark=result, benchmark_source=source, repo_id=repo_id,
                            provenance=provenance, usage=usage)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        provenance["save_id"] = _save_id(portable, state)
+        provenance["save_id"] = _save_id(portable.to_dict(), state)
         save_state_dict(state, folder / WEIGHTS_NAME,
                         metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
                                   SAVE_ID_KEY: provenance["save_id"]})
@@ -399,7 +411,7 @@ class HubMixin:
         if pretrained:
             weights_path = fetch_file(source, WEIGHTS_NAME, **fetch)
             _check_same_save(config_path, provenance, weights_path)
-            _load_all_tensors(model, weights_path)
+            _load_all_tensors(model, weights_path, config_path=config_path)
         if device is not None:
             model = model.to(device)
         return model.eval()
@@ -494,10 +506,12 @@ def _describe_base(base: Any) -> Optional[str]:
     return base.ref + (f" with weights {weights.describe()}" if weights is not None else "")
 
 
-def _save_id(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:
-    """A digest of the config and every tensor (names, dtypes, shapes, bytes): the same model saved twice
-    writes the same files, and a ``config.json`` beside the tensors of another save is found out."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+def _save_id(fields: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """A digest of the config's fields (:meth:`ModelConfig.to_dict`, or the same fields read back from
+    ``config.json``) and every tensor (names, dtypes, shapes, bytes): the same model saved twice writes the same
+    files, a ``config.json`` beside the tensors of another save is found out, and so is a file changed after the
+    save (:func:`_check_unchanged`)."""
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     for key in sorted(state):
         tensor = state[key].contiguous().reshape(-1)
         digest.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)};".encode())
@@ -516,22 +530,61 @@ def _check_same_save(config_path: Path, provenance: Any, weights_path: Path) -> 
     config_id = provenance.get("save_id") if isinstance(provenance, dict) else None
     if config_id is None:
         return
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights_path), framework="pt") as handle:
-            weights_id = (handle.metadata() or {}).get(SAVE_ID_KEY)
-    except Exception:  # unreadable: load_state_dict names the problem
-        return
+    weights_id = _weights_save_id(weights_path)
     if weights_id is not None and weights_id != config_id:
         raise ValueError(f"{config_path} and {weights_path} are from different saves (save ids {config_id} and "
                          f"{weights_id}): a save_pretrained that was interrupted, or files copied from two "
                          "folders; save the model again")
 
 
-def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}") -> None:
+def _check_unchanged(config_path: Path, weights_path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a saved model whose ``config.json`` or tensors changed after ``save_pretrained`` wrote them: their
+    contents must still give the save id both files carry (a value edited by hand in ``config.json``, a field
+    removed from it, a tensor damaged on disk or in transfer would load as another model, silently). The id of
+    ``config.json``, or else the one in the tensors' metadata (an id removed from ``config.json`` with the fields).
+
+    Folders saved before the id existed carry none and are not checked.
+
+    Raises:
+        ValueError: the contents no longer give the save id; names the files, what may have happened and what to do.
+    """
+    data = json.loads(config_path.read_text())  # read_config has read it already: a JSON object
+    provenance = data.get("provenance")
+    saved_id = provenance.get("save_id") if isinstance(provenance, dict) else None
+    if saved_id is None:
+        saved_id = _weights_save_id(weights_path)
+    if saved_id is None:
+        return
+    fields = {k: v for k, v in data.items() if k not in _RECORD_KEYS and k not in _TIMM_KEYS}
+    if _save_id(fields, state) == saved_id:
+        return
+    lacking = sorted(set(ModelConfig.__dataclass_fields__) - set(fields))
+    lacks = f"; {CONFIG_NAME} lacks the field(s) {lacking}, which save_pretrained writes" if lacking else ""
+    raise ValueError(f"{config_path} or {weights_path} changed after save_pretrained wrote them: their contents no "
+                     f"longer give the save id {saved_id} both carry{lacks}. A file damaged on disk or in transfer, or "
+                     "edited by hand, would load as another model; nothing was loaded. Download or copy the folder "
+                     "again (or save the model again); to change a saved model's settings, load it with overrides "
+                     "(from_pretrained(..., alpha=0.9), 'local-dir:PATH,alpha=0.9') and save that")
+
+
+def _weights_save_id(weights_path: Path) -> Optional[str]:
+    """The save id in a ``model.safetensors``'s metadata; ``None`` when it has none or cannot be read (then
+    :func:`robust_mix.io.load_state_dict` names the problem)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            return (handle.metadata() or {}).get(SAVE_ID_KEY)
+    except Exception:  # noqa: BLE001 - safetensors raises its own error types
+        return None
+
+
+def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}",
+                      config_path: Optional[Path] = None) -> None:
     """Every tensor of ``model`` from ``path``, strictly; a mismatch (names, shapes, dtypes) is a
-    ``ValueError`` naming both."""
+    ``ValueError`` naming both. With ``config_path`` (the ``config.json`` the model was built from), the two
+    files must be as ``save_pretrained`` wrote them (:func:`_check_unchanged`), checked after the names, shapes
+    and dtypes."""
     state = load_state_dict(path)
     dtypes = collections.Counter(t.dtype for t in state.values() if t.is_floating_point())
     if dtypes:  # a model saved in half precision loads in half precision; the dtype most tensors have is the
@@ -548,6 +601,8 @@ def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"
     except ValueError as err:
         detail = str(err).split(": ", 1)[-1]  # load_weights_strict's text after its own "<path> does not match"
         raise ValueError(f"{path} does not match {architecture}: {detail}") from err
+    if config_path is not None:
+        _check_unchanged(config_path, path, state)
 
 
 def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:

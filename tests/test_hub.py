@@ -403,6 +403,80 @@ def test_tensors_of_another_dtype_are_an_error(saved, dtype):
         MixedClassifier.from_pretrained(saved)
 
 
+def _edit_config(folder, change):
+    data = json.loads((folder / CONFIG_NAME).read_text())
+    change(data)
+    (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2))
+
+
+def _edit_tensors(folder, change):
+    """Change the tensors and write them back with the metadata they had (the save id kept)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(folder / WEIGHTS_NAME)
+    change(state)
+    save_file(state, folder / WEIGHTS_NAME, metadata=metadata)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda f: _edit_config(f, lambda c: c.update(std_scale=5.0)),  # a valid value, edited by hand
+    lambda f: _edit_config(f, lambda c: c.pop("alpha")),  # a removed field took its default, 0.5
+    lambda f: _edit_config(f, lambda c: (c.pop("alpha"), c["provenance"].pop("save_id"))),  # the id removed too
+    lambda f: _edit_config(f, lambda c: c["policy"].update(gamma_bias=-3.0)),
+    lambda f: _edit_tensors(f, lambda s: s["policy.bn.running_var"].mul_(4.0)),  # a tensor changed, its id kept
+    lambda f: _edit_tensors(f, lambda s: s.update({k: v.double() for k, v in s.items() if v.is_floating_point()})),
+], ids=["value-edited", "field-removed", "field-and-id-removed", "policy-field-edited", "tensor-changed",
+        "all-tensors-float64"])
+def test_a_saved_model_changed_after_saving_is_refused(tmp_path, images, damage):
+    """Each of these loaded, as another model than the one saved (the outputs differed), without a word."""
+    model = adaptive_model()
+    folder = model.save_pretrained(tmp_path / "saved")
+    shutil.copytree(folder, tmp_path / "copy")
+    damage(tmp_path / "copy")
+    with pytest.raises(ValueError, match=r"changed after save_pretrained wrote them.*nothing was loaded.*overrides"):
+        MixedClassifier.from_pretrained(tmp_path / "copy")
+    with pytest.raises(ValueError, match=r"changed after save_pretrained wrote them"):
+        load_model(f"local-dir:{tmp_path / 'copy'},alpha_range=[0.3,0.4]")  # overrides are no way around it
+
+
+def test_what_is_not_the_model_may_change_and_a_removed_field_is_named(tmp_path, images):
+    """The card, the provenance, timm's keys, the file's layout and either file's copy of the save id are not
+    what the model computes: changing them is no reason to refuse it. A field removed is named."""
+    model = adaptive_model()
+    folder = model.save_pretrained(tmp_path)
+    (folder / CARD_NAME).write_text("my own card")
+    _edit_config(folder, lambda c: (c["provenance"].update(standard="somewhere else"), c.pop("pretrained_cfg")))
+    data = json.loads((folder / CONFIG_NAME).read_text())
+    (folder / CONFIG_NAME).write_text(json.dumps(dict(reversed(list(data.items())))))  # other order, no indent
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+    _edit_tensors(folder, lambda s: None)
+    save_file(load_file(folder / WEIGHTS_NAME), folder / WEIGHTS_NAME)  # no metadata: the config's id is checked
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+    _edit_config(folder, lambda c: c["provenance"].pop("save_id"))  # neither id: a folder of an older robust_mix
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+    folder = model.save_pretrained(tmp_path / "again")
+    _edit_config(folder, lambda c: c.pop("alpha"))
+    with pytest.raises(ValueError, match=r"config.json lacks the field\(s\) \['alpha'\], which save_pretrained writes"):
+        MixedClassifier.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("kind", ["folder", "broken-link"])
+def test_a_folder_or_a_broken_link_in_place_of_a_file_is_named(saved, kind):
+    """Both were reported as '... has no model.safetensors (it has ..., model.safetensors)'."""
+    path = saved / WEIGHTS_NAME
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+        message = r"model.safetensors is a folder, where .* should hold the file model.safetensors"
+    else:
+        path.symlink_to(saved / "gone" / WEIGHTS_NAME)
+        message = r"model.safetensors is a link to .*gone/model.safetensors, which does not exist"
+    with pytest.raises(FileNotFoundError, match=message):
+        MixedClassifier.from_pretrained(saved)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_an_adaptive_model_in_another_dtype_round_trips(tmp_path, images, dtype):
     """Half precision keeps the ratio's BatchNorm statistics in float32, so the file holds two floating dtypes:

@@ -415,6 +415,26 @@ def test_custom_checkpoint_of_another_architecture_is_refused(tiny_entry, tmp_pa
         load(pickle)
 
 
+def test_a_checkpoint_changed_after_saving_is_refused(tiny_entry, tmp_path):
+    """RobustBench's ``custom_checkpoint=`` (timm's ``checkpoint_path=``) checks a saved folder as from_pretrained
+    does: a tensor changed after the save loaded silently."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = load_model(tiny_entry, pretrained=False).save_pretrained(tmp_path / "mine")
+    weights = folder / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(weights)
+    key = next(k for k, v in sorted(state.items()) if v.is_floating_point() and v.numel() > 1)
+    state[key] = state[key] * 2
+    save_file(state, weights, metadata=metadata)  # the save id kept
+    for checkpoint in (folder, weights):
+        with pytest.raises(ValueError, match="changed after save_pretrained wrote them"):
+            robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                         custom_checkpoint=str(checkpoint))
+
+
 # -- RobustBench names the entry does not have ---------------------------------------------------------------
 @pytest.mark.parametrize("dataset, threat_model", [("imagenet", "Linf"), ("cifar10", "L2")])
 def test_a_data_set_or_threat_model_the_entry_lacks_is_named(dataset, threat_model):
