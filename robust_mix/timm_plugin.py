@@ -14,7 +14,8 @@ first. From then on
   mixes, never a pickle;
 - a RobustBench name of a robust_mix entry asked for with a data set or threat model it does not
   have is an error naming those it has; so is a robust_mix name given to ``timm.create_model`` that
-  is not a timm model (a registry name, an entry on a data set RobustBench does not know).
+  is not a timm model (a registry name, an entry on a data set RobustBench does not know), and a registry or
+  timm name given to RobustBench's ``load_model`` (it is told the entry's RobustBench name).
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
 model in eval mode with a timm ``pretrained_cfg``. ``timm.list_pretrained("robustmix*")`` lists the entries
@@ -43,13 +44,13 @@ import contextlib
 import functools
 import logging
 import sys
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from robust_mix import _compat
 from robust_mix.config import ModelConfig, override_fields
 from robust_mix.hub import HUB_PREFIX, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
-from robust_mix.registry import get_model_config, is_model, on_register
+from robust_mix.registry import get_model_config, is_model, list_models, on_register
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
                                     robustbench_timm_name, timm_name)
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
@@ -305,7 +306,11 @@ def _overlaid(name: str, cfg: dict[str, Any], overlay: Optional[dict[str, Any]])
             through ``pretrained_cfg``: the file would be ignored), or changes the input contract or the
             classes (timm's data transforms follow ``pretrained_cfg``, so images would be normalised twice or
             resized to a shape the model refuses, while the model itself stays as it is).
+        robust_mix.validate.InvalidInputTypeError: the overlay is not a dict (it failed with an ``AttributeError``).
     """
+    if overlay is not None and not isinstance(overlay, Mapping):
+        raise InvalidInputTypeError(f"{name}: pretrained_cfg_overlay must be a dict of pretrained_cfg fields (e.g. "
+                                    f"{{'crop_pct': 0.9}}), got {type(overlay).__name__} {overlay!r}")
     overlay = {k: tuple(v) if isinstance(v, list) else v for k, v in (overlay or {}).items()}  # timm's tuples
     weights = sorted(k for k in WEIGHT_KEYS if overlay.get(k) is not None and overlay[k] != cfg.get(k))
     if weights:
@@ -361,6 +366,9 @@ def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optiona
     key = model_name.lower().replace("-", "_")
     matches = [c for c in ours if robustbench_name(c).lower().replace("-", "_") == key]
     if not matches:
+        other = _other_name_of_ours(model_name)
+        if other is not None:
+            return other
         if not key.startswith(f"{PREFIX}_"):
             return None
         known = sorted(f"{robustbench_name(c)} ({c.dataset}, {c.threat_model})" for c in ours)
@@ -371,6 +379,26 @@ def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optiona
     has = "; ".join(f"dataset={c.dataset!r}, threat_model={c.threat_model!r} (entry {c.name!r})" for c in matches)
     return (f"RobustBench name {model_name!r} is robust_mix's for {has}, not for dataset={dataset!r}, "
             f"threat_model={threat_model!r}: pass one of those")
+
+
+def _other_name_of_ours(model_name: str) -> Optional[str]:
+    """What to pass to RobustBench's ``load_model`` when ``model_name`` is another name of a robust_mix entry: its
+    registry name or alias (in any case, ``"CIFAR100-AdaSmooth"``) or its timm name; ``None`` for other names.
+    RobustBench answered these with a bare ``KeyError: 'cifar100-adasmooth'``."""
+    entry = entry_of(model_name) if model_name.isidentifier() else None
+    kind = "timm name"
+    if entry is None:
+        by_lower = {n.lower(): n for n in list_models(include_aliases=True)}
+        entry, kind = by_lower.get(model_name.lower()), "registry name"
+    if entry is None:
+        return None
+    config = get_model_config(entry)
+    if not is_mirrored(config):
+        return (f"{model_name!r} is robust_mix's {kind} of {config.name!r}, an entry on {config.dataset!r}, which "
+                f"RobustBench does not know: load it with robust_mix.load_model({config.name!r})")
+    return (f"{model_name!r} is robust_mix's {kind} of {config.name!r}; RobustBench calls it "
+            f"{robustbench_name(config)!r}: robustbench.utils.load_model({robustbench_name(config)!r}, "
+            f"dataset={config.dataset!r}, threat_model={config.threat_model!r})")
 
 
 def explain_timm_name(model_name: str) -> Optional[str]:

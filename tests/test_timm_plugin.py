@@ -455,6 +455,31 @@ def test_an_unknown_robustmix_name_lists_the_known_ones():
     assert not isinstance(err.value, UnknownModelError)
 
 
+@pytest.mark.parametrize("name, message", [
+    ("cifar100-adasmooth", "'cifar100-adasmooth' is robust_mix's registry name of 'cifar100-adasmooth'; RobustBench "
+                           "calls it 'RobustMix-adasmooth': robustbench.utils.load_model('RobustMix-adasmooth', "
+                           "dataset='cifar100', threat_model='Linf')"),
+    ("CIFAR100-AdaSmooth", "'CIFAR100-AdaSmooth' is robust_mix's registry name of 'cifar100-adasmooth'; RobustBench "
+                           "calls it 'RobustMix-adasmooth'"),
+    ("robustmix_adasmooth_cifar100_linf", "'robustmix_adasmooth_cifar100_linf' is robust_mix's timm name of "
+                                          "'cifar100-adasmooth'; RobustBench calls it 'RobustMix-adasmooth'"),
+    ("fmnist-robust", "'fmnist-robust' is robust_mix's registry name of 'fmnist-robust', an entry on 'fashion-mnist', "
+                      "which RobustBench does not know: load it with robust_mix.load_model('fmnist-robust')"),
+])
+def test_robust_mix_s_other_names_given_to_robustbench_say_which_name_it_takes(name, message):
+    """RobustBench answered a registry or timm name of a robust_mix entry with a bare ``KeyError: 'name'``."""
+    with pytest.raises(UnknownModelError) as err:
+        robustbench.utils.load_model(name, dataset="cifar100", threat_model="Linf")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("overlay", [[("crop_pct", 0.9)], "crop_pct=0.9"])
+def test_a_pretrained_cfg_overlay_that_is_not_a_dict_is_named(overlay):
+    """It failed with ``AttributeError: 'list' object has no attribute 'items'``."""
+    with pytest.raises(TypeError, match=r"robustmix_adasmooth_cifar100_linf: pretrained_cfg_overlay must be a dict"):
+        timm.create_model("robustmix_adasmooth_cifar100_linf", pretrained_cfg_overlay=overlay)
+
+
 # -- names that cannot be timm models ----------------------------------------------------------------------
 def test_names_that_would_shadow_robustbench_or_timm_are_refused(scratch_registry):
     from robustbench.model_zoo import model_dicts
