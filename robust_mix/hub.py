@@ -309,9 +309,14 @@ def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
 class HubMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a model class with three hooks:
     ``portable_config(config=None) -> ModelConfig``, ``current_config(config=None) -> ModelConfig`` (what a
-    benchmark report of the model records) and ``from_config(config, pretrained=False)``."""
+    benchmark report of the model records) and ``from_config(config, pretrained=False)``; a fourth,
+    :meth:`check_savable`, may refuse a model whose save could not be loaded."""
 
     config: Optional[ModelConfig]
+
+    def check_savable(self) -> None:
+        """Raise when the model as it is could not be loaded back from its save (nothing is written then); the
+        model class says what that means (:meth:`robust_mix.MixedClassifier.check_savable`)."""
 
     def save_pretrained(self, save_directory: Union[str, Path], *, config: Optional[ModelConfig] = None,
                         benchmark: Optional[ReportLike] = None, repo_id: Optional[str] = None) -> Path:
@@ -329,9 +334,11 @@ class HubMixin:
 
         Raises:
             robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
-                (:func:`robust_mix.cards.check_report_is_for`); nothing is written.
+                (:func:`robust_mix.cards.check_report_is_for`), or the model could not be loaded back from its save
+                (:meth:`check_savable`: a part moved to another dtype on its own); nothing is written.
         """
         portable = self.portable_config(config)  # no config naming both bases: refused before reading the report
+        self.check_savable()
         result, source = self._report_for_card(benchmark, config, portable)
         return self._save(save_directory, config, portable, result, source, repo_id)
 
@@ -443,6 +450,7 @@ class HubMixin:
         from huggingface_hub import HfApi
 
         portable = self.portable_config(config)  # fail before creating a repo
+        self.check_savable()
         result, source = self._report_for_card(benchmark, config, portable)  # a report of another model too
         api = HfApi(token=token)
         with _reaching_hub(api.endpoint, repo_id):

@@ -488,6 +488,28 @@ def test_an_adaptive_model_in_another_dtype_round_trips(tmp_path, images, dtype)
     assert_same_model(model, loaded, images.to(dtype))
 
 
+@pytest.mark.parametrize("move, off", [
+    (lambda m: m.robust.half(), "robust."),
+    (lambda m: m.policy.network.to(torch.bfloat16), "policy.network."),
+    (lambda m: m.policy.double(), "policy."),
+    (lambda m: m.standard.get_submodule("stem").to(torch.float64), "standard.stem."),
+], ids=["robust-half", "policy-network-bf16", "policy-float64", "one-layer-float64"])
+def test_a_model_with_a_part_in_another_dtype_is_not_saved(fake_hub, tmp_path, images, move, off):
+    """Such a model cannot run, and it was saved into a folder that no load accepted ('tensors of another
+    dtype ... save it again'): a save that was lost."""
+    model = adaptive_model()
+    move(model)
+    with pytest.raises(InvalidInputError, match=rf"most of this model's tensors are float32, but \d+ are of another dtype: \['{off}.*"
+                                                r"model.to\(torch.float32\).*nothing was written"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(InvalidInputError, match="of another dtype"):
+        model.push_to_hub("org/tiny-mix")
+    assert fake_hub["create"] == [] and fake_hub["upload"] == []
+    model.to(torch.float32)  # the whole model in one dtype: saved and loaded as it is
+    assert_same_model(model, MixedClassifier.from_pretrained(model.save_pretrained(tmp_path / "saved")), images)
+
+
 @pytest.mark.parametrize("name", [*robust_mix.list_models("fmnist-*"), "fmnist-adasmooth,alpha_range=[0.3,0.6]",
                                   "fmnist-robust,alpha=0.4,rob_scale=2.0"])
 def test_every_shipped_fmnist_entry_round_trips(tmp_path, name):
