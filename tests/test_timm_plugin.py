@@ -480,6 +480,26 @@ def test_a_pretrained_cfg_overlay_that_is_not_a_dict_is_named(overlay):
         timm.create_model("robustmix_adasmooth_cifar100_linf", pretrained_cfg_overlay=overlay)
 
 
+@pytest.mark.parametrize("name", ["RobustMix-AdaSmooth", "Standard"])  # robust_mix's entry and RobustBench's own
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"dataset": "CIFAR100"}, ValueError, r"RobustBench has no dataset 'CIFAR100'; it has \['cifar10', 'cifar100', "
+                                          r"'imagenet'\]: RobustBench's names are case-sensitive, did you mean 'cifar100'"),
+    ({"threat_model": "linf"}, ValueError, r"no threat_model 'linf'; it has \['Linf', 'L2', .*did you mean 'Linf'\?"),
+    ({"threat_model": "l-2"}, ValueError, r"no threat_model 'l-2'.*did you mean 'L2'\?"),
+    ({"dataset": "svhn"}, ValueError, r"no dataset 'svhn'; it has \['cifar10', 'cifar100', 'imagenet'\]$"),
+    ({"threat_model": 2}, TypeError, r"threat_model=2 \(int\): RobustBench's load_model takes one of \['Linf'"),
+    ({"model_dir": 3}, TypeError, r"model_dir must be a folder path .* got 3 \(int\)"),
+])
+def test_robustbench_s_data_sets_threat_models_and_model_dir_are_checked_naming_the_choices(
+        name, arguments, error, message, tmp_path, monkeypatch):
+    """RobustBench said ``'linf' is not a valid ThreatModel`` naming neither its names nor the one meant, and a
+    ``model_dir`` that is no path was a bare ``TypeError`` from ``pathlib``."""
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    given = {"dataset": "cifar100", "threat_model": "Linf", "model_dir": str(tmp_path), **arguments}
+    with pytest.raises(error, match=message):
+        robustbench.utils.load_model(name, **given)
+
+
 # -- names that cannot be timm models ----------------------------------------------------------------------
 def test_names_that_would_shadow_robustbench_or_timm_are_refused(scratch_registry):
     from robustbench.model_zoo import model_dicts
