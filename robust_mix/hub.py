@@ -265,7 +265,8 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
 
     Args:
         model: a model built from a config (``model.config``).
-        checkpoint: a folder written by ``save_pretrained`` or its ``model.safetensors``.
+        checkpoint: a folder written by ``save_pretrained`` or its ``model.safetensors`` (checked against the
+            ``config.json`` beside it), or another ``.safetensors`` file of the model's tensors (read on its own).
         expected: the architecture's name, for messages.
 
     Raises:
@@ -288,9 +289,9 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} of {expected}: no {weights}; save models with "
                                 "model.save_pretrained(folder)")
-    config_path: Optional[Path] = weights.with_name(CONFIG_NAME)
-    if not config_path.is_file() or getattr(model, "config", None) is None:
-        config_path = None
+    config_path: Optional[Path] = weights.with_name(CONFIG_NAME)  # the config of this file's save, if it is its
+    if weights.name != WEIGHTS_NAME or not config_path.is_file() or getattr(model, "config", None) is None:
+        config_path = None  # another .safetensors beside a save's files (mine.safetensors) is read on its own
     if config_path is not None:
         saved, provenance = read_config(config_path)
         _check_same_save(config_path, provenance, weights)

@@ -435,6 +435,20 @@ def test_a_checkpoint_changed_after_saving_is_refused(tiny_entry, tmp_path):
                                          custom_checkpoint=str(checkpoint))
 
 
+def test_a_checkpoint_file_beside_another_save_s_config_is_read_on_its_own(tiny_entry, tmp_path):
+    """``finetuned.safetensors`` put into a saved folder was checked against that folder's ``config.json`` and
+    refused ('from different saves'), although it is a checkpoint of the architecture."""
+    torch.manual_seed(1)
+    released = load_model(tiny_entry, pretrained=False).save_pretrained(tmp_path / "released-copy")
+    torch.manual_seed(2)
+    tuned = load_model(tiny_entry, pretrained=False)
+    (released / "finetuned.safetensors").write_bytes(
+        (tuned.save_pretrained(tmp_path / "tuned") / "model.safetensors").read_bytes())
+    model = robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                         custom_checkpoint=str(released / "finetuned.safetensors"))
+    assert same_outputs(model, tuned, torch.rand(2, 3, 32, 32)) == 0.0
+
+
 # -- RobustBench names the entry does not have ---------------------------------------------------------------
 @pytest.mark.parametrize("dataset, threat_model", [("imagenet", "Linf"), ("cifar10", "L2")])
 def test_a_data_set_or_threat_model_the_entry_lacks_is_named(dataset, threat_model):
