@@ -48,7 +48,7 @@ import torch
 from robust_mix.cards import check_report_is_for, render_card
 from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
-from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
+from robust_mix.io import atomic_write_files, load_state_dict, state_dict_bytes
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
@@ -231,7 +231,7 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
         raise ValueError(f"{path}: {err}") from err
 
 
-#: Keys timm's ``hf-hub:`` loader reads, written beside ours by :func:`_write_record`; not
+#: Keys timm's ``hf-hub:`` loader reads, written beside ours by :func:`_record_text`; not
 #: :class:`ModelConfig` fields (timm's fourth key, ``num_classes``, is one).
 _TIMM_KEYS = ("architecture", "pretrained_cfg", "model_args")
 
@@ -246,8 +246,8 @@ def _upgrade_v1(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any],
-                  repo_id: Optional[str] = None) -> None:
+def _record_text(config: ModelConfig, provenance: dict[str, Any], repo_id: Optional[str] = None) -> str:
+    """The text of a saved model's ``config.json``."""
     # timm's factory for SAVED_ARCHITECTURE reads the config fields itself: model_args stays empty.
     timm_keys = {}
     if has_timm_form(config):
@@ -257,7 +257,7 @@ def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any],
         logger.warning("%s: RobustBench's preprocessing %r has no timm form; the folder will not load through "
                        "timm.create_model('hf-hub:...')", config.name, config.preprocessing)
     record = {"format_version": FORMAT_VERSION, **config.to_dict(), "provenance": provenance, **timm_keys}
-    atomic_write_text(folder / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+    return json.dumps(record, indent=2) + "\n"
 
 
 def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, expected: str) -> None:
@@ -324,8 +324,9 @@ class HubMixin:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
         Args:
-            save_directory: the folder, created if needed (``~`` is the home folder, as when loading); each file is
-                written atomically.
+            save_directory: the folder, created if needed (``~`` is the home folder, as when loading); the three
+                files replace those there all at once (:func:`robust_mix.io.atomic_write_files`): a save that fails or
+                is interrupted leaves the model saved there before as it was.
             config: the model's config when ``model.config`` is ``None`` (a model built by hand).
             benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
             repo_id: the Hub repo the folder is for (named in the card's usage example).
@@ -367,11 +368,11 @@ class HubMixin:
                            provenance=provenance, usage=usage)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         provenance["save_id"] = _save_id(portable.to_dict(), state)
-        save_state_dict(state, folder / WEIGHTS_NAME,
-                        metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
-                                  SAVE_ID_KEY: provenance["save_id"]})
-        _write_record(folder, portable, provenance, repo_id)
-        atomic_write_text(folder / CARD_NAME, card)
+        weights = state_dict_bytes(state, metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
+                                                    SAVE_ID_KEY: provenance["save_id"]})
+        # all three or none: a save interrupted or failing in a folder holding a model leaves that model loadable
+        atomic_write_files(folder, {WEIGHTS_NAME: weights, CONFIG_NAME: _record_text(portable, provenance, repo_id),
+                                    CARD_NAME: card})
         logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
         return folder
 

@@ -125,13 +125,19 @@ def figure_png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
-                    metadata: Mapping[str, str] | None = None) -> None:
-    """Save tensors as safetensors, atomically. Shared storage is copied, so any state dict works."""
+def state_dict_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Tensors as the bytes of a safetensors file (for :func:`atomic_write_files`). Shared storage is copied, so any
+    state dict works."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})))
+    return save(tensors, metadata=dict(metadata or {}))
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
+                    metadata: Mapping[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically (:func:`state_dict_bytes`)."""
+    atomic_write_bytes(path, state_dict_bytes(state, metadata))
 
 
 def sniff_weights_file(path: str | Path) -> bytes:

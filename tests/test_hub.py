@@ -1,5 +1,6 @@
 """Sharing mixed models: save / load / push with generated model cards, all offline."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -401,6 +402,30 @@ def test_tensors_of_another_dtype_are_an_error(saved, dtype):
     save_file(state, saved / WEIGHTS_NAME, metadata={"format": "pt"})
     with pytest.raises(ValueError, match=rf"robust.head.fc.weight.*{str(dtype).split('.')[-1]}.*float32"):
         MixedClassifier.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("failing_write", [2, 3])
+def test_a_save_that_fails_midway_leaves_the_model_saved_there_before(saved, images, monkeypatch, failing_write):
+    """The tensors were written first, then config.json, then the card: a save interrupted after the tensors left
+    new tensors beside the old config.json, a folder no load accepted (the old model lost)."""
+    before = MixedClassifier.from_pretrained(saved)
+    torch.manual_seed(3)
+    other = build_model(fixed_config(), pretrained=False)
+    other.alpha = 0.2
+    calls, fsync = [], os.fsync
+
+    def interrupted(fd):
+        calls.append(fd)
+        if len(calls) == failing_write:
+            raise KeyboardInterrupt  # Ctrl-C while a later file of the save is written
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        other.save_pretrained(saved)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert sorted(p.name for p in saved.iterdir()) == [CARD_NAME, CONFIG_NAME, WEIGHTS_NAME]  # no temporary files
+    assert_same_model(before, MixedClassifier.from_pretrained(saved), images)
 
 
 def _edit_config(folder, change):
