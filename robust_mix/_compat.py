@@ -72,7 +72,8 @@ _ROBUSTBENCH_MODEL_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.Con
 
 
 class UnknownTimmModelError(RuntimeError):
-    """A name timm has no model for, explained by a plugin (a ``RuntimeError``, as timm's ``Unknown model``)."""
+    """A name timm has no model for, or an ``hf-hub:`` repo it could not build, explained by a plugin (a
+    ``RuntimeError``, as timm's ``Unknown model``)."""
 
 
 class UnknownModelError(KeyError):
@@ -171,9 +172,10 @@ def add_checkpoint_reader(claims: Callable[[str], bool], load: Callable[[Any, st
 
 
 def add_timm_name_explainer(explain: TimmExplainer) -> None:
-    """When ``timm.create_model(name)`` finds no model ``name``, ask ``explain(name)`` for a message; a message
-    replaces timm's bare ``RuntimeError('Unknown model (...)')`` by an :class:`UnknownTimmModelError`, ``None``
-    keeps it."""
+    """When ``timm.create_model(name)`` finds no model ``name`` (or fails for an ``hf-hub:`` name, whose repo's
+    ``config.json`` may name an architecture timm cannot build it with), ask ``explain(name)`` for a message; a message
+    replaces timm's error (a bare ``RuntimeError('Unknown model (...)')``, ``KeyError: 'architecture'``) by an
+    :class:`UnknownTimmModelError`, ``None`` keeps it."""
     timm = import_timm()
     from timm.models import _factory
 
@@ -196,8 +198,10 @@ def _create_model_with_readers(original: Callable) -> Callable:
             bound.arguments["checkpoint_path"] = ""
             bound.arguments["pretrained"] = False
             model = original(*bound.args, **bound.kwargs)
-        except RuntimeError as err:
-            if not str(err).startswith("Unknown model") or isinstance(err, UnknownTimmModelError):
+        except Exception as err:
+            hub_repo = str(name).startswith("hf-hub:")  # a repo's config.json timm could not build from
+            if isinstance(err, UnknownTimmModelError) or not (
+                    hub_repo or isinstance(err, RuntimeError) and str(err).startswith("Unknown model")):
                 raise
             message = next((m for m in (explain(str(name)) for explain in _TIMM_EXPLAINERS) if m), None)
             if message is None:

@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import sys
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from robust_mix import _compat
 from robust_mix.config import ModelConfig, override_fields
-from robust_mix.hub import HUB_PREFIX, load_saved_tensors
+from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, fetch_file, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, list_models, on_register
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
@@ -404,9 +405,12 @@ def _other_name_of_ours(model_name: str) -> Optional[str]:
 def explain_timm_name(model_name: str) -> Optional[str]:
     """Why timm has no model ``model_name`` when it names a robust_mix entry (``"cifar100-adasmooth"``,
     ``"fmnist-robust"``, also after a ``"robust_mix/"``-like prefix) or looks like one of its timm names
-    (``robustmix_...``); ``None`` for other names."""
+    (``robustmix_...``), or why timm could not build an ``hf-hub:`` repo of a saved mix (:func:`_explain_saved_repo`);
+    ``None`` for other names."""
+    if model_name.startswith(HUB_PREFIX):
+        return _explain_saved_repo(model_name)
     timm = _compat.import_timm()
-    entry = model_name.rsplit("/", 1)[-1] if not model_name.startswith(HUB_PREFIX) else ""
+    entry = model_name.rsplit("/", 1)[-1]
     candidates = [n for n in (model_name, entry) if n]
     for name in candidates:
         if is_model(name):
@@ -421,6 +425,23 @@ def explain_timm_name(model_name: str) -> Optional[str]:
                 "(after import robust_mix; entries on other data sets, such as fashion-mnist, load with "
                 "robust_mix.load_model)")
     return None
+
+
+def _explain_saved_repo(name: str) -> Optional[str]:
+    """Why timm cannot build ``hf-hub:`` repo ``name`` when its ``config.json`` is a robust_mix save whose
+    ``architecture`` (the key timm builds from) is not :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`: edited, or
+    left out by a save whose preprocessing has no timm form. timm failed with ``KeyError: 'architecture'``, or built
+    the architecture named and failed inside it. ``None`` when the config cannot be read or is not such a save."""
+    try:
+        data = json.loads(fetch_file(name, CONFIG_NAME).read_text())
+    except Exception:  # noqa: BLE001 - not in the cache, not JSON: timm's own error stands
+        return None
+    if not isinstance(data, dict) or "format_version" not in data or data.get("architecture") == SAVED_ARCHITECTURE:
+        return None
+    has = f"names architecture {data['architecture']!r}" if "architecture" in data else "has no 'architecture'"
+    return (f"the config.json of {name} is a robust_mix save, which timm builds with the architecture "
+            f"{SAVED_ARCHITECTURE!r}, but it {has} (the file was edited, or the model's preprocessing has no timm "
+            f"form); load it with robust_mix.load_model({name!r}), or save and push the model again")
 
 
 # -- tests ----------------------------------------------------------------------------------------------------

@@ -265,6 +265,29 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
     assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=3), images)
 
 
+@pytest.mark.parametrize("architecture", ["resnet18", None])
+def test_timm_names_a_shared_mix_whose_config_names_another_architecture(tmp_path, monkeypatch, architecture):
+    """timm builds an ``hf-hub:`` repo with the config's ``architecture``: another one failed inside it
+    (``TypeError: ResNet.__init__() got an unexpected keyword argument``), none with ``KeyError: 'architecture'``."""
+    import timm
+
+    from robust_mix._compat import UnknownTimmModelError
+
+    folder = contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    _edit_config(folder, lambda c: c.update(architecture=architecture) if architecture else c.pop("architecture"))
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    has = f"names architecture '{architecture}'" if architecture else "has no 'architecture'"
+    with pytest.raises(UnknownTimmModelError, match=rf"config.json of hf-hub:org/tiny-mix is a robust_mix save, which "
+                                                    rf"timm builds with the architecture 'robustmix_saved', but it {has}"
+                                                    r".*robust_mix.load_model\('hf-hub:org/tiny-mix'\)"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True)
+    assert load_model("hf-hub:org/tiny-mix").num_classes == 10  # timm's keys are not robust_mix's
+
+
 def test_timm_checkpoint_path_of_a_shared_mix_is_read_with_safetensors(tmp_path, monkeypatch, images):
     """``timm.create_model("hf-hub:...", checkpoint_path=...)`` of a saved mix reads a save_pretrained folder or its
     model.safetensors and refuses a pickle (timm itself would ``torch.load(weights_only=False)`` it)."""
