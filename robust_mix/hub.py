@@ -411,16 +411,20 @@ class HubMixin:
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)
         config, provenance = read_config(config_path)
+        described = f"the architecture in {CONFIG_NAME}"
         if overrides:
             config = config.with_overrides(overrides)
+            described += (f" with the overrides {overrides} (a saved model's tensors fit its own architecture: "
+                          "overrides may change how it mixes, such as alpha or alpha_range, not the networks)")
         try:
             model = cls.from_config(config, pretrained=False)
         except ValueError as err:
-            raise ValueError(f"cannot rebuild the model described by {config_path}: {err}") from err
+            raise ValueError(f"cannot rebuild the model described by {config_path}"
+                             f"{' with the overrides ' + str(overrides) if overrides else ''}: {err}") from err
         if pretrained:
             weights_path = fetch_file(source, WEIGHTS_NAME, **fetch)
             _check_same_save(config_path, provenance, weights_path)
-            _load_all_tensors(model, weights_path, config_path=config_path)
+            _load_all_tensors(model, weights_path, described, config_path=config_path)
         if device is not None:
             model = model.to(device)
         return model.eval()

@@ -451,6 +451,18 @@ def test_a_save_that_fails_midway_leaves_the_model_saved_there_before(saved, ima
     assert_same_model(before, MixedClassifier.from_pretrained(saved), images)
 
 
+@pytest.mark.parametrize("overrides, failure", [
+    ({"widths": [8, 32]}, "size mismatch"), ({"blocks": 2}, "missing tensors"),
+    ({"standard_layers": ["stages.0", "stages.2"]}, "size mismatch")])
+def test_overrides_that_change_a_saved_model_s_networks_are_named_as_the_cause(tmp_path, overrides, failure):
+    """The tensors were said not to match 'the architecture in config.json', which they do: the overrides changed it."""
+    folder = adaptive_model().save_pretrained(tmp_path)
+    key = next(iter(overrides))
+    with pytest.raises(ValueError, match=rf"(?s)does not match the architecture in config.json with the overrides "
+                                         rf"\{{'{key}': .*not the networks\): .*{failure}"):
+        MixedClassifier.from_pretrained(folder, **overrides)
+
+
 def _edit_config(folder, change):
     data = json.loads((folder / CONFIG_NAME).read_text())
     change(data)
