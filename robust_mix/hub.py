@@ -145,10 +145,28 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
             names = sorted(p.name for p in folder.iterdir())
             held = "it is empty" if not names else "it has " + ", ".join(names[:8]) + (
                 f" and {len(names) - 8} more" if len(names) > 8 else "")
-            raise FileNotFoundError(f"{folder} has no {filename} ({held}); save models with "
-                                    "model.save_pretrained(folder)")
+            raise FileNotFoundError(f"{folder} has no {filename} ({held}){_other_weights_hint(names, filename)}; "
+                                    "save models with model.save_pretrained(folder)")
         return path
     return _hub_download(where, filename, revision, cache_dir, token, local_files_only, force_download)
+
+
+#: Weight files of other tools' layouts: pickles (never read), and shards of several safetensors files.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _other_weights_hint(names: list[str], filename: str) -> str:
+    """Why the weight files a folder has instead of ``model.safetensors`` are not read (``""`` for none)."""
+    if filename != WEIGHTS_NAME:
+        return ""
+    pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
+    shards = [n for n in names if n.endswith(".safetensors") or n.endswith(".safetensors.index.json")]
+    hints = []
+    if pickles:
+        hints.append(f"{pickles[0]} would have to be unpickled, which robust_mix never does")
+    if shards:
+        hints.append(f"a saved mix is one {WEIGHTS_NAME}, and {shards[0]} is not read in its place")
+    return ": " + "; ".join(hints) if hints else ""
 
 
 def _pinned_revision(repo: str, revision: Optional[str]) -> tuple[str, Optional[str]]:

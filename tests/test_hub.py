@@ -522,6 +522,20 @@ def test_what_is_not_the_model_may_change_and_a_removed_field_is_named(tmp_path,
         MixedClassifier.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("instead, message", [
+    ("pytorch_model.bin", r"has no model.safetensors \(it has README.md, config.json, pytorch_model.bin\): "
+                          r"pytorch_model.bin would have to be unpickled, which robust_mix never does; save"),
+    ("model-00001-of-00002.safetensors", r"a saved mix is one model.safetensors, and model-00001-of-00002.safetensors "
+                                         r"is not read in its place; save"),
+])
+def test_weight_files_of_other_layouts_in_place_of_model_safetensors_are_named(saved, monkeypatch, instead, message):
+    """The folder was said to lack model.safetensors, without a word on the file it has instead."""
+    (saved / WEIGHTS_NAME).rename(saved / instead)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (an unpickle) was called"))
+    with pytest.raises(FileNotFoundError, match=message):
+        MixedClassifier.from_pretrained(saved)
+
+
 @pytest.mark.parametrize("kind", ["folder", "broken-link"])
 def test_a_folder_or_a_broken_link_in_place_of_a_file_is_named(saved, kind):
     """Both were reported as '... has no model.safetensors (it has ..., model.safetensors)'."""
