@@ -317,7 +317,40 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
         if _bases(saved) != _bases(wanted):
             raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
                              f"is a mix of {_bases(wanted)}: give a checkpoint of the same architecture")
+        _check_same_mixing(checkpoint, saved, wanted, expected)
     _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)", config_path)
+
+
+#: The config fields that say how a mix combines its bases (what ``model.alpha = ...`` and the like change, and
+#: :meth:`~robust_mix.MixedClassifier.current_config` records), which a checkpoint's tensors do not carry.
+_MIXING_FIELDS = ("alpha", "policy", "mixing", "std_scale", "rob_scale", "nuts")
+
+
+def _check_same_mixing(checkpoint: Union[str, Path], saved: ModelConfig, wanted: ModelConfig, expected: str) -> None:
+    """Refuse to read the tensors of a saved mix into a model that mixes them otherwise (another alpha, alpha range,
+    scale...): the model would silently not be the one saved. timm and RobustBench build the entry as registered.
+
+    Raises:
+        ValueError: naming the fields that differ, both values, and the two ways to get the model saved.
+    """
+    ours, theirs = saved.to_dict(), wanted.to_dict()
+    differ = [key for key in _MIXING_FIELDS if ours.get(key) != theirs.get(key)]
+    if ours.get("policy") and theirs.get("policy"):  # name the policy's own fields
+        differ = [k for k in differ if k != "policy"] + [
+            f"policy.{k}" for k in ours["policy"] if ours["policy"][k] != theirs["policy"].get(k)]
+    if not differ:
+        return
+    values = lambda config: {k: _field(config, k) for k in differ}  # noqa: E731
+    raise ValueError(f"checkpoint {checkpoint} was saved mixing its bases with {values(ours)}, {expected} mixes them "
+                     f"with {values(theirs)}: its tensors alone would make another model than the one saved. Load the "
+                     "saved model itself (robust_mix.load_model('local-dir:FOLDER'), which robustbench.eval.benchmark "
+                     "takes), or pass those values to timm.create_model(..., checkpoint_path=...) as keyword arguments")
+
+
+def _field(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:

@@ -449,6 +449,29 @@ def test_a_checkpoint_file_beside_another_save_s_config_is_read_on_its_own(tiny_
     assert same_outputs(model, tuned, torch.rand(2, 3, 32, 32)) == 0.0
 
 
+@pytest.mark.parametrize("change, field", [
+    (lambda m: setattr(m.policy, "alpha_range", (0.5, 0.6)), r"\{'policy.alpha_range': \(0.5, 0.6\)\}"),
+    (lambda m: setattr(m, "alpha", 0.3), r"\{'alpha': 0.3\}"),
+    (lambda m: setattr(m, "std_scale", 3.0), r"\{'std_scale': 3.0\}"),
+], ids=["alpha_range", "alpha", "std_scale"])
+def test_a_checkpoint_saved_with_other_mixing_constants_is_refused(tiny_entry, tmp_path, change, field):
+    """Its tensors loaded into the entry as registered, mixing them with the entry's constants: silently another
+    model than the one saved. Passing the saved constants as keyword arguments gives the saved model."""
+    torch.manual_seed(3)
+    tuned = load_model(tiny_entry, pretrained=False)
+    change(tuned)
+    folder = tuned.save_pretrained(tmp_path / "tuned")
+    with pytest.raises(ValueError, match=rf"checkpoint .*tuned was saved mixing its bases with {field}, "
+                                         r"robustmix_tiny_mix_cifar10_linf mixes them with .*robust_mix.load_model"):
+        robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                     custom_checkpoint=str(folder))
+    saved = tuned.current_config()
+    overrides = {"alpha": saved.alpha, "alpha_range": saved.policy.alpha_range, "std_scale": saved.std_scale}
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", checkpoint_path=str(folder),
+                              **{k: v for k, v in overrides.items() if v is not None})
+    assert same_outputs(model, tuned, torch.rand(2, 3, 32, 32)) == 0.0
+
+
 # -- RobustBench names the entry does not have ---------------------------------------------------------------
 @pytest.mark.parametrize("dataset, threat_model", [("imagenet", "Linf"), ("cifar10", "L2")])
 def test_a_data_set_or_threat_model_the_entry_lacks_is_named(dataset, threat_model):
