@@ -207,9 +207,9 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
         cache = cache_dir or constants.HF_HUB_CACHE
         why = "downloads are off (HF_HUB_OFFLINE / ROBUST_MIX_OFFLINE)" if offline else "the Hub could not be reached"
         raise FileNotFoundError(
-            f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}. Download it once "
-            f"online (robust_mix.load_model('{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or load a "
-            f"saved folder with '{LOCAL_PREFIX}path'. ({err.__class__.__name__})") from err
+            f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}."
+            f"{cached_in_other_case(cache, repo_id)} Download it once online (robust_mix.load_model('{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or "
+            f"load a saved folder with '{LOCAL_PREFIX}path'. ({err.__class__.__name__})") from err
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"{where}: no such revision") from err
     except RepositoryNotFoundError as err:
@@ -218,6 +218,21 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
     except EntryNotFoundError as err:
         raise FileNotFoundError(f"{where} has no {filename}: it was not saved with robust_mix "
                                 "(model.save_pretrained / model.push_to_hub)") from err
+
+
+def cached_in_other_case(cache: Union[str, Path], repo_id: str) -> str:
+    """A sentence naming the repos of the cache whose ids differ from ``repo_id`` in case only (the Hub takes
+    ``ORG/Name`` for ``org/name``, its cache's folders do not), or ``""``."""
+    wanted = "models--" + repo_id.replace("/", "--")
+    try:
+        same = sorted(p.name for p in Path(cache).iterdir() if p.name.lower() == wanted.lower() and p.name != wanted)
+    except OSError:  # no cache folder yet
+        return ""
+    if not same:
+        return ""
+    other = same[0][len("models--"):].replace("--", "/")
+    return (f" The cache has {HUB_PREFIX}{other}, the repo id spelled in another case: the cache's names are "
+            f"case-sensitive, write '{HUB_PREFIX}{other}'.")
 
 
 # -- config.json ---------------------------------------------------------------------------------------

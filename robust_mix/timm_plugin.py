@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from robust_mix import _compat
 from robust_mix.config import ModelConfig, override_fields
-from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, fetch_file, load_saved_tensors
+from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, cached_in_other_case, fetch_file, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, list_models, on_register
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
@@ -431,11 +431,15 @@ def _explain_saved_repo(name: str) -> Optional[str]:
     """Why timm cannot build ``hf-hub:`` repo ``name`` when its ``config.json`` is a robust_mix save whose
     ``architecture`` (the key timm builds from) is not :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`: edited, or
     left out by a save whose preprocessing has no timm form. timm failed with ``KeyError: 'architecture'``, or built
-    the architecture named and failed inside it. ``None`` when the config cannot be read or is not such a save."""
+    the architecture named and failed inside it. A repo that is not in the cache under ``name``, but is under another
+    case, is named. ``None`` when the config cannot be read or is not such a save."""
     try:
         data = json.loads(fetch_file(name, CONFIG_NAME).read_text())
-    except Exception:  # noqa: BLE001 - not in the cache, not JSON: timm's own error stands
-        return None
+    except Exception:  # noqa: BLE001 - not in the cache, not JSON: timm's own error stands, unless the cache has the
+        from huggingface_hub import constants  # repo under another case
+
+        repo = name[len(HUB_PREFIX):].partition("@")[0]
+        return cached_in_other_case(constants.HF_HUB_CACHE, repo).strip() or None
     if not isinstance(data, dict) or "format_version" not in data or data.get("architecture") == SAVED_ARCHITECTURE:
         return None
     has = f"names architecture {data['architecture']!r}" if "architecture" in data else "has no 'architecture'"

@@ -187,6 +187,27 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
         load_model("hf-hub:org/not-there")
 
 
+def test_a_hub_repo_cached_under_another_case_is_named(tmp_path, monkeypatch):
+    """The Hub takes 'Org/Tiny-Mix' for 'org/tiny-mix', its cache does not: offline, the repo was only said to be
+    missing from the cache."""
+    adaptive_model().save_pretrained(tmp_path / "saved")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match=r"not in the Hugging Face cache .* The cache has hf-hub:org/tiny-mix, "
+                                                r"the repo id spelled in another case.*write 'hf-hub:org/tiny-mix'"):
+        load_model("hf-hub:Org/Tiny-Mix")
+    import timm
+
+    with pytest.raises(RuntimeError, match=r"The cache has hf-hub:org/tiny-mix, the repo id spelled in another case"):
+        timm.create_model("hf-hub:Org/Tiny-Mix", pretrained=True)
+    with pytest.raises(FileNotFoundError) as err:
+        load_model("hf-hub:org/other-mix")
+    assert "another case" not in str(err.value)
+
+
 def test_a_hub_name_may_pin_a_revision_as_timm_s_names_do(tmp_path, monkeypatch, images):
     """``hf-hub:org/name@revision`` (timm's spelling) reads that revision; it was refused as a repo id."""
     model = adaptive_model()
