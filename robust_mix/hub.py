@@ -208,8 +208,9 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
         why = "downloads are off (HF_HUB_OFFLINE / ROBUST_MIX_OFFLINE)" if offline else "the Hub could not be reached"
         raise FileNotFoundError(
             f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}."
-            f"{cached_in_other_case(cache, repo_id)} Download it once online (robust_mix.load_model('{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or "
-            f"load a saved folder with '{LOCAL_PREFIX}path'. ({err.__class__.__name__})") from err
+            f"{cached_in_other_case(cache, repo_id)} Download it once online (robust_mix.load_model("
+            f"'{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or load a saved folder with '{LOCAL_PREFIX}path'. "
+            f"({err.__class__.__name__})") from err
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"{where}: no such revision") from err
     except RepositoryNotFoundError as err:
