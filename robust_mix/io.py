@@ -144,16 +144,21 @@ def sniff_weights_file(path: str | Path) -> bytes:
     """Refuse files that cannot be checkpoints, before any parser sees them; returns the file's first 512 bytes.
 
     An HTML page saved where a checkpoint should be (Google Drive answers a quota or virus-scan
-    page instead of the file) and an empty file are named as such, with what to do.
+    page instead of the file), a Git LFS pointer (a clone without Git LFS) and an empty file are named as such,
+    with what to do.
 
     Raises:
-        ValueError: the file is empty or an HTML/text page.
+        ValueError: the file is empty, an HTML/text page or a Git LFS pointer.
     """
     path = Path(path)
     with open(path, "rb") as handle:
         head = handle.read(512)
     if not head:
         raise ValueError(f"{path} is empty, not a checkpoint: delete it and download it again")
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        raise ValueError(f"{path} is a Git LFS pointer (a few lines naming the file), not the file itself: the "
+                         "repository was cloned without Git LFS. Fetch the files (git lfs install && git lfs pull in "
+                         "the clone), or load the Hub repo itself with 'hf-hub:org/name'")
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text[:200]:
         raise ValueError(f"{path} is an HTML page, not a checkpoint (a download that returned a web page, e.g. "

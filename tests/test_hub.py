@@ -353,6 +353,14 @@ def saved(tmp_path):
     return tmp_path
 
 
+def test_a_git_lfs_pointer_in_place_of_the_tensors_is_named(saved):
+    """A clone of a Hub repo without Git LFS holds a pointer: it was 'not a readable safetensors file (Error while
+    deserializing header...); it may be truncated or corrupt'."""
+    (saved / WEIGHTS_NAME).write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{'a' * 64}\nsize 9\n")
+    with pytest.raises(ValueError, match=r"model.safetensors is a Git LFS pointer .*git lfs pull"):
+        MixedClassifier.from_pretrained(saved)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupt_weights_are_a_clear_error(saved, damage):
     path = saved / WEIGHTS_NAME

@@ -182,13 +182,17 @@ def _pickled(path):
     ("truncated", ".safetensors", "not a readable safetensors file.*truncated or corrupt.*download it again"),
     ("truncated", ".pt", "truncated or corrupt: download it again"),
     ("pickled", ".pt", "holds pickled Python objects.*never unpickles"),
+    ("lfs", ".safetensors", "is a Git LFS pointer .*cloned without Git LFS.*git lfs pull"),
+    ("lfs", ".pt", "is a Git LFS pointer"),
 ])
 def test_bad_files_are_refused_naming_the_file(tmp_path, weight_file, kind, suffix, message):
     path = tmp_path / f"bad{suffix}"
     {"html": lambda: _html(path), "empty": lambda: path.write_bytes(b""),
      "truncated": lambda: (_truncated_safetensors(path, weight_file) if suffix == ".safetensors"
                            else _truncated_torch(path)),
-     "pickled": lambda: _pickled(path)}[kind]()
+     "pickled": lambda: _pickled(path),
+     "lfs": lambda: path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:"
+                                    f"{'0' * 64}\nsize 123456\n")}[kind]()
     with pytest.raises(ValueError, match=message) as err:
         load_backbone(BackboneConfig("timm/resnet10t", kwargs={"num_classes": 10}, weights={"file": str(path)}))
     assert str(path) in str(err.value)
