@@ -596,7 +596,7 @@ def _save_id(fields: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
     for key in sorted(state):
         tensor = state[key].contiguous().reshape(-1)
         digest.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.view(torch.uint8).numpy())  # the buffer itself: no copy of a large model
     return digest.hexdigest()[:32]
 
 
