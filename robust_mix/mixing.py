@@ -577,17 +577,24 @@ class MixedClassifier(nn.Module, HubMixin):
             num_classes=self.num_classes, weights=None)
 
     def check_savable(self) -> None:
-        """Refuse to save a model whose floating tensors are not all of one dtype (the one most of them have; the
-        ratio's BatchNorm statistics: at least float32, as ``model.to(dtype)`` leaves them): a part moved to another
-        dtype on its own (``model.robust.half()``). Such a model cannot run (its parts pass each other tensors of one
-        dtype), and loading rebuilds every part in one dtype, so its save could never be loaded.
+        """Refuse to save a model with NaN in a tensor (its outputs would be NaN), or whose floating tensors are not
+        all of one dtype (the one most of them have; the ratio's BatchNorm statistics: at least float32, as
+        ``model.to(dtype)`` leaves them): a part moved to another dtype on its own (``model.robust.half()``). Such a
+        model cannot run (its parts pass each other tensors of one dtype), and loading rebuilds every part in one
+        dtype, so its save could never be loaded.
 
         Raises:
-            robust_mix.validate.InvalidInputError: naming the tensors of another dtype and what to do.
+            robust_mix.validate.InvalidInputError: naming the tensors holding NaN or of another dtype, and what to do.
         """
         kept = {f"{name}.{key}" if name else key for name, module in self.named_modules()
                 if isinstance(module, RatioNorm) for key in module._buffers}
         state = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        broken = [key for key, t in state.items() if t.is_floating_point() and bool(torch.isnan(t.detach()).any())]
+        if broken:
+            raise InvalidInputError(
+                f"{len(broken)} of this model's tensors hold NaN: {broken[:4]}; every output it gives is NaN there (a "
+                "fine-tuning that diverged?). Save the model from before that, or train again with a smaller "
+                "learning rate; nothing was written")
         floating = {key: t.dtype for key, t in state.items() if t.is_floating_point()}
         counts = collections.Counter(dtype for key, dtype in floating.items() if key not in kept)
         if not counts:

@@ -591,6 +591,21 @@ def test_an_adaptive_model_in_another_dtype_round_trips(tmp_path, images, dtype)
     assert_same_model(model, loaded, images.to(dtype))
 
 
+@pytest.mark.parametrize("part", ["policy.network.linear.weight", "policy.bn.running_var", "robust.head.fc.bias"])
+def test_a_model_holding_nan_is_not_saved(fake_hub, tmp_path, part):
+    """A fine-tuning that diverged was saved and shared as it was; every output of the loaded model was NaN."""
+    model = adaptive_model()
+    with torch.no_grad():
+        {**dict(model.named_parameters()), **dict(model.named_buffers())}[part].fill_(float("nan"))
+    with pytest.raises(InvalidInputError,
+                       match=rf"1 of this model's tensors hold NaN: \['{part}'\].*nothing was written"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(InvalidInputError, match="hold NaN"):
+        model.push_to_hub("org/tiny-mix")
+    assert fake_hub["create"] == []
+
+
 @pytest.mark.parametrize("move, off", [
     (lambda m: m.robust.half(), "robust."),
     (lambda m: m.policy.network.to(torch.bfloat16), "policy.network."),
@@ -602,8 +617,8 @@ def test_a_model_with_a_part_in_another_dtype_is_not_saved(fake_hub, tmp_path, i
     dtype ... save it again'): a save that was lost."""
     model = adaptive_model()
     move(model)
-    with pytest.raises(InvalidInputError, match=rf"most of this model's tensors are float32, but \d+ are of another dtype: \['{off}.*"
-                                                r"model.to\(torch.float32\).*nothing was written"):
+    with pytest.raises(InvalidInputError, match=rf"most of this model's tensors are float32, but \d+ are of another "
+                                                rf"dtype: \['{off}.*model.to\(torch.float32\).*nothing was written"):
         model.save_pretrained(tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
     with pytest.raises(InvalidInputError, match="of another dtype"):
