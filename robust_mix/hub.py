@@ -333,7 +333,7 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
         if _bases(saved) != _bases(wanted):
             raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
                              f"is a mix of {_bases(wanted)}: give a checkpoint of the same architecture")
-        _check_same_mixing(checkpoint, saved, wanted, expected)
+        _check_same_mixing(weights.parent, saved, wanted, expected)
     _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)", config_path)
 
 
@@ -342,7 +342,7 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
 _MIXING_FIELDS = ("alpha", "policy", "mixing", "std_scale", "rob_scale", "nuts")
 
 
-def _check_same_mixing(checkpoint: Union[str, Path], saved: ModelConfig, wanted: ModelConfig, expected: str) -> None:
+def _check_same_mixing(folder: Path, saved: ModelConfig, wanted: ModelConfig, expected: str) -> None:
     """Refuse to read the tensors of a saved mix into a model that mixes them otherwise (another alpha, alpha range,
     scale...): the model would silently not be the one saved. timm and RobustBench build the entry as registered.
 
@@ -357,10 +357,11 @@ def _check_same_mixing(checkpoint: Union[str, Path], saved: ModelConfig, wanted:
     if not differ:
         return
     values = lambda config: {k: _field(config, k) for k in differ}  # noqa: E731
-    raise ValueError(f"checkpoint {checkpoint} was saved mixing its bases with {values(ours)}, {expected} mixes them "
+    raise ValueError(f"checkpoint {folder} was saved mixing its bases with {values(ours)}, {expected} mixes them "
                      f"with {values(theirs)}: its tensors alone would make another model than the one saved. Load the "
-                     "saved model itself (robust_mix.load_model('local-dir:FOLDER'), which robustbench.eval.benchmark "
-                     "takes), or pass those values to timm.create_model(..., checkpoint_path=...) as keyword arguments")
+                     f"saved model itself (robust_mix.load_model({LOCAL_PREFIX + str(folder)!r}), which "
+                     "robustbench.eval.benchmark takes), or pass those values to timm.create_model(..., "
+                     "checkpoint_path=...) as keyword arguments")
 
 
 def _field(data: dict[str, Any], dotted: str) -> Any:
@@ -383,8 +384,9 @@ class HubMixin:
     config: Optional[ModelConfig]
 
     def check_savable(self) -> None:
-        """Raise when the model as it is could not be loaded back from its save (nothing is written then); the
-        model class says what that means (:meth:`robust_mix.MixedClassifier.check_savable`)."""
+        """Raise when the model as it is should not be saved (its save could not be loaded back, or it computes
+        NaN); nothing is written then. The model class says what that means
+        (:meth:`robust_mix.MixedClassifier.check_savable`)."""
 
     def save_pretrained(self, save_directory: Union[str, Path], *, config: Optional[ModelConfig] = None,
                         benchmark: Optional[ReportLike] = None, repo_id: Optional[str] = None) -> Path:
@@ -404,7 +406,8 @@ class HubMixin:
         Raises:
             robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
                 (:func:`robust_mix.cards.check_report_is_for`), or the model could not be loaded back from its save
-                (:meth:`check_savable`: a part moved to another dtype on its own); nothing is written.
+                (:meth:`check_savable`: a part moved to another dtype on its own, NaN in a tensor); nothing is
+                written.
         """
         portable = self.portable_config(config)  # no config naming both bases: refused before reading the report
         self.check_savable()
