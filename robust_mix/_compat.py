@@ -16,7 +16,9 @@
   checkpoints of its own models instead.
 - **RobustBench's bare KeyError.** ``robustbench.utils.load_model`` answers a name it has no model
   for with ``KeyError: 'name'``. :func:`add_unknown_model_explainer` lets a plugin turn that into a
-  message naming what exists.
+  message naming what exists. Its ``'linf' is not a valid ThreatModel`` (a data set or threat model spelled
+  otherwise) becomes an error listing RobustBench's names and the one meant, and a ``model_dir`` that is no path
+  is named (:func:`_check_robustbench_names`).
 - **RobustBench's lost model_dir.** ``robustbench.utils.load_model(name, model_dir=...)`` does not pass
   ``model_dir`` on when ``name`` is a timm model. While that call runs, :func:`robustbench_model_dir`
   gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
@@ -73,7 +75,8 @@ _ROBUSTBENCH_MODEL_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.Con
 
 
 class UnknownTimmModelError(RuntimeError):
-    """A name timm has no model for, explained by a plugin (a ``RuntimeError``, as timm's ``Unknown model``)."""
+    """A name timm has no model for, or an ``hf-hub:`` repo it could not build, explained by a plugin (a
+    ``RuntimeError``, as timm's ``Unknown model``)."""
 
 
 class UnknownModelError(KeyError):
@@ -172,9 +175,10 @@ def add_checkpoint_reader(claims: Callable[[str], bool], load: Callable[[Any, st
 
 
 def add_timm_name_explainer(explain: TimmExplainer) -> None:
-    """When ``timm.create_model(name)`` finds no model ``name``, ask ``explain(name)`` for a message; a message
-    replaces timm's bare ``RuntimeError('Unknown model (...)')`` by an :class:`UnknownTimmModelError`, ``None``
-    keeps it."""
+    """When ``timm.create_model(name)`` finds no model ``name`` (or fails for an ``hf-hub:`` name, whose repo's
+    ``config.json`` may name an architecture timm cannot build it with), ask ``explain(name)`` for a message; a message
+    replaces timm's error (a bare ``RuntimeError('Unknown model (...)')``, ``KeyError: 'architecture'``) by an
+    :class:`UnknownTimmModelError`, ``None`` keeps it."""
     timm = import_timm()
     from timm.models import _factory
 
@@ -197,8 +201,10 @@ def _create_model_with_readers(original: Callable) -> Callable:
             bound.arguments["checkpoint_path"] = ""
             bound.arguments["pretrained"] = False
             model = original(*bound.args, **bound.kwargs)
-        except RuntimeError as err:
-            if not str(err).startswith("Unknown model") or isinstance(err, UnknownTimmModelError):
+        except Exception as err:
+            hub_repo = str(name).startswith("hf-hub:")  # a repo's config.json timm could not build from
+            if isinstance(err, UnknownTimmModelError) or not (
+                    hub_repo or isinstance(err, RuntimeError) and str(err).startswith("Unknown model")):
                 raise
             message = next((m for m in (explain(str(name)) for explain in _TIMM_EXPLAINERS) if m), None)
             if message is None:
@@ -225,9 +231,13 @@ def _load_model_with_explanations(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def load_model(*args: Any, **kwargs: Any) -> Any:
+        from robust_mix.validate import check_path
+
         bound = signature.bind(*args, **kwargs)
-        given_dir = bound.arguments.get("model_dir")
-        token = _ROBUSTBENCH_MODEL_DIR.set(None if given_dir is None else Path(given_dir))
+        _check_robustbench_names(bound.arguments)
+        given_dir = check_path("model_dir", bound.arguments.get("model_dir"),
+                               "a folder path holding RobustBench's checkpoints")
+        token = _ROBUSTBENCH_MODEL_DIR.set(given_dir)
         try:
             return original(*args, **kwargs)
         except KeyError as err:
@@ -246,6 +256,36 @@ def _load_model_with_explanations(original: Callable) -> Callable:
             _ROBUSTBENCH_MODEL_DIR.reset(token)
 
     return load_model
+
+
+def _check_robustbench_names(given: dict[str, Any]) -> None:
+    """``robustbench.utils.load_model``'s ``dataset`` and ``threat_model`` (or ``norm``): RobustBench's enum members,
+    or their values exactly. RobustBench answered ``"linf"`` or ``"CIFAR100"`` with ``'linf' is not a valid
+    ThreatModel``, naming neither the values it takes nor the one meant.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a name RobustBench does not have, listing those it has (and the one
+            spelled otherwise, when one is: the names are case-sensitive).
+        robust_mix.validate.InvalidInputTypeError: not a string or an enum member.
+    """
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError, InvalidInputTypeError
+
+    norm = lambda text: text.strip().lower().replace("-", "").replace("_", "")  # noqa: E731
+    for key, kind in (("dataset", BenchmarkDataset), ("threat_model", ThreatModel), ("norm", ThreatModel)):
+        value = given.get(key)
+        if value is None or isinstance(value, kind):
+            continue
+        values = [member.value for member in kind]
+        if not isinstance(value, str):
+            raise InvalidInputTypeError(f"{key}={value!r} ({type(value).__name__}): RobustBench's load_model takes "
+                                        f"one of {values} or a {kind.__name__} member")
+        if value in values:
+            continue
+        same = [v for v in values if norm(v) == norm(value)]
+        hint = f": RobustBench's names are case-sensitive, did you mean {same[0]!r}?" if same else ""
+        raise InvalidInputError(f"RobustBench has no {key} {value!r}; it has {values}{hint}")
 
 
 def robustbench_model_dir() -> Optional[Path]:

@@ -12,7 +12,9 @@ A saved model is a folder (or Hub repo) with three files:
 - ``model.safetensors``: every tensor of the model (both bases, the mixing network, BN state).
   Both files carry the save's id (``provenance["save_id"]``, metadata ``robust_mix.save_id``, a
   digest of the config and tensors): a ``config.json`` beside the tensors of another save (an
-  interrupted ``save_pretrained`` into a folder holding an older model) is refused on load.
+  interrupted ``save_pretrained`` into a folder holding an older model) is refused on load, and so are files
+  whose contents no longer give that id (a field edited or removed by hand, a tensor damaged on disk or in
+  transfer); a saved model's settings change through overrides when loading, not by editing the file.
 - ``README.md``: the model card (:mod:`robust_mix.cards`).
 
 :class:`HubMixin` gives a model class ``save_pretrained``, ``from_pretrained`` and
@@ -34,6 +36,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import re
 import hashlib
 import tempfile
@@ -45,7 +48,7 @@ import torch
 from robust_mix.cards import check_report_is_for, render_card
 from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
-from robust_mix.io import atomic_write_text, load_state_dict, save_state_dict
+from robust_mix.io import atomic_write_files, load_state_dict, state_dict_bytes
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
@@ -131,14 +134,39 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
         if not folder.is_dir():
             raise ValueError(f"{folder} is a file; give the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         path = folder / filename
+        if path.is_symlink() and not path.exists():
+            raise FileNotFoundError(f"{path} is a link to {os.readlink(path)}, which does not exist (a copy that "
+                                    "kept links into a cache or folder since removed): copy the folder again with "
+                                    "the files themselves (cp -L), or save the model again")
+        if path.is_dir():
+            raise FileNotFoundError(f"{path} is a folder, where {folder} should hold the file {filename}: move the "
+                                    "folder away and copy or save the model again (model.save_pretrained(folder))")
         if not path.is_file():
             names = sorted(p.name for p in folder.iterdir())
             held = "it is empty" if not names else "it has " + ", ".join(names[:8]) + (
                 f" and {len(names) - 8} more" if len(names) > 8 else "")
-            raise FileNotFoundError(f"{folder} has no {filename} ({held}); save models with "
-                                    "model.save_pretrained(folder)")
+            raise FileNotFoundError(f"{folder} has no {filename} ({held}){_other_weights_hint(names, filename)}; "
+                                    "save models with model.save_pretrained(folder)")
         return path
     return _hub_download(where, filename, revision, cache_dir, token, local_files_only, force_download)
+
+
+#: Weight files of other tools' layouts: pickles (never read), and shards of several safetensors files.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _other_weights_hint(names: list[str], filename: str) -> str:
+    """Why the weight files a folder has instead of ``model.safetensors`` are not read (``""`` for none)."""
+    if filename != WEIGHTS_NAME:
+        return ""
+    pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
+    shards = [n for n in names if n.endswith(".safetensors") or n.endswith(".safetensors.index.json")]
+    hints = []
+    if pickles:
+        hints.append(f"{pickles[0]} would have to be unpickled, which robust_mix never does")
+    if shards:
+        hints.append(f"a saved mix is one {WEIGHTS_NAME}, and {shards[0]} is not read in its place")
+    return ": " + "; ".join(hints) if hints else ""
 
 
 def _pinned_revision(repo: str, revision: Optional[str]) -> tuple[str, Optional[str]]:
@@ -179,9 +207,10 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
         cache = cache_dir or constants.HF_HUB_CACHE
         why = "downloads are off (HF_HUB_OFFLINE / ROBUST_MIX_OFFLINE)" if offline else "the Hub could not be reached"
         raise FileNotFoundError(
-            f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}. Download it once "
-            f"online (robust_mix.load_model('{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or load a "
-            f"saved folder with '{LOCAL_PREFIX}path'. ({err.__class__.__name__})") from err
+            f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}."
+            f"{cached_in_other_case(cache, repo_id)} Download it once online (robust_mix.load_model("
+            f"'{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or load a saved folder with '{LOCAL_PREFIX}path'. "
+            f"({err.__class__.__name__})") from err
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"{where}: no such revision") from err
     except RepositoryNotFoundError as err:
@@ -190,6 +219,21 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
     except EntryNotFoundError as err:
         raise FileNotFoundError(f"{where} has no {filename}: it was not saved with robust_mix "
                                 "(model.save_pretrained / model.push_to_hub)") from err
+
+
+def cached_in_other_case(cache: Union[str, Path], repo_id: str) -> str:
+    """A sentence naming the repos of the cache whose ids differ from ``repo_id`` in case only (the Hub takes
+    ``ORG/Name`` for ``org/name``, its cache's folders do not), or ``""``."""
+    wanted = "models--" + repo_id.replace("/", "--")
+    try:
+        same = sorted(p.name for p in Path(cache).iterdir() if p.name.lower() == wanted.lower() and p.name != wanted)
+    except OSError:  # no cache folder yet
+        return ""
+    if not same:
+        return ""
+    other = same[0][len("models--"):].replace("--", "/")
+    return (f" The cache has {HUB_PREFIX}{other}, the repo id spelled in another case: the cache's names are "
+            f"case-sensitive, write '{HUB_PREFIX}{other}'.")
 
 
 # -- config.json ---------------------------------------------------------------------------------------
@@ -221,7 +265,7 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
         raise ValueError(f"{path}: {err}") from err
 
 
-#: Keys timm's ``hf-hub:`` loader reads, written beside ours by :func:`_write_record`; not
+#: Keys timm's ``hf-hub:`` loader reads, written beside ours by :func:`_record_text`; not
 #: :class:`ModelConfig` fields (timm's fourth key, ``num_classes``, is one).
 _TIMM_KEYS = ("architecture", "pretrained_cfg", "model_args")
 
@@ -236,8 +280,8 @@ def _upgrade_v1(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any],
-                  repo_id: Optional[str] = None) -> None:
+def _record_text(config: ModelConfig, provenance: dict[str, Any], repo_id: Optional[str] = None) -> str:
+    """The text of a saved model's ``config.json``."""
     # timm's factory for SAVED_ARCHITECTURE reads the config fields itself: model_args stays empty.
     timm_keys = {}
     if has_timm_form(config):
@@ -247,7 +291,7 @@ def _write_record(folder: Path, config: ModelConfig, provenance: dict[str, Any],
         logger.warning("%s: RobustBench's preprocessing %r has no timm form; the folder will not load through "
                        "timm.create_model('hf-hub:...')", config.name, config.preprocessing)
     record = {"format_version": FORMAT_VERSION, **config.to_dict(), "provenance": provenance, **timm_keys}
-    atomic_write_text(folder / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+    return json.dumps(record, indent=2) + "\n"
 
 
 def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, expected: str) -> None:
@@ -255,7 +299,8 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
 
     Args:
         model: a model built from a config (``model.config``).
-        checkpoint: a folder written by ``save_pretrained`` or its ``model.safetensors``.
+        checkpoint: a folder written by ``save_pretrained`` or its ``model.safetensors`` (checked against the
+            ``config.json`` beside it), or another ``.safetensors`` file of the model's tensors (read on its own).
         expected: the architecture's name, for messages.
 
     Raises:
@@ -278,15 +323,51 @@ def load_saved_tensors(model: torch.nn.Module, checkpoint: Union[str, Path], *, 
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} of {expected}: no {weights}; save models with "
                                 "model.save_pretrained(folder)")
-    config_path = weights.with_name(CONFIG_NAME)
-    if config_path.is_file() and getattr(model, "config", None) is not None:
+    config_path: Optional[Path] = weights.with_name(CONFIG_NAME)  # the config of this file's save, if it is its
+    if weights.name != WEIGHTS_NAME or not config_path.is_file() or getattr(model, "config", None) is None:
+        config_path = None  # another .safetensors beside a save's files (mine.safetensors) is read on its own
+    if config_path is not None:
         saved, provenance = read_config(config_path)
         _check_same_save(config_path, provenance, weights)
         wanted = model.portable_config()
         if _bases(saved) != _bases(wanted):
             raise ValueError(f"checkpoint {checkpoint} holds {saved.name!r}, a mix of {_bases(saved)}; {expected} "
                              f"is a mix of {_bases(wanted)}: give a checkpoint of the same architecture")
-    _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)")
+        _check_same_mixing(weights.parent, saved, wanted, expected)
+    _load_all_tensors(model, weights, f"{expected} (it is not a checkpoint of that architecture)", config_path)
+
+
+#: The config fields that say how a mix combines its bases (what ``model.alpha = ...`` and the like change, and
+#: :meth:`~robust_mix.MixedClassifier.current_config` records), which a checkpoint's tensors do not carry.
+_MIXING_FIELDS = ("alpha", "policy", "mixing", "std_scale", "rob_scale", "nuts")
+
+
+def _check_same_mixing(folder: Path, saved: ModelConfig, wanted: ModelConfig, expected: str) -> None:
+    """Refuse to read the tensors of a saved mix into a model that mixes them otherwise (another alpha, alpha range,
+    scale...): the model would silently not be the one saved. timm and RobustBench build the entry as registered.
+
+    Raises:
+        ValueError: naming the fields that differ, both values, and the two ways to get the model saved.
+    """
+    ours, theirs = saved.to_dict(), wanted.to_dict()
+    differ = [key for key in _MIXING_FIELDS if ours.get(key) != theirs.get(key)]
+    if ours.get("policy") and theirs.get("policy"):  # name the policy's own fields
+        differ = [k for k in differ if k != "policy"] + [
+            f"policy.{k}" for k in ours["policy"] if ours["policy"][k] != theirs["policy"].get(k)]
+    if not differ:
+        return
+    values = lambda config: {k: _field(config, k) for k in differ}  # noqa: E731
+    raise ValueError(f"checkpoint {folder} was saved mixing its bases with {values(ours)}, {expected} mixes them "
+                     f"with {values(theirs)}: its tensors alone would make another model than the one saved. Load the "
+                     f"saved model itself (robust_mix.load_model({LOCAL_PREFIX + str(folder)!r}), which "
+                     "robustbench.eval.benchmark takes), or pass those values to timm.create_model(..., "
+                     "checkpoint_path=...) as keyword arguments")
+
+
+def _field(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -297,17 +378,24 @@ def _bases(config: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
 class HubMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a model class with three hooks:
     ``portable_config(config=None) -> ModelConfig``, ``current_config(config=None) -> ModelConfig`` (what a
-    benchmark report of the model records) and ``from_config(config, pretrained=False)``."""
+    benchmark report of the model records) and ``from_config(config, pretrained=False)``; a fourth,
+    :meth:`check_savable`, may refuse a model whose save could not be loaded."""
 
     config: Optional[ModelConfig]
+
+    def check_savable(self) -> None:
+        """Raise when the model as it is should not be saved (its save could not be loaded back, or it computes
+        NaN); nothing is written then. The model class says what that means
+        (:meth:`robust_mix.MixedClassifier.check_savable`)."""
 
     def save_pretrained(self, save_directory: Union[str, Path], *, config: Optional[ModelConfig] = None,
                         benchmark: Optional[ReportLike] = None, repo_id: Optional[str] = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
         Args:
-            save_directory: the folder, created if needed (``~`` is the home folder, as when loading); each file is
-                written atomically.
+            save_directory: the folder, created if needed (``~`` is the home folder, as when loading); the three
+                files replace those there all at once (:func:`robust_mix.io.atomic_write_files`): a save that fails or
+                is interrupted leaves the model saved there before as it was.
             config: the model's config when ``model.config`` is ``None`` (a model built by hand).
             benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
             repo_id: the Hub repo the folder is for (named in the card's usage example).
@@ -317,9 +405,12 @@ class HubMixin:
 
         Raises:
             robust_mix.validate.InvalidInputError: ``benchmark`` is a report of another model or configuration
-                (:func:`robust_mix.cards.check_report_is_for`); nothing is written.
+                (:func:`robust_mix.cards.check_report_is_for`), or the model could not be loaded back from its save
+                (:meth:`check_savable`: a part moved to another dtype on its own, NaN in a tensor); nothing is
+                written.
         """
         portable = self.portable_config(config)  # no config naming both bases: refused before reading the report
+        self.check_savable()
         result, source = self._report_for_card(benchmark, config, portable)
         return self._save(save_directory, config, portable, result, source, repo_id)
 
@@ -346,12 +437,12 @@ class HubMixin:
         card = render_card(portable, benchmark=result, benchmark_source=source, repo_id=repo_id,
                            provenance=provenance, usage=usage)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        provenance["save_id"] = _save_id(portable, state)
-        save_state_dict(state, folder / WEIGHTS_NAME,
-                        metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
-                                  SAVE_ID_KEY: provenance["save_id"]})
-        _write_record(folder, portable, provenance, repo_id)
-        atomic_write_text(folder / CARD_NAME, card)
+        provenance["save_id"] = _save_id(portable.to_dict(), state)
+        weights = state_dict_bytes(state, metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
+                                                    SAVE_ID_KEY: provenance["save_id"]})
+        # all three or none: a save interrupted or failing in a folder holding a model leaves that model loadable
+        atomic_write_files(folder, {WEIGHTS_NAME: weights, CONFIG_NAME: _record_text(portable, provenance, repo_id),
+                                    CARD_NAME: card})
         logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
         return folder
 
@@ -390,16 +481,20 @@ class HubMixin:
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)
         config, provenance = read_config(config_path)
+        described = f"the architecture in {CONFIG_NAME}"
         if overrides:
             config = config.with_overrides(overrides)
+            described += (f" with the overrides {overrides} (a saved model's tensors fit its own architecture: "
+                          "overrides may change how it mixes, such as alpha or alpha_range, not the networks)")
         try:
             model = cls.from_config(config, pretrained=False)
         except ValueError as err:
-            raise ValueError(f"cannot rebuild the model described by {config_path}: {err}") from err
+            raise ValueError(f"cannot rebuild the model described by {config_path}"
+                             f"{' with the overrides ' + str(overrides) if overrides else ''}: {err}") from err
         if pretrained:
             weights_path = fetch_file(source, WEIGHTS_NAME, **fetch)
             _check_same_save(config_path, provenance, weights_path)
-            _load_all_tensors(model, weights_path)
+            _load_all_tensors(model, weights_path, described, config_path=config_path)
         if device is not None:
             model = model.to(device)
         return model.eval()
@@ -431,6 +526,7 @@ class HubMixin:
         from huggingface_hub import HfApi
 
         portable = self.portable_config(config)  # fail before creating a repo
+        self.check_savable()
         result, source = self._report_for_card(benchmark, config, portable)  # a report of another model too
         api = HfApi(token=token)
         with _reaching_hub(api.endpoint, repo_id):
@@ -494,14 +590,16 @@ def _describe_base(base: Any) -> Optional[str]:
     return base.ref + (f" with weights {weights.describe()}" if weights is not None else "")
 
 
-def _save_id(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:
-    """A digest of the config and every tensor (names, dtypes, shapes, bytes): the same model saved twice
-    writes the same files, and a ``config.json`` beside the tensors of another save is found out."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+def _save_id(fields: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """A digest of the config's fields (:meth:`ModelConfig.to_dict`, or the same fields read back from
+    ``config.json``) and every tensor (names, dtypes, shapes, bytes): the same model saved twice writes the same
+    files, a ``config.json`` beside the tensors of another save is found out, and so is a file changed after the
+    save (:func:`_check_unchanged`)."""
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     for key in sorted(state):
         tensor = state[key].contiguous().reshape(-1)
         digest.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.view(torch.uint8).numpy())  # the buffer itself: no copy of a large model
     return digest.hexdigest()[:32]
 
 
@@ -516,22 +614,61 @@ def _check_same_save(config_path: Path, provenance: Any, weights_path: Path) -> 
     config_id = provenance.get("save_id") if isinstance(provenance, dict) else None
     if config_id is None:
         return
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights_path), framework="pt") as handle:
-            weights_id = (handle.metadata() or {}).get(SAVE_ID_KEY)
-    except Exception:  # unreadable: load_state_dict names the problem
-        return
+    weights_id = _weights_save_id(weights_path)
     if weights_id is not None and weights_id != config_id:
         raise ValueError(f"{config_path} and {weights_path} are from different saves (save ids {config_id} and "
                          f"{weights_id}): a save_pretrained that was interrupted, or files copied from two "
                          "folders; save the model again")
 
 
-def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}") -> None:
+def _check_unchanged(config_path: Path, weights_path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a saved model whose ``config.json`` or tensors changed after ``save_pretrained`` wrote them: their
+    contents must still give the save id both files carry (a value edited by hand in ``config.json``, a field
+    removed from it, a tensor damaged on disk or in transfer would load as another model, silently). The id of
+    ``config.json``, or else the one in the tensors' metadata (an id removed from ``config.json`` with the fields).
+
+    Folders saved before the id existed carry none and are not checked.
+
+    Raises:
+        ValueError: the contents no longer give the save id; names the files, what may have happened and what to do.
+    """
+    data = json.loads(config_path.read_text())  # read_config has read it already: a JSON object
+    provenance = data.get("provenance")
+    saved_id = provenance.get("save_id") if isinstance(provenance, dict) else None
+    if saved_id is None:
+        saved_id = _weights_save_id(weights_path)
+    if saved_id is None:
+        return
+    fields = {k: v for k, v in data.items() if k not in _RECORD_KEYS and k not in _TIMM_KEYS}
+    if _save_id(fields, state) == saved_id:
+        return
+    lacking = sorted(set(ModelConfig.__dataclass_fields__) - set(fields))
+    lacks = f"; {CONFIG_NAME} lacks the field(s) {lacking}, which save_pretrained writes" if lacking else ""
+    raise ValueError(f"{config_path} or {weights_path} changed after save_pretrained wrote them: their contents no "
+                     f"longer give the save id {saved_id} both carry{lacks}. A file damaged on disk or in transfer, or "
+                     "edited by hand, would load as another model; nothing was loaded. Download or copy the folder "
+                     "again (or save the model again); to change a saved model's settings, load it with overrides "
+                     "(from_pretrained(..., alpha=0.9), 'local-dir:PATH,alpha=0.9') and save that")
+
+
+def _weights_save_id(weights_path: Path) -> Optional[str]:
+    """The save id in a ``model.safetensors``'s metadata; ``None`` when it has none or cannot be read (then
+    :func:`robust_mix.io.load_state_dict` names the problem)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            return (handle.metadata() or {}).get(SAVE_ID_KEY)
+    except Exception:  # noqa: BLE001 - safetensors raises its own error types
+        return None
+
+
+def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"the architecture in {CONFIG_NAME}",
+                      config_path: Optional[Path] = None) -> None:
     """Every tensor of ``model`` from ``path``, strictly; a mismatch (names, shapes, dtypes) is a
-    ``ValueError`` naming both."""
+    ``ValueError`` naming both. With ``config_path`` (the ``config.json`` the model was built from), the two
+    files must be as ``save_pretrained`` wrote them (:func:`_check_unchanged`), checked after the names, shapes
+    and dtypes."""
     state = load_state_dict(path)
     dtypes = collections.Counter(t.dtype for t in state.values() if t.is_floating_point())
     if dtypes:  # a model saved in half precision loads in half precision; the dtype most tensors have is the
@@ -548,6 +685,8 @@ def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"
     except ValueError as err:
         detail = str(err).split(": ", 1)[-1]  # load_weights_strict's text after its own "<path> does not match"
         raise ValueError(f"{path} does not match {architecture}: {detail}") from err
+    if config_path is not None:
+        _check_unchanged(config_path, path, state)
 
 
 def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:

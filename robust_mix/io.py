@@ -125,29 +125,40 @@ def figure_png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
-                    metadata: Mapping[str, str] | None = None) -> None:
-    """Save tensors as safetensors, atomically. Shared storage is copied, so any state dict works."""
+def state_dict_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Tensors as the bytes of a safetensors file (for :func:`atomic_write_files`). Shared storage is copied, so any
+    state dict works."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    atomic_write_bytes(path, save(tensors, metadata=dict(metadata or {})))
+    return save(tensors, metadata=dict(metadata or {}))
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path,
+                    metadata: Mapping[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically (:func:`state_dict_bytes`)."""
+    atomic_write_bytes(path, state_dict_bytes(state, metadata))
 
 
 def sniff_weights_file(path: str | Path) -> bytes:
     """Refuse files that cannot be checkpoints, before any parser sees them; returns the file's first 512 bytes.
 
     An HTML page saved where a checkpoint should be (Google Drive answers a quota or virus-scan
-    page instead of the file) and an empty file are named as such, with what to do.
+    page instead of the file), a Git LFS pointer (a clone without Git LFS) and an empty file are named as such,
+    with what to do.
 
     Raises:
-        ValueError: the file is empty or an HTML/text page.
+        ValueError: the file is empty, an HTML/text page or a Git LFS pointer.
     """
     path = Path(path)
     with open(path, "rb") as handle:
         head = handle.read(512)
     if not head:
         raise ValueError(f"{path} is empty, not a checkpoint: delete it and download it again")
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        raise ValueError(f"{path} is a Git LFS pointer (a few lines naming the file), not the file itself: the "
+                         "repository was cloned without Git LFS. Fetch the files (git lfs install && git lfs pull in "
+                         "the clone), or load the Hub repo itself with 'hf-hub:org/name'")
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text[:200]:
         raise ValueError(f"{path} is an HTML page, not a checkpoint (a download that returned a web page, e.g. "

@@ -6,6 +6,7 @@ standard and ``h`` the robust base model; ``a`` is a fixed float or comes from a
 """
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import functools
@@ -576,6 +577,39 @@ class MixedClassifier(nn.Module, HubMixin):
             standard=_portable_backbone(current.standard, self.standard, self.standard_input.config),
             robust=_portable_backbone(current.robust, self.robust, self.robust_input.config),
             num_classes=self.num_classes, weights=None)
+
+    def check_savable(self) -> None:
+        """Refuse to save a model with NaN in a tensor (its outputs would be NaN), or whose floating tensors are not
+        all of one dtype (the one most of them have; the ratio's BatchNorm statistics: at least float32, as
+        ``model.to(dtype)`` leaves them): a part moved to another dtype on its own (``model.robust.half()``). Such a
+        model cannot run (its parts pass each other tensors of one dtype), and loading rebuilds every part in one
+        dtype, so its save could never be loaded.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the tensors holding NaN or of another dtype, and what to do.
+        """
+        kept = {f"{name}.{key}" if name else key for name, module in self.named_modules()
+                if isinstance(module, RatioNorm) for key in module._buffers}
+        state = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        broken = [key for key, t in state.items() if t.is_floating_point() and bool(torch.isnan(t.detach()).any())]
+        if broken:
+            raise InvalidInputError(
+                f"{len(broken)} of this model's tensors hold NaN: {broken[:4]}; every output it gives is NaN there (a "
+                "fine-tuning that diverged?). Save the model from before that, or train again with a smaller "
+                "learning rate; nothing was written")
+        floating = {key: t.dtype for key, t in state.items() if t.is_floating_point()}
+        counts = collections.Counter(dtype for key, dtype in floating.items() if key not in kept)
+        if not counts:
+            return
+        dtype = counts.most_common(1)[0][0]
+        off = [f"{key} ({str(d).removeprefix('torch.')})" for key, d in floating.items()
+               if d != (at_least_float32(dtype) if key in kept else dtype)]
+        if off:
+            raise InvalidInputError(
+                f"most of this model's tensors are {str(dtype).removeprefix('torch.')}, but {len(off)} are of another "
+                f"dtype: {off[:4]}; a part moved on its own to another dtype cannot run with the others, and its save "
+                f"could not be loaded. Move the whole model, model.to({dtype}) (or the dtype wanted), then save; "
+                "nothing was written")
 
     def extra_repr(self) -> str:
         alpha = "adaptive" if self.is_adaptive else self._fixed_alpha

@@ -14,7 +14,8 @@ first. From then on
   mixes, never a pickle;
 - a RobustBench name of a robust_mix entry asked for with a data set or threat model it does not
   have is an error naming those it has; so is a robust_mix name given to ``timm.create_model`` that
-  is not a timm model (a registry name, an entry on a data set RobustBench does not know).
+  is not a timm model (a registry name, an entry on a data set RobustBench does not know), and a registry or
+  timm name given to RobustBench's ``load_model`` (it is told the entry's RobustBench name).
 
 Every factory builds through :meth:`MixedClassifier.from_config` (the one builder) and returns the
 model in eval mode with a timm ``pretrained_cfg``. ``timm.list_pretrained("robustmix*")`` lists the entries
@@ -41,15 +42,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import sys
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from robust_mix import _compat
 from robust_mix.config import ModelConfig, override_fields
-from robust_mix.hub import HUB_PREFIX, load_saved_tensors
+from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, cached_in_other_case, fetch_file, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
-from robust_mix.registry import get_model_config, is_model, on_register
+from robust_mix.registry import get_model_config, is_model, list_models, on_register
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
                                     robustbench_timm_name, timm_name)
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
@@ -305,7 +307,11 @@ def _overlaid(name: str, cfg: dict[str, Any], overlay: Optional[dict[str, Any]])
             through ``pretrained_cfg``: the file would be ignored), or changes the input contract or the
             classes (timm's data transforms follow ``pretrained_cfg``, so images would be normalised twice or
             resized to a shape the model refuses, while the model itself stays as it is).
+        robust_mix.validate.InvalidInputTypeError: the overlay is not a dict (it failed with an ``AttributeError``).
     """
+    if overlay is not None and not isinstance(overlay, Mapping):
+        raise InvalidInputTypeError(f"{name}: pretrained_cfg_overlay must be a dict of pretrained_cfg fields (e.g. "
+                                    f"{{'crop_pct': 0.9}}), got {type(overlay).__name__} {overlay!r}")
     overlay = {k: tuple(v) if isinstance(v, list) else v for k, v in (overlay or {}).items()}  # timm's tuples
     weights = sorted(k for k in WEIGHT_KEYS if overlay.get(k) is not None and overlay[k] != cfg.get(k))
     if weights:
@@ -361,6 +367,9 @@ def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optiona
     key = model_name.lower().replace("-", "_")
     matches = [c for c in ours if robustbench_name(c).lower().replace("-", "_") == key]
     if not matches:
+        other = _other_name_of_ours(model_name)
+        if other is not None:
+            return other
         if not key.startswith(f"{PREFIX}_"):
             return None
         known = sorted(f"{robustbench_name(c)} ({c.dataset}, {c.threat_model})" for c in ours)
@@ -373,12 +382,35 @@ def explain_unknown(model_name: str, dataset: str, threat_model: str) -> Optiona
             f"threat_model={threat_model!r}: pass one of those")
 
 
+def _other_name_of_ours(model_name: str) -> Optional[str]:
+    """What to pass to RobustBench's ``load_model`` when ``model_name`` is another name of a robust_mix entry: its
+    registry name or alias (in any case, ``"CIFAR100-AdaSmooth"``) or its timm name; ``None`` for other names.
+    RobustBench answered these with a bare ``KeyError: 'cifar100-adasmooth'``."""
+    entry = entry_of(model_name) if model_name.isidentifier() else None
+    kind = "timm name"
+    if entry is None:
+        by_lower = {n.lower(): n for n in list_models(include_aliases=True)}
+        entry, kind = by_lower.get(model_name.lower()), "registry name"
+    if entry is None:
+        return None
+    config = get_model_config(entry)
+    if not is_mirrored(config):
+        return (f"{model_name!r} is robust_mix's {kind} of {config.name!r}, an entry on {config.dataset!r}, which "
+                f"RobustBench does not know: load it with robust_mix.load_model({config.name!r})")
+    return (f"{model_name!r} is robust_mix's {kind} of {config.name!r}; RobustBench calls it "
+            f"{robustbench_name(config)!r}: robustbench.utils.load_model({robustbench_name(config)!r}, "
+            f"dataset={config.dataset!r}, threat_model={config.threat_model!r})")
+
+
 def explain_timm_name(model_name: str) -> Optional[str]:
     """Why timm has no model ``model_name`` when it names a robust_mix entry (``"cifar100-adasmooth"``,
     ``"fmnist-robust"``, also after a ``"robust_mix/"``-like prefix) or looks like one of its timm names
-    (``robustmix_...``); ``None`` for other names."""
+    (``robustmix_...``), or why timm could not build an ``hf-hub:`` repo of a saved mix (:func:`_explain_saved_repo`);
+    ``None`` for other names."""
+    if model_name.startswith(HUB_PREFIX):
+        return _explain_saved_repo(model_name)
     timm = _compat.import_timm()
-    entry = model_name.rsplit("/", 1)[-1] if not model_name.startswith(HUB_PREFIX) else ""
+    entry = model_name.rsplit("/", 1)[-1]
     candidates = [n for n in (model_name, entry) if n]
     for name in candidates:
         if is_model(name):
@@ -393,6 +425,27 @@ def explain_timm_name(model_name: str) -> Optional[str]:
                 "(after import robust_mix; entries on other data sets, such as fashion-mnist, load with "
                 "robust_mix.load_model)")
     return None
+
+
+def _explain_saved_repo(name: str) -> Optional[str]:
+    """Why timm cannot build ``hf-hub:`` repo ``name`` when its ``config.json`` is a robust_mix save whose
+    ``architecture`` (the key timm builds from) is not :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`: edited, or
+    left out by a save whose preprocessing has no timm form. timm failed with ``KeyError: 'architecture'``, or built
+    the architecture named and failed inside it. A repo that is not in the cache under ``name``, but is under another
+    case, is named. ``None`` when the config cannot be read or is not such a save."""
+    try:
+        data = json.loads(fetch_file(name, CONFIG_NAME).read_text())
+    except Exception:  # noqa: BLE001 - not in the cache, not JSON: timm's own error stands, unless the cache has the
+        from huggingface_hub import constants  # repo under another case
+
+        repo = name[len(HUB_PREFIX):].partition("@")[0]
+        return cached_in_other_case(constants.HF_HUB_CACHE, repo).strip() or None
+    if not isinstance(data, dict) or "format_version" not in data or data.get("architecture") == SAVED_ARCHITECTURE:
+        return None
+    has = f"names architecture {data['architecture']!r}" if "architecture" in data else "has no 'architecture'"
+    return (f"the config.json of {name} is a robust_mix save, which timm builds with the architecture "
+            f"{SAVED_ARCHITECTURE!r}, but it {has} (the file was edited, or the model's preprocessing has no timm "
+            f"form); load it with robust_mix.load_model({name!r}), or save and push the model again")
 
 
 # -- tests ----------------------------------------------------------------------------------------------------

@@ -106,10 +106,32 @@ def robustbench_files(dataset: str, threat_model: str, name: str, model_dir: Pat
 
 
 def missing_files_message(what: str, missing: list[tuple[Path, str]], why: str) -> str:
-    """The error text for missing RobustBench checkpoint files: each path and its Google Drive source."""
-    lines = "\n".join(f"  {p}  <- https://drive.google.com/uc?id={gid}" for p, gid in missing)
+    """The error text for missing RobustBench checkpoint files: each path and its Google Drive source, and what is
+    at the path instead (:func:`_in_place_of`)."""
+    lines = "\n".join(f"  {p}  <- https://drive.google.com/uc?id={gid}{_in_place_of(p)}" for p, gid in missing)
     return (f"checkpoint file(s) for {what} missing ({why}). Put these files in place "
             f"(RobustBench's layout under model_dir):\n{lines}")
+
+
+def _in_place_of(path: Path) -> str:
+    """What sits where a checkpoint file should (`` (it is a folder)``, a broken link, a file or folder of the layout
+    whose name differs only in case, which RobustBench's case-sensitive names never read, a file where a folder of
+    the layout should be), or ``""``."""
+    if path.is_symlink() and not path.exists():
+        return f"  (it is a link to {os.readlink(path)}, which does not exist)"
+    if path.is_dir():
+        return "  (it is a folder: move it away)"
+    missing = path
+    while not missing.parent.exists() and missing.parent != missing:  # the first part of the path that is not there
+        missing = missing.parent
+    if missing.parent.is_file():
+        return f"  ({missing.parent} is a file, where the layout has a folder)"
+    if missing.parent.is_dir():
+        same = sorted(q.name for q in missing.parent.iterdir() if q.name.lower() == missing.name.lower())
+        if same:
+            return (f"  ({missing.parent} has {same[0]!r}: the layout's names are case-sensitive, rename it "
+                    f"{missing.name!r})")
+    return ""
 
 
 def fetch_robustbench_files(what: str, files: list[tuple[Path, str]]) -> None:
@@ -124,6 +146,9 @@ def fetch_robustbench_files(what: str, files: list[tuple[Path, str]]) -> None:
         return
     if is_offline():
         raise WeightsNotFoundError(missing_files_message(what, missing, "downloads are off"))
+    blocked = [(p, gid) for p, gid in missing if p.is_dir() or any(parent.is_file() for parent in p.parents)]
+    if blocked:  # a download could not be written there: said before any is started
+        raise WeightsNotFoundError(missing_files_message(what, blocked, "a download cannot be written there"))
     import_timm()
     from robustbench.utils import download_gdrive_new
 

@@ -1,6 +1,7 @@
 """Sharing mixed models: save / load / push with generated model cards, all offline."""
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -187,6 +188,27 @@ def test_load_from_hub_cache_offline(tmp_path, monkeypatch, images):
         load_model("hf-hub:org/not-there")
 
 
+def test_a_hub_repo_cached_under_another_case_is_named(tmp_path, monkeypatch):
+    """The Hub takes 'Org/Tiny-Mix' for 'org/tiny-mix', its cache does not: offline, the repo was only said to be
+    missing from the cache."""
+    adaptive_model().save_pretrained(tmp_path / "saved")
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match=r"not in the Hugging Face cache .* The cache has hf-hub:org/tiny-mix, "
+                                                r"the repo id spelled in another case.*write 'hf-hub:org/tiny-mix'"):
+        load_model("hf-hub:Org/Tiny-Mix")
+    import timm
+
+    with pytest.raises(RuntimeError, match=r"The cache has hf-hub:org/tiny-mix, the repo id spelled in another case"):
+        timm.create_model("hf-hub:Org/Tiny-Mix", pretrained=True)
+    with pytest.raises(FileNotFoundError) as err:
+        load_model("hf-hub:org/other-mix")
+    assert "another case" not in str(err.value)
+
+
 def test_a_hub_name_may_pin_a_revision_as_timm_s_names_do(tmp_path, monkeypatch, images):
     """``hf-hub:org/name@revision`` (timm's spelling) reads that revision; it was refused as a repo id."""
     model = adaptive_model()
@@ -265,6 +287,29 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
     assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=3), images)
 
 
+@pytest.mark.parametrize("architecture", ["resnet18", None])
+def test_timm_names_a_shared_mix_whose_config_names_another_architecture(tmp_path, monkeypatch, architecture):
+    """timm builds an ``hf-hub:`` repo with the config's ``architecture``: another one failed inside it
+    (``TypeError: ResNet.__init__() got an unexpected keyword argument``), none with ``KeyError: 'architecture'``."""
+    import timm
+
+    from robust_mix._compat import UnknownTimmModelError
+
+    folder = contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    _edit_config(folder, lambda c: c.update(architecture=architecture) if architecture else c.pop("architecture"))
+    hub_cache = tmp_path / "hf" / "hub"
+    populate_cache(hub_cache, "org/tiny-mix", folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    has = f"names architecture '{architecture}'" if architecture else "has no 'architecture'"
+    with pytest.raises(UnknownTimmModelError, match=rf"config.json of hf-hub:org/tiny-mix is a robust_mix save, which "
+                                                    rf"timm builds with the architecture 'robustmix_saved', but it {has}"
+                                                    r".*robust_mix.load_model\('hf-hub:org/tiny-mix'\)"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True)
+    assert load_model("hf-hub:org/tiny-mix").num_classes == 10  # timm's keys are not robust_mix's
+
+
 def test_timm_checkpoint_path_of_a_shared_mix_is_read_with_safetensors(tmp_path, monkeypatch, images):
     """``timm.create_model("hf-hub:...", checkpoint_path=...)`` of a saved mix reads a save_pretrained folder or its
     model.safetensors and refuses a pickle (timm itself would ``torch.load(weights_only=False)`` it)."""
@@ -307,6 +352,14 @@ def saved(tmp_path):
     torch.manual_seed(0)
     build_model(fixed_config(), pretrained=False).save_pretrained(tmp_path)
     return tmp_path
+
+
+def test_a_git_lfs_pointer_in_place_of_the_tensors_is_named(saved):
+    """A clone of a Hub repo without Git LFS holds a pointer: it was 'not a readable safetensors file (Error while
+    deserializing header...); it may be truncated or corrupt'."""
+    (saved / WEIGHTS_NAME).write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{'a' * 64}\nsize 9\n")
+    with pytest.raises(ValueError, match=r"model.safetensors is a Git LFS pointer .*git lfs pull"):
+        MixedClassifier.from_pretrained(saved)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
@@ -404,6 +457,130 @@ def test_tensors_of_another_dtype_are_an_error(saved, dtype):
         MixedClassifier.from_pretrained(saved)
 
 
+@pytest.mark.parametrize("failing_write", [2, 3])
+def test_a_save_that_fails_midway_leaves_the_model_saved_there_before(saved, images, monkeypatch, failing_write):
+    """The tensors were written first, then config.json, then the card: a save interrupted after the tensors left
+    new tensors beside the old config.json, a folder no load accepted (the old model lost)."""
+    before = MixedClassifier.from_pretrained(saved)
+    torch.manual_seed(3)
+    other = build_model(fixed_config(), pretrained=False)
+    other.alpha = 0.2
+    calls, fsync = [], os.fsync
+
+    def interrupted(fd):
+        calls.append(fd)
+        if len(calls) == failing_write:
+            raise KeyboardInterrupt  # Ctrl-C while a later file of the save is written
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        other.save_pretrained(saved)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert sorted(p.name for p in saved.iterdir()) == [CARD_NAME, CONFIG_NAME, WEIGHTS_NAME]  # no temporary files
+    assert_same_model(before, MixedClassifier.from_pretrained(saved), images)
+
+
+@pytest.mark.parametrize("overrides, failure", [
+    ({"widths": [8, 32]}, "size mismatch"), ({"blocks": 2}, "missing tensors"),
+    ({"standard_layers": ["stages.0", "stages.2"]}, "size mismatch")])
+def test_overrides_that_change_a_saved_model_s_networks_are_named_as_the_cause(tmp_path, overrides, failure):
+    """The tensors were said not to match 'the architecture in config.json', which they do: the overrides changed it."""
+    folder = adaptive_model().save_pretrained(tmp_path)
+    key = next(iter(overrides))
+    with pytest.raises(ValueError, match=rf"(?s)does not match the architecture in config.json with the overrides "
+                                         rf"\{{'{key}': .*not the networks\): .*{failure}"):
+        MixedClassifier.from_pretrained(folder, **overrides)
+
+
+def _edit_config(folder, change):
+    data = json.loads((folder / CONFIG_NAME).read_text())
+    change(data)
+    (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2))
+
+
+def _edit_tensors(folder, change):
+    """Change the tensors and write them back with the metadata they had (the save id kept)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(folder / WEIGHTS_NAME)
+    change(state)
+    save_file(state, folder / WEIGHTS_NAME, metadata=metadata)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda f: _edit_config(f, lambda c: c.update(std_scale=5.0)),  # a valid value, edited by hand
+    lambda f: _edit_config(f, lambda c: c.pop("alpha")),  # a removed field took its default, 0.5
+    lambda f: _edit_config(f, lambda c: (c.pop("alpha"), c["provenance"].pop("save_id"))),  # the id removed too
+    lambda f: _edit_config(f, lambda c: c["policy"].update(gamma_bias=-3.0)),
+    lambda f: _edit_tensors(f, lambda s: s["policy.bn.running_var"].mul_(4.0)),  # a tensor changed, its id kept
+    lambda f: _edit_tensors(f, lambda s: s.update({k: v.double() for k, v in s.items() if v.is_floating_point()})),
+], ids=["value-edited", "field-removed", "field-and-id-removed", "policy-field-edited", "tensor-changed",
+        "all-tensors-float64"])
+def test_a_saved_model_changed_after_saving_is_refused(tmp_path, images, damage):
+    """Each of these loaded, as another model than the one saved (the outputs differed), without a word."""
+    model = adaptive_model()
+    folder = model.save_pretrained(tmp_path / "saved")
+    shutil.copytree(folder, tmp_path / "copy")
+    damage(tmp_path / "copy")
+    with pytest.raises(ValueError, match=r"changed after save_pretrained wrote them.*nothing was loaded.*overrides"):
+        MixedClassifier.from_pretrained(tmp_path / "copy")
+    with pytest.raises(ValueError, match=r"changed after save_pretrained wrote them"):
+        load_model(f"local-dir:{tmp_path / 'copy'},alpha_range=[0.3,0.4]")  # overrides are no way around it
+
+
+def test_what_is_not_the_model_may_change_and_a_removed_field_is_named(tmp_path, images):
+    """The card, the provenance, timm's keys, the file's layout and either file's copy of the save id are not
+    what the model computes: changing them is no reason to refuse it. A field removed is named."""
+    model = adaptive_model()
+    folder = model.save_pretrained(tmp_path)
+    (folder / CARD_NAME).write_text("my own card")
+    _edit_config(folder, lambda c: (c["provenance"].update(standard="somewhere else"), c.pop("pretrained_cfg")))
+    data = json.loads((folder / CONFIG_NAME).read_text())
+    (folder / CONFIG_NAME).write_text(json.dumps(dict(reversed(list(data.items())))))  # other order, no indent
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+    _edit_tensors(folder, lambda s: None)
+    save_file(load_file(folder / WEIGHTS_NAME), folder / WEIGHTS_NAME)  # no metadata: the config's id is checked
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+    _edit_config(folder, lambda c: c["provenance"].pop("save_id"))  # neither id: a folder of an older robust_mix
+    assert_same_model(model, MixedClassifier.from_pretrained(folder), images)
+    folder = model.save_pretrained(tmp_path / "again")
+    _edit_config(folder, lambda c: c.pop("alpha"))
+    with pytest.raises(ValueError, match=r"config.json lacks the field\(s\) \['alpha'\], which save_pretrained writes"):
+        MixedClassifier.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("instead, message", [
+    ("pytorch_model.bin", r"has no model.safetensors \(it has README.md, config.json, pytorch_model.bin\): "
+                          r"pytorch_model.bin would have to be unpickled, which robust_mix never does; save"),
+    ("model-00001-of-00002.safetensors", r"a saved mix is one model.safetensors, and model-00001-of-00002.safetensors "
+                                         r"is not read in its place; save"),
+])
+def test_weight_files_of_other_layouts_in_place_of_model_safetensors_are_named(saved, monkeypatch, instead, message):
+    """The folder was said to lack model.safetensors, without a word on the file it has instead."""
+    (saved / WEIGHTS_NAME).rename(saved / instead)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (an unpickle) was called"))
+    with pytest.raises(FileNotFoundError, match=message):
+        MixedClassifier.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("kind", ["folder", "broken-link"])
+def test_a_folder_or_a_broken_link_in_place_of_a_file_is_named(saved, kind):
+    """Both were reported as '... has no model.safetensors (it has ..., model.safetensors)'."""
+    path = saved / WEIGHTS_NAME
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+        message = r"model.safetensors is a folder, where .* should hold the file model.safetensors"
+    else:
+        path.symlink_to(saved / "gone" / WEIGHTS_NAME)
+        message = r"model.safetensors is a link to .*gone/model.safetensors, which does not exist"
+    with pytest.raises(FileNotFoundError, match=message):
+        MixedClassifier.from_pretrained(saved)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_an_adaptive_model_in_another_dtype_round_trips(tmp_path, images, dtype):
     """Half precision keeps the ratio's BatchNorm statistics in float32, so the file holds two floating dtypes:
@@ -413,6 +590,43 @@ def test_an_adaptive_model_in_another_dtype_round_trips(tmp_path, images, dtype)
     loaded = MixedClassifier.from_pretrained(tmp_path)
     assert loaded.dtype == dtype and loaded.policy.bn.running_mean.dtype == model.policy.bn.running_mean.dtype
     assert_same_model(model, loaded, images.to(dtype))
+
+
+@pytest.mark.parametrize("part", ["policy.network.linear.weight", "policy.bn.running_var", "robust.head.fc.bias"])
+def test_a_model_holding_nan_is_not_saved(fake_hub, tmp_path, part):
+    """A fine-tuning that diverged was saved and shared as it was; every output of the loaded model was NaN."""
+    model = adaptive_model()
+    with torch.no_grad():
+        {**dict(model.named_parameters()), **dict(model.named_buffers())}[part].fill_(float("nan"))
+    with pytest.raises(InvalidInputError,
+                       match=rf"1 of this model's tensors hold NaN: \['{part}'\].*nothing was written"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(InvalidInputError, match="hold NaN"):
+        model.push_to_hub("org/tiny-mix")
+    assert fake_hub["create"] == []
+
+
+@pytest.mark.parametrize("move, off", [
+    (lambda m: m.robust.half(), "robust."),
+    (lambda m: m.policy.network.to(torch.bfloat16), "policy.network."),
+    (lambda m: m.policy.double(), "policy."),
+    (lambda m: m.standard.get_submodule("stem").to(torch.float64), "standard.stem."),
+], ids=["robust-half", "policy-network-bf16", "policy-float64", "one-layer-float64"])
+def test_a_model_with_a_part_in_another_dtype_is_not_saved(fake_hub, tmp_path, images, move, off):
+    """Such a model cannot run, and it was saved into a folder that no load accepted ('tensors of another
+    dtype ... save it again'): a save that was lost."""
+    model = adaptive_model()
+    move(model)
+    with pytest.raises(InvalidInputError, match=rf"most of this model's tensors are float32, but \d+ are of another "
+                                                rf"dtype: \['{off}.*model.to\(torch.float32\).*nothing was written"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(InvalidInputError, match="of another dtype"):
+        model.push_to_hub("org/tiny-mix")
+    assert fake_hub["create"] == [] and fake_hub["upload"] == []
+    model.to(torch.float32)  # the whole model in one dtype: saved and loaded as it is
+    assert_same_model(model, MixedClassifier.from_pretrained(model.save_pretrained(tmp_path / "saved")), images)
 
 
 @pytest.mark.parametrize("name", [*robust_mix.list_models("fmnist-*"), "fmnist-adasmooth,alpha_range=[0.3,0.6]",

@@ -415,6 +415,63 @@ def test_custom_checkpoint_of_another_architecture_is_refused(tiny_entry, tmp_pa
         load(pickle)
 
 
+def test_a_checkpoint_changed_after_saving_is_refused(tiny_entry, tmp_path):
+    """RobustBench's ``custom_checkpoint=`` (timm's ``checkpoint_path=``) checks a saved folder as from_pretrained
+    does: a tensor changed after the save loaded silently."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = load_model(tiny_entry, pretrained=False).save_pretrained(tmp_path / "mine")
+    weights = folder / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(weights)
+    key = next(k for k, v in sorted(state.items()) if v.is_floating_point() and v.numel() > 1)
+    state[key] = state[key] * 2
+    save_file(state, weights, metadata=metadata)  # the save id kept
+    for checkpoint in (folder, weights):
+        with pytest.raises(ValueError, match="changed after save_pretrained wrote them"):
+            robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                         custom_checkpoint=str(checkpoint))
+
+
+def test_a_checkpoint_file_beside_another_save_s_config_is_read_on_its_own(tiny_entry, tmp_path):
+    """``finetuned.safetensors`` put into a saved folder was checked against that folder's ``config.json`` and
+    refused ('from different saves'), although it is a checkpoint of the architecture."""
+    torch.manual_seed(1)
+    released = load_model(tiny_entry, pretrained=False).save_pretrained(tmp_path / "released-copy")
+    torch.manual_seed(2)
+    tuned = load_model(tiny_entry, pretrained=False)
+    (released / "finetuned.safetensors").write_bytes(
+        (tuned.save_pretrained(tmp_path / "tuned") / "model.safetensors").read_bytes())
+    model = robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                         custom_checkpoint=str(released / "finetuned.safetensors"))
+    assert same_outputs(model, tuned, torch.rand(2, 3, 32, 32)) == 0.0
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda m: setattr(m.policy, "alpha_range", (0.5, 0.6)), r"\{'policy.alpha_range': \(0.5, 0.6\)\}"),
+    (lambda m: setattr(m, "alpha", 0.3), r"\{'alpha': 0.3\}"),
+    (lambda m: setattr(m, "std_scale", 3.0), r"\{'std_scale': 3.0\}"),
+], ids=["alpha_range", "alpha", "std_scale"])
+def test_a_checkpoint_saved_with_other_mixing_constants_is_refused(tiny_entry, tmp_path, change, field):
+    """Its tensors loaded into the entry as registered, mixing them with the entry's constants: silently another
+    model than the one saved. Passing the saved constants as keyword arguments gives the saved model."""
+    torch.manual_seed(3)
+    tuned = load_model(tiny_entry, pretrained=False)
+    change(tuned)
+    folder = tuned.save_pretrained(tmp_path / "tuned")
+    with pytest.raises(ValueError, match=rf"checkpoint .*tuned was saved mixing its bases with {field}, "
+                                         r"robustmix_tiny_mix_cifar10_linf mixes them with .*robust_mix.load_model"):
+        robustbench.utils.load_model("RobustMix-tiny-mix", dataset="cifar10", threat_model="Linf",
+                                     custom_checkpoint=str(folder))
+    saved = tuned.current_config()
+    overrides = {"alpha": saved.alpha, "alpha_range": saved.policy.alpha_range, "std_scale": saved.std_scale}
+    model = timm.create_model("robustmix_tiny_mix_cifar10_linf", checkpoint_path=str(folder),
+                              **{k: v for k, v in overrides.items() if v is not None})
+    assert same_outputs(model, tuned, torch.rand(2, 3, 32, 32)) == 0.0
+
+
 # -- RobustBench names the entry does not have ---------------------------------------------------------------
 @pytest.mark.parametrize("dataset, threat_model", [("imagenet", "Linf"), ("cifar10", "L2")])
 def test_a_data_set_or_threat_model_the_entry_lacks_is_named(dataset, threat_model):
@@ -433,6 +490,51 @@ def test_an_unknown_robustmix_name_lists_the_known_ones():
     with pytest.raises(KeyError) as err:  # other names keep RobustBench's own error
         robustbench.utils.load_model("NotAModel", dataset="cifar10", threat_model="Linf")
     assert not isinstance(err.value, UnknownModelError)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("cifar100-adasmooth", "'cifar100-adasmooth' is robust_mix's registry name of 'cifar100-adasmooth'; RobustBench "
+                           "calls it 'RobustMix-adasmooth': robustbench.utils.load_model('RobustMix-adasmooth', "
+                           "dataset='cifar100', threat_model='Linf')"),
+    ("CIFAR100-AdaSmooth", "'CIFAR100-AdaSmooth' is robust_mix's registry name of 'cifar100-adasmooth'; RobustBench "
+                           "calls it 'RobustMix-adasmooth'"),
+    ("robustmix_adasmooth_cifar100_linf", "'robustmix_adasmooth_cifar100_linf' is robust_mix's timm name of "
+                                          "'cifar100-adasmooth'; RobustBench calls it 'RobustMix-adasmooth'"),
+    ("fmnist-robust", "'fmnist-robust' is robust_mix's registry name of 'fmnist-robust', an entry on 'fashion-mnist', "
+                      "which RobustBench does not know: load it with robust_mix.load_model('fmnist-robust')"),
+])
+def test_robust_mix_s_other_names_given_to_robustbench_say_which_name_it_takes(name, message):
+    """RobustBench answered a registry or timm name of a robust_mix entry with a bare ``KeyError: 'name'``."""
+    with pytest.raises(UnknownModelError) as err:
+        robustbench.utils.load_model(name, dataset="cifar100", threat_model="Linf")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("overlay", [[("crop_pct", 0.9)], "crop_pct=0.9"])
+def test_a_pretrained_cfg_overlay_that_is_not_a_dict_is_named(overlay):
+    """It failed with ``AttributeError: 'list' object has no attribute 'items'``."""
+    with pytest.raises(TypeError, match=r"robustmix_adasmooth_cifar100_linf: pretrained_cfg_overlay must be a dict"):
+        timm.create_model("robustmix_adasmooth_cifar100_linf", pretrained_cfg_overlay=overlay)
+
+
+@pytest.mark.parametrize("name", ["RobustMix-AdaSmooth", "Standard"])  # robust_mix's entry and RobustBench's own
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"dataset": "CIFAR100"}, ValueError, r"RobustBench has no dataset 'CIFAR100'; it has \['cifar10', 'cifar100', "
+                                          r"'imagenet'\]: RobustBench's names are case-sensitive, did you mean 'cifar100'"),
+    ({"threat_model": "linf"}, ValueError, r"no threat_model 'linf'; it has \['Linf', 'L2', .*did you mean 'Linf'\?"),
+    ({"threat_model": "l-2"}, ValueError, r"no threat_model 'l-2'.*did you mean 'L2'\?"),
+    ({"dataset": "svhn"}, ValueError, r"no dataset 'svhn'; it has \['cifar10', 'cifar100', 'imagenet'\]$"),
+    ({"threat_model": 2}, TypeError, r"threat_model=2 \(int\): RobustBench's load_model takes one of \['Linf'"),
+    ({"model_dir": 3}, TypeError, r"model_dir must be a folder path .* got 3 \(int\)"),
+])
+def test_robustbench_s_data_sets_threat_models_and_model_dir_are_checked_naming_the_choices(
+        name, arguments, error, message, tmp_path, monkeypatch):
+    """RobustBench said ``'linf' is not a valid ThreatModel`` naming neither its names nor the one meant, and a
+    ``model_dir`` that is no path was a bare ``TypeError`` from ``pathlib``."""
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    given = {"dataset": "cifar100", "threat_model": "Linf", "model_dir": str(tmp_path), **arguments}
+    with pytest.raises(error, match=message):
+        robustbench.utils.load_model(name, **given)
 
 
 # -- names that cannot be timm models ----------------------------------------------------------------------

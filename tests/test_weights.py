@@ -90,6 +90,49 @@ def test_robustbench_source_uses_the_model_dir_layout(tmp_path, monkeypatch):
         resolve_weights(WeightsConfig(robustbench="cifar100/Linf/Bai2023Improving_edm", index=7), tmp_path)
 
 
+@pytest.mark.parametrize("layout, note", [
+    ({"cifar100/Linf/Bai2023Improving_edm.pt_m1.pt/": None}, r"it is a folder: move it away\)"),
+    ({"cifar100/Linf/bai2023improving_edm.pt_m1.pt": b"x"},
+     r"Linf has 'bai2023improving_edm.pt_m1.pt': the layout's names are case-sensitive, rename it "
+     r"'Bai2023Improving_edm.pt_m1.pt'\)"),
+    ({"cifar100/linf/": None}, r"cifar100 has 'linf': the layout's names are case-sensitive, rename it 'Linf'\)"),
+    ({"CIFAR100/": None}, r"has 'CIFAR100': the layout's names are case-sensitive, rename it 'cifar100'\)"),
+    ({"cifar100": b"x"}, r"cifar100 is a file, where the layout has a folder\)"),
+    ({"cifar100/Linf/": None, "link": "cifar100/Linf/Bai2023Improving_edm.pt_m1.pt"},
+     r"it is a link to .*gone.pt, which does not exist\)"),
+], ids=["folder", "file-case", "folder-case", "dataset-case", "file-for-folder", "broken-link"])
+def test_what_stands_where_a_robustbench_file_should_be_is_named(tmp_path, monkeypatch, layout, note):
+    """Each was reported as a missing file only (a file named in another case is never read on Linux)."""
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    for name, data in layout.items():
+        if name == "link":
+            (tmp_path / data).symlink_to(tmp_path / "gone.pt")
+        elif name.endswith("/"):
+            (tmp_path / name).mkdir(parents=True)
+        else:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+    weights = WeightsConfig(robustbench="cifar100/Linf/Bai2023Improving_edm", index=1)
+    with pytest.raises(WeightsNotFoundError, match=r"Bai2023Improving_edm.pt_m1.pt  <- https://drive.google.com/uc\?"
+                                                   rf"id=\S+  \(.*{note}"):
+        resolve_weights(weights, tmp_path)
+
+
+@pytest.mark.parametrize("blocker", ["folder", "file-for-folder"])
+def test_a_download_that_could_not_be_written_is_not_started(tmp_path, monkeypatch, blocker):
+    import robustbench.utils
+
+    monkeypatch.delenv("ROBUST_MIX_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(robustbench.utils, "download_gdrive_new", lambda *a: pytest.fail("a download was started"))
+    if blocker == "folder":
+        (tmp_path / "cifar100" / "Linf" / "Bai2023Improving_edm.pt_m1.pt").mkdir(parents=True)
+    else:
+        (tmp_path / "cifar100").write_text("x")
+    with pytest.raises(WeightsNotFoundError, match=r"missing \(a download cannot be written there\)"):
+        resolve_weights(WeightsConfig(robustbench="cifar100/Linf/Bai2023Improving_edm", index=1), tmp_path)
+
+
 def test_hub_source_reads_the_cache_offline(tmp_path, monkeypatch, weight_file):
     from huggingface_hub import constants
 
@@ -139,13 +182,17 @@ def _pickled(path):
     ("truncated", ".safetensors", "not a readable safetensors file.*truncated or corrupt.*download it again"),
     ("truncated", ".pt", "truncated or corrupt: download it again"),
     ("pickled", ".pt", "holds pickled Python objects.*never unpickles"),
+    ("lfs", ".safetensors", "is a Git LFS pointer .*cloned without Git LFS.*git lfs pull"),
+    ("lfs", ".pt", "is a Git LFS pointer"),
 ])
 def test_bad_files_are_refused_naming_the_file(tmp_path, weight_file, kind, suffix, message):
     path = tmp_path / f"bad{suffix}"
     {"html": lambda: _html(path), "empty": lambda: path.write_bytes(b""),
      "truncated": lambda: (_truncated_safetensors(path, weight_file) if suffix == ".safetensors"
                            else _truncated_torch(path)),
-     "pickled": lambda: _pickled(path)}[kind]()
+     "pickled": lambda: _pickled(path),
+     "lfs": lambda: path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:"
+                                    f"{'0' * 64}\nsize 123456\n")}[kind]()
     with pytest.raises(ValueError, match=message) as err:
         load_backbone(BackboneConfig("timm/resnet10t", kwargs={"num_classes": 10}, weights={"file": str(path)}))
     assert str(path) in str(err.value)
