@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
                                  check_alpha_range, check_choice, check_fields, check_ln_k, check_real,
-                                 positive_float, positive_int)
+                                 check_threat_model, positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -467,6 +467,7 @@ CONFIG_RULES = {
     "std": lambda name, values: [positive_float(name, v) for v in values],
     "mean": lambda name, values: [check_real(name, v) for v in values],
     "preprocessing": lambda name, value: check_choice(name, value, ROBUSTBENCH_PREPROCESSINGS),
+    "threat_model": lambda name, value: check_threat_model(value, name),
 }
 
 #: RobustBench's names of test-time preprocessings (``robustbench.data.PREPROCESSINGS``), as data.
