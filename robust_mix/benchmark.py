@@ -38,9 +38,9 @@ from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, c
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
-                                 check_device, check_eps, check_examples, check_finite_outputs, check_int, check_model,
-                                 check_scores, check_threat_model, check_writable_dir, optional_positive_int,
-                                 positive_int)
+                                 check_device, check_eps, check_examples, check_finite_outputs, check_model,
+                                 check_scores, check_seed, check_threat_model, check_writable_dir,
+                                 optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -529,7 +529,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     clean_examples = optional_positive_int("clean_examples", clean_examples)
     batch_size = positive_int("batch_size", batch_size)
     chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
-    seed = check_int("seed", seed)
+    seed = check_seed("seed", seed)
     plan = resolve_attack(attack, check_bool("adaptive", adaptive))
     options = check_options(options)
     progress = check_callback("progress", progress, ("start", "advance"), "robust_mix.benchmark.Progress")

@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 AlphaLike = Union[float, torch.Tensor]
 AlphaChoice = Union[float, torch.Tensor, Literal["applied", "lower"]]
 Norm = Literal["l2", "linf"]
+#: The norms a Lipschitz certificate measures its radii in (randomized smoothing's are l2).
+NORMS: tuple[str, ...] = ("l2", "linf")
 
 #: Lipschitz constant of each softmax component in the l2 norm of the logits: the gradient of
 #: ``p_i`` is ``p_i (e_i - p)``, whose l2 norm is at most ``sqrt(2) p_i (1 - p_i) <= sqrt(2)/4``
@@ -532,8 +534,8 @@ def robust_probs_lipschitz(model: MixedClassifier, input_shape: Sequence[int], n
         input_shape: ``(C, H, W)`` of one raw image.
         norm: ``"l2"`` or ``"linf"``, the norm the radius is measured in.
     """
-    if norm not in ("l2", "linf"):
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
     contract = model.robust_input.config
     if contract.input_size is not None and tuple(contract.input_size) != tuple(input_shape[-2:]):
         raise ValueError(f"the robust base resizes its input to {contract.input_size}; interpolation is not "

@@ -72,6 +72,21 @@ def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
     return int(value)
 
 
+#: The largest seed ``torch.manual_seed`` and ``torch.Generator.manual_seed`` take.
+MAX_SEED = 2 ** 64 - 1
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A random seed: a whole number from 0 to :data:`MAX_SEED` (what ``torch.manual_seed`` takes; a larger one
+    ended a certificate in torch's "Overflow when unpacking long long"). The one rule of every seed robust_mix
+    takes (``--seed``, ``seed=``, a recipe's ``seed``)."""
+    number = check_int(name, value, minimum=0)
+    if number > MAX_SEED:
+        raise InvalidInputError(f"{name} must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), "
+                                f"got {value}")
+    return number
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an ``int >= 1`` (example counts, batch and chunk sizes, epochs, samples)."""
     if _is_int(value) and value < 1:

@@ -27,6 +27,7 @@ import robust_mix
 from conftest import make_tiny
 from robust_mix.protocol import STANDARD_STAGES, AttackOptions
 from robust_mix.benchmark import BenchmarkResult, benchmark, predict
+from robust_mix.certification import certify_model
 from robust_mix.certify import certify_lipschitz, certify_smoothing, estimate_smoothed, sample_counts
 from robust_mix.cli import main
 from robust_mix.config import ModelConfig
@@ -168,6 +169,8 @@ COUNTS = [
     ("chunk_size=-1", lambda: bench(chunk_size=-1), InvalidInputError, "got -1"),
     ("chunk_size=1.5", lambda: bench(chunk_size=1.5), TypeError, "chunk_size must be an integer, got 1.5"),
     ("seed=1.5", lambda: bench(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
+    ("seed=-1 (the one rule of seeds, the recipes' too)", lambda: bench(seed=-1), InvalidInputError,
+     "seed must be an integer >= 0, got -1"),
     ("AttackOptions(n_iter=0)", lambda: AttackOptions(n_iter=0), InvalidInputError, "n_iter must be a positive integer (>= 1), got 0"),
     ("AttackOptions(n_queries=-1)", lambda: AttackOptions(n_queries=-1), InvalidInputError, "n_queries must be a positive integer (>= 1), got -1"),
     ("L1 APGD with n_iter=1 (failed inside pyautoattack)", lambda: bench(threat_model="L1", eps=5.0), InvalidInputError,
@@ -436,6 +439,18 @@ CERTIFY = [
     ("failure_prob=2", lambda: estimate_smoothed(tiny_model().robust, images(2), sigma=0.1, num_classes=10,
                                                  failure_prob=2), InvalidInputError, "failure_prob must be a finite number in (0, 1), got 2"),
     ("n=0 samples", lambda: sample_counts(tiny_model().robust, images(2), 0, 0.1, 10), InvalidInputError, "got 0"),
+    ("certify_model(seed=2**64) (torch's 'Overflow when unpacking long long')",
+     lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]), n0=2, n=4, seed=2 ** 64),
+     InvalidInputError, "seed must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), got "),
+    ("certify_model(norm='linf') under smoothing (ignored: an l2 report)",
+     lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]), norm="linf"), InvalidInputError,
+     "norm='linf' applies to method='lipschitz'"),
+    ("certify_model(lipschitz=0.5) under smoothing (ignored)",
+     lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]), lipschitz=0.5), InvalidInputError,
+     "lipschitz=0.5 applies to method='lipschitz' (--method lipschitz); randomized smoothing certifies l2 radii"),
+    ("certify_model(norm='l3')", lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]),
+                                                       method="lipschitz", norm="l3"), InvalidInputError,
+     "norm must be one of ['l2', 'linf'], got 'l3'"),
     ("NaN classifier under noise", lambda: sample_counts(lambda z: torch.full((len(z), 10), float("nan")), images(2),
                                                          4, 0.1, 10), NonFiniteOutputError, "on noisy copies of some inputs"),
 ]
@@ -739,6 +754,21 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --n-iter 0", bench_cli("--n-iter", "0"), 2, "argument --n-iter"),
     ("benchmark --n-queries -1", bench_cli("--n-queries", "-1"), 2, "got -1"),
     ("benchmark --seed x", bench_cli("--seed", "x"), 2, "must be a whole number, got 'x'"),
+    ("benchmark --seed -1", bench_cli("--seed", "-1"), 2, "argument --seed: value must be an integer >= 0, got -1"),
+    ("certify --seed 2**64 (was torch's 'Overflow when unpacking long long', after loading)",
+     certify_cli("--seed", str(2 ** 64)), 2, "argument --seed: value must be an integer from 0 to 2**64 - 1"),
+    ("benchmark --threads 100000 (was 'the model fails on the images ... check the data set')",
+     bench_cli("--threads", "100000"), 2, "argument --threads: value must be at most 1024 threads, got '100000'"),
+    ("certify --threads 10**23 (was 'Overflow when unpacking long long')", certify_cli("--threads", str(10 ** 23)), 2,
+     "argument --threads: value must be at most 1024 threads"),
+    ("certify --lipschitz under smoothing (was ignored)", certify_cli("--lipschitz", "0.5"), 2,
+     "error: lipschitz=0.5 applies to method='lipschitz' (--method lipschitz)"),
+    ("certify --norm linf under smoothing (was an l2 report)", certify_cli("--norm", "linf"), 2,
+     "error: norm='linf' applies to method='lipschitz'"),
+    ("certify --method lipschitz --sigma --n (were ignored)",
+     ["certify", "fmnist-robust", "--method", "lipschitz", "--sigma", "0.5", "--n", "20"], 2,
+     "error: --sigma and --n apply to --method smoothing; --method lipschitz does not use them: leave them out"),
+    ("certify --split testing", certify_cli("--split", "testing"), 2, "argument --split: invalid choice: 'testing'"),
     ("benchmark --dataset cifar11", bench_cli("--dataset", "cifar11", "--n-examples", "2"), 2, "unknown dataset 'cifar11'"),
     ("benchmark unknown model", ["benchmark", "nosuch-model"], 2, "unknown model 'nosuch-model'"),
     ("benchmark module:missing", ["benchmark", "test_bad_inputs:no_such_factory"], 2,

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table
+from robust_mix.cli import EPS, EPS_HELP, PATH, POSITIVE_INT, command, format_table
 from robust_mix.formatting import interval_heading, percent, percent_interval
 from robust_mix.results import INTERVAL_LEVEL
 
@@ -21,7 +21,7 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
                    help="folder of the site (replaced if it holds a site built before)")
     p.add_argument("--dataset", help="leaderboard to build (default: the one most reports are for)")
     p.add_argument("--threat-model", choices=("Linf", "L2", "L1"), help="leaderboard's threat model")
-    p.add_argument("--eps", type=EPS, help="leaderboard's eps, e.g. 8/255")
+    p.add_argument("--eps", type=EPS, help="the leaderboard's eps: " + EPS_HELP)
     p.add_argument("--no-reference", action="store_true", help="leave out RobustBench's published rows")
     p.add_argument("--screenshot", type=PATH, help="also save a PNG of the index page (needs Chromium)")
     p.add_argument("--width", type=POSITIVE_INT, default=1280, help="window width of the screenshot in CSS pixels")
