@@ -853,6 +853,27 @@ def test_cli_refuses_an_unwritable_out_before_working(under_a_file, capsys, argv
     assert time.perf_counter() - started < 30  # refused up front, not after computing
 
 
+INSIDE_PACKAGE = [  # (id, argv with {out} for an output folder inside the installed package)
+    *((name, [*argv, "--out", "{out}"]) for name, argv in UNWRITABLE),
+    ("card", ["card", "fmnist-robust", "--out", "{out}/card.md"]),
+    ("card --all", ["card", "--all", "--out-dir", "{out}"]),
+    ("save", ["save", "fmnist-robust", "{out}"]),
+    ("leaderboard", ["leaderboard", "no-runs", "--out", "{out}/site"]),
+]
+
+
+@pytest.mark.parametrize("argv", [pytest.param(a, id=i) for i, a in INSIDE_PACKAGE])
+def test_cli_refuses_an_output_folder_inside_the_package(capsys, argv):
+    """--out robust_mix/... wrote reports, weights, cards or a site into the installed package (lost on reinstall,
+    and able to replace the package's own files, e.g. its card template)."""
+    inside = Path(robust_mix.__file__).resolve().parent / "runs-of-a-test"
+    assert main([a.format(out=inside) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{inside}' is inside the robust_mix package" in err, err
+    assert "choose a folder outside it" in err and "Traceback" not in err
+    assert not inside.exists()
+
+
 def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys):
     report = tmp_path / "report.json"
     report.write_text(json.dumps(leaderboard_size(reports["standard"])))

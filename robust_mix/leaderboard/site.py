@@ -23,6 +23,7 @@ from robust_mix.version import __version__
 from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
 from robust_mix.io import atomic_write_bytes
+from robust_mix.validate import check_writable_dir
 from robust_mix.leaderboard import markdown
 from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_board, collect
 from robust_mix.leaderboard.render import index_body, model_body, page
@@ -211,6 +212,8 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
     Returns:
         What was written, and every input left out with the reason (also listed on the index page).
     """
+    out = Path(out_dir).expanduser()
+    check_writable_dir(out.parent, "folder of the site")  # before any work: a file in the way, the package
     inputs = collect(paths)
     board, kept = choose_board(inputs, dataset, threat_model, eps)
     references = (load_snapshot().board(board.dataset, board.threat_model, board.eps)
@@ -221,7 +224,6 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
     files = _pages(board, kept.evaluations, references, kept.rejected, used, command)
     files[MARKER] = (json.dumps({"robust_mix": __version__, "files": sorted(files)}, indent=1)
                      + "\n").encode("utf-8")
-    out = Path(out_dir)
     _replace_folder(out, files)
     for r in kept.rejected:
         logger.debug("left out %s: %s", r.path, r.reason)
