@@ -33,7 +33,7 @@ from robust_mix.cli import main
 from robust_mix.config import ModelConfig
 from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, check_submission
 from robust_mix.sweep import parse_alphas, sweep
-from robust_mix.train import BackboneRecipe, apply_settings, get_recipe
+from robust_mix.train import BackboneRecipe, RunOptions, apply_settings, get_recipe
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, NonFiniteOutputError, check_writable_dir,
                                  parse_eps)
 
@@ -463,6 +463,8 @@ RECIPE = [
      "unknown setting 'epoch' for BackboneRecipe"),
     ("--set policy.blocks=0", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["policy.blocks=0"]),
      InvalidInputError, "policy.blocks must be a positive integer (>= 1), got 0"),
+    ("RunOptions(workers=100000)", lambda: RunOptions(workers=100_000), InvalidInputError,
+     "workers must be at most"),
     ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
@@ -807,6 +809,8 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("train --set train_subset=-5", train_cli("train_subset=-5"), 2, "train_subset must be a positive integer"),
     ("train --set unknown=1", train_cli("unknown=1"), 2, "unknown setting 'unknown' for BackboneRecipe"),
     ("train --set epochs", train_cli("epochs"), 2, "settings look like key=value, got 'epochs'"),
+    ("train --workers 100000 (forked DataLoader processes until the machine gave out)",
+     [*train_cli("epochs=1"), "--workers", "100000"], 2, "DataLoader processes (4 per CPU; this machine has"),
     ("leaderboard --width 0", ["leaderboard", "no-runs", "--out", "/dev/null/site", "--width", "0"], 2,
      "argument --width: value must be a positive integer (>= 1), got 0"),
     ("leaderboard --height -5 (was read as 'the whole page' or an 800-pixel crop)",

@@ -92,7 +92,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when available; cuda:<LOCAL_RANK> under torchrun)")
     p.add_argument("--workers", type=arg_type(lambda name, v: check_int(name, v, minimum=0), parse_int), default=0,
-                   help="DataLoader worker processes per rank (default 0)")
+                   help="DataLoader worker processes per rank, at most 4 per CPU (default 0: load in the training "
+                        "process)")
     p.add_argument("--checkpoint-every", type=POSITIVE_INT, help="also checkpoint every N optimizer steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as JSON and exit")
