@@ -546,8 +546,16 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
         preprocessing = data.preprocessing_for(dataset, preprocessing, config)
         n_examples = n_examples or required_examples(dataset)
-        images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
-                                           data_dir, preprocessing=preprocessing)
+        try:
+            images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
+                                               data_dir, preprocessing=preprocessing)
+        except data.NotEnoughExamplesError as err:
+            if clean_examples is None or clean_examples <= n_examples:
+                raise
+            # the count that asked for the images is clean_examples: name it, not n_examples
+            raise InvalidInputError(f"clean_examples is {clean_examples}, but {dataset}'s test split has "
+                                    f"{err.available} images; pass clean_examples <= {err.available} "
+                                    "(--clean-examples), or none") from None
         if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision
             logger.info("test images converted from %s to the model's %s", images.dtype, dtype)
             images = images.to(dtype)

@@ -756,6 +756,10 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --n-iter 0", bench_cli("--n-iter", "0"), 2, "argument --n-iter"),
     ("benchmark --n-queries -1", bench_cli("--n-queries", "-1"), 2, "got -1"),
     ("benchmark --seed x", bench_cli("--seed", "x"), 2, "must be a whole number, got 'x'"),
+    ("benchmark --clean-examples beyond the test set (was named n_examples)",
+     bench_cli("--n-examples", "2", "--clean-examples", "20000"), 2,
+     "error: clean_examples is 20000, but fashion-mnist's test split has 10000 images; pass clean_examples <= 10000 "
+     "(--clean-examples)"),
     ("benchmark --seed -1", bench_cli("--seed", "-1"), 2, "argument --seed: value must be an integer >= 0, got -1"),
     ("certify --seed 2**64 (was torch's 'Overflow when unpacking long long', after loading)",
      certify_cli("--seed", str(2 ** 64)), 2, "argument --seed: value must be an integer from 0 to 2**64 - 1"),
