@@ -35,10 +35,10 @@ def _card(args: argparse.Namespace) -> int:
         "--out-dir": args.out_dir, "--reports-dir": args.reports_dir}
     wrong = [option for option, value in given.items() if value is not None]
     if wrong:
+        form, other = ("--all", "one card (NAME)") if args.all else ("NAME", "--all")
         them = "them" if len(wrong) > 1 else "it"
-        raise InvalidInputError(f"{' and '.join(wrong)} {'apply' if len(wrong) > 1 else 'applies'} to "
-                                f"{'one card (NAME)' if args.all else '--all'}, not to {'--all' if args.all else 'NAME'}:"
-                                f" leave {them} out")
+        raise InvalidInputError(f"{' and '.join(wrong)} {'apply' if len(wrong) > 1 else 'applies'} to {other}, not to "
+                                f"{form}: leave {them} out")
     if args.all:
         args.out_dir = args.out_dir or "model_cards"
         check_writable_dir(args.out_dir, "card folder")
