@@ -22,13 +22,12 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
 
 from robust_mix.attacks import StageRunner, is_mixednuts
-from robust_mix.config import ModelConfig
 from robust_mix.fastpath import fast_path
 from robust_mix.fingerprint import model_code_fingerprint, model_fingerprint
 from robust_mix.io import atomic_write_text
@@ -38,8 +37,8 @@ from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
                                  check_device, check_eps, check_eps_within_images, check_examples, check_finite_outputs,
-                                 check_int, check_model, check_scores, check_threat_model, check_writable_dir,
-                                 evaluates_model, layout_hint, optional_positive_int, positive_int)
+                                 check_model, check_scores, check_seed, check_threat_model,
+                                 check_writable_dir, evaluates_model, layout_hint, optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -525,7 +524,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     clean_examples = optional_positive_int("clean_examples", clean_examples)
     batch_size = positive_int("batch_size", batch_size)
     chunk_size = positive_int("chunk_size", chunk_size if chunk_size is not None else batch_size)
-    seed = check_int("seed", seed)
+    seed = check_seed("seed", seed)
     plan = resolve_attack(attack, check_bool("adaptive", adaptive))
     options = check_options(options)
     progress = check_callback("progress", progress, ("start", "advance"), "robust_mix.benchmark.Progress")
@@ -542,8 +541,16 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
 
         preprocessing = data.preprocessing_for(dataset, preprocessing, config)
         n_examples = n_examples or required_examples(dataset)
-        images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
-                                           data_dir, preprocessing=preprocessing)
+        try:
+            images, labels = data.load_dataset(dataset, "test", max(n_examples or 0, clean_examples or 0) or None,
+                                               data_dir, preprocessing=preprocessing)
+        except data.NotEnoughExamplesError as err:
+            if clean_examples is None or clean_examples <= n_examples:
+                raise
+            # the count that asked for the images is clean_examples: name it, not n_examples
+            raise InvalidInputError(f"clean_examples is {clean_examples}, but {dataset}'s test split has "
+                                    f"{err.available} images; pass clean_examples <= {err.available} "
+                                    "(--clean-examples), or none") from None
         if dtype is not None and images.dtype != dtype:  # the loaded float32 images, in the model's precision
             logger.info("test images converted from %s to the model's %s", images.dtype, dtype)
             images = images.to(dtype)

@@ -28,7 +28,7 @@ from robust_mix.formatting import format_alpha
 from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import (InvalidInputError, check_alpha, check_examples, check_finite_outputs, check_radii,
-                                 check_writable_dir, evaluates_model, positive_float, positive_int)
+                                 check_seed, check_writable_dir, evaluates_model, positive_float, positive_int)
 from robust_mix.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,23 @@ def ratio_choice(choice: Any) -> AlphaChoice:
     return check_alpha(choice, "every alpha")
 
 
+def check_method(method: str, lipschitz: Optional[float] = None, norm: str = "l2"
+                 ) -> tuple[str, Optional[float], str]:
+    """``(method, lipschitz, norm)`` of a certificate, checked together (:func:`certify_model` and the CLI, before
+    loading a model): ``lipschitz`` and ``norm='linf'`` belong to ``method='lipschitz'``. With smoothing they were
+    ignored, and the report said l2 and the smoothing bound whatever was asked for."""
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    norm = check_norm(norm)
+    if method == "smoothing" and (lipschitz is not None or norm != "l2"):
+        given = [f"{k}={v!r}" for k, v in (("lipschitz", lipschitz), ("norm", norm)) if v is not None and v != "l2"]
+        several = len(given) > 1
+        raise InvalidInputError(f"{' and '.join(given)} {'apply' if several else 'applies'} to method='lipschitz' "
+                                "(--method lipschitz); randomized smoothing certifies l2 radii with its own estimate: "
+                                f"leave {'them' if several else 'it'} out, or pass method='lipschitz'")
+    return method, None if lipschitz is None else check_lipschitz(lipschitz), norm
+
+
 @evaluates_model
 def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Tensor, *, name: str = "model",
                   method: str = "smoothing", sigma: float = 0.25, n0: int = 100, n: int = 1000,
@@ -101,20 +118,12 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     Raises:
         ValueError: a model the certificates do not cover, images off its input contract, bad labels, no images,
             a ``batch_size`` below 1, a ``lipschitz`` that is 0, negative, NaN or infinite (``None``, not 0, asks for the library's bound),
+            ``lipschitz`` or ``norm='linf'`` with ``method='smoothing'`` (they belong to the Lipschitz form),
             or a ``state_dir`` holding the samples of another model, other images or other settings.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    norm = check_norm(norm)
-    if method == "smoothing" and (norm != "l2" or lipschitz is not None):
-        given = [f"norm={norm!r}"] * (norm != "l2") + [f"lipschitz={lipschitz!r}"] * (lipschitz is not None)
-        raise InvalidInputError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} the Lipschitz "
-                                "certificate, but method='smoothing' certifies l2 radii by Gaussian smoothing (the "
-                                "report would say l2, not what was asked): pass method='lipschitz' (--method "
-                                "lipschitz), or leave them out")
-    if lipschitz is not None:
-        lipschitz = check_lipschitz(lipschitz)
+    method, lipschitz, norm = check_method(method, lipschitz, norm)
     sigma = positive_float("sigma", sigma)
+    seed = check_seed("seed", seed)
     if radii is not None:
         radii = check_radii(radii)
     elif method == "smoothing":

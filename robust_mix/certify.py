@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 AlphaLike = Union[float, torch.Tensor]
 AlphaChoice = Union[float, torch.Tensor, Literal["applied", "lower"]]
 Norm = Literal["l2", "linf"]
+#: The norms a Lipschitz certificate measures its radii in (randomized smoothing's are l2).
+NORMS: tuple[str, ...] = ("l2", "linf")
 
 #: Lipschitz constant of each softmax component in the l2 norm of the logits: the gradient of
 #: ``p_i`` is ``p_i (e_i - p)``, whose l2 norm is at most ``sqrt(2) p_i (1 - p_i) <= sqrt(2)/4``

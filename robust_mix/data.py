@@ -273,11 +273,17 @@ def _fashion_mnist_arrays(part: str, data_dir: Optional[PathLike]) -> tuple[np.n
     """The official ``part`` (``"train"`` or ``"test"``): ``(N, 28, 28)`` uint8 images, ``(N,)`` labels."""
     images_name, labels_name = _FMNIST_FILES[part]
     searched = _fashion_mnist_dirs(data_dir)
+    # the place the caller named (data_dir, also as a torchvision root, else $ROBUST_MIX_DATA): a copy read from
+    # elsewhere is said, never silent (a mistyped $ROBUST_MIX_DATA read the system copy without a word)
+    env = os.environ.get("ROBUST_MIX_DATA")
+    named = (("data_dir", data_dir, searched[:2]) if data_dir is not None else
+             ("ROBUST_MIX_DATA", env, searched[:1]) if env else None)
     for folder in searched:
         images, labels = folder / images_name, folder / labels_name
         if images.is_file() and labels.is_file():
-            if data_dir is not None and folder not in searched[:2]:
-                logger.warning("Fashion-MNIST is not in data_dir %s; read the copy in %s instead", data_dir, folder)
+            if named is not None and folder not in named[2]:
+                logger.warning("Fashion-MNIST is not in %s %s; read the copy in %s instead", named[0], named[1],
+                               folder)
             arrays = _read_idx_pair(images, labels, (images.stat().st_mtime, labels.stat().st_mtime))
             if len(arrays[1]) != _FMNIST_OFFICIAL_COUNTS[part]:
                 logger.warning("%s holds %d images, not the official %d of Fashion-MNIST's %s set (a subset, or "
@@ -323,6 +329,9 @@ def _cifar_arrays(cls_name: str, root: Path, train: bool) -> tuple[np.ndarray, n
 
     cls = getattr(torchvision.datasets, cls_name)
     folder = root / cls.base_folder
+    if not folder.is_dir() and (root / cls.test_list[0][0]).is_file():  # the archive folder itself was given
+        raise DatasetNotFoundError(f"{root} is the {cls_name} archive folder itself, not the folder holding it; pass "
+                                   f"its parent {root.parent} as data_dir (--data-dir), which holds {cls.base_folder}/")
     if folder.is_dir():  # offline or not: check the files here, and name the one at fault
         _check_cifar_folder(cls_name, folder, [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])])
     try:

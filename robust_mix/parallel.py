@@ -89,10 +89,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, on_event: Optional[EventH
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive whole number of processes, got {workers!r}")
-    if threads_per_worker is not None and (isinstance(threads_per_worker, bool)
-                                           or not isinstance(threads_per_worker, int) or threads_per_worker < 1):
-        raise ValueError(f"threads_per_worker must be a positive whole number of threads, got {threads_per_worker!r}; "
-                         "or None for the thread policy")
+    if threads_per_worker is not None:
+        threads.check_threads(threads_per_worker, "threads_per_worker")
     order = list(range(len(jobs))) if start_order is None else list(start_order)
     if sorted(order) != list(range(len(jobs))):
         raise ValueError(f"start_order must list each of the {len(jobs)} job indices once, got {order}")

@@ -282,6 +282,24 @@ def _positive_int(value: object, what: str, unit: str = "threads") -> int:
     return number
 
 
+#: The most threads a process may be given. Threads beyond the CPUs only wait on each other, and far beyond them
+#: the libraries fail in ways that name other causes (100,000 made oneDNN's convolutions fail with "could not create
+#: a primitive", read as a model that does not fit its images; 10**23 overflowed torch.set_num_threads).
+MAX_THREADS = 1024
+
+
+def check_threads(value: object, what: str = "threads") -> int:
+    """A thread count (``--threads``, ``$ROBUST_MIX_THREADS``, a worker's threads): a whole number from 1 to
+    :data:`MAX_THREADS`; the one rule of every explicit thread count. Raises ``ValueError`` naming ``what``."""
+    number = _positive_int(value, what)
+    if number > MAX_THREADS:
+        cpus = os.cpu_count()
+        raise ValueError(f"{what} must be at most {MAX_THREADS} threads, got {value!r}"
+                         + (f" (this machine has {cpus} CPUs; threads beyond them only wait on each other)"
+                            if cpus else "") + "; use e.g. 1 or 2, or leave it unset for the policy")
+    return number
+
+
 #: ``$OMP_NUM_THREADS`` values already warned about (the plan is made again at every rebalance).
 _IGNORED_OMP: set[str] = set()
 
@@ -290,11 +308,12 @@ def _omp_threads(text: str) -> Optional[int]:
     """``$OMP_NUM_THREADS`` as the outer level's thread count (``"4,2"`` -> 4); ``None`` if unusable
     (warned about once per value)."""
     try:
-        return _positive_int(text.split(",")[0], "OMP_NUM_THREADS")
+        return check_threads(text.split(",")[0], "OMP_NUM_THREADS")
     except ValueError:
         if text not in _IGNORED_OMP:
             _IGNORED_OMP.add(text)
-            logger.warning("ignoring OMP_NUM_THREADS=%r: not a positive whole number; the policy chooses", text)
+            logger.warning("ignoring OMP_NUM_THREADS=%r: not a whole number from 1 to %d; the policy chooses", text,
+                           MAX_THREADS)
         return None
 
 
@@ -319,9 +338,9 @@ def plan_threads(requested: Optional[int] = None, *, processes: Optional[int] = 
     sharing = max(1, declared, live_claims() if claims is None else claims)
     load, machine = load_average(), os.cpu_count()
     if requested is not None:
-        return ThreadPlan(_positive_int(requested, "threads"), "argument", cpus, sharing, load, machine)
+        return ThreadPlan(check_threads(requested), "argument", cpus, sharing, load, machine)
     if env.get(ENV_VAR, "").strip():
-        return ThreadPlan(_positive_int(env[ENV_VAR], ENV_VAR), ENV_VAR, cpus, sharing, load, machine)
+        return ThreadPlan(check_threads(env[ENV_VAR], ENV_VAR), ENV_VAR, cpus, sharing, load, machine)
     omp = _omp_threads(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").strip() else None
     if omp is not None:
         return ThreadPlan(omp, "OMP_NUM_THREADS", cpus, sharing, load, machine)

@@ -84,6 +84,21 @@ def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
     return int(value)
 
 
+#: The largest seed ``torch.manual_seed`` and ``torch.Generator.manual_seed`` take.
+MAX_SEED = 2 ** 64 - 1
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A random seed: a whole number from 0 to :data:`MAX_SEED` (what ``torch.manual_seed`` takes; a larger one
+    ended a certificate in torch's "Overflow when unpacking long long"). The one rule of every seed robust_mix
+    takes (``--seed``, ``seed=``, a recipe's ``seed``)."""
+    number = check_int(name, value, minimum=0)
+    if number > MAX_SEED:
+        raise InvalidInputError(f"{name} must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), "
+                                f"got {value}")
+    return number
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an ``int >= 1`` (example counts, batch and chunk sizes, epochs, samples)."""
     if _is_int(value) and value < 1:
@@ -773,17 +788,26 @@ def check_input_file(path: Union[str, os.PathLike], what: str, *, inside: Option
     return file
 
 
+#: The installed robust_mix package: no output folder lies inside it.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
 def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> Path:
     """Create ``path`` (and parents) if needed and make sure files can be written there; returns it as a
     ``Path`` with ``~`` expanded (:func:`check_path`): callers write to the returned path.
 
     Called before any work starts, so that nothing computed is lost to an unwritable folder. An empty path is
-    refused: ``Path("")`` is the current folder, and ``--out "$OUT"`` with ``OUT`` unset would fill it.
+    refused: ``Path("")`` is the current folder, and ``--out "$OUT"`` with ``OUT`` unset would fill it. So is a folder
+    inside the package (:data:`PACKAGE_DIR`), whose files a reinstall replaces.
     """
     if isinstance(path, str) and not path.strip():
         raise InvalidInputError(f"the {what} is an empty path {path!r} (an unset variable?); give a folder, e.g. "
                                 "runs/NAME (or '.' for the current folder)")
     folder = check_path(what, path)
+    if folder.resolve().is_relative_to(PACKAGE_DIR):
+        raise InvalidInputError(f"the {what} {str(folder)!r} is inside the robust_mix package ({PACKAGE_DIR}): what "
+                                "is written there is lost when the package is reinstalled, and could replace the "
+                                "package's own files; choose a folder outside it, e.g. runs/NAME")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".robust-mix-write-test-")

@@ -35,7 +35,7 @@ from robust_mix.cli import main
 from robust_mix.config import ModelConfig
 from robust_mix.report import PartialEvaluationError, SubmissionMismatchError, check_submission
 from robust_mix.sweep import parse_alphas, sweep
-from robust_mix.train import BackboneRecipe, accuracy, apply_settings, get_recipe, pgd_accuracy
+from robust_mix.train import BackboneRecipe, RunOptions, accuracy, apply_settings, get_recipe, pgd_accuracy
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, NonFiniteOutputError, check_writable_dir,
                                  parse_eps)
 
@@ -184,6 +184,8 @@ COUNTS = [
     ("chunk_size=-1", lambda: bench(chunk_size=-1), InvalidInputError, "got -1"),
     ("chunk_size=1.5", lambda: bench(chunk_size=1.5), TypeError, "chunk_size must be an integer, got 1.5"),
     ("seed=1.5", lambda: bench(seed=1.5), TypeError, "seed must be an integer, got 1.5"),
+    ("seed=-1 (the one rule of seeds, the recipes' too)", lambda: bench(seed=-1), InvalidInputError,
+     "seed must be an integer >= 0, got -1"),
     ("AttackOptions(n_iter=0)", lambda: AttackOptions(n_iter=0), InvalidInputError, "n_iter must be a positive integer (>= 1), got 0"),
     ("AttackOptions(n_queries=-1)", lambda: AttackOptions(n_queries=-1), InvalidInputError, "n_queries must be a positive integer (>= 1), got -1"),
     ("L1 APGD with n_iter=1 (failed inside pyautoattack)", lambda: bench(threat_model="L1", eps=5.0), InvalidInputError,
@@ -477,6 +479,18 @@ CERTIFY = [
     ("failure_prob=2", lambda: estimate_smoothed(tiny_model().robust, images(2), sigma=0.1, num_classes=10,
                                                  failure_prob=2), InvalidInputError, "failure_prob must be a finite number in (0, 1), got 2"),
     ("n=0 samples", lambda: sample_counts(tiny_model().robust, images(2), 0, 0.1, 10), InvalidInputError, "got 0"),
+    ("certify_model(seed=2**64) (torch's 'Overflow when unpacking long long')",
+     lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]), n0=2, n=4, seed=2 ** 64),
+     InvalidInputError, "seed must be an integer from 0 to 2**64 - 1 (what torch.manual_seed takes), got "),
+    ("certify_model(norm='linf') under smoothing (ignored: an l2 report)",
+     lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]), norm="linf"), InvalidInputError,
+     "norm='linf' applies to method='lipschitz'"),
+    ("certify_model(lipschitz=0.5) under smoothing (ignored)",
+     lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]), lipschitz=0.5), InvalidInputError,
+     "lipschitz=0.5 applies to method='lipschitz' (--method lipschitz); randomized smoothing certifies l2 radii"),
+    ("certify_model(norm='l3')", lambda: certify_model(tiny_model(), images(2), torch.tensor([0, 1]),
+                                                       method="lipschitz", norm="l3"), InvalidInputError,
+     "norm must be one of ['l2', 'linf'], got 'l3'"),
     ("NaN classifier under noise", lambda: sample_counts(lambda z: torch.full((len(z), 10), float("nan")), images(2),
                                                          4, 0.1, 10), NonFiniteOutputError, "on noisy copies of some inputs"),
 ]
@@ -562,6 +576,8 @@ RECIPE = [
      "unknown setting 'epoch' for BackboneRecipe"),
     ("--set policy.blocks=0", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["policy.blocks=0"]),
      InvalidInputError, "policy.blocks must be a positive integer (>= 1), got 0"),
+    ("RunOptions(workers=100000)", lambda: RunOptions(workers=100_000), InvalidInputError,
+     "workers must be at most"),
     ("--set calib_keep=1.5", lambda: apply_settings(get_recipe("fmnist-adasmooth").config, ["calib_keep=1.5"]),
      InvalidInputError, "calib_keep must be a finite number in [0, 1], got 1.5"),
 ]
@@ -863,6 +879,25 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("benchmark --n-iter 0", bench_cli("--n-iter", "0"), 2, "argument --n-iter"),
     ("benchmark --n-queries -1", bench_cli("--n-queries", "-1"), 2, "got -1"),
     ("benchmark --seed x", bench_cli("--seed", "x"), 2, "must be a whole number, got 'x'"),
+    ("benchmark --clean-examples beyond the test set (was named n_examples)",
+     bench_cli("--n-examples", "2", "--clean-examples", "20000"), 2,
+     "error: clean_examples is 20000, but fashion-mnist's test split has 10000 images; pass clean_examples <= 10000 "
+     "(--clean-examples)"),
+    ("benchmark --seed -1", bench_cli("--seed", "-1"), 2, "argument --seed: value must be an integer >= 0, got -1"),
+    ("certify --seed 2**64 (was torch's 'Overflow when unpacking long long', after loading)",
+     certify_cli("--seed", str(2 ** 64)), 2, "argument --seed: value must be an integer from 0 to 2**64 - 1"),
+    ("benchmark --threads 100000 (was 'the model fails on the images ... check the data set')",
+     bench_cli("--threads", "100000"), 2, "argument --threads: value must be at most 1024 threads, got '100000'"),
+    ("certify --threads 10**23 (was 'Overflow when unpacking long long')", certify_cli("--threads", str(10 ** 23)), 2,
+     "argument --threads: value must be at most 1024 threads"),
+    ("certify --lipschitz under smoothing (was ignored)", certify_cli("--lipschitz", "0.5"), 2,
+     "error: lipschitz=0.5 applies to method='lipschitz' (--method lipschitz)"),
+    ("certify --norm linf under smoothing (was an l2 report)", certify_cli("--norm", "linf"), 2,
+     "error: norm='linf' applies to method='lipschitz'"),
+    ("certify --method lipschitz --sigma --n (were ignored)",
+     ["certify", "fmnist-robust", "--method", "lipschitz", "--sigma", "0.5", "--n", "20"], 2,
+     "error: --sigma and --n apply to --method smoothing; --method lipschitz does not use them: leave them out"),
+    ("certify --split testing", certify_cli("--split", "testing"), 2, "argument --split: invalid choice: 'testing'"),
     ("benchmark --dataset cifar11", bench_cli("--dataset", "cifar11", "--n-examples", "2"), 2, "unknown dataset 'cifar11'"),
     ("benchmark unknown model", ["benchmark", "nosuch-model"], 2, "unknown model 'nosuch-model'"),
     ("benchmark module:missing", ["benchmark", "test_bad_inputs:no_such_factory"], 2,
@@ -901,11 +936,21 @@ CLI_CASES = [  # (id, argv without --out, exit code, fragment of stderr)
     ("train --set train_subset=-5", train_cli("train_subset=-5"), 2, "train_subset must be a positive integer"),
     ("train --set unknown=1", train_cli("unknown=1"), 2, "unknown setting 'unknown' for BackboneRecipe"),
     ("train --set epochs", train_cli("epochs"), 2, "settings look like key=value, got 'epochs'"),
+    ("train --workers 100000 (forked DataLoader processes until the machine gave out)",
+     [*train_cli("epochs=1"), "--workers", "100000"], 2, "DataLoader processes (4 per CPU; this machine has"),
     ("leaderboard --width 0", ["leaderboard", "no-runs", "--out", "/dev/null/site", "--width", "0"], 2,
      "argument --width: value must be a positive integer (>= 1), got 0"),
     ("leaderboard --height -5 (was read as 'the whole page' or an 800-pixel crop)",
      ["leaderboard", "no-runs", "--out", "/dev/null/site", "--height", "-5"], 2,
      "argument --height: value must be a positive"),
+    ("leaderboard --width without --screenshot (was ignored)",
+     ["leaderboard", "no-runs", "--out", "/dev/null/site", "--width", "900"], 2,
+     "error: --width sets the screenshot's size: give --screenshot FILE.png too, or leave it out"),
+    ("card NAME --reports-dir (was ignored: a card without its results)",
+     ["card", "fmnist-robust", "--reports-dir", "benchmarks/reports", "--out", "/dev/null/card.md"], 2,
+     "error: --reports-dir applies to --all, not to NAME: leave it out"),
+    ("card --all --out --benchmark (were ignored)",
+     ["card", "--all", "--out", "/dev/null/c.md", "--benchmark", "r.json"], 2, "error: --out and --benchmark apply to one card (NAME), not to --all: leave them out"),
     ("info unknown model", ["info", "mixx"], 2, "unknown model 'mixx'"),
     ("info alpha out of range", ["info", "fmnist-robust,alpha=2"], 2, "alpha must lie in [0, 1]"),
     ("info alpha_range reversed", ["info", "fmnist-adasmooth,alpha_range=(1,0.9)"], 2, "alpha_range"),
@@ -945,6 +990,27 @@ def test_cli_refuses_an_unwritable_out_before_working(under_a_file, capsys, argv
     err = capsys.readouterr().err
     assert "cannot write to the" in err and f"{A_FILE_NAME} is a file, not a folder" in err and "Traceback" not in err
     assert time.perf_counter() - started < 30  # refused up front, not after computing
+
+
+INSIDE_PACKAGE = [  # (id, argv with {out} for an output folder inside the installed package)
+    *((name, [*argv, "--out", "{out}"]) for name, argv in UNWRITABLE),
+    ("card", ["card", "fmnist-robust", "--out", "{out}/card.md"]),
+    ("card --all", ["card", "--all", "--out-dir", "{out}"]),
+    ("save", ["save", "fmnist-robust", "{out}"]),
+    ("leaderboard", ["leaderboard", "no-runs", "--out", "{out}/site"]),
+]
+
+
+@pytest.mark.parametrize("argv", [pytest.param(a, id=i) for i, a in INSIDE_PACKAGE])
+def test_cli_refuses_an_output_folder_inside_the_package(capsys, argv):
+    """--out robust_mix/... wrote reports, weights, cards or a site into the installed package (lost on reinstall,
+    and able to replace the package's own files, e.g. its card template)."""
+    inside = Path(robust_mix.__file__).resolve().parent / "runs-of-a-test"
+    assert main([a.format(out=inside) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{inside}' is inside the robust_mix package" in err, err
+    assert "choose a folder outside it" in err and "Traceback" not in err
+    assert not inside.exists()
 
 
 def test_submit_to_an_unwritable_folder(reports, tmp_path, under_a_file, capsys):

@@ -422,9 +422,9 @@ def test_a_lipschitz_constant_that_is_not_positive_and_finite_is_refused_not_rep
 
 @pytest.mark.parametrize("call, match", [
     (lambda m, x, y: certify_model(m, x, y, method="smoothing", norm="linf", **_QUICK),
-     r"norm='linf' sets the Lipschitz certificate, but method='smoothing' certifies l2 radii"),
+     r"norm='linf' applies to method='lipschitz' \(--method lipschitz\); randomized smoothing certifies l2 radii"),
     (lambda m, x, y: certify_model(m, x, y, method="smoothing", lipschitz=2.0, **_QUICK),
-     r"lipschitz=2.0 sets the Lipschitz certificate, but method='smoothing'.*pass method='lipschitz'"),
+     r"lipschitz=2.0 applies to method='lipschitz'.*pass method='lipschitz'"),
     (lambda m, x, y: certify_model(m, x, y, method="lipschitz", lipschitz=2.0, norm="foo", **_QUICK),
      r"norm must be one of \['l2', 'linf'\], got 'foo'$"),
     (lambda m, x, y: certify_model(m, x, y, method="lipschitz", norm="Linf", **_QUICK),
@@ -445,7 +445,7 @@ def test_a_norm_or_constant_the_certificate_would_not_use_is_refused(images, cal
 def test_cli_smoothing_with_a_lipschitz_norm_is_one_error_line(tiny_timm_model, tmp_path, capsys):
     code = main(["certify", tiny_timm_model, "--norm", "linf", "--n-examples", "2", "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
-    assert code == 2 and "method='smoothing' certifies l2 radii" in err and "Traceback" not in err
+    assert code == 2 and "randomized smoothing certifies l2 radii" in err and "Traceback" not in err
     assert not (tmp_path / "c" / "certify.json").exists()
 
 

@@ -1,4 +1,4 @@
-"""The command line: list and info."""
+"""The command line: list and info, and what every subcommand's --help says."""
 from robust_mix.cli import format_table, main
 
 
@@ -40,3 +40,38 @@ def test_a_path_argument_starting_with_a_tilde_is_under_the_home_folder(tmp_path
     assert main(["card", "fmnist-robust", "--out=~/cards/fmnist-robust.md"]) == 0
     assert (tmp_path / "home" / "cards" / "fmnist-robust.md").read_text().startswith("---")
     assert not (tmp_path / "~").exists()
+
+
+def _subcommands() -> dict:
+    """Each subcommand's parser, by name."""
+    import argparse
+
+    from robust_mix.cli import build_parser
+
+    main(["list", "nothing-*"])  # imports the command modules
+    return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_option_that_takes_a_value_says_what_it_is():
+    """--seed, --batch-size, certify's --split, --n-examples, --data-dir and --device had no help at all."""
+    silent = [f"{name} {action.option_strings[0]}" for name, sub in _subcommands().items() for action in sub._actions
+              if action.option_strings and action.nargs != 0 and not action.help]
+    assert silent == []
+
+
+def test_help_gives_the_units_of_budgets_ratios_and_seeds(capsys):
+    """--eps said "budget, e.g. 8/255" without its scale (8 or 8/255?), save's --alpha not which end is robust."""
+    helps = {name: {option: action.help or "" for action in sub._actions for option in action.option_strings}
+             for name, sub in _subcommands().items()}
+    for name in ("benchmark", "sweep", "leaderboard"):
+        assert "[0, 1] pixel scale" in helps[name]["--eps"] and "8/255 or 0.0314, not 8" in helps[name]["--eps"]
+    for name in ("benchmark", "sweep", "certify"):
+        assert "from 0 to 2**64 - 1" in helps[name]["--seed"]
+        assert "1 to 1024" in helps[name]["--threads"]
+    assert "[0, 1] image units" in helps["certify"]["--sigma"] and "[0, 1] pixel scale" in helps["certify"]["--radii"]
+    assert "default 0.25)" in helps["certify"]["--sigma"]  # the library's default, shown though the option is None
+    for name in ("save", "push"):
+        assert "in [0, 1]" in helps[name]["--alpha"] and "1 = the robust base alone" in helps[name]["--alpha"]
+    assert "pixel scale" in helps["train"]["--set"]
+    assert "ROBUST_MIX_DATA" in helps["benchmark"]["--data-dir"]
+    assert "cifar-10-batches-py" in helps["certify"]["--data-dir"]

@@ -94,6 +94,31 @@ def test_an_explicit_data_dir_comes_before_the_system_copy(monkeypatch, tmp_path
     assert "not in data_dir" in caplog.text and str(system) in caplog.text
 
 
+@pytest.mark.parametrize("given", ["missing", "empty", "one file only"])
+def test_a_robust_mix_data_folder_without_the_files_is_named_when_another_copy_is_read(monkeypatch, tmp_path, caplog,
+                                                                                      given):
+    """A mistyped or empty $ROBUST_MIX_DATA read the system copy without a word (data_dir's fallback is warned)."""
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "t10k-images-idx3-ubyte.gz").write_bytes(_idx(_IMAGES))
+    (system / "t10k-labels-idx1-ubyte.gz").write_bytes(_idx(_LABELS))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", system)
+    named = tmp_path / "mine"
+    if given != "missing":
+        named.mkdir()
+    if given == "one file only":
+        (named / "t10k-images-idx3-ubyte.gz").write_bytes(_idx(_IMAGES))
+    monkeypatch.setenv("ROBUST_MIX_DATA", str(named))
+    with caplog.at_level("WARNING", logger="robust_mix.data"):
+        assert load_fashion_mnist("test")[1].tolist() == [1, 2, 3]
+    assert f"Fashion-MNIST is not in ROBUST_MIX_DATA {named}; read the copy in {system} instead" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("ROBUST_MIX_DATA", str(system))
+    with caplog.at_level("WARNING", logger="robust_mix.data"):
+        load_fashion_mnist("test")
+    assert "is not in" not in caplog.text  # read where it was asked for: nothing to say
+
+
 def _idx(array, code: int = 8, magic: bytes | None = None) -> bytes:
     """An IDX file (gzip-compressed) holding ``array``; ``magic`` replaces its first four bytes."""
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
@@ -240,6 +265,24 @@ def _cifar_folder(tmp_path, cls_name):
                "test_list": [[n, checksums[n]] for n, _ in cls.test_list],
                "meta": {**cls.meta, "md5": hashlib.md5(meta).hexdigest()}}
     return cls, folder, patched
+
+
+@pytest.mark.parametrize("cls_name", ["CIFAR10", "CIFAR100"])
+def test_a_cifar_archive_folder_given_as_the_root_is_named_with_its_parent(tmp_path, monkeypatch, cls_name):
+    """data_dir=<root>/cifar-10-batches-py looked for <root>/cifar-10-batches-py/cifar-10-batches-py, tried a
+    download into the archive folder and failed with a network error; it now asks for the parent."""
+    cls, folder, patched = _cifar_folder(tmp_path, cls_name)
+    for attr, value in patched.items():
+        monkeypatch.setattr(cls, attr, value)
+    monkeypatch.setattr(cls, "download", lambda self: pytest.fail("no download is tried"))
+    data._cifar_arrays.cache_clear()
+    with pytest.raises(DatasetNotFoundError, match=rf"{folder} is the {cls_name} archive folder itself.*pass its "
+                                                   rf"parent {tmp_path} as data_dir \(--data-dir\)"):
+        load_dataset(cls_name.lower(), "test", 2, data_dir=folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [n for n, _ in [*cls.train_list, *cls.test_list]] + [cls.meta["filename"]])  # nothing written into it
+    assert load_dataset(cls_name.lower(), "test", 2, data_dir=tmp_path)[1].tolist() == [1, 2]
+    data._cifar_arrays.cache_clear()
 
 
 @pytest.mark.parametrize("cls_name", ["CIFAR10", "CIFAR100"])

@@ -76,6 +76,24 @@ def test_bad_values_are_named():
     assert plan_threads(environ={"OMP_NUM_THREADS": "lots"}, cpus=2, claims=1).source == "policy"
 
 
+def test_thread_counts_beyond_the_ceiling_are_refused_wherever_they_come_from(caplog):
+    """100,000 threads made oneDNN fail with "could not create a primitive" (reported as a model that does not fit
+    its images) and 10**23 overflowed torch.set_num_threads; every explicit count now follows one rule."""
+    from robust_mix.parallel import Job, run_jobs
+
+    assert plan_threads(threads.MAX_THREADS, environ={}, cpus=2, claims=1).threads == threads.MAX_THREADS
+    too_many = threads.MAX_THREADS + 1
+    with pytest.raises(ValueError, match=rf"threads must be at most 1024 threads, got {too_many}"):
+        plan_threads(too_many, environ={}, cpus=2, claims=1)
+    with pytest.raises(ValueError, match=r"ROBUST_MIX_THREADS must be at most 1024 threads, got '100000'"):
+        plan_threads(environ={"ROBUST_MIX_THREADS": "100000"}, cpus=2, claims=1)
+    with pytest.raises(ValueError, match=r"threads_per_worker must be at most 1024 threads, got 100000000000"):
+        run_jobs([Job("a", abs, {"x": 1}), Job("b", abs, {"x": 1})], workers=2, threads_per_worker=10 ** 11)
+    with caplog.at_level(logging.WARNING, logger="robust_mix.threads"):
+        assert plan_threads(environ={"OMP_NUM_THREADS": "100000"}, cpus=2, claims=1).source == "policy"
+    assert "ignoring OMP_NUM_THREADS='100000': not a whole number from 1 to 1024" in caplog.text
+
+
 def test_busy_machine_is_flagged():
     plan = threads.ThreadPlan(2, "policy", 2.0, 1, load_average=2.4)
     assert plan.busy and not threads.ThreadPlan(2, "policy", 2.0, 1, load_average=0.3).busy
@@ -155,8 +173,9 @@ def test_computing_commands_take_threads_and_others_do_not():
     with_threads = {name for name, sub in commands.items() if "--threads" in sub._option_string_actions}
     assert with_threads == {"benchmark", "sweep", "demo", "certify", "train"}
     assert parser.parse_args(["demo", "--threads", "3"]).threads == 3
-    with pytest.raises(SystemExit):
-        parser.parse_args(["demo", "--threads", "0"])
+    for bad in ("0", "1025", str(10 ** 23)):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["demo", "--threads", bad])
 
 
 def test_malformed_cgroup_files_mean_no_limit_instead_of_a_crash(tmp_path):

@@ -85,7 +85,24 @@ def PATH(text: str) -> str:  # noqa: N802 (an argparse type, named as the others
 
 #: argparse types shared by the subcommands.
 POSITIVE_INT = arg_type(validate.positive_int, validate.parse_int)
-INT = arg_type(validate.check_int, validate.parse_int)
+SEED = arg_type(validate.check_seed, validate.parse_int)
+
+
+def THREADS(text: str) -> int:  # noqa: N802 (an argparse type, named as the others)
+    """``--threads``: :func:`robust_mix.threads.check_threads`, the rule ``$ROBUST_MIX_THREADS`` follows too."""
+    try:
+        return threads.check_threads(text, "value")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+#: Help texts of the options several commands share; they say the units.
+EPS_HELP = ("perturbation budget on the [0, 1] pixel scale (images lie in [0, 1]): 8/255 or 0.0314, not 8; under "
+            "L2 and L1 a distance on the same scale, e.g. 0.5")
+SEED_HELP = "random seed: a whole number from 0 to 2**64 - 1 (default 0)"
+DATA_DIR_HELP = ("data set root: a folder of Fashion-MNIST's four *-ubyte.gz files (default: $ROBUST_MIX_DATA, then "
+                 "Debian's /usr/share/datasets/fashion-mnist), the folder holding CIFAR's cifar-10-batches-py/ or "
+                 "cifar-100-python/, or ImageNet's holding val/<wnid>/<file>.JPEG")
 
 #: Bar width on a terminal that reports no width (tqdm would draw nothing at all there).
 FALLBACK_BAR_COLUMNS = 100
@@ -187,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_args(command_parser)
         if name in _COMPUTING:
             command_parser.add_argument(
-                "--threads", type=POSITIVE_INT, default=None,
-                help=f"CPU threads per process (default: ${threads.ENV_VAR}, else $OMP_NUM_THREADS, else "
-                     "usable CPUs divided by the processes sharing them; see robust_mix.threads)")
+                "--threads", type=THREADS, default=None,
+                help=f"CPU threads per process, 1 to {threads.MAX_THREADS} (default: ${threads.ENV_VAR}, else "
+                     "$OMP_NUM_THREADS, else usable CPUs divided by the processes sharing them; see "
+                     "robust_mix.threads)")
     return parser
 
 

@@ -25,7 +25,8 @@ from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES, format_alpha, interval_heading, percent_interval
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
-from robust_mix.cli import EPS, INT, NAME_HELP, PATH, POSITIVE_INT, bar_width, command, interrupts
+from robust_mix.cli import (DATA_DIR_HELP, EPS, EPS_HELP, NAME_HELP, PATH, POSITIVE_INT, SEED, SEED_HELP, bar_width,
+                            command, interrupts)
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
@@ -230,16 +231,16 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("--dataset", help="default: the entry's data set")
     p.add_argument("--threat-model", choices=THREAT_MODELS, help="default: the entry's")
-    p.add_argument("--eps", type=EPS, help="budget, e.g. 8/255 (default: the entry's)")
+    p.add_argument("--eps", type=EPS, help=EPS_HELP + " (default: the entry's)")
     p.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
     p.add_argument("--clean-examples", type=POSITIVE_INT,
                    help="also measure clean accuracy on the first N images (forward passes only; e.g. 10000, "
                         "the whole test set, beside the attacked subset)")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=500)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=500, help="images per forward pass (default 500)")
     p.add_argument("--chunk-size", type=POSITIVE_INT, help="examples per resumable unit (default: batch size)")
-    p.add_argument("--seed", type=INT, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
     p.add_argument("--device", help="default: cuda:<LOCAL_RANK> if available, else cpu")
-    p.add_argument("--data-dir", type=PATH, help="data set root (ImageNet: folder with val/<wnid>/...)")
+    p.add_argument("--data-dir", type=PATH, help=DATA_DIR_HELP)
     p.add_argument("--model-dir", type=PATH, help="RobustBench checkpoint folder")
     p.add_argument("--preprocessing", help="ImageNet preprocessing (default: the entry's, else Res256Crop224)")
     p.add_argument("--state-dir", type=PATH, help="resumable progress (default: OUT/state)")

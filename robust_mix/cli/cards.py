@@ -20,7 +20,7 @@ def _card_args(p: argparse.ArgumentParser) -> None:
                    help="add the results of a benchmark report of this entry as registered (a report of another "
                         "model or configuration, e.g. NAME,alpha=0.9, is refused)")
     p.add_argument("--out", type=PATH, metavar="FILE", help="where to write one card (default model_cards/NAME.md)")
-    p.add_argument("--out-dir", type=PATH, default="model_cards", help="folder for --all (default model_cards)")
+    p.add_argument("--out-dir", type=PATH, help="folder for --all (default model_cards)")
     p.add_argument("--reports-dir", type=PATH,
                    help="with --all, use REPORTS_DIR/NAME.json when present (default benchmarks/reports, when there "
                         "is one; a folder given that does not exist is refused)")
@@ -30,7 +30,17 @@ def _card_args(p: argparse.ArgumentParser) -> None:
 def _card(args: argparse.Namespace) -> int:
     if args.all == bool(args.name):
         raise ValueError("give either a model NAME or --all")
+    # options of the other form were ignored without a word: a card written elsewhere, or without its results
+    given = {"--out": args.out, "--benchmark": args.benchmark} if args.all else {
+        "--out-dir": args.out_dir, "--reports-dir": args.reports_dir}
+    wrong = [option for option, value in given.items() if value is not None]
+    if wrong:
+        form, other = ("--all", "one card (NAME)") if args.all else ("NAME", "--all")
+        them = "them" if len(wrong) > 1 else "it"
+        raise InvalidInputError(f"{' and '.join(wrong)} {'apply' if len(wrong) > 1 else 'applies'} to {other}, not to "
+                                f"{form}: leave {them} out")
     if args.all:
+        args.out_dir = args.out_dir or "model_cards"
         check_writable_dir(args.out_dir, "card folder")
         reports_dir = args.reports_dir
         if reports_dir is None:

@@ -58,7 +58,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-adaptive", action="store_true",
                    help="skip the adaptive attack suite on the adaptive model (faster, but then its robust "
                         "accuracy is AutoAttack's alone, not the worst case the claim judges it by)")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=100)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=100, help="images per forward pass (default 100)")
     p.add_argument("--reference", type=PATH, help="reference results to compare with (default: the shipped "
                                        f"robust_mix/{REFERENCE_FILE})")
     p.add_argument("--out", type=PATH, default="runs/demo", help="reports and resumable state go here")

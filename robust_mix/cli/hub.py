@@ -16,7 +16,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("--standard", help="standard base reference (for compositions such as 'mix')")
     p.add_argument("--robust", help="robust base reference (for compositions such as 'mix')")
-    p.add_argument("--alpha", type=float, help="fixed mixing ratio to save instead of the config's")
+    p.add_argument("--alpha", type=float, help="fixed mixing ratio in [0, 1] to save instead of the config's "
+                                               "(0 = the standard base alone, 1 = the robust base alone)")
     p.add_argument("--benchmark", type=PATH, metavar="REPORT.json", help="benchmark report for the card's results")
 
 

@@ -9,9 +9,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from robust_mix.cli import EPS, PATH, POSITIVE_INT, command, format_table, one_line
+from robust_mix.cli import EPS, EPS_HELP, PATH, POSITIVE_INT, command, format_table, one_line
 from robust_mix.formatting import interval_heading, percent, percent_interval
 from robust_mix.results import INTERVAL_LEVEL
+from robust_mix.validate import InvalidInputError
+
+
+#: Window width of ``--screenshot`` in CSS pixels, when ``--width`` is not given.
+SCREENSHOT_WIDTH = 1280
 
 
 def _leaderboard_args(p: argparse.ArgumentParser) -> None:
@@ -21,10 +26,11 @@ def _leaderboard_args(p: argparse.ArgumentParser) -> None:
                    help="folder of the site (replaced if it holds a site built before)")
     p.add_argument("--dataset", help="leaderboard to build (default: the one most reports are for)")
     p.add_argument("--threat-model", choices=("Linf", "L2", "L1"), help="leaderboard's threat model")
-    p.add_argument("--eps", type=EPS, help="leaderboard's eps, e.g. 8/255")
+    p.add_argument("--eps", type=EPS, help="the leaderboard's eps: " + EPS_HELP)
     p.add_argument("--no-reference", action="store_true", help="leave out RobustBench's published rows")
     p.add_argument("--screenshot", type=PATH, help="also save a PNG of the index page (needs Chromium)")
-    p.add_argument("--width", type=POSITIVE_INT, default=1280, help="window width of the screenshot in CSS pixels")
+    p.add_argument("--width", type=POSITIVE_INT,
+                   help=f"window width of the screenshot in CSS pixels (default {SCREENSHOT_WIDTH})")
     p.add_argument("--height", type=POSITIVE_INT,
                    help="screenshot only the top HEIGHT pixels (default: the whole page)")
 
@@ -34,6 +40,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from robust_mix.leaderboard import build_site
     from robust_mix.leaderboard.inputs import describe_request
 
+    unused = [option for option, value in (("--width", args.width), ("--height", args.height)) if value is not None]
+    if unused and not args.screenshot:  # they were ignored without a word
+        raise InvalidInputError(f"{' and '.join(unused)} {'set' if len(unused) > 1 else 'sets'} the screenshot's "
+                                "size: give --screenshot FILE.png too, or leave "
+                                f"{'them' if len(unused) > 1 else 'it'} out")
     try:
         site = build_site(args.runs, args.out, dataset=args.dataset, threat_model=args.threat_model, eps=args.eps,
                           reference=not args.no_reference, command=args.command_line)
@@ -58,7 +69,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
         try:
             with Chromium() as browser:
-                page = browser.open(Path(site.out_dir, "index.html").resolve().as_uri(), width=args.width,
+                page = browser.open(Path(site.out_dir, "index.html").resolve().as_uri(),
+                                    width=args.width or SCREENSHOT_WIDTH,
                                     height=args.height if args.height is not None else 800)
                 page.screenshot(args.screenshot, full_page=args.height is None)
         except BrowserError as err:

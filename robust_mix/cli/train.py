@@ -86,12 +86,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    + "; ".join(f"{cls.__name__}: {', '.join(sorted(v))}" for cls, v in PRESETS.items()) + ")")
     p.add_argument("--precision", choices=PRECISIONS, help="autocast precision of forward passes and attacks")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override recipe fields, e.g. epochs=3 buffer_subset=5000 policy.widths=[32,64] "
-                        "(JSON values; --set may be repeated; a field set again takes the later value, with a warning)")
+                   help="override recipe fields, e.g. epochs=3 buffer_subset=5000 policy.widths=[32,64] eps=0.1 "
+                        "(JSON values; budgets such as eps on the [0, 1] pixel scale, 8/255 = 0.0314; --set may be "
+                        "repeated; a field set again takes the later value, with a warning)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when available; cuda:<LOCAL_RANK> under torchrun)")
     p.add_argument("--workers", type=arg_type(lambda name, v: check_int(name, v, minimum=0), parse_int), default=0,
-                   help="DataLoader worker processes per rank (default 0)")
+                   help="DataLoader worker processes per rank, at most 4 per CPU (default 0: load in the training "
+                        "process)")
     p.add_argument("--checkpoint-every", type=POSITIVE_INT, help="also checkpoint every N optimizer steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as JSON and exit")

@@ -212,6 +212,8 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
     Returns:
         What was written, and every input left out with the reason (also listed on the index page).
     """
+    out = Path(out_dir).expanduser()
+    check_writable_dir(out.parent, "folder of the site")  # before any work: a file in the way, the package
     inputs = collect(paths)
     board, kept = choose_board(inputs, dataset, threat_model, eps)
     references = (load_snapshot().board(board.dataset, board.threat_model, board.eps)
@@ -223,7 +225,6 @@ def build_site(paths: Iterable[PathLike], out_dir: PathLike, *, dataset: Optiona
                    describe_request(dataset, threat_model, eps))
     files[MARKER] = (json.dumps({"robust_mix": __version__, "files": sorted(files)}, indent=1)
                      + "\n").encode("utf-8")
-    out = Path(out_dir)
     _replace_folder(out, files)
     for r in kept.rejected:
         logger.debug("left out %s: %s", r.path, r.reason)

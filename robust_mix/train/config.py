@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction,
-                                 check_input_file, check_int, check_real, non_negative_float, positive_float,
-                                 positive_int)
+                                 check_input_file, check_int, check_real, check_seed, non_negative_float,
+                                 positive_float, positive_int)
 
 PathLike = Union[str, Path]
 logger = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ def _int_up_to(top: int, shown: str, meaning: str) -> Callable[[str, Any], int]:
     return rule
 
 
-MAX_SEED = 2 ** 64 - 1  # torch.manual_seed's largest seed
-
-
 #: Type-independent range rules of recipe fields, by field name at any depth (types are checked from the
 #: annotations by :func:`robust_mix.validate.check_fields`); the nested configs' own rules included.
 #: Every recipe checks itself with them when built; :func:`robust_mix.train.checks.check_recipe` adds the
@@ -69,7 +66,7 @@ RECIPE_RULES = {
     # MixedNUTS' grid: s > 0 and p > 0 (a negative s reversed the robust base's ranking, p <= 0 erased it)
     "calib_gamma_bias": _floats(check_real), "scales": _floats(positive_float), "powers": _floats(positive_float),
     "biases": _floats(check_real),
-    "seed": _int_up_to(MAX_SEED, "2**64 - 1", "what torch.manual_seed takes"),
+    "seed": check_seed,
     "augment_shift": lambda name, value: check_int(name, value, minimum=0),
     "n_targets": _int_up_to(MAX_TARGETS, str(MAX_TARGETS),
                             "targeted examples per image: the authors' top-2 .. top-10 classes"),

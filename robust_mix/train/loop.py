@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from robust_mix.train.batchnorm import synchronize_batchnorm
 from robust_mix.train.config import Schedule
 from robust_mix.train.precision import Precision
 from robust_mix.train.run_dir import RunDir, RunFileError, read_history
+from robust_mix.validate import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ def _gradient_norm(params: Sequence[torch.Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
+#: DataLoader processes allowed per CPU of the machine (loading that waits on files can use more than one each).
+LOADER_WORKERS_PER_CPU = 4
+
+
 @dataclass
 class RunOptions:
     """How a recipe runs, without changing what it computes (may differ between a run and its resume).
@@ -82,6 +88,12 @@ class RunOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
+        cpus = os.cpu_count() or 1
+        if self.workers > LOADER_WORKERS_PER_CPU * cpus:  # --workers 100000 forked until the machine gave out
+            raise InvalidInputError(f"workers must be at most {LOADER_WORKERS_PER_CPU * cpus} DataLoader processes "
+                                    f"({LOADER_WORKERS_PER_CPU} per CPU; this machine has {cpus}), got {self.workers}: "
+                                    "more only wait for the CPUs, and each holds its own memory; use e.g. "
+                                    f"{min(4, cpus)}, or 0 to load in the training process")
         if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1):
             raise ValueError(f"checkpoint_every must be a positive number of steps, got {self.checkpoint_every!r}")
 
