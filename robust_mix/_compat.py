@@ -588,7 +588,7 @@ def check_clean_accuracy_arguments() -> None:
     arguments before the first batch; it computed a number from whatever it was given.
 
     - images ``x`` and labels ``y`` as :func:`robust_mix.validate.check_examples` wants them, and for a module as it
-      declares them (:func:`robust_mix.benchmark.check_model_examples`: ``input_shape``, class count, dtype):
+      declares them (:func:`robust_mix.validate.check_model_examples`: ``input_shape``, class count, dtype):
       labels of shape ``(N, 1)`` were broadcast against the ``(N,)`` predictions and counted ``N`` times each,
       0-255 or normalised pixels, labels beyond the classes and other label counts gave a silent accuracy, no
       images divided by zero;
@@ -608,8 +608,7 @@ def _clean_accuracy_with_checks(original: Callable) -> Callable:
     def clean_accuracy(*args: Any, **kwargs: Any) -> Any:
         import torch
 
-        from robust_mix.benchmark import check_model_examples
-        from robust_mix.validate import check_examples, positive_int
+        from robust_mix.validate import check_examples, check_model_examples, positive_int
 
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()

@@ -36,9 +36,10 @@ from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, c
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
-                                 check_device, check_eps, check_eps_within_images, check_examples, check_finite_outputs,
-                                 check_model, check_scores, check_seed, check_threat_model,
-                                 check_writable_dir, evaluates_model, layout_hint, optional_positive_int, positive_int)
+                                 check_device, check_eps, check_eps_within_images, check_finite_outputs,
+                                 check_model, check_model_examples, check_scores, check_seed, check_threat_model,
+                                 check_writable_dir, evaluates_model, layout_hint, model_num_classes,
+                                 optional_positive_int, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -138,19 +139,6 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
         check_finite_outputs(scores, what, indices[i:i + batch_size])
         out.append(scores.argmax(dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def check_model_examples(model: nn.Module, images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels to evaluate ``model`` on, as :func:`robust_mix.validate.check_examples` wants them and
-    as the model declares them: its ``input_shape``, its class count (``num_classes``, its config's) and the dtype
-    of its weights. Returns ``(images, labels)``, labels as ``long``.
-
-    Raises:
-        robust_mix.validate.InvalidInputError: naming what is wrong and how to fix it (an ``InvalidInputTypeError``
-            for a wrong type or dtype).
-    """
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    return check_examples(images, labels, getattr(model, "input_shape", None), _num_classes(model), dtype=dtype)
 
 
 # -- chunk state -------------------------------------------------------------------------------
@@ -580,7 +568,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     rank, world = _dist()
     device = check_device(device) if device is not None else default_device()
     model = model.to(device).eval()
-    probe_scores = _check_output_contract(model, images, labels, device, _num_classes(model))
+    probe_scores = _check_output_contract(model, images, labels, device, model_num_classes(model))
     num_classes = probe_scores.shape[1]
     again = _check_input_untouched(model, images[:len(probe_scores)], device)
     randomized = _warn_if_randomized(probe_scores, again, plan.version,
@@ -782,12 +770,3 @@ def _warn_if_randomized(scores: torch.Tensor, again: torch.Tensor, version: str,
 
 def _mean(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags)  # n >= 1: benchmark refuses empty evaluations
-
-
-def _num_classes(model: nn.Module) -> Optional[int]:
-    """The model's class count, from the model or its config (``None`` if it does not say)."""
-    count = getattr(model, "num_classes", None)
-    config = getattr(model, "config", None)
-    if not isinstance(count, int) and config is not None:
-        count = config.num_classes
-    return count if isinstance(count, int) and not isinstance(count, bool) else None

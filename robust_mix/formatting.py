@@ -161,7 +161,7 @@ def partial_reasons(run: Evaluation, *, short: bool = False) -> list[str]:
         reasons.append("the report does not record the attack budgets")
     elif run.options:
         reasons.append("attack budgets changed from the protocol's ("
-                       + ", ".join(f"{k}={v}" for k, v in sorted(run.options.items())) + ")")
+                       + ", ".join(f"{k}={v}" for k, v in run.options.items()) + ")")
     needed = required_examples(run.dataset)
     if needed is None:
         reasons.append(f"{run.n_examples:,} examples; no leaderboard size known for {run.dataset}" if short else

@@ -897,3 +897,25 @@ def _describe(tp: Any) -> str:
 
 
 _PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def model_num_classes(model: torch.nn.Module) -> Optional[int]:
+    """The model's class count, from the model or its config (``None`` if it does not say)."""
+    count = getattr(model, "num_classes", None)
+    config = getattr(model, "config", None)
+    if not isinstance(count, int) and config is not None:
+        count = config.num_classes
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+def check_model_examples(model: torch.nn.Module, images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels to evaluate ``model`` on, as :func:`check_examples` wants them and
+    as the model declares them: its ``input_shape``, its class count (``num_classes``, its config's) and the dtype
+    of its weights. Returns ``(images, labels)``, labels as ``long``.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming what is wrong and how to fix it (an ``InvalidInputTypeError``
+            for a wrong type or dtype).
+    """
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return check_examples(images, labels, getattr(model, "input_shape", None), model_num_classes(model), dtype=dtype)

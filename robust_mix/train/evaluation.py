@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from robust_mix.attacks import pgd
-from robust_mix.benchmark import benchmark, check_model_examples, predict
+from robust_mix.benchmark import benchmark, predict
+from robust_mix.validate import check_model_examples
 from robust_mix.distributed import DistContext, generator
 from robust_mix.validate import check_device, check_eps, check_int, evaluates_model, positive_int
 
