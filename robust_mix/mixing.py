@@ -30,6 +30,8 @@ from robust_mix.hub import HubMixin
 from robust_mix.mixing_net import MixingNetwork
 from robust_mix.nuts import build_output_maps
 from robust_mix.preprocess import InputAdapter
+from robust_mix.timm_config import SAVED_ARCHITECTURE, raw_images_cfg
+from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg
 from robust_mix.weights import check_model_dir, prefetch, read_weights
 from robust_mix.validate import (InvalidInputError, check_agreement, check_alpha, check_alpha_range, check_bool,
                                  check_device, check_images, check_scores)
@@ -253,6 +255,8 @@ class MixedClassifier(nn.Module, HubMixin):
         self.rob_scale = rob_scale
         self.num_classes = self._check_num_classes(num_classes)
         self.config = config
+        self._timm_cfg: Optional[tuple[Optional[ModelConfig], dict[str, Any]]] = None  # see pretrained_cfg
+        self._timm_cfg_set = False
         self.policy: Optional[AdaptiveAlpha] = None
         self._fixed_alpha: Optional[float] = None
         self._taps: Optional[tuple[FeatureTap, FeatureTap]] = None
@@ -446,6 +450,69 @@ class MixedClassifier(nn.Module, HubMixin):
         """
         raise NotImplementedError(f"get_classifier(): {_NO_HEAD}; the bases' heads are "
                                   "model.standard.get_classifier() and model.robust.get_classifier() for timm bases")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's call for a model's unpooled features: refused, since a mix has no features of its own.
+
+        Raises:
+            NotImplementedError: always, naming what gives features instead.
+        """
+        raise NotImplementedError(
+            f"forward_features(): {_NO_HEAD}, so it has no features of its own; model.features(x, standard_layers, "
+            "robust_layers) returns the named layers' outputs of both bases, and a timm base's own features are "
+            "model.standard.forward_features(model.standard_input(x)) (each base takes the images as its own "
+            "input adapter prepares them)")
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's call to apply a model's classifier head to its features: refused, since a mix has no head.
+
+        Raises:
+            NotImplementedError: always, saying what to call instead.
+        """
+        raise NotImplementedError(f"forward_head(): {_NO_HEAD}; call the model on raw [0, 1] images (model(x)) for "
+                                  "the mixed class scores, or a base's own forward_head for its features")
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's ``pretrained_cfg``: the preprocessing the model expects, which ``timm.data.resolve_data_config({},
+        model=model)`` and ``timm.data.create_transform`` follow.
+
+        Models built by timm's factories carry the one timm gave them; any other (``robust_mix.load_model``,
+        ``from_pretrained``, :meth:`from_config`) states its config's (:func:`robust_mix.timm_config.pretrained_cfg`,
+        with the architecture that rebuilds a ``save_pretrained`` folder): raw ``[0, 1]`` images (``mean`` 0,
+        ``std`` 1, since the model normalises inside), its ``input_size`` and its RobustBench preprocessing's
+        resize and crop. A model built without a config states only ``mean`` 0 and ``std`` 1 (timm's defaults for
+        the rest). Without it timm would assume ImageNet's mean and std and normalise the images a second time.
+
+        Raises:
+            ValueError: the config's RobustBench preprocessing has no timm form (timm's transform would prepare
+                other images than the model was evaluated on), naming the transform to use instead.
+        """
+        if self._timm_cfg_set:
+            return self._timm_cfg[1]
+        if self._timm_cfg is None or self._timm_cfg[0] is not self.config:  # derived once per config
+            try:
+                cfg = (timm_pretrained_cfg(self.config, SAVED_ARCHITECTURE) if self.config is not None
+                       else {"architecture": None, **raw_images_cfg()})
+            except ValueError as err:
+                raise ValueError(f"{err}: timm.data.create_transform would prepare other images than the model "
+                                 "takes; prepare them with robust_mix.data.imagenet_transform("
+                                 f"{self.config.preprocessing!r})") from err
+            self._timm_cfg = (self.config, cfg)
+        return self._timm_cfg[1]
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, value: dict[str, Any]) -> None:
+        self._timm_cfg, self._timm_cfg_set = (self.config, value), True
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's older name of :attr:`pretrained_cfg` (the same dict), which RobustBench reads."""
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, value: dict[str, Any]) -> None:
+        self.pretrained_cfg = value
 
     @property
     def input_shape(self) -> Optional[tuple[int, int, int]]:

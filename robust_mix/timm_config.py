@@ -20,9 +20,10 @@ factory reads the folder's own ``config.json``.
 The ``pretrained_cfg`` states the input contract as timm states it: raw ``[0, 1]`` images
 (``mean`` 0, ``std`` 1: the model normalises inside), ``input_size`` from ``ModelConfig.input_shape`` (else the
 data set's images, :data:`DATASET_IMAGES`),
-and the ``interpolation`` / ``crop_pct`` of the entry's RobustBench preprocessing, which is what
+and the ``interpolation`` / ``crop_pct`` of the RobustBench preprocessing robust_mix evaluates the entry's images
+with (:func:`images_preprocessing`: an ImageNet entry that states none gets RobustBench's default), which is what
 ``robustbench.data.get_preprocessing`` turns back into a transform for timm models.
-Nothing here imports a third-party library.
+Nothing here imports a third-party library when imported.
 """
 from __future__ import annotations
 
@@ -89,9 +90,28 @@ def has_pretrained_weights(config: ModelConfig) -> bool:
     return bases and (config.policy is None or config.weights is not None)
 
 
+def images_preprocessing(config: ModelConfig) -> Optional[str]:
+    """The RobustBench preprocessing of the test images robust_mix evaluates the model on
+    (:func:`robust_mix.data.preprocessing_for`: the config's own, else its data set's default, ``Res256Crop224`` for
+    an ImageNet entry that states none; ``None`` for images used as they are); the config's own on data sets
+    robust_mix cannot open."""
+    from robust_mix.data import available_datasets, preprocessing_for  # torch's: imported when first asked
+    from robust_mix.protocol import canonical_dataset
+
+    if canonical_dataset(config.dataset) not in available_datasets():
+        return config.preprocessing
+    return preprocessing_for(config.dataset, config=config)
+
+
 def has_timm_form(config: ModelConfig) -> bool:
     """Whether timm's ``pretrained_cfg`` can state the entry's preprocessing (see :data:`TIMM_CROPS`)."""
-    return config.preprocessing in TIMM_CROPS
+    return images_preprocessing(config) in TIMM_CROPS
+
+
+def raw_images_cfg(channels: int = 3) -> dict[str, tuple[float, ...]]:
+    """timm's ``mean`` and ``std`` of a mix, whatever its bases: raw ``[0, 1]`` images go in (each base normalises
+    them itself, inside the model), so timm's ``Normalize`` must leave them as they are."""
+    return {"mean": (0.0,) * channels, "std": (1.0,) * channels}
 
 
 def pretrained_cfg(config: ModelConfig, architecture: str, hf_hub_id: Optional[str] = None) -> dict[str, Any]:
@@ -100,17 +120,17 @@ def pretrained_cfg(config: ModelConfig, architecture: str, hf_hub_id: Optional[s
     Raises:
         ValueError: the entry's RobustBench preprocessing has no timm form (see :data:`TIMM_CROPS`).
     """
-    if not has_timm_form(config):
-        raise ValueError(f"{config.name!r}: RobustBench's preprocessing {config.preprocessing!r} is not a resize "
+    preprocessing = images_preprocessing(config)
+    if preprocessing not in TIMM_CROPS:
+        raise ValueError(f"{config.name!r}: RobustBench's preprocessing {preprocessing!r} is not a resize "
                          f"and centre crop, so timm's pretrained_cfg cannot state it; timm forms exist for "
                          f"{[p for p in TIMM_CROPS if p]} and None (images as they are)")
-    interpolation, crop_pct = TIMM_CROPS[config.preprocessing]
+    interpolation, crop_pct = TIMM_CROPS[preprocessing]
     shape = config.input_shape if config.input_shape is not None else DATASET_IMAGES.get(config.dataset)
-    channels = shape[0] if shape is not None else 3
     cfg: dict[str, Any] = {
         "architecture": architecture, "tag": None, "source": "hf-hub" if hf_hub_id else "robust_mix",
         "hf_hub_id": hf_hub_id, "interpolation": interpolation, "crop_pct": crop_pct, "crop_mode": "center",
-        "mean": (0.0,) * channels, "std": (1.0,) * channels, "num_classes": config.num_classes,
+        **raw_images_cfg(shape[0] if shape is not None else 3), "num_classes": config.num_classes,
         "label_names": tuple(config.labels) if config.labels else None, "license": config.license or None,
         "paper_name": config.paper or None, "description": config.description or None,
         "notes": tuple(config.weight_locations()) or None,

@@ -331,8 +331,7 @@ def _overlaid(name: str, cfg: dict[str, Any], overlay: Optional[dict[str, Any]])
 
 
 def _as_timm_model(model: MixedClassifier, cfg: dict[str, Any]) -> MixedClassifier:
-    model.pretrained_cfg = cfg
-    model.default_cfg = cfg  # timm's older name, which RobustBench reads
+    model.pretrained_cfg = cfg  # also its default_cfg, timm's older name, which RobustBench reads
     return model.eval()
 
 

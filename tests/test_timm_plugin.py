@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,6 +26,7 @@ from robust_mix import (BackboneConfig, ModelConfig, PolicyConfig, WeightsConfig
                         register_model, save_backbone)
 from robust_mix import registry
 from robust_mix._compat import UnknownModelError
+from robust_mix.data import ImageArrayDataset
 from robust_mix.io import load_state_dict, save_state_dict
 from robust_mix.timm_config import SAVED_ARCHITECTURE, robustbench_timm_name
 from robust_mix.timm_plugin import entry_of, isolated_timm_registry, robustbench_zoo_names
@@ -100,6 +102,19 @@ def test_pretrained_cfg_states_the_raw_input_contract():
     imagenet = timm.models.get_pretrained_cfg("robustmix_mixednuts_imagenet_linf")
     assert (imagenet.input_size, imagenet.interpolation, imagenet.crop_pct) == ((3, 224, 224), "bicubic", 0.875)
     assert imagenet.num_classes == 1000 and imagenet.license.startswith("CC-BY-NC-4.0")
+
+
+def test_an_imagenet_entry_without_a_preprocessing_states_the_one_its_images_get():
+    """An ImageNet entry that states no preprocessing is evaluated on RobustBench's default (Res256Crop224), but its
+    pretrained_cfg said crop_pct 1.0: timm's transform (and RobustBench's for timm models) cropped other images."""
+    from robust_mix.data import imagenet_transform, preprocessing_for
+    from robust_mix.timm_config import pretrained_cfg
+
+    config = dataclasses.replace(get_model_config("imagenet-mixednuts"), preprocessing=None)
+    cfg = timm.data.resolve_data_config({}, pretrained_cfg=pretrained_cfg(config, "robustmix_x_imagenet_linf"))
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    expected = imagenet_transform(preprocessing_for("imagenet", config=config))(image)
+    assert torch.equal(timm.data.create_transform(**cfg)(image), expected)
 
 
 def test_robustbench_picks_the_imagenet_transform_of_the_entry(scratch_registry, tmp_path):
@@ -303,6 +318,11 @@ def test_timm_s_classifier_head_calls_are_refused_saying_why(scratch_registry, t
         model.reset_classifier(5)
     with pytest.raises(NotImplementedError, match=r"get_classifier\(\): .*model.standard.get_classifier\(\)"):
         model.get_classifier()
+    with pytest.raises(NotImplementedError, match=r"forward_features\(\): .*no features of its own; "
+                                                  r"model.features\(x, standard_layers, robust_layers\)"):
+        model.forward_features(x)
+    with pytest.raises(NotImplementedError, match=r"forward_head\(\): .*call the model on raw \[0, 1\] images"):
+        model.forward_head(x)
     with torch.no_grad():
         assert torch.equal(model(x), before) and model(x).shape == (2, 10)
 
@@ -337,6 +357,45 @@ def test_an_entry_without_an_input_shape_states_its_data_set_s_images_to_timm(sc
     model = timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
     data_config = timm.data.resolve_data_config(model=model)
     assert data_config["input_size"] == (3, 32, 32) and data_config["mean"] == (0.0, 0.0, 0.0)
+
+
+def timm_batch(model: torch.nn.Module, images: list[Image.Image]) -> torch.Tensor:
+    """What a timm user feeds ``model``: timm's eval transform of its resolved data config."""
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    return torch.stack([transform(image) for image in images])
+
+
+def test_timm_s_transform_of_a_load_model_model_gives_the_images_the_benchmark_feeds_it():
+    """A model from robust_mix.load_model had no pretrained_cfg: timm fell back to ImageNet's mean, std and 224 x 224
+    three-channel images, normalising raw-image models a second time (a Fashion-MNIST model was fed 3 x 224 x 224)."""
+    model = load_model("fmnist-adasmooth")
+    assert timm.data.resolve_data_config({}, model=model) == {
+        "input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (0.0,), "std": (1.0,), "crop_pct": 1.0,
+        "crop_mode": "center"}
+    assert model.default_cfg is model.pretrained_cfg and model.pretrained_cfg["num_classes"] == model.num_classes
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    benchmark_images = torch.stack([ImageArrayDataset(pixels, np.zeros(6))[i][0] for i in range(6)])
+    timm_images = timm_batch(model, [Image.fromarray(p, mode="L") for p in pixels])
+    assert torch.equal(timm_images, benchmark_images)
+    with torch.no_grad():
+        assert torch.equal(model(timm_images).argmax(1), model(benchmark_images).argmax(1))
+
+
+def test_timm_s_transform_of_a_model_built_from_its_config_matches_timm_s_own(scratch_registry, tmp_path):
+    """The same entry built by robust_mix.load_model and by timm.create_model states the same input contract."""
+    register_model(tiny_config(tmp_path))
+    ours, timms = load_model(TINY), timm.create_model("robustmix_tiny_mix_cifar10_linf", pretrained=True)
+    assert timm.data.resolve_model_data_config(ours) == timm.data.resolve_model_data_config(timms)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert torch.equal(timm_batch(ours, [image])[0], robustbench.data.get_preprocessing(
+        BenchmarkDataset.cifar_10, ThreatModel.Linf, "RobustMix-tiny-mix", None)(image))
+    bare = robust_mix.MixedClassifier(ours.standard, ours.robust, alpha=0.5)  # no config: raw images still
+    assert timm.data.resolve_model_data_config(bare)["mean"] == (0.0, 0.0, 0.0)
+    without_timm_form = dataclasses.replace(ours.config, dataset="imagenet", preprocessing="Crop288")
+    with pytest.raises(ValueError, match=r"'Crop288' is not a resize and centre crop.*"
+                                         r"robust_mix.data.imagenet_transform\('Crop288'\)"):
+        timm.data.resolve_model_data_config(robust_mix.MixedClassifier(ours.standard, ours.robust,
+                                                                       config=without_timm_form))
 
 
 def test_timm_drops_alpha_none_so_the_adaptive_policy_comes_from_load_model(scratch_registry, tmp_path):

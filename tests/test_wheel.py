@@ -72,7 +72,7 @@ def run_installed(installed: Path, cwd: Path, code: str, timeout: int = 600) -> 
 
 
 def test_the_wheel_carries_every_package_file(wheel):
-    """Each non-Python file under robust_mix/ in the checkout (templates, weights, data) is in the wheel."""
+    """Each non-Python file under robust_mix/ in the checkout (templates, weights, data, py.typed) is in the wheel."""
     listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "robust_mix"], capture_output=True, text=True)
     needed = {name for name in listed.stdout.splitlines() if not name.endswith(".py")}
     with zipfile.ZipFile(wheel) as archive:
@@ -103,6 +103,12 @@ def test_the_installed_package_lists_loads_saves_and_renders(installed, tmp_path
             assert "## Mixing" in (folder / "README.md").read_text()
         from robust_mix.cards import zoo_card
         assert "fmnist-adasmooth" in zoo_card("fmnist-adasmooth")
+        import runpy  # python -m robust_mix, in this interpreter (a new one would import torch again)
+        sys.argv = ["robust_mix", "list", "fmnist-*"]
+        try:
+            runpy.run_module("robust_mix", run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            assert exit.code == 0, exit.code
         print("OK", json.dumps(sorted(p.name for p in Path("saved").iterdir())))
     """)
     assert out.strip().splitlines()[-1] == "OK " + json.dumps(sorted(SHIPPED))
