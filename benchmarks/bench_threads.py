@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.threads import usable_cpus
 
 TARGET = 1.3
@@ -65,8 +66,8 @@ def finish(runs: list[tuple[subprocess.Popen, float]], outs: list[Path]) -> list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="fmnist-robust")
-    parser.add_argument("--n-examples", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=5)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=2)
     parser.add_argument("--default-threads", action="store_true",
                         help="every process uses all usable CPUs (torch's default) instead of the policy")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then arguments for robust-mix benchmark")

@@ -50,7 +50,7 @@ from typing import Any, Optional, Sequence
 
 import robust_mix
 from robust_mix import threads
-from robust_mix.cli import format_table
+from robust_mix.cli import POSITIVE_INT, format_table
 from robust_mix.cli.benchmark import RowBars
 from robust_mix.data import load_dataset
 from robust_mix.formatting import evaluation_label, percent, percent_interval
@@ -409,15 +409,15 @@ def check_publishable(specs: Sequence[RowSpec], reports: dict[str, Optional[Benc
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-examples", type=int, default=DEFAULTS["n_examples"], help="attacked test images")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=DEFAULTS["n_examples"], help="attacked test images")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"],
                         help="attack batch and resumable chunk size")
     parser.add_argument("--out", default=DEFAULTS["out"], help="state, reports and the artefacts go here")
     parser.add_argument("--rows", nargs="*", choices=[s.key for s in DEMO_ROWS] + ["frontier"],
                         help="run only these rows (default: all); the others are read from --out if finished")
     parser.add_argument("--grid", default=DEFAULTS["grid"], help="fixed ratios for the clean-accuracy frontier")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per usable CPU)")
-    parser.add_argument("--threads", type=int, help="threads per worker (default: the thread policy)")
+    parser.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default: one per usable CPU)")
+    parser.add_argument("--threads", type=POSITIVE_INT, help="threads per worker (default: the thread policy)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed results, the README section and the shipped reference")
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import robust_mix
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.data import load_dataset
 from robust_mix.io import atomic_write_text
 from robust_mix.train import accuracy
@@ -38,8 +39,8 @@ def build(spec: str) -> torch.nn.Module:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=DEFAULT)
-    parser.add_argument("--n-robust", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--n-robust", type=POSITIVE_INT, default=300)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="benchmarks/fmnist/results.json")
     args = parser.parse_args()
