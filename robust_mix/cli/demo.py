@@ -24,7 +24,8 @@ import robust_mix
 from robust_mix.cli import PATH, POSITIVE_INT, command, format_table
 from robust_mix.cli.benchmark import (RowBars, add_channels_last_argument, add_workers_argument, model_factory,
                                       resolve_workers)
-from robust_mix.formatting import evaluation_label, interval_heading, percent, percent_interval
+from robust_mix.formatting import (evaluation_label, interval_heading, percent, percent_beside_target,
+                                   percent_interval)
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import required_examples, resolve_attack
 from robust_mix.loading import parse_model_name
@@ -131,15 +132,11 @@ def _clean(result: BenchmarkResult) -> float:
 
 
 def _ratio(value: Optional[float], target: Optional[float] = None) -> str:
-    """``value`` as a percentage with one decimal, or more where one decimal would round a value short of
-    ``target`` up to it (94.96 % kept is ``"94.96"``, never ``"95.0"`` beside a 95 % target)."""
+    """``value`` as a percentage with one decimal, never rounded onto ``target`` when it falls short
+    (:func:`robust_mix.formatting.percent_beside_target`); ``"-"`` when undefined."""
     if value is None:
         return "-"
-    for decimals in (1, 2, 3):
-        text = f"{100 * value:.{decimals}f}"
-        if target is None or value >= target or float(text) < 100 * target:
-            return text
-    return f"{math.floor(100_000 * value) / 1000:.3f}"
+    return f"{100 * value:.1f}" if target is None else percent_beside_target(value, target)
 
 
 def _ratios(clean: float, robust: float, bases: dict[str, tuple[float, float]]) -> list[str]:
