@@ -73,6 +73,10 @@ def _demo(args: argparse.Namespace) -> int:
     missing = [spec.model for spec in DEMO_ROWS if not robust_mix.is_model(parse_model_name(spec.model).target)]
     if missing:
         raise ValueError(f"the demo needs the Fashion-MNIST zoo entries {missing}, which are not registered")
+    for option, value in (("--n-examples", args.n_examples), ("--clean-examples", args.clean_examples)):
+        if value > CLEAN_EXAMPLES:  # said before any row starts, naming the option, not halfway through the rows
+            raise ValueError(f"{option} {value:,} is more than the {CLEAN_EXAMPLES:,} Fashion-MNIST test images; "
+                             f"pass at most {CLEAN_EXAMPLES}")
     if args.clean_examples < args.n_examples:
         raise ValueError(f"--clean-examples {args.clean_examples} is below --n-examples {args.n_examples}: clean "
                          "accuracy is measured on at least the attacked images")
