@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import torch
 
 import robust_mix
-from robust_mix.cli import POSITIVE_INT
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT
 from robust_mix import attacks, fastpath
 from robust_mix.loading import load_model
 from robust_mix.data import load_dataset
@@ -50,7 +50,7 @@ def before_issue_14(model: torch.nn.Module) -> Iterator[None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="fmnist-adasmooth")
+    parser.add_argument("--model", type=MODEL_NAME, default="fmnist-adasmooth")
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=200)
     parser.add_argument("--attack", default="standard")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=500)

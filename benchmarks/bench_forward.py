@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import robust_mix
-from robust_mix.cli import POSITIVE_INT
+from robust_mix.cli import REGISTERED_NAME, POSITIVE_INT
 from robust_mix import fastpath, get_model_config, load_model
 from robust_mix.weights import robustbench_files
 from robust_mix.config import ModelConfig
@@ -187,7 +187,7 @@ def flops_per_image(ours: nn.Module, side: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="cifar100-adasmooth", help="a robust_mix paper entry")
+    parser.add_argument("--model", type=REGISTERED_NAME, default="cifar100-adasmooth", help="a robust_mix paper entry")
     parser.add_argument("--batch", type=POSITIVE_INT, nargs="+", default=[4],
                         help="batch sizes, measured one after another")
     parser.add_argument("--repeats", type=POSITIVE_INT, default=3)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robust_mix
-from robust_mix.cli import POSITIVE_INT
+from robust_mix.cli import REGISTERED_NAME, POSITIVE_INT
 from robust_mix.attacks import StageRunner
 from robust_mix.protocol import AttackOptions, resolve_attack
 from robust_mix.data import load_dataset
@@ -60,6 +60,11 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def model_or_tiny(text: str) -> str:
+    """``--model``: a registered entry, or ``tiny``."""
+    return text if text == "tiny" else REGISTERED_NAME(text)
 
 
 def build(name: str) -> tuple[nn.Module, nn.Module, str, float]:
@@ -180,7 +185,7 @@ def timed(fn: Callable[[], list[bool]]) -> tuple[float, list[bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="cifar100-adasmooth", help="a paper entry, or 'tiny'")
+    parser.add_argument("--model", type=model_or_tiny, default="cifar100-adasmooth", help="a paper entry, or 'tiny'")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=500)
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=250)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from robust_mix.cli import POSITIVE_INT
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT
 from robust_mix.threads import usable_cpus
 
 TARGET = 1.3
@@ -65,7 +65,7 @@ def finish(runs: list[tuple[subprocess.Popen, float]], outs: list[Path]) -> list
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="fmnist-robust")
+    parser.add_argument("--model", type=MODEL_NAME, default="fmnist-robust")
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=5)
     parser.add_argument("--repeats", type=POSITIVE_INT, default=2)
     parser.add_argument("--default-threads", action="store_true",

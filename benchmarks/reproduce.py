@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import robust_mix
-from robust_mix.cli import POSITIVE_INT
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT
 from robust_mix.backbones import BackboneNotFoundError
 from robust_mix.benchmark import benchmark
 from robust_mix.results import BenchmarkResult
@@ -56,7 +56,7 @@ def comparison(result: BenchmarkResult, config: robust_mix.ModelConfig) -> str:
 def main(argv: Optional[Sequence[str]] = None, default_name: Optional[str] = None) -> int:
     """Command line; per-entry scripts pass ``default_name``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", nargs="?" if default_name else None, default=default_name)
+    parser.add_argument("name", type=MODEL_NAME, nargs="?" if default_name else None, default=default_name)
     parser.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
     parser.add_argument("--adaptive", action="store_true")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=500)

@@ -116,3 +116,22 @@ def test_demo_script_times_both_modes_and_compares_their_flags(monkeypatch, caps
     printed = capsys.readouterr().out
     assert "round 1, one process" in printed and "round 1, side by side" in printed
     assert "one process / side by side:" in printed and "identical in every row and run: True" in printed
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("reproduce.py", ["fmnist-robustt"]), ("profile_autoattack.py", ["fmnist-robustt"]),
+    ("bench_fastpath.py", ["--model", "fmnist-robustt"]), ("bench_threads.py", ["--model", "fmnist-robustt"]),
+    ("bench_forward.py", ["--model", "fmnist-robustt"]), ("bench_gpu.py", ["--model", "fmnist-robustt"]),
+    ("fmnist/evaluate.py", ["fmnist-robustt"]),
+])
+def test_an_unknown_model_is_one_argument_error_naming_the_closest(monkeypatch, capsys, script, argv):
+    """A misspelt model ended each script in a KeyError traceback from deep inside its first run."""
+    assert run_as_main(monkeypatch, script, *argv) == 2
+    assert "unknown model 'fmnist-robustt'; did you mean ['fmnist-robust'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv", [("fmnist/evaluate.py", ["alpha=2"]),
+                                          ("profile_autoattack.py", ["fmnist-robust,alpha=2"])])
+def test_a_bad_override_is_an_argument_error_before_any_run(monkeypatch, capsys, script, argv):
+    assert run_as_main(monkeypatch, script, *argv) == 2
+    assert "alpha must lie in [0, 1]" in capsys.readouterr().err
