@@ -270,3 +270,17 @@ def test_reports_of_other_settings_are_set_aside_not_mixed_into_the_checks(claim
     assert "Not used, so shown as not measured (measured with other settings than this run): row standard:" in text
     args.n_examples = 4
     assert claim.read_reports(tmp_path, specs, args)[0]["standard"] is not None
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--grid", "0,abc"], "argument --grid: alphas '0,abc'"), (["--grid", "0,0.5,0.5"], "ratios repeat"),
+    (["--n-examples", "20000"], "argument --n-examples: 20,000 is more than the 10,000"),
+    (["--n-examples", "0"], "argument --n-examples"), (["--workers", "0"], "argument --workers"),
+])
+def test_bad_arguments_are_refused_before_anything_is_written(claim, tmp_path, capsys, argv, match):
+    """A bad --grid or too many images was a traceback after --out was made (and the grid's clean accuracies
+    computed); 0 workers or images ran into errors inside the rows."""
+    with pytest.raises(SystemExit) as exited:
+        claim.main([*argv, "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -456,6 +456,16 @@ def check_publishable(specs: Sequence[RowSpec], reports: dict[str, Optional[Benc
     return problems
 
 
+def grid_text(text: str) -> str:
+    """``--grid``: ratios :func:`robust_mix.sweep.parse_alphas` reads, checked with the arguments (kept as text: the
+    cached frontier.json is keyed by it)."""
+    try:
+        parse_alphas(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=DEFAULTS["n_examples"], help="attacked test images")
@@ -464,12 +474,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default=DEFAULTS["out"], help="state, reports and the artefacts go here")
     parser.add_argument("--rows", nargs="*", choices=[s.key for s in DEMO_ROWS] + ["frontier"],
                         help="run only these rows (default: all); the others are read from --out if finished")
-    parser.add_argument("--grid", default=DEFAULTS["grid"], help="fixed ratios for the clean-accuracy frontier")
+    parser.add_argument("--grid", type=grid_text, default=DEFAULTS["grid"],
+                        help="fixed ratios for the clean-accuracy frontier ('0,0.5,1' or start:stop:step)")
     parser.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default: one per usable CPU)")
     parser.add_argument("--threads", type=POSITIVE_INT, help="threads per worker (default: the thread policy)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed results, the README section and the shipped reference")
     args = parser.parse_args(argv)
+    if args.n_examples > CLEAN_EXAMPLES:
+        parser.error(f"argument --n-examples: {args.n_examples:,} is more than the {CLEAN_EXAMPLES:,} Fashion-MNIST "
+                     f"test images; pass at most {CLEAN_EXAMPLES}")
     args.command_line = "python " + shlex.join(sys.argv if argv is None else [sys.argv[0], *argv])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads.apply_thread_policy(args.threads)
