@@ -161,6 +161,8 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
                  "--n-iter", "4", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
+    # the data, eps, images and seed every point was measured on, not the attack alone
+    assert "fashion-mnist, Linf, eps 0.1, the first 4 test images, seed 0; attack: APGD-CE (4 iter)" in printed
     assert printed.count("(95 % interval ") == 3 and "4 examples)" in printed
     assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")
     assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4
