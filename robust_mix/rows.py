@@ -24,7 +24,7 @@ from robust_mix.benchmark import benchmark
 from robust_mix.parallel import Job, run_jobs
 from robust_mix.report import write_report
 from robust_mix.results import BenchmarkResult
-from robust_mix.validate import check_callback
+from robust_mix.validate import check_bool, check_callback
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def run_rows(rows: Sequence[BenchmarkRow], *, workers: int = 1, progress: Option
     """
     _check_rows(rows, workers)
     progress = check_callback("progress", progress, ("start", "advance", "finish"), "robust_mix.rows.RowProgress")
-    run = _run_row_or_failure if keep_going else _run_row
+    run = _run_row_or_failure if check_bool("keep_going", keep_going) else _run_row
     jobs = [Job(row.label, run, {"row": row}) for row in rows]
     on_event = None if progress is None else (lambda index, kind, *payload: getattr(progress, kind)(index, *payload))
     return run_jobs(jobs, workers=workers, on_event=on_event, threads_per_worker=threads_per_worker,
