@@ -135,3 +135,11 @@ def test_an_unknown_model_is_one_argument_error_naming_the_closest(monkeypatch, 
 def test_a_bad_override_is_an_argument_error_before_any_run(monkeypatch, capsys, script, argv):
     assert run_as_main(monkeypatch, script, *argv) == 2
     assert "alpha must lie in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, match", [("fmnist-robust,alpha=0.5", "has overrides: reproduce compares a run with"),
+                                         ("hf-hub:org/model", "unknown model")])
+def test_reproduce_takes_an_entry_as_it_ships(monkeypatch, capsys, name, match):
+    """A changed or unregistered entry ran its whole benchmark, then failed looking up the reported figures."""
+    assert run_as_main(monkeypatch, "reproduce.py", name, "--n-examples", "2") == 2
+    assert match in capsys.readouterr().err
