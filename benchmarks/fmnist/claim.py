@@ -281,7 +281,8 @@ def check_lines(verdict: dict[str, Any]) -> list[str]:
             lines.append(f"- {title}: undefined ({v['why']})")
             continue
         if key == "recovered" and v.get("value_all") is not None:
-            extra = f" ({_figure(v['value_all'], unit, v['target'])} with clean accuracy on all {CLEAN_EXAMPLES:,} test images)"
+            extra = (f" ({_figure(v['value_all'], unit, v['target'])} with clean accuracy on all {CLEAN_EXAMPLES:,} "
+                     "test images)")
         if key == "frontier":
             extra = (f" (fixed ratios interpolated at alpha {' and '.join(f'{a:g}' for a in v['alphas'])}: "
                      f"{percent(v['fixed_robust'])} % robust)")
