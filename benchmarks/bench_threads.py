@@ -7,7 +7,8 @@ time (rounds alternate which comes first, so load drift hits both), every run in
 folder and with ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``ROBUST_MIX_THREADS`` removed from its
 environment: the policy alone chooses the threads (the two concurrent runs see each other's claim).
 ``--default-threads`` runs the same rounds with ``--threads <usable CPUs>`` in every process, torch's
-default, for comparison. EXTRA ARGS go to ``robust-mix benchmark`` (e.g. ``--attack apgd-ce --n-iter 2``).
+default, for comparison. EXTRA ARGS go to ``robust-mix benchmark`` (e.g. ``--attack apgd-ce --n-iter 2``;
+not ``--n-examples``, ``--out`` or ``--threads``, which the script sets).
 
 Prints the load average before and after, each run's harness time (``report.json``'s
 ``wall_time_s``) and process time, the ratio median(concurrent) / median(alone) (target: at most
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from robust_mix.cli import MODEL_NAME, POSITIVE_INT
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT, refuse_owned_options
 from robust_mix.threads import usable_cpus
 
 TARGET = 1.3
@@ -73,6 +74,7 @@ def main() -> int:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then arguments for robust-mix benchmark")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    refuse_owned_options(parser, extra, ("--n-examples", "--out", "--threads"))
     threads = int(usable_cpus()) if args.default_threads else None
 
     print(f"load average before: {uptime()}; usable CPUs {usable_cpus():g}; "

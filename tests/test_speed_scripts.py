@@ -143,3 +143,15 @@ def test_reproduce_takes_an_entry_as_it_ships(monkeypatch, capsys, name, match):
     """A changed or unregistered entry ran its whole benchmark, then failed looking up the reported figures."""
     assert run_as_main(monkeypatch, "reproduce.py", name, "--n-examples", "2") == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("bench_demo.py", ["--", "--attack", "apgd-ce", "--workers", "2"]),
+    ("bench_demo.py", ["--", "--n-examples=5"]),
+    ("bench_threads.py", ["--", "--threads", "4"]),
+])
+def test_arguments_handed_on_may_not_override_what_the_script_compares(monkeypatch, capsys, script, argv):
+    """`bench_demo.py -- --workers 2` ran its "one process" mode with two workers (the later --workers won) and
+    printed the ratio of two side-by-side runs as one process / side by side."""
+    assert run_as_main(monkeypatch, script, *argv) == 2
+    assert "after -- would override what this script sets for every run it compares" in capsys.readouterr().err

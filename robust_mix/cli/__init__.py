@@ -124,6 +124,16 @@ def REGISTERED_NAME(text: str) -> str:  # noqa: N802 (an argparse type, named as
     return text
 
 
+def refuse_owned_options(parser: argparse.ArgumentParser, passed: Sequence[str], owned: Sequence[str]) -> None:
+    """Exit with an argument error when ``passed`` (arguments a script hands on to a ``robust-mix`` command) sets one
+    of the ``owned`` options the script sets itself: the later one would win, so runs the script labels alike (one
+    process, the same N) would differ, and the times or flags it compares would be of different runs."""
+    given = sorted({item.split("=", 1)[0] for item in passed if item.split("=", 1)[0] in owned})
+    if given:
+        parser.error(f"{', '.join(given)} after -- would override what this script sets for every run it compares; "
+                     "use the script's own option instead (see --help)")
+
+
 #: Help texts of the options several commands share; they say the units.
 EPS_HELP = ("perturbation budget on the [0, 1] pixel scale (images lie in [0, 1]): 8/255 or 0.0314, not 8; under "
             "L2 and L1 a distance on the same scale, e.g. 0.5")
