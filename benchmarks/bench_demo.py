@@ -12,7 +12,8 @@ Rounds alternate which comes first, so load drift hits both. Prints the load ave
 run's wall time, the ratio median(one process) / median(side by side) and whether the two produced the same
 robust flags in every row (``demo.json`` -> each row's ``report.json``). ``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS`` and ``ROBUST_MIX_THREADS`` are removed from the runs' environment, so only the flags above
-choose the threads. EXTRA ARGS go to ``robust-mix demo`` in both modes. Needs an otherwise idle machine.
+choose the threads. EXTRA ARGS go to ``robust-mix demo`` in both modes (not ``--n-examples``, ``--out``,
+``--workers`` or ``--threads``, which the script sets). Needs an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from robust_mix.cli import POSITIVE_INT
+from robust_mix.cli import POSITIVE_INT, refuse_owned_options
 from robust_mix.threads import usable_cpus
 
 MODES = ("one process", "side by side")
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=POSITIVE_INT, default=1, help="rounds (each runs both modes once)")
     parser.add_argument("extra", nargs="*", help="more arguments for robust-mix demo (after --)")
     args = parser.parse_args()
+    refuse_owned_options(parser, args.extra, ("--n-examples", "--out", "--workers", "--threads"))
     print(f"robust-mix demo --n-examples {args.n_examples} {' '.join(args.extra)}: {usable_cpus():g} usable CPUs, "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}

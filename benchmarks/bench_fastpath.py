@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import torch
 
 import robust_mix
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT
 from robust_mix import attacks, fastpath
 from robust_mix.loading import load_model
 from robust_mix.data import load_dataset
@@ -49,14 +50,14 @@ def before_issue_14(model: torch.nn.Module) -> Iterator[None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="fmnist-adasmooth")
-    parser.add_argument("--n-examples", type=int, default=200)
+    parser.add_argument("--model", type=MODEL_NAME, default="fmnist-adasmooth")
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=200)
     parser.add_argument("--attack", default="standard")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=500)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=1)
     parser.add_argument("--channels-last", action="store_true", help="also time the fast path with NHWC weights")
     parser.add_argument("--compile", action="store_true", help="also time the compiled fast path")
-    parser.add_argument("--threads", type=int, default=None, help="default: the thread policy")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="default: the thread policy")
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 import robust_mix
+from robust_mix.cli import REGISTERED_NAME, POSITIVE_INT
 from robust_mix import fastpath, get_model_config, load_model
 from robust_mix.weights import robustbench_files
 from robust_mix.config import ModelConfig
@@ -186,10 +187,11 @@ def flops_per_image(ours: nn.Module, side: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="cifar100-adasmooth", help="a robust_mix paper entry")
-    parser.add_argument("--batch", type=int, nargs="+", default=[4], help="batch sizes, measured one after another")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy)")
+    parser.add_argument("--model", type=REGISTERED_NAME, default="cifar100-adasmooth", help="a robust_mix paper entry")
+    parser.add_argument("--batch", type=POSITIVE_INT, nargs="+", default=[4],
+                        help="batch sizes, measured one after another")
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=3)
+    parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: the thread policy)")
     parser.add_argument("--flops-only", action="store_true", help="print the FLOP counts and stop")
     parser.add_argument("--channels-last", action="store_true",
                         help="also time our model with NHWC weights (robust_mix.fastpath.channels_last) and each "

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robust_mix
+from robust_mix.cli import REGISTERED_NAME, POSITIVE_INT
 from robust_mix.attacks import StageRunner
 from robust_mix.protocol import AttackOptions, resolve_attack
 from robust_mix.data import load_dataset
@@ -59,6 +60,11 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def model_or_tiny(text: str) -> str:
+    """``--model``: a registered entry, or ``tiny``."""
+    return text if text == "tiny" else REGISTERED_NAME(text)
 
 
 def build(name: str) -> tuple[nn.Module, nn.Module, str, float]:
@@ -179,17 +185,18 @@ def timed(fn: Callable[[], list[bool]]) -> tuple[float, list[bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="cifar100-adasmooth", help="a paper entry, or 'tiny'")
+    parser.add_argument("--model", type=model_or_tiny, default="cifar100-adasmooth", help="a paper entry, or 'tiny'")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--n-examples", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each side counts")
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=500)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=250)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=2,
+                        help="interleaved rounds; the best of each side counts")
     parser.add_argument("--data-dir", help="data set root (default: random images labelled by the model)")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 (not for leaderboard numbers)")
     parser.add_argument("--no-streams", action="store_true", help="run the two bases one after the other")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="keep gradient-free forwards eager")
-    parser.add_argument("--n-iter", type=int, help="override APGD/FAB iterations (checks only)")
-    parser.add_argument("--n-queries", type=int, help="override Square queries (checks only)")
+    parser.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (checks only)")
+    parser.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (checks only)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"

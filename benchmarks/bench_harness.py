@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robust_mix
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.benchmark import benchmark, chunk_seed
 from robust_mix.data import load_dataset
 
@@ -90,11 +91,11 @@ def timed(fn, *args) -> tuple[float, float, list[bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-examples", type=int, default=100)
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=100)
     parser.add_argument("--attacks", default="apgd-ce,apgd-t")
     parser.add_argument("--eps", type=float, default=0.1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-steps", type=int, default=150)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=3)
+    parser.add_argument("--train-steps", type=POSITIVE_INT, default=150)
     args = parser.parse_args()
     attacks = args.attacks.split(",")
 

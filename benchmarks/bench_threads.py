@@ -7,7 +7,8 @@ time (rounds alternate which comes first, so load drift hits both), every run in
 folder and with ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``ROBUST_MIX_THREADS`` removed from its
 environment: the policy alone chooses the threads (the two concurrent runs see each other's claim).
 ``--default-threads`` runs the same rounds with ``--threads <usable CPUs>`` in every process, torch's
-default, for comparison. EXTRA ARGS go to ``robust-mix benchmark`` (e.g. ``--attack apgd-ce --n-iter 2``).
+default, for comparison. EXTRA ARGS go to ``robust-mix benchmark`` (e.g. ``--attack apgd-ce --n-iter 2``;
+not ``--n-examples``, ``--out`` or ``--threads``, which the script sets).
 
 Prints the load average before and after, each run's harness time (``report.json``'s
 ``wall_time_s``) and process time, the ratio median(concurrent) / median(alone) (target: at most
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT, refuse_owned_options
 from robust_mix.threads import usable_cpus
 
 TARGET = 1.3
@@ -64,14 +66,15 @@ def finish(runs: list[tuple[subprocess.Popen, float]], outs: list[Path]) -> list
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="fmnist-robust")
-    parser.add_argument("--n-examples", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", type=MODEL_NAME, default="fmnist-robust")
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=5)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=2)
     parser.add_argument("--default-threads", action="store_true",
                         help="every process uses all usable CPUs (torch's default) instead of the policy")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then arguments for robust-mix benchmark")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    refuse_owned_options(parser, extra, ("--n-examples", "--out", "--threads"))
     threads = int(usable_cpus()) if args.default_threads else None
 
     print(f"load average before: {uptime()}; usable CPUs {usable_cpus():g}; "

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from robust_mix.cli import POSITIVE_INT
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,10 +40,10 @@ def run(nproc: int, args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fmnist-standard")
-    parser.add_argument("--batch", type=int, default=128, help="the recipe's global batch (for steps/s)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="threads per process")
+    parser.add_argument("--batch", type=POSITIVE_INT, default=128, help="the recipe's global batch (for steps/s)")
+    parser.add_argument("--steps", type=POSITIVE_INT, default=30)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=2)
+    parser.add_argument("--threads", type=POSITIVE_INT, default=1, help="threads per process")
     args = parser.parse_args()
     print(f"{args.recipe}, global batch {args.batch}, {args.steps} steps per run, {args.threads} thread(s) per "
           f"process; load {os.getloadavg()[0]:.2f}")

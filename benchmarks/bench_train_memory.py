@@ -22,6 +22,8 @@ import tempfile
 import torch
 from torch.utils.data import Dataset
 
+from robust_mix.cli import POSITIVE_INT
+
 FRACTIONS = (0.1, 0.5, 1.0)
 TRAIN_IMAGES = 55_000
 
@@ -64,9 +66,9 @@ def run(mode: str, n: int, args: argparse.Namespace) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps of each streamed run")
+    parser.add_argument("--steps", type=POSITIVE_INT, default=20, help="optimizer steps of each streamed run")
     parser.add_argument("--worker", choices=("streamed", "tensor"), help=argparse.SUPPRESS)
-    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=POSITIVE_INT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.steps)))

@@ -32,22 +32,24 @@ import time
 import torch
 
 import robust_mix
-from robust_mix.backbones import ZOO_DIR
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.data import dataset_tensors, open_dataset
 from robust_mix.train import get_recipe
 from robust_mix.train.adasmooth import CompositeForward, pair_loss
 from robust_mix.train.buffer import attack_batch
 from robust_mix.train.pair import build_mixed
 from robust_mix.train.precision import Precision
+from robust_mix.weights import package_file
 
 PRECISIONS = ("fp32", "bf16")
-STANDARD = str(ZOO_DIR / "weights" / "fmnist-standard.safetensors")
-ROBUST = str(ZOO_DIR / "weights" / "fmnist-robust.safetensors")
+#: The shipped bases the workloads pair (files inside the package).
+BASES = {"standard": "zoo/weights/fmnist-standard.safetensors", "robust": "zoo/weights/fmnist-robust.safetensors"}
 
 
 def recipe(iters: int):
     config = get_recipe("fmnist-adasmooth").config
-    return dataclasses.replace(config, standard=STANDARD, robust=ROBUST, iter_min=iters, iter_max=iters)
+    bases = {role: str(package_file(path)) for role, path in BASES.items()}
+    return dataclasses.replace(config, **bases, iter_min=iters, iter_max=iters)
 
 
 def rss_mb() -> float:
@@ -141,11 +143,12 @@ def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per precision and workload")
-    parser.add_argument("--steps", type=int, default=10, help="timed repetitions per process")
-    parser.add_argument("--iters", type=int, default=10, help="APGD iterations per buffer example")
-    parser.add_argument("--n-attack", type=int, default=200, help="validation images for the attack-strength check")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=POSITIVE_INT, default=3, help="fresh processes per precision and workload")
+    parser.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed repetitions per process")
+    parser.add_argument("--iters", type=POSITIVE_INT, default=10, help="APGD iterations per buffer example")
+    parser.add_argument("--n-attack", type=POSITIVE_INT, default=200,
+                        help="validation images for the attack-strength check")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=1)
     parser.add_argument("--worker", choices=("step", "attack"), help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=PRECISIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import robust_mix
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT
 from robust_mix.protocol import AttackOptions, resolve_attack
 from robust_mix.loading import load_model
 from robust_mix.fastpath import frozen_parameters
@@ -119,14 +120,14 @@ def flops_per_image(model: nn.Module, shape: tuple[int, ...]) -> tuple[float, fl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name")
-    parser.add_argument("--n-examples", type=int, default=20)
+    parser.add_argument("name", type=MODEL_NAME)
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=20)
     parser.add_argument("--attack", default="standard")
     parser.add_argument("--no-adaptive", action="store_true", help="skip the adaptive suite of adaptive models")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--threads", type=int, default=None, help="default: the thread policy")
-    parser.add_argument("--n-iter", type=int, help="override APGD/FAB iterations (a quick look only)")
-    parser.add_argument("--n-queries", type=int, help="override Square queries (a quick look only)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=500)
+    parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="default: the thread policy")
+    parser.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (a quick look only)")
+    parser.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (a quick look only)")
     parser.add_argument("--json", help="also write the profile here")
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)

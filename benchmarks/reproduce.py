@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import robust_mix
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT, REGISTERED_NAME
 from robust_mix.backbones import BackboneNotFoundError
 from robust_mix.benchmark import benchmark
 from robust_mix.results import BenchmarkResult
@@ -52,13 +53,23 @@ def comparison(result: BenchmarkResult, config: robust_mix.ModelConfig) -> str:
     return "\n".join(f"{a:<14}{b:>10}{c:>10}" for a, b, c in rows)
 
 
+def entry_as_shipped(text: str) -> str:
+    """The ``name`` argument: a registered entry without overrides, whose reported figures the run is compared with
+    (``fmnist-robust,alpha=0.5`` ran its whole benchmark, then failed looking those figures up)."""
+    if MODEL_NAME(text) != text or "," in text:
+        raise argparse.ArgumentTypeError(f"{text!r} has overrides: reproduce compares a run with the entry's reported "
+                                         "figures, so give the entry as it ships (robust-mix benchmark NAME,KEY=VALUE "
+                                         "evaluates a changed entry)")
+    return REGISTERED_NAME(text)
+
+
 def main(argv: Optional[Sequence[str]] = None, default_name: Optional[str] = None) -> int:
     """Command line; per-entry scripts pass ``default_name``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", nargs="?" if default_name else None, default=default_name)
-    parser.add_argument("--n-examples", type=int, help="default: the leaderboard's count")
+    parser.add_argument("name", type=entry_as_shipped, nargs="?" if default_name else None, default=default_name)
+    parser.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
     parser.add_argument("--adaptive", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=500)
     parser.add_argument("--data-dir")
     parser.add_argument("--model-dir")
     parser.add_argument("--device")

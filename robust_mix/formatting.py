@@ -14,6 +14,7 @@ stages, reduced budgets, fewer examples) is marked partial, with the reasons.
 from __future__ import annotations
 
 import html
+import math
 import re
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
@@ -24,6 +25,8 @@ from robust_mix.protocol import (ADAPTIVE_STAGES, DEFAULT_ADAPTIVE_WEIGHT, SETTI
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
                "square": "Square", "adaptive-apgd-ce": "adaptive APGD-CE", "adaptive-apgd-t": "adaptive APGD-T"}
 AUTOATTACK = "AutoAttack"
+#: Float error a share is allowed beside its target: 0.6 computed as (0.87 - 0.8) / (0.9 - 0.8) - 1e-16 meets 60 %.
+TARGET_SLACK = 1e-9
 #: Stages whose settings' ``n_restarts`` is their own (the targeted ones restart once per target class).
 _RESTARTED = ("apgd-ce", "apgd-dlr", "adaptive-apgd-ce")
 #: Stages that average gradients over ``eot_iter`` samples (EOT 20 under attack="rand").
@@ -85,6 +88,23 @@ def percent(fraction: Optional[float], decimals: int = 2) -> str:
 
     Only ``1`` is written ``"100.00"`` and only ``0`` is written ``"0.00"`` (see :func:`_rounded_percent`)."""
     return "-" if fraction is None else f"{_rounded_percent(fraction, decimals):.{decimals}f}"
+
+
+def percent_beside_target(fraction: float, target: float, decimals: int = 1, *, at_most: bool = False) -> str:
+    """``fraction`` as a percentage with ``decimals`` decimals, or more where rounding would carry a value that
+    misses ``target`` onto it or past it: beside a target of "at least 95 %", 94.96 % is ``"94.96"``, never
+    ``"95.0"``; beside "at most" (``at_most=True``) 1.004 points is ``"1.004"``, never ``"1.00"``. A value that
+    meets its target (within float error, :data:`TARGET_SLACK`, as the checks judge it) keeps ``decimals``
+    decimals."""
+    misses = fraction > target + TARGET_SLACK if at_most else fraction < target - TARGET_SLACK
+    for places in range(decimals, decimals + 3):
+        text = f"{100 * fraction:.{places}f}"
+        shown = float(text)
+        if not misses or (shown > 100 * target if at_most else shown < 100 * target):
+            return text
+    places = decimals + 3  # still level with the target: cut toward the side the value lies on
+    scaled = 100 * fraction * 10 ** places
+    return f"{(math.ceil(scaled) if at_most else math.floor(scaled)) / 10 ** places:.{places}f}"
 
 
 def percent_interval(interval: Sequence[float]) -> str:

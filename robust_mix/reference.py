@@ -340,5 +340,10 @@ def compare(live: BenchmarkResult, reference: Optional[ReferenceRow], level: flo
              f"{differing} of {n:,} images differ"]
     if clean_agrees is False:
         parts.insert(1, f"clean {percent(reference.clean_accuracy)} % OUTSIDE the clean interval")
+    elif clean_agrees is None:  # "agrees" judges the robust flags alone then: say so
+        live_clean = (f"{live.full_clean_examples:,} images" if live.full_clean_examples is not None
+                      else "the attacked images only")
+        parts.append(f"clean accuracy not compared (this run measured it on {live_clean}, the reference on "
+                     f"{reference.clean_examples:,})")
     return Comparison(AGREES if agrees else DIFFERS, n, robust, interval, differing, clean_agrees,
                       ("agrees: " if agrees else "DIFFERS: ") + "; ".join(parts))

@@ -24,7 +24,7 @@ from robust_mix.benchmark import benchmark
 from robust_mix.parallel import Job, run_jobs
 from robust_mix.report import write_report
 from robust_mix.results import BenchmarkResult
-from robust_mix.validate import check_callback
+from robust_mix.validate import check_bool, check_callback
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ class BenchmarkRow:
     command: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class RowFailure:
+    """A row that raised instead of finishing (:func:`run_rows` with ``keep_going``): its label and the error in
+    words (``"ValueError: ..."``); its finished chunks stay in its ``state_dir``, so a rerun resumes it."""
+
+    label: str
+    error: str
+
+
 class RowProgress(Protocol):
     """Progress of every row (the CLI draws one bar per row)."""
 
@@ -67,8 +76,8 @@ class RowProgress(Protocol):
 
 
 def run_rows(rows: Sequence[BenchmarkRow], *, workers: int = 1, progress: Optional[RowProgress] = None,
-             threads_per_worker: Optional[int] = None,
-             start_order: Optional[Sequence[int]] = None) -> list[BenchmarkResult]:
+             threads_per_worker: Optional[int] = None, start_order: Optional[Sequence[int]] = None,
+             keep_going: bool = False) -> list[Any]:
     """Benchmark every row; results in row order, the same for any number of ``workers``.
 
     Args:
@@ -77,6 +86,11 @@ def run_rows(rows: Sequence[BenchmarkRow], *, workers: int = 1, progress: Option
         progress: receives each row's progress.
         threads_per_worker: explicit threads per worker (default: the thread policy).
         start_order: row indices in the order workers take them (longest first balances best).
+        keep_going: a row that raises gives a :class:`RowFailure` in its place and the other rows run on
+            (default: its error ends the run).
+
+    Returns:
+        one :class:`~robust_mix.results.BenchmarkResult` per row (or :class:`RowFailure`, with ``keep_going``).
 
     Raises:
         ValueError: a row's ``kwargs`` has a ``progress`` (rows report to ``progress``), or, with several
@@ -84,7 +98,8 @@ def run_rows(rows: Sequence[BenchmarkRow], *, workers: int = 1, progress: Option
     """
     _check_rows(rows, workers)
     progress = check_callback("progress", progress, ("start", "advance", "finish"), "robust_mix.rows.RowProgress")
-    jobs = [Job(row.label, _run_row, {"row": row}) for row in rows]
+    run = _run_row_or_failure if check_bool("keep_going", keep_going) else _run_row
+    jobs = [Job(row.label, run, {"row": row}) for row in rows]
     on_event = None if progress is None else (lambda index, kind, *payload: getattr(progress, kind)(index, *payload))
     return run_jobs(jobs, workers=workers, on_event=on_event, threads_per_worker=threads_per_worker,
                     start_order=start_order)
@@ -128,3 +143,12 @@ def _run_row(row: BenchmarkRow, emit: Callable[..., None]) -> BenchmarkResult:
         write_report(row.report_dir, result, getattr(model, "config", None))
     emit("finish")
     return result
+
+
+def _run_row_or_failure(row: BenchmarkRow, emit: Callable[..., None]) -> Any:
+    """:func:`_run_row`, its error returned as a :class:`RowFailure` (an interrupt still ends the run)."""
+    try:
+        return _run_row(row, emit)
+    except Exception as err:  # noqa: BLE001 (any row error: the other rows go on, the failure is reported)
+        logger.error("row %r failed: %s: %s", row.label, type(err).__name__, err)
+        return RowFailure(row.label, f"{type(err).__name__}: {err}")

@@ -63,7 +63,8 @@ class SweepPoint:
 
 
 def parse_alphas(text: str) -> list[float]:
-    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``.
+    """``"0,0.5,1"`` or ``"0:1:0.25"`` (start:stop:step, inclusive) -> sorted ratios in ``[0, 1]``, each once (a
+    repeated ratio, e.g. ``"0.1,1e-1"``, is refused as :func:`sweep` refuses it).
 
     A range never goes beyond ``stop``: ``"0.1:0.8:0.2"`` is ``[0.1, 0.3, 0.5, 0.7]``.
 
@@ -87,14 +88,20 @@ def parse_alphas(text: str) -> list[float]:
                                         "a sweep runs (each one a full benchmark); use a larger step")
             values = [round(start + i * step, 10) for i in range(count)]
         else:
-            values = [parse_number("alpha", v) for v in text.split(",") if v.strip()]
+            items = [v.strip() for v in text.split(",") if v.strip()]
+            if POLICY in items:
+                raise InvalidInputError(f"{POLICY!r} is not a ratio: the adaptive policy's own point is added for a "
+                                        "model that has one (robust-mix sweep --no-policy leaves it out)")
+            values = [parse_number("alpha", v) for v in items]
         if not values:
             raise InvalidInputError("give ratios like '0,0.5,1' or a range like '0:1:0.1'")
-        for value in values:
-            check_alpha(value, "every alpha")
+        values = [check_alpha(value, "every alpha") for value in values]
+        repeated = sorted({a for a in values if values.count(a) > 1})
+        if repeated:  # sweep() refuses them too: each ratio is one point, run once
+            raise InvalidInputError(f"ratios repeat {[format_alpha(a) for a in repeated]}; list each ratio once")
     except InvalidInputError as err:
         raise InvalidInputError(f"{what}: {err}") from None
-    return sorted(set(values))
+    return sorted(values)
 
 
 def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, include_policy: bool = True,
@@ -153,12 +160,13 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
     if not hasattr(probe, "alpha"):
         raise InvalidInputTypeError(f"sweep needs a MixedClassifier (a model with an `alpha` to vary), got "
                                     f"{type(probe).__name__}; a plain classifier has no ratio: benchmark it instead")
-    settings: list[Union[float, str]] = [check_alpha(a, "every sweep alpha") for a in given]
+    policy = getattr(probe, "policy", None)
+    settings: list[Union[float, str]] = [_fixed_ratio(a, policy is not None) for a in given]
     repeated = sorted({a for a in settings if settings.count(a) > 1})
     if repeated:  # each point owns state_dir/alpha_<a>: a repeat would run twice, side by side in one folder
         raise InvalidInputError(f"sweep alphas repeat {[format_alpha(a) for a in repeated]} in {given!r}; "
                                 "list each ratio once")
-    if include_policy and getattr(probe, "policy", None) is not None:
+    if include_policy and policy is not None:
         settings.append(POLICY)
     del probe
     if not settings:
@@ -188,6 +196,21 @@ def sweep(model: Union[nn.Module, ModelFactory], alphas: Sequence[float], *, inc
         logger.info("alpha %s: clean %.2f%%, robust %.2f%%", alpha, 100 * result.clean_accuracy,
                     100 * result.robust_accuracy)
     return points
+
+
+def _fixed_ratio(alpha: Any, has_policy: bool) -> float:
+    """One of :func:`sweep`'s ``alphas``: a fixed ratio in ``[0, 1]``; the adaptive policy is no such ratio (it is
+    ``include_policy``'s point)."""
+    try:
+        return check_alpha(alpha, "every sweep alpha")
+    except InvalidInputTypeError:
+        if not (isinstance(alpha, nn.Module) or (isinstance(alpha, str) and alpha.strip() == POLICY)):
+            raise
+    where = ("include_policy=True (the default) adds its point" if has_policy
+             else "this model has a fixed ratio, so it has no policy point")
+    shown = f"a {type(alpha).__name__}" if isinstance(alpha, nn.Module) else repr(alpha)
+    raise InvalidInputTypeError(f"sweep alphas are fixed ratios in [0, 1], got {shown}: the adaptive policy is not "
+                                f"one of them; {where}") from None
 
 
 def _same(model: nn.Module) -> nn.Module:

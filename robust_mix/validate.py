@@ -441,7 +441,8 @@ def check_callback(name: str, value: Any, methods: Sequence[str], protocol: str)
 
 # -- mixing ratios ------------------------------------------------------------------------------------
 def check_alpha(alpha: Any, name: str = "alpha") -> float:
-    """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float."""
+    """A fixed mixing ratio in ``[0, 1]`` (0 = standard model only, 1 = robust model only), as a float (``-0.0``
+    is ``0.0``)."""
     alpha = _one_number(alpha)
     if not _is_real(alpha):
         raise InvalidInputTypeError(f"{name} must be a number in [0, 1] (or an AdaptiveAlpha policy), "
@@ -450,7 +451,7 @@ def check_alpha(alpha: Any, name: str = "alpha") -> float:
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise InvalidInputError(f"{name} must lie in [0, 1] (0 = standard model only, 1 = robust model only), "
                                 f"got {alpha!r}")
-    return value
+    return value + 0.0  # -0.0 is 0: labelled "-0" and stored in an alpha_-0.0 folder beside alpha_0.0, it was not
 
 
 def check_alpha_range(alpha_range: Any, name: str = "alpha_range") -> tuple[float, float]:

@@ -204,3 +204,20 @@ def test_a_reference_at_another_eps_is_not_compared_and_the_verdict_says_so():
     comparisons = [compare(r, shipped.rows[s.key]) for s, r in zip(SPECS, live)]
     line = demo.agreement_line([s.label for s in SPECS], comparisons)
     assert "This run agrees" not in line and "not compared" in line and "eps" in line
+
+
+def test_a_failing_row_leaves_the_others_in_the_table_and_is_named(tmp_path, capsys, monkeypatch):
+    """One row whose model could not be built ended the whole demo in its error: no table for the rows that had
+    finished (or were still to run), and no summary."""
+    broken = RowSpec("broken", "broken mix", "fmnist-robust,alpha=2")
+    monkeypatch.setattr(demo, "DEMO_ROWS", (STANDARD, broken))
+    out = tmp_path / "demo"
+    assert main(["demo", "--attack", "apgd-ce", "--n-examples", "2", "--clean-examples", "4",
+                 "--no-adaptive", "--workers", "1", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"^standard base +fmnist-standard", captured.out, re.M)  # the finished row's line
+    assert "broken mix" not in captured.out
+    assert "FAILED, not in the table: broken mix (fmnist-robust,alpha=2): InvalidInputError: alpha must lie in " \
+           "[0, 1]" in captured.err and "Rerun the same command" in captured.err
+    summary = json.loads((out / "demo.json").read_text())
+    assert [row["key"] for row in summary] == ["standard", "broken"] and "alpha must lie" in summary[1]["error"]

@@ -186,3 +186,14 @@ def test_an_unreadable_reference_file_is_named(tmp_path):
     path.write_text(path.read_text()[:60])
     with pytest.raises(InvalidInputError, match="not valid JSON"):
         Reference.load(path)
+
+
+def test_an_agreement_says_when_clean_accuracy_was_not_compared():
+    """A live run with clean accuracy on 500 images read "agrees" like one that matched the reference's clean
+    accuracy on all 1,000 too: nothing said that only the robust flags were compared."""
+    reference = ReferenceRow.from_result(SPEC, run(flags(12, 20) + flags(600, 980)))
+    fewer = compare(run(flags(12, 20), clean_correct=450, clean_examples=500), reference)
+    assert fewer.status == AGREES and fewer.clean_agrees is None
+    assert fewer.detail.endswith("; clean accuracy not compared (this run measured it on 500 images, the reference "
+                                 "on 1,000)")
+    assert "not compared" not in compare(run(flags(12, 20)), reference).detail

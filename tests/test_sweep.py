@@ -161,6 +161,8 @@ def test_sweep_command_writes_csv_json_and_plot_and_names_the_attack(tmp_path, c
                  "--n-iter", "4", "--workers", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "attack: APGD-CE (4 iter), partial:" in printed and "policy" in printed
+    # the data, eps, images and seed every point was measured on, not the attack alone
+    assert "fashion-mnist, Linf, eps 0.1, the first 4 test images, seed 0; attack: APGD-CE (4 iter)" in printed
     assert printed.count("(95 % interval ") == 3 and "4 examples)" in printed
     assert json.loads((out / "sweep.json").read_text())["metadata"]["attack"].startswith("APGD-CE (4 iter)")
     assert (out / "sweep.png").is_file() and len((out / "sweep.csv").read_text().splitlines()) == 4
@@ -276,3 +278,39 @@ def test_a_failed_sweep_write_leaves_the_earlier_files_whole(tmp_path):
     with pytest.raises(IsADirectoryError):
         write_sweep([dataclasses.replace(p, robust_accuracy=0.0) for p in old], tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("text, match", [
+    ("0.5,0.5", r"alphas '0.5,0.5': ratios repeat \['0.5'\]; list each ratio once"),
+    ("1e-1,0,0.1", r"ratios repeat \['0.1'\]"),  # the same float written twice
+    ("0,policy", r"'policy' is not a ratio: the adaptive policy's own point is added .* --no-policy"),
+])
+def test_parse_alphas_refuses_what_sweep_refuses(text, match):
+    """The command dropped a repeated ratio without a word while sweep() refused it, and took 'policy' for a number
+    it could not read."""
+    with pytest.raises(ValueError, match=match):
+        parse_alphas(text)
+
+
+def test_minus_zero_is_the_ratio_zero():
+    """'-0' gave the ratio -0.0: labelled "alpha -0", its state in alpha_-0.0 beside alpha_0.0."""
+    import math
+
+    assert [math.copysign(1, a) for a in parse_alphas("-0,1")] == [1.0, 1.0]
+    assert str(parse_alphas("-0.0")[0]) == "0.0"
+
+
+def test_the_policy_is_not_a_ratio_of_the_sweep():
+    """sweep(model, ['policy']) said an alpha must be "a number in [0, 1] (or an AdaptiveAlpha policy)", and an
+    AdaptiveAlpha was then refused all the same."""
+    import robust_mix
+
+    model = adaptive_model()
+    for alpha in (POLICY, model.alpha):
+        with pytest.raises(TypeError, match=r"sweep alphas are fixed ratios in \[0, 1\], got .*: the adaptive policy "
+                                            r"is not one of them; include_policy=True \(the default\) adds its point"):
+            sweep(model, [0.5, alpha])
+    with pytest.raises(TypeError, match="this model has a fixed ratio, so it has no policy point"):
+        sweep(robust_mix.load_model("fmnist-robust"), [POLICY])
+    with pytest.raises(TypeError, match=r"every sweep alpha must be a number in \[0, 1\]"):
+        sweep(model, ["half"])  # other text keeps the plain message

@@ -20,7 +20,9 @@ threads from the thread policy), one progress bar each:
   (forward passes only), then AutoAttack runs at the largest ratio whose clean accuracy reaches the
   adaptive model's and at the next one up.
 
-Finished rows are read back, interrupted ones resume, ``--rows`` picks a subset. Every run ends by
+Finished rows are read back, interrupted ones resume, ``--rows`` picks a subset. A report under ``--out``
+measured with other settings (another ``--n-examples`` or ``--batch-size``) is set aside: RESULTS.md names it
+and shows its row as not measured, so no table, ratio or check mixes it with this run's rows. Every run ends by
 writing, under ``--out``: ``RESULTS.md`` (tables with 95 % Clopper-Pearson intervals and the checks),
 ``sweep.png``, ``README-claim.md`` (the README's claim section), ``fmnist-reference.json`` (the
 reference results the demo ships) and ``claim.json``. ``--publish`` (every row measured, each on the
@@ -50,10 +52,10 @@ from typing import Any, Optional, Sequence
 
 import robust_mix
 from robust_mix import threads
-from robust_mix.cli import format_table
+from robust_mix.cli import POSITIVE_INT, format_table
 from robust_mix.cli.benchmark import RowBars
 from robust_mix.data import load_dataset
-from robust_mix.formatting import evaluation_label, percent, percent_interval
+from robust_mix.formatting import TARGET_SLACK, evaluation_label, percent, percent_beside_target, percent_interval
 from robust_mix.io import atomic_write_text
 from robust_mix.loading import model_config_of, parse_model_name
 from robust_mix.parallel import default_workers
@@ -150,9 +152,44 @@ def benchmark_row(args: argparse.Namespace, spec: RowSpec) -> BenchmarkRow:
                         report_dir=out, command=args.command_line)
 
 
-def read_reports(out: Path, specs: Sequence[RowSpec]) -> dict[str, Optional[BenchmarkResult]]:
-    paths = {s.key: out / s.folder / "report.json" for s in specs}
-    return {key: BenchmarkResult.from_json(p) if p.is_file() else None for key, p in paths.items()}
+def other_settings(result: BenchmarkResult, args: argparse.Namespace) -> list[str]:
+    """How a finished row's report was measured otherwise than this run asks (empty: as asked): its figures
+    cannot stand beside this run's in one table or one ratio."""
+    what = []
+    if result.n_examples != args.n_examples:
+        what.append(f"on the first {result.n_examples:,} test images (this run {args.n_examples:,})")
+    if result.chunk_size and result.chunk_size != args.batch_size:
+        what.append(f"in chunks of {result.chunk_size} (this run {args.batch_size}; each chunk seeds its attack)")
+    if result.full_clean_examples != CLEAN_EXAMPLES:
+        what.append(f"with clean accuracy on {result.full_clean_examples} images (this run {CLEAN_EXAMPLES:,})")
+    return what
+
+
+def read_reports(out: Path, specs: Sequence[RowSpec], args: argparse.Namespace
+                 ) -> tuple[dict[str, Optional[BenchmarkResult]], dict[str, str]]:
+    """The finished rows' reports under ``out`` (``None``: not measured) and, by row, why a report there was set
+    aside: measured with other settings (:func:`other_settings`), e.g. by an earlier run with another
+    ``--n-examples``, it is left out of every table, ratio and check rather than mixed with this run's rows."""
+    reports: dict[str, Optional[BenchmarkResult]] = {}
+    set_aside: dict[str, str] = {}
+    for spec in specs:
+        path = out / spec.folder / "report.json"
+        report = BenchmarkResult.from_json(path) if path.is_file() else None
+        differences = other_settings(report, args) if report is not None else []
+        if differences:
+            set_aside[spec.key] = (f"{path} was measured {', '.join(differences)}; measure these settings in "
+                                   "another --out (the row's state there holds the other run)")
+            report = None
+        reports[spec.key] = report
+    return reports, set_aside
+
+
+def set_aside_lines(set_aside: dict[str, str]) -> list[str]:
+    """What RESULTS.md says of the reports it left out (none: nothing)."""
+    if not set_aside:
+        return []
+    return ["Not used, so shown as not measured (measured with other settings than this run): "
+            + "; ".join(f"row {key}: {why}" for key, why in set_aside.items()) + ".", ""]
 
 
 # -- the checks ----------------------------------------------------------------------------------------------
@@ -172,7 +209,7 @@ def frontier_margin(adaptive_clean: float, adaptive_robust: float,
         fixed = max(robust for _, _, robust in bracket)
     margin = adaptive_robust - fixed
     return {"value": margin, "fixed_robust": fixed, "alphas": [a for a, _, _ in bracket],
-            "target": TARGET_FRONTIER_MARGIN, "pass": margin >= TARGET_FRONTIER_MARGIN - 1e-9}
+            "target": TARGET_FRONTIER_MARGIN, "pass": margin >= TARGET_FRONTIER_MARGIN - TARGET_SLACK}
 
 
 def checks(reports: dict[str, Optional[BenchmarkResult]], bracket: Optional[list[tuple[float, float, float]]]
@@ -193,16 +230,16 @@ def checks(reports: dict[str, Optional[BenchmarkResult]], bracket: Optional[list
                                           f"{ada.n_examples:,} images; attack more images"}
         else:
             result["recovered"] = {"value": recovered, "target": TARGET_RECOVERED,
-                                   "pass": recovered >= TARGET_RECOVERED - 1e-9}
+                                   "pass": recovered >= TARGET_RECOVERED - TARGET_SLACK}
         if None not in (ada.full_clean_accuracy, std.full_clean_accuracy, rob.full_clean_accuracy):
             result["recovered"]["value_all"] = recovered_gap(ada.full_clean_accuracy, std.full_clean_accuracy,
                                                              rob.full_clean_accuracy)
         if kept is not None:
-            result["kept"] = {"value": kept, "target": TARGET_KEPT, "pass": kept >= TARGET_KEPT - 1e-9}
+            result["kept"] = {"value": kept, "target": TARGET_KEPT, "pass": kept >= TARGET_KEPT - TARGET_SLACK}
     if ada and ada.adaptive_accuracy is not None:
         drop = ada.autoattack_accuracy - ada.robust_accuracy
         result["adaptive_attack"] = {"value": drop, "target": TARGET_ADAPTIVE_GAP,
-                                     "pass": drop <= TARGET_ADAPTIVE_GAP + 1e-9}
+                                     "pass": drop <= TARGET_ADAPTIVE_GAP + TARGET_SLACK}
     if ada and bracket:
         result["frontier"] = frontier_margin(ada.clean_accuracy, ada.robust_accuracy, bracket)
     return result
@@ -216,9 +253,19 @@ CHECKS = {  # key -> (what is measured, how the target reads, unit)
 }
 
 
-def _figure(value: float, unit: str) -> str:
-    # points to two decimals: a margin of 3.97 must not read "4.0 (target 4): missed"
-    return f"{100 * value:.2f} {unit}" if unit == "points" else f"{100 * value:.1f} %"
+def _figure(value: float, unit: str, target: Optional[float] = None, at_most: bool = False) -> str:
+    """A check's figure: points with two decimals, shares with one; beside its ``target`` never rounded onto it
+    when it misses it (3.996 points is "3.996 points (target 4): missed", never "4.00 points")."""
+    decimals = 2 if unit == "points" else 1
+    text = (f"{100 * value:.{decimals}f}" if target is None
+            else percent_beside_target(value, target, decimals, at_most=at_most))
+    return f"{text} {unit}" if unit == "points" else f"{text} %"
+
+
+def _measured(key: str, check: dict[str, Any]) -> str:
+    """The figure of a measured check, beside its target."""
+    _, how, unit = CHECKS[key]
+    return _figure(check["value"], unit, check["target"], at_most=how == "at most")
 
 
 def check_lines(verdict: dict[str, Any]) -> list[str]:
@@ -234,11 +281,12 @@ def check_lines(verdict: dict[str, Any]) -> list[str]:
             lines.append(f"- {title}: undefined ({v['why']})")
             continue
         if key == "recovered" and v.get("value_all") is not None:
-            extra = f" ({_figure(v['value_all'], unit)} with clean accuracy on all {CLEAN_EXAMPLES:,} test images)"
+            extra = (f" ({_figure(v['value_all'], unit, v['target'])} with clean accuracy on all {CLEAN_EXAMPLES:,} "
+                     "test images)")
         if key == "frontier":
             extra = (f" (fixed ratios interpolated at alpha {' and '.join(f'{a:g}' for a in v['alphas'])}: "
                      f"{percent(v['fixed_robust'])} % robust)")
-        lines.append(f"- {title}: {_figure(v['value'], unit)}{extra} (target {how} {_figure(v['target'], unit)}): "
+        lines.append(f"- {title}: {_measured(key, v)}{extra} (target {how} {_figure(v['target'], unit)}): "
                      f"**{'holds' if v['pass'] else 'does not hold'}**")
     return lines
 
@@ -247,7 +295,7 @@ def verdict_sentence(verdict: dict[str, Any], n_examples: int) -> str:
     """The README's verdict, from the measured checks."""
     missing = [CHECKS[k][0] + (f" ({verdict[k]['why']})" if k in verdict else "")
                for k in CHECKS if k not in verdict or verdict[k]["value"] is None]
-    figures = {k: _figure(v["value"], CHECKS[k][2]) for k, v in verdict.items() if v["value"] is not None}
+    figures = {k: _measured(k, v) for k, v in verdict.items() if v["value"] is not None}
     parts = []
     for key, template in (("recovered", "recovers {} of the clean-accuracy gap (target 60 %)"),
                           ("kept", "keeps {} of the robust base's AutoAttack accuracy (target 95 %)"),
@@ -314,7 +362,8 @@ def frontier_text(grid: dict[str, Any], bracket: Optional[list[tuple[float, floa
 
 
 def render_results(command: str, specs: Sequence[RowSpec], reports: dict[str, Optional[BenchmarkResult]],
-                   verdict: dict[str, Any], grid: dict[str, Any], bracket, fixed, n: int) -> str:
+                   verdict: dict[str, Any], grid: dict[str, Any], bracket, fixed, n: int,
+                   set_aside: Optional[dict[str, str]] = None) -> str:
     return "\n".join([
         "# Fashion-MNIST: the adaptive-smoothing claim, measured", "",
         f"Produced by `{command}` (robust_mix {robust_mix.__version__}); the rows ran side by side, one worker "
@@ -326,6 +375,7 @@ def render_results(command: str, specs: Sequence[RowSpec], reports: dict[str, Op
         "wall time of each row on one CPU core. Reports: `benchmarks/fmnist/results/claim/<row>.report.json`.", "",
         f"Attacks: {attack_line(reports)}.", "",
         results_table(specs, reports, n), "",
+        *set_aside_lines(set_aside or {}),
         "## The claim", "",
         *check_lines(verdict), "",
         frontier_text(grid, bracket, fixed), "",
@@ -407,20 +457,34 @@ def check_publishable(specs: Sequence[RowSpec], reports: dict[str, Optional[Benc
     return problems
 
 
+def grid_text(text: str) -> str:
+    """``--grid``: ratios :func:`robust_mix.sweep.parse_alphas` reads, checked with the arguments (kept as text: the
+    cached frontier.json is keyed by it)."""
+    try:
+        parse_alphas(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-examples", type=int, default=DEFAULTS["n_examples"], help="attacked test images")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=DEFAULTS["n_examples"], help="attacked test images")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"],
                         help="attack batch and resumable chunk size")
     parser.add_argument("--out", default=DEFAULTS["out"], help="state, reports and the artefacts go here")
     parser.add_argument("--rows", nargs="*", choices=[s.key for s in DEMO_ROWS] + ["frontier"],
                         help="run only these rows (default: all); the others are read from --out if finished")
-    parser.add_argument("--grid", default=DEFAULTS["grid"], help="fixed ratios for the clean-accuracy frontier")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per usable CPU)")
-    parser.add_argument("--threads", type=int, help="threads per worker (default: the thread policy)")
+    parser.add_argument("--grid", type=grid_text, default=DEFAULTS["grid"],
+                        help="fixed ratios for the clean-accuracy frontier ('0,0.5,1' or start:stop:step)")
+    parser.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default: one per usable CPU)")
+    parser.add_argument("--threads", type=POSITIVE_INT, help="threads per worker (default: the thread policy)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed results, the README section and the shipped reference")
     args = parser.parse_args(argv)
+    if args.n_examples > CLEAN_EXAMPLES:
+        parser.error(f"argument --n-examples: {args.n_examples:,} is more than the {CLEAN_EXAMPLES:,} Fashion-MNIST "
+                     f"test images; pass at most {CLEAN_EXAMPLES}")
     args.command_line = "python " + shlex.join(sys.argv if argv is None else [sys.argv[0], *argv])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads.apply_thread_policy(args.threads)
@@ -444,7 +508,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_rows(rows, workers=args.workers or default_workers(len(rows)), progress=bars,
                      threads_per_worker=args.threads, start_order=order)
 
-    reports = read_reports(out, specs)
+    reports, set_aside = read_reports(out, specs, args)
+    for why in set_aside.values():
+        logger.warning("not used: %s", why)
     measured = [(a, reports[spec_of_alpha(specs, a).key]) for a in alphas]
     bracket = ([(a, r.clean_accuracy, r.robust_accuracy) for a, r in measured]
                if all(r is not None for _, r in measured) else None)
@@ -455,7 +521,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if points:
         plot_sweep(points, out / "sweep.png",
                    title=f"Fashion-MNIST, first {args.n_examples:,} test images (fixed ratios of {FIXED_MIX})")
-    results_md = render_results(command, specs, reports, verdict, grid, bracket, fixed, args.n_examples)
+    results_md = render_results(command, specs, reports, verdict, grid, bracket, fixed, args.n_examples, set_aside)
     readme_block = render_readme_block(command, specs, reports, verdict, args.n_examples)
     atomic_write_text(out / "RESULTS.md", results_md)
     atomic_write_text(out / "README-claim.md", readme_block + "\n")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import robust_mix
+from robust_mix.cli import MODEL_NAME, POSITIVE_INT
 from robust_mix.data import load_dataset
 from robust_mix.io import atomic_write_text
 from robust_mix.train import accuracy
@@ -29,17 +30,22 @@ DEFAULT = ["fmnist-standard", "fmnist-robust", "alpha=0.7", "alpha=0.8", "alpha=
            "fmnist-adasmooth"]
 
 
+def model_spec(text: str) -> str:
+    """A model NAME, or ``alpha=A`` for the fixed mix ``fmnist-robust,alpha=A``."""
+    MODEL_NAME(f"fmnist-robust,{text}" if text.startswith("alpha=") else text)
+    return text
+
+
 def build(spec: str) -> torch.nn.Module:
-    if spec.startswith("alpha="):
-        return robust_mix.load_model("fmnist-robust", alpha=float(spec.split("=", 1)[1]))
-    return robust_mix.load_model(spec)
+    return robust_mix.load_model(f"fmnist-robust,{spec}" if spec.startswith("alpha=") else spec)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=DEFAULT)
-    parser.add_argument("--n-robust", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("models", type=model_spec, nargs="*", default=DEFAULT,
+                        help="model NAMEs, or alpha=A for fmnist-robust,alpha=A")
+    parser.add_argument("--n-robust", type=POSITIVE_INT, default=300)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="benchmarks/fmnist/results.json")
     args = parser.parse_args()

@@ -1,6 +1,7 @@
 """Copy the trained Fashion-MNIST runs into the package's shipped zoo (robust_mix/zoo/weights/).
 
-Usage: python benchmarks/fmnist/export.py [RUNS_DIR]   (the folder train_all.sh wrote; default runs/fmnist)
+Usage: python benchmarks/fmnist/export.py [RUNS_DIR] [--manifest-only]   (RUNS_DIR: the folder train_all.sh
+wrote; default runs/fmnist)
 
 Writes, per entry, the weights and the recipe that produced them (``<name>.recipe.json``), plus the
 calibrated constants the zoo reads (``fmnist-adasmooth-policy.json``, ``fmnist-mixednuts.json``) and
@@ -9,10 +10,12 @@ copies the training logs to benchmarks/fmnist/logs/. ``--manifest-only`` rewrite
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 from robust_mix.backbones import read_backbone_spec
 from robust_mix.io import atomic_write_text, sha256_file
@@ -52,7 +55,17 @@ def write_manifest() -> Path:
     return target
 
 
-def main(runs: Path) -> int:
+def export(runs: Path) -> int:
+    """Copy the runs under ``runs`` into the zoo and rewrite the manifest.
+
+    Raises:
+        FileNotFoundError: ``runs`` is not a folder, or holds none of the runs (nothing would be exported, yet the
+            manifest would be rewritten as if it had been).
+    """
+    if not runs.is_dir():
+        raise FileNotFoundError(f"{runs} is not a folder; pass the folder train_all.sh wrote (default runs/fmnist)")
+    if not any((runs / run).is_dir() for run in FILES):
+        raise FileNotFoundError(f"{runs} holds none of the runs {sorted(FILES)}; pass the folder train_all.sh wrote")
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     for run, files in FILES.items():
@@ -71,8 +84,20 @@ def main(runs: Path) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--manifest-only"]:
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="?", default="runs/fmnist", help="the folder train_all.sh wrote")
+    parser.add_argument("--manifest-only", action="store_true", help="rewrite manifest.json alone")
+    args = parser.parse_args(argv)
+    if args.manifest_only:
         print(f"wrote {write_manifest()}")
-        sys.exit(0)
-    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fmnist")))
+        return 0
+    try:
+        return export(Path(args.runs))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -96,6 +96,44 @@ def THREADS(text: str) -> int:  # noqa: N802 (an argparse type, named as the oth
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def MODEL_NAME(text: str) -> str:  # noqa: N802 (an argparse type, named as the others)
+    """A model NAME for :func:`robust_mix.load_model` (:func:`robust_mix.loading.parse_model_name`): an unknown or
+    malformed name, or a registered one with a bad override (``fmnist-robust,alpha=2``), is an argument error (naming
+    the closest registered names), not a traceback from deep inside a run."""
+    from robust_mix.loading import model_config_of, parse_model_name
+
+    try:
+        if parse_model_name(text).kind == "registry":
+            model_config_of(text).validate()  # its overrides checked too (alpha=2), without building the model
+    except KeyError as err:  # a KeyError's str() wraps its message in quotes
+        raise argparse.ArgumentTypeError(str(err.args[0])) from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def REGISTERED_NAME(text: str) -> str:  # noqa: N802 (an argparse type, named as the others)
+    """A registered entry's name or alias (:func:`robust_mix.get_model_config`), as :data:`MODEL_NAME` refuses
+    what is not one."""
+    try:
+        robust_mix.get_model_config(text)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(str(err.args[0])) from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def refuse_owned_options(parser: argparse.ArgumentParser, passed: Sequence[str], owned: Sequence[str]) -> None:
+    """Exit with an argument error when ``passed`` (arguments a script hands on to a ``robust-mix`` command) sets one
+    of the ``owned`` options the script sets itself: the later one would win, so runs the script labels alike (one
+    process, the same N) would differ, and the times or flags it compares would be of different runs."""
+    given = sorted({item.split("=", 1)[0] for item in passed if item.split("=", 1)[0] in owned})
+    if given:
+        parser.error(f"{', '.join(given)} after -- would override what this script sets for every run it compares; "
+                     "use the script's own option instead (see --help)")
+
+
 #: Help texts of the options several commands share; they say the units.
 EPS_HELP = ("perturbation budget on the [0, 1] pixel scale (images lie in [0, 1]): 8/255 or 0.0314, not 8; under "
             "L2 and L1 a distance on the same scale, e.g. 0.5")

@@ -338,7 +338,7 @@ def _has_policy_point(args: argparse.Namespace) -> bool:
          resume="finished points and chunks are saved under {out}/state; rerun the same command to resume",
          computes=True)
 def _sweep(args: argparse.Namespace) -> int:
-    from robust_mix.sweep import parse_alphas, sweep, write_sweep
+    from robust_mix.sweep import parse_alphas, setting_label, sweep, write_sweep
 
     alphas = parse_alphas(args.alphas)
     out = check_writable_dir(args.out)
@@ -354,7 +354,8 @@ def _sweep(args: argparse.Namespace) -> int:
     finally:
         finish_distributed()
     if rank == 0:
-        attack = points[0].label if points else args.attack
+        # every point's own label: one when they agree (they do unless a point's model differs, e.g. randomized)
+        attack = "; ".join(dict.fromkeys(p.label or p.attack for p in points)) or args.attack
         stages = resolve_attack(args.attack, args.adaptive).stages
         paths = write_sweep(points, out, title=args.name,
                             metadata={"model": args.name, "attack": attack, "arguments": vars(args),
@@ -364,7 +365,9 @@ def _sweep(args: argparse.Namespace) -> int:
                   f"robust {100 * p.robust_accuracy:6.2f}%  "
                   f"({interval_heading(INTERVAL_LEVEL)} {percent_interval((p.robust_low, p.robust_high))}, "
                   f"{p.n_examples:,} examples)")
-        print(f"attack: {attack}; wrote {', '.join(str(p) for p in paths.values())}")
+        sizes = sorted({p.n_examples for p in points})
+        print(f"{setting_label(points)}, the first {' or '.join(f'{n:,}' for n in sizes)} test images, seed "
+              f"{args.seed}; attack: {attack}; wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

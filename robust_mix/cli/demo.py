@@ -9,13 +9,16 @@ test images) beside them, with a line saying whether the two agree within the in
 The rows are independent: they run side by side in worker processes (``--workers``, default one per
 usable CPU), one progress bar each. Resumable: state lives under ``--out/<entry>/state/<settings>``,
 one folder per choice of examples, attack and batch size, so an interrupted demo continues where it
-stopped and a demo with other settings starts its own.
+stopped and a demo with other settings starts its own. A row that fails (its model cannot be built, say)
+does not stop the others: the table shows the finished rows, the failure is named after it (and in
+``demo.json``), and the exit status is 1.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,14 +27,15 @@ import robust_mix
 from robust_mix.cli import PATH, POSITIVE_INT, command, format_table
 from robust_mix.cli.benchmark import (RowBars, add_channels_last_argument, add_workers_argument, model_factory,
                                       resolve_workers)
-from robust_mix.formatting import evaluation_label, interval_heading, percent, percent_interval
+from robust_mix.formatting import (evaluation_label, interval_heading, percent, percent_beside_target,
+                                   percent_interval)
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import required_examples, resolve_attack
 from robust_mix.loading import parse_model_name
 from robust_mix.reference import (AGREES, DIFFERS, MISSING, OTHER_ATTACK, OTHER_MODEL, Comparison, Reference, RowSpec,
                                   compare)
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
-from robust_mix.rows import BenchmarkRow, run_rows
+from robust_mix.rows import BenchmarkRow, RowFailure, run_rows
 from robust_mix.sweep import kept_robustness, recovered_gap
 from robust_mix.validate import check_writable_dir
 from robust_mix.weights import package_file
@@ -72,6 +76,10 @@ def _demo(args: argparse.Namespace) -> int:
     missing = [spec.model for spec in DEMO_ROWS if not robust_mix.is_model(parse_model_name(spec.model).target)]
     if missing:
         raise ValueError(f"the demo needs the Fashion-MNIST zoo entries {missing}, which are not registered")
+    for option, value in (("--n-examples", args.n_examples), ("--clean-examples", args.clean_examples)):
+        if value > CLEAN_EXAMPLES:  # said before any row starts, naming the option, not halfway through the rows
+            raise ValueError(f"{option} {value:,} is more than the {CLEAN_EXAMPLES:,} Fashion-MNIST test images; "
+                             f"pass at most {CLEAN_EXAMPLES}")
     if args.clean_examples < args.n_examples:
         raise ValueError(f"--clean-examples {args.clean_examples} is below --n-examples {args.n_examples}: clean "
                          "accuracy is measured on at least the attacked images")
@@ -83,16 +91,26 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with RowBars([row.label for row in rows]) as bars:
         # DEMO_ROWS get more expensive down the table: the longest first keeps every worker busy to the end.
-        results = run_rows(rows, workers=workers, progress=bars, threads_per_worker=args.threads,
-                           start_order=range(len(rows) - 1, -1, -1))
+        # a row that fails (its model cannot be built, say) leaves the others running: they are the demo's table
+        outcomes = run_rows(rows, workers=workers, progress=bars, threads_per_worker=args.threads,
+                            start_order=range(len(rows) - 1, -1, -1), keep_going=True)
     seconds = time.perf_counter() - started
-    comparisons = [compare(r, reference.rows.get(s.key) if reference else None) for s, r in zip(DEMO_ROWS, results)]
+    failed = [(s, r) for s, r in zip(DEMO_ROWS, outcomes) if isinstance(r, RowFailure)]
+    done = [(s, row, r) for s, row, r in zip(DEMO_ROWS, rows, outcomes) if not isinstance(r, RowFailure)]
+    if not done:
+        raise RuntimeError("every demo row failed: " + "; ".join(f"{s.label}: {f.error}" for s, f in failed))
+    specs, finished, results = (list(column) for column in zip(*done))
+    comparisons = [compare(r, reference.rows.get(s.key) if reference else None) for s, r in zip(specs, results)]
     print()
-    print(demo_report(DEMO_ROWS, results, reference, comparisons, where))
+    print(demo_report(specs, results, reference, comparisons, where))
     print(f"\n{len(results)} rows in {seconds:.0f} s with {workers} worker process(es) "
           f"(seconds per row overlap when rows run side by side)")
-    write_summary(Path(args.out) / "demo.json", DEMO_ROWS, rows, results, comparisons)
+    write_summary(Path(args.out) / "demo.json", specs, finished, results, comparisons, failed)
     print(f"reports: {args.out}/<entry>/report.json, summary: {args.out}/demo.json")
+    if failed:
+        print(f"\nFAILED, not in the table: {'; '.join(f'{s.label} ({s.model}): {f.error}' for s, f in failed)}. "
+              "Rerun the same command to resume the finished rows and retry these.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -131,15 +149,11 @@ def _clean(result: BenchmarkResult) -> float:
 
 
 def _ratio(value: Optional[float], target: Optional[float] = None) -> str:
-    """``value`` as a percentage with one decimal, or more where one decimal would round a value short of
-    ``target`` up to it (94.96 % kept is ``"94.96"``, never ``"95.0"`` beside a 95 % target)."""
+    """``value`` as a percentage with one decimal, never rounded onto ``target`` when it falls short
+    (:func:`robust_mix.formatting.percent_beside_target`); ``"-"`` when undefined."""
     if value is None:
         return "-"
-    for decimals in (1, 2, 3):
-        text = f"{100 * value:.{decimals}f}"
-        if target is None or value >= target or float(text) < 100 * target:
-            return text
-    return f"{math.floor(100_000 * value) / 1000:.3f}"
+    return f"{100 * value:.1f}" if target is None else percent_beside_target(value, target)
 
 
 def _ratios(clean: float, robust: float, bases: dict[str, tuple[float, float]]) -> list[str]:
@@ -240,9 +254,11 @@ def _names(labels: Sequence[str]) -> str:
 
 
 def write_summary(path: Path, specs: Sequence[RowSpec], rows: Sequence[BenchmarkRow],
-                  results: Sequence[BenchmarkResult], comparisons: Sequence[Comparison]) -> None:
-    """``demo.json``: every row's figures, its interval, its report and its comparison with the reference."""
-    summary = []
+                  results: Sequence[BenchmarkResult], comparisons: Sequence[Comparison],
+                  failed: Sequence[tuple[RowSpec, RowFailure]] = ()) -> None:
+    """``demo.json``: every row's figures, its interval, its report and its comparison with the reference; a row
+    in ``failed`` with its error instead."""
+    summary: list[dict] = []
     for spec, row, result, comparison in zip(specs, rows, results, comparisons):
         summary.append({"key": spec.key, "label": spec.label, "model": spec.model,
                         "report": str(Path(row.report_dir) / "report.json"), "attack": evaluation_label(result),
@@ -251,4 +267,6 @@ def write_summary(path: Path, specs: Sequence[RowSpec], rows: Sequence[Benchmark
                         "full_clean_examples": result.full_clean_examples,
                         "robust_accuracy": result.robust_accuracy, "robust_interval": list(result.robust_interval()),
                         "reference": {"status": comparison.status, "detail": comparison.detail}})
+    summary += [{"key": spec.key, "label": spec.label, "model": spec.model, "error": failure.error}
+                for spec, failure in failed]
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import robust_mix
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.data import load_dataset
 from robust_mix.io import atomic_write_text
 from robust_mix.report import write_report
@@ -40,8 +41,8 @@ def load_base(weights_dir: Path, role: str) -> torch.nn.Module:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights-dir", type=Path, default=HERE)
-    parser.add_argument("--n-examples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--n-examples", type=POSITIVE_INT, default=1000)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=100)
     parser.add_argument("--state-dir", type=Path, default=Path("runs/next-bases"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

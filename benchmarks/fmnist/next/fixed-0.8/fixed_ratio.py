@@ -7,22 +7,38 @@ The composite of ``adasmooth-full-23`` with its ratio pinned to 0.8 (alpha = 0.8
 attacked with standard AutoAttack plus the adaptive suite on validation images FIRST..END-1 of the 300 the
 calibration uses; prints one line of JSON with the clean and robust counts.
 """
+import argparse
 import json
 import sys
 from pathlib import Path
 
 NEXT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(NEXT))
+#: The calibration's validation images; FIRST..END-1 index them.
+CALIBRATION_IMAGES = 300
 
-from screen_policy import load_run, set_constants  # noqa: E402
-from robust_mix.benchmark import benchmark  # noqa: E402
-from robust_mix.data import dataset_tensors, open_dataset  # noqa: E402
 
-first, end = int(sys.argv[1]), int(sys.argv[2])
-images, labels = dataset_tensors(open_dataset("fashion-mnist", "val"), 300)
-model = load_run(NEXT / "adasmooth-full-23", images[:1])
-set_constants(model, 0.8, 1e-9, -40.0)
-r = benchmark(model, threat_model="Linf", eps=0.1, images=images[first:end], labels=labels[first:end],
-              attack="standard", batch_size=250, device="cpu", seed=0, adaptive=True)
-print(json.dumps({"lo": first, "hi": end, "clean": sum(r.clean_flags), "robust": sum(r.robust_flags),
-                  "n": end - first, "suites": r.suite_accuracy, "seconds": round(r.wall_time_s)}), flush=True)
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("first", type=int, help="first validation image (0-based)")
+    parser.add_argument("end", type=int, help=f"one past the last validation image (at most {CALIBRATION_IMAGES})")
+    args = parser.parse_args()
+    if not 0 <= args.first < args.end <= CALIBRATION_IMAGES:
+        parser.error(f"need 0 <= FIRST < END <= {CALIBRATION_IMAGES}, got FIRST {args.first}, END {args.end}")
+    sys.path.insert(0, str(NEXT))
+    from screen_policy import load_run, set_constants
+    from robust_mix.benchmark import benchmark
+    from robust_mix.data import dataset_tensors, open_dataset
+
+    first, end = args.first, args.end
+    images, labels = dataset_tensors(open_dataset("fashion-mnist", "val"), CALIBRATION_IMAGES)
+    model = load_run(NEXT / "adasmooth-full-23", images[:1])
+    set_constants(model, 0.8, 1e-9, -40.0)
+    r = benchmark(model, threat_model="Linf", eps=0.1, images=images[first:end], labels=labels[first:end],
+                  attack="standard", batch_size=250, device="cpu", seed=0, adaptive=True)
+    print(json.dumps({"lo": first, "hi": end, "clean": sum(r.clean_flags), "robust": sum(r.robust_flags),
+                      "n": end - first, "suites": r.suite_accuracy, "seconds": round(r.wall_time_s)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
