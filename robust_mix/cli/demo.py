@@ -103,7 +103,7 @@ def _demo(args: argparse.Namespace) -> int:
     comparisons = [compare(r, reference.rows.get(s.key) if reference else None) for s, r in zip(specs, results)]
     print()
     print(demo_report(specs, results, reference, comparisons, where))
-    print(f"\n{len(results)} rows in {seconds:.0f} s with {workers} worker process(es) "
+    print(f"\n{len(results)} row{'' if len(results) == 1 else 's'} in {seconds:.0f} s with {workers} worker process(es) "
           f"(seconds per row overlap when rows run side by side)")
     write_summary(Path(args.out) / "demo.json", specs, finished, results, comparisons, failed)
     print(f"reports: {args.out}/<entry>/report.json, summary: {args.out}/demo.json")
