@@ -32,8 +32,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one.
 
     Raises:
-        IsADirectoryError: ``path`` is a folder (named, with what to do; it failed after writing the data, naming
-            a temporary file). An ``OSError``, as the other failures to write a file are.
+        IsADirectoryError: ``path`` is a folder (named, with what to do).
+        OSError: the file cannot be written (a full disk, no permission: the ``OSError`` subclass of its errno),
+            naming it, saying that the file there before is unchanged and what to do.
         robust_mix.validate.InvalidInputError: ``path`` is empty (``Path("")`` is the current folder).
         robust_mix.validate.InvalidInputTypeError: ``path`` is not a ``str`` or ``os.PathLike``.
     """
@@ -43,17 +44,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory, where a file is to be written: give the file's name "
                                 f"(e.g. {str(path / 'report.json')!r}), or move the folder away", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(err, path) from err
         raise
 
 
@@ -70,13 +75,17 @@ def atomic_write_files(folder: str | Path, files: Mapping[str, bytes | str]) -> 
 
     Returns:
         ``{name: path}`` of the files written.
+
+    Raises:
+        OSError: as :func:`atomic_write_bytes`'s, naming the file that could not be written.
     """
     folder = check_path("the folder to write", folder, "a folder path")
     if folder is None:
         raise InvalidInputTypeError("the folder to write must be a folder path (str or pathlib.Path), got None")
-    folder.mkdir(parents=True, exist_ok=True)
     staged: dict[Path, str] = {}
+    path, replaced = folder, False
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             path = folder / name
             if path.is_dir():
@@ -93,10 +102,30 @@ def atomic_write_files(folder: str | Path, files: Mapping[str, bytes | str]) -> 
             for path, tmp in list(staged.items()):
                 os.replace(tmp, path)
                 del staged[path]
+                replaced = True
+    except OSError as err:
+        raise _write_error(err, path, len(files) > 1 and not replaced) from err
     finally:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
     return {name: folder / name for name in files}
+
+
+def _write_error(err: OSError, path: Path, together: bool = False) -> OSError:
+    """``err`` (a full disk, no permission, ...) of writing ``path``, saying which file, that the earlier one is
+    whole (``together``: every file of the set) and what to do; an error that already says what to do (a folder
+    where the file goes) is kept."""
+    if isinstance(err, IsADirectoryError) and err.filename == str(path):
+        return err
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space (or write elsewhere)"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable (or write elsewhere)"
+    else:
+        fix = "fix the cause"
+    kept = ("the files written there before, if any, are unchanged (none of the set was replaced)" if together
+            else "the file written there before, if any, is unchanged")
+    return OSError(err.errno, f"could not write {path} ({err.strerror or err}): {kept}; {fix}")
 
 
 #: The file in a state or run folder that :class:`FolderLock` locks (hidden; there while a run holds the lock).
