@@ -145,8 +145,12 @@ class FolderLock:
     behind by a killed process never blocks a later run.
     Where ``flock`` does not exist (Windows) or the file system refuses it, the folder is used unlocked, with a
     warning. Use as a context manager, or :meth:`acquire` and :meth:`release` (the lock is also released when
-    the object is freed).
+    the object is freed). It excludes other processes: within one process the lock is shared.
     """
+
+    #: The locks this process holds, by lock file, with how many :class:`FolderLock` objects share each: a
+    #: process that locks a folder it already holds (``--state-dir`` the same as ``--out``) shares it.
+    _held: dict[str, list[int]] = {}
 
     def __init__(self, folder: str | Path, what: str = "folder") -> None:
         self.folder = Path(folder)
@@ -171,6 +175,11 @@ class FolderLock:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
+        key = os.path.realpath(path)
+        if key in FolderLock._held:  # held by this process already
+            FolderLock._held[key][1] += 1
+            self._path, self._fd = path, FolderLock._held[key][0]
+            return self
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
@@ -202,12 +211,19 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._path, self._fd = path, fd
+        FolderLock._held[key] = [fd, 1]
         return self
 
     def release(self) -> None:
         """Give the lock back and remove its file (a process killed before this leaves the file, unlocked)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            key = next((k for k, (held, _) in FolderLock._held.items() if held == fd), None)
+            if key is not None:
+                FolderLock._held[key][1] -= 1
+                if FolderLock._held[key][1] > 0:  # still held by another object of this process
+                    return
+                del FolderLock._held[key]
             try:
                 os.unlink(self._path)  # while locked: a process that opened it before sees it gone and retries
             except OSError as err:

@@ -102,12 +102,28 @@ def test_the_cli_says_the_folder_is_in_use_in_one_line(tmp_path, capsys):
     assert not (out / "report.json").exists()
 
 
-def test_a_folder_lock_excludes_other_holders_until_released(tmp_path):
+def test_a_folder_lock_is_shared_within_a_process_and_its_file_goes_with_the_last_holder(tmp_path):
     first = FolderLock(tmp_path, "state folder").acquire()
-    with pytest.raises(FolderInUseError, match=f"pid {os.getpid()}"):
-        FolderLock(tmp_path, "state folder").acquire()
+    with FolderLock(tmp_path, "output folder"):  # --state-dir the same as --out: one run, one lock
+        assert (tmp_path / LOCK_NAME).read_text().startswith(f"pid {os.getpid()} on ")
+    assert (tmp_path / LOCK_NAME).is_file()  # still held by the first
     first.release()
     assert not (tmp_path / LOCK_NAME).exists()  # a run that ends leaves nothing behind
-    with FolderLock(tmp_path):
-        assert (tmp_path / LOCK_NAME).read_text().startswith(f"pid {os.getpid()} on ")
-    assert not (tmp_path / LOCK_NAME).exists()
+    with held_elsewhere(tmp_path):
+        with pytest.raises(FolderInUseError):
+            FolderLock(tmp_path).acquire()
+
+
+def test_two_commands_writing_reports_into_one_out_folder_are_refused(tmp_path, capsys):
+    """Two runs with their own state folders (other settings, --state-dir) but one --out wrote their reports,
+    plots and summaries over each other's."""
+    from robust_mix.cli import main
+
+    args = ["benchmark", "test_benchmark:tiny_mixed", "--n-examples", "2", "--batch-size", "2", "--attack",
+            "apgd-ce", "--n-iter", "8", "--device", "cpu", "--out", str(tmp_path / "out")]
+    with held_elsewhere(tmp_path / "out"):
+        assert main([*args, "--state-dir", str(tmp_path / "other-state")]) == 2
+    assert "output folder) is in use by another running robust_mix run" in capsys.readouterr().err
+    assert not (tmp_path / "other-state").exists() and not (tmp_path / "out" / "report.json").exists()
+    assert main([*args, "--state-dir", str(tmp_path / "out")]) == 0  # its own folders: one lock, shared
+    assert not (tmp_path / "out" / LOCK_NAME).exists()
