@@ -237,7 +237,8 @@ class FolderLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        with contextlib.suppress(Exception):  # at interpreter exit the OS releases it anyway
+            self.release()
 
 
 @contextlib.contextmanager
