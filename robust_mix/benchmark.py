@@ -13,6 +13,7 @@ independent of the number of processes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,7 +31,7 @@ from torch import nn
 from robust_mix.attacks import StageRunner, is_mixednuts
 from robust_mix.fastpath import fast_path
 from robust_mix.fingerprint import model_code_fingerprint, model_fingerprint
-from robust_mix.io import atomic_write_text
+from robust_mix.io import FolderLock, atomic_write_text
 from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, check_options, required_examples,
                                  resolve_attack)
 from robust_mix.results import BenchmarkResult
@@ -601,43 +602,46 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
                    "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size,
                    "attack_settings": settings, "fast_path": fast_path(model),
                    "device": device.type}
-    if state_path is not None:
-        _check_run_file(state_path, fingerprint)
+    # one run per state folder: a second process on it is refused (its ranks share the first one's lock)
+    lock = FolderLock(state_path, "state folder") if state_path is not None and rank == 0 else None
+    with lock or contextlib.nullcontext():
+        if state_path is not None:
+            _check_run_file(state_path, fingerprint)
 
-    chunks = [(i, start, min(start + chunk_size, n)) for i, start in enumerate(range(0, n, chunk_size))]
-    mine = [c for c in chunks if c[0] % world == rank]
-    share = sum(end - start for _, start, end in mine)
-    if progress is not None:
-        progress.start([FULL_CLEAN_STAGE] * (clean_examples is not None) + ["clean", *plan.stages], share)
-    full_correct = None
-    if clean_examples is not None:
-        full_correct = _full_clean(model, full_images[:clean_examples], full_labels[:clean_examples], batch_size,
-                                   device, state_path)
-        _advance(progress, FULL_CLEAN_STAGE, share)
-    del full_images, full_labels
-    results: dict[int, dict[str, Any]] = {}
-    resumed, earlier = 0, 0.0
-    for index, start, end in mine:
-        x, y = images[start:end], labels[start:end]
-        state = ChunkState.open(index, start, end, _data_digest(x, y), state_path, plan.suites)
-        resumed += state.resumed
-        earlier += state.earlier_seconds
-        if not state.done:
-            with torch.random.fork_rng(devices=_rng_devices(device)):  # the attacks reseed torch's global RNG
-                _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
-                              batch_size=batch_size, device=device, progress=progress)
-        else:
-            for stage in ("clean", *plan.stages):
-                _advance(progress, stage, end - start)
-        results[index] = state.to_dict()
-    if world > 1:
-        import torch.distributed as dist
+        chunks = [(i, start, min(start + chunk_size, n)) for i, start in enumerate(range(0, n, chunk_size))]
+        mine = [c for c in chunks if c[0] % world == rank]
+        share = sum(end - start for _, start, end in mine)
+        if progress is not None:
+            progress.start([FULL_CLEAN_STAGE] * (clean_examples is not None) + ["clean", *plan.stages], share)
+        full_correct = None
+        if clean_examples is not None:
+            full_correct = _full_clean(model, full_images[:clean_examples], full_labels[:clean_examples], batch_size,
+                                       device, state_path)
+            _advance(progress, FULL_CLEAN_STAGE, share)
+        del full_images, full_labels
+        results: dict[int, dict[str, Any]] = {}
+        resumed, earlier = 0, 0.0
+        for index, start, end in mine:
+            x, y = images[start:end], labels[start:end]
+            state = ChunkState.open(index, start, end, _data_digest(x, y), state_path, plan.suites)
+            resumed += state.resumed
+            earlier += state.earlier_seconds
+            if not state.done:
+                with torch.random.fork_rng(devices=_rng_devices(device)):  # the attacks reseed torch's global RNG
+                    _attack_chunk(state, x, y, plan, runner, model, seed=chunk_seed(seed, index),
+                                  batch_size=batch_size, device=device, progress=progress)
+            else:
+                for stage in ("clean", *plan.stages):
+                    _advance(progress, stage, end - start)
+            results[index] = state.to_dict()
+        if world > 1:
+            import torch.distributed as dist
 
-        gathered: list[Optional[dict[int, dict[str, Any]]]] = [None] * world
-        dist.all_gather_object(gathered, {"chunks": results, "resumed": resumed, "earlier": earlier})
-        results = {k: v for part in gathered for k, v in part["chunks"].items()}
-        resumed = sum(part["resumed"] for part in gathered)
-        earlier = max(part["earlier"] for part in gathered)  # the ranks' earlier sessions ran side by side
+            gathered: list[Optional[dict[int, dict[str, Any]]]] = [None] * world
+            dist.all_gather_object(gathered, {"chunks": results, "resumed": resumed, "earlier": earlier})
+            results = {k: v for part in gathered for k, v in part["chunks"].items()}
+            resumed = sum(part["resumed"] for part in gathered)
+            earlier = max(part["earlier"] for part in gathered)  # the ranks' earlier sessions ran side by side
 
     ordered = [results[i] for i, _, _ in chunks]
     clean = [f for c in ordered for f in c["clean"]]

@@ -9,6 +9,7 @@ them for several mixing ratios on a batch of images and writes ``certify.json`` 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accura
                                 check_probability_mixing, estimate_smoothed, lipschitz_radius, margin, resolve_alpha,
                                 robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
-from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
+from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import (InvalidInputError, check_alpha, check_examples, check_finite_outputs, check_radii,
                                  check_seed, check_writable_dir, evaluates_model, positive_float, positive_int)
@@ -149,14 +150,17 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
             logger.warning("with n = %d samples and failure_prob = %g, the lower bound on the top class's probability "
                            "is at most %.3g <= 1/2: no example can be certified at any ratio (every one abstains); "
                            "use n >= %d", n, failure_prob, best, needed)
-        state = None if state_dir is None else _SamplingState(
-            check_writable_dir(state_dir, "state folder"), model, images,
-            dict(sigma=sigma, n0=n0, n=n, batch_size=batch_size, seed=seed, num_classes=rob_logits.shape[1]))
-        estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), images, sigma=sigma,
-                                     num_classes=rob_logits.shape[1], n0=n0, n=n, failure_prob=failure_prob,
-                                     batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
-                                     progress=progress, resume=state.load() if state else None,
-                                     on_progress=state.save if state else None)
+        state_path = None if state_dir is None else check_writable_dir(state_dir, "state folder")
+        # one run per state folder: a second process sampling into it is refused
+        with FolderLock(state_path, "state folder") if state_path is not None else contextlib.nullcontext():
+            state = None if state_path is None else _SamplingState(
+                state_path, model, images,
+                dict(sigma=sigma, n0=n0, n=n, batch_size=batch_size, seed=seed, num_classes=rob_logits.shape[1]))
+            estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), images, sigma=sigma,
+                                         num_classes=rob_logits.shape[1], n0=n0, n=n, failure_prob=failure_prob,
+                                         batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
+                                         progress=progress, resume=state.load() if state else None,
+                                         on_progress=state.save if state else None)
         settings.update(norm="l2", sigma=sigma, n0=n0, n=n, failure_prob=failure_prob, seed=seed)
         certify = lambda a: (estimate.prediction(a), estimate.radius(a))  # noqa: E731
         examples = {"top_class": estimate.top_class.tolist(), "top_count": estimate.top_count.tolist(),

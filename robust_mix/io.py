@@ -4,9 +4,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import pickle
 import signal
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from robust_mix.validate import InvalidInputTypeError, check_input_file, check_path
+
+logger = logging.getLogger(__name__)
 
 #: How files written by ``torch.save`` begin: a zip archive (``PK\x03\x04``) or a pickle (protocol 2+).
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
@@ -28,8 +32,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one.
 
     Raises:
-        IsADirectoryError: ``path`` is a folder (named, with what to do; it failed after writing the data, naming
-            a temporary file). An ``OSError``, as the other failures to write a file are.
+        IsADirectoryError: ``path`` is a folder (named, with what to do).
+        OSError: the file cannot be written (a full disk, no permission: the ``OSError`` subclass of its errno),
+            naming it, saying that the file there before is unchanged and what to do.
         robust_mix.validate.InvalidInputError: ``path`` is empty (``Path("")`` is the current folder).
         robust_mix.validate.InvalidInputTypeError: ``path`` is not a ``str`` or ``os.PathLike``.
     """
@@ -39,17 +44,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory, where a file is to be written: give the file's name "
                                 f"(e.g. {str(path / 'report.json')!r}), or move the folder away", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(err, path) from err
         raise
 
 
@@ -66,13 +75,17 @@ def atomic_write_files(folder: str | Path, files: Mapping[str, bytes | str]) -> 
 
     Returns:
         ``{name: path}`` of the files written.
+
+    Raises:
+        OSError: as :func:`atomic_write_bytes`'s, naming the file that could not be written.
     """
     folder = check_path("the folder to write", folder, "a folder path")
     if folder is None:
         raise InvalidInputTypeError("the folder to write must be a folder path (str or pathlib.Path), got None")
-    folder.mkdir(parents=True, exist_ok=True)
     staged: dict[Path, str] = {}
+    path, replaced = folder, False
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             path = folder / name
             if path.is_dir():
@@ -89,10 +102,143 @@ def atomic_write_files(folder: str | Path, files: Mapping[str, bytes | str]) -> 
             for path, tmp in list(staged.items()):
                 os.replace(tmp, path)
                 del staged[path]
+                replaced = True
+    except OSError as err:
+        raise _write_error(err, path, len(files) > 1 and not replaced) from err
     finally:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
     return {name: folder / name for name in files}
+
+
+def _write_error(err: OSError, path: Path, together: bool = False) -> OSError:
+    """``err`` (a full disk, no permission, ...) of writing ``path``, saying which file, that the earlier one is
+    whole (``together``: every file of the set) and what to do; an error that already says what to do (a folder
+    where the file goes) is kept."""
+    if isinstance(err, IsADirectoryError) and err.filename == str(path):
+        return err
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space (or write elsewhere)"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable (or write elsewhere)"
+    else:
+        fix = "fix the cause"
+    kept = ("the files written there before, if any, are unchanged (none of the set was replaced)" if together
+            else "the file written there before, if any, is unchanged")
+    return OSError(err.errno, f"could not write {path} ({err.strerror or err}): {kept}; {fix}")
+
+
+#: The file in a state or run folder that :class:`FolderLock` locks (hidden; there while a run holds the lock).
+LOCK_NAME = ".robust_mix.lock"
+
+
+class FolderInUseError(ValueError):
+    """Another process holds the folder's :class:`FolderLock`: two runs writing one folder would mix their files."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder that a run writes its progress or results into, so that a second process
+    started on the same folder is refused at once instead of mixing its files with the first one's.
+
+    The lock is an OS lock (``flock``) on ``folder/.robust_mix.lock``, which the operating system releases when
+    its process ends in any way (Ctrl-C, ``SIGKILL``, a crash): the file is removed on release, and one left
+    behind by a killed process never blocks a later run.
+    Where ``flock`` does not exist (Windows) or the file system refuses it, the folder is used unlocked, with a
+    warning. Use as a context manager, or :meth:`acquire` and :meth:`release` (the lock is also released when
+    the object is freed). It excludes other processes: within one process the lock is shared.
+    """
+
+    #: The locks this process holds, by lock file, with how many :class:`FolderLock` objects share each: a
+    #: process that locks a folder it already holds (``--state-dir`` the same as ``--out``) shares it.
+    _held: dict[str, list[int]] = {}
+
+    def __init__(self, folder: str | Path, what: str = "folder") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self._fd: int | None = None
+        self._path = self.folder / LOCK_NAME
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock.
+
+        Raises:
+            FolderInUseError: another process holds it (named by its pid and host), with what to do.
+            OSError: the lock file cannot be created (a read-only or full folder), with the folder named.
+        """
+        if self._fd is not None:
+            return self
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform
+            logger.warning("%s cannot be locked on this platform: do not start a second run on it while this one "
+                           "runs", self.folder)
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        key = os.path.realpath(path)
+        if key in FolderLock._held:  # held by this process already
+            FolderLock._held[key][1] += 1
+            self._path, self._fd = path, FolderLock._held[key][0]
+            return self
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            except OSError as err:
+                raise OSError(err.errno, f"cannot create the lock file of the {self.what} ({err.strerror}): make "
+                              "the folder writable, or give another one", str(path)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "a process"
+                os.close(fd)
+                raise FolderInUseError(
+                    f"{self.folder} ({self.what}) is in use by another running robust_mix run ({holder}): two "
+                    "runs writing into one folder would mix their files. Wait for that run to end (then rerun this "
+                    "command to resume it), or give this run another folder. The lock is released when its "
+                    "process ends, even killed, so only a run that is still running holds it") from None
+            except OSError as err:  # e.g. ENOLCK: a network file system without locks
+                os.close(fd)
+                logger.warning("%s cannot be locked (%s): do not start a second run on it while this one runs",
+                               self.folder, err.strerror)
+                return self
+            try:  # the file locked must still be the folder's: a releasing holder removes it (then lock anew)
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._path, self._fd = path, fd
+        FolderLock._held[key] = [fd, 1]
+        return self
+
+    def release(self) -> None:
+        """Give the lock back and remove its file (a process killed before this leaves the file, unlocked)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            key = next((k for k, (held, _) in FolderLock._held.items() if held == fd), None)
+            if key is not None:
+                FolderLock._held[key][1] -= 1
+                if FolderLock._held[key][1] > 0:  # still held by another object of this process
+                    return
+                del FolderLock._held[key]
+            try:
+                os.unlink(self._path)  # while locked: a process that opened it before sees it gone and retries
+            except OSError as err:
+                logger.debug("could not remove the lock file %s (%s)", self._path, err)
+            os.close(fd)
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit the OS releases it anyway
+            self.release()
 
 
 @contextlib.contextmanager

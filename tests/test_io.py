@@ -101,3 +101,50 @@ def test_files_written_as_one_set_are_all_new_or_all_old(tmp_path, monkeypatch):
         atomic_write_files(tmp_path, {"a.json": "new a", "b.md": "new b"})
     assert [(tmp_path / n).read_text() for n in ("a.json", "b.md")] == ["new a", "new b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.md", "c.txt"]
+
+
+def _fail_nth_fsync(monkeypatch, n: int, error: OSError) -> None:
+    """``os.fsync`` raises ``error`` on its ``n``-th call (the disk filled up while that file was written)."""
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == n:
+            raise error
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_names_the_file_keeps_the_earlier_one_and_says_what_to_do(tmp_path, monkeypatch):
+    """A full disk during a write ended in '[Errno 28] No space left on device', naming no file (the CLI's line
+    did not say which of run.json, a chunk, a checkpoint or a report failed) nor that the earlier one was kept."""
+    import errno
+
+    from robust_mix.io import atomic_write_files
+
+    path = tmp_path / "checkpoint.pt"
+    atomic_write_text(path, "earlier")
+    _fail_nth_fsync(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match=rf"could not write {path} \(No space left on device\): the file written "
+                                      r"there before, if any, is unchanged; free some disk space") as caught:
+        atomic_write_text(path, "later")
+    assert caught.value.errno == errno.ENOSPC
+    assert path.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+    atomic_write_files(tmp_path, {"report.json": "old", "report.md": "old"})
+    _fail_nth_fsync(monkeypatch, 2, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match=rf"could not write {tmp_path / 'report.md'} .*none of the set was replaced"):
+        atomic_write_files(tmp_path, {"report.json": "new", "report.md": "new"})
+    assert [(tmp_path / n).read_text() for n in ("report.json", "report.md")] == ["old", "old"]
+
+
+def test_a_folder_without_write_permission_is_named_with_what_to_do(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match=rf"could not write {tmp_path / 'run.json'} \(Permission denied\).*"
+                                              "make the folder writable"):
+        atomic_write_text(tmp_path / "run.json", "{}")

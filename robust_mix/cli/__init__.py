@@ -22,6 +22,7 @@ import robust_mix
 from robust_mix import threads, validate
 from robust_mix.cli import interrupts
 from robust_mix.config import ModelConfig
+from robust_mix.io import FolderLock
 
 logger = logging.getLogger("robust_mix.cli")
 
@@ -62,6 +63,15 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
             _COMPUTING.add(name)
         return run
     return wrap
+
+
+_HELD: list[FolderLock] = []
+
+
+def hold_output_folder(out: Any) -> None:
+    """Lock the command's ``--out`` until it ends (:class:`robust_mix.io.FolderLock`): a second command writing its
+    reports, summary or plot into the same folder is refused instead of mixing them with this one's."""
+    _HELD.append(FolderLock(out, "output folder").acquire())
 
 
 def arg_type(check: Callable[[str, object], object], parse: Optional[Callable[[str, str], object]] = None
@@ -279,4 +289,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}" + (f"; {resume.format(**vars(args))}" if resume else ""), file=sys.stderr)
         return EXIT_FILE_ERROR
     finally:
+        while _HELD:
+            _HELD.pop().release()
         threads.release_claim()

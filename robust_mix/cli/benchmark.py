@@ -26,7 +26,7 @@ from robust_mix.formatting import STAGE_NAMES, format_alpha, interval_heading, p
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
 from robust_mix.cli import (DATA_DIR_HELP, EPS, EPS_HELP, NAME_HELP, PATH, POSITIVE_INT, SEED, SEED_HELP, bar_width,
-                            command, interrupts)
+                            command, hold_output_folder, interrupts)
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
@@ -280,6 +280,8 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     out = check_writable_dir(args.out)
     rank = _init_distributed(args)
+    if rank == 0:  # the ranks of one job share the folder
+        hold_output_folder(out)
     model = model_factory(args, args.name)()
     if args.compile:
         _compile(model, args)
@@ -343,6 +345,8 @@ def _sweep(args: argparse.Namespace) -> int:
     alphas = parse_alphas(args.alphas)
     out = check_writable_dir(args.out)
     rank = _init_distributed(args)
+    if rank == 0:  # the ranks of one job share the folder
+        hold_output_folder(out)
     workers = resolve_workers(args, len(alphas) + 1)
     build = model_factory(args, args.name)
     labels = [f"alpha {format_alpha(a)}" for a in alphas] + (["alpha policy"] if _has_policy_point(args) else [])

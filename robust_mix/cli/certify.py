@@ -8,7 +8,7 @@ from typing import Union
 from robust_mix.certification import METHODS, certify_model, check_method, write_certification
 from robust_mix.certify import NORMS
 from robust_mix.cli import (DATA_DIR_HELP, NAME_HELP, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, POSITIVE_INT, SEED,
-                             SEED_HELP, arg_type, command, format_table)
+                             SEED_HELP, arg_type, command, format_table, hold_output_folder)
 from robust_mix.data import SPLITS, load_dataset, preprocessing_for
 from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
@@ -81,6 +81,7 @@ def _certify_run(args: argparse.Namespace) -> dict:
         raise InvalidInputError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to --method "
                                 f"smoothing; --method {args.method} does not use {them}: leave {them} out")
     out = check_writable_dir(args.out)  # before any work
+    hold_output_folder(out)
     overrides = {k: getattr(args, k) for k in ("standard", "robust") if getattr(args, k) is not None}
     model = load_model(args.name, model_dir=args.model_dir, device=args.device, **overrides)
     if not isinstance(model, MixedClassifier):

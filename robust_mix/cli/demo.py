@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import robust_mix
-from robust_mix.cli import PATH, POSITIVE_INT, command, format_table
+from robust_mix.cli import PATH, POSITIVE_INT, command, format_table, hold_output_folder
 from robust_mix.cli.benchmark import (RowBars, add_channels_last_argument, add_workers_argument, model_factory,
                                       resolve_workers)
 from robust_mix.formatting import (evaluation_label, interval_heading, percent, percent_beside_target,
@@ -83,7 +83,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.clean_examples < args.n_examples:
         raise ValueError(f"--clean-examples {args.clean_examples} is below --n-examples {args.n_examples}: clean "
                          "accuracy is measured on at least the attacked images")
-    check_writable_dir(args.out)
+    hold_output_folder(check_writable_dir(args.out))  # its rows' reports and demo.json are one run's
     reference, where = read_reference(args.reference)
     rows = demo_rows(args, command_line=args.command_line)
     workers = resolve_workers(args, len(rows))

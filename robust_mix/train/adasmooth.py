@@ -189,31 +189,31 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
     dist, options = dist or DistContext(), options or RunOptions()
     check_recipe(config)
     run = RunDir(out, config, dist, outputs=(CHECKPOINT, BUFFER_DIR, POLICY_FILE), free_prefixes=("calib_",))
-    name = resolve_dataset(config.dataset, config.robust)
-    images = recipe_split(config, name, "train", "buffer_subset")
-    val = recipe_split(config, name, "val", "val_subset")
-    calibration_set = recipe_split(config, name, "val", "calib_images")
-    classes = num_classes(images)
-    if config.n_targets >= classes:
-        raise InvalidInputError(f"n_targets must be at most {classes - 1} (the data set has {classes} classes), got "
-                                f"{config.n_targets}; set it with --set n_targets=...")
-    model = build_mixed(config, images[0][0].unsqueeze(0).to(dist.device), classes, dist)
-    if config.init_policy.strip():  # a checkpoint of this run, when there is one, still takes precedence
-        load_initial_policy(model, config.init_policy)
-        logger.info("mixing network initialised from %s", config.init_policy)
-    task = AdaSmoothTask(config, model, images, val, run, dist, options)
-    plan_steps(config, task.train_size(0), dist)
-    run.start()
-    logger.info("adaptive smoothing on %s: mixing network of %d parameters; buffer of %d images x %d examples "
-                "in %d round(s); %d val images; %d process(es), device %s", name,
-                sum(p.numel() for p in model.policy.parameters()), len(images), examples_per_image(config),
-                config.buffer_rounds, len(val), dist.world_size, dist.device)
-    scaled = preset_differences(config, "paper")
-    logger.info("differs from the authors' configuration (preset 'paper') in: %s",
-                ", ".join(f"{k} {a} -> {b}" for k, (a, b) in scaled.items()) or "nothing")
-    previous = run.load_checkpoint() if run.same_recipe else None
-    finished = previous is not None and int(previous["epoch"]) >= config.epochs  # nothing left to train
-    try:
+    try:  # the run folder's lock is released on every way out
+        name = resolve_dataset(config.dataset, config.robust)
+        images = recipe_split(config, name, "train", "buffer_subset")
+        val = recipe_split(config, name, "val", "val_subset")
+        calibration_set = recipe_split(config, name, "val", "calib_images")
+        classes = num_classes(images)
+        if config.n_targets >= classes:
+            raise InvalidInputError(f"n_targets must be at most {classes - 1} (the data set has {classes} classes), "
+                                    f"got {config.n_targets}; set it with --set n_targets=...")
+        model = build_mixed(config, images[0][0].unsqueeze(0).to(dist.device), classes, dist)
+        if config.init_policy.strip():  # a checkpoint of this run, when there is one, still takes precedence
+            load_initial_policy(model, config.init_policy)
+            logger.info("mixing network initialised from %s", config.init_policy)
+        task = AdaSmoothTask(config, model, images, val, run, dist, options)
+        plan_steps(config, task.train_size(0), dist)
+        run.start()
+        logger.info("adaptive smoothing on %s: mixing network of %d parameters; buffer of %d images x %d examples "
+                    "in %d round(s); %d val images; %d process(es), device %s", name,
+                    sum(p.numel() for p in model.policy.parameters()), len(images), examples_per_image(config),
+                    config.buffer_rounds, len(val), dist.world_size, dist.device)
+        scaled = preset_differences(config, "paper")
+        logger.info("differs from the authors' configuration (preset 'paper') in: %s",
+                    ", ".join(f"{k} {a} -> {b}" for k, (a, b) in scaled.items()) or "nothing")
+        previous = run.load_checkpoint() if run.same_recipe else None
+        finished = previous is not None and int(previous["epoch"]) >= config.epochs  # nothing left to train
         history = fit(task, config, run, dist, options)
         record = dict(history[-1]) if history else {}
         calibrated = run.path / "policy.json"

@@ -159,17 +159,17 @@ def train_backbone(config: BackboneRecipe, out: str, dist: Optional[DistContext]
     dist = dist or DistContext()
     check_recipe(config)
     run = RunDir(out, config, dist, outputs=(CHECKPOINT, MODEL_FILE))
-    train_set = recipe_split(config, config.dataset, "train", "train_subset")
-    val_set = recipe_split(config, config.dataset, "val", "val_subset")
-    model = build_backbone(config).to(dist.device)
-    check_classes(model, train_set, f"{config.arch} with arch_kwargs={config.arch_kwargs}")
-    task = BackboneTask(config, model, train_set, val_set, run, dist)
-    plan_steps(config, len(train_set), dist)
-    run.start()
-    logger.info("%s %s: %d parameters, %d train / %d val images, %d process(es), device %s", config.arch,
-                config.method, sum(p.numel() for p in model.parameters()), len(train_set), len(val_set),
-                dist.world_size, dist.device)
-    try:
+    try:  # the run folder's lock is released on every way out
+        train_set = recipe_split(config, config.dataset, "train", "train_subset")
+        val_set = recipe_split(config, config.dataset, "val", "val_subset")
+        model = build_backbone(config).to(dist.device)
+        check_classes(model, train_set, f"{config.arch} with arch_kwargs={config.arch_kwargs}")
+        task = BackboneTask(config, model, train_set, val_set, run, dist)
+        plan_steps(config, len(train_set), dist)
+        run.start()
+        logger.info("%s %s: %d parameters, %d train / %d val images, %d process(es), device %s", config.arch,
+                    config.method, sum(p.numel() for p in model.parameters()), len(train_set), len(val_set),
+                    dist.world_size, dist.device)
         history = fit(task, config, run, dist, options)
     finally:
         run.close()

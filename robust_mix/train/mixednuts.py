@@ -131,19 +131,19 @@ def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistCo
     dist = dist or DistContext()
     check_recipe(config)
     run = RunDir(out, config, dist, outputs=(RESULT_FILE,))
-    if not dist.is_main:
-        return {}
-    if run.same_recipe and (run.path / RESULT_FILE).is_file() and (run.path / "calibration.json").is_file():
-        # a finished calibration started again (calibration.json is written last)
-        logger.info("%s holds the calibration of this recipe: nothing to do", run.path / RESULT_FILE)
-        return json.loads((run.path / RESULT_FILE).read_text())
-    val = recipe_split(config, resolve_dataset(config.dataset, config.robust), "val", "val_images")
-    images, labels = dataset_tensors(val)
-    robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")
-    if config.standard.strip():  # not calibrated, but the mix pairs it with the robust base: it must fit the data too
-        load_base(config.standard, dist, images[:1].to(dist.device), num_classes(val), "standard")
-    run.start()
-    try:
+    try:  # the run folder's lock is released on every way out
+        if not dist.is_main:
+            return {}
+        if run.same_recipe and (run.path / RESULT_FILE).is_file() and (run.path / "calibration.json").is_file():
+            # a finished calibration started again (calibration.json is written last)
+            logger.info("%s holds the calibration of this recipe: nothing to do", run.path / RESULT_FILE)
+            return json.loads((run.path / RESULT_FILE).read_text())
+        val = recipe_split(config, resolve_dataset(config.dataset, config.robust), "val", "val_images")
+        images, labels = dataset_tensors(val)
+        robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")
+        if config.standard.strip():  # not calibrated, but the mix pairs it with the robust base: it must fit the data
+            load_base(config.standard, dist, images[:1].to(dist.device), num_classes(val), "standard")
+        run.start()
         clean_logits = _logits(robust, images, config.batch_size, dist.device)
         adv = attacked_margin_inputs(robust, images, labels, config.eps, config.attack_steps,
                                      config.batch_size, dist.device, config.seed)

@@ -1,6 +1,7 @@
 """A training run's folder: ``recipe.json``, the resumable checkpoint, ``history.jsonl`` and ``train.log``.
 
-Rank 0 writes, every write is atomic (:mod:`robust_mix.io`), and nothing is written before the
+Rank 0 writes, holding the folder's lock (:class:`robust_mix.io.FolderLock`: a second run started on the folder
+is refused), every write is atomic (:mod:`robust_mix.io`), and nothing is written before the
 run is known to be able to start: :class:`RunDir` checks that the folder is writable (creating it,
 empty) and refuses one that holds results of a different recipe when it is created, and writes
 only when :meth:`RunDir.start` is called, after the models and data have been built. The per-epoch history lives inside the checkpoint and
@@ -19,7 +20,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from robust_mix.distributed import DistContext
-from robust_mix.io import atomic_write_bytes, atomic_write_text
+from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_text
 from robust_mix.train.config import RecipeConfig, recipe_dict, recipe_from_dict, save_recipe
 from robust_mix.validate import check_writable_dir
 
@@ -69,6 +70,8 @@ class RunDir:
     def __init__(self, out: PathLike, config: RecipeConfig, dist: DistContext = DistContext(),
                  outputs: Sequence[str] = (CHECKPOINT,), free_prefixes: Sequence[str] = ()) -> None:
         self.path = check_writable_dir(out, "run folder") if dist.is_main else Path(out).expanduser()
+        # one run per folder: a second process started on it is refused before it reads or writes anything
+        self._lock = FolderLock(self.path, "run folder").acquire() if dist.is_main else None
         self.config = config
         self.dist = dist
         self.free_prefixes = tuple(free_prefixes)
@@ -76,7 +79,11 @@ class RunDir:
         #: True when the folder already holds results of exactly this recipe (free fields included): a finished
         #: step whose result file is there need not run again.
         self.same_recipe = False
-        self._check_same_recipe(outputs)
+        try:
+            self._check_same_recipe(outputs)
+        except BaseException:
+            self.close()
+            raise
 
     def _compared(self, recipe: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in recipe.items() if not k.startswith(self.free_prefixes)}
@@ -175,7 +182,9 @@ class RunDir:
             atomic_write_text(self.path / name, json.dumps(data, indent=2) + "\n")
 
     def close(self) -> None:
-        """Stop logging to ``train.log``."""
+        """Stop logging to ``train.log`` and release the folder's lock."""
+        if self._lock is not None:
+            self._lock.release()
         if self._handler is not None:
             logging.getLogger("robust_mix").removeHandler(self._handler)
             self._handler.close()
