@@ -206,6 +206,23 @@ def test_a_reference_at_another_eps_is_not_compared_and_the_verdict_says_so():
     assert "This run agrees" not in line and "not compared" in line and "eps" in line
 
 
+def test_an_interrupted_rerun_leaves_no_summary_of_the_earlier_run(tmp_path, capsys, monkeypatch):
+    """A rerun with other settings replaced the rows' reports as they finished; interrupted, it left the earlier
+    run's demo.json beside them, a summary that no longer matched the reports."""
+    monkeypatch.setattr(demo, "DEMO_ROWS", (STANDARD,))
+    out = tmp_path / "demo"
+    args = ["demo", "--attack", "apgd-ce", "--clean-examples", "4", "--workers", "1", "--out", str(out)]
+    assert main([*args, "--n-examples", "2"]) == 0 and (out / "demo.json").is_file()
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_rows", interrupted)
+    assert main([*args, "--n-examples", "3"]) == 130
+    assert not (out / "demo.json").exists()
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_a_failing_row_leaves_the_others_in_the_table_and_is_named(tmp_path, capsys, monkeypatch):
     """One row whose model could not be built ended the whole demo in its error: no table for the rows that had
     finished (or were still to run), and no summary."""

@@ -84,6 +84,9 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--clean-examples {args.clean_examples} is below --n-examples {args.n_examples}: clean "
                          "accuracy is measured on at least the attacked images")
     hold_output_folder(check_writable_dir(args.out))  # its rows' reports and demo.json are one run's
+    stale = Path(args.out) / "demo.json"
+    if stale.is_file():  # the rows replace their reports as they finish: an earlier summary would disagree with them
+        stale.unlink()
     reference, where = read_reference(args.reference)
     rows = demo_rows(args, command_line=args.command_line)
     workers = resolve_workers(args, len(rows))
