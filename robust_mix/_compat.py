@@ -158,6 +158,24 @@ def _wrap_once(owners: list[ModuleType], name: str, make: Callable[[Callable], C
             setattr(owner, name, wrapped)
 
 
+def _checking_arguments(check: Callable[[dict[str, Any]], None]) -> Callable[[Callable], Callable]:
+    """A :func:`_wrap_once` maker: the wrapped function binds its call (defaults applied), ``check`` reads and may
+    replace the arguments in place (raising on bad ones), then the original runs with them."""
+    def make(original: Callable) -> Callable:
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            check(bound.arguments)
+            return original(*bound.args, **bound.kwargs)
+
+        return checked
+
+    return make
+
+
 # -- timm: checkpoints that are never unpickled ----------------------------------------------------------
 def add_checkpoint_reader(claims: Callable[[str], bool], load: Callable[[Any, str], None]) -> None:
     """Read ``timm.create_model(name, checkpoint_path=path)``'s checkpoint with ``load(model, path)``
@@ -324,38 +342,29 @@ def check_benchmark_arguments() -> None:
       ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
     """
     robustbench = import_robustbench()
-    _wrap_once([robustbench.eval, robustbench], "benchmark", _benchmark_with_checks)
+    _wrap_once([robustbench.eval, robustbench], "benchmark", _checking_arguments(_check_benchmark_call))
 
 
-def _benchmark_with_checks(original: Callable) -> Callable:
-    signature = inspect.signature(original)
-
+def _check_benchmark_call(given: dict[str, Any]) -> None:
+    """The checks of RobustBench's ``benchmark()`` on its bound arguments (see :func:`check_benchmark_arguments`)."""
     from robust_mix._compat_autoattack import check_float32_model
 
-    @functools.wraps(original)
-    def benchmark(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        given = bound.arguments
-        if given["device"] is not None:
-            given["device"] = _benchmark_device(given["device"])
-        _check_benchmark_counts(given)
-        _check_benchmark_classes(given["model"], given["dataset"])
-        _check_benchmark_input(given["model"], given["dataset"])
-        given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
-                                                          given["preprocessing"])
-        _check_benchmark_corruptions(given["dataset"], given["threat_model"])
-        _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
-        _check_benchmark_mode(given["model"])
-        check_float32_model(given["model"])
-        _check_benchmark_to_disk(given["to_disk"], given["model_name"])
-        for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
-                                    ("log_path", "log file", "autoattack.log")):
-            if given[name] is not None:
-                given[name] = _benchmark_file(name, given[name], what, example)
-        return original(*bound.args, **bound.kwargs)
-
-    return benchmark
+    if given["device"] is not None:
+        given["device"] = _benchmark_device(given["device"])
+    _check_benchmark_counts(given)
+    _check_benchmark_classes(given["model"], given["dataset"])
+    _check_benchmark_input(given["model"], given["dataset"])
+    given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
+                                                      given["preprocessing"])
+    _check_benchmark_corruptions(given["dataset"], given["threat_model"])
+    _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
+    _check_benchmark_mode(given["model"])
+    check_float32_model(given["model"])
+    _check_benchmark_to_disk(given["to_disk"], given["model_name"])
+    for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
+                                ("log_path", "log file", "autoattack.log")):
+        if given[name] is not None:
+            given[name] = _benchmark_file(name, given[name], what, example)
 
 
 def _benchmark_device(device: Any) -> Any:
@@ -598,33 +607,25 @@ def check_clean_accuracy_arguments() -> None:
       ``torch.device``).
     """
     robustbench = import_robustbench()
-    _wrap_once([robustbench.utils, robustbench.eval], "clean_accuracy", _clean_accuracy_with_checks)
+    _wrap_once([robustbench.utils, robustbench.eval], "clean_accuracy", _checking_arguments(_check_clean_accuracy_call))
 
 
-def _clean_accuracy_with_checks(original: Callable) -> Callable:
-    signature = inspect.signature(original)
+def _check_clean_accuracy_call(given: dict[str, Any]) -> None:
+    """The checks of RobustBench's ``clean_accuracy()`` on its bound arguments (see
+    :func:`check_clean_accuracy_arguments`)."""
+    import torch
 
-    @functools.wraps(original)
-    def clean_accuracy(*args: Any, **kwargs: Any) -> Any:
-        import torch
+    from robust_mix.validate import check_examples, check_model_examples, positive_int
 
-        from robust_mix.validate import check_examples, check_model_examples, positive_int
-
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        given = bound.arguments
-        model = given["model"]
-        if isinstance(model, torch.nn.Module):
-            _check_benchmark_mode(model, "clean_accuracy()")
-            given["x"], given["y"] = check_model_examples(model, given["x"], given["y"])
-        else:
-            given["x"], given["y"] = check_examples(given["x"], given["y"])
-        positive_int("batch_size", given["batch_size"])
-        if given["device"] is not None:
-            given["device"] = _benchmark_device(given["device"])
-        return original(*bound.args, **bound.kwargs)
-
-    return clean_accuracy
+    model = given["model"]
+    if isinstance(model, torch.nn.Module):
+        _check_benchmark_mode(model, "clean_accuracy()")
+        given["x"], given["y"] = check_model_examples(model, given["x"], given["y"])
+    else:
+        given["x"], given["y"] = check_examples(given["x"], given["y"])
+    positive_int("batch_size", given["batch_size"])
+    if given["device"] is not None:
+        given["device"] = _benchmark_device(given["device"])
 
 
 # -- timm's registry, restored ----------------------------------------------------------------------------
