@@ -288,9 +288,8 @@ def _check_robustbench_names(given: dict[str, Any]) -> None:
     """
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from robust_mix.validate import InvalidInputError, InvalidInputTypeError
+    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
 
-    norm = lambda text: text.strip().lower().replace("-", "").replace("_", "")  # noqa: E731
     for key, kind in (("dataset", BenchmarkDataset), ("threat_model", ThreatModel), ("norm", ThreatModel)):
         value = given.get(key)
         if value is None or isinstance(value, kind):
@@ -301,8 +300,8 @@ def _check_robustbench_names(given: dict[str, Any]) -> None:
                                         f"one of {values} or a {kind.__name__} member")
         if value in values:
             continue
-        same = [v for v in values if norm(v) == norm(value)]
-        hint = f": RobustBench's names are case-sensitive, did you mean {same[0]!r}?" if same else ""
+        same = spelled_alike(value, values)
+        hint = f": RobustBench's names are case-sensitive, did you mean {same!r}?" if same else ""
         raise InvalidInputError(f"RobustBench has no {key} {value!r}; it has {values}{hint}")
 
 

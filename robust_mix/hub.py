@@ -49,6 +49,7 @@ from robust_mix.cards import check_report_is_for, render_card
 from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
 from robust_mix.io import atomic_write_files, load_state_dict, state_dict_bytes
+from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
@@ -692,10 +693,9 @@ def _load_all_tensors(model: torch.nn.Module, path: Path, architecture: str = f"
 def _check_benchmark(config: ModelConfig, benchmark: BenchmarkResult, source: str) -> None:
     """Warn when a report of this model evaluated it on another data set or eps than its config states (a report of
     another model or configuration is refused before, by :func:`robust_mix.cards.check_report_is_for`)."""
-    norm = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
-    if config.dataset != "custom" and norm(benchmark.dataset) != norm(config.dataset):
+    if config.dataset != "custom" and canonical_dataset(benchmark.dataset) != canonical_dataset(config.dataset):
         logger.warning("benchmark report %s is on %r, the model is for %r", source,
                        benchmark.dataset, config.dataset)
-    if config.eps is not None and benchmark.eps is not None and abs(benchmark.eps - config.eps) > 1e-6:
+    if config.eps is not None and benchmark.eps is not None and not same_eps(benchmark.eps, config.eps):
         logger.warning("benchmark report %s uses eps %g, the model's config says %g", source,
                        benchmark.eps, config.eps)

@@ -55,7 +55,7 @@ from robust_mix.registry import get_model_config, is_model, list_models, on_regi
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
                                     robustbench_timm_name, timm_name)
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
-from robust_mix.validate import InvalidInputError, InvalidInputTypeError
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
 from robust_mix.weights import default_model_dir
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,9 @@ def _check_spelling(config: ModelConfig) -> None:
     Raises:
         robust_mix.validate.InvalidInputError: naming RobustBench's spelling.
     """
-    norm = lambda text: str(text).lower().replace("-", "").replace("_", "")  # noqa: E731
     for field, value, known in zip(("dataset", "threat_model"), (config.dataset, config.threat_model),
                                    robustbench_scope()):
-        match = next((k for k in known if norm(k) == norm(value)), None)
+        match = spelled_alike(str(value), known)
         if match is not None and match != value:
             raise InvalidInputError(f"entry {config.name!r} has {field}={value!r}, RobustBench's {match!r} spelled "
                                     f"otherwise: write {field}={match!r} (RobustBench and timm reach an entry by "

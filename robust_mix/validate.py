@@ -226,6 +226,13 @@ def _enum_value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
+def spelled_alike(value: str, choices: Sequence[str]) -> Optional[str]:
+    """The one of ``choices`` that ``value`` names in another case or with other separators (``"l_inf"`` ->
+    ``"Linf"``, ``"CIFAR100"`` -> ``"cifar100"``), for a "did you mean" hint; ``None`` when none does."""
+    key = lambda text: "".join(c for c in text.lower() if c not in " _-")  # noqa: E731
+    return next((choice for choice in choices if key(choice) == key(value)), None)
+
+
 def check_threat_model(threat_model: Any, name: str = "threat_model") -> str:
     """One of :data:`THREAT_MODELS`, as a ``str``; RobustBench's ``ThreatModel`` members are read as their value.
 
@@ -242,11 +249,9 @@ def check_threat_model(threat_model: Any, name: str = "threat_model") -> str:
                     "cifar10, cifar100 and imagenet only (RobustBench 1.1.1's robustbench.eval.benchmark(model, "
                     f"dataset='imagenet', threat_model={value!r}) runs ImageNet's from a RobustBench checkout; "
                     "its CIFAR loaders fail there)")
-    elif isinstance(value, str):
-        key = lambda text: "".join(c for c in text.lower() if c not in " _-")  # noqa: E731
-        same = [t for t in THREAT_MODELS if key(t) == key(value)]
-        if same:
-            message += f" (names are case-sensitive, as in RobustBench: did you mean {same[0]!r}?)"
+    elif isinstance(value, str) and spelled_alike(value, THREAT_MODELS):
+        message += (" (names are case-sensitive, as in RobustBench: did you mean "
+                    f"{spelled_alike(value, THREAT_MODELS)!r}?)")
     raise InvalidInputError(message)
 
 
