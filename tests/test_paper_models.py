@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -232,8 +233,10 @@ def matches(diff: dict[str, float]) -> bool:
 
 
 @pytest.fixture(scope="module", params=PAPER_MODELS)
-def pair(request, tmp_path_factory) -> Pair:
-    return build_pair(request.param, tmp_path_factory.mktemp(request.param))
+def pair(request, tmp_path_factory) -> Iterator[Pair]:
+    folder = tmp_path_factory.mktemp(request.param)
+    yield build_pair(request.param, folder)
+    shutil.rmtree(folder, ignore_errors=True)  # full-size weights (up to 2.2 GB): free the disk per entry
 
 
 # -- the registry entries -----------------------------------------------------------------------------
