@@ -678,7 +678,8 @@ def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, image
     assert card.data.model_name == "tiny-adaptive"
     assert metrics["accuracy"].metric_value == 87.5 and metrics["robust_accuracy"].metric_value == 41.25
     robust = metrics["robust_accuracy"]
-    assert robust.dataset_type == "cifar10" and robust.task_type == "image-classification"
+    assert (robust.dataset_type, robust.dataset_name, robust.dataset_split) == ("uoft-cs/cifar10", "CIFAR-10", "test")
+    assert robust.task_type == "image-classification"
     assert robust.metric_args == {"threat_model": "Linf", "eps": 8 / 255, "attack": "AutoAttack",
                                   "n_examples": 400, "partial": "400 of the leaderboard's 10,000 test examples"}
     assert robust.metric_name == "AutoAttack robust accuracy (%) (partial evaluation)"
@@ -811,6 +812,55 @@ def test_committed_cards_are_rendered_not_typed(tmp_path):
     expected = {p.name: p.read_text() for p in written}
     committed = {p.name: p.read_text() for p in (REPO_ROOT / "model_cards").glob("*.md")}
     assert committed == expected, "model cards are stale: run `robust-mix card --all --out-dir model_cards`"
+
+
+def _card_table(text: str) -> dict[str, str]:
+    """The Evaluation table of a card's body: header -> cell."""
+    lines = [line for line in text.split("## Evaluation", 1)[1].splitlines() if line.startswith("| ")]
+    header, row = ([c.strip() for c in line.strip("|").split("|")] for line in (lines[0], lines[1]))
+    return dict(zip(header, row))
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "model_cards").glob("*.md")), ids=lambda p: p.stem)
+def test_shipped_cards_read_with_the_hub_s_own_parsers(path):
+    """The Hub refuses a README whose ``license`` is not one of its ids: the paper entries' cards said "not stated by
+    the authors or robustbench; see ..." and the ImageNet one "cc-by-nc-4.0 at most (...)". The model-index names
+    the Hub's dataset id (``fashion-mnist`` is none) and split, and its numbers are the body's."""
+    from huggingface_hub.repocard import metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card, meta = ModelCard.load(path), metadata_load(path)
+    config = registry.get_model_config(path.stem)
+    assert card.data.license == meta["license"] == ("mit" if config.dataset == "fashion-mnist" else "unknown")
+    if config.license.lower() != "mit":  # the prose licence is stated in the card's text instead
+        assert f"Licence of this model: {config.license}" in card.text
+    if "model-index" not in meta:
+        return
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == path.stem
+    report = BenchmarkResult.from_json(REPO_ROOT / "benchmarks" / "reports" / f"{path.stem}.json")
+    table = _card_table(card.text)
+    by_type = {r.metric_type: r for r in results}
+    for result in results:
+        assert (result.dataset_type, result.dataset_name, result.dataset_split) == (
+            "zalando-datasets/fashion_mnist", "Fashion-MNIST", "test")
+    assert by_type["accuracy"].metric_value == round(100 * report.clean_accuracy, 2)
+    assert f"{by_type['accuracy'].metric_value:.2f}" == table.get("clean % (attacked)", table.get("clean %"))
+    assert by_type["robust_accuracy"].metric_value == round(100 * report.robust_accuracy, 2)
+    assert f"{by_type['robust_accuracy'].metric_value:.2f}" == table["robust %"]
+    args = by_type["robust_accuracy"].metric_args
+    assert args["eps"] == report.eps and format_eps(args["eps"]) == table["eps"] == "0.1"
+    assert args["threat_model"] == table["threat model"] and args["n_examples"] == int(table["examples"])
+
+
+@pytest.mark.parametrize("licence, expected", [("MIT", "mit"), ("Apache-2.0", "apache-2.0"),
+                                                ("cc-by-nc-4.0 ", "cc-by-nc-4.0"),
+                                                ("MIT or Apache-2.0, whichever you like", "unknown"),
+                                                ("", "apache-2.0")])  # none: the bases' one licence
+def test_a_card_s_licence_is_a_hub_licence_id(licence, expected):
+    card = ModelCard(render_card(dataclasses.replace(fixed_config(), license=licence)))
+    assert card.data.license == expected
+    assert ("Licence of this model: MIT or Apache-2.0" in card.text) == (expected == "unknown")
 
 
 def test_saving_the_same_model_twice_writes_the_same_files(tmp_path):
