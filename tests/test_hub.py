@@ -287,6 +287,78 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
     assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=3), images)
 
 
+def _offline_cache(tmp_path, monkeypatch) -> Path:
+    hub_cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub_cache
+
+
+def test_hub_repos_that_are_not_robust_mix_saves_say_what_they_are(tmp_path, monkeypatch):
+    """A plain timm model's repo given to robust_mix, or a config.json naming robust_mix's architecture without its
+    fields, was only "not a robust_mix config; save models with model.save_pretrained(folder)"."""
+    import timm
+    from safetensors.torch import save_file
+
+    hub_cache = _offline_cache(tmp_path, monkeypatch)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    resnet = timm.create_model("resnet18", num_classes=7)
+    save_file(resnet.state_dict(), plain / WEIGHTS_NAME)
+    (plain / CONFIG_NAME).write_text(json.dumps({"architecture": "resnet18", "num_classes": 7,
+                                                 "pretrained_cfg": {"input_size": [3, 32, 32]}}))
+    populate_cache(hub_cache, "org/plain-resnet", plain)
+    read_back = timm.create_model("hf-hub:org/plain-resnet", pretrained=True)  # timm's own repos stay timm's
+    assert all(torch.equal(v, read_back.state_dict()[k]) for k, v in resnet.state_dict().items())
+    for load in (lambda: load_model("hf-hub:org/plain-resnet"),
+                 lambda: MixedClassifier.from_pretrained("hf-hub:org/plain-resnet")):
+        with pytest.raises(ValueError, match=r"timm model's config \(architecture 'resnet18'\), not a mix saved by "
+                                             r"robust_mix; load it with timm.create_model\('hf-hub:org/plain-resnet', "
+                                             r"pretrained=True\).*robust_mix.load_model\('mix', standard=\.\.\."):
+            load()
+
+    contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/cut")
+    _edit_config(tmp_path / "saved", lambda c: [c.pop(k) for k in list(c) if k not in ("architecture", "pretrained_cfg")])
+    populate_cache(hub_cache, "org/cut", tmp_path / "saved")
+    for pretrained in (True, False):
+        with pytest.raises(ValueError, match="names robust_mix's architecture 'robustmix_saved' but lacks the fields "
+                                             r"of a robust_mix save.*save the model again"):
+            timm.create_model("hf-hub:org/cut", pretrained=pretrained)
+
+
+def test_timm_s_hub_loading_options_and_missing_revisions_are_named(tmp_path, monkeypatch, images):
+    """timm 1.0.9 hands ``cache_dir=`` and ``revision=`` on to the model (they were "neither a config field nor an
+    option"); a revision or repo missing from the cache was huggingface_hub's bare "cannot find the requested files in
+    the local cache", naming neither."""
+    import timm
+
+    model = contracted_model()
+    model.save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    hub_cache = _offline_cache(tmp_path, monkeypatch)
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix@main", pretrained=True), images)
+    assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix@" + "a" * 40, pretrained=True), images)
+    unloaded = timm.create_model("hf-hub:org/tiny-mix", pretrained=False)  # the architecture only, as timm's
+    assert unloaded.state_dict().keys() == model.state_dict().keys()
+    assert not all(torch.equal(v, model.state_dict()[k]) for k, v in unloaded.state_dict().items())
+    with pytest.raises(TypeError, match=r"cache_dir=.*does not take cache_dir.*HF_HUB_CACHE.*"
+                                        r"from_pretrained\('hf-hub:org/name', cache_dir=\.\.\.\)"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, cache_dir=str(hub_cache))
+    with pytest.raises(TypeError, match=r"revision='v2'.*timm takes the revision in the name: "
+                                        r"timm.create_model\('hf-hub:org/name@<branch, tag or commit>'"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, revision="v2")
+    for load in (lambda: timm.create_model("hf-hub:org/tiny-mix@v2", pretrained=True),
+                 lambda: load_model("hf-hub:org/tiny-mix@v2")):
+        with pytest.raises(Exception, match=r"config.json of hf-hub:org/tiny-mix@v2 is not in the Hugging Face cache "
+                                            r".*downloads are off.*The cache has hf-hub:org/tiny-mix at 'main', commit "
+                                            r"aaaaaaaaaaaa, not at revision 'v2'.*hf download org/tiny-mix --revision v2"):
+            load()
+    with pytest.raises(RuntimeError, match=r"config.json of hf-hub:org/not-there is not in the Hugging Face cache "
+                                           rf"\({hub_cache}\) and downloads are off"):
+        timm.create_model("hf-hub:org/not-there", pretrained=True)
+
+
 @pytest.mark.parametrize("architecture", ["resnet18", None])
 def test_timm_names_a_shared_mix_whose_config_names_another_architecture(tmp_path, monkeypatch, architecture):
     """timm builds an ``hf-hub:`` repo with the config's ``architecture``: another one failed inside it
