@@ -51,7 +51,8 @@ HUB_LICENSES = frozenset("""
 #: the ``model-index`` (the Hub links ``dataset.type`` to the data set's page; the test split is what is evaluated).
 HUB_DATASETS: dict[str, tuple[str, str]] = {
     "cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
-    "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k"), "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+    "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
 }
 
 # -- text helpers (Markdown tables and code spans: robust_mix.formatting) ---------------------------
