@@ -23,6 +23,7 @@ from robust_mix.config import BackboneConfig, ModelConfig, PolicyConfig
 from robust_mix.formatting import (attack_label, evaluation_label, format_eps, markdown_code, markdown_table,
                                    partial_reasons, percent_interval, percent_value)
 from robust_mix.io import atomic_write_text
+from robust_mix.protocol import canonical_dataset
 from robust_mix.registry import get_model_config, list_models
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult, ReportLike, read_report
 from robust_mix.validate import InvalidInputError
@@ -32,6 +33,27 @@ logger = logging.getLogger(__name__)
 TEMPLATE = "templates/model_card.md"  # inside the robust_mix package
 DEFAULT_REPORTS_DIR = Path("benchmarks/reports")
 REGENERATE_ALL = "robust-mix card --all --out-dir model_cards"
+
+#: The licence identifiers the Hugging Face Hub accepts in a card's ``license:`` (its "Licenses" page); the Hub refuses
+#: a README whose ``license`` is any other text. ``unknown``: not stated; ``other``: named by ``license_name`` and
+#: ``license_link``.
+HUB_LICENSES = frozenset("""
+    apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+    afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0
+    cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0
+    cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0
+    cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl
+    gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr
+    mpl-2.0 odc-by odbl openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
+    llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma unknown other
+""".split())
+#: Data set (:func:`robust_mix.protocol.canonical_dataset`) -> its Hugging Face Hub dataset id and display name, for
+#: the ``model-index`` (the Hub links ``dataset.type`` to the data set's page; the test split is what is evaluated).
+HUB_DATASETS: dict[str, tuple[str, str]] = {
+    "cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
+    "imagenet": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+}
 
 # -- text helpers (Markdown tables and code spans: robust_mix.formatting) ---------------------------
 def _describe_input(backbone: BackboneConfig) -> str:
@@ -66,7 +88,8 @@ def _base_models_section(config: ModelConfig, provenance: Optional[dict[str, Any
         shown = ", ".join(config.labels[:20]) + (", ..." if len(config.labels) > 20 else "")
         classes = f"{len(config.labels)} classes: {shown}"
     return "\n\n".join([markdown_table(["role", "reference", "constructor kwargs", "input contract", "licence"], rows),
-                        *notes, f"Both base models are frozen and classify the same label set ({classes})."])
+                        *notes, f"Both base models are frozen and classify the same label set ({classes}).",
+                        *filter(None, [_licence_note(config)])])
 
 
 def _mixing_section(config: ModelConfig) -> str:
@@ -170,8 +193,9 @@ def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = No
 
     results = None
     if benchmark is not None:
+        hub_id, pretty = HUB_DATASETS.get(canonical_dataset(benchmark.dataset), (benchmark.dataset, benchmark.dataset))
         common = dict(task_type="image-classification", task_name="Image Classification",
-                      dataset_type=benchmark.dataset, dataset_name=benchmark.dataset)
+                      dataset_type=hub_id, dataset_name=pretty, dataset_split="test")
         reasons = partial_reasons(benchmark)
         args = {"threat_model": benchmark.threat_model, "eps": benchmark.eps,
                 "attack": attack_label(benchmark), "n_examples": benchmark.n_examples,
@@ -189,16 +213,34 @@ def card_metadata(config: ModelConfig, benchmark: Optional[BenchmarkResult] = No
     tags = ["robust_mix", "robustbench", "timm", "image-classification", "adversarial-robustness",
             "adaptive-smoothing" if config.policy is not None else "mixed-classifier",
             dataset, threat] + ([f"eps-{format_eps(eps, threat).replace('/', '-')}"] if eps else [])
-    return ModelCardData(library_name="robust_mix", license=_model_license(config),
+    return ModelCardData(library_name="robust_mix", license=hub_license(config),
                          pipeline_tag="image-classification", tags=list(dict.fromkeys(tags)),
                          model_name=(repo_id or config.name).split("/")[-1], eval_results=results)
 
 
-def _model_license(config: ModelConfig) -> str:
-    if config.license:
-        return config.license.lower()
-    bases = {(b.license or "").lower() for b in (config.standard, config.robust)}
-    return bases.pop() if len(bases) == 1 and "" not in bases else "unknown"
+def hub_license(config: ModelConfig) -> str:
+    """The card's ``license:``, a Hub licence id: the entry's licence (else its bases' one shared licence) when it is
+    one of :data:`HUB_LICENSES` in any case (``"MIT"`` -> ``"mit"``), else ``"unknown"``. A licence given as prose
+    ("not stated by the authors ...", "CC-BY-NC-4.0 at most (...)") is not an id (the Hub refuses such a card): the
+    card's text states it (:func:`_licence_note`) and the metadata says ``unknown``."""
+    stated = config.license
+    if not stated:
+        bases = {(b.license or "") for b in (config.standard, config.robust) if b is not None}
+        stated = bases.pop() if len(bases) == 1 else ""
+    key = stated.strip().lower()
+    if key in HUB_LICENSES:
+        return key
+    if key:
+        logger.info("licence %r of %r is not a Hugging Face Hub licence id: the card's metadata says 'unknown' and "
+                    "its text states the licence", stated, config.name)
+    return "unknown"
+
+
+def _licence_note(config: ModelConfig) -> str:
+    """The sentence stating the model's own licence, when the card's ``license:`` cannot (prose, not an id)."""
+    if not config.license or config.license.strip().lower() in HUB_LICENSES:
+        return ""
+    return f"Licence of this model: {config.license.strip()}."
 
 
 def render_card(config: ModelConfig, *, benchmark: Optional[BenchmarkResult] = None,

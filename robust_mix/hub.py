@@ -209,8 +209,9 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
         why = "downloads are off (HF_HUB_OFFLINE / ROBUST_MIX_OFFLINE)" if offline else "the Hub could not be reached"
         raise FileNotFoundError(
             f"{filename} of {where} is not in the Hugging Face cache ({cache}) and {why}."
-            f"{cached_in_other_case(cache, repo_id)} Download it once online (robust_mix.load_model("
-            f"'{HUB_PREFIX}{repo_id}') or `hf download {repo_id}`), or load a saved folder with '{LOCAL_PREFIX}path'. "
+            f"{cached_in_other_case(cache, repo_id)}{cached_revisions(cache, repo_id, revision)} Download it once "
+            f"online (robust_mix.load_model('{where}') or `hf download {repo_id}"
+            f"{' --revision ' + revision if revision else ''}`), or load a saved folder with '{LOCAL_PREFIX}path'. "
             f"({err.__class__.__name__})") from err
     except RevisionNotFoundError as err:
         raise FileNotFoundError(f"{where}: no such revision") from err
@@ -220,6 +221,23 @@ def _hub_download(repo_id: str, filename: str, revision: Optional[str], cache_di
     except EntryNotFoundError as err:
         raise FileNotFoundError(f"{where} has no {filename}: it was not saved with robust_mix "
                                 "(model.save_pretrained / model.push_to_hub)") from err
+
+
+def cached_revisions(cache: Union[str, Path], repo_id: str, revision: Optional[str]) -> str:
+    """A sentence naming the revisions of ``repo_id`` the cache holds (its branches and tags, and its commits) when
+    ``revision`` was asked for and is not among them, or ``""``: a pinned ``@v2`` missing from a cache that has
+    ``main`` is another problem than a repo never downloaded."""
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    try:
+        refs = sorted(str(p.relative_to(repo / "refs")) for p in (repo / "refs").rglob("*") if p.is_file())
+        commits = sorted(p.name for p in (repo / "snapshots").iterdir() if p.is_dir())
+    except OSError:  # the repo is not in the cache at all
+        return ""
+    if revision is None or not (refs or commits) or revision in refs or any(c.startswith(revision) for c in commits):
+        return ""  # the revision is there (another file of it is missing): fetch_file's sentence says which
+    held = ", ".join([f"'{r}'" for r in refs] + [f"commit {c[:12]}" for c in commits])
+    return (f" The cache has {HUB_PREFIX}{repo_id} at {held}, not at revision {revision!r}: pin one of those "
+            f"('{HUB_PREFIX}{repo_id}@<revision>').")
 
 
 def cached_in_other_case(cache: Union[str, Path], repo_id: str) -> str:
@@ -238,8 +256,11 @@ def cached_in_other_case(cache: Union[str, Path], repo_id: str) -> str:
 
 
 # -- config.json ---------------------------------------------------------------------------------------
-def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
+def read_config(path: Union[str, Path], source: Optional[Source] = None) -> tuple[ModelConfig, dict[str, Any]]:
     """Read a saved ``config.json``; returns the config and its provenance (where it was saved from).
+
+    ``source`` (``"hf-hub:org/name"``, a folder) is what the file was read for, named in what to do when it is not a
+    robust_mix save (a plain timm model's repo is loaded with timm).
 
     Raises:
         ValueError: not JSON, not written by robust_mix, a newer format, or unknown fields.
@@ -250,8 +271,7 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: save or download it again") from err
     if not isinstance(data, dict) or "format_version" not in data:
-        raise ValueError(f"{path} is not a robust_mix config (no 'format_version'); save models with "
-                         "model.save_pretrained(folder)")
+        raise ValueError(f"{path} is not a robust_mix config (no 'format_version'){_not_ours_hint(data, source)}")
     version = data["format_version"]
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {version!r}; this robust_mix reads versions 1 to "
@@ -264,6 +284,25 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
         return ModelConfig.from_dict(fields), provenance
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
+
+
+def _not_ours_hint(data: Any, source: Optional[Source]) -> str:
+    """What to do with a ``config.json`` that is not a robust_mix save: a timm model's is loaded with timm; one naming
+    robust_mix's architecture without robust_mix's fields was cut down or edited."""
+    architecture = data.get("architecture") if isinstance(data, dict) else None
+    if architecture == SAVED_ARCHITECTURE:
+        return (f": it names robust_mix's architecture {SAVED_ARCHITECTURE!r} but lacks the fields of a robust_mix save "
+                "(format_version, the bases, the mixing constants): it was edited or written by another tool; save the "
+                "model again with model.save_pretrained(folder) (model.push_to_hub(repo_id) for a Hub repo)")
+    if isinstance(architecture, str) and architecture:
+        name = str(source) if isinstance(source, str) and source.startswith(HUB_PREFIX) else None
+        load = (f"timm.create_model({name!r}, pretrained=True)" if name else
+                f"timm.create_model({architecture!r}, pretrained=True, pretrained_cfg_overlay=dict(file=...the "
+                f"folder's {WEIGHTS_NAME}))")
+        return (f": it is a timm model's config (architecture {architecture!r}), not a mix saved by robust_mix; load "
+                f"it with {load}, and to mix it with another classifier give both models to "
+                "robust_mix.load_model('mix', standard=..., robust=...)")
+    return "; save models with model.save_pretrained(folder)"
 
 
 #: Keys timm's ``hf-hub:`` loader reads, written beside ours by :func:`_record_text`; not
@@ -481,7 +520,7 @@ class HubMixin:
         fetch = dict(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
                      force_download=force_download)
         config_path = fetch_file(source, CONFIG_NAME, **fetch)
-        config, provenance = read_config(config_path)
+        config, provenance = read_config(config_path, source)
         described = f"the architecture in {CONFIG_NAME}"
         if overrides:
             config = config.with_overrides(overrides)

@@ -221,7 +221,7 @@ def model_config_of(name: str) -> Optional[ModelConfig]:
         config = ModelConfig.load(parsed.target)
     elif parsed.kind in ("hub", "local"):
         prefix = HUB_PREFIX if parsed.kind == "hub" else LOCAL_PREFIX
-        config, _ = read_config(fetch_file(prefix + parsed.target, CONFIG_NAME))
+        config, _ = read_config(fetch_file(prefix + parsed.target, CONFIG_NAME), prefix + parsed.target)
     else:
         return None
     return config.with_overrides(parsed.overrides) if parsed.overrides else config

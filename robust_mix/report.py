@@ -54,11 +54,15 @@ def _architecture(config: Optional[ModelConfig]) -> str:
 
 
 def paper_info(config: Optional[ModelConfig]) -> dict[str, str]:
-    """``link``, ``name``, ``authors``, ``venue`` from the entry's BibTeX citation and paper text."""
+    """``link``, ``name``, ``authors``, ``venue`` from the entry's BibTeX citation and paper text (the link: the
+    citation's ``url`` or ``eprint``, else the first URL of the paper text)."""
     bib = parse_bibtex(config.citation) if config is not None and config.citation else {}
     link = bib.get("url", "")
     if not link and bib.get("eprint"):
         link = f"https://arxiv.org/abs/{bib['eprint']}"
+    if not link and config is not None:  # a citation without url: the paper text's link (RobustBench's files all
+        found = re.search(r"https?://[^\s;,)]+", config.paper or "")  # have one; its table links the title to it)
+        link = found.group(0).rstrip(".") if found else ""
     # BibTeX "Last, First and ..." -> RobustBench's "First Last, ..."
     authors = ", ".join(" ".join(reversed([p.strip() for p in a.split(",", 1)])) if "," in a else a.strip()
                         for a in bib.get("author", "").split(" and ") if a.strip())

@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from robust_mix import _compat
 from robust_mix.config import ModelConfig, override_fields
-from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, cached_in_other_case, fetch_file, load_saved_tensors
+from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, fetch_file, load_saved_tensors
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, list_models, on_register
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
@@ -66,8 +66,9 @@ ENTRY_ATTRIBUTE = "robust_mix_entry"
 WEIGHT_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename")
 #: ``pretrained_cfg`` keys stating the model's input contract and classes, fixed by the model itself.
 CONTRACT_KEYS = ("mean", "std", "input_size", "fixed_input_size", "num_classes")
-#: Keyword arguments of timm's own architectures (``timm.create_model(name, features_only=True)``), which a mix does
-#: not take, with what to do instead; ``in_chans`` is taken when it is the model's own channel count.
+#: Keyword arguments of timm's own architectures (``timm.create_model(name, features_only=True)``), and loading options
+#: this timm hands on to the model (``cache_dir``, ``revision``), which a mix does not take, with what to do instead;
+#: ``in_chans`` is taken when it is the model's own channel count.
 _FEATURES = ("a mix returns class scores only, not feature maps or pooled features; create the base you want features "
              "of with timm itself (model.standard and model.robust are the bases)")
 TIMM_ARCHITECTURE_ARGS: dict[str, str] = {
@@ -79,6 +80,13 @@ TIMM_ARCHITECTURE_ARGS: dict[str, str] = {
                     "a mix takes the images its bases were trained on (its pretrained_cfg's input_size); resize or "
                     "convert the images instead (timm.data.create_transform(**timm.data.resolve_data_config({}, "
                     "model=model)))"),
+    # loading options of newer timm or of huggingface_hub, which this timm hands on to the model as arguments
+    "cache_dir": ("this timm's create_model does not take cache_dir and handed it on to the model; an hf-hub: repo is "
+                  "read from the Hugging Face cache (set HF_HUB_CACHE or HF_HOME before starting Python), or give "
+                  "the cache to robust_mix.MixedClassifier.from_pretrained('hf-hub:org/name', cache_dir=...); a "
+                  "registry entry reads its weights from ROBUST_MIX_MODEL_DIR (RobustBench's model_dir)"),
+    "revision": ("timm takes the revision in the name: timm.create_model('hf-hub:org/name@<branch, tag or commit>', "
+                 "pretrained=True)"),
 }
 #: timm's convention: ``timm.models.register_model`` reads a model's pretrained_cfg from its module's ``default_cfgs``.
 default_cfgs: dict[str, dict[str, Any]] = {}
@@ -429,15 +437,15 @@ def _explain_saved_repo(name: str) -> Optional[str]:
     """Why timm cannot build ``hf-hub:`` repo ``name`` when its ``config.json`` is a robust_mix save whose
     ``architecture`` (the key timm builds from) is not :data:`~robust_mix.timm_config.SAVED_ARCHITECTURE`: edited, or
     left out by a save whose preprocessing has no timm form. timm failed with ``KeyError: 'architecture'``, or built
-    the architecture named and failed inside it. A repo that is not in the cache under ``name``, but is under another
-    case, is named. ``None`` when the config cannot be read or is not such a save."""
+    the architecture named and failed inside it. A ``config.json`` that cannot be fetched is explained as
+    :func:`~robust_mix.hub.fetch_file` does (which repo and revision, which cache, offline or not, a repo cached under
+    another case or at other revisions). ``None`` when the config is not such a save or is not JSON."""
     try:
         data = json.loads(fetch_file(name, CONFIG_NAME).read_text())
-    except Exception:  # noqa: BLE001 - not in the cache, not JSON: timm's own error stands, unless the cache has the
-        from huggingface_hub import constants  # repo under another case
-
-        repo = name[len(HUB_PREFIX):].partition("@")[0]
-        return cached_in_other_case(constants.HF_HUB_CACHE, repo).strip() or None
+    except FileNotFoundError as err:  # not in the cache (offline), no such repo or revision: timm's own error named
+        return str(err)  # neither the repo nor the cache
+    except Exception:  # noqa: BLE001 - not JSON, not a repo id: timm's own error stands
+        return None
     if not isinstance(data, dict) or "format_version" not in data or data.get("architecture") == SAVED_ARCHITECTURE:
         return None
     has = f"names architecture {data['architecture']!r}" if "architecture" in data else "has no 'architecture'"

@@ -287,6 +287,80 @@ def test_timm_rebuilds_a_shared_mix_from_the_hub_cache_offline(tmp_path, monkeyp
     assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix", pretrained=True, in_chans=3), images)
 
 
+def _offline_cache(tmp_path, monkeypatch) -> Path:
+    hub_cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub_cache
+
+
+def test_hub_repos_that_are_not_robust_mix_saves_say_what_they_are(tmp_path, monkeypatch):
+    """A plain timm model's repo given to robust_mix, or a config.json naming robust_mix's architecture without its
+    fields, was only "not a robust_mix config; save models with model.save_pretrained(folder)"."""
+    import timm
+    from safetensors.torch import save_file
+
+    hub_cache = _offline_cache(tmp_path, monkeypatch)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    resnet = timm.create_model("resnet18", num_classes=7)
+    save_file(resnet.state_dict(), plain / WEIGHTS_NAME)
+    (plain / CONFIG_NAME).write_text(json.dumps({"architecture": "resnet18", "num_classes": 7,
+                                                 "pretrained_cfg": {"input_size": [3, 32, 32]}}))
+    populate_cache(hub_cache, "org/plain-resnet", plain)
+    read_back = timm.create_model("hf-hub:org/plain-resnet", pretrained=True)  # timm's own repos stay timm's
+    assert all(torch.equal(v, read_back.state_dict()[k]) for k, v in resnet.state_dict().items())
+    for load in (lambda: load_model("hf-hub:org/plain-resnet"),
+                 lambda: MixedClassifier.from_pretrained("hf-hub:org/plain-resnet")):
+        with pytest.raises(ValueError, match=r"timm model's config \(architecture 'resnet18'\), not a mix saved by "
+                                             r"robust_mix; load it with timm.create_model\('hf-hub:org/plain-resnet', "
+                                             r"pretrained=True\).*robust_mix.load_model\('mix', standard=\.\.\."):
+            load()
+
+    contracted_model().save_pretrained(tmp_path / "saved", repo_id="org/cut")
+    kept = ("architecture", "pretrained_cfg")
+    _edit_config(tmp_path / "saved", lambda c: [c.pop(k) for k in list(c) if k not in kept])
+    populate_cache(hub_cache, "org/cut", tmp_path / "saved")
+    for pretrained in (True, False):
+        with pytest.raises(ValueError, match="names robust_mix's architecture 'robustmix_saved' but lacks the fields "
+                                             r"of a robust_mix save.*save the model again"):
+            timm.create_model("hf-hub:org/cut", pretrained=pretrained)
+
+
+def test_timm_s_hub_loading_options_and_missing_revisions_are_named(tmp_path, monkeypatch, images):
+    """timm 1.0.9 hands ``cache_dir=`` and ``revision=`` on to the model (they were "neither a config field nor an
+    option"); a revision or repo missing from the cache was huggingface_hub's bare "cannot find the requested files in
+    the local cache", naming neither."""
+    import timm
+
+    model = contracted_model()
+    model.save_pretrained(tmp_path / "saved", repo_id="org/tiny-mix")
+    hub_cache = _offline_cache(tmp_path, monkeypatch)
+    populate_cache(hub_cache, "org/tiny-mix", tmp_path / "saved")
+    assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix@main", pretrained=True), images)
+    assert_same_model(model, timm.create_model("hf-hub:org/tiny-mix@" + "a" * 40, pretrained=True), images)
+    unloaded = timm.create_model("hf-hub:org/tiny-mix", pretrained=False)  # the architecture only, as timm's
+    assert unloaded.state_dict().keys() == model.state_dict().keys()
+    assert not all(torch.equal(v, model.state_dict()[k]) for k, v in unloaded.state_dict().items())
+    with pytest.raises(TypeError, match=r"cache_dir=.*does not take cache_dir.*HF_HUB_CACHE.*"
+                                        r"from_pretrained\('hf-hub:org/name', cache_dir=\.\.\.\)"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, cache_dir=str(hub_cache))
+    with pytest.raises(TypeError, match=r"revision='v2'.*timm takes the revision in the name: "
+                                        r"timm.create_model\('hf-hub:org/name@<branch, tag or commit>'"):
+        timm.create_model("hf-hub:org/tiny-mix", pretrained=True, revision="v2")
+    for load in (lambda: timm.create_model("hf-hub:org/tiny-mix@v2", pretrained=True),
+                 lambda: load_model("hf-hub:org/tiny-mix@v2")):
+        missing = (r"config.json of hf-hub:org/tiny-mix@v2 is not in the Hugging Face cache .*downloads are off.*"
+                   r"The cache has hf-hub:org/tiny-mix at 'main', commit aaaaaaaaaaaa, not at revision 'v2'.*"
+                   r"hf download org/tiny-mix --revision v2")
+        with pytest.raises((RuntimeError, FileNotFoundError), match=missing):  # timm's, robust_mix's
+            load()
+    with pytest.raises(RuntimeError, match=r"config.json of hf-hub:org/not-there is not in the Hugging Face cache "
+                                           rf"\({hub_cache}\) and downloads are off"):
+        timm.create_model("hf-hub:org/not-there", pretrained=True)
+
+
 @pytest.mark.parametrize("architecture", ["resnet18", None])
 def test_timm_names_a_shared_mix_whose_config_names_another_architecture(tmp_path, monkeypatch, architecture):
     """timm builds an ``hf-hub:`` repo with the config's ``architecture``: another one failed inside it
@@ -678,7 +752,8 @@ def test_push_uploads_the_three_files_with_model_index(fake_hub, tmp_path, image
     assert card.data.model_name == "tiny-adaptive"
     assert metrics["accuracy"].metric_value == 87.5 and metrics["robust_accuracy"].metric_value == 41.25
     robust = metrics["robust_accuracy"]
-    assert robust.dataset_type == "cifar10" and robust.task_type == "image-classification"
+    assert (robust.dataset_type, robust.dataset_name, robust.dataset_split) == ("uoft-cs/cifar10", "CIFAR-10", "test")
+    assert robust.task_type == "image-classification"
     assert robust.metric_args == {"threat_model": "Linf", "eps": 8 / 255, "attack": "AutoAttack",
                                   "n_examples": 400, "partial": "400 of the leaderboard's 10,000 test examples"}
     assert robust.metric_name == "AutoAttack robust accuracy (%) (partial evaluation)"
@@ -811,6 +886,55 @@ def test_committed_cards_are_rendered_not_typed(tmp_path):
     expected = {p.name: p.read_text() for p in written}
     committed = {p.name: p.read_text() for p in (REPO_ROOT / "model_cards").glob("*.md")}
     assert committed == expected, "model cards are stale: run `robust-mix card --all --out-dir model_cards`"
+
+
+def _card_table(text: str) -> dict[str, str]:
+    """The Evaluation table of a card's body: header -> cell."""
+    lines = [line for line in text.split("## Evaluation", 1)[1].splitlines() if line.startswith("| ")]
+    header, row = ([c.strip() for c in line.strip("|").split("|")] for line in (lines[0], lines[1]))
+    return dict(zip(header, row))
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "model_cards").glob("*.md")), ids=lambda p: p.stem)
+def test_shipped_cards_read_with_the_hub_s_own_parsers(path):
+    """The Hub refuses a README whose ``license`` is not one of its ids: the paper entries' cards said "not stated by
+    the authors or robustbench; see ..." and the ImageNet one "cc-by-nc-4.0 at most (...)". The model-index names
+    the Hub's dataset id (``fashion-mnist`` is none) and split, and its numbers are the body's."""
+    from huggingface_hub.repocard import metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card, meta = ModelCard.load(path), metadata_load(path)
+    config = registry.get_model_config(path.stem)
+    assert card.data.license == meta["license"] == ("mit" if config.dataset == "fashion-mnist" else "unknown")
+    if config.license.lower() != "mit":  # the prose licence is stated in the card's text instead
+        assert f"Licence of this model: {config.license}" in card.text
+    if "model-index" not in meta:
+        return
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == path.stem
+    report = BenchmarkResult.from_json(REPO_ROOT / "benchmarks" / "reports" / f"{path.stem}.json")
+    table = _card_table(card.text)
+    by_type = {r.metric_type: r for r in results}
+    for result in results:
+        assert (result.dataset_type, result.dataset_name, result.dataset_split) == (
+            "zalando-datasets/fashion_mnist", "Fashion-MNIST", "test")
+    assert by_type["accuracy"].metric_value == round(100 * report.clean_accuracy, 2)
+    assert f"{by_type['accuracy'].metric_value:.2f}" == table.get("clean % (attacked)", table.get("clean %"))
+    assert by_type["robust_accuracy"].metric_value == round(100 * report.robust_accuracy, 2)
+    assert f"{by_type['robust_accuracy'].metric_value:.2f}" == table["robust %"]
+    args = by_type["robust_accuracy"].metric_args
+    assert args["eps"] == report.eps and format_eps(args["eps"]) == table["eps"] == "0.1"
+    assert args["threat_model"] == table["threat model"] and args["n_examples"] == int(table["examples"])
+
+
+@pytest.mark.parametrize("licence, expected", [("MIT", "mit"), ("Apache-2.0", "apache-2.0"),
+                                                ("cc-by-nc-4.0 ", "cc-by-nc-4.0"),
+                                                ("MIT or Apache-2.0, whichever you like", "unknown"),
+                                                ("", "apache-2.0")])  # none: the bases' one licence
+def test_a_card_s_licence_is_a_hub_licence_id(licence, expected):
+    card = ModelCard(render_card(dataclasses.replace(fixed_config(), license=licence)))
+    assert card.data.license == expected
+    assert ("Licence of this model: MIT or Apache-2.0" in card.text) == (expected == "unknown")
 
 
 def test_saving_the_same_model_twice_writes_the_same_files(tmp_path):

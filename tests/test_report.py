@@ -353,3 +353,28 @@ def test_interval_of_an_accuracy_that_is_no_fraction_names_it(result, accuracy, 
         result.interval(accuracy)
     assert names in str(info.value)
     assert result.interval(0.5) == result.interval(4 / 8)
+
+
+@pytest.mark.parametrize("entry, robustbench_id, link", [
+    ("cifar10-adasmooth", "Bai2023Improving_edm", "https://arxiv.org/abs/2301.12554"),
+    ("cifar10-mixednuts", "Bai2024MixedNUTS", "https://arxiv.org/abs/2402.02263")])
+def test_model_info_reads_with_robustbench_s_own_reader(result, tmp_path, monkeypatch, capsys, entry, robustbench_id,
+                                                        link):
+    """RobustBench's leaderboard links each paper title to the file's ``link``: the zoo's AdaSmooth citation has no
+    url, so its model_info.json had ``"link": ""`` (the table showed ``[title]()``), where the paper text names it."""
+    from robustbench.utils import list_available_models
+
+    config = robust_mix.get_model_config(entry)
+    run = dataclasses.replace(full_size(result), model=entry, dataset="cifar10", eps=8 / 255)
+    folder = tmp_path / "model_info" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    written = write_report(tmp_path / "out", run, config)["model_info"]
+    (folder / f"{robustbench_id}.json").write_text(written.read_text())
+    monkeypatch.chdir(tmp_path)  # RobustBench reads ./model_info/<dataset>/<threat model>/<id>.json
+    list_available_models("cifar10", "Linf")
+    table = capsys.readouterr().out
+    info = json.loads(written.read_text())
+    assert info["link"] == link and isinstance(info["clean_acc"], str) and info["eps"] == "8/255"
+    row = next(line for line in table.splitlines() if robustbench_id in line)
+    assert f"*[{info['name']}]({link})*" in row
+    assert f"{float(info['clean_acc']):.2f}%" in row and f"{float(info['external']):.2f}%" in row
