@@ -467,7 +467,8 @@ def grid_text(text: str) -> str:
     return text
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=DEFAULTS["n_examples"], help="attacked test images")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"],
@@ -481,6 +482,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=POSITIVE_INT, help="threads per worker (default: the thread policy)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed results, the README section and the shipped reference")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.n_examples > CLEAN_EXAMPLES:
         parser.error(f"argument --n-examples: {args.n_examples:,} is more than the {CLEAN_EXAMPLES:,} Fashion-MNIST "
