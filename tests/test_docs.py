@@ -274,3 +274,95 @@ def test_placeholders_and_alternatives_become_values():
         ["robust-mix", "benchmark", "fmnist-robust", "--out", "runs/fmnist-robust"]]
     assert normalise("robust-mix card NAME [--benchmark REPORT.json]") == [
         ["robust-mix", "card", "fmnist-robust", "--benchmark", "runs/out/report.json"]]
+
+
+# -- numbers the docs copy from files committed beside them --------------------------------------------------
+def table_rows(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.startswith("|")]
+
+
+def percent(value: float, decimals: int = 0) -> str:
+    return f"{100 * value:.{decimals}f}"
+
+
+def test_certify_doc_table_and_time_are_its_report():
+    """docs/certify.md's table and time, and the README's time, are docs/certify-fmnist/certify.json's (the
+    command both show wrote it with --out docs/certify-fmnist)."""
+    import json
+
+    report = json.loads((ROOT / "docs" / "certify-fmnist" / "certify.json").read_text())
+    doc = (ROOT / "docs" / "certify.md").read_text()
+    rows = table_rows(doc)
+    radii = " | ".join(("r = " if i == 0 else "") + f"{r:g}" for i, r in enumerate(report["radii"]))
+    assert f"| alpha | clean (deterministic mix) | abstain | {radii} |" in rows
+    for curve in report["curves"]:
+        alpha = f"{curve['alpha']:g}" + (" (robust base)" if curve["alpha"] == 1 else "")
+        cells = [alpha, percent(curve["mixed_clean_accuracy"]), percent(curve["abstain_rate"]),
+                 *(percent(v) for v in curve["certified_accuracy"])]
+        assert "| " + " | ".join(cells) + " |" in rows, f"docs/certify.md has no row {cells} of certify.json"
+    seconds = f"{report['seconds']:.0f} s"
+    assert f"\n{seconds} (the `seconds` that `certify.json` records" in doc
+    assert f"made with ({seconds} here, the `seconds` that `certify.json` records)" in (ROOT / "README.md").read_text()
+    for key in ("sigma", "n", "n0", "seed", "n_examples"):
+        assert f"--{key.replace('_', '-')} {report[key]:g} " in doc.replace("\\\n    ", "")
+
+
+#: docs/fmnist.md's training tables: the run folder whose history.jsonl each copies, and the text just before it.
+HISTORY_TABLES = {
+    "adasmooth": "Log, history, the network\nand its calibration in `benchmarks/fmnist/next/adasmooth/`",
+    "adasmooth-full-23": "Everything is in `benchmarks/fmnist/next/adasmooth-full-23/`",
+    "adasmooth-iter25": "`benchmarks/fmnist/next/adasmooth-iter25/`",
+    "adasmooth-targets9": "`benchmarks/fmnist/next/adasmooth-targets9/`",
+    "adasmooth-paper-gpu": "`benchmarks/fmnist/next/adasmooth-paper-gpu/`",
+}
+
+
+def history_cells(row: dict, clean_accuracy: bool) -> list[str]:
+    """One epoch's cells as docs/fmnist.md writes them (rates to 3 decimals, mean alpha to 2)."""
+    acc = (f"{row['val_acc_clean']:.3f} / {row['val_acc_adv']:.3f}" if clean_accuracy else f"{row['val_acc_adv']:.3f}")
+    return [f"{row['train_detect_clean']:.3f} / {row['train_detect_adv']:.3f}",
+            f"{row['val_detect_clean']:.3f} / {row['val_detect_adv']:.3f}", acc,
+            f"{row['alpha_clean_mean']:.2f} / {row['alpha_adv_mean']:.2f}"]
+
+
+@pytest.mark.parametrize("run", HISTORY_TABLES)
+def test_fmnist_training_tables_are_their_runs_histories(run):
+    """Each epoch row of docs/fmnist.md's training tables is the run's history.jsonl (benchmarks/fmnist/next/<run>),
+    rounded as written: a mean alpha of 0.1749 read as 0.18 failed here."""
+    import json
+
+    doc = (ROOT / "docs" / "fmnist.md").read_text()
+    history = [json.loads(line) for line in (ROOT / "benchmarks" / "fmnist" / "next" / run / "history.jsonl")
+               .read_text().splitlines() if line.strip()]
+    assert doc.count(HISTORY_TABLES[run]) == 1, f"docs/fmnist.md no longer says where {run}'s table comes from"
+    after = doc[doc.index(HISTORY_TABLES[run]):]
+    table = after[after.index("| epoch |"):].split("\n\n", 1)[0]
+    rows = table_rows(table)[2:]
+    assert len(rows) == len(history), f"docs/fmnist.md's table of {run} has {len(rows)} epochs, the run {len(history)}"
+    clean_accuracy = "val accuracy clean / attacked" in table_rows(table)[0]
+    for row, epoch in zip(rows, history):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0].split()[0] == str(epoch["epoch"])
+        assert cells[1:] == history_cells(epoch, clean_accuracy), f"{run} epoch {epoch['epoch']}"
+
+
+@pytest.mark.parametrize("run", ["adasmooth", "adasmooth-full-23"])
+def test_fmnist_calibration_tables_are_their_runs_calibration(run):
+    """docs/fmnist.md's calibration tables are benchmarks/fmnist/next/<run>/calibration.json: clean and robust %,
+    the 95 % interval and the share of the robust base kept."""
+    import json
+
+    doc = (ROOT / "docs" / "fmnist.md").read_text()
+    points = json.loads((ROOT / "benchmarks" / "fmnist" / "next" / run / "calibration.json").read_text())
+    summary = points[-1]
+    for point in points[:-1]:
+        low, high = point["robust_interval"]
+        picked = point == summary["picked"]
+        label = f"(%g, 1)" % point["alpha_lo"]
+        kept = f"{100 * point['robust'] / summary['robust_base']:.1f} %"
+        cells = [f"**{label}, picked**" if picked else label, percent(point["clean"], 2),
+                 f"{percent(point['robust'], 2)} ({percent(low, 1)}-{percent(high, 1)})", kept]
+        line = "| " + " | ".join(cells) + " |"
+        assert any(row.startswith(line) or row.startswith(line[:-2]) for row in table_rows(doc)), \
+            f"docs/fmnist.md has no row {cells} of {run}/calibration.json"
+    assert f"{percent(summary['robust_base'], 2)}" in doc
