@@ -366,3 +366,29 @@ def test_fmnist_calibration_tables_are_their_runs_calibration(run):
         assert any(row.startswith(line) or row.startswith(line[:-2]) for row in table_rows(doc)), \
             f"docs/fmnist.md has no row {cells} of {run}/calibration.json"
     assert f"{percent(summary['robust_base'], 2)}" in doc
+
+
+def test_the_authors_numbers_in_the_registry_and_cards_are_the_shipped_robustbench_snapshots():
+    """The paper entries' reported numbers (what their model cards and `robust-mix info` show as the authors')
+    are the RobustBench model_info figures the package ships (robust_mix/leaderboard/data/robustbench_linf.json),
+    for the RobustBench entry the alias names; a number typed differently in a zoo config fails here."""
+    import robust_mix
+    from robust_mix.leaderboard.snapshot import load_snapshot
+
+    snapshot = {(e.dataset, e.name): e for e in load_snapshot().entries}
+    checked = []
+    for name in robust_mix.list_models("*"):
+        config = robust_mix.get_model_config(name)
+        if config.reported is None:
+            continue
+        (alias,) = [a for a in config.aliases if re.fullmatch(r"[a-z0-9]+/Linf/[\w-]+", a)]
+        dataset, _, entry = alias.split("/")
+        published = snapshot[(dataset, entry)]
+        assert (config.reported.clean_acc, config.reported.autoattack_acc) == (
+            published.clean_acc, published.autoattack_acc), f"{name}'s reported numbers are not RobustBench's {alias}"
+        assert abs(config.eps - published.eps_value) < 1e-3, name
+        card = ROOT / "model_cards" / f"{name}.md"
+        assert (f"{published.clean_acc:.2f} % clean and {published.autoattack_acc:.2f} % AutoAttack accuracy on "
+                f"{config.reported.n_examples} examples") in card.read_text(), card.name
+        checked.append(name)
+    assert len(checked) >= 6
