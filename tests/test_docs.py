@@ -392,3 +392,34 @@ def test_the_authors_numbers_in_the_registry_and_cards_are_the_shipped_robustben
                 f"{config.reported.n_examples} examples") in card.read_text(), card.name
         checked.append(name)
     assert len(checked) >= 6
+
+
+def makefile_recipes() -> dict[str, list[str]]:
+    """The Makefile's targets and their recipe lines."""
+    recipes: dict[str, list[str]] = {}
+    target = None
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        rule = re.match(r"([\w-]+):(?!=)", line)
+        if rule:
+            target = rule.group(1)
+            recipes[target] = []
+        elif line.startswith("\t") and target:
+            recipes[target].append(line.strip())
+    return recipes
+
+
+def test_every_make_target_the_docs_name_exists_and_its_commands_parse():
+    """`make demo`, `make cards`, `make site` ...: each target the docs name is the Makefile's, and the robust-mix
+    lines it runs parse (a Make conditional becomes its options, here DEMO_EXAMPLES=5)."""
+    recipes = makefile_recipes()
+    named = {m for doc in DOCS for m in re.findall(r"`make ([\w-]+)", doc.read_text())}
+    assert {"demo", "test", "cards", "site"} <= named
+    assert sorted(named - set(recipes)) == []
+    parsed = []
+    for target in named:
+        for line in recipes[target]:
+            line = re.sub(r"\$\(if \$\(DEMO_EXAMPLES\),([^)]*)\$\(DEMO_EXAMPLES\)\)", r"\g<1>5", line)
+            for vector in normalise(line.replace("$(BIN)/robust-mix", "robust-mix")):
+                assert parse_error(vector) == "", f"make {target} runs `{line}`"
+                parsed.append(vector[1])
+    assert sorted(parsed) == ["card", "demo", "leaderboard", "list"]
