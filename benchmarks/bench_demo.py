@@ -59,12 +59,18 @@ def run(mode: str, n_examples: int, extra: list[str], root: Path) -> tuple[float
     return seconds, robust_flags(out)
 
 
-def main() -> int:
-    """Exit status 0 when every run produced the same flags, else 1."""
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=20)
     parser.add_argument("--repeats", type=POSITIVE_INT, default=1, help="rounds (each runs both modes once)")
     parser.add_argument("extra", nargs="*", help="more arguments for robust-mix demo (after --)")
+    return parser
+
+
+def main() -> int:
+    """Exit status 0 when every run produced the same flags, else 1."""
+    parser = build_parser()
     args = parser.parse_args()
     refuse_owned_options(parser, args.extra, ("--n-examples", "--out", "--workers", "--threads"))
     print(f"robust-mix demo --n-examples {args.n_examples} {' '.join(args.extra)}: {usable_cpus():g} usable CPUs, "

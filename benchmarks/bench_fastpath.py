@@ -48,7 +48,8 @@ def before_issue_14(model: torch.nn.Module) -> Iterator[None]:
         attacks.frozen_parameters = fast_freeze
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=MODEL_NAME, default="fmnist-adasmooth")
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=200)
@@ -58,6 +59,11 @@ def main() -> int:
     parser.add_argument("--channels-last", action="store_true", help="also time the fast path with NHWC weights")
     parser.add_argument("--compile", action="store_true", help="also time the compiled fast path")
     parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="default: the thread policy")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)
 

@@ -185,7 +185,8 @@ def flops_per_image(ours: nn.Module, side: int) -> dict[str, float]:
     return counts
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=REGISTERED_NAME, default="cifar100-adasmooth", help="a robust_mix paper entry")
     parser.add_argument("--batch", type=POSITIVE_INT, nargs="+", default=[4],
@@ -196,6 +197,11 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true",
                         help="also time our model with NHWC weights (robust_mix.fastpath.channels_last) and each "
                              "base alone on channels-last (NHWC) input")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)  # also the heap policy ($ROBUST_MIX_MALLOC, robust_mix.allocator)
 

@@ -183,7 +183,8 @@ def timed(fn: Callable[[], list[bool]]) -> tuple[float, list[bool]]:
     return time.perf_counter() - started, flags
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=model_or_tiny, default="cifar100-adasmooth", help="a paper entry, or 'tiny'")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -197,6 +198,11 @@ def main() -> int:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="keep gradient-free forwards eager")
     parser.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (checks only)")
     parser.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (checks only)")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"

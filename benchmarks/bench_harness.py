@@ -89,13 +89,19 @@ def timed(fn, *args) -> tuple[float, float, list[bool]]:
     return time.perf_counter() - wall, time.process_time() - cpu, flags
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=100)
     parser.add_argument("--attacks", default="apgd-ce,apgd-t")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--repeats", type=POSITIVE_INT, default=3)
     parser.add_argument("--train-steps", type=POSITIVE_INT, default=150)
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     attacks = args.attacks.split(",")
 

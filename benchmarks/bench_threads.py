@@ -64,7 +64,8 @@ def finish(runs: list[tuple[subprocess.Popen, float]], outs: list[Path]) -> list
     return results
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=MODEL_NAME, default="fmnist-robust")
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=5)
@@ -72,6 +73,11 @@ def main() -> int:
     parser.add_argument("--default-threads", action="store_true",
                         help="every process uses all usable CPUs (torch's default) instead of the policy")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- then arguments for robust-mix benchmark")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     refuse_owned_options(parser, extra, ("--n-examples", "--out", "--threads"))

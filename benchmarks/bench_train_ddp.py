@@ -37,13 +37,19 @@ def run(nproc: int, args: argparse.Namespace) -> float:
     return record["images_per_s"] / args.batch
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fmnist-standard")
     parser.add_argument("--batch", type=POSITIVE_INT, default=128, help="the recipe's global batch (for steps/s)")
     parser.add_argument("--steps", type=POSITIVE_INT, default=30)
     parser.add_argument("--repeats", type=POSITIVE_INT, default=2)
     parser.add_argument("--threads", type=POSITIVE_INT, default=1, help="threads per process")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     print(f"{args.recipe}, global batch {args.batch}, {args.steps} steps per run, {args.threads} thread(s) per "
           f"process; load {os.getloadavg()[0]:.2f}")

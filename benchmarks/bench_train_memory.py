@@ -64,11 +64,17 @@ def run(mode: str, n: int, args: argparse.Namespace) -> float:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=POSITIVE_INT, default=20, help="optimizer steps of each streamed run")
     parser.add_argument("--worker", choices=("streamed", "tensor"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=POSITIVE_INT, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.steps)))

@@ -141,7 +141,8 @@ def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
             for name, runs in results.items()}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=POSITIVE_INT, default=3, help="fresh processes per precision and workload")
     parser.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed repetitions per process")
@@ -151,6 +152,11 @@ def main() -> None:
     parser.add_argument("--threads", type=POSITIVE_INT, default=1)
     parser.add_argument("--worker", choices=("step", "attack"), help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=PRECISIONS, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:

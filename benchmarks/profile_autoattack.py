@@ -118,7 +118,8 @@ def flops_per_image(model: nn.Module, shape: tuple[int, ...]) -> tuple[float, fl
     return forward.get_total_flops() / 2, backward.get_total_flops() / 2
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", type=MODEL_NAME)
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=20)
@@ -129,6 +130,11 @@ def main() -> int:
     parser.add_argument("--n-iter", type=POSITIVE_INT, help="override APGD/FAB iterations (a quick look only)")
     parser.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (a quick look only)")
     parser.add_argument("--json", help="also write the profile here")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     plan = apply_thread_policy(args.threads)
 

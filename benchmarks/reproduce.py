@@ -63,8 +63,9 @@ def entry_as_shipped(text: str) -> str:
     return REGISTERED_NAME(text)
 
 
-def main(argv: Optional[Sequence[str]] = None, default_name: Optional[str] = None) -> int:
-    """Command line; per-entry scripts pass ``default_name``."""
+def build_parser(default_name: Optional[str] = None) -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it); per-entry scripts pass
+    ``default_name``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", type=entry_as_shipped, nargs="?" if default_name else None, default=default_name)
     parser.add_argument("--n-examples", type=POSITIVE_INT, help="default: the leaderboard's count")
@@ -74,7 +75,12 @@ def main(argv: Optional[Sequence[str]] = None, default_name: Optional[str] = Non
     parser.add_argument("--model-dir")
     parser.add_argument("--device")
     parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, default_name: Optional[str] = None) -> int:
+    """Command line; per-entry scripts pass ``default_name``."""
+    args = build_parser(default_name).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = reproduce(args.name, n_examples=args.n_examples, adaptive=args.adaptive,

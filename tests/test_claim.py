@@ -284,3 +284,55 @@ def test_bad_arguments_are_refused_before_anything_is_written(claim, tmp_path, c
         claim.main([*argv, "--out", str(tmp_path / "out")])
     assert exited.value.code == 2 and match in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# -- the committed artefacts are the published reports' --------------------------------------------------------
+PUBLISHED = ROOT / "benchmarks" / "fmnist" / "results" / "claim"
+
+
+def test_committed_results_and_readme_section_are_rendered_from_the_published_reports(claim):
+    """RESULTS.md and the README's claim section are exactly what `python benchmarks/fmnist/claim.py --publish`
+    renders from the reports it committed beside them: a number edited by hand, or a report replaced without
+    publishing, fails here."""
+    _, results_md, readme_block = claim.render_published(PUBLISHED)
+    assert (ROOT / "benchmarks" / "fmnist" / "RESULTS.md").read_text() == results_md, \
+        "benchmarks/fmnist/RESULTS.md is not its reports': run `python benchmarks/fmnist/claim.py --publish`"
+    start, end = claim.MARKERS
+    section = (ROOT / "README.md").read_text().split(start + "\n", 1)[1].split(end, 1)[0]
+    assert section == readme_block + "\n", \
+        "the README's claim section is not its reports': run `python benchmarks/fmnist/claim.py --publish`"
+
+
+def test_a_hand_edited_number_is_not_what_the_reports_render(claim, tmp_path):
+    copies = tmp_path / "claim"
+    copies.mkdir()
+    for path in PUBLISHED.glob("*.json"):
+        (copies / path.name).write_text(path.read_text())
+    report = json.loads((copies / "robust.report.json").read_text())
+    report["full_clean_accuracy"] = round(report["full_clean_accuracy"] - 0.0001, 6)
+    (copies / "robust.report.json").write_text(json.dumps(report))
+    _, results_md, readme_block = claim.render_published(copies)
+    assert results_md != (ROOT / "benchmarks" / "fmnist" / "RESULTS.md").read_text()
+    assert readme_block not in (ROOT / "README.md").read_text()
+
+
+def test_card_reports_and_the_shipped_reference_are_the_published_reports(claim):
+    """The model cards' reports (benchmarks/reports/<entry>.json, `make cards` renders them) and the reference the
+    main job prints (robust_mix/zoo/weights/fmnist-reference.json) are copies of the published rows' reports."""
+    specs, _, _ = claim.render_published(PUBLISHED)
+    from robust_mix.loading import parse_model_name
+
+    entries = {parse_model_name(s.model).target: s.key for s in specs
+               if parse_model_name(s.model).kind == "registry" and not parse_model_name(s.model).overrides}
+    cards = sorted(p.stem for p in (ROOT / "benchmarks" / "reports").glob("*.json"))
+    assert cards == sorted(entries)
+    for entry, key in entries.items():
+        assert (ROOT / "benchmarks" / "reports" / f"{entry}.json").read_bytes() == \
+               (PUBLISHED / f"{key}.report.json").read_bytes(), f"benchmarks/reports/{entry}.json is stale"
+    shipped_path = ROOT / "robust_mix" / "zoo" / "weights" / "fmnist-reference.json"
+    shipped = Reference.load(shipped_path)
+    rebuilt = Reference.from_results(claim.DEMO_ROWS, [BenchmarkResult.from_json(PUBLISHED / f"{s.key}.report.json")
+                                                       for s in claim.DEMO_ROWS],
+                                     command=shipped.command, date=shipped.date)
+    assert rebuilt.to_dict() == shipped.to_dict()
+    assert shipped.command == "python benchmarks/fmnist/claim.py --publish"

@@ -434,6 +434,39 @@ def sweep_points(specs: Sequence[RowSpec], reports: dict[str, Optional[Benchmark
     return sorted(points, key=lambda p: (p.alpha == POLICY, 0 if p.alpha == POLICY else p.alpha))
 
 
+def render(command: str, specs: Sequence[RowSpec], alphas: Sequence[float], grid: dict[str, Any],
+           reports: dict[str, Optional[BenchmarkResult]], n: int, set_aside: Optional[dict[str, str]] = None
+           ) -> tuple[dict[str, Any], list[SweepPoint], str, str]:
+    """The checks, the plot's points, RESULTS.md and the README section, all from the rows' reports and the
+    frontier's clean accuracies."""
+    measured = [(a, reports[spec_of_alpha(specs, a).key]) for a in alphas]
+    bracket = ([(a, r.clean_accuracy, r.robust_accuracy) for a, r in measured]
+               if all(r is not None for _, r in measured) else None)
+    verdict = checks(reports, bracket)
+    points = sweep_points(specs, reports)
+    fixed = [(p.alpha, p.robust_accuracy) for p in points if p.alpha != POLICY]
+    results_md = render_results(command, specs, reports, verdict, grid, bracket, fixed, n, set_aside)
+    return verdict, points, results_md, render_readme_block(command, specs, reports, verdict, n)
+
+
+def render_published(copies: Path = HERE / "results" / "claim") -> tuple[list[RowSpec], str, str]:
+    """The rows, RESULTS.md and the README section as :func:`main` renders them from the copies ``--publish``
+    commits (the rows' reports and ``frontier.json``): the committed texts must be exactly these."""
+    grid = json.loads((copies / "frontier.json").read_text())
+    alphas = frontier_alphas({float(a): c for a, c in grid["clean"].items()}, grid["adaptive_clean"])
+    specs = claim_rows(alphas)
+    reports: dict[str, Optional[BenchmarkResult]] = {
+        s.key: BenchmarkResult.from_json(copies / f"{s.key}.report.json") for s in specs}
+    chunks = {r.chunk_size for r in reports.values()}
+    if len(chunks) != 1:
+        raise ValueError(f"the published rows ran in different chunk sizes {sorted(chunks)}")
+    args = argparse.Namespace(**{**DEFAULTS, "n_examples": grid["n_examples"], "grid": grid["grid"],
+                                 "batch_size": chunks.pop()})
+    _, _, results_md, readme_block = render(canonical_command(args), specs, alphas, grid, reports,
+                                            args.n_examples)
+    return specs, results_md, readme_block
+
+
 # -- main ----------------------------------------------------------------------------------------------------
 def canonical_command(args: argparse.Namespace) -> str:
     """The command that reproduces these results: the options that change them, defaults left out (``--out``,
@@ -467,7 +500,8 @@ def grid_text(text: str) -> str:
     return text
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=DEFAULTS["n_examples"], help="attacked test images")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=DEFAULTS["batch_size"],
@@ -481,6 +515,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=POSITIVE_INT, help="threads per worker (default: the thread policy)")
     parser.add_argument("--publish", action="store_true",
                         help="also write the committed results, the README section and the shipped reference")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.n_examples > CLEAN_EXAMPLES:
         parser.error(f"argument --n-examples: {args.n_examples:,} is more than the {CLEAN_EXAMPLES:,} Fashion-MNIST "
@@ -511,18 +550,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     reports, set_aside = read_reports(out, specs, args)
     for why in set_aside.values():
         logger.warning("not used: %s", why)
-    measured = [(a, reports[spec_of_alpha(specs, a).key]) for a in alphas]
-    bracket = ([(a, r.clean_accuracy, r.robust_accuracy) for a, r in measured]
-               if all(r is not None for _, r in measured) else None)
-    verdict = checks(reports, bracket)
-    points = sweep_points(specs, reports)
-    fixed = [(p.alpha, p.robust_accuracy) for p in points if p.alpha != POLICY]
     command = canonical_command(args)
+    verdict, points, results_md, readme_block = render(command, specs, alphas, grid, reports, args.n_examples,
+                                                       set_aside)
     if points:
         plot_sweep(points, out / "sweep.png",
                    title=f"Fashion-MNIST, first {args.n_examples:,} test images (fixed ratios of {FIXED_MIX})")
-    results_md = render_results(command, specs, reports, verdict, grid, bracket, fixed, args.n_examples, set_aside)
-    readme_block = render_readme_block(command, specs, reports, verdict, args.n_examples)
     atomic_write_text(out / "RESULTS.md", results_md)
     atomic_write_text(out / "README-claim.md", readme_block + "\n")
     demo_specs = [s for s in DEMO_ROWS if reports[s.key] is not None]

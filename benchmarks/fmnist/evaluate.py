@@ -40,7 +40,8 @@ def build(spec: str) -> torch.nn.Module:
     return robust_mix.load_model(f"fmnist-robust,{spec}" if spec.startswith("alpha=") else spec)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=model_spec, nargs="*", default=DEFAULT,
                         help="model NAMEs, or alpha=A for fmnist-robust,alpha=A")
@@ -48,6 +49,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="benchmarks/fmnist/results.json")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pyautoattack import AutoAttack

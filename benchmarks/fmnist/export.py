@@ -84,10 +84,16 @@ def export(runs: Path) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="?", default="runs/fmnist", help="the folder train_all.sh wrote")
     parser.add_argument("--manifest-only", action="store_true", help="rewrite manifest.json alone")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.manifest_only:
         print(f"wrote {write_manifest()}")

@@ -38,12 +38,18 @@ def load_base(weights_dir: Path, role: str) -> torch.nn.Module:
     return robust_mix.load_model(f"fmnist-{role}", **{role: ref}).eval()
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights-dir", type=Path, default=HERE)
     parser.add_argument("--n-examples", type=POSITIVE_INT, default=1000)
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=100)
     parser.add_argument("--state-dir", type=Path, default=Path("runs/next-bases"))
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     images, labels = load_dataset("fashion-mnist", "test")

@@ -72,7 +72,8 @@ def clean_grid(model: MixedClassifier, images: torch.Tensor, labels: torch.Tenso
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", type=Path)
     p.add_argument("--clean-images", type=POSITIVE_INT, default=2000)
@@ -80,6 +81,11 @@ def main() -> None:
     p.add_argument("--attack-images", type=POSITIVE_INT, default=100)
     p.add_argument("--attack", default="apgd-ce,apgd-t")
     p.add_argument("--skip-base", action="store_true", help="do not attack the robust base")
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     if not (args.run / "recipe.json").is_file() or not (args.run / "policy.safetensors").is_file():
         p.error(f"{args.run} is not a finished fmnist-adasmooth run (needs recipe.json and policy.safetensors)")

@@ -17,10 +17,16 @@ NEXT = Path(__file__).resolve().parents[1]
 CALIBRATION_IMAGES = 300
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's argument parser (tests parse the command lines the docs show with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("first", type=int, help="first validation image (0-based)")
     parser.add_argument("end", type=int, help=f"one past the last validation image (at most {CALIBRATION_IMAGES})")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if not 0 <= args.first < args.end <= CALIBRATION_IMAGES:
         parser.error(f"need 0 <= FIRST < END <= {CALIBRATION_IMAGES}, got FIRST {args.first}, END {args.end}")
