@@ -75,3 +75,65 @@ def test_help_gives_the_units_of_budgets_ratios_and_seeds(capsys):
     assert "pixel scale" in helps["train"]["--set"]
     assert "ROBUST_MIX_DATA" in helps["benchmark"]["--data-dir"]
     assert "cifar-10-batches-py" in helps["certify"]["--data-dir"]
+
+
+def _stdout_to_a_closed_pipe(monkeypatch):
+    """Standard output as a shell gives ``robust-mix ... | head -1`` once ``head`` has exited: a buffered pipe
+    whose read end is closed (Python ignores SIGPIPE, so a write fails with BrokenPipeError)."""
+    import io
+    import os
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write, "w")), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stream)
+    return stream
+
+
+def _ends_quietly_on_a_closed_output(monkeypatch, capsys, argv, expected_err=""):
+    from robust_mix.cli import EXIT_BROKEN_PIPE
+
+    capsys.readouterr()
+    stream = _stdout_to_a_closed_pipe(monkeypatch)
+    try:
+        assert main(argv) == EXIT_BROKEN_PIPE == 141
+        # what is still buffered goes nowhere: the interpreter's flush at exit printed
+        # "Exception ignored in: <_io.TextIOWrapper name='<stdout>'> BrokenPipeError" and exited with 120
+        stream.write("more\n")
+        stream.flush()
+    finally:
+        stream.close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Broken pipe" not in err and "error:" not in err, err
+    assert expected_err in err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(monkeypatch, capsys):
+    """``robust-mix list | head -1``: the table is buffered and its write fails at exit (``Exception ignored ...
+    BrokenPipeError``, status 120); a longer output failed inside the command (``error: [Errno 32] Broken pipe``)."""
+    _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["list"])
+    _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["info", "fmnist-adasmooth", "--json"])
+    _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["--help"])
+    _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["list", "--help"])
+
+
+def test_a_long_output_to_a_closed_pipe_fails_inside_the_command_and_ends_quietly(monkeypatch, capsys):
+    """Output larger than the buffer: the write fails inside the command, not at exit."""
+    import robust_mix
+
+    monkeypatch.setattr(robust_mix, "list_models", lambda pattern="*": ["mix"] * 20_000)
+    _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["list"])
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_still_an_error(monkeypatch, capsys):
+    """Only the standard output's reader going away is quiet: a BrokenPipeError from elsewhere (a worker's pipe)
+    is reported as the file error it is."""
+    import robust_mix
+
+    def broken(pattern="*"):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(robust_mix, "list_models", broken)
+    assert main(["list"]) == 1
+    assert "error: [Errno 32] Broken pipe" in capsys.readouterr().err

@@ -5,7 +5,8 @@ in subcommands registered with :func:`command` and listed in :data:`COMMAND_MODU
 
 Exit codes: 0 done, 1 a file could not be written or read (one ``error:`` line, and how to resume),
 2 bad input (one ``error:`` line naming the value), 3 a refused submission, 130 interrupted (Ctrl-C; one line
-says how to resume).
+says how to resume), 141 (128 + SIGPIPE, as a shell reports a command killed by it) when whatever read the standard
+output stopped reading (``robust-mix list | head -1``): no traceback, and the resume line of a command that has one.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import shlex
 import json
 import logging
 import os
+import select
+import signal
 import sys
 from typing import Any, Callable, Optional, Sequence, TextIO
 
@@ -28,6 +31,8 @@ logger = logging.getLogger("robust_mix.cli")
 
 Command = Callable[[argparse.Namespace], int]
 EXIT_FILE_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+#: The reader of the standard output went away: the status a shell gives a command that SIGPIPE ended.
+EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
 
 #: The help text of every command's NAME argument (resolved by robust_mix.loading.parse_model_name).
 NAME_HELP = ("registry name or alias (robust-mix list), hf-hub:org/name, local-dir:PATH (a saved folder), "
@@ -259,8 +264,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether the standard output's reader has gone (the pipe to ``head`` closed): its buffered text cannot be
+    written, or the operating system reports its far end shut. A ``BrokenPipeError`` from anywhere else (a
+    socket, a worker's pipe) is not one."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stream without a descriptor
+        return False
+
+
+def _drop_stdout() -> None:
+    """Point the standard output's descriptor at the null device, so that the interpreter's last flush of the text
+    still buffered for a reader that has gone does not print ``Exception ignored ... BrokenPipeError`` at exit."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor: nothing is flushed at exit
+        return
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``robust-mix`` console script."""
+    """Entry point of the ``robust-mix`` console script.
+
+    Returns the exit code (see the module's docstring); the standard output is flushed before it returns, so a
+    reader that stopped reading early ends the command with :data:`EXIT_BROKEN_PIPE`, not a traceback.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        _drop_stdout()
+        if _RESUME:
+            print(f"output closed: {_RESUME[-1]()}", file=sys.stderr)
+        return EXIT_BROKEN_PIPE
+    finally:
+        _RESUME.clear()
+
+
+# The running command's resume line, for main() to print when its output closes (set once the arguments parse).
+_RESUME: list[Callable[[], str]] = []
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -272,6 +333,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _, run, _, resume = _COMMANDS[args.command]
+    if resume:
+        _RESUME.append(lambda: resume.format(**vars(args)))
     try:
         if args.command in _COMPUTING:
             threads.apply_thread_policy(args.threads)
@@ -286,6 +349,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # a folder where a file goes, a full disk: after the work, whose state is kept
+        if isinstance(err, BrokenPipeError) and _stdout_closed():
+            raise  # the reader of the output has gone: main() ends quietly
         print(f"error: {err}" + (f"; {resume.format(**vars(args))}" if resume else ""), file=sys.stderr)
         return EXIT_FILE_ERROR
     finally:
