@@ -137,3 +137,19 @@ def test_a_broken_pipe_that_is_not_the_output_is_still_an_error(monkeypatch, cap
     monkeypatch.setattr(robust_mix, "list_models", broken)
     assert main(["list"]) == 1
     assert "error: [Errno 32] Broken pipe" in capsys.readouterr().err
+
+
+def test_version_is_the_package_version(capsys):
+    """``robust-mix --version`` prints robust_mix.__version__, the version setup.cfg gives the installed metadata
+    (tests/test_wheel.py checks the installed one)."""
+    import configparser
+    from pathlib import Path
+
+    import robust_mix
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"robust-mix {robust_mix.__version__}"
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    # one place for the number: a literal here would drift from robust_mix/version.py
+    assert setup["metadata"]["version"] == "attr: robust_mix.version.__version__"

@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(prog="robust-mix", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {robust_mix.__version__}",
+                        help="print the installed robust_mix version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, _, help_text, _resume) in _COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
