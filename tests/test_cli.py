@@ -153,3 +153,14 @@ def test_version_is_the_package_version(capsys):
     setup.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     # one place for the number: a literal here would drift from robust_mix/version.py
     assert setup["metadata"]["version"] == "attr: robust_mix.version.__version__"
+
+
+def test_a_command_started_with_its_output_closed_runs(monkeypatch, capsys):
+    """``robust-mix list >&-``: Python has no sys.stdout (None) and print writes nothing; flushing the output at the
+    end must not turn that into an AttributeError."""
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["list"]) == 0
+    assert main(["--version"]) == 0
+    assert "Error" not in capsys.readouterr().err

@@ -306,7 +306,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     try:
         code = _main(argv)
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when the command was started with its output closed (>&-)
+            sys.stdout.flush()
         return code
     except BrokenPipeError:
         if not _stdout_closed():
