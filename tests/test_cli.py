@@ -164,3 +164,29 @@ def test_a_command_started_with_its_output_closed_runs(monkeypatch, capsys):
     assert main(["list"]) == 0
     assert main(["--version"]) == 0
     assert "Error" not in capsys.readouterr().err
+
+
+def test_a_command_whose_output_closes_says_how_to_resume(monkeypatch, capsys):
+    """A command with a resume line (benchmark, sweep, train ...) says it on stderr when its reader goes away, as
+    after Ctrl-C; with stderr the same closed pipe (``|& head -1``) it still ends quietly with 141."""
+    import io
+    import os
+    import sys
+
+    from robust_mix import cli
+
+    main(["list", "nothing-*"])  # imports the command modules
+    arguments, run, help_text, _ = cli._COMMANDS["list"]
+    monkeypatch.setitem(cli._COMMANDS, "list", (arguments, run, help_text, "rerun with {pattern}"))
+    _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["list", "fmnist-*"],
+                                     expected_err="output closed: rerun with fmnist-*")
+    read, write = os.pipe()
+    os.close(read)
+    err = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write, "w")), encoding="utf-8", line_buffering=True)
+    monkeypatch.setattr(sys, "stderr", err)
+    try:
+        _ends_quietly_on_a_closed_output(monkeypatch, capsys, ["list", "fmnist-*"])
+        err.write("more\n")  # the interpreter's flush at exit would fail (status 120) without a word
+    finally:
+        monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+        err.close()

@@ -11,6 +11,7 @@ output stopped reading (``robust-mix list | head -1``): no traceback, and the re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import shlex
 import json
@@ -266,29 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stdout_closed() -> bool:
-    """Whether the standard output's reader has gone (the pipe to ``head`` closed): its buffered text cannot be
-    written, or the operating system reports its far end shut. A ``BrokenPipeError`` from anywhere else (a
-    socket, a worker's pipe) is not one."""
+def _reader_gone(stream: Optional[TextIO]) -> bool:
+    """Whether the reader of ``stream`` (the standard output or error) has gone, as when the pipe to ``head`` closed:
+    its buffered text cannot be written, or the operating system reports its far end shut. A ``BrokenPipeError``
+    from anywhere else (a socket, a worker's pipe) is not one."""
+    if stream is None:
+        return False
     try:
-        sys.stdout.flush()
+        stream.flush()
     except BrokenPipeError:
         return True
     except (OSError, ValueError, AttributeError):
         return False
     try:
         poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        poller.register(stream.fileno(), select.POLLOUT)
         return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stream without a descriptor
         return False
 
 
-def _drop_stdout() -> None:
-    """Point the standard output's descriptor at the null device, so that the interpreter's last flush of the text
-    still buffered for a reader that has gone does not print ``Exception ignored ... BrokenPipeError`` at exit."""
+def _drop(stream: Optional[TextIO]) -> None:
+    """Point ``stream``'s descriptor at the null device, so that the interpreter's last flush of the text still
+    buffered for a reader that has gone does not print ``Exception ignored ... BrokenPipeError`` and exit with 120."""
     try:
-        fd = sys.stdout.fileno()
+        fd = stream.fileno()
         null = os.open(os.devnull, os.O_WRONLY)
     except (AttributeError, OSError, ValueError):  # a stream without a descriptor: nothing is flushed at exit
         return
@@ -310,11 +313,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.flush()
         return code
     except BrokenPipeError:
-        if not _stdout_closed():
+        if not _reader_gone(sys.stdout):
             raise
-        _drop_stdout()
-        if _RESUME:
-            print(f"output closed: {_RESUME[-1]()}", file=sys.stderr)
+        _drop(sys.stdout)
+        if _RESUME and not _reader_gone(sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                print(f"output closed: {_RESUME[-1]()}", file=sys.stderr, flush=True)
+        if _reader_gone(sys.stderr):  # the same closed pipe (robust-mix ... |& head -1)
+            _drop(sys.stderr)
         return EXIT_BROKEN_PIPE
     finally:
         _RESUME.clear()
@@ -352,7 +358,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # a folder where a file goes, a full disk: after the work, whose state is kept
-        if isinstance(err, BrokenPipeError) and _stdout_closed():
+        if isinstance(err, BrokenPipeError) and _reader_gone(sys.stdout):
             raise  # the reader of the output has gone: main() ends quietly
         print(f"error: {err}" + (f"; {resume.format(**vars(args))}" if resume else ""), file=sys.stderr)
         return EXIT_FILE_ERROR
