@@ -151,7 +151,7 @@ def normalise(line: str) -> list[list[str]]:
     line = re.sub(r"\.venv/bin/robust-mix\b", "robust-mix", line)
     line = re.sub(r"(?<!\S)\[((?:--|[A-Z])[^\[\]]*)\](?!\S)", r"\1", line)  # [--benchmark REPORT.json], [PATTERN]
     vectors = []
-    for part in re.split(r"\s*(?:;|&&|\|\|)\s*", line):
+    for part in re.split(r"\s*(?:;|&&|\|\||(?<=\s)\|&?(?=\s))\s*", line):  # ... | head -1: a pipe between commands
         try:
             words = shlex.split(part)
         except ValueError:

@@ -5,16 +5,20 @@ in subcommands registered with :func:`command` and listed in :data:`COMMAND_MODU
 
 Exit codes: 0 done, 1 a file could not be written or read (one ``error:`` line, and how to resume),
 2 bad input (one ``error:`` line naming the value), 3 a refused submission, 130 interrupted (Ctrl-C; one line
-says how to resume).
+says how to resume), 141 (128 + SIGPIPE, as a shell reports a command killed by it) when whatever read the standard
+output stopped reading (``robust-mix list | head -1``): no traceback, and the resume line of a command that has one.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import shlex
 import json
 import logging
 import os
+import select
+import signal
 import sys
 from typing import Any, Callable, Optional, Sequence, TextIO
 
@@ -28,6 +32,8 @@ logger = logging.getLogger("robust_mix.cli")
 
 Command = Callable[[argparse.Namespace], int]
 EXIT_FILE_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+#: The reader of the standard output went away: the status a shell gives a command that SIGPIPE ended.
+EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
 
 #: The help text of every command's NAME argument (resolved by robust_mix.loading.parse_model_name).
 NAME_HELP = ("registry name or alias (robust-mix list), hf-hub:org/name, local-dir:PATH (a saved folder), "
@@ -249,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="robust-mix", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {robust_mix.__version__}",
+                        help="print the installed robust_mix version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, _, help_text, _resume) in _COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -262,8 +270,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone(stream: Optional[TextIO]) -> bool:
+    """Whether the reader of ``stream`` (the standard output or error) has gone, as when the pipe to ``head`` closed:
+    its buffered text cannot be written, or the operating system reports its far end shut. A ``BrokenPipeError``
+    from anywhere else (a socket, a worker's pipe) is not one."""
+    if stream is None:
+        return False
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or a stream without a descriptor
+        return False
+
+
+def _drop(stream: Optional[TextIO]) -> None:
+    """Point ``stream``'s descriptor at the null device, so that the interpreter's last flush of the text still
+    buffered for a reader that has gone does not print ``Exception ignored ... BrokenPipeError`` and exit with 120."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor: nothing is flushed at exit
+        return
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``robust-mix`` console script."""
+    """Entry point of the ``robust-mix`` console script.
+
+    Returns the exit code (see the module's docstring); the standard output is flushed before it returns, so a
+    reader that stopped reading early ends the command with :data:`EXIT_BROKEN_PIPE`, not a traceback.
+    """
+    try:
+        code = _main(argv)
+        if sys.stdout is not None:  # None when the command was started with its output closed (>&-)
+            sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not _reader_gone(sys.stdout):
+            raise
+        _drop(sys.stdout)
+        if _RESUME and not _reader_gone(sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                print(f"output closed: {_RESUME[-1]()}", file=sys.stderr, flush=True)
+        if _reader_gone(sys.stderr):  # the same closed pipe (robust-mix ... |& head -1)
+            _drop(sys.stderr)
+        return EXIT_BROKEN_PIPE
+    finally:
+        _RESUME.clear()
+
+
+# The running command's resume line, for main() to print when its output closes (set once the arguments parse).
+_RESUME: list[Callable[[], str]] = []
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -273,6 +343,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _, run, _, resume = _COMMANDS[args.command]
+    if resume:
+        _RESUME.append(lambda: resume.format(**vars(args)))
     try:
         if args.command in _COMPUTING:
             threads.apply_thread_policy(args.threads)
@@ -287,6 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # a folder where a file goes, a full disk: after the work, whose state is kept
+        if isinstance(err, BrokenPipeError) and _reader_gone(sys.stdout):
+            raise  # the reader of the output has gone: main() ends quietly
         print(f"error: {err}" + (f"; {resume.format(**vars(args))}" if resume else ""), file=sys.stderr)
         return EXIT_FILE_ERROR
     finally:
