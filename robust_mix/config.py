@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from robust_mix.io import atomic_write_text
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_bool, check_alpha,
                                  check_alpha_range, check_choice, check_fields, check_ln_k, check_real,
                                  check_threat_model, positive_float, positive_int)
 
@@ -195,12 +195,17 @@ class NutsConfig:
 
 @dataclass
 class ReportedResult:
-    """A leaderboard number as its authors reported it (fractions are percentages here, as on RobustBench)."""
+    """A leaderboard number as its authors reported it (fractions are percentages here, as on RobustBench).
+
+    ``additional_data``: the model was trained on data beyond its data set's training split (RobustBench's field of
+    that name; a base pre-trained on ImageNet-21k counts), as the leaderboard lists it; submissions state it.
+    """
 
     clean_acc: float
     autoattack_acc: float
     n_examples: int
     source: str = ""
+    additional_data: bool = False
 
     def __post_init__(self) -> None:
         check_reported(self)
@@ -444,6 +449,7 @@ def check_reported(reported: "ReportedResult", name: str = "reported") -> None:
         robust_mix.validate.InvalidInputError: naming the field, with the numbers to write instead.
     """
     positive_int(f"{name}.n_examples", reported.n_examples)
+    check_bool(f"{name}.additional_data", reported.additional_data)
     clean = _percentage(f"{name}.clean_acc", reported.clean_acc)
     robust = _percentage(f"{name}.autoattack_acc", reported.autoattack_acc)
     if robust > clean:

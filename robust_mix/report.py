@@ -115,6 +115,7 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     whole test set when the run measured it, as RobustBench's is), else on the attacked examples.
     ``reported`` is the entry's reported AutoAttack accuracy when the run is in the setting it was reported for
     (:func:`reported_for`), else this run's robust accuracy.
+    ``additional_data`` is the entry's (``config.reported.additional_data``, as the leaderboard lists it), else false.
     ``overrides`` replace any field (e.g. ``additional_data=True``, ``footnote="..."``). Every text field is one
     line (runs of white space, line breaks included, become one space).
     """
@@ -136,7 +137,8 @@ def model_info(result: BenchmarkResult, config: Optional[ModelConfig] = None,
     if reasons:
         notes.append(f"PARTIAL EVALUATION, not comparable with the leaderboard: {'; '.join(reasons)}.")
     info = {
-        "link": paper["link"], "name": paper["name"], "authors": paper["authors"], "additional_data": False,
+        "link": paper["link"], "name": paper["name"], "authors": paper["authors"],
+        "additional_data": bool(config is not None and config.reported is not None and config.reported.additional_data),
         "number_forward_passes": result.number_forward_passes,
         "dataset": canonical_dataset(result.dataset), "venue": paper["venue"],
         "architecture": _architecture(config), "eps": format_eps(result.eps, result.threat_model),

@@ -387,6 +387,7 @@ def test_the_authors_numbers_in_the_registry_and_cards_are_the_shipped_robustben
         assert (config.reported.clean_acc, config.reported.autoattack_acc) == (
             published.clean_acc, published.autoattack_acc), f"{name}'s reported numbers are not RobustBench's {alias}"
         assert abs(config.eps - published.eps_value) < 1e-3, name
+        assert config.reported.additional_data == published.additional_data, f"{name}: additional data"
         card = ROOT / "model_cards" / f"{name}.md"
         assert (f"{published.clean_acc:.2f} % clean and {published.autoattack_acc:.2f} % AutoAttack accuracy on "
                 f"{config.reported.n_examples} examples") in card.read_text(), card.name

@@ -66,6 +66,19 @@ def test_model_info_matches_robustbench_schema(result):
         model_info(result, tiny_config(), clean=1)
 
 
+def test_model_info_states_the_entry_s_additional_data(result):
+    """A submission says whether the model used data beyond the training split as the entry records it: the paper
+    entries' standard bases were pre-trained on ImageNet-21k (RobustBench lists additional data; it said false)."""
+    assert model_info(result, tiny_config())["additional_data"] is False
+    paper = robust_mix.get_model_config("cifar100-adasmooth")
+    assert paper.reported.additional_data is True
+    assert model_info(result, paper)["additional_data"] is True
+    assert model_info(result, paper, additional_data=False)["additional_data"] is False
+    with pytest.raises(InvalidInputError, match="additional_data"):
+        robust_mix.config.ModelConfig.from_dict({**paper.to_dict(), "reported": {
+            **paper.to_dict()["reported"], "additional_data": "yes"}})
+
+
 def test_write_report_and_markdown(result, tmp_path):
     paths = write_report(tmp_path, result, tiny_config())
     assert BenchmarkResult.from_json(paths["report"]) == result

@@ -77,9 +77,10 @@ def _robustbench(dataset: str, name: str, weights: WeightsConfig) -> BackboneCon
 
 
 def _result(clean: float, autoattack: float, dataset: str, eps: str, n: int) -> ReportedResult:
+    # every paper entry's standard base was pre-trained on ImageNet-21k/22k: RobustBench lists additional data
     return ReportedResult(clean_acc=clean, autoattack_acc=autoattack, n_examples=n,
                           source=f"RobustBench leaderboard, {dataset}, Linf eps={eps}, standard "
-                                 f"AutoAttack, first {n:,} test images")
+                                 f"AutoAttack, first {n:,} test images", additional_data=True)
 
 
 def _aliases(dataset: str, rb_id: str) -> list[str]:
