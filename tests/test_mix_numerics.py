@@ -1,0 +1,239 @@
+"""The mixed models' numbers against PAPER.md's formulas, re-derived here in float64 (NumPy, not torch).
+
+Inputs are chosen to be hard: base models confident up to |logit| ~ 1e4, ratios within float32's rounding of a
+range end of 0 or 1, equal logits, one example against a batch; gradients are taken through the wrappers the
+attacks query (:class:`robust_mix.attacks.StageRunner`'s).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robust_mix import MixedClassifier, PolicyConfig, build_adaptive_policy
+from robust_mix.attacks import StageRunner
+from robust_mix.certify import smoothing_radius
+from robust_mix.config import NutsConfig
+from robust_mix.losses import adaptive_attack_loss
+from robust_mix.mixing import mix_log_probs
+from robust_mix.nuts import NonlinearLogitMap, build_output_maps, standardize_topk
+from robust_mix.protocol import resolve_attack
+from conftest import make_tiny
+
+
+# -- the spec's formulas in float64 ------------------------------------------------------------
+def ref_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def ref_mix(lp_g: np.ndarray, lp_h: np.ndarray, log_rest: np.ndarray, log_a: np.ndarray) -> np.ndarray:
+    """``log((1 - a) * p_g + a * p_h)`` from log-probabilities and the logs of both weights (no underflow)."""
+    return np.logaddexp(log_rest[:, None] + lp_g, log_a[:, None] + lp_h)
+
+
+def ref_ratio_logs(gamma: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(log(1 - a), log(a))`` for ``a = lo + (hi - lo) * sigmoid(gamma)``, written with ``1 - a = (1 - hi) +
+    (hi - lo) * sigmoid(-gamma)`` so that neither log is lost to rounding."""
+    s_up = np.exp(-np.logaddexp(0.0, -gamma))    # sigmoid(gamma)
+    s_down = np.exp(-np.logaddexp(0.0, gamma))   # sigmoid(-gamma)
+    with np.errstate(divide="ignore"):
+        return np.log((1 - hi) + (hi - lo) * s_down), np.log(lo + (hi - lo) * s_up)
+
+
+def ref_nuts_robust(z: np.ndarray, s: float, p: float, c: float, k: int) -> np.ndarray:
+    from scipy.special import erf
+
+    top = -np.sort(-z, axis=1)[:, :min(k, z.shape[1])]
+    ln = (z - top.mean(axis=1, keepdims=True)) / np.sqrt(top.var(axis=1, ddof=1, keepdims=True) + 1e-8)
+    x = ln + c
+    u = x * 0.5 * (1 + erf(x / math.sqrt(2)))
+    return ref_log_softmax(s * np.sign(u) * np.abs(u) ** p)
+
+
+def confident(seed: int, largest: float = 1e4, images: torch.Tensor | None = None) -> torch.nn.Module:
+    """A tiny CNN whose logits on ``images`` reach ``largest`` in magnitude (its head scaled up)."""
+    model = make_tiny(seed)
+    images = probe_images() if images is None else images
+    with torch.no_grad():
+        size = model(images).abs().max()
+        model.head.weight.mul_(largest / size)
+        model.head.bias.mul_(largest / size)
+    return model
+
+
+def probe_images(n: int = 6) -> torch.Tensor:
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def adaptive(alpha_range: tuple[float, float], gamma_bias: float, largest: float = 1e4) -> MixedClassifier:
+    model = MixedClassifier(confident(0, largest), confident(1, largest), alpha=0.5, std_scale=2.0, rob_scale=0.3)
+    config = PolicyConfig(standard_layers=["stage1", "stage2"], robust_layers=["stage1", "stage2"], widths=[8, 16],
+                          blocks=1, input_shape=(1, 16, 16), gamma_scale=2.0, gamma_bias=gamma_bias,
+                          alpha_range=alpha_range)
+    model.alpha = build_adaptive_policy(model, config)
+    with torch.no_grad():  # running statistics that are not the identity
+        model.policy.bn.running_mean.fill_(0.3)
+        model.policy.bn.running_var.fill_(4.0)
+    return model.eval()
+
+
+def reference_adaptive(model: MixedClassifier, x: torch.Tensor) -> np.ndarray:
+    """The spec's adaptive mixture in float64 from the mixing network's raw output and the bases' logits."""
+    config = model.policy.config
+    with torch.no_grad():
+        feats = model.features(x, config.standard_layers, config.robust_layers)
+        raw = model.policy.network(*feats).double().numpy()
+        g, h = (t.double().numpy() for t in model.base_logits(x))
+    bn = model.policy.bn
+    gamma = ((raw - bn.running_mean.double().item()) / math.sqrt(bn.running_var.double().item() + bn.eps)
+             * config.gamma_scale + config.gamma_bias)
+    log_rest, log_a = ref_ratio_logs(gamma, *config.alpha_range)
+    return ref_mix(ref_log_softmax(model.std_scale * g), ref_log_softmax(model.rob_scale * h), log_rest, log_a)
+
+
+# -- adaptive smoothing -------------------------------------------------------------------------
+@pytest.mark.parametrize("alpha_range, gamma_bias", [
+    ((0.84, 0.99), 1.3),     # CIFAR-100 edm's constants
+    ((0.96, 1.0), 40.0),     # CIFAR-10 edm's range, ratio within 1e-17 of 1: a rounds to 1 in float32
+    ((0.0, 1.0), 40.0),      # unsqueezed range, sigmoid(gamma) = 1 in float32
+    ((0.0, 1.0), -120.0),    # sigmoid(gamma) = 0 in float32
+    ((0.0, 0.0), 3.0),       # a range of one ratio, 0
+    ((1.0, 1.0), 3.0),       # ... and 1
+    ((0.9, 0.9), -3.0),
+])
+def test_adaptive_mixture_is_the_formula_in_float64(alpha_range, gamma_bias):
+    """a ~ 1 - 1e-19 rounded to 1: log(1 - a) was -inf, dropping the standard model's share, which is the class
+    score wherever the confident robust model puts e^-1000 on a class."""
+    model, x = adaptive(alpha_range, gamma_bias), probe_images()
+    with torch.no_grad():
+        out = model(x)
+    expected = reference_adaptive(model, x)
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.double().numpy(), expected, rtol=2e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("alpha_range, gamma_bias", [((0.96, 1.0), 40.0), ((0.0, 1.0), 40.0), ((0.0, 1.0), -120.0),
+                                                     ((0.9, 1.0), 16.0), ((0.84, 0.99), 1.3)])
+def test_attack_gradients_are_finite_and_nonzero_when_the_ratio_saturates(alpha_range, gamma_bias):
+    """With a ratio rounded to exactly 1 (or 0) the input gradient was NaN (0 * inf in log1p(-a)'s derivative):
+    APGD stepped along sign(NaN), and training the mixing network on such a batch made its weights NaN."""
+    model, x = adaptive(alpha_range, gamma_bias), probe_images()
+    y = torch.arange(len(x)) % 10
+    runner = StageRunner(model, resolve_attack("standard", adaptive=True), norm="Linf", eps=8 / 255, device="cpu")
+    for wrapper, loss in ((runner.guard, lambda out: F.cross_entropy(out, y)),
+                          (runner.recorder, lambda out: adaptive_attack_loss(runner.recorder.last, y,
+                                                                             weight=0.3).sum())):
+        xs = x.clone().requires_grad_(True)
+        loss(wrapper(xs)).backward()
+        assert torch.isfinite(xs.grad).all(), f"{type(wrapper).__name__}: NaN input gradient"
+        assert (xs.grad.flatten(1).abs().sum(dim=1) > 0).all(), f"{type(wrapper).__name__}: a zero input gradient"
+
+
+def test_training_the_mixing_network_on_a_saturated_batch_gives_finite_gradients():
+    model = adaptive((0.0, 1.0), 0.0).train()
+    with torch.no_grad():
+        model.policy.config.gamma_bias = 60.0  # every ratio rounds to 1 in float32
+    x, y = probe_images(), torch.arange(6) % 10
+    out = model.forward_all(x)
+    F.nll_loss(out.log_probs, y).backward()
+    grads = [p.grad for p in model.policy.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 1e-30, 1 - 1e-7, 0.5])
+def test_mix_log_probs_has_finite_gradients_for_ratios_at_the_ends(alpha):
+    g = torch.tensor([[3.0, 0.0, -2.0]], requires_grad=True)
+    h = torch.tensor([[0.0, 2.0, -1.0]], requires_grad=True)
+    a = torch.tensor([alpha], requires_grad=True)
+    out = mix_log_probs(g, h, a)
+    out[0, 0].backward()
+    for t in (g, h, a):
+        assert torch.isfinite(t.grad).all()
+    with np.errstate(divide="ignore"):
+        expected = ref_mix(ref_log_softmax(g.detach().double().numpy()), ref_log_softmax(h.detach().double().numpy()),
+                           np.log1p(-np.array([np.float32(alpha)], dtype=np.float64)),
+                           np.log(np.array([np.float32(alpha)], dtype=np.float64)))
+    np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-9), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_other_dtypes_mix_their_own_logits_by_the_formula(dtype, rtol):
+    """A model moved to another dtype mixes the logits its bases give in that dtype as the formula says (the ratio
+    in at least float32), and takes only images of its dtype."""
+    model = adaptive((0.96, 1.0), 40.0, largest=1e3).to(dtype)
+    x = probe_images().to(dtype)
+    with torch.no_grad():
+        out = model(x)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    np.testing.assert_allclose(out.double().numpy(), reference_adaptive(model, x), rtol=rtol, atol=rtol)
+    if dtype != torch.float32:
+        with pytest.raises(TypeError, match=f"convert them with images.to\\({dtype}\\)"):
+            model(probe_images())
+
+
+def test_results_do_not_depend_on_the_batch_in_eval_mode():
+    model, x = adaptive((0.84, 0.99), 1.3), probe_images(7)
+    with torch.no_grad():
+        full = model.forward_all(x)
+        alone = [model.forward_all(x[i:i + 1]) for i in range(len(x))]
+    torch.testing.assert_close(torch.cat([o.log_probs for o in alone]), full.log_probs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([o.alpha for o in alone]), full.alpha)
+
+
+# -- fixed ratios and temperatures --------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [0.9987500602493457, 0.98603, 0.5, 1e-6, 0.0, 1.0])
+def test_a_fixed_ratio_is_not_rounded_to_float32_before_its_logs(alpha):
+    """MixedNUTS' a = 0.99875006 became float32's 0.99875003, moving log(1 - a) (the whole score of a class the
+    robust model rules out) by 2.4e-5."""
+    x = probe_images()
+    model = MixedClassifier(confident(0), confident(1), alpha=alpha, std_scale=1.2, rob_scale=0.3)
+    with torch.no_grad():
+        out = model(x).double().numpy()
+        g, h = (t.double().numpy() for t in model.base_logits(x))
+    n = len(x)
+    with np.errstate(divide="ignore"):
+        expected = ref_mix(ref_log_softmax(1.2 * g), ref_log_softmax(0.3 * h), np.full(n, np.log1p(-alpha)),
+                           np.full(n, np.log(alpha)))
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+# -- MixedNUTS --------------------------------------------------------------------------------------
+NUTS = [(5.0, 4.0, -1.1), (0.6115753843212784, 3.571428571428571, -2.142857142857143), (0.02354, 2.7143, -0.2857)]
+
+
+def nuts(alpha: float = 0.9987500602493457, spc=NUTS[0], largest: float = 1e4) -> MixedClassifier:
+    s, p, c = spc
+    maps = build_output_maps(NutsConfig(scale=s, power=p, bias=c, ln_k=250))
+    return MixedClassifier(confident(0, largest), confident(1, largest), alpha=alpha, standard_map=maps[0],
+                           robust_map=maps[1]).eval()
+
+
+@pytest.mark.parametrize("alpha", [0.9987500602493457, 0.0, 1.0])
+@pytest.mark.parametrize("spc", NUTS)
+def test_mixednuts_is_the_formula_in_float64(spc, alpha):
+    model, x = nuts(alpha, spc=spc), probe_images()
+    with torch.no_grad():
+        out = model(x).double().numpy()
+        g, h = (t.double().numpy() for t in model.base_logits(x))
+    with np.errstate(divide="ignore"):
+        onehot = np.log(np.eye(g.shape[1])[g.argmax(axis=1)])
+        expected = ref_mix(onehot, ref_nuts_robust(h, *spc, 250), np.full(len(x), np.log1p(-alpha)),
+                           np.full(len(x), np.log(alpha)))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spc", NUTS)
+def test_mixednuts_attack_gradients_are_finite_and_nonzero_for_confident_models(spc):
+    model, x = nuts(spc=spc), probe_images()
+    y = torch.arange(len(x)) % 10
+    runner = StageRunner(model, resolve_attack("standard"), norm="Linf", eps=8 / 255, device="cpu")
+    xs = x.clone().requires_grad_(True)
+    F.cross_entropy(runner.guard(xs), y).backward()
+    assert torch.isfinite(xs.grad).all()
+    assert (xs.grad.flatten(1).abs().sum(dim=1) > 0).all()
+
+
