@@ -237,3 +237,37 @@ def test_mixednuts_attack_gradients_are_finite_and_nonzero_for_confident_models(
     assert (xs.grad.flatten(1).abs().sum(dim=1) > 0).all()
 
 
+@pytest.mark.parametrize("value", [1e4, 1e20, 1e30, -3e38])
+def test_equal_logits_of_any_size_standardise_to_zero(value):
+    """A row of equal logits from 1e20 on gave NaN: the variance floor 1e-8 / size^2 underflowed to 0 in float32,
+    and (z - mean) / sqrt(var + floor) was 0 / 0."""
+    z = torch.full((2, 5), value)
+    torch.testing.assert_close(standardize_topk(z, 250), torch.zeros(2, 5))
+    assert torch.isfinite(NonlinearLogitMap(5.0, 4.0, -1.1)(z)).all()
+
+
+def test_huge_logits_outside_the_top_k_stay_finite_and_ordered():
+    """The top-k are equal, the rest lower: the formula's (z - mean) / sqrt(0 + 1e-8) is huge, not -inf."""
+    z = torch.cat([torch.full((1, 250), 1e20), torch.full((1, 50), -1e20)], dim=1)
+    out = standardize_topk(z, 250)
+    assert torch.isfinite(out).all()
+    expected = (-2e20) / math.sqrt(1e-8)
+    torch.testing.assert_close(out[0, 250:].double(), torch.full((50,), expected, dtype=torch.float64), rtol=1e-5,
+                               atol=0)
+    assert (out[0, :250] == 0).all()
+
+
+@pytest.mark.parametrize("power", [0.5, 0.9, 2.7])
+def test_nuts_map_gradients_are_finite_where_gelu_underflows(power):
+    """GELU of a very low standardised logit is 0 in float32, and |u|^p with p < 1 differentiates to inf there:
+    0 * inf gave NaN gradients."""
+    z = torch.randn(2, 300, generator=torch.Generator().manual_seed(0)) * 3
+    z[:, :20] = -1000.0
+    z.requires_grad_(True)
+    out = NonlinearLogitMap(0.05, power, -0.3, 250)(z)
+    out[:, 0].sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    expected = ref_nuts_robust(z.detach().double().numpy(), 0.05, power, -0.3, 250)
+    np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
