@@ -169,7 +169,9 @@ def _check_probabilities(name: str, values: torch.Tensor) -> None:
 
 
 def _normal_icdf(p: torch.Tensor) -> torch.Tensor:
-    return math.sqrt(2.0) * torch.erfinv(2 * p - 1)
+    """``Phi^-1(p)``, accurate in both tails (``sqrt(2) * erfinv(2p - 1)`` rounded ``2p - 1`` to -1 below
+    ``p`` ~ 1e-17: an infinite radius)."""
+    return torch.special.ndtri(p)
 
 
 def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
@@ -198,7 +200,7 @@ def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
     _check_probabilities("p_runner_up_upper", p_b)
     a = _as_batch(alpha, len(p_a), p_a, "alpha")
     _check_alpha_values(a)
-    top, runner_up = a * p_a, a * p_b + 1 - a
+    top, runner_up = a * p_a, a * p_b + (1 - a)  # (a * p_b + 1) - a lost a tiny p_b to rounding
     certified = top > runner_up
     radius = sigma / 2 * (_normal_icdf(top) - _normal_icdf(runner_up.clamp(max=1.0)))
     return torch.where(certified, radius, torch.zeros_like(radius))

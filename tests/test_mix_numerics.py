@@ -271,3 +271,13 @@ def test_nuts_map_gradients_are_finite_where_gelu_underflows(power):
     np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+# -- certificates -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("p_runner_up", [1e-20, 1e-12, 1e-300])
+def test_smoothing_radius_with_a_tiny_runner_up_bound_is_finite(p_runner_up):
+    """Phi^-1 was sqrt(2) * erfinv(2p - 1), and 2p - 1 rounds to -1 for p below 1e-17: an infinite radius."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    radius = smoothing_radius(torch.tensor([0.9], dtype=torch.float64), 1.0, 0.5,
+                              torch.tensor([p_runner_up], dtype=torch.float64))
+    expected = 0.25 * (scipy_stats.norm.ppf(0.9) - scipy_stats.norm.ppf(p_runner_up))
+    assert math.isfinite(radius.item())
+    assert radius.item() == pytest.approx(expected, rel=1e-12)
