@@ -40,8 +40,10 @@ def standardize_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
     top = z if k >= z.shape[1] else z.topk(k, dim=1).values
     mean = top.mean(dim=1, keepdim=True)
     var = top.var(dim=1, keepdim=True)
-    # (z - mean) / sqrt(var + 1e-8) of the unscaled row, written for the scaled one
-    return (z - mean) / torch.hypot(var.sqrt(), 1e-4 / size)
+    # (z - mean) / sqrt(var + 1e-8) of the unscaled row, written for the scaled one; sqrt(var) is taken only where
+    # var > 0 (its derivative is inf at 0, and 0 * inf a NaN gradient for a row of equal logits)
+    spread = torch.where(var > 0, torch.where(var > 0, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+    return (z - mean) / torch.hypot(spread, 1e-4 / size)
 
 
 class NonlinearLogitMap(nn.Module):

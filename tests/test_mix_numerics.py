@@ -19,7 +19,7 @@ from robust_mix.certify import smoothing_radius
 from robust_mix.config import NutsConfig
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import mix_log_probs
-from robust_mix.nuts import NonlinearLogitMap, build_output_maps, standardize_topk
+from robust_mix.nuts import HardMaxMap, NonlinearLogitMap, build_output_maps, standardize_topk
 from robust_mix.protocol import resolve_attack
 from conftest import make_tiny
 
@@ -244,6 +244,16 @@ def test_equal_logits_of_any_size_standardise_to_zero(value):
     z = torch.full((2, 5), value)
     torch.testing.assert_close(standardize_topk(z, 250), torch.zeros(2, 5))
     assert torch.isfinite(NonlinearLogitMap(5.0, 4.0, -1.1)(z)).all()
+
+
+@pytest.mark.parametrize("value", [0.0, 3.0, 1e20])
+@pytest.mark.parametrize("make", [lambda: NonlinearLogitMap(5.0, 4.0, -1.1), lambda: HardMaxMap()])
+def test_equal_logits_give_finite_map_gradients(value, make):
+    """The gradient the attacks take through both MixedNUTS maps at a row of equal logits (the variance is 0)."""
+    z = torch.full((2, 5), value, requires_grad=True)
+    out = make()(z)
+    out[:, 1].sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(z.grad).all()
 
 
 def test_huge_logits_outside_the_top_k_stay_finite_and_ordered():
