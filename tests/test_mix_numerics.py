@@ -291,3 +291,27 @@ def test_smoothing_radius_with_a_tiny_runner_up_bound_is_finite(p_runner_up):
     expected = 0.25 * (scipy_stats.norm.ppf(0.9) - scipy_stats.norm.ppf(p_runner_up))
     assert math.isfinite(radius.item())
     assert radius.item() == pytest.approx(expected, rel=1e-12)
+
+
+def _constant_logits(bias: list[float]) -> torch.nn.Module:
+    layer = torch.nn.Linear(256, len(bias))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(torch.tensor(bias))
+    return torch.nn.Sequential(torch.nn.Flatten(), layer).eval()
+
+
+def test_lipschitz_certificates_take_the_margin_in_float64():
+    """softmax in float32 rounded p = 1 - 4e-9 up to 1 for logits 20 apart: a margin (and radius) overstated."""
+    from robust_mix.certification import certify_model
+    from robust_mix.certify import certify_lipschitz
+
+    model = MixedClassifier(_constant_logits([0.0, 5.0]), _constant_logits([20.0, 0.0]), alpha=0.9)
+    x = probe_images(2)
+    mu = math.tanh(10.0)  # p_0 - p_1 of softmax([20, 0])
+    certificate = certify_lipschitz(model, x, alpha=0.9, lipschitz=1.0)
+    expected = (0.9 * mu + 0.9 - 1) / (2 * 0.9 * 1.0)
+    np.testing.assert_allclose(certificate.radius.numpy(), expected, rtol=1e-12, atol=0)
+    report = certify_model(model, x, torch.zeros(2, dtype=torch.long), method="lipschitz", lipschitz=1.0,
+                           alphas=[0.9], progress=False).report
+    np.testing.assert_allclose(report["examples"]["robust_margin"], mu, rtol=1e-12, atol=0)
