@@ -471,7 +471,7 @@ class MixedClassifier(nn.Module, HubMixin):
         logits = self.robust(self.robust_input(x)) if robust else self.standard(self.standard_input(x))
         self._check_logits(logits, logits)
         scale = self.rob_scale if robust else self.std_scale
-        alpha = torch.full((x.shape[0],), float(robust), device=logits.device)
+        alpha = torch.full((x.shape[0],), float(robust), device=logits.device, dtype=at_least_float32(logits.dtype))
         output_map = self.robust_map if robust else self.standard_map
         log_probs = base_log_probs(logits.to(at_least_float32(logits.dtype)) * scale, output_map).to(logits.dtype)
         return MixedOutput(log_probs, alpha, None, None if robust else logits,

@@ -201,6 +201,16 @@ def test_a_fixed_ratio_is_not_rounded_to_float32_before_its_logs(alpha):
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_the_ratio_has_one_dtype_whatever_its_value(alpha, dtype):
+    """A fixed ratio of 0 or 1 (one base alone) was reported in float32 where any other was float64."""
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=alpha).to(dtype)
+    out = model.forward_all(probe_images().to(dtype))
+    assert out.alpha.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert out.log_probs.dtype == dtype
+
+
 # -- MixedNUTS --------------------------------------------------------------------------------------
 NUTS = [(5.0, 4.0, -1.1), (0.6115753843212784, 3.571428571428571, -2.142857142857143), (0.02354, 2.7143, -0.2857)]
 
