@@ -170,7 +170,7 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         if lipschitz is None:
             lipschitz = robust_probs_lipschitz(model, images.shape[1:], norm)
         check_finite_outputs(rob_logits, "the robust base", range(len(images)))
-        probs = F.softmax(rob_logits.float() * model.rob_scale, dim=1)
+        probs = F.softmax(rob_logits.double() * model.rob_scale, dim=1)  # float64, as robust_probabilities
         settings.update(norm=norm, lipschitz=lipschitz)
 
         def certify(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -169,7 +169,9 @@ def _check_probabilities(name: str, values: torch.Tensor) -> None:
 
 
 def _normal_icdf(p: torch.Tensor) -> torch.Tensor:
-    return math.sqrt(2.0) * torch.erfinv(2 * p - 1)
+    """``Phi^-1(p)``, accurate in both tails (``sqrt(2) * erfinv(2p - 1)`` rounded ``2p - 1`` to -1 below
+    ``p`` ~ 1e-17: an infinite radius)."""
+    return torch.special.ndtri(p)
 
 
 def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
@@ -198,7 +200,7 @@ def smoothing_radius(p_top_lower: torch.Tensor, alpha: AlphaLike, sigma: float,
     _check_probabilities("p_runner_up_upper", p_b)
     a = _as_batch(alpha, len(p_a), p_a, "alpha")
     _check_alpha_values(a)
-    top, runner_up = a * p_a, a * p_b + 1 - a
+    top, runner_up = a * p_a, a * p_b + (1 - a)  # (a * p_b + 1) - a lost a tiny p_b to rounding
     certified = top > runner_up
     radius = sigma / 2 * (_normal_icdf(top) - _normal_icdf(runner_up.clamp(max=1.0)))
     return torch.where(certified, radius, torch.zeros_like(radius))
@@ -635,11 +637,14 @@ def check_probability_mixing(model: MixedClassifier) -> None:
 
 
 def robust_probabilities(model: MixedClassifier, x: torch.Tensor) -> torch.Tensor:
-    """``(B, K)`` robust part ``softmax(s_h * h(x))`` of the mixture for raw images ``x``."""
+    """``(B, K)`` robust part ``softmax(s_h * h(x))`` of the mixture for raw images ``x``, in float64.
+
+    A certificate's margin is a difference of probabilities near 1: float32's rounding (``p = 1`` for logits 20
+    apart) overstated it, and with it the radius."""
     with torch.no_grad():
         logits = model.robust(model.robust_input(x))
     check_finite_outputs(logits, "the robust base", range(len(x)))
-    return F.softmax(logits.float() * model.rob_scale, dim=1)
+    return F.softmax(logits.double() * model.rob_scale, dim=1)
 
 
 @evaluates_model

@@ -44,7 +44,8 @@ _MIXING_MODES = ("prob", "logit")
 def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, alpha: torch.Tensor,
                   *, mode: MixingMode = "prob", std_scale: float = 1.0, rob_scale: float = 1.0,
                   standard_map: Optional[nn.Module] = None,
-                  robust_map: Optional[nn.Module] = None) -> torch.Tensor:
+                  robust_map: Optional[nn.Module] = None,
+                  log_weights: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """Mix two logit batches into log-probabilities.
 
     Args:
@@ -54,6 +55,9 @@ def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, al
         std_scale, rob_scale: logit temperatures, applied first.
         standard_map, robust_map: optional maps from scaled logits to log-probabilities
             (MixedNUTS); ``log_softmax`` when ``None``. Probability mixing only.
+        log_weights: ``(log(1 - a), log(a))``, each ``(B,)``, computed by the caller more exactly than from
+            ``alpha`` (:meth:`AdaptiveAlpha.log_weights`: a ratio within rounding of 0 or 1); probability mixing
+            only. ``None``: :func:`log_mix_weights` of ``alpha``.
 
     Returns:
         ``(B, K)`` log mixed probabilities, computed in float32 (float64 for float64 logits) with
@@ -65,8 +69,37 @@ def mix_log_probs(standard_logits: torch.Tensor, robust_logits: torch.Tensor, al
     a = alpha.to(dtype).reshape(-1, 1)
     if mode == "logit":
         return F.log_softmax((1 - a) * g + a * h, dim=1)
-    return torch.logaddexp(torch.log1p(-a) + base_log_probs(g, standard_map),
-                           torch.log(a) + base_log_probs(h, robust_map))
+    log_rest, log_a = log_mix_weights(a) if log_weights is None else log_weights
+    return torch.logaddexp(log_rest.to(dtype).reshape(-1, 1) + base_log_probs(g, standard_map),
+                           log_a.to(dtype).reshape(-1, 1) + base_log_probs(h, robust_map))
+
+
+def log_mix_weights(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(1 - a), log(a))`` of ratios ``a`` in ``[0, 1]``, with finite gradients at both ends.
+
+    At ``a = 1`` (``a = 0``) the first (second) is ``-inf``, as the mix's term it weighs vanishes; ``log1p(-a)`` and
+    ``log(a)`` differentiate to ``-inf`` there, and times that term's zero share of the mix the gradient of ``a``
+    (and of every input it depends on) was NaN. Here the vanished term passes no gradient to ``a``.
+    """
+    top, bottom = alpha >= 1, alpha <= 0
+    inf = torch.full_like(alpha, float("-inf"))
+    return (torch.where(top, inf, torch.log1p(-torch.where(top, torch.zeros_like(alpha), alpha))),
+            torch.where(bottom, inf, torch.log(torch.where(bottom, torch.ones_like(alpha), alpha))))
+
+
+def _log(value: float) -> float:
+    """``log(value)`` of a float in ``[0, 1]``, ``-inf`` at 0."""
+    return math.log(value) if value > 0 else float("-inf")
+
+
+def fixed_log_weights(alpha: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(1 - a), log(a))`` of a fixed ratio, computed in float64 from the float itself, as ``(B,)`` tensors of
+    ``like``'s batch, dtype and device: a ratio such as MixedNUTS' 0.99875 is not rounded to ``like``'s dtype first
+    (float32's nearest ``a`` moves ``log(1 - a)`` by 2e-5)."""
+    batch = (like.shape[0],)
+    rest = float("-inf") if alpha >= 1 else math.log1p(-alpha)
+    return (torch.full(batch, rest, dtype=like.dtype, device=like.device),
+            torch.full(batch, _log(alpha), dtype=like.dtype, device=like.device))
 
 
 def at_least_float32(*dtypes: torch.dtype) -> torch.dtype:
@@ -165,6 +198,28 @@ class AdaptiveAlpha(nn.Module):
             return alpha
         lo, hi = self.config.alpha_range
         return lo + (hi - lo) * alpha
+
+    def log_weights(self, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log(1 - a), log(a))`` of the ratio ``a`` this policy gives for ``gamma`` (:meth:`forward`'s), each
+        ``(B,)``, computed from ``gamma`` in log space.
+
+        ``a`` itself is rounded: ``sigmoid(gamma)`` is 1 in float32 from ``gamma`` ~ 17 on, so a range ending at 1
+        (``(0.96, 1.0)``) gave ``a = 1`` exactly, ``log(1 - a) = -inf`` (the standard model's share lost, however
+        confident the robust one was against a class) and NaN input gradients (``0 * inf`` where that term
+        vanished); likewise ``a = 0`` below ``gamma`` ~ -103 with a range starting at 0. Here
+        ``a = lo + (hi - lo) * s`` and ``1 - a = (1 - hi) + (hi - lo) * (1 - s)`` are summed as logs, with
+        ``log s`` and ``log(1 - s)`` from ``logsigmoid``: exact, and finite gradients everywhere.
+        """
+        up, down = F.logsigmoid(gamma), F.logsigmoid(-gamma)  # log s, log(1 - s)
+        if not self.squeezes:
+            return down, up
+        lo, hi = self.config.alpha_range
+        if hi <= lo:  # one ratio for every input
+            return fixed_log_weights(lo, gamma)
+        width = math.log(hi - lo)
+        rest = float("-inf") if hi >= 1 else math.log1p(-hi)
+        return (torch.logaddexp(torch.full_like(down, rest), down + width),
+                torch.logaddexp(torch.full_like(up, _log(lo)), up + width))
 
     @property
     def lowest_alpha(self) -> float:
@@ -399,22 +454,24 @@ class MixedClassifier(nn.Module, HubMixin):
             self._check_logits(g, h)
             alpha = torch.full((batch,), self._fixed_alpha, device=g.device, dtype=at_least_float32(g.dtype, h.dtype))
             gamma = unscaled = None
+            log_weights = fixed_log_weights(self._fixed_alpha, alpha)
         else:
             tap_s, tap_r = self._taps
             with tap_s.capture() as out_s, tap_r.capture() as out_r:
                 g, h = self.base_logits(x)
             alpha, gamma, unscaled = self.policy(tap_s.collect(out_s), tap_r.collect(out_r))
+            log_weights = self.policy.log_weights(gamma)
         self._check_logits(g, h)
         log_probs = mix_log_probs(g, h, alpha, mode=self.mixing, std_scale=self.std_scale,
                                   rob_scale=self.rob_scale, standard_map=self.standard_map,
-                                  robust_map=self.robust_map)
+                                  robust_map=self.robust_map, log_weights=log_weights)
         return MixedOutput(log_probs.to(torch.promote_types(g.dtype, h.dtype)), alpha, gamma, g, h, unscaled)
 
     def _single_model(self, x: torch.Tensor, robust: bool) -> MixedOutput:
         logits = self.robust(self.robust_input(x)) if robust else self.standard(self.standard_input(x))
         self._check_logits(logits, logits)
         scale = self.rob_scale if robust else self.std_scale
-        alpha = torch.full((x.shape[0],), float(robust), device=logits.device)
+        alpha = torch.full((x.shape[0],), float(robust), device=logits.device, dtype=at_least_float32(logits.dtype))
         output_map = self.robust_map if robust else self.standard_map
         log_probs = base_log_probs(logits.to(at_least_float32(logits.dtype)) * scale, output_map).to(logits.dtype)
         return MixedOutput(log_probs, alpha, None, None if robust else logits,

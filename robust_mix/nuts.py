@@ -27,7 +27,10 @@ def standardize_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Shapes: ``(B, K)`` -> ``(B, K)`` in at least float32; ``k >= K`` uses all classes; ``k`` must be at least 2.
     Each row is divided by its largest magnitude first, so the variance of very large logits (``1e20``) does not
-    overflow to ``inf`` (which made every class equally likely) and the result is the formula's.
+    overflow to ``inf`` (which made every class equally likely) and the result is the formula's. The scaled floor
+    ``1e-8 / size^2`` underflows to 0 in float32 from ``size`` ~ 1e19 on, so the denominator is taken as
+    ``hypot(sqrt(var), 1e-4 / size)``, the same number without the square (a row of equal logits that large was
+    ``0 / 0 = NaN``).
     """
     k = check_ln_k("ln_k", k)
     z = _working(logits)
@@ -37,8 +40,10 @@ def standardize_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
     top = z if k >= z.shape[1] else z.topk(k, dim=1).values
     mean = top.mean(dim=1, keepdim=True)
     var = top.var(dim=1, keepdim=True)
-    # (z - mean) / sqrt(var + 1e-8) of the unscaled row, written for the scaled one
-    return (z - mean) / (var + 1e-8 / size.square()).sqrt()
+    # (z - mean) / sqrt(var + 1e-8) of the unscaled row, written for the scaled one; sqrt(var) is taken only where
+    # var > 0 (its derivative is inf at 0, and 0 * inf a NaN gradient for a row of equal logits)
+    spread = torch.where(var > 0, torch.where(var > 0, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+    return (z - mean) / torch.hypot(spread, 1e-4 / size)
 
 
 class NonlinearLogitMap(nn.Module):
@@ -54,7 +59,10 @@ class NonlinearLogitMap(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` logits -> ``(B, K)`` log-probabilities (at least float32)."""
         u = F.gelu(standardize_topk(logits, self.ln_k) + self.bias)
-        return F.log_softmax(self.scale * u.sign() * u.abs().pow(self.power), dim=1)
+        # |u|^p differentiates to p |u|^(p - 1), inf at u = 0 for p < 1 (GELU of a low logit is 0 in float32), and
+        # times sign(0) = 0 that was a NaN gradient; from the smallest normal float on the value is the same
+        magnitude = u.abs().clamp_min(torch.finfo(u.dtype).tiny).pow(self.power)
+        return F.log_softmax(self.scale * u.sign() * magnitude, dim=1)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, power={self.power}, bias={self.bias}, ln_k={self.ln_k}"
