@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
                                  check_alpha_range, check_choice, check_fields, check_ln_k, check_real,
-                                 check_threat_model, positive_float, positive_int)
+                                 check_threat_model, parse_json, positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -385,7 +385,7 @@ class ModelConfig:
         """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: write it again") from err
         if isinstance(data, dict) and "format_version" in data:

@@ -53,7 +53,7 @@ from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
-                                 check_writable_dir)
+                                 check_writable_dir, parse_json)
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -246,7 +246,7 @@ def read_config(path: Union[str, Path]) -> tuple[ModelConfig, dict[str, Any]]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: save or download it again") from err
     if not isinstance(data, dict) or "format_version" not in data:
@@ -633,7 +633,7 @@ def _check_unchanged(config_path: Path, weights_path: Path, state: dict[str, tor
     Raises:
         ValueError: the contents no longer give the save id; names the files, what may have happened and what to do.
     """
-    data = json.loads(config_path.read_text())  # read_config has read it already: a JSON object
+    data = parse_json(config_path.read_text())  # read_config has read it already: a JSON object
     provenance = data.get("provenance")
     saved_id = provenance.get("save_id") if isinstance(provenance, dict) else None
     if saved_id is None:

@@ -34,7 +34,7 @@ from robust_mix.config import ModelConfig
 from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
-from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_bool, check_device
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_bool, check_device, parse_json
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
@@ -130,7 +130,7 @@ def _parse_override(item: str, text: str) -> tuple[str, Any]:
     if raw in _PYTHON_CONSTANTS:  # alpha=None as load_model(name, alpha=None) spells it, not the string 'None'
         return key, _PYTHON_CONSTANTS[raw]
     try:
-        return key, json.loads(raw)
+        return key, parse_json(raw)
     except json.JSONDecodeError:
         return key, raw
 

@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import functools
 import inspect
+import json
 import math
 import numbers
 import os
@@ -826,6 +827,61 @@ def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> P
         raise InvalidInputError(f"cannot write to the {what} {str(folder)!r}: {why}; choose another folder "
                                 "(nothing has been computed yet)") from None
     return folder
+
+
+# -- JSON text ------------------------------------------------------------------------------------------------
+class MalformedJSONError(json.JSONDecodeError):
+    """JSON text that :func:`parse_json` refuses although :func:`json.loads` might read it, or cannot read without
+    failing deep inside Python (nesting too deep, a number too long, a key given twice in one object). A
+    ``json.JSONDecodeError`` (so a ``ValueError``): every reader that handles a file that is not JSON handles
+    these the same way, naming the file and what to do. ``str()`` is the reason alone (no line and column)."""
+
+    def __init__(self, msg: str, doc: str, pos: int = 0) -> None:
+        super().__init__(msg, doc, pos)
+        self.args = (msg,)
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+class _DuplicateKey(Exception):
+    """Raised inside :func:`parse_json`'s object hook; never leaves it."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
+def parse_json(text: Union[str, bytes]) -> Any:
+    """JSON text as Python values: the one reader of every JSON file robust_mix reads (configs, reports, state
+    files, a saved model's ``config.json``), which may come from someone else, truncated or edited.
+
+    Besides what :func:`json.loads` refuses, an object holding one key twice is refused (``json.loads`` keeps the
+    last value silently, so an edited file could say two things); and text nested too deeply or holding an integer
+    too long for Python to read is refused as not valid JSON, where ``json.loads`` fails with a ``RecursionError``
+    or an unrelated ``ValueError``.
+
+    Raises:
+        json.JSONDecodeError: the text is not JSON that robust_mix reads (a :class:`MalformedJSONError` for the
+            cases above); callers name the file and say what to do.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError:
+        raise
+    except _DuplicateKey as dup:
+        raise MalformedJSONError(f"the key {str(dup.args[0])!r} appears twice in one object, so the file says two "
+                                 "things (edited by hand?)", "") from None
+    except RecursionError:
+        raise MalformedJSONError("nested too deeply to read (lists or objects inside one another thousands of "
+                                 "levels deep: no file robust_mix writes)", "") from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise MalformedJSONError(f"a number too long to read ({str(err).split(';')[0]})", "") from None
 
 
 # -- dataclass configs --------------------------------------------------------------------------------------

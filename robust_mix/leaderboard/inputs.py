@@ -29,6 +29,7 @@ from robust_mix.version import __version__
 from robust_mix.formatting import format_eps, partial_reasons
 from robust_mix.protocol import canonical_dataset, required_examples, same_eps
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
+from robust_mix.validate import MalformedJSONError, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ def read_report(text: str) -> BenchmarkResult:
     Raises:
         ValueError: not a benchmark report of this format, or its numbers disagree (see :func:`check_report`).
     """
-    data = json.loads(text)
+    data = parse_json(text)
     if not isinstance(data, dict):
         raise ValueError(f"not a benchmark report: expected a JSON object, got {type(data).__name__}")
     try:
@@ -312,7 +313,7 @@ def _model_info(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     if path.name != REPORT_FILE or not info_path.is_file():
         return None, None
     try:
-        info = json.loads(info_path.read_text())
+        info = parse_json(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return None, f"{info_path.name} beside the report is not valid JSON ({err})"
     if not isinstance(info, dict):
@@ -452,6 +453,8 @@ def _json_error(path: Path, text: str, err: json.JSONDecodeError) -> str:
         return f"not a JSON file: expected {', '.join(INPUT_FILES)} (or another .json report)"
     if not text.strip():
         return "an empty file: rerun the command that writes it"
+    if isinstance(err, MalformedJSONError):
+        return f"not JSON robust_mix reads ({err}): rerun the command that writes it"
     if text.lstrip().startswith(("{", "[")) and not text.rstrip().endswith(("}", "]")):
         return (f"truncated JSON (it stops after {len(text)} characters, before its closing brace): the write "
                 "was cut short; rerun the command that writes it")
@@ -470,7 +473,7 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
             inputs.rejected.append(Rejected(path, f"cannot be read as text ({err})"))
             continue
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as err:
             inputs.rejected.append(Rejected(path, _json_error(path, text, err)))
             continue

@@ -1,0 +1,86 @@
+"""Files robust_mix reads that someone else may have written (a report, a sweep, a config, a run folder's results):
+each reader refuses a file it cannot trust with a clear error naming the file and what to do, never a traceback
+from deep inside ``json`` (``RecursionError``, a ``ValueError`` about integer digits) and never a value read
+silently from a file that says two things."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robust_mix.config import ModelConfig
+from robust_mix.leaderboard.inputs import collect
+from robust_mix.loading import parse_model_name
+from robust_mix.reference import Reference
+from robust_mix.results import BenchmarkResult
+from robust_mix.sweep import read_sweep
+from robust_mix.train.config import Schedule, load_recipe
+from robust_mix.train.run_dir import RunDir, RunFileError
+from robust_mix.validate import MalformedJSONError, parse_json
+
+#: JSON text json.loads fails on deep inside Python, or reads silently one way of two.
+MALFORMED = {
+    "nested": "[" * 100_000,
+    "nested objects": '{"a": ' * 50_000 + "1" + "}" * 50_000,
+    "long integer": '{"n_examples": ' + "7" * 5000 + "}",
+    "key twice": '{"name": "one", "name": "two"}',
+}
+#: What each kind of text is said to be.
+REASON = {"nested": "nested too deeply", "nested objects": "nested too deeply", "long integer": "number too long",
+          "key twice": "key 'name' appears twice"}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_parse_json_refuses_what_json_loads_fails_on_or_reads_one_way_of_two(kind):
+    with pytest.raises(MalformedJSONError, match=REASON[kind]) as caught:
+        parse_json(MALFORMED[kind])
+    assert isinstance(caught.value, json.JSONDecodeError) and isinstance(caught.value, ValueError)
+    assert parse_json('{"a": [1, {"b": 2.5}], "c": null}') == {"a": [1, {"b": 2.5}], "c": None}
+
+
+READERS = {
+    "model config": ModelConfig.load,
+    "benchmark report": BenchmarkResult.from_json,
+    "sweep": read_sweep,
+    "reference": Reference.load,
+    "recipe": lambda path: load_recipe(Schedule, path),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_every_json_file_reader_names_the_file_it_cannot_trust(tmp_path, reader, kind):
+    path = tmp_path / "given.json"
+    path.write_text(MALFORMED[kind])
+    with pytest.raises(ValueError, match=rf"given\.json is not valid JSON \(.*{REASON[kind]}.*\).*; "):
+        READERS[reader](path)
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_the_leaderboard_lists_such_a_file_as_rejected_and_reads_the_others(tmp_path, kind):
+    (tmp_path / "report.json").write_text(MALFORMED[kind])
+    inputs = collect([tmp_path])
+    assert [r.path.name for r in inputs.rejected] == ["report.json"]
+    assert REASON[kind] in inputs.rejected[0].reason
+
+
+def test_an_override_value_json_cannot_read_is_kept_as_text():
+    """``name,key=value`` reads the value as JSON when it parses: one nested too deeply is text, not a crash."""
+    assert parse_model_name("fmnist-robust,alpha=" + "[" * 100_000).overrides == {"alpha": "[" * 100_000}
+
+
+@pytest.mark.parametrize("text, why", [("{\"alpha\": 0.5", "not valid JSON"), ("[0.5]", "not the object"),
+                                       ('{"alpha": 1, "alpha": 2}', "appears twice")])
+def test_a_damaged_result_file_of_a_finished_run_is_named_with_what_to_do(tmp_path, text, why):
+    """A finished calibration started again reads its result file back (nuts.json, policy.json): a damaged one
+    was a bare JSONDecodeError traceback, or returned as the result."""
+    run = RunDir(tmp_path / "run", Schedule(epochs=1, batch_size=4))
+    try:
+        (run.path / "nuts.json").write_text(text)
+        with pytest.raises(RunFileError, match=rf"nuts\.json .*{why}.*move it away and rerun"):
+            run.read_json("nuts.json")
+        (run.path / "nuts.json").write_text('{"alpha": 0.5}')
+        assert run.read_json("nuts.json") == {"alpha": 0.5}
+    finally:
+        run.close()
+
