@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
 
-from robust_mix.config import ModelConfig
+from robust_mix.config import ModelConfig, WeightsConfig
+from robust_mix.convert import load_weights
 from robust_mix.leaderboard.inputs import collect
 from robust_mix.loading import parse_model_name
 from robust_mix.reference import Reference
@@ -84,3 +88,35 @@ def test_a_damaged_result_file_of_a_finished_run_is_named_with_what_to_do(tmp_pa
     finally:
         run.close()
 
+
+# -- tensors of another kind ------------------------------------------------------------------------------------
+def _linear_bn_state(**replaced):
+    state = {"0.weight": torch.full((2, 3), 0.25), "0.bias": torch.zeros(2), "1.weight": torch.ones(2),
+             "1.bias": torch.zeros(2), "1.running_mean": torch.zeros(2), "1.running_var": torch.ones(2),
+             "1.num_batches_tracked": torch.tensor(3)}
+    return {**state, **replaced}
+
+
+@pytest.mark.parametrize("fmt", [None, "robustbench"])
+@pytest.mark.parametrize("key, value, kinds", [
+    ("0.weight", torch.ones(2, 3, dtype=torch.int64), r"0\.weight \(int64, the model's is float32\)"),
+    ("0.weight", torch.ones(2, 3, dtype=torch.bool), r"0\.weight \(bool, the model's is float32\)"),
+    ("1.num_batches_tracked", torch.tensor(2.5), r"1\.num_batches_tracked \(float32, the model's is int64\)"),
+])
+def test_weights_of_another_kind_are_refused_not_cast(tmp_path, fmt, key, value, kinds):
+    """A weight file (WeightsConfig: a local file, a Hub or RobustBench checkpoint) holding integers or booleans
+    for floating-point weights, or a fraction for an integer count, was cast silently by load_state_dict."""
+    path = tmp_path / "weights.safetensors"
+    save_file(_linear_bn_state(**{key: value}), str(path))
+    module = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"weights\.safetensors.* another kind .*{kinds}.*fetch the right file"):
+        load_weights(module, WeightsConfig(file=str(path), format=fmt))
+    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())  # nothing was loaded
+
+
+def test_weights_of_another_floating_point_precision_are_loaded(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file(_linear_bn_state(**{"0.weight": torch.full((2, 3), 0.25, dtype=torch.float64)}), str(path))
+    module = load_weights(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), WeightsConfig(file=str(path)))
+    assert module[0].weight.dtype == torch.float32 and torch.equal(module[0].weight, torch.full((2, 3), 0.25))
