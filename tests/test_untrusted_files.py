@@ -120,3 +120,18 @@ def test_weights_of_another_floating_point_precision_are_loaded(tmp_path):
     save_file(_linear_bn_state(**{"0.weight": torch.full((2, 3), 0.25, dtype=torch.float64)}), str(path))
     module = load_weights(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), WeightsConfig(file=str(path)))
     assert module[0].weight.dtype == torch.float32 and torch.equal(module[0].weight, torch.full((2, 3), 0.25))
+
+
+# -- names that become paths --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("package", ["../../../../etc/hostname", "/etc/hostname", "zoo/weights/../../../x",
+                                     "zoo\\..\\..\\x", "~/x.safetensors", "C:/x.safetensors", ""])
+def test_a_package_weights_path_reads_nothing_outside_the_package(tmp_path, package):
+    """WeightsConfig(package=...) names a file robust_mix ships; a config .json from elsewhere naming
+    '../../../../etc/hostname' or an absolute path read that file under the package's name."""
+    path = tmp_path / "entry.json"
+    data = ModelConfig(name="mine", standard="timm/resnet18", robust="timm/resnet18", alpha=0.5).to_dict()
+    path.write_text(json.dumps({**data, "weights": {"package": package}}))
+    with pytest.raises(ValueError, match=rf"entry\.json: WeightsConfig\.package must be the path of a file shipped "
+                                         rf"inside the robust_mix package.*use WeightsConfig\(file=PATH\)"):
+        ModelConfig.load(path)
+    assert WeightsConfig(package="zoo/weights/fmnist-robust.safetensors").package.startswith("zoo/")
