@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_alpha,
                                  check_alpha_range, check_choice, check_fields, check_ln_k, check_real,
-                                 check_threat_model, parse_json, positive_float, positive_int)
+                                 check_revision, check_threat_model, parse_json, positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -83,6 +83,8 @@ class WeightsConfig:
             check_package_path(self.package)
         if (self.filename is not None or self.revision is not None) and self.hub is None:
             raise ValueError("WeightsConfig.filename and .revision apply to hub= sources only")
+        if self.revision is not None:
+            check_revision("WeightsConfig.revision", self.revision)
         if (self.index is not None or self.download_id is not None) and self.robustbench is None:
             raise ValueError("WeightsConfig.index and .download_id apply to robustbench= sources only")
         if self.robustbench is not None and len(self.robustbench.split("/")) != 3:

@@ -53,7 +53,7 @@ from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
-                                 check_writable_dir, parse_json)
+                                 check_revision, check_writable_dir, parse_json)
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -174,14 +174,18 @@ def _pinned_revision(repo: str, revision: Optional[str]) -> tuple[str, Optional[
     """``("org/name", revision)`` for a Hub source ``"org/name"`` or ``"org/name@revision"`` (timm's spelling).
 
     Raises:
-        robust_mix.validate.InvalidInputError: an empty revision after ``@``, or one that differs from ``revision``.
+        robust_mix.validate.InvalidInputError: an empty revision after ``@``, one that differs from ``revision``, or
+            one that names no git ref (:func:`robust_mix.validate.check_revision`: ``../../x`` read outside the cache).
     """
     repo_id, at, pinned = repo.partition("@")
+    if revision is not None:
+        check_revision("revision", revision)
     if not at:
         return repo, revision
     if not pinned.strip():
         raise InvalidInputError(f"'{HUB_PREFIX}{repo}' names no revision after '@'; write '{HUB_PREFIX}{repo_id}' "
                                 f"(the main branch) or '{HUB_PREFIX}{repo_id}@<branch, tag or commit>'")
+    check_revision(f"the revision after '@' in '{HUB_PREFIX}{repo}'", pinned)
     if revision is not None and revision != pinned:
         raise InvalidInputError(f"'{HUB_PREFIX}{repo}' pins revision {pinned!r}, but revision={revision!r} was "
                                 "given as well; give the revision once")

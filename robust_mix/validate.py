@@ -829,6 +829,26 @@ def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> P
     return folder
 
 
+def check_revision(name: str, value: Any) -> str:
+    """A Hugging Face Hub revision (a branch, a tag, ``refs/pr/1``, a commit): a name git accepts for a ref, which the
+    Hub cache also uses as a path under the repo's ``refs`` folder, so ``../../x`` (no git ref) read a file outside it.
+
+    Raises:
+        InvalidInputTypeError: not a string.
+        InvalidInputError: empty, or holding what no git ref name holds (``..``, ``//``, a leading or trailing ``/``,
+            ``\\``, ``@{``, spaces, ``~^:?*[``, control characters); naming ``name`` and the value.
+    """
+    if not isinstance(value, str):
+        raise InvalidInputTypeError(f"{name} must be a revision (a branch, tag or commit: a str), got {value!r}")
+    odd = [c for c in value if not c.isprintable() or c in " ~^:?*[\\"]
+    if (not value or odd or ".." in value or "//" in value or "@{" in value or value.startswith("/")
+            or value.endswith(("/", ".", ".lock"))):
+        raise InvalidInputError(f"{name} {value!r} is not a revision: give a branch, tag or commit of the Hub repo "
+                                "('main', 'v1.0', 'refs/pr/1', a commit hash), a name git accepts (no '..', spaces, "
+                                "'\\', '~^:?*[', leading or trailing '/')")
+    return value
+
+
 # -- JSON text ------------------------------------------------------------------------------------------------
 class MalformedJSONError(json.JSONDecodeError):
     """JSON text that :func:`parse_json` refuses although :func:`json.loads` might read it, or cannot read without

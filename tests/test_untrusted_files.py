@@ -13,6 +13,7 @@ from torch import nn
 
 from robust_mix.config import ModelConfig, WeightsConfig
 from robust_mix.convert import load_weights
+from robust_mix.hub import CONFIG_NAME, fetch_file
 from robust_mix.leaderboard.inputs import collect
 from robust_mix.loading import parse_model_name
 from robust_mix.reference import Reference
@@ -20,7 +21,7 @@ from robust_mix.results import BenchmarkResult
 from robust_mix.sweep import read_sweep
 from robust_mix.train.config import Schedule, load_recipe
 from robust_mix.train.run_dir import RunDir, RunFileError
-from robust_mix.validate import MalformedJSONError, parse_json
+from robust_mix.validate import InvalidInputError, MalformedJSONError, parse_json
 
 #: JSON text json.loads fails on deep inside Python, or reads silently one way of two.
 MALFORMED = {
@@ -135,3 +136,20 @@ def test_a_package_weights_path_reads_nothing_outside_the_package(tmp_path, pack
                                          rf"inside the robust_mix package.*use WeightsConfig\(file=PATH\)"):
         ModelConfig.load(path)
     assert WeightsConfig(package="zoo/weights/fmnist-robust.safetensors").package.startswith("zoo/")
+
+
+@pytest.mark.parametrize("revision", ["../../evil", "/etc", "main/../../x", "v1 .0", "a\x00b", "main/"])
+def test_a_hub_revision_that_names_no_git_ref_is_refused_before_the_cache_is_read(tmp_path, revision):
+    """The Hub cache reads refs/<revision>: '../../evil' read a file outside it, then failed deep inside
+    huggingface_hub ('Invalid pointer path')."""
+    (tmp_path / "evil").write_text("0" * 40)
+    (tmp_path / "models--org--name" / "refs").mkdir(parents=True)
+    where = dict(cache_dir=tmp_path, local_files_only=True)
+    with pytest.raises(InvalidInputError, match=r"is not a revision: give a branch, tag or commit"):
+        fetch_file(f"hf-hub:org/name@{revision}", CONFIG_NAME, **where)
+    with pytest.raises(InvalidInputError, match=r"revision .* is not a revision"):
+        fetch_file("hf-hub:org/name", CONFIG_NAME, revision=revision, **where)
+    with pytest.raises(InvalidInputError, match=r"WeightsConfig\.revision .* is not a revision"):
+        WeightsConfig(hub="org/name", revision=revision)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):  # a git ref name is looked up
+        fetch_file("hf-hub:org/name@refs/pr/1", CONFIG_NAME, **where)
