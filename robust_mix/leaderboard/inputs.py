@@ -152,8 +152,23 @@ class Evaluation:
         return value if isinstance(value, bool) else None
 
     def sibling(self, name: str) -> Optional[Path]:
-        path = self.path.parent / name
-        return path if path.is_file() else None
+        return file_beside(self.path, name)
+
+
+def file_beside(path: Path, name: str) -> Optional[Path]:
+    """The file ``name`` in the folder of ``path`` (a model card, ``model_info.json``, a plot), which the site
+    publishes; ``None`` when there is none, or when it is a link to a file in another folder: a folder of runs from
+    someone else could link ``README.md`` to ``~/.ssh/id_rsa``, and the site would publish that file (a warning
+    names the link)."""
+    candidate = path.parent / name
+    if not candidate.is_file():
+        return None
+    target = candidate.resolve()
+    if target.parent != path.parent.resolve():
+        logger.warning("%s is a link to %s, outside the folder of %s: it is not read, so not published (copy the "
+                       "file itself into the folder to publish it)", candidate, target, path.name)
+        return None
+    return candidate
 
 
 @dataclass
@@ -309,8 +324,8 @@ def _written(path: Path) -> str:
 
 
 def _model_info(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    info_path = path.parent / "model_info.json"
-    if path.name != REPORT_FILE or not info_path.is_file():
+    info_path = file_beside(path, "model_info.json")
+    if path.name != REPORT_FILE or info_path is None:
         return None, None
     try:
         info = parse_json(info_path.read_text())
@@ -337,8 +352,7 @@ def _sweep(path: Path) -> SweepRun:
     model = metadata.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("its metadata names no model; sweeps written by robust-mix sweep record it")
-    png = path.with_suffix(".png")
-    return SweepRun(path, model, points, metadata, png if png.is_file() else None)
+    return SweepRun(path, model, points, metadata, file_beside(path, path.with_suffix(".png").name))
 
 
 def _number(value: Any) -> bool:
@@ -384,9 +398,8 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
                              "reaches every smaller one: the file was edited or corrupted; rerun robust-mix certify")
         if not isinstance(curve.get("label"), str):
             raise ValueError(f"curve {i} has no label")
-    png = path.with_suffix(".png")
     return CertificateRun(path, str(data["model"]), canonical_dataset(str(data["dataset"])), data,
-                          png if png.is_file() else None)
+                          file_beside(path, path.with_suffix(".png").name))
 
 
 def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:
