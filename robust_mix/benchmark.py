@@ -202,6 +202,12 @@ class ChunkState:
         if path is not None and path.is_file():
             data = _read_state(path, ("start", "end", "digest", "clean", "flags", "stage_flags", "stages_done",
                                       "seconds", "done"))
+            version = data.get("version", _STATE_VERSION)
+            if isinstance(version, bool) or version != _STATE_VERSION:  # another layout: its fields may mean otherwise
+                raise InvalidInputError(f"{path} is a chunk state of version {version!r}, not the version "
+                                        f"{_STATE_VERSION} this robust_mix ({__version__}) writes and reads (a newer "
+                                        "robust_mix wrote it, or it was edited): resume the run with the robust_mix "
+                                        f"that started it, or {_RESTART}")
             if (data["start"], data["end"], data["digest"]) != (start, end, digest):
                 raise ValueError(f"{path} belongs to other examples (different data or chunking); "
                                  "use a new --state-dir or the same arguments as the interrupted run")
