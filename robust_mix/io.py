@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from robust_mix.validate import InvalidInputTypeError, check_input_file, check_path
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_input_file, check_path
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,8 @@ class FolderLock:
         Raises:
             FolderInUseError: another process holds it (named by its pid and host), with what to do.
             OSError: the lock file cannot be created (a read-only or full folder), with the folder named.
+            robust_mix.validate.InvalidInputError: the lock file is a link (to a file it would overwrite) or not a
+                regular file; nothing was written.
         """
         if self._fd is not None:
             return self
@@ -181,11 +184,21 @@ class FolderLock:
             self._path, self._fd = path, FolderLock._held[key][0]
             return self
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            try:  # never through a link: the file is truncated and written, and would be the link's target
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~_UMASK)
             except OSError as err:
+                if path.is_symlink():  # ELOOP (EMLINK on some BSDs): a folder from someone else, linking elsewhere
+                    raise InvalidInputError(
+                        f"{path}, the lock file of the {self.what}, is a link (to {os.readlink(path)}); robust_mix "
+                        "writes its lock file there and never through a link, which would overwrite the file it "
+                        "points to. Remove the link (nothing else in the folder is lost), or give another folder"
+                    ) from None
                 raise OSError(err.errno, f"cannot create the lock file of the {self.what} ({err.strerror}): make "
                               "the folder writable, or give another one", str(path)) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device named like it: not a lock file
+                os.close(fd)
+                raise InvalidInputError(f"{path}, the lock file of the {self.what}, is not a regular file: remove it, "
+                                       "or give another folder")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
