@@ -129,6 +129,28 @@ def _write_error(err: OSError, path: Path, together: bool = False) -> OSError:
     return OSError(err.errno, f"could not write {path} ({err.strerror or err}): {kept}; {fix}")
 
 
+class LogFileHandler(logging.FileHandler):
+    """A ``logging.FileHandler`` appending to its file (``train.log`` of a run folder) never through a link: a folder
+    from someone else whose log file links to a file of this machine would have log lines appended to that file.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the file is a link, naming it and what to do (on creation).
+    """
+
+    def _open(self) -> Any:
+        path = Path(self.baseFilename)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~_UMASK)
+        except OSError:
+            if path.is_symlink():
+                raise InvalidInputError(f"{path} is a link (to {os.readlink(path)}); robust_mix appends its log there "
+                                        "and never through a link, which would write into the file it points to. "
+                                        "Remove the link (nothing else in the folder is lost), or use another "
+                                        "folder") from None
+            raise
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 #: The file in a state or run folder that :class:`FolderLock` locks (hidden; there while a run holds the lock).
 LOCK_NAME = ".robust_mix.lock"
 

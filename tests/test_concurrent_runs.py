@@ -150,3 +150,23 @@ def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_as_it_was(tmp
     (tmp_path / "state" / LOCK_NAME).unlink()  # the link removed, as the message says: the folder is locked again
     with FolderLock(tmp_path / "state", "state folder"):
         assert (tmp_path / "state" / LOCK_NAME).is_file() and not (tmp_path / "state" / LOCK_NAME).is_symlink()
+
+
+def test_a_run_folder_whose_log_is_a_link_is_refused_and_its_target_left_as_it_was(tmp_path):
+    """train.log is appended to: a run folder from someone else linking it to a file of this machine had the
+    run's log lines appended to that file."""
+    from robust_mix.train.config import Schedule
+    from robust_mix.train.run_dir import LOG, RunDir
+    from robust_mix.validate import InvalidInputError
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a week of notes\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOG).symlink_to(precious)
+    run = RunDir(tmp_path / "run", Schedule(epochs=1, batch_size=4))
+    try:
+        with pytest.raises(InvalidInputError, match=r"run/train\.log is a link \(to .*precious\.txt\).*Remove the link"):
+            run.start()
+    finally:
+        run.close()
+    assert precious.read_text() == "a week of notes\n"

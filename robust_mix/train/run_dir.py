@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from robust_mix.distributed import DistContext
-from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_text
+from robust_mix.io import FolderLock, LogFileHandler, atomic_write_bytes, atomic_write_text
 from robust_mix.train.config import RecipeConfig, recipe_dict, recipe_from_dict, save_recipe
 from robust_mix.validate import check_writable_dir, parse_json
 
@@ -129,7 +129,7 @@ class RunDir:
         if not self.dist.is_main:
             return
         save_recipe(self.config, self.path / RECIPE)
-        self._handler = logging.FileHandler(self.path / LOG)
+        self._handler = LogFileHandler(self.path / LOG)  # never through a link: a run folder may come from elsewhere
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("robust_mix")
         root.addHandler(self._handler)
