@@ -128,7 +128,7 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
     if kind == "hub":
         where, revision = _pinned_revision(where, revision)
     if kind == "local":
-        folder = Path(where).expanduser()
+        folder = check_path("the saved model's folder", where, "a folder written by save_pretrained")
         if not folder.exists():
             raise FileNotFoundError(f"no folder {folder}; save models with model.save_pretrained(folder), or "
                                     f"load a Hub repo with '{HUB_PREFIX}org/name'")

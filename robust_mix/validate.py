@@ -761,7 +761,8 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
     Raises:
         InvalidInputTypeError: ``value`` is not a ``str`` or ``os.PathLike`` (e.g. a number), naming ``name``.
         InvalidInputError: ``value`` is an empty string: ``Path("")`` is the current folder, so ``"$OUT"`` with
-            ``OUT`` unset would read or fill it.
+            ``OUT`` unset would read or fill it; or a part of it is longer than a file name may be (255 bytes), which
+            every use would fail on with ``OSError: File name too long``.
     """
     if value is None:
         return None
@@ -771,7 +772,33 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
     if isinstance(value, str) and not value.strip():
         here = " ('.' is the current folder)" if "folder" in what else ""
         raise InvalidInputError(f"{name} is an empty path {value!r} (an unset variable?); give {what}{here}")
-    return Path(value).expanduser()
+    path = Path(value).expanduser()
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) > _NAME_MAX:  # the OS refuses it, as OSError 'File name too long' from any use
+        raise InvalidInputError(f"{name} {shorten(str(path))} has a part of {len(os.fsencode(longest))} bytes "
+                                f"({shorten(longest)}), longer than the {_NAME_MAX} bytes a file or folder name may "
+                                f"have; give {what} with shorter names")
+    return path
+
+
+#: The longest file or folder name, in bytes, that common file systems hold (ext4, APFS, NTFS: 255).
+_NAME_MAX = 255
+
+
+def shorten(text: str, keep: int = 60) -> str:
+    """``repr(text)``, its middle cut out when it is long (a 5000-character name in a message hides the message)."""
+    return repr(text) if len(text) <= keep else repr(text[:keep // 2]) + f"...({len(text)} characters)..." + repr(
+        text[-keep // 2:])
+
+
+def path_is(kind: str, path: Union[str, Path]) -> bool:
+    """``Path(path).is_dir()`` or ``.is_file()`` (``kind``), ``~`` expanded, and ``False`` where the OS refuses to
+    look (a name too long, a NUL byte) instead of an ``OSError``: for text that may be a path or a name."""
+    try:
+        target = Path(path).expanduser()
+        return target.is_dir() if kind == "dir" else target.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def check_input_file(path: Union[str, os.PathLike], what: str, *, inside: Optional[str] = None) -> Path:

@@ -153,3 +153,24 @@ def test_a_hub_revision_that_names_no_git_ref_is_refused_before_the_cache_is_rea
         WeightsConfig(hub="org/name", revision=revision)
     with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):  # a git ref name is looked up
         fetch_file("hf-hub:org/name@refs/pr/1", CONFIG_NAME, **where)
+
+
+def test_a_name_longer_than_any_file_name_is_an_unknown_model_not_an_os_error():
+    """A NAME is looked up as a folder or .json file first: one of 5000 characters failed there with
+    OSError 'File name too long' from pathlib."""
+    for name in ("x" * 5000, "x" * 300 + ".json"):
+        with pytest.raises(KeyError, match="unknown model"):
+            parse_model_name(name)
+
+
+@pytest.mark.parametrize("call", [
+    lambda long: fetch_file(f"local-dir:runs/{long}", CONFIG_NAME),
+    lambda long: BenchmarkResult.from_json(f"runs/{long}/report.json"),
+    lambda long: read_sweep(f"{long}/sweep.json"),
+    lambda long: RunDir(f"runs/{long}", Schedule(epochs=1, batch_size=4)),
+])
+def test_a_path_with_a_part_longer_than_a_file_name_is_named_with_what_to_do(tmp_path, monkeypatch, call):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"has a part of 300 bytes .*longer than the 255 bytes a file or folder "
+                                                r"name may have; give .* with shorter names"):
+        call("y" * 300)
