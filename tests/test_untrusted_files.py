@@ -1,7 +1,8 @@
-"""Files robust_mix reads that someone else may have written (a report, a sweep, a config, a run folder's results):
-each reader refuses a file it cannot trust with a clear error naming the file and what to do, never a traceback
-from deep inside ``json`` (``RecursionError``, a ``ValueError`` about integer digits) and never a value read
-silently from a file that says two things."""
+"""Files and names robust_mix reads that someone else may have written or chosen (a report, a sweep, a config, a run
+folder's results, a weight file, a Hub revision, a path): each is refused, when it cannot be trusted, with a clear
+error naming it and what to do, never a traceback from deep inside ``json``, ``pathlib`` or the Hub cache, never a
+value read silently from a file that says two things or holds numbers of another kind, and never a file read from
+outside the place named."""
 from __future__ import annotations
 
 import json
