@@ -27,7 +27,7 @@ from robust_mix._compat import import_timm
 from robust_mix.config import BackboneConfig, InputConfig, WeightsConfig, from_dict
 from robust_mix.convert import load_weights
 from robust_mix.io import save_state_dict
-from robust_mix.validate import InvalidInputTypeError
+from robust_mix.validate import InvalidInputTypeError, parse_json
 from robust_mix.weights import (WeightsNotFoundError, default_model_dir, fetch_robustbench_files,
                                 robustbench_entry, robustbench_files, verify_weights_file)
 
@@ -278,7 +278,7 @@ def read_backbone_spec(path: Path) -> dict:
     how = ("write it with robust_mix.backbones.save_backbone, or reference the architecture ('timm/<arch>') with "
            "weights=WeightsConfig(file=<file>)")
     try:
-        spec = json.loads(meta[META_KEY])
+        spec = parse_json(meta[META_KEY])
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: its {META_KEY!r} metadata is not JSON ({err}); {how}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("ref"), str) or spec["ref"].endswith(".safetensors"):

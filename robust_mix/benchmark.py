@@ -37,10 +37,10 @@ from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, c
 from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
-                                 check_device, check_eps, check_eps_within_images, check_finite_outputs,
-                                 check_model, check_model_examples, check_scores, check_seed, check_threat_model,
-                                 check_writable_dir, evaluates_model, layout_hint, model_num_classes,
-                                 optional_positive_int, positive_int)
+                                 check_device, check_eps, check_eps_within_images, check_finite_outputs, check_model,
+                                 check_model_examples, check_scores, check_seed, check_threat_model, check_writable_dir,
+                                 evaluates_model, layout_hint, model_num_classes, optional_positive_int, parse_json,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _read_state(path: Path, keys: Sequence[str]) -> dict[str, Any]:
         robust_mix.validate.InvalidInputError: not JSON (truncated, edited) or not a state file, naming it.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{path} is not valid JSON ({err}), so its progress cannot be trusted; "
                                 f"{_redo(path)}") from None
@@ -202,6 +202,12 @@ class ChunkState:
         if path is not None and path.is_file():
             data = _read_state(path, ("start", "end", "digest", "clean", "flags", "stage_flags", "stages_done",
                                       "seconds", "done"))
+            version = data.get("version", _STATE_VERSION)
+            if isinstance(version, bool) or version != _STATE_VERSION:  # another layout: its fields may mean otherwise
+                raise InvalidInputError(f"{path} is a chunk state of version {version!r}, not the version "
+                                        f"{_STATE_VERSION} this robust_mix ({__version__}) writes and reads (a newer "
+                                        "robust_mix wrote it, or it was edited): resume the run with the robust_mix "
+                                        f"that started it, or {_RESTART}")
             if (data["start"], data["end"], data["digest"]) != (start, end, digest):
                 raise ValueError(f"{path} belongs to other examples (different data or chunking); "
                                  "use a new --state-dir or the same arguments as the interrupted run")

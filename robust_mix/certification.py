@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accuracy, check_lipschitz, check_norm,
-                                check_probability_mixing, estimate_smoothed, lipschitz_radius, margin, resolve_alpha,
-                                robust_probs_lipschitz)
+                                check_probability_mixing, check_progress, estimate_smoothed, lipschitz_radius, margin,
+                                resolve_alpha, robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
 from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.mixing import MixedClassifier, mix_log_probs
@@ -212,6 +212,11 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
     return result
 
 
+def _whole(text: Any) -> Any:
+    """A state file's metadata number (``"12"``) as an int; anything else as it is, for the check to name."""
+    return int(text) if isinstance(text, str) and text.isascii() and text.isdigit() else text
+
+
 class _SamplingState:
     """``<state_dir>/smoothing_state.safetensors``: a :class:`SmoothingProgress` and what it was drawn for."""
 
@@ -223,7 +228,7 @@ class _SamplingState:
     def __init__(self, folder: Path, model: MixedClassifier, images: torch.Tensor, settings: dict[str, Any]) -> None:
         from robust_mix.benchmark import model_fingerprint
 
-        self.path, self.saved_at = folder / self.FILE, float("-inf")
+        self.path, self.saved_at, self.settings = folder / self.FILE, float("-inf"), settings
         digest = hashlib.sha256(images.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
         self.fingerprint = {**{k: str(v) for k, v in settings.items()}, "n_examples": str(len(images)),
                             "images": digest, "model": model_fingerprint(model)}
@@ -246,10 +251,17 @@ class _SamplingState:
             raise InvalidInputError(f"{self.path.parent} holds the samples of another certification (differs in "
                                     f"{differ}); rerun with the same model, images and settings to resume, or give "
                                     "another state folder (state_dir=..., or another --out)")
-        logger.info("resuming the smoothing samples from %s (%s, example %s)", self.path, meta["phase"],
-                    meta["next_start"])
-        return SmoothingProgress(meta["phase"], int(meta["next_start"]), int(meta["done"]), tensors["counts"],
-                                 tensors.get("selection"), tensors["generator_state"])
+        try:
+            progress = SmoothingProgress(meta.get("phase"), _whole(meta.get("next_start")), _whole(meta.get("done")),
+                                         tensors.get("counts"), tensors.get("selection"), tensors.get("generator_state"))
+            check_progress(progress, int(self.fingerprint["n_examples"]), self.settings["num_classes"],
+                           self.settings["n0"], self.settings["n"], self.settings["batch_size"], torch.Generator())
+        except InvalidInputError as err:
+            raise InvalidInputError(f"{self.path} holds samples that cannot be resumed from: {err}; the file was "
+                                    "edited or damaged after the run wrote it: delete it to start over") from None
+        logger.info("resuming the smoothing samples from %s (%s, example %s)", self.path, progress.phase,
+                    progress.next_start)
+        return progress
 
     def save(self, progress: SmoothingProgress) -> None:
         from safetensors.torch import save

@@ -295,6 +295,53 @@ class SmoothingProgress:
     generator_state: torch.Tensor
 
 
+def check_progress(progress: Any, n_examples: int, num_classes: int, n0: int, n: int, batch_size: int,
+                   generator: torch.Generator) -> None:
+    """Refuse a :class:`SmoothingProgress` to resume from (a state file, which may have been edited or damaged) whose
+    numbers cannot be a run's with these settings: a phase, position or sample count out of range, counts of another
+    shape or kind, negative, or not adding up to the samples drawn so far (``n0`` or ``n`` for each example before
+    ``next_start``, ``done`` for its group, none after), or a generator state ``generator`` cannot take. Counts that
+    do not add up would certify radii no sampling gave.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: saying which number is wrong and why.
+    """
+    if not isinstance(progress, SmoothingProgress):
+        raise InvalidInputTypeError(f"resume must be a SmoothingProgress (given to on_progress), got "
+                                    f"{type(progress).__name__}")
+    if progress.phase not in ("selection", "estimation"):
+        raise InvalidInputError(f"its phase is {progress.phase!r}, not 'selection' or 'estimation'")
+    drawn = n0 if progress.phase == "selection" else n
+    group = max(1, min(n_examples, batch_size))
+    start, done = progress.next_start, progress.done
+    if not isinstance(start, int) or not 0 <= start <= n_examples or start % group:
+        raise InvalidInputError(f"its next example {start!r} is not a multiple of the group size {group} in "
+                                f"[0, {n_examples}]")
+    if not isinstance(done, int) or not 0 <= done < drawn:
+        raise InvalidInputError(f"its {progress.phase} samples drawn so far, {done!r}, are not in [0, {drawn})")
+    expected = torch.zeros(n_examples, dtype=torch.int64)
+    expected[:start], expected[start:start + group] = drawn, done
+    tables = [(f"{progress.phase} counts", progress.counts, expected)]
+    if progress.phase == "estimation":
+        tables.append(("selection counts", progress.selection, torch.full((n_examples,), n0, dtype=torch.int64)))
+    for what, counts, per_example in tables:
+        if (not isinstance(counts, torch.Tensor) or counts.shape != (n_examples, num_classes)
+                or counts.dtype.is_floating_point or counts.dtype.is_complex or counts.dtype == torch.bool):
+            shown = (f"{tuple(counts.shape)} {str(counts.dtype).removeprefix('torch.')}"
+                     if isinstance(counts, torch.Tensor) else type(counts).__name__)
+            raise InvalidInputError(f"its {what} are {shown}, not ({n_examples}, {num_classes}) integers")
+        wrong = ((counts < 0).any(dim=1) | (counts.sum(dim=1).cpu() != per_example)).nonzero().flatten().tolist()
+        if wrong:
+            raise InvalidInputError(f"its {what} of example(s) {wrong[:8]} are negative or do not add up to the "
+                                    f"samples drawn for them ({per_example[wrong[0]].item()} for example {wrong[0]}, "
+                                    f"got {counts[wrong[0]].tolist()})")
+    probe = torch.Generator(device=generator.device)
+    try:
+        probe.set_state(progress.generator_state)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidInputError(f"its noise generator state cannot be restored ({str(err).splitlines()[0]})") from None
+
+
 @evaluates_model
 def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: int, sigma: float,
                   num_classes: int, *, batch_size: int = 1000, generator: Optional[torch.Generator] = None,
@@ -395,6 +442,11 @@ def estimate_smoothed(classifier: Callable[[torch.Tensor], torch.Tensor], x: tor
                                                                 generator.get_state()))
 
     if resume is not None:
+        try:
+            check_progress(resume, len(x), num_classes, n0, n, batch_size, generator)
+        except InvalidInputError as err:
+            raise type(err)(f"resume= cannot be continued from: {err}; pass the last SmoothingProgress on_progress "
+                            "received with the same inputs and settings, or start over (resume=None)") from None
         generator.set_state(resume.generator_state)
     if resume is None or resume.phase == "selection":
         at, partial = ((0, 0), None) if resume is None else ((resume.next_start, resume.done), resume.counts)

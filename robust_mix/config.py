@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_agreement, check_bool, check_alpha,
                                  check_alpha_range, check_choice, check_fields, check_ln_k, check_real,
-                                 check_threat_model, positive_float, positive_int)
+                                 check_revision, check_threat_model, parse_json, positive_float, positive_int)
 
 MixingMode = Literal["prob", "logit"]
 
@@ -79,8 +79,12 @@ class WeightsConfig:
         if len(given) != 1:
             raise ValueError(f"WeightsConfig needs exactly one source of {list(WEIGHT_SOURCES)}, got "
                              f"{given or 'none'}: e.g. WeightsConfig(file='model.safetensors')")
+        if self.package is not None:
+            check_package_path(self.package)
         if (self.filename is not None or self.revision is not None) and self.hub is None:
             raise ValueError("WeightsConfig.filename and .revision apply to hub= sources only")
+        if self.revision is not None:
+            check_revision("WeightsConfig.revision", self.revision)
         if (self.index is not None or self.download_id is not None) and self.robustbench is None:
             raise ValueError("WeightsConfig.index and .download_id apply to robustbench= sources only")
         if self.robustbench is not None and len(self.robustbench.split("/")) != 3:
@@ -105,6 +109,23 @@ class WeightsConfig:
         if self.index is not None:
             where = f"{where} file {self.index}"
         return f"{self.source}:{where}" + (f" ({self.format} layout)" if self.format else "")
+
+
+def check_package_path(relative: Any) -> str:
+    """A ``WeightsConfig.package`` path: relative to the installed package and inside it (``zoo/weights/x``), so that
+    a config, which may come from someone else, reads no file elsewhere under the name of a file robust_mix ships.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: not a string, empty, absolute (``/``, ``~``, ``C:``), with a ``..`` part,
+            a ``\\`` (Windows' separator) or a NUL byte; naming the value and ``file=`` for a file outside the package.
+    """
+    parts = relative.split("/") if isinstance(relative, str) else []
+    if (not isinstance(relative, str) or not relative.strip() or relative.startswith(("/", "~")) or ".." in parts
+            or "\\" in relative or "\0" in relative or ":" in parts[0]):
+        raise InvalidInputError(f"WeightsConfig.package must be the path of a file shipped inside the robust_mix "
+                                f"package, relative to it ('zoo/weights/NAME.safetensors'), got {relative!r}; for a "
+                                "file anywhere else use WeightsConfig(file=PATH)")
+    return relative
 
 
 #: The sources a :class:`WeightsConfig` can name, in the order they are documented.
@@ -390,7 +411,7 @@ class ModelConfig:
         """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: write it again") from err
         if isinstance(data, dict) and "format_version" in data:

@@ -156,8 +156,37 @@ def convert_state_dict(state: Mapping[str, Any], fmt: CheckpointFormat, target: 
 
 
 # -- loading a WeightsConfig into a module ---------------------------------------------------------
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating-point"
+    return "boolean" if dtype == torch.bool else "integer"
+
+
+def check_tensor_kinds(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse tensors of another kind than the model's (integers or booleans for floating-point weights, fractions
+    for an integer count such as BatchNorm's ``num_batches_tracked``): ``load_state_dict`` would cast them silently,
+    and the model would compute with numbers the file never held. Another floating-point precision (a float16 or
+    float64 checkpoint for a float32 model) is the same numbers, rounded, and is loaded.
+
+    Raises:
+        ValueError: naming ``source``, the tensors (up to 6), their dtypes and the model's, and what to do.
+    """
+    own = model.state_dict()
+    wrong = [f"{key} ({str(value.dtype).removeprefix('torch.')}, the model's is "
+             f"{str(own[key].dtype).removeprefix('torch.')})" for key, value in state.items()
+             if key in own and isinstance(value, torch.Tensor) and _kind(value.dtype) != _kind(own[key].dtype)]
+    if wrong:
+        raise ValueError(f"{source} does not match the architecture: {len(wrong)} tensor(s) of another kind than the "
+                         f"model's {wrong[:6]}, which loading would cast silently; the file is not a checkpoint of "
+                         "this model, or was damaged or edited: fetch the right file again")
+
+
 def load_weights_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is a ``ValueError`` naming ``source``."""
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor, or one of another kind
+    (:func:`check_tensor_kinds`), is a ``ValueError`` naming ``source``."""
+    check_tensor_kinds(model, state, source)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # torch reports tensors of another shape this way
@@ -187,6 +216,7 @@ def load_weights(module: nn.Module, weights: WeightsConfig, model_dir: Optional[
     if weights.format not in FORMATS:
         raise ValueError(f"{source}: unknown checkpoint format {weights.format!r}; known: {sorted(FORMATS)}")
     converted = convert_state_dict(state, FORMATS[weights.format], module, source=source)
+    check_tensor_kinds(module, converted, source)
     module.load_state_dict(converted, strict=False)  # coverage was checked, minus the format's `keep`
     logger.info("loaded %s into %s (format %s, %d tensors)", weights.describe(), what, weights.format, len(converted))
     return module

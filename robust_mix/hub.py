@@ -53,7 +53,7 @@ from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, check_path,
-                                 check_writable_dir)
+                                 check_revision, check_writable_dir, parse_json)
 from robust_mix.version import __version__
 from robust_mix.weights import is_offline
 
@@ -128,7 +128,7 @@ def fetch_file(source: Source, filename: str, *, revision: Optional[str] = None,
     if kind == "hub":
         where, revision = _pinned_revision(where, revision)
     if kind == "local":
-        folder = Path(where).expanduser()
+        folder = check_path("the saved model's folder", where, "a folder written by save_pretrained")
         if not folder.exists():
             raise FileNotFoundError(f"no folder {folder}; save models with model.save_pretrained(folder), or "
                                     f"load a Hub repo with '{HUB_PREFIX}org/name'")
@@ -174,14 +174,18 @@ def _pinned_revision(repo: str, revision: Optional[str]) -> tuple[str, Optional[
     """``("org/name", revision)`` for a Hub source ``"org/name"`` or ``"org/name@revision"`` (timm's spelling).
 
     Raises:
-        robust_mix.validate.InvalidInputError: an empty revision after ``@``, or one that differs from ``revision``.
+        robust_mix.validate.InvalidInputError: an empty revision after ``@``, one that differs from ``revision``, or
+            one that names no git ref (:func:`robust_mix.validate.check_revision`: ``../../x`` read outside the cache).
     """
     repo_id, at, pinned = repo.partition("@")
+    if revision is not None:
+        check_revision("revision", revision)
     if not at:
         return repo, revision
     if not pinned.strip():
         raise InvalidInputError(f"'{HUB_PREFIX}{repo}' names no revision after '@'; write '{HUB_PREFIX}{repo_id}' "
                                 f"(the main branch) or '{HUB_PREFIX}{repo_id}@<branch, tag or commit>'")
+    check_revision(f"the revision after '@' in '{HUB_PREFIX}{repo}'", pinned)
     if revision is not None and revision != pinned:
         raise InvalidInputError(f"'{HUB_PREFIX}{repo}' pins revision {pinned!r}, but revision={revision!r} was "
                                 "given as well; give the revision once")
@@ -267,7 +271,7 @@ def read_config(path: Union[str, Path], source: Optional[Source] = None) -> tupl
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: save or download it again") from err
     if not isinstance(data, dict) or "format_version" not in data:
@@ -672,7 +676,7 @@ def _check_unchanged(config_path: Path, weights_path: Path, state: dict[str, tor
     Raises:
         ValueError: the contents no longer give the save id; names the files, what may have happened and what to do.
     """
-    data = json.loads(config_path.read_text())  # read_config has read it already: a JSON object
+    data = parse_json(config_path.read_text())  # read_config has read it already: a JSON object
     provenance = data.get("provenance")
     saved_id = provenance.get("save_id") if isinstance(provenance, dict) else None
     if saved_id is None:

@@ -9,6 +9,7 @@ import os
 import pickle
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from robust_mix.validate import InvalidInputTypeError, check_input_file, check_path
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_input_file, check_path
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,28 @@ def _write_error(err: OSError, path: Path, together: bool = False) -> OSError:
     return OSError(err.errno, f"could not write {path} ({err.strerror or err}): {kept}; {fix}")
 
 
+class LogFileHandler(logging.FileHandler):
+    """A ``logging.FileHandler`` appending to its file (``train.log`` of a run folder) never through a link: a folder
+    from someone else whose log file links to a file of this machine would have log lines appended to that file.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: the file is a link, naming it and what to do (on creation).
+    """
+
+    def _open(self) -> Any:
+        path = Path(self.baseFilename)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~_UMASK)
+        except OSError:
+            if path.is_symlink():
+                raise InvalidInputError(f"{path} is a link (to {os.readlink(path)}); robust_mix appends its log there "
+                                        "and never through a link, which would write into the file it points to. "
+                                        "Remove the link (nothing else in the folder is lost), or use another "
+                                        "folder") from None
+            raise
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 #: The file in a state or run folder that :class:`FolderLock` locks (hidden; there while a run holds the lock).
 LOCK_NAME = ".robust_mix.lock"
 
@@ -164,6 +187,8 @@ class FolderLock:
         Raises:
             FolderInUseError: another process holds it (named by its pid and host), with what to do.
             OSError: the lock file cannot be created (a read-only or full folder), with the folder named.
+            robust_mix.validate.InvalidInputError: the lock file is a link (to a file it would overwrite) or not a
+                regular file; nothing was written.
         """
         if self._fd is not None:
             return self
@@ -181,11 +206,21 @@ class FolderLock:
             self._path, self._fd = path, FolderLock._held[key][0]
             return self
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            try:  # never through a link: the file is truncated and written, and would be the link's target
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666 & ~_UMASK)
             except OSError as err:
+                if path.is_symlink():  # ELOOP (EMLINK on some BSDs): a folder from someone else, linking elsewhere
+                    raise InvalidInputError(
+                        f"{path}, the lock file of the {self.what}, is a link (to {os.readlink(path)}); robust_mix "
+                        "writes its lock file there and never through a link, which would overwrite the file it "
+                        "points to. Remove the link (nothing else in the folder is lost), or give another folder"
+                    ) from None
                 raise OSError(err.errno, f"cannot create the lock file of the {self.what} ({err.strerror}): make "
                               "the folder writable, or give another one", str(path)) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device named like it: not a lock file
+                os.close(fd)
+                raise InvalidInputError(f"{path}, the lock file of the {self.what}, is not a regular file: remove it, "
+                                       "or give another folder")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -34,7 +34,8 @@ from robust_mix.config import ModelConfig
 from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
-from robust_mix.validate import InvalidInputError, InvalidInputTypeError, check_bool, check_device
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, parse_json,
+                                 path_is)
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
 _OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
@@ -102,9 +103,9 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
             return ModelName(kind, target, overrides)
     if is_model(head):
         return ModelName("registry", get_model_config(head).name, overrides)
-    if Path(head).expanduser().is_dir() and not could_be_repo_id(head):  # an unambiguous path
+    if path_is("dir", head) and not could_be_repo_id(head):  # an unambiguous path
         return ModelName("local", head, overrides)
-    if head.endswith(".json") and Path(head).expanduser().is_file():  # '~/entry.json' as '~/folder' is read
+    if head.endswith(".json") and path_is("file", head):  # '~/entry.json' as '~/folder' is read
         return ModelName("config", str(Path(head).expanduser()), overrides)
     if _FACTORY.fullmatch(head):
         return ModelName("factory", head, overrides)
@@ -113,7 +114,7 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
         raise InvalidInputError(f"override {item.strip()!r} in {text!r} must look like key=value with key a config "
                                 "field name (e.g. 'fmnist-robust,alpha=0.9')")
     hint = ""
-    if Path(head).expanduser().is_dir() or "/" in head:
+    if path_is("dir", head) or "/" in head:
         hint = (f"; for a folder written by save_pretrained use '{LOCAL_PREFIX}{head}', for a Hub repo "
                 f"'{HUB_PREFIX}{head}'")
     raise KeyError(f"{unknown_model_message(head)}{hint}")
@@ -130,7 +131,7 @@ def _parse_override(item: str, text: str) -> tuple[str, Any]:
     if raw in _PYTHON_CONSTANTS:  # alpha=None as load_model(name, alpha=None) spells it, not the string 'None'
         return key, _PYTHON_CONSTANTS[raw]
     try:
-        return key, json.loads(raw)
+        return key, parse_json(raw)
     except json.JSONDecodeError:
         return key, raw
 

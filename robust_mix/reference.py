@@ -28,7 +28,7 @@ from robust_mix.protocol import same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.stats import clopper_pearson
 from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
-                                 non_negative_float, positive_int)
+                                 non_negative_float, parse_json, positive_int)
 
 #: The ``format`` of a reference file this module reads and writes.
 FORMAT = "robust_mix-reference/1"
@@ -212,7 +212,7 @@ class Reference:
         """
         path = check_input_file(path, "reference file")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise InvalidInputError(f"{path} is not a UTF-8 text file, so not a reference file; write it again "
                                     "with the command that made it") from None

@@ -210,6 +210,17 @@ def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
             "markdown": written["report.md"]}
 
 
+def _python_comment(text: str) -> str:
+    """``text`` as lines of Python comment for ``model_zoo_entry.py``, which RobustBench's maintainers paste into their
+    code: every line, however it is broken (``\\r`` ends a Python line as ``\\n`` does), starts with ``# ``, and other
+    control characters (a NUL byte makes the file unreadable to Python) are written as escapes, so that no text of a
+    config or report (a weights path, a data set, the reasons a run is partial) becomes code there."""
+    def shown(line: str) -> str:
+        return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in line)
+
+    return "".join(f"# {shown(line)}\n" for line in (text.splitlines() or [""]))
+
+
 def _weights_location(config: Optional[ModelConfig]) -> str:
     if config is None:
         return "(not recorded)"
@@ -311,9 +322,9 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
         *([f"- Footnote: {info['footnote']}"] if info["footnote"] else []),
     ]) + "\n"
     threat = {"Linf": "linf", "L2": "l2", "L1": "l1"}.get(result.threat_model, result.threat_model.lower())
-    snippet = (("# " + banner.strip().replace("\n", "\n# ") + "\n") if banner else "") + (
-        f"# Add to robustbench/model_zoo/{info['dataset']}.py, inside the `{threat}` OrderedDict.\n"
-        f"# The composite is built by robust_mix (pip install robust-mix); weights: {_weights_location(config)}.\n"
+    snippet = (_python_comment(banner.strip()) if banner else "") + _python_comment(
+        f"Add to robustbench/model_zoo/{info['dataset']}.py, inside the `{threat}` OrderedDict.\n"
+        f"The composite is built by robust_mix (pip install robust-mix); weights: {_weights_location(config)}.") + (
         f"({name!r}, {{\n"
         f"    'model': lambda: __import__('robust_mix').load_model({name!r}),\n"
         f"    'gdrive_id': [],\n"

@@ -17,7 +17,7 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import BUDGET_COUNTS, resolve_attack
 from robust_mix.stats import clopper_pearson
 from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
-                                 non_negative_float, positive_int)
+                                 non_negative_float, parse_json, positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
 INTERVAL_LEVEL = 0.95
@@ -327,7 +327,7 @@ class BenchmarkResult:
             path = check_input_file(path_or_text, "benchmark report", inside="report.json")
             text, source = path.read_text(errors="replace"), str(path)
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as err:
             raise InvalidInputError(f"{source} is not valid JSON ({err}); it may be truncated: rerun the "
                                     "benchmark (finished chunks resume from its state folder)") from None

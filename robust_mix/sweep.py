@@ -25,7 +25,7 @@ from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
 from robust_mix.results import BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_input_file,
-                                 check_model, check_writable_dir, optional_positive_int, parse_number,
+                                 check_model, check_writable_dir, optional_positive_int, parse_json, parse_number,
                                  positive_int)
 
 logger = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
     """
     path = check_input_file(path, "sweep file", inside="sweep.json")
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated: rerun robust-mix sweep") from err
     if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not data["points"]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -182,6 +183,24 @@ def claims_dir() -> Path:
     return Path(root) if root else Path(tempfile.gettempdir()) / f"robust_mix-{uid}" / "claims"
 
 
+def _own_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a folder (not a link) of this user that no other user can write to. Claims are written
+    and read there, in the shared temporary folder by default: a ``robust_mix-<uid>`` folder made by another user
+    first could hold links to this user's files (a claim written through one overwrites the file) or FIFOs (read,
+    they block forever). A folder that is not is used for nothing (logged)."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    if stat.S_ISDIR(info.st_mode) and mine and not info.st_mode & 0o022:
+        return True
+    logger.warning("%s is not a folder of this user that only this user can write to (a link, another user's, or "
+                   "group- or world-writable): robust_mix's thread claims are not kept there; remove it, or set %s to "
+                   "a folder of yours", folder, RUNTIME_ENV_VAR)
+    return False
+
+
 def _start_time(pid: int) -> Optional[str]:
     """The process's start time (clock ticks since boot), which tells a live pid from a reused one."""
     try:
@@ -226,8 +245,12 @@ class ThreadClaim:
         if self.folder is None or self.path is None:
             return self
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(_start_time(os.getpid()) or "")
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not _own_folder(self.folder):
+                return self
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)  # never through a link
+            with os.fdopen(os.open(self.path, flags, 0o600), "w") as handle:
+                handle.write(_start_time(os.getpid()) or "")
             self.held = True
         except OSError as err:  # a read-only tmp must not stop an evaluation
             logger.debug("could not register %s (%s); other runs will not see this one", self.path, err)
@@ -246,12 +269,20 @@ class ThreadClaim:
 def live_claims(folder: Optional[Path] = None) -> int:
     """Robust_mix processes on this machine holding a claim (stale files of dead processes are removed)."""
     try:
-        entries = list((folder or claims_dir()).iterdir())
+        folder = folder or claims_dir()
+        entries = list(folder.iterdir())
     except OSError:  # no folder yet, or no usable temporary folder
+        return 0
+    if not _own_folder(folder):
         return 0
     alive = 0
     for entry in entries:
         if not (entry.name.isascii() and entry.name.isdigit()):
+            continue
+        try:
+            if not stat.S_ISREG(entry.lstat().st_mode):  # a link or a FIFO: no claim this module wrote
+                continue
+        except OSError:
             continue
         try:
             recorded = entry.read_bytes().decode("ascii").strip()

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import sys
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -55,7 +54,7 @@ from robust_mix.registry import get_model_config, is_model, list_models, on_regi
 from robust_mix.timm_config import (PREFIX, SAVED_ARCHITECTURE, has_pretrained_weights, robustbench_name,
                                     robustbench_timm_name, timm_name)
 from robust_mix.timm_config import pretrained_cfg as timm_pretrained_cfg  # timm's factories take a `pretrained_cfg`
-from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
+from robust_mix.validate import InvalidInputError, InvalidInputTypeError, parse_json, spelled_alike
 from robust_mix.weights import default_model_dir
 
 logger = logging.getLogger(__name__)
@@ -441,7 +440,7 @@ def _explain_saved_repo(name: str) -> Optional[str]:
     :func:`~robust_mix.hub.fetch_file` does (which repo and revision, which cache, offline or not, a repo cached under
     another case or at other revisions). ``None`` when the config is not such a save or is not JSON."""
     try:
-        data = json.loads(fetch_file(name, CONFIG_NAME).read_text())
+        data = parse_json(fetch_file(name, CONFIG_NAME).read_text())
     except FileNotFoundError as err:  # not in the cache (offline), no such repo or revision: timm's own error named
         return str(err)  # neither the repo nor the cache
     except Exception:  # noqa: BLE001 - not JSON, not a repo id: timm's own error stands

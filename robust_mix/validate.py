@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import functools
 import inspect
+import json
 import math
 import numbers
 import os
@@ -760,7 +761,8 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
     Raises:
         InvalidInputTypeError: ``value`` is not a ``str`` or ``os.PathLike`` (e.g. a number), naming ``name``.
         InvalidInputError: ``value`` is an empty string: ``Path("")`` is the current folder, so ``"$OUT"`` with
-            ``OUT`` unset would read or fill it.
+            ``OUT`` unset would read or fill it; or a part of it is longer than a file name may be (255 bytes), which
+            every use would fail on with ``OSError: File name too long``.
     """
     if value is None:
         return None
@@ -770,7 +772,33 @@ def check_path(name: str, value: object, what: str = "a folder path") -> Optiona
     if isinstance(value, str) and not value.strip():
         here = " ('.' is the current folder)" if "folder" in what else ""
         raise InvalidInputError(f"{name} is an empty path {value!r} (an unset variable?); give {what}{here}")
-    return Path(value).expanduser()
+    path = Path(value).expanduser()
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) > _NAME_MAX:  # the OS refuses it, as OSError 'File name too long' from any use
+        raise InvalidInputError(f"{name} {shorten(str(path))} has a part of {len(os.fsencode(longest))} bytes "
+                                f"({shorten(longest)}), longer than the {_NAME_MAX} bytes a file or folder name may "
+                                f"have; give {what} with shorter names")
+    return path
+
+
+#: The longest file or folder name, in bytes, that common file systems hold (ext4, APFS, NTFS: 255).
+_NAME_MAX = 255
+
+
+def shorten(text: str, keep: int = 60) -> str:
+    """``repr(text)``, its middle cut out when it is long (a 5000-character name in a message hides the message)."""
+    return repr(text) if len(text) <= keep else repr(text[:keep // 2]) + f"...({len(text)} characters)..." + repr(
+        text[-keep // 2:])
+
+
+def path_is(kind: str, path: Union[str, Path]) -> bool:
+    """``Path(path).is_dir()`` or ``.is_file()`` (``kind``), ``~`` expanded, and ``False`` where the OS refuses to
+    look (a name too long, a NUL byte) instead of an ``OSError``: for text that may be a path or a name."""
+    try:
+        target = Path(path).expanduser()
+        return target.is_dir() if kind == "dir" else target.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def check_input_file(path: Union[str, os.PathLike], what: str, *, inside: Optional[str] = None) -> Path:
@@ -826,6 +854,81 @@ def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> P
         raise InvalidInputError(f"cannot write to the {what} {str(folder)!r}: {why}; choose another folder "
                                 "(nothing has been computed yet)") from None
     return folder
+
+
+def check_revision(name: str, value: Any) -> str:
+    """A Hugging Face Hub revision (a branch, a tag, ``refs/pr/1``, a commit): a name git accepts for a ref, which the
+    Hub cache also uses as a path under the repo's ``refs`` folder, so ``../../x`` (no git ref) read a file outside it.
+
+    Raises:
+        InvalidInputTypeError: not a string.
+        InvalidInputError: empty, or holding what no git ref name holds (``..``, ``//``, a leading or trailing ``/``,
+            ``\\``, ``@{``, spaces, ``~^:?*[``, control characters); naming ``name`` and the value.
+    """
+    if not isinstance(value, str):
+        raise InvalidInputTypeError(f"{name} must be a revision (a branch, tag or commit: a str), got {value!r}")
+    odd = [c for c in value if not c.isprintable() or c in " ~^:?*[\\"]
+    if (not value or odd or ".." in value or "//" in value or "@{" in value or value.startswith("/")
+            or value.endswith(("/", ".", ".lock"))):
+        raise InvalidInputError(f"{name} {value!r} is not a revision: give a branch, tag or commit of the Hub repo "
+                                "('main', 'v1.0', 'refs/pr/1', a commit hash), a name git accepts (no '..', spaces, "
+                                "'\\', '~^:?*[', leading or trailing '/')")
+    return value
+
+
+# -- JSON text ------------------------------------------------------------------------------------------------
+class MalformedJSONError(json.JSONDecodeError):
+    """JSON text that :func:`parse_json` refuses although :func:`json.loads` might read it, or cannot read without
+    failing deep inside Python (nesting too deep, a number too long, a key given twice in one object). A
+    ``json.JSONDecodeError`` (so a ``ValueError``): every reader that handles a file that is not JSON handles
+    these the same way, naming the file and what to do. ``str()`` is the reason alone (no line and column)."""
+
+    def __init__(self, msg: str, doc: str, pos: int = 0) -> None:
+        super().__init__(msg, doc, pos)
+        self.args = (msg,)
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+class _DuplicateKey(Exception):
+    """Raised inside :func:`parse_json`'s object hook; never leaves it."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
+def parse_json(text: Union[str, bytes]) -> Any:
+    """JSON text as Python values: the one reader of every JSON file robust_mix reads (configs, reports, state
+    files, a saved model's ``config.json``), which may come from someone else, truncated or edited.
+
+    Besides what :func:`json.loads` refuses, an object holding one key twice is refused (``json.loads`` keeps the
+    last value silently, so an edited file could say two things); and text nested too deeply or holding an integer
+    too long for Python to read is refused as not valid JSON, where ``json.loads`` fails with a ``RecursionError``
+    or an unrelated ``ValueError``.
+
+    Raises:
+        json.JSONDecodeError: the text is not JSON that robust_mix reads (a :class:`MalformedJSONError` for the
+            cases above); callers name the file and say what to do.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError:
+        raise
+    except _DuplicateKey as dup:
+        raise MalformedJSONError(f"the key {str(dup.args[0])!r} appears twice in one object, so the file says two "
+                                 "things (edited by hand?)", "") from None
+    except RecursionError:
+        raise MalformedJSONError("nested too deeply to read (lists or objects inside one another thousands of "
+                                 "levels deep: no file robust_mix writes)", "") from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise MalformedJSONError(f"a number too long to read ({str(err).split(';')[0]})", "") from None
 
 
 # -- dataclass configs --------------------------------------------------------------------------------------

@@ -472,6 +472,9 @@ def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
     (lambda d: {**d, "done": False, "seconds": None}, r"seconds must be a finite number >= 0"),  # was a TypeError
     (lambda d: {**d, "seconds": -50.0}, r"seconds must be a finite number >= 0, got -50"),  # a negative wall time
     (lambda d: {**d, "cpu_threads": "1"}, r"cpu_threads must be a list of positive thread counts"),
+    # a state written by a newer robust_mix: its fields may mean something else; the version was never read
+    (lambda d: {**d, "version": 2}, r"chunk state of version 2, not the version 1 this robust_mix .* writes and reads"),
+    (lambda d: {**d, "version": "1"}, r"chunk state of version '1'.*resume the run with the robust_mix that started it"),
 ])
 def test_a_chunk_state_that_lost_the_flags_of_its_finished_stages_is_named(tmp_path, edit, match):
     x, y = fmnist(4)

@@ -676,3 +676,80 @@ def test_a_failed_certificate_write_leaves_the_earlier_files_whole(images, tmp_p
     with pytest.raises(IsADirectoryError):
         write_certification(tmp_path, result)
     assert (tmp_path / "certify.json").read_bytes() == before
+
+
+def _add_one_vote(t):
+    t = t["counts"].clone()
+    t[0, 0] += 1
+    return t
+
+
+def _move_one_vote(t):
+    """A vote moved from a class without any to the top class: the sum adds up, one count is -1."""
+    t = t["counts"].clone()
+    empty = int((t[0] == 0).nonzero()[0])
+    t[0, empty] -= 1
+    t[0, t[0].argmax()] += 1
+    return t
+
+
+@pytest.mark.parametrize("edit, match", [
+    # a vote added: the top class's count, so the certified radius, higher than any sampling gave
+    (lambda t, m: ({**t, "counts": _add_one_vote(t)}, m), r"estimation counts of example\(s\) \[0\] .* do not add up"),
+    (lambda t, m: ({**t, "counts": _move_one_vote(t)}, m), r"estimation counts of example\(s\) \[0\] are negative"),
+    (lambda t, m: ({**t, "counts": t["counts"].double()}, m), r"estimation counts are \(5, 10\) float64, not"),
+    (lambda t, m: ({**t, "counts": t["counts"][:3]}, m), r"estimation counts are \(3, 10\) int64, not \(5, 10\)"),
+    (lambda t, m: ({k: v for k, v in t.items() if k != "selection"}, m), r"selection counts are NoneType"),
+    (lambda t, m: ({k: v for k, v in t.items() if k != "generator_state"}, m), r"noise generator state cannot be"),
+    (lambda t, m: (t, {**m, "phase": "finished"}), r"its phase is 'finished'"),
+    (lambda t, m: (t, {**m, "next_start": "3"}), r"next example 3 is not a multiple of the group size 5"),
+    (lambda t, m: (t, {**m, "done": "x"}), r"samples drawn so far, 'x', are not in \[0, 12\)"),
+    (lambda t, m: (t, {k: v for k, v in m.items() if k != "done"}), r"samples drawn so far, None"),
+])
+def test_a_tampered_smoothing_state_is_refused_naming_the_file(images, tmp_path, monkeypatch, edit, match):
+    """The saved samples were trusted as they were: a vote added to a count certified a radius no sampling gave,
+    and a missing tensor or metadata field was a KeyError."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    from robust_mix.certification import _SamplingState, certify_model
+
+    monkeypatch.setattr(_SamplingState, "every_s", 0.0)
+    model = MixedClassifier(make_tiny(0), make_tiny(1, scale=30.0), alpha=0.8)
+    x, labels = images[:5], torch.arange(5)
+    kwargs = dict(sigma=0.25, n0=4, n=12, batch_size=8, progress=False, radii=[0.0, 0.1])
+    forward, calls = model.robust.forward, []
+
+    def interrupted(z):
+        calls.append(len(z))
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return forward(z)
+
+    monkeypatch.setattr(model.robust, "forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        certify_model(model, x, labels, state_dir=tmp_path / "state", **kwargs)
+    monkeypatch.setattr(model.robust, "forward", forward)
+    path = tmp_path / "state" / _SamplingState.FILE
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["phase"] == "estimation" and meta["done"] == "6"
+    tensors, meta = edit(load_file(str(path)), meta)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=rf"smoothing_state\.safetensors holds samples that cannot be resumed from: .*{match}.*"
+                             "delete it to start over"):
+        certify_model(model, x, labels, state_dir=tmp_path / "state", **kwargs)
+
+
+def test_a_resume_progress_that_does_not_add_up_is_refused_by_estimate_smoothed(images):
+    from robust_mix.certify import SmoothingProgress
+
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(3, 10, dtype=torch.int64)
+    counts[:, 0] = 4  # 4 votes each, though the progress says 2 samples were drawn
+    bad = SmoothingProgress("selection", 0, 2, counts, None, generator.get_state())
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=r"resume= cannot be continued from: its selection "
+                                                                     r"counts of example\(s\) \[0, 1, 2\]"):
+        estimate_smoothed(make_tiny(0), images[:3], sigma=0.25, num_classes=10, n0=4, n=8, batch_size=8,
+                          generator=generator, resume=bad)

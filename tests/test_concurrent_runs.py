@@ -127,3 +127,46 @@ def test_two_commands_writing_reports_into_one_out_folder_are_refused(tmp_path, 
     assert not (tmp_path / "other-state").exists() and not (tmp_path / "out" / "report.json").exists()
     assert main([*args, "--state-dir", str(tmp_path / "out")]) == 0  # its own folders: one lock, shared
     assert not (tmp_path / "out" / LOCK_NAME).exists()
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_as_it_was(tmp_path):
+    """A state or run folder from someone else whose .robust_mix.lock links to a file of this machine: taking the lock
+    truncated that file and wrote 'pid ... on ...' into it."""
+    from robust_mix.train.config import Schedule
+    from robust_mix.train.run_dir import RunDir
+    from robust_mix.validate import InvalidInputError
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a week of notes\n")
+    for folder in (tmp_path / "state", tmp_path / "run"):
+        folder.mkdir()
+        (folder / LOCK_NAME).symlink_to(precious)
+    with pytest.raises(InvalidInputError, match=r"state/\.robust_mix\.lock, the lock file of the state folder, is a "
+                                                r"link \(to .*precious\.txt\).*Remove the link"):
+        FolderLock(tmp_path / "state", "state folder").acquire()
+    with pytest.raises(InvalidInputError, match=r"run/\.robust_mix\.lock, the lock file of the run folder, is a link"):
+        RunDir(tmp_path / "run", Schedule(epochs=1, batch_size=4))
+    assert precious.read_text() == "a week of notes\n"
+    (tmp_path / "state" / LOCK_NAME).unlink()  # the link removed, as the message says: the folder is locked again
+    with FolderLock(tmp_path / "state", "state folder"):
+        assert (tmp_path / "state" / LOCK_NAME).is_file() and not (tmp_path / "state" / LOCK_NAME).is_symlink()
+
+
+def test_a_run_folder_whose_log_is_a_link_is_refused_and_its_target_left_as_it_was(tmp_path):
+    """train.log is appended to: a run folder from someone else linking it to a file of this machine had the
+    run's log lines appended to that file."""
+    from robust_mix.train.config import Schedule
+    from robust_mix.train.run_dir import LOG, RunDir
+    from robust_mix.validate import InvalidInputError
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a week of notes\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOG).symlink_to(precious)
+    run = RunDir(tmp_path / "run", Schedule(epochs=1, batch_size=4))
+    try:
+        with pytest.raises(InvalidInputError, match=r"run/train\.log is a link \(to .*precious\.txt\).*Remove the link"):
+            run.start()
+    finally:
+        run.close()
+    assert precious.read_text() == "a week of notes\n"

@@ -256,3 +256,25 @@ def test_the_wheel_ships_the_snapshot_and_assets():
     needed = [p.relative_to(package).as_posix() for folder in ("leaderboard/data", "leaderboard/assets")
               for p in (package / folder).iterdir() if p.is_file()]
     assert needed and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in needed), (needed, globs)
+
+
+def test_files_beside_a_report_that_link_elsewhere_are_not_published(tmp_path, caplog):
+    """A folder of runs from someone else linking README.md, model_info.json or a plot to a file of this machine
+    (~/.ssh/id_rsa, a credentials JSON): the site read the link's target and published it."""
+    secret = tmp_path / "home" / "secret"
+    secret.mkdir(parents=True)
+    (secret / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY----- hunter2\n")
+    (secret / "credentials.json").write_text('{"architecture": "hunter2", "token": "hunter2"}\n')
+    runs = tmp_path / "runs"
+    write_run(runs / "theirs", model="their-model")
+    (runs / "theirs" / "model_info.json").unlink()
+    (runs / "theirs" / "README.md").symlink_to(secret / "id_rsa")
+    (runs / "theirs" / "model_info.json").symlink_to(secret / "credentials.json")
+    write_run(runs / "mine", model="my-model")
+    (runs / "mine" / "README.md").write_text("# my card\n")
+    build_site([runs], tmp_path / "site")
+    published = [p for p in (tmp_path / "site").rglob("*") if p.is_file()]
+    assert not [p for p in published if "hunter2" in p.read_text(errors="replace")]
+    assert "<h3>my card</h3>" in (tmp_path / "site" / "models" / "mine.html").read_text()  # a file there is read
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "README.md is a link to" in warned and "model_info.json is a link to" in warned and "not published" in warned

@@ -1,6 +1,7 @@
 """Reports and leaderboard submission files (robust_mix.report) and the ``submit`` command."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -391,3 +392,18 @@ def test_model_info_reads_with_robustbench_s_own_reader(result, tmp_path, monkey
     row = next(line for line in table.splitlines() if robustbench_id in line)
     assert f"*[{info['name']}]({link})*" in row
     assert f"{float(info['clean_acc']):.2f}%" in row and f"{float(info['external']):.2f}%" in row
+
+
+@pytest.mark.parametrize("breaks", ["\n", "\r", "\r\n", "\u2028", "\x00"])
+def test_text_of_a_config_never_becomes_code_of_the_model_zoo_entry(result, breaks):
+    """model_zoo_entry.py is pasted into RobustBench's code: a weights path holding a line break (a config .json
+    from someone else, and a report naming its fingerprint) put its second line there as code."""
+    from robust_mix.config import WeightsConfig
+
+    config = tiny_config(weights=WeightsConfig(file=f"policy.safetensors{breaks}import os; os.system('rm -rf ~')"))
+    evaluated = full_size(result, config_fingerprint=config.fingerprint())
+    snippet = submission_files(evaluated, config, allow_partial=True)["model_zoo_entry.py"]
+    tree = ast.parse(snippet)  # a NUL byte made it unreadable as Python
+    assert [type(node.value).__name__ for node in tree.body] == ["Tuple"]  # the entry, and nothing else
+    assert all(line.startswith("# ") for line in snippet.splitlines()[:tree.body[0].lineno - 1])
+    assert "import os; os.system('rm -rf ~')" in snippet  # kept, as a comment

@@ -249,3 +249,25 @@ def test_local_world_size_is_read_as_processes():
     assert plan_threads(environ={"LOCAL_WORLD_SIZE": " 16 "}, cpus=8, claims=1).threads == 1  # more than CPUs
     with pytest.raises(ValueError, match=r"LOCAL_WORLD_SIZE must be a positive whole number of processes.*'abc'"):
         plan_threads(environ={"LOCAL_WORLD_SIZE": "abc"}, cpus=8, claims=1)
+
+
+def test_claims_are_never_written_or_read_through_links_nor_kept_in_a_folder_others_can_write(tmp_path, caplog):
+    """Claims live in the shared temporary folder: a robust_mix-<uid> folder made by another user first could hold a
+    link named by this process's pid (the claim overwrote the file it points to) or a FIFO (reading it blocks)."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a week of notes\n")
+    folder = tmp_path / "claims"
+    folder.mkdir(mode=0o700)
+    (folder / str(os.getpid())).symlink_to(precious)
+    (folder / "12345").symlink_to(precious)
+    assert not ThreadClaim(folder).acquire().held
+    assert precious.read_text() == "a week of notes\n"
+    assert live_claims(folder) == 0  # the links are no claims
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    claim = ThreadClaim(shared).acquire()
+    assert not claim.held and not list(shared.iterdir())
+    (shared / str(os.getpid())).write_text(threads._start_time(os.getpid()) or "")
+    assert live_claims(shared) == 0
+    assert "robust_mix's thread claims are not kept there" in caplog.text

@@ -29,6 +29,7 @@ from robust_mix.version import __version__
 from robust_mix.formatting import format_eps, partial_reasons
 from robust_mix.protocol import canonical_dataset, required_examples, same_eps
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
+from robust_mix.validate import MalformedJSONError, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,23 @@ class Evaluation:
         return value if isinstance(value, bool) else None
 
     def sibling(self, name: str) -> Optional[Path]:
-        path = self.path.parent / name
-        return path if path.is_file() else None
+        return file_beside(self.path, name)
+
+
+def file_beside(path: Path, name: str) -> Optional[Path]:
+    """The file ``name`` in the folder of ``path`` (a model card, ``model_info.json``, a plot), which the site
+    publishes; ``None`` when there is none, or when it is a link to a file in another folder: a folder of runs from
+    someone else could link ``README.md`` to ``~/.ssh/id_rsa``, and the site would publish that file (a warning
+    names the link)."""
+    candidate = path.parent / name
+    if not candidate.is_file():
+        return None
+    target = candidate.resolve()
+    if target.parent != path.parent.resolve():
+        logger.warning("%s is a link to %s, outside the folder of %s: it is not read, so not published (copy the "
+                       "file itself into the folder to publish it)", candidate, target, path.name)
+        return None
+    return candidate
 
 
 @dataclass
@@ -291,7 +307,7 @@ def read_report(text: str) -> BenchmarkResult:
     Raises:
         ValueError: not a benchmark report of this format, or its numbers disagree (see :func:`check_report`).
     """
-    data = json.loads(text)
+    data = parse_json(text)
     if not isinstance(data, dict):
         raise ValueError(f"not a benchmark report: expected a JSON object, got {type(data).__name__}")
     try:
@@ -308,11 +324,11 @@ def _written(path: Path) -> str:
 
 
 def _model_info(path: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    info_path = path.parent / "model_info.json"
-    if path.name != REPORT_FILE or not info_path.is_file():
+    info_path = file_beside(path, "model_info.json")
+    if path.name != REPORT_FILE or info_path is None:
         return None, None
     try:
-        info = json.loads(info_path.read_text())
+        info = parse_json(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return None, f"{info_path.name} beside the report is not valid JSON ({err})"
     if not isinstance(info, dict):
@@ -336,8 +352,7 @@ def _sweep(path: Path) -> SweepRun:
     model = metadata.get("model")
     if not isinstance(model, str) or not model:
         raise ValueError("its metadata names no model; sweeps written by robust-mix sweep record it")
-    png = path.with_suffix(".png")
-    return SweepRun(path, model, points, metadata, png if png.is_file() else None)
+    return SweepRun(path, model, points, metadata, file_beside(path, path.with_suffix(".png").name))
 
 
 def _number(value: Any) -> bool:
@@ -383,9 +398,8 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
                              "reaches every smaller one: the file was edited or corrupted; rerun robust-mix certify")
         if not isinstance(curve.get("label"), str):
             raise ValueError(f"curve {i} has no label")
-    png = path.with_suffix(".png")
     return CertificateRun(path, str(data["model"]), canonical_dataset(str(data["dataset"])), data,
-                          png if png.is_file() else None)
+                          file_beside(path, path.with_suffix(".png").name))
 
 
 def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:
@@ -452,6 +466,8 @@ def _json_error(path: Path, text: str, err: json.JSONDecodeError) -> str:
         return f"not a JSON file: expected {', '.join(INPUT_FILES)} (or another .json report)"
     if not text.strip():
         return "an empty file: rerun the command that writes it"
+    if isinstance(err, MalformedJSONError):
+        return f"not JSON robust_mix reads ({err}): rerun the command that writes it"
     if text.lstrip().startswith(("{", "[")) and not text.rstrip().endswith(("}", "]")):
         return (f"truncated JSON (it stops after {len(text)} characters, before its closing brace): the write "
                 "was cut short; rerun the command that writes it")
@@ -470,7 +486,7 @@ def collect(paths: Iterable[PathLike]) -> Inputs:
             inputs.rejected.append(Rejected(path, f"cannot be read as text ({err})"))
             continue
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as err:
             inputs.rejected.append(Rejected(path, _json_error(path, text, err)))
             continue

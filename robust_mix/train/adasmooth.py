@@ -19,7 +19,6 @@ and the buffer under ``<out>/buffer/round-<r>/``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -220,7 +219,7 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
         if (calibrate and dist.is_main and run.same_recipe and finished and calibrated.is_file()
                 and (run.path / "calibration.json").is_file()):  # written last: the calibration finished
             logger.info("%s holds the calibration of this recipe and network: not calibrated again", calibrated)
-            record["policy"] = json.loads(calibrated.read_text())
+            record["policy"] = run.read_json(calibrated.name)
         elif calibrate and dist.is_main:
             model.load_state_dict(load_state_dict(run.path / POLICY_FILE), strict=False)
             calib_x, calib_y = dataset_tensors(calibration_set)

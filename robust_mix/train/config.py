@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from robust_mix.config import CONFIG_RULES, InputConfig, PolicyConfig, from_dict
 from robust_mix.io import atomic_write_text
 from robust_mix.validate import (InvalidInputError, check_choice, check_eps, check_fields, check_fraction,
-                                 check_input_file, check_int, check_real, check_seed, non_negative_float,
+                                 check_input_file, check_int, check_real, check_seed, non_negative_float, parse_json,
                                  positive_float, positive_int)
 
 PathLike = Union[str, Path]
@@ -348,7 +348,7 @@ def load_recipe(cls: type, path: PathLike) -> RecipeConfig:
     """
     path = check_input_file(path, "recipe file", inside="recipe.json")
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{path} is not valid JSON ({err}); it may be truncated: write it again with "
                                 "save_recipe (robust-mix train writes it into its run folder)") from None
@@ -387,7 +387,7 @@ def parse_settings(settings: Sequence[str], given: Sequence[str] = ()) -> dict[s
             raise ValueError(f"settings look like key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = json.loads(raw)
+            value = parse_json(raw)
         except json.JSONDecodeError:
             value = raw
         for earlier in [*values, *given]:

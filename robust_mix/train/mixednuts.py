@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 from typing import Any, Optional, Union
 
@@ -137,7 +136,7 @@ def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistCo
         if run.same_recipe and (run.path / RESULT_FILE).is_file() and (run.path / "calibration.json").is_file():
             # a finished calibration started again (calibration.json is written last)
             logger.info("%s holds the calibration of this recipe: nothing to do", run.path / RESULT_FILE)
-            return json.loads((run.path / RESULT_FILE).read_text())
+            return run.read_json(RESULT_FILE)
         val = recipe_split(config, resolve_dataset(config.dataset, config.robust), "val", "val_images")
         images, labels = dataset_tensors(val)
         robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")

@@ -20,9 +20,9 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from robust_mix.distributed import DistContext
-from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_text
+from robust_mix.io import FolderLock, LogFileHandler, atomic_write_bytes, atomic_write_text
 from robust_mix.train.config import RecipeConfig, recipe_dict, recipe_from_dict, save_recipe
-from robust_mix.validate import check_writable_dir
+from robust_mix.validate import check_writable_dir, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class RunDir:
                                       f"them cannot be told; restore {RECIPE}, or use another --out folder "
                                       "(nothing was written)")
         try:
-            data = json.loads(saved.read_text())
+            data = parse_json(saved.read_text())
         except (ValueError, UnicodeDecodeError) as err:
             raise RecipeMismatchError(f"{saved} is not valid JSON ({err}): it was damaged after the run wrote it; "
                                       "restore it, or use another --out folder (nothing was written)") from None
@@ -129,7 +129,7 @@ class RunDir:
         if not self.dist.is_main:
             return
         save_recipe(self.config, self.path / RECIPE)
-        self._handler = logging.FileHandler(self.path / LOG)
+        self._handler = LogFileHandler(self.path / LOG)  # never through a link: a run folder may come from elsewhere
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("robust_mix")
         root.addHandler(self._handler)
@@ -176,6 +176,25 @@ class RunDir:
             raise RunFileError(f"{self.checkpoint} is not a training checkpoint (it lacks {missing}); {_RESTART}")
         return state
 
+    def read_json(self, name: str) -> dict[str, Any]:
+        """A result file of the folder (``policy.json``, ``nuts.json``, ...) that :meth:`write_json` wrote, read back
+        when a finished run is started again.
+
+        Raises:
+            RunFileError: the file is not JSON (:func:`robust_mix.validate.parse_json`) or not a JSON object: it was
+                damaged or replaced after the run wrote it; the message names it and says what to do.
+        """
+        path = self.path / name
+        redo = ("it was damaged or replaced after the run wrote it (results are written atomically): move it away "
+                f"and rerun the command to compute it again")
+        try:
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
+            raise RunFileError(f"{path} is not valid JSON ({err}); {redo}") from None
+        if not isinstance(data, dict):
+            raise RunFileError(f"{path} holds a JSON {type(data).__name__}, not the object the run writes; {redo}")
+        return data
+
     def write_json(self, name: str, data: Any) -> None:
         """Write a result file (``policy.json``, ``calibration.json``, ...) atomically (rank 0)."""
         if self.dist.is_main:
@@ -208,7 +227,7 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as err:
             record, why = None, f"not JSON: {err}"
         else:
