@@ -13,7 +13,6 @@ import termios
 import time
 import warnings
 
-import pytest
 
 from robust_mix.cli import demo, main
 from robust_mix.cli.benchmark import RowBars

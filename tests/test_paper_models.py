@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple

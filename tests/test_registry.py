@@ -10,7 +10,6 @@ from robust_mix import (AdaptiveAlpha, BackboneConfig, ModelConfig, NutsConfig, 
                         get_model_config, list_models, load_model, register_model, save_backbone)
 from robust_mix.io import save_state_dict
 from robust_mix.validate import InvalidInputError
-from conftest import make_tiny
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ from typing import Any, Optional, Sequence
 
 import robust_mix
 from robust_mix import threads
-from robust_mix.cli import POSITIVE_INT, format_table
+from robust_mix.cli import POSITIVE_INT
 from robust_mix.cli.benchmark import RowBars
 from robust_mix.data import load_dataset
 from robust_mix.formatting import TARGET_SLACK, evaluation_label, percent, percent_beside_target, percent_interval
