@@ -32,7 +32,7 @@ from torch import nn
 import pyautoattack
 import pyautoattack.state
 
-from robust_mix.protocol import AUTOATTACK_STAGES
+from robust_mix.protocol import AUTOATTACK_STAGES, MIN_CLASSES, class_count_problem
 from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_eps_within_images,
                                  check_examples, check_threat_model, positive_int)
 
@@ -124,7 +124,8 @@ class AutoAttack(pyautoattack.AutoAttack):
     Raises:
         robust_mix.validate.InvalidInputError: a norm, eps, version, attack name or device that pyautoattack
             would take without complaint and answer with a wrong number or a failure deep in a run, or a
-            model that declares a dtype other than float32 (pyautoattack attacks float32 images).
+            model that declares a dtype other than float32 (pyautoattack attacks float32 images); at
+            ``run_standard_evaluation``, before the first attack, an attack the model has too few classes for.
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 0.3, seed: Optional[int] = None,
@@ -185,9 +186,29 @@ class AutoAttack(pyautoattack.AutoAttack):
         bs = positive_int("bs", bs)
         x_orig, y_orig = check_examples(x_orig, y_orig)
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
+        self._check_classes(x_orig)
         with self._log_file():
             x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
         return (x_adv, y_adv) if return_labels else x_adv
+
+    def _check_classes(self, x: torch.Tensor) -> None:
+        """Refuse attacks the model has too few classes for (:func:`robust_mix.protocol.class_count_problem`), after
+        one forward pass on one image: pyautoattack only warns, then fails mid-run with a bare ``IndexError``."""
+        with torch.no_grad():
+            num_classes = self.get_logits(x[:1].to(self.device)).shape[-1]
+        targets = {"apgd-t": self.apgd_targeted.n_target_classes, "fab-t": self.fab.n_target_classes}
+        for attack in self.attacks_to_run:
+            problem = class_count_problem(attack, num_classes, targets.get(attack))
+            if problem is None:
+                continue
+            if num_classes < MIN_CLASSES.get(attack, 2):
+                others = [a for a in self.attacks_to_run if class_count_problem(a, num_classes) is None]
+                raise InvalidInputError(f"{problem}; leave it out: version='custom', attacks_to_run={others}")
+            owner = "apgd_targeted" if attack == "apgd-t" else "fab"
+            raise InvalidInputError(
+                f"{problem}; set adversary.{owner}.n_target_classes = {num_classes - 1} (every other class) before "
+                "the run, or, for RobustBench's benchmark(), pass robust_mix.autoattack_settings(configure=...) a "
+                "function that sets it")
 
     def _cascade(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int, path: Optional[Path]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

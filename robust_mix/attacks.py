@@ -27,8 +27,8 @@ from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
-from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, OPTION_SETTING, OPTION_STAGES, SETTINGS_GROUP, AttackOptions,
-                                 AttackPlan, check_options)
+from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, MIN_CLASSES, OPTION_SETTING, OPTION_STAGES, SETTINGS_GROUP,
+                                 AttackOptions, AttackPlan, check_options, class_count_problem)
 from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
                                  check_score_shape)
 
@@ -395,21 +395,17 @@ class StageRunner:
             robust_mix.validate.InvalidInputError: naming the stage, what it needs and how to run anyway.
         """
         aa = self.autoattack
-        needs = {"apgd-dlr": (3, None), "apgd-t": (4, aa.apgd_targeted.n_target_classes),
-                 "fab-t": (2, aa.fab.n_target_classes), "adaptive-apgd-t": (4, self.adaptive_t.n_target_classes)}
+        targets = {"apgd-t": aa.apgd_targeted.n_target_classes, "fab-t": aa.fab.n_target_classes,
+                   "adaptive-apgd-t": self.adaptive_t.n_target_classes}
         for stage in stages:
-            least, targets = needs.get(stage, (2, None))
-            if num_classes < least:
-                raise InvalidInputError(
-                    f"the model scores {num_classes} classes, but the {stage} attack needs at least {least} (its "
-                    f"{'targeted ' if least == 4 else ''}DLR loss reads the {'fourth' if least == 4 else 'third'}-"
-                    f"largest score); leave {stage} out of the attack (e.g. attack='apgd-ce,fab,square')")
-            if targets is not None and targets > num_classes - 1:
-                raise InvalidInputError(
-                    f"the {stage} attack aims at {targets} target classes, but the model scores {num_classes} "
-                    f"classes ({num_classes - 1} besides the true one); pass "
-                    f"options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
-                    f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
+            problem = class_count_problem(stage, num_classes, targets.get(stage))
+            if problem is None:
+                continue
+            if num_classes < MIN_CLASSES.get(stage, 2):
+                raise InvalidInputError(f"{problem}; leave {stage} out of the attack (e.g. attack='apgd-ce,fab,square')")
+            raise InvalidInputError(
+                f"{problem}; pass options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
+                f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
 
     #: Fewest iterations an APGD stage with pyautoattack's ``use_largereps`` (L1) can run: it splits them into
     #: rounds at 3, 2 and 1 times eps (``ceil`` of 30 % and 30 %, then the rest), and the last round, the only

@@ -215,6 +215,33 @@ def test_settings_apply_inside_the_block_only(tiny_cifar):
     assert (outside.seed, outside.square.n_queries) == (None, 5000)
 
 
+@pytest.mark.parametrize("version, attacks, match", [
+    ("standard", (), r"the apgd-t attack needs at least 4 .*leave it out: version='custom', "
+                     r"attacks_to_run=\['apgd-ce', 'fab-t', 'square'\]"),
+    ("plus", (), "the apgd-t attack needs at least 4"),
+    ("custom", ["fab-t"], r"the fab-t attack aims at 9 target classes, but the model scores 3 classes.*"
+                          r"adversary.fab.n_target_classes = 2"),
+])
+def test_interface_refuses_attacks_the_model_has_too_few_classes_for_before_any_work(tmp_path, version, attacks,
+                                                                                     match):
+    """pyautoattack only warned ('with only 3 classes it is not possible to use the targeted DLR loss!'), then
+    failed mid-run with a bare IndexError ('index -4 is out of bounds for dimension 1 with size 3')."""
+    model = MixedClassifier(make_tiny(0, num_classes=3, in_chans=3, scale=20),
+                            make_tiny(1, num_classes=3, in_chans=3, scale=20), alpha=0.7)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        adversary = AutoAttack(model, eps=EPS, version=version, attacks_to_run=attacks)
+    adversary.fab.n_target_classes = adversary.apgd_targeted.n_target_classes = 9
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        adversary.run_standard_evaluation(x, y, bs=BATCH, state_path=tmp_path / "state.json")
+    assert not (tmp_path / "state.json").exists()  # refused before the first attack
+    adversary.fab.n_target_classes = 2  # as the message says: the run goes through
+    if version == "custom":
+        assert adversary.run_standard_evaluation(x, y, bs=BATCH).shape == x.shape
+
+
 # -- robustbench.eval.benchmark --------------------------------------------------------------------------
 def test_benchmark_equals_pyautoattack_on_the_same_examples(tiny_cifar, robustbench_data, tmp_path):
     import robustbench.eval
