@@ -22,7 +22,8 @@
 - **RobustBench's lost model_dir.** ``robustbench.utils.load_model(name, model_dir=...)`` does not pass
   ``model_dir`` on when ``name`` is a timm model. While that call runs, :func:`robustbench_model_dir`
   gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
-- **RobustBench's benchmark() arguments.** ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
+- **RobustBench's benchmark() arguments.** A data set or threat model spelled otherwise is named with the one meant
+  (as for ``load_model``), ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
   ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
   fails deep in torch, a model of another label set than ``dataset`` is scored silently (near 0 %), and a
   model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics,
@@ -276,10 +277,12 @@ def _load_model_with_explanations(original: Callable) -> Callable:
     return load_model
 
 
-def _check_robustbench_names(given: dict[str, Any]) -> None:
-    """``robustbench.utils.load_model``'s ``dataset`` and ``threat_model`` (or ``norm``): RobustBench's enum members,
-    or their values exactly. RobustBench answered ``"linf"`` or ``"CIFAR100"`` with ``'linf' is not a valid
-    ThreatModel``, naming neither the values it takes nor the one meant.
+def _check_robustbench_names(given: dict[str, Any], call: str = "load_model") -> None:
+    """``robustbench.utils.load_model``'s or ``benchmark()``'s (``call``) ``dataset`` and ``threat_model`` (or
+    ``norm``): RobustBench's enum members, or their values exactly. RobustBench answered ``"linf"`` or ``"CIFAR100"``
+    with ``'linf' is not a valid ThreatModel``, naming neither the values it takes nor the one meant; ``benchmark()``
+    given a data set or threat model that only robust_mix's harness evaluates (``"L1"``, ``"fashion-mnist"``) is
+    pointed to :func:`robust_mix.benchmark`.
 
     Raises:
         robust_mix.validate.InvalidInputError: a name RobustBench does not have, listing those it has (and the one
@@ -288,7 +291,7 @@ def _check_robustbench_names(given: dict[str, Any]) -> None:
     """
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
+    from robust_mix.validate import THREAT_MODELS, InvalidInputError, InvalidInputTypeError, spelled_alike
 
     for key, kind in (("dataset", BenchmarkDataset), ("threat_model", ThreatModel), ("norm", ThreatModel)):
         value = given.get(key)
@@ -296,13 +299,30 @@ def _check_robustbench_names(given: dict[str, Any]) -> None:
             continue
         values = [member.value for member in kind]
         if not isinstance(value, str):
-            raise InvalidInputTypeError(f"{key}={value!r} ({type(value).__name__}): RobustBench's load_model takes "
+            raise InvalidInputTypeError(f"{key}={value!r} ({type(value).__name__}): RobustBench's {call} takes "
                                         f"one of {values} or a {kind.__name__} member")
         if value in values:
             continue
         same = spelled_alike(value, values)
         hint = f": RobustBench's names are case-sensitive, did you mean {same!r}?" if same else ""
+        if not same and call == "benchmark()":
+            harness = spelled_alike(value, THREAT_MODELS) if kind is ThreatModel else _harness_dataset(value)
+            if harness:
+                hint = (f"; robust_mix's own harness evaluates {harness}: robust_mix.benchmark(model, "
+                        f"{'threat_model' if kind is ThreatModel else 'dataset'}={harness!r}, ...)")
         raise InvalidInputError(f"RobustBench has no {key} {value!r}; it has {values}{hint}")
+
+
+def _harness_dataset(name: str) -> Optional[str]:
+    """The data set robust_mix's harness reads ``name`` as (:func:`robust_mix.protocol.canonical_dataset`), ``None``
+    for one it does not evaluate either."""
+    from robust_mix.protocol import LEADERBOARD_EXAMPLES, canonical_dataset
+
+    try:
+        dataset = canonical_dataset(name)
+    except ValueError:
+        return None
+    return dataset if dataset in LEADERBOARD_EXAMPLES else None
 
 
 def robustbench_model_dir() -> Optional[Path]:
@@ -337,6 +357,9 @@ def check_benchmark_arguments() -> None:
       ``model_info/`` under the working folder.
     - ImageNet images are prepared with a robust_mix model's own preprocessing when none is given; without one
       (and without a ``model_name`` RobustBench knows) the call is refused naming the choices.
+    - ``dataset`` and ``threat_model`` must be RobustBench's names (``"linf"`` is refused naming ``"Linf"``, where
+      RobustBench said only ``'linf' is not a valid ThreatModel``); ``"L1"`` and Fashion-MNIST, which only
+      robust_mix's harness evaluates, are refused pointing to :func:`robust_mix.benchmark`.
     - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
       ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
     """
@@ -348,6 +371,7 @@ def _check_benchmark_call(given: dict[str, Any]) -> None:
     """The checks of RobustBench's ``benchmark()`` on its bound arguments (see :func:`check_benchmark_arguments`)."""
     from robust_mix._compat_autoattack import check_float32_model
 
+    _check_robustbench_names({"dataset": given["dataset"], "threat_model": given["threat_model"]}, "benchmark()")
     if given["device"] is not None:
         given["device"] = _benchmark_device(given["device"])
     _check_benchmark_counts(given)

@@ -525,8 +525,19 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"to_disk": "no"}, TypeError, r"to_disk must be True or False, got 'no'"),
     ({"log_path": "{tmp}/a_file/log.txt"}, ValueError, r"a_file is a file, not a folder"),
     ({"log_path": "{tmp}"}, ValueError, r"log_path .* is a folder; name the log file in it, e.g. log_path="),
+    # RobustBench: a bare "'linf' is not a valid ThreatModel", naming neither its names nor the one meant
+    ({"threat_model": "linf"}, ValueError, r"RobustBench has no threat_model 'linf'; it has \['Linf', 'L2', "
+                                           r"'corruptions', 'corruptions_3d'\].*did you mean 'Linf'\?"),
+    ({"dataset": "CIFAR10"}, ValueError, r"RobustBench has no dataset 'CIFAR10'.*did you mean 'cifar10'\?"),
+    ({"threat_model": "L1", "eps": 12.0}, ValueError,
+     r"RobustBench has no threat_model 'L1'.*robust_mix's own harness evaluates L1: robust_mix.benchmark\(model, "
+     r"threat_model='L1'"),
+    ({"dataset": "fmnist"}, ValueError, r"RobustBench has no dataset 'fmnist'.*robust_mix.benchmark\(model, "
+                                        r"dataset='fashion-mnist'"),
+    ({"dataset": 10}, TypeError, r"dataset=10 \(int\): RobustBench's benchmark\(\) takes one of"),
 ], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
-        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder"])
+        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder",
+        "threat model in lower case", "data set in upper case", "L1", "fashion-mnist", "data set a number"])
 def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
                                                                           changes, error, message):
     """RobustBench checked these after loading the data and scoring the clean pass (eps, log_path), after the whole
