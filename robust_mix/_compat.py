@@ -30,6 +30,10 @@
   and an ``aa_state_path`` that cannot be written fails only after the clean pass; a model in float64 or half
   precision fails in the clean pass, asking for images of its dtype that the caller never handles.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
+- **RobustBench's data, offline.** Test images RobustBench cannot download or find (CIFAR offline: a bare
+  ``URLError``; ImageNet's ``val/``, ImageNet-C: a ``FileNotFoundError``, the latter after the clean pass; a Zenodo
+  download of CIFAR-10-C: ``ConnectionError``) are an error saying where to put the files
+  (:func:`check_benchmark_arguments`).
 - **RobustBench's clean_accuracy() arguments.** ``robustbench.utils.clean_accuracy`` computes a number from any
   images and labels (labels of shape ``(N, 1)`` counted ``N`` times each, 0-255 pixels) and runs a model in
   training mode; :func:`check_clean_accuracy_arguments` checks them first.
@@ -355,6 +359,11 @@ def check_benchmark_arguments() -> None:
     - a corruption benchmark (``threat_model="corruptions"``) RobustBench 1.1.1 cannot finish is refused: CIFAR's
       (its loaders do not take the arguments ``benchmark()`` passes) and any without AlexNet's reference results in
       ``model_info/`` under the working folder.
+    - a corruption benchmark whose images are not on disk (``ImageNet-C``, ``ImageNet-3DCC`` under
+      ``corruptions_data_dir`` or ``data_dir``) is refused before any work: RobustBench never downloads them, and
+      failed after the clean pass. Test images RobustBench cannot load or download (CIFAR offline, ImageNet's ``val/``
+      absent) and a failed Zenodo download (CIFAR-10-C, CIFAR-100-C) are errors saying where to put the files
+      (:class:`robust_mix.data.DatasetNotFoundError`), not a bare ``URLError`` or ``ConnectionError``.
     - ImageNet images are prepared with a robust_mix model's own preprocessing when none is given; without one
       (and without a ``model_name`` RobustBench knows) the call is refused naming the choices.
     - ``dataset`` and ``threat_model`` must be RobustBench's names (``"linf"`` is refused naming ``"Linf"``, where
@@ -365,6 +374,8 @@ def check_benchmark_arguments() -> None:
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _checking_arguments(_check_benchmark_call))
+    _wrap_once([robustbench.eval, robustbench.data], "load_clean_dataset", _explaining_missing_clean_data)
+    _wrap_once([robustbench.data], "zenodo_download", _explaining_failed_zenodo_download)
 
 
 def _check_benchmark_call(given: dict[str, Any]) -> None:
@@ -379,7 +390,8 @@ def _check_benchmark_call(given: dict[str, Any]) -> None:
     _check_benchmark_input(given["model"], given["dataset"])
     given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
                                                       given["preprocessing"])
-    _check_benchmark_corruptions(given["dataset"], given["threat_model"])
+    _check_benchmark_corruptions(given["dataset"], given["threat_model"], given["data_dir"],
+                                 given["corruptions_data_dir"])
     _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
     _check_benchmark_mode(given["model"])
     check_float32_model(given["model"])
@@ -466,7 +478,8 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
     return preprocessing
 
 
-def _check_benchmark_corruptions(dataset: Any, threat_model: Any) -> None:
+def _check_benchmark_corruptions(dataset: Any, threat_model: Any, data_dir: Any = "./data",
+                                 corruptions_data_dir: Any = None) -> None:
     """Refuse RobustBench's corruption benchmarks where RobustBench 1.1.1's ``benchmark()`` cannot finish them, before
     the data are loaded and the clean pass is scored:
 
@@ -503,6 +516,26 @@ def _check_benchmark_corruptions(dataset: Any, threat_model: Any) -> None:
                                 f"{str(reference)!r} under the working folder ({str(Path.cwd())!r}), which is not "
                                 "there: it would fail only after evaluating every corruption set; run it from a "
                                 "RobustBench checkout, which has that file")
+    _check_corruption_folders(dataset_, threat, Path(corruptions_data_dir or data_dir))
+
+
+def _check_corruption_folders(dataset: Any, threat: Any, root: Path) -> None:
+    """Refuse an ImageNet corruption benchmark whose images are not under ``root``: RobustBench reads every corruption
+    and severity from ``root/<ImageNet-C or ImageNet-3DCC>/<corruption>/<severity>/`` and never downloads them; a
+    missing folder failed with a ``FileNotFoundError`` only after the clean pass and the corruptions before it."""
+    from robustbench.data import CORRUPTIONS_DICT, CORRUPTIONS_DIR_NAMES
+
+    from robust_mix.data import DatasetNotFoundError
+
+    folder = root / CORRUPTIONS_DIR_NAMES[dataset][threat]
+    missing = [f"{corruption}/{severity}" for corruption in CORRUPTIONS_DICT[dataset][threat]
+               for severity in range(1, 6) if not (folder / corruption / str(severity)).is_dir()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"threat_model={threat.value!r} on dataset={dataset.value!r} reads {folder.name} from {str(folder)!r} "
+            f"(<corruption>/<severity 1-5>/<class>/<image>), but {len(missing)} of its folders are not there (such as "
+            f"{missing[0]!r}); RobustBench does not download {folder.name}, and nothing was evaluated: download and "
+            f"extract it there yourself, or pass corruptions_data_dir= the folder that holds {folder.name}/")
 
 
 def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:
@@ -613,6 +646,58 @@ def _check_benchmark_mode(model: Any, call: str = "benchmark()") -> None:
         raise InvalidInputError(f"the model is in training mode ({len(training)} BatchNorm layer(s) such as "
                                 f"{training[0]!r}): its predictions would depend on the batch and each forward pass "
                                 f"would change its running statistics; call model.eval() before {call}")
+
+
+def _explaining_missing_clean_data(original: Callable) -> Callable:
+    """``robustbench.data.load_clean_dataset`` whose failure to find or download the test images (an ``OSError``:
+    ``URLError`` offline, ``FileNotFoundError`` for ImageNet's ``val/``) is a
+    :class:`robust_mix.data.DatasetNotFoundError` saying where the files go (see :func:`check_benchmark_arguments`)."""
+    @functools.wraps(original)
+    def load_clean_dataset(dataset: Any, n_examples: Any, data_dir: Any, prepr: Any) -> Any:
+        try:
+            return original(dataset, n_examples, data_dir, prepr)
+        except OSError as err:
+            from robust_mix.data import DatasetNotFoundError
+
+            raise DatasetNotFoundError(f"RobustBench could not load the {getattr(dataset, 'value', dataset)} test "
+                                       f"images from data_dir={str(data_dir)!r} ({err}); nothing was evaluated: "
+                                       f"{_clean_data_hint(dataset, Path(data_dir))}") from err
+
+    return load_clean_dataset
+
+
+def _clean_data_hint(dataset: Any, data_dir: Path) -> str:
+    """Where RobustBench reads ``dataset``'s test images under ``data_dir``, and how they get there."""
+    import torchvision
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    if dataset == BenchmarkDataset.imagenet:
+        return (f"RobustBench never downloads ImageNet; put the ILSVRC2012 validation images in {str(data_dir / 'val')!r}"
+                " (one folder per class named by its WordNet id, e.g. val/n09468604/ILSVRC2012_val_00015253.JPEG: "
+                "RobustBench reads the 5,000 its helper_files/imagenet_test_image_ids.txt lists), or pass data_dir= the "
+                "folder that holds val/")
+    cls = torchvision.datasets.CIFAR10 if dataset == BenchmarkDataset.cifar_10 else torchvision.datasets.CIFAR100
+    return (f"torchvision downloads it when online; offline, extract {cls.filename} into {str(data_dir)!r} (it holds "
+            f"{cls.base_folder}/), or pass data_dir= the folder that holds {cls.base_folder}/")
+
+
+def _explaining_failed_zenodo_download(original: Callable) -> Callable:
+    """``robustbench.data.zenodo_download`` (CIFAR-10-C, CIFAR-100-C) whose network failure (``requests``'
+    ``ConnectionError``, an ``OSError``) is a :class:`robust_mix.data.DatasetNotFoundError` saying what to fetch and
+    where to put it."""
+    @functools.wraps(original)
+    def zenodo_download(record_id: str, filenames_to_download: Any, save_dir: Path) -> None:
+        try:
+            return original(record_id, filenames_to_download, save_dir)
+        except OSError as err:
+            from robust_mix.data import DatasetNotFoundError
+
+            names = ", ".join(sorted(filenames_to_download))
+            raise DatasetNotFoundError(f"RobustBench could not download {names} from Zenodo record {record_id} ({err});"
+                                       f" download it elsewhere and extract it into {str(save_dir)!r}, where "
+                                       "RobustBench reads it without downloading") from err
+
+    return zenodo_download
 
 
 def check_clean_accuracy_arguments() -> None:

@@ -553,6 +553,95 @@ def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_
     assert robustbench_data == []  # refused before the data were loaded
 
 
+def imagenet_model():
+    """A tiny 1000-class mixed model (no declared input shape: it takes RobustBench's 224x224 ImageNet images)."""
+    return MixedClassifier(make_tiny(0, num_classes=1000, in_chans=3), make_tiny(1, num_classes=1000, in_chans=3),
+                           alpha=0.7)
+
+
+def test_benchmark_says_where_to_put_cifar_images_it_could_not_download(tiny_cifar, monkeypatch, tmp_path):
+    """Offline, RobustBench stopped with a bare ``URLError: <urlopen error [Errno -2] Name or service not known>``."""
+    import urllib.error
+
+    import robustbench.data
+    import robustbench.eval
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setitem(robustbench.data._clean_dataset_loaders, BenchmarkDataset.cifar_10, offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=r"could not load the cifar10 test images from data_dir='.*data' \(.*Name or service not "
+                             r"known.*nothing was evaluated.*extract cifar-10-python.tar.gz into '.*data'.*"
+                             r"cifar-10-batches-py/"):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   data_dir=str(tmp_path / "data"))
+
+
+def test_benchmark_says_where_to_put_imagenet_images(monkeypatch, tmp_path):
+    """RobustBench answered ``FileNotFoundError: [Errno 2] No such file or directory: '.../val'``."""
+    import robustbench.eval
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=r"RobustBench never downloads ImageNet; put the ILSVRC2012 validation images in "
+                             r"'.*data/val'"):
+        robustbench.eval.benchmark(imagenet_model(), n_examples=2, dataset="imagenet", eps=4 / 255, batch_size=2,
+                                   data_dir=str(tmp_path / "data"), preprocessing="Res256Crop224")
+
+
+@pytest.mark.parametrize("threat_model, folder", [("corruptions", "ImageNet-C"), ("corruptions_3d", "ImageNet-3DCC")])
+def test_imagenet_corruptions_that_are_not_on_disk_are_refused_before_any_work(monkeypatch, tmp_path, threat_model,
+                                                                               folder):
+    """RobustBench never downloads ImageNet-C or 3DCC; it failed with a FileNotFoundError only after the clean pass."""
+    import robustbench.eval
+    from robustbench.data import CORRUPTIONS_DICT
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    monkeypatch.chdir(tmp_path)
+    name = "unaggregated_results_3d.csv" if threat_model == "corruptions_3d" else "unaggregated_results.csv"
+    (tmp_path / "model_info" / "imagenet" / "corruptions").mkdir(parents=True)
+    (tmp_path / "model_info" / "imagenet" / "corruptions" / name).write_text("AlexNet\n")
+    loaded = []
+
+    def load_clean_dataset(*args):
+        loaded.append(args)
+        raise RuntimeError("the clean pass was reached")
+
+    monkeypatch.setattr(robustbench.eval, "load_clean_dataset", load_clean_dataset)
+    arguments = dict(n_examples=2, dataset="imagenet", threat_model=threat_model, batch_size=2,
+                     data_dir=str(tmp_path / "data"), preprocessing="Res256Crop224")
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=rf"reads {folder} from '.*data/{folder}'.* folders are not there.*RobustBench does not "
+                             rf"download {folder}.*pass corruptions_data_dir="):
+        robustbench.eval.benchmark(imagenet_model(), **arguments)
+    assert loaded == []
+    corruptions = tmp_path / "elsewhere"  # every folder there, under corruptions_data_dir: the check lets it run
+    for corruption in CORRUPTIONS_DICT[BenchmarkDataset.imagenet][ThreatModel(threat_model)]:
+        for severity in range(1, 6):
+            (corruptions / folder / corruption / str(severity)).mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="the clean pass was reached"):
+        robustbench.eval.benchmark(imagenet_model(), corruptions_data_dir=str(corruptions), **arguments)
+
+
+def test_a_failed_zenodo_download_of_cifar_corruptions_says_where_to_put_them(monkeypatch, tmp_path):
+    """``robustbench.data.load_cifar10c`` offline: a bare ``requests.exceptions.ConnectionError``."""
+    import requests
+    import robustbench.data
+    import robustbench.zenodo_download
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'zenodo.org'")
+
+    monkeypatch.setattr(robustbench.zenodo_download.requests, "get", offline)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=r"could not download CIFAR-10-C.tar from Zenodo record 2535967 \(Failed to resolve "
+                             r"'zenodo.org'\); download it elsewhere and extract it into '.*data'"):
+        robustbench.data.load_cifar10c(2, data_dir=str(tmp_path / "data"))
+
+
 def test_benchmark_names_the_entry_s_own_budget_when_eps_is_missing(robustbench_data):
     import robustbench.eval
 
@@ -643,6 +732,6 @@ def test_corruption_benchmarks_robustbench_cannot_finish_are_refused_before_any_
     reference = tmp_path / "model_info" / "imagenet" / "corruptions" / "unaggregated_results.csv"
     reference.parent.mkdir(parents=True)
     reference.write_text("as in a RobustBench checkout\n")
-    with pytest.raises(Exception) as err:  # accepted: RobustBench goes on (to ImageNet-C, which is not here)
-        robustbench.eval.benchmark(imagenet, threat_model="corruptions", **settings)
-    assert robustbench_data == [("imagenet", N)] and not isinstance(err.value, robust_mix.validate.InvalidInputError)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError, match="RobustBench does not download ImageNet-C"):
+        robustbench.eval.benchmark(imagenet, threat_model="corruptions", **settings)  # past the reference: the images
+    assert robustbench_data == []
