@@ -442,18 +442,28 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
 
     RobustBench stopped with a bare ``Exception`` ("Preprocessing should be specified ...") for a robust_mix ImageNet
     model passed without ``model_name``, although the model states its preprocessing; with an unknown ``model_name``
-    it stopped with a bare ``KeyError``.
+    or preprocessing name (``"Res256crop224"``) it stopped with a bare ``KeyError``.
 
     Raises:
-        robust_mix.validate.InvalidInputError: ImageNet, and neither a preprocessing, nor a model that states one, nor
-            a ``model_name`` RobustBench or timm knows.
+        robust_mix.validate.InvalidInputError: a preprocessing name RobustBench does not have (any data set), or
+            ImageNet, and neither a preprocessing, nor a model that states one, nor a ``model_name`` RobustBench or
+            timm knows.
     """
     from robustbench.data import PREPROCESSINGS
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from robust_mix.validate import InvalidInputError
+    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
 
+    names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
+    if preprocessing is not None and not callable(preprocessing):
+        if not isinstance(preprocessing, str):
+            raise InvalidInputTypeError(f"preprocessing={preprocessing!r} ({type(preprocessing).__name__}): pass one of "
+                                        f"RobustBench's names {names} or a transform (a callable)")
+        if preprocessing not in PREPROCESSINGS:  # RobustBench: a bare KeyError
+            same = spelled_alike(preprocessing, names)
+            raise InvalidInputError(f"RobustBench has no preprocessing {preprocessing!r}; it has {names}"
+                                    + (f" (names are case-sensitive: did you mean {same!r}?)" if same else ""))
     try:
         dataset_ = BenchmarkDataset(dataset)
     except ValueError:
@@ -471,7 +481,6 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
         or any(timm.is_model(f"{model_name.lower().replace('-', '_')}_{dataset_.value}_{t.value.lower()}")
                for t in ThreatModel))
     if not known:
-        names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
         raise InvalidInputError(f"dataset='imagenet' needs to know how its test images are resized and cropped: pass "
                                 f"preprocessing= one of {names} (the model's own), or model_name= of a RobustBench "
                                 f"or robust_mix ImageNet model (got model_name={model_name!r})")
