@@ -125,7 +125,9 @@ class AutoAttack(pyautoattack.AutoAttack):
         robust_mix.validate.InvalidInputError: a norm, eps, version, attack name or device that pyautoattack
             would take without complaint and answer with a wrong number or a failure deep in a run, or a
             model that declares a dtype other than float32 (pyautoattack attacks float32 images); at
-            ``run_standard_evaluation``, before the first attack, an attack the model has too few classes for.
+            ``run_standard_evaluation``, before the first attack, an attack the model has too few classes for, or
+            a model whose BatchNorm layers are in training mode (the attacks' queries would update their statistics
+            and each prediction would depend on its batch; RobustBench's ``benchmark()`` refuses it too).
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 0.3, seed: Optional[int] = None,
@@ -186,6 +188,9 @@ class AutoAttack(pyautoattack.AutoAttack):
         bs = positive_int("bs", bs)
         x_orig, y_orig = check_examples(x_orig, y_orig)
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
+        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
+
+        _check_benchmark_mode(self.model, "run_standard_evaluation()")
         self._check_classes(x_orig)
         with self._log_file():
             x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))

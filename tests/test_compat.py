@@ -242,6 +242,25 @@ def test_interface_refuses_attacks_the_model_has_too_few_classes_for_before_any_
         assert adversary.run_standard_evaluation(x, y, bs=BATCH).shape == x.shape
 
 
+def test_interface_refuses_a_model_in_training_mode_and_leaves_it_unchanged(tiny_cifar):
+    """pyautoattack attacked a model whose BatchNorm layers were in training mode: every query normalised with its
+    batch's statistics and wrote them into the running ones (RobustBench's benchmark() refuses such a model)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    _, x, y = tiny_cifar
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        adversary = AutoAttack(net, eps=EPS, version="custom", attacks_to_run=["apgd-ce"])
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"the model is in training mode \(1 BatchNorm layer\(s\) such as '1'\).*call "
+                             r"model.eval\(\) before run_standard_evaluation\(\)"):
+        adversary.run_standard_evaluation(x, y, bs=BATCH)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    net.eval()
+    assert adversary.run_standard_evaluation(x, y, bs=BATCH).shape == x.shape
+
+
 # -- robustbench.eval.benchmark --------------------------------------------------------------------------
 def test_benchmark_equals_pyautoattack_on_the_same_examples(tiny_cifar, robustbench_data, tmp_path):
     import robustbench.eval
