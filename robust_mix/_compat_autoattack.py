@@ -33,8 +33,8 @@ import pyautoattack
 import pyautoattack.state
 
 from robust_mix.protocol import AUTOATTACK_STAGES, MIN_CLASSES, class_count_problem
-from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_eps_within_images,
-                                 check_examples, check_threat_model, positive_int)
+from robust_mix.validate import (InvalidInputError, check_bool, check_choice, check_device, check_eps,
+                                 check_eps_within_images, check_examples, check_seed, check_threat_model, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def autoattack_settings(*, seed: Optional[int] = None, configure: Optional[Confi
     """
     global _SETTINGS
     previous = _SETTINGS
-    _SETTINGS = _Settings(seed=seed, configure=configure)
+    _SETTINGS = _Settings(seed=None if seed is None else check_seed("seed", seed), configure=configure)
     try:
         yield
     finally:
@@ -123,7 +123,9 @@ class AutoAttack(pyautoattack.AutoAttack):
 
     Raises:
         robust_mix.validate.InvalidInputError: a norm, eps, version, attack name or device that pyautoattack
-            would take without complaint and answer with a wrong number or a failure deep in a run, or a
+            would take without complaint and answer with a wrong number or a failure deep in a run (a seed that is
+            no whole number from 0 up, ``verbose`` that is no bool, a ``log_path`` that is a folder or cannot be
+            written; its folder is created), or a
             model that declares a dtype other than float32 (pyautoattack attacks float32 images); at
             ``run_standard_evaluation``, before the first attack, an attack the model has too few classes for, or
             a model whose BatchNorm layers are in training mode (the attacks' queries would update their statistics
@@ -146,13 +148,18 @@ class AutoAttack(pyautoattack.AutoAttack):
         norm = check_threat_model(norm, "norm")
         eps = check_eps(eps, norm)
         check_float32_model(model)
+        verbose = check_bool("verbose", verbose)
+        if log_path is not None:  # a folder, or one that cannot be written, failed at the run with a bare OSError
+            from robust_mix._compat import _benchmark_file  # the owner of this module; imported once it is loaded
+
+            log_path = _benchmark_file("log_path", log_path, "log file", "autoattack.log")
         settings = _SETTINGS
         super().__init__(model, attacks=list(attacks_to_run) if version == "custom" else None,
                          device=check_device(device) if device is not None else _model_device(model), eps=eps,
                          norm=norm,
-                         seed=seed if seed is not None else settings.seed, version=version)
+                         seed=check_seed("seed", seed) if seed is not None else settings.seed, version=version)
         self.verbose = verbose
-        self.log_path = None if log_path is None else Path(log_path)
+        self.log_path = log_path
         if settings.configure is not None:
             settings.configure(self)
 

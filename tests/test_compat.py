@@ -118,14 +118,14 @@ def test_interface_takes_robustbench_s_arguments(tiny_cifar, tmp_path):
     model, x, y = tiny_cifar
     with autoattack_settings(configure=reduced_budget):
         adversary = AutoAttack(model, norm="Linf", eps=EPS, version="standard", device=torch.device("cpu"),
-                               log_path=str(tmp_path / "aa.log"), seed=0)
+                               log_path=str(tmp_path / "logs" / "aa.log"), seed=0)  # its folder is created
         x_adv = adversary.run_standard_evaluation(x, y, bs=BATCH)
         x_adv2, y_adv = adversary.run_standard_evaluation(x, y, bs=BATCH, return_labels=True)
     assert isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape
     assert (x_adv - x).abs().max() <= EPS + 1e-6
     assert torch.equal(x_adv, x_adv2) and y_adv.shape == y.shape
     assert 0 < (model(x_adv).argmax(1) == y).float().mean() < 1
-    assert "apgd-ce" in (tmp_path / "aa.log").read_text()  # log_path receives pyautoattack's log
+    assert "apgd-ce" in (tmp_path / "logs" / "aa.log").read_text()  # log_path receives pyautoattack's log
 
 
 def test_interface_runs_attacks_one_by_one(tiny_cifar):
@@ -168,6 +168,14 @@ BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoatt
      "attacks_to_run repeats attacks in ['apgd-ce', 'apgd-ce']"),
     ("custom, a string", lambda m: AutoAttack(m, version="custom", attacks_to_run="apgd-ce"), "use ['apgd-ce']"),
     ("device='tpu'", lambda m: AutoAttack(m, eps=EPS, device="tpu"), "device 'tpu' is not a device name"),
+    # pyautoattack: int('a') deep in the first attack; 1.5 ran as seed 1, -1 as another seed
+    ("seed='a'", lambda m: AutoAttack(m, eps=EPS, seed="a"), "seed must be an integer, got 'a' (str)"),
+    ("seed=1.5", lambda m: AutoAttack(m, eps=EPS, seed=1.5), "seed must be an integer, got 1.5 (float)"),
+    ("seed=-1", lambda m: AutoAttack(m, eps=EPS, seed=-1), "seed must be an integer >= 0, got -1"),
+    ("settings' seed=1.5", lambda m: autoattack_settings(seed=1.5).__enter__(), "seed must be an integer, got 1.5"),
+    ("verbose='no'", lambda m: AutoAttack(m, eps=EPS, verbose="no"), "verbose must be True or False, got 'no'"),
+    ("log_path a folder", lambda m: AutoAttack(m, eps=EPS, log_path=str(ROOT)),  # IsADirectoryError at the run
+     f"log_path {str(ROOT)!r} is a folder; name the log file in it"),
     ("bs=0", run_on(_X, _Y, bs=0), "bs must be a positive integer (>= 1), got 0"),
     ("uint8 images", run_on((_X * 255).to(torch.uint8), _Y), "use images.float() / 255"),
     ("images in [0, 255]", run_on(_X * 255, _Y), "divide by 255"),
