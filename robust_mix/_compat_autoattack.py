@@ -32,7 +32,8 @@ from torch import nn
 import pyautoattack
 import pyautoattack.state
 
-from robust_mix.protocol import AUTOATTACK_STAGES, MIN_CLASSES, class_count_problem
+from robust_mix.protocol import (AUTOATTACK_STAGES, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS, class_count_problem,
+                                 iteration_problem)
 from robust_mix.validate import (InvalidInputError, check_bool, check_choice, check_device, check_eps,
                                  check_eps_within_images, check_examples, check_seed, check_threat_model, positive_int)
 
@@ -199,6 +200,7 @@ class AutoAttack(pyautoattack.AutoAttack):
 
         _check_benchmark_mode(self.model, "run_standard_evaluation()")
         self._check_classes(x_orig)
+        self._check_iterations()
         with self._log_file():
             x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
         return (x_adv, y_adv) if return_labels else x_adv
@@ -221,6 +223,20 @@ class AutoAttack(pyautoattack.AutoAttack):
                 f"{problem}; set adversary.{owner}.n_target_classes = {num_classes - 1} (every other class) before "
                 "the run, or, for RobustBench's benchmark(), pass robust_mix.autoattack_settings(configure=...) a "
                 "function that sets it")
+
+    def _check_iterations(self) -> None:
+        """Refuse an APGD budget too small for L1's rounds (:func:`robust_mix.protocol.iteration_problem`), which a
+        ``configure`` (:func:`autoattack_settings`) or a change of ``adversary.apgd`` may have set: pyautoattack failed
+        with ``zeros: Dimension size must be non-negative`` or ran no iteration at the run's eps."""
+        apgds = {"apgd-ce": self.apgd, "apgd-dlr": self.apgd, "apgd-t": self.apgd_targeted}
+        for attack in self.attacks_to_run:
+            apgd = apgds.get(attack)
+            problem = apgd and iteration_problem(attack, apgd.n_iter_orig, apgd.use_largereps, self.norm)
+            if problem:
+                owner = "apgd_targeted" if attack == "apgd-t" else "apgd"
+                raise InvalidInputError(f"{problem}; give adversary.{owner} {MIN_LARGEREPS_ITERATIONS} iterations or "
+                                        "more (robust_mix.attacks.set_apgd_iterations, which sets its step-size "
+                                        "schedule too)")
 
     def _cascade(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int, path: Optional[Path]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,6 +124,22 @@ def class_count_problem(stage: str, num_classes: int, n_target_classes: Optional
     return None
 
 
+#: Fewest iterations an APGD stage with pyautoattack's ``use_largereps`` (L1) can run: it splits them into rounds at
+#: 3, 2 and 1 times eps (``ceil`` of 30 % and 30 %, then the rest), and the last round, the only one at the run's eps,
+#: needs one.
+MIN_LARGEREPS_ITERATIONS = 3
+
+
+def iteration_problem(stage: str, n_iter: int, use_largereps: bool, norm: str) -> Optional[str]:
+    """What keeps the APGD stage ``stage`` from running ``n_iter`` iterations (``None``: nothing): with
+    ``use_largereps`` (L1), fewer than :data:`MIN_LARGEREPS_ITERATIONS` failed with ``zeros: Dimension size must be
+    non-negative`` (1) or ran no iteration at the run's eps (2). Callers add how to set the budget, in their terms."""
+    if use_largereps and n_iter < MIN_LARGEREPS_ITERATIONS:
+        return (f"the {stage} attack runs {n_iter} iteration(s), but under {norm} pyautoattack splits APGD's "
+                f"iterations into rounds at 3, 2 and 1 times eps and needs at least {MIN_LARGEREPS_ITERATIONS}")
+    return None
+
+
 @dataclass
 class AttackOptions:
     """Overrides of the attacks' budgets; ``None`` keeps the leaderboard's value (``adaptive_weight``, the

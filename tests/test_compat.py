@@ -269,6 +269,24 @@ def test_interface_refuses_a_model_in_training_mode_and_leaves_it_unchanged(tiny
     assert adversary.run_standard_evaluation(x, y, bs=BATCH).shape == x.shape
 
 
+@pytest.mark.parametrize("n_iter", [1, 2])
+def test_interface_refuses_apgd_budgets_too_small_for_l1_rounds(tiny_cifar, n_iter):
+    """Standard L1 runs APGD in rounds at 3, 2 and 1 times eps: 1 iteration failed in pyautoattack ('zeros: Dimension
+    size must be non-negative'), 2 ran none at the run's eps."""
+    model, x, y = tiny_cifar
+
+    def budget(adversary):
+        reduced_budget(adversary)
+        set_apgd_iterations(adversary.apgd, n_iter)
+
+    with autoattack_settings(seed=0, configure=budget):
+        adversary = AutoAttack(model, norm="L1", eps=10.0)
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=rf"the apgd-ce attack runs {n_iter} iteration\(s\), but under L1 .* needs at least 3; "
+                             r"give adversary.apgd 3 iterations or more"):
+        adversary.run_standard_evaluation(x, y, bs=BATCH)
+
+
 # -- robustbench.eval.benchmark --------------------------------------------------------------------------
 def test_benchmark_equals_pyautoattack_on_the_same_examples(tiny_cifar, robustbench_data, tmp_path):
     import robustbench.eval
