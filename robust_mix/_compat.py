@@ -348,7 +348,9 @@ def check_benchmark_arguments() -> None:
     - a model that states its input shape (``model.input_shape``) must take ``dataset``'s CIFAR images: a
       Fashion-MNIST model failed only after the data set was downloaded and loaded.
     - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
-      would depend on the batch, and every forward pass would change its running statistics.
+      would depend on the batch, and every forward pass would change its running statistics; so is a model whose
+      tensors are on the ``meta`` device (:func:`robust_mix.validate.check_materialized`), here and in
+      ``clean_accuracy()``.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
     - ``eps`` must be a budget of the threat model (``8/255``, not ``8``) and given, checked before the data are
@@ -381,6 +383,7 @@ def check_benchmark_arguments() -> None:
 def _check_benchmark_call(given: dict[str, Any]) -> None:
     """The checks of RobustBench's ``benchmark()`` on its bound arguments (see :func:`check_benchmark_arguments`)."""
     from robust_mix._compat_autoattack import check_float32_model
+    from robust_mix.validate import check_materialized
 
     _check_robustbench_names({"dataset": given["dataset"], "threat_model": given["threat_model"]}, "benchmark()")
     if given["device"] is not None:
@@ -394,6 +397,7 @@ def _check_benchmark_call(given: dict[str, Any]) -> None:
                                  given["corruptions_data_dir"])
     _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
     _check_benchmark_mode(given["model"])
+    check_materialized(given["model"])
     check_float32_model(given["model"])
     _check_benchmark_to_disk(given["to_disk"], given["model_name"])
     for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
@@ -732,9 +736,9 @@ def _check_clean_accuracy_call(given: dict[str, Any]) -> None:
     :func:`check_clean_accuracy_arguments`)."""
     import torch
 
-    from robust_mix.validate import check_examples, check_model_examples, positive_int
+    from robust_mix.validate import check_examples, check_materialized, check_model_examples, positive_int
 
-    model = given["model"]
+    model = check_materialized(given["model"])
     if isinstance(model, torch.nn.Module):
         _check_benchmark_mode(model, "clean_accuracy()")
         given["x"], given["y"] = check_model_examples(model, given["x"], given["y"])

@@ -35,7 +35,8 @@ import pyautoattack.state
 from robust_mix.protocol import (AUTOATTACK_STAGES, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS, class_count_problem,
                                  iteration_problem)
 from robust_mix.validate import (InvalidInputError, check_bool, check_choice, check_device, check_eps,
-                                 check_eps_within_images, check_examples, check_seed, check_threat_model, positive_int)
+                                 check_eps_within_images, check_examples, check_materialized, check_seed,
+                                 check_threat_model, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class AutoAttack(pyautoattack.AutoAttack):
             _check_attacks(attacks_to_run)
         norm = check_threat_model(norm, "norm")
         eps = check_eps(eps, norm)
+        check_materialized(model)
         check_float32_model(model)
         verbose = check_bool("verbose", verbose)
         if log_path is not None:  # a folder, or one that cannot be written, failed at the run with a bare OSError

@@ -7,6 +7,7 @@ Attack budgets are reduced through :func:`robust_mix.autoattack_settings` (APGD-
 iterations, 2 target classes for APGD-T and FAB-T, FAB 5 iterations, Square 20 queries), and the
 direct pyautoattack run they are compared with uses exactly the same settings and seed.
 """
+import copy
 import importlib
 import json
 import os
@@ -285,6 +286,31 @@ def test_interface_refuses_apgd_budgets_too_small_for_l1_rounds(tiny_cifar, n_it
                        match=rf"the apgd-ce attack runs {n_iter} iteration\(s\), but under L1 .* needs at least 3; "
                              r"give adversary.apgd 3 iterations or more"):
         adversary.run_standard_evaluation(x, y, bs=BATCH)
+
+
+@pytest.mark.parametrize("entry", ["robust_mix.benchmark", "AutoAttack", "robustbench benchmark", "clean_accuracy"])
+def test_a_model_on_the_meta_device_is_refused_at_every_entry_point(tiny_cifar, robustbench_data, entry):
+    """``model.to("meta")`` keeps shapes, not values: torch failed at the first prediction ("Tensor.item() cannot be
+    called on meta tensors", "Cannot copy out of meta tensor; no data!")."""
+    import robustbench.eval
+    import robustbench.utils
+
+    model, x, y = tiny_cifar
+    meta = copy.deepcopy(model).to("meta")
+    calls = {
+        "robust_mix.benchmark": lambda: robust_mix.benchmark(meta, images=x, labels=y, eps=EPS, attack="apgd-ce",
+                                                             device="cpu"),
+        "AutoAttack": lambda: AutoAttack(meta, eps=EPS),
+        "robustbench benchmark": lambda: robustbench.eval.benchmark(meta, n_examples=N, dataset="cifar10", eps=EPS,
+                                                                    batch_size=BATCH, device="cpu"),
+        "clean_accuracy": lambda: robustbench.utils.clean_accuracy(meta, x, y, batch_size=BATCH, device="cpu"),
+    }
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"model's tensors are on the meta device \(shapes without values, such as "
+                             r"'standard.stage1.0.weight'\), so it cannot predict; give it values first: "
+                             r"model.to_empty\(device='cpu'\)"):
+        calls[entry]()
+    assert robustbench_data == []
 
 
 # -- robustbench.eval.benchmark --------------------------------------------------------------------------
