@@ -354,7 +354,7 @@ def check_benchmark_arguments() -> None:
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
     - ``eps`` must be a budget of the threat model (``8/255``, not ``8``) and given, checked before the data are
-      loaded.
+      loaded; a corruption benchmark takes none.
     - ``aa_state_path`` and ``log_path`` must name a file (not a folder) whose folder exists or can be created, and
       is writable (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing
       them only after loading the data and scoring the clean pass.
@@ -393,9 +393,9 @@ def _check_benchmark_call(given: dict[str, Any]) -> None:
     _check_benchmark_input(given["model"], given["dataset"])
     given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
                                                       given["preprocessing"])
+    _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
     _check_benchmark_corruptions(given["dataset"], given["threat_model"], given["data_dir"],
                                  given["corruptions_data_dir"])
-    _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
     _check_benchmark_mode(given["model"])
     check_materialized(given["model"])
     check_float32_model(given["model"])
@@ -594,14 +594,21 @@ def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None, dataset
     """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255; under L2 or L1 one larger than
     the distance between any two of ``dataset``'s CIFAR images, :func:`robust_mix.validate.check_eps_within_images`),
     or none at all, before the data are loaded (:func:`robust_mix.validate.check_eps`; AutoAttack refused the first
-    only after the clean pass, RobustBench the second too). A threat model robust_mix does not attack (corruptions) is
-    left to RobustBench; ImageNet's image size, set by the preprocessing, is checked by the attack."""
+    only after the clean pass, RobustBench the second too). A corruption benchmark takes no eps (RobustBench's own rule,
+    which it did not enforce: it ignored the eps and recorded it with ``to_disk=True``); ImageNet's image size, set by
+    the preprocessing, is checked by the attack."""
     from robust_mix.formatting import format_eps
-    from robust_mix.validate import InvalidInputError, check_eps, check_eps_within_images, check_threat_model
+    from robust_mix.validate import (CORRUPTION_THREAT_MODELS, InvalidInputError, check_eps, check_eps_within_images,
+                                     check_threat_model)
 
     try:
         threat = check_threat_model(threat_model)
     except InvalidInputError:
+        corruption = getattr(threat_model, "value", threat_model)
+        if eps is not None and corruption in CORRUPTION_THREAT_MODELS:  # RobustBench: "must not be specified"
+            raise InvalidInputError(f"eps={eps!r} with threat_model={corruption!r}: a corruption benchmark measures "
+                                    "accuracy on corrupted images, with no attack and no budget (RobustBench ignored "
+                                    "eps there, and to_disk=True recorded it); leave eps out") from None
         return
     if eps is not None:
         eps = check_eps(eps, threat)

@@ -610,10 +610,13 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"preprocessing": "Res256crop224"}, ValueError, r"RobustBench has no preprocessing 'Res256crop224'; it has "
                                                      r"\['BicubicRes256Crop224', .*did you mean 'Res256Crop224'\?"),
     ({"preprocessing": 3}, TypeError, r"preprocessing=3 \(int\): pass one of RobustBench's names"),
+    # RobustBench: "must not be specified", but ignored and recorded with to_disk=True
+    ({"threat_model": "corruptions"}, ValueError, r"eps=0.0235.* with threat_model='corruptions': a corruption benchmark "
+                                                  r"measures accuracy on corrupted images, with no attack and no budget"),
 ], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
         "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder",
         "threat model in lower case", "data set in upper case", "L1", "fashion-mnist", "data set a number",
-        "preprocessing spelled otherwise", "preprocessing a number"])
+        "preprocessing spelled otherwise", "preprocessing a number", "eps for corruptions"])
 def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
                                                                           changes, error, message):
     """RobustBench checked these after loading the data and scoring the clean pass (eps, log_path), after the whole
