@@ -462,8 +462,8 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
     names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
     if preprocessing is not None and not callable(preprocessing):
         if not isinstance(preprocessing, str):
-            raise InvalidInputTypeError(f"preprocessing={preprocessing!r} ({type(preprocessing).__name__}): pass one of "
-                                        f"RobustBench's names {names} or a transform (a callable)")
+            raise InvalidInputTypeError(f"preprocessing={preprocessing!r} ({type(preprocessing).__name__}): pass one "
+                                        f"of RobustBench's names {names} or a transform (a callable)")
         if preprocessing not in PREPROCESSINGS:  # RobustBench: a bare KeyError
             same = spelled_alike(preprocessing, names)
             raise InvalidInputError(f"RobustBench has no preprocessing {preprocessing!r}; it has {names}"
@@ -692,10 +692,10 @@ def _clean_data_hint(dataset: Any, data_dir: Path) -> str:
     from robustbench.model_zoo.enums import BenchmarkDataset
 
     if dataset == BenchmarkDataset.imagenet:
-        return (f"RobustBench never downloads ImageNet; put the ILSVRC2012 validation images in {str(data_dir / 'val')!r}"
-                " (one folder per class named by its WordNet id, e.g. val/n09468604/ILSVRC2012_val_00015253.JPEG: "
-                "RobustBench reads the 5,000 its helper_files/imagenet_test_image_ids.txt lists), or pass data_dir= the "
-                "folder that holds val/")
+        return ("RobustBench never downloads ImageNet; put the ILSVRC2012 validation images in "
+                f"{str(data_dir / 'val')!r} (one folder per class named by its WordNet id, e.g. "
+                "val/n09468604/ILSVRC2012_val_00015253.JPEG: RobustBench reads the 5,000 its "
+                "helper_files/imagenet_test_image_ids.txt lists), or pass data_dir= the folder that holds val/")
     cls = torchvision.datasets.CIFAR10 if dataset == BenchmarkDataset.cifar_10 else torchvision.datasets.CIFAR100
     return (f"torchvision downloads it when online; offline, extract {cls.filename} into {str(data_dir)!r} (it holds "
             f"{cls.base_folder}/), or pass data_dir= the folder that holds {cls.base_folder}/")

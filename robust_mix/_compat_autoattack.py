@@ -32,11 +32,11 @@ from torch import nn
 import pyautoattack
 import pyautoattack.state
 
-from robust_mix.protocol import (AUTOATTACK_STAGES, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS, class_count_problem,
-                                 iteration_problem)
+from robust_mix.protocol import (ADAPTIVE_STAGES, AUTOATTACK_STAGES, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS,
+                                 class_count_problem, iteration_problem)
 from robust_mix.validate import (InvalidInputError, check_bool, check_choice, check_device, check_eps,
                                  check_eps_within_images, check_examples, check_materialized, check_seed,
-                                 check_threat_model, positive_int)
+                                 check_threat_model, positive_int, spelled_alike)
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,26 @@ def _check_attacks(attacks: Sequence[str]) -> None:
     names = list(attacks)
     unknown = [a for a in names if a not in AUTOATTACK_STAGES]
     if not names or unknown:
-        raise InvalidInputError(f"{expected}; got {f'unknown attack(s) {unknown}' if names else 'none'}")
+        raise InvalidInputError(f"{expected}; got {f'unknown attack(s) {unknown}' if names else 'none'}"
+                                + "".join(_attack_hint(a) for a in unknown[:1]))
     if len(set(names)) != len(names):
         raise InvalidInputError(f"attacks_to_run repeats attacks in {names}; list each attack once")
+
+
+def _attack_hint(name: Any) -> str:
+    """What an unknown ``attacks_to_run`` entry may have meant: an attack spelled otherwise (``"APGD-CE"``), a
+    version, or one of robust_mix's adaptive stages (run by its harness only)."""
+    if not isinstance(name, str):
+        return ""
+    same = spelled_alike(name, AUTOATTACK_STAGES)
+    if same:
+        return f" (names are lower case with '-': did you mean {same!r}?)"
+    if name.strip() in VERSIONS:
+        return f" ({name.strip()!r} is a version, not an attack: pass version={name.strip()!r} without attacks_to_run)"
+    if name.strip() in ADAPTIVE_STAGES:
+        return (f" ({name.strip()!r} is robust_mix's adaptive attack, which its harness runs: "
+                f"robust_mix.benchmark(model, attack={name.strip()!r}, ...))")
+    return ""
 
 
 class AutoAttack(pyautoattack.AutoAttack):

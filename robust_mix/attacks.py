@@ -403,7 +403,8 @@ class StageRunner:
             if problem is None:
                 continue
             if num_classes < MIN_CLASSES.get(stage, 2):
-                raise InvalidInputError(f"{problem}; leave {stage} out of the attack (e.g. attack='apgd-ce,fab,square')")
+                raise InvalidInputError(f"{problem}; leave {stage} out of the attack (e.g. "
+                                        "attack='apgd-ce,fab,square')")
             raise InvalidInputError(
                 f"{problem}; pass options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
                 f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
