@@ -109,6 +109,29 @@ def _check_attacks(attacks: Sequence[str]) -> None:
         raise InvalidInputError(f"attacks_to_run repeats attacks in {names}; list each attack once")
 
 
+class _RandomizedNotice(logging.Filter):
+    """pyautoattack's "it seems to be a randomized defense! Please use version="rand"" warning, once per run (it checks
+    before every attack of the cascade, so a run warned once per attack), saying how to follow it: RobustBench's
+    ``benchmark()``, where the warning mostly appears, has no ``version`` to change."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self.version, self.seen = version, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "randomized defense" not in str(record.msg):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = (f"{record.getMessage()} The {self.version!r} version's attacks are deterministic and overstate "
+                      "the robustness of a randomized model: run AutoAttack(model, version='rand', ...) (APGD with EOT), "
+                      "or robust_mix.benchmark(model, attack='rand'); RobustBench's benchmark() runs "
+                      "version='standard' only")
+        record.args = ()
+        return True
+
+
 def _attack_hint(name: Any) -> str:
     """What an unknown ``attacks_to_run`` entry may have meant: an attack spelled otherwise (``"APGD-CE"``), a
     version, or one of robust_mix's adaptive stages (run by its harness only)."""
@@ -220,8 +243,14 @@ class AutoAttack(pyautoattack.AutoAttack):
         _check_benchmark_mode(self.model, "run_standard_evaluation()")
         self._check_classes(x_orig)
         self._check_iterations()
-        with self._log_file():
-            x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
+        notice = _RandomizedNotice(self.version)
+        pyautoattack_logger = logging.getLogger(LOGGER_NAME)
+        pyautoattack_logger.addFilter(notice)
+        try:
+            with self._log_file():
+                x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
+        finally:
+            pyautoattack_logger.removeFilter(notice)
         return (x_adv, y_adv) if return_labels else x_adv
 
     def _check_classes(self, x: torch.Tensor) -> None:

@@ -10,6 +10,7 @@ direct pyautoattack run they are compared with uses exactly the same settings an
 import copy
 import importlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -317,6 +318,37 @@ def test_a_model_on_the_meta_device_is_refused_at_every_entry_point(tiny_cifar, 
                              r"model.to_empty\(device='cpu'\)"):
         calls[entry]()
     assert robustbench_data == []
+
+
+class NoisyClassifier(torch.nn.Module):
+    """A randomized defense: Gaussian noise on the input of every query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_tiny(0, in_chans=3, scale=20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.05 * torch.randn_like(x))
+
+
+def test_a_randomized_model_under_a_deterministic_version_is_said_once_with_what_to_do(tiny_cifar, caplog):
+    """pyautoattack warned 'it seems to be a randomized defense! Please use version="rand"' before every attack of the
+    cascade (5 times for the standard version), advice RobustBench's benchmark(), which has no version, cannot follow."""
+    _, x, _ = tiny_cifar
+    model = NoisyClassifier().eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with autoattack_settings(seed=0, configure=reduced_budget), caplog.at_level(logging.WARNING, logger="auto-attack"):
+        AutoAttack(model, eps=EPS, version="standard").run_standard_evaluation(x, y, bs=BATCH)
+    notices = [r.getMessage() for r in caplog.records if "randomized defense" in r.getMessage()]
+    assert len(notices) == 1
+    assert "run AutoAttack(model, version='rand', ...) (APGD with EOT), or robust_mix.benchmark(model, attack='rand'); " \
+           "RobustBench's benchmark() runs version='standard' only" in notices[0]
+    caplog.clear()
+    with autoattack_settings(seed=0, configure=reduced_budget), caplog.at_level(logging.WARNING, logger="auto-attack"):
+        AutoAttack(model, eps=EPS, version="rand").run_standard_evaluation(x, y, bs=BATCH)
+    assert not [r for r in caplog.records if "randomized defense" in r.getMessage()]  # the version it asks for
 
 
 # -- robustbench.eval.benchmark --------------------------------------------------------------------------
