@@ -125,8 +125,8 @@ class _RandomizedNotice(logging.Filter):
             return False
         self.seen = True
         record.msg = (f"{record.getMessage()} The {self.version!r} version's attacks are deterministic and overstate "
-                      "the robustness of a randomized model: run AutoAttack(model, version='rand', ...) (APGD with EOT), "
-                      "or robust_mix.benchmark(model, attack='rand'); RobustBench's benchmark() runs "
+                      "the robustness of a randomized model: run AutoAttack(model, version='rand', ...) (APGD with "
+                      "EOT), or robust_mix.benchmark(model, attack='rand'); RobustBench's benchmark() runs "
                       "version='standard' only")
         record.args = ()
         return True
