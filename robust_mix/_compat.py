@@ -372,7 +372,9 @@ def check_benchmark_arguments() -> None:
       RobustBench said only ``'linf' is not a valid ThreatModel``); ``"L1"`` and Fashion-MNIST, which only
       robust_mix's harness evaluates, are refused pointing to :func:`robust_mix.benchmark`.
     - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
-      ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
+      ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation), a writable
+      ``model_info/<dataset>/<threat_model>/`` and, where the results file exists, one that is JSON (RobustBench failed
+      writing them after the whole evaluation).
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _checking_arguments(_check_benchmark_call))
@@ -399,7 +401,7 @@ def _check_benchmark_call(given: dict[str, Any]) -> None:
     _check_benchmark_mode(given["model"])
     check_materialized(given["model"])
     check_float32_model(given["model"])
-    _check_benchmark_to_disk(given["to_disk"], given["model_name"])
+    _check_benchmark_to_disk(given["to_disk"], given["model_name"], given["dataset"], given["threat_model"])
     for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
                                 ("log_path", "log file", "autoattack.log")):
         if given[name] is not None:
@@ -551,15 +553,38 @@ def _check_corruption_folders(dataset: Any, threat: Any, root: Path) -> None:
             f"extract it there yourself, or pass corruptions_data_dir= the folder that holds {folder.name}/")
 
 
-def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:
-    """``to_disk=True`` needs ``model_name`` (the file the results go to): RobustBench asks for it only after the
-    whole evaluation, whose results are then lost."""
-    from robust_mix.validate import InvalidInputError, check_bool
+def _check_benchmark_to_disk(to_disk: Any, model_name: Any, dataset: Any = None, threat_model: Any = None) -> None:
+    """``to_disk=True`` needs ``model_name`` (the file the results go to), a ``model_info/<dataset>/<threat_model>``
+    folder under the working folder that can be written (created here), and, where that file exists already, one
+    RobustBench can read and update: RobustBench found out each only after the whole evaluation, whose results were
+    then lost."""
+    import json
 
-    if check_bool("to_disk", to_disk) and (not isinstance(model_name, str) or not model_name.strip()):
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError, check_bool, check_writable_dir
+
+    if not check_bool("to_disk", to_disk):
+        return
+    if not isinstance(model_name, str) or not model_name.strip():
         raise InvalidInputError(f"to_disk=True writes the results to model_info/<dataset>/<threat_model>/<model_name>"
                                 f".json, but model_name={model_name!r}; pass model_name='...' (RobustBench would ask "
                                 "for it only after the whole evaluation, and its results would be lost)")
+    try:
+        dataset_, threat = BenchmarkDataset(dataset), ThreatModel(threat_model)
+    except ValueError:
+        return  # refused by the names' check
+    folder = Path("model_info") / dataset_.value / ("corruptions" if threat == ThreatModel.corruptions_3d
+                                                    else threat.value)
+    path = folder / f"{model_name}.json"
+    check_writable_dir(path.parent, "folder to_disk=True writes to")
+    if path.exists():
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InvalidInputError(f"to_disk=True updates {str(path)!r}, which RobustBench cannot read ({err}): it "
+                                    "would fail after the whole evaluation; move it away or fix it (nothing has been "
+                                    "computed yet)") from err
 
 
 def _check_benchmark_classes(model: Any, dataset: Any) -> None:

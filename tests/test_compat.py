@@ -632,6 +632,11 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"eps": 127.5, "threat_model": "L2"}, ValueError, r"eps=127\.5 under L2 is larger than 55\.43.*127\.5/255 is eps=0\.5"),
     ({"to_disk": True}, ValueError, r"to_disk=True writes the results to .*model_name=None; pass model_name="),
     ({"to_disk": "no"}, TypeError, r"to_disk must be True or False, got 'no'"),
+    # RobustBench wrote (or read) the file only after the whole evaluation, whose results were then lost
+    ({"to_disk": True, "model_name": "blocked"}, ValueError,
+     r"cannot write to the folder to_disk=True writes to 'model_info/cifar10/Linf': model_info is a file"),
+    ({"to_disk": True, "model_name": "broken"}, ValueError,
+     r"to_disk=True updates 'model_info/cifar10/Linf/broken.json', which RobustBench cannot read"),
     ({"log_path": "{tmp}/a_file/log.txt"}, ValueError, r"a_file is a file, not a folder"),
     ({"log_path": "{tmp}"}, ValueError, r"log_path .* is a folder; name the log file in it, e.g. log_path="),
     # RobustBench: a bare "'linf' is not a valid ThreatModel", naming neither its names nor the one meant
@@ -652,7 +657,8 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"threat_model": "corruptions"}, ValueError, r"eps=0.0235.* with threat_model='corruptions': a corruption benchmark "
                                                   r"measures accuracy on corrupted images, with no attack and no budget"),
 ], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
-        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder",
+        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "to_disk unwritable",
+        "to_disk results file not JSON", "log_path under a file", "log_path a folder",
         "threat model in lower case", "data set in upper case", "L1", "fashion-mnist", "data set a number",
         "preprocessing spelled otherwise", "preprocessing a number", "eps for corruptions"])
 def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
@@ -662,6 +668,11 @@ def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_
     import robustbench.eval
 
     (tmp_path / "a_file").write_text("not a folder")
+    if changes.get("model_name") == "blocked":  # the working folder is tmp_path
+        (tmp_path / "model_info").write_text("a file where RobustBench makes its results folder")
+    if changes.get("model_name") == "broken":
+        (tmp_path / "model_info" / "cifar10" / "Linf").mkdir(parents=True)
+        (tmp_path / "model_info" / "cifar10" / "Linf" / "broken.json").write_text('{"clean_acc": ')
     settings = dict(n_examples=N, dataset="cifar10", threat_model="Linf", eps=EPS, batch_size=BATCH)
     settings.update({k: v.format(tmp=tmp_path) if isinstance(v, str) and "{tmp}" in v else v
                      for k, v in changes.items()})
