@@ -363,6 +363,20 @@ class AutoAttack(pyautoattack.AutoAttack):
                              "settings")
         return state
 
+    def clean_accuracy(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250) -> float:
+        """The fraction of ``x_orig`` ``(N, C, H, W)`` the model classifies as ``y_orig`` ``(N,)``, in batches of ``bs``.
+
+        The images, labels and batch size are checked as :meth:`run_standard_evaluation` checks them: pyautoattack
+        compared ``(N, 1)`` labels with the ``(N,)`` predictions by broadcasting (an accuracy of 2.0), took 0-255
+        pixels and ended ``bs=0`` in a ``ZeroDivisionError``.
+        """
+        bs = positive_int("bs", bs)
+        x_orig, y_orig = check_examples(x_orig, y_orig)
+        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
+
+        _check_benchmark_mode(self.model, "clean_accuracy()")
+        return super().clean_accuracy(x_orig, y_orig, bs=bs)
+
     def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
                                            return_labels: bool = False) -> dict:
         """Each attack on its own, on all of ``x_orig``: attack name -> adversarial images (and labels)."""

@@ -189,6 +189,13 @@ BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoatt
     ("images in [0, 255]", run_on(_X * 255, _Y), "divide by 255"),
     ("3 labels for 4 images", run_on(_X, _Y[:3]), "got 3 labels for 4 images"),
     ("no images", run_on(_X[:0], _Y[:0]), "images hold no examples"),
+    # pyautoattack's clean_accuracy: (N, 1) labels broadcast against (N,) predictions gave 2.0; bs=0 ZeroDivisionError
+    ("clean_accuracy, labels (N, 1)", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, _Y[:, None]),
+     "labels must have shape (N,), one class index per image, got shape (4, 1)"),
+    ("clean_accuracy, images in [0, 255]", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X * 255, _Y),
+     "divide by 255"),
+    ("clean_accuracy, bs=0", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, _Y, bs=0),
+     "bs must be a positive integer (>= 1), got 0"),
     ("L1 eps beyond every image", lambda m: AutoAttack(m, norm="L1", eps=3100.0, version="custom",
                                                        attacks_to_run=["apgd-ce"]).run_standard_evaluation(_X, _Y),
      "eps=3100 under L1 is larger than 3072, the largest L1 distance between two images of shape (3, 32, 32)"),
