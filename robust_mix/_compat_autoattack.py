@@ -35,8 +35,8 @@ import pyautoattack.state
 from robust_mix.protocol import (ADAPTIVE_STAGES, AUTOATTACK_STAGES, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS,
                                  class_count_problem, iteration_problem)
 from robust_mix.validate import (InvalidInputError, check_bool, check_choice, check_device, check_eps,
-                                 check_eps_within_images, check_examples, check_materialized, check_seed,
-                                 check_threat_model, positive_int, spelled_alike)
+                                 check_eps_within_images, check_examples, check_materialized, check_model_examples,
+                                 check_seed, check_threat_model, positive_int, spelled_alike)
 
 logger = logging.getLogger(__name__)
 
@@ -236,11 +236,8 @@ class AutoAttack(pyautoattack.AutoAttack):
             this call's adversarial images are returned then, the robust flags are in the state.
         """
         bs = positive_int("bs", bs)
-        x_orig, y_orig = check_examples(x_orig, y_orig)
+        x_orig, y_orig = self._check_examples(x_orig, y_orig, "run_standard_evaluation()")
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
-        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
-
-        _check_benchmark_mode(self.model, "run_standard_evaluation()")
         self._check_classes(x_orig)
         self._check_iterations()
         notice = _RandomizedNotice(self.version)
@@ -252,6 +249,21 @@ class AutoAttack(pyautoattack.AutoAttack):
         finally:
             pyautoattack_logger.removeFilter(notice)
         return (x_adv, y_adv) if return_labels else x_adv
+
+    def _check_examples(self, x: torch.Tensor, y: torch.Tensor, call: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels as :func:`robust_mix.validate.check_examples` wants them, and as the model declares them
+        and scores them: its ``input_shape``, and labels below the number of classes its output has (pyautoattack
+        counted an example labelled 15 by a 10-class model as one more misclassified image); a model whose BatchNorm
+        layers are in training mode is refused (``call`` names the method in the message)."""
+        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
+
+        if not isinstance(self.model, nn.Module):  # a plain function: nothing declared
+            return check_examples(x, y)
+        x, y = check_model_examples(self.model, x, y)
+        _check_benchmark_mode(self.model, call)
+        with torch.no_grad():
+            num_classes = self.get_logits(x[:1].to(self.device)).shape[-1]
+        return check_examples(x, y, None, num_classes)
 
     def _check_classes(self, x: torch.Tensor) -> None:
         """Refuse attacks the model has too few classes for (:func:`robust_mix.protocol.class_count_problem`), after
@@ -371,10 +383,7 @@ class AutoAttack(pyautoattack.AutoAttack):
         pixels and ended ``bs=0`` in a ``ZeroDivisionError``.
         """
         bs = positive_int("bs", bs)
-        x_orig, y_orig = check_examples(x_orig, y_orig)
-        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
-
-        _check_benchmark_mode(self.model, "clean_accuracy()")
+        x_orig, y_orig = self._check_examples(x_orig, y_orig, "clean_accuracy()")
         return super().clean_accuracy(x_orig, y_orig, bs=bs)
 
     def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,

@@ -194,6 +194,11 @@ BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoatt
      "labels must have shape (N,), one class index per image, got shape (4, 1)"),
     ("clean_accuracy, images in [0, 255]", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X * 255, _Y),
      "divide by 255"),
+    # pyautoattack: label 15 of a 10-class model counted as one more misclassified image; images of another shape
+    # than the model declares failed inside its first convolution
+    ("a label beyond the classes", run_on(_X, torch.tensor([1, 2, 15, 3])), "labels must lie in [0, 10), got [15]"),
+    ("clean_accuracy, a label beyond the classes",
+     lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, torch.tensor([1, 2, 15, 3])), "labels must lie in [0, 10)"),
     ("clean_accuracy, bs=0", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, _Y, bs=0),
      "bs must be a positive integer (>= 1), got 0"),
     ("L1 eps beyond every image", lambda m: AutoAttack(m, norm="L1", eps=3100.0, version="custom",
