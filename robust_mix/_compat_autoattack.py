@@ -236,9 +236,9 @@ class AutoAttack(pyautoattack.AutoAttack):
             this call's adversarial images are returned then, the robust flags are in the state.
         """
         bs = positive_int("bs", bs)
-        x_orig, y_orig = self._check_examples(x_orig, y_orig, "run_standard_evaluation()")
+        x_orig, y_orig, num_classes = self._check_examples(x_orig, y_orig, "run_standard_evaluation()")
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
-        self._check_classes(x_orig)
+        self._check_classes(num_classes)
         self._check_iterations()
         notice = _RandomizedNotice(self.version)
         pyautoattack_logger = logging.getLogger(LOGGER_NAME)
@@ -250,26 +250,29 @@ class AutoAttack(pyautoattack.AutoAttack):
             pyautoattack_logger.removeFilter(notice)
         return (x_adv, y_adv) if return_labels else x_adv
 
-    def _check_examples(self, x: torch.Tensor, y: torch.Tensor, call: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_examples(self, x: torch.Tensor, y: torch.Tensor, call: str
+                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Images and labels as :func:`robust_mix.validate.check_examples` wants them, and as the model declares them
         and scores them: its ``input_shape``, and labels below the number of classes its output has (pyautoattack
         counted an example labelled 15 by a 10-class model as one more misclassified image); a model whose BatchNorm
-        layers are in training mode is refused (``call`` names the method in the message)."""
+        layers are in training mode is refused (``call`` names the method in the message). Returns the images, the
+        labels and that number of classes (one forward pass on one image)."""
         from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
 
-        if not isinstance(self.model, nn.Module):  # a plain function: nothing declared
-            return check_examples(x, y)
-        x, y = check_model_examples(self.model, x, y)
-        _check_benchmark_mode(self.model, call)
+        if isinstance(self.model, nn.Module):
+            x, y = check_model_examples(self.model, x, y)
+            _check_benchmark_mode(self.model, call)
+        else:  # a plain function: nothing declared
+            x, y = check_examples(x, y)
         with torch.no_grad():
             num_classes = self.get_logits(x[:1].to(self.device)).shape[-1]
-        return check_examples(x, y, None, num_classes)
+        x, y = check_examples(x, y, None, num_classes)
+        return x, y, num_classes
 
-    def _check_classes(self, x: torch.Tensor) -> None:
-        """Refuse attacks the model has too few classes for (:func:`robust_mix.protocol.class_count_problem`), after
-        one forward pass on one image: pyautoattack only warns, then fails mid-run with a bare ``IndexError``."""
-        with torch.no_grad():
-            num_classes = self.get_logits(x[:1].to(self.device)).shape[-1]
+    def _check_classes(self, num_classes: int) -> None:
+        """Refuse attacks a model scoring ``num_classes`` classes is too small for
+        (:func:`robust_mix.protocol.class_count_problem`): pyautoattack only warns, then fails mid-run with a bare
+        ``IndexError``."""
         targets = {"apgd-t": self.apgd_targeted.n_target_classes, "fab-t": self.fab.n_target_classes}
         for attack in self.attacks_to_run:
             problem = class_count_problem(attack, num_classes, targets.get(attack))
@@ -383,7 +386,7 @@ class AutoAttack(pyautoattack.AutoAttack):
         pixels and ended ``bs=0`` in a ``ZeroDivisionError``.
         """
         bs = positive_int("bs", bs)
-        x_orig, y_orig = self._check_examples(x_orig, y_orig, "clean_accuracy()")
+        x_orig, y_orig, _ = self._check_examples(x_orig, y_orig, "clean_accuracy()")
         return super().clean_accuracy(x_orig, y_orig, bs=bs)
 
     def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
