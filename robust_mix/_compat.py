@@ -432,13 +432,21 @@ def _benchmark_file(name: str, path: Any, what: str, example: str) -> Path:
 
 
 def _check_benchmark_counts(given: dict[str, Any]) -> None:
-    """``n_examples`` (``None``: the whole test set) and ``batch_size`` must be whole numbers >= 1: RobustBench slices
-    the test set with ``n_examples`` (``-1`` silently dropped the last image, ``0`` failed after the data were
-    loaded) and divides by ``batch_size``."""
-    from robust_mix.validate import positive_int
+    """``n_examples`` (``None``: the whole test set) and ``batch_size`` must be whole numbers >= 1, and ``n_examples``
+    at most the images RobustBench evaluates of ``dataset`` (:data:`robust_mix.protocol.LEADERBOARD_EXAMPLES`: the
+    CIFAR test sets, its 5,000 ImageNet images): RobustBench slices the test set with ``n_examples`` (``-1`` silently
+    dropped the last image, ``0`` failed after the data were loaded, 20,000 evaluated CIFAR's 10,000 without a word)
+    and divides by ``batch_size``."""
+    from robust_mix.protocol import LEADERBOARD_EXAMPLES
+    from robust_mix.validate import InvalidInputError, positive_int
 
     if given["n_examples"] is not None:
         given["n_examples"] = positive_int("n_examples", given["n_examples"])
+        dataset = getattr(given["dataset"], "value", given["dataset"])
+        available = LEADERBOARD_EXAMPLES.get(dataset) if isinstance(dataset, str) else None
+        if available is not None and given["n_examples"] > available:
+            raise InvalidInputError(f"n_examples={given['n_examples']}, but RobustBench evaluates at most {available:,} "
+                                    f"{dataset} test images; pass n_examples <= {available} (or None: all of them)")
     given["batch_size"] = positive_int("batch_size", given["batch_size"])
 
 

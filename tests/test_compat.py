@@ -639,6 +639,8 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"n_examples": -1}, ValueError, r"n_examples must be a positive integer \(>= 1\), got -1"),  # ran on 7 of 8
     ({"n_examples": 2.5}, TypeError, r"n_examples must be an integer"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # ZeroDivisionError
+    ({"n_examples": 20_000}, ValueError,  # RobustBench evaluated CIFAR-10's 10,000 without a word
+     r"n_examples=20000, but RobustBench evaluates at most 10,000 cifar10 test images; pass n_examples <= 10000"),
     ({"eps": None}, ValueError, r"threat_model='Linf' needs an attack budget: pass eps \(e.g. eps=8/255"),
     ({"eps": None, "threat_model": "L2"}, ValueError, r"threat_model='L2' needs an attack budget"),
     ({"eps": 127.5, "threat_model": "L2"}, ValueError, r"eps=127\.5 under L2 is larger than 55\.43.*127\.5/255 is eps=0\.5"),
@@ -668,7 +670,7 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     # RobustBench: "must not be specified", but ignored and recorded with to_disk=True
     ({"threat_model": "corruptions"}, ValueError, r"eps=0.0235.* with threat_model='corruptions': a corruption benchmark "
                                                   r"measures accuracy on corrupted images, with no attack and no budget"),
-], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
+], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "n_examples beyond the test set", "no eps", "no eps L2",
         "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "to_disk unwritable",
         "to_disk results file not JSON", "log_path under a file", "log_path a folder",
         "threat model in lower case", "data set in upper case", "L1", "fashion-mnist", "data set a number",
