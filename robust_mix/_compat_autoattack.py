@@ -236,6 +236,10 @@ class AutoAttack(pyautoattack.AutoAttack):
             this call's adversarial images are returned then, the robust flags are in the state.
         """
         bs = positive_int("bs", bs)
+        if state_path is not None:  # a folder, or one that cannot be written, was a bare OSError
+            from robust_mix._compat import _benchmark_file  # the owner of this module; imported once it is loaded
+
+            state_path = _benchmark_file("state_path", state_path, "state file", "aa_state.json")
         x_orig, y_orig, num_classes = self._check_examples(x_orig, y_orig, "run_standard_evaluation()")
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
         self._check_classes(num_classes)
@@ -245,7 +249,7 @@ class AutoAttack(pyautoattack.AutoAttack):
         pyautoattack_logger.addFilter(notice)
         try:
             with self._log_file():
-                x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
+                x_adv, y_adv = self._cascade(x_orig, y_orig, bs, state_path)
         finally:
             pyautoattack_logger.removeFilter(notice)
         return (x_adv, y_adv) if return_labels else x_adv

@@ -184,6 +184,8 @@ BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoatt
     ("verbose='no'", lambda m: AutoAttack(m, eps=EPS, verbose="no"), "verbose must be True or False, got 'no'"),
     ("log_path a folder", lambda m: AutoAttack(m, eps=EPS, log_path=str(ROOT)),  # IsADirectoryError at the run
      f"log_path {str(ROOT)!r} is a folder; name the log file in it"),
+    ("state_path a folder", lambda m: AutoAttack(m, eps=EPS).run_standard_evaluation(_X, _Y, state_path=ROOT),
+     f"state_path {str(ROOT)!r} is a folder; name the state file in it, e.g. state_path="),  # IsADirectoryError
     ("bs=0", run_on(_X, _Y, bs=0), "bs must be a positive integer (>= 1), got 0"),
     ("uint8 images", run_on((_X * 255).to(torch.uint8), _Y), "use images.float() / 255"),
     ("images in [0, 255]", run_on(_X * 255, _Y), "divide by 255"),
