@@ -22,13 +22,18 @@
 - **RobustBench's lost model_dir.** ``robustbench.utils.load_model(name, model_dir=...)`` does not pass
   ``model_dir`` on when ``name`` is a timm model. While that call runs, :func:`robustbench_model_dir`
   gives the ``model_dir`` its caller passed, for a plugin's timm factories to read their files from.
-- **RobustBench's benchmark() arguments.** ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
+- **RobustBench's benchmark() arguments.** A data set or threat model spelled otherwise is named with the one meant
+  (as for ``load_model``), ``robustbench.eval.benchmark(device="cpu")`` stops with a bare
   ``NotImplementedError`` (a string is a ``Sequence``, read as several devices), a GPU that is not there
   fails deep in torch, a model of another label set than ``dataset`` is scored silently (near 0 %), and a
   model left in training mode only draws a warning while its BatchNorm layers use (and update) batch statistics,
   and an ``aa_state_path`` that cannot be written fails only after the clean pass; a model in float64 or half
   precision fails in the clean pass, asking for images of its dtype that the caller never handles.
   :func:`check_benchmark_arguments` checks these before any data is loaded.
+- **RobustBench's data, offline.** Test images RobustBench cannot download or find (CIFAR offline: a bare
+  ``URLError``; ImageNet's ``val/``, ImageNet-C: a ``FileNotFoundError``, the latter after the clean pass; a Zenodo
+  download of CIFAR-10-C: ``ConnectionError``) are an error saying where to put the files
+  (:func:`check_benchmark_arguments`).
 - **RobustBench's clean_accuracy() arguments.** ``robustbench.utils.clean_accuracy`` computes a number from any
   images and labels (labels of shape ``(N, 1)`` counted ``N`` times each, 0-255 pixels) and runs a model in
   training mode; :func:`check_clean_accuracy_arguments` checks them first.
@@ -276,10 +281,12 @@ def _load_model_with_explanations(original: Callable) -> Callable:
     return load_model
 
 
-def _check_robustbench_names(given: dict[str, Any]) -> None:
-    """``robustbench.utils.load_model``'s ``dataset`` and ``threat_model`` (or ``norm``): RobustBench's enum members,
-    or their values exactly. RobustBench answered ``"linf"`` or ``"CIFAR100"`` with ``'linf' is not a valid
-    ThreatModel``, naming neither the values it takes nor the one meant.
+def _check_robustbench_names(given: dict[str, Any], call: str = "load_model") -> None:
+    """``robustbench.utils.load_model``'s or ``benchmark()``'s (``call``) ``dataset`` and ``threat_model`` (or
+    ``norm``): RobustBench's enum members, or their values exactly. RobustBench answered ``"linf"`` or ``"CIFAR100"``
+    with ``'linf' is not a valid ThreatModel``, naming neither the values it takes nor the one meant; ``benchmark()``
+    given a data set or threat model that only robust_mix's harness evaluates (``"L1"``, ``"fashion-mnist"``) is
+    pointed to :func:`robust_mix.benchmark`.
 
     Raises:
         robust_mix.validate.InvalidInputError: a name RobustBench does not have, listing those it has (and the one
@@ -288,7 +295,7 @@ def _check_robustbench_names(given: dict[str, Any]) -> None:
     """
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
+    from robust_mix.validate import THREAT_MODELS, InvalidInputError, InvalidInputTypeError, spelled_alike
 
     for key, kind in (("dataset", BenchmarkDataset), ("threat_model", ThreatModel), ("norm", ThreatModel)):
         value = given.get(key)
@@ -296,13 +303,30 @@ def _check_robustbench_names(given: dict[str, Any]) -> None:
             continue
         values = [member.value for member in kind]
         if not isinstance(value, str):
-            raise InvalidInputTypeError(f"{key}={value!r} ({type(value).__name__}): RobustBench's load_model takes "
+            raise InvalidInputTypeError(f"{key}={value!r} ({type(value).__name__}): RobustBench's {call} takes "
                                         f"one of {values} or a {kind.__name__} member")
         if value in values:
             continue
         same = spelled_alike(value, values)
         hint = f": RobustBench's names are case-sensitive, did you mean {same!r}?" if same else ""
+        if not same and call == "benchmark()":
+            harness = spelled_alike(value, THREAT_MODELS) if kind is ThreatModel else _harness_dataset(value)
+            if harness:
+                hint = (f"; robust_mix's own harness evaluates {harness}: robust_mix.benchmark(model, "
+                        f"{'threat_model' if kind is ThreatModel else 'dataset'}={harness!r}, ...)")
         raise InvalidInputError(f"RobustBench has no {key} {value!r}; it has {values}{hint}")
+
+
+def _harness_dataset(name: str) -> Optional[str]:
+    """The data set robust_mix's harness reads ``name`` as (:func:`robust_mix.protocol.canonical_dataset`), ``None``
+    for one it does not evaluate either."""
+    from robust_mix.protocol import LEADERBOARD_EXAMPLES, canonical_dataset
+
+    try:
+        dataset = canonical_dataset(name)
+    except ValueError:
+        return None
+    return dataset if dataset in LEADERBOARD_EXAMPLES else None
 
 
 def robustbench_model_dir() -> Optional[Path]:
@@ -324,30 +348,46 @@ def check_benchmark_arguments() -> None:
     - a model that states its input shape (``model.input_shape``) must take ``dataset``'s CIFAR images: a
       Fashion-MNIST model failed only after the data set was downloaded and loaded.
     - a model with BatchNorm layers in training mode is refused (RobustBench only warns): its predictions
-      would depend on the batch, and every forward pass would change its running statistics.
+      would depend on the batch, and every forward pass would change its running statistics; so is a model whose
+      tensors are on the ``meta`` device (:func:`robust_mix.validate.check_materialized`), here and in
+      ``clean_accuracy()``.
     - a model that declares a dtype other than float32 (``model.dtype``) is refused: RobustBench's images and
       pyautoattack's attacks are float32 (:func:`robust_mix._compat_autoattack.check_float32_model`).
     - ``eps`` must be a budget of the threat model (``8/255``, not ``8``) and given, checked before the data are
-      loaded.
+      loaded; a corruption benchmark takes none.
     - ``aa_state_path`` and ``log_path`` must name a file (not a folder) whose folder exists or can be created, and
       is writable (:func:`robust_mix.validate.check_writable_dir`, which creates it); RobustBench would fail writing
       them only after loading the data and scoring the clean pass.
     - a corruption benchmark (``threat_model="corruptions"``) RobustBench 1.1.1 cannot finish is refused: CIFAR's
       (its loaders do not take the arguments ``benchmark()`` passes) and any without AlexNet's reference results in
       ``model_info/`` under the working folder.
+    - a corruption benchmark whose images are not on disk (``ImageNet-C``, ``ImageNet-3DCC`` under
+      ``corruptions_data_dir`` or ``data_dir``) is refused before any work: RobustBench never downloads them, and
+      failed after the clean pass. Test images RobustBench cannot load or download (CIFAR offline, ImageNet's ``val/``
+      absent) and a failed Zenodo download (CIFAR-10-C, CIFAR-100-C) are errors saying where to put the files
+      (:class:`robust_mix.data.DatasetNotFoundError`), not a bare ``URLError`` or ``ConnectionError``.
     - ImageNet images are prepared with a robust_mix model's own preprocessing when none is given; without one
       (and without a ``model_name`` RobustBench knows) the call is refused naming the choices.
+    - ``dataset`` and ``threat_model`` must be RobustBench's names (``"linf"`` is refused naming ``"Linf"``, where
+      RobustBench said only ``'linf' is not a valid ThreatModel``); ``"L1"`` and Fashion-MNIST, which only
+      robust_mix's harness evaluates, are refused pointing to :func:`robust_mix.benchmark`.
     - ``n_examples`` (or ``None``, the whole test set) and ``batch_size`` must be whole numbers >= 1, and
-      ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation).
+      ``to_disk=True`` needs a ``model_name`` (RobustBench asked for it after the whole evaluation), a writable
+      ``model_info/<dataset>/<threat_model>/`` and, where the results file exists, one that is JSON (RobustBench failed
+      writing them after the whole evaluation).
     """
     robustbench = import_robustbench()
     _wrap_once([robustbench.eval, robustbench], "benchmark", _checking_arguments(_check_benchmark_call))
+    _wrap_once([robustbench.eval, robustbench.data], "load_clean_dataset", _explaining_missing_clean_data)
+    _wrap_once([robustbench.data], "zenodo_download", _explaining_failed_zenodo_download)
 
 
 def _check_benchmark_call(given: dict[str, Any]) -> None:
     """The checks of RobustBench's ``benchmark()`` on its bound arguments (see :func:`check_benchmark_arguments`)."""
     from robust_mix._compat_autoattack import check_float32_model
+    from robust_mix.validate import check_materialized
 
+    _check_robustbench_names({"dataset": given["dataset"], "threat_model": given["threat_model"]}, "benchmark()")
     if given["device"] is not None:
         given["device"] = _benchmark_device(given["device"])
     _check_benchmark_counts(given)
@@ -355,11 +395,13 @@ def _check_benchmark_call(given: dict[str, Any]) -> None:
     _check_benchmark_input(given["model"], given["dataset"])
     given["preprocessing"] = _benchmark_preprocessing(given["model"], given["dataset"], given["model_name"],
                                                       given["preprocessing"])
-    _check_benchmark_corruptions(given["dataset"], given["threat_model"])
     _check_benchmark_eps(given["eps"], given["threat_model"], given["model"], given["dataset"])
+    _check_benchmark_corruptions(given["dataset"], given["threat_model"], given["data_dir"],
+                                 given["corruptions_data_dir"])
     _check_benchmark_mode(given["model"])
+    check_materialized(given["model"])
     check_float32_model(given["model"])
-    _check_benchmark_to_disk(given["to_disk"], given["model_name"])
+    _check_benchmark_to_disk(given["to_disk"], given["model_name"], given["dataset"], given["threat_model"])
     for name, what, example in (("aa_state_path", "state file", "aa_state.json"),
                                 ("log_path", "log file", "autoattack.log")):
         if given[name] is not None:
@@ -390,13 +432,21 @@ def _benchmark_file(name: str, path: Any, what: str, example: str) -> Path:
 
 
 def _check_benchmark_counts(given: dict[str, Any]) -> None:
-    """``n_examples`` (``None``: the whole test set) and ``batch_size`` must be whole numbers >= 1: RobustBench slices
-    the test set with ``n_examples`` (``-1`` silently dropped the last image, ``0`` failed after the data were
-    loaded) and divides by ``batch_size``."""
-    from robust_mix.validate import positive_int
+    """``n_examples`` (``None``: the whole test set) and ``batch_size`` must be whole numbers >= 1, and ``n_examples``
+    at most the images RobustBench evaluates of ``dataset`` (:data:`robust_mix.protocol.LEADERBOARD_EXAMPLES`: the
+    CIFAR test sets, its 5,000 ImageNet images): RobustBench slices the test set with ``n_examples`` (``-1`` silently
+    dropped the last image, ``0`` failed after the data were loaded, 20,000 evaluated CIFAR's 10,000 without a word)
+    and divides by ``batch_size``."""
+    from robust_mix.protocol import LEADERBOARD_EXAMPLES
+    from robust_mix.validate import InvalidInputError, positive_int
 
     if given["n_examples"] is not None:
         given["n_examples"] = positive_int("n_examples", given["n_examples"])
+        dataset = getattr(given["dataset"], "value", given["dataset"])
+        available = LEADERBOARD_EXAMPLES.get(dataset) if isinstance(dataset, str) else None
+        if available is not None and given["n_examples"] > available:
+            raise InvalidInputError(f"n_examples={given['n_examples']}, but RobustBench evaluates at most {available:,} "
+                                    f"{dataset} test images; pass n_examples <= {available} (or None: all of them)")
     given["batch_size"] = positive_int("batch_size", given["batch_size"])
 
 
@@ -406,18 +456,28 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
 
     RobustBench stopped with a bare ``Exception`` ("Preprocessing should be specified ...") for a robust_mix ImageNet
     model passed without ``model_name``, although the model states its preprocessing; with an unknown ``model_name``
-    it stopped with a bare ``KeyError``.
+    or preprocessing name (``"Res256crop224"``) it stopped with a bare ``KeyError``.
 
     Raises:
-        robust_mix.validate.InvalidInputError: ImageNet, and neither a preprocessing, nor a model that states one, nor
-            a ``model_name`` RobustBench or timm knows.
+        robust_mix.validate.InvalidInputError: a preprocessing name RobustBench does not have (any data set), or
+            ImageNet, and neither a preprocessing, nor a model that states one, nor a ``model_name`` RobustBench or
+            timm knows.
     """
     from robustbench.data import PREPROCESSINGS
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    from robust_mix.validate import InvalidInputError
+    from robust_mix.validate import InvalidInputError, InvalidInputTypeError, spelled_alike
 
+    names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
+    if preprocessing is not None and not callable(preprocessing):
+        if not isinstance(preprocessing, str):
+            raise InvalidInputTypeError(f"preprocessing={preprocessing!r} ({type(preprocessing).__name__}): pass one "
+                                        f"of RobustBench's names {names} or a transform (a callable)")
+        if preprocessing not in PREPROCESSINGS:  # RobustBench: a bare KeyError
+            same = spelled_alike(preprocessing, names)
+            raise InvalidInputError(f"RobustBench has no preprocessing {preprocessing!r}; it has {names}"
+                                    + (f" (names are case-sensitive: did you mean {same!r}?)" if same else ""))
     try:
         dataset_ = BenchmarkDataset(dataset)
     except ValueError:
@@ -435,14 +495,14 @@ def _benchmark_preprocessing(model: Any, dataset: Any, model_name: Any, preproce
         or any(timm.is_model(f"{model_name.lower().replace('-', '_')}_{dataset_.value}_{t.value.lower()}")
                for t in ThreatModel))
     if not known:
-        names = sorted(str(k) for k in PREPROCESSINGS if k is not None)
         raise InvalidInputError(f"dataset='imagenet' needs to know how its test images are resized and cropped: pass "
                                 f"preprocessing= one of {names} (the model's own), or model_name= of a RobustBench "
                                 f"or robust_mix ImageNet model (got model_name={model_name!r})")
     return preprocessing
 
 
-def _check_benchmark_corruptions(dataset: Any, threat_model: Any) -> None:
+def _check_benchmark_corruptions(dataset: Any, threat_model: Any, data_dir: Any = "./data",
+                                 corruptions_data_dir: Any = None) -> None:
     """Refuse RobustBench's corruption benchmarks where RobustBench 1.1.1's ``benchmark()`` cannot finish them, before
     the data are loaded and the clean pass is scored:
 
@@ -479,17 +539,60 @@ def _check_benchmark_corruptions(dataset: Any, threat_model: Any) -> None:
                                 f"{str(reference)!r} under the working folder ({str(Path.cwd())!r}), which is not "
                                 "there: it would fail only after evaluating every corruption set; run it from a "
                                 "RobustBench checkout, which has that file")
+    _check_corruption_folders(dataset_, threat, Path(corruptions_data_dir or data_dir))
 
 
-def _check_benchmark_to_disk(to_disk: Any, model_name: Any) -> None:
-    """``to_disk=True`` needs ``model_name`` (the file the results go to): RobustBench asks for it only after the
-    whole evaluation, whose results are then lost."""
-    from robust_mix.validate import InvalidInputError, check_bool
+def _check_corruption_folders(dataset: Any, threat: Any, root: Path) -> None:
+    """Refuse an ImageNet corruption benchmark whose images are not under ``root``: RobustBench reads every corruption
+    and severity from ``root/<ImageNet-C or ImageNet-3DCC>/<corruption>/<severity>/`` and never downloads them; a
+    missing folder failed with a ``FileNotFoundError`` only after the clean pass and the corruptions before it."""
+    from robustbench.data import CORRUPTIONS_DICT, CORRUPTIONS_DIR_NAMES
 
-    if check_bool("to_disk", to_disk) and (not isinstance(model_name, str) or not model_name.strip()):
+    from robust_mix.data import DatasetNotFoundError
+
+    folder = root / CORRUPTIONS_DIR_NAMES[dataset][threat]
+    missing = [f"{corruption}/{severity}" for corruption in CORRUPTIONS_DICT[dataset][threat]
+               for severity in range(1, 6) if not (folder / corruption / str(severity)).is_dir()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"threat_model={threat.value!r} on dataset={dataset.value!r} reads {folder.name} from {str(folder)!r} "
+            f"(<corruption>/<severity 1-5>/<class>/<image>), but {len(missing)} of its folders are not there (such as "
+            f"{missing[0]!r}); RobustBench does not download {folder.name}, and nothing was evaluated: download and "
+            f"extract it there yourself, or pass corruptions_data_dir= the folder that holds {folder.name}/")
+
+
+def _check_benchmark_to_disk(to_disk: Any, model_name: Any, dataset: Any = None, threat_model: Any = None) -> None:
+    """``to_disk=True`` needs ``model_name`` (the file the results go to), a ``model_info/<dataset>/<threat_model>``
+    folder under the working folder that can be written (created here), and, where that file exists already, one
+    RobustBench can read and update: RobustBench found out each only after the whole evaluation, whose results were
+    then lost."""
+    import json
+
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    from robust_mix.validate import InvalidInputError, check_bool, check_writable_dir
+
+    if not check_bool("to_disk", to_disk):
+        return
+    if not isinstance(model_name, str) or not model_name.strip():
         raise InvalidInputError(f"to_disk=True writes the results to model_info/<dataset>/<threat_model>/<model_name>"
                                 f".json, but model_name={model_name!r}; pass model_name='...' (RobustBench would ask "
                                 "for it only after the whole evaluation, and its results would be lost)")
+    try:
+        dataset_, threat = BenchmarkDataset(dataset), ThreatModel(threat_model)
+    except ValueError:
+        return  # refused by the names' check
+    folder = Path("model_info") / dataset_.value / ("corruptions" if threat == ThreatModel.corruptions_3d
+                                                    else threat.value)
+    path = folder / f"{model_name}.json"
+    check_writable_dir(path.parent, "folder to_disk=True writes to")
+    if path.exists():
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InvalidInputError(f"to_disk=True updates {str(path)!r}, which RobustBench cannot read ({err}): it "
+                                    "would fail after the whole evaluation; move it away or fix it (nothing has been "
+                                    "computed yet)") from err
 
 
 def _check_benchmark_classes(model: Any, dataset: Any) -> None:
@@ -524,14 +627,21 @@ def _check_benchmark_eps(eps: Any, threat_model: Any, model: Any = None, dataset
     """Refuse a budget that is no budget of ``threat_model`` (``eps=8`` meaning 8/255; under L2 or L1 one larger than
     the distance between any two of ``dataset``'s CIFAR images, :func:`robust_mix.validate.check_eps_within_images`),
     or none at all, before the data are loaded (:func:`robust_mix.validate.check_eps`; AutoAttack refused the first
-    only after the clean pass, RobustBench the second too). A threat model robust_mix does not attack (corruptions) is
-    left to RobustBench; ImageNet's image size, set by the preprocessing, is checked by the attack."""
+    only after the clean pass, RobustBench the second too). A corruption benchmark takes no eps (RobustBench's own rule,
+    which it did not enforce: it ignored the eps and recorded it with ``to_disk=True``); ImageNet's image size, set by
+    the preprocessing, is checked by the attack."""
     from robust_mix.formatting import format_eps
-    from robust_mix.validate import InvalidInputError, check_eps, check_eps_within_images, check_threat_model
+    from robust_mix.validate import (CORRUPTION_THREAT_MODELS, InvalidInputError, check_eps, check_eps_within_images,
+                                     check_threat_model)
 
     try:
         threat = check_threat_model(threat_model)
     except InvalidInputError:
+        corruption = getattr(threat_model, "value", threat_model)
+        if eps is not None and corruption in CORRUPTION_THREAT_MODELS:  # RobustBench: "must not be specified"
+            raise InvalidInputError(f"eps={eps!r} with threat_model={corruption!r}: a corruption benchmark measures "
+                                    "accuracy on corrupted images, with no attack and no budget (RobustBench ignored "
+                                    "eps there, and to_disk=True recorded it); leave eps out") from None
         return
     if eps is not None:
         eps = check_eps(eps, threat)
@@ -591,6 +701,58 @@ def _check_benchmark_mode(model: Any, call: str = "benchmark()") -> None:
                                 f"would change its running statistics; call model.eval() before {call}")
 
 
+def _explaining_missing_clean_data(original: Callable) -> Callable:
+    """``robustbench.data.load_clean_dataset`` whose failure to find or download the test images (an ``OSError``:
+    ``URLError`` offline, ``FileNotFoundError`` for ImageNet's ``val/``) is a
+    :class:`robust_mix.data.DatasetNotFoundError` saying where the files go (see :func:`check_benchmark_arguments`)."""
+    @functools.wraps(original)
+    def load_clean_dataset(dataset: Any, n_examples: Any, data_dir: Any, prepr: Any) -> Any:
+        try:
+            return original(dataset, n_examples, data_dir, prepr)
+        except OSError as err:
+            from robust_mix.data import DatasetNotFoundError
+
+            raise DatasetNotFoundError(f"RobustBench could not load the {getattr(dataset, 'value', dataset)} test "
+                                       f"images from data_dir={str(data_dir)!r} ({err}); nothing was evaluated: "
+                                       f"{_clean_data_hint(dataset, Path(data_dir))}") from err
+
+    return load_clean_dataset
+
+
+def _clean_data_hint(dataset: Any, data_dir: Path) -> str:
+    """Where RobustBench reads ``dataset``'s test images under ``data_dir``, and how they get there."""
+    import torchvision
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    if dataset == BenchmarkDataset.imagenet:
+        return ("RobustBench never downloads ImageNet; put the ILSVRC2012 validation images in "
+                f"{str(data_dir / 'val')!r} (one folder per class named by its WordNet id, e.g. "
+                "val/n09468604/ILSVRC2012_val_00015253.JPEG: RobustBench reads the 5,000 its "
+                "helper_files/imagenet_test_image_ids.txt lists), or pass data_dir= the folder that holds val/")
+    cls = torchvision.datasets.CIFAR10 if dataset == BenchmarkDataset.cifar_10 else torchvision.datasets.CIFAR100
+    return (f"torchvision downloads it when online; offline, extract {cls.filename} into {str(data_dir)!r} (it holds "
+            f"{cls.base_folder}/), or pass data_dir= the folder that holds {cls.base_folder}/")
+
+
+def _explaining_failed_zenodo_download(original: Callable) -> Callable:
+    """``robustbench.data.zenodo_download`` (CIFAR-10-C, CIFAR-100-C) whose network failure (``requests``'
+    ``ConnectionError``, an ``OSError``) is a :class:`robust_mix.data.DatasetNotFoundError` saying what to fetch and
+    where to put it."""
+    @functools.wraps(original)
+    def zenodo_download(record_id: str, filenames_to_download: Any, save_dir: Path) -> None:
+        try:
+            return original(record_id, filenames_to_download, save_dir)
+        except OSError as err:
+            from robust_mix.data import DatasetNotFoundError
+
+            names = ", ".join(sorted(filenames_to_download))
+            raise DatasetNotFoundError(f"RobustBench could not download {names} from Zenodo record {record_id} ({err});"
+                                       f" download it elsewhere and extract it into {str(save_dir)!r}, where "
+                                       "RobustBench reads it without downloading") from err
+
+    return zenodo_download
+
+
 def check_clean_accuracy_arguments() -> None:
     """Make ``robustbench.utils.clean_accuracy`` (also ``robustbench.eval``'s, which ``benchmark()`` calls) check its
     arguments before the first batch; it computed a number from whatever it was given.
@@ -614,9 +776,9 @@ def _check_clean_accuracy_call(given: dict[str, Any]) -> None:
     :func:`check_clean_accuracy_arguments`)."""
     import torch
 
-    from robust_mix.validate import check_examples, check_model_examples, positive_int
+    from robust_mix.validate import check_examples, check_materialized, check_model_examples, positive_int
 
-    model = given["model"]
+    model = check_materialized(given["model"])
     if isinstance(model, torch.nn.Module):
         _check_benchmark_mode(model, "clean_accuracy()")
         given["x"], given["y"] = check_model_examples(model, given["x"], given["y"])

@@ -32,9 +32,11 @@ from torch import nn
 import pyautoattack
 import pyautoattack.state
 
-from robust_mix.protocol import AUTOATTACK_STAGES
-from robust_mix.validate import (InvalidInputError, check_choice, check_device, check_eps, check_eps_within_images,
-                                 check_examples, check_threat_model, positive_int)
+from robust_mix.protocol import (ADAPTIVE_STAGES, AUTOATTACK_STAGES, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS,
+                                 class_count_problem, iteration_problem)
+from robust_mix.validate import (InvalidInputError, check_bool, check_choice, check_device, check_eps,
+                                 check_eps_within_images, check_examples, check_materialized, check_model_examples,
+                                 check_seed, check_threat_model, positive_int, spelled_alike)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def autoattack_settings(*, seed: Optional[int] = None, configure: Optional[Confi
     """
     global _SETTINGS
     previous = _SETTINGS
-    _SETTINGS = _Settings(seed=seed, configure=configure)
+    _SETTINGS = _Settings(seed=None if seed is None else check_seed("seed", seed), configure=configure)
     try:
         yield
     finally:
@@ -101,9 +103,49 @@ def _check_attacks(attacks: Sequence[str]) -> None:
     names = list(attacks)
     unknown = [a for a in names if a not in AUTOATTACK_STAGES]
     if not names or unknown:
-        raise InvalidInputError(f"{expected}; got {f'unknown attack(s) {unknown}' if names else 'none'}")
+        raise InvalidInputError(f"{expected}; got {f'unknown attack(s) {unknown}' if names else 'none'}"
+                                + "".join(_attack_hint(a) for a in unknown[:1]))
     if len(set(names)) != len(names):
         raise InvalidInputError(f"attacks_to_run repeats attacks in {names}; list each attack once")
+
+
+class _RandomizedNotice(logging.Filter):
+    """pyautoattack's "it seems to be a randomized defense! Please use version="rand"" warning, once per run (it checks
+    before every attack of the cascade, so a run warned once per attack), saying how to follow it: RobustBench's
+    ``benchmark()``, where the warning mostly appears, has no ``version`` to change."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self.version, self.seen = version, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "randomized defense" not in str(record.msg):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = (f"{record.getMessage()} The {self.version!r} version's attacks are deterministic and overstate "
+                      "the robustness of a randomized model: run AutoAttack(model, version='rand', ...) (APGD with "
+                      "EOT), or robust_mix.benchmark(model, attack='rand'); RobustBench's benchmark() runs "
+                      "version='standard' only")
+        record.args = ()
+        return True
+
+
+def _attack_hint(name: Any) -> str:
+    """What an unknown ``attacks_to_run`` entry may have meant: an attack spelled otherwise (``"APGD-CE"``), a
+    version, or one of robust_mix's adaptive stages (run by its harness only)."""
+    if not isinstance(name, str):
+        return ""
+    same = spelled_alike(name, AUTOATTACK_STAGES)
+    if same:
+        return f" (names are lower case with '-': did you mean {same!r}?)"
+    if name.strip() in VERSIONS:
+        return f" ({name.strip()!r} is a version, not an attack: pass version={name.strip()!r} without attacks_to_run)"
+    if name.strip() in ADAPTIVE_STAGES:
+        return (f" ({name.strip()!r} is robust_mix's adaptive attack, which its harness runs: "
+                f"robust_mix.benchmark(model, attack={name.strip()!r}, ...))")
+    return ""
 
 
 class AutoAttack(pyautoattack.AutoAttack):
@@ -123,8 +165,13 @@ class AutoAttack(pyautoattack.AutoAttack):
 
     Raises:
         robust_mix.validate.InvalidInputError: a norm, eps, version, attack name or device that pyautoattack
-            would take without complaint and answer with a wrong number or a failure deep in a run, or a
-            model that declares a dtype other than float32 (pyautoattack attacks float32 images).
+            would take without complaint and answer with a wrong number or a failure deep in a run (a seed that is
+            no whole number from 0 up, ``verbose`` that is no bool, a ``log_path`` that is a folder or cannot be
+            written; its folder is created), or a
+            model that declares a dtype other than float32 (pyautoattack attacks float32 images); at
+            ``run_standard_evaluation``, before the first attack, an attack the model has too few classes for, or
+            a model whose BatchNorm layers are in training mode (the attacks' queries would update their statistics
+            and each prediction would depend on its batch; RobustBench's ``benchmark()`` refuses it too).
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 0.3, seed: Optional[int] = None,
@@ -142,14 +189,20 @@ class AutoAttack(pyautoattack.AutoAttack):
             _check_attacks(attacks_to_run)
         norm = check_threat_model(norm, "norm")
         eps = check_eps(eps, norm)
+        check_materialized(model)
         check_float32_model(model)
+        verbose = check_bool("verbose", verbose)
+        if log_path is not None:  # a folder, or one that cannot be written, failed at the run with a bare OSError
+            from robust_mix._compat import _benchmark_file  # the owner of this module; imported once it is loaded
+
+            log_path = _benchmark_file("log_path", log_path, "log file", "autoattack.log")
         settings = _SETTINGS
         super().__init__(model, attacks=list(attacks_to_run) if version == "custom" else None,
                          device=check_device(device) if device is not None else _model_device(model), eps=eps,
                          norm=norm,
-                         seed=seed if seed is not None else settings.seed, version=version)
+                         seed=check_seed("seed", seed) if seed is not None else settings.seed, version=version)
         self.verbose = verbose
-        self.log_path = None if log_path is None else Path(log_path)
+        self.log_path = log_path
         if settings.configure is not None:
             settings.configure(self)
 
@@ -183,11 +236,74 @@ class AutoAttack(pyautoattack.AutoAttack):
             this call's adversarial images are returned then, the robust flags are in the state.
         """
         bs = positive_int("bs", bs)
-        x_orig, y_orig = check_examples(x_orig, y_orig)
+        if state_path is not None:  # a folder, or one that cannot be written, was a bare OSError
+            from robust_mix._compat import _benchmark_file  # the owner of this module; imported once it is loaded
+
+            state_path = _benchmark_file("state_path", state_path, "state file", "aa_state.json")
+        x_orig, y_orig, num_classes = self._check_examples(x_orig, y_orig, "run_standard_evaluation()")
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
-        with self._log_file():
-            x_adv, y_adv = self._cascade(x_orig, y_orig, bs, None if state_path is None else Path(state_path))
+        self._check_classes(num_classes)
+        self._check_iterations()
+        notice = _RandomizedNotice(self.version)
+        pyautoattack_logger = logging.getLogger(LOGGER_NAME)
+        pyautoattack_logger.addFilter(notice)
+        try:
+            with self._log_file():
+                x_adv, y_adv = self._cascade(x_orig, y_orig, bs, state_path)
+        finally:
+            pyautoattack_logger.removeFilter(notice)
         return (x_adv, y_adv) if return_labels else x_adv
+
+    def _check_examples(self, x: torch.Tensor, y: torch.Tensor, call: str
+                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Images and labels as :func:`robust_mix.validate.check_examples` wants them, and as the model declares them
+        and scores them: its ``input_shape``, and labels below the number of classes its output has (pyautoattack
+        counted an example labelled 15 by a 10-class model as one more misclassified image); a model whose BatchNorm
+        layers are in training mode is refused (``call`` names the method in the message). Returns the images, the
+        labels and that number of classes (one forward pass on one image)."""
+        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
+
+        if isinstance(self.model, nn.Module):
+            x, y = check_model_examples(self.model, x, y)
+            _check_benchmark_mode(self.model, call)
+        else:  # a plain function: nothing declared
+            x, y = check_examples(x, y)
+        with torch.no_grad():
+            num_classes = self.get_logits(x[:1].to(self.device)).shape[-1]
+        x, y = check_examples(x, y, None, num_classes)
+        return x, y, num_classes
+
+    def _check_classes(self, num_classes: int) -> None:
+        """Refuse attacks a model scoring ``num_classes`` classes is too small for
+        (:func:`robust_mix.protocol.class_count_problem`): pyautoattack only warns, then fails mid-run with a bare
+        ``IndexError``."""
+        targets = {"apgd-t": self.apgd_targeted.n_target_classes, "fab-t": self.fab.n_target_classes}
+        for attack in self.attacks_to_run:
+            problem = class_count_problem(attack, num_classes, targets.get(attack))
+            if problem is None:
+                continue
+            if num_classes < MIN_CLASSES.get(attack, 2):
+                others = [a for a in self.attacks_to_run if class_count_problem(a, num_classes) is None]
+                raise InvalidInputError(f"{problem}; leave it out: version='custom', attacks_to_run={others}")
+            owner = "apgd_targeted" if attack == "apgd-t" else "fab"
+            raise InvalidInputError(
+                f"{problem}; set adversary.{owner}.n_target_classes = {num_classes - 1} (every other class) before "
+                "the run, or, for RobustBench's benchmark(), pass robust_mix.autoattack_settings(configure=...) a "
+                "function that sets it")
+
+    def _check_iterations(self) -> None:
+        """Refuse an APGD budget too small for L1's rounds (:func:`robust_mix.protocol.iteration_problem`), which a
+        ``configure`` (:func:`autoattack_settings`) or a change of ``adversary.apgd`` may have set: pyautoattack failed
+        with ``zeros: Dimension size must be non-negative`` or ran no iteration at the run's eps."""
+        apgds = {"apgd-ce": self.apgd, "apgd-dlr": self.apgd, "apgd-t": self.apgd_targeted}
+        for attack in self.attacks_to_run:
+            apgd = apgds.get(attack)
+            problem = apgd and iteration_problem(attack, apgd.n_iter_orig, apgd.use_largereps, self.norm)
+            if problem:
+                owner = "apgd_targeted" if attack == "apgd-t" else "apgd"
+                raise InvalidInputError(f"{problem}; give adversary.{owner} {MIN_LARGEREPS_ITERATIONS} iterations or "
+                                        "more (robust_mix.attacks.set_apgd_iterations, which sets its step-size "
+                                        "schedule too)")
 
     def _cascade(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int, path: Optional[Path]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,6 +381,17 @@ class AutoAttack(pyautoattack.AutoAttack):
                              f"{setting['eps']}); its flags are not this run's: use another state_path for these "
                              "settings")
         return state
+
+    def clean_accuracy(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250) -> float:
+        """The fraction of ``x_orig`` ``(N, C, H, W)`` the model classifies as ``y_orig`` ``(N,)``, in batches of ``bs``.
+
+        The images, labels and batch size are checked as :meth:`run_standard_evaluation` checks them: pyautoattack
+        compared ``(N, 1)`` labels with the ``(N,)`` predictions by broadcasting (an accuracy of 2.0), took 0-255
+        pixels and ended ``bs=0`` in a ``ZeroDivisionError``.
+        """
+        bs = positive_int("bs", bs)
+        x_orig, y_orig, _ = self._check_examples(x_orig, y_orig, "clean_accuracy()")
+        return super().clean_accuracy(x_orig, y_orig, bs=bs)
 
     def run_standard_evaluation_individual(self, x_orig: torch.Tensor, y_orig: torch.Tensor, bs: int = 250,
                                            return_labels: bool = False) -> dict:

@@ -27,8 +27,9 @@ from robust_mix.fastpath import frozen_parameters
 from robust_mix.losses import adaptive_attack_loss
 from robust_mix.mixing import MixedOutput
 from robust_mix.nuts import HardMaxMap
-from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, OPTION_SETTING, OPTION_STAGES, SETTINGS_GROUP, AttackOptions,
-                                 AttackPlan, check_options)
+from robust_mix.protocol import (DEFAULT_ADAPTIVE_WEIGHT, MIN_CLASSES, MIN_LARGEREPS_ITERATIONS, OPTION_SETTING,
+                                 OPTION_STAGES, SETTINGS_GROUP, AttackOptions, AttackPlan, check_options,
+                                 class_count_problem, iteration_problem)
 from robust_mix.validate import (InvalidInputError, check_adversarial_examples, check_finite_outputs,
                                  check_score_shape)
 
@@ -395,32 +396,23 @@ class StageRunner:
             robust_mix.validate.InvalidInputError: naming the stage, what it needs and how to run anyway.
         """
         aa = self.autoattack
-        needs = {"apgd-dlr": (3, None), "apgd-t": (4, aa.apgd_targeted.n_target_classes),
-                 "fab-t": (2, aa.fab.n_target_classes), "adaptive-apgd-t": (4, self.adaptive_t.n_target_classes)}
+        targets = {"apgd-t": aa.apgd_targeted.n_target_classes, "fab-t": aa.fab.n_target_classes,
+                   "adaptive-apgd-t": self.adaptive_t.n_target_classes}
         for stage in stages:
-            least, targets = needs.get(stage, (2, None))
-            if num_classes < least:
-                raise InvalidInputError(
-                    f"the model scores {num_classes} classes, but the {stage} attack needs at least {least} (its "
-                    f"{'targeted ' if least == 4 else ''}DLR loss reads the {'fourth' if least == 4 else 'third'}-"
-                    f"largest score); leave {stage} out of the attack (e.g. attack='apgd-ce,fab,square')")
-            if targets is not None and targets > num_classes - 1:
-                raise InvalidInputError(
-                    f"the {stage} attack aims at {targets} target classes, but the model scores {num_classes} "
-                    f"classes ({num_classes - 1} besides the true one); pass "
-                    f"options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
-                    f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
-
-    #: Fewest iterations an APGD stage with pyautoattack's ``use_largereps`` (L1) can run: it splits them into
-    #: rounds at 3, 2 and 1 times eps (``ceil`` of 30 % and 30 %, then the rest), and the last round, the only
-    #: one at the run's eps, needs one.
-    MIN_LARGEREPS_ITERATIONS = 3
+            problem = class_count_problem(stage, num_classes, targets.get(stage))
+            if problem is None:
+                continue
+            if num_classes < MIN_CLASSES.get(stage, 2):
+                raise InvalidInputError(f"{problem}; leave {stage} out of the attack (e.g. "
+                                        "attack='apgd-ce,fab,square')")
+            raise InvalidInputError(
+                f"{problem}; pass options=AttackOptions(n_target_classes={num_classes - 1}) (--n-target-classes "
+                f"{num_classes - 1}: every other class, as the leaderboard's 9 are on 10-class data sets)")
 
     def check_iterations(self, stages: Sequence[str]) -> None:
         """Refuse an iteration budget (``options.n_iter``) too small for an APGD stage among ``stages``, before
-        any work: under L1 pyautoattack runs APGD in rounds at 3, 2 and 1 times eps, and with fewer than
-        :data:`MIN_LARGEREPS_ITERATIONS` iterations it failed with ``zeros: Dimension size must be non-negative``
-        (1) or ran no iteration at the run's eps (2).
+        any work (:func:`robust_mix.protocol.iteration_problem`: under L1 pyautoattack runs APGD in rounds at 3, 2
+        and 1 times eps).
 
         Raises:
             robust_mix.validate.InvalidInputError: naming the stage, the budget and the least it needs.
@@ -428,14 +420,13 @@ class StageRunner:
         aa = self.autoattack
         apgds = {"apgd-ce": aa.apgd, "apgd-dlr": aa.apgd, "apgd-t": aa.apgd_targeted,
                  "adaptive-apgd-ce": self.adaptive_ce, "adaptive-apgd-t": self.adaptive_t}
-        least = self.MIN_LARGEREPS_ITERATIONS
+        least = MIN_LARGEREPS_ITERATIONS
         for stage in stages:
             attack = apgds.get(stage)
-            if attack is not None and attack.use_largereps and attack.n_iter_orig < least:
-                raise InvalidInputError(
-                    f"the {stage} attack runs {attack.n_iter_orig} iteration(s), but under {self.norm} pyautoattack "
-                    f"splits APGD's iterations into rounds at 3, 2 and 1 times eps and needs at least {least}; "
-                    f"pass options=AttackOptions(n_iter={least}) or more (--n-iter {least})")
+            problem = attack and iteration_problem(stage, attack.n_iter_orig, attack.use_largereps, self.norm)
+            if problem:
+                raise InvalidInputError(f"{problem}; pass options=AttackOptions(n_iter={least}) or more "
+                                        f"(--n-iter {least})")
 
     def budget_changes(self, stages: Sequence[str]) -> dict[str, object]:
         """The budget overrides (``options``) that change the budget of one of ``stages``: an override that no stage

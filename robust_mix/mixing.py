@@ -488,6 +488,21 @@ class MixedClassifier(nn.Module, HubMixin):
         out = self.forward_all(x)
         return (out.log_probs, out.alpha) if return_alpha else out.log_probs
 
+    def __prepare_scriptable__(self) -> "MixedClassifier":
+        """``torch.jit.script(model)``: refused, naming what compiles a mix instead.
+
+        TorchScript cannot compile the mix's forward (its input checks and mixing rule are Python); without this it
+        failed inside TorchScript's compiler on one of them ("Comprehension ifs are not supported yet").
+
+        Raises:
+            NotImplementedError: always, naming ``torch.export``, ``torch.jit.trace`` and ``torch.compile``.
+        """
+        raise NotImplementedError(
+            "torch.jit.script cannot compile a MixedClassifier (its forward checks its inputs in Python, which "
+            "TorchScript does not support; TorchScript is deprecated in torch 2.x): export it with "
+            "torch.export.export(model, (images,)), trace it with torch.jit.trace(model, images) (for that image "
+            "shape), or compile it with torch.compile(model)")
+
     def reset_classifier(self, num_classes: int = 0, *args: Any, **kwargs: Any) -> None:
         """timm's call to replace a model's classifier head: refused, since a mix has no head of its own.
 

@@ -20,6 +20,9 @@ RAND_STAGES = ("apgd-ce", "apgd-dlr")
 ADAPTIVE_STAGES = ("adaptive-apgd-ce", "adaptive-apgd-t")
 AUTOATTACK_STAGES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 KNOWN_STAGES = AUTOATTACK_STAGES + ADAPTIVE_STAGES
+#: Fewest classes a stage's loss can score (2 where not listed): the DLR loss reads the third-largest score, the
+#: targeted DLR loss the fourth; pyautoattack only warns about fewer and then fails mid-run with an ``IndexError``.
+MIN_CLASSES: dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4, "adaptive-apgd-t": 4}
 #: Named attacks: pyautoattack version (sets the sub-attacks' constants) and stages.
 PRESETS = {"standard": ("standard", STANDARD_STAGES), "rand": ("rand", RAND_STAGES),
            "adaptive": ("standard", ADAPTIVE_STAGES)}
@@ -104,6 +107,37 @@ def _unknown_stages(attack: Union[str, Sequence[str]], unknown: Sequence[str]) -
             else f" ({versions[0]!r} is a pyautoattack version the harness does not run: "
                  f"{UNRUN_VERSIONS[versions[0].strip().lower()]})" if versions else "")
     return f"unknown attack stage(s) {list(unknown)}{hint}"
+
+
+def class_count_problem(stage: str, num_classes: int, n_target_classes: Optional[int] = None) -> Optional[str]:
+    """What keeps ``stage`` from running on a model scoring ``num_classes`` classes (``None``: nothing): too few
+    classes for its loss (:data:`MIN_CLASSES`), or, for a targeted stage aiming at ``n_target_classes`` classes, more
+    targets than the classes besides the true one. Callers add what to do, in their own terms."""
+    least = MIN_CLASSES.get(stage, 2)
+    if num_classes < least:
+        which = "fourth" if least == 4 else "third"
+        return (f"the model scores {num_classes} classes, but the {stage} attack needs at least {least} (its "
+                f"{'targeted ' if least == 4 else ''}DLR loss reads the {which}-largest score)")
+    if n_target_classes is not None and n_target_classes > num_classes - 1:
+        return (f"the {stage} attack aims at {n_target_classes} target classes, but the model scores {num_classes} "
+                f"classes ({num_classes - 1} besides the true one)")
+    return None
+
+
+#: Fewest iterations an APGD stage with pyautoattack's ``use_largereps`` (L1) can run: it splits them into rounds at
+#: 3, 2 and 1 times eps (``ceil`` of 30 % and 30 %, then the rest), and the last round, the only one at the run's eps,
+#: needs one.
+MIN_LARGEREPS_ITERATIONS = 3
+
+
+def iteration_problem(stage: str, n_iter: int, use_largereps: bool, norm: str) -> Optional[str]:
+    """What keeps the APGD stage ``stage`` from running ``n_iter`` iterations (``None``: nothing): with
+    ``use_largereps`` (L1), fewer than :data:`MIN_LARGEREPS_ITERATIONS` failed with ``zeros: Dimension size must be
+    non-negative`` (1) or ran no iteration at the run's eps (2). Callers add how to set the budget, in their terms."""
+    if use_largereps and n_iter < MIN_LARGEREPS_ITERATIONS:
+        return (f"the {stage} attack runs {n_iter} iteration(s), but under {norm} pyautoattack splits APGD's "
+                f"iterations into rounds at 3, 2 and 1 times eps and needs at least {MIN_LARGEREPS_ITERATIONS}")
+    return None
 
 
 @dataclass

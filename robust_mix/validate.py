@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import functools
 import inspect
+import itertools
 import json
 import math
 import numbers
@@ -388,6 +389,24 @@ def check_model(model: Any, name: str = "model") -> torch.nn.Module:
                 else "; build one with robust_mix.load_model(NAME)")
         raise InvalidInputTypeError(f"{name} must be a model (a torch.nn.Module), got {model!r} "
                                     f"({type(model).__name__}){hint}")
+    return check_materialized(model, name)
+
+
+def check_materialized(model: Any, name: str = "model") -> Any:
+    """``model`` unless one of its tensors is on the ``meta`` device (a shape without values, as after
+    ``model.to("meta")`` or a build under ``torch.device("meta")``): no prediction can be computed from it, and torch
+    failed at the first one ("Tensor.item() cannot be called on meta tensors", "Cannot copy out of meta tensor").
+
+    Raises:
+        InvalidInputError: naming a tensor on the meta device and how to give the model values.
+    """
+    if isinstance(model, torch.nn.Module):
+        meta = next((n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta), None)
+        if meta is not None:
+            raise InvalidInputError(f"{name}'s tensors are on the meta device (shapes without values, such as "
+                                    f"{meta!r}), so it cannot predict; give it values first: "
+                                    "model.to_empty(device='cpu') and then model.load_state_dict(weights), or build it "
+                                    "on a real device")
     return model
 
 

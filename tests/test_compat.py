@@ -7,8 +7,10 @@ Attack budgets are reduced through :func:`robust_mix.autoattack_settings` (APGD-
 iterations, 2 target classes for APGD-T and FAB-T, FAB 5 iterations, Square 20 queries), and the
 direct pyautoattack run they are compared with uses exactly the same settings and seed.
 """
+import copy
 import importlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -118,14 +120,14 @@ def test_interface_takes_robustbench_s_arguments(tiny_cifar, tmp_path):
     model, x, y = tiny_cifar
     with autoattack_settings(configure=reduced_budget):
         adversary = AutoAttack(model, norm="Linf", eps=EPS, version="standard", device=torch.device("cpu"),
-                               log_path=str(tmp_path / "aa.log"), seed=0)
+                               log_path=str(tmp_path / "logs" / "aa.log"), seed=0)  # its folder is created
         x_adv = adversary.run_standard_evaluation(x, y, bs=BATCH)
         x_adv2, y_adv = adversary.run_standard_evaluation(x, y, bs=BATCH, return_labels=True)
     assert isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape
     assert (x_adv - x).abs().max() <= EPS + 1e-6
     assert torch.equal(x_adv, x_adv2) and y_adv.shape == y.shape
     assert 0 < (model(x_adv).argmax(1) == y).float().mean() < 1
-    assert "apgd-ce" in (tmp_path / "aa.log").read_text()  # log_path receives pyautoattack's log
+    assert "apgd-ce" in (tmp_path / "logs" / "aa.log").read_text()  # log_path receives pyautoattack's log
 
 
 def test_interface_runs_attacks_one_by_one(tiny_cifar):
@@ -164,15 +166,43 @@ BAD_ARGUMENTS = [  # (id, call on the model, fragment of the message); pyautoatt
     ("custom, no attacks", lambda m: AutoAttack(m, version="custom"), "runs the attacks in attacks_to_run, a list of"),
     ("custom, unknown attack", lambda m: AutoAttack(m, version="custom", attacks_to_run=["apgd-ce", "pgd"]),
      "got unknown attack(s) ['pgd']"),
+    ("custom, an attack in upper case", lambda m: AutoAttack(m, version="custom", attacks_to_run=["APGD-CE"]),
+     "got unknown attack(s) ['APGD-CE'] (names are lower case with '-': did you mean 'apgd-ce'?)"),
+    ("custom, a version as an attack", lambda m: AutoAttack(m, version="custom", attacks_to_run=["rand"]),
+     "'rand' is a version, not an attack: pass version='rand' without attacks_to_run"),
+    ("custom, an adaptive stage", lambda m: AutoAttack(m, version="custom", attacks_to_run=["adaptive-apgd-t"]),
+     "robust_mix's adaptive attack, which its harness runs: robust_mix.benchmark(model, attack='adaptive-apgd-t'"),
     ("custom, an attack twice", lambda m: AutoAttack(m, version="custom", attacks_to_run=["apgd-ce", "apgd-ce"]),
      "attacks_to_run repeats attacks in ['apgd-ce', 'apgd-ce']"),
     ("custom, a string", lambda m: AutoAttack(m, version="custom", attacks_to_run="apgd-ce"), "use ['apgd-ce']"),
     ("device='tpu'", lambda m: AutoAttack(m, eps=EPS, device="tpu"), "device 'tpu' is not a device name"),
+    # pyautoattack: int('a') deep in the first attack; 1.5 ran as seed 1, -1 as another seed
+    ("seed='a'", lambda m: AutoAttack(m, eps=EPS, seed="a"), "seed must be an integer, got 'a' (str)"),
+    ("seed=1.5", lambda m: AutoAttack(m, eps=EPS, seed=1.5), "seed must be an integer, got 1.5 (float)"),
+    ("seed=-1", lambda m: AutoAttack(m, eps=EPS, seed=-1), "seed must be an integer >= 0, got -1"),
+    ("settings' seed=1.5", lambda m: autoattack_settings(seed=1.5).__enter__(), "seed must be an integer, got 1.5"),
+    ("verbose='no'", lambda m: AutoAttack(m, eps=EPS, verbose="no"), "verbose must be True or False, got 'no'"),
+    ("log_path a folder", lambda m: AutoAttack(m, eps=EPS, log_path=str(ROOT)),  # IsADirectoryError at the run
+     f"log_path {str(ROOT)!r} is a folder; name the log file in it"),
+    ("state_path a folder", lambda m: AutoAttack(m, eps=EPS).run_standard_evaluation(_X, _Y, state_path=ROOT),
+     f"state_path {str(ROOT)!r} is a folder; name the state file in it, e.g. state_path="),  # IsADirectoryError
     ("bs=0", run_on(_X, _Y, bs=0), "bs must be a positive integer (>= 1), got 0"),
     ("uint8 images", run_on((_X * 255).to(torch.uint8), _Y), "use images.float() / 255"),
     ("images in [0, 255]", run_on(_X * 255, _Y), "divide by 255"),
     ("3 labels for 4 images", run_on(_X, _Y[:3]), "got 3 labels for 4 images"),
     ("no images", run_on(_X[:0], _Y[:0]), "images hold no examples"),
+    # pyautoattack's clean_accuracy: (N, 1) labels broadcast against (N,) predictions gave 2.0; bs=0 ZeroDivisionError
+    ("clean_accuracy, labels (N, 1)", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, _Y[:, None]),
+     "labels must have shape (N,), one class index per image, got shape (4, 1)"),
+    ("clean_accuracy, images in [0, 255]", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X * 255, _Y),
+     "divide by 255"),
+    # pyautoattack: label 15 of a 10-class model counted as one more misclassified image; images of another shape
+    # than the model declares failed inside its first convolution
+    ("a label beyond the classes", run_on(_X, torch.tensor([1, 2, 15, 3])), "labels must lie in [0, 10), got [15]"),
+    ("clean_accuracy, a label beyond the classes",
+     lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, torch.tensor([1, 2, 15, 3])), "labels must lie in [0, 10)"),
+    ("clean_accuracy, bs=0", lambda m: AutoAttack(m, eps=EPS).clean_accuracy(_X, _Y, bs=0),
+     "bs must be a positive integer (>= 1), got 0"),
     ("L1 eps beyond every image", lambda m: AutoAttack(m, norm="L1", eps=3100.0, version="custom",
                                                        attacks_to_run=["apgd-ce"]).run_standard_evaluation(_X, _Y),
      "eps=3100 under L1 is larger than 3072, the largest L1 distance between two images of shape (3, 32, 32)"),
@@ -213,6 +243,126 @@ def test_settings_apply_inside_the_block_only(tiny_cifar):
     outside = AutoAttack(model)
     assert (inside.seed, inside.square.n_queries) == (3, 20)
     assert (outside.seed, outside.square.n_queries) == (None, 5000)
+
+
+@pytest.mark.parametrize("version, attacks, match", [
+    ("standard", (), r"the apgd-t attack needs at least 4 .*leave it out: version='custom', "
+                     r"attacks_to_run=\['apgd-ce', 'fab-t', 'square'\]"),
+    ("plus", (), "the apgd-t attack needs at least 4"),
+    ("custom", ["fab-t"], r"the fab-t attack aims at 9 target classes, but the model scores 3 classes.*"
+                          r"adversary.fab.n_target_classes = 2"),
+])
+def test_interface_refuses_attacks_the_model_has_too_few_classes_for_before_any_work(tmp_path, version, attacks,
+                                                                                     match):
+    """pyautoattack only warned ('with only 3 classes it is not possible to use the targeted DLR loss!'), then
+    failed mid-run with a bare IndexError ('index -4 is out of bounds for dimension 1 with size 3')."""
+    model = MixedClassifier(make_tiny(0, num_classes=3, in_chans=3, scale=20),
+                            make_tiny(1, num_classes=3, in_chans=3, scale=20), alpha=0.7)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        adversary = AutoAttack(model, eps=EPS, version=version, attacks_to_run=attacks)
+    adversary.fab.n_target_classes = adversary.apgd_targeted.n_target_classes = 9
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match):
+        adversary.run_standard_evaluation(x, y, bs=BATCH, state_path=tmp_path / "state.json")
+    assert not (tmp_path / "state.json").exists()  # refused before the first attack
+    adversary.fab.n_target_classes = 2  # as the message says: the run goes through
+    if version == "custom":
+        assert adversary.run_standard_evaluation(x, y, bs=BATCH).shape == x.shape
+
+
+def test_interface_refuses_a_model_in_training_mode_and_leaves_it_unchanged(tiny_cifar):
+    """pyautoattack attacked a model whose BatchNorm layers were in training mode: every query normalised with its
+    batch's statistics and wrote them into the running ones (RobustBench's benchmark() refuses such a model)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    _, x, y = tiny_cifar
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with autoattack_settings(seed=0, configure=reduced_budget):
+        adversary = AutoAttack(net, eps=EPS, version="custom", attacks_to_run=["apgd-ce"])
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"the model is in training mode \(1 BatchNorm layer\(s\) such as '1'\).*call "
+                             r"model.eval\(\) before run_standard_evaluation\(\)"):
+        adversary.run_standard_evaluation(x, y, bs=BATCH)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    net.eval()
+    assert adversary.run_standard_evaluation(x, y, bs=BATCH).shape == x.shape
+
+
+@pytest.mark.parametrize("n_iter", [1, 2])
+def test_interface_refuses_apgd_budgets_too_small_for_l1_rounds(tiny_cifar, n_iter):
+    """Standard L1 runs APGD in rounds at 3, 2 and 1 times eps: 1 iteration failed in pyautoattack ('zeros: Dimension
+    size must be non-negative'), 2 ran none at the run's eps."""
+    model, x, y = tiny_cifar
+
+    def budget(adversary):
+        reduced_budget(adversary)
+        set_apgd_iterations(adversary.apgd, n_iter)
+
+    with autoattack_settings(seed=0, configure=budget):
+        adversary = AutoAttack(model, norm="L1", eps=10.0)
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=rf"the apgd-ce attack runs {n_iter} iteration\(s\), but under L1 .* needs at least 3; "
+                             r"give adversary.apgd 3 iterations or more"):
+        adversary.run_standard_evaluation(x, y, bs=BATCH)
+
+
+@pytest.mark.parametrize("entry", ["robust_mix.benchmark", "AutoAttack", "robustbench benchmark", "clean_accuracy"])
+def test_a_model_on_the_meta_device_is_refused_at_every_entry_point(tiny_cifar, robustbench_data, entry):
+    """``model.to("meta")`` keeps shapes, not values: torch failed at the first prediction ("Tensor.item() cannot be
+    called on meta tensors", "Cannot copy out of meta tensor; no data!")."""
+    import robustbench.eval
+    import robustbench.utils
+
+    model, x, y = tiny_cifar
+    meta = copy.deepcopy(model).to("meta")
+    calls = {
+        "robust_mix.benchmark": lambda: robust_mix.benchmark(meta, images=x, labels=y, eps=EPS, attack="apgd-ce",
+                                                             device="cpu"),
+        "AutoAttack": lambda: AutoAttack(meta, eps=EPS),
+        "robustbench benchmark": lambda: robustbench.eval.benchmark(meta, n_examples=N, dataset="cifar10", eps=EPS,
+                                                                    batch_size=BATCH, device="cpu"),
+        "clean_accuracy": lambda: robustbench.utils.clean_accuracy(meta, x, y, batch_size=BATCH, device="cpu"),
+    }
+    with pytest.raises(robust_mix.validate.InvalidInputError,
+                       match=r"model's tensors are on the meta device \(shapes without values, such as "
+                             r"'standard.stage1.0.weight'\), so it cannot predict; give it values first: "
+                             r"model.to_empty\(device='cpu'\)"):
+        calls[entry]()
+    assert robustbench_data == []
+
+
+class NoisyClassifier(torch.nn.Module):
+    """A randomized defense: Gaussian noise on the input of every query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_tiny(0, in_chans=3, scale=20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.05 * torch.randn_like(x))
+
+
+def test_a_randomized_model_under_a_deterministic_version_is_said_once_with_what_to_do(tiny_cifar, caplog):
+    """pyautoattack warned 'it seems to be a randomized defense! Please use version="rand"' before every attack of the
+    cascade (5 times for the standard version), advice RobustBench's benchmark(), which has no version, cannot follow."""
+    _, x, _ = tiny_cifar
+    model = NoisyClassifier().eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with autoattack_settings(seed=0, configure=reduced_budget), caplog.at_level(logging.WARNING, logger="auto-attack"):
+        AutoAttack(model, eps=EPS, version="standard").run_standard_evaluation(x, y, bs=BATCH)
+    notices = [r.getMessage() for r in caplog.records if "randomized defense" in r.getMessage()]
+    assert len(notices) == 1
+    assert "run AutoAttack(model, version='rand', ...) (APGD with EOT), or robust_mix.benchmark(model, attack='rand'); " \
+           "RobustBench's benchmark() runs version='standard' only" in notices[0]
+    caplog.clear()
+    with autoattack_settings(seed=0, configure=reduced_budget), caplog.at_level(logging.WARNING, logger="auto-attack"):
+        AutoAttack(model, eps=EPS, version="rand").run_standard_evaluation(x, y, bs=BATCH)
+    assert not [r for r in caplog.records if "randomized defense" in r.getMessage()]  # the version it asks for
 
 
 # -- robustbench.eval.benchmark --------------------------------------------------------------------------
@@ -491,15 +641,42 @@ def test_benchmark_creates_the_folder_of_its_aa_state_path(tiny_cifar, robustben
     ({"n_examples": -1}, ValueError, r"n_examples must be a positive integer \(>= 1\), got -1"),  # ran on 7 of 8
     ({"n_examples": 2.5}, TypeError, r"n_examples must be an integer"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer \(>= 1\), got 0"),  # ZeroDivisionError
+    ({"n_examples": 20_000}, ValueError,  # RobustBench evaluated CIFAR-10's 10,000 without a word
+     r"n_examples=20000, but RobustBench evaluates at most 10,000 cifar10 test images; pass n_examples <= 10000"),
     ({"eps": None}, ValueError, r"threat_model='Linf' needs an attack budget: pass eps \(e.g. eps=8/255"),
     ({"eps": None, "threat_model": "L2"}, ValueError, r"threat_model='L2' needs an attack budget"),
     ({"eps": 127.5, "threat_model": "L2"}, ValueError, r"eps=127\.5 under L2 is larger than 55\.43.*127\.5/255 is eps=0\.5"),
     ({"to_disk": True}, ValueError, r"to_disk=True writes the results to .*model_name=None; pass model_name="),
     ({"to_disk": "no"}, TypeError, r"to_disk must be True or False, got 'no'"),
+    # RobustBench wrote (or read) the file only after the whole evaluation, whose results were then lost
+    ({"to_disk": True, "model_name": "blocked"}, ValueError,
+     r"cannot write to the folder to_disk=True writes to 'model_info/cifar10/Linf': model_info is a file"),
+    ({"to_disk": True, "model_name": "broken"}, ValueError,
+     r"to_disk=True updates 'model_info/cifar10/Linf/broken.json', which RobustBench cannot read"),
     ({"log_path": "{tmp}/a_file/log.txt"}, ValueError, r"a_file is a file, not a folder"),
     ({"log_path": "{tmp}"}, ValueError, r"log_path .* is a folder; name the log file in it, e.g. log_path="),
-], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "no eps", "no eps L2",
-        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "log_path under a file", "log_path a folder"])
+    # RobustBench: a bare "'linf' is not a valid ThreatModel", naming neither its names nor the one meant
+    ({"threat_model": "linf"}, ValueError, r"RobustBench has no threat_model 'linf'; it has \['Linf', 'L2', "
+                                           r"'corruptions', 'corruptions_3d'\].*did you mean 'Linf'\?"),
+    ({"dataset": "CIFAR10"}, ValueError, r"RobustBench has no dataset 'CIFAR10'.*did you mean 'cifar10'\?"),
+    ({"threat_model": "L1", "eps": 12.0}, ValueError,
+     r"RobustBench has no threat_model 'L1'.*robust_mix's own harness evaluates L1: robust_mix.benchmark\(model, "
+     r"threat_model='L1'"),
+    ({"dataset": "fmnist"}, ValueError, r"RobustBench has no dataset 'fmnist'.*robust_mix.benchmark\(model, "
+                                        r"dataset='fashion-mnist'"),
+    ({"dataset": 10}, TypeError, r"dataset=10 \(int\): RobustBench's benchmark\(\) takes one of"),
+    # RobustBench: a bare KeyError 'Res256crop224' (any data set)
+    ({"preprocessing": "Res256crop224"}, ValueError, r"RobustBench has no preprocessing 'Res256crop224'; it has "
+                                                     r"\['BicubicRes256Crop224', .*did you mean 'Res256Crop224'\?"),
+    ({"preprocessing": 3}, TypeError, r"preprocessing=3 \(int\): pass one of RobustBench's names"),
+    # RobustBench: "must not be specified", but ignored and recorded with to_disk=True
+    ({"threat_model": "corruptions"}, ValueError, r"eps=0.0235.* with threat_model='corruptions': a corruption benchmark "
+                                                  r"measures accuracy on corrupted images, with no attack and no budget"),
+], ids=["n_examples 0", "n_examples -1", "n_examples 2.5", "batch_size 0", "n_examples beyond the test set", "no eps", "no eps L2",
+        "L2 eps in 255ths", "to_disk without model_name", "to_disk a string", "to_disk unwritable",
+        "to_disk results file not JSON", "log_path under a file", "log_path a folder",
+        "threat model in lower case", "data set in upper case", "L1", "fashion-mnist", "data set a number",
+        "preprocessing spelled otherwise", "preprocessing a number", "eps for corruptions"])
 def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_cifar, robustbench_data, tmp_path,
                                                                           changes, error, message):
     """RobustBench checked these after loading the data and scoring the clean pass (eps, log_path), after the whole
@@ -507,12 +684,106 @@ def test_benchmark_refuses_arguments_it_would_fail_on_late_before_any_work(tiny_
     import robustbench.eval
 
     (tmp_path / "a_file").write_text("not a folder")
+    if changes.get("model_name") == "blocked":  # the working folder is tmp_path
+        (tmp_path / "model_info").write_text("a file where RobustBench makes its results folder")
+    if changes.get("model_name") == "broken":
+        (tmp_path / "model_info" / "cifar10" / "Linf").mkdir(parents=True)
+        (tmp_path / "model_info" / "cifar10" / "Linf" / "broken.json").write_text('{"clean_acc": ')
     settings = dict(n_examples=N, dataset="cifar10", threat_model="Linf", eps=EPS, batch_size=BATCH)
     settings.update({k: v.format(tmp=tmp_path) if isinstance(v, str) and "{tmp}" in v else v
                      for k, v in changes.items()})
     with autoattack_settings(seed=0, configure=reduced_budget), pytest.raises(error, match=message):
         robustbench.eval.benchmark(tiny_cifar[0], **settings)
     assert robustbench_data == []  # refused before the data were loaded
+
+
+def imagenet_model():
+    """A tiny 1000-class mixed model (no declared input shape: it takes RobustBench's 224x224 ImageNet images)."""
+    return MixedClassifier(make_tiny(0, num_classes=1000, in_chans=3), make_tiny(1, num_classes=1000, in_chans=3),
+                           alpha=0.7)
+
+
+def test_benchmark_says_where_to_put_cifar_images_it_could_not_download(tiny_cifar, monkeypatch, tmp_path):
+    """Offline, RobustBench stopped with a bare ``URLError: <urlopen error [Errno -2] Name or service not known>``."""
+    import urllib.error
+
+    import robustbench.data
+    import robustbench.eval
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setitem(robustbench.data._clean_dataset_loaders, BenchmarkDataset.cifar_10, offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=r"could not load the cifar10 test images from data_dir='.*data' \(.*Name or service not "
+                             r"known.*nothing was evaluated.*extract cifar-10-python.tar.gz into '.*data'.*"
+                             r"cifar-10-batches-py/"):
+        robustbench.eval.benchmark(tiny_cifar[0], n_examples=N, dataset="cifar10", eps=EPS, batch_size=BATCH,
+                                   data_dir=str(tmp_path / "data"))
+
+
+def test_benchmark_says_where_to_put_imagenet_images(monkeypatch, tmp_path):
+    """RobustBench answered ``FileNotFoundError: [Errno 2] No such file or directory: '.../val'``."""
+    import robustbench.eval
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=r"RobustBench never downloads ImageNet; put the ILSVRC2012 validation images in "
+                             r"'.*data/val'"):
+        robustbench.eval.benchmark(imagenet_model(), n_examples=2, dataset="imagenet", eps=4 / 255, batch_size=2,
+                                   data_dir=str(tmp_path / "data"), preprocessing="Res256Crop224")
+
+
+@pytest.mark.parametrize("threat_model, folder", [("corruptions", "ImageNet-C"), ("corruptions_3d", "ImageNet-3DCC")])
+def test_imagenet_corruptions_that_are_not_on_disk_are_refused_before_any_work(monkeypatch, tmp_path, threat_model,
+                                                                               folder):
+    """RobustBench never downloads ImageNet-C or 3DCC; it failed with a FileNotFoundError only after the clean pass."""
+    import robustbench.eval
+    from robustbench.data import CORRUPTIONS_DICT
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    monkeypatch.chdir(tmp_path)
+    name = "unaggregated_results_3d.csv" if threat_model == "corruptions_3d" else "unaggregated_results.csv"
+    (tmp_path / "model_info" / "imagenet" / "corruptions").mkdir(parents=True)
+    (tmp_path / "model_info" / "imagenet" / "corruptions" / name).write_text("AlexNet\n")
+    loaded = []
+
+    def load_clean_dataset(*args):
+        loaded.append(args)
+        raise RuntimeError("the clean pass was reached")
+
+    monkeypatch.setattr(robustbench.eval, "load_clean_dataset", load_clean_dataset)
+    arguments = dict(n_examples=2, dataset="imagenet", threat_model=threat_model, batch_size=2,
+                     data_dir=str(tmp_path / "data"), preprocessing="Res256Crop224")
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=rf"reads {folder} from '.*data/{folder}'.* folders are not there.*RobustBench does not "
+                             rf"download {folder}.*pass corruptions_data_dir="):
+        robustbench.eval.benchmark(imagenet_model(), **arguments)
+    assert loaded == []
+    corruptions = tmp_path / "elsewhere"  # every folder there, under corruptions_data_dir: the check lets it run
+    for corruption in CORRUPTIONS_DICT[BenchmarkDataset.imagenet][ThreatModel(threat_model)]:
+        for severity in range(1, 6):
+            (corruptions / folder / corruption / str(severity)).mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="the clean pass was reached"):
+        robustbench.eval.benchmark(imagenet_model(), corruptions_data_dir=str(corruptions), **arguments)
+
+
+def test_a_failed_zenodo_download_of_cifar_corruptions_says_where_to_put_them(monkeypatch, tmp_path):
+    """``robustbench.data.load_cifar10c`` offline: a bare ``requests.exceptions.ConnectionError``."""
+    import requests
+    import robustbench.data
+    import robustbench.zenodo_download
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'zenodo.org'")
+
+    monkeypatch.setattr(robustbench.zenodo_download.requests, "get", offline)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError,
+                       match=r"could not download CIFAR-10-C.tar from Zenodo record 2535967 \(Failed to resolve "
+                             r"'zenodo.org'\); download it elsewhere and extract it into '.*data'"):
+        robustbench.data.load_cifar10c(2, data_dir=str(tmp_path / "data"))
 
 
 def test_benchmark_names_the_entry_s_own_budget_when_eps_is_missing(robustbench_data):
@@ -605,6 +876,6 @@ def test_corruption_benchmarks_robustbench_cannot_finish_are_refused_before_any_
     reference = tmp_path / "model_info" / "imagenet" / "corruptions" / "unaggregated_results.csv"
     reference.parent.mkdir(parents=True)
     reference.write_text("as in a RobustBench checkout\n")
-    with pytest.raises(Exception) as err:  # accepted: RobustBench goes on (to ImageNet-C, which is not here)
-        robustbench.eval.benchmark(imagenet, threat_model="corruptions", **settings)
-    assert robustbench_data == [("imagenet", N)] and not isinstance(err.value, robust_mix.validate.InvalidInputError)
+    with pytest.raises(robust_mix.data.DatasetNotFoundError, match="RobustBench does not download ImageNet-C"):
+        robustbench.eval.benchmark(imagenet, threat_model="corruptions", **settings)  # past the reference: the images
+    assert robustbench_data == []

@@ -354,3 +354,14 @@ def test_a_deep_copy_of_an_adaptive_model_reads_its_own_features(images):
     model.forward_all(images.clone().requires_grad_(True)).log_probs.sum().backward()
     copied_after_backward = copy.deepcopy(model)  # the taps held the last pass's non-leaf features
     torch.testing.assert_close(copied_after_backward.forward_all(images).alpha, reference.alpha)
+
+
+def test_torchscript_is_refused_naming_what_compiles_a_mix():
+    """torch.jit.script failed inside TorchScript's compiler ('Comprehension ifs are not supported yet', on a
+    property); export, which the message names, gives the model's own outputs."""
+    model = MixedClassifier(make_tiny(0, in_chans=3), make_tiny(1, in_chans=3), alpha=0.7)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NotImplementedError, match=r"torch.jit.script cannot compile a MixedClassifier.*"
+                                                  r"torch.export.export\(model, \(images,\)\).*torch.jit.trace"):
+        torch.jit.script(model)
+    torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), model(x))
