@@ -384,7 +384,7 @@ def check_benchmark_arguments() -> None:
 
 def _check_benchmark_call(given: dict[str, Any]) -> None:
     """The checks of RobustBench's ``benchmark()`` on its bound arguments (see :func:`check_benchmark_arguments`)."""
-    from robust_mix._compat_autoattack import check_float32_model
+    from robust_mix._compat_autoattack import _benchmark_file, _check_benchmark_mode, check_float32_model
     from robust_mix.validate import check_materialized
 
     _check_robustbench_names({"dataset": given["dataset"], "threat_model": given["threat_model"]}, "benchmark()")
@@ -416,19 +416,6 @@ def _benchmark_device(device: Any) -> Any:
         raise InvalidInputError(f"device={device!r}: RobustBench's benchmark() evaluates on one device (several are "
                                 "not implemented in RobustBench 1.1.1); pass one, e.g. device='cuda:0'")
     return check_device(device)
-
-
-def _benchmark_file(name: str, path: Any, what: str, example: str) -> Path:
-    """``benchmark()``'s ``aa_state_path`` or ``log_path`` as a ``Path`` to a file whose folder exists (created if
-    needed) and is writable (see :func:`check_benchmark_arguments`); ``what`` and ``example`` word the message."""
-    from robust_mix.validate import InvalidInputError, check_path, check_writable_dir
-
-    path = check_path(name, path, "a file path")
-    if path.is_dir():
-        raise InvalidInputError(f"{name} {str(path)!r} is a folder; name the {what} in it, e.g. "
-                                f"{name}={str(path / example)!r} (nothing has been computed yet)")
-    check_writable_dir(path.parent, f"folder of {name}")
-    return path
 
 
 def _check_benchmark_counts(given: dict[str, Any]) -> None:
@@ -684,23 +671,6 @@ def _check_benchmark_input(model: Any, dataset: Any) -> None:
                                    if own and own != "custom" else ""))
 
 
-def _check_benchmark_mode(model: Any, call: str = "benchmark()") -> None:
-    """Refuse a model whose BatchNorm layers are in training mode (see :func:`check_benchmark_arguments`); the
-    message names ``call``, the RobustBench function it was given to."""
-    import torch
-
-    from robust_mix.validate import InvalidInputError
-
-    if not isinstance(model, torch.nn.Module):
-        return
-    training = [name or type(model).__name__ for name, module in model.named_modules()
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training]
-    if training:
-        raise InvalidInputError(f"the model is in training mode ({len(training)} BatchNorm layer(s) such as "
-                                f"{training[0]!r}): its predictions would depend on the batch and each forward pass "
-                                f"would change its running statistics; call model.eval() before {call}")
-
-
 def _explaining_missing_clean_data(original: Callable) -> Callable:
     """``robustbench.data.load_clean_dataset`` whose failure to find or download the test images (an ``OSError``:
     ``URLError`` offline, ``FileNotFoundError`` for ImageNet's ``val/``) is a
@@ -776,6 +746,7 @@ def _check_clean_accuracy_call(given: dict[str, Any]) -> None:
     :func:`check_clean_accuracy_arguments`)."""
     import torch
 
+    from robust_mix._compat_autoattack import _check_benchmark_mode
     from robust_mix.validate import check_examples, check_materialized, check_model_examples, positive_int
 
     model = check_materialized(given["model"])

@@ -193,8 +193,6 @@ class AutoAttack(pyautoattack.AutoAttack):
         check_float32_model(model)
         verbose = check_bool("verbose", verbose)
         if log_path is not None:  # a folder, or one that cannot be written, failed at the run with a bare OSError
-            from robust_mix._compat import _benchmark_file  # the owner of this module; imported once it is loaded
-
             log_path = _benchmark_file("log_path", log_path, "log file", "autoattack.log")
         settings = _SETTINGS
         super().__init__(model, attacks=list(attacks_to_run) if version == "custom" else None,
@@ -237,8 +235,6 @@ class AutoAttack(pyautoattack.AutoAttack):
         """
         bs = positive_int("bs", bs)
         if state_path is not None:  # a folder, or one that cannot be written, was a bare OSError
-            from robust_mix._compat import _benchmark_file  # the owner of this module; imported once it is loaded
-
             state_path = _benchmark_file("state_path", state_path, "state file", "aa_state.json")
         x_orig, y_orig, num_classes = self._check_examples(x_orig, y_orig, "run_standard_evaluation()")
         check_eps_within_images(self.epsilon, self.norm, x_orig.shape[1:])
@@ -261,8 +257,6 @@ class AutoAttack(pyautoattack.AutoAttack):
         counted an example labelled 15 by a 10-class model as one more misclassified image); a model whose BatchNorm
         layers are in training mode is refused (``call`` names the method in the message). Returns the images, the
         labels and that number of classes (one forward pass on one image)."""
-        from robust_mix._compat import _check_benchmark_mode  # the owner of this module; imported once it is loaded
-
         if isinstance(self.model, nn.Module):
             x, y = check_model_examples(self.model, x, y)
             _check_benchmark_mode(self.model, call)
@@ -450,3 +444,33 @@ class EvaluationState(ResumableState):
     def robust_flags(self, robust_flags: torch.Tensor) -> None:
         self._robust_flags = robust_flags.bool()
         self.to_disk(force=True)
+
+
+def _benchmark_file(name: str, path: Any, what: str, example: str) -> Path:
+    """``benchmark()``'s ``aa_state_path`` or ``log_path`` as a ``Path`` to a file whose folder exists (created if
+    needed) and is writable (see :func:`robust_mix._compat.check_benchmark_arguments`); ``what`` and ``example`` word the message."""
+    from robust_mix.validate import InvalidInputError, check_path, check_writable_dir
+
+    path = check_path(name, path, "a file path")
+    if path.is_dir():
+        raise InvalidInputError(f"{name} {str(path)!r} is a folder; name the {what} in it, e.g. "
+                                f"{name}={str(path / example)!r} (nothing has been computed yet)")
+    check_writable_dir(path.parent, f"folder of {name}")
+    return path
+
+
+def _check_benchmark_mode(model: Any, call: str = "benchmark()") -> None:
+    """Refuse a model whose BatchNorm layers are in training mode (see :func:`robust_mix._compat.check_benchmark_arguments`); the
+    message names ``call``, the RobustBench function it was given to."""
+    import torch
+
+    from robust_mix.validate import InvalidInputError
+
+    if not isinstance(model, torch.nn.Module):
+        return
+    training = [name or type(model).__name__ for name, module in model.named_modules()
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training]
+    if training:
+        raise InvalidInputError(f"the model is in training mode ({len(training)} BatchNorm layer(s) such as "
+                                f"{training[0]!r}): its predictions would depend on the batch and each forward pass "
+                                f"would change its running statistics; call model.eval() before {call}")

@@ -132,6 +132,14 @@ def test_the_sdist_carries_the_package_and_builds_the_wheel(sdist, wheel):
         in_wheel = set(archive.namelist())
     shipped = {name for name in members if name.startswith("robust_mix/")}
     assert not sorted(shipped - in_wheel), sorted(shipped - in_wheel)
+    # the licence the metadata names travels with the code (setup.cfg said MIT and no file held its text)
+    assert "LICENSE" in members, sorted(members)[:50]
+    assert "\nLicense: MIT\n" in info or "\nLicense-Expression: MIT\n" in info, info[:800]
+    licence = [name for name in in_wheel if name.endswith(".dist-info/licenses/LICENSE") or
+               name.endswith(".dist-info/LICENSE")]
+    assert licence, sorted(n for n in in_wheel if ".dist-info/" in n)
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read(licence[0]).decode().startswith("MIT License")
 
 
 def test_a_reader_that_stops_early_ends_the_installed_command_quietly(installed, tmp_path):
