@@ -57,9 +57,9 @@ def is_offline() -> bool:
     for var in OFFLINE_ENV_VARS:
         value = os.environ.get(var, "").strip().lower()
         if value not in _TRUE + _FALSE:
-            raise InvalidInputError(f"environment variable {var}={os.environ[var]!r} is neither a yes ({', '.join(_TRUE)}"
-                                    f": downloads off) nor a no ({', '.join(_FALSE[1:])}, or unset: downloads on); "
-                                    f"set it to one of them")
+            raise InvalidInputError(f"environment variable {var}={os.environ[var]!r} is neither a yes "
+                                    f"({', '.join(_TRUE)}: downloads off) nor a no ({', '.join(_FALSE[1:])}, or "
+                                    "unset: downloads on); set it to one of them")
         offline = offline or value in _TRUE
     return offline
 
