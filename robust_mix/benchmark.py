@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import platform
 import time
 from importlib import metadata
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from robust_mix.attacks import StageRunner, is_mixednuts
+from robust_mix.distributed import torchrun_place
 from robust_mix.fastpath import fast_path
 from robust_mix.fingerprint import model_code_fingerprint, model_fingerprint
 from robust_mix.io import FolderLock, atomic_write_text
@@ -101,9 +101,15 @@ def _dist() -> tuple[int, int]:
 
 
 def default_device() -> torch.device:
-    """``cuda:<local rank>`` when a GPU is there, else the CPU."""
+    """``cuda:<local rank>`` when a GPU is there, else the CPU.
+
+    Raises:
+        InvalidInputError: torchrun's variables are not integers or disagree (``LOCAL_RANK=abc`` was a bare
+            ``ValueError: invalid literal for int()``), naming them (:func:`robust_mix.distributed.torchrun_place`).
+    """
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        _, _, local_rank = torchrun_place()
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
 

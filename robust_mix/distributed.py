@@ -156,6 +156,32 @@ def torchrun_place() -> tuple[int, int, int]:
     return rank, world, local_rank
 
 
+#: Seconds a rank waits for the others at a collective (default :data:`DEFAULT_TIMEOUT_S`).
+TIMEOUT_ENV_VAR = "ROBUST_MIX_DIST_TIMEOUT"
+
+
+def dist_timeout() -> datetime.timedelta:
+    """How long a rank waits for the others: ``$ROBUST_MIX_DIST_TIMEOUT`` seconds (empty is unset), else 4 hours.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: not a whole number of seconds from 1 up, naming the variable and its
+            value (text was a ValueError that said torchrun sets it; 0 or a negative number reached torch's process
+            group, which gave up at once or at its first collective).
+    """
+    raw = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+    if not raw:
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise InvalidInputError(f"environment variable {TIMEOUT_ENV_VAR}={os.environ[TIMEOUT_ENV_VAR]!r} must be a "
+                                "whole number of seconds >= 1 (how long a rank waits for the others); set it, e.g. "
+                                f"{TIMEOUT_ENV_VAR}=3600, or unset it for the default {DEFAULT_TIMEOUT_S} s")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init_distributed(device: Union[str, torch.device, None] = None) -> DistContext:
     """Join the torchrun process group if there is one; the context for this process.
 
@@ -183,10 +209,10 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> DistConte
                                 f"{' and '.join(missing)} (where they meet) {verb} not set; start the command with "
                                 "torchrun, which sets them, or unset "
                                 + ", ".join(k for k in _TORCHRUN_VARIABLES if k in os.environ) + " to run as one process")
+    timeout = dist_timeout() if context.distributed else None  # a bad value: said before anything starts
     if requested.type == "cuda":
         torch.cuda.set_device(requested)
     if context.distributed and not dist.is_initialized():
-        timeout = datetime.timedelta(seconds=env_int("ROBUST_MIX_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
         dist.init_process_group(backend=context.backend, timeout=timeout)
         logger.info("rank %d of %d joined the %s process group on %s", rank, world_size, context.backend,
                     requested)

@@ -180,7 +180,7 @@ def claims_dir() -> Path:
     """
     root = os.environ.get(RUNTIME_ENV_VAR)
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path(root) if root else Path(tempfile.gettempdir()) / f"robust_mix-{uid}" / "claims"
+    return Path(root).expanduser() if root else Path(tempfile.gettempdir()) / f"robust_mix-{uid}" / "claims"
 
 
 def _own_folder(folder: Path) -> bool:
@@ -253,7 +253,14 @@ class ThreadClaim:
                 handle.write(_start_time(os.getpid()) or "")
             self.held = True
         except OSError as err:  # a read-only tmp must not stop an evaluation
-            logger.debug("could not register %s (%s); other runs will not see this one", self.path, err)
+            configured = os.environ.get(RUNTIME_ENV_VAR)
+            if configured and claims_dir() == self.folder:  # the user's own choice: said, not only in debug
+                logger.warning("%s=%r cannot hold robust_mix's thread claims (%s): this run goes on unregistered, "
+                               "and others sharing the CPUs will not count it; set %s to a folder of yours that you "
+                               "can write, or unset it", RUNTIME_ENV_VAR, configured, err.strerror or err,
+                               RUNTIME_ENV_VAR)
+            else:
+                logger.debug("could not register %s (%s); other runs will not see this one", self.path, err)
         return self
 
     def release(self) -> None:

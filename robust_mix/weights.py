@@ -16,6 +16,7 @@ import difflib
 import importlib.resources
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -24,7 +25,7 @@ import torch
 from robust_mix._compat import import_timm
 from robust_mix.config import WeightsConfig
 from robust_mix.io import load_state_dict, sha256_file, sniff_weights_file
-from robust_mix.validate import check_path
+from robust_mix.validate import InvalidInputError, check_path
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,65 @@ class WeightsNotFoundError(FileNotFoundError):
     """Weights are missing and could not be fetched; the message names the file and its source."""
 
 
+#: The environment variables that switch downloads off; huggingface_hub reads the first one too.
+OFFLINE_ENV_VARS = ("HF_HUB_OFFLINE", "ROBUST_MIX_OFFLINE")
+#: Where RobustBench checkpoints go when no ``model_dir`` is given (else :data:`DEFAULT_MODEL_DIR`).
+MODEL_DIR_ENV_VAR = "ROBUST_MIX_MODEL_DIR"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
 def is_offline() -> bool:
-    """True when downloads are switched off (``HF_HUB_OFFLINE=1`` or ``ROBUST_MIX_OFFLINE=1``)."""
-    return any(os.environ.get(var, "").lower() in ("1", "true", "yes", "on")
-               for var in ("HF_HUB_OFFLINE", "ROBUST_MIX_OFFLINE"))
+    """True when downloads are switched off (``HF_HUB_OFFLINE=1`` or ``ROBUST_MIX_OFFLINE=1``).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: one of them is set to neither a yes (``1``, ``true``, ``yes``, ``on``)
+            nor a no (``0``, ``false``, ``no``, ``off``, empty), naming it: ``ROBUST_MIX_OFFLINE=2`` or ``=y`` was
+            read as "online" without a word, and a download was tried where none was meant.
+    """
+    offline = False
+    for var in OFFLINE_ENV_VARS:
+        value = os.environ.get(var, "").strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise InvalidInputError(f"environment variable {var}={os.environ[var]!r} is neither a yes "
+                                    f"({', '.join(_TRUE)}: downloads off) nor a no ({', '.join(_FALSE[1:])}, or "
+                                    "unset: downloads on); set it to one of them")
+        offline = offline or value in _TRUE
+    return offline
 
 
 def default_model_dir() -> Path:
-    """``$ROBUST_MIX_MODEL_DIR`` or ``./models``: where RobustBench checkpoints are kept."""
-    return Path(os.environ.get("ROBUST_MIX_MODEL_DIR", DEFAULT_MODEL_DIR))
+    """``$ROBUST_MIX_MODEL_DIR`` (``~`` expanded; empty is unset) or ``./models`` under the working folder: where
+    RobustBench checkpoints are kept."""
+    configured = os.environ.get(MODEL_DIR_ENV_VAR, "").strip()
+    return Path(configured).expanduser() if configured else Path(DEFAULT_MODEL_DIR)
+
+
+def _model_dir_hint(path: Path) -> str:
+    """Where the folder holding ``path`` came from, and how to choose another: the end of a message about a
+    checkpoint folder that cannot be written."""
+    configured = os.environ.get(MODEL_DIR_ENV_VAR, "").strip()
+    if configured and path.is_relative_to(default_model_dir()):
+        origin = f"the folder ${MODEL_DIR_ENV_VAR}={configured!r} names"
+    elif not configured and path.is_relative_to(Path(DEFAULT_MODEL_DIR)):
+        origin = f"the default {DEFAULT_MODEL_DIR}, under the working folder {os.getcwd()}"
+    else:
+        origin = "the model_dir given"
+    return (f"; the checkpoints go to {origin}: set {MODEL_DIR_ENV_VAR} (or pass model_dir=, --model-dir) to a "
+            "folder this process can write, or put the files in place yourself")
+
+
+def _unwritable_folders(paths: list[Path]) -> dict[Path, str]:
+    """The folders of ``paths`` that cannot be made or written to (read-only, not this user's), each with why."""
+    problems: dict[Path, str] = {}
+    for folder in sorted({p.parent for p in paths}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".robust-mix-write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            problems[folder] = err.strerror or type(err).__name__
+    return problems
 
 
 def check_model_dir(model_dir: object) -> Optional[Path]:
@@ -148,17 +199,25 @@ def fetch_robustbench_files(what: str, files: list[tuple[Path, str]]) -> None:
         raise WeightsNotFoundError(missing_files_message(what, missing, "downloads are off"))
     blocked = [(p, gid) for p, gid in missing if p.is_dir() or any(parent.is_file() for parent in p.parents)]
     if blocked:  # a download could not be written there: said before any is started
-        raise WeightsNotFoundError(missing_files_message(what, blocked, "a download cannot be written there"))
+        raise WeightsNotFoundError(missing_files_message(what, blocked, "a download cannot be written there")
+                                   + _model_dir_hint(blocked[0][0]))
+    unwritable = _unwritable_folders([p for p, _ in missing])
+    if unwritable:  # a read-only working folder (./models) was a bare PermissionError from mkdir
+        folder, why = next(iter(unwritable.items()))
+        raise WeightsNotFoundError(missing_files_message(
+            what, [(p, gid) for p, gid in missing if p.parent in unwritable],
+            f"a download cannot be written to {folder}: {why}") + _model_dir_hint(folder))
     import_timm()
     from robustbench.utils import download_gdrive_new
 
     for path, gid in missing:
-        path.parent.mkdir(parents=True, exist_ok=True)
         logger.info("downloading %s (Google Drive id %s)", path, gid)
         try:
             download_gdrive_new(gid, path)
         except Exception as err:  # gdown raises many kinds
-            raise WeightsNotFoundError(missing_files_message(what, missing, f"download failed: {err}")) from err
+            hint = _model_dir_hint(path) if isinstance(err, PermissionError) else ""
+            raise WeightsNotFoundError(missing_files_message(what, missing, f"download failed: {err}")
+                                       + hint) from err
     still = [(p, gid) for p, gid in missing if not p.is_file()]
     if still:
         raise WeightsNotFoundError(missing_files_message(what, still, "the download produced no file"))

@@ -80,6 +80,26 @@ def test_names_with_line_breaks_and_escapes_keep_the_table_on_one_line_per_row(t
     assert "bad\\x1b[2J" in err
 
 
+@pytest.mark.parametrize("configured", ["no-such-chromium", "a-folder", "not-executable"])
+def test_a_robust_mix_chromium_that_names_no_program_is_named_before_the_site_is_built(tmp_path, capsys, monkeypatch,
+                                                                                     configured):
+    """It was reported as "Chromium is not installed ... or set ROBUST_MIX_CHROMIUM", though it was set, and only
+    after the site was built."""
+    from robust_mix.leaderboard.browser import BrowserError
+
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")
+    value = str(tmp_path / configured)
+    monkeypatch.setenv("ROBUST_MIX_CHROMIUM", value)
+    with pytest.raises(BrowserError, match=f"environment variable ROBUST_MIX_CHROMIUM='{value}' names no program"):
+        find_chromium()
+    write_run(tmp_path / "runs" / "mix")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "site"),
+                 "--screenshot", str(tmp_path / "site.png")]) == 2
+    assert f"error: no screenshot: environment variable ROBUST_MIX_CHROMIUM='{value}'" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()
+
+
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed: no screenshot test")
 def test_screenshot_of_the_index_page(tmp_path):
     write_run(tmp_path / "runs" / "mix", dataset="cifar10", eps=8 / 255)

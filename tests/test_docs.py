@@ -424,3 +424,73 @@ def test_every_make_target_the_docs_name_exists_and_its_commands_parse():
                 assert parse_error(vector) == "", f"make {target} runs `{line}`"
                 parsed.append(vector[1])
     assert sorted(parsed) == ["card", "demo", "leaderboard", "list"]
+
+
+# -- environment variables: one list ------------------------------------------------------------------------
+def _env_variables_read(roots: list[Path]) -> dict[str, set[str]]:
+    """The environment variables the code under ``roots`` reads, each with the files that read it: the names passed
+    to ``os.environ.get/[...]/in``, an ``environ`` or ``env`` mapping, ``os.getenv``, ``env_int``, and the module
+    constants named ``*ENV_VAR``, ``*ENV_VARS`` or ``*_VARIABLES``."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted(p for root in roots for p in root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        consts: dict[str, list[str]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                items = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in items):
+                    consts[node.targets[0].id] = [e.value for e in items]
+
+        def strings(node: ast.AST) -> list[str]:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                return [node.value]
+            if isinstance(node, ast.Name):
+                return consts.get(node.id, [])
+            if isinstance(node, (ast.Tuple, ast.List)):
+                return [s for e in node.elts for s in strings(e)]
+            return []
+
+        def is_env(node: ast.AST) -> bool:
+            return ast.unparse(node).endswith("environ") or ast.unparse(node) == "env"
+
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                if isinstance(func, ast.Attribute) and (func.attr == "getenv" or (
+                        func.attr in ("get", "pop", "setdefault") and is_env(func.value))):
+                    names = strings(node.args[0])
+                elif isinstance(func, ast.Name) and func.id in ("getenv", "env_int"):
+                    names = strings(node.args[0])
+            elif isinstance(node, ast.Subscript) and is_env(node.value):
+                names = strings(node.slice)
+            elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
+                    and any(is_env(c) for c in node.comparators):
+                names = strings(node.left)
+            for name in names:
+                found.setdefault(name, set()).add(rel(path))
+        for const, values in consts.items():
+            if const.endswith(("ENV_VAR", "ENV_VARS", "_VARIABLES")):
+                for value in values:
+                    found.setdefault(value, set()).add(rel(path))
+    return found
+
+
+def _readme_env_list() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"^## Environment variables\n(.*?)^## ", text, re.S | re.M)
+    assert match, "README.md has no '## Environment variables' section"
+    rows = [line.split("|")[1] for line in match.group(1).splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_readme_list():
+    """The variables were spread over docs/harness.md, docs/hub.md, docs/paper.md and docs/training.md, several in
+    none (ROBUST_MIX_DIST_TIMEOUT's values, ROBUST_MIX_MALLOC's choices): one list, checked against the code."""
+    read = _env_variables_read([ROOT / "robust_mix", ROOT / "benchmarks"])
+    assert {"ROBUST_MIX_MODEL_DIR", "ROBUST_MIX_THREADS", "LOCAL_RANK", "ROBUST_MIX_OFFLINE"} <= set(read)  # it finds
+    listed = _readme_env_list()
+    missing = {name: sorted(files) for name, files in read.items() if name not in listed}
+    assert not missing, f"read by the code but not in README.md's '## Environment variables' list: {missing}"

@@ -271,3 +271,23 @@ def test_claims_are_never_written_or_read_through_links_nor_kept_in_a_folder_oth
     (shared / str(os.getpid())).write_text(threads._start_time(os.getpid()) or "")
     assert live_claims(shared) == 0
     assert "robust_mix's thread claims are not kept there" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["a-file", "under-a-file"])
+def test_a_runtime_dir_that_cannot_hold_claims_is_named_in_a_warning(monkeypatch, tmp_path, caplog, kind):
+    """A $ROBUST_MIX_RUNTIME_DIR the user set that cannot be written was a debug message only: the run went on
+    unregistered, and the runs sharing the CPUs silently did not count it."""
+    (tmp_path / "a-file").write_text("x")
+    folder = tmp_path / "a-file" if kind == "a-file" else tmp_path / "a-file" / "claims"
+    monkeypatch.setenv(threads.RUNTIME_ENV_VAR, str(folder))
+    with caplog.at_level(logging.WARNING, logger="robust_mix.threads"):
+        claim = threads.ThreadClaim().acquire()
+    assert not claim.held
+    assert f"ROBUST_MIX_RUNTIME_DIR={str(folder)!r} cannot hold robust_mix's thread claims" in caplog.text
+    assert "set ROBUST_MIX_RUNTIME_DIR to a folder of yours" in caplog.text
+
+
+def test_a_runtime_dir_expands_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(threads.RUNTIME_ENV_VAR, "~/claims")
+    assert threads.claims_dir() == tmp_path / "claims"

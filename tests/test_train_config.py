@@ -205,3 +205,40 @@ def test_more_ranks_on_a_machine_than_gpus_is_named(monkeypatch):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=r"device of LOCAL_RANK=1 'cuda:1' does not exist: 1 cuda device\(s\) visible"):
         init_distributed("cuda")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
+def test_a_bad_dist_timeout_is_named_before_the_process_group_starts(monkeypatch, value):
+    """Text was a ValueError saying torchrun sets it; 0 or a negative number reached torch's process group."""
+    import torch.distributed as dist
+
+    from robust_mix.distributed import init_distributed
+    from robust_mix.validate import InvalidInputError
+
+    for name, setting in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
+                          "MASTER_PORT": "29500", "ROBUST_MIX_DIST_TIMEOUT": value}.items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("the process group was started"))
+    with pytest.raises(InvalidInputError, match=rf"environment variable ROBUST_MIX_DIST_TIMEOUT='{value}' must be a "
+                                                r"whole number of seconds >= 1 .* or unset it"):
+        init_distributed("cpu")
+
+
+def test_a_bad_local_rank_is_named_when_the_default_device_is_chosen(monkeypatch):
+    """With a GPU visible, benchmark()'s default device read LOCAL_RANK with int(): a bare 'invalid literal'."""
+    from robust_mix.benchmark import default_device
+    from robust_mix.validate import InvalidInputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "abc")
+    with pytest.raises(InvalidInputError, match="LOCAL_RANK='abc' must be an integer"):
+        default_device()
+    monkeypatch.setenv("LOCAL_RANK", "-1")
+    with pytest.raises(InvalidInputError, match="LOCAL_RANK=-1 is negative"):
+        default_device()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert default_device() == torch.device("cuda", 1)

@@ -204,3 +204,102 @@ def test_a_good_torch_file_with_plain_containers_still_loads(tmp_path):
     torch.save({"state_dict": state, "epoch": 3}, path)
     module = load_weights(small(), WeightsConfig(file=str(path)))
     assert torch.equal(module[2].bias, small()[2].bias)
+
+
+# -- where RobustBench checkpoints go: $ROBUST_MIX_MODEL_DIR, else ./models --------------------------------
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder nothing can be made or written in (as for a user without write permission; root ignores chmod, so
+    the refusal is the operating system's answer, simulated), with downloads on and none allowed to start."""
+    import os
+
+    import robustbench.utils
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def refuse(real):
+        def call(path, *args, **kwargs):
+            if os.path.abspath(path).startswith(str(folder) + os.sep):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "mkdir", refuse(real_mkdir))
+    monkeypatch.setattr(os, "open", refuse(real_open))
+    for var in ("ROBUST_MIX_OFFLINE", "HF_HUB_OFFLINE", "ROBUST_MIX_MODEL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(robustbench.utils, "download_gdrive_new", lambda *a: pytest.fail("a download was started"))
+    return folder
+
+
+EDM = WeightsConfig(robustbench="cifar100/Linf/Bai2023Improving_edm", index=1)
+
+
+def test_an_unwritable_working_folder_names_robust_mix_model_dir(read_only, monkeypatch):
+    """Checkpoints go to ./models by default: a working folder that cannot be written ended in a bare PermissionError
+    from mkdir, with no word of $ROBUST_MIX_MODEL_DIR."""
+    monkeypatch.chdir(read_only)
+    with pytest.raises(WeightsNotFoundError, match=r"(?s)a download cannot be written to models/cifar100/Linf: "
+                                                   r"Permission denied.*the default ./models, under the working "
+                                                   rf"folder {read_only}: set ROBUST_MIX_MODEL_DIR"):
+        resolve_weights(EDM)
+    with pytest.raises(WeightsNotFoundError, match="set ROBUST_MIX_MODEL_DIR"):  # a base built by reference, too
+        load_backbone("robustbench/cifar10/Linf/Wong2020Fast")
+
+
+def test_an_unwritable_robust_mix_model_dir_is_named_with_its_value(read_only, monkeypatch):
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(read_only / "models"))
+    with pytest.raises(WeightsNotFoundError, match=rf"\$ROBUST_MIX_MODEL_DIR='{read_only}/models' names: set "
+                                                   "ROBUST_MIX_MODEL_DIR"):
+        resolve_weights(EDM)
+    with pytest.raises(WeightsNotFoundError, match="the model_dir given: set ROBUST_MIX_MODEL_DIR"):
+        resolve_weights(EDM, read_only / "elsewhere")
+
+
+def test_robust_mix_model_dir_a_file_is_named(tmp_path, monkeypatch):
+    import robustbench.utils
+
+    monkeypatch.delenv("ROBUST_MIX_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(robustbench.utils, "download_gdrive_new", lambda *a: pytest.fail("a download was started"))
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", str(tmp_path / "f"))
+    with pytest.raises(WeightsNotFoundError, match=r"(?s)f is a file, where the layout has a folder.*"
+                                                   r"\$ROBUST_MIX_MODEL_DIR='.*f' names"):
+        resolve_weights(EDM)
+
+
+def test_robust_mix_model_dir_expands_home_and_empty_is_unset(tmp_path, monkeypatch):
+    """``~/models`` was a folder named ``~`` in the working folder; an empty value was the working folder itself."""
+    from robust_mix.weights import default_model_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", "~/models")
+    assert default_model_dir() == tmp_path / "models"
+    monkeypatch.setenv("ROBUST_MIX_OFFLINE", "1")
+    expected = tmp_path / "models" / "cifar100" / "Linf" / "Bai2023Improving_edm.pt_m1.pt"
+    assert resolve_weights(EDM, download=False) == expected
+    for empty in ("", "  "):
+        monkeypatch.setenv("ROBUST_MIX_MODEL_DIR", empty)
+        assert str(default_model_dir()) == "models"
+
+
+@pytest.mark.parametrize("var", ["ROBUST_MIX_OFFLINE", "HF_HUB_OFFLINE"])
+@pytest.mark.parametrize("value, offline", [("1", True), ("TRUE", True), (" on ", True), ("0", False), ("off", False),
+                                            ("", False), ("2", None), ("y", None), ("offline", None)])
+def test_the_offline_switches_take_a_yes_or_a_no(monkeypatch, var, value, offline):
+    """``ROBUST_MIX_OFFLINE=2`` (or ``=y``) was read as "online" without a word: a download was tried."""
+    from robust_mix.validate import InvalidInputError
+    from robust_mix.weights import is_offline
+
+    for name in ("ROBUST_MIX_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(var, value)
+    if offline is None:
+        with pytest.raises(InvalidInputError, match=rf"environment variable {var}='{value}' is neither a yes .* set "
+                                                    "it to one of them"):
+            is_offline()
+    else:
+        assert is_offline() is offline

@@ -45,6 +45,14 @@ def _leaderboard(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{' and '.join(unused)} {'set' if len(unused) > 1 else 'sets'} the screenshot's "
                                 "size: give --screenshot FILE.png too, or leave "
                                 f"{'them' if len(unused) > 1 else 'it'} out")
+    if args.screenshot:  # a $ROBUST_MIX_CHROMIUM naming no program: said before the site is built
+        from robust_mix.leaderboard.browser import BrowserError, find_chromium
+
+        try:
+            find_chromium()
+        except BrowserError as err:
+            print(f"error: no screenshot: {err}", file=sys.stderr)
+            return 2
     try:
         site = build_site(args.runs, args.out, dataset=args.dataset, threat_model=args.threat_model, eps=args.eps,
                           reference=not args.no_reference, command=args.command_line)

@@ -39,11 +39,26 @@ class BrowserError(RuntimeError):
     """Chromium is missing, did not start, or a protocol command failed."""
 
 
+#: A Chromium or Chrome binary to use instead of the first of :data:`CANDIDATES` found.
+ENV_VAR = "ROBUST_MIX_CHROMIUM"
+
+
 def find_chromium() -> Optional[str]:
-    """The Chromium binary to use, or ``None`` when none is installed."""
-    configured = os.environ.get("ROBUST_MIX_CHROMIUM")
+    """The Chromium binary to use (``$ROBUST_MIX_CHROMIUM``, empty is unset), or ``None`` when none is installed.
+
+    Raises:
+        BrowserError: ``$ROBUST_MIX_CHROMIUM`` names no program that can be run (a missing path, a folder, a file
+            that is not executable), naming it; it was reported as "Chromium is not installed ... or set
+            ROBUST_MIX_CHROMIUM", although it was set.
+    """
+    configured = os.environ.get(ENV_VAR, "").strip()
     if configured:
-        return configured if shutil.which(configured) else None
+        found = shutil.which(configured)
+        if found is None:
+            raise BrowserError(f"environment variable {ENV_VAR}={os.environ[ENV_VAR]!r} names no program that can be "
+                               "run (no such file on the path, a folder, or not executable); set it to a Chromium or "
+                               "Chrome binary, or unset it to use the installed chromium")
+        return found
     return next((path for path in map(shutil.which, CANDIDATES) if path), None)
 
 
