@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from robust_mix.benchmark import BenchmarkResult
+from robust_mix.io import LOCK_NAME
 from robust_mix.protocol import AttackOptions
 from robust_mix.reference import Reference, RowSpec
 
@@ -336,3 +337,20 @@ def test_card_reports_and_the_shipped_reference_are_the_published_reports(claim)
                                      command=shipped.command, date=shipped.date)
     assert rebuilt.to_dict() == shipped.to_dict()
     assert shipped.command == "python benchmarks/fmnist/claim.py --publish"
+
+
+def test_a_second_claim_run_on_an_out_folder_in_use_is_refused_before_writing(claim, tmp_path, capsys, monkeypatch):
+    """Two claim runs on one --out each wrote frontier.json, RESULTS.md, sweep.png and claim.json over the other's
+    (only the rows' state folders were locked, by the harness)."""
+    from test_concurrent_runs import held_elsewhere
+
+    def worked(args):
+        raise AssertionError("the frontier grid ran in a folder in use")
+
+    monkeypatch.setattr(claim, "frontier_grid", worked)
+    out = tmp_path / "out"
+    with held_elsewhere(out) as holder:
+        assert claim.main(["--out", str(out), "--n-examples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "output folder" in err and f"in use by another running robust_mix run (pid {holder.pid}" in err
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # the killed holder's, nothing of this run
