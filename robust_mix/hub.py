@@ -48,7 +48,7 @@ import torch
 from robust_mix.cards import check_report_is_for, render_card
 from robust_mix.config import ModelConfig
 from robust_mix.convert import load_weights_strict
-from robust_mix.io import atomic_write_files, load_state_dict, state_dict_bytes
+from robust_mix.io import FolderLock, atomic_write_files, load_state_dict, state_dict_bytes
 from robust_mix.protocol import canonical_dataset, same_eps
 from robust_mix.results import BenchmarkResult, ReportLike, read_report
 from robust_mix.timm_config import SAVED_ARCHITECTURE, has_timm_form, pretrained_cfg
@@ -439,7 +439,8 @@ class HubMixin:
         Args:
             save_directory: the folder, created if needed (``~`` is the home folder, as when loading); the three
                 files replace those there all at once (:func:`robust_mix.io.atomic_write_files`): a save that fails or
-                is interrupted leaves the model saved there before as it was.
+                is interrupted leaves the model saved there before as it was. The folder is locked while the files
+                are written (:class:`robust_mix.io.FolderLock`): a second process saving into it meanwhile is refused.
             config: the model's config when ``model.config`` is ``None`` (a model built by hand).
             benchmark: a benchmark report (a ``report.json`` path or a :class:`BenchmarkResult`) for the model card.
             repo_id: the Hub repo the folder is for (named in the card's usage example).
@@ -452,6 +453,8 @@ class HubMixin:
                 (:func:`robust_mix.cards.check_report_is_for`), or the model could not be loaded back from its save
                 (:meth:`check_savable`: a part moved to another dtype on its own, NaN in a tensor); nothing is
                 written.
+            robust_mix.io.FolderInUseError: another process is saving into (or running in) ``save_directory``,
+                named by its pid and host; nothing was written.
         """
         portable = self.portable_config(config)  # no config naming both bases: refused before reading the report
         self.check_savable()
@@ -484,9 +487,11 @@ class HubMixin:
         provenance["save_id"] = _save_id(portable.to_dict(), state)
         weights = state_dict_bytes(state, metadata={"format": "pt", "robust_mix.format_version": str(FORMAT_VERSION),
                                                     SAVE_ID_KEY: provenance["save_id"]})
-        # all three or none: a save interrupted or failing in a folder holding a model leaves that model loadable
-        atomic_write_files(folder, {WEIGHTS_NAME: weights, CONFIG_NAME: _record_text(portable, provenance, repo_id),
-                                    CARD_NAME: card})
+        # all three or none: a save interrupted or failing in a folder holding a model leaves that model loadable;
+        # one save at a time: two processes moving their three files in turn would leave a mix of both saves
+        with FolderLock(folder, "save folder"):
+            atomic_write_files(folder, {WEIGHTS_NAME: weights,
+                                        CONFIG_NAME: _record_text(portable, provenance, repo_id), CARD_NAME: card})
         logger.info("saved %s (%d tensors) to %s", portable.name, len(state), folder)
         return folder
 

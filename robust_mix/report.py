@@ -198,14 +198,16 @@ def markdown_table(result: BenchmarkResult, config: Optional[ModelConfig] = None
     return "\n".join(rows) + "\n"
 
 
+#: The files :func:`write_report` writes into a folder, as one set: the report, the model info, the Markdown table.
+REPORT_FILES = ("report.json", "model_info.json", "report.md")
+
+
 def write_report(out_dir: Union[str, Path], result: BenchmarkResult,
                  config: Optional[ModelConfig] = None) -> dict[str, Path]:
-    """Write ``report.json``, ``model_info.json`` and ``report.md`` into ``out_dir`` as one set
+    """Write ``report.json``, ``model_info.json`` and ``report.md`` (:data:`REPORT_FILES`) into ``out_dir`` as one set
     (:func:`robust_mix.io.atomic_write_files`: an interrupted write leaves the folder's earlier three whole)."""
-    written = atomic_write_files(check_writable_dir(out_dir), {
-        "report.json": result.to_json(),
-        "model_info.json": json.dumps(model_info(result, config), indent=2) + "\n",
-        "report.md": markdown_table(result, config)})
+    written = atomic_write_files(check_writable_dir(out_dir), dict(zip(REPORT_FILES, (
+        result.to_json(), json.dumps(model_info(result, config), indent=2) + "\n", markdown_table(result, config)))))
     return {"report": written["report.json"], "model_info": written["model_info.json"],
             "markdown": written["report.md"]}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from robust_mix.benchmark import BenchmarkResult
+from robust_mix.io import LOCK_NAME
 from robust_mix.protocol import AttackOptions
 from robust_mix.reference import Reference, RowSpec
 
@@ -336,3 +337,72 @@ def test_card_reports_and_the_shipped_reference_are_the_published_reports(claim)
                                      command=shipped.command, date=shipped.date)
     assert rebuilt.to_dict() == shipped.to_dict()
     assert shipped.command == "python benchmarks/fmnist/claim.py --publish"
+
+
+def test_a_second_claim_run_on_an_out_folder_in_use_is_refused_before_writing(claim, tmp_path, capsys, monkeypatch):
+    """Two claim runs on one --out each wrote frontier.json, RESULTS.md, sweep.png and claim.json over the other's
+    (only the rows' state folders were locked, by the harness)."""
+    from test_concurrent_runs import held_elsewhere
+
+    def worked(args):
+        raise AssertionError("the frontier grid ran in a folder in use")
+
+    monkeypatch.setattr(claim, "frontier_grid", worked)
+    out = tmp_path / "out"
+    with held_elsewhere(out) as holder:
+        assert claim.main(["--out", str(out), "--n-examples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "output folder" in err and f"in use by another running robust_mix run (pid {holder.pid}" in err
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # the killed holder's, nothing of this run
+
+
+def test_an_interrupted_publish_leaves_the_published_reports_of_one_run(claim, tmp_path, monkeypatch):
+    """Publishing removed the committed reports, then wrote the new ones one by one and copied the plot and
+    claim.json over the old ones in place: a publish interrupted midway left some reports, or none, beside the
+    earlier claim.json (and could leave a half-copied sweep.png)."""
+    import os
+
+    from robust_mix.reference import Reference
+
+    monkeypatch.setattr(claim, "ROOT", tmp_path / "repo")
+    monkeypatch.setattr(claim, "HERE", tmp_path / "repo" / "benchmarks" / "fmnist")
+    monkeypatch.setattr(claim, "README", tmp_path / "repo" / "README.md")
+    (tmp_path / "repo" / "robust_mix" / "zoo" / "weights").mkdir(parents=True)
+    claim.README.write_text(f"# r\n{claim.MARKERS[0]}\nold\n{claim.MARKERS[1]}\n")
+    specs = [RowSpec("standard", "standard base", "fmnist-standard"), RowSpec("robust", "robust base", "fmnist-robust")]
+
+    def publish(run: int) -> None:
+        out = tmp_path / f"run{run}"
+        out.mkdir(exist_ok=True)
+        for name in ("sweep.png", "claim.json", "frontier.json"):
+            (out / name).write_text(f"{name} of run {run}")
+        results = [dataclasses.replace(result(0.9, 0.1 * run), full_clean_accuracy=0.9, full_clean_examples=100)
+                   for _ in specs]
+        reference = Reference.from_results(specs, results, command=f"run {run}", date="today")
+        claim.publish(out, specs, dict(zip([s.key for s in specs], results)), f"results of run {run}",
+                      f"section of run {run}", reference)
+
+    publish(1)
+    copies = claim.HERE / "results" / "claim"
+    published = {p: p.read_bytes() for p in (*copies.iterdir(), claim.HERE / "sweep.png", claim.HERE / "RESULTS.md")}
+    assert len(published) == 6 and b"of run 1" in (copies / "claim.json").read_bytes()
+    fsync, calls = os.fsync, []
+
+    def interrupted(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # Ctrl-C while the second of the new files is written
+            raise KeyboardInterrupt
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        publish(2)
+    monkeypatch.setattr(os, "fsync", fsync)
+    now = {p: p.read_bytes() for p in (*copies.iterdir(), claim.HERE / "sweep.png", claim.HERE / "RESULTS.md")}
+    runs = {p: 2 if b"of run 2" in now[p] or b'"robust_accuracy": 0.2' in now[p] else 1 for p in now}
+    assert sorted(p.name for p in copies.iterdir()) == sorted(p.name for p in published if p.parent == copies)
+    assert len({runs[p] for p in now if p.parent == copies}) == 1, runs  # the reports and claim.json of one run
+    assert len({runs[claim.HERE / "sweep.png"], runs[claim.HERE / "RESULTS.md"]}) == 1, runs  # and the plot's
+    publish(2)  # rerun: finished
+    assert all(b"of run 2" in (copies / n).read_bytes() for n in ("claim.json", "frontier.json"))
+    assert b'"robust_accuracy": 0.2' in (copies / "robust.report.json").read_bytes()

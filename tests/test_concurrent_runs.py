@@ -170,3 +170,30 @@ def test_a_run_folder_whose_log_is_a_link_is_refused_and_its_target_left_as_it_w
     finally:
         run.close()
     assert precious.read_text() == "a week of notes\n"
+
+
+def test_a_second_save_into_a_folder_being_saved_into_is_refused_and_the_saved_model_kept(tmp_path, capsys):
+    """Two processes saving into one folder (save_pretrained, robust-mix save) each moved their three files into
+    place in turn: the folder could end with one save's tensors beside the other's config.json, neither model."""
+    from robust_mix import MixedClassifier, build_model
+    from robust_mix.cli import main
+    from test_hub import fixed_config
+
+    folder = tmp_path / "saved"
+    torch.manual_seed(0)
+    first = build_model(fixed_config(), pretrained=False)
+    first.save_pretrained(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = build_model(fixed_config(), pretrained=False)
+    other.alpha = 0.2
+    with held_elsewhere(folder) as holder:
+        with pytest.raises(FolderInUseError, match=rf"save folder.*in use by another.*pid {holder.pid}"):
+            other.save_pretrained(folder)
+        assert main(["save", "fmnist-adasmooth", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "Traceback" not in err
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != LOCK_NAME} == before
+    assert MixedClassifier.from_pretrained(folder).alpha == first.alpha
+    other.save_pretrained(folder)  # the holder is gone (killed): its lock file does not block
+    assert MixedClassifier.from_pretrained(folder).alpha == 0.2
+    assert not (folder / LOCK_NAME).exists()

@@ -222,6 +222,36 @@ def test_an_interrupted_rerun_leaves_no_summary_of_the_earlier_run(tmp_path, cap
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_rerun_with_other_settings_removes_the_rows_reports_of_the_earlier_run(tmp_path, capsys, monkeypatch):
+    """The rows' folders kept the reports of an earlier demo with other settings until each row finished again: an
+    interrupted rerun (or one whose row failed) left an --n-examples 2 report.json beside the --n-examples 3 run's
+    reports and state, read as this run's."""
+    monkeypatch.setattr(demo, "DEMO_ROWS", (STANDARD,))
+    out = tmp_path / "demo"
+    row = out / "fmnist-standard"
+    args = ["demo", "--attack", "apgd-ce", "--clean-examples", "4", "--workers", "1", "--out", str(out)]
+    assert main([*args, "--n-examples", "2"]) == 0
+    written = {name: (row / name).read_bytes() for name in ("report.json", "model_info.json", "report.md")}
+    capsys.readouterr()
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_rows", interrupted)
+    assert main([*args, "--n-examples", "2"]) == 130  # the same settings: the finished row's report is its own
+    assert {name: (row / name).read_bytes() for name in written} == written
+    assert "removed" not in capsys.readouterr().out
+    for other, differs in ((["--n-examples", "3"], "n_examples 2, now 3"),
+                           (["--n-examples", "2", "--clean-examples", "5"], "clean_examples 4, now 5")):
+        for name, data in written.items():
+            (row / name).write_bytes(data)
+        assert main([*args, *other]) == 130
+        assert sorted(p.name for p in row.iterdir()) == ["state"], other
+        printed = capsys.readouterr().out
+        assert f"{row}: removed the report of an earlier demo with other settings ({differs})" in printed
+    assert sorted(p.name for p in (row / "state").iterdir()) == ["n2_apgd-ce_b100"]  # its state kept, to resume
+
+
 def test_a_failing_row_leaves_the_others_in_the_table_and_is_named(tmp_path, capsys, monkeypatch):
     """One row whose model could not be built ended the whole demo in its error: no table for the rows that had
     finished (or were still to run), and no summary."""

@@ -20,7 +20,8 @@ threads from the thread policy), one progress bar each:
   (forward passes only), then AutoAttack runs at the largest ratio whose clean accuracy reaches the
   adaptive model's and at the next one up.
 
-Finished rows are read back, interrupted ones resume, ``--rows`` picks a subset. A report under ``--out``
+Finished rows are read back, interrupted ones resume, ``--rows`` picks a subset. One run per ``--out``: a second
+one started on it while the first runs is refused (exit 2), naming the first one's process. A report under ``--out``
 measured with other settings (another ``--n-examples`` or ``--batch-size``) is set aside: RESULTS.md names it
 and shows its row as not measured, so no table, ratio or check mixes it with this run's rows. Every run ends by
 writing, under ``--out``: ``RESULTS.md`` (tables with 95 % Clopper-Pearson intervals and the checks),
@@ -45,7 +46,6 @@ import functools
 import json
 import logging
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -56,7 +56,7 @@ from robust_mix.cli import POSITIVE_INT
 from robust_mix.cli.benchmark import RowBars
 from robust_mix.data import load_dataset
 from robust_mix.formatting import TARGET_SLACK, evaluation_label, percent, percent_beside_target, percent_interval
-from robust_mix.io import atomic_write_text
+from robust_mix.io import FolderInUseError, FolderLock, atomic_write_files, atomic_write_text
 from robust_mix.loading import model_config_of, parse_model_name
 from robust_mix.parallel import default_workers
 from robust_mix.reference import Reference, RowSpec
@@ -528,8 +528,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads.apply_thread_policy(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # one run per --out: a second one would write frontier.json, RESULTS.md and the rest over this one's
+        lock = FolderLock(out, "output folder").acquire()
+    except FolderInUseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, out)
+    finally:
+        lock.release()
 
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    """:func:`main` with the arguments checked and ``out`` locked."""
     grid = frontier_grid(args)
     clean = {float(a): c for a, c in grid["clean"].items()}
     alphas = frontier_alphas(clean, grid["adaptive_clean"])
@@ -583,16 +594,16 @@ def publish(out: Path, specs: Sequence[RowSpec], reports: dict[str, Optional[Ben
             readme_block: str, reference: Reference) -> None:
     """Write the committed copies: RESULTS.md and sweep.png, the reports (also by entry, for the model cards),
     the README section, the reference."""
-    atomic_write_text(HERE / "RESULTS.md", results_md)
-    shutil.copyfile(out / "sweep.png", HERE / "sweep.png")
+    # each folder's files as one set (atomic_write_files): a publish killed or interrupted leaves the earlier set of
+    # that folder whole (never a half-copied plot, nor the reports of two runs, nor none), and rerunning it finishes
+    atomic_write_files(HERE, {"RESULTS.md": results_md, "sweep.png": (out / "sweep.png").read_bytes()})
     copies = HERE / "results" / "claim"
-    copies.mkdir(parents=True, exist_ok=True)
-    for stale in copies.glob("*.report.json"):
-        stale.unlink()
-    for spec in specs:
-        reports[spec.key].save(copies / f"{spec.key}.report.json")
-    shutil.copyfile(out / "claim.json", copies / "claim.json")
-    shutil.copyfile(out / "frontier.json", copies / "frontier.json")
+    files: dict[str, bytes | str] = {f"{spec.key}.report.json": reports[spec.key].to_json() for spec in specs}
+    files.update({name: (out / name).read_bytes() for name in ("claim.json", "frontier.json")})
+    stale = [path for path in copies.glob("*.report.json") if path.name not in files]
+    atomic_write_files(copies, files)
+    for path in stale:  # rows this run no longer has (another frontier ratio)
+        path.unlink()
     atomic_write_text(README, replace_between_markers(README.read_text(), readme_block))
     reference.save(ROOT / "robust_mix" / REFERENCE_FILE)
     cards = ROOT / CARD_REPORTS

@@ -9,7 +9,9 @@ test images) beside them, with a line saying whether the two agree within the in
 The rows are independent: they run side by side in worker processes (``--workers``, default one per
 usable CPU), one progress bar each. Resumable: state lives under ``--out/<entry>/state/<settings>``,
 one folder per choice of examples, attack and batch size, so an interrupted demo continues where it
-stopped and a demo with other settings starts its own. A row that fails (its model cannot be built, say)
+stopped and a demo with other settings starts its own; a row's report (``--out/<entry>/report.json``) of an
+earlier demo with other settings is removed when the demo starts (said on the console), so the reports in
+``--out`` are always this run's. A row that fails (its model cannot be built, say)
 does not stop the others: the table shows the finished rows, the failure is named after it (and in
 ``demo.json``), and the exit status is 1.
 """
@@ -31,6 +33,7 @@ from robust_mix.formatting import (evaluation_label, interval_heading, percent, 
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import required_examples, resolve_attack
 from robust_mix.loading import parse_model_name
+from robust_mix.report import REPORT_FILES
 from robust_mix.reference import (AGREES, DIFFERS, MISSING, OTHER_ATTACK, OTHER_MODEL, Comparison, Reference, RowSpec,
                                   compare)
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
@@ -88,6 +91,11 @@ def _demo(args: argparse.Namespace) -> int:
         stale.unlink()
     reference, where = read_reference(args.reference)
     rows = demo_rows(args, command_line=args.command_line)
+    for row in rows:  # an earlier run's report left beside this run's would be read as one of this run's rows
+        removed = drop_report_of_other_settings(row)
+        if removed:
+            print(f"{row.report_dir}: removed the report of an earlier demo with other settings ({removed}); this "
+                  "run writes the row's own when the row finishes (the earlier run's state is kept)", flush=True)
     workers = resolve_workers(args, len(rows))
     print(f"{len(rows)} rows, {workers} worker process(es); state and reports under {args.out}", flush=True)
     started = time.perf_counter()
@@ -143,6 +151,38 @@ def demo_rows(args: argparse.Namespace, command_line: Optional[str] = None) -> l
                                       state_dir=out / "state" / settings),
                                  report_dir=out, command=command_line))
     return rows
+
+
+#: What a demo row's report records of the demo's settings (``BenchmarkResult.arguments``); the state folder stands
+#: for the rest (the attack as run, the NHWC layout).
+_ROW_SETTINGS = ("n_examples", "attack", "adaptive", "batch_size", "clean_examples", "state_dir")
+
+
+def drop_report_of_other_settings(row: BenchmarkRow) -> str:
+    """Remove the report files (:data:`robust_mix.report.REPORT_FILES`) in ``row.report_dir`` when they are not of
+    ``row``'s settings: an earlier demo's with other settings (its rows keep their own state folders, so they would
+    otherwise stay beside this run's reports when it is interrupted or a row fails), or a report that cannot be
+    read. Returns how the settings differ (``""``: nothing removed)."""
+    folder = Path(row.report_dir)
+    path = folder / REPORT_FILES[0]
+    if not any((folder / name).exists() for name in REPORT_FILES):
+        return ""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        differs = f"{path.name} unreadable: {type(err).__name__}"
+    else:
+        recorded = recorded.get("arguments") if isinstance(recorded, dict) else None
+        recorded = recorded if isinstance(recorded, dict) else {}
+        wanted = {k: str(v) if k == "state_dir" else v for k, v in row.kwargs.items() if k in _ROW_SETTINGS}
+        keys = [k for k in _ROW_SETTINGS if recorded.get(k) != wanted.get(k)]
+        keys = [k for k in keys if k != "state_dir"] or keys  # the folder named only when nothing else differs
+        differs = ", ".join(f"{k} {recorded.get(k)!r}, now {wanted.get(k)!r}" for k in keys)
+    if not differs:
+        return ""
+    for name in REPORT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    return differs
 
 
 def _clean(result: BenchmarkResult) -> float:
