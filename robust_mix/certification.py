@@ -26,7 +26,7 @@ from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accura
                                 check_probability_mixing, check_progress, estimate_smoothed, lipschitz_radius, margin,
                                 resolve_alpha, robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
-from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_files, figure_png
+from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_files, figure_png, new_figure
 from robust_mix.mixing import MixedClassifier, mix_log_probs
 from robust_mix.validate import (InvalidInputError, check_alpha, check_examples, check_finite_outputs, check_radii,
                                  check_seed, check_writable_dir, evaluates_model, positive_float, positive_int)
@@ -300,14 +300,10 @@ def _clean_accuracy(model: MixedClassifier, std_logits: torch.Tensor, rob_logits
 
 def plot_certification(result: Certification) -> bytes:
     """PNG of certified accuracy (%) against radius, one step curve per ratio (the robust base dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     max_radius = max(max(result.report["radii"]), 1e-6)
     grid = torch.linspace(0, max_radius, 400, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = new_figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
     for curve, radius, ok in zip(result.report["curves"], result.radii, result.correct):
         acc = certified_accuracy(radius, ok, grid.tolist()).numpy() * 100
         style = dict(color="black", linestyle="--") if curve["alpha"] == 1.0 else {}

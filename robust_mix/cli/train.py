@@ -21,7 +21,7 @@ import torch
 from robust_mix.cli import PATH, POSITIVE_INT, arg_type, bar_width, command, interrupts
 from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
-from robust_mix.io import atomic_write_bytes, figure_png
+from robust_mix.io import atomic_write_bytes, figure_png, new_figure
 from robust_mix.train import (PRESETS, RunOptions, apply_preset, apply_values, check_recipe,
                               get_recipe, list_recipes, read_history, run_recipe)
 from robust_mix.train.config import PRECISIONS, parse_settings
@@ -51,10 +51,7 @@ class TqdmBar:
 
 def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
     """The per-epoch history as PNG: losses, accuracies and detection rates, alpha statistics (one panel each)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = sorted({k for r in history for k, v in r.items()
                    if k not in _NOT_PLOTTED and isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -63,12 +60,14 @@ def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
     rates = [k for k in keys if k not in losses and k not in alphas]
     panels = {name: group for name, group in (("loss", losses), ("accuracy / detection rate", rates),
                                               ("alpha", alphas)) if group}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig = new_figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (label, group) in zip(axes[0], panels.items()):
         for key in group:
             points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.2
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
