@@ -133,3 +133,23 @@ def test_log_lines_during_training_are_written_above_the_epoch_bar(console, monk
     lines = [line for line in screen(console.getvalue())[0] if line]
     assert "INFO robust_mix.train.loop: epoch 1 step 2/4: loss 0.5" in lines
     assert not any("%|" in line for line in lines)  # the bar, left=False, is gone; the log line stays
+
+
+def test_only_rank_0_tells_a_sharded_run_at_info(monkeypatch):
+    """Under torchrun every rank logged its INFO lines (the sweep's rows, the benchmark's result) beside rank 0's
+    bars: one account per process. The other ranks now log warnings only, as train's do."""
+    import types
+
+    from robust_mix.cli import benchmark as cli_benchmark
+
+    package = logging.getLogger("robust_mix")
+    level = package.level
+    args = types.SimpleNamespace(device="cpu")
+    try:
+        monkeypatch.setattr(cli_benchmark, "init_distributed", lambda device: types.SimpleNamespace(rank=0))
+        assert cli_benchmark._init_distributed(args) == 0 and package.level == level  # rank 0 keeps its level
+        monkeypatch.setattr(cli_benchmark, "init_distributed", lambda device: types.SimpleNamespace(rank=1))
+        assert cli_benchmark._init_distributed(args) == 1
+        assert package.getEffectiveLevel() == logging.WARNING
+    finally:
+        package.setLevel(level)  # (setLevel clears the loggers' cached levels)

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -196,8 +197,12 @@ def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
 
 def _init_distributed(args: argparse.Namespace) -> int:
     """Join the torchrun process group when there is one (:func:`robust_mix.distributed.init_distributed`,
-    on ``--device`` or the default device); returns this rank."""
-    return init_distributed(args.device or default_device()).rank
+    on ``--device`` or the default device); returns this rank. The other ranks log warnings only (as ``train``'s
+    do): rank 0's bars or INFO lines tell the run once, not once per process."""
+    rank = init_distributed(args.device or default_device()).rank
+    if rank != 0:
+        logging.getLogger("robust_mix").setLevel(logging.WARNING)
+    return rank
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
