@@ -91,3 +91,22 @@ def test_the_history_plot_ticks_whole_epochs(tmp_path):
     assert ticks
     for ax in ticks:
         assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
+
+
+def test_the_certificate_plot_says_what_it_was_measured_on(monkeypatch):
+    """certify.png's title named the model and sigma only: not the data set, how many images, or the failure
+    probability the certificates hold at; its x axis gave no scale for the radius."""
+    from matplotlib.axes import Axes
+
+    texts = {}
+    for method in ("set_title", "set_xlabel"):
+        original = getattr(Axes, method)
+        monkeypatch.setattr(Axes, method, lambda self, text, *a, _m=method, _o=original, **kw:
+                            (texts.__setitem__(_m, text), _o(self, text, *a, **kw))[1])
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    result = certify_model(model, images, torch.arange(3), name="my-mix", sigma=0.25, n0=4, n=8, radii=[0.0],
+                           progress=False, failure_prob=0.01, about={"dataset": "fashion-mnist", "split": "test"})
+    plot_certification(result)
+    assert texts["set_title"] == "my-mix: smoothing sigma = 0.25, n = 8\nfashion-mnist test, 3 images, failure probability 0.01"
+    assert texts["set_xlabel"] == "l2 radius ([0, 1] pixel scale)"

@@ -153,3 +153,26 @@ def test_only_rank_0_tells_a_sharded_run_at_info(monkeypatch):
         assert package.getEffectiveLevel() == logging.WARNING
     finally:
         package.setLevel(level)  # (setLevel clears the loggers' cached levels)
+
+
+def test_certify_model_draws_bars_by_default_only_on_a_terminal(capsys, monkeypatch):
+    """certify_model defaulted to progress=True: a script or a job writing to a log got every redraw of the
+    sampling bars. Its default now draws them on a terminal only; True and False still say yes and no."""
+    from robust_mix import MixedClassifier
+    from robust_mix.certification import certify_model
+    from conftest import make_tiny
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    run = lambda **kw: certify_model(model, images, torch.arange(2), n0=2, n=4, radii=[0.0], **kw)  # noqa: E731
+    run()
+    assert "sample" not in capsys.readouterr().err  # the captured standard error is no terminal
+    run(progress=True)
+    assert "sample" in capsys.readouterr().err
+    terminal = FakeTTY()
+    monkeypatch.setattr("sys.stderr", terminal)
+    run()
+    monkeypatch.undo()
+    assert "sample" in terminal.getvalue()
+    with pytest.raises(TypeError, match="progress"):
+        run(progress="yes")
