@@ -91,6 +91,8 @@ def test_the_history_plot_ticks_whole_epochs(tmp_path):
     assert ticks
     for ax in ticks:
         assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
+    # the rates are fractions, not percent as every other plot of the project: the axis says so
+    assert [ax.get_ylabel() for ax in ticks] == ["loss", "accuracy / detection rate (fraction, 0 to 1)"]
 
 
 def test_the_certificate_plot_says_what_it_was_measured_on(monkeypatch):

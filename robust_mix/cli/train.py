@@ -66,7 +66,7 @@ def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
     losses = [k for k in keys if "loss" in k or k.endswith(("_ce", "_kl", "_bce"))]
     alphas = [k for k in keys if k.startswith("alpha")]
     rates = [k for k in keys if k not in losses and k not in alphas]
-    panels = {name: group for name, group in (("loss", losses), ("accuracy / detection rate", rates),
+    panels = {name: group for name, group in (("loss", losses), ("accuracy / detection rate (fraction, 0 to 1)", rates),
                                               ("alpha", alphas)) if group}
     fig = new_figure(figsize=(5 * len(panels), 4))
     axes = fig.subplots(1, len(panels), squeeze=False)
