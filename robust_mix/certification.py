@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,11 @@ from robust_mix.certify import (AlphaChoice, SmoothingProgress, certified_accura
                                 check_probability_mixing, check_progress, estimate_smoothed, lipschitz_radius, margin,
                                 resolve_alpha, robust_probs_lipschitz)
 from robust_mix.formatting import format_alpha
-from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_files, figure_png
+from robust_mix.io import FolderLock, atomic_write_bytes, atomic_write_files, figure_png, new_figure
 from robust_mix.mixing import MixedClassifier, mix_log_probs
-from robust_mix.validate import (InvalidInputError, check_alpha, check_examples, check_finite_outputs, check_radii,
-                                 check_seed, check_writable_dir, evaluates_model, positive_float, positive_int)
+from robust_mix.progress import show_bars
+from robust_mix.validate import (InvalidInputError, check_alpha, check_bool, check_examples, check_finite_outputs,
+                                 check_radii, check_seed, check_writable_dir, evaluates_model, positive_float, positive_int)
 from robust_mix.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
                   method: str = "smoothing", sigma: float = 0.25, n0: int = 100, n: int = 1000,
                   failure_prob: float = 0.001, lipschitz: Optional[float] = None, norm: str = "l2",
                   radii: Optional[Sequence[float]] = None, alphas: Optional[Sequence[AlphaChoice]] = None,
-                  batch_size: int = 1000, seed: int = 0, progress: bool = True,
+                  batch_size: int = 1000, seed: int = 0, progress: Optional[bool] = None,
                   about: Optional[dict[str, Any]] = None,
                   state_dir: Union[str, Path, None] = None) -> Certification:
     """Certified accuracy against radius of ``model`` on ``images`` ``(N, C, H, W)`` / ``labels`` ``(N,)``.
@@ -111,6 +113,9 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``, ``(N,)`` tensors of per-example ratios;
             default the model's own); 1.0, the robust base alone, is always added. Per-example radii are written
             under ``radius@<alpha>`` (``radius@given``, ``radius@given#2``... for tensors).
+        progress: tqdm bars over the smoothing samples: ``True`` draws them, ``False`` does not, ``None`` (the
+            default) draws them only when the standard error is a terminal (none into a log file); never while
+            ``$TQDM_DISABLE`` is set (:func:`robust_mix.progress.show_bars`).
         about: extra fields for the report (data set, split, overrides).
         state_dir: a folder where the smoothing samples drawn so far are saved (atomically, after each group
             of examples); a rerun with the same model, images and settings resumes there and gives the same
@@ -123,6 +128,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
             or a ``state_dir`` holding the samples of another model, other images or other settings.
     """
     method, lipschitz, norm = check_method(method, lipschitz, norm)
+    if progress is not None:
+        progress = check_bool("progress", progress)
     sigma = positive_float("sigma", sigma)
     seed = check_seed("seed", seed)
     if radii is not None:
@@ -159,7 +166,9 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
             estimate = estimate_smoothed(lambda z: model.robust(model.robust_input(z)), images, sigma=sigma,
                                          num_classes=rob_logits.shape[1], n0=n0, n=n, failure_prob=failure_prob,
                                          batch_size=batch_size, generator=torch.Generator().manual_seed(seed),
-                                         progress=progress, resume=state.load() if state else None,
+                                         progress=show_bars(progress is not False, sys.stderr,
+                                                            terminal_only=progress is None),
+                                         resume=state.load() if state else None,
                                          on_progress=state.save if state else None)
         settings.update(norm="l2", sigma=sigma, n0=n0, n=n, failure_prob=failure_prob, seed=seed)
         certify = lambda a: (estimate.prediction(a), estimate.radius(a))  # noqa: E731
@@ -300,26 +309,32 @@ def _clean_accuracy(model: MixedClassifier, std_logits: torch.Tensor, rob_logits
 
 def plot_certification(result: Certification) -> bytes:
     """PNG of certified accuracy (%) against radius, one step curve per ratio (the robust base dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     max_radius = max(max(result.report["radii"]), 1e-6)
     grid = torch.linspace(0, max_radius, 400, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = new_figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
     for curve, radius, ok in zip(result.report["curves"], result.radii, result.correct):
         acc = certified_accuracy(radius, ok, grid.tolist()).numpy() * 100
         style = dict(color="black", linestyle="--") if curve["alpha"] == 1.0 else {}
         ax.plot(grid.numpy(), acc, label=curve["label"], drawstyle="steps-post", **style)
-    ax.set_xlabel(result.xlabel)
+    ax.set_xlabel(f"{result.xlabel} ([0, 1] pixel scale)" if result.xlabel else "radius ([0, 1] pixel scale)")
     ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(result.title, fontsize=10)
+    ax.set_title(f"{result.title}\n{_evaluated_on(result.report)}", fontsize=9)
     ax.set_xlim(0, max_radius)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+def _evaluated_on(report: dict[str, Any]) -> str:
+    """What the curves were measured on, for the plot's title: ``"fashion-mnist test, 100 images, failure
+    probability 0.001"`` (the parts the report has)."""
+    where = " ".join(str(report[k]) for k in ("dataset", "split") if report.get(k))
+    parts = [where, f"{report['n_examples']:,} images" if "n_examples" in report else ""]
+    if report.get("failure_prob") is not None:
+        parts.append(f"failure probability {report['failure_prob']:g}")
+    return ", ".join(p for p in parts if p)
 
 
 def write_certification(out_dir: Union[str, Path], result: Certification) -> dict[str, Path]:

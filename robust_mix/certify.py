@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust_mix import stats
+from robust_mix.progress import show_bars
 from robust_mix.mixing import MixedClassifier
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_finite_outputs,
                                  check_images, check_labels, check_model, check_open_probability, evaluates_model,
@@ -356,7 +357,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
         x: ``(B, C, H, W)`` raw images in ``[0, 1]`` (:func:`robust_mix.validate.check_images`).
         batch_size: most noisy inputs per forward pass.
         generator: source of the noise (its device is where noise is drawn), for reproducibility.
-        progress: show a tqdm bar counting noisy samples.
+        progress: show a tqdm bar counting noisy samples (not while ``$TQDM_DISABLE`` is set:
+            :func:`robust_mix.progress.show_bars`).
         position, counts: resume at ``(start, done)`` (the group of examples from ``start`` has drawn ``done`` of
             its samples), as ``on_step`` reported it, with the counts reported with it.
         on_step: called after each forward pass as ``on_step((start, done), counts)``.
@@ -384,7 +386,8 @@ def sample_counts(classifier: Callable[[torch.Tensor], torch.Tensor], x: torch.T
               else counts.to(device=x.device, dtype=torch.int64).clone())
     per_example = max(1, batch_size // group)
     noise_device = generator.device if generator is not None else x.device
-    with torch.no_grad(), tqdm(total=batch * n, initial=first * n + first_done * group, desc=desc, unit="sample", disable=not progress,
+    with torch.no_grad(), tqdm(total=batch * n, initial=first * n + first_done * group, desc=desc, unit="sample",
+                               disable=not show_bars(progress),
                                leave=False) as bar:
         for start in range(first, batch, group):
             xs = x[start:start + group]

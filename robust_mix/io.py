@@ -293,16 +293,26 @@ def _sigint_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` (``kwargs``: ``figsize``, ``dpi``, ...) made without pyplot: drawing it needs no display
+    and never touches the caller's pyplot state (their backend, e.g. a notebook's inline one, and their open figures
+    stay as they were). Render it with :func:`figure_png`."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def figure_png(fig: Any) -> bytes:
-    """Render a matplotlib figure to PNG bytes and close it (write them with :func:`atomic_write_bytes`)."""
+    """Render a matplotlib figure (from :func:`new_figure`) to PNG bytes with the Agg renderer, whatever the caller's
+    backend (write them with :func:`atomic_write_bytes`)."""
     import io
 
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    FigureCanvasAgg(fig)  # the figure's own canvas: a headless renderer, pyplot's backend left alone
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()
 
 

@@ -20,9 +20,9 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from robust_mix.formatting import evaluation_label, format_alpha, format_eps
-from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png
-from robust_mix.results import BenchmarkResult
+from robust_mix.formatting import evaluation_label, format_alpha, format_eps, interval_heading
+from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png, new_figure
+from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
 from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_input_file,
                                  check_model, check_writable_dir, optional_positive_int, parse_json, parse_number,
@@ -250,7 +250,8 @@ def setting_label(points: Sequence[SweepPoint]) -> str:
 
 def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str = "") -> Path:
     """A PNG of robust vs clean accuracy (percent) along the sweep, joined by increasing alpha; base models (alpha
-    0 and 1) marked.
+    0 and 1) marked, and the robust accuracy's 95 % interval (Clopper-Pearson, on the attacked examples) drawn as a
+    vertical bar at every point that recorded one.
 
     The title states ``title`` (default: "accuracy-robustness trade-off"), the data set, threat model and eps
     (:func:`setting_label`) and the attack, so that the saved image says what it shows."""
@@ -260,14 +261,10 @@ def plot_sweep(points: Sequence[SweepPoint], path: Union[str, Path], title: str 
 
 def _sweep_png(points: Sequence[SweepPoint], title: str) -> bytes:
     """The PNG bytes of :func:`plot_sweep`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     # the line runs along the ratio, whatever order the points come in (sweep keeps the caller's order)
     fixed = sorted((p for p in points if p.alpha != POLICY), key=lambda p: float(p.alpha))
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    fig = new_figure(figsize=(5.5, 4.2), dpi=120)
+    ax = fig.subplots()
     ax.plot([100 * p.clean_accuracy for p in fixed], [100 * p.robust_accuracy for p in fixed], "o-",
             color="tab:blue", label="fixed alpha")
     for p in fixed:
@@ -283,6 +280,13 @@ def _sweep_png(points: Sequence[SweepPoint], title: str) -> bytes:
         if p.alpha == POLICY:
             ax.scatter([100 * p.clean_accuracy], [100 * p.robust_accuracy], marker="*", s=180, color="tab:red",
                        zorder=3, label="adaptive policy")
+    bounded = [p for p in points if p.robust_low is not None and p.robust_high is not None]
+    if bounded:  # the attacked examples are a sample: the robust accuracy's interval, as the tables give it
+        robust = [100 * p.robust_accuracy for p in bounded]
+        ax.errorbar([100 * p.clean_accuracy for p in bounded], robust, fmt="none", ecolor="0.45", elinewidth=1,
+                    capsize=3, zorder=2, label=f"robust accuracy, {interval_heading(INTERVAL_LEVEL)}",
+                    yerr=[[max(0.0, y - 100 * p.robust_low) for y, p in zip(robust, bounded)],
+                          [max(0.0, 100 * p.robust_high - y) for y, p in zip(robust, bounded)]])
     attacks = sorted({p.label or p.attack for p in points})
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("robust accuracy (%)")

@@ -278,3 +278,35 @@ def test_files_beside_a_report_that_link_elsewhere_are_not_published(tmp_path, c
     assert "<h3>my card</h3>" in (tmp_path / "site" / "models" / "mine.html").read_text()  # a file there is read
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "README.md is a link to" in warned and "model_info.json is a link to" in warned and "not published" in warned
+
+
+def test_the_scatter_shows_the_robust_accuracy_intervals_of_reports_and_sweeps(runs, tmp_path):
+    """The page's table gave each report's 95 % interval, but the scatter drew bare points: two entries 3 points
+    apart on 10 examples looked as clearly ranked as on 10,000."""
+    import dataclasses
+    import xml.etree.ElementTree as ET
+
+    from robust_mix.leaderboard.inputs import SweepRun
+    from robust_mix.leaderboard.site import scatter_series
+    from robust_mix.sweep import SweepPoint
+
+    site = build_site([runs], tmp_path / "site")
+    ours = [p for s in scatter_series(site.evaluations, []) if s.kind == "ours" for p in s.points]
+    for point, e in zip(ours, site.evaluations):
+        low, high = clopper_pearson(sum(e.result.robust_flags), e.result.n_examples)
+        assert point.y_interval == pytest.approx((100 * low, 100 * high))
+        assert f"95 % interval {100 * low:.1f}–{100 * high:.1f}" in point.tooltip
+    index = (tmp_path / "site" / "index.html").read_text()
+    svg = ET.fromstring(index[index.index("<svg"):index.index("</svg>") + 6])
+    bars = [p for p in svg.iter("{http://www.w3.org/2000/svg}path") if p.get("class") == "interval"]
+    assert len(bars) == len(site.evaluations)
+    assert "bars: robust accuracy, 95 % interval" in index
+    # a sweep written before intervals were recorded draws its points without bars
+    point = SweepPoint(0.0, 0.9, 0.1, "standard", 10, 1.0)
+    old = dataclasses.replace(site.evaluations[0], sweeps=[SweepRun(tmp_path / "s.json", "m", [point], {}, None)])
+    sweep_points = [p for s in scatter_series([old], []) if s.kind == "sweep" for p in s.points]
+    assert sweep_points and all(p.y_interval is None for p in sweep_points)
+    recorded = dataclasses.replace(point, robust_low=0.02, robust_high=0.4)
+    new = dataclasses.replace(old, sweeps=[SweepRun(tmp_path / "t.json", "m", [recorded], {}, None)])
+    assert [p.y_interval for s in scatter_series([new], []) if s.kind == "sweep" for p in s.points] == [
+        pytest.approx((2.0, 40.0))]

@@ -386,3 +386,40 @@ def test_an_eval_subset_beyond_the_validation_split_is_said(tiny_data, tmp_path,
     with caplog.at_level("WARNING", logger="robust_mix"):
         train_backbone(tiny_backbone_recipe(method="pgd", eval_subset=64, max_steps_per_epoch=1), tmp_path / "run")
     assert "eval_subset is 64 but the validation split has 32 images" in caplog.text
+
+
+def test_calibration_reports_each_grid_point_as_it_finishes(tiny_bases, caplog):
+    """The calibration grid ran silent until its last job (minutes to hours on a real grid): no bar, no line per
+    point. Each finished job now logs a line and moves the training's bar, in workers or in this process."""
+    import logging
+
+    gen = torch.Generator().manual_seed(3)
+    images, labels = torch.rand(6, 1, 28, 28, generator=gen), torch.arange(6) % 10
+    config = tiny_adasmooth(tiny_bases, calib_attack="pgd", calib_alpha_lo=[0.5, 0.7], calib_gamma_scale=[1.0],
+                            calib_gamma_bias=[0.0])
+    model = build_mixed(config, images[:1], 10).eval()
+    bars = []
+
+    class Bar:
+        def __init__(self, description, total, done, per_step):
+            self.made, self.updates, self.closed = (description, total, done, per_step), [], False
+            bars.append(self)
+
+        def update(self, steps, postfix):
+            self.updates.append((steps, dict(postfix)))
+
+        def close(self):
+            self.closed = True
+
+    for workers in (1, 2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="robust_mix.train.policy_calibration"):
+            _, table = calibrate_policy(model, images, labels, config, workers=workers, progress=Bar)
+        bar = bars[-1]
+        assert bar.made == ("calibration", 3, 0, 6) and bar.closed
+        assert [steps for steps, _ in bar.updates] == [1, 1, 1]
+        assert sorted(p["robust"] for _, p in bar.updates) == sorted([r["robust"] for r in table[:-1]]
+                                                                     + [table[-1]["robust_base"]])
+        done = [r.getMessage() for r in caplog.records if " done (" in r.getMessage()]
+        assert len(done) == 3 and {m.split(" done (")[1][:3] for m in done} == {"1/3", "2/3", "3/3"}
+        assert any(m.startswith("calibration: robust base done") for m in done)

@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import sys
+import warnings
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 import robust_mix
@@ -27,6 +28,7 @@ from robust_mix import threads, validate
 from robust_mix.cli import interrupts
 from robust_mix.config import ModelConfig
 from robust_mix.io import FolderLock
+from robust_mix.progress import DISABLE_ENV_VAR
 
 logger = logging.getLogger("robust_mix.cli")
 
@@ -172,6 +174,70 @@ def bar_width(file: Optional[TextIO] = None) -> dict[str, Any]:
     except (AttributeError, OSError, ValueError):  # not a terminal: tqdm's own choice applies
         return {"dynamic_ncols": True}
     return {"dynamic_ncols": True} if columns > 0 else {"ncols": FALLBACK_BAR_COLUMNS}
+
+
+def add_progress_argument(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``, on every command that draws progress bars (read with :func:`progress_requested`)."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="draw no progress bars (they are drawn only when the standard error is a terminal, and "
+                        f"never with ${DISABLE_ENV_VAR} set); the log lines stay")
+
+
+def progress_requested(args: argparse.Namespace) -> bool:
+    """Whether the command line asks for bars (no ``--no-progress``); whether they are drawn is
+    :func:`robust_mix.progress.show_bars`'s to say (a terminal, no ``$TQDM_DISABLE``)."""
+    return not getattr(args, "no_progress", False)
+
+
+class LogAboveBars:
+    """Until exit, replaces the root logger's console handlers with one that writes through ``tqdm.write`` on
+    ``file`` (above the bars drawn there, which a plain handler would write into) and turns Python warnings into
+    log records. ``quiet``: only WARNING and above (everything when the root logger is at DEBUG, ``-v``), for
+    bars that say what the INFO lines would; otherwise the console handler's own level."""
+
+    def __init__(self, file: TextIO, quiet: bool = True) -> None:
+        self.file, self.quiet = file, quiet
+        self._saved: list[logging.Handler] = []
+        self._captured = False
+
+    def __enter__(self) -> "LogAboveBars":
+        root = logging.getLogger()
+        self._saved = root.handlers[:]
+        consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                    and getattr(h, "stream", None) in (sys.stdout, sys.stderr, self.file)]
+        handler = _TqdmHandler(self.file)
+        if self.quiet:
+            handler.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING)
+        elif consoles:
+            handler.setLevel(consoles[0].level)
+        if consoles:
+            handler.setFormatter(consoles[0].formatter)
+        root.handlers[:] = [h for h in root.handlers if h not in consoles] + [handler]
+        shown = warnings.showwarning
+        logging.captureWarnings(True)
+        self._captured = warnings.showwarning is not shown  # False: they were captured already
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._captured:
+            logging.captureWarnings(False)
+        logging.getLogger().handlers[:] = self._saved
+
+
+class _TqdmHandler(logging.Handler):
+    def __init__(self, file: TextIO) -> None:
+        super().__init__()
+        self.file = file
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record).rstrip(), file=self.file)  # a warning ends in a newline
+        except Exception:  # logging must never break the run
+            self.handleError(record)
+
+
 POSITIVE_FLOAT = arg_type(validate.positive_float, validate.parse_number)
 NON_NEGATIVE_FLOAT = arg_type(validate.non_negative_float, validate.parse_number)
 EPS = arg_type(lambda name, text: validate.parse_eps(text))

@@ -13,7 +13,6 @@ import json
 import logging
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TextIO
 
@@ -25,24 +24,34 @@ from robust_mix.benchmark import FULL_CLEAN_STAGE, benchmark, default_device
 from robust_mix.formatting import STAGE_NAMES, format_alpha, interval_heading, percent_interval
 from robust_mix.distributed import env_int, finish_distributed, init_distributed
 from robust_mix.fastpath import build_channels_last
-from robust_mix.cli import (DATA_DIR_HELP, EPS, EPS_HELP, NAME_HELP, PATH, POSITIVE_INT, SEED, SEED_HELP, bar_width,
-                            command, hold_output_folder, interrupts)
+from robust_mix.cli import (DATA_DIR_HELP, EPS, EPS_HELP, NAME_HELP, PATH, POSITIVE_INT, SEED, SEED_HELP,
+                            LogAboveBars, add_progress_argument, bar_width, command, hold_output_folder, interrupts,
+                            progress_requested)
+from robust_mix.progress import show_bars
 from robust_mix.loading import load_model, model_config_of
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import THREAT_MODELS, check_writable_dir
 
 
 class TqdmProgress:
-    """One tqdm bar per attack stage (examples done, rate, ETA); drawn on rank 0 only."""
+    """One tqdm bar per attack stage (examples done, rate, ETA) on ``file`` (default the standard error), drawn when
+    ``enabled`` (rank 0, no ``--no-progress``) and :func:`robust_mix.progress.show_bars` agrees (a terminal, no
+    ``$TQDM_DISABLE``). While the bars are drawn, log records are written above them (:class:`LogAboveBars`)."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled, self.bars = enabled, {}
+    def __init__(self, enabled: bool = True, file: Optional[TextIO] = None) -> None:
+        self.file = file if file is not None else sys.stderr
+        self.enabled = show_bars(enabled, self.file, terminal_only=True)
+        self.bars: dict = {}
+        self._logging: Optional[LogAboveBars] = None
 
     def start(self, stages: Sequence[str], total: int) -> None:
         from tqdm import tqdm
 
+        self.close()  # a second start (another run on the same object) replaces the bars
         self.bars = {s: tqdm(total=total, desc=f"{s:>18}", unit="ex", position=i, disable=not self.enabled,
-                             leave=True, **bar_width()) for i, s in enumerate(stages)}
+                             leave=True, file=self.file, **bar_width(self.file)) for i, s in enumerate(stages)}
+        if self.enabled:
+            self._logging = LogAboveBars(self.file, quiet=False).__enter__()
 
     def advance(self, stage: str, n: int) -> None:
         self.bars[stage].update(n)
@@ -51,6 +60,10 @@ class TqdmProgress:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+        self.bars = {}
+        if self._logging is not None:
+            self._logging.__exit__(None, None, None)
+            self._logging = None
 
 
 #: How the progress bars name the clean passes (the attack stages: robust_mix.formatting.STAGE_NAMES).
@@ -61,9 +74,11 @@ class RowBars:
     """One tqdm bar per benchmark row, in row order: the row's current stage and the time left; a
     :class:`robust_mix.rows.RowProgress`. Use as a context manager.
 
+    Bars are drawn when ``enabled`` (rank 0, no ``--no-progress``) and :func:`robust_mix.progress.show_bars` agrees
+    (``file`` a terminal, no ``$TQDM_DISABLE``); otherwise nothing is drawn and logging is left as it is.
     A bar counts attacked examples times attack stages (the clean passes are quick and count
-    nothing, so that the ETA, from the row's average rate, is not fooled by them). Inside the
-    context, log records below WARNING are dropped (the bars say what the INFO lines would) and
+    nothing, so that the ETA, from the row's average rate, is not fooled by them). While the bars
+    are drawn, log records below WARNING are dropped (the bars say what the INFO lines would) and
     the rest, Python warnings included, are written above the bars; on a terminal the bars are
     redrawn every ``refresh_s`` seconds so that elapsed time and ETA keep moving between events.
     On exit the bars are removed: the caller prints the results. Drawn on rank 0 only.
@@ -74,11 +89,12 @@ class RowBars:
 
     def __init__(self, labels: Sequence[str], enabled: bool = True, file: Optional[TextIO] = None,
                  refresh_s: float = 1.0) -> None:
-        self.labels, self.enabled, self.bars = list(labels), enabled, []
         self.file = file if file is not None else sys.stderr
+        self.labels, self.bars = list(labels), []
+        self.enabled = show_bars(enabled, self.file, terminal_only=True)
         self.refresh_s = refresh_s
         self._stages: dict[int, list[str]] = {}
-        self._logging: Optional[_LogAboveBars] = None
+        self._logging: Optional[LogAboveBars] = None
         self._stop = threading.Event()
         self._ticker: Optional[threading.Thread] = None
 
@@ -89,9 +105,9 @@ class RowBars:
         self.bars = [tqdm(total=1, desc=label.rjust(width), unit="ex", position=i, leave=False, file=self.file,
                           **bar_width(self.file), disable=not self.enabled, smoothing=0, bar_format=self.WAITING)
                      for i, label in enumerate(self.labels)]
-        self._logging = _LogAboveBars(self.file)
-        self._logging.__enter__()
-        if self.enabled and self.refresh_s > 0 and getattr(self.file, "isatty", lambda: False)():
+        if self.enabled:  # without bars the log lines are the run's account, as they are
+            self._logging = LogAboveBars(self.file).__enter__()
+        if self.enabled and self.refresh_s > 0:
             self._ticker = threading.Thread(target=self._tick, name="robust_mix-bars", daemon=True)
             self._ticker.start()
         return self
@@ -102,7 +118,9 @@ class RowBars:
             self._ticker.join()
         for bar in reversed(self.bars):
             bar.close()
-        self._logging.__exit__(*exc)
+        if self._logging is not None:
+            self._logging.__exit__(*exc)
+            self._logging = None
 
     def _tick(self) -> None:
         while not self._stop.wait(self.refresh_s):
@@ -142,50 +160,6 @@ class RowBars:
         self.bars[row].set_postfix_str(name + number)
 
 
-class _LogAboveBars:
-    """Replaces the root logger's console handlers with one that writes WARNING and above through
-    ``tqdm.write`` (above the bars; everything when the root logger is at DEBUG, ``-v``), and turns
-    Python warnings into log records, until exit."""
-
-    def __init__(self, file: TextIO) -> None:
-        self.file = file
-        self._saved: list[logging.Handler] = []
-
-    def __enter__(self) -> "_LogAboveBars":
-        root = logging.getLogger()
-        self._saved = root.handlers[:]
-        consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
-                    and getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
-        handler = _TqdmHandler(self.file)
-        handler.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING)
-        if consoles:
-            handler.setFormatter(consoles[0].formatter)
-        root.handlers[:] = [h for h in root.handlers if h not in consoles] + [handler]
-        shown = warnings.showwarning
-        logging.captureWarnings(True)
-        self._captured = warnings.showwarning is not shown  # False: they were captured already
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._captured:
-            logging.captureWarnings(False)
-        logging.getLogger().handlers[:] = self._saved
-
-
-class _TqdmHandler(logging.Handler):
-    def __init__(self, file: TextIO) -> None:
-        super().__init__()
-        self.file = file
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        try:
-            tqdm.write(self.format(record).rstrip(), file=self.file)  # a warning ends in a newline
-        except Exception:  # logging must never break the run
-            self.handleError(record)
-
-
 def add_workers_argument(p: argparse.ArgumentParser) -> None:
     """``--workers``: processes for independent rows (see :mod:`robust_mix.parallel`)."""
     p.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
@@ -223,8 +197,12 @@ def resolve_workers(args: argparse.Namespace, n_rows: int) -> int:
 
 def _init_distributed(args: argparse.Namespace) -> int:
     """Join the torchrun process group when there is one (:func:`robust_mix.distributed.init_distributed`,
-    on ``--device`` or the default device); returns this rank."""
-    return init_distributed(args.device or default_device()).rank
+    on ``--device`` or the default device); returns this rank. The other ranks log warnings only (as ``train``'s
+    do): rank 0's bars or INFO lines tell the run once, not once per process."""
+    rank = init_distributed(args.device or default_device()).rank
+    if rank != 0:
+        logging.getLogger("robust_mix").setLevel(logging.WARNING)
+    return rank
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -249,6 +227,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-queries", type=POSITIVE_INT, help="override Square queries (not leaderboard-grade)")
     p.add_argument("--n-target-classes", type=POSITIVE_INT,
                    help="override target classes (not leaderboard-grade)")
+    add_progress_argument(p)
 
 
 def _options(args: argparse.Namespace) -> AttackOptions:
@@ -285,7 +264,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     model = model_factory(args, args.name)()
     if args.compile:
         _compile(model, args)
-    progress = TqdmProgress(enabled=rank == 0)
+    progress = TqdmProgress(enabled=rank == 0 and progress_requested(args))
     try:
         result = benchmark(model, attack=args.attack, adaptive=args.adaptive,
                            state_dir=args.state_dir or out / "state", progress=progress,
@@ -351,7 +330,7 @@ def _sweep(args: argparse.Namespace) -> int:
     build = model_factory(args, args.name)
     labels = [f"alpha {format_alpha(a)}" for a in alphas] + (["alpha policy"] if _has_policy_point(args) else [])
     try:
-        with RowBars(labels, enabled=rank == 0) as bars:
+        with RowBars(labels, enabled=rank == 0 and progress_requested(args)) as bars:
             points = sweep(build, alphas, include_policy=not args.no_policy, state_dir=args.state_dir or out / "state",
                            attack=args.attack, adaptive=args.adaptive, workers=workers, progress=bars,
                            threads_per_worker=args.threads, **_benchmark_kwargs(args))

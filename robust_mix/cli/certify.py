@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
+import sys
 from typing import Union
 
 from robust_mix.certification import METHODS, certify_model, check_method, write_certification
 from robust_mix.certify import NORMS
 from robust_mix.cli import (DATA_DIR_HELP, NAME_HELP, NON_NEGATIVE_FLOAT, PATH, POSITIVE_FLOAT, POSITIVE_INT, SEED,
-                             SEED_HELP, arg_type, command, format_table, hold_output_folder)
+                             SEED_HELP, LogAboveBars, add_progress_argument, arg_type, command, format_table,
+                             hold_output_folder, progress_requested)
 from robust_mix.data import SPLITS, load_dataset, preprocessing_for
 from robust_mix.loading import load_model
 from robust_mix.mixing import MixedClassifier
+from robust_mix.progress import show_bars
 from robust_mix.validate import InvalidInputError, check_alpha, check_open_probability, check_writable_dir, parse_number
 
 
@@ -66,7 +70,7 @@ def _certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=1000, help="noisy images per forward pass")
     p.add_argument("--seed", type=SEED, default=0, help=SEED_HELP)
-    p.add_argument("--no-progress", action="store_true", help="hide the sampling progress bars")
+    add_progress_argument(p)
     p.add_argument("--state-dir", type=PATH, default=None,
                    help="folder for the smoothing samples drawn so far, to resume an interrupted run "
                         "(default: <out>/state)")
@@ -94,11 +98,12 @@ def _certify_run(args: argparse.Namespace) -> dict:
     about = {**overrides, "dataset": dataset, "split": args.split}
     if preprocessing is not None:
         about["preprocessing"] = preprocessing
-    result = certify_model(model, images, labels, name=args.name, method=args.method, **smoothing,
-                           lipschitz=args.lipschitz, norm=args.norm,
-                           radii=args.radii, alphas=args.alphas, batch_size=args.batch_size, seed=args.seed,
-                           progress=not args.no_progress, about=about,
-                           state_dir=args.state_dir or out / "state")
+    bars = show_bars(progress_requested(args), sys.stderr, terminal_only=True)
+    with LogAboveBars(sys.stderr, quiet=False) if bars else contextlib.nullcontext():
+        result = certify_model(model, images, labels, name=args.name, method=args.method, **smoothing,
+                               lipschitz=args.lipschitz, norm=args.norm,
+                               radii=args.radii, alphas=args.alphas, batch_size=args.batch_size, seed=args.seed,
+                               progress=bars, about=about, state_dir=args.state_dir or out / "state")
     write_certification(out, result)
     return result.report
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import robust_mix
-from robust_mix.cli import PATH, POSITIVE_INT, command, format_table, hold_output_folder
+from robust_mix.cli import (PATH, POSITIVE_INT, add_progress_argument, command, format_table, hold_output_folder,
+                            progress_requested)
 from robust_mix.cli.benchmark import (RowBars, add_channels_last_argument, add_workers_argument, model_factory,
                                       resolve_workers)
 from robust_mix.formatting import (evaluation_label, interval_heading, percent, percent_beside_target,
@@ -70,6 +71,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=PATH, default="runs/demo", help="reports and resumable state go here")
     add_workers_argument(p)
     add_channels_last_argument(p)
+    add_progress_argument(p)
 
 
 @command("demo", "benchmark the Fashion-MNIST zoo and print a leaderboard-style table", _demo_args,
@@ -99,7 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
     workers = resolve_workers(args, len(rows))
     print(f"{len(rows)} rows, {workers} worker process(es); state and reports under {args.out}", flush=True)
     started = time.perf_counter()
-    with RowBars([row.label for row in rows]) as bars:
+    with RowBars([row.label for row in rows], enabled=progress_requested(args)) as bars:
         # DEMO_ROWS get more expensive down the table: the longest first keeps every worker busy to the end.
         # a row that fails (its model cannot be built, say) leaves the others running: they are the demo's table
         outcomes = run_rows(rows, workers=workers, progress=bars, threads_per_worker=args.threads,

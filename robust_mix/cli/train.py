@@ -9,19 +9,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, TextIO
 
 import torch
 
-from robust_mix.cli import PATH, POSITIVE_INT, arg_type, bar_width, command, interrupts
+from robust_mix.cli import (PATH, POSITIVE_INT, LogAboveBars, add_progress_argument, arg_type, bar_width, command,
+                            interrupts, progress_requested)
 from robust_mix.validate import check_int, parse_int
 from robust_mix.distributed import distributed_run
-from robust_mix.io import atomic_write_bytes, figure_png
+from robust_mix.progress import show_bars
+from robust_mix.io import atomic_write_bytes, figure_png, new_figure
 from robust_mix.train import (PRESETS, RunOptions, apply_preset, apply_values, check_recipe,
                               get_recipe, list_recipes, read_history, run_recipe)
 from robust_mix.train.config import PRECISIONS, parse_settings
@@ -30,14 +33,19 @@ _NOT_PLOTTED = {"epoch", "seconds", "images_per_s", "best", "score"}
 
 
 class TqdmBar:
-    """One epoch's bar: images done, images/s and ETA (tqdm's rate and remaining time), loss as postfix."""
+    """One epoch's bar on ``file`` (default the standard error): images done, images/s and ETA (tqdm's rate and
+    remaining time), loss as postfix; not drawn where :func:`robust_mix.progress.show_bars` says no (not a terminal,
+    ``$TQDM_DISABLE``)."""
 
-    def __init__(self, description: str, total_steps: int, done_steps: int, images_per_step: int) -> None:
+    def __init__(self, description: str, total_steps: int, done_steps: int, images_per_step: int,
+                 file: Optional[TextIO] = None) -> None:
         from tqdm import tqdm
 
+        file = file if file is not None else sys.stderr
         self.per_step = images_per_step
         self.bar = tqdm(total=total_steps * images_per_step, initial=done_steps * images_per_step, desc=description,
-                        unit="img", unit_scale=True, leave=False, file=sys.stderr, **bar_width())
+                        unit="img", unit_scale=True, leave=False, file=file, **bar_width(file),
+                        disable=not show_bars(True, file, terminal_only=True))
 
     def update(self, steps: int, postfix: Mapping[str, float]) -> None:
         if postfix:
@@ -51,24 +59,23 @@ class TqdmBar:
 
 def plot_history(history: list[dict[str, Any]], title: str) -> bytes:
     """The per-epoch history as PNG: losses, accuracies and detection rates, alpha statistics (one panel each)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = sorted({k for r in history for k, v in r.items()
                    if k not in _NOT_PLOTTED and isinstance(v, (int, float)) and not isinstance(v, bool)})
     losses = [k for k in keys if "loss" in k or k.endswith(("_ce", "_kl", "_bce"))]
     alphas = [k for k in keys if k.startswith("alpha")]
     rates = [k for k in keys if k not in losses and k not in alphas]
-    panels = {name: group for name, group in (("loss", losses), ("accuracy / detection rate", rates),
+    panels = {name: group for name, group in (("loss", losses), ("accuracy / detection rate (fraction, 0 to 1)", rates),
                                               ("alpha", alphas)) if group}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig = new_figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (label, group) in zip(axes[0], panels.items()):
         for key in group:
             points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.2
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -95,7 +102,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="DataLoader worker processes per rank, at most 4 per CPU (default 0: load in the training "
                         "process)")
     p.add_argument("--checkpoint-every", type=POSITIVE_INT, help="also checkpoint every N optimizer steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved recipe as JSON and exit")
     p.add_argument("--plot", action="store_true", help="draw <out>/history.png after the run")
     p.add_argument("--plot-only", action="store_true", help="draw <out>/history.png from the saved history and exit")
@@ -142,9 +149,11 @@ def _train_main(args: argparse.Namespace) -> int:
     with distributed_run(args.device) as dist:
         if not dist.is_main:
             logging.getLogger("robust_mix").setLevel(logging.WARNING)
+        bars = dist.is_main and show_bars(progress_requested(args), sys.stderr, terminal_only=True)
         options = RunOptions(workers=args.workers, checkpoint_every=args.checkpoint_every,
-                             progress=None if args.no_progress else TqdmBar)
-        result = run_recipe(config, args.out, dist=dist, options=options)
+                             progress=TqdmBar if bars else None)
+        with LogAboveBars(sys.stderr, quiet=False) if bars else contextlib.nullcontext():
+            result = run_recipe(config, args.out, dist=dist, options=options)
     if dist.is_main:
         print(json.dumps(result, indent=2))
         if args.plot:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Literal, Optional, Sequence
 
+from robust_mix.formatting import interval_heading
+from robust_mix.results import INTERVAL_LEVEL
+
 Kind = Literal["ours", "sweep", "reference", "frontier"]
 
 #: Colours of our entries (colour-blind-safe palette); a sweep takes its entry's colour.
@@ -23,7 +26,8 @@ MARGIN = {"left": 56, "right": 16, "top": 16, "bottom": 46}
 
 @dataclass(frozen=True)
 class Point:
-    """One marker: ``x`` clean and ``y`` robust accuracy (percent)."""
+    """One marker: ``x`` clean and ``y`` robust accuracy (percent); ``y_interval``: the robust accuracy's
+    confidence interval (percent), drawn as a vertical bar through the marker, where the numbers have one."""
 
     x: float
     y: float
@@ -31,6 +35,7 @@ class Point:
     tooltip: str = ""
     href: Optional[str] = None
     star: bool = False
+    y_interval: Optional[tuple[float, float]] = None
 
 
 @dataclass
@@ -117,6 +122,16 @@ def _grid(frame: _Frame, x_label: str, y_label: str) -> list[str]:
     return out
 
 
+def _interval(series: Series, point: Point, frame: _Frame) -> str:
+    """The vertical bar of ``point.y_interval`` with short caps ("" without one)."""
+    if point.y_interval is None:
+        return ""
+    x, (low, high) = frame.px(point.x), (frame.py(v) for v in point.y_interval)
+    cap = 3
+    return (f'<path class="interval" d="M{x},{low}V{high}M{x - cap},{low}H{x + cap}M{x - cap},{high}H{x + cap}" '
+            f'fill="none" stroke="{series.colour}" stroke-width="1" opacity="0.7"/>')
+
+
 def _marker(series: Series, point: Point, frame: _Frame) -> str:
     x, y = frame.px(point.x), frame.py(point.y)
     tip = f"<title>{escape(point.tooltip or point.label)}</title>"
@@ -187,6 +202,11 @@ def _legend(series: Sequence[Series], frame: _Frame) -> list[str]:
             mark = f'<circle cx="{x}" cy="{y}" r="4" fill="{s.colour}"/>'
         out.append(f'<g class="{css}">{mark}<text class="legend-text" x="{x + 12}" y="{y + 4}">'
                    f'{escape(names[s.kind])}</text></g>')
+    if any(p.y_interval is not None for s in series for p in s.points):
+        x, y = frame.left + 10, frame.top + 14 + 16 * len(entries)
+        out.append(f'<g class="interval-key"><path d="M{x},{y - 6}V{y + 6}M{x - 3},{y - 6}H{x + 3}M{x - 3},{y + 6}'
+                   f'H{x + 3}" fill="none" stroke="#555555"/><text class="legend-text" x="{x + 12}" y="{y + 4}">'
+                   f'{escape(f"bars: robust accuracy, {interval_heading(INTERVAL_LEVEL)}")}</text></g>')
     out.append("</g>")
     return out
 
@@ -195,7 +215,7 @@ def scatter_svg(series: Sequence[Series], *, title: str, description: str,
                 x_label: str = "clean accuracy (%)", y_label: str = "robust accuracy (%)") -> str:
     """An ``<svg>`` element plotting every series on shared axes fitted to their points."""
     xs = [p.x for s in series for p in s.points]
-    ys = [p.y for s in series for p in s.points]
+    ys = [p.y for s in series for p in s.points] + [v for s in series for p in s.points for v in (p.y_interval or ())]
     frame = _Frame(xs, ys)
     labels = _Labels(frame)
     out = [f'<svg class="scatter" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="scatter-title '
@@ -213,7 +233,7 @@ def scatter_svg(series: Sequence[Series], *, title: str, description: str,
             dash = ' stroke-dasharray="5 4"' if s.kind == "frontier" else ""
             out.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" stroke-width="1.5"{dash}/>')
         for p in s.points if s.kind != "frontier" else ():  # the frontier's points are reference points
-            out.append(_marker(s, p, frame))
+            out.append(_interval(s, p, frame) + _marker(s, p, frame))
             labels.reserve(frame.px(p.x), frame.py(p.y), 6 if s.kind == "ours" else 4)
             if s.show_labels and p.label:
                 wanted.append((0 if s.kind == "ours" else 1, frame.px(p.x), frame.py(p.y), p.label))

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
@@ -30,7 +30,8 @@ from robust_mix.leaderboard.inputs import SITE_MARKER as MARKER
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
 from robust_mix.leaderboard.snapshot import ReferenceEntry, load_snapshot
-from robust_mix.formatting import format_alpha, percent
+from robust_mix.formatting import format_alpha, interval_heading, percent, percent_interval
+from robust_mix.results import INTERVAL_LEVEL
 from robust_mix.sweep import POLICY
 
 logger = logging.getLogger(__name__)
@@ -111,19 +112,37 @@ def scatter_series(evaluations: list[Evaluation], references: list[ReferenceEntr
             fixed = [Point(100 * p.clean_accuracy, 100 * p.robust_accuracy,
                            f"alpha {format_alpha(float(p.alpha))}" if j in ends else "",
                            f"{run.model} alpha {format_alpha(float(p.alpha))} ({run.attack}, {p.n_examples} "
-                           f"examples): clean {percent(p.clean_accuracy)} %, robust {percent(p.robust_accuracy)} %")
+                           f"examples): clean {percent(p.clean_accuracy)} %, robust {percent(p.robust_accuracy)} %"
+                           + _interval_note(_sweep_interval(p)), y_interval=_percent_pair(_sweep_interval(p)))
                      for j, p in enumerate(run.fixed_points())]
             policy = [Point(100 * p.clean_accuracy, 100 * p.robust_accuracy, "policy",
                             f"{run.model} adaptive policy ({run.attack}, {p.n_examples} examples): clean "
-                            f"{percent(p.clean_accuracy)} %, robust {percent(p.robust_accuracy)} %", star=True)
+                            f"{percent(p.clean_accuracy)} %, robust {percent(p.robust_accuracy)} %"
+                            + _interval_note(_sweep_interval(p)), star=True, y_interval=_percent_pair(_sweep_interval(p)))
                       for p in run.points if p.alpha == POLICY]
             series.append(Series("sweep", fixed, colour, line=True, show_labels=True))
             series.append(Series("sweep", policy, colour))
         series.append(Series("ours", [Point(
             100 * r.best_clean[0], 100 * r.robust_accuracy, e.label,
             f"{e.label}: clean {percent(r.best_clean[0])} % ({r.best_clean[1]:,} images), robust {percent(r.robust_accuracy)} % "
-            f"({r.n_examples:,} examples)", f"models/{e.slug}.html")], colour, show_labels=True))
+            f"({r.n_examples:,} examples)" + _interval_note(r.robust_interval()), f"models/{e.slug}.html",
+            y_interval=_percent_pair(r.robust_interval()))], colour, show_labels=True))
     return series
+
+
+def _sweep_interval(point: Any) -> Optional[tuple[float, float]]:
+    """A sweep point's robust-accuracy interval (fractions), or ``None`` where its sweep did not record one."""
+    if point.robust_low is None or point.robust_high is None:
+        return None
+    return point.robust_low, point.robust_high
+
+
+def _percent_pair(interval: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+    return None if interval is None else (100 * interval[0], 100 * interval[1])
+
+
+def _interval_note(interval: Optional[tuple[float, float]]) -> str:
+    return "" if interval is None else f", {interval_heading(INTERVAL_LEVEL)} {percent_interval(interval)}"
 
 
 # -- writing -----------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
         elif calibrate and dist.is_main:
             model.load_state_dict(load_state_dict(run.path / POLICY_FILE), strict=False)
             calib_x, calib_y = dataset_tensors(calibration_set)
-            policy, table = calibrate_policy(model, calib_x, calib_y, config, dist.device)
+            policy, table = calibrate_policy(model, calib_x, calib_y, config, dist.device,
+                                             progress=options.progress)
             run.write_json("policy.json", dataclasses.asdict(policy))
             run.write_json("calibration.json", table)
             record["policy"] = dataclasses.asdict(policy)

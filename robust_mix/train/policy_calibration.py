@@ -26,6 +26,7 @@ from robust_mix.stats import clopper_pearson
 from robust_mix.train.config import AdaSmoothRecipe, recipe_dict, recipe_from_dict
 from robust_mix.threads import usable_cpus
 from robust_mix.train.evaluation import accuracy, autoattack_accuracy, pgd_accuracy
+from robust_mix.train.loop import ProgressFactory
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +77,21 @@ def _grid_point(recipe: dict[str, Any], policy: dict[str, torch.Tensor], point: 
     config = recipe_from_dict(AdaSmoothRecipe, recipe)
     model = _composite(recipe, policy, images[:1], classes)
     if point is None:
-        return {"robust": measure(model.robust, images, labels, config, adaptive=False, device="cpu")}
-    lo, scale, bias = point
-    model.policy.config.alpha_range, model.policy.config.gamma_scale, model.policy.config.gamma_bias = (lo, 1.0), scale, bias
-    return {"alpha_lo": lo, "gamma_scale": scale, "gamma_bias": bias,
-            "clean": accuracy(model, images, labels), "robust": measure(model, images, labels, config, True, "cpu")}
+        result = {"robust": measure(model.robust, images, labels, config, adaptive=False, device="cpu")}
+    else:
+        lo, scale, bias = point
+        model.policy.config.alpha_range, model.policy.config.gamma_scale, model.policy.config.gamma_bias = (
+            (lo, 1.0), scale, bias)
+        result = {"alpha_lo": lo, "gamma_scale": scale, "gamma_bias": bias,
+                  "clean": accuracy(model, images, labels), "robust": measure(model, images, labels, config, True, "cpu")}
+    emit("done", result["robust"])
+    return result
 
 
 def calibrate_policy(model: MixedClassifier, images: torch.Tensor, labels: torch.Tensor,
                      config: AdaSmoothRecipe, device: Union[str, torch.device] = "cpu", *,
-                     workers: Optional[int] = None) -> tuple[PolicyConfig, list[dict[str, Any]]]:
+                     workers: Optional[int] = None,
+                     progress: Optional[ProgressFactory] = None) -> tuple[PolicyConfig, list[dict[str, Any]]]:
     """Choose gamma scale/bias and the alpha range on validation images ``(N, C, H, W)``, ``(N,)``.
 
     The composite is attacked end to end (mixing network included; with a ``+adaptive`` attack the
@@ -93,7 +99,8 @@ def calibrate_policy(model: MixedClassifier, images: torch.Tensor, labels: torch
     the reference, under the same attack without the adaptive suite. The grid points and the
     reference are independent jobs, run side by side in ``workers`` processes (default: one per
     usable CPU; on a GPU device, one, in this process). Leaves the chosen constants set on
-    ``model.policy``.
+    ``model.policy``. Each finished job logs a line; ``progress`` (the training's bar factory) also draws
+    a bar over the jobs.
 
     Returns:
         The chosen :class:`PolicyConfig` and the table of every grid point (with the 95 %
@@ -114,7 +121,21 @@ def calibrate_policy(model: MixedClassifier, images: torch.Tensor, labels: torch
         workers = 1 if torch.device(device).type != "cpu" else max(1, min(len(jobs), math.floor(usable_cpus())))
     logger.info("calibration: %d grid point(s) and the robust base on %d val images under %s, %d worker(s)",
                 len(points), len(labels), config.calib_attack, workers)
-    results = run_jobs(jobs, workers=workers)
+    bar = progress("calibration", len(jobs), 0, len(labels)) if progress else None
+    finished = [0]
+
+    def on_event(index: int, kind: str, robust: float) -> None:  # a job is done: its line, and the bar moves
+        finished[0] += 1
+        logger.info("calibration: %s done (%d/%d): robust %.4f", jobs[index].name.removeprefix("calibration "),
+                    finished[0], len(jobs), robust)
+        if bar is not None:
+            bar.update(1, {"robust": robust})
+
+    try:
+        results = run_jobs(jobs, workers=workers, on_event=on_event)
+    finally:
+        if bar is not None:
+            bar.close()
     robust_ref = results[0]["robust"]
     threshold = config.calib_keep * robust_ref
     table = []
