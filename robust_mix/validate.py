@@ -861,6 +861,16 @@ def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> P
         raise InvalidInputError(f"the {what} {str(folder)!r} is inside the robust_mix package ({PACKAGE_DIR}): what "
                                 "is written there is lost when the package is reinstalled, and could replace the "
                                 "package's own files; choose a folder outside it, e.g. runs/NAME")
+    why = unwritable_reason(folder)
+    if why is not None:
+        raise InvalidInputError(f"cannot write to the {what} {str(folder)!r}: {why}; choose another folder "
+                                "(nothing has been computed yet)")
+    return folder
+
+
+def unwritable_reason(folder: Path) -> Optional[str]:
+    """Why ``folder`` cannot be made or written to (a file in its place, read-only, not this user's), or ``None``
+    when it can: the folder is made if missing and a probe file is written in it and removed."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".robust-mix-write-test-")
@@ -868,11 +878,8 @@ def check_writable_dir(path: Union[str, Path], what: str = "output folder") -> P
         os.unlink(probe)
     except OSError as err:
         blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-        why = (f"{blocker} is a file, not a folder" if blocker is not None
-               else err.strerror or type(err).__name__)
-        raise InvalidInputError(f"cannot write to the {what} {str(folder)!r}: {why}; choose another folder "
-                                "(nothing has been computed yet)") from None
-    return folder
+        return f"{blocker} is a file, not a folder" if blocker is not None else err.strerror or type(err).__name__
+    return None
 
 
 def check_revision(name: str, value: Any) -> str:

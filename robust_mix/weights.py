@@ -16,7 +16,6 @@ import difflib
 import importlib.resources
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -25,7 +24,7 @@ import torch
 from robust_mix._compat import import_timm
 from robust_mix.config import WeightsConfig
 from robust_mix.io import load_state_dict, sha256_file, sniff_weights_file
-from robust_mix.validate import InvalidInputError, check_path
+from robust_mix.validate import InvalidInputError, check_path, unwritable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +86,8 @@ def _model_dir_hint(path: Path) -> str:
 
 def _unwritable_folders(paths: list[Path]) -> dict[Path, str]:
     """The folders of ``paths`` that cannot be made or written to (read-only, not this user's), each with why."""
-    problems: dict[Path, str] = {}
-    for folder in sorted({p.parent for p in paths}):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".robust-mix-write-test-")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as err:
-            problems[folder] = err.strerror or type(err).__name__
-    return problems
+    reasons = {folder: unwritable_reason(folder) for folder in sorted({p.parent for p in paths})}
+    return {folder: why for folder, why in reasons.items() if why is not None}
 
 
 def check_model_dir(model_dir: object) -> Optional[Path]:
