@@ -655,7 +655,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     stage_flags = {st: [f for c in ordered for f in c["stage_flags"][st]] for st in plan.stages}
     robust = [all(flags) for flags in zip(clean, *suite_flags.values())]
     cpu_threads = sorted({t for c in ordered for t in c["cpu_threads"]})
-    wall = time.perf_counter() - wall_start + earlier
+    wall = max(time.perf_counter() - wall_start, 1e-9) + earlier  # > 0: examples_per_second stays finite
     current = model.current_config() if hasattr(model, "current_config") else None
     result = BenchmarkResult(
         model=name, dataset=dataset, threat_model=threat_model, eps=float(eps), n_examples=n,
@@ -663,7 +663,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         suite_accuracy={s: _mean(f) for s, f in suite_flags.items()},
         stage_accuracy={st: _mean(f) for st, f in stage_flags.items()},
         clean_flags=clean, robust_flags=robust, suite_flags=suite_flags, wall_time_s=wall,
-        examples_per_second=n / wall if wall > 0 else float("inf"),
+        examples_per_second=n / wall,
         number_forward_passes=number_forward_passes(model), attack_settings=settings,
         options=overrides, versions=package_versions(), world_size=world, chunk_size=chunk_size,
         resumed_chunks=resumed, resumed_seconds=earlier,
