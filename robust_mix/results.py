@@ -17,12 +17,10 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import BUDGET_COUNTS, resolve_attack
 from robust_mix.stats import clopper_pearson
 from robust_mix.validate import (InvalidInputError, check_eps, check_fields, check_fraction, check_input_file,
-                                 check_int, check_real, check_seed, parse_json, positive_int)
+                                 check_int, check_real, check_seed, check_wall_seconds, parse_json, positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
 INTERVAL_LEVEL = 0.95
-#: The longest wall time a report may state, in seconds (ten years): a larger one is no evaluation's.
-MAX_WALL_SECONDS = 10 * 365 * 24 * 3600.0
 #: Forward passes per prediction that robust_mix's harness counts: 1 for one model, 2 for a mixture.
 FORWARD_PASSES = (1, 2)
 
@@ -291,10 +289,9 @@ class BenchmarkResult:
         if chunks is not None and resumed > chunks:
             raise InvalidInputError(f"{where('resumed_chunks')} is {resumed}, more than the {chunks} chunk(s) of "
                                     f"{chunk_size} that {n} examples make; the report was edited or corrupted")
-        wall = check_real(where("wall_time_s"), self.wall_time_s, low=0.0, high=MAX_WALL_SECONDS, low_open=True,
-                          expected=f" of seconds in (0, {MAX_WALL_SECONDS:g}] (ten years)")
-        earlier = check_real(where("resumed_seconds"), self.resumed_seconds, low=0.0, high=wall,
-                             expected=f" of seconds in [0, {wall!r}] (wall_time_s covers every session)")
+        wall = check_wall_seconds(where("wall_time_s"), self.wall_time_s, positive=True)
+        earlier = check_wall_seconds(where("resumed_seconds"), self.resumed_seconds, high=wall,
+                                     why="wall_time_s covers every session")
         if earlier > 0 and not resumed:
             raise InvalidInputError(f"{where('resumed_seconds')} is {earlier!r}, but resumed_chunks is 0: no earlier "
                                     "session's time can count without a chunk it finished; the report was edited or "
