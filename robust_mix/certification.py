@@ -111,7 +111,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         alphas: ratios to certify (numbers, ``"applied"``, ``"lower"``, ``(N,)`` tensors of per-example ratios;
             default the model's own); 1.0, the robust base alone, is always added. Per-example radii are written
             under ``radius@<alpha>`` (``radius@given``, ``radius@given#2``... for tensors).
-        about: extra fields for the report (data set, split, overrides).
+        about: extra fields for the report (data set, split, overrides); ``dataset`` defaults to the model config's
+            (``"custom"`` for a model built without one), as every ``certify.json`` names one.
         state_dir: a folder where the smoothing samples drawn so far are saved (atomically, after each group
             of examples); a rerun with the same model, images and settings resumes there and gives the same
             report as an uninterrupted run. ``None``: nothing is saved.
@@ -206,8 +207,10 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         examples[f"radius@{key}"] = [round(v, 6) for v in radius.tolist()]
         result.radii.append(radius.cpu())
         result.correct.append(ok.cpu())
-    result.report = {"model": name, **(about or {}), "n_examples": len(labels), **settings, "radii": radii,
-                     "curves": curves, "examples": {"labels": labels.tolist(), **examples},
+    # the data set every certify.json names (its reader, the leaderboard, requires it): the caller's, else the config's
+    dataset = model.config.dataset if model.config is not None else "custom"
+    result.report = {"model": name, "dataset": dataset, **(about or {}), "n_examples": len(labels), **settings,
+                     "radii": radii, "curves": curves, "examples": {"labels": labels.tolist(), **examples},
                      "seconds": round(time.time() - start, 2), "robust_mix_version": __version__}
     return result
 
