@@ -534,6 +534,20 @@ def from_dict(cls: type, data: Any) -> Any:
 
 
 
+def checked_from_dict(cls: type, data: Any) -> Any:
+    """:func:`from_dict`, then every field checked against its annotation and :data:`CONFIG_RULES` (as
+    :meth:`ModelConfig.validate` checks its nested configs): for a part of a config read back alone (a training
+    run's ``policy.json``, ``nuts.json``).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the field and its value.
+        ValueError, TypeError: not an object of ``cls``'s fields.
+    """
+    config = from_dict(cls, data)
+    check_fields(config, CONFIG_RULES)
+    return config
+
+
 def _coerce(tp: Any, value: Any) -> Any:
     """Turn JSON values back into the annotated type (nested dataclasses, tuples); a numpy scalar or a 0-d tensor
     (``np.float32(0.5)``, ``torch.tensor(0.5)``) becomes the Python number it holds, as a config is written to
