@@ -529,6 +529,9 @@ def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
     (lambda d: {**d, "done": "yes"}, r"done must be true/false"),
     (lambda d: {**d, "done": False, "seconds": None}, r"seconds must be a finite number >= 0"),  # was a TypeError
     (lambda d: {**d, "seconds": -50.0}, r"seconds must be a finite number >= 0, got -50"),  # a negative wall time
+    # a time no run takes: the report's wall time, refused by its reader only once the whole run had finished
+    (lambda d: {**d, "seconds": 1e300},
+     r"seconds must be a finite number of seconds in \[0, .*\(ten years\), got 1e\+300"),
     (lambda d: {**d, "cpu_threads": "1"}, r"cpu_threads must be a list of positive thread counts"),
     # a state written by a newer robust_mix: its fields may mean something else; the version was never read
     (lambda d: {**d, "version": 2}, r"chunk state of version 2, not the version 1 this robust_mix .* writes and reads"),
