@@ -231,3 +231,26 @@ def test_the_config_a_name_refers_to_is_checked_with_its_overrides(tmp_path):
         model_config_of(f"{path},alpha=2")
     with pytest.raises(InvalidInputError, match=r"eps must be a finite number > 0, got -1"):
         model_config_of("fmnist-robust,eps=-1")
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"epochs": -1}, r"epochs must be a positive integer \(>= 1\), got -1"),
+    ({"lr": float("nan")}, r"lr must be a finite number, got nan"),
+    ({"seed": "0"}, r"seed must be an integer"),
+    ({"batch_size": True}, r"batch_size must be an integer"),
+    ({"warmup": 1}, r"unknown Schedule field\(s\) \['warmup'\]"),
+])
+def test_a_recipe_file_is_refused_naming_the_file_and_the_field(tmp_path, changes, match):
+    """load_recipe refused a bad field without naming the file it came from (or, for a list, with a bare
+    TypeError)."""
+    from robust_mix.train.config import save_recipe
+
+    path = tmp_path / "recipe.json"
+    save_recipe(Schedule(epochs=1, batch_size=4), path)
+    assert load_recipe(Schedule, path) == Schedule(epochs=1, batch_size=4)  # what save_recipe wrote is read back
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    with pytest.raises(InvalidInputError, match=rf"recipe\.json: .*{match}.*save_recipe"):
+        load_recipe(Schedule, path)
+    path.write_text("[1, 2]")
+    with pytest.raises(InvalidInputError, match=r"recipe\.json: expected a JSON object for Schedule, got list"):
+        load_recipe(Schedule, path)
