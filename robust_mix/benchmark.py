@@ -38,9 +38,9 @@ from robust_mix.results import BenchmarkResult
 from robust_mix.version import __version__
 from robust_mix.validate import (InvalidInputError, NonFiniteOutputError, check_bool, check_callback, check_dataset,
                                  check_device, check_eps, check_eps_within_images, check_finite_outputs, check_model,
-                                 check_model_examples, check_scores, check_seed, check_threat_model, check_writable_dir,
-                                 evaluates_model, layout_hint, model_num_classes, optional_positive_int, parse_json,
-                                 positive_int)
+                                 check_model_examples, check_scores, check_seed, check_threat_model, check_wall_seconds,
+                                 check_writable_dir, evaluates_model, layout_hint, model_num_classes,
+                                 optional_positive_int, parse_json, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -274,11 +274,16 @@ def _check_stages_recorded(path: Path, data: dict[str, Any], suites: Mapping[str
 
 def _check_bookkeeping(path: Path, data: dict[str, Any]) -> None:
     """Refuse a chunk file whose time or thread counts cannot be a run's: read as they were, ``"seconds": null``
-    failed with a TypeError once the chunk went on, and a negative time gave a report that cannot be read back."""
+    failed with a TypeError once the chunk went on, and a negative time or one of 1e300 s gave a report that cannot be
+    read back (found only when the whole run had finished)."""
     seconds = data["seconds"]
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
         raise InvalidInputError(f"{path}: seconds must be a finite number >= 0, got {seconds!r}; the file was edited "
                                 f"or corrupted: {_redo(path)}")
+    try:  # a time no run takes became the report's wall time, which its reader refuses at the end of the run
+        check_wall_seconds(f"{path}: seconds", seconds)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{err}; the file was edited or corrupted: {_redo(path)}") from None
     threads = data.get("cpu_threads", [])  # absent in older state files
     if not isinstance(threads, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
                                                 for t in threads):
@@ -661,7 +666,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     stage_flags = {st: [f for c in ordered for f in c["stage_flags"][st]] for st in plan.stages}
     robust = [all(flags) for flags in zip(clean, *suite_flags.values())]
     cpu_threads = sorted({t for c in ordered for t in c["cpu_threads"]})
-    wall = time.perf_counter() - wall_start + earlier
+    wall = max(time.perf_counter() - wall_start, 1e-9) + earlier  # > 0: examples_per_second stays finite
     current = model.current_config() if hasattr(model, "current_config") else None
     result = BenchmarkResult(
         model=name, dataset=dataset, threat_model=threat_model, eps=float(eps), n_examples=n,
@@ -669,7 +674,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
         suite_accuracy={s: _mean(f) for s, f in suite_flags.items()},
         stage_accuracy={st: _mean(f) for st, f in stage_flags.items()},
         clean_flags=clean, robust_flags=robust, suite_flags=suite_flags, wall_time_s=wall,
-        examples_per_second=n / wall if wall > 0 else float("inf"),
+        examples_per_second=n / wall,
         number_forward_passes=number_forward_passes(model), attack_settings=settings,
         options=overrides, versions=package_versions(), world_size=world, chunk_size=chunk_size,
         resumed_chunks=resumed, resumed_seconds=earlier,

@@ -116,7 +116,8 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         progress: tqdm bars over the smoothing samples: ``True`` draws them, ``False`` does not, ``None`` (the
             default) draws them only when the standard error is a terminal (none into a log file); never while
             ``$TQDM_DISABLE`` is set (:func:`robust_mix.progress.show_bars`).
-        about: extra fields for the report (data set, split, overrides).
+        about: extra fields for the report (data set, split, overrides); ``dataset`` defaults to the model config's
+            (``"custom"`` for a model built without one), as every ``certify.json`` names one.
         state_dir: a folder where the smoothing samples drawn so far are saved (atomically, after each group
             of examples); a rerun with the same model, images and settings resumes there and gives the same
             report as an uninterrupted run. ``None``: nothing is saved.
@@ -215,8 +216,10 @@ def certify_model(model: MixedClassifier, images: torch.Tensor, labels: torch.Te
         examples[f"radius@{key}"] = [round(v, 6) for v in radius.tolist()]
         result.radii.append(radius.cpu())
         result.correct.append(ok.cpu())
-    result.report = {"model": name, **(about or {}), "n_examples": len(labels), **settings, "radii": radii,
-                     "curves": curves, "examples": {"labels": labels.tolist(), **examples},
+    # the data set every certify.json names (its reader, the leaderboard, requires it): the caller's, else the config's
+    dataset = model.config.dataset if model.config is not None else "custom"
+    result.report = {"model": name, "dataset": dataset, **(about or {}), "n_examples": len(labels), **settings,
+                     "radii": radii, "curves": curves, "examples": {"labels": labels.tolist(), **examples},
                      "seconds": round(time.time() - start, 2), "robust_mix_version": __version__}
     return result
 

@@ -352,8 +352,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        return from_dict(cls, data)
+        """Rebuild from :meth:`to_dict` output and check it as :meth:`validate` does (every field's type and range,
+        the fields' agreement), so that a config read from a file (:meth:`load`, a saved model's ``config.json``) is
+        refused on reading, not when a model is built from it; unknown keys are an error.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming the field and its value (``eps: NaN``, ``alpha: "0.5"``).
+            ValueError: unknown or missing fields.
+        """
+        return from_dict(cls, data).validate()
 
     def weight_locations(self) -> list[str]:
         """Where each part comes from, one line each (``"standard base: timm/x, weights package:..."``)."""
@@ -419,6 +426,9 @@ class ModelConfig:
                              f"the model's tensors: load the folder, 'local-dir:{path.parent}'")
         try:
             return cls.from_dict(data)
+        except InvalidInputError as err:
+            raise type(err)(f"{path}: {err}; correct the field in the file, or write it again with "
+                            "ModelConfig.save") from None
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from err
 
@@ -522,6 +532,20 @@ def from_dict(cls: type, data: Any) -> Any:
     return cls(**{key: _coerce(hints[key], value) for key, value in data.items()})
 
 
+
+
+def checked_from_dict(cls: type, data: Any) -> Any:
+    """:func:`from_dict`, then every field checked against its annotation and :data:`CONFIG_RULES` (as
+    :meth:`ModelConfig.validate` checks its nested configs): for a part of a config read back alone (a training
+    run's ``policy.json``, ``nuts.json``).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: naming the field and its value.
+        ValueError, TypeError: not an object of ``cls``'s fields.
+    """
+    config = from_dict(cls, data)
+    check_fields(config, CONFIG_RULES)
+    return config
 
 
 def _coerce(tp: Any, value: Any) -> Any:

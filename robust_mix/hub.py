@@ -286,6 +286,9 @@ def read_config(path: Union[str, Path], source: Optional[Source] = None) -> tupl
         fields = _upgrade_v1(fields)
     try:
         return ModelConfig.from_dict(fields), provenance
+    except InvalidInputError as err:
+        raise type(err)(f"{path}: {err}; save the model again with model.save_pretrained(folder), or download it "
+                        "again") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
 

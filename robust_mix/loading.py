@@ -214,7 +214,13 @@ def build_model(config: ModelConfig, *, model_dir: Union[str, Path, None] = None
 
 def model_config_of(name: str) -> Optional[ModelConfig]:
     """The config a name refers to, without building a model (``None`` for ``module:function`` factories);
-    a saved model's is read from its ``config.json``."""
+    a saved model's is read from its ``config.json``. It is checked as :meth:`ModelConfig.validate` checks a config
+    before building (its overrides too: ``NAME,alpha=2``), so that no caller (``submit``, ``card``) uses one that
+    could not be built.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: a field of the config or an override is invalid.
+    """
     parsed = parse_model_name(name)
     if parsed.kind == "registry":
         config = get_model_config(parsed.target)
@@ -225,4 +231,4 @@ def model_config_of(name: str) -> Optional[ModelConfig]:
         config, _ = read_config(fetch_file(prefix + parsed.target, CONFIG_NAME), prefix + parsed.target)
     else:
         return None
-    return config.with_overrides(parsed.overrides) if parsed.overrides else config
+    return (config.with_overrides(parsed.overrides) if parsed.overrides else config).validate()  # alpha=2 refused

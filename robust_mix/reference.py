@@ -27,8 +27,8 @@ from robust_mix.io import atomic_write_text
 from robust_mix.protocol import same_eps
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
-                                 non_negative_float, parse_json, positive_int)
+from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_seed,
+                                 check_wall_seconds, parse_json, positive_int)
 
 #: The ``format`` of a reference file this module reads and writes.
 FORMAT = "robust_mix-reference/1"
@@ -153,8 +153,8 @@ class ReferenceRow:
         if not isinstance(data["options"], dict):
             raise InvalidInputError(f"{source}: options must be an object of budget overrides ({{}} for full "
                                     f"budgets), got {data['options']!r}")
-        check_int(f"{source}: seed", data["seed"])
-        non_negative_float(f"{source}: wall_time_s", data["wall_time_s"])
+        check_seed(f"{source}: seed", data["seed"])
+        check_wall_seconds(f"{source}: wall_time_s", data["wall_time_s"], positive=True)
         row = cls(**{**data, "robust_flags": [c == "1" for c in flags]}, **(setting or {}))
         check_fraction(f"{source}: clean_accuracy", row.clean_accuracy)
         full = positive_int(f"{source}: clean_examples", row.clean_examples)

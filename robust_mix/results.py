@@ -16,11 +16,13 @@ from typing import Any, Optional, Union
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import BUDGET_COUNTS, resolve_attack
 from robust_mix.stats import clopper_pearson
-from robust_mix.validate import (InvalidInputError, check_eps, check_fraction, check_input_file, check_int,
-                                 non_negative_float, parse_json, positive_int)
+from robust_mix.validate import (InvalidInputError, check_eps, check_fields, check_fraction, check_input_file,
+                                 check_int, check_real, check_seed, check_wall_seconds, parse_json, positive_int)
 
 #: Confidence level of the intervals shown beside accuracies measured on a subset of the test set.
 INTERVAL_LEVEL = 0.95
+#: Forward passes per prediction that robust_mix's harness counts: 1 for one model, 2 for a mixture.
+FORWARD_PASSES = (1, 2)
 
 
 @dataclass
@@ -183,8 +185,9 @@ class BenchmarkResult:
                                     + (f"unknown field(s) {unknown}" if unknown else "")
                                     + "; write reports with robust-mix benchmark (or BenchmarkResult.save)")
         result = cls(**data)
+        if isinstance(result.eps, str):  # a budget written as the field writes it ("8/255"), read as its number
+            result.eps = check_eps(result.eps, result.threat_model, name=f"{source}: eps")
         result.check(source)
-        result.eps = check_eps(result.eps, result.threat_model, name=f"{source}: eps")  # "8/255" -> a number
         return result
 
     def check(self, source: str = "the report") -> None:
@@ -208,16 +211,7 @@ class BenchmarkResult:
                 for key in BUDGET_COUNTS:
                     if key in values:
                         positive_int(where(f"attack_settings[{group!r}][{key!r}]"), values[key])
-            check_int(where("seed"), self.seed)
-            for key in ("number_forward_passes", "world_size"):
-                positive_int(where(key), getattr(self, key))
-            for key in ("chunk_size", "resumed_chunks"):
-                check_int(where(key), getattr(self, key), minimum=0)
-            for key in ("wall_time_s", "resumed_seconds"):
-                non_negative_float(where(key), getattr(self, key))
-            speed = self.examples_per_second  # inf when the wall time was 0
-            if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not speed >= 0:
-                raise InvalidInputError(f"{where('examples_per_second')} must be a number >= 0, got {speed!r}")
+            self._check_run_numbers(source, n)
             for key in ("clean_accuracy", "robust_accuracy"):
                 check_fraction(where(key), getattr(self, key))
             for group in ("suite_accuracy", "stage_accuracy"):
@@ -267,10 +261,58 @@ class BenchmarkResult:
                 if abs(self.full_clean_accuracy * full - round(self.full_clean_accuracy * full)) > 1e-6 * full:
                     raise InvalidInputError(f"{where('full_clean_accuracy')} is {self.full_clean_accuracy!r}, not a "
                                             f"whole number of the {full} images; the report was edited or corrupted")
+            self._check_types(source)
         except InvalidInputError:
             raise
         except TypeError as err:  # e.g. a list where a mapping belongs
             raise InvalidInputError(f"{source} is not a valid benchmark report: {err}") from None
+
+    def _check_run_numbers(self, source: str, n: int) -> None:
+        """The seed, the counts and the times of the run: each of the kind and range the harness writes, and the
+        times consistent (finite; earlier sessions' share of the wall time at most all of it, and none without a
+        resumed chunk; no more chunks resumed than the run has).
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming ``source``, the field and its value.
+        """
+        where = lambda key: f"{source}: {key}"  # noqa: E731
+        check_seed(where("seed"), self.seed)
+        passes = positive_int(where("number_forward_passes"), self.number_forward_passes)
+        if passes not in FORWARD_PASSES:
+            raise InvalidInputError(f"{where('number_forward_passes')} is {passes}, but robust_mix's harness counts "
+                                    f"{' or '.join(map(str, FORWARD_PASSES))} forward passes per prediction (2 for a "
+                                    "mixture, 1 for one model); the report was edited or corrupted")
+        positive_int(where("world_size"), self.world_size)
+        chunk_size = check_int(where("chunk_size"), self.chunk_size, minimum=0)
+        resumed = check_int(where("resumed_chunks"), self.resumed_chunks, minimum=0)
+        chunks = -(-n // chunk_size) if chunk_size else None
+        if chunks is not None and resumed > chunks:
+            raise InvalidInputError(f"{where('resumed_chunks')} is {resumed}, more than the {chunks} chunk(s) of "
+                                    f"{chunk_size} that {n} examples make; the report was edited or corrupted")
+        wall = check_wall_seconds(where("wall_time_s"), self.wall_time_s, positive=True)
+        earlier = check_wall_seconds(where("resumed_seconds"), self.resumed_seconds, high=wall,
+                                     why="wall_time_s covers every session")
+        if earlier > 0 and not resumed:
+            raise InvalidInputError(f"{where('resumed_seconds')} is {earlier!r}, but resumed_chunks is 0: no earlier "
+                                    "session's time can count without a chunk it finished; the report was edited or "
+                                    "corrupted")
+        check_real(where("examples_per_second"), self.examples_per_second, low=0.0, low_open=True)
+
+    def _check_types(self, source: str) -> None:
+        """Every field of the kind its annotation states (``eps: "1"`` is text, not a budget; ``versions`` maps names
+        to strings), as the harness writes it.
+
+        Raises:
+            robust_mix.validate.InvalidInputError: naming ``source``, the field and its value.
+        """
+        try:
+            check_fields(self, prefix=f"{source}: ")
+            for name, value in self.versions.items():  # the accuracies' values are checked as fractions
+                if not isinstance(value, str):
+                    raise InvalidInputError(f"{source}: versions[{name!r}] must be a version string, got {value!r}")
+        except InvalidInputError as err:
+            raise type(err)(f"{err}; the report was edited or corrupted: write it again with robust-mix benchmark "
+                            "(finished chunks resume from its state folder)") from None
 
     def _check_stages(self, source: str, n: int) -> None:
         """The stages and suites are those of ``attack`` (the stages decide how the run is labelled, and whether it

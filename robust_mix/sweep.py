@@ -24,9 +24,9 @@ from robust_mix.formatting import evaluation_label, format_alpha, format_eps, in
 from robust_mix.io import atomic_write_bytes, atomic_write_files, figure_png, new_figure
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.rows import BenchmarkRow, ModelFactory, RowProgress, run_rows
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_input_file,
-                                 check_model, check_writable_dir, optional_positive_int, parse_json, parse_number,
-                                 positive_int)
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_alpha, check_bool, check_eps,
+                                 check_input_file, check_model, check_threat_model, check_wall_seconds,
+                                 check_writable_dir, optional_positive_int, parse_json, parse_number, positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -368,30 +368,36 @@ def read_sweep(path: Union[str, Path]) -> tuple[list[SweepPoint], dict[str, Any]
         if row["alpha"] != POLICY and (isinstance(row["alpha"], bool) or not isinstance(row["alpha"], (int, float))
                                        or not 0 <= row["alpha"] <= 1):
             raise ValueError(f"{path}: point {i} alpha must be in [0, 1] or {POLICY!r}, got {row['alpha']!r}")
+        if any(p.alpha == row["alpha"] for p in points):
+            raise ValueError(f"{path}: point {i} repeats alpha {row['alpha']!r} of an earlier point, so the file says "
+                             "two things of one ratio; the file was edited or corrupted: rerun robust-mix sweep")
         points.append(SweepPoint(**row))
     return points, metadata
 
 
 def _check_point_fields(path: Path, i: int, row: dict[str, Any]) -> None:
-    """The fields of a ``sweep.json`` point besides the accuracies and alpha, as :func:`write_sweep` writes them:
-    a string ``n_examples`` or a NaN time passed the reader and broke the leaderboard page that printed them."""
-    def bad(key: str, want: str) -> ValueError:
-        return ValueError(f"{path}: point {i} {key} must be {want}, got {row.get(key)!r}; the file was edited or "
-                          "corrupted: rerun robust-mix sweep")
-
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    n = row["n_examples"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise bad("n_examples", "a positive integer")
-    if not number(row["wall_time_s"]) or row["wall_time_s"] < 0:
-        raise bad("wall_time_s", "a finite number of seconds >= 0")
-    for key in ("attack", "label"):
-        if not isinstance(row.get(key, ""), str):
-            raise bad(key, "a string")
-    for key in ("dataset", "threat_model"):
-        if row.get(key) is not None and not isinstance(row[key], str):
-            raise bad(key, "a string or null")
-    if row.get("eps") is not None and (not number(row["eps"]) or row["eps"] < 0):
-        raise bad("eps", "a finite number >= 0 or null")
+    """The fields of a ``sweep.json`` point besides alpha, as :func:`write_sweep` writes them, checked with the rules
+    of every reader (:mod:`robust_mix.validate`): a string ``n_examples`` or a NaN time passed the reader and broke
+    the leaderboard page that printed them; a threat model robust_mix does not run, an eps of 0 or of 8 under Linf
+    and a wall time of 1e300 s were shown as read."""
+    where = f"{path}: point {i}"
+    try:
+        n = row["n_examples"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"{where} n_examples must be a positive integer, got {n!r}")
+        check_wall_seconds(f"{where} wall_time_s", row["wall_time_s"])
+        for key in ("attack", "label"):
+            if not isinstance(row.get(key, ""), str):
+                raise InvalidInputTypeError(f"{where} {key} must be a string, got {row[key]!r}")
+        if row.get("dataset") is not None and not isinstance(row["dataset"], str):
+            raise InvalidInputTypeError(f"{where} dataset must be a string or null, got {row['dataset']!r}")
+        threat_model = row.get("threat_model")
+        if threat_model is not None:
+            check_threat_model(threat_model, f"{where} threat_model")
+        if isinstance(row.get("eps"), str):
+            raise InvalidInputTypeError(f"{where} eps must be a finite number (the file holds budgets as numbers), "
+                                        f"got {row['eps']!r}")
+        if row.get("eps") is not None:
+            check_eps(row["eps"], threat_model or "L2", f"{where} eps")
+    except InvalidInputError as err:
+        raise type(err)(f"{err}; the file was edited or corrupted: rerun robust-mix sweep") from None

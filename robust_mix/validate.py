@@ -171,6 +171,19 @@ def non_negative_float(name: str, value: Any) -> float:
     return check_real(name, value, low=0.0)
 
 
+#: The longest wall time a file robust_mix reads may state, in seconds (ten years): a larger one is no run's.
+MAX_WALL_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+def check_wall_seconds(name: str, value: Any, *, positive: bool = False, high: float = MAX_WALL_SECONDS,
+                       why: str = "ten years") -> float:
+    """A wall time read back from a file (a report's, a sweep point's, a reference row's): a finite number of
+    seconds, ``> 0`` when ``positive`` (else ``>= 0``), at most ``high`` (:data:`MAX_WALL_SECONDS`; ``why`` says what
+    bounds it). The one rule of every time robust_mix reads back."""
+    return check_real(name, value, low=0.0, high=high, low_open=positive,
+                      expected=f" of seconds in {'(' if positive else '['}0, {high!r}] ({why})")
+
+
 def check_radii(radii: Any, name: str = "radii") -> list[float]:
     """Radii to report certified accuracy at: a non-empty sequence of finite numbers ``>= 0``, returned sorted
     and without repeats (a certified-accuracy curve is read from small to large radius)."""

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -270,6 +271,63 @@ def test_a_report_with_wrong_types_or_inconsistent_numbers_is_refused_naming_the
         BenchmarkResult.from_dict(_report(**changes))
 
 
+@pytest.mark.parametrize("changes,match", [
+    (dict(seed=-1), r"seed must be an integer >= 0, got -1"),
+    (dict(seed=2 ** 64), r"seed must be an integer from 0 to 2\*\*64 - 1"),
+    (dict(examples_per_second=float("inf")), r"examples_per_second must be a finite number > 0, got inf"),
+    (dict(examples_per_second=0.0), r"examples_per_second must be a finite number > 0"),
+    (dict(wall_time_s=1e300),
+     r"wall_time_s must be a finite number of seconds in \(0, .*\] \(ten years\), got 1e\+300"),
+    (dict(wall_time_s=0.0), r"wall_time_s must be a finite number of seconds in \(0"),
+    (dict(resumed_seconds=1e300, resumed_chunks=1),
+     r"resumed_seconds must be a finite number of seconds in \[0, 2\.0\]"),
+    (dict(resumed_seconds=3.0, resumed_chunks=1),
+     r"resumed_seconds .*in \[0, 2\.0\] \(wall_time_s covers every session"),
+    (dict(resumed_seconds=1.0), r"resumed_seconds is 1\.0, but resumed_chunks is 0"),
+    (dict(chunk_size=2, resumed_chunks=3), r"resumed_chunks is 3, more than the 2 chunk\(s\) of 2 that 4 examples"),
+    (dict(number_forward_passes=10 ** 12),
+     r"number_forward_passes is 1000000000000, but robust_mix's harness counts 1 or 2"),
+    (dict(config_fingerprint=5), r"config_fingerprint must be a string or None, got 5"),
+    (dict(command=["robust-mix"]), r"command must be a string or None"),
+    (dict(versions={"torch": 2.1}), r"versions\['torch'\] must be a version string, got 2\.1"),
+])
+def test_a_report_with_run_numbers_no_run_writes_is_refused_naming_file_field_and_value(tmp_path, changes, match):
+    """report.json's seed, counts and times were taken as read: a negative seed, an infinite speed, a wall time of
+    1e300 s, earlier sessions' seconds beyond the whole wall time, a fingerprint that is a number. Each now fails on
+    read, naming the file, the field and its value."""
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(_report()))
+    BenchmarkResult.from_json(path)  # the unedited report is fine
+    path.write_text(json.dumps(_report(**changes)))
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=match) as caught:
+        BenchmarkResult.from_json(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_report_object_holding_its_budget_as_text_is_refused_by_its_check():
+    """``BenchmarkResult(eps="1").check()`` passed, and the text reached formatting and the card (``"8/255"`` in a
+    report.json file is still read as its number, as the field writes budgets)."""
+    result = BenchmarkResult.from_dict(_report())
+    with pytest.raises(robust_mix.validate.InvalidInputError, match=r"the report: eps must be a number, got '1' "
+                                                                     r"\(str\); the report was edited"):
+        dataclasses.replace(result, eps="1").check()
+    assert BenchmarkResult.from_dict(_report(eps="1")).eps == 1.0
+
+
+def test_the_report_of_a_real_run_passes_its_reader_and_states_finite_times(tmp_path):
+    """Every report the harness writes is one its reader takes: a real tiny run, saved and read back, including its
+    time fields (examples_per_second was inf for a wall time of 0)."""
+    result = benchmark(tiny_mixed(), n_examples=3, batch_size=2, chunk_size=2, attack="apgd-ce", options=FAST,
+                       device="cpu", state_dir=tmp_path / "state")
+    result.save(tmp_path / "report.json")
+    again = BenchmarkResult.from_json(tmp_path / "report.json")
+    assert again == result and math.isfinite(again.examples_per_second) and again.wall_time_s > 0
+    resumed = benchmark(tiny_mixed(), n_examples=3, batch_size=2, chunk_size=2, attack="apgd-ce", options=FAST,
+                        device="cpu", state_dir=tmp_path / "state")
+    resumed.save(tmp_path / "resumed.json")
+    assert BenchmarkResult.from_json(tmp_path / "resumed.json").resumed_chunks == 2
+
+
 def test_defaults_come_from_the_model_config_and_leaderboard():
     model = tiny_mixed()
     result = benchmark(model, n_examples=4, batch_size=4, attack="apgd-ce", options=FAST, device="cpu")
@@ -471,6 +529,9 @@ def test_a_corrupt_state_file_is_named_not_trusted(tmp_path):
     (lambda d: {**d, "done": "yes"}, r"done must be true/false"),
     (lambda d: {**d, "done": False, "seconds": None}, r"seconds must be a finite number >= 0"),  # was a TypeError
     (lambda d: {**d, "seconds": -50.0}, r"seconds must be a finite number >= 0, got -50"),  # a negative wall time
+    # a time no run takes: the report's wall time, refused by its reader only once the whole run had finished
+    (lambda d: {**d, "seconds": 1e300},
+     r"seconds must be a finite number of seconds in \[0, .*\(ten years\), got 1e\+300"),
     (lambda d: {**d, "cpu_threads": "1"}, r"cpu_threads must be a list of positive thread counts"),
     # a state written by a newer robust_mix: its fields may mean something else; the version was never read
     (lambda d: {**d, "version": 2}, r"chunk state of version 2, not the version 1 this robust_mix .* writes and reads"),

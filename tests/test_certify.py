@@ -1,5 +1,6 @@
 """Certificates of the mixture (PAPER.md section 4): formulas, conditions, soundness, CLI."""
 import json
+import re
 import math
 import uuid
 
@@ -753,3 +754,37 @@ def test_a_resume_progress_that_does_not_add_up_is_refused_by_estimate_smoothed(
                                                                      r"counts of example\(s\) \[0, 1, 2\]"):
         estimate_smoothed(make_tiny(0), images[:3], sigma=0.25, num_classes=10, n0=4, n=8, batch_size=8,
                           generator=generator, resume=bad)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"norm": "l3"}, r"norm"),
+    ({"sigma": float("nan")}, r"sigma must be a finite number > 0, got nan"),
+    ({"failure_prob": 2.0}, r"failure_prob must be a finite number in \(0, 1\), got 2\.0"),
+    ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+    ({"n": "1000"}, r"n must be an integer, got '1000'"),
+    ({"seconds": 1e300}, r"seconds must be a finite number of seconds in \[0, "),
+    ({"curves": [{"alpha": 2.0, "label": "x", "certified_accuracy": [0.5]}]}, r"curve 0 alpha .* got 2\.0"),
+    ({"curves": [{"alpha": 0.5, "label": "x", "certified_accuracy": [0.5], "abstain_rate": 1.5}]},
+     r"curve 0 abstain_rate must be a finite number in \[0, 1\], got 1\.5"),
+])
+def test_the_leaderboard_reads_a_real_certificate_and_refuses_an_edited_one_naming_the_field(
+        images, tmp_path, change, match):
+    """certify.json was read for its radii and curves only: a NaN sigma, a failure probability of 2, a negative seed,
+    a ratio of 2 or an abstain rate of 1.5 were shown. What certify_model writes (a ratio per example included) is
+    read back; each edited field is refused, named with what to do."""
+    from robust_mix.certification import certify_model, write_certification
+    from robust_mix.leaderboard.inputs import collect
+
+    model = MixedClassifier(make_tiny(0), make_tiny(1), alpha=0.6)
+    labels = torch.arange(len(images)) % 10
+    for method, kwargs in (("smoothing", dict(sigma=0.25, n0=5, n=10, alphas=[0.8, torch.full((len(images),), 0.9)])),
+                           ("lipschitz", dict(lipschitz=2.0, norm="linf"))):
+        result = certify_model(model, images, labels, method=method, progress=False, radii=[0.0], **kwargs)
+        write_certification(tmp_path / method, result)
+    inputs = collect([tmp_path])
+    assert not inputs.rejected and len(inputs.certificates) == 2
+    path = tmp_path / "smoothing" / "certify.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    inputs = collect([tmp_path])
+    assert len(inputs.certificates) == 1 and [r.path for r in inputs.rejected] == [path]
+    assert re.search(match, inputs.rejected[0].reason) and "rerun robust-mix certify" in inputs.rejected[0].reason

@@ -72,6 +72,10 @@ def test_a_reference_needs_clean_accuracy_on_the_whole_test_set():
     (lambda d: d["rows"]["robust"].update(attack=None), "attack"),
     (lambda d: d["rows"]["robust"].update(clean_accuracy=0.12345), "whole number of the 1000 images"),
     (lambda d: d["rows"]["robust"].update(wall_time_s="x"), "wall_time_s"),
+    (lambda d: d["rows"]["robust"].update(seed=-1), r"row 'robust': seed must be an integer >= 0, got -1"),
+    (lambda d: d["rows"]["robust"].update(wall_time_s=1e300), r"row 'robust': wall_time_s must be a finite number of "
+                                                              r"seconds in \(0, .*\(ten years\), got 1e\+300"),
+    (lambda d: d["rows"]["robust"].update(wall_time_s=0.0), r"row 'robust': wall_time_s .* in \(0, "),
 ])
 def test_a_broken_reference_file_is_refused_naming_what_is_wrong(tmp_path, edit, match):
     path = Reference.from_results([SPEC], [run(flags(6, 10))], command="c", date="d").save(tmp_path / "r.json")

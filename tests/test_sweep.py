@@ -233,6 +233,30 @@ def test_read_sweep_checks_every_field_the_leaderboard_prints(tmp_path, change, 
     assert read_sweep(tmp_path / "sweep.json")[0][0] == SweepPoint(**_POINT)
 
 
+@pytest.mark.parametrize("change,match", [
+    ({"threat_model": "Linfinity"}, r"point 0 threat_model must be one of \['Linf', 'L2', 'L1'\], got 'Linfinity'"),
+    ({"eps": 8.0}, r"point 0 eps must be a finite number in \(0, 1\]; Linf budgets"),
+    ({"eps": 0.0}, r"point 0 eps must be a finite number in \(0, 1\]"),
+    ({"eps": 0.0, "threat_model": "L2"}, r"point 0 eps must be a finite number > 0, got 0\.0"),
+    ({"wall_time_s": 1e300}, r"point 0 wall_time_s must be a finite number of seconds in \[0, .*\(ten years\)"),
+])
+def test_read_sweep_refuses_a_setting_or_time_no_sweep_writes_naming_file_point_and_value(tmp_path, change, match):
+    """A sweep point's threat model, budget and time were only type-checked: 'Linfinity', eps 8 under Linf (a budget
+    in 255ths), eps 0 and a wall time of 1e300 s were read and shown on the leaderboard."""
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"points": [{**_POINT, **change}]}))
+    with pytest.raises(ValueError, match=rf"sweep\.json: {match}.*rerun robust-mix sweep"):
+        read_sweep(path)
+
+
+def test_read_sweep_refuses_two_points_of_one_ratio(tmp_path):
+    """A sweep.json listing alpha 0.5 twice (two rows edited or joined) said two things of one ratio and was read."""
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"points": [_POINT, {**_POINT, "robust_accuracy": 0.0}]}))
+    with pytest.raises(ValueError, match=r"sweep\.json: point 1 repeats alpha 0\.5 of an earlier point"):
+        read_sweep(path)
+
+
 def test_the_leaderboard_rejects_a_certificate_with_a_bad_example_count(tmp_path):
     """certify.json's n_examples was printed with int(...) on the page: 'ten' broke the site, 2.7 showed as 2."""
     from robust_mix.leaderboard.inputs import collect

@@ -254,6 +254,50 @@ def test_mixednuts_recipe_writes_config(tiny_data, tiny_bases, tmp_path):
         calibrate_mixednuts(dataclasses.replace(config, beta=90.0), tmp_path / "nuts")
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["nuts"].update(power=float("nan")), r"power must be a finite number, got nan"),
+    (lambda d: d["nuts"].update(ln_k=1), r"ln_k must be an integer >= 2"),
+    (lambda d: d.update(alpha=2.0), r"alpha"),
+    (lambda d: d.update(alpha="0.9"), r"alpha"),
+    (lambda d: d.pop("best"), r"holds the fields \['alpha', 'nuts'\]"),
+])
+def test_a_finished_calibration_reads_its_result_back_checked_field_by_field(tiny_data, tiny_bases, tmp_path, edit,
+                                                                            match):
+    """Started again, a finished MixedNUTS calibration returned nuts.json as it found it: a NaN power or an alpha of
+    2 written into the file by hand became the result. What the run wrote is read back; an edited file is refused,
+    naming it, the field and what to do."""
+    from robust_mix.train.run_dir import RunFileError
+
+    config = MixedNutsRecipe(standard=tiny_bases[0], robust=tiny_bases[1], dataset="fashion-mnist", eps=0.1,
+                             val_images=20, attack_steps=1, batch_size=20, scales=[1.0], powers=[1.0], biases=[0.0])
+    result = calibrate_mixednuts(config, tmp_path / "nuts")
+    assert calibrate_mixednuts(config, tmp_path / "nuts") == json.loads(json.dumps(result))  # read back as written
+    path = tmp_path / "nuts" / "nuts.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(RunFileError, match=rf"nuts\.json: .*{match}.*move it away and rerun"):
+        calibrate_mixednuts(config, tmp_path / "nuts")
+
+
+def test_a_finished_adasmooth_run_reads_its_policy_back_checked_field_by_field(tiny_data, tiny_bases, tmp_path):
+    """Started again, a finished adasmooth run returned policy.json as it found it: an alpha_range of [0.9, 0.2] or
+    a NaN gamma_scale written into it became the run's policy."""
+    from robust_mix.train.run_dir import RunFileError
+
+    config = tiny_adasmooth(tiny_bases, max_steps_per_epoch=2, calib_alpha_lo=[0.5], calib_gamma_bias=[0.0])
+    first = train_adasmooth(config, tmp_path / "ada")
+    assert train_adasmooth(config, tmp_path / "ada")["policy"] == json.loads(json.dumps(first["policy"]))
+    path = tmp_path / "ada" / "policy.json"
+    data = json.loads(path.read_text())
+    for field, value, match in (("alpha_range", [0.9, 0.2], "alpha_range"),
+                                ("gamma_scale", float("nan"), "gamma_scale must be a finite number, got nan"),
+                                ("blocks", "2", "blocks must be an integer, got '2'")):
+        path.write_text(json.dumps({**data, field: value}))
+        with pytest.raises(RunFileError, match=rf"policy\.json: .*{match}.*move it away and rerun"):
+            train_adasmooth(config, tmp_path / "ada")
+
+
 def test_calibration_through_the_harness_matches_a_direct_benchmark(tiny_bases):
     """calib_attack names a harness attack: the robust base's figure is the harness's own, and bad specs fail early."""
     from robust_mix.benchmark import benchmark

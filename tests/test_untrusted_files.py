@@ -175,3 +175,82 @@ def test_a_path_with_a_part_longer_than_a_file_name_is_named_with_what_to_do(tmp
     with pytest.raises(InvalidInputError, match=r"has a part of 300 bytes .*longer than the 255 bytes a file or folder "
                                                 r"name may have; give .* with shorter names"):
         call("y" * 300)
+
+
+# -- configs read back: every field checked on reading ------------------------------------------------------------
+def _config_data(**changes):
+    data = ModelConfig(name="mine", standard="timm/resnet18", robust="timm/resnet18", alpha=0.5, eps=0.1,
+                       num_classes=10).to_dict()
+    return {**data, **changes}
+
+
+#: A field of a saved config edited to a value no config holds -> what the error says of it.
+BAD_CONFIG_FIELDS = {
+    "eps NaN": (dict(eps=float("nan")), r"eps must be a finite number, got nan"),
+    "alpha as text": (dict(alpha="0.5"), r"alpha must be a number or None, got '0\.5'"),
+    "classes as text": (dict(num_classes="10"), r"num_classes must be an integer or None, got '10'"),
+    "alpha out of range": (dict(alpha=1.5), r"alpha"),
+    "negative temperature": (dict(std_scale=-1.0), r"std_scale must be a finite number > 0, got -1\.0"),
+    "labels disagree": (dict(labels=["a", "b"]), r"class counts"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIG_FIELDS)
+def test_a_config_file_is_checked_field_by_field_when_read(tmp_path, case):
+    """ModelConfig.load took eps NaN, alpha "0.5" or num_classes "10" as read; only building the model refused them,
+    and ``submit``/``card``, which read the config without building, used them."""
+    changes, match = BAD_CONFIG_FIELDS[case]
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps(_config_data()))
+    assert ModelConfig.load(path).eps == 0.1  # the unedited file is fine
+    path.write_text(json.dumps(_config_data(**changes)))
+    with pytest.raises(InvalidInputError, match=rf"entry\.json: .*{match}.*write it again with ModelConfig\.save"):
+        ModelConfig.load(path)
+
+
+@pytest.mark.parametrize("case", BAD_CONFIG_FIELDS)
+def test_a_saved_model_s_config_json_is_checked_field_by_field_when_read(tmp_path, case):
+    from robust_mix.hub import FORMAT_VERSION, read_config
+
+    changes, match = BAD_CONFIG_FIELDS[case]
+    path = tmp_path / CONFIG_NAME
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **_config_data(**changes)}))
+    with pytest.raises(InvalidInputError, match=rf"{CONFIG_NAME}: .*{match}.*save the model again"):
+        read_config(path)
+
+
+def test_the_config_a_name_refers_to_is_checked_with_its_overrides(tmp_path):
+    """``model_config_of`` (what ``submit`` and ``card`` read a NAME's config with) returned configs with
+    alpha=2 or a NaN eps unchecked."""
+    from robust_mix.loading import model_config_of
+
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps(_config_data()))
+    assert model_config_of(str(path)).alpha == 0.5
+    with pytest.raises(InvalidInputError, match=r"alpha"):
+        model_config_of(f"{path},alpha=2")
+    with pytest.raises(InvalidInputError, match=r"eps must be a finite number > 0, got -1"):
+        model_config_of("fmnist-robust,eps=-1")
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"epochs": -1}, r"epochs must be a positive integer \(>= 1\), got -1"),
+    ({"lr": float("nan")}, r"lr must be a finite number, got nan"),
+    ({"seed": "0"}, r"seed must be an integer"),
+    ({"batch_size": True}, r"batch_size must be an integer"),
+    ({"warmup": 1}, r"unknown Schedule field\(s\) \['warmup'\]"),
+])
+def test_a_recipe_file_is_refused_naming_the_file_and_the_field(tmp_path, changes, match):
+    """load_recipe refused a bad field without naming the file it came from (or, for a list, with a bare
+    TypeError)."""
+    from robust_mix.train.config import save_recipe
+
+    path = tmp_path / "recipe.json"
+    save_recipe(Schedule(epochs=1, batch_size=4), path)
+    assert load_recipe(Schedule, path) == Schedule(epochs=1, batch_size=4)  # what save_recipe wrote is read back
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    with pytest.raises(InvalidInputError, match=rf"recipe\.json: .*{match}.*save_recipe"):
+        load_recipe(Schedule, path)
+    path.write_text("[1, 2]")
+    with pytest.raises(InvalidInputError, match=r"recipe\.json: expected a JSON object for Schedule, got list"):
+        load_recipe(Schedule, path)

@@ -29,7 +29,10 @@ from robust_mix.version import __version__
 from robust_mix.formatting import format_eps, partial_reasons
 from robust_mix.protocol import canonical_dataset, required_examples, same_eps
 from robust_mix.sweep import POLICY, SweepPoint, read_sweep
-from robust_mix.validate import MalformedJSONError, parse_json
+from robust_mix.certification import check_method
+from robust_mix.validate import (InvalidInputError, MalformedJSONError, check_fraction, check_open_probability,
+                                 check_seed, check_wall_seconds, non_negative_float, parse_json, positive_float,
+                                 positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -398,8 +401,49 @@ def read_certificate(path: Path, data: Any) -> CertificateRun:
                              "reaches every smaller one: the file was edited or corrupted; rerun robust-mix certify")
         if not isinstance(curve.get("label"), str):
             raise ValueError(f"curve {i} has no label")
+    _check_certificate_settings(data)
     return CertificateRun(path, str(data["model"]), canonical_dataset(str(data["dataset"])), data,
                           file_beside(path, path.with_suffix(".png").name))
+
+
+#: A certificate's settings by method, as ``certify_model`` writes them, with the rule each is read by.
+_CERTIFICATE_SETTINGS: dict[str, dict[str, Any]] = {
+    "smoothing": {"sigma": positive_float, "n0": positive_int, "n": positive_int,
+                  "failure_prob": check_open_probability, "seed": check_seed},
+    "lipschitz": {"lipschitz": positive_float},
+}
+#: A curve's figures besides its certified accuracy, as ``certify_model`` writes them, with their rules.
+_CURVE_FIGURES: dict[str, Any] = {"alpha_mean": check_fraction, "abstain_rate": check_fraction,
+                                  "mixed_clean_accuracy": check_fraction,
+                                  "median_radius_certified_correct": non_negative_float}
+
+
+def _check_certificate_settings(data: dict[str, Any]) -> None:
+    """The method, norm and settings of a ``certify.json`` and its curves' other figures, by the rules
+    ``certify_model`` takes them with (:func:`robust_mix.certification.check_method`, :mod:`robust_mix.validate`): a
+    norm no method certifies, a NaN sigma, a failure probability of 2, a negative seed or an abstain rate of 1.5 were
+    read and shown.
+
+    Raises:
+        ValueError: naming the field and its value, and what to do.
+    """
+    try:
+        method, _, _ = check_method(data["method"], None, data["norm"])
+        for key, rule in _CERTIFICATE_SETTINGS[method].items():
+            if key in data:  # certificates written before a setting was recorded lack it
+                rule(key, data[key])
+        if "seconds" in data:
+            check_wall_seconds("seconds", data["seconds"])
+        for i, curve in enumerate(data["curves"]):
+            for key, rule in _CURVE_FIGURES.items():
+                if key in curve:
+                    rule(f"curve {i} {key}", curve[key])
+            alpha = curve.get("alpha")
+            if "alpha" in curve and not (isinstance(alpha, str) and alpha in ("applied", "lower")):
+                for value in alpha if isinstance(alpha, list) and alpha else [alpha]:
+                    check_fraction(f"curve {i} alpha (a ratio, 'applied', 'lower' or one ratio per example)", value)
+    except InvalidInputError as err:
+        raise ValueError(f"{err}; the file was edited or corrupted: rerun robust-mix certify") from None
 
 
 def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:

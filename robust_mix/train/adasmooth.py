@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from robust_mix.config import PolicyConfig, checked_from_dict
 from robust_mix.data import dataset_tensors, num_classes
 from robust_mix.distributed import DistContext, derive_seed
 from robust_mix.io import load_state_dict, save_state_dict
@@ -219,7 +220,7 @@ def train_adasmooth(config: AdaSmoothRecipe, out: str, dist: Optional[DistContex
         if (calibrate and dist.is_main and run.same_recipe and finished and calibrated.is_file()
                 and (run.path / "calibration.json").is_file()):  # written last: the calibration finished
             logger.info("%s holds the calibration of this recipe and network: not calibrated again", calibrated)
-            record["policy"] = run.read_json(calibrated.name)
+            record["policy"] = run.read_json(calibrated.name, lambda data: checked_from_dict(PolicyConfig, data))
         elif calibrate and dist.is_main:
             model.load_state_dict(load_state_dict(run.path / POLICY_FILE), strict=False)
             calib_x, calib_y = dataset_tensors(calibration_set)

@@ -322,6 +322,8 @@ def recipe_from_dict(cls: type, data: Mapping[str, Any]) -> RecipeConfig:
     Recipes saved before a field existed load with that field's default; a legacy
     ``BackboneRecipe`` ``"adversarial": true`` reads as ``"method": "pgd"``.
     """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
     data = dict(data)
     if cls is BackboneRecipe and "adversarial" in data:
         adversarial = data.pop("adversarial")
@@ -344,7 +346,8 @@ def load_recipe(cls: type, path: PathLike) -> RecipeConfig:
 
     Raises:
         FileNotFoundError: no such file.
-        robust_mix.validate.InvalidInputError: a folder (a run folder's ``recipe.json`` is named), or not JSON.
+        robust_mix.validate.InvalidInputError: a folder (a run folder's ``recipe.json`` is named), not JSON, or a
+            field unknown, missing, of another type or out of range (naming the file, the field and its value).
     """
     path = check_input_file(path, "recipe file", inside="recipe.json")
     try:
@@ -352,7 +355,12 @@ def load_recipe(cls: type, path: PathLike) -> RecipeConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{path} is not valid JSON ({err}); it may be truncated: write it again with "
                                 "save_recipe (robust-mix train writes it into its run folder)") from None
-    return recipe_from_dict(cls, data)
+    try:
+        return recipe_from_dict(cls, data)
+    except InvalidInputError as err:  # a field of another type or out of range: the recipe checks itself when built
+        raise type(err)(f"{path}: {err}; correct the field, or write the recipe again with save_recipe") from None
+    except (TypeError, ValueError) as err:  # not an object, unknown or missing fields
+        raise InvalidInputError(f"{path}: {err}; write the recipe again with save_recipe") from None
 
 
 def apply_values(config: RecipeConfig, values: Mapping[str, Any]) -> RecipeConfig:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from robust_mix.config import NutsConfig
+from robust_mix.config import NutsConfig, checked_from_dict
 from robust_mix.data import dataset_tensors, num_classes
 from robust_mix.distributed import DistContext
 from robust_mix.nuts import NonlinearLogitMap
@@ -26,6 +26,7 @@ from robust_mix.train.config import MixedNutsRecipe
 from robust_mix.train.loop import RunOptions
 from robust_mix.train.pair import load_base, resolve_dataset
 from robust_mix.train.run_dir import RunDir
+from robust_mix.validate import check_alpha
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,21 @@ def _logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: Uni
                           for i in range(0, len(images), batch_size)])
 
 
+def check_result(data: dict[str, Any]) -> None:
+    """A ``nuts.json`` as :func:`calibrate_mixednuts` writes it: ``nuts`` (:class:`NutsConfig`'s fields, each in its
+    range), ``alpha`` (a ratio in ``[0, 1]``) and ``best`` (the chosen grid row, an object).
+
+    Raises:
+        ValueError: naming the field and its value (an ``InvalidInputError`` for a value out of range).
+    """
+    if set(data) != {"nuts", "alpha", "best"}:
+        raise ValueError(f"holds the fields {sorted(data)}, not ['alpha', 'best', 'nuts'] as the run writes them")
+    checked_from_dict(NutsConfig, data["nuts"])
+    check_alpha(data["alpha"], "alpha")
+    if not isinstance(data["best"], dict):
+        raise ValueError(f"best must be an object (the chosen grid row), got {data['best']!r}")
+
+
 def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistContext] = None,
                         options: Optional[RunOptions] = None) -> dict[str, Any]:
     """Calibrate MixedNUTS on the validation split; writes ``<out>/nuts.json`` (NutsConfig + alpha).
@@ -136,7 +152,7 @@ def calibrate_mixednuts(config: MixedNutsRecipe, out: str, dist: Optional[DistCo
         if run.same_recipe and (run.path / RESULT_FILE).is_file() and (run.path / "calibration.json").is_file():
             # a finished calibration started again (calibration.json is written last)
             logger.info("%s holds the calibration of this recipe: nothing to do", run.path / RESULT_FILE)
-            return run.read_json(RESULT_FILE)
+            return run.read_json(RESULT_FILE, check_result)
         val = recipe_split(config, resolve_dataset(config.dataset, config.robust), "val", "val_images")
         images, labels = dataset_tensors(val)
         robust = load_base(config.robust, dist, images[:1].to(dist.device), num_classes(val), "robust")

@@ -15,7 +15,7 @@ import logging
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -176,13 +176,15 @@ class RunDir:
             raise RunFileError(f"{self.checkpoint} is not a training checkpoint (it lacks {missing}); {_RESTART}")
         return state
 
-    def read_json(self, name: str) -> dict[str, Any]:
+    def read_json(self, name: str, check: Optional[Callable[[dict[str, Any]], Any]] = None) -> dict[str, Any]:
         """A result file of the folder (``policy.json``, ``nuts.json``, ...) that :meth:`write_json` wrote, read back
-        when a finished run is started again.
+        when a finished run is started again; ``check`` (e.g. :func:`robust_mix.config.checked_from_dict` of the
+        config it holds) checks every field as the run wrote it, raising ``ValueError`` or ``TypeError``.
 
         Raises:
-            RunFileError: the file is not JSON (:func:`robust_mix.validate.parse_json`) or not a JSON object: it was
-                damaged or replaced after the run wrote it; the message names it and says what to do.
+            RunFileError: the file is not JSON (:func:`robust_mix.validate.parse_json`), not a JSON object, or fails
+                ``check``: it was damaged or replaced after the run wrote it; the message names it, the field and
+                says what to do.
         """
         path = self.path / name
         redo = ("it was damaged or replaced after the run wrote it (results are written atomically): move it away "
@@ -193,6 +195,11 @@ class RunDir:
             raise RunFileError(f"{path} is not valid JSON ({err}); {redo}") from None
         if not isinstance(data, dict):
             raise RunFileError(f"{path} holds a JSON {type(data).__name__}, not the object the run writes; {redo}")
+        if check is not None:
+            try:
+                check(data)
+            except (TypeError, ValueError) as err:
+                raise RunFileError(f"{path}: {err}; {redo}") from None
         return data
 
     def write_json(self, name: str, data: Any) -> None:
