@@ -32,6 +32,8 @@ from robust_mix.distributed import torchrun_place
 from robust_mix.fastpath import fast_path
 from robust_mix.fingerprint import model_code_fingerprint, model_fingerprint
 from robust_mix.io import FolderLock, atomic_write_text
+from robust_mix.config import ModelConfig
+from robust_mix.registry import model_label
 from robust_mix.protocol import (AttackOptions, AttackPlan, canonical_dataset, check_options, required_examples,
                                  resolve_attack)
 from robust_mix.results import BenchmarkResult
@@ -513,6 +515,12 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     wall_start = time.perf_counter()
     model = check_model(model)
     config = getattr(model, "config", None)
+    # the model's name in logs and the report, overrides included ("fmnist-robust,alpha=0.9", also after
+    # model.alpha = 0.9): never the entry's bare name for another configuration of it
+    current = model.current_config() if hasattr(model, "current_config") else None
+    labelled = current if isinstance(current, ModelConfig) else config
+    name = model_label(labelled) if isinstance(labelled, ModelConfig) else getattr(config, "name", None)
+    name = name or type(model).__name__
     dataset = dataset or (config.dataset if config is not None and config.dataset != "custom" else None)
     # one spelling ("fmnist", "FashionMNIST" -> "fashion-mnist"): the report's data set decides the leaderboard size,
     # the model-info data set and whether the entry's reported numbers are for this run
@@ -589,8 +597,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     probe_scores = _check_output_contract(model, images, labels, device, model_num_classes(model))
     num_classes = probe_scores.shape[1]
     again = _check_input_untouched(model, images[:len(probe_scores)], device)
-    randomized = _warn_if_randomized(probe_scores, again, plan.version,
-                                     getattr(config, "name", None) or type(model).__name__)
+    randomized = _warn_if_randomized(probe_scores, again, plan.version, name)
     unused = sorted(set(options.overrides()) - set(options.overrides(plan.stages)))
     if unused:
         logger.warning("%s set%s the budget of no stage of this attack (%s): ignored", ", ".join(unused),
@@ -598,8 +605,7 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     if "adaptive" in plan.suites and not getattr(model, "is_adaptive", False) and not is_mixednuts(model):
         logger.warning("the adaptive attack targets an adaptive mixing ratio (its BCE(gamma) term) and MixedNUTS "
                        "maps; %s has neither (a fixed ratio or a plain classifier), so its adaptive stages are "
-                       "APGD-CE and targeted APGD-DLR once more, not an attack on a ratio",
-                       getattr(config, "name", None) or type(model).__name__)
+                       "APGD-CE and targeted APGD-DLR once more, not an attack on a ratio", name)
 
     runner = StageRunner(model, plan, norm=threat_model, eps=eps, device=device, options=options)
     runner.check_classes(plan.stages, num_classes)
@@ -612,7 +618,6 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     if overrides:
         logger.warning("attack budgets overridden (%s): this result is not leaderboard-grade", overrides)
     settings = runner.attack_settings()
-    name = getattr(config, "name", None) or type(model).__name__
     fingerprint = {"model": model_fingerprint(model), "model_code": model_code_fingerprint(model),
                    "dataset": dataset, "threat_model": threat_model,
                    "eps": eps, "n_examples": n, "attack_version": plan.version, "suites": plan.suites,
@@ -667,7 +672,6 @@ def benchmark(model: nn.Module, dataset: Optional[str] = None, threat_model: Opt
     robust = [all(flags) for flags in zip(clean, *suite_flags.values())]
     cpu_threads = sorted({t for c in ordered for t in c["cpu_threads"]})
     wall = max(time.perf_counter() - wall_start, 1e-9) + earlier  # > 0: examples_per_second stays finite
-    current = model.current_config() if hasattr(model, "current_config") else None
     result = BenchmarkResult(
         model=name, dataset=dataset, threat_model=threat_model, eps=float(eps), n_examples=n,
         attack=plan.name, seed=seed, clean_accuracy=_mean(clean), robust_accuracy=_mean(robust),

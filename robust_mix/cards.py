@@ -24,7 +24,7 @@ from robust_mix.formatting import (attack_label, evaluation_label, format_eps, m
                                    partial_reasons, percent_interval, percent_value)
 from robust_mix.io import atomic_write_text
 from robust_mix.protocol import canonical_dataset
-from robust_mix.registry import get_model_config, list_models
+from robust_mix.registry import get_model_config, list_models, model_label, report_names
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult, ReportLike, read_report
 from robust_mix.validate import InvalidInputError
 
@@ -337,9 +337,9 @@ def check_report_is_for(config: ModelConfig, result: BenchmarkResult, source: st
     rerun = rerun or (f"benchmark the entry as registered (robust-mix benchmark {config.name} --out DIR) and use its "
                       "report.json")
     fingerprints = list(fingerprints) if fingerprints is not None else [config.fingerprint()]
-    if result.model not in (config.name, *config.aliases):
-        raise InvalidInputError(f"{source} is a report of model {result.model!r}, not {config.name!r}: its numbers "
-                                f"would be shown on {config.name!r}'s card; {rerun}")
+    if result.model not in report_names(config):
+        raise InvalidInputError(f"{source} is a report of model {result.model!r}, not {model_label(config)!r}: its "
+                                f"numbers would be shown on {config.name!r}'s card; {rerun}")
     if result.config_fingerprint is None:
         logger.warning("%s does not record which configuration it evaluated (no config_fingerprint: an older "
                        "robust_mix wrote it); its numbers are shown as %r's", source, config.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -438,6 +439,76 @@ def override_fields() -> tuple[str, ...]:
     ``"NAME,key=value"``): the config's fields and the adaptive policy's, sorted."""
     fields = {f.name for f in dataclasses.fields(ModelConfig)} | {f.name for f in dataclasses.fields(PolicyConfig)}
     return tuple(sorted(fields))
+
+
+#: Where an override starts in a model NAME: a ``,`` followed by ``key=`` (``"fmnist-robust,alpha=0.9"``).
+_OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+#: Python's spellings of JSON's null, true and false, read as those in an override's value.
+_PYTHON_CONSTANTS: dict[str, Any] = {"None": None, "True": True, "False": False}
+
+
+def split_overrides(text: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"NAME,key=value,..."`` into ``NAME`` (stripped) and its overrides, values read as JSON when they
+    parse (``(0.8,1.0)`` as ``[0.8,1.0]``; ``None``, ``True``, ``False`` as ``null``, ``true``, ``false``).
+
+    The override syntax of every model NAME (:func:`robust_mix.loading.parse_model_name`) and every report's
+    model label (:func:`override_text` writes it).
+
+    Raises:
+        robust_mix.validate.InvalidInputError: an override that is not ``key=value``, or a key given twice.
+    """
+    head, *rest = _OVERRIDE.split(text.strip())
+    overrides: dict[str, Any] = {}
+    for item in rest:
+        key, value = _parse_override(item, text)
+        if key in overrides:
+            raise InvalidInputError(f"override {key!r} is given twice in {text!r}; give each key once")
+        overrides[key] = value
+    return head.strip(), overrides
+
+
+def _parse_override(item: str, text: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or not raw:
+        raise InvalidInputError(f"override {item!r} in {text!r} must look like key=value "
+                                "(e.g. 'fmnist-robust,alpha=0.9')")
+    if raw.startswith("(") and raw.endswith(")"):  # a Python-style pair, alpha_range=(0.8,1.0): a JSON list
+        raw = f"[{raw[1:-1]}]"
+    if raw in _PYTHON_CONSTANTS:  # alpha=None as load_model(name, alpha=None) spells it, not the string 'None'
+        return key, _PYTHON_CONSTANTS[raw]
+    try:
+        return key, parse_json(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def override_text(overrides: dict[str, Any]) -> str:
+    """``",key=value"`` for each override, values as compact JSON: what :func:`split_overrides` reads back."""
+    return "".join(f",{key}={json.dumps(_plain(value), separators=(',', ':'))}" for key, value in overrides.items())
+
+
+def config_overrides(entry: "ModelConfig", config: "ModelConfig") -> dict[str, Any]:
+    """The overrides that turn ``entry`` into ``config`` (``entry.with_overrides(result)`` computes what ``config``
+    computes): each field that decides what the model computes and differs, as JSON-ready data; adaptive-policy
+    fields one by one (``alpha_range``) where their names are the policy's own. Empty: the same model."""
+    mine, theirs = entry.to_dict(), config.to_dict()
+    overrides: dict[str, Any] = {}
+    top_fields = set(mine)
+    for key, value in theirs.items():
+        if key in _DOCUMENTATION_FIELDS or mine.get(key) == value:
+            continue
+        old = mine.get(key)
+        if key == "policy" and isinstance(old, dict) and isinstance(value, dict):
+            changed = {k: v for k, v in value.items() if old.get(k) != v}
+            if not top_fields & set(changed):  # policy.input_shape would be read as the config's input_shape
+                overrides.update(changed)
+                continue
+        if key in ("standard", "robust") and isinstance(value, dict) and \
+                value == dataclasses.asdict(BackboneConfig(ref=value["ref"])):
+            value = value["ref"]  # a base given by its reference alone: standard="timm/resnet18"
+        overrides[key] = value
+    return overrides
 
 
 def check_entry_name(name: Any) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,18 +29,15 @@ from typing import Any, Literal, Optional, Union
 import torch
 from torch import nn
 
-from robust_mix.config import ModelConfig
+from robust_mix.config import ModelConfig, override_text, split_overrides
 from robust_mix.hub import CONFIG_NAME, HUB_PREFIX, LOCAL_PREFIX, could_be_repo_id, fetch_file, read_config
 from robust_mix.mixing import MixedClassifier
 from robust_mix.registry import get_model_config, is_model, unknown_model_message
-from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device, parse_json,
+from robust_mix.validate import (InvalidInputError, InvalidInputTypeError, check_bool, check_device,
                                  path_is)
 
 NameKind = Literal["registry", "hub", "local", "config", "factory"]
-_OVERRIDE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-#: Python's spellings of JSON's null, true and false, read as those in an override's value.
-_PYTHON_CONSTANTS: dict[str, Any] = {"None": None, "True": True, "False": False}
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class ModelName:
     def label(self) -> str:
         """A short name for tables and reports (``fmnist-robust,alpha=0.9``)."""
         base = {"hub": HUB_PREFIX, "local": LOCAL_PREFIX}.get(self.kind, "") + self.target
-        return base + "".join(f",{k}={json.dumps(v)}" for k, v in self.overrides.items())
+        return base + override_text(self.overrides)
 
 
 def parse_model_name(text: Union[str, Path]) -> ModelName:
@@ -83,15 +79,8 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
     if text.rstrip().endswith(","):
         raise InvalidInputError(f"model name {text!r} ends in ',': drop it, or add the override after it "
                                 "(e.g. 'fmnist-robust,alpha=0.9')")
-    head, *rest = _OVERRIDE.split(text.strip())
-    overrides: dict[str, Any] = {}
-    for item in rest:
-        key, value = _parse_override(item, text)
-        if key in overrides:
-            raise InvalidInputError(f"override {key!r} is given twice in {text!r}; give each key once")
-        overrides[key] = value
-    head = head.strip()
-    if rest and head.endswith(","):
+    head, overrides = split_overrides(text)
+    if overrides and head.endswith(","):
         raise InvalidInputError(f"model name {text!r} has an empty override (',,'); separate overrides by one ','")
     prefixes: tuple[tuple[str, NameKind, str], ...] = ((HUB_PREFIX, "hub", "Hub repo ('hf-hub:org/name')"),
                                                        (LOCAL_PREFIX, "local", "folder ('local-dir:PATH')"))
@@ -118,22 +107,6 @@ def parse_model_name(text: Union[str, Path]) -> ModelName:
         hint = (f"; for a folder written by save_pretrained use '{LOCAL_PREFIX}{head}', for a Hub repo "
                 f"'{HUB_PREFIX}{head}'")
     raise KeyError(f"{unknown_model_message(head)}{hint}")
-
-
-def _parse_override(item: str, text: str) -> tuple[str, Any]:
-    key, sep, raw = item.partition("=")
-    key, raw = key.strip(), raw.strip()
-    if not sep or not key or not raw:
-        raise InvalidInputError(f"override {item!r} in {text!r} must look like key=value "
-                                "(e.g. 'fmnist-robust,alpha=0.9')")
-    if raw.startswith("(") and raw.endswith(")"):  # a Python-style pair, alpha_range=(0.8,1.0): a JSON list
-        raw = f"[{raw[1:-1]}]"
-    if raw in _PYTHON_CONSTANTS:  # alpha=None as load_model(name, alpha=None) spells it, not the string 'None'
-        return key, _PYTHON_CONSTANTS[raw]
-    try:
-        return key, parse_json(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 def load_model(name: Union[str, Path], *, model_dir: Union[str, Path, None] = None,

@@ -5,6 +5,7 @@ becomes a model, and :func:`robust_mix.load_model` ties the two together.
 
 >>> list_models("cifar100-*")
 >>> get_model_config("fmnist-adasmooth").policy.alpha_range
+>>> model_label(get_model_config("fmnist-robust").with_overrides({"alpha": 0.9}))  # 'fmnist-robust,alpha=0.9'
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import copy
 import difflib
 import fnmatch
 import logging
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
-from robust_mix.config import ModelConfig, check_entry_name
+from robust_mix.config import ModelConfig, check_entry_name, config_overrides, override_text, split_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +96,38 @@ def unknown_model_message(name: str) -> str:
     close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.4)]
     hint = f"; did you mean {close}?" if close else "; see robust_mix.list_models()"
     return f"unknown model {name!r}{hint}"
+
+
+def model_label(config: ModelConfig) -> str:
+    """What a report calls the model ``config`` builds, in the NAME syntax that loads it again: the entry's name
+    plus ``,key=value`` for each field that differs from the registered entry of that name
+    (``"fmnist-robust,alpha=0.9"``); the name alone for the entry itself or a config no entry is registered as.
+
+    The one name of a model in reports (``benchmark()``), and what a report is matched against
+    (:func:`report_names`, :func:`labelled_config`).
+    """
+    entry = _REGISTRY.get(config.name)
+    return config.name if entry is None else config.name + override_text(config_overrides(entry, config))
+
+
+def report_names(config: ModelConfig) -> tuple[str, ...]:
+    """The model names a report of ``config`` may carry: its :func:`model_label`, written with the entry's name or an
+    alias; and the bare name and aliases, which reports written before labels carried overrides hold (their config
+    fingerprint then tells which configuration they evaluated)."""
+    suffix = model_label(config)[len(config.name):]
+    names = [config.name + suffix, *(alias + suffix for alias in config.aliases), config.name, *config.aliases]
+    return tuple(dict.fromkeys(names))
+
+
+def labelled_config(label: str) -> Optional[ModelConfig]:
+    """The config a report's model label (:func:`model_label`, ``"fmnist-robust,alpha=0.9"``) names: the registered
+    entry with the label's overrides; ``None`` when its name is not a registered entry or alias.
+
+    Raises:
+        robust_mix.validate.InvalidInputError: an override is malformed or not a config field.
+    """
+    head, overrides = split_overrides(label)
+    if not is_model(head):
+        return None
+    config = get_model_config(head)
+    return config.with_overrides(overrides) if overrides else config

@@ -18,6 +18,7 @@ from robust_mix.formatting import (attack_label, evaluation_label, format_eps, i
                                    percent_interval, randomness_note)
 from robust_mix.io import atomic_write_files
 from robust_mix.protocol import canonical_dataset, same_eps
+from robust_mix.registry import model_label, report_names
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.validate import check_writable_dir
 
@@ -251,10 +252,11 @@ def check_submission(result: BenchmarkResult, config: Optional[ModelConfig]) -> 
     reasons = partial_reasons(result)
     if config is None:
         return reasons + ["no entry config to check the report against"]
-    if result.model not in (config.name, *config.aliases):
+    if result.model not in report_names(config):
+        label = model_label(config)
         raise SubmissionMismatchError(
-            f"the report is for model {result.model!r}, not {config.name!r}: submit the report of a benchmark "
-            f"of {config.name!r} (robust-mix benchmark {config.name} --out DIR)")
+            f"the report is for model {result.model!r}, not {label!r}: submit the report of a benchmark "
+            f"of {label!r} (robust-mix benchmark '{label}' --out DIR)")
     if not in_entry_setting(result, config):
         reasons.append(f"measured on {_setting(result.dataset, result.threat_model, result.eps)}, not in the entry's "
                        f"setting ({_setting(config.dataset, config.threat_model, config.eps)}), the leaderboard "
@@ -296,7 +298,7 @@ def submission_files(result: BenchmarkResult, config: Optional[ModelConfig] = No
     if unstated:
         info["footnote"] = (info["footnote"] + " " if info["footnote"] else "") + "PARTIAL EVALUATION: " + \
             "; ".join(unstated) + "."
-    name = config.name if config is not None else result.model
+    name = model_label(config) if config is not None else result.model
     evaluation = (f"pyautoattack {result.versions.get('pyautoattack', '?')}: {attack_label(result)} "
                   f"(attack argument `{result.attack}`), seed {result.seed}, "
                   f"{result.n_examples} test examples, robust_mix benchmark harness "

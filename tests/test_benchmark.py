@@ -1068,3 +1068,32 @@ def test_a_low_precision_model_is_not_called_randomized_for_its_rounding(caplog)
         assert "randomized" not in caplog.text
         _warn_if_randomized(scores, scores + torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.bfloat16), "standard", "m")
     assert "m looks randomized" in caplog.text
+
+
+@pytest.mark.parametrize("name, alpha, label", [
+    ("fmnist-robust,alpha=0.9", None, "fmnist-robust,alpha=0.9"),
+    ("fmnist-robust", 0.3, "fmnist-robust,alpha=0.3"),
+    ("fmnist-robust", None, "fmnist-robust")])
+def test_the_report_of_an_overridden_entry_names_its_overrides(tmp_path, name, alpha, label):
+    """A model loaded with overrides ('fmnist-robust,alpha=0.9', or model.alpha set after loading) got a report
+    whose model was the entry's bare name: report.md showed the fixed mix's numbers beside the robust base's name,
+    and a leaderboard or card took it for the entry. The report names the overrides, as a NAME that loads the model
+    it evaluated again, and is refused as a report of the unchanged entry."""
+    from robust_mix.registry import labelled_config
+    from robust_mix.report import SubmissionMismatchError, check_submission, write_report
+
+    model = robust_mix.load_model(name, pretrained=False)
+    if alpha is not None:
+        model.alpha = alpha
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
+    result = benchmark(model, attack="apgd-ce", images=x, labels=y, batch_size=2, device="cpu",
+                       options=AttackOptions(n_iter=1))
+    assert result.model == result.arguments["model"] == label
+    assert labelled_config(result.model).fingerprint() == result.config_fingerprint  # the label rebuilds it
+    paths = write_report(tmp_path, result)
+    assert json.loads(paths["report"].read_text())["model"] == label
+    assert f"| {label} |" in paths["markdown"].read_text()
+    entry = robust_mix.get_model_config("fmnist-robust")
+    if label != entry.name:
+        with pytest.raises(SubmissionMismatchError, match=label):
+            check_submission(result, entry)

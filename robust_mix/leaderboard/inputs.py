@@ -10,6 +10,7 @@ reason, so a site can list it: bad input never turns into a silently wrong numbe
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,8 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
+from robust_mix.config import ModelConfig
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
-from robust_mix.registry import get_model_config, is_model
+from robust_mix.registry import get_model_config, labelled_config, model_label
 from robust_mix.version import __version__
 from robust_mix.formatting import format_eps, partial_reasons
 from robust_mix.protocol import canonical_dataset, required_examples, same_eps
@@ -446,6 +448,27 @@ def _check_certificate_settings(data: dict[str, Any]) -> None:
         raise ValueError(f"{err}; the file was edited or corrupted: rerun robust-mix certify") from None
 
 
+def config_of(model: str) -> Optional[ModelConfig]:
+    """The registered entry a report's or sweep's model label names, its overrides applied
+    (:func:`robust_mix.registry.labelled_config`); ``None`` when it names none, or overrides no config takes."""
+    try:
+        return labelled_config(model)
+    except (ValueError, TypeError) as err:
+        logger.warning("model %r names a registered entry with overrides it does not take (%s): its config is not "
+                       "used", model, err)
+        return None
+
+
+def _curve_key(model: str) -> str:
+    """A model label without its fixed ratio (``fmnist-robust,alpha=0.9`` -> ``fmnist-robust``), aliases as the
+    entry's name: the model whose alphas a sweep runs."""
+    config = config_of(model)
+    if config is None:
+        return model
+    entry = get_model_config(config.name)
+    return model_label(dataclasses.replace(config, alpha=entry.alpha))
+
+
 def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optional[float]]:
     """(dataset, threat model, eps) of a sweep: as its points record them (what each evaluation ran), else as its
     arguments record, else its registered entry's.
@@ -463,8 +486,8 @@ def _sweep_setting(run: SweepRun) -> tuple[Optional[str], Optional[str], Optiona
     arguments = run.metadata.get("arguments") if isinstance(run.metadata.get("arguments"), dict) else {}
     dataset, threat, eps = next(iter(recorded), (arguments.get("dataset"), arguments.get("threat_model"),
                                                  arguments.get("eps")))
-    if is_model(run.model):
-        config = get_model_config(run.model)
+    config = config_of(run.model)
+    if config is not None:
         dataset, threat = dataset or config.dataset, threat or config.threat_model
         eps = eps if eps is not None else config.eps
     return (canonical_dataset(dataset) if isinstance(dataset, str) else None, threat,
@@ -602,8 +625,10 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
             kept.rejected.append(Rejected(e.path, f"a report for {other.describe()}, but {site}; build a separate "
                                                   "site for it, or choose it with --dataset/--threat-model/--eps"))
     by_model: dict[str, list[Evaluation]] = {}
+    by_curve: dict[str, list[Evaluation]] = {}  # a sweep runs its own alphas: it belongs beside every alpha's report
     for e in kept.evaluations:
         by_model.setdefault(e.result.model, []).append(e)
+        by_curve.setdefault(_curve_key(e.result.model), []).append(e)
     for run in inputs.sweeps:
         try:
             setting = _sweep_setting(run)
@@ -613,12 +638,12 @@ def choose_board(inputs: Inputs, dataset: Optional[str] = None, threat_model: Op
         if board is not None and None not in setting and not board.holds(*setting):
             kept.rejected.append(Rejected(run.path, f"a sweep on {setting[0]} {setting[1]} eps "
                                                     f"{format_eps(setting[2], setting[1])}, but this site is {board.describe()}"))
-        elif run.model not in by_model:
+        elif _curve_key(run.model) not in by_curve:
             kept.rejected.append(Rejected(run.path, f"no benchmark report of model {run.model!r} on this site; "
                                                     "sweeps are drawn beside their model's report"))
         else:
             kept.sweeps.append(run)
-            for e in by_model[run.model]:
+            for e in by_curve[_curve_key(run.model)]:
                 e.sweeps.append(run)
     for cert in inputs.certificates:
         if board is not None and cert.dataset != board.dataset:

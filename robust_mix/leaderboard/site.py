@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from robust_mix.registry import get_model_config, is_model
 from robust_mix.version import __version__
 from robust_mix.cards import render_card
 from robust_mix.config import ModelConfig
@@ -26,6 +25,7 @@ from robust_mix.io import atomic_write_bytes
 from robust_mix.validate import check_writable_dir
 from robust_mix.leaderboard import markdown
 from robust_mix.leaderboard.inputs import Board, Evaluation, Rejected, choose_board, collect, describe_request
+from robust_mix.leaderboard.inputs import config_of
 from robust_mix.leaderboard.inputs import SITE_MARKER as MARKER
 from robust_mix.leaderboard.render import index_body, model_body, page
 from robust_mix.leaderboard.scatter import PALETTE, REFERENCE_COLOUR, Point, Series, pareto_front, scatter_svg
@@ -81,13 +81,15 @@ def model_card(e: Evaluation) -> tuple[Optional[str], str]:
         text, error = _render(config, e)
         return text, (f"Rendered from {config_path} with this report's numbers." if text else f"No card: {error}")
     model = e.result.model
-    if is_model(model):
-        text, error = _render(get_model_config(model), None)
+    config = config_of(model)
+    if config is not None:
+        text, error = _render(config, None)
         if text is None:
             return None, f"No card: {error}"
-        return text, (f"The card of the registered entry {model!r}, rendered from its config as registered now. "
-                      "The report records the entry's name but not overrides given when the model was built "
-                      "(a changed alpha, say): if the run used any, the card describes the unchanged entry. "
+        return text, (f"The card of the registered entry {model!r} (with the overrides its name states), rendered "
+                      "from its config as registered now. Reports written before robust_mix named overrides record "
+                      "the entry's bare name: if such a run used any (a changed alpha, say), the card describes the "
+                      "unchanged entry. "
                       "The numbers on this page are the report's.")
     return None, (f"No card: {model!r} is not a registered entry, and no README.md or config.json lies beside "
                   "the report.")
