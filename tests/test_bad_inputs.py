@@ -769,8 +769,10 @@ def leaderboard_size(data: dict) -> dict:
 SUBMIT = [  # (id, edit of the full report (or raw text), NAME, exit code, fragment)
     ("report of another model", lambda r: leaderboard_size(r["standard"]), "fmnist-robust", 3,
      "the report is for model 'fmnist-standard', not 'fmnist-robust'"),
-    ("same name, another alpha", lambda r: leaderboard_size(r["robust-0.9"]), "fmnist-robust", 3,
-     "does not match 'fmnist-robust'"),
+    ("the entry with another alpha", lambda r: leaderboard_size(r["robust-0.9"]), "fmnist-robust", 3,
+     "the report is for model 'fmnist-robust,alpha=0.9', not 'fmnist-robust'"),
+    ("same name, another alpha", lambda r: {**leaderboard_size(r["robust-0.9"]), "model": "fmnist-robust"},
+     "fmnist-robust", 3, "does not match 'fmnist-robust'"),  # a report from before labels named overrides
     ("clean_accuracy 1.7", lambda r: {**leaderboard_size(r["standard"]), "clean_accuracy": 1.7}, "fmnist-standard", 2,
      "clean_accuracy must be a finite number in [0, 1], got 1.7 (it looks like a percentage"),
     ("robust_accuracy -0.1", lambda r: {**leaderboard_size(r["standard"]), "robust_accuracy": -0.1}, "fmnist-standard",
