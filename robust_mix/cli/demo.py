@@ -40,7 +40,7 @@ from robust_mix.reference import (AGREES, DIFFERS, MISSING, OTHER_ATTACK, OTHER_
 from robust_mix.results import INTERVAL_LEVEL, BenchmarkResult
 from robust_mix.rows import BenchmarkRow, RowFailure, run_rows
 from robust_mix.sweep import kept_robustness, recovered_gap
-from robust_mix.validate import check_writable_dir
+from robust_mix.validate import check_writable_dir, parse_json
 from robust_mix.weights import package_file
 from robust_mix.zoo.fmnist import DEMO_ROWS, REFERENCE_FILE
 
@@ -170,7 +170,7 @@ def drop_report_of_other_settings(row: BenchmarkRow) -> str:
     if not any((folder / name).exists() for name in REPORT_FILES):
         return ""
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         differs = f"{path.name} unreadable: {type(err).__name__}"
     else:
